@@ -1,0 +1,250 @@
+"""What-if analysis: one serving plan, one request shape -> per-quadrant breakdown, TTFT, TPOT,
+throughput, memory fit and cost. Pure functions over the op builder and a TimingModel."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .ops import COMPUTE, FrozenOpTable, StepShape, build_ops
+from .perf.memory import MemoryFit, memory_fit
+from .perf.roofline import RooflineModel
+from .perf.timing import BOUNDS, OpTimes, TimingModel
+from .plan import PhasePlan, ServingPlan
+from .precision import get_precision
+
+QUADRANTS = ("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn")
+
+
+@dataclass(frozen=True)
+class PhaseTiming:
+    """One micro-batch step of one phase, costed."""
+
+    ops: FrozenOpTable
+    times: OpTimes
+    plan: PhasePlan
+    layer_stage_s: np.ndarray  # one pipeline stage's layer ops (what a device spends per micro-batch)
+    head_s: np.ndarray  # embedding + LM head + sampling (once per forward)
+    p2p_s: np.ndarray  # one pipeline hand-off
+    forward_s: np.ndarray  # one micro-batch through every stage (latency)
+    af_step_s: np.ndarray | None = None  # attention/FFN-disaggregated step (ping-pong pipeline)
+
+    def quadrant_mask(self, quadrant: str) -> np.ndarray:
+        return self.ops.mask(quadrant)
+
+
+def time_phase(model, plan: PhasePlan, shape: StepShape, phase: str, timing: TimingModel, *,
+               kv_precision: str = "bf16", kv_scale_tokens: int = 128, **sweep) -> PhaseTiming:
+    ops = build_ops(model, plan, shape, phase, kv_precision=kv_precision, kv_scale_tokens=kv_scale_tokens, **sweep)
+    times = timing.evaluate(ops)
+    pp = np.asarray(sweep.get("pp", plan.pp), dtype=float)
+    other = ops.mask(f"{phase}_other")
+    p2p = np.array([n == "pp_send_recv" for n in ops.names])
+    head = other & ~p2p
+    a_mask, f_mask = ops.mask(f"{phase}_attention"), ops.mask(f"{phase}_ffn")
+    overlap_a, overlap_f = plan.attention.overlap_comm, plan.ffn.overlap_comm
+    layer_stage = times.total_s(a_mask, overlap_a) + times.total_s(f_mask, overlap_f)
+    head_s = times.total_s(head)
+    p2p_one = times.time_s[p2p].sum(axis=0)
+    forward = pp * layer_stage + head_s + (pp - 1) * p2p_one
+    af = None
+    if plan.af_disaggregated:
+        names = np.array(ops.names)
+        xfer_a, xfer_f = names == "attn_to_ffn", names == "ffn_to_attn"
+        per_layer = lambda m: (times.weighted(times.time_s)[m].sum(axis=0)  # noqa: E731
+                               / max(model.num_layers / plan.pp, 1e-9))
+        t_a = per_layer(a_mask & ~xfer_a)
+        t_f = per_layer(f_mask & ~xfer_f)
+        t_x = np.maximum(per_layer(xfer_a), per_layer(xfer_f))
+        mb = plan.micro_batches
+        cycle = mb * np.maximum(np.maximum(t_a, t_f), t_x)
+        # one micro-batch fills the pipeline once; then each layer costs a full ping-pong cycle
+        af = model.num_layers * cycle + (t_a + t_f + 2 * t_x) + head_s
+        forward = af
+    return PhaseTiming(ops, times, plan, layer_stage, head_s, p2p_one, forward, af)
+
+
+@dataclass(frozen=True)
+class WhatIfResult:
+    model_id: str
+    plan: ServingPlan
+    batch: int
+    isl: int
+    osl: int
+    prefill_batch: int
+    quadrants: pd.DataFrame  # one row per quadrant (+ other)
+    ttft_s: float
+    tpot_s: float
+    output_tokens_per_s: float
+    output_tokens_per_s_per_device: float
+    devices: int
+    memory: list[MemoryFit]
+    cost_usd_per_mtok: float
+    prefill: PhaseTiming = field(repr=False)
+    decode: PhaseTiming = field(repr=False)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return all(m.fits for m in self.memory)
+
+    def to_dict(self) -> dict:
+        q = {}
+        for row in self.quadrants.itertuples(index=False):
+            q[row.quadrant] = {k: _clean(getattr(row, k)) for k in self.quadrants.columns if k != "quadrant"}
+        return {
+            "model": self.model_id,
+            "devices": self.devices,
+            "batch": self.batch, "isl": self.isl, "osl": self.osl, "prefill_batch": self.prefill_batch,
+            "ttft_s": self.ttft_s, "tpot_s": self.tpot_s,
+            "output_tokens_per_s": self.output_tokens_per_s,
+            "output_tokens_per_s_per_device": self.output_tokens_per_s_per_device,
+            "cost_usd_per_mtok": _clean(self.cost_usd_per_mtok),
+            "fits": self.fits,
+            "memory": [{"role": m.role, "hardware": m.hardware, "weights_bytes": m.weights_bytes,
+                        "kv_cache_bytes": m.kv_cache_bytes, "activation_bytes": m.activation_bytes,
+                        "reserve_bytes": m.reserve_bytes, "capacity_bytes": m.capacity_bytes,
+                        "headroom_bytes": m.headroom_bytes, "fits": m.fits} for m in self.memory],
+            "quadrants": {k: v for k, v in q.items() if k in QUADRANTS},
+            "other": {k: v for k, v in q.items() if k not in QUADRANTS},
+            "notes": self.notes,
+        }
+
+
+def _clean(v):
+    if isinstance(v, (np.floating, float)):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def quadrant_table(pt: PhaseTiming, phase: str, scale: float = 1.0) -> pd.DataFrame:
+    """Per-quadrant metrics of a costed phase (config 0), for ``scale`` micro-batch forwards."""
+    t, ops = pt.times, pt.ops
+    pp = pt.plan.pp
+    rows = []
+    attributed = t.attributed()
+    for part in ("attention", "ffn", "other"):
+        q = f"{phase}_{part}"
+        m = ops.mask(q)
+        if not m.any():
+            continue
+        mult = scale * (pp if part != "other" else 1.0)
+        overlap = {"attention": pt.plan.attention.overlap_comm, "ffn": pt.plan.ffn.overlap_comm}.get(part, False)
+        time_s = float(t.total_s(m, overlap)[0]) * mult
+        cnt = ops["count"][m, 0]
+        flop = float((cnt * ops["flop"][m, 0]).sum()) * mult
+        byts = float((cnt * ops["bytes"][m, 0]).sum()) * mult
+        comm = float((cnt * t.comm_s[m, 0]).sum()) * mult
+        parts = {b: float((cnt * attributed[b][m, 0]).sum()) * mult for b in BOUNDS}
+        bound = max(parts, key=parts.get) if time_s > 0 else "none"
+        comp_rows = m & (ops.kind == COMPUTE) & (ops["flop"][:, 0] > 0)
+        peak = float(np.max(ops["peak"][comp_rows, 0])) if comp_rows.any() else float("nan")
+        bw = float(np.max(ops["bw"][m & (ops.kind == COMPUTE), 0]))
+        rows.append({
+            "quadrant": q, "time_s": time_s, "flop": flop, "bytes": byts, "comm_s": comm,
+            "arithmetic_intensity": flop / byts if byts else float("nan"), "bound": bound,
+            "achieved_flop_per_s": flop / time_s if time_s else 0.0,
+            "flop_fraction_of_peak": flop / time_s / peak if time_s and peak == peak and peak else 0.0,
+            "achieved_bytes_per_s": byts / time_s if time_s else 0.0,
+            "bandwidth_fraction_of_peak": byts / time_s / bw if time_s and bw else 0.0,
+            **{f"{b}_s": v for b, v in parts.items()},
+        })
+    return pd.DataFrame(rows)
+
+
+def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: int = 1,
+           timing: TimingModel | None = None) -> WhatIfResult:
+    """Score one plan: TTFT of a ``prefill_batch`` x ``isl`` prefill, TPOT at ``batch`` concurrent
+    sequences (mean KV length isl + osl/2), steady-state throughput, memory and cost."""
+    timing = timing or RooflineModel()
+    model = plan.model
+    notes: list[str] = []
+    kw = dict(kv_precision=plan.kv_precision, kv_scale_tokens=plan.kv_scale_tokens)
+
+    # ---- prefill: chunks of the prompt through the pipeline ----------------------------------
+    pre = plan.prefill
+    chunk = pre.chunk_tokens if 0 < pre.chunk_tokens < isl else isl
+    n_chunks = math.ceil(isl / chunk)
+    avg_ctx = (n_chunks - 1) / 2 * chunk
+    p_shape = StepShape(prefill_seqs=prefill_batch, prefill_len=chunk, prefill_ctx=avg_ctx)
+    pt = time_phase(model, pre, p_shape, "prefill", timing, **kw)
+    stage_and_hop = pt.layer_stage_s[0] + (pt.p2p_s[0] if pre.pp > 1 else 0.0)
+    ttft = (n_chunks + pre.pp - 1) * stage_and_hop + pt.head_s[0] if not pre.af_disaggregated \
+        else n_chunks * pt.forward_s[0]
+    prefill_busy_per_req = (n_chunks * (stage_and_hop if not pre.af_disaggregated else pt.forward_s[0])
+                            / prefill_batch)
+    if pre.pp > 1 and n_chunks < pre.pp:
+        notes.append(f"prefill has {n_chunks} chunk(s) for {pre.pp} pipeline stages: the pipeline bubble is "
+                     f"{(pre.pp - 1) / (n_chunks + pre.pp - 1):.0%} of TTFT; use a smaller --chunk")
+
+    # ---- decode: micro-batches through the pipeline -------------------------------------------
+    dec = plan.decode
+    spec = plan.speculative
+    mb = dec.micro_batches if dec.af_disaggregated else dec.pp
+    seqs_mb = batch / mb
+    kv_mean = isl + osl / 2
+    q_len = spec.draft_tokens + 1 if spec else 1
+    d_shape = StepShape(decode_seqs=seqs_mb, decode_len=q_len, decode_kv=kv_mean)
+    dt = time_phase(model, dec, d_shape, "decode", timing, **kw)
+    if dec.af_disaggregated:
+        step = dt.af_step_s[0]
+    else:
+        step = dec.pp * dt.layer_stage_s[0] + dt.head_s[0] + (dec.pp - 1) * dt.p2p_s[0]
+    tokens_per_step = 1.0
+    if spec:
+        base = time_phase(model, dec, StepShape(decode_seqs=seqs_mb, decode_kv=kv_mean), "decode", timing, **kw)
+        base_step = base.af_step_s[0] if dec.af_disaggregated else base.forward_s[0]
+        step = step + spec.draft_tokens * spec.draft_cost_fraction * base_step
+        tokens_per_step = spec.expected_tokens_per_step
+    tpot = step / tokens_per_step
+
+    # ---- throughput and cost ------------------------------------------------------------------
+    if plan.colocated:
+        cycle = osl * tpot + batch * prefill_busy_per_req
+        out_tps = batch * osl / cycle
+        devices = plan.devices
+        price = plan.decode.attention.hardware.price_usd_per_s * devices
+    else:
+        decode_tps = batch / tpot
+        prefill_rps = 1.0 / prefill_busy_per_req
+        out_tps = min(decode_tps, prefill_rps * osl)
+        if prefill_rps * osl < decode_tps:
+            notes.append(f"prefill pool limits throughput ({prefill_rps:.2f} req/s); add prefill devices")
+        devices = plan.devices
+        price = (_pool_price(plan.prefill) + _pool_price(plan.decode))
+    cost = price / out_tps * 1e6 if out_tps > 0 else float("inf")
+    if not math.isfinite(price):
+        notes.append("no rental price in a hardware profile: cost is n/a (pass --price USD/h)")
+
+    # ---- memory -------------------------------------------------------------------------------
+    replicas_dec = 1  # batch counts sequences of one model replica (all of its DP ranks)
+    mem = memory_fit(model, dec, kv_tokens_per_replica=batch / replicas_dec * (isl + osl),
+                     step_tokens=max(batch * q_len, prefill_batch * chunk if plan.colocated else 0), **kw)
+    if not plan.colocated:
+        mem += memory_fit(model, pre, kv_tokens_per_replica=prefill_batch * isl,
+                          step_tokens=prefill_batch * chunk, **kw)
+
+    q = pd.concat([quadrant_table(pt, "prefill", n_chunks), quadrant_table(dt, "decode", 1.0)], ignore_index=True)
+    if dec.af_disaggregated:
+        notes.append(f"decode attention and FFN on separate pools with {dec.micro_batches} micro-batches: "
+                     "quadrant times are each pool's busy time per step; TPOT follows the ping-pong pipeline")
+    return WhatIfResult(model.id, plan, batch, isl, osl, prefill_batch, q, float(ttft), float(tpot),
+                        float(out_tps), float(out_tps / devices), int(devices), mem, float(cost), pt, dt, notes)
+
+
+def _pool_price(p: PhasePlan) -> float:
+    a = p.attention.hardware.price_usd_per_s * p.attention.devices_per_stage * p.pp
+    if p.af_disaggregated:
+        a += p.ffn.hardware.price_usd_per_s * p.ffn.devices * p.pp
+    return a
+
+
+def precision_summary(plan: ServingPlan) -> dict:
+    return {ph: {"attention": get_precision(getattr(plan, ph).attention.precision).name,
+                 "ffn": get_precision(getattr(plan, ph).ffn.precision).name}
+            for ph in ("prefill", "decode")}

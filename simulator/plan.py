@@ -1,0 +1,152 @@
+"""Parallel plans: how one quadrant (attention or FFN of one phase) is laid out on devices.
+
+Frozen data plus validation. Device order inside a pool is TP innermost, then attention DP, then
+PP, so a group's members are contiguous and share a scale-up domain when they fit in one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .errors import InfeasibleError
+from .precision import Precision, attention_dtype, compute_dtype, get_precision
+from .specs.hardware import HardwareSpec
+from .specs.model import ModelSpec
+
+
+@dataclass(frozen=True)
+class AttentionPlacement:
+    hardware: HardwareSpec
+    tp: int = 1
+    dp: int = 1
+    precision: str = "bf16"
+    overlap_comm: bool = False
+
+    @property
+    def devices_per_stage(self) -> int:
+        return self.tp * self.dp
+
+
+@dataclass(frozen=True)
+class FFNPlacement:
+    hardware: HardwareSpec
+    tp: int = 1  # dense FFN / shared experts (and experts when ep == 1)
+    ep: int = 1
+    expert_tp: int = 1  # TP inside each expert group
+    precision: str = "bf16"
+    overlap_comm: bool = False  # e.g. two-micro-batch overlap of EP all-to-all with compute
+    devices: int = 1  # devices of one pipeline stage serving the FFN
+
+    @property
+    def replicas(self) -> int:
+        return self.devices // (self.ep * self.expert_tp)
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """One phase (prefill or decode): attention and FFN placements and how they are coupled."""
+
+    attention: AttentionPlacement
+    ffn: FFNPlacement
+    pp: int = 1
+    af_disaggregated: bool = False  # attention and FFN on separate device pools
+    micro_batches: int = 1  # ping-pong micro-batches between attention and FFN pools
+    chunk_tokens: int = 0  # prefill chunk size (0 = whole prompt in one chunk)
+    moe_imbalance: float = 1.0  # extra load-imbalance factor on top of random-routing imbalance
+
+    @property
+    def devices(self) -> int:
+        a = self.attention.devices_per_stage * self.pp
+        if not self.af_disaggregated:
+            return a
+        return a + self.ffn.devices * self.pp
+
+    def precisions(self) -> tuple[Precision, Precision]:
+        return get_precision(self.attention.precision), get_precision(self.ffn.precision)
+
+
+@dataclass(frozen=True)
+class SpeculativeSpec:
+    draft_tokens: int  # k tokens proposed per step
+    acceptance_rate: float  # per-token probability a draft token is accepted
+    draft_cost_fraction: float  # one draft step's time as a fraction of a target decode step
+
+    @property
+    def expected_tokens_per_step(self) -> float:
+        a, k = self.acceptance_rate, self.draft_tokens
+        if a >= 1.0:
+            return k + 1.0
+        return (1.0 - a ** (k + 1)) / (1.0 - a)
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    model: ModelSpec
+    prefill: PhasePlan
+    decode: PhasePlan
+    kv_precision: str = "bf16"
+    kv_scale_tokens: int = 128
+    colocated: bool = True  # prefill and decode share one pool (else PD-disaggregated)
+    speculative: SpeculativeSpec | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def devices(self) -> int:
+        if self.colocated:
+            return max(self.prefill.devices, self.decode.devices)
+        return self.prefill.devices + self.decode.devices
+
+    def with_decode(self, **kw) -> ServingPlan:
+        return replace(self, decode=replace(self.decode, **kw))
+
+
+def simple_phase(hw: HardwareSpec, model: ModelSpec, devices: int, tp: int | None = None, pp: int = 1,
+                 ep: int = 1, dp: int | None = None, expert_tp: int | None = None,
+                 precision: str = "bf16", attn_precision: str | None = None,
+                 ffn_precision: str | None = None, chunk_tokens: int = 0,
+                 overlap_comm: bool = False) -> PhasePlan:
+    """A colocated phase on one pool of ``devices`` identical devices (the what-if default:
+    TP over every device unless told otherwise)."""
+    if devices < 1:
+        raise InfeasibleError(f"--devices must be >= 1, got {devices}")
+    if pp < 1 or devices % pp:
+        raise InfeasibleError(f"pp={pp} does not divide {devices} devices")
+    per_stage = devices // pp
+    if tp is None:
+        tp = per_stage // dp if dp else per_stage
+    if tp < 1 or per_stage % tp:
+        raise InfeasibleError(f"tp={tp} does not divide the {per_stage} devices of a pipeline stage")
+    if dp is None:
+        dp = per_stage // tp
+    if tp * dp != per_stage:
+        raise InfeasibleError(f"tp x dp x pp = {tp} x {dp} x {pp} must equal --devices {devices}")
+    if ep < 1 or per_stage % ep:
+        raise InfeasibleError(f"ep={ep} does not divide the {per_stage} devices of a pipeline stage")
+    if expert_tp is None:
+        expert_tp = max(per_stage // ep, 1) if ep > 1 else tp
+    if per_stage % (ep * expert_tp):
+        raise InfeasibleError(f"ep x expert-tp = {ep} x {expert_tp} does not divide {per_stage} devices")
+    att = AttentionPlacement(hw, tp, dp, attn_precision or precision, overlap_comm)
+    ffn = FFNPlacement(hw, tp, ep, expert_tp, ffn_precision or precision, overlap_comm, per_stage)
+    plan = PhasePlan(att, ffn, pp, chunk_tokens=chunk_tokens)
+    validate_phase(plan, model)
+    return plan
+
+
+def validate_phase(plan: PhasePlan, model: ModelSpec, kv_precision: str = "bf16") -> None:
+    """Divisibility and capability checks with one-line reasons."""
+    a, f = plan.attention, plan.ffn
+    if model.num_layers % plan.pp:
+        # uneven stages are allowed in practice, but say how the simulator treats them
+        pass
+    if a.tp > model.attention.num_heads or model.attention.num_heads % a.tp:
+        raise InfeasibleError(f"attention tp={a.tp} must divide {model.id}'s {model.attention.num_heads} heads")
+    if model.moe:
+        if model.moe.num_experts % f.ep:
+            raise InfeasibleError(f"ep={f.ep} must divide {model.id}'s {model.moe.num_experts} experts")
+    elif f.ep > 1:
+        raise InfeasibleError(f"{model.id} is dense: expert parallelism (ep={f.ep}) does not apply")
+    pa, pf = plan.precisions()
+    compute_dtype(pa, a.hardware)
+    compute_dtype(pf, f.hardware)
+    attention_dtype(pa, kv_precision, a.hardware)

@@ -1,0 +1,162 @@
+"""The one strict reader behind every YAML spec: tracks the key path, rejects unknown keys,
+checks types and units, and turns every problem into a one-line SpecError(file, key, what)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import SpecError
+from ..units import UnitError, parse_quantity
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; a missing file or a syntax error becomes a SpecError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(str(path), "", f"cannot read file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(str(path), where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise SpecError(str(path), "", "expected a mapping at the top level")
+    return data
+
+
+class Reader:
+    """A cursor over one mapping of a spec file. Call ``done()`` once every key was read."""
+
+    def __init__(self, file: str | Path, data: Any, path: str = "", sources: dict | None = None):
+        self.file = str(file)
+        self.path = path
+        self.sources = sources
+        if not isinstance(data, dict):
+            raise SpecError(self.file, path or "(top)", f"expected a mapping, got {type(data).__name__}")
+        self.data = data
+        self._seen: set[str] = set()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str, message: str) -> SpecError:
+        return SpecError(self.file, self.key(name), message)
+
+    def has(self, name: str) -> bool:
+        return name in self.data and self.data[name] is not None
+
+    def raw(self, name: str, default: Any = ..., ) -> Any:
+        self._seen.add(name)
+        if name not in self.data or self.data[name] is None:
+            if default is ...:
+                raise self.error(name, "required key is missing")
+            return default
+        return self.data[name]
+
+    # -- typed getters -------------------------------------------------------------------------
+    def str(self, name: str, default: Any = ..., choices: tuple[str, ...] | None = None) -> str:
+        value = self.raw(name, default)
+        if value is default and default is not ...:
+            return value
+        if not isinstance(value, str):
+            value = str(value)
+        if choices is not None and value not in choices:
+            raise self.error(name, f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def bool(self, name: str, default: Any = ...) -> bool:
+        value = self.raw(name, default)
+        if not isinstance(value, bool):
+            raise self.error(name, f"expected true or false, got {value!r}")
+        return value
+
+    def int(self, name: str, default: Any = ..., minimum: int | None = 0) -> int:
+        value = self.raw(name, default)
+        if value is default and default is not ...:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise self.error(name, f"expected an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise self.error(name, f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    def number(self, name: str, default: Any = ..., minimum: float | None = None,
+               maximum: float | None = None) -> float:
+        value = self.raw(name, default)
+        if value is default and default is not ...:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(name, f"expected a number, got {value!r}")
+        value = float(value)
+        if minimum is not None and value < minimum:
+            raise self.error(name, f"expected a number >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.error(name, f"expected a number <= {maximum}, got {value}")
+        return value
+
+    def quantity(self, name: str, dimension: str, default: Any = ...) -> float:
+        """A plain unit-bearing value, e.g. ``bandwidth: 50 GB/s``."""
+        value = self.raw(name, default)
+        if value is default and default is not ...:
+            return value
+        try:
+            return parse_quantity(value, dimension)
+        except UnitError as exc:
+            raise self.error(name, str(exc)) from None
+
+    def sourced(self, name: str, dimension: str, default: Any = ...) -> tuple[float, str] | Any:
+        """A datasheet value that must name its source: ``{value: 3.35 TB/s, source: ID}``.
+
+        ``source`` must be a key of the file's top-level ``sources`` map. Extra keys allowed:
+        ``note`` (free text) and ``uncertain`` (bool).
+        """
+        if not self.has(name):
+            self._seen.add(name)
+            if default is ...:
+                raise self.error(name, "required key is missing")
+            return default
+        node = self.child(name)
+        value = node.quantity("value", dimension)
+        source = node.str("source")
+        node.str("note", None)
+        node.bool("uncertain", False)
+        node.str("date", None)
+        node.done()
+        if self.sources is not None:
+            for part in (s.strip() for s in source.split(";")):
+                if part not in self.sources:
+                    raise node.error("source", f"unknown source id {part!r} (declare it under 'sources')")
+        return value, source
+
+    def child(self, name: str, default: Any = ...) -> Reader:
+        value = self.raw(name, default)
+        if value is default and default is not ...:
+            return Reader(self.file, {}, self.key(name), self.sources)
+        return Reader(self.file, value, self.key(name), self.sources)
+
+    def children(self, name: str) -> list[Reader]:
+        value = self.raw(name, [])
+        if not isinstance(value, list):
+            raise self.error(name, "expected a list")
+        return [Reader(self.file, v, f"{self.key(name)}[{i}]", self.sources) for i, v in enumerate(value)]
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self._seen)
+        if unknown:
+            raise self.error(unknown[0], "unknown key (check the spelling against the schema)")
+
+    def schema_version(self, supported: int = 1) -> int:
+        version = self.int("schema_version")
+        if version != supported:
+            raise self.error("schema_version", f"unsupported version {version}; this release reads {supported}")
+        return version

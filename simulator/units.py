@@ -1,0 +1,78 @@
+"""Units: SI base units inside the package; parsing of unit-bearing strings at the YAML edge.
+
+GB means 1e9 bytes, GiB means 2**30 bytes. Bandwidths are bytes per second. Compute rates are
+FLOP per second (OPS for integer formats are treated as the same dimension). Time is seconds.
+"""
+
+from __future__ import annotations
+
+import re
+
+KB, MB, GB, TB = 1e3, 1e6, 1e9, 1e12
+KiB, MiB, GiB, TiB = 2.0**10, 2.0**20, 2.0**30, 2.0**40
+US, MS = 1e-6, 1e-3
+TFLOPS = 1e12
+
+# dimension name -> {unit spelling: factor to SI}
+_UNITS: dict[str, dict[str, float]] = {
+    "bytes": {
+        "B": 1.0, "KB": KB, "MB": MB, "GB": GB, "TB": TB,
+        "KiB": KiB, "MiB": MiB, "GiB": GiB, "TiB": TiB,
+    },
+    "bytes_per_s": {
+        "B/s": 1.0, "KB/s": KB, "MB/s": MB, "GB/s": GB, "TB/s": TB,
+        "GiB/s": GiB, "TiB/s": TiB, "Gb/s": GB / 8, "Gbps": GB / 8, "Tb/s": TB / 8,
+    },
+    "flop_per_s": {
+        "FLOPS": 1.0, "GFLOPS": 1e9, "TFLOPS": 1e12, "PFLOPS": 1e15,
+        "OPS": 1.0, "GOPS": 1e9, "TOPS": 1e12, "POPS": 1e15,
+    },
+    "s": {"s": 1.0, "ms": MS, "us": US, "µs": US, "ns": 1e-9, "min": 60.0, "h": 3600.0},
+    "W": {"W": 1.0, "kW": 1e3},
+    "usd_per_s": {"USD/h": 1 / 3600, "USD/hour": 1 / 3600, "USD/s": 1.0},
+    "usd": {"USD": 1.0},
+    "count": {"": 1.0},
+    "fraction": {"": 1.0, "%": 0.01},
+}
+
+_QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
+
+
+class UnitError(ValueError):
+    """A value does not carry a unit of the expected dimension."""
+
+
+def parse_quantity(value: object, dimension: str) -> float:
+    """Parse ``"3.35 TB/s"`` (or a bare number where the dimension is unitless) into SI units.
+
+    Raises UnitError naming what was expected when the unit is missing or of the wrong dimension.
+    """
+    units = _UNITS[dimension]
+    if isinstance(value, bool):
+        raise UnitError(f"expected a {dimension} quantity, got {value!r}")
+    if isinstance(value, (int, float)):
+        if "" in units:
+            return float(value) * units[""]
+        raise UnitError(f"expected a quantity with a unit of {dimension} ({', '.join(sorted(units))}), "
+                        f"got the bare number {value!r}")
+    if not isinstance(value, str):
+        raise UnitError(f"expected a {dimension} quantity, got {type(value).__name__}")
+    m = _QUANTITY.match(value)
+    if not m:
+        raise UnitError(f"cannot read {value!r} as a number with a unit")
+    number, unit = float(m.group(1)), m.group(2)
+    if unit not in units:
+        allowed = ", ".join(u for u in units if u) or "no unit"
+        raise UnitError(f"unit {unit or '(none)'!r} in {value!r} is not a {dimension} unit (use {allowed})")
+    return number * units[unit]
+
+
+def format_si(value: float, unit: str, digits: int = 3) -> str:
+    """Render a value with an SI prefix, e.g. format_si(3.35e12, 'B/s') -> '3.35 TB/s'."""
+    if value == 0 or value != value:
+        return f"{value:g} {unit}"
+    for prefix, factor in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3), ("", 1.0),
+                           ("m", 1e-3), ("µ", 1e-6), ("n", 1e-9)):
+        if abs(value) >= factor:
+            return f"{value / factor:.{digits}g} {prefix}{unit}"
+    return f"{value:.{digits}g} {unit}"
