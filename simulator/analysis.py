@@ -176,8 +176,8 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
     stage_and_hop = pt.layer_stage_s[0] + (pt.p2p_s[0] if pre.pp > 1 else 0.0)
     ttft = (n_chunks + pre.pp - 1) * stage_and_hop + pt.head_s[0] if not pre.af_disaggregated \
         else n_chunks * pt.forward_s[0]
-    prefill_busy_per_req = (n_chunks * (stage_and_hop if not pre.af_disaggregated else pt.forward_s[0])
-                            / prefill_batch)
+    prefill_busy_per_req = ((n_chunks * stage_and_hop + pt.head_s[0]) if not pre.af_disaggregated
+                            else n_chunks * pt.forward_s[0]) / prefill_batch
     if pre.pp > 1 and n_chunks < pre.pp:
         notes.append(f"prefill has {n_chunks} chunk(s) for {pre.pp} pipeline stages: the pipeline bubble is "
                      f"{(pre.pp - 1) / (n_chunks + pre.pp - 1):.0%} of TTFT; use a smaller --chunk")

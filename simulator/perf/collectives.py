@@ -1,7 +1,8 @@
 """Alpha-beta costs of collectives on a two-level network (scale-up domain, scale-out fabric).
 
-Per collective: latency = link latency x ceil(log2 p) (tree / recursive doubling for the
-latency-bound part), bandwidth = ring volume / (link bandwidth x achievable fraction). A group
+Per collective: latency = the scale-up link latency once (a switched domain runs small messages
+as one-shot algorithms, a single hop) plus the scale-out latency x ceil(log2 domains) (tree across
+domains); bandwidth = ring volume / (link bandwidth x achievable fraction). A group
 larger than its scale-up domain is costed hierarchically: the intra-domain share on the scale-up
 link plus the inter-domain share (message / domain) on the scale-out link.
 
@@ -35,7 +36,7 @@ def _collective_time_s(kind, message_bytes, group, domain, up_bw, up_lat, out_bw
     f = 1.0 if ideal else frac
     bw_in, bw_out = up_bw * f, out_bw * f
     S = message_bytes
-    lat_in = 0.0 if ideal else up_lat * _log2(d)
+    lat_in = 0.0 if ideal else np.where(d > 1, up_lat, 0.0)
     lat_out = 0.0 if ideal else out_lat * _log2(nodes)
 
     # per-kind volume factors (ring algorithms)

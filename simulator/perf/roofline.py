@@ -45,8 +45,8 @@ def pure_roofline_s(ops: FrozenOpTable) -> np.ndarray:
     """The unattainable bound: max(FLOP/peak, bytes/bandwidth), and ideal link time for comms."""
     a = ops.arrays
     is_comp = (ops.kind == COMPUTE)[:, None]
-    bound = np.maximum(_safe_div(a["flop"], a["peak"]) * (a["flop"] > 0),
-                       _safe_div(a["bytes"], a["bw"]) * (a["bytes"] > 0))
+    bound = np.maximum(np.where(a["flop"] > 0, _safe_div(a["flop"], a["peak"]), 0.0),
+                       np.where(a["bytes"] > 0, _safe_div(a["bytes"], a["bw"]), 0.0))
     comm = collective_time_s(ops.kind, a["comm_bytes"], a["group"], a["domain"], a["up_bw"], a["up_lat"],
                              a["out_bw"], a["out_lat"], a["coll_frac"], ideal=True)
     return np.where(is_comp, bound, comm)

@@ -1,0 +1,84 @@
+"""Turn command-line style options into a ServingPlan (the what-if and quick-simulate paths).
+
+Everything per quadrant defaults to the global option: ``--precision`` applies to every quadrant
+unless ``--attn-precision`` / ``--ffn-precision`` override it; prefill and decode use
+``--hardware`` / ``--devices`` unless their own options are given, in which case the two phases
+run on separate pools (prefill/decode disaggregation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .errors import SimulatorError
+from .plan import PhasePlan, ServingPlan, SpeculativeSpec, simple_phase, validate_phase
+from .specs.catalog import load_hardware, load_model
+from .specs.hardware import HardwareSpec
+
+
+@dataclass
+class PlanOptions:
+    model: str
+    hardware: str = "h100-sxm"
+    devices: int = 8
+    tp: int | None = None
+    pp: int = 1
+    ep: int = 1
+    dp: int | None = None
+    expert_tp: int | None = None
+    precision: str = "bf16"
+    attn_precision: str | None = None
+    ffn_precision: str | None = None
+    kv_precision: str = "bf16"
+    kv_scale_tokens: int = 128
+    chunk: int = 0
+    overlap_comm: bool = False
+    prefill_hardware: str | None = None
+    prefill_devices: int | None = None
+    prefill_tp: int | None = None
+    prefill_pp: int | None = None
+    decode_hardware: str | None = None
+    decode_devices: int | None = None
+    decode_tp: int | None = None
+    decode_ep: int | None = None
+    spec_draft_tokens: int = 0
+    spec_acceptance: float = 0.7
+    spec_draft_cost: float = 0.05
+    price_usd_per_hour: float | None = None
+
+
+def _hw(ref: str, price: float | None) -> HardwareSpec:
+    hw = load_hardware(ref)
+    if price is not None:
+        hw = replace(hw, price_usd_per_s=price / 3600.0, price_note="--price")
+    return hw
+
+
+def plan_from_options(o: PlanOptions) -> ServingPlan:
+    model = load_model(o.model)
+    disagg = any(v is not None for v in (o.prefill_hardware, o.prefill_devices, o.decode_hardware, o.decode_devices))
+    common = dict(ep=o.ep, dp=o.dp, expert_tp=o.expert_tp, precision=o.precision, attn_precision=o.attn_precision,
+                  ffn_precision=o.ffn_precision, overlap_comm=o.overlap_comm)
+    pre = simple_phase(_hw(o.prefill_hardware or o.hardware, o.price_usd_per_hour), model,
+                       o.prefill_devices or o.devices, tp=o.prefill_tp or o.tp, pp=o.prefill_pp or o.pp,
+                       chunk_tokens=o.chunk, **common)
+    if disagg:
+        dec_common = dict(common, ep=o.decode_ep or o.ep)
+        dec = simple_phase(_hw(o.decode_hardware or o.hardware, o.price_usd_per_hour), model,
+                           o.decode_devices or o.devices, tp=o.decode_tp or o.tp, pp=1 if o.decode_devices else o.pp,
+                           **dec_common)
+    else:
+        dec = pre
+    for ph in (pre, dec):
+        validate_phase(ph, model, o.kv_precision)
+    spec = None
+    if o.spec_draft_tokens:
+        if not 0 <= o.spec_acceptance <= 1:
+            raise SimulatorError("--spec-acceptance must be within [0, 1]")
+        spec = SpeculativeSpec(o.spec_draft_tokens, o.spec_acceptance, o.spec_draft_cost)
+    return ServingPlan(model, pre, dec, o.kv_precision, o.kv_scale_tokens, colocated=not disagg, speculative=spec)
+
+
+def describe(plan: PhasePlan) -> str:
+    a, f = plan.attention, plan.ffn
+    return f"{a.hardware.id} tp{a.tp} dp{a.dp} pp{plan.pp} ep{f.ep} {a.precision}/{f.precision}"

@@ -1,0 +1,151 @@
+"""Application layer behind the CLI: builds DataFrames and results from catalogues and options.
+Functions here return data; the CLI renders it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from .analysis import WhatIfResult, whatif
+from .build import PlanOptions, plan_from_options
+from .errors import SimulatorError
+from .plan import ServingPlan
+from .specs.catalog import hardware_ids, load_hardware, load_model, model_ids
+from .units import GB
+
+
+def hardware_table() -> pd.DataFrame:
+    rows = []
+    for hid in hardware_ids():
+        hw = load_hardware(hid)
+        rows.append({"id": hid, "name": hw.name, "bf16_tflops": hw.peak("bf16") / 1e12,
+                     "fp8_tflops": hw.peak("fp8") / 1e12, "hbm_gb": hw.hbm_bytes / GB,
+                     "hbm_tb_per_s": hw.hbm_bytes_per_s / 1e12,
+                     "flop_per_byte_bf16": round(hw.peak("bf16") / hw.hbm_bytes_per_s, 1),
+                     "scale_up_gb_per_s": hw.scale_up.bandwidth_bytes_per_s / GB,
+                     "usd_per_hour": None if math.isnan(hw.price_usd_per_s) else round(hw.price_usd_per_hour, 3),
+                     "confidence": hw.confidence, "hypothetical": hw.hypothetical})
+    return pd.DataFrame(rows)
+
+
+def hardware_detail(ref: str) -> dict:
+    hw = load_hardware(ref)
+    e = hw.efficiency
+    return {
+        "id": hw.id, "name": hw.name, "vendor": hw.vendor, "confidence": hw.confidence,
+        "hypothetical": hw.hypothetical, "notes": hw.notes,
+        "peak_flop_per_s": hw.peak_flop_per_s, "hbm_bytes": hw.hbm_bytes, "hbm_bytes_per_s": hw.hbm_bytes_per_s,
+        "onchip_cache_bytes": hw.onchip_cache_bytes,
+        "scale_up": vars(hw.scale_up), "scale_out": vars(hw.scale_out), "tdp_w": hw.tdp_w,
+        "price_usd_per_hour": None if math.isnan(hw.price_usd_per_s) else hw.price_usd_per_hour,
+        "efficiency": {"launch_overhead_s": e.launch_overhead_s, "memory_reserve_bytes": e.memory_reserve_bytes,
+                       "collective_bandwidth_fraction": e.collective_bandwidth_fraction,
+                       "per_op": {k: vars(v) for k, v in e.classes.items()}, "sources": e.sources},
+        "sources": hw.sources, "file": hw.file,
+    }
+
+
+def model_table() -> pd.DataFrame:
+    rows = []
+    for mid in model_ids():
+        m = load_model(mid)
+        rows.append({"id": mid, "name": m.name, "kind": "moe" if m.is_moe else "dense",
+                     "attention": m.attention.kind, "layers": m.num_layers,
+                     "total_params_b": round(m.total_params / 1e9, 2),
+                     "active_params_b": round(m.active_params / 1e9, 2),
+                     "experts": f"{m.moe.top_k}/{m.moe.num_experts}" if m.moe else "",
+                     "kv_kb_per_token_bf16": round(m.kv_bytes_per_token(2.0) / 1e3, 1),
+                     "hypothetical": m.hypothetical})
+    return pd.DataFrame(rows)
+
+
+def model_detail(ref: str) -> dict:
+    m = load_model(ref)
+    moe = vars(m.moe) if m.moe else None
+    return {"id": m.id, "name": m.name, "hypothetical": m.hypothetical, "notes": m.notes,
+            "num_layers": m.num_layers, "hidden_size": m.hidden_size, "vocab_size": m.vocab_size,
+            "tie_word_embeddings": m.tie_word_embeddings, "attention": vars(m.attention),
+            "ffn_intermediate": m.ffn_intermediate, "moe": moe,
+            "derived": {"total_params": m.total_params, "active_params": m.active_params,
+                        "kv_bytes_per_token_bf16": m.kv_bytes_per_token(2.0),
+                        "linear_flop_per_token": 2 * m.matmul_params_per_token},
+            "published": {"total_params": m.published_total_params, "active_params": m.published_active_params},
+            "sources": m.sources}
+
+
+def import_model(config: Path, model_id: str, source: str) -> str:
+    import yaml
+
+    from .specs.model import model_from_hf_config, model_to_yaml_dict
+
+    spec = model_from_hf_config(config, model_id)
+    doc = model_to_yaml_dict(spec, source or f"HuggingFace config.json imported from {config}")
+    header = (f"# Imported by `quadrant model import` from {config}: {spec.total_params / 1e9:.2f}B total, "
+              f"{spec.active_params / 1e9:.2f}B active parameters (derived).\n")
+    return header + yaml.safe_dump(doc, sort_keys=False, width=110)
+
+
+def _calibrated(plan: ServingPlan, calibration: Path | None) -> ServingPlan:
+    if not calibration:
+        return plan
+    from .perf.calibrated import apply_calibration, read_overlay
+
+    hw_id, _, _ = read_overlay(calibration)
+
+    def fix(ph):
+        a, f = ph.attention, ph.ffn
+        if a.hardware.id == hw_id:
+            a = replace(a, hardware=apply_calibration(a.hardware, calibration))
+        if f.hardware.id == hw_id:
+            f = replace(f, hardware=apply_calibration(f.hardware, calibration))
+        return replace(ph, attention=a, ffn=f)
+
+    return replace(plan, prefill=fix(plan.prefill), decode=fix(plan.decode))
+
+
+def run_whatif(opts: dict) -> WhatIfResult:
+    if opts.get("deployment"):
+        from .specs.catalog import resolve_workload
+        from .specs.deployment import read_deployment
+
+        plan = read_deployment(resolve_workload(str(opts["deployment"]), "deployments", "deployment")).serving_plan()
+    else:
+        if not opts.get("model"):
+            raise SimulatorError("--model is required (or pass --deployment FILE)")
+        fields = {k: opts[k] for k in PlanOptions.__dataclass_fields__ if k in opts and opts[k] is not None}
+        fields.update(spec_draft_tokens=opts.get("spec_draft") or 0, spec_acceptance=opts.get("spec_accept", 0.7),
+                      spec_draft_cost=opts.get("spec_draft_cost", 0.05), price_usd_per_hour=opts.get("price"))
+        plan = plan_from_options(PlanOptions(**fields))
+    plan = _calibrated(plan, opts.get("calibration"))
+    for name in ("batch", "isl", "osl", "prefill_batch"):
+        if opts[name] < 1:
+            raise SimulatorError(f"--{name.replace('_', '-')} must be >= 1, got {opts[name]}")
+    return whatif(plan, batch=opts["batch"], isl=opts["isl"], osl=opts["osl"], prefill_batch=opts["prefill_batch"])
+
+
+def run_demo(out: Path):
+    """The built-in example; yields lines to print."""
+    from .report.plots import quadrant_breakdown, roofline
+    from .report.render import whatif_text
+
+    out = Path(out)
+    base = dict(model="dbrx", hardware="h100-sxm", devices=8, batch=64, isl=2048, osl=512, prefill_batch=1)
+    res = run_whatif(base)
+    yield "== quadrant demo: DBRX (132B MoE, 16 experts top-4) on 8 x H100 SXM, bf16 =="
+    yield whatif_text(res)
+    roofline(res, out / "roofline.png")
+    quadrant_breakdown(res.quadrants, out / "quadrants.png", "DBRX on 8 x H100: time per quadrant")
+    yield f"wrote {out / 'roofline.png'} and {out / 'quadrants.png'}"
+    yield ""
+    h20 = run_whatif(dict(base, hardware="h20"))
+    yield "== the same plan on 8 x H20 (148 dense BF16 TFLOP/s, 4.0 TB/s): decode is bandwidth-bound, " \
+          "prefill compute-bound =="
+    for q in ("prefill_ffn", "decode_attention", "decode_ffn"):
+        a = res.quadrants.set_index("quadrant").loc[q]
+        b = h20.quadrants.set_index("quadrant").loc[q]
+        yield f"  {q:17s} H100 {a.time_s * 1e3:8.2f} ms ({a.bound})   H20 {b.time_s * 1e3:8.2f} ms ({b.bound})"
+    yield f"  TTFT H100 {res.ttft_s * 1e3:.1f} ms vs H20 {h20.ttft_s * 1e3:.1f} ms; " \
+          f"TPOT H100 {res.tpot_s * 1e3:.2f} ms vs H20 {h20.tpot_s * 1e3:.2f} ms"

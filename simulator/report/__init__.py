@@ -1,0 +1,1 @@
+"""Rendering: text tables and matplotlib figures. No model math lives here."""

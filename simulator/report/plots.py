@@ -1,0 +1,179 @@
+"""Matplotlib figures: rooflines, quadrant breakdowns, latency CDFs, time series, step timelines,
+Pareto fronts and validation scatter plots. Every figure is written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..io import atomic_write  # noqa: E402
+
+QUADRANT_COLOURS = {"prefill_attention": "#1f77b4", "prefill_ffn": "#ff7f0e", "decode_attention": "#2ca02c",
+                    "decode_ffn": "#d62728", "prefill_other": "#9edae5", "decode_other": "#98df8a"}
+
+
+def _save(fig, path: str | Path) -> Path:
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight", format=fmt))
+    plt.close(fig)
+    return out
+
+
+def roofline(res, path: str | Path) -> Path:
+    """The device roofline(s) with every op of the what-if placed by arithmetic intensity and
+    achieved FLOP/s, coloured by quadrant; marker area ~ the op's share of its phase time."""
+    phases = [res.prefill, res.decode]
+    devices = {}
+    for pt in phases:
+        for part in (pt.plan.attention.hardware, pt.plan.ffn.hardware):
+            devices[part.id] = part
+    fig, axes = plt.subplots(1, len(devices), figsize=(7.5 * len(devices), 5.5), squeeze=False)
+    for ax, (hw_id, hw) in zip(axes[0], devices.items()):
+        x = np.logspace(-1, 4, 200)
+        bw = hw.hbm_bytes_per_s
+        for dtype, style in (("bf16", "-"), ("fp8", "--"), ("fp4", ":")):
+            if hw.peak(dtype):
+                ax.plot(x, np.minimum(x * bw, hw.peak(dtype)), style, color="k", lw=1.2,
+                        label=f"{dtype} peak {hw.peak(dtype) / 1e12:.0f} TFLOP/s")
+        ax.axvline(hw.peak("bf16") / bw if hw.peak("bf16") else 1, color="grey", lw=0.5, ls=":")
+        for pt in phases:
+            ops, t = pt.ops, pt.times
+            total = float(t.total_s()[0]) or 1.0
+            for i, name in enumerate(ops.names):
+                if ops.kind[i] != 0 or ops["count"][i, 0] == 0 or ops["flop"][i, 0] <= 0:
+                    continue
+                dev = pt.plan.attention.hardware if "attention" in ops.quadrant[i] or "other" in ops.quadrant[i] \
+                    else pt.plan.ffn.hardware
+                if dev.id != hw_id:
+                    continue
+                ai = ops["flop"][i, 0] / ops["bytes"][i, 0]
+                ach = ops["flop"][i, 0] / t.time_s[i, 0]
+                share = ops["count"][i, 0] * t.time_s[i, 0] / total
+                q = ops.quadrant[i]
+                ax.scatter(ai, ach, s=20 + 400 * share, color=QUADRANT_COLOURS.get(q, "grey"), alpha=0.75,
+                           edgecolor="k", lw=0.4)
+                if share > 0.05:
+                    ax.annotate(name, (ai, ach), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        for q, c in QUADRANT_COLOURS.items():
+            ax.scatter([], [], color=c, label=q)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("arithmetic intensity (FLOP / byte)")
+        ax.set_ylabel("FLOP/s")
+        ax.set_title(f"{hw.name}: {res.model_id}")
+        ax.grid(True, which="both", alpha=0.2)
+        ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def quadrant_breakdown(df: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Stacked bars: each quadrant's time split into compute, memory, communication, overhead."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    parts = ["compute_s", "memory_s", "communication_s", "overhead_s"]
+    bottom = np.zeros(len(df))
+    for p, c in zip(parts, ["#4c72b0", "#55a868", "#c44e52", "#8172b2"]):
+        vals = df[p].to_numpy() * 1e3
+        ax.bar(df["quadrant"], vals, bottom=bottom, label=p.removesuffix("_s"), color=c)
+        bottom += vals
+    ax.set_ylabel("time per step (ms)")
+    ax.set_title(title)
+    ax.legend()
+    ax.tick_params(axis="x", rotation=20)
+    return _save(fig, path)
+
+
+def latency_cdfs(requests: pd.DataFrame, path: str | Path, slo=None) -> Path:
+    done = requests[requests["status"] == "finished"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, col, label in zip(axes, ["ttft_s", "tpot_s", "e2e_s"], ["TTFT", "TPOT", "end-to-end"]):
+        v = np.sort(done[col].dropna().to_numpy())
+        if len(v):
+            ax.plot(v, np.arange(1, len(v) + 1) / len(v))
+        lim = {"ttft_s": getattr(slo, "ttft_s", None), "tpot_s": getattr(slo, "tpot_s", None)}.get(col)
+        if lim and np.isfinite(lim):
+            ax.axvline(lim, color="r", ls="--", label="SLO")
+            ax.legend()
+        ax.set_xlabel(f"{label} (s)")
+        ax.set_ylabel("fraction of requests")
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def time_series(steps: pd.DataFrame, requests: pd.DataFrame, path: str | Path, bucket_s: float | None = None) -> Path:
+    """Throughput, queue length and KV-cache occupancy over time."""
+    fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    end = float(steps["end_s"].max()) if len(steps) else 1.0
+    bucket_s = bucket_s or max(end / 100, 1e-3)
+    bins = np.arange(0, end + bucket_s, bucket_s)
+    for pool, g in steps.groupby("pool"):
+        tok, _ = np.histogram(g["end_s"], bins=bins, weights=g["output_tokens"])
+        axes[0].plot(bins[:-1], tok / bucket_s, label=pool)
+        axes[1].step(g["end_s"], g["queued"], where="post", label=pool)
+        axes[2].step(g["end_s"], g["kv_occupancy"], where="post", label=pool)
+    axes[0].set_ylabel("output tokens/s")
+    axes[1].set_ylabel("queued requests")
+    axes[2].set_ylabel("KV occupancy")
+    axes[2].set_xlabel("time (s)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def step_timeline(steps: pd.DataFrame, path: str | Path, max_steps: int = 400) -> Path:
+    """Per-pool Gantt chart of the first steps, coloured by step kind."""
+    fig, ax = plt.subplots(figsize=(12, 3 + 0.3 * steps["replica_id"].nunique()))
+    lanes = {k: i for i, k in enumerate(sorted(steps["replica_id"].unique()))}
+    colours = {"prefill": "#1f77b4", "decode": "#d62728", "mixed": "#9467bd"}
+    head = steps.head(max_steps)
+    for kind, g in head.groupby("kind"):
+        for lane, gg in g.groupby("replica_id"):
+            ax.broken_barh(list(zip(gg["start_s"], gg["end_s"] - gg["start_s"])), (lanes[lane] - 0.4, 0.8),
+                           color=colours.get(kind, "grey"), label=kind)
+    handles = {lab: h for h, lab in zip(*ax.get_legend_handles_labels())}
+    ax.legend(handles.values(), handles.keys(), fontsize=8)
+    ax.set_yticks(list(lanes.values()), list(lanes.keys()))
+    ax.set_xlabel("time (s)")
+    ax.set_title(f"first {len(head)} steps")
+    return _save(fig, path)
+
+
+def pareto(df: pd.DataFrame, x: str, y: str, path: str | Path, label: str = "config", front: pd.DataFrame | None = None
+           ) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for key, g in df.groupby(label):
+        ax.scatter(g[x], g[y], s=12, alpha=0.5, label=str(key))
+    if front is not None and len(front):
+        f = front.sort_values(x)
+        ax.plot(f[x], f[y], "k-", lw=1.5, label="Pareto front")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def validation_scatter(df: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    for op, g in df.groupby("op"):
+        ax.scatter(g["latency_us"], g["predicted_us"], s=14, alpha=0.7, label=op)
+    lo = max(min(df["latency_us"].min(), df["predicted_us"].min()) * 0.8, 1e-3)
+    hi = max(df["latency_us"].max(), df["predicted_us"].max()) * 1.25
+    xs = np.array([lo, hi])
+    ax.plot(xs, xs, "k-", lw=1)
+    ax.plot(xs, xs * 1.25, "k:", lw=0.8)
+    ax.plot(xs, xs / 1.25, "k:", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured latency (µs)")
+    ax.set_ylabel("predicted latency (µs)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)

@@ -1,0 +1,81 @@
+"""Plain-text tables for the terminal (deterministic, no colour codes)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from ..units import GB, format_si
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    align = align or "l" + "r" * (len(headers) - 1)
+
+    def fmt(row):
+        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, widths, align))
+
+    return "\n".join([fmt(headers), "  ".join("-" * w for w in widths), *(fmt(r) for r in cells)])
+
+
+def s(x: float) -> str:
+    """Seconds, human scale."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    if x >= 1:
+        return f"{x:.3g} s"
+    if x >= 1e-3:
+        return f"{x * 1e3:.3g} ms"
+    return f"{x * 1e6:.3g} µs"
+
+
+def pct(x: float) -> str:
+    return "n/a" if x is None or x != x else f"{x * 100:.1f}%"
+
+
+def gb(x: float) -> str:
+    return f"{x / GB:.1f} GB"
+
+
+def si(x: float, unit: str) -> str:
+    return "n/a" if x is None or x != x else format_si(x, unit)
+
+
+def whatif_text(res) -> str:
+    q = res.quadrants
+    rows = [[r.quadrant, s(r.time_s), si(r.flop, "FLOP"), si(r.bytes, "B"), s(r.comm_s),
+             f"{r.arithmetic_intensity:.1f}" if r.arithmetic_intensity == r.arithmetic_intensity else "n/a",
+             r.bound, si(r.achieved_flop_per_s, "FLOP/s"), pct(r.flop_fraction_of_peak),
+             pct(r.bandwidth_fraction_of_peak)] for r in q.itertuples()]
+    plan = res.plan
+    lines = [
+        f"{res.model_id}: {res.devices} device(s), batch {res.batch}, ISL {res.isl}, OSL {res.osl}, "
+        f"prefill batch {res.prefill_batch}",
+        f"prefill on {plan.prefill.attention.hardware.id} (tp {plan.prefill.attention.tp}, pp {plan.prefill.pp}, "
+        f"ep {plan.prefill.ffn.ep}, {plan.prefill.attention.precision}/{plan.prefill.ffn.precision}); "
+        f"decode on {plan.decode.attention.hardware.id}"
+        + (f" + FFN on {plan.decode.ffn.hardware.id}" if plan.decode.af_disaggregated else "")
+        + f" (tp {plan.decode.attention.tp}, ep {plan.decode.ffn.ep}, "
+        f"{plan.decode.attention.precision}/{plan.decode.ffn.precision}); KV {plan.kv_precision}",
+        "",
+        "Per quadrant (per device; prefill = the whole prompt batch, decode = one step):",
+        table(["quadrant", "time", "FLOP", "bytes", "comm", "FLOP/B", "bound", "achieved", "of peak FLOP/s",
+               "of peak B/s"], rows, "lrrrrrlrrr"),
+        "",
+        f"TTFT                      {s(res.ttft_s)}",
+        f"TPOT                      {s(res.tpot_s)}",
+        f"output tokens/s           {res.output_tokens_per_s:,.0f} total, {res.output_tokens_per_s_per_device:,.1f} "
+        f"per device",
+        "cost per 1M output tokens "
+        + (f" ${res.cost_usd_per_mtok:,.3f}" if math.isfinite(res.cost_usd_per_mtok) else " n/a (no price)"),
+        "",
+        "Memory per device:",
+        table(["devices", "weights", "KV cache", "activations", "reserve", "capacity", "headroom", "fits"],
+              [[f"{m.role} ({m.hardware})", gb(m.weights_bytes), gb(m.kv_cache_bytes), gb(m.activation_bytes),
+                gb(m.reserve_bytes), gb(m.capacity_bytes), gb(m.headroom_bytes), "yes" if m.fits else "NO"]
+               for m in res.memory]),
+    ]
+    if res.notes:
+        lines += ["", *(f"note: {n}" for n in res.notes)]
+    return "\n".join(lines)

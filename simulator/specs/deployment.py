@@ -1,0 +1,209 @@
+"""Deployments: one or more device pools, each serving some quadrants with its own hardware,
+parallelism and precision. Read from ``workloads/deployments/<id>.yaml``.
+
+A pool serves ``prefill``, ``decode`` or both (colocated, continuous batching with chunked
+prefill). A decode pool may put its FFN on a separate pool of devices (attention/FFN
+disaggregation, micro-batches ping-ponging between the two).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..errors import InfeasibleError, SpecError
+from ..plan import AttentionPlacement, FFNPlacement, PhasePlan, ServingPlan, SpeculativeSpec, validate_phase
+from ..precision import KV_PRECISIONS, PRECISIONS
+from ._reader import Reader, load_yaml
+from .catalog import load_hardware, load_model
+from .hardware import HardwareSpec
+from .model import ModelSpec
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    serves: tuple[str, ...]  # ("prefill",), ("decode",) or ("prefill", "decode")
+    replicas: int
+    plan: PhasePlan  # the parallel layout of one replica
+    max_batch_tokens: int  # token budget per step (chunked prefill)
+    max_seqs: int  # running sequences per replica
+    speculative: SpeculativeSpec | None = None
+
+    @property
+    def devices_per_replica(self) -> int:
+        return self.plan.devices
+
+    @property
+    def devices(self) -> int:
+        return self.replicas * self.plan.devices
+
+    @property
+    def price_usd_per_s(self) -> float:
+        p = self.plan
+        a = p.attention.hardware.price_usd_per_s * p.attention.devices_per_stage * p.pp
+        if p.af_disaggregated:
+            a += p.ffn.hardware.price_usd_per_s * p.ffn.devices * p.pp
+        return a * self.replicas
+
+
+@dataclass(frozen=True)
+class KVTransfer:
+    bandwidth_bytes_per_s: float | None  # None: the slower of the two pools' scale-out links
+    latency_s: float
+    overlap_with_prefill: bool  # layer-by-layer streaming hides all but the last layer's share
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: str
+    model: ModelSpec
+    pools: tuple[Pool, ...]
+    kv_precision: str
+    kv_scale_tokens: int
+    transfer: KVTransfer
+    file: str = ""
+
+    @property
+    def devices(self) -> int:
+        return sum(p.devices for p in self.pools)
+
+    @property
+    def disaggregated(self) -> bool:
+        return not any(set(p.serves) == {"prefill", "decode"} for p in self.pools)
+
+    def pools_serving(self, phase: str) -> list[Pool]:
+        return [p for p in self.pools if phase in p.serves]
+
+    def serving_plan(self) -> ServingPlan:
+        """The analytic view (first pool of each phase) used by ``quadrant whatif --deployment``."""
+        pre, dec = self.pools_serving("prefill")[0], self.pools_serving("decode")[0]
+        return ServingPlan(self.model, pre.plan, dec.plan, self.kv_precision, self.kv_scale_tokens,
+                           colocated=pre is dec, speculative=dec.speculative)
+
+
+def _price_override(hw: HardwareSpec, node: Reader) -> HardwareSpec:
+    if not node.has("price_per_device_hour"):
+        node.raw("price_per_device_hour", None)
+        return hw
+    usd = node.quantity("price_per_device_hour", "usd_per_s")
+    return replace(hw, price_usd_per_s=usd, price_note="deployment override")
+
+
+def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
+    name = r.str("name")
+    serves = r.raw("serves")
+    if isinstance(serves, str):
+        serves = [serves]
+    if not isinstance(serves, list) or not serves or not set(serves) <= {"prefill", "decode"}:
+        raise r.error("serves", "expected a list of phases: [prefill], [decode] or [prefill, decode]")
+    hw = _price_override(load_hardware(r.str("hardware")), r)
+    devices = r.int("devices", minimum=1)
+    replicas = r.int("replicas", 1, minimum=1)
+    pp = r.int("pp", 1, minimum=1)
+    if devices % pp:
+        raise r.error("pp", f"pp={pp} does not divide devices={devices}")
+    per_stage = devices // pp
+    att = r.child("attention", {})
+    tp = att.int("tp", per_stage, minimum=1)
+    dp = att.int("dp", per_stage // tp if per_stage % tp == 0 else 1, minimum=1)
+    if tp * dp != per_stage:
+        raise att.error("tp", f"tp x dp = {tp} x {dp} must equal devices / pp = {per_stage}")
+    a_prec = att.str("precision", "bf16", choices=tuple(PRECISIONS))
+    a_overlap = att.bool("overlap_comm", False)
+    att.done()
+    ffn = r.child("ffn", {})
+    af = r.child("ffn_pool", {}) if r.has("ffn_pool") else None
+    if af is None:
+        r.raw("ffn_pool", None)
+    ep = ffn.int("ep", 1, minimum=1)
+    ffn_devices = per_stage
+    ffn_hw = hw
+    if af is not None:
+        ffn_hw = _price_override(load_hardware(af.str("hardware")), af)
+        ffn_devices = af.int("devices", minimum=1)
+        af.done()
+    expert_tp = ffn.int("expert_tp", max(ffn_devices // ep, 1) if ep > 1 else (tp if af is None else 1), minimum=1)
+    f_tp = ffn.int("tp", tp if af is None else 1, minimum=1)
+    f_prec = ffn.str("precision", a_prec, choices=tuple(PRECISIONS))
+    f_overlap = ffn.bool("overlap_comm", False)
+    ffn.done()
+    if ffn_devices % (ep * expert_tp):
+        raise r.error("ffn.ep", f"ep x expert_tp = {ep} x {expert_tp} does not divide {ffn_devices} FFN devices")
+    spec = None
+    if r.has("speculative"):
+        s = r.child("speculative")
+        spec = SpeculativeSpec(s.int("draft_tokens", minimum=1), s.number("acceptance_rate", minimum=0, maximum=1),
+                               s.number("draft_cost_fraction", minimum=0))
+        s.done()
+    else:
+        r.raw("speculative", None)
+    plan = PhasePlan(
+        AttentionPlacement(hw, tp, dp, a_prec, a_overlap),
+        FFNPlacement(ffn_hw, f_tp, ep, expert_tp, f_prec, f_overlap, ffn_devices),
+        pp=pp, af_disaggregated=af is not None, micro_batches=r.int("micro_batches", 2 if af is not None else 1,
+                                                                     minimum=1),
+        chunk_tokens=r.int("chunk_tokens", 0), moe_imbalance=r.number("moe_imbalance", 1.0, minimum=1.0))
+    try:
+        validate_phase(plan, model, kv_precision)
+    except InfeasibleError as exc:
+        raise SpecError(r.file, r.path, str(exc)) from None
+    pool = Pool(name, tuple(serves), replicas, plan, r.int("max_batch_tokens", 8192, minimum=1),
+                r.int("max_seqs", 256, minimum=1), spec)
+    r.done()
+    return pool
+
+
+def read_deployment(path: str | Path) -> Deployment:
+    data = load_yaml(path)
+    r = Reader(path, data)
+    r.schema_version()
+    r.str("description", "")
+    model = load_model(r.str("model"))
+    kv = r.child("kv_cache", {})
+    kv_precision = kv.str("precision", "bf16", choices=tuple(KV_PRECISIONS))
+    kv_scale = kv.int("scale_tokens", 128, minimum=1)
+    kv.done()
+    pools = tuple(_pool(p, model, kv_precision) for p in r.children("pools"))
+    if not pools:
+        raise r.error("pools", "at least one pool is required")
+    names = [p.name for p in pools]
+    if len(set(names)) != len(names):
+        raise r.error("pools", "pool names must be unique")
+    for phase in ("prefill", "decode"):
+        if not any(phase in p.serves for p in pools):
+            raise r.error("pools", f"no pool serves {phase}")
+    colocated = [p for p in pools if set(p.serves) == {"prefill", "decode"}]
+    if colocated and len(pools) > 1:
+        raise r.error("pools", "mix of colocated and disaggregated pools is not supported; use one or the other")
+    tr = r.child("kv_transfer", {})
+    bw = tr.quantity("bandwidth", "bytes_per_s", None)
+    lat = tr.quantity("latency", "s", 10e-6)
+    overlap = tr.bool("overlap_with_prefill", True)
+    tr.done()
+    dep = Deployment(r.str("id", Path(path).stem), model, pools, kv_precision, kv_scale,
+                     KVTransfer(bw, lat, overlap), str(path))
+    r.done()
+    return dep
+
+
+def transfer_time_s(dep: Deployment, prefill: Pool, decode: Pool, prompt_tokens: float,
+                    prefill_time_s: float) -> float:
+    """Exposed time to ship a request's KV cache from a prefill pool to a decode pool."""
+    bytes_ = dep.model.kv_bytes_per_token(
+        1.0 if dep.kv_precision in ("fp8", "int8") else 2.0) * prompt_tokens
+    # each side moves its share over all of its devices' NICs
+    bw = dep.transfer.bandwidth_bytes_per_s
+    if bw is None:
+        a = prefill.plan.attention.hardware.scale_out.bandwidth_bytes_per_s * prefill.plan.attention.devices_per_stage
+        b = decode.plan.attention.hardware.scale_out.bandwidth_bytes_per_s * decode.plan.attention.devices_per_stage
+        bw = min(a, b)
+    t = bytes_ / bw
+    if dep.transfer.overlap_with_prefill:
+        t = max(t - prefill_time_s * (1 - 1 / dep.model.num_layers), t / dep.model.num_layers)
+    return dep.transfer.latency_s + t
+
+
+def replicas_needed(rate: float, per_replica: float) -> int:
+    return max(1, math.ceil(rate / per_replica)) if per_replica > 0 else 1

@@ -1,0 +1,182 @@
+"""Traffic: arrival process, prompt/output length distributions, seed and SLO.
+
+Read from ``workloads/traffic/<id>.yaml``; ``sample()`` turns it into concrete request arrays
+(deterministic for a seed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import SpecError
+from ._reader import Reader, load_yaml
+
+ARRIVALS = ("poisson", "gamma", "closed", "trace")
+DISTS = ("fixed", "uniform", "lognormal", "empirical")
+
+
+@dataclass(frozen=True)
+class LengthDist:
+    kind: str
+    value: float = 0.0  # fixed
+    low: float = 0.0  # uniform
+    high: float = 0.0
+    median: float = 0.0  # lognormal: median and sigma of log
+    sigma: float = 0.0
+    minimum: float = 1.0
+    maximum: float = 1e9
+    values: tuple[float, ...] = ()  # empirical
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        if self.kind == "fixed":
+            x = np.full(n, self.value)
+        elif self.kind == "uniform":
+            x = rng.integers(int(self.low), int(self.high) + 1, size=n).astype(float)
+        elif self.kind == "lognormal":
+            x = np.exp(rng.normal(np.log(self.median), self.sigma, size=n))
+        else:
+            x = rng.choice(np.asarray(self.values, dtype=float), size=n)
+        return np.clip(np.rint(x), self.minimum, self.maximum).astype(np.int64)
+
+    @property
+    def mean(self) -> float:
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "uniform":
+            return (self.low + self.high) / 2
+        if self.kind == "lognormal":
+            return float(self.median * np.exp(self.sigma ** 2 / 2))
+        return float(np.mean(self.values))
+
+
+@dataclass(frozen=True)
+class SLO:
+    ttft_s: float
+    tpot_s: float
+    percentile: float
+
+
+@dataclass(frozen=True)
+class Traffic:
+    id: str
+    arrival: str
+    rate_per_s: float
+    cv: float  # gamma burstiness (coefficient of variation of inter-arrival times)
+    concurrency: int
+    requests: int
+    prompt: LengthDist
+    output: LengthDist
+    seed: int
+    slo: SLO
+    trace: pd.DataFrame | None = None
+    file: str = ""
+
+    def sample(self) -> pd.DataFrame:
+        """Requests as a DataFrame: arrival_s (NaN for closed loop), prompt_tokens, output_tokens."""
+        if self.trace is not None:
+            df = self.trace.head(self.requests).reset_index(drop=True)
+            return df[["arrival_s", "prompt_tokens", "output_tokens"]].astype(
+                {"prompt_tokens": np.int64, "output_tokens": np.int64})
+        rng = np.random.default_rng(self.seed)
+        n = self.requests
+        if self.arrival == "poisson":
+            gaps = rng.exponential(1.0 / self.rate_per_s, size=n)
+        elif self.arrival == "gamma":
+            shape = 1.0 / self.cv ** 2
+            gaps = rng.gamma(shape, 1.0 / (self.rate_per_s * shape), size=n)
+        else:
+            gaps = np.full(n, np.nan)
+        arrival = np.cumsum(gaps) - (gaps[0] if self.arrival != "closed" else 0)
+        return pd.DataFrame({"arrival_s": arrival, "prompt_tokens": self.prompt.sample(rng, n),
+                             "output_tokens": self.output.sample(rng, n)})
+
+
+def _dist(r: Reader) -> LengthDist:
+    kind = r.str("dist", choices=DISTS)
+    d: dict = {"kind": kind, "minimum": r.number("min", 1, minimum=1), "maximum": r.number("max", 1e9, minimum=1)}
+    if kind == "fixed":
+        d["value"] = r.number("value", minimum=1)
+    elif kind == "uniform":
+        d["low"], d["high"] = r.number("low", minimum=1), r.number("high", minimum=1)
+        if d["high"] < d["low"]:
+            raise r.error("high", "must be >= low")
+    elif kind == "lognormal":
+        d["median"], d["sigma"] = r.number("median", minimum=1), r.number("sigma", minimum=0)
+    else:
+        path = Path(r.str("file"))
+        if not path.is_absolute():
+            path = Path(r.file).parent / path
+        try:
+            vals = np.loadtxt(path, dtype=float, ndmin=1)
+        except (OSError, ValueError) as exc:
+            raise r.error("file", f"cannot read one number per line from {path}: {exc}") from None
+        d["values"] = tuple(vals.tolist())
+    r.done()
+    return LengthDist(**d)
+
+
+def read_trace(path: Path, file: str, key: str) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise SpecError(file, key, f"cannot read trace {path}: {exc}") from None
+    need = ("arrival_s", "prompt_tokens", "output_tokens")
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise SpecError(str(path), "", f"trace is missing column(s) {', '.join(missing)}")
+    bad = df[list(need)].isna().any(axis=1) | (df["prompt_tokens"] < 1) | (df["output_tokens"] < 1)
+    if bad.any():
+        row = int(np.argmax(bad.to_numpy())) + 2
+        raise SpecError(str(path), f"line {row}", "empty or non-positive value")
+    return df.sort_values("arrival_s", kind="stable")
+
+
+def read_traffic(path: str | Path) -> Traffic:
+    data = load_yaml(path)
+    r = Reader(path, data)
+    r.schema_version()
+    r.str("description", "")
+    arr = r.child("arrivals")
+    kind = arr.str("process", choices=ARRIVALS)
+    rate = arr.number("rate_per_s", 0.0 if kind in ("closed", "trace") else ..., minimum=0)
+    cv = arr.number("cv", 1.0, minimum=0.01)
+    conc = arr.int("concurrency", 0 if kind != "closed" else ..., minimum=0)
+    trace = None
+    if kind == "trace":
+        p = Path(arr.str("file"))
+        trace = read_trace(p if p.is_absolute() else Path(path).parent / p, str(path), "arrivals.file")
+    else:
+        arr.raw("file", None)
+    if kind in ("poisson", "gamma") and rate <= 0:
+        raise arr.error("rate_per_s", "must be > 0")
+    if kind == "closed" and conc < 1:
+        raise arr.error("concurrency", "must be >= 1")
+    arr.done()
+    slo = r.child("slo", {})
+    traffic = Traffic(
+        id=r.str("id", Path(path).stem), arrival=kind, rate_per_s=rate, cv=cv, concurrency=conc,
+        requests=r.int("requests", len(trace) if trace is not None else ..., minimum=1),
+        prompt=_dist(r.child("prompt_tokens")) if trace is None else LengthDist("fixed", 1),
+        output=_dist(r.child("output_tokens")) if trace is None else LengthDist("fixed", 1),
+        seed=r.int("seed", 0), trace=trace, file=str(path),
+        slo=SLO(slo.quantity("ttft", "s", float("inf")), slo.quantity("tpot", "s", float("inf")),
+                slo.number("percentile", 90.0, minimum=0, maximum=100)),
+    )
+    if trace is not None:
+        r.raw("prompt_tokens", None)
+        r.raw("output_tokens", None)
+    slo.done()
+    r.done()
+    return traffic
+
+
+def simple_traffic(*, rate: float | None, concurrency: int | None, isl: int, osl: int, requests: int,
+                   seed: int = 0) -> Traffic:
+    """Fixed-length traffic for quick runs (Poisson at ``rate`` or a closed loop)."""
+    kind = "closed" if concurrency else "poisson"
+    return Traffic("cli", kind, float(rate or 0.0), 1.0, int(concurrency or 0), requests,
+                   LengthDist("fixed", isl), LengthDist("fixed", osl), seed, SLO(float("inf"), float("inf"), 90.0))

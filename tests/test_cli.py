@@ -1,0 +1,95 @@
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from simulator.cli import app
+
+from .conftest import DATA
+
+runner = CliRunner()
+BASE = ["whatif", "--model", "dbrx", "--hardware", "h100-sxm", "--devices", "8", "--batch", "64", "--isl", "2048",
+        "--osl", "512"]
+
+
+def test_whatif_table():
+    r = runner.invoke(app, BASE)
+    assert r.exit_code == 0, r.output
+    for word in ("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn", "TTFT", "TPOT",
+                 "cost per 1M output tokens", "headroom"):
+        assert word in r.output
+
+
+def test_whatif_json_contract():
+    r = runner.invoke(app, [*BASE, "--json", "--tp", "8", "--pp", "1", "--ep", "1", "--precision", "fp8",
+                            "--kv-precision", "fp8"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    for key in ("ttft_s", "tpot_s", "output_tokens_per_s", "fits", "quadrants"):
+        assert key in d
+    assert d["fits"] is True
+    assert set(d["quadrants"]) == {"prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn"}
+    for v in d["quadrants"].values():
+        assert v["time_s"] > 0 and v["bound"] in ("compute", "memory", "communication", "overhead")
+
+
+def test_whatif_plot(tmp_path):
+    out = tmp_path / "roofline.png"
+    r = runner.invoke(app, [*BASE, "--plot", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.stat().st_size > 10_000
+    assert not list(tmp_path.glob(".*"))  # no temp file left behind
+
+
+def test_plan_that_does_not_fit_exits_nonzero_with_one_line():
+    r = runner.invoke(app, ["whatif", "--model", "llama-3.1-405b", "--hardware", "h100-sxm", "--devices", "8",
+                            "--precision", "bf16", "--batch", "8"])
+    assert r.exit_code == 1
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "does not fit" in err[0] and "short by" in err[0]
+
+
+def test_bad_flag_value_is_one_line_error():
+    r = runner.invoke(app, [*BASE, "--precision", "fp7"])
+    assert r.exit_code == 2
+    assert r.stderr.strip().startswith("error:") and "fp7" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_deployment_yaml_names_file_and_key(tmp_path):
+    p = tmp_path / "d.yaml"
+    p.write_text(yaml.safe_dump({"schema_version": 1, "model": "dbrx",
+                                 "pools": [{"name": "a", "serves": ["prefill", "decode"], "hardware": "h100-sxm",
+                                            "devices": 8, "atention": {"tp": 8}}]}))
+    r = runner.invoke(app, ["whatif", "--deployment", str(p)])
+    assert r.exit_code == 2
+    assert str(p) in r.stderr and "pools[0].atention" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("cmd", [["hw", "list", "--json"], ["model", "list", "--json"]])
+def test_list_json_has_ids(cmd):
+    r = runner.invoke(app, cmd)
+    assert r.exit_code == 0
+    items = json.loads(r.output)
+    assert isinstance(items, list) and all("id" in i for i in items)
+
+
+def test_hw_and_model_show():
+    assert "989.4" in runner.invoke(app, ["hw", "show", "h100-sxm"]).output.replace("989400000000000.0", "989.4")
+    r = runner.invoke(app, ["model", "show", "deepseek-v3", "--json"])
+    assert json.loads(r.output)["derived"]["total_params"] > 670e9
+
+
+def test_model_import_roundtrip(tmp_path):
+    out = tmp_path / "my-mixtral.yaml"
+    r = runner.invoke(app, ["model", "import", str(DATA / "hf" / "mixtral.json"), "--id", "my-mixtral",
+                            "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["whatif", "--model", str(out), "--devices", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["model"] == "my-mixtral"
+
+
+def test_debug_shows_traceback():
+    r = runner.invoke(app, ["--debug", *BASE, "--precision", "fp7"])
+    assert r.exit_code == 2 and "Traceback" in r.stderr

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+
+from simulator.ops import StepShape, _expected_experts_hit, build_ops, random_routing_imbalance
+from simulator.plan import simple_phase
+from simulator.specs.catalog import load_hardware, load_model
+
+H100 = load_hardware("h100-sxm")
+
+
+def _linear_flop(ops):
+    lin = [i for i, n in enumerate(ops.names) if ops.op_class[i] in ("gemm", "moe")]
+    return float(sum(ops["count"][i, 0] * ops["flop"][i, 0] for i in lin))
+
+
+@pytest.mark.parametrize("model", ["llama-3.1-8b", "llama-3.1-70b", "qwen3-32b", "deepseek-v3", "mixtral-8x7b",
+                                   "step-3", "kimi-k2"])
+def test_linear_flop_per_token_is_two_x_active_matmul_params(model):
+    """One device, one decode token per sequence: every linear layer's FLOP sum to 2 x active params."""
+    m = load_model(model)
+    plan = simple_phase(H100, m, 1)
+    # many tokens so every expert is hit; routed FLOP per token stays top_k experts
+    T = 4096
+    ops = build_ops(m, plan, StepShape(decode_seqs=T, decode_kv=1), "decode")
+    per_token = _linear_flop(ops) / T
+    expected = 2 * m.matmul_params_per_token
+    assert per_token == pytest.approx(expected, rel=0.01)
+    # = 2 x active parameters, less the embedding table (a lookup, not a matmul)
+    assert per_token == pytest.approx(2 * (m.active_params - m.embedding_params), rel=0.01)
+
+
+def test_tensor_parallel_divides_per_device_work():
+    m = load_model("llama-3.1-70b")
+    one = build_ops(m, simple_phase(H100, m, 1), StepShape(decode_seqs=8, decode_kv=1000), "decode")
+    eight = build_ops(m, simple_phase(H100, m, 8), StepShape(decode_seqs=8, decode_kv=1000), "decode")
+    assert _linear_flop(eight) == pytest.approx(_linear_flop(one) / 8, rel=1e-9)
+
+
+def test_decode_attention_reads_the_whole_kv_cache():
+    m = load_model("llama-3.1-8b")
+    ops = build_ops(m, simple_phase(H100, m, 1), StepShape(decode_seqs=4, decode_kv=1000), "decode")
+    i = ops.names.index("attn_core_decode")
+    kv_per_layer = 2 * 8 * 128 * 2  # K and V, 8 KV heads, dim 128, bf16
+    assert ops["bytes"][i, 0] >= 4 * 1000 * kv_per_layer
+
+
+def test_fp8_kv_halves_kv_bytes_plus_scales():
+    m = load_model("llama-3.1-8b")
+    plan = simple_phase(H100, m, 1)
+    shape = StepShape(decode_seqs=4, decode_kv=4096)
+    b16 = build_ops(m, plan, shape, "decode")
+    b8 = build_ops(m, plan, shape, "decode", kv_precision="fp8", kv_scale_tokens=128)
+    i = b16.names.index("attn_core_decode")
+    ratio = b8["bytes"][i, 0] / b16["bytes"][i, 0]
+    assert 0.5 < ratio < 0.52
+
+
+def test_w4a8_halves_fp8_weight_bytes_and_uses_8bit_peak():
+    m = load_model("dbrx")
+    shape = StepShape(decode_seqs=1, decode_kv=10)
+    fp8 = build_ops(m, simple_phase(H100, m, 8, precision="fp8"), shape, "decode")
+    w4 = build_ops(m, simple_phase(H100, m, 8, precision="w4a8"), shape, "decode")
+    i = fp8.names.index("experts_gate_up")
+    assert w4["bytes"][i, 0] / fp8["bytes"][i, 0] == pytest.approx(0.5 + 2 / 128, rel=0.02)
+    assert w4["peak"][i, 0] == H100.peak("int8") == H100.peak("fp8")
+
+
+def test_expected_experts_hit_closed_form():
+    assert _expected_experts_hit(16, 4, 1) == pytest.approx(4.0)
+    assert _expected_experts_hit(16, 4, 10_000) == pytest.approx(16.0)
+    assert _expected_experts_hit(8, 2, 2) == pytest.approx(8 * (1 - (6 / 8) ** 2))
+
+
+def test_routing_imbalance_is_one_without_ep_and_shrinks_with_tokens():
+    assert random_routing_imbalance(100, 8, 1) == 1.0
+    small, big = random_routing_imbalance(np.array([64, 65536]), 8, 8)
+    assert small > big > 1.0
+
+
+def test_moe_expert_parallel_adds_all_to_all():
+    m = load_model("dbrx")
+    ops = build_ops(m, simple_phase(H100, m, 8, ep=8), StepShape(decode_seqs=64, decode_kv=1000), "decode")
+    i = ops.names.index("moe_dispatch")
+    assert ops["count"][i, 0] == 40 and ops["comm_bytes"][i, 0] > 0
+    # 64 tokens / 8 devices x top-4 x hidden x bf16 x 7/8 remote
+    assert ops["comm_bytes"][i, 0] == pytest.approx(64 / 8 * 4 * 6144 * 2 * 7 / 8)
+
+
+def test_vectorised_sweep_matches_scalar_builds():
+    m = load_model("mixtral-8x7b")
+    plan = simple_phase(H100, m, 8)
+    tps = np.array([1.0, 2.0, 4.0, 8.0])
+    batch = np.array([1.0, 16.0, 64.0, 256.0])
+    vec = build_ops(m, plan, StepShape(decode_seqs=batch, decode_kv=2048), "decode", tp=tps, dp=8 / tps)
+    for j, (t, b) in enumerate(zip(tps, batch)):
+        one = build_ops(m, simple_phase(H100, m, 8, tp=int(t)), StepShape(decode_seqs=b, decode_kv=2048), "decode")
+        np.testing.assert_allclose(vec["flop"][:, j], one["flop"][:, 0], rtol=1e-12)
+        np.testing.assert_allclose(vec["bytes"][:, j], one["bytes"][:, 0], rtol=1e-12)

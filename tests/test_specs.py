@@ -1,0 +1,149 @@
+import csv
+
+import pytest
+
+from simulator.errors import SpecError
+from simulator.specs.catalog import hardware_ids, load_hardware, load_model, model_ids
+from simulator.specs.hardware import read_hardware
+from simulator.specs.model import model_from_hf_config
+
+from .conftest import DATA, ROOT
+
+REQUIRED_HW = ["h100-sxm", "h100-pcie", "h800-sxm", "h200-sxm", "h20", "l20", "l40s", "a100-sxm", "b200-sxm",
+               "gb200", "mi300x", "mi325x", "gaudi3", "ascend-910b", "decode-asic"]
+REQUIRED_MODELS = ["llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "llama-2-70b", "mixtral-8x7b", "mixtral-8x22b",
+                   "dbrx", "ernie-4.5-300b-a47b", "ernie-4.5-21b-a3b", "deepseek-v3", "qwen3-235b-a22b",
+                   "qwen3-30b-a3b", "qwen3-32b", "step-3", "grok-1", "kimi-k2", "doubao-class-moe",
+                   "step-2-class-1t"]
+
+
+def test_required_catalogue_entries_exist_and_load():
+    assert set(REQUIRED_HW) <= set(hardware_ids())
+    assert set(REQUIRED_MODELS) <= set(model_ids())
+    for h in hardware_ids():
+        load_hardware(h)
+    for m in model_ids():
+        load_model(m)
+
+
+def test_hypothetical_entries_are_labelled():
+    assert load_hardware("decode-asic").hypothetical
+    assert load_model("doubao-class-moe").hypothetical
+    assert load_model("step-2-class-1t").hypothetical
+    assert not load_hardware("h100-sxm").hypothetical
+
+
+def test_every_sourced_value_names_a_declared_source():
+    # the reader enforces it; this checks that every file actually went through that check
+    for h in hardware_ids():
+        hw = load_hardware(h)
+        assert hw.sources
+        assert all(src for src in hw.efficiency.sources.values())
+
+
+def test_h100_dense_peaks_are_half_the_sparse_datasheet():
+    hw = load_hardware("h100-sxm")
+    assert hw.peak("bf16") == pytest.approx(1979e12 / 2, rel=1e-3)
+    assert hw.peak("fp8") == pytest.approx(3958e12 / 2, rel=1e-3)
+    assert hw.hbm_bytes == 80e9 and hw.hbm_bytes_per_s == 3.35e12
+
+
+def _reference():
+    with open(DATA / "reference_params.csv") as f:
+        return list(csv.DictReader(row for row in f if not row.startswith("#")))
+
+
+@pytest.mark.parametrize("row", _reference(), ids=lambda r: r["id"])
+def test_parameter_counts_match_the_recount_and_published(row):
+    m = load_model(row["id"])
+    assert m.total_params / 1e9 == pytest.approx(float(row["recount_total_b"]), rel=0.005)
+    assert m.active_params / 1e9 == pytest.approx(float(row["recount_active_b"]), rel=0.005)
+    # published figures are rounded ("A3B"): agree within the rounding of the name
+    assert m.total_params / 1e9 == pytest.approx(float(row["published_total_b"]), rel=0.05)
+    assert m.active_params / 1e9 == pytest.approx(float(row["published_active_b"]), rel=0.13)
+
+
+def test_doubao_class_active_is_about_a_seventh_of_dense_equivalent():
+    m = load_model("doubao-class-moe")
+    assert m.active_params / m.total_params < 0.1  # highly sparse
+    assert 150e9 <= 7 * m.active_params <= 170e9  # equal-quality dense model ~7x the active params
+
+
+def test_step2_class_is_about_a_trillion_parameters():
+    assert 0.95e12 < load_model("step-2-class-1t").total_params < 1.1e12
+
+
+def test_kv_bytes_per_token_gqa_and_mla():
+    # GQA: 2 (K,V) x kv_heads x head_dim x bytes x layers
+    assert load_model("llama-3.1-70b").kv_bytes_per_token(2.0) == 2 * 8 * 128 * 2 * 80
+    # MLA: (kv_lora_rank + rope dim) x bytes x layers
+    assert load_model("deepseek-v3").kv_bytes_per_token(2.0) == (512 + 64) * 2 * 61
+
+
+@pytest.mark.parametrize("fixture,model", [("mixtral.json", "mixtral-8x7b"), ("dbrx.json", "dbrx"),
+                                           ("deepseek_v3.json", "deepseek-v3"),
+                                           ("qwen3_moe.json", "qwen3-30b-a3b"), ("llama.json", "llama-3.1-8b")])
+def test_hf_import_matches_catalogue(fixture, model):
+    imported = model_from_hf_config(DATA / "hf" / fixture, "x")
+    ref = load_model(model)
+    assert imported.total_params == ref.total_params
+    assert imported.active_params == ref.active_params
+    assert imported.kv_bytes_per_token() == ref.kv_bytes_per_token()
+
+
+# ---- bad input: one-line errors naming file and key --------------------------------------------
+
+def _one_line(err: SpecError) -> str:
+    text = str(err)
+    assert "\n" not in text
+    return text
+
+
+def test_unknown_key_is_rejected(h100_yaml, write_hw):
+    h100_yaml["memory"]["bandwith"] = h100_yaml["memory"]["bandwidth"]
+    path = write_hw(h100_yaml)
+    with pytest.raises(SpecError) as e:
+        read_hardware(path)
+    msg = _one_line(e.value)
+    assert str(path) in msg and "memory.bandwith" in msg and "unknown key" in msg
+
+
+def test_bad_unit_is_rejected(h100_yaml, write_hw):
+    h100_yaml["memory"]["bandwidth"]["value"] = "3.35 TB"
+    path = write_hw(h100_yaml)
+    with pytest.raises(SpecError) as e:
+        read_hardware(path)
+    msg = _one_line(e.value)
+    assert "memory.bandwidth.value" in msg and "bytes_per_s" in msg
+
+
+def test_missing_source_is_rejected(h100_yaml, write_hw):
+    del h100_yaml["compute"]["bf16"]["source"]
+    path = write_hw(h100_yaml)
+    with pytest.raises(SpecError) as e:
+        read_hardware(path)
+    assert "compute.bf16.source" in _one_line(e.value)
+
+
+def test_undeclared_source_is_rejected(h100_yaml, write_hw):
+    h100_yaml["compute"]["bf16"]["source"] = "MY-BLOG"
+    with pytest.raises(SpecError, match="unknown source id 'MY-BLOG'"):
+        read_hardware(write_hw(h100_yaml))
+
+
+def test_wrong_schema_version(h100_yaml, write_hw):
+    h100_yaml["schema_version"] = 7
+    with pytest.raises(SpecError, match="schema_version"):
+        read_hardware(write_hw(h100_yaml))
+
+
+def test_yaml_syntax_error(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("id: [unclosed\n")
+    with pytest.raises(SpecError, match="invalid YAML"):
+        read_hardware(p)
+
+
+def test_catalogue_files_sit_at_repo_top_level():
+    assert (ROOT / "hardware" / "h100-sxm.yaml").exists()
+    assert (ROOT / "workloads" / "models" / "dbrx.yaml").exists()

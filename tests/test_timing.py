@@ -1,0 +1,65 @@
+"""Property tests of the timing model: it never beats the pure roofline, and more bandwidth or
+FLOP/s never makes anything slower."""
+
+from dataclasses import replace
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.ops import StepShape, build_ops
+from simulator.perf import RooflineModel, pure_roofline_s
+from simulator.plan import simple_phase
+from simulator.specs.catalog import load_hardware, load_model
+
+MODELS = ["llama-3.1-8b", "dbrx", "deepseek-v3", "qwen3-30b-a3b", "step-3"]
+HW = ["h100-sxm", "h20", "b200-sxm", "mi300x", "l40s"]
+TM = RooflineModel()
+
+shapes = st.builds(
+    lambda ps, pl, pc, ds, dk: StepShape(prefill_seqs=ps, prefill_len=pl, prefill_ctx=pc, decode_seqs=ds, decode_kv=dk),
+    st.integers(0, 4), st.integers(1, 4096), st.integers(0, 8192), st.integers(0, 256), st.integers(1, 32768))
+
+
+def _ops(model, hw, shape, tp, ep):
+    m = load_model(model)
+    plan = simple_phase(hw, m, 8, tp=tp, ep=ep if m.moe and m.moe.num_experts % ep == 0 else 1)
+    return build_ops(m, plan, shape, "mixed")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(MODELS), st.sampled_from(HW), shapes, st.sampled_from([1, 2, 8]), st.sampled_from([1, 8]))
+def test_time_never_beats_the_roofline(model, hw, shape, tp, ep):
+    ops = _ops(model, load_hardware(hw), shape, tp, ep)
+    t = TM.evaluate(ops)
+    assert np.all(t.time_s >= pure_roofline_s(ops) * (1 - 1e-12))
+    assert np.all(t.time_s >= 0)
+
+
+def _scaled(hw, bw=1.0, flops=1.0, link=1.0):
+    return replace(hw, hbm_bytes_per_s=hw.hbm_bytes_per_s * bw,
+                   peak_flop_per_s={k: v * flops for k, v in hw.peak_flop_per_s.items()},
+                   scale_up=replace(hw.scale_up, bandwidth_bytes_per_s=hw.scale_up.bandwidth_bytes_per_s * link),
+                   scale_out=replace(hw.scale_out, bandwidth_bytes_per_s=hw.scale_out.bandwidth_bytes_per_s * link))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(MODELS), st.sampled_from(HW), shapes, st.floats(1.0, 4.0), st.sampled_from(["bw", "flops",
+                                                                                                   "link"]))
+def test_more_bandwidth_or_flops_is_never_slower(model, hw, shape, factor, what):
+    base = load_hardware(hw)
+    fast = _scaled(base, **{what: factor})
+    t0 = TM.evaluate(_ops(model, base, shape, 8, 1)).time_s
+    t1 = TM.evaluate(_ops(model, fast, shape, 8, 1)).time_s
+    assert np.all(t1 <= t0 * (1 + 1e-12))
+
+
+def test_small_decode_kernels_are_overhead_dominated():
+    """A bare max(FLOP/peak, bytes/bandwidth) is far below the model on microsecond kernels."""
+    m = load_model("llama-3.1-8b")
+    hw = load_hardware("h100-sxm")
+    ops = build_ops(m, simple_phase(hw, m, 1), StepShape(decode_seqs=1, decode_kv=128), "decode")
+    t = TM.evaluate(ops)
+    i = ops.names.index("attn_norm")
+    assert t.time_s[i, 0] > 10 * pure_roofline_s(ops)[i, 0]
+    assert t.overhead_s[i, 0] == hw.efficiency.launch_overhead_s

@@ -1,0 +1,33 @@
+import pytest
+
+from simulator.units import GB, GiB, UnitError, format_si, parse_quantity
+
+
+def test_decimal_and_binary_prefixes_differ():
+    assert parse_quantity("80 GB", "bytes") == 80e9
+    assert parse_quantity("80 GiB", "bytes") == 80 * 2**30
+    assert GiB / GB == pytest.approx(1.073741824)
+
+
+@pytest.mark.parametrize("text,dim,expected", [
+    ("3.35 TB/s", "bytes_per_s", 3.35e12),
+    ("400 Gb/s", "bytes_per_s", 50e9),
+    ("989.4 TFLOPS", "flop_per_s", 989.4e12),
+    ("1978.9 TOPS", "flop_per_s", 1978.9e12),
+    ("3 us", "s", 3e-6),
+    ("2.5 USD/h", "usd_per_s", 2.5 / 3600),
+    ("700 W", "W", 700.0),
+])
+def test_parse(text, dim, expected):
+    assert parse_quantity(text, dim) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("value,dim", [("3.35 TB", "bytes_per_s"), (3.35, "bytes"), ("fast", "s"),
+                                       ("10 GB/s", "flop_per_s")])
+def test_wrong_dimension_is_rejected(value, dim):
+    with pytest.raises(UnitError):
+        parse_quantity(value, dim)
+
+
+def test_format_si():
+    assert format_si(3.35e12, "B/s") == "3.35 TB/s"

@@ -1,0 +1,86 @@
+import pytest
+
+from simulator.analysis import whatif
+from simulator.build import PlanOptions, plan_from_options
+from simulator.errors import InfeasibleError
+
+
+def run(**kw):
+    o = dict(model="dbrx", hardware="h100-sxm", devices=8)
+    shape = {k: kw.pop(k) for k in ("batch", "isl", "osl", "prefill_batch") if k in kw}
+    o.update(kw)
+    return whatif(plan_from_options(PlanOptions(**o)), **{"batch": 64, "isl": 2048, "osl": 512, **shape})
+
+
+def q(res, name):
+    return res.quadrants.set_index("quadrant").loc[name]
+
+
+def test_llama_405b_fits_one_h100_node_in_fp8_not_bf16():
+    fp8 = run(model="llama-3.1-405b", precision="fp8", kv_precision="fp8", batch=16)
+    bf16 = run(model="llama-3.1-405b", precision="bf16", batch=16)
+    assert fp8.fits
+    assert not bf16.fits
+    weights = bf16.memory[0].weights_bytes
+    assert weights == pytest.approx(405.85e9 * 2 / 8, rel=0.01)  # bf16 weights alone exceed 80 GB per device
+    assert "short by" in bf16.memory[0].explain()
+
+
+def test_decode_attention_is_bandwidth_bound_and_faster_on_h20():
+    h100, h20 = run(hardware="h100-sxm"), run(hardware="h20")
+    for r in (h100, h20):
+        assert q(r, "decode_attention").bound == "memory"
+    assert q(h20, "decode_attention").time_s < q(h100, "decode_attention").time_s  # 4.0 vs 3.35 TB/s
+
+
+def test_prefill_ffn_is_compute_bound_and_several_times_slower_on_h20():
+    h100, h20 = run(hardware="h100-sxm"), run(hardware="h20")
+    assert q(h100, "prefill_ffn").bound == "compute"
+    assert q(h20, "prefill_ffn").bound == "compute"
+    assert q(h20, "prefill_ffn").time_s > 4 * q(h100, "prefill_ffn").time_s  # 148 vs 989 dense TFLOP/s
+
+
+def test_ttft_and_tpot_are_consistent_with_quadrants():
+    r = run()
+    pre = r.quadrants[r.quadrants.quadrant.str.startswith("prefill")].time_s.sum()
+    dec = r.quadrants[r.quadrants.quadrant.str.startswith("decode")].time_s.sum()
+    assert r.ttft_s == pytest.approx(pre, rel=1e-6)
+    assert r.tpot_s == pytest.approx(dec, rel=1e-6)
+    # colocated steady state: batch x osl tokens per (osl x TPOT + batch x prefill)
+    assert r.output_tokens_per_s == pytest.approx(64 * 512 / (512 * r.tpot_s + 64 * r.ttft_s), rel=1e-6)
+
+
+def test_cost_per_million_tokens_closed_form():
+    r = run()
+    price_per_s = 2.50 / 3600 * 8
+    assert r.cost_usd_per_mtok == pytest.approx(price_per_s / r.output_tokens_per_s * 1e6)
+
+
+def test_fp8_speeds_up_bandwidth_bound_decode():
+    assert run(precision="fp8").tpot_s < run().tpot_s
+
+
+def test_chunked_pipeline_prefill_bubble():
+    one = run(model="llama-3.1-70b", pp=4, tp=2, chunk=2048, isl=2048)  # one chunk: bubble = 3/4
+    many = run(model="llama-3.1-70b", pp=4, tp=2, chunk=256, isl=2048)  # 8 chunks
+    assert many.ttft_s < one.ttft_s
+    assert any("bubble" in n for n in one.notes)
+
+
+def test_speculative_decoding_lowers_tpot_with_good_acceptance():
+    base = run(model="llama-3.1-70b", batch=8)
+    spec = run(model="llama-3.1-70b", batch=8, spec_draft_tokens=3, spec_acceptance=0.8, spec_draft_cost=0.05)
+    assert spec.tpot_s < base.tpot_s
+
+
+def test_pd_disaggregation_uses_both_pools():
+    r = run(prefill_hardware="h100-sxm", prefill_devices=8, decode_hardware="h20", decode_devices=8)
+    assert r.devices == 16
+    assert r.plan.decode.attention.hardware.id == "h20"
+
+
+def test_infeasible_parallelism_is_reported():
+    with pytest.raises(InfeasibleError, match="tp=3"):
+        run(tp=3)
+    with pytest.raises(InfeasibleError, match="no fp8"):
+        run(hardware="a100-sxm", precision="fp8")
