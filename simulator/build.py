@@ -82,3 +82,14 @@ def plan_from_options(o: PlanOptions) -> ServingPlan:
 def describe(plan: PhasePlan) -> str:
     a, f = plan.attention, plan.ffn
     return f"{a.hardware.id} tp{a.tp} dp{a.dp} pp{plan.pp} ep{f.ep} {a.precision}/{f.precision}"
+
+
+def quick_deployment(o: PlanOptions, *, max_batch_tokens: int = 8192, max_seqs: int = 256, replicas: int = 1):
+    """One colocated pool from command-line options (``quadrant simulate --model ...``)."""
+    from .specs.deployment import Deployment, KVTransfer, Pool
+
+    plan = plan_from_options(o)
+    if not plan.colocated:
+        raise SimulatorError("quick simulate runs one colocated pool; use a deployment YAML for disaggregation")
+    pool = Pool("pool", ("prefill", "decode"), replicas, plan.prefill, max_batch_tokens, max_seqs, plan.speculative)
+    return Deployment("cli", plan.model, (pool,), o.kv_precision, o.kv_scale_tokens, KVTransfer(None, 10e-6, True))

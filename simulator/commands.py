@@ -149,3 +149,67 @@ def run_demo(out: Path):
         yield f"  {q:17s} H100 {a.time_s * 1e3:8.2f} ms ({a.bound})   H20 {b.time_s * 1e3:8.2f} ms ({b.bound})"
     yield f"  TTFT H100 {res.ttft_s * 1e3:.1f} ms vs H20 {h20.ttft_s * 1e3:.1f} ms; " \
           f"TPOT H100 {res.tpot_s * 1e3:.2f} ms vs H20 {h20.tpot_s * 1e3:.2f} ms"
+
+
+def run_simulate(opts: dict, progress: bool = False):
+    import sys
+    from dataclasses import replace as dc_replace
+
+    from .build import quick_deployment
+    from .serving.runner import simulate
+    from .specs.catalog import resolve_workload
+    from .specs.deployment import read_deployment
+    from .specs.traffic import read_traffic, simple_traffic
+
+    if opts.get("deployment"):
+        dep = read_deployment(resolve_workload(opts["deployment"], "deployments", "deployment"))
+    elif opts.get("model"):
+        fields = {k: opts[k] for k in PlanOptions.__dataclass_fields__ if k in opts and opts[k] is not None}
+        dep = quick_deployment(PlanOptions(**fields), max_batch_tokens=opts["max_batch_tokens"],
+                               max_seqs=opts["max_seqs"], replicas=opts["replicas"])
+    else:
+        raise SimulatorError("give a deployment YAML, or --model/--hardware/... for a quick run")
+    if opts.get("traffic"):
+        traffic = read_traffic(resolve_workload(opts["traffic"], "traffic", "traffic"))
+    else:
+        if bool(opts.get("rate")) == bool(opts.get("concurrency")):
+            raise SimulatorError("give exactly one of --rate R or --concurrency C (or --traffic FILE)")
+        traffic = simple_traffic(rate=opts.get("rate"), concurrency=opts.get("concurrency"), isl=opts["isl"],
+                                 osl=opts["osl"], requests=opts.get("requests") or 1000, seed=opts.get("seed") or 0)
+    if opts.get("requests"):
+        traffic = dc_replace(traffic, requests=opts["requests"])
+    if opts.get("seed") is not None:
+        traffic = dc_replace(traffic, seed=opts["seed"])
+    opts["_slo"] = traffic.slo
+    bar = None
+    if progress and sys.stderr.isatty() and traffic.requests >= 2000:
+        import typer
+
+        bar = typer.progressbar(length=traffic.requests, label="simulating", file=sys.stderr)
+        bar.__enter__()
+    try:
+        step = max(traffic.requests // 100, 1)
+        cb = (lambda n: bar.update(step) if n % step == 0 else None) if bar else None
+        return simulate(dep, traffic, horizon_s=opts.get("horizon") or math.inf, progress=cb)
+    finally:
+        if bar:
+            bar.__exit__(None, None, None)
+
+
+def write_simulation(res, out: Path, *, plots: bool, parquet: bool, slo=None) -> list[Path]:
+    from .io import atomic_write
+    from .report import plots as P
+
+    out = Path(out)
+    paths = []
+    for name, df in (("requests", res.requests), ("steps", res.steps)):
+        if parquet:
+            p = atomic_write(out / f"{name}.parquet", lambda tmp, df=df: df.to_parquet(tmp, index=False))
+        else:
+            p = atomic_write(out / f"{name}.csv", lambda tmp, df=df: df.to_csv(tmp, index=False))
+        paths.append(p)
+    if plots and len(res.steps):
+        paths.append(P.latency_cdfs(res.requests, out / "latency_cdf.png", slo))
+        paths.append(P.time_series(res.steps, res.requests, out / "timeseries.png"))
+        paths.append(P.step_timeline(res.steps, out / "timeline.png"))
+    return paths

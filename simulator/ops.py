@@ -76,11 +76,15 @@ class OpTable:
         self.op_class.append(op_class)
         self.kind.append(kind)
         for c in self.COLUMNS:
-            v = values.get(c, 0.0)
-            self.cols[c].append(np.broadcast_to(np.asarray(v, dtype=float), (self.n,)))
+            self.cols[c].append(values.get(c, 0.0))
 
     def finish(self) -> FrozenOpTable:
-        arrays = {c: np.vstack(v) if v else np.zeros((0, self.n)) for c, v in self.cols.items()}
+        arrays = {}
+        for c, values in self.cols.items():
+            arr = np.empty((len(values), self.n))
+            for i, v in enumerate(values):
+                arr[i] = v  # broadcasts scalars and length-n arrays
+            arrays[c] = arr
         return FrozenOpTable(tuple(self.names), tuple(self.quadrant), tuple(self.op_class),
                              np.asarray(self.kind, dtype=np.int64), arrays, self.n)
 

@@ -93,3 +93,31 @@ def test_model_import_roundtrip(tmp_path):
 def test_debug_shows_traceback():
     r = runner.invoke(app, ["--debug", *BASE, "--precision", "fp7"])
     assert r.exit_code == 2 and "Traceback" in r.stderr
+
+
+def test_simulate_quick_json_contract():
+    r = runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "1",
+                            "--tp", "1", "--precision", "bf16", "--kv-precision", "fp8", "--rate", "4", "--isl", "512",
+                            "--osl", "64", "--requests", "100", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    for key in ("requests_completed", "requests_rejected", "input_tokens_per_s", "output_tokens_per_s",
+                "cost_usd_per_mtok"):
+        assert key in d
+    for key in ("ttft_s", "tpot_s", "e2e_s"):
+        assert set(d[key]) >= {"mean", "p50", "p90", "p99"}
+    assert d["requests_completed"] == 100
+
+
+def test_simulate_deployment_with_traffic_and_outputs(tmp_path):
+    r = runner.invoke(app, ["simulate", "dbrx-8xh100", "--traffic", "chat", "--requests", "50",
+                            "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "TTFT" in r.output and "goodput" in r.output
+    for f in ("requests.csv", "steps.csv", "latency_cdf.png", "timeseries.png", "timeline.png"):
+        assert (tmp_path / f).stat().st_size > 0
+
+
+def test_simulate_needs_rate_or_concurrency():
+    r = runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1"])
+    assert r.exit_code == 2 and "--rate" in r.stderr

@@ -79,3 +79,38 @@ def whatif_text(res) -> str:
     if res.notes:
         lines += ["", *(f"note: {n}" for n in res.notes)]
     return "\n".join(lines)
+
+
+def simulation_text(sm: dict) -> str:
+    def row(name, d):
+        return [name, *(s(d[k]) if d[k] is not None else "n/a" for k in ("mean", "p50", "p90", "p99"))]
+
+    lines = [
+        f"requests: {sm['requests_completed']} finished, {sm['requests_rejected']} rejected "
+        f"(of {sm['requests_total']}); makespan {s(sm['makespan_s'])}; {sm['steps']} steps; "
+        f"{sm['devices']} devices",
+    ]
+    for reason, n in sm["rejection_reasons"].items():
+        lines.append(f"  rejected x{n}: {reason}")
+    lines += ["", table(["latency", "mean", "p50", "p90", "p99"],
+                        [row("TTFT", sm["ttft_s"]), row("TPOT", sm["tpot_s"]), row("end-to-end", sm["e2e_s"]),
+                         row("queueing", sm["queue_s"])]), ""]
+    g = sm["goodput"]
+    cost = sm["cost_usd_per_mtok"]
+    lines += [
+        f"throughput   input {sm['input_tokens_per_s']:,.0f} tok/s, output {sm['output_tokens_per_s']:,.0f} tok/s "
+        f"({sm['output_tokens_per_s_per_device']:,.1f} per device)",
+        f"goodput      {pct(g['fraction_of_requests'])} of requests meet TTFT <= {s(g['slo']['ttft_s'])} and "
+        f"TPOT <= {s(g['slo']['tpot_s'])}; p{g['slo']['percentile']:g} SLO "
+        f"{'met' if g['slo_met'] else 'NOT met'}",
+        f"preemptions  {sm['preemptions']}",
+        "cost         " + (f"${cost:,.3f} per 1M output tokens (${sm['cost_usd_per_hour']:,.2f}/h)" if cost is not None
+                           else "n/a (a pool has no price; set price_per_device_hour or --price)"),
+        "",
+        table(["pool", "replicas", "busy", "prefill attn", "prefill FFN", "decode attn", "decode FFN", "KV mean",
+               "KV max"],
+              [[p, u["replicas"], pct(u["busy"]), pct(u["prefill_attention"]), pct(u["prefill_ffn"]),
+                pct(u["decode_attention"]), pct(u["decode_ffn"]), pct(sm["kv_occupancy"].get(p, {}).get("mean")),
+                pct(sm["kv_occupancy"].get(p, {}).get("max"))] for p, u in sm["utilisation"].items()]),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Serving simulation: pure batching decisions plus thin simpy processes that own only time."""

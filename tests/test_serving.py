@@ -1,0 +1,181 @@
+"""Serving simulator: exact event logs on a constant-time fake, and properties on the analytic model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from simulator.build import PlanOptions, quick_deployment
+from simulator.serving.engine import ReplicaConfig, Requests, Simulation
+from simulator.serving.runner import simulate
+from simulator.serving.stepcost import ConstantStepCost
+from simulator.specs.catalog import resolve_workload
+from simulator.specs.deployment import read_deployment
+from simulator.specs.traffic import read_traffic, simple_traffic
+
+
+def _reqs(arrivals, prompts, outputs):
+    return Requests(np.array(arrivals, float), np.array(prompts, np.int64), np.array(outputs, np.int64))
+
+
+def _replica(role="colocated", cap=10_000, budget=100, seqs=16, pool="p", index=0, cost=None, **kw):
+    return ReplicaConfig(pool, index, role, cost or ConstantStepCost(decode_s=0.5, prefill_s=1.0), cap, budget, seqs,
+                         1, **kw)
+
+
+def test_colocated_exact_event_log():
+    req = _reqs([0.0, 0.5], [50, 80], [3, 2])
+    sim = Simulation(req, [_replica()])
+    sim.run()
+    assert sim.events == [(0.0, "arrive", 0), (0.5, "arrive", 1), (2.5, "finish", 0), (2.5, "finish", 1)]
+    steps = sim.step_frame()
+    assert steps[["start_s", "end_s", "kind", "prefill_tokens", "decode_seqs"]].values.tolist() == [
+        [0.0, 1.0, "prefill", 50, 0], [1.0, 2.0, "mixed", 80, 1], [2.0, 2.5, "decode", 0, 2]]
+    df = sim.request_frame()
+    assert df.ttft_s.tolist() == [1.0, 1.5]
+    assert df.tpot_s.tolist() == [0.75, 0.5]
+    assert df.e2e_s.tolist() == [2.5, 2.0]
+
+
+def test_chunked_prefill_respects_the_token_budget():
+    req = _reqs([0.0], [250], [1])
+    sim = Simulation(req, [_replica(budget=100)])
+    sim.run()
+    steps = sim.step_frame()
+    assert steps.prefill_tokens.tolist() == [100, 100, 50]
+    assert sim.events == [(0.0, "arrive", 0), (3.0, "finish", 0)]
+
+
+def test_disaggregation_pays_the_kv_transfer():
+    req = _reqs([0.0], [50], [3])
+    sim = Simulation(req, [_replica("prefill", pool="pre"), _replica("decode", pool="dec")],
+                     kv_transfer_s=lambda rid, src: 0.25)
+    sim.run()
+    assert sim.events == [(0.0, "arrive", 0), (1.25, "kv_transferred", 0), (2.25, "finish", 0)]
+    colo = Simulation(_reqs([0.0], [50], [3]), [_replica()])
+    colo.run()
+    assert colo.events[-1] == (2.0, "finish", 0)  # same steps without the 0.25 s transfer
+    df = sim.request_frame()
+    assert df.prefill_replica[0] == "pre/0" and df.decode_replica[0] == "dec/0"
+
+
+def test_request_too_large_for_kv_is_rejected_with_reason():
+    req = _reqs([0.0, 0.0], [50, 5000], [10, 10])
+    sim = Simulation(req, [_replica(cap=1024)])
+    sim.run()
+    df = sim.request_frame()
+    assert df.status.tolist() == ["finished", "rejected"]
+    assert "KV tokens" in df.reason[1]
+
+
+def test_preemption_recomputes_and_everything_finishes():
+    # 5 blocks of 16 tokens; two requests that each grow to 48 tokens (3 blocks) cannot both stay resident
+    req = _reqs([0.0, 0.0], [16, 16], [32, 32])
+    sim = Simulation(req, [_replica(cap=80, budget=64)])
+    sim.run()
+    df = sim.request_frame()
+    assert (df.status == "finished").all()
+    assert df.preemptions.sum() >= 1
+    assert (sim.step_frame().kv_occupancy <= 1.0 + 1e-9).all()
+
+
+def test_swap_preemption_keeps_kv():
+    req = _reqs([0.0, 0.0], [16, 16], [32, 32])
+    sim = Simulation(req, [_replica(cap=80, budget=64, preemption="swap", kv_bytes_per_token=1e6,
+                                    swap_bytes_per_s=1e9)])
+    sim.run()
+    df = sim.request_frame()
+    assert (df.status == "finished").all() and df.preemptions.sum() >= 1
+
+
+def test_closed_loop_keeps_concurrency():
+    req = _reqs([np.nan] * 6, [10] * 6, [2] * 6)
+    sim = Simulation(req, [_replica()], closed_concurrency=2)
+    sim.run()
+    arrivals = [t for t, what, _ in sim.events if what == "arrive"]
+    assert arrivals[:2] == [0.0, 0.0] and len(arrivals) == 6
+    assert (sim.request_frame().status == "finished").all()
+
+
+def test_speculative_decoding_advances_several_tokens_per_step():
+    req = _reqs([0.0], [10], [41])
+    sim = Simulation(req, [_replica(spec_draft_tokens=3, spec_acceptance=1.0)])
+    sim.run()
+    # prefill gives token 1; each decode step then accepts all 3 drafts + 1 = 4 tokens: 10 steps
+    assert len(sim.step_frame()) == 11
+
+
+# ---- on the analytic model ------------------------------------------------------------------------
+
+def _quick(replicas=1, **traffic):
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1),
+                           replicas=replicas, max_batch_tokens=4096, max_seqs=64)
+    t = simple_traffic(rate=traffic.get("rate", 6.0), concurrency=None, isl=traffic.get("isl", 1024),
+                       osl=traffic.get("osl", 128), requests=traffic.get("requests", 300), seed=traffic.get("seed", 0))
+    return simulate(dep, t)
+
+
+def test_every_request_finishes_and_ttft_le_e2e():
+    res = _quick()
+    df = res.requests
+    assert (df.status == "finished").all()
+    assert (df.ttft_s <= df.e2e_s + 1e-12).all()
+    assert (df.queue_s >= 0).all()
+    assert res.summary["requests_completed"] == 300
+
+
+def test_littles_law():
+    res = _quick(requests=400)
+    df = res.requests
+    t0, t1 = df.arrival_s.min(), df.finish_s.max()
+    # time-average number in system from the event log (arrive +1, finish -1)
+    changes = sorted((t, +1 if what == "arrive" else -1) for t, what, _ in res.events if what in ("arrive", "finish"))
+    area, n, last = 0.0, 0, t0
+    for t, d in changes:
+        area += n * (t - last)
+        n, last = n + d, t
+    L = area / (t1 - t0)
+    lam = len(df) / (t1 - t0)
+    W = df.e2e_s.mean()
+    assert L == pytest.approx(lam * W, rel=1e-9)
+    assert res.summary["littles_law"]["mean_in_system"] == pytest.approx(L, rel=1e-9)
+
+
+def test_more_devices_never_make_p99_worse():
+    one = _quick(replicas=1, rate=12.0, requests=300).summary
+    two = _quick(replicas=2, rate=12.0, requests=300).summary
+    assert two["e2e_s"]["p99"] <= one["e2e_s"]["p99"]
+    assert two["ttft_s"]["p99"] <= one["ttft_s"]["p99"]
+
+
+def test_same_seed_same_bytes_different_seed_differs():
+    a = json.dumps(_quick(seed=5).summary, sort_keys=True)
+    b = json.dumps(_quick(seed=5).summary, sort_keys=True)
+    c = json.dumps(_quick(seed=6).summary, sort_keys=True)
+    assert a == b and a != c
+
+
+@pytest.mark.parametrize("dep", ["dbrx-8xh100", "llama-3.1-405b-fp8-8xh100", "dbrx-h100-prefill-h20-decode",
+                                 "doubao-class-h100-prefill-h20-decode", "doubao-class-all-h100",
+                                 "doubao-class-afd"])
+def test_shipped_deployments_run(dep):
+    d = read_deployment(resolve_workload(dep, "deployments", "deployment"))
+    t = read_traffic(resolve_workload("chat", "traffic", "traffic"))
+    from dataclasses import replace
+    res = simulate(d, replace(t, requests=60))
+    s = res.summary
+    assert s["requests_completed"] + s["requests_rejected"] == 60
+    assert s["requests_completed"] > 0
+    if not d.disaggregated:
+        return
+    # PD disaggregation: decode starts only after the KV cache arrived
+    kv = {rid: t for t, what, rid in res.events if what == "kv_transferred"}
+    first = res.requests.set_index("request_id").first_token_s
+    assert kv and all(t > first[rid] for rid, t in kv.items())
+
+
+def test_shipped_traffic_files_load():
+    for name in ("chat", "rag-long-context", "reasoning", "offline-batch", "trace-replay"):
+        t = read_traffic(resolve_workload(name, "traffic", "traffic"))
+        df = t.sample()
+        assert len(df) == t.requests and (df.prompt_tokens >= 1).all()
