@@ -213,3 +213,44 @@ def write_simulation(res, out: Path, *, plots: bool, parquet: bool, slo=None) ->
         paths.append(P.time_series(res.steps, res.requests, out / "timeseries.png"))
         paths.append(P.step_timeline(res.steps, out / "timeline.png"))
     return paths
+
+
+def run_validate(measurements: Path, hardware: str | None, calibrations: list[Path], heldout: bool):
+    from .measurements import read_measurements
+    from .perf.calibrated import apply_calibration, read_overlay
+    from .validate import load_specs, predict, score
+
+    df = read_measurements(measurements)
+    if hardware:
+        df = df[df["hardware"] == hardware].reset_index(drop=True)
+        if df.empty:
+            raise SimulatorError(f"{measurements}: no rows for hardware {hardware!r}")
+    overrides = {}
+    for cal in calibrations:
+        hw_id, prov, _ = read_overlay(cal)
+        overrides[hw_id] = apply_calibration(load_hardware(hw_id), cal)
+        if heldout:
+            from .calibrate import heldout_rows
+
+            split = prov.get("split", {})
+            rest = df[df["hardware"] != hw_id]
+            df = pd.concat([rest, heldout_rows(df, hw_id, float(split.get("test_fraction", 0.5)),
+                                               int(split.get("seed", 0)))], ignore_index=True)
+    if heldout and not calibrations:
+        raise SimulatorError("--heldout needs --calibration (the split is the calibration's)")
+    pred = predict(df, load_specs(df, overrides=overrides))
+    return pred, score(pred)
+
+
+def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: float, seed: int) -> dict:
+    from .calibrate import calibrate, overlay_yaml
+    from .io import atomic_write_text
+    from .measurements import read_measurements
+
+    if not 0.0 < test_fraction < 1.0:
+        raise SimulatorError("--test-fraction must be between 0 and 1")
+    df = read_measurements(measurements)
+    base = load_hardware(hardware)
+    cal, report = calibrate(df, base, test_fraction=test_fraction, seed=seed, measurements_file=str(measurements))
+    atomic_write_text(out, overlay_yaml(cal, base, report, measurements))
+    return report

@@ -114,3 +114,29 @@ def simulation_text(sm: dict) -> str:
                 pct(sm["kv_occupancy"].get(p, {}).get("max"))] for p, u in sm["utilisation"].items()]),
     ]
     return "\n".join(lines)
+
+
+def _err_row(name, d):
+    return [name, d["n"], pct(d["median_ape"]), pct(d["p90_ape"]), pct(d["within_25pct"]), f"{d['bias']:.3f}"]
+
+
+def validation_text(result: dict) -> str:
+    rows = [_err_row(f"{g['hardware']} {g['op']}", g) for g in result["groups"]]
+    rows.append(_err_row("overall", result["overall"]))
+    return table(["group", "n", "median APE", "p90 APE", "within 25%", "bias (pred/meas)"], rows)
+
+
+def calibration_text(report: dict) -> str:
+    lines = [f"calibrated {report['hardware']}: {report['train_rows']} training rows, "
+             f"{report['test_rows']} held-out rows (seed {report['seed']}); fitted classes: "
+             f"{', '.join(report['fitted_classes'])}"]
+    rows = []
+    if report["heldout_before"]:
+        rows.append(_err_row("held-out, profile as shipped", report["heldout_before"]))
+        rows.append(_err_row("held-out, calibrated", report["heldout_after"]))
+    rows.append(_err_row("training rows, calibrated", report["train_after"]))
+    lines.append(table(["rows", "n", "median APE", "p90 APE", "within 25%", "bias (pred/meas)"], rows))
+    for cls, notes in report["notes"].items():
+        for n in notes:
+            lines.append(f"note: {cls}: {n}")
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""The measurement CSV contract: one row per measured kernel, written by the harness (or any
+other tool) and read by ``quadrant validate`` / ``quadrant calibrate``.
+
+Required columns (extra columns are allowed and ignored; empty cells where a column does not
+apply):
+
+    op,hardware,dtype,kv_dtype,m,n,k,batch,q_len,kv_len,num_heads,num_kv_heads,head_dim,tokens,
+    hidden,intermediate,num_experts,top_k,bytes,world,latency_us
+
+``op`` is one of gemm, attn_prefill, attn_decode, moe, all_reduce, all_gather, all_to_all, memcpy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import MeasurementError
+
+COLUMNS = ("op", "hardware", "dtype", "kv_dtype", "m", "n", "k", "batch", "q_len", "kv_len", "num_heads",
+           "num_kv_heads", "head_dim", "tokens", "hidden", "intermediate", "num_experts", "top_k", "bytes", "world",
+           "latency_us")
+OPS = ("gemm", "attn_prefill", "attn_decode", "moe", "all_reduce", "all_gather", "all_to_all", "memcpy")
+DTYPES = ("bf16", "fp16", "fp32", "fp8", "int8", "w4a8", "w4a16", "fp4")
+KV_DTYPES = ("bf16", "fp16", "fp32", "fp8", "int8")
+NEEDS = {
+    "gemm": ("m", "n", "k"),
+    "attn_prefill": ("batch", "q_len", "kv_len", "num_heads", "num_kv_heads", "head_dim"),
+    "attn_decode": ("batch", "kv_len", "num_heads", "num_kv_heads", "head_dim"),
+    "moe": ("tokens", "hidden", "intermediate", "num_experts", "top_k"),
+    "all_reduce": ("bytes", "world"), "all_gather": ("bytes", "world"), "all_to_all": ("bytes", "world"),
+    "memcpy": ("bytes",),
+}
+NUMERIC = tuple(c for c in COLUMNS if c not in ("op", "hardware", "dtype", "kv_dtype"))
+
+
+def read_measurements(path: str | Path) -> pd.DataFrame:
+    """Read and check a measurement CSV; the first bad row is a one-line MeasurementError."""
+    path = str(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise MeasurementError(f"{path}: cannot read CSV ({exc})") from None
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise MeasurementError(f"{path}: missing required column(s): {', '.join(missing)}")
+    if df.empty:
+        raise MeasurementError(f"{path}: no rows")
+
+    def bad(i: int, col: str, why: str):
+        return MeasurementError(f"{path}: row {i + 2} (line {i + 2}): column {col!r}: {why}")
+
+    out = pd.DataFrame({"op": df["op"].str.strip(), "hardware": df["hardware"].str.strip(),
+                        "dtype": df["dtype"].str.strip(), "kv_dtype": df["kv_dtype"].str.strip()})
+    for col in NUMERIC:
+        s = df[col].str.strip()
+        num = pd.to_numeric(s.where(s != "", None), errors="coerce")
+        wrong = (s != "") & num.isna()
+        if wrong.any():
+            i = int(np.argmax(wrong.to_numpy()))
+            raise bad(i, col, f"expected a number, got {s.iloc[i]!r}")
+        neg = num < 0
+        if neg.any():
+            i = int(np.argmax(neg.to_numpy()))
+            raise bad(i, col, f"expected a non-negative number, got {s.iloc[i]}")
+        out[col] = num.astype(float)
+    def first(mask) -> int | None:
+        mask = np.asarray(mask, bool)
+        return int(np.argmax(mask)) if mask.any() else None
+
+    op = out["op"]
+    if (i := first(~op.isin(OPS))) is not None:
+        raise bad(i, "op", f"unknown op {op.iat[i]!r} (expected one of {', '.join(OPS)})")
+    if (i := first(out["hardware"] == "")) is not None:
+        raise bad(i, "hardware", "empty (expected a profile id)")
+    comm_or_copy = op.isin(("memcpy", "all_reduce", "all_gather", "all_to_all"))
+    if (i := first(~out["dtype"].isin(DTYPES) & ~(comm_or_copy & (out["dtype"] == "")))) is not None:
+        raise bad(i, "dtype", f"expected one of {', '.join(DTYPES)}, got {out['dtype'].iat[i]!r}")
+    if (i := first((out["kv_dtype"] != "") & ~out["kv_dtype"].isin(KV_DTYPES))) is not None:
+        raise bad(i, "kv_dtype", f"expected one of {', '.join(KV_DTYPES)}, got {out['kv_dtype'].iat[i]!r}")
+    for name, cols in NEEDS.items():
+        rows = (op == name).to_numpy()
+        for col in cols:
+            if (i := first(rows & ~(out[col].to_numpy() > 0))) is not None:
+                raise bad(i, col, f"required for op {name} and must be > 0")
+    if (i := first(~(out["latency_us"].to_numpy() > 0))) is not None:
+        raise bad(i, "latency_us", "required and must be > 0")
+    extra = [c for c in df.columns if c not in COLUMNS]
+    for c in extra:
+        out[c] = df[c]
+    return out
+
+
+def holdout_mask(n: int, test_fraction: float, seed: int) -> np.ndarray:
+    """Deterministic train/test split: True marks a held-out (test) row."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    test = np.zeros(n, bool)
+    test[order[: int(round(n * test_fraction))]] = True
+    return test

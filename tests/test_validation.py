@@ -1,0 +1,150 @@
+"""Measurement contract, validate and calibrate (no torch needed: synthetic measurements made by a
+known 'true' efficiency, which calibration must recover)."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from simulator.calibrate import calibrate
+from simulator.cli import app
+from simulator.errors import MeasurementError
+from simulator.measurements import COLUMNS, holdout_mask, read_measurements
+from simulator.perf.calibrated import apply_calibration
+from simulator.specs.catalog import load_hardware
+from simulator.specs.hardware import OpClassEfficiency
+from simulator.validate import predict, score
+
+runner = CliRunner()
+H100 = load_hardware("h100-sxm")
+
+
+def _rows(hw="h100-sxm"):
+    rng = np.random.default_rng(0)
+    rows = []
+    for m in (1, 8, 64, 512, 4096, 16384):
+        for nk in ((4096, 4096), (8192, 2048), (14336, 4096)):
+            rows.append(dict(op="gemm", dtype="bf16", m=m, n=nk[0], k=nk[1]))
+    for b in (1, 8, 64, 256):
+        for L in (512, 4096, 32768):
+            rows.append(dict(op="attn_decode", dtype="bf16", kv_dtype="bf16", batch=b, q_len=1, kv_len=L,
+                             num_heads=8, num_kv_heads=1, head_dim=128))
+    for b, s in ((1, 512), (1, 4096), (4, 2048), (16, 1024), (1, 16384), (2, 8192)):
+        rows.append(dict(op="attn_prefill", dtype="bf16", kv_dtype="bf16", batch=b, q_len=s, kv_len=s,
+                         num_heads=8, num_kv_heads=1, head_dim=128))
+    for t in (1, 16, 128, 1024, 8192, 32768):
+        rows.append(dict(op="moe", dtype="bf16", tokens=t, hidden=4096, intermediate=1792, num_experts=8, top_k=2))
+    for b in (1e3, 1e5, 1e7, 1e8, 1e9, 4e9):
+        rows.append(dict(op="memcpy", dtype="", bytes=b))
+    df = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    for c in ("op", "hardware", "dtype", "kv_dtype"):
+        df[c] = df[c].astype(object).fillna("")
+    df["hardware"] = hw
+    df["latency_us"] = 1.0
+    return df, rng
+
+
+TRUTH = dict(gemm=OpClassEfficiency(0.70, 4e-6, 0.85, 1e-6), attention=OpClassEfficiency(0.55, 6e-6, 0.75, 2e-6),
+             moe=OpClassEfficiency(0.60, 8e-6, 0.70, 3e-6), elementwise=OpClassEfficiency(0.8, 0.0, 0.90, 1e-6))
+
+
+def _synthetic(tmp_path, noise=0.02):
+    df, rng = _rows()
+    truth = H100.with_efficiency(replace(H100.efficiency, launch_overhead_s=5e-6, classes=TRUTH))
+    lat = predict(df, {"h100-sxm": truth})["predicted_us"].to_numpy()
+    df["latency_us"] = lat * np.exp(rng.normal(0, noise, len(df)))
+    path = tmp_path / "m.csv"
+    df.to_csv(path, index=False)
+    return path, truth
+
+
+def test_calibration_recovers_known_efficiencies(tmp_path):
+    path, truth = _synthetic(tmp_path)
+    df = read_measurements(path)
+    cal, report = calibrate(df, H100, test_fraction=0.3, seed=1, measurements_file=str(path))
+    g = cal.efficiency.classes["gemm"]
+    assert g.compute_fraction == pytest.approx(0.70, rel=0.08)
+    assert g.memory_fraction == pytest.approx(0.85, rel=0.08)
+    assert cal.efficiency.classes["attention"].compute_fraction == pytest.approx(0.55, rel=0.1)
+    # held-out error: much better after calibration, near the injected 2% noise
+    assert report["heldout_after"]["median_ape"] < 0.05
+    assert report["heldout_after"]["median_ape"] < report["heldout_before"]["median_ape"]
+    assert report["test_rows"] == round(0.3 * report["rows"])
+
+
+def test_calibrate_and_validate_cli_roundtrip(tmp_path):
+    path, _ = _synthetic(tmp_path)
+    overlay = tmp_path / "h100.cal.yaml"
+    r = runner.invoke(app, ["calibrate", "--measurements", str(path), "--hardware", "h100-sxm", "--out", str(overlay)])
+    assert r.exit_code == 0, r.output
+    assert "held-out" in r.output and overlay.exists()
+    text = overlay.read_text()
+    assert "provenance" in text and "heldout_error_after" in text
+    # the overlay is usable wherever a profile is
+    cal = apply_calibration(H100, overlay)
+    assert cal.peak("bf16") == H100.peak("bf16")  # datasheet untouched
+    r = runner.invoke(app, ["validate", "--measurements", str(path), "--calibration", str(overlay), "--heldout",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert set(d["overall"]) == {"n", "median_ape", "p90_ape", "within_25pct", "bias"}
+    assert d["overall"]["median_ape"] < 0.06
+    for g in d["groups"]:
+        assert {"hardware", "op", "n", "median_ape", "p90_ape", "within_25pct", "bias"} <= set(g)
+    r = runner.invoke(app, ["whatif", "--model", "llama-3.1-8b", "--devices", "1", "--calibration", str(overlay),
+                            "--json"])
+    assert r.exit_code == 0, r.output
+
+
+def test_validate_table_plot_and_predictions(tmp_path):
+    path, _ = _synthetic(tmp_path)
+    r = runner.invoke(app, ["validate", "--measurements", str(path), "--out", str(tmp_path / "p.csv"),
+                            "--plot", str(tmp_path / "s.png")])
+    assert r.exit_code == 0, r.output
+    assert "overall" in r.output and "median APE" in r.output
+    assert "predicted_us" in pd.read_csv(tmp_path / "p.csv").columns
+    assert (tmp_path / "s.png").stat().st_size > 5000
+
+
+def test_score_closed_form():
+    pred = pd.DataFrame({"hardware": ["a"] * 4, "op": ["gemm"] * 4, "latency_us": [1.0, 1.0, 1.0, 1.0],
+                         "predicted_us": [1.1, 0.9, 2.0, 1.0]})
+    pred["ratio"] = pred.predicted_us / pred.latency_us
+    pred["ape"] = (pred.ratio - 1).abs()
+    s = score(pred)["overall"]
+    assert s["n"] == 4 and s["median_ape"] == pytest.approx(0.1)
+    assert s["within_25pct"] == 0.75
+    assert s["bias"] == pytest.approx((1.1 * 0.9 * 2.0 * 1.0) ** 0.25)
+
+
+def test_holdout_split_is_deterministic_and_sized():
+    a, b = holdout_mask(100, 0.5, 3), holdout_mask(100, 0.5, 3)
+    assert (a == b).all() and a.sum() == 50
+
+
+@pytest.mark.parametrize("mutate,expect", [
+    (lambda df: df.drop(columns=["kv_len"]), "missing required column(s): kv_len"),
+    (lambda df: df.assign(latency_us=["x"] + ["1"] * (len(df) - 1)), "row 2 (line 2): column 'latency_us'"),
+    (lambda df: df.assign(op=["gemm"] * 3 + ["conv"] + ["gemm"] * (len(df) - 4)), "row 5 (line 5): column 'op'"),
+    (lambda df: df.assign(m=[""] + list(df.m[1:])), "row 2 (line 2): column 'm': required for op gemm"),
+])
+def test_bad_csv_one_line_errors(tmp_path, mutate, expect):
+    df, _ = _rows()
+    df = df[df.op == "gemm"].reset_index(drop=True)
+    path = tmp_path / "bad.csv"
+    mutate(df.astype(str).replace("nan", "")).to_csv(path, index=False)
+    with pytest.raises(MeasurementError) as e:
+        read_measurements(path)
+    assert expect in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+    r = runner.invoke(app, ["validate", "--measurements", str(path)])
+    assert r.exit_code == 2 and expect in r.stderr
+
+
+def test_validation_is_vectorised_over_thousands_of_rows():
+    df, _ = _rows()
+    big = pd.concat([df] * 60, ignore_index=True)  # ~3,000 rows
+    pred = predict(big, {"h100-sxm": H100})
+    assert len(pred) == len(big) and np.isfinite(pred.predicted_us).all()
