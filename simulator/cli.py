@@ -372,6 +372,40 @@ def demo(out: Path = typer.Option(Path("quadrant-demo"), "--out", help="Folder f
         typer.echo(line)
 
 
+@bench_app.command("run")
+@guarded
+def bench_run(
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    suite: str = typer.Option("quick", "--suite", help="tiny | quick (CPU, < 1 min) | full (GPU) | a shape CSV."),
+    out: Path = typer.Option(..., "--out", help="Measurement CSV to write."),
+    hardware: str = typer.Option(None, "--hardware", help="Profile id for the `hardware` column "
+                                                          "(default: cpu-host on CPU, h100-sxm on CUDA)."),
+    reps: int = typer.Option(10, "--reps", help="Timed repetitions per shape (median reported)."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up runs per shape."),
+):
+    """Measure kernels with torch and write rows in the measurement CSV contract, with provenance
+    (device, driver/runtime, torch version, date, clocks). Collectives run when launched with
+    `torchrun --nproc-per-node N`."""
+    import sys
+
+    from .bench.run import run_suite
+    from .bench.suites import load_suite
+    from .io import atomic_write
+
+    hw = hardware or ("cpu-host" if device == "cpu" else "h100-sxm")
+    n = len(load_suite(suite))
+    with typer.progressbar(length=n, label=f"bench {suite} on {device}", file=sys.stderr) as bar:
+        df, skipped = run_suite(suite, device, hw, reps=reps, warmup=warmup, progress=lambda i: bar.update(1))
+    if len(df):
+        atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
+    typer.echo(f"measured {len(df)} kernels, skipped {len(skipped)}; wrote {out}")
+    reasons: dict[str, int] = {}
+    for _, why in skipped:
+        reasons[why] = reasons.get(why, 0) + 1
+    for why, count in reasons.items():
+        typer.echo(f"  skipped x{count}: {why}")
+
+
 def main() -> None:  # console-script entry point
     try:
         app()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import MeasurementError
-from .ops import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, COMPUTE, FrozenOpTable, _expected_experts_hit
+from .ops import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, COMPUTE, FrozenOpTable
 from .perf.roofline import RooflineModel
 from .perf.timing import TimingModel
 from .precision import KV_PRECISIONS, PRECISIONS
@@ -63,7 +63,7 @@ def op_table(df: pd.DataFrame, specs: dict[str, HardwareSpec]) -> FrozenOpTable:
     byts = np.where(att, b * (2 * q * h * d * ob + 2 * L * kh * d * kvb), byts)
     T, H, inter, E, tk = g["tokens"], g["hidden"], g["intermediate"], g["num_experts"], g["top_k"]
     moe = is_["moe"]
-    hit = np.where(moe, _expected_experts_hit_vec(E, tk, T), 0.0)
+    hit = np.where(moe, np.minimum(E, T * tk), 0.0)  # the contract's routing is balanced
     flop = np.where(moe, 2 * T * tk * 3 * H * inter, flop)
     byts = np.where(moe, hit * 3 * H * inter * wb + T * tk * (2 * H + 3 * inter) * ab, byts)
     byts = np.where(is_["memcpy"], 2 * g["bytes"], byts)
@@ -97,14 +97,6 @@ def op_table(df: pd.DataFrame, specs: dict[str, HardwareSpec]) -> FrozenOpTable:
     }
     arrays = {c: v.reshape(n, 1).astype(float) for c, v in arrays.items()}
     return FrozenOpTable(tuple(op), tuple("measured" for _ in op), tuple(cls), kind, arrays, 1)
-
-
-def _expected_experts_hit_vec(E, k, T):
-    E = np.maximum(E, 1.0)
-    return E * (1.0 - np.power(np.clip(1.0 - k / E, 0.0, 1.0), np.maximum(T, 0.0)))
-
-
-assert _expected_experts_hit(16, 4, 1) == _expected_experts_hit_vec(np.array(16.0), 4.0, 1.0)
 
 
 def load_specs(df: pd.DataFrame, hardware: str | None = None,

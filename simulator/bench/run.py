@@ -1,0 +1,103 @@
+"""Run a suite and write measurement rows (the CSV contract plus provenance columns)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from ..measurements import COLUMNS
+from . import require_torch
+from .kernels import BUILDERS, Unsupported
+from .suites import load_suite
+from .timer import Timer
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _nvidia_smi(query: str) -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def provenance(torch, device: str) -> dict:
+    cuda = device.startswith("cuda")
+    return {
+        "device_name": torch.cuda.get_device_name() if cuda else _cpu_name(),
+        "driver": _nvidia_smi("driver_version") if cuda else "",
+        "runtime": f"cuda {torch.version.cuda}" if cuda else f"cpu threads={torch.get_num_threads()}",
+        "torch_version": torch.__version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "clocks": _nvidia_smi("clocks.sm,clocks.mem") if cuda else "",
+        "host": platform.node(),
+    }
+
+
+def run_suite(suite: str, device: str, hardware: str, *, reps: int = 10, warmup: int = 3,
+              progress: Callable[[int], None] | None = None) -> tuple[pd.DataFrame, list[tuple[dict, str]]]:
+    """Measure every shape of ``suite`` on ``device``; returns (rows, skipped (row, reason))."""
+    torch = require_torch()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from ..errors import SimulatorError
+
+        raise SimulatorError("--device cuda but torch sees no CUDA device")
+    torch.manual_seed(0)
+    shapes = load_suite(suite)
+    timer = Timer(torch, device, warmup=warmup, reps=reps)
+    prov = provenance(torch, device)
+    rank0 = True
+    try:
+        import torch.distributed as dist
+
+        if os.environ.get("WORLD_SIZE", "1") != "1" and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+            if device.startswith("cuda"):
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        rank0 = not dist.is_initialized() or dist.get_rank() == 0
+        world = dist.get_world_size() if dist.is_initialized() else 1
+    except (ImportError, RuntimeError):
+        world = 1
+    rows, skipped = [], []
+    with torch.inference_mode():
+        for i, row in enumerate(shapes.itertuples(index=False)):
+            rec = row._asdict()
+            try:
+                fn = BUILDERS[row.op](torch, row, device)
+                med, p10, p90 = timer(fn)
+            except Unsupported as exc:
+                skipped.append((rec, str(exc)))
+                continue
+            finally:
+                if progress:
+                    progress(i + 1)
+            rec.update(hardware=hardware, latency_us=med, p10_us=p10, p90_us=p90, reps=reps)
+            if row.op in ("all_reduce", "all_gather", "all_to_all"):
+                rec["world"] = world
+            rows.append({**rec, **prov})
+    df = pd.DataFrame(rows)
+    for col in COLUMNS:  # integral shape columns are written as integers
+        if col in df.columns and col != "latency_us" and pd.api.types.is_float_dtype(df[col]):
+            vals = df[col].dropna()
+            if len(vals) and (vals == vals.round()).all():
+                df[col] = df[col].astype("Int64")
+    if len(df):
+        ordered = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
+        df = df.reindex(columns=ordered)
+    return (df if rank0 else df.iloc[0:0]), skipped

@@ -1,0 +1,116 @@
+"""Shape suites: which kernels to measure.
+
+``tiny``  a handful of small shapes (seconds; what CI runs),
+``quick`` CPU-friendly shapes across the op kinds (under a minute on a laptop),
+``full``  GPU shapes of the real models in workloads/ at realistic batch and context sizes,
+or a CSV file of shapes in the measurement-contract columns (latency_us left empty).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import SimulatorError
+from ..measurements import COLUMNS
+
+
+def _gemm(m, n, k, dtype):
+    return dict(op="gemm", dtype=dtype, m=m, n=n, k=k)
+
+
+def _decode(b, kv, h, kvh, d, dtype, kv_dtype=None):
+    return dict(op="attn_decode", dtype=dtype, kv_dtype=kv_dtype or dtype, batch=b, q_len=1, kv_len=kv,
+                num_heads=h, num_kv_heads=kvh, head_dim=d)
+
+
+def _prefill(b, s, h, kvh, d, dtype):
+    return dict(op="attn_prefill", dtype=dtype, kv_dtype=dtype, batch=b, q_len=s, kv_len=s, num_heads=h,
+                num_kv_heads=kvh, head_dim=d)
+
+
+def _moe(t, hidden, inter, e, k, dtype):
+    return dict(op="moe", dtype=dtype, tokens=t, hidden=hidden, intermediate=inter, num_experts=e, top_k=k)
+
+
+def tiny() -> list[dict]:
+    return [_gemm(m, 256, 256, "fp32") for m in (1, 16, 64, 256)] + [
+        _gemm(128, 512, 512, "fp32"), _gemm(8, 1024, 512, "fp32"),
+        _decode(4, 256, 8, 2, 64, "fp32"), _decode(16, 1024, 8, 2, 64, "fp32"), _decode(1, 2048, 8, 2, 64, "fp32"),
+        _prefill(1, 128, 8, 2, 64, "fp32"), _prefill(1, 512, 8, 2, 64, "fp32"), _prefill(2, 256, 8, 2, 64, "fp32"),
+        _moe(8, 256, 512, 8, 2, "fp32"), _moe(64, 256, 512, 8, 2, "fp32"), _moe(256, 256, 512, 8, 2, "fp32"),
+        dict(op="memcpy", dtype="", bytes=2**20), dict(op="memcpy", dtype="", bytes=2**24),
+        dict(op="memcpy", dtype="", bytes=2**26)]
+
+
+def quick() -> list[dict]:
+    """fp32 only: many CPUs have no fast bf16 matmul path (bf16 GEMMs can run 100x slower there)."""
+    rows = []
+    for m in (1, 4, 16, 64, 256, 1024):
+        for n, k in ((1024, 1024), (4096, 1024), (1024, 4096), (2048, 2048)):
+            rows.append(_gemm(m, n, k, "fp32"))
+    for b in (1, 4, 16, 64):
+        for kv in (256, 1024, 4096):
+            rows.append(_decode(b, kv, 16, 4, 64, "fp32"))
+    for b, s in ((1, 128), (1, 512), (1, 1024), (2, 512), (4, 256), (1, 2048)):
+        rows.append(_prefill(b, s, 16, 4, 64, "fp32"))
+    for t in (1, 8, 32, 128, 512, 2048):
+        rows.append(_moe(t, 512, 1024, 8, 2, "fp32"))
+    for p in range(16, 29, 2):
+        rows.append(dict(op="memcpy", dtype="", bytes=2**p))
+    return rows
+
+
+def full() -> list[dict]:
+    """Per-device shapes of workloads/ models (TP 1 and 8) on a GPU."""
+    from ..specs.catalog import load_model
+
+    rows = []
+    for mid, tps in (("llama-3.1-8b", (1,)), ("llama-3.1-70b", (8,)), ("mixtral-8x7b", (1, 8)), ("dbrx", (8,)),
+                     ("qwen3-30b-a3b", (1,))):
+        m = load_model(mid)
+        a = m.attention
+        h = m.hidden_size
+        for tp in tps:
+            qkv = (a.num_heads * a.head_dim + 2 * a.num_kv_heads * a.head_dim) // tp
+            widths = [(qkv, h), (h, a.num_heads * a.head_dim // tp)]
+            if m.ffn_intermediate:
+                widths += [(2 * m.ffn_intermediate // tp, h), (h, m.ffn_intermediate // tp)]
+            for tokens in (1, 8, 32, 128, 512, 2048, 8192):
+                for n, k in widths:
+                    for dtype in ("bf16", "fp8"):
+                        rows.append(_gemm(tokens, n, k, dtype))
+            heads, kvh = max(a.num_heads // tp, 1), max(a.num_kv_heads // tp, 1)
+            for b in (1, 8, 32, 128, 256):
+                for kv in (512, 2048, 8192, 32768):
+                    if b * kv <= 256 * 8192:
+                        rows.append(_decode(b, kv, heads, kvh, a.head_dim, "bf16"))
+            for b, s in ((1, 512), (1, 2048), (1, 8192), (4, 2048), (1, 16384), (8, 1024)):
+                rows.append(_prefill(b, s, heads, kvh, a.head_dim, "bf16"))
+            if m.moe:
+                for t in (1, 8, 64, 256, 1024, 4096, 16384):
+                    rows.append(_moe(t, h, m.moe.expert_intermediate // tp, m.moe.num_experts, m.moe.top_k, "bf16"))
+    for p in range(16, 33):
+        rows.append(dict(op="memcpy", dtype="", bytes=2**p))
+    return rows
+
+
+SUITES = {"tiny": tiny, "quick": quick, "full": full}
+
+
+def load_suite(name_or_file: str) -> pd.DataFrame:
+    if name_or_file in SUITES:
+        rows = SUITES[name_or_file]()
+        df = pd.DataFrame(rows)
+    else:
+        path = Path(name_or_file)
+        if not path.exists():
+            raise SimulatorError(f"unknown suite {name_or_file!r}: use tiny, quick, full or a shape CSV file")
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if "op" not in df.columns:
+            raise SimulatorError(f"{path}: a shape file needs at least an 'op' column")
+    df = df.reindex(columns=[c for c in COLUMNS if c not in ("hardware", "latency_us")])
+    for c in ("op", "dtype", "kv_dtype"):
+        df[c] = df[c].astype(object).where(df[c].notna(), "")
+    return df.reset_index(drop=True)
