@@ -149,6 +149,16 @@ def run_demo(out: Path):
         yield f"  {q:17s} H100 {a.time_s * 1e3:8.2f} ms ({a.bound})   H20 {b.time_s * 1e3:8.2f} ms ({b.bound})"
     yield f"  TTFT H100 {res.ttft_s * 1e3:.1f} ms vs H20 {h20.ttft_s * 1e3:.1f} ms; " \
           f"TPOT H100 {res.tpot_s * 1e3:.2f} ms vs H20 {h20.tpot_s * 1e3:.2f} ms"
+    yield ""
+    from .report.render import simulation_text
+
+    sim = run_simulate({"deployment": "dbrx-8xh100", "traffic": "chat", "requests": 300})
+    yield "== 300 chat requests (Poisson 6/s, lognormal lengths) through workloads/deployments/dbrx-8xh100.yaml =="
+    yield simulation_text(sim.summary)
+    for path in write_simulation(sim, out / "simulation", plots=True, parquet=False, slo=None):
+        yield f"wrote {path}"
+    yield ""
+    yield "next: quadrant whatif --help | quadrant simulate --help | quadrant bench run --help"
 
 
 def run_simulate(opts: dict, progress: bool = False):
@@ -254,3 +264,27 @@ def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: f
     cal, report = calibrate(df, base, test_fraction=test_fraction, seed=seed, measurements_file=str(measurements))
     atomic_write_text(out, overlay_yaml(cal, base, report, measurements))
     return report
+
+
+def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batches, tpot_slo, ttft_slo, rate):
+    from .search import pareto_front, plan_capacity, sweep
+
+    def split(text, cast=str):
+        try:
+            return [cast(x.strip()) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise SimulatorError(f"cannot read the list {text!r}") from None
+
+    df = sweep(model, split(hardware), devices, isl=isl, osl=osl, batches=split(batches, int),
+               precisions=split(precisions), kv_precision=kv_precision)
+    ok = df[df.fits]
+    if tpot_slo:
+        ok = ok[ok.tpot_s <= tpot_slo]
+    if ttft_slo:
+        ok = ok[ok.ttft_s <= ttft_slo]
+    if ok.empty:
+        raise SimulatorError("no configuration fits and meets the SLOs")
+    front = pareto_front(ok)
+    if rate:
+        front = plan_capacity(front, rate_per_s=rate, osl=osl, devices=devices)
+    return df, front

@@ -186,9 +186,11 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
 
     # --- token bookkeeping -------------------------------------------------------------------
     T = np.asarray(shape.tokens, dtype=float)  # tokens of this micro-batch across the stage
-    T_dev = T / dp  # tokens per attention device
     ps, pl, pc = (np.asarray(x, dtype=float) for x in (shape.prefill_seqs, shape.prefill_len, shape.prefill_ctx))
     ds, dl, dk = (np.asarray(x, dtype=float) for x in (shape.decode_seqs, shape.decode_len, shape.decode_kv))
+    # attention DP splits sequences, not tokens: the busiest rank holds ceil(seqs / dp) of them
+    p_seqs_dev, d_seqs_dev = np.ceil(ps / dp), np.ceil(ds / dp)
+    T_dev = p_seqs_dev * pl + d_seqs_dev * dl  # tokens per attention device
 
     # --- per-device hardware columns ---------------------------------------------------------
     def hwcols(dev: DeviceArrays, op_class: str, peak) -> dict:
@@ -231,7 +233,6 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
     kv_tok_bytes = kv_elems_dev * kvb  # per token per layer on one device
 
     # prefill attention core: causal over the new chunk plus everything cached before it
-    p_seqs_dev = ps / dp
     p_pairs = p_seqs_dev * pl * (pc + (pl + 1) / 2)  # (query, key) pairs
     p_flop = 2 * p_pairs * heads_dev * (dqk_prefill + dv_prefill)
     p_bytes = p_seqs_dev * ((pc + pl) * kv_tok_bytes + pl * kv_tok_bytes
@@ -241,7 +242,6 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
     t.add("attn_core_prefill", aq, "attention", count=np.where(ps > 0, layers_stage, 0.0),
           flop=p_flop, bytes=p_bytes, **a_attn)
     # decode attention core: every query token reads the sequence's whole KV cache
-    d_seqs_dev = ds / dp
     d_flop = 2 * d_seqs_dev * dl * (dk + dl) * heads_dev * (dqk_decode + dv_decode)
     d_bytes = d_seqs_dev * ((dk + dl) * kv_tok_bytes + 2 * dl * heads_dev * dqk_decode * pa.act_bytes)
     t.add("attn_core_decode", aq, "attention", count=np.where(ds > 0, layers_stage, 0.0),
@@ -319,8 +319,7 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
               **dict(f_links.cols(2.0, stride=f_links.domain), out_bw=np.minimum(a_links.out_bw, f_links.out_bw)))
 
     # ================================ other ===================================================
-    logits = ps + ds * dl  # prefill: the last position of each sequence; decode: every new token
-    logits_dev = logits / dp
+    logits_dev = p_seqs_dev + d_seqs_dev * dl  # prefill: last position of each sequence; decode: every new token
     t.add("embedding", oq, "elementwise", count=1.0, bytes=2 * T_dev * h * ACT16, **a_elem)
     w_head = model.vocab_size * h / tp
     t.add("lm_head", oq, "gemm", count=1.0, flop=2 * logits_dev * w_head,

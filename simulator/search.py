@@ -1,0 +1,96 @@
+"""Plan search: score many (hardware, precision, TP, EP, batch) configurations in one vectorised
+pass per (hardware, precision), keep the feasible ones and find the Pareto front of throughput per
+device against TPOT. Capacity planning: replicas and dollars per hour for a target request rate."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .analysis import time_phase
+from .devices import DeviceArrays
+from .errors import InfeasibleError, SimulatorError
+from .ops import StepShape
+from .perf.memory import memory_fit
+from .perf.roofline import RooflineModel
+from .plan import simple_phase
+from .specs.catalog import load_hardware, load_model
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl: int,
+          batches: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256), precisions: Sequence[str] = ("bf16", "fp8"),
+          kv_precision: str = "bf16", tps: Sequence[int] | None = None, eps: Sequence[int] | None = None,
+          timing=None) -> pd.DataFrame:
+    """One row per configuration (pp = 1, colocated), with TTFT, TPOT, throughput, memory fit and cost."""
+    model = load_model(model_id)
+    timing = timing or RooflineModel()
+    tps = list(tps or [t for t in _divisors(devices) if model.attention.num_heads % t == 0])
+    eps = list(eps or ([e for e in _divisors(devices) if model.moe.num_experts % e == 0] if model.moe else [1]))
+    frames = []
+    for hw_id, prec in itertools.product(hardware, precisions):
+        hw = load_hardware(hw_id)
+        try:
+            base = simple_phase(hw, model, devices, tp=tps[0], precision=prec)
+        except InfeasibleError:
+            continue  # e.g. fp8 on a device without fp8
+        combos = np.array([(t, e, b) for t in tps for e in eps for b in batches], dtype=float)
+        tp, ep, batch = combos.T
+        dp = devices / tp
+        etp = np.where(ep > 1, devices / ep, tp)
+        dev = DeviceArrays.of(hw)
+        kw = dict(kv_precision=kv_precision, tp=tp, dp=dp, ep=ep, expert_tp=etp, attn_dev=dev, ffn_dev=dev)
+        dec = time_phase(model, base, StepShape(decode_seqs=batch, decode_kv=isl + osl / 2), "decode", timing, **kw)
+        pre = time_phase(model, base, StepShape(prefill_seqs=np.ones_like(batch), prefill_len=isl), "prefill",
+                         timing, **kw)
+        tpot = dec.forward_s
+        ttft = pre.forward_s
+        out_tps = batch * osl / (osl * tpot + batch * ttft)
+        kv_cap = np.empty(len(combos))
+        weights = np.empty(len(combos))
+        for (t, e), idx in pd.Series(range(len(combos))).groupby([tp, ep]):
+            plan = simple_phase(hw, model, devices, tp=int(t), ep=int(e), precision=prec)
+            m = memory_fit(model, plan, kv_tokens_per_replica=0, step_tokens=isl, kv_precision=kv_precision)[0]
+            kv_cap[idx.to_numpy()] = m.kv_token_capacity * plan.attention.dp
+            weights[idx.to_numpy()] = m.weights_bytes
+        fits = kv_cap >= batch * (isl + osl)
+        price = hw.price_usd_per_s * devices
+        frames.append(pd.DataFrame({
+            "hardware": hw_id, "precision": prec, "tp": tp.astype(int), "ep": ep.astype(int),
+            "dp": dp.astype(int), "batch": batch.astype(int), "ttft_s": ttft, "tpot_s": tpot,
+            "output_tokens_per_s": out_tps, "output_tokens_per_s_per_device": out_tps / devices,
+            "weights_bytes_per_device": weights, "kv_token_capacity": kv_cap, "fits": fits,
+            "usd_per_hour": price * 3600, "cost_usd_per_mtok": price / out_tps * 1e6,
+        }))
+    if not frames:
+        raise SimulatorError("no configuration could be built (check --precision against the devices)")
+    return pd.concat(frames, ignore_index=True)
+
+
+def pareto_front(df: pd.DataFrame, x: str = "tpot_s", y: str = "output_tokens_per_s_per_device") -> pd.DataFrame:
+    """Rows not dominated by another (lower-or-equal x and higher-or-equal y, one strictly)."""
+    d = df.sort_values([x, y], ascending=[True, False])
+    best = -math.inf
+    keep = []
+    for i, val in zip(d.index, d[y]):
+        if val > best:
+            keep.append(i)
+            best = val
+    return d.loc[keep]
+
+
+def plan_capacity(df: pd.DataFrame, *, rate_per_s: float, osl: int, devices: int) -> pd.DataFrame:
+    """Replicas and fleet cost to serve ``rate_per_s`` requests per second with each configuration."""
+    out = df.copy()
+    need_tps = rate_per_s * osl
+    out["replicas"] = np.ceil(need_tps / out["output_tokens_per_s"]).astype(int)
+    out["devices_total"] = out["replicas"] * devices
+    out["fleet_usd_per_hour"] = out["replicas"] * out["usd_per_hour"]
+    return out
