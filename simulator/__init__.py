@@ -12,31 +12,39 @@ Public API (everything else is internal and may change):
 * validation: ``read_measurements``, ``predict``, ``score``, ``calibrate``, ``apply_calibration``
 """
 
-from .analysis import WhatIfResult, whatif
-from .build import PlanOptions, plan_from_options
-from .calibrate import calibrate
-from .errors import CalibrationError, InfeasibleError, MeasurementError, SimulatorError, SpecError
-from .measurements import read_measurements
-from .ops import StepShape, build_ops
-from .perf.calibrated import apply_calibration
-from .perf.memory import memory_fit
-from .perf.roofline import RooflineModel
-from .perf.timing import TimingModel
-from .plan import ServingPlan, simple_phase
-from .search import pareto_front, sweep
-from .serving.runner import SimulationResult, simulate
-from .specs.catalog import load_hardware, load_model
-from .specs.deployment import read_deployment
-from .specs.model import model_from_hf_config
-from .specs.traffic import read_traffic
-from .validate import predict, score
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CalibrationError", "InfeasibleError", "MeasurementError", "PlanOptions", "RooflineModel", "ServingPlan",
-    "SimulationResult", "SimulatorError", "SpecError", "StepShape", "TimingModel", "WhatIfResult",
-    "apply_calibration", "build_ops", "calibrate", "load_hardware", "load_model", "memory_fit",
-    "model_from_hf_config", "pareto_front", "plan_from_options", "predict", "read_deployment",
-    "read_measurements", "read_traffic", "score", "simple_phase", "simulate", "sweep", "whatif",
-]
+# name -> module; imported on first use so `quadrant --help` and the CLI start fast
+_EXPORTS = {
+    "WhatIfResult": "analysis", "whatif": "analysis",
+    "PlanOptions": "build", "plan_from_options": "build",
+    "calibrate": "calibrate",
+    "CalibrationError": "errors", "InfeasibleError": "errors", "MeasurementError": "errors",
+    "SimulatorError": "errors", "SpecError": "errors",
+    "read_measurements": "measurements",
+    "StepShape": "ops", "build_ops": "ops",
+    "apply_calibration": "perf.calibrated", "memory_fit": "perf.memory", "RooflineModel": "perf.roofline",
+    "TimingModel": "perf.timing",
+    "ServingPlan": "plan", "simple_phase": "plan",
+    "pareto_front": "search", "sweep": "search",
+    "SimulationResult": "serving.runner", "simulate": "serving.runner",
+    "load_hardware": "specs.catalog", "load_model": "specs.catalog",
+    "read_deployment": "specs.deployment", "model_from_hf_config": "specs.model", "read_traffic": "specs.traffic",
+    "predict": "validate", "score": "validate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

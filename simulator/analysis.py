@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from .ops import COMPUTE, FrozenOpTable, StepShape, build_ops
 from .perf.memory import MemoryFit, memory_fit
@@ -75,7 +74,7 @@ class WhatIfResult:
     isl: int
     osl: int
     prefill_batch: int
-    quadrants: pd.DataFrame  # one row per quadrant (+ other)
+    quadrant_rows: list[dict]  # one per quadrant (+ other); ``quadrants`` is the DataFrame view
     ttft_s: float
     tpot_s: float
     output_tokens_per_s: float
@@ -91,10 +90,20 @@ class WhatIfResult:
     def fits(self) -> bool:
         return all(m.fits for m in self.memory)
 
+    @property
+    def quadrants(self):
+        """Per-quadrant metrics as a pandas DataFrame (pandas is imported on first use)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.quadrant_rows)
+
+    def quadrant(self, name: str) -> dict:
+        return next(r for r in self.quadrant_rows if r["quadrant"] == name)
+
     def to_dict(self) -> dict:
         q = {}
-        for row in self.quadrants.itertuples(index=False):
-            q[row.quadrant] = {k: _clean(getattr(row, k)) for k in self.quadrants.columns if k != "quadrant"}
+        for row in self.quadrant_rows:
+            q[row["quadrant"]] = {k: _clean(v) for k, v in row.items() if k != "quadrant"}
         return {
             "model": self.model_id,
             "devices": self.devices,
@@ -122,7 +131,7 @@ def _clean(v):
     return v
 
 
-def quadrant_table(pt: PhaseTiming, phase: str, scale: float = 1.0) -> pd.DataFrame:
+def quadrant_table(pt: PhaseTiming, phase: str, scale: float = 1.0) -> list[dict]:
     """Per-quadrant metrics of a costed phase (config 0), for ``scale`` micro-batch forwards."""
     t, ops = pt.times, pt.ops
     pp = pt.plan.pp
@@ -154,7 +163,7 @@ def quadrant_table(pt: PhaseTiming, phase: str, scale: float = 1.0) -> pd.DataFr
             "bandwidth_fraction_of_peak": byts / time_s / bw if time_s and bw else 0.0,
             **{f"{b}_s": v for b, v in parts.items()},
         })
-    return pd.DataFrame(rows)
+    return rows
 
 
 def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: int = 1,
@@ -229,7 +238,7 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
         mem += memory_fit(model, pre, kv_tokens_per_replica=prefill_batch * isl,
                           step_tokens=prefill_batch * chunk, **kw)
 
-    q = pd.concat([quadrant_table(pt, "prefill", n_chunks), quadrant_table(dt, "decode", 1.0)], ignore_index=True)
+    q = quadrant_table(pt, "prefill", n_chunks) + quadrant_table(dt, "decode", 1.0)
     if dec.af_disaggregated:
         notes.append(f"decode attention and FFN on separate pools with {dec.micro_batches} micro-batches: "
                      "quadrant times are each pool's busy time per step; TPOT follows the ping-pong pipeline")

@@ -7,8 +7,6 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
-
 from .analysis import WhatIfResult, whatif
 from .build import PlanOptions, plan_from_options
 from .errors import SimulatorError
@@ -17,7 +15,9 @@ from .specs.catalog import hardware_ids, load_hardware, load_model, model_ids
 from .units import GB
 
 
-def hardware_table() -> pd.DataFrame:
+def hardware_table():
+    import pandas as pd
+
     rows = []
     for hid in hardware_ids():
         hw = load_hardware(hid)
@@ -48,7 +48,9 @@ def hardware_detail(ref: str) -> dict:
     }
 
 
-def model_table() -> pd.DataFrame:
+def model_table():
+    import pandas as pd
+
     rows = []
     for mid in model_ids():
         m = load_model(mid)
@@ -144,9 +146,8 @@ def run_demo(out: Path):
     yield "== the same plan on 8 x H20 (148 dense BF16 TFLOP/s, 4.0 TB/s): decode is bandwidth-bound, " \
           "prefill compute-bound =="
     for q in ("prefill_ffn", "decode_attention", "decode_ffn"):
-        a = res.quadrants.set_index("quadrant").loc[q]
-        b = h20.quadrants.set_index("quadrant").loc[q]
-        yield f"  {q:17s} H100 {a.time_s * 1e3:8.2f} ms ({a.bound})   H20 {b.time_s * 1e3:8.2f} ms ({b.bound})"
+        a, b = res.quadrant(q), h20.quadrant(q)
+        yield f"  {q:17s} H100 {a['time_s'] * 1e3:8.2f} ms ({a['bound']})   H20 {b['time_s'] * 1e3:8.2f} ms ({b['bound']})"
     yield f"  TTFT H100 {res.ttft_s * 1e3:.1f} ms vs H20 {h20.ttft_s * 1e3:.1f} ms; " \
           f"TPOT H100 {res.tpot_s * 1e3:.2f} ms vs H20 {h20.tpot_s * 1e3:.2f} ms"
     yield ""
@@ -226,6 +227,8 @@ def write_simulation(res, out: Path, *, plots: bool, parquet: bool, slo=None) ->
 
 
 def run_validate(measurements: Path, hardware: str | None, calibrations: list[Path], heldout: bool):
+    import pandas as pd
+
     from .measurements import read_measurements
     from .perf.calibrated import apply_calibration, read_overlay
     from .validate import load_specs, predict, score

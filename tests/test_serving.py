@@ -179,3 +179,64 @@ def test_shipped_traffic_files_load():
         t = read_traffic(resolve_workload(name, "traffic", "traffic"))
         df = t.sample()
         assert len(df) == t.requests and (df.prompt_tokens >= 1).all()
+
+
+@pytest.mark.parametrize("model,kw", [("llama-3.1-8b", dict(devices=1)), ("dbrx", dict(devices=8, ep=8)),
+                                      ("deepseek-v3", dict(devices=8, precision="fp8")),
+                                      ("qwen3-30b-a3b", dict(devices=2, tp=2, ffn_precision="w4a8"))])
+def test_tabulated_step_cost_equals_the_op_model(model, kw):
+    """The DES fast path reproduces the full op build exactly (dp = 1, pp = 1)."""
+    from simulator.build import plan_from_options
+    from simulator.serving.stepcost import AnalyticStepCost, TabulatedStepCost
+
+    plan = plan_from_options(PlanOptions(model=model, **kw))
+    fast = TabulatedStepCost(plan.model, plan.prefill, 8192, "fp8", 64)
+    slow = AnalyticStepCost(plan.model, plan.prefill, None, "fp8", 64)
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        ps, ds = int(rng.integers(0, 4)), int(rng.integers(0, 200))
+        pl = int(rng.integers(1, 2000)) if ps else 0
+        pc = int(rng.integers(0, 8000)) if ps else 0
+        dk = int(rng.integers(1, 30000))
+        dl = int(rng.choice([1, 3]))
+        if ps * pl + ds * dl == 0 or ps * pl + ds * dl > 8192:
+            continue
+        a = fast.cost(ps, ps * pl, ps * pc, ds, dl, ds * dk)
+        b = slow._evaluate(ps, pl, pc, ds, dl, dk)
+        for field in ("time_s", "prefill_attention_s", "prefill_ffn_s", "decode_attention_s", "decode_ffn_s"):
+            assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-9, abs=1e-15), field
+
+
+@pytest.mark.parametrize("spec", [None, "tiny-kv"])
+def test_coalesced_decode_stretches_match_step_by_step(spec):
+    """Running pure-decode stretches as one event changes nothing but the number of events."""
+    from simulator.serving.runner import replica_configs
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1),
+                           replicas=2, max_batch_tokens=2048, max_seqs=32)
+    t = simple_traffic(rate=20.0, concurrency=None, isl=700, osl=90, requests=150, seed=3)
+    from dataclasses import replace as dc_replace
+    t = dc_replace(t, prompt=dc_replace(t.prompt, kind="uniform", low=100, high=1500),
+                   output=dc_replace(t.output, kind="uniform", low=2, high=300))
+    frames = []
+    for coalesce in (False, True):
+        req = t.sample()
+        r = Requests(req.arrival_s.to_numpy(float).copy(), req.prompt_tokens.to_numpy(np.int64),
+                     req.output_tokens.to_numpy(np.int64))
+        cfgs = replica_configs(dep)
+        if spec == "tiny-kv":  # force preemptions too
+            cfgs = [dc_replace(c, kv_capacity_tokens=6000) for c in cfgs]
+        sim = Simulation(r, cfgs, coalesce=coalesce)
+        sim.run()
+        frames.append((sim.request_frame(), sim.step_frame()))
+    (a, sa), (b, sb) = frames
+    # a stretch records its steps when it ends: compare each replica's steps in time order
+    sa, sb = (f.sort_values(["replica_id", "start_s"], kind="stable").reset_index(drop=True) for f in (sa, sb))
+    assert len(sa) == len(sb)
+    for col in ("first_token_s", "finish_s", "admitted_s"):
+        np.testing.assert_allclose(a[col], b[col], rtol=1e-9)
+    assert (a.preemptions == b.preemptions).all()
+    np.testing.assert_allclose(sa.end_s, sb.end_s, rtol=1e-9)
+    assert (sa.kind == sb.kind).all() and (sa.decode_seqs == sb.decode_seqs).all()
+    np.testing.assert_allclose(sa.kv_occupancy, sb.kv_occupancy, rtol=1e-9)
+    assert (sa.queued == sb.queued).all()

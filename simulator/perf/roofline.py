@@ -41,6 +41,16 @@ class RooflineModel:
         return OpTimes(ops, compute, memory, comm, overhead, time)
 
 
+def compute_op_time_s(flop: float, nbytes: float, peak: float, bw: float, cf: float, cr: float, mf: float,
+                      mr: float, launch: float) -> float:
+    """The same formula for one compute op, in plain floats (the serving simulator's hot path)."""
+    if flop <= 0 and nbytes <= 0:
+        return 0.0
+    tc = cr + flop / (cf * peak) if flop > 0 else 0.0
+    tm = mr + nbytes / (mf * bw) if nbytes > 0 else 0.0
+    return launch + max(tc, tm)
+
+
 def pure_roofline_s(ops: FrozenOpTable) -> np.ndarray:
     """The unattainable bound: max(FLOP/peak, bytes/bandwidth), and ideal link time for comms."""
     a = ops.arrays

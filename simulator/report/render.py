@@ -43,11 +43,10 @@ def si(x: float, unit: str) -> str:
 
 
 def whatif_text(res) -> str:
-    q = res.quadrants
-    rows = [[r.quadrant, s(r.time_s), si(r.flop, "FLOP"), si(r.bytes, "B"), s(r.comm_s),
-             f"{r.arithmetic_intensity:.1f}" if r.arithmetic_intensity == r.arithmetic_intensity else "n/a",
-             r.bound, si(r.achieved_flop_per_s, "FLOP/s"), pct(r.flop_fraction_of_peak),
-             pct(r.bandwidth_fraction_of_peak)] for r in q.itertuples()]
+    rows = [[r["quadrant"], s(r["time_s"]), si(r["flop"], "FLOP"), si(r["bytes"], "B"), s(r["comm_s"]),
+             f"{r['arithmetic_intensity']:.1f}" if r["arithmetic_intensity"] == r["arithmetic_intensity"] else "n/a",
+             r["bound"], si(r["achieved_flop_per_s"], "FLOP/s"), pct(r["flop_fraction_of_peak"]),
+             pct(r["bandwidth_fraction_of_peak"])] for r in res.quadrant_rows]
     plan = res.plan
     lines = [
         f"{res.model_id}: {res.devices} device(s), batch {res.batch}, ISL {res.isl}, OSL {res.osl}, "

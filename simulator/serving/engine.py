@@ -23,6 +23,22 @@ import simpy
 from .stepcost import StepCostModel
 
 BLOCK_TOKENS = 16  # paged KV-cache block size
+MAX_STRETCH = 64  # decode steps computed per event; a longer stretch simply continues in the next one
+
+
+def decode_stretch_costs(cost, n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Times and quadrant split of ``k`` consecutive pure-decode steps of ``n`` sequences holding
+    ``kv0`` cached tokens at the first step (each step adds one token per sequence)."""
+    fast = getattr(cost, "decode_stretch", None)
+    if fast is not None:
+        return fast(n, kv0, k)
+    times = np.empty(k)
+    quad = np.empty((4, k))
+    for i in range(k):
+        c = cost.cost(0, 0, 0, n, 1, kv0 + i * n)
+        times[i] = c.time_s
+        quad[:, i] = (c.prefill_attention_s, c.prefill_ffn_s, c.decode_attention_s, c.decode_ffn_s)
+    return times, quad
 
 # request status codes
 PENDING, WAITING, RUNNING, FINISHED, REJECTED = 0, 1, 2, 3, 4
@@ -69,6 +85,7 @@ class Requests:
     decode_replica: np.ndarray = None
     swapped: np.ndarray = None
     offset: np.ndarray = None  # tokens generated before a recompute preemption (now part of the prompt)
+    home: np.ndarray = None  # uid of the replica holding the request as active (-1: none)
     reason: dict = field(default_factory=dict)
 
     def kv_tokens(self, ids: np.ndarray) -> np.ndarray:
@@ -92,6 +109,7 @@ class Requests:
         self.decode_replica = np.full(n, -1, np.int64)
         self.swapped = np.zeros(n, bool)
         self.offset = np.zeros(n, np.int64)
+        self.home = np.full(n, -1, np.int64)
 
 
 class Replica:
@@ -152,7 +170,9 @@ class Replica:
                 swap_s += float(r.kv_tokens(np.array([rid]))[0]) * cfg.kv_bytes_per_token / cfg.swap_bytes_per_s
                 r.swapped[rid] = False
         if admitted:
-            self.active = np.concatenate((self.active, np.asarray(admitted, np.int64)))
+            ids = np.asarray(admitted, np.int64)
+            r.home[ids] = self.uid
+            self.active = np.concatenate((self.active, ids))
         self.used_blocks = used
         return swap_s
 
@@ -182,6 +202,12 @@ class Replica:
                 self.wake = env.event()
                 yield self.wake
                 continue
+            if self.sim.coalesce and not len(pre_ids) and not cfg.spec_draft_tokens and not swap_s:
+                k = int((r.output[decoding] - r.generated[decoding]).min())
+                if k >= 2:
+                    done = yield from self._decode_stretch(decoding, k)
+                    if done:
+                        continue
             ctx = r.prefilled[pre_ids]
             kv = r.kv_tokens(decoding)
             cost = cfg.cost.cost(len(pre_ids), int(chunks.sum()), int(ctx.sum()), len(decoding),
@@ -196,6 +222,63 @@ class Replica:
             preempted = self._fit_kv()
             self.sim.record_step(self, start, env.now, len(pre_ids), int(chunks.sum()), len(decoding),
                                  out_tokens, preempted)
+
+    def _decode_stretch(self, decoding: np.ndarray, k: int):
+        """Run up to ``k`` pure-decode steps as one event. Nothing but an arrival can change the batch
+        before the k-th step (which finishes a request), so the steps are computed together; an
+        arrival interrupts the stretch at the end of the step in progress, exactly where the
+        step-by-step scheduler would admit it. Returns the number of steps run (0: not possible)."""
+        env, r, cfg = self.sim.env, self.sim.req, self.cfg
+        k = min(k, MAX_STRETCH)
+        n = len(decoding)
+        res0 = r.reserved_tokens(decoding)
+        blocks0 = -(-res0 // BLOCK_TOKENS)
+        others = self.used_blocks - int(blocks0.sum())
+        # blocks after j more tokens each: sum_i ceil((res_i + j) / B) = sum_i blocks_i + floor((a_i + j) / B)
+        # with a_i = (res_i - 1) mod B, computed over a 16-bin histogram of a_i instead of every sequence
+        hist = np.bincount((res0 - 1) % BLOCK_TOKENS, minlength=BLOCK_TOKENS)
+        j = np.arange(1, k + 1)
+        grow = ((np.arange(BLOCK_TOKENS)[None, :] + j[:, None]) // BLOCK_TOKENS) @ hist
+        blocks = others + int(blocks0.sum()) + grow
+        over = blocks > self.blocks_total
+        if over.any():  # stop before the step that would need a preemption
+            k = int(np.argmax(over))
+            if k < 2:
+                return 0
+            blocks = blocks[:k]
+        times, quad = decode_stretch_costs(cfg.cost, n, int(r.kv_tokens(decoding).sum()), k)
+        start = env.now
+        bounds = np.cumsum(np.concatenate(([start], times)))  # the same float additions as step by step
+        queued = len(self.waiting)  # constant until an arrival ends the stretch
+        self.wake = env.event()
+        end = env.timeout(times.sum())
+        yield env.any_of([end, self.wake])
+        if end.processed:
+            steps = k
+        else:  # an arrival: finish the step in progress, then hand back to the scheduler
+            steps = int(np.searchsorted(bounds[1:], env.now, side="left")) + 1
+            steps = min(steps, k)
+            yield env.timeout(bounds[steps] - env.now)
+        self.busy_s += float(bounds[steps] - start)
+        self.quadrant_s += quad[:, :steps].sum(axis=1)
+        r.generated[decoding] += steps
+        name, pool = cfg.name, cfg.pool
+        occ = blocks / max(self.blocks_total, 1)
+        rec = self.sim.steps
+        for i in range(steps - 1):
+            rec.append((pool, name, float(bounds[i]), float(bounds[i + 1]), "decode", 0, 0, n, n, queued, n,
+                        float(occ[i]), 0))
+        fin = decoding[r.generated[decoding] >= r.output[decoding]]
+        if len(fin):
+            r.home[fin] = -1
+            self.active = self.active[r.home[self.active] == self.uid]
+            for rid in fin.tolist():
+                self.sim.finish(rid, self)
+        preempted = self._fit_kv()
+        self.sim.steps.append((pool, name, float(bounds[steps - 1]), float(bounds[steps]), "decode", 0, 0, n, n,
+                               len(self.waiting), len(self.active), self.used_blocks / max(self.blocks_total, 1),
+                               preempted))
+        return steps
 
     def _apply(self, decoding: np.ndarray, pre_ids: np.ndarray, chunks: np.ndarray) -> int:
         r, cfg, now = self.sim.req, self.cfg, self.sim.env.now
@@ -225,7 +308,9 @@ class Replica:
                 leaving.append((done[~complete], False))
         gone = [ids for ids, _ in leaving if len(ids)]
         if gone:
-            self.active = self.active[~np.isin(self.active, np.concatenate(gone))]
+            for ids in gone:
+                r.home[ids] = -1
+            self.active = self.active[r.home[self.active] == self.uid]
             for ids, finished in leaving:
                 for rid in ids.tolist():
                     self.sim.finish(rid, self) if finished else self.sim.hand_off(self, rid)
@@ -239,6 +324,7 @@ class Replica:
         while len(self.active) and self.used_blocks > self.blocks_total:
             rid = int(self.active[-1])
             self.active = self.active[:-1]
+            r.home[rid] = -1
             self.used_blocks -= math.ceil(int(r.reserved_tokens(np.array([rid]))[0]) / BLOCK_TOKENS)
             r.preemptions[rid] += 1
             preempted += 1
@@ -258,8 +344,9 @@ class Simulation:
 
     def __init__(self, requests: Requests, replicas: list[ReplicaConfig], *, seed: int = 0,
                  closed_concurrency: int = 0, kv_transfer_s: Callable[[int, int], float] | None = None,
-                 horizon_s: float = math.inf):
+                 horizon_s: float = math.inf, coalesce: bool = True):
         self.env = simpy.Environment()
+        self.coalesce = coalesce  # run pure-decode stretches as one event (same results, far fewer events)
         self.req = requests
         self.seed = seed
         self.replicas = [Replica(self, c, i, np.random.default_rng([seed, i])) for i, c in enumerate(replicas)]

@@ -18,7 +18,7 @@ from ..precision import kv_bytes_per_element
 from ..specs.deployment import Deployment, Pool, transfer_time_s
 from ..specs.traffic import Traffic
 from .engine import ReplicaConfig, Requests, Simulation
-from .stepcost import AnalyticStepCost, StepCostModel
+from .stepcost import AnalyticStepCost, StepCostModel, TabulatedStepCost
 
 PERCENTILES = (50, 90, 99)
 
@@ -51,10 +51,16 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         kv_bytes_per_element(dep.kv_precision, dep.kv_scale_tokens, kv_elem)
     for pool in dep.pools:
         role = "colocated" if set(pool.serves) == {"prefill", "decode"} else pool.serves[0]
-        cost = cost_for(pool) if cost_for else AnalyticStepCost(dep.model, pool.plan, timing, dep.kv_precision,
-                                                                 dep.kv_scale_tokens)
-        cap = kv_capacity_tokens(dep, pool)
         spec = pool.speculative
+        q_len = 1 + (spec.draft_tokens if spec else 0)
+        if cost_for:
+            cost = cost_for(pool)
+        elif TabulatedStepCost.supports(pool.plan, timing):
+            cost = TabulatedStepCost(dep.model, pool.plan, max(pool.max_batch_tokens, pool.max_seqs * q_len),
+                                     dep.kv_precision, dep.kv_scale_tokens)
+        else:
+            cost = AnalyticStepCost(dep.model, pool.plan, timing, dep.kv_precision, dep.kv_scale_tokens)
+        cap = kv_capacity_tokens(dep, pool)
         for i in range(pool.replicas):
             configs.append(ReplicaConfig(
                 pool.name, i, role, cost, cap, pool.max_batch_tokens, pool.max_seqs, pool.devices_per_replica,

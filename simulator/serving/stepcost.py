@@ -9,14 +9,14 @@ for the actual batch shape (memoised on a shape quantised to 1/16 octave, ~4%); 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
 from ..analysis import time_phase
 from ..ops import StepShape
-from ..perf.roofline import RooflineModel
+from ..perf.roofline import RooflineModel, compute_op_time_s
 from ..perf.timing import TimingModel
 from ..plan import PhasePlan
 from ..specs.model import ModelSpec
@@ -102,3 +102,104 @@ class AnalyticStepCost:
         ffn = float(w[f_mask].sum())
         return StepCost(total, core_p + share_p * rest_a, share_p * ffn, core_d + (1 - share_p) * rest_a,
                         (1 - share_p) * ffn)
+
+
+class TabulatedStepCost:
+    """Exact fast path of ``AnalyticStepCost`` for roofline timing, one pipeline stage, colocated
+    attention/FFN and no overlapped collectives.
+
+    Every op but the attention cores and the LM head depends only on the step's token count, so
+    their summed time is tabulated once for every token count up to the step budget (one
+    vectorised op-builder call). The attention cores' FLOP and bytes are linear in a few shape
+    terms; the coefficients are read off the op builder at basis shapes, and the roofline formula
+    is applied in plain floats. Lookups then cost microseconds instead of a rebuild per new shape.
+    """
+
+    CORE_P, CORE_D, HEAD = "attn_core_prefill", "attn_core_decode", ("lm_head", "sampling")
+
+    @staticmethod
+    def supports(plan: PhasePlan, timing: TimingModel | None) -> bool:
+        return (timing is None or type(timing) is RooflineModel) and plan.pp == 1 and not plan.af_disaggregated \
+            and not plan.attention.overlap_comm and not plan.ffn.overlap_comm
+
+    def __init__(self, model: ModelSpec, plan: PhasePlan, max_tokens: int, kv_precision: str = "bf16",
+                 kv_scale_tokens: int = 128):
+        if not self.supports(plan, None):
+            raise ValueError("TabulatedStepCost needs pp = 1, colocated attention/FFN and no comm overlap")
+        self.dp = plan.attention.dp
+        kw = dict(kv_precision=kv_precision, kv_scale_tokens=kv_scale_tokens)
+        tm = RooflineModel()
+        T = np.arange(0, max_tokens + 1, dtype=float)
+        pt = time_phase(model, plan, StepShape(decode_seqs=T, decode_len=1.0, decode_kv=0.0), "step", tm, **kw)
+        ops, w = pt.ops, pt.times.weighted(pt.times.time_s)
+        names = np.array(ops.names)
+        core = np.isin(names, (self.CORE_P, self.CORE_D))
+        head = np.isin(names, self.HEAD)
+        a, f = ops.mask("step_attention"), ops.mask("step_ffn")
+        body = ~core & ~head
+        self.lin_attn = w[body & a].sum(axis=0)
+        self.lin_ffn = w[body & f].sum(axis=0)
+        self.lin_other = w[body & ~a & ~f].sum(axis=0)
+        self.head = w[head].sum(axis=0)  # logits = T here (one per decoded token)
+        # attention cores: FLOP and bytes are linear in (pairs, seqs*ctx, seqs*len) per device
+        seqs, lens, ctxs = (1, 1, 1), (1, 1, 2), (0, 1, 0)  # a basis: the three terms are independent
+        basis = StepShape(prefill_seqs=np.array(seqs, float), prefill_len=np.array(lens, float),
+                          prefill_ctx=np.array(ctxs, float), decode_seqs=np.array(seqs, float),
+                          decode_len=np.array(lens, float), decode_kv=np.array(ctxs, float))
+        b = time_phase(model, replace(plan, attention=replace(plan.attention, dp=1)), basis, "step", tm, **kw).ops
+        self.params = {}
+        for name, terms in ((self.CORE_P, self._prefill_terms), (self.CORE_D, self._decode_terms)):
+            i = b.names.index(name)
+            X = np.array([terms(*args) for args in zip(seqs, lens, ctxs)], dtype=float)
+            coef_f = np.linalg.solve(X, b["flop"][i])
+            coef_b = np.linalg.solve(X, b["bytes"][i])
+            cols = {c: float(b[c][i, 0]) for c in ("peak", "bw", "cf", "cr", "mf", "mr", "launch")}
+            self.params[name] = (coef_f, coef_b, cols, float(model.num_layers))
+
+    @staticmethod
+    def _prefill_terms(seqs, length, ctx):
+        return (seqs * length * (ctx + (length + 1) / 2), seqs * ctx, seqs * length)
+
+    @staticmethod
+    def _decode_terms(seqs, length, kv):
+        return (seqs * length * (kv + length), seqs * kv, seqs * length)
+
+    def _core(self, name: str, terms: tuple) -> float:
+        coef_f, coef_b, c, layers = self.params[name]
+        flop = float(coef_f[0] * terms[0] + coef_f[1] * terms[1] + coef_f[2] * terms[2])
+        nbytes = float(coef_b[0] * terms[0] + coef_b[1] * terms[1] + coef_b[2] * terms[2])
+        return layers * compute_op_time_s(flop, nbytes, c["peak"], c["bw"], c["cf"], c["cr"], c["mf"], c["mr"],
+                                          c["launch"])
+
+    def decode_stretch(self, n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``k`` consecutive decode steps of ``n`` sequences (one new token each), vectorised."""
+        ds_dev = -(-n // self.dp)
+        dk = (kv0 + n * np.arange(k)) / n
+        coef_f, coef_b, c, layers = self.params[self.CORE_D]
+        t1, t2, t3 = ds_dev * (dk + 1), ds_dev * dk, float(ds_dev)
+        flop = coef_f[0] * t1 + coef_f[1] * t2 + coef_f[2] * t3
+        nbytes = coef_b[0] * t1 + coef_b[1] * t2 + coef_b[2] * t3
+        core = layers * (c["launch"] + np.maximum(c["cr"] + flop / (c["cf"] * c["peak"]),
+                                                  c["mr"] + nbytes / (c["mf"] * c["bw"])))
+        lin_a, lin_f = float(self.lin_attn[n]), float(self.lin_ffn[n])
+        times = lin_a + lin_f + float(self.lin_other[n]) + float(self.head[n]) + core
+        quad = np.vstack([np.zeros(k), np.zeros(k), core + lin_a, np.full(k, lin_f)])
+        return times, quad
+
+    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
+        dp = self.dp
+        ps_dev = -(-prefill_seqs // dp)
+        ds_dev = -(-decode_seqs // dp)
+        pl = prefill_tokens / prefill_seqs if prefill_seqs else 0.0
+        pc = prefill_ctx_tokens / prefill_seqs if prefill_seqs else 0.0
+        dk = decode_kv_tokens / decode_seqs if decode_seqs else 0.0
+        tok_p, tok_d = prefill_tokens, decode_seqs * decode_len
+        T = tok_p + tok_d
+        core_p = self._core(self.CORE_P, self._prefill_terms(ps_dev, pl, pc)) if prefill_seqs else 0.0
+        core_d = self._core(self.CORE_D, self._decode_terms(ds_dev, decode_len, dk)) if decode_seqs else 0.0
+        logits = prefill_seqs + decode_seqs * decode_len  # the table spreads them over dp like tokens
+        share_p = tok_p / T if T else 0.0
+        lin_a, lin_f = float(self.lin_attn[T]), float(self.lin_ffn[T])
+        total = lin_a + lin_f + float(self.lin_other[T]) + float(self.head[logits]) + core_p + core_d
+        return StepCost(total, core_p + share_p * lin_a, share_p * lin_f, core_d + (1 - share_p) * lin_a,
+                        (1 - share_p) * lin_f)
