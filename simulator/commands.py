@@ -147,7 +147,8 @@ def run_demo(out: Path):
           "prefill compute-bound =="
     for q in ("prefill_ffn", "decode_attention", "decode_ffn"):
         a, b = res.quadrant(q), h20.quadrant(q)
-        yield f"  {q:17s} H100 {a['time_s'] * 1e3:8.2f} ms ({a['bound']})   H20 {b['time_s'] * 1e3:8.2f} ms ({b['bound']})"
+        yield (f"  {q:17s} H100 {a['time_s'] * 1e3:8.2f} ms ({a['bound']})   "
+               f"H20 {b['time_s'] * 1e3:8.2f} ms ({b['bound']})")
     yield f"  TTFT H100 {res.ttft_s * 1e3:.1f} ms vs H20 {h20.ttft_s * 1e3:.1f} ms; " \
           f"TPOT H100 {res.tpot_s * 1e3:.2f} ms vs H20 {h20.tpot_s * 1e3:.2f} ms"
     yield ""

@@ -114,8 +114,8 @@ def test_des_requests_per_second_and_peak_memory():
     (chat traffic on 4 replicas at moderate load: ~9 batch steps per request)."""
     from simulator.build import PlanOptions, quick_deployment
     from simulator.serving.runner import simulate
-    from simulator.specs.traffic import LengthDist, read_traffic
     from simulator.specs.catalog import resolve_workload
+    from simulator.specs.traffic import LengthDist, read_traffic
 
     dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1, precision="fp8",
                                        kv_precision="fp8"), max_batch_tokens=8192, max_seqs=256, replicas=4)
