@@ -85,13 +85,7 @@ def hw_list(json_out: bool = typer.Option(False, "--json", help="Print a JSON li
     """List hardware profiles with their headline figures (dense peaks)."""
     from .commands import hardware_table
 
-    df = hardware_table()
-    if json_out:
-        emit_json(df.to_dict(orient="records"))
-    else:
-        from .report.render import table
-
-        typer.echo(table(list(df.columns), df.astype(str).values.tolist()))
+    _emit_frame(hardware_table(), json_out)
 
 
 @hw_app.command("show")
@@ -102,10 +96,7 @@ def hw_show(hw_id: str = typer.Argument(..., help="Profile id (see `quadrant hw 
     from .commands import hardware_detail
 
     detail = hardware_detail(hw_id)
-    if json_out:
-        emit_json(detail)
-    else:
-        typer.echo(_yaml(detail))
+    emit_json(detail) if json_out else typer.echo(_yaml(detail))
 
 
 @model_app.command("list")
@@ -114,13 +105,7 @@ def model_list(json_out: bool = typer.Option(False, "--json", help="Print a JSON
     """List model specs with derived total/active parameters and KV bytes per token."""
     from .commands import model_table
 
-    df = model_table()
-    if json_out:
-        emit_json(df.to_dict(orient="records"))
-    else:
-        from .report.render import table
-
-        typer.echo(table(list(df.columns), df.astype(str).values.tolist()))
+    _emit_frame(model_table(), json_out)
 
 
 @model_app.command("show")
@@ -152,6 +137,16 @@ def model_import(config: Path = typer.Argument(..., help="A HuggingFace config.j
         typer.echo(f"wrote {out}")
     else:
         typer.echo(text, nl=False)
+
+
+def _emit_frame(df, json_out: bool) -> None:
+    """A catalogue listing: JSON records or an aligned table."""
+    if json_out:
+        emit_json(df.to_dict(orient="records"))
+    else:
+        from .report.render import table
+
+        typer.echo(table(list(df.columns), df.astype(str).values.tolist()))
 
 
 def _yaml(obj) -> str:

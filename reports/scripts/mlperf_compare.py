@@ -7,7 +7,6 @@ Run from the repository root:  python reports/scripts/mlperf_compare.py
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from simulator.build import PlanOptions, quick_deployment
