@@ -439,7 +439,9 @@ def bench_run(
         df, skipped = run_suite(suite, device, hw, reps=reps, warmup=warmup, progress=lambda i: bar.update(1))
     if len(df):
         atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
-    typer.echo(f"measured {len(df)} kernels, skipped {len(skipped)}; wrote {out}")
+        typer.echo(f"measured {len(df)} kernels, skipped {len(skipped)}; wrote {out}")
+    else:
+        typer.echo(f"no rows to write (skipped {len(skipped)}; under torchrun only rank 0 writes)")
     reasons: dict[str, int] = {}
     for _, why in skipped:
         reasons[why] = reasons.get(why, 0) + 1

@@ -214,6 +214,11 @@ def write_simulation(res, out: Path, *, plots: bool, parquet: bool, slo=None) ->
 
     out = Path(out)
     paths = []
+    if parquet:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise SimulatorError("--parquet needs pyarrow (pip install pyarrow); CSV needs nothing extra") from None
     for name, df in (("requests", res.requests), ("steps", res.steps)):
         if parquet:
             p = atomic_write(out / f"{name}.parquet", lambda tmp, df=df: df.to_parquet(tmp, index=False))

@@ -240,3 +240,21 @@ def test_coalesced_decode_stretches_match_step_by_step(spec):
     assert (sa.kind == sb.kind).all() and (sa.decode_seqs == sb.decode_seqs).all()
     np.testing.assert_allclose(sa.kv_occupancy, sb.kv_occupancy, rtol=1e-9)
     assert (sa.queued == sb.queued).all()
+
+
+def test_empirical_length_distribution_from_file(tmp_path):
+    (tmp_path / "lens.txt").write_text("100\n200\n300\n")
+    (tmp_path / "t.yaml").write_text(
+        "schema_version: 1\narrivals: {process: poisson, rate_per_s: 5}\nrequests: 50\n"
+        "prompt_tokens: {dist: empirical, file: lens.txt}\noutput_tokens: {dist: fixed, value: 8}\nseed: 1\n")
+    df = read_traffic(tmp_path / "t.yaml").sample()
+    assert set(df.prompt_tokens) <= {100, 200, 300} and (df.output_tokens == 8).all()
+
+
+def test_bad_traffic_yaml_names_key(tmp_path):
+    from simulator.errors import SpecError
+
+    (tmp_path / "t.yaml").write_text("schema_version: 1\narrivals: {process: poisson}\nrequests: 5\n"
+                                     "prompt_tokens: {dist: fixed, value: 8}\noutput_tokens: {dist: fixed, value: 8}\n")
+    with pytest.raises(SpecError, match="arrivals.rate_per_s"):
+        read_traffic(tmp_path / "t.yaml")

@@ -119,7 +119,8 @@ def collective(torch, row, device):
     if row.op == "all_gather":
         out = torch.empty(n, dtype=dt, device=device)
         shard = buf[: n // world]
-        return lambda: dist.all_gather_into_tensor(out, shard)
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # newer torch renamed it
+        return lambda: gather(out, shard)
     out = torch.empty_like(buf)
     return lambda: dist.all_to_all_single(out, buf)
 
