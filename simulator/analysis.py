@@ -231,8 +231,8 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
         notes.append("no rental price in a hardware profile: cost is n/a (pass --price USD/h)")
 
     # ---- memory -------------------------------------------------------------------------------
-    replicas_dec = 1  # batch counts sequences of one model replica (all of its DP ranks)
-    mem = memory_fit(model, dec, kv_tokens_per_replica=batch / replicas_dec * (isl + osl),
+    # ``batch`` counts the sequences of one model replica (all of its attention-DP ranks)
+    mem = memory_fit(model, dec, kv_tokens_per_replica=batch * (isl + osl),
                      step_tokens=max(batch * q_len, prefill_batch * chunk if plan.colocated else 0), **kw)
     if not plan.colocated:
         mem += memory_fit(model, pre, kv_tokens_per_replica=prefill_batch * isl,

@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import InfeasibleError
 from .precision import KV_PRECISIONS, Precision
-from .specs.hardware import OP_CLASSES, HardwareSpec
+from .specs.hardware import HardwareSpec
 
 
 @dataclass(frozen=True)
@@ -65,5 +65,3 @@ class DeviceArrays:
     def collective_fraction(self) -> np.ndarray:
         return self._gather([s.efficiency.collective_bandwidth_fraction for s in self.specs])
 
-
-assert set(OP_CLASSES) == {"gemm", "attention", "moe", "elementwise"}

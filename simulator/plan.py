@@ -135,10 +135,7 @@ def simple_phase(hw: HardwareSpec, model: ModelSpec, devices: int, tp: int | Non
 
 def validate_phase(plan: PhasePlan, model: ModelSpec, kv_precision: str = "bf16") -> None:
     """Divisibility and capability checks with one-line reasons."""
-    a, f = plan.attention, plan.ffn
-    if model.num_layers % plan.pp:
-        # uneven stages are allowed in practice, but say how the simulator treats them
-        pass
+    a, f = plan.attention, plan.ffn  # uneven pipeline stages are allowed: memory uses the largest stage
     if a.tp > model.attention.num_heads or model.attention.num_heads % a.tp:
         raise InfeasibleError(f"attention tp={a.tp} must divide {model.id}'s {model.attention.num_heads} heads")
     if model.moe:

@@ -47,6 +47,13 @@ class MemoryFit:
                 f"{self.capacity_bytes / GB:.1f} GB: short by {-self.headroom_bytes / GB:.1f} GB")
 
 
+def kv_bytes_per_token_model(model: ModelSpec, kv_precision: str, kv_scale_tokens: int) -> float:
+    """KV-cache bytes of one token over all layers and heads (what PD disaggregation ships)."""
+    att = model.attention
+    per_scale = att.head_dim if att.kind == "gqa" else att.kv_elements_per_token
+    return model.kv_bytes_per_token(kv_bytes_per_element(kv_precision, kv_scale_tokens, per_scale))
+
+
 def kv_bytes_per_token_device(model: ModelSpec, tp: int, pp: int, kv_precision: str, kv_scale_tokens: int) -> float:
     att = model.attention
     if att.kind == "mla":

@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InfeasibleError
-from ..perf.memory import memory_fit
+from ..perf.memory import kv_bytes_per_token_model, memory_fit
 from ..perf.timing import TimingModel
-from ..precision import kv_bytes_per_element
 from ..specs.deployment import Deployment, Pool, transfer_time_s
 from ..specs.traffic import Traffic
 from .engine import ReplicaConfig, Requests, Simulation
@@ -45,10 +44,7 @@ def kv_capacity_tokens(dep: Deployment, pool: Pool) -> int:
 def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] | None = None,
                     timing: TimingModel | None = None) -> list[ReplicaConfig]:
     configs = []
-    kv_elem = dep.model.attention.head_dim if dep.model.attention.kind == "gqa" else \
-        dep.model.attention.kv_elements_per_token
-    kv_tok = dep.model.num_layers * dep.model.attention.kv_elements_per_token * \
-        kv_bytes_per_element(dep.kv_precision, dep.kv_scale_tokens, kv_elem)
+    kv_tok = kv_bytes_per_token_model(dep.model, dep.kv_precision, dep.kv_scale_tokens)
     for pool in dep.pools:
         role = "colocated" if set(pool.serves) == {"prefill", "decode"} else pool.serves[0]
         spec = pool.speculative

@@ -8,7 +8,6 @@ disaggregation, micro-batches ping-ponging between the two).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -204,6 +203,3 @@ def transfer_time_s(dep: Deployment, prefill: Pool, decode: Pool, prompt_tokens:
         t = max(t - prefill_time_s * (1 - 1 / dep.model.num_layers), t / dep.model.num_layers)
     return dep.transfer.latency_s + t
 
-
-def replicas_needed(rate: float, per_replica: float) -> int:
-    return max(1, math.ceil(rate / per_replica)) if per_replica > 0 else 1
