@@ -13,7 +13,6 @@ from .perf.memory import MemoryFit, memory_fit
 from .perf.roofline import RooflineModel
 from .perf.timing import BOUNDS, OpTimes, TimingModel
 from .plan import PhasePlan, ServingPlan
-from .precision import get_precision
 
 QUADRANTS = ("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn")
 
@@ -252,8 +251,3 @@ def _pool_price(p: PhasePlan) -> float:
         a += p.ffn.hardware.price_usd_per_s * p.ffn.devices * p.pp
     return a
 
-
-def precision_summary(plan: ServingPlan) -> dict:
-    return {ph: {"attention": get_precision(getattr(plan, ph).attention.precision).name,
-                 "ffn": get_precision(getattr(plan, ph).ffn.precision).name}
-            for ph in ("prefill", "decode")}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .errors import SimulatorError
-from .plan import PhasePlan, ServingPlan, SpeculativeSpec, simple_phase, validate_phase
+from .plan import ServingPlan, SpeculativeSpec, simple_phase, validate_phase
 from .specs.catalog import load_hardware, load_model
 from .specs.hardware import HardwareSpec
 
@@ -78,10 +78,6 @@ def plan_from_options(o: PlanOptions) -> ServingPlan:
         spec = SpeculativeSpec(o.spec_draft_tokens, o.spec_acceptance, o.spec_draft_cost)
     return ServingPlan(model, pre, dec, o.kv_precision, o.kv_scale_tokens, colocated=not disagg, speculative=spec)
 
-
-def describe(plan: PhasePlan) -> str:
-    a, f = plan.attention, plan.ffn
-    return f"{a.hardware.id} tp{a.tp} dp{a.dp} pp{plan.pp} ep{f.ep} {a.precision}/{f.precision}"
 
 
 def quick_deployment(o: PlanOptions, *, max_batch_tokens: int = 8192, max_seqs: int = 256, replicas: int = 1):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -192,4 +191,4 @@ def heldout_rows(df: pd.DataFrame, hw_id: str, test_fraction: float, seed: int) 
     return rows[holdout_mask(len(rows), test_fraction, seed)].reset_index(drop=True)
 
 
-__all__ = ["calibrate", "overlay_yaml", "heldout_rows", "replace"]
+__all__ = ["calibrate", "heldout_rows", "overlay_yaml"]

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InfeasibleError
-from .precision import KV_PRECISIONS, Precision
+from .precision import Precision, attention_dtype, compute_dtype
 from .specs.hardware import HardwareSpec
 
 
@@ -36,19 +35,10 @@ class DeviceArrays:
         return self._gather([getattr(getattr(s, level), name) for s in self.specs])
 
     def peak_for(self, precision: Precision) -> np.ndarray:
-        out = []
-        for s in self.specs:
-            rate = next((s.peak(d) for d in precision.compute_dtypes if s.peak(d) > 0), 0.0)
-            if rate <= 0:
-                raise InfeasibleError(f"{s.id} has no {'/'.join(precision.compute_dtypes)} rate "
-                                      f"for precision {precision.name}")
-            out.append(rate)
-        return self._gather(out)
+        return self._gather([s.peak(compute_dtype(precision, s)) for s in self.specs])
 
     def attention_peak(self, precision: Precision, kv_precision: str) -> np.ndarray:
-        eight_bit = precision.act_bytes <= 1.0 and KV_PRECISIONS.get(kv_precision, 2.0) <= 1.0
-        order = ("fp8", "int8", "bf16", "fp16", "fp32") if eight_bit else ("bf16", "fp16", "fp32")
-        return self._gather([next((s.peak(d) for d in order if s.peak(d) > 0), 0.0) for s in self.specs])
+        return self._gather([s.peak(attention_dtype(precision, kv_precision, s)) for s in self.specs])
 
     def peak_16bit(self) -> np.ndarray:
         return self._gather([next((s.peak(d) for d in ("bf16", "fp16", "fp32") if s.peak(d) > 0), 0.0)

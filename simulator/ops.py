@@ -24,9 +24,6 @@ from .specs.model import ModelSpec
 
 # collective kinds
 COMPUTE, ALL_REDUCE, ALL_GATHER, ALL_TO_ALL, P2P = 0, 1, 2, 3, 4
-KIND_NAMES = {COMPUTE: "compute", ALL_REDUCE: "all_reduce", ALL_GATHER: "all_gather",
-              ALL_TO_ALL: "all_to_all", P2P: "p2p"}
-QUADRANT_PARTS = ("attention", "ffn", "other")
 ACT16 = 2.0  # bytes: norms, residual stream, collectives that stay in 16-bit
 
 
@@ -107,14 +104,6 @@ class FrozenOpTable:
 
     def mask(self, quadrant: str) -> np.ndarray:
         return np.array([q == quadrant for q in self.quadrant], dtype=bool)
-
-    @staticmethod
-    def concat(tables: list[FrozenOpTable]) -> FrozenOpTable:
-        """Stack tables with the same rows along the configuration axis."""
-        first = tables[0]
-        arrays = {c: np.hstack([t.arrays[c] for t in tables]) for c in first.arrays}
-        return FrozenOpTable(first.names, first.quadrant, first.op_class, first.kind, arrays,
-                             sum(t.n for t in tables))
 
 
 def _expected_experts_hit(num_experts: int, top_k: int, tokens) -> np.ndarray:

@@ -6,7 +6,7 @@ PP, so a group's members are contiguous and share a scale-up domain when they fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 from .errors import InfeasibleError
 from .precision import Precision, attention_dtype, compute_dtype, get_precision
@@ -88,7 +88,6 @@ class ServingPlan:
     kv_scale_tokens: int = 128
     colocated: bool = True  # prefill and decode share one pool (else PD-disaggregated)
     speculative: SpeculativeSpec | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def devices(self) -> int:
@@ -96,8 +95,6 @@ class ServingPlan:
             return max(self.prefill.devices, self.decode.devices)
         return self.prefill.devices + self.decode.devices
 
-    def with_decode(self, **kw) -> ServingPlan:
-        return replace(self, decode=replace(self.decode, **kw))
 
 
 def simple_phase(hw: HardwareSpec, model: ModelSpec, devices: int, tp: int | None = None, pp: int = 1,

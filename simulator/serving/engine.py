@@ -262,12 +262,9 @@ class Replica:
         self.busy_s += float(bounds[steps] - start)
         self.quadrant_s += quad[:, :steps].sum(axis=1)
         r.generated[decoding] += steps
-        name, pool = cfg.name, cfg.pool
         occ = blocks / max(self.blocks_total, 1)
-        rec = self.sim.steps
         for i in range(steps - 1):
-            rec.append((pool, name, float(bounds[i]), float(bounds[i + 1]), "decode", 0, 0, n, n, queued, n,
-                        float(occ[i]), 0))
+            self.sim.record(self, float(bounds[i]), float(bounds[i + 1]), 0, 0, n, n, queued, n, float(occ[i]), 0)
         fin = decoding[r.generated[decoding] >= r.output[decoding]]
         if len(fin):
             r.home[fin] = -1
@@ -275,9 +272,7 @@ class Replica:
             for rid in fin.tolist():
                 self.sim.finish(rid, self)
         preempted = self._fit_kv()
-        self.sim.steps.append((pool, name, float(bounds[steps - 1]), float(bounds[steps]), "decode", 0, 0, n, n,
-                               len(self.waiting), len(self.active), self.used_blocks / max(self.blocks_total, 1),
-                               preempted))
+        self.sim.record_step(self, float(bounds[steps - 1]), float(bounds[steps]), 0, 0, n, n, preempted)
         return steps
 
     def _apply(self, decoding: np.ndarray, pre_ids: np.ndarray, chunks: np.ndarray) -> int:
@@ -412,10 +407,16 @@ class Simulation:
             self.arrive(rid)
 
     def record_step(self, rep: Replica, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, preempted):
+        """Record a step that just ended, with the replica's queue and KV state now."""
+        self.record(rep, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, len(rep.waiting),
+                    len(rep.active), rep.used_blocks / max(rep.blocks_total, 1), preempted)
+
+    def record(self, rep: Replica, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running,
+               kv_occupancy, preempted):
+        """The one place that knows the step-record layout (see ``step_frame``)."""
         kind = "mixed" if n_prefill and n_decode else ("prefill" if n_prefill else "decode")
-        used = rep.used_blocks / max(rep.blocks_total, 1)
         self.steps.append((rep.cfg.pool, rep.cfg.name, start, end, kind, n_prefill, prefill_tokens, n_decode,
-                           out_tokens, len(rep.waiting), len(rep.active), used, preempted))
+                           out_tokens, queued, running, kv_occupancy, preempted))
 
     # -- driving -----------------------------------------------------------------------------
     def _arrivals(self, times: np.ndarray):

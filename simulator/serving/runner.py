@@ -35,7 +35,7 @@ def kv_capacity_tokens(dep: Deployment, pool: Pool) -> int:
                       kv_precision=dep.kv_precision, kv_scale_tokens=dep.kv_scale_tokens)
     holders = [m for m in fits if m.kv_bytes_per_token > 0]
     for m in fits:
-        if m.kv_token_capacity <= 0 and m.kv_bytes_per_token > 0 or not m.fits:
+        if not m.fits or (m.kv_bytes_per_token > 0 and m.kv_token_capacity <= 0):
             raise InfeasibleError(f"pool {pool.name}: {dep.model.id} does not fit: {m.explain()}")
     per_device = min(m.kv_token_capacity for m in holders)
     return int(per_device * pool.plan.attention.dp)
