@@ -79,7 +79,8 @@ def calibrate(df: pd.DataFrame, hw: HardwareSpec, *, test_fraction: float = 0.5,
     Returns the calibrated spec and a report (fit, held-out error before and after)."""
     rows = df[df["hardware"] == hw.id].reset_index(drop=True)
     if len(rows) < 2 * MIN_ROWS:
-        raise CalibrationError(f"only {len(rows)} rows for {hw.id}; need at least {2 * MIN_ROWS}")
+        where = f"{measurements_file}: " if measurements_file else ""
+        raise CalibrationError(f"{where}only {len(rows)} rows for hardware {hw.id!r}; need at least {2 * MIN_ROWS}")
     test = holdout_mask(len(rows), test_fraction, seed)
     train = rows[~test].reset_index(drop=True)
     ops = op_table(train, {hw.id: hw})
@@ -97,7 +98,7 @@ def calibrate(df: pd.DataFrame, hw: HardwareSpec, *, test_fraction: float = 0.5,
             continue
         fits[c], notes[c] = fit_class(xc[m], xm[m], t[m], e.classes[c], e.launch_overhead_s)
     if not fits:
-        raise CalibrationError(f"no op class of {hw.id} has {MIN_ROWS}+ training rows")
+        raise CalibrationError(f"{measurements_file or hw.id}: no op class of {hw.id} has {MIN_ROWS}+ training rows")
     launch = max(min(min(f["ac"], f["am"]) for f in fits.values()), 0.0)
     classes = dict(e.classes)
     for c, f in fits.items():

@@ -42,7 +42,7 @@ def read_measurements(path: str | Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise MeasurementError(f"{path}: cannot read CSV ({exc})") from None
+        raise MeasurementError(f"{path}: cannot read CSV ({' '.join(str(exc).split())})") from None
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise MeasurementError(f"{path}: missing required column(s): {', '.join(missing)}")
