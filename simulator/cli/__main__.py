@@ -1,0 +1,5 @@
+"""``python -m simulator.cli``."""
+
+from . import main
+
+main()

@@ -1,0 +1,55 @@
+"""`quadrant sweep`: score many plans in one vectorised pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import app, emit_json, guarded
+
+
+@app.command()
+@guarded
+def sweep(
+    model: str = typer.Option(..., "--model", "-m", help="Model id."),
+    hardware: str = typer.Option("h100-sxm", "--hardware", help="Comma-separated profile ids."),
+    devices: int = typer.Option(8, "--devices", help="Devices per replica."),
+    isl: int = typer.Option(2048, "--isl"),
+    osl: int = typer.Option(512, "--osl"),
+    precisions: str = typer.Option("bf16,fp8", "--precision", help="Comma-separated precisions to try."),
+    kv_precision: str = typer.Option("bf16", "--kv-precision"),
+    batches: str = typer.Option("1,2,4,8,16,32,64,128,256", "--batches", help="Comma-separated decode batches."),
+    tpot_slo: float = typer.Option(None, "--tpot-slo", help="Keep configurations with TPOT <= this (s)."),
+    ttft_slo: float = typer.Option(None, "--ttft-slo", help="Keep configurations with TTFT <= this (s)."),
+    rate: float = typer.Option(None, "--rate", help="Capacity planning: requests per second to serve."),
+    out: Path = typer.Option(None, "--out", help="Write every configuration to this CSV."),
+    plot: Path = typer.Option(None, "--plot", help="Write the Pareto plot (throughput/device vs TPOT)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the Pareto front as JSON."),
+):
+    """Score every (hardware, precision, TP, EP, batch) plan in one vectorised pass; print the Pareto
+    front of output tokens/s per device against TPOT among plans that fit (and meet the SLOs), with
+    replicas and $/hour for --rate."""
+    from ..commands import run_sweep
+
+    df, front = run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batches, tpot_slo, ttft_slo,
+                          rate)
+    if out:
+        from ..io import atomic_write
+
+        atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
+    if plot:
+        from ..report.plots import pareto
+
+        ok = df[df.fits]
+        pareto(ok.assign(config=ok.hardware + " " + ok.precision), "tpot_s", "output_tokens_per_s_per_device", plot,
+               front=front)
+    if json_out:
+        emit_json(front.to_dict(orient="records"))
+        return
+    from ..report.render import sweep_text
+
+    typer.echo(sweep_text(df, front))
+    for p in (out, plot):
+        if p:
+            typer.echo(f"wrote {p}")

@@ -1,0 +1,107 @@
+"""`quadrant validate`, `calibrate` and `bench run`: check the timing model against measured kernels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import app, bench_app, emit_json, guarded
+
+
+@app.command()
+@guarded
+def validate(
+    measurements: Path = typer.Option(..., "--measurements", help="Measurement CSV (the contract in the README)."),
+    hardware: str = typer.Option(None, "--hardware", help="Only rows of this profile id."),
+    calibration: list[Path] = typer.Option(None, "--calibration", help="Calibration overlay(s) to apply."),
+    heldout: bool = typer.Option(False, "--heldout", help="Only the rows the calibration held out (same split)."),
+    json_out: bool = typer.Option(False, "--json", help="Print {overall, groups} as JSON."),
+    out: Path = typer.Option(None, "--out", help="Write every row with its prediction to this CSV."),
+    plot: Path = typer.Option(None, "--plot", help="Write a predicted-vs-measured scatter plot."),
+):
+    """Predict every measured kernel with its hardware profile and report, per hardware x op and
+    overall: n, median and p90 absolute percentage error, fraction within 25%, and bias (geometric
+    mean of predicted/measured; > 1 means the model is pessimistic)."""
+    from ..commands import run_validate
+
+    pred, result = run_validate(measurements, hardware, calibration or [], heldout)
+    if out:
+        from ..io import atomic_write
+
+        atomic_write(out, lambda tmp: pred.to_csv(tmp, index=False))
+    if plot:
+        from ..report.plots import validation_scatter
+
+        validation_scatter(pred, plot, f"{measurements.name}: predicted vs measured")
+    if json_out:
+        emit_json(result)
+    else:
+        from ..report.render import validation_text
+
+        typer.echo(validation_text(result))
+        for p in (out, plot):
+            if p:
+                typer.echo(f"wrote {p}")
+
+
+@app.command()
+@guarded
+def calibrate(
+    measurements: Path = typer.Option(..., "--measurements", help="Measurement CSV."),
+    hardware: str = typer.Option(..., "--hardware", help="Profile id to fit (rows of other hardware are ignored)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the calibration overlay YAML."),
+    test_fraction: float = typer.Option(0.5, "--test-fraction", help="Rows held out to report the error on."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the train/test split."),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Fit the profile's efficiency and overhead parameters (fixed launch latency; achievable FLOP/s and
+    bandwidth fractions and ramps per op class) on a training split of the measurements, report the
+    error on the held-out rows before and after, and write an overlay (datasheet values untouched).
+    Use it anywhere with --calibration PATH."""
+    from ..commands import run_calibrate
+
+    report = run_calibrate(measurements, hardware, out, test_fraction, seed)
+    if json_out:
+        emit_json({k: v for k, v in report.items() if k != "fits"})
+    else:
+        from ..report.render import calibration_text
+
+        typer.echo(calibration_text(report))
+        typer.echo(f"wrote {out}")
+
+
+@bench_app.command("run")
+@guarded
+def bench_run(
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    suite: str = typer.Option("quick", "--suite", help="tiny | quick (CPU, < 1 min) | full (GPU) | a shape CSV."),
+    out: Path = typer.Option(..., "--out", help="Measurement CSV to write."),
+    hardware: str = typer.Option(None, "--hardware", help="Profile id for the `hardware` column "
+                                                          "(default: cpu-host on CPU, h100-sxm on CUDA)."),
+    reps: int = typer.Option(10, "--reps", help="Timed repetitions per shape (median reported)."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up runs per shape."),
+):
+    """Measure kernels with torch and write rows in the measurement CSV contract, with provenance
+    (device, driver/runtime, torch version, date, clocks). Collectives run when launched with
+    `torchrun --nproc-per-node N`."""
+    import sys
+
+    from ..bench.run import run_suite
+    from ..bench.suites import load_suite
+    from ..io import atomic_write
+
+    hw = hardware or ("cpu-host" if device == "cpu" else "h100-sxm")
+    n = len(load_suite(suite))
+    with typer.progressbar(length=n, label=f"bench {suite} on {device}", file=sys.stderr) as bar:
+        df, skipped = run_suite(suite, device, hw, reps=reps, warmup=warmup, progress=lambda i: bar.update(1))
+    if len(df):
+        atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
+        typer.echo(f"measured {len(df)} kernels, skipped {len(skipped)}; wrote {out}")
+    else:
+        typer.echo(f"no rows to write (skipped {len(skipped)}; under torchrun only rank 0 writes)")
+    reasons: dict[str, int] = {}
+    for _, why in skipped:
+        reasons[why] = reasons.get(why, 0) + 1
+    for why, count in reasons.items():
+        typer.echo(f"  skipped x{count}: {why}")
