@@ -18,21 +18,21 @@ __version__ = "0.1.0"
 
 # name -> module; imported on first use so `quadrant --help` and the CLI start fast
 _EXPORTS = {
-    "WhatIfResult": "analysis", "whatif": "analysis",
+    "WhatIfResult": "analysis.whatif", "whatif": "analysis.whatif",
     "PlanOptions": "build", "plan_from_options": "build",
-    "calibrate": "calibrate",
+    "calibrate": "validation.calibrate",
     "CalibrationError": "errors", "InfeasibleError": "errors", "MeasurementError": "errors",
     "SimulatorError": "errors", "SpecError": "errors",
-    "read_measurements": "measurements",
-    "StepShape": "ops", "build_ops": "ops",
-    "apply_calibration": "perf.calibrated", "memory_fit": "perf.memory", "RooflineModel": "perf.roofline",
-    "TimingModel": "perf.timing",
+    "read_measurements": "validation.measurements",
+    "StepShape": "ops.build", "build_ops": "ops.build",
+    "apply_calibration": "timing.calibrated", "memory_fit": "timing.memory", "RooflineModel": "timing.roofline",
+    "TimingModel": "timing.base",
     "ServingPlan": "plan", "simple_phase": "plan",
-    "pareto_front": "search", "sweep": "search",
+    "pareto_front": "planning.sweep", "sweep": "planning.sweep",
     "SimulationResult": "serving.runner", "simulate": "serving.runner",
     "load_hardware": "specs.catalog", "load_model": "specs.catalog",
     "read_deployment": "specs.deployment", "model_from_hf_config": "specs.model", "read_traffic": "specs.traffic",
-    "predict": "validate", "score": "validate",
+    "predict": "validation.validate", "score": "validation.validate",
 }
 
 __all__ = sorted(_EXPORTS)

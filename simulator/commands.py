@@ -7,7 +7,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from .analysis import WhatIfResult, whatif
+from .analysis.whatif import WhatIfResult, whatif
 from .build import PlanOptions, plan_from_options
 from .errors import SimulatorError
 from .plan import ServingPlan
@@ -93,7 +93,7 @@ def import_model(config: Path, model_id: str, source: str) -> str:
 def _calibrated(plan: ServingPlan, calibration: Path | None) -> ServingPlan:
     if not calibration:
         return plan
-    from .perf.calibrated import apply_calibration, read_overlay
+    from .timing.calibrated import apply_calibration, read_overlay
 
     hw_id, _, _ = read_overlay(calibration)
 
@@ -235,9 +235,9 @@ def write_simulation(res, out: Path, *, plots: bool, parquet: bool, slo=None) ->
 def run_validate(measurements: Path, hardware: str | None, calibrations: list[Path], heldout: bool):
     import pandas as pd
 
-    from .measurements import read_measurements
-    from .perf.calibrated import apply_calibration, read_overlay
-    from .validate import load_specs, predict, score
+    from .timing.calibrated import apply_calibration, read_overlay
+    from .validation.measurements import read_measurements
+    from .validation.validate import load_specs, predict, score
 
     df = read_measurements(measurements)
     if hardware:
@@ -249,7 +249,7 @@ def run_validate(measurements: Path, hardware: str | None, calibrations: list[Pa
         hw_id, prov, _ = read_overlay(cal)
         overrides[hw_id] = apply_calibration(load_hardware(hw_id), cal)
         if heldout:
-            from .calibrate import heldout_rows
+            from .validation.calibrate import heldout_rows
 
             split = prov.get("split", {})
             rest = df[df["hardware"] != hw_id]
@@ -262,9 +262,9 @@ def run_validate(measurements: Path, hardware: str | None, calibrations: list[Pa
 
 
 def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: float, seed: int) -> dict:
-    from .calibrate import calibrate, overlay_yaml
     from .io import atomic_write_text
-    from .measurements import read_measurements
+    from .validation.calibrate import calibrate, overlay_yaml
+    from .validation.measurements import read_measurements
 
     if not 0.0 < test_fraction < 1.0:
         raise SimulatorError("--test-fraction must be between 0 and 1")
@@ -276,7 +276,7 @@ def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: f
 
 
 def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batches, tpot_slo, ttft_slo, rate):
-    from .search import pareto_front, plan_capacity, sweep
+    from .planning.sweep import pareto_front, plan_capacity, sweep
 
     def split(text, cast=str):
         try:

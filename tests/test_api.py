@@ -25,7 +25,7 @@ def test_readme_python_example():
 
 
 def test_sweep_and_pareto_front():
-    from simulator.search import pareto_front
+    from simulator.planning.sweep import pareto_front
 
     df = sweep("mixtral-8x7b", ["h100-sxm", "h20"], 8, isl=1024, osl=256, batches=(1, 16, 128))
     assert len(df) == 2 * 2 * 4 * 4 * 3  # hardware x precision x tp x ep x batch

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from simulator.cli import app
-from simulator.measurements import read_measurements
+from simulator.validation.measurements import read_measurements
 
 torch = pytest.importorskip("torch")
 runner = CliRunner()

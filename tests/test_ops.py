@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from simulator.ops import StepShape, _expected_experts_hit, build_ops, random_routing_imbalance
+from simulator.ops.build import StepShape, _expected_experts_hit, build_ops, random_routing_imbalance
 from simulator.plan import simple_phase
 from simulator.specs.catalog import load_hardware, load_model
 

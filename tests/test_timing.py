@@ -7,10 +7,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.ops import StepShape, build_ops
-from simulator.perf import RooflineModel, pure_roofline_s
+from simulator.ops.build import StepShape, build_ops
 from simulator.plan import simple_phase
 from simulator.specs.catalog import load_hardware, load_model
+from simulator.timing import RooflineModel, pure_roofline_s
 
 MODELS = ["llama-3.1-8b", "dbrx", "deepseek-v3", "qwen3-30b-a3b", "step-3"]
 HW = ["h100-sxm", "h20", "b200-sxm", "mi300x", "l40s"]

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from simulator.calibrate import calibrate
 from simulator.cli import app
 from simulator.errors import MeasurementError
-from simulator.measurements import COLUMNS, holdout_mask, read_measurements
-from simulator.perf.calibrated import apply_calibration
 from simulator.specs.catalog import load_hardware
 from simulator.specs.hardware import OpClassEfficiency
-from simulator.validate import predict, score
+from simulator.timing.calibrated import apply_calibration
+from simulator.validation.calibrate import calibrate
+from simulator.validation.measurements import COLUMNS, holdout_mask, read_measurements
+from simulator.validation.validate import predict, score
 
 runner = CliRunner()
 H100 = load_hardware("h100-sxm")

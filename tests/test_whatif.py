@@ -1,6 +1,6 @@
 import pytest
 
-from simulator.analysis import whatif
+from simulator.analysis.whatif import whatif
 from simulator.build import PlanOptions, plan_from_options
 from simulator.errors import InfeasibleError
 

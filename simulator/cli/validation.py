@@ -87,9 +87,9 @@ def bench_run(
     `torchrun --nproc-per-node N`."""
     import sys
 
-    from ..bench.run import run_suite
-    from ..bench.suites import load_suite
     from ..io import atomic_write
+    from ..validation.bench.run import run_suite
+    from ..validation.bench.suites import load_suite
 
     hw = hardware or ("cpu-host" if device == "cpu" else "h100-sxm")
     n = len(load_suite(suite))

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InfeasibleError
-from ..perf.memory import kv_bytes_per_token_model, memory_fit
-from ..perf.timing import TimingModel
 from ..specs.deployment import Deployment, Pool, transfer_time_s
 from ..specs.traffic import Traffic
+from ..timing.base import TimingModel
+from ..timing.memory import kv_bytes_per_token_model, memory_fit
 from .engine import ReplicaConfig, Requests, Simulation
 from .stepcost import AnalyticStepCost, StepCostModel, TabulatedStepCost
 

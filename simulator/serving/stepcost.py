@@ -14,12 +14,12 @@ from typing import Protocol
 
 import numpy as np
 
-from ..analysis import time_phase
-from ..ops import StepShape
-from ..perf.roofline import RooflineModel, compute_op_time_s
-from ..perf.timing import TimingModel
+from ..analysis.whatif import time_phase
+from ..ops.build import StepShape
 from ..plan import PhasePlan
 from ..specs.model import ModelSpec
+from ..timing.base import TimingModel
+from ..timing.roofline import RooflineModel, compute_op_time_s
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from simulator.analysis import time_phase
+from simulator.analysis.whatif import time_phase
 from simulator.devices import DeviceArrays
-from simulator.ops import StepShape
-from simulator.perf import RooflineModel
+from simulator.ops.build import StepShape
 from simulator.plan import simple_phase
 from simulator.specs.catalog import load_hardware, load_model
+from simulator.timing import RooflineModel
 
 pytestmark = pytest.mark.benchmark
 
@@ -73,8 +73,8 @@ def test_validate_thousands_of_rows():
     """Goal: thousands of measurement rows predicted in well under a second."""
     import pandas as pd
 
-    from simulator.measurements import COLUMNS
-    from simulator.validate import predict
+    from simulator.validation.measurements import COLUMNS
+    from simulator.validation.validate import predict
 
     rng = np.random.default_rng(1)
     n = 5000

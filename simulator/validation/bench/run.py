@@ -55,7 +55,7 @@ def run_suite(suite: str, device: str, hardware: str, *, reps: int = 10, warmup:
     """Measure every shape of ``suite`` on ``device``; returns (rows, skipped (row, reason))."""
     torch = require_torch()
     if device.startswith("cuda") and not torch.cuda.is_available():
-        from ..errors import SimulatorError
+        from ...errors import SimulatorError
 
         raise SimulatorError("--device cuda but torch sees no CUDA device")
     torch.manual_seed(0)

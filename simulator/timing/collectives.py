@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, P2P
+from ..ops.build import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, P2P
 
 
 def _log2(x):

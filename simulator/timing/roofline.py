@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops import COMPUTE, FrozenOpTable
+from ..ops.build import COMPUTE, FrozenOpTable
+from .base import OpTimes
 from .collectives import collective_time_s
-from .timing import OpTimes
 
 
 def _safe_div(a, b):

@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import MeasurementError
-from .ops import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, COMPUTE, FrozenOpTable
-from .perf.roofline import RooflineModel
-from .perf.timing import TimingModel
-from .precision import KV_PRECISIONS, PRECISIONS
-from .specs.catalog import load_hardware
-from .specs.hardware import OP_CLASSES, HardwareSpec
+from ..errors import MeasurementError
+from ..ops.build import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, COMPUTE, FrozenOpTable
+from ..precision import KV_PRECISIONS, PRECISIONS
+from ..specs.catalog import load_hardware
+from ..specs.hardware import OP_CLASSES, HardwareSpec
+from ..timing.base import TimingModel
+from ..timing.roofline import RooflineModel
 
 OP_CLASS = {"gemm": "gemm", "attn_prefill": "attention", "attn_decode": "attention", "moe": "moe",
             "memcpy": "elementwise", "all_reduce": "comm", "all_gather": "comm", "all_to_all": "comm"}

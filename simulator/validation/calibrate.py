@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .errors import CalibrationError
+from ..errors import CalibrationError
+from ..specs.hardware import OP_CLASSES, Efficiency, HardwareSpec, OpClassEfficiency
 from .measurements import holdout_mask
-from .specs.hardware import OP_CLASSES, Efficiency, HardwareSpec, OpClassEfficiency
 from .validate import OP_CLASS, op_table, predict, score
 
 MIN_ROWS = 3
@@ -113,7 +113,7 @@ def calibrate(df: pd.DataFrame, hw: HardwareSpec, *, test_fraction: float = 0.5,
     coll = e.collective_bandwidth_fraction
     comm = cls == "comm"
     if comm.sum() >= MIN_ROWS:  # bandwidth fraction from the slope over the ideal collective time
-        from .perf.roofline import pure_roofline_s
+        from ..timing.roofline import pure_roofline_s
 
         ideal = pure_roofline_s(ops)[comm, 0]
         a, s = _wls(ideal, t[comm])

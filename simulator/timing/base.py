@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..ops import FrozenOpTable
+from ..ops.build import FrozenOpTable
 
 BOUNDS = ("compute", "memory", "communication", "overhead")
 

@@ -11,14 +11,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import time_phase
-from .devices import DeviceArrays
-from .errors import InfeasibleError, SimulatorError
-from .ops import StepShape
-from .perf.memory import memory_fit
-from .perf.roofline import RooflineModel
-from .plan import simple_phase
-from .specs.catalog import load_hardware, load_model
+from ..analysis.whatif import time_phase
+from ..devices import DeviceArrays
+from ..errors import InfeasibleError, SimulatorError
+from ..ops.build import StepShape
+from ..plan import simple_phase
+from ..specs.catalog import load_hardware, load_model
+from ..timing.memory import memory_fit
+from ..timing.roofline import RooflineModel
 
 
 def _divisors(n: int) -> list[int]:

@@ -1,7 +1,7 @@
 """Timing models: op tables in, per-op time breakdowns out. The roofline is the fallback that
 calibrated models refine."""
 
+from .base import OpTimes, TimingModel
 from .roofline import RooflineModel, pure_roofline_s
-from .timing import OpTimes, TimingModel
 
 __all__ = ["OpTimes", "RooflineModel", "TimingModel", "pure_roofline_s"]

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .ops import COMPUTE, FrozenOpTable, StepShape, build_ops
-from .perf.memory import MemoryFit, memory_fit
-from .perf.roofline import RooflineModel
-from .perf.timing import BOUNDS, OpTimes, TimingModel
-from .plan import PhasePlan, ServingPlan
+from ..ops.build import COMPUTE, FrozenOpTable, StepShape, build_ops
+from ..plan import PhasePlan, ServingPlan
+from ..timing.base import BOUNDS, OpTimes, TimingModel
+from ..timing.memory import MemoryFit, memory_fit
+from ..timing.roofline import RooflineModel
 
 QUADRANTS = ("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn")
 

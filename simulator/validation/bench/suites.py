@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import SimulatorError
+from ...errors import SimulatorError
 from ..measurements import COLUMNS
 
 
@@ -64,7 +64,7 @@ def quick() -> list[dict]:
 
 def full() -> list[dict]:
     """Per-device shapes of workloads/ models (TP 1 and 8) on a GPU."""
-    from ..specs.catalog import load_model
+    from ...specs.catalog import load_model
 
     rows = []
     for mid, tps in (("llama-3.1-8b", (1,)), ("llama-3.1-70b", (8,)), ("mixtral-8x7b", (1, 8)), ("dbrx", (8,)),

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .devices import DeviceArrays
-from .plan import PhasePlan
-from .precision import get_precision, kv_bytes_per_element
-from .specs.model import ModelSpec
+from ..devices import DeviceArrays
+from ..plan import PhasePlan
+from ..precision import get_precision, kv_bytes_per_element
+from ..specs.model import ModelSpec
 
 # collective kinds
 COMPUTE, ALL_REDUCE, ALL_GATHER, ALL_TO_ALL, P2P = 0, 1, 2, 3, 4

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import MeasurementError
+from ..errors import MeasurementError
 
 COLUMNS = ("op", "hardware", "dtype", "kv_dtype", "m", "n", "k", "batch", "q_len", "kv_len", "num_heads",
            "num_kv_heads", "head_dim", "tokens", "hidden", "intermediate", "num_experts", "top_k", "bytes", "world",

@@ -8,7 +8,7 @@ torch.
 
 from __future__ import annotations
 
-from ..errors import SimulatorError
+from ...errors import SimulatorError
 
 
 def require_torch():

@@ -1,0 +1,1 @@
+"""Planning: search over plans (sweep), capacity and cost."""
