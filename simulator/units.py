@@ -76,3 +76,46 @@ def format_si(value: float, unit: str, digits: int = 3) -> str:
         if abs(value) >= factor:
             return f"{value / factor:.{digits}g} {prefix}{unit}"
     return f"{value:.{digits}g} {unit}"
+
+
+_RATE_UNITS = {"/s": 1.0, "/min": 1 / 60.0, "/h": 1 / 3600.0, "rps": 1.0, "qps": 1.0}
+
+
+def parse_duration_s(text: str | float) -> float:
+    """A duration flag or field: ``"60ms"``, ``"1.5 s"``, ``"250us"``; a bare number means seconds.
+
+    Refuses NaN, infinities and negative values (UnitError with what was expected)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        s = str(text).strip()
+        m = _QUANTITY.match(s)
+        if not m:
+            raise UnitError(f"cannot read {text!r} as a duration (e.g. 60ms, 1.5s, 250us; a bare number is seconds)")
+        unit = m.group(2) or "s"
+        if unit not in _UNITS["s"]:
+            raise UnitError(f"unit {unit!r} in {text!r} is not a time unit (use {', '.join(_UNITS['s'])})")
+        value = float(m.group(1)) * _UNITS["s"][unit]
+    if not (value == value and value not in (float("inf"), float("-inf"))) or value < 0:
+        raise UnitError(f"expected a finite, non-negative duration, got {text!r}")
+    return value
+
+
+def parse_rate_per_s(text: str | float) -> float:
+    """A rate flag or field: ``"5/s"``, ``"300/min"``, ``"5 rps"``; a bare number means per second.
+
+    Refuses NaN, infinities, zero and negative values."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        s = str(text).strip().replace(" ", "")
+        m = re.match(r"^([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(\S*)$", s)
+        if not m:
+            raise UnitError(f"cannot read {text!r} as a rate (e.g. 5/s, 300/min; a bare number is per second)")
+        unit = m.group(2)
+        if unit and unit not in _RATE_UNITS:
+            raise UnitError(f"unit {unit!r} in {text!r} is not a rate unit (use {', '.join(_RATE_UNITS)})")
+        value = float(m.group(1)) * (_RATE_UNITS[unit] if unit else 1.0)
+    if not (value == value and value != float("inf")) or value <= 0:
+        raise UnitError(f"expected a finite rate > 0, got {text!r}")
+    return value
