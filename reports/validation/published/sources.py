@@ -113,6 +113,22 @@ def moe_rows() -> list[dict]:
                          "SGLang fused_moe Triton with the DEFAULT (untuned) config BLOCK 64x128x128; Qwen3-235B-A22B "
                          "(hidden 4096, moe_intermediate 1536 -> 192 per device at TP8, 128 experts, top-8); "
                          "H200 from the PR title"))
+    src = ("vllm-project/vllm PR #53710 (nicholaskh-ai, 2026-08-25) 'Tune fused_moe FP8 config for Qwen3-VL on L40S', "
+           "'Per-M kernel time comparison on NVIDIA L40S (Triton 3.6.0)' table, Tuned column")
+    l40 = [(2, 37.79), (4, 190.41), (8, 347.98), (16, 552.82), (32, 742.22), (64, 839.49), (128, 870.36),
+           (256, 897.68), (512, 948.74), (1024, 1052.11), (2048, 1286.40), (4096, 1846.43), (8192, 3195.68)]
+    for t, us in l40:
+        rows.append(_moe(f"VLLM53710-l40s-qwen3vl-fp8-m{t}", "l40s", "fp8", t, 2048, 768, 128, 8, us, src, "B",
+                         "vLLM fused_moe Triton, FP8 w8a8, tuned config E=128,N=768 (M=8192 keeps the default); "
+                         "Qwen3-VL-30B-A3B text MoE (hidden 2048, moe_intermediate 768, 128 experts, top-8; hidden and "
+                         "top-k from the model config, not printed in the PR), TP1, no EP"))
+    src = ("vllm-project/vllm PR #40542 (varjoranta, 2026-04-21) 'Add A100 tuned config for E=64,N=1408', 'Benchmark "
+           "(bf16, hidden=2048, top_k=6, 1xA100 80GB SXM4)' table, tuned column")
+    for t, us in ((1, 183.5), (4, 266.2), (16, 523.3), (64, 677.6), (256, 717.0), (1024, 929.9), (4096, 2636.6)):
+        rows.append(_moe(f"VLLM40542-a100-e64-m{t}", "a100-sxm", "bf16", t, 2048, 1408, 64, 6, us, src, "B",
+                         "vLLM fused_moe Triton kernel, tuned config; Kimi-VL-A3B / GLM-4.5-Air-like shape (64 experts "
+                         "of width 1408, top-6, hidden 2048) as stated in the PR; standalone tuner with the "
+                         "benchmark_moe.py search space"))
     return rows
 
 
@@ -166,8 +182,48 @@ def coll_rows() -> list[dict]:
         rows.append(_coll(f"NCCLT194-h100pcie-{nbytes >> 30}G", "all_reduce", "h100-pcie", nbytes, 2, us, src, "B",
                           "2x H100 PCIe joined by an NVLink bridge (P2P/direct pointer), float32 sum, ~116 GB/s "
                           "busbw; single process with 2 GPUs", dtype="fp32"))
+    src = ("lessizzmore/create-a3mega-ztan-fork @02dd8f4 file ztan-NCCL-test-result: all_reduce_perf -b 8 -e 8G "
+           "-f 2 -g 1, 16 ranks on 2 nodes x 8 H100 80GB HBM3 (GCP A3 Mega)")
+    a3 = [(8, 135.8), (1024, 147.1), (65536, 159.4), (1048576, 203.2), (4194304, 364.6), (16777216, 977.6),
+          (67108864, 1261.6), (268435456, 2360.9), (1073741824, 6759.0), (4294967296, 24361), (8589934592, 47535)]
+    for nbytes, us in a3:
+        rows.append(_coll(f"A3MEGA-ar16-{nbytes}", "all_reduce", "h100-sxm", nbytes, 16, us, src, "B",
+                          "TWO NODES (16 ranks > one 8-GPU NVLink domain): intra-node NVLink/NVSwitch + GCP A3 Mega "
+                          "GPUDirect-TCPXO network (8 x 200 Gb/s NICs per VM per GCP docs, not stated in the file); "
+                          "float32 sum, NCCL default algorithm; peak busbw 339 GB/s at 8 GB", dtype="fp32"))
+    src = ("coreweave/nccl-tests PR #43 'feat(slurm): Add a GB200 NVL72 example' (NavarrePratt, 2025-02-20), "
+           "'Example output for a full nvl72 rack run' (all_reduce_perf, 72 ranks)")
+    for nbytes, us in ((536870912, 1806.7), (1073741824, 3108.8), (2147483648, 5589.1), (4294967296, 10094),
+                       (8589934592, 20299)):
+        rows.append(_coll(f"CW43-gb200-nvl72-ar-{nbytes >> 20}M", "all_reduce", "gb200", nbytes, 72, us, src, "B",
+                          "72 GB200 GPUs in one NVL72 NVLink domain, float32 sum, NCCL default algorithm; busbw "
+                          "586-839 GB/s; GPU shows as 'NVIDIA Graphics Device' in the log", dtype="fp32"))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 5. HBM copy-like kernels (BabelStream 'mul' b[i] = s * c[i]: one read + one write stream, nvbench GPU time)
+def memcpy_rows() -> list[dict]:
+    rows = []
+    runs = (("h200-sxm", "NVIDIA/cccl PR #2086 'Add cub::DeviceTransform' (bernhardmgruber, 2024), 'CUB babelstream "
+             "fallbackfor vs. ublkcp on H200', table '# mul', T=I8 OffsetT=I32, Cmp Time (ublkcp kernel)",
+             ((16, 4.846), (20, 5.610), (24, 14.292), (28, 134.831))),
+            ("b200-sxm", "NVIDIA/cccl PR #3825 'Refactor CUB transfrom' (bernhardmgruber comment, 2025-02-19), "
+             "cub.bench.transform.babelstream1.base, '# mul / NVIDIA B200', T=I8 OffsetT=I32, Cmp Time",
+             ((16, 6.157), (20, 6.925), (24, 14.321), (28, 113.191))))
+    for hw, src, pts in runs:
+        for e, us in pts:
+            n = 2 ** e
+            rows.append(dict(op="memcpy", hardware=hw, dtype="", bytes=n, latency_us=_fmt(us),
+                             id=f"CCCL-{hw}-mul-2^{e}", source=src, trust="B",
+                             derived="latency = published nvbench GPU time; bytes = 2^e int8 elements (one stream); "
+                                     "HBM traffic = read + write = 2 x bytes, as the contract's memcpy assumes",
+                             notes="NOT cudaMemcpy: cub::DeviceTransform scale kernel (BabelStream mul, 1 load + 1 "
+                                   "store per element), int8 elements (may under-saturate HBM vs wider types); nvbench "
+                                   "(L2 flushed between samples by default); 2^24 B = 16.8 MB may still be partly "
+                                   "L2-resident; the small sizes give the launch/latency floor"))
     return rows
 
 
 def NEW_ROWS() -> list[dict]:  # noqa: N802
-    return mamf_rows() + moe_rows() + attn_rows() + coll_rows()
+    return mamf_rows() + moe_rows() + attn_rows() + coll_rows() + memcpy_rows()
