@@ -4,13 +4,11 @@ Functions here return data; the CLI renders it."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 
 from .analysis.whatif import WhatIfResult, whatif
 from .build import PlanOptions, plan_from_options
 from .errors import SimulatorError
-from .plan import ServingPlan
 from .specs.catalog import hardware_ids, load_hardware, load_model, model_ids
 from .units import GB
 
@@ -41,9 +39,12 @@ def hardware_detail(ref: str) -> dict:
         "onchip_cache_bytes": hw.onchip_cache_bytes,
         "scale_up": vars(hw.scale_up), "scale_out": vars(hw.scale_out), "tdp_w": hw.tdp_w,
         "price_usd_per_hour": None if math.isnan(hw.price_usd_per_s) else hw.price_usd_per_hour,
-        "efficiency": {"launch_overhead_s": e.launch_overhead_s, "memory_reserve_bytes": e.memory_reserve_bytes,
-                       "collective_bandwidth_fraction": e.collective_bandwidth_fraction,
-                       "per_op": {k: vars(v) for k, v in e.classes.items()}, "sources": e.sources},
+        "device": {"compute_units": hw.compute_units, "boost_clock_hz": hw.boost_clock_hz, "attach": hw.attach,
+                   "host_link_bytes_per_s": hw.host_link_bytes_per_s},
+        "efficiency": {"memory_reserve_bytes": e.memory_reserve_bytes,
+                       "sustained_clock_fraction": e.sustained_clock_fraction,
+                       "kernels": {k: vars(v) for k, v in e.kernels.items()},
+                       "collectives": {k: vars(v) for k, v in e.collectives.items()}, "sources": e.sources},
         "sources": hw.sources, "file": hw.file,
     }
 
@@ -90,24 +91,6 @@ def import_model(config: Path, model_id: str, source: str) -> str:
     return header + yaml.safe_dump(doc, sort_keys=False, width=110)
 
 
-def _calibrated(plan: ServingPlan, calibration: Path | None) -> ServingPlan:
-    if not calibration:
-        return plan
-    from .timing.calibrated import apply_calibration, read_overlay
-
-    hw_id, _, _ = read_overlay(calibration)
-
-    def fix(ph):
-        a, f = ph.attention, ph.ffn
-        if a.hardware.id == hw_id:
-            a = replace(a, hardware=apply_calibration(a.hardware, calibration))
-        if f.hardware.id == hw_id:
-            f = replace(f, hardware=apply_calibration(f.hardware, calibration))
-        return replace(ph, attention=a, ffn=f)
-
-    return replace(plan, prefill=fix(plan.prefill), decode=fix(plan.decode))
-
-
 def run_whatif(opts: dict) -> WhatIfResult:
     if opts.get("deployment"):
         from .specs.catalog import resolve_workload
@@ -121,11 +104,18 @@ def run_whatif(opts: dict) -> WhatIfResult:
         fields.update(spec_draft_tokens=opts.get("spec_draft") or 0, spec_acceptance=opts.get("spec_accept", 0.7),
                       spec_draft_cost=opts.get("spec_draft_cost", 0.05), price_usd_per_hour=opts.get("price"))
         plan = plan_from_options(PlanOptions(**fields))
-    plan = _calibrated(plan, opts.get("calibration"))
     for name in ("batch", "isl", "osl", "prefill_batch"):
         if opts[name] < 1:
             raise SimulatorError(f"--{name.replace('_', '-')} must be >= 1, got {opts[name]}")
-    return whatif(plan, batch=opts["batch"], isl=opts["isl"], osl=opts["osl"], prefill_batch=opts["prefill_batch"])
+    from .timing.calibrated import resolve_timing
+
+    timing = resolve_timing(opts.get("timing"), opts.get("calibration"))
+    res = whatif(plan, batch=opts["batch"], isl=opts["isl"], osl=opts["osl"], prefill_batch=opts["prefill_batch"],
+                 timing=timing)
+    note = getattr(timing, "coverage_note", lambda: "")()
+    if note:
+        res.notes.append(note)
+    return res
 
 
 def run_demo(out: Path):
@@ -202,7 +192,10 @@ def run_simulate(opts: dict, progress: bool = False):
     try:
         step = max(traffic.requests // 100, 1)
         cb = (lambda n: bar.update(step) if n % step == 0 else None) if bar else None
-        return simulate(dep, traffic, horizon_s=opts.get("horizon") or math.inf, progress=cb)
+        from .timing.calibrated import resolve_timing
+
+        timing = resolve_timing(opts.get("timing"), opts.get("calibration"))
+        return simulate(dep, traffic, horizon_s=opts.get("horizon") or math.inf, progress=cb, timing=timing)
     finally:
         if bar:
             bar.__exit__(None, None, None)
@@ -275,8 +268,10 @@ def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: f
     return report
 
 
-def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batches, tpot_slo, ttft_slo, rate):
+def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batches, tpot_slo, ttft_slo, rate,
+              timing=None):
     from .planning.sweep import pareto_front, plan_capacity, sweep
+    from .timing.calibrated import resolve_timing
 
     def split(text, cast=str):
         try:
@@ -285,7 +280,7 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
             raise SimulatorError(f"cannot read the list {text!r}") from None
 
     df = sweep(model, split(hardware), devices, isl=isl, osl=osl, batches=split(batches, int),
-               precisions=split(precisions), kv_precision=kv_precision)
+               precisions=split(precisions), kv_precision=kv_precision, timing=resolve_timing(timing))
     ok = df[df.fits]
     if tpot_slo:
         ok = ok[ok.tpot_s <= tpot_slo]

@@ -1,5 +1,5 @@
-"""Hardware figures as numpy arrays, one entry per configuration, so that ops of many
-configurations (possibly on different devices) are costed in one vectorised pass."""
+"""Hardware per configuration: a tuple of profiles and, for every configuration, which one it uses,
+so ops of many configurations (possibly on different devices) are built in one vectorised pass."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .precision import Precision, attention_dtype, compute_dtype
 from .specs.hardware import HardwareSpec
 
 
@@ -33,25 +32,3 @@ class DeviceArrays:
 
     def link(self, level: str, name: str) -> np.ndarray:
         return self._gather([getattr(getattr(s, level), name) for s in self.specs])
-
-    def peak_for(self, precision: Precision) -> np.ndarray:
-        return self._gather([s.peak(compute_dtype(precision, s)) for s in self.specs])
-
-    def attention_peak(self, precision: Precision, kv_precision: str) -> np.ndarray:
-        return self._gather([s.peak(attention_dtype(precision, kv_precision, s)) for s in self.specs])
-
-    def peak_16bit(self) -> np.ndarray:
-        return self._gather([next((s.peak(d) for d in ("bf16", "fp16", "fp32") if s.peak(d) > 0), 0.0)
-                             for s in self.specs])
-
-    def efficiency(self, op_class: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        effs = [s.efficiency.classes[op_class] for s in self.specs]
-        return (self._gather([e.compute_fraction for e in effs]), self._gather([e.compute_ramp_s for e in effs]),
-                self._gather([e.memory_fraction for e in effs]), self._gather([e.memory_ramp_s for e in effs]))
-
-    def launch_s(self) -> np.ndarray:
-        return self._gather([s.efficiency.launch_overhead_s for s in self.specs])
-
-    def collective_fraction(self) -> np.ndarray:
-        return self._gather([s.efficiency.collective_bandwidth_fraction for s in self.specs])
-

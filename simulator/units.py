@@ -29,6 +29,7 @@ _UNITS: dict[str, dict[str, float]] = {
     },
     "s": {"s": 1.0, "ms": MS, "us": US, "µs": US, "ns": 1e-9, "min": 60.0, "h": 3600.0},
     "W": {"W": 1.0, "kW": 1e3},
+    "Hz": {"Hz": 1.0, "kHz": 1e3, "MHz": 1e6, "GHz": 1e9},
     "usd_per_s": {"USD/h": 1 / 3600, "USD/hour": 1 / 3600, "USD/s": 1.0},
     "usd": {"USD": 1.0},
     "count": {"": 1.0},

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from simulator.ops.build import StepShape, _expected_experts_hit, build_ops, random_routing_imbalance
+from simulator.ops.build import StepShape, build_ops, expected_experts_hit, random_routing_imbalance
+from simulator.ops.kinds import DTYPE_INDEX, GEMM, GROUPED_GEMM, wire_bytes
 from simulator.plan import simple_phase
 from simulator.specs.catalog import load_hardware, load_model
 
@@ -9,7 +10,7 @@ H100 = load_hardware("h100-sxm")
 
 
 def _linear_flop(ops):
-    lin = [i for i, n in enumerate(ops.names) if ops.op_class[i] in ("gemm", "moe")]
+    lin = [i for i, k in enumerate(ops.kind) if k in (GEMM, GROUPED_GEMM)]
     return float(sum(ops["count"][i, 0] * ops["flop"][i, 0] for i in lin))
 
 
@@ -62,13 +63,13 @@ def test_w4a8_halves_fp8_weight_bytes_and_uses_8bit_peak():
     w4 = build_ops(m, simple_phase(H100, m, 8, precision="w4a8"), shape, "decode")
     i = fp8.names.index("experts_gate_up")
     assert w4["bytes"][i, 0] / fp8["bytes"][i, 0] == pytest.approx(0.5 + 2 / 128, rel=0.02)
-    assert w4["peak"][i, 0] == H100.peak("int8") == H100.peak("fp8")
+    assert w4["dtype"][i, 0] == DTYPE_INDEX["int8"] and H100.peak("int8") == H100.peak("fp8")
 
 
 def test_expected_experts_hit_closed_form():
-    assert _expected_experts_hit(16, 4, 1) == pytest.approx(4.0)
-    assert _expected_experts_hit(16, 4, 10_000) == pytest.approx(16.0)
-    assert _expected_experts_hit(8, 2, 2) == pytest.approx(8 * (1 - (6 / 8) ** 2))
+    assert expected_experts_hit(16, 4, 1) == pytest.approx(4.0)
+    assert expected_experts_hit(16, 4, 10_000) == pytest.approx(16.0)
+    assert expected_experts_hit(8, 2, 2) == pytest.approx(8 * (1 - (6 / 8) ** 2))
 
 
 def test_routing_imbalance_is_one_without_ep_and_shrinks_with_tokens():
@@ -81,9 +82,12 @@ def test_moe_expert_parallel_adds_all_to_all():
     m = load_model("dbrx")
     ops = build_ops(m, simple_phase(H100, m, 8, ep=8), StepShape(decode_seqs=64, decode_kv=1000), "decode")
     i = ops.names.index("moe_dispatch")
-    assert ops["count"][i, 0] == 40 and ops["comm_bytes"][i, 0] > 0
-    # 64 tokens / 8 devices x top-4 x hidden x bf16 x 7/8 remote
-    assert ops["comm_bytes"][i, 0] == pytest.approx(64 / 8 * 4 * 6144 * 2 * 7 / 8)
+    wire = wire_bytes(ops.kind, ops.arrays)
+    assert ops["count"][i, 0] == 40
+    # 64 tokens / 8 devices, each sent once to every distinct rank among its top-4 experts' owners:
+    # 8 x (1 - (7/8)^4) ranks expected, 7/8 of them remote; hidden x bf16 per copy
+    distinct = 8 * (1 - (7 / 8) ** 4)
+    assert wire[i, 0] == pytest.approx(64 / 8 * 6144 * 2 * distinct * 7 / 8)
 
 
 def test_vectorised_sweep_matches_scalar_builds():

@@ -2,7 +2,6 @@
 known 'true' efficiency, which calibration must recover)."""
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -12,9 +11,8 @@ from typer.testing import CliRunner
 from simulator.cli import app
 from simulator.errors import MeasurementError
 from simulator.specs.catalog import load_hardware
-from simulator.specs.hardware import OpClassEfficiency
 from simulator.timing.calibrated import apply_calibration
-from simulator.validation.calibrate import calibrate
+from simulator.validation.calibrate import _with_param, calibrate
 from simulator.validation.measurements import COLUMNS, holdout_mask, read_measurements
 from simulator.validation.validate import predict, score
 
@@ -32,7 +30,8 @@ def _rows(hw="h100-sxm"):
         for L in (512, 4096, 32768):
             rows.append(dict(op="attn_decode", dtype="bf16", kv_dtype="bf16", batch=b, q_len=1, kv_len=L,
                              num_heads=8, num_kv_heads=1, head_dim=128))
-    for b, s in ((1, 512), (1, 4096), (4, 2048), (16, 1024), (1, 16384), (2, 8192)):
+    for b, s in ((1, 512), (1, 4096), (4, 2048), (16, 1024), (1, 16384), (2, 8192), (8, 512), (2, 1024),
+                 (1, 2048), (4, 4096), (1, 32768), (32, 256)):
         rows.append(dict(op="attn_prefill", dtype="bf16", kv_dtype="bf16", batch=b, q_len=s, kv_len=s,
                          num_heads=8, num_kv_heads=1, head_dim=128))
     for t in (1, 16, 128, 1024, 8192, 32768):
@@ -47,13 +46,22 @@ def _rows(hw="h100-sxm"):
     return df, rng
 
 
-TRUTH = dict(gemm=OpClassEfficiency(0.70, 4e-6, 0.85, 1e-6), attention=OpClassEfficiency(0.55, 6e-6, 0.75, 2e-6),
-             moe=OpClassEfficiency(0.60, 8e-6, 0.70, 3e-6), elementwise=OpClassEfficiency(0.8, 0.0, 0.90, 1e-6))
+# a made-up device whose kernel families differ from the profile's defaults; calibration must find them
+TRUTH = {("gemm", "compute_fraction"): 0.70, ("gemm", "memory_fraction"): 0.65, ("gemm", "floor_s"): 7e-6,
+         ("attn_prefill", "compute_fraction"): 0.55, ("attn_decode", "memory_fraction"): 0.6,
+         ("grouped_gemm", "compute_fraction"): 0.6, ("elementwise", "memory_fraction"): 0.7}
+
+
+def _truth():
+    eff = H100.efficiency
+    for (family, param), value in TRUTH.items():
+        eff = _with_param(eff, family, param, value)
+    return H100.with_efficiency(eff)
 
 
 def _synthetic(tmp_path, noise=0.02):
     df, rng = _rows()
-    truth = H100.with_efficiency(replace(H100.efficiency, launch_overhead_s=5e-6, classes=TRUTH))
+    truth = _truth()
     lat = predict(df, {"h100-sxm": truth})["predicted_us"].to_numpy()
     df["latency_us"] = lat * np.exp(rng.normal(0, noise, len(df)))
     path = tmp_path / "m.csv"
@@ -65,10 +73,11 @@ def test_calibration_recovers_known_efficiencies(tmp_path):
     path, truth = _synthetic(tmp_path)
     df = read_measurements(path)
     cal, report = calibrate(df, H100, test_fraction=0.3, seed=1, measurements_file=str(path))
-    g = cal.efficiency.classes["gemm"]
+    g = cal.efficiency.kernels["gemm"]
     assert g.compute_fraction == pytest.approx(0.70, rel=0.08)
-    assert g.memory_fraction == pytest.approx(0.85, rel=0.08)
-    assert cal.efficiency.classes["attention"].compute_fraction == pytest.approx(0.55, rel=0.1)
+    assert g.memory_fraction == pytest.approx(0.65, rel=0.08)
+    assert cal.efficiency.kernels["attn_prefill"].compute_fraction == pytest.approx(0.55, rel=0.1)
+    assert cal.efficiency.kernels["attn_decode"].memory_fraction == pytest.approx(0.6, rel=0.1)
     # held-out error: much better after calibration, near the injected 2% noise
     assert report["heldout_after"]["median_ape"] < 0.05
     assert report["heldout_after"]["median_ape"] < report["heldout_before"]["median_ape"]

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ops.build import COMPUTE, FrozenOpTable, StepShape, build_ops
+from ..ops.build import StepShape, build_ops
+from ..ops.kinds import OpTable, is_collective
 from ..plan import PhasePlan, ServingPlan
 from ..timing.base import BOUNDS, OpTimes, TimingModel
 from ..timing.memory import MemoryFit, memory_fit
@@ -21,7 +22,7 @@ QUADRANTS = ("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn
 class PhaseTiming:
     """One micro-batch step of one phase, costed."""
 
-    ops: FrozenOpTable
+    ops: OpTable
     times: OpTimes
     plan: PhasePlan
     layer_stage_s: np.ndarray  # one pipeline stage's layer ops (what a device spends per micro-batch)
@@ -150,9 +151,7 @@ def quadrant_table(pt: PhaseTiming, phase: str, scale: float = 1.0) -> list[dict
         comm = float((cnt * t.comm_s[m, 0]).sum()) * mult
         parts = {b: float((cnt * attributed[b][m, 0]).sum()) * mult for b in BOUNDS}
         bound = max(parts, key=parts.get) if time_s > 0 else "none"
-        comp_rows = m & (ops.kind == COMPUTE) & (ops["flop"][:, 0] > 0)
-        peak = float(np.max(ops["peak"][comp_rows, 0])) if comp_rows.any() else float("nan")
-        bw = float(np.max(ops["bw"][m & (ops.kind == COMPUTE), 0]))
+        peak, bw = _quadrant_peaks(ops, m)
         rows.append({
             "quadrant": q, "time_s": time_s, "flop": flop, "bytes": byts, "comm_s": comm,
             "arithmetic_intensity": flop / byts if byts else float("nan"), "bound": bound,
@@ -163,6 +162,24 @@ def quadrant_table(pt: PhaseTiming, phase: str, scale: float = 1.0) -> list[dict
             **{f"{b}_s": v for b, v in parts.items()},
         })
     return rows
+
+
+def _quadrant_peaks(ops: OpTable, m: np.ndarray) -> tuple[float, float]:
+    """The highest datasheet FLOP/s and bandwidth among the quadrant's compute ops (config 0)."""
+    comp = m & ~is_collective(ops.kind)
+    if not comp.any():
+        return float("nan"), 0.0
+    flop = ops["flop"][:, 0]
+    hw, dt = ops["hw"][:, 0], ops["dtype"][:, 0]
+    peaks = [ops.devices[hw[i]].peak(_dtype_name(dt[i])) for i in np.flatnonzero(comp & (flop > 0))]
+    bws = [ops.devices[hw[i]].hbm_bytes_per_s for i in np.flatnonzero(comp)]
+    return (max(peaks) if peaks else float("nan")), max(bws)
+
+
+def _dtype_name(i: int) -> str:
+    from ..ops.kinds import DTYPES
+
+    return DTYPES[int(i)]
 
 
 def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: int = 1,

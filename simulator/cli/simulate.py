@@ -32,6 +32,9 @@ def simulate(
     max_seqs: int = typer.Option(256, "--max-seqs", help="Quick run: running sequences per replica."),
     seed: int = typer.Option(None, "--seed", help="Random seed (overrides the traffic file)."),
     horizon: float = typer.Option(None, "--horizon", help="Stop at this simulated time (s); the rest is rejected."),
+    timing: str = typer.Option(None, "--timing", help="Timing model: roofline (default), calibrated:OVERLAY.yaml "
+                               "(from `quadrant calibrate`) or measured:KERNELS.csv (your measured table; the roofline "
+                               "answers outside its coverage). `measured:CSV+calibrated:YAML` combines them."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     out: Path = typer.Option(None, "--out", help="Folder for requests.csv, steps.csv and plots."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="With --out: write latency CDFs, time series, "

@@ -23,6 +23,9 @@ def sweep(
     tpot_slo: float = typer.Option(None, "--tpot-slo", help="Keep configurations with TPOT <= this (s)."),
     ttft_slo: float = typer.Option(None, "--ttft-slo", help="Keep configurations with TTFT <= this (s)."),
     rate: float = typer.Option(None, "--rate", help="Capacity planning: requests per second to serve."),
+    timing: str = typer.Option(None, "--timing", help="Timing model: roofline (default), calibrated:OVERLAY.yaml "
+                               "(from `quadrant calibrate`) or measured:KERNELS.csv (your measured table; the roofline "
+                               "answers outside its coverage). `measured:CSV+calibrated:YAML` combines them."),
     out: Path = typer.Option(None, "--out", help="Write every configuration to this CSV."),
     plot: Path = typer.Option(None, "--plot", help="Write the Pareto plot (throughput/device vs TPOT)."),
     json_out: bool = typer.Option(False, "--json", help="Print the Pareto front as JSON."),
@@ -33,7 +36,7 @@ def sweep(
     from ..commands import run_sweep
 
     df, front = run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batches, tpot_slo, ttft_slo,
-                          rate)
+                          rate, timing)
     if out:
         from ..io import atomic_write
 

@@ -44,7 +44,12 @@ def whatif(
     spec_draft_cost: float = typer.Option(0.05, "--spec-draft-cost", help="Draft step time / target step time."),
     price: float = typer.Option(None, "--price", help="Override the device price, USD per device-hour."),
     deployment: Path = typer.Option(None, "--deployment", help="Deployment YAML (pools, per-quadrant plans)."),
-    calibration: Path = typer.Option(None, "--calibration", help="Calibration overlay from `quadrant calibrate`."),
+    calibration: Path = typer.Option(None, "--calibration",
+                                     help="Calibration overlay (YAML, from `quadrant calibrate`) or a measured kernel "
+                                          "table (CSV): the same as --timing calibrated:PATH / measured:PATH."),
+    timing: str = typer.Option(None, "--timing", help="Timing model: roofline (default), calibrated:OVERLAY.yaml "
+                               "(from `quadrant calibrate`) or measured:KERNELS.csv (your measured table; the roofline "
+                               "answers outside its coverage). `measured:CSV+calibrated:YAML` combines them."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     plot: Path = typer.Option(None, "--plot", help="Write the roofline plot (PNG/SVG/PDF)."),
     breakdown_plot: Path = typer.Option(None, "--breakdown-plot", help="Write the quadrant breakdown bars."),

@@ -53,7 +53,7 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
             cost = cost_for(pool)
         elif TabulatedStepCost.supports(pool.plan, timing):
             cost = TabulatedStepCost(dep.model, pool.plan, max(pool.max_batch_tokens, pool.max_seqs * q_len),
-                                     dep.kv_precision, dep.kv_scale_tokens)
+                                     dep.kv_precision, dep.kv_scale_tokens, timing)
         else:
             cost = AnalyticStepCost(dep.model, pool.plan, timing, dep.kv_precision, dep.kv_scale_tokens)
         cap = kv_capacity_tokens(dep, pool)

@@ -15,11 +15,12 @@ from typing import Protocol
 import numpy as np
 
 from ..analysis.whatif import time_phase
-from ..ops.build import StepShape
+from ..ops.build import StepShape, build_ops
+from ..ops.kinds import OpTable
 from ..plan import PhasePlan
 from ..specs.model import ModelSpec
 from ..timing.base import TimingModel
-from ..timing.roofline import RooflineModel, compute_op_time_s
+from ..timing.roofline import RooflineModel
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,9 @@ class AnalyticStepCost:
             total = float(plan.pp * pt.layer_stage_s[0] + pt.head_s[0] + (plan.pp - 1) * pt.p2p_s[0])
         t, ops = pt.times, pt.ops
         w = t.weighted(t.time_s)[:, 0] * (plan.pp if not plan.af_disaggregated else 1)
-        names = np.array(ops.names)
         a_mask, f_mask = ops.mask("step_attention"), ops.mask("step_ffn")
-        core_p = float(w[names == "attn_core_prefill"].sum())
-        core_d = float(w[names == "attn_core_decode"].sum())
+        core_p = float(w[ops.named("attn_core_prefill", *TabulatedStepCost.CTX_OPS)].sum())
+        core_d = float(w[ops.named("attn_core_decode")].sum())
         tok_p, tok_d = ps * pl, ds * dl
         share_p = tok_p / (tok_p + tok_d) if tok_p + tok_d else 0.0
         rest_a = float(w[a_mask].sum()) - core_p - core_d
@@ -105,82 +105,83 @@ class AnalyticStepCost:
 
 
 class TabulatedStepCost:
-    """Exact fast path of ``AnalyticStepCost`` for roofline timing, one pipeline stage, colocated
+    """Fast, exact path of ``AnalyticStepCost`` for any TimingModel, one pipeline stage, colocated
     attention/FFN and no overlapped collectives.
 
     Every op but the attention cores and the LM head depends only on the step's token count, so
     their summed time is tabulated once for every token count up to the step budget (one
-    vectorised op-builder call). The attention cores' FLOP and bytes are linear in a few shape
-    terms; the coefficients are read off the op builder at basis shapes, and the roofline formula
-    is applied in plain floats. Lookups then cost microseconds instead of a rebuild per new shape.
+    vectorised evaluation). The attention cores are the builder's own records with only their
+    batch/length columns changed, timed by the same TimingModel (memoised per shape), so lookups
+    cost microseconds instead of a rebuild per new shape.
     """
 
     CORE_P, CORE_D, HEAD = "attn_core_prefill", "attn_core_decode", ("lm_head", "sampling")
+    CTX_OPS = ("mla_kv_up", "mla_kv_up_quant")  # ops whose rows scale with the cached prefix, not the step
 
     @staticmethod
-    def supports(plan: PhasePlan, timing: TimingModel | None) -> bool:
-        return (timing is None or type(timing) is RooflineModel) and plan.pp == 1 and not plan.af_disaggregated \
-            and not plan.attention.overlap_comm and not plan.ffn.overlap_comm
+    def supports(plan: PhasePlan, timing: TimingModel | None = None) -> bool:
+        return plan.pp == 1 and not plan.af_disaggregated and not plan.attention.overlap_comm \
+            and not plan.ffn.overlap_comm
 
     def __init__(self, model: ModelSpec, plan: PhasePlan, max_tokens: int, kv_precision: str = "bf16",
-                 kv_scale_tokens: int = 128):
-        if not self.supports(plan, None):
+                 kv_scale_tokens: int = 128, timing: TimingModel | None = None):
+        if not self.supports(plan, timing):
             raise ValueError("TabulatedStepCost needs pp = 1, colocated attention/FFN and no comm overlap")
+        self.timing = timing or RooflineModel()
         self.dp = plan.attention.dp
         kw = dict(kv_precision=kv_precision, kv_scale_tokens=kv_scale_tokens)
-        tm = RooflineModel()
         T = np.arange(0, max_tokens + 1, dtype=float)
-        pt = time_phase(model, plan, StepShape(decode_seqs=T, decode_len=1.0, decode_kv=0.0), "step", tm, **kw)
+        pt = time_phase(model, plan, StepShape(decode_seqs=T, decode_len=1.0, decode_kv=0.0), "step", self.timing,
+                        **kw)
         ops, w = pt.ops, pt.times.weighted(pt.times.time_s)
-        names = np.array(ops.names)
-        core = np.isin(names, (self.CORE_P, self.CORE_D))
-        head = np.isin(names, self.HEAD)
+        core = ops.named(self.CORE_P, self.CORE_D, *self.CTX_OPS)
+        head = ops.named(*self.HEAD)
         a, f = ops.mask("step_attention"), ops.mask("step_ffn")
         body = ~core & ~head
         self.lin_attn = w[body & a].sum(axis=0)
         self.lin_ffn = w[body & f].sum(axis=0)
         self.lin_other = w[body & ~a & ~f].sum(axis=0)
         self.head = w[head].sum(axis=0)  # logits = T here (one per decoded token)
-        # attention cores: FLOP and bytes are linear in (pairs, seqs*ctx, seqs*len) per device
-        seqs, lens, ctxs = (1, 1, 1), (1, 1, 2), (0, 1, 0)  # a basis: the three terms are independent
-        basis = StepShape(prefill_seqs=np.array(seqs, float), prefill_len=np.array(lens, float),
-                          prefill_ctx=np.array(ctxs, float), decode_seqs=np.array(seqs, float),
-                          decode_len=np.array(lens, float), decode_kv=np.array(ctxs, float))
-        b = time_phase(model, replace(plan, attention=replace(plan.attention, dp=1)), basis, "step", tm, **kw).ops
-        self.params = {}
-        for name, terms in ((self.CORE_P, self._prefill_terms), (self.CORE_D, self._decode_terms)):
-            i = b.names.index(name)
-            X = np.array([terms(*args) for args in zip(seqs, lens, ctxs)], dtype=float)
-            coef_f = np.linalg.solve(X, b["flop"][i])
-            coef_b = np.linalg.solve(X, b["bytes"][i])
-            cols = {c: float(b[c][i, 0]) for c in ("peak", "bw", "cf", "cr", "mf", "mr", "launch")}
-            self.params[name] = (coef_f, coef_b, cols, float(model.num_layers))
+        # the two attention-core records of a one-sequence step: only batch/q_len/kv_len change later
+        one = StepShape(prefill_seqs=1.0, prefill_len=1.0, prefill_ctx=1.0, decode_seqs=1.0, decode_len=1.0,
+                        decode_kv=0.0)
+        dp1 = replace(plan, attention=replace(plan.attention, dp=1))
+        base = build_ops(model, dp1, one, "step", **kw)
+        # prefill: the attention core plus, for MLA, the up-projection of the cached latents (m = cached tokens)
+        self._templates = {self.CORE_P: base.select(base.named(self.CORE_P, *self.CTX_OPS)),
+                           self.CORE_D: base.select(base.named(self.CORE_D))}
+        self._memo: dict[tuple, float] = {}
 
-    @staticmethod
-    def _prefill_terms(seqs, length, ctx):
-        return (seqs * length * (ctx + (length + 1) / 2), seqs * ctx, seqs * length)
+    def _core_s(self, name: str, batch, q_len, kv_len) -> np.ndarray:
+        """Time of one attention core (all layers) for arrays of shapes, by the TimingModel."""
+        tpl = self._templates[name]
+        batch, q_len, kv_len = np.broadcast_arrays(*(np.atleast_1d(np.asarray(x, dtype=float))
+                                                     for x in (batch, q_len, kv_len)))
+        n = batch.shape[0]
+        rows = tpl.n_ops
+        arrays = {c: np.broadcast_to(v[:, :1], (rows, n)).copy() for c, v in tpl.arrays.items()}
+        core = np.array([nm in (self.CORE_P, self.CORE_D) for nm in tpl.names])
+        arrays["batch"][core], arrays["q_len"][core], arrays["kv_len"][core] = batch, q_len, kv_len
+        ctx = ~core  # MLA up-projection of the cached latents: one row per cached token
+        arrays["m"][ctx] = batch * np.maximum(kv_len - q_len, 0.0)
+        ops = OpTable(tpl.names, tpl.quadrant, tpl.kind, arrays, n, tpl.devices)
+        times = self.timing.evaluate(ops)
+        return (times.time_s * ops["count"]).sum(axis=0)
 
-    @staticmethod
-    def _decode_terms(seqs, length, kv):
-        return (seqs * length * (kv + length), seqs * kv, seqs * length)
-
-    def _core(self, name: str, terms: tuple) -> float:
-        coef_f, coef_b, c, layers = self.params[name]
-        flop = float(coef_f[0] * terms[0] + coef_f[1] * terms[1] + coef_f[2] * terms[2])
-        nbytes = float(coef_b[0] * terms[0] + coef_b[1] * terms[1] + coef_b[2] * terms[2])
-        return layers * compute_op_time_s(flop, nbytes, c["peak"], c["bw"], c["cf"], c["cr"], c["mf"], c["mr"],
-                                          c["launch"])
+    def _core(self, name: str, batch: float, q_len: float, kv_len: float) -> float:
+        key = (name, batch, q_len, kv_len)
+        hit = self._memo.get(key)
+        if hit is None:
+            if len(self._memo) > 200_000:
+                self._memo.clear()
+            hit = self._memo[key] = float(self._core_s(name, batch, q_len, kv_len)[0])
+        return hit
 
     def decode_stretch(self, n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``k`` consecutive decode steps of ``n`` sequences (one new token each), vectorised."""
         ds_dev = -(-n // self.dp)
         dk = (kv0 + n * np.arange(k)) / n
-        coef_f, coef_b, c, layers = self.params[self.CORE_D]
-        t1, t2, t3 = ds_dev * (dk + 1), ds_dev * dk, float(ds_dev)
-        flop = coef_f[0] * t1 + coef_f[1] * t2 + coef_f[2] * t3
-        nbytes = coef_b[0] * t1 + coef_b[1] * t2 + coef_b[2] * t3
-        core = layers * (c["launch"] + np.maximum(c["cr"] + flop / (c["cf"] * c["peak"]),
-                                                  c["mr"] + nbytes / (c["mf"] * c["bw"])))
+        core = self._core_s(self.CORE_D, np.full(k, float(ds_dev)), np.ones(k), dk + 1.0)
         lin_a, lin_f = float(self.lin_attn[n]), float(self.lin_ffn[n])
         times = lin_a + lin_f + float(self.lin_other[n]) + float(self.head[n]) + core
         quad = np.vstack([np.zeros(k), np.zeros(k), core + lin_a, np.full(k, lin_f)])
@@ -195,8 +196,8 @@ class TabulatedStepCost:
         dk = decode_kv_tokens / decode_seqs if decode_seqs else 0.0
         tok_p, tok_d = prefill_tokens, decode_seqs * decode_len
         T = tok_p + tok_d
-        core_p = self._core(self.CORE_P, self._prefill_terms(ps_dev, pl, pc)) if prefill_seqs else 0.0
-        core_d = self._core(self.CORE_D, self._decode_terms(ds_dev, decode_len, dk)) if decode_seqs else 0.0
+        core_p = self._core(self.CORE_P, ps_dev, pl, pc + pl) if prefill_seqs else 0.0
+        core_d = self._core(self.CORE_D, ds_dev, decode_len, dk + decode_len) if decode_seqs else 0.0
         logits = prefill_seqs + decode_seqs * decode_len  # the table spreads them over dp like tokens
         share_p = tok_p / T if T else 0.0
         lin_a, lin_f = float(self.lin_attn[T]), float(self.lin_ffn[T])

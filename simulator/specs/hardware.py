@@ -12,8 +12,10 @@ from pathlib import Path
 from ._reader import Reader, load_yaml
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4")
-OP_CLASSES = ("gemm", "attention", "moe", "elementwise")
-EFFICIENCY_PARAMS = ("compute_fraction", "compute_ramp_s", "memory_fraction", "memory_ramp_s")
+# kernel families with their own efficiency curve and fixed floor (see simulator/timing/roofline.py)
+KERNEL_FAMILIES = ("gemm", "gemm_fp8", "grouped_gemm", "attn_prefill", "attn_decode", "elementwise")
+COLLECTIVE_FAMILIES = ("all_reduce", "all_gather", "all_to_all", "p2p")
+ATTACH = ("sxm", "pcie", "oam", "other")
 
 
 @dataclass(frozen=True)
@@ -23,33 +25,75 @@ class Link:
     bandwidth_bytes_per_s: float
     latency_s: float
     domain_size: int  # devices reachable at this level (1 = no such link)
+    nvls: bool = False  # in-switch reduction (NVLink SHARP) for all-reduce / all-gather
 
 
 @dataclass(frozen=True)
-class OpClassEfficiency:
-    """Achieved fraction of peak as a function of op size, in closed form.
+class KernelFamily:
+    """How close one family of kernels gets to the datasheet, in closed form.
 
-    time = launch_overhead + max(compute_ramp_s + flop / (compute_fraction * peak),
-                                 memory_ramp_s + bytes / (memory_fraction * bandwidth))
-    i.e. the achieved fraction of peak FLOP/s is compute_fraction * F / (F + F_half) with
-    F_half = compute_ramp_s * compute_fraction * peak (likewise for bytes): small ops reach a
-    small fraction, large ops approach ``*_fraction``.
+        t = floor + max(tc, tm) + overlap * min(tc, tm)
+        tc = compute_ramp + FLOP / (compute_fraction * sustained peak * size efficiency)
+        tm = memory_ramp + bytes / (memory_fraction * bandwidth)
+
+    ``size_half`` is family-specific: for prefill attention the sequence length (tokens) at which
+    FLOP efficiency is half of ``compute_fraction``; ``block_s`` is the cost of one work block (one
+    sequence x KV head of decode attention, one expert of a grouped GEMM) per wave of SMs.
     """
 
+    floor_s: float
     compute_fraction: float
-    compute_ramp_s: float
     memory_fraction: float
-    memory_ramp_s: float
+    compute_ramp_s: float = 0.0
+    memory_ramp_s: float = 0.0
+    overlap: float = 0.0
+    size_half: float = 0.0
+    block_s: float = 0.0
+
+
+KERNEL_PARAMS = {  # YAML key -> (field, dimension)
+    "floor": ("floor_s", "s"), "compute_fraction": ("compute_fraction", "fraction"),
+    "memory_fraction": ("memory_fraction", "fraction"), "compute_ramp": ("compute_ramp_s", "s"),
+    "memory_ramp": ("memory_ramp_s", "s"), "overlap": ("overlap", "fraction0"),
+    "size_half": ("size_half", "count"), "block": ("block_s", "s"),
+}
+
+
+@dataclass(frozen=True)
+class CollectiveFamily:
+    """Alpha-beta cost of one collective kind with its mechanisms:
+
+        t = latency + latency_per_rank * (ranks - 1) + wire bytes / (bandwidth_fraction * link * S / (S + half))
+
+    the per-rank term is the ring's extra hops (or the tree's) as groups grow, and ``half_size``
+    the message at which half the asymptotic bandwidth is reached (protocol switch and pipelining
+    make mid-size messages slower per byte than large ones)."""
+
+    latency_s: float
+    latency_per_rank_s: float
+    bandwidth_fraction: float
+    half_bytes: float
+
+
+COLLECTIVE_PARAMS = {
+    "latency": ("latency_s", "s"), "latency_per_rank": ("latency_per_rank_s", "s"),
+    "bandwidth_fraction": ("bandwidth_fraction", "fraction"), "half_size": ("half_bytes", "bytes"),
+}
 
 
 @dataclass(frozen=True)
 class Efficiency:
-    launch_overhead_s: float
     memory_reserve_bytes: float
-    collective_bandwidth_fraction: float
-    classes: dict[str, OpClassEfficiency]
+    kernels: dict[str, KernelFamily]
+    collectives: dict[str, CollectiveFamily]
+    sustained_clock_fraction: float = 1.0  # dense tensor-core clock under load / the datasheet-peak clock
     sources: dict[str, str] = field(default_factory=dict)  # parameter -> where it comes from
     calibration: str | None = None  # provenance of a fitted overlay, if one was applied
+
+    @property
+    def launch_overhead_s(self) -> float:
+        """The smallest fixed floor of any kernel family (what an empty step still pays per kernel)."""
+        return min(k.floor_s for k in self.kernels.values())
 
 
 @dataclass(frozen=True)
@@ -60,7 +104,7 @@ class HardwareSpec:
     hypothetical: bool
     confidence: str
     peak_flop_per_s: dict[str, float]
-    hbm_bytes: float
+    hbm_bytes: float  # as the device exposes it (nvidia-smi total), not the marketing figure
     hbm_bytes_per_s: float
     onchip_cache_bytes: float
     scale_up: Link
@@ -72,6 +116,10 @@ class HardwareSpec:
     sources: dict[str, str]
     notes: str = ""
     file: str = ""
+    compute_units: int = 0  # SMs / CUs (0 = not known: no wave quantisation)
+    boost_clock_hz: float = 0.0  # the clock the datasheet peaks are quoted at
+    attach: str = "sxm"  # pcie boards share host links for collectives without NVLink
+    host_link_bytes_per_s: float = 0.0  # PCIe per direction (0 = not known)
 
     def peak(self, dtype: str) -> float:
         return self.peak_flop_per_s.get(dtype, 0.0)
@@ -93,45 +141,58 @@ def _link(r: Reader, name: str, default_domain: int | None) -> Link:
         dom = int(dom)
     else:
         dom = default_domain
+    nvls = node.bool("nvls", False)
     node.done()
-    return Link(bw, lat, dom)
+    return Link(bw, lat, dom, nvls)
 
 
-def _class_eff(node: Reader, base: OpClassEfficiency | None, sources: dict, prefix: str) -> OpClassEfficiency:
+def _check(node: Reader, key: str, dim: str, value: float) -> None:
+    if dim == "fraction" and not 0 < value <= 1:
+        raise node.error(key, f"expected a fraction in (0, 1], got {value}")
+    if dim == "fraction0" and not 0 <= value <= 1:
+        raise node.error(key, f"expected a fraction in [0, 1], got {value}")
+    if dim in ("s", "bytes", "count") and value < 0:
+        raise node.error(key, f"expected a non-negative value, got {value}")
+
+
+def _family(node: Reader, base, params: dict, cls, sources: dict, prefix: str):
     values = {}
-    for param in EFFICIENCY_PARAMS:
-        key = param.removesuffix("_s")
-        dim = "s" if param.endswith("_s") else "fraction"
-        got = node.sourced(key, dim, None)
+    for key, (fld, dim) in params.items():
+        got = node.sourced(key, "fraction" if dim == "fraction0" else dim, None)
         if got is None:
             if base is None:
-                raise node.error(key, "required key is missing")
-            values[param] = getattr(base, param)
+                if fld in ("floor_s", "compute_fraction", "memory_fraction", "latency_s", "latency_per_rank_s",
+                           "bandwidth_fraction", "half_bytes"):
+                    raise node.error(key, "required key is missing")
+                continue
+            values[fld] = getattr(base, fld)
         else:
-            values[param] = got[0]
+            _check(node, key, dim, got[0])
+            values[fld] = got[0]
             sources[f"{prefix}{key}"] = got[1]
-        if dim == "fraction" and not 0 < values[param] <= 1:
-            raise node.error(key, f"expected a fraction in (0, 1], got {values[param]}")
-        if dim == "s" and values[param] < 0:
-            raise node.error(key, "expected a non-negative time")
     node.done()
-    return OpClassEfficiency(**values)
+    return cls(**values)
 
 
 def read_efficiency(r: Reader) -> Efficiency:
     """Read an ``efficiency`` block (also the format of a calibration overlay)."""
     sources: dict[str, str] = {}
-    launch, sources["launch_overhead"] = r.sourced("launch_overhead", "s")
     reserve, sources["memory_reserve"] = r.sourced("memory_reserve", "bytes")
-    coll, sources["collective_bandwidth_fraction"] = r.sourced("collective_bandwidth_fraction", "fraction")
-    default = _class_eff(r.child("default"), None, sources, "default.")
-    classes = {}
-    per_op = r.child("per_op", {})
-    for cls in OP_CLASSES:
-        classes[cls] = _class_eff(per_op.child(cls), default, sources, f"{cls}.") if per_op.has(cls) else default
-    per_op.done()
+    clock = r.sourced("sustained_clock_fraction", "fraction", None)
+    if clock is not None:
+        sources["sustained_clock_fraction"] = clock[1]
+    kn = r.child("kernels")
+    default = _family(kn.child("default"), None, KERNEL_PARAMS, KernelFamily, sources, "default.")
+    kernels = {f: _family(kn.child(f), default, KERNEL_PARAMS, KernelFamily, sources, f"{f}.")
+               if kn.has(f) else default for f in KERNEL_FAMILIES}
+    kn.done()
+    cn = r.child("collectives")
+    cdefault = _family(cn.child("default"), None, COLLECTIVE_PARAMS, CollectiveFamily, sources, "collectives.")
+    colls = {f: _family(cn.child(f), cdefault, COLLECTIVE_PARAMS, CollectiveFamily, sources, f"{f}.")
+             if cn.has(f) else cdefault for f in COLLECTIVE_FAMILIES}
+    cn.done()
     r.done()
-    return Efficiency(launch, reserve, coll, classes, sources)
+    return Efficiency(reserve, kernels, colls, clock[0] if clock else 1.0, sources)
 
 
 def read_hardware(path: str | Path) -> HardwareSpec:
@@ -161,6 +222,12 @@ def read_hardware(path: str | Path) -> HardwareSpec:
     bw, _ = mem.sourced("bandwidth", "bytes_per_s")
     cache = mem.sourced("onchip_cache", "bytes", (0.0, ""))[0]
     mem.done()
+    dev = r.child("device", {})
+    units = dev.sourced("compute_units", "count", (0.0, ""))[0]
+    boost = dev.sourced("boost_clock", "Hz", (0.0, ""))[0]
+    attach = dev.str("attach", "sxm", choices=ATTACH)
+    host = dev.sourced("host_link", "bytes_per_s", (0.0, ""))[0]
+    dev.done()
     scale_up = _link(r, "scale_up", None)
     scale_out = _link(r, "scale_out", 1 << 30)
     power = r.child("power")
@@ -188,6 +255,10 @@ def read_hardware(path: str | Path) -> HardwareSpec:
         sources=dict(r.sources),
         notes=r.str("notes", ""),
         file=str(path),
+        compute_units=int(units),
+        boost_clock_hz=boost,
+        attach=attach,
+        host_link_bytes_per_s=host,
     )
     r.done()
     return hw

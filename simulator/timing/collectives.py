@@ -1,52 +1,71 @@
-"""Alpha-beta costs of collectives on a two-level network (scale-up domain, scale-out fabric).
+"""Collectives on a two-level network (scale-up domain, scale-out fabric), with the mechanisms that
+make real NCCL/DeepEP timings differ from a bare alpha-beta line:
 
-Per collective: latency = the scale-up link latency once (a switched domain runs small messages
-as one-shot algorithms, a single hop) plus the scale-out latency x ceil(log2 domains) (tree across
-domains); bandwidth = ring volume / (link bandwidth x achievable fraction). A group
-larger than its scale-up domain is costed hierarchically: the intra-domain share on the scale-up
-link plus the inter-domain share (message / domain) on the scale-out link.
+* **latency that grows with ranks**: ``latency + latency_per_rank * (ranks - 1)`` (ring hops);
+  across domains the scale-out latency is paid ``ceil(log2(domains))`` times (tree);
+* **protocol switch**: small messages run a low-latency protocol at about half the bandwidth,
+  large ones the bandwidth protocol; the per-byte cost moves smoothly between the two around
+  ``half_size`` (``1 + half / (S + half)`` times the asymptotic cost);
+* **NVLS** (in-switch reduction on NVSwitch systems): all-reduce busBW ~480 GB/s vs ~370 GB/s for
+  ring on 8 x H100 (published-kernels rows P112-P114), a 1.30 x bandwidth gain;
+* **shared host links on PCIe boards**: without NVLink, ranks share their host's PCIe root
+  complexes, so per-rank bandwidth is at most ``host_link * 2 / ranks`` (two sockets);
+* **all-to-all**: wire bytes from top-k fan-out with per-rank de-duplication (ops/kinds.py); the
+  remote share goes over the scale-out link when the group spans domains (node-limited routing
+  is expressed by the builder through ``ranks``/``domain``).
 
-``message_bytes`` is per device: the buffer for all-reduce, the gathered output for all-gather,
-the bytes a device sends for all-to-all and point-to-point.
+Volumes are the ring algorithms': all-reduce ``2 (d-1)/d S``, all-gather ``(d-1)/d S``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..ops.build import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, P2P
+from ..ops.kinds import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, P2P, OpTable, wire_bytes
+
+NVLS_GAIN = 480.0 / 370.0  # rows P112/P114 (NVLS busBW ~476-480 GB/s) over P113 (ring ~370 GB/s), 8 x H100
 
 
 def _log2(x):
     return np.ceil(np.log2(np.maximum(x, 1.0)))
 
 
-def collective_time_s(kind: np.ndarray, message_bytes, group, domain, up_bw, up_lat, out_bw, out_lat,
-                      frac, *, ideal: bool = False) -> np.ndarray:
-    """Vectorised time of collectives; ``ideal`` drops latency and efficiency (the pure bound)."""
+def collective_time_s(ops: OpTable, dev, fam: np.ndarray, *, ideal: bool = False) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return _collective_time_s(kind, message_bytes, group, domain, up_bw, up_lat, out_bw, out_lat, frac, ideal)
+        return _collective_time_s(ops, dev, fam, ideal)
 
 
-def _collective_time_s(kind, message_bytes, group, domain, up_bw, up_lat, out_bw, out_lat, frac, ideal):
-    kind = np.asarray(kind)[:, None] if np.ndim(kind) == 1 else np.asarray(kind)
-    p = np.maximum(group, 1.0)
-    d = np.clip(domain, 1.0, p)  # members of the group inside one scale-up domain
+def _collective_time_s(ops, dev, fam, ideal):
+    a, hw = ops.arrays, ops["hw"]
+    kind = ops.kind[:, None]
+    S = wire_bytes(ops.kind, a)
+    p = np.maximum(a["ranks"], 1.0)
+    d = np.clip(a["domain"], 1.0, p)  # members of the group inside one scale-up domain
     nodes = np.ceil(p / d)
-    f = 1.0 if ideal else frac
-    bw_in, bw_out = up_bw * f, out_bw * f
-    S = message_bytes
-    lat_in = 0.0 if ideal else np.where(d > 1, up_lat, 0.0)
-    lat_out = 0.0 if ideal else out_lat * _log2(nodes)
+    C = {f: dev.coll[f][hw, fam] for f in dev.coll}
+    frac = 1.0 if ideal else C["bandwidth_fraction"]
+    up_bw = dev.up_bw[hw]
+    nvls = (dev.nvls[hw] > 0) & (kind == ALL_REDUCE) & (nodes <= 1)
+    up_eff = up_bw * frac * np.where(nvls & ~ideal, NVLS_GAIN, 1.0)
+    shared_host = np.where((dev.pcie[hw] > 0) & (dev.host_bw[hw] > 0), dev.host_bw[hw] * 2.0 / p, np.inf)
+    bw_in = np.minimum(up_eff, shared_host * (1.0 if ideal else frac))
+    bw_out = dev.out_bw[hw] * frac
+    if ideal:
+        falloff = 1.0
+    else:
+        falloff = 1.0 + C["half_bytes"] / (S + C["half_bytes"])  # low-latency protocol at small sizes
+    lat = 0.0 if ideal else (C["latency_s"] + C["latency_per_rank_s"] * (d - 1.0)
+                             + np.where(nodes > 1, dev.out_lat[hw] * _log2(nodes), 0.0))
 
-    # per-kind volume factors (ring algorithms)
     ar = 2 * (d - 1) / d * S / bw_in + 2 * (nodes - 1) / nodes * (S / d) / bw_out
     ag = (d - 1) / d * S / bw_in + (nodes - 1) / nodes * (S / d) / bw_out
-    remote = np.where(p > 1, (p - d) / np.maximum(p - 1, 1.0), 0.0)
+    remote = np.where(p > 1, (p - d) / np.maximum(p - 1, 1.0), 0.0)  # share of destinations off-domain
     a2a = np.maximum(S * (1 - remote) / bw_in, S * remote / bw_out)
-    crosses = d < 2  # a point-to-point pair split over two domains
-    p2p = np.where(crosses, S / bw_out + (0.0 if ideal else out_lat), S / bw_in + (0.0 if ideal else up_lat))
-    t = np.select([kind == ALL_REDUCE, kind == ALL_GATHER, kind == ALL_TO_ALL, kind == P2P],
-                  [ar + lat_in + lat_out, ag + lat_in + lat_out, a2a + lat_in + lat_out, p2p], 0.0)
+    crosses = a["domain"] < 2  # a point-to-point pair split over two domains
+    p2p = np.where(crosses, S / bw_out, S / bw_in)
+    vol = np.select([kind == ALL_REDUCE, kind == ALL_GATHER, kind == ALL_TO_ALL, kind == P2P], [ar, ag, a2a, p2p],
+                    0.0)
+    p2p_lat = 0.0 if ideal else np.where(crosses, dev.out_lat[hw], C["latency_s"])
+    t = np.where(kind == P2P, p2p_lat + vol * falloff, lat + vol * falloff)
     t = np.where((p <= 1) & (kind != P2P), 0.0, t)
-    return np.where(S > 0, t, 0.0)
+    return np.where(S > 0, np.nan_to_num(t, nan=0.0, posinf=np.inf), 0.0)

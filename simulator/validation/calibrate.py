@@ -1,21 +1,22 @@
-"""Fit a hardware profile's efficiency and overhead parameters to measured kernels.
+"""Fit a hardware profile's kernel-family and collective parameters to measured kernels.
 
-Per op class the roofline model is ``t = L + max(cr + F/(cf*P), mr + B/(mf*BW))``. Rows are split
-between the compute and memory branches, each branch is a weighted least-squares line in its
-ideal time (weights 1/t^2, i.e. relative error, so microsecond kernels count as much as large
-ones), rows are reassigned to whichever branch predicts more, and that repeats until stable. The
-fixed launch overhead ``L`` is the smallest fitted intercept; the rest of each intercept is that
-branch's ramp. Fractions are clamped to (0, 1]. Classes with too few rows keep the profile's
-values, and the overlay says so.
+The model is the default mechanism-level roofline (timing/roofline.py) on the same op records the
+simulator emits; only the parameters of the ``efficiency`` block move. Each family is fitted on its
+own rows (GEMM, 8-bit GEMM, grouped GEMM, prefill attention and decode attention apart, each
+collective kind apart) by coordinate descent in log space on a robust loss (soft-L1 of
+log(predicted / measured)), so microsecond kernels count as much as large ones and a few outliers
+do not drag the fit. Fractions stay in (0, 1], times and sizes non-negative.
 
-The fitted values go to an overlay file; the profile's datasheet figures are never changed. The
-error reported is on held-out rows the fit never saw.
+The error reported is on held-out rows the fit never saw. A family whose held-out error gets worse
+keeps the profile's values (and says so); an overlay that would make the held-out rows worse as a
+whole is refused. The fitted values go to an overlay file; datasheet figures are never changed.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,168 +24,260 @@ import pandas as pd
 import yaml
 
 from ..errors import CalibrationError
-from ..specs.hardware import OP_CLASSES, Efficiency, HardwareSpec, OpClassEfficiency
+from ..ops.kinds import OpTable
+from ..precision import PRECISIONS
+from ..specs.hardware import (
+    COLLECTIVE_FAMILIES,
+    COLLECTIVE_PARAMS,
+    KERNEL_FAMILIES,
+    KERNEL_PARAMS,
+    CollectiveFamily,
+    Efficiency,
+    HardwareSpec,
+    KernelFamily,
+)
+from ..timing.roofline import RooflineModel
 from .measurements import holdout_mask
-from .validate import OP_CLASS, op_table, predict, score
+from .validate import ops_from_measurements, score
 
 MIN_ROWS = 3
+DELTA = 0.1  # soft-L1 scale in log space (~10 %)
+# parameters each family's rows can identify
+# (most identifiable first: a family with few rows fits only the first len(rows) // 3 of them)
+FIT = {
+    "gemm": ("compute_fraction", "memory_fraction", "floor_s", "size_half"),
+    "gemm_fp8": ("compute_fraction", "memory_fraction", "floor_s", "size_half"),
+    "grouped_gemm": ("compute_fraction", "memory_fraction", "floor_s", "size_half"),
+    "attn_prefill": ("compute_fraction", "size_half", "floor_s"),
+    "attn_decode": ("memory_fraction", "floor_s", "block_s"),
+    "elementwise": ("memory_fraction", "floor_s"),
+    "all_reduce": ("latency_s", "latency_per_rank_s", "bandwidth_fraction", "half_bytes"),
+    "all_gather": ("latency_s", "latency_per_rank_s", "bandwidth_fraction", "half_bytes"),
+    "all_to_all": ("latency_s", "latency_per_rank_s", "bandwidth_fraction", "half_bytes"),
+    "p2p": ("latency_s", "bandwidth_fraction", "half_bytes"),
+}
+_FRACTIONS = {"compute_fraction", "memory_fraction", "bandwidth_fraction", "overlap"}
 
 
-def _wls(x: np.ndarray, t: np.ndarray) -> tuple[float, float]:
-    """Weighted least squares of t = a + s*x with weights 1/t^2; returns (a, s) with s >= 1, a >= 0."""
-    w = 1.0 / t ** 2
-    sw, sx, sy = w.sum(), (w * x).sum(), (w * t).sum()
-    sxx, sxy = (w * x * x).sum(), (w * x * t).sum()
-    den = sw * sxx - sx * sx
-    if len(x) < 2 or den <= 0:
-        s = max(float(np.median(t / np.maximum(x, 1e-30))), 1.0) if len(x) else 1.0
-        return 0.0, s
-    s = (sw * sxy - sx * sy) / den
-    a = (sy - s * sx) / sw
-    if s < 1.0:  # faster than the datasheet peak is impossible: pin the slope and refit the intercept
-        s = 1.0
-        a = float(((t - x) * w).sum() / sw)
-    if a < 0.0:
-        a = 0.0
-        s = max(float((w * x * t).sum() / max((w * x * x).sum(), 1e-300)), 1.0)
-    return float(a), float(s)
+def family_of(df: pd.DataFrame) -> np.ndarray:
+    """The parameter family each measurement row calibrates."""
+    eight = df["dtype"].map(lambda d: d in PRECISIONS and PRECISIONS[d].act_bytes < 2.0).to_numpy()
+    op = df["op"].to_numpy()
+    fam = np.select([(op == "gemm") & eight, op == "gemm", op == "moe", op == "memcpy"],
+                    ["gemm_fp8", "gemm", "grouped_gemm", "elementwise"], default=op)
+    return fam
 
 
-def fit_class(xc: np.ndarray, xm: np.ndarray, t: np.ndarray, init: OpClassEfficiency, launch: float,
-              iterations: int = 20) -> tuple[dict, list[str]]:
-    """Fit one class; returns intercepts/slopes per branch and notes about what was kept."""
-    comp = xc / init.compute_fraction + init.compute_ramp_s >= xm / init.memory_fraction + init.memory_ramp_s
-    notes = []
-    ac, sc = launch + init.compute_ramp_s, 1.0 / init.compute_fraction
-    am, sm = launch + init.memory_ramp_s, 1.0 / init.memory_fraction
-    for _ in range(iterations):
-        if comp.sum() >= MIN_ROWS:
-            ac, sc = _wls(xc[comp], t[comp])
-        if (~comp).sum() >= MIN_ROWS:
-            am, sm = _wls(xm[~comp], t[~comp])
-        new = ac + sc * xc >= am + sm * xm
-        if np.array_equal(new, comp):
+def _with_param(eff: Efficiency, family: str, param: str, value: float) -> Efficiency:
+    if family in KERNEL_FAMILIES:
+        kernels = dict(eff.kernels)
+        kernels[family] = replace(kernels[family], **{param: value})
+        return replace(eff, kernels=kernels)
+    colls = dict(eff.collectives)
+    colls[family] = replace(colls[family], **{param: value})
+    return replace(eff, collectives=colls)
+
+
+def _get(eff: Efficiency, family: str, param: str) -> float:
+    fam = eff.kernels.get(family) or eff.collectives[family]
+    return float(getattr(fam, param))
+
+
+def _loss(pred: np.ndarray, meas: np.ndarray) -> float:
+    r = np.log(np.maximum(pred, 1e-15) / meas) / DELTA
+    return float(np.mean(2.0 * (np.sqrt(1.0 + r * r) - 1.0)))
+
+
+class _Problem:
+    """Rows of one family on one or more devices, with their op records built once."""
+
+    def __init__(self, rows: pd.DataFrame, specs: dict[str, HardwareSpec]):
+        self.rows = rows.reset_index(drop=True)
+        self.ops = ops_from_measurements(self.rows, specs)
+        self.meas = self.rows["latency_us"].to_numpy() * 1e-6
+        self.ids = [d.id for d in self.ops.devices]
+
+    def predict(self, effs: dict[str, Efficiency]) -> np.ndarray:
+        devices = tuple(replace(d, efficiency=effs.get(d.id, d.efficiency)) for d in self.ops.devices)
+        ops = OpTable(self.ops.names, self.ops.quadrant, self.ops.kind, self.ops.arrays, self.ops.n, devices)
+        return RooflineModel().evaluate(ops).per_row()[: len(self.rows)]
+
+
+def fit_family(problem: _Problem, effs: dict[str, Efficiency], family: str, rounds: int = 6) -> dict[str, Efficiency]:
+    """Coordinate descent in log space over the family's parameters, shared by the problem's devices."""
+    params = FIT[family][: max(len(problem.rows) // 3, 1)]
+    base = next(iter(effs.values()))
+    current = {p: _get(base, family, p) for p in params}
+
+    def evaluate(values: dict) -> float:
+        trial = dict(effs)
+        for hid in problem.ids:
+            e = trial[hid]
+            for p, v in values.items():
+                e = _with_param(e, family, p, v)
+            trial[hid] = e
+        return _loss(problem.predict(trial), problem.meas)
+
+    best = evaluate(current)
+    for r in range(rounds):
+        improved = False
+        shrink = 0.6 ** r  # the search window narrows round by round around the current best
+        for p in params:
+            x0 = current[p]
+            if p in _FRACTIONS:
+                grid = np.clip(x0 * np.exp(np.linspace(-1.2, 1.2, 25) * shrink), 0.02, 1.0)
+            else:
+                scale = x0 if x0 > 0 else {"size_half": 256.0, "half_bytes": 2.0 ** 20}.get(p, 5e-6)
+                grid = np.concatenate([[0.0], scale * np.exp(np.linspace(-2.5, 2.5, 25) * shrink)])
+            for x in np.unique(grid):
+                trial = dict(current, **{p: float(x)})
+                loss = evaluate(trial)
+                if loss < best - 1e-12:
+                    best, current, improved = loss, trial, True
+        if not improved and shrink < 0.2:
             break
-        comp = new
-    if comp.sum() < MIN_ROWS:
-        notes.append("compute branch kept from the profile (fewer than 3 compute-bound rows)")
-    if (~comp).sum() < MIN_ROWS:
-        notes.append("memory branch kept from the profile (fewer than 3 memory-bound rows)")
-    return {"ac": ac, "sc": sc, "am": am, "sm": sm, "n_compute": int(comp.sum()), "n_memory": int((~comp).sum())}, notes
+    out = dict(effs)
+    for hid in problem.ids:
+        e = out[hid]
+        for p, v in current.items():
+            e = _with_param(e, family, p, v)
+        out[hid] = e
+    return out
+
+
+def _median_ape(pred: np.ndarray, meas: np.ndarray) -> float:
+    return float(np.median(np.abs(pred / meas - 1.0))) if len(meas) else float("nan")
 
 
 def calibrate(df: pd.DataFrame, hw: HardwareSpec, *, test_fraction: float = 0.5, seed: int = 0,
               measurements_file: str = "") -> tuple[HardwareSpec, dict]:
-    """Fit ``hw``'s efficiencies on the training rows of ``df`` (rows of other hardware are ignored).
-    Returns the calibrated spec and a report (fit, held-out error before and after)."""
+    """Fit ``hw``'s efficiency parameters on a train split of its rows; report held-out error."""
     rows = df[df["hardware"] == hw.id].reset_index(drop=True)
     if len(rows) < 2 * MIN_ROWS:
-        where = f"{measurements_file}: " if measurements_file else ""
-        raise CalibrationError(f"{where}only {len(rows)} rows for hardware {hw.id!r}; need at least {2 * MIN_ROWS}")
+        raise CalibrationError(f"{measurements_file or 'measurements'}: {len(rows)} row(s) for {hw.id}; need at "
+                               f"least {2 * MIN_ROWS} to fit and hold out")
     test = holdout_mask(len(rows), test_fraction, seed)
-    train = rows[~test].reset_index(drop=True)
-    ops = op_table(train, {hw.id: hw})
-    F, B, P, BW = (ops[c][:, 0] for c in ("flop", "bytes", "peak", "bw"))
-    xc = np.where(F > 0, F / np.maximum(P, 1e-30), 0.0)
-    xm = np.where(B > 0, B / BW, 0.0)
-    t = train["latency_us"].to_numpy() * 1e-6
-    cls = np.array([OP_CLASS[o] for o in train["op"]])
-    e = hw.efficiency
-    fits, notes = {}, {}
-    for c in OP_CLASSES:
-        m = cls == c
-        if m.sum() < MIN_ROWS:
-            notes[c] = [f"not fitted: {int(m.sum())} training rows"]
+    train, held = rows[~test].reset_index(drop=True), rows[test].reset_index(drop=True)
+    fam_train, fam_held = family_of(train), family_of(held)
+    specs = {hw.id: hw}
+    effs = {hw.id: hw.efficiency}
+    fitted, notes = [], {}
+    for family in KERNEL_FAMILIES + COLLECTIVE_FAMILIES:
+        tr = train[fam_train == family]
+        if len(tr) < MIN_ROWS:
+            if len(tr):
+                notes[family] = [f"kept from the profile ({len(tr)} train row(s) < {MIN_ROWS})"]
             continue
-        fits[c], notes[c] = fit_class(xc[m], xm[m], t[m], e.classes[c], e.launch_overhead_s)
-    if not fits:
-        raise CalibrationError(f"{measurements_file or hw.id}: no op class of {hw.id} has {MIN_ROWS}+ training rows")
-    launch = max(min(min(f["ac"], f["am"]) for f in fits.values()), 0.0)
-    classes = dict(e.classes)
-    for c, f in fits.items():
-        base = e.classes[c]
-        kept_c = any("compute branch kept" in n for n in notes[c])
-        kept_m = any("memory branch kept" in n for n in notes[c])
-        classes[c] = OpClassEfficiency(
-            compute_fraction=base.compute_fraction if kept_c else min(1.0, 1.0 / f["sc"]),
-            compute_ramp_s=base.compute_ramp_s if kept_c else max(f["ac"] - launch, 0.0),
-            memory_fraction=base.memory_fraction if kept_m else min(1.0, 1.0 / f["sm"]),
-            memory_ramp_s=base.memory_ramp_s if kept_m else max(f["am"] - launch, 0.0))
-    coll = e.collective_bandwidth_fraction
-    comm = cls == "comm"
-    if comm.sum() >= MIN_ROWS:  # bandwidth fraction from the slope over the ideal collective time
-        from ..timing.roofline import pure_roofline_s
-
-        ideal = pure_roofline_s(ops)[comm, 0]
-        a, s = _wls(ideal, t[comm])
-        coll = min(1.0, 1.0 / s)
-    sources = {k: f"fit:{measurements_file}" for k in e.sources}
-    fitted = Efficiency(launch, e.memory_reserve_bytes, coll, classes, sources)
-    cal = hw.with_efficiency(fitted)
-    held = rows[test].reset_index(drop=True)
-    before = score(predict(held, {hw.id: hw}))["overall"] if len(held) else None
-    after = score(predict(held, {hw.id: cal}))["overall"] if len(held) else None
-    train_after = score(predict(train, {hw.id: cal}))["overall"]
-    report = {"hardware": hw.id, "rows": int(len(rows)), "train_rows": int((~test).sum()),
-              "test_rows": int(test.sum()), "test_fraction": test_fraction, "seed": seed,
-              "heldout_before": before, "heldout_after": after, "train_after": train_after,
-              "fitted_classes": sorted(fits), "notes": {k: v for k, v in notes.items() if v},
-              "fits": fits}
+        new = fit_family(_Problem(tr, specs), effs, family)
+        te = held[fam_held == family]
+        if len(te):
+            p = _Problem(te, specs)
+            before, after = _median_ape(p.predict(effs), p.meas), _median_ape(p.predict(new), p.meas)
+            if after > before:
+                notes[family] = [f"fit refused: held-out median APE {before:.1%} -> {after:.1%}; profile kept"]
+                continue
+        effs = new
+        fitted.append(family)
+    sources = dict(hw.efficiency.sources)
+    for family in fitted:
+        for p in FIT[family]:
+            sources[f"{family}.{p}"] = f"fit:{measurements_file}"
+    cal = hw.with_efficiency(replace(effs[hw.id], sources=sources))
+    whole = {hw.id: hw}
+    before = score(_predict(held, whole))["overall"] if len(held) else None
+    after = score(_predict(held, {hw.id: cal}))["overall"] if len(held) else None
+    if before and after and after["median_ape"] > before["median_ape"] + 1e-9:
+        raise CalibrationError(f"calibration of {hw.id} would make the held-out rows worse (median APE "
+                               f"{before['median_ape']:.1%} -> {after['median_ape']:.1%}); no overlay written")
+    report = {"hardware": hw.id, "rows": int(len(rows)), "train_rows": int(len(train)), "test_rows": int(len(held)),
+              "test_fraction": test_fraction, "seed": seed, "heldout_before": before, "heldout_after": after,
+              "train_after": score(_predict(train, {hw.id: cal}))["overall"], "fitted_classes": fitted,
+              "notes": notes}
     return cal, report
 
 
-def _q(seconds: float) -> str:
-    return f"{seconds * 1e6:.6g} us"
+def _predict(df: pd.DataFrame, specs: dict[str, HardwareSpec]) -> pd.DataFrame:
+    from .validate import predict
+
+    return predict(df, specs)
+
+
+def leave_one_device_out(df: pd.DataFrame, specs: dict[str, HardwareSpec]) -> list[dict]:
+    """For every device: fit each family's parameters on the *other* devices' rows (shared across them),
+    apply them to this device, and score its rows. Says how well the efficiency curves transfer."""
+    out = []
+    fam_all = family_of(df)
+    for hid in sorted(specs):
+        mine = df["hardware"] == hid
+        others = df[~mine]
+        if others.empty or not mine.any():
+            continue
+        effs = {h: s.efficiency for h, s in specs.items()}
+        fam_o = fam_all[~mine.to_numpy()]
+        for family in KERNEL_FAMILIES + COLLECTIVE_FAMILIES:
+            tr = others[fam_o == family]
+            if len(tr) < MIN_ROWS or family not in set(fam_all[mine.to_numpy()]):
+                continue
+            sub = {h: specs[h] for h in set(tr["hardware"])}
+            shared = fit_family(_Problem(tr, sub), {h: effs[h] for h in sub}, family)
+            donor = next(iter(shared.values()))
+            for p in FIT[family]:
+                effs[hid] = _with_param(effs[hid], family, p, _get(donor, family, p))
+        rows = df[mine].reset_index(drop=True)
+        pred = _predict(rows, {hid: specs[hid].with_efficiency(effs[hid])})
+        out.append({"hardware": hid, **score(pred)["overall"]})
+    return out
+
+
+def _val(v: float, param: str, source: str) -> dict:
+    if param.endswith("_s"):
+        return {"value": f"{v * 1e6:.6g} us", "source": source}
+    if param == "half_bytes":
+        return {"value": f"{v:.6g} B", "source": source}
+    return {"value": round(float(v), 6), "source": source}
 
 
 def overlay_yaml(cal: HardwareSpec, base: HardwareSpec, report: dict, measurements: str | Path) -> str:
     """The overlay file: efficiency block (profile format) + provenance, kept apart from the datasheet."""
     path = Path(measurements)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else ""
-    fit_src = "FIT"
-    keep_src = "PROFILE"
-    e, b = cal.efficiency, base.efficiency
+    e = cal.efficiency
     fitted = set(report["fitted_classes"])
-
-    def val(v, dim, fitted_here):
-        return {"value": _q(v) if dim == "s" else round(float(v), 6), "source": fit_src if fitted_here else keep_src}
-
-    per_op = {}
-    for c in OP_CLASSES:
-        ce, kept = e.classes[c], c not in fitted
-        per_op[c] = {"compute_fraction": val(ce.compute_fraction, "f", not kept),
-                     "compute_ramp": val(ce.compute_ramp_s, "s", not kept),
-                     "memory_fraction": val(ce.memory_fraction, "f", not kept),
-                     "memory_ramp": val(ce.memory_ramp_s, "s", not kept)}
-    d0 = b.classes["gemm"]
+    key = {f: k for k, (f, _) in KERNEL_PARAMS.items()}
+    ckey = {f: k for k, (f, _) in COLLECTIVE_PARAMS.items()}
+    src = lambda fam: "FIT" if fam in fitted else "PROFILE"  # noqa: E731
+    kernels = {"default": {key[f.name]: _val(getattr(e.kernels["gemm"], f.name), f.name, "PROFILE")
+                           for f in fields(KernelFamily)}}
+    for fam in KERNEL_FAMILIES:
+        kernels[fam] = {key[f.name]: _val(getattr(e.kernels[fam], f.name), f.name, src(fam))
+                        for f in fields(KernelFamily)}
+    colls = {"default": {ckey[f.name]: _val(getattr(e.collectives["all_reduce"], f.name), f.name, "PROFILE")
+                         for f in fields(CollectiveFamily)}}
+    for fam in COLLECTIVE_FAMILIES:
+        colls[fam] = {ckey[f.name]: _val(getattr(e.collectives[fam], f.name), f.name, src(fam))
+                      for f in fields(CollectiveFamily)}
     doc = {
         "schema_version": 1, "kind": "calibration", "hardware": base.id,
         "provenance": {
             "measurements": str(measurements), "sha256_16": digest,
             "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "method": "per-class weighted least squares on relative error (simulator/calibrate.py)",
+            "method": "per-family robust (soft-L1, log space) coordinate descent (simulator/validation/calibrate.py)",
             "train_rows": report["train_rows"], "test_rows": report["test_rows"],
             "split": {"test_fraction": report["test_fraction"], "seed": report["seed"]},
             "heldout_error_before": report["heldout_before"], "heldout_error_after": report["heldout_after"],
             "train_error_after": report["train_after"], "notes": report["notes"],
         },
-        "sources": {fit_src: f"fitted by quadrant calibrate to {measurements} (sha256 {digest})",
-                    keep_src: f"kept from hardware/{base.id}.yaml (see its sources)"},
+        "sources": {"FIT": f"fitted by quadrant calibrate to {measurements} (sha256 {digest})",
+                    "PROFILE": f"kept from hardware/{base.id}.yaml (see its sources)"},
         "efficiency": {
-            "launch_overhead": val(e.launch_overhead_s, "s", True),
-            "memory_reserve": {"value": f"{b.memory_reserve_bytes / 2**30:.6g} GiB", "source": keep_src},
-            "collective_bandwidth_fraction": val(e.collective_bandwidth_fraction, "f",
-                                                 e.collective_bandwidth_fraction != b.collective_bandwidth_fraction),
-            "default": {"compute_fraction": val(d0.compute_fraction, "f", False),
-                        "compute_ramp": val(d0.compute_ramp_s, "s", False),
-                        "memory_fraction": val(d0.memory_fraction, "f", False),
-                        "memory_ramp": val(d0.memory_ramp_s, "s", False)},
-            "per_op": per_op,
+            "memory_reserve": {"value": f"{e.memory_reserve_bytes / 2**30:.6g} GiB", "source": "PROFILE"},
+            "sustained_clock_fraction": {"value": e.sustained_clock_fraction, "source": "PROFILE"},
+            "kernels": kernels, "collectives": colls,
         },
     }
     return ("# Calibration overlay written by `quadrant calibrate`. It replaces only the efficiency block of\n"
-            f"# hardware/{base.id}.yaml; datasheet figures stay as they are. Use with --calibration.\n"
-            + yaml.safe_dump(doc, sort_keys=False, width=110))
+            f"# hardware/{base.id}.yaml; datasheet figures stay as they are. Use with --timing calibrated:PATH\n"
+            "# (or --calibration PATH).\n" + yaml.safe_dump(doc, sort_keys=False, width=110))
 
 
 def heldout_rows(df: pd.DataFrame, hw_id: str, test_fraction: float, seed: int) -> pd.DataFrame:
@@ -192,4 +285,4 @@ def heldout_rows(df: pd.DataFrame, hw_id: str, test_fraction: float, seed: int) 
     return rows[holdout_mask(len(rows), test_fraction, seed)].reset_index(drop=True)
 
 
-__all__ = ["calibrate", "heldout_rows", "overlay_yaml"]
+__all__ = ["calibrate", "family_of", "heldout_rows", "leave_one_device_out", "overlay_yaml"]

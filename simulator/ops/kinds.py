@@ -1,0 +1,202 @@
+"""Op records: the kinds of kernel the simulator emits, the shape columns each kind carries, and
+the one place where FLOP and bytes are derived from a shape.
+
+An op table is a struct of arrays: ``n_ops`` rows (one per kernel of one layer on one device) x
+``n`` configurations (so thousands of plans are costed in one pass). Every row has one kind; its
+shape columns say what the kernel works on; ``hw`` indexes the device it runs on in the table's
+``devices`` tuple and ``dtype`` indexes ``DTYPES`` (the tensor-core rate that applies). Columns a
+kind does not use are zero.
+
+Shape columns per kind (all per device):
+
+==============  ===========================================================================
+gemm            ``m`` tokens x ``k`` in -> ``n`` out; ``w_bytes``/``a_bytes``/``o_bytes`` per
+                weight / input / output element
+grouped_gemm    routed experts: ``m`` token-expert pairs spread over ``groups`` experts (mean
+                ``m / groups`` each, busiest rank ``imbalance`` x the mean), each ``k`` -> ``n``
+attn_prefill    ``batch`` sequences of ``q_len`` new tokens attending to ``kv_len`` keys
+                (cached + new), ``heads`` query heads over ``kv_heads`` KV heads, ``d_qk`` /
+                ``d_v`` head dims, ``kv_token_bytes`` cached bytes per token, ``causal`` 0/1
+attn_decode     as prefill with ``q_len`` 1 (or k+1 when verifying k draft tokens)
+elementwise     ``m`` tokens x ``n`` elements, ``a_bytes`` read and ``o_bytes`` written per
+                element, ``k`` FLOP per element (norms, RoPE, quantisation, sampling, copies)
+all_reduce      ``msg_bytes`` per rank over ``ranks`` ranks, ``domain`` of them per scale-up domain
+all_gather      ``msg_bytes`` = the gathered output per rank
+all_to_all      ``m`` tokens per rank of ``n`` elements x ``a_bytes``, each to ``fanout``
+                destinations (top-k) over ``ranks`` ranks; ``msg_bytes`` is derived here
+p2p             ``msg_bytes`` one device sends to another (``domain`` 1 = across domains)
+==============  ===========================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KINDS = ("gemm", "grouped_gemm", "attn_prefill", "attn_decode", "elementwise",
+         "all_reduce", "all_gather", "all_to_all", "p2p")
+GEMM, GROUPED_GEMM, ATTN_PREFILL, ATTN_DECODE, ELEMENTWISE, ALL_REDUCE, ALL_GATHER, ALL_TO_ALL, P2P = range(9)
+COMPUTE_KINDS = (GEMM, GROUPED_GEMM, ATTN_PREFILL, ATTN_DECODE, ELEMENTWISE)
+COLLECTIVE_KINDS = (ALL_REDUCE, ALL_GATHER, ALL_TO_ALL, P2P)
+
+# tensor-core rates a compute op can ask for (index = the ``dtype`` column)
+DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4")
+DTYPE_INDEX = {d: i for i, d in enumerate(DTYPES)}
+
+SHAPE_COLUMNS = ("count", "m", "n", "k", "groups", "imbalance", "w_bytes", "a_bytes", "o_bytes",
+                 "batch", "q_len", "kv_len", "heads", "kv_heads", "d_qk", "d_v", "kv_token_bytes", "causal",
+                 "msg_bytes", "ranks", "domain", "fanout")
+_DEFAULTS = {"count": 1.0, "imbalance": 1.0, "ranks": 1.0, "domain": 1.0, "fanout": 1.0}
+
+
+def is_collective(kind) -> np.ndarray:
+    return np.asarray(kind) >= ALL_REDUCE
+
+
+@dataclass
+class OpTableBuilder:
+    """Collects op rows; each value may be a scalar or a length-``n`` array (broadcast)."""
+
+    n: int = 1
+    devices: tuple = ()
+    names: list[str] = field(default_factory=list)
+    quadrant: list[str] = field(default_factory=list)
+    kinds: list[int] = field(default_factory=list)
+    cols: dict[str, list] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for c in SHAPE_COLUMNS + ("hw", "dtype", "row"):
+            self.cols.setdefault(c, [])
+
+    def device(self, hw) -> int:
+        """Index of ``hw`` in this table's devices (added on first use)."""
+        for i, d in enumerate(self.devices):
+            if d is hw:
+                return i
+        self.devices = self.devices + (hw,)
+        return len(self.devices) - 1
+
+    def add(self, name: str, quadrant: str, kind: int, *, hw=0, dtype: str | int | np.ndarray = "bf16",
+            row=0, **shape) -> None:
+        unknown = set(shape) - set(SHAPE_COLUMNS)
+        if unknown:
+            raise TypeError(f"unknown shape column(s) {sorted(unknown)} for op {name}")
+        self.names.append(name)
+        self.quadrant.append(quadrant)
+        self.kinds.append(kind)
+        for c in SHAPE_COLUMNS:
+            self.cols[c].append(shape.get(c, _DEFAULTS.get(c, 0.0)))
+        self.cols["hw"].append(hw)
+        self.cols["dtype"].append(DTYPE_INDEX[dtype] if isinstance(dtype, str) else dtype)
+        self.cols["row"].append(row)
+
+    def finish(self) -> OpTable:
+        arrays = {}
+        n_ops = len(self.names)
+        for c, values in self.cols.items():
+            integer = c in ("hw", "dtype", "row")
+            arr = np.empty((n_ops, self.n), dtype=np.int64 if integer else float)
+            for i, v in enumerate(values):
+                arr[i] = v  # broadcasts scalars and length-n arrays
+            arrays[c] = arr
+        return OpTable(tuple(self.names), tuple(self.quadrant), np.asarray(self.kinds, dtype=np.int64), arrays,
+                       self.n, tuple(self.devices))
+
+
+@dataclass(frozen=True)
+class OpTable:
+    """Frozen op records: ``names``/``quadrant``/``kind`` per row; shape arrays [n_ops, n]."""
+
+    names: tuple[str, ...]
+    quadrant: tuple[str, ...]
+    kind: np.ndarray  # [n_ops] int
+    arrays: dict[str, np.ndarray]
+    n: int
+    devices: tuple = ()  # HardwareSpec per ``hw`` index
+
+    def __getitem__(self, col: str) -> np.ndarray:
+        if col == "flop":
+            return self.flop_bytes()[0]
+        if col == "bytes":
+            return self.flop_bytes()[1]
+        return self.arrays[col]
+
+    @property
+    def n_ops(self) -> int:
+        return len(self.names)
+
+    def mask(self, quadrant: str) -> np.ndarray:
+        return np.array([q == quadrant for q in self.quadrant], dtype=bool)
+
+    def named(self, *names: str) -> np.ndarray:
+        return np.array([n in names for n in self.names], dtype=bool)
+
+    def flop_bytes(self) -> tuple[np.ndarray, np.ndarray]:
+        cached = self.__dict__.get("_fb")
+        if cached is None:
+            cached = derive_flop_bytes(self.kind, self.arrays)
+            object.__setattr__(self, "_fb", cached)
+        return cached
+
+    def select(self, rows: np.ndarray) -> OpTable:
+        """The sub-table of the selected rows (a boolean mask or indices)."""
+        idx = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
+        return OpTable(tuple(self.names[i] for i in idx), tuple(self.quadrant[i] for i in idx), self.kind[idx],
+                       {c: v[idx] for c, v in self.arrays.items()}, self.n, self.devices)
+
+
+def attention_pairs(kind, a: dict) -> np.ndarray:
+    """(query, key) pairs an attention op scores: causal prefill sees its cached prefix and the
+    lower triangle of its own chunk; decode and non-causal prefill see every key."""
+    b, q, kv = a["batch"], a["q_len"], a["kv_len"]
+    prior = np.maximum(kv - q, 0.0)
+    causal_pairs = b * q * (prior + (q + 1.0) / 2.0)
+    full_pairs = b * q * kv
+    return np.where((np.asarray(kind)[:, None] == ATTN_PREFILL) & (a["causal"] > 0), causal_pairs, full_pairs)
+
+
+def alltoall_wire_bytes(a: dict) -> np.ndarray:
+    """Bytes one rank sends in an all-to-all dispatch (or receives in the combine) when each of its
+    ``m`` tokens goes to ``fanout`` of ``ranks`` ranks chosen at random: a token is sent once per
+    distinct remote rank it needs (per-rank de-duplication), ``ranks * (1 - (1 - 1/ranks)^fanout)``
+    expected destinations, of which ``(ranks - 1) / ranks`` are remote."""
+    p = np.maximum(a["ranks"], 1.0)
+    k = np.maximum(a["fanout"], 1.0)
+    distinct = p * (1.0 - np.power(1.0 - 1.0 / p, k))
+    remote = distinct * (p - 1.0) / p
+    return a["m"] * a["n"] * a["a_bytes"] * remote
+
+
+def derive_flop_bytes(kind: np.ndarray, a: dict) -> tuple[np.ndarray, np.ndarray]:
+    """FLOP and HBM bytes of every op, per configuration: the only place they are derived.
+
+    Collectives have no FLOP and no HBM bytes here; their wire bytes are ``wire_bytes``."""
+    k = np.asarray(kind)[:, None]
+    m, n, kk = a["m"], a["n"], a["k"]
+    wb, ab, ob = a["w_bytes"], a["a_bytes"], a["o_bytes"]
+    flop = np.zeros_like(m)
+    nbytes = np.zeros_like(m)
+    # dense GEMM: read activations and weights once, write the output
+    flop = np.where(k == GEMM, 2.0 * m * n * kk, flop)
+    nbytes = np.where(k == GEMM, m * kk * ab + kk * n * wb + m * n * ob, nbytes)
+    # grouped GEMM: every active expert's weights, every routed token-expert pair's rows
+    flop = np.where(k == GROUPED_GEMM, 2.0 * m * n * kk, flop)
+    nbytes = np.where(k == GROUPED_GEMM, a["groups"] * kk * n * wb + m * (kk * ab + n * ob), nbytes)
+    # attention: QK^T and PV over the scored pairs; read the KV cache, read Q and write O
+    att = (k == ATTN_PREFILL) | (k == ATTN_DECODE)
+    pairs = attention_pairs(kind, a)
+    flop = np.where(att, 2.0 * pairs * a["heads"] * (a["d_qk"] + a["d_v"]), flop)
+    qo = a["batch"] * a["q_len"] * a["heads"] * (a["d_qk"] + a["d_v"]) * ab
+    nbytes = np.where(att, a["batch"] * a["kv_len"] * a["kv_token_bytes"] + qo, nbytes)
+    # elementwise: k FLOP per element, read a_bytes and write o_bytes per element
+    flop = np.where(k == ELEMENTWISE, m * n * kk, flop)
+    nbytes = np.where(k == ELEMENTWISE, m * n * (ab + ob), nbytes)
+    return flop, nbytes
+
+
+def wire_bytes(kind: np.ndarray, a: dict) -> np.ndarray:
+    """Bytes a collective moves per rank (the message for all-reduce/all-gather/p2p; the de-duplicated
+    remote traffic for all-to-all)."""
+    k = np.asarray(kind)[:, None]
+    return np.where(k == ALL_TO_ALL, alltoall_wire_bytes(a), np.where(k >= ALL_REDUCE, a["msg_bytes"], 0.0))
