@@ -4,6 +4,7 @@ Functions here return data; the CLI renders it."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from .analysis.whatif import WhatIfResult, whatif
@@ -91,12 +92,36 @@ def import_model(config: Path, model_id: str, source: str) -> str:
     return header + yaml.safe_dump(doc, sort_keys=False, width=110)
 
 
+def _override_plan(plan, opts: dict):
+    """``whatif --deployment`` with --chunk / --precision / --attn-precision / --ffn-precision: the flags win."""
+    from .plan import validate_phase
+
+    def phase(ph, is_prefill):
+        att, ffn = ph.attention, ph.ffn
+        a_prec = opts.get("attn_precision") or opts.get("precision")
+        f_prec = opts.get("ffn_precision") or opts.get("precision")
+        if a_prec:
+            att = replace(att, precision=a_prec)
+        if f_prec:
+            ffn = replace(ffn, precision=f_prec)
+        ph = replace(ph, attention=att, ffn=ffn)
+        if is_prefill and opts.get("chunk"):
+            ph = replace(ph, chunk_tokens=int(opts["chunk"]))
+        validate_phase(ph, plan.model, plan.kv_precision)
+        return ph
+
+    pre = phase(plan.prefill, True)
+    dec = pre if plan.colocated else phase(plan.decode, False)
+    return replace(plan, prefill=pre, decode=dec)
+
+
 def run_whatif(opts: dict) -> WhatIfResult:
     if opts.get("deployment"):
         from .specs.catalog import resolve_workload
         from .specs.deployment import read_deployment
 
         plan = read_deployment(resolve_workload(str(opts["deployment"]), "deployments", "deployment")).serving_plan()
+        plan = _override_plan(plan, opts)
     else:
         if not opts.get("model"):
             raise SimulatorError("--model is required (or pass --deployment FILE)")

@@ -88,6 +88,8 @@ class ServingPlan:
     kv_scale_tokens: int = 128
     colocated: bool = True  # prefill and decode share one pool (else PD-disaggregated)
     speculative: SpeculativeSpec | None = None
+    prefill_replicas: int = 1  # model replicas of the prefill pool (the decode pool's when colocated)
+    decode_replicas: int = 1
 
     @property
     def devices(self) -> int:

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InfeasibleError
 from ..ops.build import StepShape, build_ops
 from ..ops.kinds import OpTable, is_collective
 from ..plan import PhasePlan, ServingPlan
 from ..timing.base import BOUNDS, OpTimes, TimingModel
-from ..timing.memory import MemoryFit, memory_fit
+from ..timing.memory import MemoryFit, kv_bytes_per_token_model, memory_fit
 from ..timing.roofline import RooflineModel
 
 QUADRANTS = ("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn")
@@ -59,9 +60,10 @@ def time_phase(model, plan: PhasePlan, shape: StepShape, phase: str, timing: Tim
         t_f = per_layer(f_mask & ~xfer_f)
         t_x = np.maximum(per_layer(xfer_a), per_layer(xfer_f))
         mb = plan.micro_batches
-        cycle = mb * np.maximum(np.maximum(t_a, t_f), t_x)
-        # one micro-batch fills the pipeline once; then each layer costs a full ping-pong cycle
-        af = model.num_layers * cycle + (t_a + t_f + 2 * t_x) + head_s
+        # per layer, the ping-pong pipeline is limited by its busiest resource (attention pool, FFN pool or
+        # the link, each serving mb micro-batches) or by one micro-batch's round trip, whichever is longer
+        per_layer = np.maximum(mb * np.maximum(np.maximum(t_a, t_f), t_x), t_a + t_f + 2 * t_x)
+        af = model.num_layers * per_layer + head_s
         forward = af
     return PhaseTiming(ops, times, plan, layer_stage, head_s, p2p_one, forward, af)
 
@@ -85,6 +87,8 @@ class WhatIfResult:
     prefill: PhaseTiming = field(repr=False)
     decode: PhaseTiming = field(repr=False)
     notes: list[str] = field(default_factory=list)
+    decode_tokens_per_s_per_device: float = 0.0  # what the decode devices alone sustain (all plans)
+    kv_transfer_s: float = 0.0  # P/D: KV shipping time left after the prefill (in TTFT)
 
     @property
     def fits(self) -> bool:
@@ -111,6 +115,8 @@ class WhatIfResult:
             "ttft_s": self.ttft_s, "tpot_s": self.tpot_s,
             "output_tokens_per_s": self.output_tokens_per_s,
             "output_tokens_per_s_per_device": self.output_tokens_per_s_per_device,
+            "decode_tokens_per_s_per_device": self.decode_tokens_per_s_per_device,
+            "kv_transfer_s": self.kv_transfer_s,
             "cost_usd_per_mtok": _clean(self.cost_usd_per_mtok),
             "fits": self.fits,
             "memory": [{"role": m.role, "hardware": m.hardware, "weights_bytes": m.weights_bytes,
@@ -142,7 +148,8 @@ def quadrant_table(pt: PhaseTiming, phase: str, scale: float = 1.0) -> list[dict
         m = ops.mask(q)
         if not m.any():
             continue
-        mult = scale * (pp if part != "other" else 1.0)
+        # per device: a decode step runs pp micro-batches through each stage; a prompt passes each stage once
+        mult = scale * (pp if part != "other" and phase == "decode" else 1.0)
         overlap = {"attention": pt.plan.attention.overlap_comm, "ffn": pt.plan.ffn.overlap_comm}.get(part, False)
         time_s = float(t.total_s(m, overlap)[0]) * mult
         cnt = ops["count"][m, 0]
@@ -196,13 +203,18 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
     chunk = pre.chunk_tokens if 0 < pre.chunk_tokens < isl else isl
     n_chunks = math.ceil(isl / chunk)
     avg_ctx = (n_chunks - 1) / 2 * chunk
-    p_shape = StepShape(prefill_seqs=prefill_batch, prefill_len=chunk, prefill_ctx=avg_ctx)
+    ctx_max = getattr(model, "context_tokens", 0)
+    if ctx_max and isl + osl > ctx_max:
+        raise InfeasibleError(f"isl + osl = {isl + osl} tokens exceed {model.id}'s context window of {ctx_max}")
+    # every attention-DP rank prefills its own prompts at once: the step holds prefill_batch per rank
+    dp_pre = pre.attention.dp if not pre.af_disaggregated else 1
+    p_shape = StepShape(prefill_seqs=prefill_batch * dp_pre, prefill_len=chunk, prefill_ctx=avg_ctx)
     pt = time_phase(model, pre, p_shape, "prefill", timing, **kw)
     stage_and_hop = pt.layer_stage_s[0] + (pt.p2p_s[0] if pre.pp > 1 else 0.0)
     ttft = (n_chunks + pre.pp - 1) * stage_and_hop + pt.head_s[0] if not pre.af_disaggregated \
         else n_chunks * pt.forward_s[0]
     prefill_busy_per_req = ((n_chunks * stage_and_hop + pt.head_s[0]) if not pre.af_disaggregated
-                            else n_chunks * pt.forward_s[0]) / prefill_batch
+                            else n_chunks * pt.forward_s[0]) / (prefill_batch * dp_pre)
     if pre.pp > 1 and n_chunks < pre.pp:
         notes.append(f"prefill has {n_chunks} chunk(s) for {pre.pp} pipeline stages: the pipeline bubble is "
                      f"{(pre.pp - 1) / (n_chunks + pre.pp - 1):.0%} of TTFT; use a smaller --chunk")
@@ -228,20 +240,37 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
         tokens_per_step = spec.expected_tokens_per_step
     tpot = step / tokens_per_step
 
+    # ---- P/D: the KV cache goes from the prefill pool to the decode pool ---------------------
+    kv_transfer = 0.0
+    if not plan.colocated:
+        kv_bytes = isl * kv_bytes_per_token_model(model, plan.kv_precision, plan.kv_scale_tokens)
+        link = min(pre.attention.hardware.scale_out.bandwidth_bytes_per_s,
+                   dec.attention.hardware.scale_out.bandwidth_bytes_per_s)
+        senders = pre.attention.devices_per_stage * pre.pp  # every prefill device ships its share
+        whole = kv_bytes / (link * senders) + pre.attention.hardware.scale_out.latency_s
+        # streamed layer by layer while the prompt is prefilled: what is left after the last layer shows
+        kv_transfer = max(whole - ttft, 0.0) + whole / model.num_layers
+        ttft += kv_transfer
+        notes.append(f"P/D KV transfer: {kv_bytes / 1e6:.1f} MB per request over the scale-out link, "
+                     f"{kv_transfer * 1e3:.2f} ms of it after the prefill (streamed per layer)")
+
     # ---- throughput and cost ------------------------------------------------------------------
+    r_pre, r_dec = plan.prefill_replicas, plan.decode_replicas
     if plan.colocated:
         cycle = osl * tpot + batch * prefill_busy_per_req
-        out_tps = batch * osl / cycle
-        devices = plan.devices
+        out_tps = batch * osl / cycle * r_dec
+        devices = plan.devices * r_dec
         price = plan.decode.attention.hardware.price_usd_per_s * devices
+        decode_devices = devices
     else:
-        decode_tps = batch / tpot
-        prefill_rps = 1.0 / prefill_busy_per_req
+        decode_tps = batch / tpot * r_dec
+        prefill_rps = r_pre / prefill_busy_per_req
         out_tps = min(decode_tps, prefill_rps * osl)
         if prefill_rps * osl < decode_tps:
             notes.append(f"prefill pool limits throughput ({prefill_rps:.2f} req/s); add prefill devices")
-        devices = plan.devices
-        price = (_pool_price(plan.prefill) + _pool_price(plan.decode))
+        devices = plan.prefill.devices * r_pre + plan.decode.devices * r_dec
+        price = _pool_price(plan.prefill) * r_pre + _pool_price(plan.decode) * r_dec
+        decode_devices = plan.decode.devices * r_dec
     cost = price / out_tps * 1e6 if out_tps > 0 else float("inf")
     if not math.isfinite(price):
         notes.append("no rental price in a hardware profile: cost is n/a (pass --price USD/h)")
@@ -258,8 +287,11 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
     if dec.af_disaggregated:
         notes.append(f"decode attention and FFN on separate pools with {dec.micro_batches} micro-batches: "
                      "quadrant times are each pool's busy time per step; TPOT follows the ping-pong pipeline")
+    dec_tps = batch / tpot * r_dec if not plan.colocated else out_tps
     return WhatIfResult(model.id, plan, batch, isl, osl, prefill_batch, q, float(ttft), float(tpot),
-                        float(out_tps), float(out_tps / devices), int(devices), mem, float(cost), pt, dt, notes)
+                        float(out_tps), float(out_tps / devices), int(devices), mem, float(cost), pt, dt, notes,
+                        decode_tokens_per_s_per_device=float(dec_tps / decode_devices),
+                        kv_transfer_s=float(kv_transfer))
 
 
 def _pool_price(p: PhasePlan) -> float:

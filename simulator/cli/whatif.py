@@ -20,7 +20,8 @@ def whatif(
     ep: int = typer.Option(1, "--ep", help="Expert parallel size for MoE FFN."),
     dp: int = typer.Option(None, "--dp", help="Attention data-parallel size."),
     expert_tp: int = typer.Option(None, "--expert-tp", help="TP inside each expert group (default devices/ep)."),
-    precision: str = typer.Option("bf16", "--precision", help=f"Weights/activations, all quadrants: {PRECISION_HELP}."),
+    precision: str = typer.Option(None, "--precision", help=f"Weights/activations, all quadrants: {PRECISION_HELP} "
+                                  "(default bf16; with --deployment it overrides the file)."),
     attn_precision: str = typer.Option(None, "--attn-precision", help="Override for the attention quadrants."),
     ffn_precision: str = typer.Option(None, "--ffn-precision", help="Override for the FFN quadrants (e.g. w4a8)."),
     kv_precision: str = typer.Option("bf16", "--kv-precision", help="KV cache: bf16 | fp8 | int8."),

@@ -79,7 +79,8 @@ class Deployment:
         """The analytic view (first pool of each phase) used by ``quadrant whatif --deployment``."""
         pre, dec = self.pools_serving("prefill")[0], self.pools_serving("decode")[0]
         return ServingPlan(self.model, pre.plan, dec.plan, self.kv_precision, self.kv_scale_tokens,
-                           colocated=pre is dec, speculative=dec.speculative)
+                           colocated=pre is dec, speculative=dec.speculative,
+                           prefill_replicas=pre.replicas, decode_replicas=dec.replicas)
 
 
 def _price_override(hw: HardwareSpec, node: Reader) -> HardwareSpec:

@@ -59,7 +59,8 @@ def ops_from_measurements(df: pd.DataFrame, specs: dict[str, HardwareSpec]) -> O
     """The op records of every measured row (``row`` column = the row's position in ``df``).
 
     Optional extra columns (compatible with the contract): ``causal`` (0/1, attention; default 1
-    for prefill), ``quant`` (0 = the 8-bit GEMM row excludes the activation-quantisation kernel)."""
+    for prefill), ``quant`` (0 = the row times the GEMM kernel(s) alone: no activation-quantisation
+    kernel in front of an 8-bit GEMM, no token permute/unpermute around an MoE's grouped GEMMs)."""
     b = OpTableBuilder(n=1)
     for i, r in enumerate(df.to_dict("records")):
         op, hw = r["op"], specs[r["hardware"]]
@@ -94,7 +95,9 @@ def ops_from_measurements(df: pd.DataFrame, specs: dict[str, HardwareSpec]) -> O
             pairs = g["tokens"] * g["top_k"]
             groups = min(g["num_experts"], pairs)  # the contract's routing is balanced
             H, inter = g["hidden"], g["intermediate"]
-            b.add("moe_permute", "measured", ELEMENTWISE, hw=h, row=i, m=pairs, n=H, a_bytes=ACT16, o_bytes=ab)
+            kernel_only = _flag(r, "quant", 1.0) <= 0  # the row times the grouped GEMMs alone
+            if not kernel_only:
+                b.add("moe_permute", "measured", ELEMENTWISE, hw=h, row=i, m=pairs, n=H, a_bytes=ACT16, o_bytes=ab)
             b.add("experts_gate_up", "measured", GROUPED_GEMM, hw=h, dtype=cdt, row=i, m=pairs, groups=groups,
                   n=2 * inter, k=H, w_bytes=wb, a_bytes=ab, o_bytes=ACT16)
             if quant:
@@ -102,8 +105,9 @@ def ops_from_measurements(df: pd.DataFrame, specs: dict[str, HardwareSpec]) -> O
                       a_bytes=ACT16, o_bytes=ab)
             b.add("experts_down", "measured", GROUPED_GEMM, hw=h, dtype=cdt, row=i, m=pairs, groups=groups, n=H,
                   k=inter, w_bytes=wb, a_bytes=ab, o_bytes=ACT16)
-            b.add("moe_unpermute", "measured", ELEMENTWISE, hw=h, row=i, m=pairs, n=H, a_bytes=ACT16,
-                  o_bytes=ACT16 / max(g["top_k"], 1.0))
+            if not kernel_only:
+                b.add("moe_unpermute", "measured", ELEMENTWISE, hw=h, row=i, m=pairs, n=H, a_bytes=ACT16,
+                      o_bytes=ACT16 / max(g["top_k"], 1.0))
         elif op == "memcpy":
             b.add("memcpy", "measured", ELEMENTWISE, hw=h, row=i, m=g["bytes"], n=1.0, a_bytes=1.0, o_bytes=1.0)
         elif op in _COLL:
