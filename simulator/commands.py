@@ -250,10 +250,13 @@ def write_simulation(res, out: Path, *, plots: bool, parquet: bool, slo=None) ->
     return paths
 
 
-def run_validate(measurements: Path, hardware: str | None, calibrations: list[Path], heldout: bool):
+def run_validate(measurements: Path, hardware: str | None, calibrations: list[Path], heldout: bool,
+                 timing: str | None = None, lodo: bool = True):
+    """Predict every measured row; score per device x op kind; with several devices, also leave one
+    device out (fit the kernel families on the others, predict it)."""
     import pandas as pd
 
-    from .timing.calibrated import apply_calibration, read_overlay
+    from .timing.calibrated import apply_calibration, read_overlay, resolve_timing
     from .validation.measurements import read_measurements
     from .validation.validate import load_specs, predict, score
 
@@ -264,6 +267,9 @@ def run_validate(measurements: Path, hardware: str | None, calibrations: list[Pa
             raise SimulatorError(f"{measurements}: no rows for hardware {hardware!r}")
     overrides = {}
     for cal in calibrations:
+        if str(cal).lower().endswith(".csv"):
+            timing = f"measured:{cal}"
+            continue
         hw_id, prov, _ = read_overlay(cal)
         overrides[hw_id] = apply_calibration(load_hardware(hw_id), cal)
         if heldout:
@@ -273,10 +279,18 @@ def run_validate(measurements: Path, hardware: str | None, calibrations: list[Pa
             rest = df[df["hardware"] != hw_id]
             df = pd.concat([rest, heldout_rows(df, hw_id, float(split.get("test_fraction", 0.5)),
                                                int(split.get("seed", 0)))], ignore_index=True)
-    if heldout and not calibrations:
-        raise SimulatorError("--heldout needs --calibration (the split is the calibration's)")
-    pred = predict(df, load_specs(df, overrides=overrides))
-    return pred, score(pred)
+    if heldout and not overrides:
+        raise SimulatorError("--heldout needs --calibration OVERLAY.yaml (the split is the calibration's)")
+    model = resolve_timing(timing)
+    specs = load_specs(df, overrides=overrides)
+    pred = predict(df, specs, model)
+    result = score(pred)
+    result["timing_model"] = model.name
+    if lodo and len(specs) > 1 and not overrides:
+        from .validation.calibrate import leave_one_device_out
+
+        result["leave_one_device_out"] = leave_one_device_out(df, specs)
+    return pred, result
 
 
 def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: float, seed: int) -> dict:

@@ -16,16 +16,22 @@ def validate(
     hardware: str = typer.Option(None, "--hardware", help="Only rows of this profile id."),
     calibration: list[Path] = typer.Option(None, "--calibration", help="Calibration overlay(s) to apply."),
     heldout: bool = typer.Option(False, "--heldout", help="Only the rows the calibration held out (same split)."),
-    json_out: bool = typer.Option(False, "--json", help="Print {overall, groups} as JSON."),
+    timing: str = typer.Option(None, "--timing", help="Timing model to score: roofline (default), "
+                               "calibrated:OVERLAY.yaml or measured:KERNELS.csv."),
+    lodo: bool = typer.Option(True, "--lodo/--no-lodo", help="With rows of several devices, also fit the kernel "
+                              "families on all devices but one and score that one (leave-one-device-out)."),
+    json_out: bool = typer.Option(False, "--json", help="Print {overall, groups, leave_one_device_out} as JSON."),
     out: Path = typer.Option(None, "--out", help="Write every row with its prediction to this CSV."),
     plot: Path = typer.Option(None, "--plot", help="Write a predicted-vs-measured scatter plot."),
 ):
-    """Predict every measured kernel with its hardware profile and report, per hardware x op and
-    overall: n, median and p90 absolute percentage error, fraction within 25%, and bias (geometric
-    mean of predicted/measured; > 1 means the model is pessimistic)."""
+    """Predict every measured kernel with the simulator's own op records and timing model and report,
+    per hardware x op and overall: n, median and p90 absolute percentage error, fraction within 25%,
+    and bias (geometric mean of predicted/measured; > 1 means the model is pessimistic). With rows of
+    several devices it also reports leave-one-device-out: each device predicted by kernel-family
+    parameters fitted on the others."""
     from ..commands import run_validate
 
-    pred, result = run_validate(measurements, hardware, calibration or [], heldout)
+    pred, result = run_validate(measurements, hardware, calibration or [], heldout, timing, lodo)
     if out:
         from ..io import atomic_write
 

@@ -120,9 +120,14 @@ def _err_row(name, d):
 
 
 def validation_text(result: dict) -> str:
+    head = ["group", "n", "median APE", "p90 APE", "within 25%", "bias (pred/meas)"]
     rows = [_err_row(f"{g['hardware']} {g['op']}", g) for g in result["groups"]]
     rows.append(_err_row("overall", result["overall"]))
-    return table(["group", "n", "median APE", "p90 APE", "within 25%", "bias (pred/meas)"], rows)
+    out = table(head, rows)
+    if result.get("leave_one_device_out"):
+        lodo = [_err_row(r["hardware"], r) for r in result["leave_one_device_out"]]
+        out += "\n\nleave one device out (families fitted on the other devices):\n" + table(head, lodo)
+    return out
 
 
 def calibration_text(report: dict) -> str:

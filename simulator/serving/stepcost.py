@@ -151,6 +151,7 @@ class TabulatedStepCost:
         self._templates = {self.CORE_P: base.select(base.named(self.CORE_P, *self.CTX_OPS)),
                            self.CORE_D: base.select(base.named(self.CORE_D))}
         self._memo: dict[tuple, float] = {}
+        self._grids: dict[tuple, np.ndarray] = {}
 
     def _core_s(self, name: str, batch, q_len, kv_len) -> np.ndarray:
         """Time of one attention core (all layers) for arrays of shapes, by the TimingModel."""
@@ -168,7 +169,22 @@ class TabulatedStepCost:
         times = self.timing.evaluate(ops)
         return (times.time_s * ops["count"]).sum(axis=0)
 
+    # decode-core times are tabulated over the KV length on a geometric grid (1/32 octave) per batch and
+    # query length, then interpolated linearly: between grid points the time of a bandwidth- or
+    # compute-bound attention kernel is linear in the KV length, so this is exact but at a kink.
+    GRID = 2.0 ** (np.arange(0, 24 * 32 + 1) / 32.0)
+
+    def _decode_core(self, batch: float, q_len: float, kv_len) -> np.ndarray:
+        key = (batch, q_len)
+        tab = self._grids.get(key)
+        if tab is None:
+            g = self.GRID
+            tab = self._grids[key] = self._core_s(self.CORE_D, np.full(len(g), batch), np.full(len(g), q_len), g)
+        return np.interp(kv_len, self.GRID, tab)
+
     def _core(self, name: str, batch: float, q_len: float, kv_len: float) -> float:
+        if name == self.CORE_D:
+            return float(self._decode_core(batch, q_len, kv_len))
         key = (name, batch, q_len, kv_len)
         hit = self._memo.get(key)
         if hit is None:
@@ -181,7 +197,7 @@ class TabulatedStepCost:
         """``k`` consecutive decode steps of ``n`` sequences (one new token each), vectorised."""
         ds_dev = -(-n // self.dp)
         dk = (kv0 + n * np.arange(k)) / n
-        core = self._core_s(self.CORE_D, np.full(k, float(ds_dev)), np.ones(k), dk + 1.0)
+        core = self._decode_core(float(ds_dev), 1.0, dk + 1.0)
         lin_a, lin_f = float(self.lin_attn[n]), float(self.lin_ffn[n])
         times = lin_a + lin_f + float(self.lin_other[n]) + float(self.head[n]) + core
         quad = np.vstack([np.zeros(k), np.zeros(k), core + lin_a, np.full(k, lin_f)])

@@ -42,7 +42,7 @@ def shape_features(ops: OpTable) -> np.ndarray:
     grouped = [lg(a["m"] / np.maximum(a["groups"], 1.0)), lg(a["n"]), lg(a["k"]), lg(a["groups"]), z, z]
     attn = [lg(a["batch"]), lg(a["q_len"]), lg(a["kv_len"]), lg(a["heads"]), lg(a["kv_heads"]), lg(a["d_qk"])]
     elem = [lg(a["m"] * a["n"] * (a["a_bytes"] + a["o_bytes"])), z, z, z, z, z]
-    coll = [lg(wire_bytes(ops.kind, a)), lg(a["ranks"]), z, z, z, z]
+    coll = [lg(wire_bytes(ops.kind, a)), 10.0 * lg(a["ranks"]), z, z, z, z]  # another rank count is another topology
     out = np.zeros((ops.n_ops, ops.n, 6))
     for kinds, f in (((GEMM,), gemm), ((GROUPED_GEMM,), grouped), ((ATTN_PREFILL, ATTN_DECODE), attn),
                      ((ELEMENTWISE,), elem), ((ALL_REDUCE, ALL_GATHER, ALL_TO_ALL, P2P), coll)):

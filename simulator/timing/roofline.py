@@ -51,14 +51,15 @@ def size_efficiency(ops: OpTable, dev: DeviceTable, fam: np.ndarray) -> np.ndarr
     kind = ops.kind[:, None]
     half = dev.kernel["size_half"][hw, fam]
     eff = np.ones((ops.n_ops, ops.n))
-    # GEMM: wave quantisation of output tiles and the K-loop ramp
+    # GEMM: wave quantisation of output tiles and the K-loop ramp. With at least a wave of tiles, the
+    # kernel computes whole tiles in whole waves (padded work, a non-decreasing step function of the
+    # shape); with fewer tiles than SMs, kernels split K (or stream-K) to fill the machine.
     sms = dev.sms[hw]
     m_tile = np.where(a["m"] > 64, TILE, 64.0)
     tiles = np.ceil(a["m"] / m_tile) * np.ceil(a["n"] / TILE)
     waves = np.ceil(tiles / np.maximum(sms, 1.0))
-    # fewer tiles than SMs: kernels split K (or stream-K) to fill the machine, so only the tail wave of a
-    # multi-wave grid loses time
-    wave_eff = np.where((sms > 0) & (tiles >= sms), _div(tiles, np.maximum(waves, 1.0) * sms), 1.0)
+    padded = waves * np.maximum(sms, 1.0) * m_tile * TILE
+    wave_eff = np.where((sms > 0) & (tiles >= sms), _div(a["m"] * a["n"], padded), 1.0)
     k_eff = _div(a["k"], a["k"] + half)
     eff = np.where(kind == GEMM, np.minimum(wave_eff, 1.0) * np.where(a["k"] > 0, k_eff, 1.0), eff)
     # grouped GEMM: tokens per expert
