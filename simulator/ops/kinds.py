@@ -96,7 +96,13 @@ class OpTableBuilder:
         n_ops = len(self.names)
         for c, values in self.cols.items():
             integer = c in ("hw", "dtype", "row")
-            arr = np.empty((n_ops, self.n), dtype=np.int64 if integer else float)
+            dtype = np.int64 if integer else float
+            if all(np.ndim(v) == 0 or np.size(v) == 1 for v in values):
+                # one value per row: a read-only broadcast view costs no memory per configuration
+                col = np.array([float(np.asarray(v).reshape(-1)[0]) for v in values], dtype=dtype).reshape(n_ops, 1)
+                arrays[c] = np.broadcast_to(col, (n_ops, self.n))
+                continue
+            arr = np.empty((n_ops, self.n), dtype=dtype)
             for i, v in enumerate(values):
                 arr[i] = v  # broadcasts scalars and length-n arrays
             arrays[c] = arr
@@ -143,7 +149,7 @@ class OpTable:
         """The sub-table of the selected rows (a boolean mask or indices)."""
         idx = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
         return OpTable(tuple(self.names[i] for i in idx), tuple(self.quadrant[i] for i in idx), self.kind[idx],
-                       {c: v[idx] for c, v in self.arrays.items()}, self.n, self.devices)
+                       _Rows(self.arrays, idx), self.n, self.devices)
 
 
 def attention_pairs(kind, a: dict) -> np.ndarray:
@@ -168,30 +174,70 @@ def alltoall_wire_bytes(a: dict) -> np.ndarray:
     return a["m"] * a["n"] * a["a_bytes"] * remote
 
 
+class _Rows(dict):
+    """Columns of a subset of rows, sliced on first use (a full mapping: iteration slices the rest)."""
+
+    def __init__(self, arrays: dict, idx: np.ndarray):
+        super().__init__()
+        self._arrays, self._idx = arrays, idx
+
+    def __missing__(self, col: str) -> np.ndarray:
+        value = self._arrays[col][self._idx]
+        dict.__setitem__(self, col, value)
+        return value
+
+    def __iter__(self):
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def __contains__(self, col) -> bool:
+        return col in self._arrays
+
+    def keys(self):
+        return self._arrays.keys()
+
+    def items(self):
+        return ((c, self[c]) for c in self._arrays)
+
+    def values(self):
+        return (self[c] for c in self._arrays)
+
+    def get(self, col, default=None):
+        return self[col] if col in self._arrays else default
+
+
+def rows_of(arrays: dict, idx: np.ndarray) -> dict:
+    return _Rows(arrays, idx)
+
+
 def derive_flop_bytes(kind: np.ndarray, a: dict) -> tuple[np.ndarray, np.ndarray]:
     """FLOP and HBM bytes of every op, per configuration: the only place they are derived.
 
     Collectives have no FLOP and no HBM bytes here; their wire bytes are ``wire_bytes``."""
-    k = np.asarray(kind)[:, None]
-    m, n, kk = a["m"], a["n"], a["k"]
-    wb, ab, ob = a["w_bytes"], a["a_bytes"], a["o_bytes"]
-    flop = np.zeros_like(m)
-    nbytes = np.zeros_like(m)
-    # dense GEMM: read activations and weights once, write the output
-    flop = np.where(k == GEMM, 2.0 * m * n * kk, flop)
-    nbytes = np.where(k == GEMM, m * kk * ab + kk * n * wb + m * n * ob, nbytes)
-    # grouped GEMM: every active expert's weights, every routed token-expert pair's rows
-    flop = np.where(k == GROUPED_GEMM, 2.0 * m * n * kk, flop)
-    nbytes = np.where(k == GROUPED_GEMM, a["groups"] * kk * n * wb + m * (kk * ab + n * ob), nbytes)
-    # attention: QK^T and PV over the scored pairs; read the KV cache, read Q and write O
-    att = (k == ATTN_PREFILL) | (k == ATTN_DECODE)
-    pairs = attention_pairs(kind, a)
-    flop = np.where(att, 2.0 * pairs * a["heads"] * (a["d_qk"] + a["d_v"]), flop)
-    qo = a["batch"] * a["q_len"] * a["heads"] * (a["d_qk"] + a["d_v"]) * ab
-    nbytes = np.where(att, a["batch"] * a["kv_len"] * a["kv_token_bytes"] + qo, nbytes)
-    # elementwise: k FLOP per element, read a_bytes and write o_bytes per element
-    flop = np.where(k == ELEMENTWISE, m * n * kk, flop)
-    nbytes = np.where(k == ELEMENTWISE, m * n * (ab + ob), nbytes)
+    kind = np.asarray(kind)
+    shape = np.shape(a["m"])
+    flop, nbytes = np.zeros(shape), np.zeros(shape)
+    for k in np.unique(kind):
+        idx = np.flatnonzero(kind == k)
+        r = rows_of(a, idx)
+        if k in (GEMM, GROUPED_GEMM):
+            m, n, kk = r["m"], r["n"], r["k"]
+            flop[idx] = 2.0 * m * n * kk
+            weights = kk * n * r["w_bytes"] * (r["groups"] if k == GROUPED_GEMM else 1.0)
+            # dense GEMM: read activations and weights once, write the output; grouped GEMM: every active
+            # expert's weights, every routed token-expert pair's rows
+            nbytes[idx] = weights + m * (kk * r["a_bytes"] + n * r["o_bytes"])
+        elif k in (ATTN_PREFILL, ATTN_DECODE):
+            # QK^T and PV over the scored pairs; read the KV cache, read Q and write O
+            pairs = attention_pairs(kind[idx], r)
+            flop[idx] = 2.0 * pairs * r["heads"] * (r["d_qk"] + r["d_v"])
+            qo = r["batch"] * r["q_len"] * r["heads"] * (r["d_qk"] + r["d_v"]) * r["a_bytes"]
+            nbytes[idx] = r["batch"] * r["kv_len"] * r["kv_token_bytes"] + qo
+        elif k == ELEMENTWISE:  # k FLOP per element, read a_bytes and write o_bytes per element
+            flop[idx] = r["m"] * r["n"] * r["k"]
+            nbytes[idx] = r["m"] * r["n"] * (r["a_bytes"] + r["o_bytes"])
     return flop, nbytes
 
 

@@ -49,8 +49,10 @@ def size_efficiency(ops: OpTable, dev: DeviceTable, fam: np.ndarray) -> np.ndarr
     """Fraction of the family's best FLOP efficiency that an op of this shape reaches (0, 1]."""
     a, hw = ops.arrays, ops["hw"]
     kind = ops.kind[:, None]
-    half = dev.kernel["size_half"][hw, fam]
     eff = np.ones((ops.n_ops, ops.n))
+    if not np.any(np.isin(ops.kind, (GEMM, GROUPED_GEMM, ATTN_PREFILL))):
+        return eff
+    half = dev.kernel["size_half"][hw, fam]
     # GEMM: wave quantisation of output tiles and the K-loop ramp. With at least a wave of tiles, the
     # kernel computes whole tiles in whole waves (padded work, a non-decreasing step function of the
     # shape); with fewer tiles than SMs, kernels split K (or stream-K) to fill the machine.
@@ -82,12 +84,30 @@ class RooflineModel:
         if ops.n_ops == 0:
             return empty_times(ops)
         dev = DeviceTable.of(ops.devices)
+        shape = (ops.n_ops, ops.n)
+        tc_all, tm_all, comm_all, over_all = (np.zeros(shape) for _ in range(4))
+        time = np.zeros(shape)
+        coll_rows = is_collective(ops.kind)
+        flop_all, bytes_all = ops.flop_bytes()
+        comp = np.flatnonzero(~coll_rows)
+        if len(comp):
+            sub = ops.select(comp)
+            tc, tm, overhead, body = self._compute(sub, dev, flop_all[comp], bytes_all[comp])
+            tc_all[comp], tm_all[comp], over_all[comp], time[comp] = tc, tm, overhead, overhead + body
+        coll = np.flatnonzero(coll_rows)
+        if len(coll):
+            sub = ops.select(coll)
+            c = collective_time_s(sub, dev, collective_family_index(sub))
+            comm_all[coll], time[coll] = c, c
+        return OpTimes(ops, tc_all, tm_all, comm_all, over_all, time)
+
+    @staticmethod
+    def _compute(ops: OpTable, dev: DeviceTable, flop: np.ndarray, nbytes: np.ndarray):
         a, hw, dt = ops.arrays, ops["hw"], ops["dtype"]
         kind = ops.kind[:, None]
-        flop, nbytes = ops.flop_bytes()
-        coll = is_collective(ops.kind)[:, None]
         fam = kernel_family_index(ops)
-        K = {f: dev.kernel[f][hw, fam] for f in dev.kernel}
+        K = {f: dev.kernel[f][hw, fam] for f in ("floor_s", "compute_fraction", "memory_fraction",
+                                                  "compute_ramp_s", "memory_ramp_s", "overlap", "block_s")}
         tensor = (kind != ELEMENTWISE)
         peak = dev.peak[hw, dt] * np.where(tensor, dev.clock[hw], 1.0)
         eff = size_efficiency(ops, dev, fam)
@@ -95,15 +115,13 @@ class RooflineModel:
         tc = np.where(flop > 0, K["compute_ramp_s"] + _div(flop * busiest, K["compute_fraction"] * eff * peak), 0.0)
         tm = np.where(nbytes > 0, K["memory_ramp_s"] + _div(nbytes, K["memory_fraction"] * dev.bw[hw]), 0.0)
         # decode attention: a fixed cost per (sequence x KV head) block per wave of SMs
-        blocks = a["batch"] * np.maximum(a["kv_heads"], 1.0)
-        waves = np.where(dev.sms[hw] > 0, np.ceil(blocks / np.maximum(dev.sms[hw], 1.0)), 1.0)
-        tm = np.where(kind == ATTN_DECODE, tm + K["block_s"] * waves, tm)
-        work = (flop > 0) | (nbytes > 0)
-        overhead = np.where(~coll & work, K["floor_s"], 0.0)
+        if np.any(ops.kind == ATTN_DECODE):
+            blocks = a["batch"] * np.maximum(a["kv_heads"], 1.0)
+            waves = np.where(dev.sms[hw] > 0, np.ceil(blocks / np.maximum(dev.sms[hw], 1.0)), 1.0)
+            tm = np.where(kind == ATTN_DECODE, tm + K["block_s"] * waves, tm)
+        overhead = np.where((flop > 0) | (nbytes > 0), K["floor_s"], 0.0)
         body = np.maximum(tc, tm) + K["overlap"] * np.minimum(tc, tm)
-        comm = np.where(coll, collective_time_s(ops, dev, collective_family_index(ops)), 0.0)
-        time = np.where(coll, comm, overhead + body)
-        return OpTimes(ops, np.where(coll, 0.0, tc), np.where(coll, 0.0, tm), comm, overhead, time)
+        return tc, tm, overhead, body
 
 
 def pure_roofline_s(ops: OpTable) -> np.ndarray:
