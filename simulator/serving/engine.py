@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from .policies import BatchPolicy, VLLMPolicy
 from .stepcost import StepCostModel
 
 BLOCK_TOKENS = 16  # paged KV-cache block size
@@ -60,6 +61,7 @@ class ReplicaConfig:
     preemption: str = "recompute"  # or "swap"
     swap_bytes_per_s: float = 64e9
     kv_bytes_per_token: float = 0.0  # all layers, for swap cost
+    policy: BatchPolicy = field(default_factory=VLLMPolicy)  # the engine's batching decisions
 
     @property
     def name(self) -> str:
@@ -145,9 +147,12 @@ class Replica:
             self.wake.succeed()
 
     # -- batching policy (pure given the state) ----------------------------------------------
-    def _blocks(self, ids: np.ndarray) -> int:
+    def _reserved(self, ids: np.ndarray) -> np.ndarray:
         r = self.sim.req
-        return int(np.sum(-(-r.reserved_tokens(ids) // BLOCK_TOKENS))) if len(ids) else 0
+        return self.cfg.policy.reserved_tokens(r.target_prefill[ids], r.generated[ids], r.output[ids], r.offset[ids])
+
+    def _blocks(self, ids: np.ndarray) -> int:
+        return int(np.sum(-(-self._reserved(ids) // BLOCK_TOKENS))) if len(ids) else 0
 
     def _admit(self) -> float:
         """FCFS admission while KV blocks and sequence slots allow; returns swap-in seconds."""
@@ -157,7 +162,9 @@ class Replica:
         admitted = []
         while self.waiting and len(self.active) + len(admitted) < cfg.max_seqs:
             rid = self.waiting[0]
-            need = math.ceil((r.target_prefill[rid] + r.generated[rid] - r.offset[rid] + 1) / BLOCK_TOKENS)
+            tokens = cfg.policy.admit_tokens(int(r.target_prefill[rid]), int(r.generated[rid] - r.offset[rid]),
+                                             int(r.output[rid] - r.generated[rid]))
+            need = -(-tokens // BLOCK_TOKENS)
             if used + need > self.blocks_total:
                 break
             self.waiting.popleft()
@@ -177,20 +184,15 @@ class Replica:
         return swap_s
 
     def _plan_step(self):
-        """Token budget: every decoding sequence first, then prefill chunks in admission order."""
+        """The policy picks the step's decodes and prompt chunks under the token budget."""
         r, cfg = self.sim.req, self.cfg
         ids = self.active
         is_dec = r.prefilled[ids] >= r.target_prefill[ids]
         decoding, prefilling = ids[is_dec], ids[~is_dec]
         q_len = 1 + cfg.spec_draft_tokens
-        budget = cfg.max_batch_tokens - len(decoding) * q_len
-        chunks = np.zeros(len(prefilling), np.int64)
-        if len(prefilling) and budget > 0:
-            remaining = r.target_prefill[prefilling] - r.prefilled[prefilling]
-            before = np.concatenate(([0], np.cumsum(remaining)[:-1]))
-            chunks = np.clip(budget - before, 0, remaining)
-        take = chunks > 0
-        return decoding, prefilling[take], chunks[take], q_len
+        remaining = r.target_prefill[prefilling] - r.prefilled[prefilling]
+        dec, pre, chunks = cfg.policy.plan(decoding, prefilling, remaining, cfg.max_batch_tokens, q_len)
+        return dec, pre, np.asarray(chunks, np.int64), q_len
 
     # -- the scheduler process ---------------------------------------------------------------
     def run(self):
@@ -231,15 +233,18 @@ class Replica:
         env, r, cfg = self.sim.env, self.sim.req, self.cfg
         k = min(k, MAX_STRETCH)
         n = len(decoding)
-        res0 = r.reserved_tokens(decoding)
-        blocks0 = -(-res0 // BLOCK_TOKENS)
-        others = self.used_blocks - int(blocks0.sum())
-        # blocks after j more tokens each: sum_i ceil((res_i + j) / B) = sum_i blocks_i + floor((a_i + j) / B)
-        # with a_i = (res_i - 1) mod B, computed over a 16-bin histogram of a_i instead of every sequence
-        hist = np.bincount((res0 - 1) % BLOCK_TOKENS, minlength=BLOCK_TOKENS)
-        j = np.arange(1, k + 1)
-        grow = ((np.arange(BLOCK_TOKENS)[None, :] + j[:, None]) // BLOCK_TOKENS) @ hist
-        blocks = others + int(blocks0.sum()) + grow
+        if not cfg.policy.grows:  # the whole request was reserved at admission
+            blocks = np.full(k, self.used_blocks)
+        else:
+            res0 = self._reserved(decoding)
+            blocks0 = -(-res0 // BLOCK_TOKENS)
+            others = self.used_blocks - int(blocks0.sum())
+            # blocks after j more tokens each: sum_i ceil((res_i + j) / B) = sum_i blocks_i + floor((a_i + j) / B)
+            # with a_i = (res_i - 1) mod B, computed over a 16-bin histogram of a_i instead of every sequence
+            hist = np.bincount((res0 - 1) % BLOCK_TOKENS, minlength=BLOCK_TOKENS)
+            j = np.arange(1, k + 1)
+            grow = ((np.arange(BLOCK_TOKENS)[None, :] + j[:, None]) // BLOCK_TOKENS) @ hist
+            blocks = others + int(blocks0.sum()) + grow
         over = blocks > self.blocks_total
         if over.any():  # stop before the step that would need a preemption
             k = int(np.argmax(over))
@@ -320,7 +325,7 @@ class Replica:
             rid = int(self.active[-1])
             self.active = self.active[:-1]
             r.home[rid] = -1
-            self.used_blocks -= math.ceil(int(r.reserved_tokens(np.array([rid]))[0]) / BLOCK_TOKENS)
+            self.used_blocks -= math.ceil(int(self._reserved(np.array([rid]))[0]) / BLOCK_TOKENS)
             r.preemptions[rid] += 1
             preempted += 1
             r.status[rid] = WAITING
@@ -339,7 +344,7 @@ class Simulation:
 
     def __init__(self, requests: Requests, replicas: list[ReplicaConfig], *, seed: int = 0,
                  closed_concurrency: int = 0, kv_transfer_s: Callable[[int, int], float] | None = None,
-                 horizon_s: float = math.inf, coalesce: bool = True):
+                 horizon_s: float = math.inf, coalesce: bool = True, closed_starts_s: np.ndarray | None = None):
         self.env = simpy.Environment()
         self.coalesce = coalesce  # run pure-decode stretches as one event (same results, far fewer events)
         self.req = requests
@@ -353,6 +358,9 @@ class Simulation:
         self.steps: list[tuple] = []
         self.events: list[tuple[float, str, int]] = []  # (time, what, request id), for exact-log tests
         self.closed = closed_concurrency
+        self.closed_starts_s = closed_starts_s  # closed loop: when each client sends its first request
+        self.ramp_s = 0.0
+        self.engine_override: str | None = None
         self.next_closed = 0
         self.horizon_s = horizon_s
         self.done_count = 0
@@ -430,8 +438,12 @@ class Simulation:
         if self.closed:
             first = min(self.closed, n)
             self.next_closed = first
-            for rid in range(first):
-                self.arrive(rid)
+            starts = self.closed_starts_s
+            if starts is None or not np.any(starts[:first] > 0):
+                for rid in range(first):
+                    self.arrive(rid)
+            else:
+                self.env.process(self._arrivals(np.asarray(starts[:first], float)))
         else:
             self.env.process(self._arrivals(self.req.arrival_s.copy()))
         self.env.run(until=self.horizon_s if math.isfinite(self.horizon_s) else None)

@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import InfeasibleError
+from ..errors import InfeasibleError, SimulatorError
 from ..specs.deployment import Deployment, Pool, transfer_time_s
 from ..specs.traffic import Traffic
 from ..timing.base import TimingModel
 from ..timing.memory import kv_bytes_per_token_model, memory_fit
 from .engine import ReplicaConfig, Requests, Simulation
+from .overheads import OverheadStepCost
+from .policies import make_policy
+from .profiles import ENGINES, engine_profile
 from .stepcost import AnalyticStepCost, StepCostModel, TabulatedStepCost
 
 PERCENTILES = (50, 90, 99)
@@ -42,10 +45,20 @@ def kv_capacity_tokens(dep: Deployment, pool: Pool) -> int:
 
 
 def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] | None = None,
-                    timing: TimingModel | None = None) -> list[ReplicaConfig]:
+                    timing: TimingModel | None = None, *, engine: str | None = None, preemption: str | None = None,
+                    overheads: bool = True) -> list[ReplicaConfig]:
+    """One ReplicaConfig per replica. ``engine`` / ``preemption`` override every pool's choice;
+    ``overheads=False`` leaves out the engine's step overheads (the bare timing model)."""
     configs = []
     kv_tok = kv_bytes_per_token_model(dep.model, dep.kv_precision, dep.kv_scale_tokens)
+    if engine is not None and engine not in ENGINES:
+        raise SimulatorError(f"--engine: unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     for pool in dep.pools:
+        profile = engine_profile(engine or pool.engine)
+        mode = preemption or pool.preemption or profile.preemption
+        if mode == "none" and profile.policy != "trtllm":
+            raise SimulatorError(f"pool {pool.name}: preemption 'none' (reserve KV for the whole request) is "
+                                 f"TensorRT-LLM's GUARANTEED_NO_EVICT; {profile.name} preempts by recompute or swap")
         role = "colocated" if set(pool.serves) == {"prefill", "decode"} else pool.serves[0]
         spec = pool.speculative
         q_len = 1 + (spec.draft_tokens if spec else 0)
@@ -56,22 +69,42 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                                      dep.kv_precision, dep.kv_scale_tokens)
         else:
             cost = AnalyticStepCost(dep.model, pool.plan, timing, dep.kv_precision, dep.kv_scale_tokens)
+        if overheads:
+            cost = OverheadStepCost(cost, profile, dep.model.num_layers, dep.model.is_moe,
+                                    spec.draft_cost_fraction if spec else 0.0)
         cap = kv_capacity_tokens(dep, pool)
+        policy = make_policy(profile.policy, mode)
         for i in range(pool.replicas):
             configs.append(ReplicaConfig(
                 pool.name, i, role, cost, cap, pool.max_batch_tokens, pool.max_seqs, pool.devices_per_replica,
                 spec.draft_tokens if spec else 0, spec.acceptance_rate if spec else 0.0,
-                kv_bytes_per_token=kv_tok))
+                preemption="swap" if mode == "swap" else "recompute", kv_bytes_per_token=kv_tok, policy=policy))
     return configs
+
+
+def closed_loop_ramp_s(configs: list[ReplicaConfig], traffic: Traffic) -> float:
+    """Auto ramp for a closed loop: the estimated lifetime of a mean request at full concurrency
+    (one prefill of the mean prompt plus the mean output at a decode batch of C / decode replicas),
+    so the C clients start spread evenly over one request lifetime instead of in lock step."""
+    first = next(c for c in configs if c.role in ("colocated", "prefill"))
+    dec = [c for c in configs if c.role in ("colocated", "decode")]
+    isl, osl = max(int(round(traffic.prompt.mean)), 1), max(int(round(traffic.output.mean)), 1)
+    n = max(1, min(-(-traffic.concurrency // len(dec)), dec[0].max_seqs))
+    pre = first.cost.cost(1, min(isl, first.max_batch_tokens), 0, 0, 0, 0).time_s * -(-isl // first.max_batch_tokens)
+    step = dec[0].cost.cost(0, 0, 0, n, 1, n * (isl + osl // 2)).time_s
+    return float(pre + osl * step)
 
 
 def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = None,
              cost_for: Callable[[Pool], StepCostModel] | None = None, horizon_s: float = math.inf,
-             progress: Callable[[int], None] | None = None) -> SimulationResult:
+             progress: Callable[[int], None] | None = None, engine: str | None = None,
+             preemption: str | None = None, overheads: bool = True) -> SimulationResult:
+    """Run ``traffic`` through ``dep``. ``engine`` (vllm | sglang | trtllm) overrides every pool's
+    engine profile; ``preemption`` (recompute | swap | none) its preemption mode."""
     reqs = traffic.sample()
     r = Requests(reqs["arrival_s"].to_numpy(dtype=float).copy(), reqs["prompt_tokens"].to_numpy(np.int64),
                  reqs["output_tokens"].to_numpy(np.int64))
-    configs = replica_configs(dep, cost_for, timing)
+    configs = replica_configs(dep, cost_for, timing, engine=engine, preemption=preemption, overheads=overheads)
     pools = {p.name: p for p in dep.pools}
     pre_pool = next((p for p in dep.pools if p.serves == ("prefill",)), None)
     dec_pool = next((p for p in dep.pools if "decode" in p.serves), None)
@@ -83,8 +116,15 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
         return transfer_time_s(dep, pools[sim.replicas[src].cfg.pool], dec_pool, float(r.prompt[rid]), prefill_time)
 
     closed = traffic.concurrency if traffic.arrival == "closed" else 0
+    starts = None
+    ramp_s = 0.0
+    if closed:
+        ramp_s = traffic.ramp_up_s if traffic.ramp_up_s is not None else closed_loop_ramp_s(configs, traffic)
+        starts = np.arange(min(closed, len(r.prompt))) * (ramp_s / closed)
     sim = Simulation(r, configs, seed=traffic.seed, closed_concurrency=closed,
-                     kv_transfer_s=kv_transfer if pre_pool else None, horizon_s=horizon_s)
+                     kv_transfer_s=kv_transfer if pre_pool else None, horizon_s=horizon_s, closed_starts_s=starts)
+    sim.ramp_s = ramp_s
+    sim.engine_override = engine
     if progress:
         sim.on_done = progress
     sim.run()
@@ -101,61 +141,152 @@ def _stats(x: pd.Series) -> dict:
     return out
 
 
+def _weighted_stats(values: np.ndarray, weights: np.ndarray) -> dict:
+    """Mean and percentiles of ``values`` each repeated ``weights`` times (inverted-CDF percentiles)."""
+    keep = weights > 0
+    v, w = values[keep], weights[keep].astype(float)
+    if not len(v):
+        return {"mean": None, "p50": None, "p90": None, "p99": None}
+    order = np.argsort(v, kind="stable")
+    v, w = v[order], w[order]
+    cum = np.cumsum(w)
+    out = {"mean": float((v * w).sum() / cum[-1])}
+    for p in PERCENTILES:
+        out[f"p{p}"] = float(v[min(np.searchsorted(cum, p / 100 * cum[-1], side="left"), len(v) - 1)])
+    return out
+
+
+def measurement_window(requests: pd.DataFrame, sim: Simulation, closed: int) -> dict:
+    """The steady-state window the latency and throughput figures describe.
+
+    Closed loop (as ``vllm bench serve --max-concurrency C`` measures it, but without its ramp and
+    drain): warm-up ends when C requests have finished (every client slot has turned over once on
+    average); the window ends at the last request's arrival, after which fewer than C are in flight.
+    Requests that arrive inside the window are measured. Open loop: the whole run."""
+    arr = requests.arrival_s.to_numpy(dtype=float)
+    fin = np.sort(requests.finish_s.dropna().to_numpy(dtype=float))
+    t0 = float(np.nanmin(arr)) if len(arr) else 0.0
+    t1 = float(fin[-1]) if len(fin) else t0
+    if closed and len(fin) > closed:
+        start, end = float(fin[closed - 1]), float(np.nanmax(arr))
+        mask = (arr >= start) & (arr <= end)
+        if end > start and mask.sum() >= max(closed, 10):
+            return {"rule": f"closed loop: after {closed} requests finished, until the last arrival",
+                    "start_s": start, "end_s": end, "requests": int(mask.sum()), "ramp_up_s": sim.ramp_s,
+                    "mask": mask}
+    return {"rule": "whole run" + (" (too few requests for a steady-state window)" if closed else ""),
+            "start_s": t0, "end_s": t1, "requests": int(len(requests)), "ramp_up_s": sim.ramp_s,
+            "mask": np.ones(len(requests), bool)}
+
+
+def inter_token_latencies(steps: pd.DataFrame, start_s: float, end_s: float) -> dict:
+    """ITL as ``vllm bench serve`` reports it: the gaps between successive token arrivals of a
+    request. A decoding sequence gets its next token(s) at the end of each step that decodes it, so
+    every decode-bearing step contributes ``decode_seqs`` gaps equal to the time since that
+    replica's previous decode-bearing step ended (a prefill-only step in between, as SGLang runs
+    them, lengthens the gap)."""
+    if not len(steps):
+        return _weighted_stats(np.zeros(0), np.zeros(0))
+    d = steps[steps.decode_seqs > 0]
+    vals, wts = [], []
+    for _, g in d.groupby("replica_id", sort=False):
+        g = g.sort_values("end_s", kind="stable")
+        end = g.end_s.to_numpy(float)
+        gap = np.diff(end)
+        w = g.decode_seqs.to_numpy()[1:]
+        inside = (end[1:] >= start_s) & (end[1:] <= end_s)
+        vals.append(gap[inside])
+        wts.append(w[inside])
+    if not vals:
+        return _weighted_stats(np.zeros(0), np.zeros(0))
+    return _weighted_stats(np.concatenate(vals), np.concatenate(wts))
+
+
 def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep: Deployment, traffic: Traffic) -> dict:
-    done = requests[requests.status == "finished"]
+    closed = traffic.concurrency if traffic.arrival == "closed" else 0
+    win = measurement_window(requests, sim, closed)
+    measured = requests[win.pop("mask")]
+    done_all = requests[requests.status == "finished"]
+    done = measured[measured.status == "finished"]
     rejected = requests[requests.status == "rejected"]
     t0 = float(requests.arrival_s.min()) if len(requests) else 0.0
-    t1 = float(np.nanmax(requests.finish_s.to_numpy())) if len(done) else t0
+    t1 = float(np.nanmax(requests.finish_s.to_numpy())) if len(done_all) else t0
     makespan = max(t1 - t0, 1e-12)
-    in_tok = float(done.prompt_tokens.sum())
-    out_tok = float(done.output_tokens.sum())
+    span = max(win["end_s"] - win["start_s"], 1e-12)
+    if closed and win["requests"] < len(requests):  # token rates from the steps that ended inside the window
+        inside = (steps.end_s > win["start_s"]) & (steps.end_s <= win["end_s"]) if len(steps) else []
+        out_tok = float(steps.output_tokens[inside].sum()) if len(steps) else 0.0
+        in_tok = float(steps.prefill_tokens[inside & (steps.pool.isin(
+            [p.name for p in dep.pools if "prefill" in p.serves]))].sum()) if len(steps) else 0.0
+        rate_span = span
+    else:
+        in_tok, out_tok = float(done_all.prompt_tokens.sum()), float(done_all.output_tokens.sum())
+        rate_span = makespan
     devices = dep.devices
     slo = traffic.slo
-    ok = (done.ttft_s <= slo.ttft_s) & ((done.tpot_s <= slo.tpot_s) | done.tpot_s.isna())
+    has_slo = math.isfinite(slo.ttft_s) or math.isfinite(slo.tpot_s)
+    ttft_ok = done.ttft_s <= slo.ttft_s
+    tpot_ok = (done.tpot_s <= slo.tpot_s) | done.tpot_s.isna()
+    ok = ttft_ok & tpot_ok
+    n_meas = max(len(done), 1)
     price_s = sum(p.price_usd_per_s for p in dep.pools)
     util = {}
     for rep in sim.replicas:
         u = util.setdefault(rep.cfg.pool, {"replicas": 0, "busy": 0.0, "prefill_attention": 0.0, "prefill_ffn": 0.0,
-                                           "decode_attention": 0.0, "decode_ffn": 0.0})
+                                           "decode_attention": 0.0, "decode_ffn": 0.0, "engine_overhead": 0.0})
         u["replicas"] += 1
         u["busy"] += rep.busy_s / makespan
         for k, v in zip(("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn"), rep.quadrant_s):
             u[k] += v / makespan
+        u["engine_overhead"] += max(rep.busy_s - float(rep.quadrant_s.sum()), 0.0) / makespan
     for u in util.values():
         for k in u:
             if k != "replicas":
                 u[k] /= u["replicas"]
+    if len(steps):
+        dt = (steps.end_s - steps.start_s).to_numpy(float)
+        seqs = {p.name: p.max_seqs for p in dep.pools}
+        fill = steps.running.to_numpy(float) / steps.pool.map(seqs).to_numpy(float)
+        for pool, idx in steps.groupby("pool").indices.items():
+            w = dt[idx].sum()
+            util[pool]["batch_fill"] = float((fill[idx] * dt[idx]).sum() / w) if w > 0 else 0.0
     kv = {pool: {"mean": float((g.kv_occupancy * (g.end_s - g.start_s)).sum() / max((g.end_s - g.start_s).sum(),
                                                                                      1e-12)),
                  "max": float(g.kv_occupancy.max())} for pool, g in steps.groupby("pool")} if len(steps) else {}
-    lam = len(done) / makespan
-    W = float(done.e2e_s.mean()) if len(done) else 0.0
-    L = float(done.e2e_s.sum()) / makespan
+    lam = len(done_all) / makespan
+    W = float(done_all.e2e_s.mean()) if len(done_all) else 0.0
+    L = float(done_all.e2e_s.sum()) / makespan
+    p = slo.percentile
     summary = {
         "requests_total": int(len(requests)),
-        "requests_completed": int(len(done)),
+        "requests_completed": int(len(done_all)),
         "requests_rejected": int(len(rejected)),
         "rejection_reasons": rejected.reason.value_counts().to_dict(),
         "makespan_s": makespan,
         "ttft_s": _stats(done.ttft_s), "tpot_s": _stats(done.tpot_s), "e2e_s": _stats(done.e2e_s),
+        "itl_s": inter_token_latencies(steps, win["start_s"], win["end_s"]),
         "queue_s": _stats(done.queue_s),
-        "input_tokens_per_s": in_tok / makespan,
-        "output_tokens_per_s": out_tok / makespan,
-        "input_tokens_per_s_per_device": in_tok / makespan / devices,
-        "output_tokens_per_s_per_device": out_tok / makespan / devices,
+        "input_tokens_per_s": in_tok / rate_span,
+        "output_tokens_per_s": out_tok / rate_span,
+        "input_tokens_per_s_per_device": in_tok / rate_span / devices,
+        "output_tokens_per_s_per_device": out_tok / rate_span / devices,
         "devices": devices,
-        "goodput": {"slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s),
-                            "percentile": slo.percentile},
-                    "fraction_of_requests": float(ok.mean()) if len(done) else 0.0,
-                    "requests_per_s": float(ok.sum()) / makespan,
-                    "output_tokens_per_s": float(done.output_tokens[ok].sum()) / makespan,
-                    "slo_met": bool(len(done) and _pct(done.ttft_s, slo.percentile) <= slo.ttft_s
-                                    and (_pct(done.tpot_s, slo.percentile) or 0.0) <= slo.tpot_s)},
+        "engines": {p_.name: p_.engine for p_ in dep.pools} if not sim.engine_override else
+                   {p_.name: sim.engine_override for p_ in dep.pools},
+        "window": win,
+        "goodput": {"slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s), "percentile": p},
+                    "fraction_of_requests": float(ok.sum()) / n_meas if has_slo and len(done) else None,
+                    "requests_per_s": float(ok.sum()) / span if has_slo else None,
+                    "output_tokens_per_s": float(done.output_tokens[ok].sum()) / span if has_slo else None,
+                    "slo_met": (bool(len(done) and _pct(done.ttft_s, p) <= slo.ttft_s
+                                     and (_pct(done.tpot_s, p) or 0.0) <= slo.tpot_s) if has_slo else None)},
+        "slo_attainment": ({"ttft": float(ttft_ok.sum()) / n_meas, "tpot": float(tpot_ok.sum()) / n_meas,
+                            "both": float(ok.sum()) / n_meas} if has_slo else None),
         "utilisation": util,
         "preemptions": int(requests.preemptions.sum()),
         "kv_occupancy": kv,
         "steps": int(len(steps)),
-        "cost_usd_per_mtok": _finite(price_s * makespan / out_tok * 1e6) if out_tok else None,
+        "cost_usd_per_mtok": _finite(price_s * rate_span / out_tok * 1e6) if out_tok else None,
         "cost_usd_per_hour": _finite(price_s * 3600),
         "littles_law": {"arrival_rate_per_s": lam, "mean_time_in_system_s": W, "mean_in_system": L},
     }
