@@ -124,21 +124,51 @@ def test_every_request_finishes_and_ttft_le_e2e():
     assert res.summary["requests_completed"] == 300
 
 
-def test_littles_law():
-    res = _quick(requests=400)
-    df = res.requests
-    t0, t1 = df.arrival_s.min(), df.finish_s.max()
-    # time-average number in system from the event log (arrive +1, finish -1)
-    changes = sorted((t, +1 if what == "arrive" else -1) for t, what, _ in res.events if what in ("arrive", "finish"))
-    area, n, last = 0.0, 0, t0
-    for t, d in changes:
-        area += n * (t - last)
-        n, last = n + d, t
-    L = area / (t1 - t0)
-    lam = len(df) / (t1 - t0)
-    W = df.e2e_s.mean()
-    assert L == pytest.approx(lam * W, rel=1e-9)
-    assert res.summary["littles_law"]["mean_in_system"] == pytest.approx(L, rel=1e-9)
+def _closed(concurrency=8, requests=400, engine=None, **kw):
+    from dataclasses import replace as dc_replace
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1),
+                           max_batch_tokens=4096, max_seqs=64)
+    t = simple_traffic(rate=None, concurrency=concurrency, isl=512, osl=64, requests=requests, seed=2, **kw)
+    t = dc_replace(t, prompt=dc_replace(t.prompt, kind="uniform", low=64, high=1500),
+                   output=dc_replace(t.output, kind="uniform", low=8, high=200))
+    return simulate(dep, t, engine=engine)
+
+
+def test_closed_loop_littles_law_in_the_measurement_window():
+    """A closed loop holds C requests in flight, so C = X * R over the steady-state window: the
+    completion rate counted from the finish events times the mean latency of the measured requests."""
+    res = _closed(concurrency=8, requests=400)
+    w = res.summary["window"]
+    assert w["start_s"] > 0 and w["requests"] < 400  # warm-up and drain were cut
+    finishes = [t for t, what, _ in res.events if what == "finish" and w["start_s"] < t <= w["end_s"]]
+    X = len(finishes) / (w["end_s"] - w["start_s"])
+    R = res.summary["e2e_s"]["mean"]
+    assert X * R == pytest.approx(8, rel=0.05)
+
+
+def test_closed_loop_starts_staggered_and_reports_its_window():
+    res = _closed(concurrency=8, requests=120)
+    first = sorted(t for t, what, rid in res.events if what == "arrive" and rid < 8)
+    ramp = res.summary["window"]["ramp_up_s"]
+    assert ramp > 0 and first[0] == 0.0 and len(set(first)) == 8 and first[-1] < ramp
+    together = _closed(concurrency=8, requests=120, ramp_up_s=0.0)
+    assert [t for t, what, rid in together.events if what == "arrive" and rid < 8] == [0.0] * 8
+
+
+def test_goodput_is_not_applicable_without_an_slo():
+    s = _quick(requests=100).summary
+    assert s["goodput"]["requests_per_s"] is None and s["goodput"]["fraction_of_requests"] is None
+    assert s["slo_attainment"] is None
+
+
+def test_engines_differ_in_ttft_at_the_same_load():
+    """Prefill-first SGLang gets first tokens out sooner than vLLM's budget-shared chunks, and pays for
+    it in inter-token latency; the three engines do not give the same answer."""
+    runs = {e: _closed(concurrency=32, requests=300, engine=e).summary for e in ("vllm", "sglang", "trtllm")}
+    assert runs["sglang"]["ttft_s"]["mean"] < runs["vllm"]["ttft_s"]["mean"]
+    assert runs["sglang"]["itl_s"]["p99"] > runs["vllm"]["itl_s"]["p99"]
+    assert len({round(r["tpot_s"]["mean"], 9) for r in runs.values()}) == 3
 
 
 def test_more_devices_never_make_p99_worse():
