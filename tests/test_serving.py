@@ -288,3 +288,56 @@ def test_bad_traffic_yaml_names_key(tmp_path):
                                      "prompt_tokens: {dist: fixed, value: 8}\noutput_tokens: {dist: fixed, value: 8}\n")
     with pytest.raises(SpecError, match="arrivals.rate_per_s"):
         read_traffic(tmp_path / "t.yaml")
+
+
+def _afd(micro_batches):
+    from dataclasses import replace as dc_replace
+
+    d = read_deployment(resolve_workload("doubao-class-afd", "deployments", "deployment"))
+    pools = tuple(dc_replace(p, plan=dc_replace(p.plan, micro_batches=micro_batches)) if p.plan.af_disaggregated
+                  else p for p in d.pools)
+    return dc_replace(d, pools=pools)
+
+
+def test_af_one_micro_batch_pays_attention_transfer_and_ffn_in_series():
+    """With one micro-batch nothing overlaps: every decode step is at least the attention, both trips
+    over the link and the FFN of every layer (summed from the op model, not from the step model)."""
+    from simulator.analysis.whatif import time_phase
+    from simulator.ops.build import StepShape
+    from simulator.timing import RooflineModel
+
+    dep = _afd(1)
+    plan = next(p.plan for p in dep.pools if p.plan.af_disaggregated)
+    pt = time_phase(dep.model, plan, StepShape(decode_seqs=1, decode_len=1, decode_kv=512), "step", RooflineModel(),
+                    kv_precision=dep.kv_precision, kv_scale_tokens=dep.kv_scale_tokens)
+    w = pt.times.weighted(pt.times.time_s)[:, 0]
+    serial = float(w[pt.ops.mask("step_attention") | pt.ops.mask("step_ffn")].sum())
+    assert serial > 0
+    res = simulate(dep, simple_traffic(rate=None, concurrency=1, isl=512, osl=32, requests=3), overheads=False)
+    assert (res.requests.tpot_s >= serial * (1 - 1e-9)).all()
+
+
+@pytest.mark.parametrize("mb", [1, 2, 3])
+def test_af_pool_utilisation_never_exceeds_one(mb):
+    res = simulate(_afd(mb), simple_traffic(rate=None, concurrency=48, isl=512, osl=64, requests=150))
+    for pool, u in res.summary["utilisation"].items():
+        for k in ("busy", "prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn"):
+            assert 0 <= u[k] <= 1 + 1e-9, (pool, k, u[k])
+
+
+def test_chunked_pp_prefill_is_pipelined():
+    """One long prompt, chunked: TTFT falls with pipeline depth, in step with whatif."""
+    from simulator.analysis import whatif
+    from simulator.build import plan_from_options
+
+    ttft, ref = [], []
+    for pp in (1, 2, 4):
+        o = PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=pp, tp=1, pp=pp, chunk=2048)
+        dep = quick_deployment(o, max_batch_tokens=2048, max_seqs=8)
+        s = simulate(dep, simple_traffic(rate=None, concurrency=1, isl=8192, osl=4, requests=2),
+                     overheads=False).summary
+        ttft.append(s["ttft_s"]["mean"])
+        ref.append(whatif(plan_from_options(o), batch=1, isl=8192, osl=4).ttft_s)
+    assert ttft[0] > ttft[1] > ttft[2] and ref[0] > ref[1] > ref[2]
+    for a, b in zip(ttft, ref):
+        assert 0.5 < a / b < 1.5

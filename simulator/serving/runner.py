@@ -16,8 +16,10 @@ from ..specs.deployment import Deployment, Pool, transfer_time_s
 from ..specs.traffic import Traffic
 from ..timing.base import TimingModel
 from ..timing.memory import kv_bytes_per_token_model, memory_fit
+from .disagg import PingPongStepCost
 from .engine import ReplicaConfig, Requests, Simulation
 from .overheads import OverheadStepCost
+from .pipeline import PipelinedPrefill
 from .policies import make_policy
 from .profiles import ENGINES, engine_profile
 from .stepcost import AnalyticStepCost, StepCostModel, TabulatedStepCost
@@ -64,11 +66,15 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         q_len = 1 + (spec.draft_tokens if spec else 0)
         if cost_for:
             cost = cost_for(pool)
+        elif pool.plan.af_disaggregated:
+            cost = PingPongStepCost(dep.model, pool.plan, timing, dep.kv_precision, dep.kv_scale_tokens)
         elif TabulatedStepCost.supports(pool.plan, timing):
             cost = TabulatedStepCost(dep.model, pool.plan, max(pool.max_batch_tokens, pool.max_seqs * q_len),
                                      dep.kv_precision, dep.kv_scale_tokens)
         else:
             cost = AnalyticStepCost(dep.model, pool.plan, timing, dep.kv_precision, dep.kv_scale_tokens)
+        if pool.plan.pp > 1 and not pool.plan.af_disaggregated:
+            cost = PipelinedPrefill(cost, pool.plan.pp)
         if overheads:
             cost = OverheadStepCost(cost, profile, dep.model.num_layers, dep.model.is_moe,
                                     spec.draft_cost_fraction if spec else 0.0)
@@ -233,12 +239,14 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     util = {}
     for rep in sim.replicas:
         u = util.setdefault(rep.cfg.pool, {"replicas": 0, "busy": 0.0, "prefill_attention": 0.0, "prefill_ffn": 0.0,
-                                           "decode_attention": 0.0, "decode_ffn": 0.0, "engine_overhead": 0.0})
+                                           "decode_attention": 0.0, "decode_ffn": 0.0, "other": 0.0})
         u["replicas"] += 1
         u["busy"] += rep.busy_s / makespan
         for k, v in zip(("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn"), rep.quadrant_s):
-            u[k] += v / makespan
-        u["engine_overhead"] += max(rep.busy_s - float(rep.quadrant_s.sum()), 0.0) / makespan
+            u[k] += float(v) / makespan
+        # busy time outside the four quadrants (engine overheads, LM head, pipeline hand-offs); with A/F
+        # ping-pong the two pools overlap, so their quadrant times may sum past the step and this reads 0
+        u["other"] += max(rep.busy_s - float(rep.quadrant_s.sum()), 0.0) / makespan
     for u in util.values():
         for k in u:
             if k != "replicas":
