@@ -341,3 +341,23 @@ def test_chunked_pp_prefill_is_pipelined():
     assert ttft[0] > ttft[1] > ttft[2] and ref[0] > ref[1] > ref[2]
     for a, b in zip(ttft, ref):
         assert 0.5 < a / b < 1.5
+
+
+def test_pd_kv_transfer_takes_the_right_link_and_streams_per_layer():
+    from dataclasses import replace as dc_replace
+
+    from simulator.serving.disagg import kv_link, kv_transfer_time_s
+    from simulator.specs.catalog import load_hardware
+
+    d = read_deployment(resolve_workload("dbrx-h100-prefill-h20-decode", "deployments", "deployment"))
+    pre, dec = d.pools
+    assert kv_link(pre, dec)[0] == "scale_out"  # H100 and H20 nodes: over the NICs
+    gb = load_hardware("gb200")
+    on_rack = [dc_replace(p, plan=dc_replace(p.plan, attention=dc_replace(p.plan.attention, hardware=gb)))
+               for p in (pre, dec)]
+    level, bw = kv_link(*on_rack)
+    assert level == "scale_up" and bw > kv_link(pre, dec)[1]  # one NVL72 domain: over NVLink
+    exposed = [kv_transfer_time_s(d, pre, dec, 4096, p) for p in (0.0, 0.05, 10.0)]
+    # streaming hides the transfer under a longer prefill, down to the last layer's share
+    assert exposed[0] > exposed[1] > exposed[2] > d.transfer.latency_s
+    assert exposed[2] == pytest.approx(d.transfer.latency_s + (exposed[0] - d.transfer.latency_s) / d.model.num_layers)

@@ -1,4 +1,4 @@
-"""Attention/FFN disaggregation in time: the ping-pong step.
+"""Disaggregation in time: the attention/FFN ping-pong step, and the P/D KV transfer.
 
 A decode pool whose FFN runs on a separate pool splits its batch into ``mb`` micro-batches that
 alternate between the two: micro-batch i's attention runs while micro-batch i-1's FFN runs. Per
@@ -25,8 +25,10 @@ import numpy as np
 from ..analysis.whatif import time_phase
 from ..ops.build import StepShape
 from ..plan import PhasePlan
+from ..specs.deployment import Deployment, Pool
 from ..specs.model import ModelSpec
 from ..timing.base import TimingModel
+from ..timing.memory import kv_bytes_per_token_model
 from ..timing.roofline import RooflineModel
 from .stepcost import StepCost, _q
 
@@ -76,3 +78,32 @@ class PingPongStepCost:
         attn_busy, ffn_busy = L * mb * p["attn"], L * mb * p["ffn"]
         return StepCost(total, share_p * attn_busy, share_p * ffn_busy, (1 - share_p) * attn_busy,
                         (1 - share_p) * ffn_busy)
+
+
+def kv_link(prefill: Pool, decode: Pool):
+    """The link P/D KV transfers cross, and its bandwidth for one replica pair: the scale-up fabric
+    (NVLink) when both replicas sit in one scale-up domain of the same device type (e.g. an NVL72
+    rack), otherwise the scale-out network (RDMA NICs); each side moves its share over all of its
+    attention devices, so the slower side bounds the transfer."""
+    a, b = prefill.plan.attention, decode.plan.attention
+    same = a.hardware.id == b.hardware.id
+    level = "scale_up" if same and a.hardware.scale_up.domain_size >= (prefill.devices_per_replica
+                                                                      + decode.devices_per_replica) else "scale_out"
+    bw = min(getattr(a.hardware, level).bandwidth_bytes_per_s * a.devices_per_stage,
+             getattr(b.hardware, level).bandwidth_bytes_per_s * b.devices_per_stage)
+    return level, bw
+
+
+def kv_transfer_time_s(dep: Deployment, prefill: Pool, decode: Pool, prompt_tokens: float,
+                       prefill_time_s: float) -> float:
+    """Exposed time to ship one request's KV cache (all layers, at the deployment's KV precision and
+    scale granularity) from a prefill replica to a decode replica. With layer-by-layer streaming the
+    transfer of layer l runs while layers l+1... prefill, so only the part that does not fit under the
+    prefill (and at least the last layer's share) is exposed."""
+    nbytes = kv_bytes_per_token_model(dep.model, dep.kv_precision, dep.kv_scale_tokens) * prompt_tokens
+    bw = dep.transfer.bandwidth_bytes_per_s or kv_link(prefill, decode)[1]
+    t = nbytes / bw
+    if dep.transfer.overlap_with_prefill:
+        layers = dep.model.num_layers
+        t = max(t - prefill_time_s * (1 - 1 / layers), t / layers)
+    return dep.transfer.latency_s + t

@@ -125,6 +125,7 @@ class Replica:
         self.blocks_total = cfg.kv_capacity_tokens // BLOCK_TOKENS
         self.used_blocks = 0  # blocks reserved by ``active`` (kept current after every change)
         self.wake = sim.env.event()
+        self.inbound = 0  # requests whose KV is on its way here (counted as load by the router)
         self.busy_s = 0.0
         self.quadrant_s = np.zeros(4)
         sim.env.process(self.run())
@@ -132,7 +133,7 @@ class Replica:
     # -- load for the router -----------------------------------------------------------------
     @property
     def load(self) -> int:
-        return len(self.waiting) + len(self.active)
+        return len(self.waiting) + len(self.active) + self.inbound
 
     def submit(self, rid: int) -> None:
         r = self.sim.req
@@ -381,14 +382,16 @@ class Simulation:
         self.env.process(self._transfer(src, rid))
 
     def _transfer(self, src: Replica, rid: int):
+        dst = self._route("decode")  # the destination decides the link and is known before shipping
+        self.req.decode_replica[rid] = dst.uid
+        dst.inbound += 1
         with self.links[src.uid].request() as slot:
             yield slot
             t = self.kv_transfer_s(rid, src.uid)
             if t > 0:
                 yield self.env.timeout(t)
         self.events.append((self.env.now, "kv_transferred", rid))
-        dst = self._route("decode")
-        self.req.decode_replica[rid] = dst.uid
+        dst.inbound -= 1
         dst.submit(rid)
 
     def finish(self, rid: int, rep: Replica) -> None:

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InfeasibleError, SimulatorError
-from ..specs.deployment import Deployment, Pool, transfer_time_s
+from ..specs.deployment import Deployment, Pool
 from ..specs.traffic import Traffic
 from ..timing.base import TimingModel
 from ..timing.memory import kv_bytes_per_token_model, memory_fit
-from .disagg import PingPongStepCost
+from .disagg import PingPongStepCost, kv_transfer_time_s
 from .engine import ReplicaConfig, Requests, Simulation
 from .overheads import OverheadStepCost
 from .pipeline import PipelinedPrefill
@@ -113,13 +113,13 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
     configs = replica_configs(dep, cost_for, timing, engine=engine, preemption=preemption, overheads=overheads)
     pools = {p.name: p for p in dep.pools}
     pre_pool = next((p for p in dep.pools if p.serves == ("prefill",)), None)
-    dec_pool = next((p for p in dep.pools if "decode" in p.serves), None)
 
     sim: Simulation | None = None
 
-    def kv_transfer(rid: int, src: int) -> float:
+    def kv_transfer(rid: int, src: int) -> float:  # the decode replica is chosen before the transfer starts
         prefill_time = float(r.first_token_s[rid] - r.admitted_s[rid])
-        return transfer_time_s(dep, pools[sim.replicas[src].cfg.pool], dec_pool, float(r.prompt[rid]), prefill_time)
+        dst = pools[sim.replicas[int(r.decode_replica[rid])].cfg.pool]
+        return kv_transfer_time_s(dep, pools[sim.replicas[src].cfg.pool], dst, float(r.prompt[rid]), prefill_time)
 
     closed = traffic.concurrency if traffic.arrival == "closed" else 0
     starts = None
