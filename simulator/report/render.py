@@ -113,10 +113,11 @@ def simulation_text(sm: dict) -> str:
         "cost         " + (f"${cost:,.3f} per 1M output tokens (${sm['cost_usd_per_hour']:,.2f}/h)" if cost is not None
                            else "n/a (a pool has no price; set price_per_device_hour or --price)"),
         "",
-        table(["pool", "replicas", "busy", "prefill attn", "prefill FFN", "decode attn", "decode FFN", "KV mean",
-               "KV max"],
+        table(["pool", "replicas", "busy", "prefill attn", "prefill FFN", "decode attn", "decode FFN", "other",
+               "batch fill", "KV mean", "KV max"],
               [[p, u["replicas"], pct(u["busy"]), pct(u["prefill_attention"]), pct(u["prefill_ffn"]),
-                pct(u["decode_attention"]), pct(u["decode_ffn"]), pct(sm["kv_occupancy"].get(p, {}).get("mean")),
+                pct(u["decode_attention"]), pct(u["decode_ffn"]), pct(u.get("other")), pct(u.get("batch_fill")),
+                pct(sm["kv_occupancy"].get(p, {}).get("mean")),
                 pct(sm["kv_occupancy"].get(p, {}).get("max"))] for p, u in sm["utilisation"].items()]),
     ]
     return "\n".join(lines)
