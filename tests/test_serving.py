@@ -237,9 +237,11 @@ def test_tabulated_step_cost_equals_the_op_model(model, kw):
             assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-9, abs=1e-15), field
 
 
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
 @pytest.mark.parametrize("spec", [None, "tiny-kv"])
-def test_coalesced_decode_stretches_match_step_by_step(spec):
-    """Running pure-decode stretches as one event changes nothing but the number of events."""
+def test_coalesced_decode_stretches_match_step_by_step(spec, engine):
+    """Running pure-decode stretches as one event changes nothing but the number of events: the
+    step-by-step scheduler is the slow reference the fast path must reproduce, under every engine."""
     from simulator.serving.runner import replica_configs
 
     dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1),
@@ -253,7 +255,7 @@ def test_coalesced_decode_stretches_match_step_by_step(spec):
         req = t.sample()
         r = Requests(req.arrival_s.to_numpy(float).copy(), req.prompt_tokens.to_numpy(np.int64),
                      req.output_tokens.to_numpy(np.int64))
-        cfgs = replica_configs(dep)
+        cfgs = replica_configs(dep, engine=engine)
         if spec == "tiny-kv":  # force preemptions too
             cfgs = [dc_replace(c, kv_capacity_tokens=6000) for c in cfgs]
         sim = Simulation(r, cfgs, coalesce=coalesce)
