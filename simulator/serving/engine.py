@@ -80,7 +80,8 @@ class Requests:
     target_prefill: np.ndarray = None  # prompt (+ generated, after a recompute preemption)
     generated: np.ndarray = None
     admitted_s: np.ndarray = None
-    first_token_s: np.ndarray = None
+    first_token_s: np.ndarray = None  # the first token reaches the client (P/D: once its KV is on the decode side)
+    prefill_done_s: np.ndarray = None  # the prompt is prefilled and its first token sampled
     finish_s: np.ndarray = None
     preemptions: np.ndarray = None
     prefill_replica: np.ndarray = None
@@ -104,7 +105,7 @@ class Requests:
         self.prefilled = np.zeros(n, np.int64)
         self.target_prefill = self.prompt.astype(np.int64).copy()
         self.generated = np.zeros(n, np.int64)
-        for name in ("admitted_s", "first_token_s", "finish_s"):
+        for name in ("admitted_s", "first_token_s", "prefill_done_s", "finish_s"):
             setattr(self, name, np.full(n, np.nan))
         self.preemptions = np.zeros(n, np.int64)
         self.prefill_replica = np.full(n, -1, np.int64)
@@ -299,11 +300,14 @@ class Replica:
             r.prefilled[pre_ids] += chunks
             done = pre_ids[r.prefilled[pre_ids] >= r.target_prefill[pre_ids]]
             fresh = done[r.generated[done] == 0]  # a recomputed request already has its first token
-            r.first_token_s[fresh] = now
+            r.prefill_done_s[fresh] = now
             r.generated[fresh] = 1
             r.prefill_replica[fresh] = self.uid
             out += len(fresh)
             complete = r.generated[done] >= r.output[done]
+            # the client sees the first token now, unless it travels on with the KV to a decode replica
+            shown = fresh if cfg.role != "prefill" else fresh[r.generated[fresh] >= r.output[fresh]]
+            r.first_token_s[shown] = now
             leaving.append((done[complete], True))
             if cfg.role == "prefill":
                 leaving.append((done[~complete], False))
@@ -391,6 +395,8 @@ class Simulation:
             if t > 0:
                 yield self.env.timeout(t)
         self.events.append((self.env.now, "kv_transferred", rid))
+        # the decode side streams the prefill's token once it holds the request (TTFT includes the transfer)
+        self.req.first_token_s[rid] = self.env.now
         dst.inbound -= 1
         dst.submit(rid)
 
@@ -464,7 +470,8 @@ class Simulation:
             "request_id": np.arange(len(r.prompt)), "arrival_s": r.arrival_s, "prompt_tokens": r.prompt,
             "output_tokens": r.output, "status": [STATUS[s] for s in r.status],
             "reason": [r.reason.get(i, "") for i in range(len(r.prompt))],
-            "admitted_s": r.admitted_s, "first_token_s": r.first_token_s, "finish_s": r.finish_s,
+            "admitted_s": r.admitted_s, "prefill_done_s": r.prefill_done_s, "first_token_s": r.first_token_s,
+            "finish_s": r.finish_s,
             "preemptions": r.preemptions,
             "prefill_replica": [self.replicas[i].cfg.name if i >= 0 else "" for i in r.prefill_replica],
             "decode_replica": [self.replicas[i].cfg.name if i >= 0 else "" for i in r.decode_replica],

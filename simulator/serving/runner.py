@@ -117,7 +117,7 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
     sim: Simulation | None = None
 
     def kv_transfer(rid: int, src: int) -> float:  # the decode replica is chosen before the transfer starts
-        prefill_time = float(r.first_token_s[rid] - r.admitted_s[rid])
+        prefill_time = float(r.prefill_done_s[rid] - r.admitted_s[rid])
         dst = pools[sim.replicas[int(r.decode_replica[rid])].cfg.pool]
         return kv_transfer_time_s(dep, pools[sim.replicas[src].cfg.pool], dst, float(r.prompt[rid]), prefill_time)
 
