@@ -121,6 +121,7 @@ class Replica:
 
     def __init__(self, sim: Simulation, cfg: ReplicaConfig, uid: int, rng: np.random.Generator):
         self.sim, self.cfg, self.uid, self.rng = sim, cfg, uid, rng
+        self.name = cfg.name
         self.waiting: collections.deque[int] = collections.deque()
         self.active = np.empty(0, np.int64)  # admitted requests in admission order
         self.blocks_total = cfg.kv_capacity_tokens // BLOCK_TOKENS
@@ -269,9 +270,12 @@ class Replica:
         self.busy_s += float(bounds[steps] - start)
         self.quadrant_s += quad[:, :steps].sum(axis=1)
         r.generated[decoding] += steps
-        occ = blocks / max(self.blocks_total, 1)
-        for i in range(steps - 1):
-            self.sim.record(self, float(bounds[i]), float(bounds[i + 1]), 0, 0, n, n, queued, n, float(occ[i]), 0)
+        if steps > 1:  # the stretch's steps but the last, as rows in one go (same layout as ``record``)
+            b = bounds[:steps].tolist()
+            occ = (blocks[:steps - 1] / max(self.blocks_total, 1)).tolist()
+            pool, name = cfg.pool, self.name
+            self.sim.steps.extend((pool, name, b[i], b[i + 1], "decode", 0, 0, n, n, queued, n, occ[i], 0)
+                                  for i in range(steps - 1))
         fin = decoding[r.generated[decoding] >= r.output[decoding]]
         if len(fin):
             r.home[fin] = -1
@@ -432,7 +436,7 @@ class Simulation:
                kv_occupancy, preempted):
         """The one place that knows the step-record layout (see ``step_frame``)."""
         kind = "mixed" if n_prefill and n_decode else ("prefill" if n_prefill else "decode")
-        self.steps.append((rep.cfg.pool, rep.cfg.name, start, end, kind, n_prefill, prefill_tokens, n_decode,
+        self.steps.append((rep.cfg.pool, rep.name, start, end, kind, n_prefill, prefill_tokens, n_decode,
                            out_tokens, queued, running, kv_occupancy, preempted))
 
     # -- driving -----------------------------------------------------------------------------
