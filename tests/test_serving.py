@@ -366,3 +366,23 @@ def test_pd_kv_transfer_takes_the_right_link_and_streams_per_layer():
     # streaming hides the transfer under a longer prefill, down to the last layer's share
     assert exposed[0] > exposed[1] > exposed[2] > d.transfer.latency_s
     assert exposed[2] == pytest.approx(d.transfer.latency_s + (exposed[0] - d.transfer.latency_s) / d.model.num_layers)
+
+
+def test_traffic_yaml_carries_slo_and_ramp_up(tmp_path):
+    from simulator.errors import SpecError
+
+    (tmp_path / "t.yaml").write_text(
+        "schema_version: 1\narrivals: {process: closed, concurrency: 4, ramp_up: 250 ms}\nrequests: 40\n"
+        "prompt_tokens: {dist: fixed, value: 64}\noutput_tokens: {dist: fixed, value: 16}\n"
+        "slo: {ttft: 80 ms, tpot: 20 ms, percentile: 95}\n")
+    t = read_traffic(tmp_path / "t.yaml")
+    assert t.ramp_up_s == pytest.approx(0.25) and t.slo.ttft_s == pytest.approx(0.08) and t.slo.percentile == 95
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1))
+    res = simulate(dep, t)
+    starts = sorted(tm for tm, what, rid in res.events if what == "arrive" and rid < 4)
+    assert starts == pytest.approx([0.0, 0.0625, 0.125, 0.1875])
+    att = res.summary["slo_attainment"]
+    assert res.summary["goodput"]["requests_per_s"] is not None and 0 <= att["both"] <= min(att["ttft"], att["tpot"])
+    (tmp_path / "bad.yaml").write_text((tmp_path / "t.yaml").read_text().replace("250 ms", "-1 s"))
+    with pytest.raises(SpecError, match="ramp_up"):
+        read_traffic(tmp_path / "bad.yaml")
