@@ -189,7 +189,7 @@ def test_same_seed_same_bytes_different_seed_differs():
 
 @pytest.mark.parametrize("dep", ["dbrx-8xh100", "llama-3.1-405b-fp8-8xh100", "dbrx-h100-prefill-h20-decode",
                                  "doubao-class-h100-prefill-h20-decode", "doubao-class-all-h100",
-                                 "doubao-class-afd"])
+                                 "doubao-class-afd", "deepseek-v3-8xh200-sglang-mtp"])
 def test_shipped_deployments_run(dep):
     d = read_deployment(resolve_workload(dep, "deployments", "deployment"))
     t = read_traffic(resolve_workload("chat", "traffic", "traffic"))
