@@ -3,8 +3,9 @@
 Processes: arrivals, a router per phase, one scheduler per replica, and KV-transfer links for
 prefill/decode disaggregation. The simulation owns only time: each replica schedules one event
 per batch step (never per token or per request), and per-request state lives in numpy arrays
-updated a batch at a time. Batching decisions (admission, chunked-prefill token budget,
-preemption) are plain functions of that state.
+updated a batch at a time. Batching decisions (admission, KV reservation, prefill/decode mixing
+and chunking under the token budget) belong to the replica's ``BatchPolicy`` (``policies/``); the
+replica keeps only the bookkeeping. Pure-decode stretches between events run as one event.
 
 Every request ends either ``finished`` or ``rejected`` with a reason.
 """
