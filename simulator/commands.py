@@ -201,12 +201,15 @@ def run_simulate(opts: dict, progress: bool = False):
     else:
         if bool(opts.get("rate")) == bool(opts.get("concurrency")):
             raise SimulatorError("give exactly one of --rate R or --concurrency C (or --traffic FILE)")
+        conc = opts.get("concurrency") or 0
         traffic = simple_traffic(rate=opts.get("rate"), concurrency=opts.get("concurrency"), isl=opts["isl"],
-                                 osl=opts["osl"], requests=opts.get("requests") or 1000, seed=opts.get("seed") or 0)
+                                 osl=opts["osl"], requests=opts.get("requests") or max(1000, 10 * conc),
+                                 seed=opts.get("seed") or 0)
     if opts.get("requests"):
         traffic = dc_replace(traffic, requests=opts["requests"])
     if opts.get("seed") is not None:
         traffic = dc_replace(traffic, seed=opts["seed"])
+    traffic = _simulate_overrides(traffic, opts)
     opts["_slo"] = traffic.slo
     bar = None
     if progress and sys.stderr.isatty() and traffic.requests >= 2000:
@@ -220,10 +223,39 @@ def run_simulate(opts: dict, progress: bool = False):
         from .timing.calibrated import resolve_timing
 
         timing = resolve_timing(opts.get("timing"), opts.get("calibration"))
-        return simulate(dep, traffic, horizon_s=opts.get("horizon") or math.inf, progress=cb, timing=timing)
+        return simulate(dep, traffic, horizon_s=opts.get("horizon") or math.inf, progress=cb, timing=timing,
+                        engine=opts.get("engine"), preemption=opts.get("preemption"),
+                        overheads=opts.get("overheads", True))
     finally:
         if bar:
             bar.__exit__(None, None, None)
+
+
+def _simulate_overrides(traffic, opts: dict):
+    """SLO and ramp-up flags of ``quadrant simulate`` applied over the traffic file's values."""
+    from dataclasses import replace as dc_replace
+
+    from .units import UnitError, parse_duration_s
+
+    def dur(flag: str, key: str):
+        if opts.get(key) is None:
+            return None
+        try:
+            return parse_duration_s(opts[key])
+        except UnitError as exc:
+            raise SimulatorError(f"{flag}: {exc}") from None
+
+    slo = traffic.slo
+    ttft, tpot = dur("--ttft-slo", "ttft_slo"), dur("--tpot-slo", "tpot_slo")
+    pct = opts.get("slo_percentile")
+    if pct is not None and not 0 < pct <= 100:
+        raise SimulatorError(f"--slo-percentile: expected a percentile in (0, 100], got {pct}")
+    slo = dc_replace(slo, ttft_s=slo.ttft_s if ttft is None else ttft, tpot_s=slo.tpot_s if tpot is None else tpot,
+                     percentile=slo.percentile if pct is None else pct)
+    ramp = dur("--ramp-up", "ramp_up")
+    if opts.get("preemption") not in (None, "recompute", "swap", "none"):
+        raise SimulatorError(f"--preemption: expected recompute, swap or none, got {opts['preemption']!r}")
+    return dc_replace(traffic, slo=slo, ramp_up_s=traffic.ramp_up_s if ramp is None else ramp)
 
 
 def write_simulation(res, out: Path, *, plots: bool, parquet: bool, slo=None) -> list[Path]:

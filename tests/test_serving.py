@@ -57,6 +57,8 @@ def test_disaggregation_pays_the_kv_transfer():
     assert colo.events[-1] == (2.0, "finish", 0)  # same steps without the 0.25 s transfer
     df = sim.request_frame()
     assert df.prefill_replica[0] == "pre/0" and df.decode_replica[0] == "dec/0"
+    # the client sees the first token once the decode side holds the request: TTFT includes the transfer
+    assert df.prefill_done_s[0] == 1.0 and df.ttft_s[0] == 1.25 and df.tpot_s[0] == 0.5
 
 
 def test_request_too_large_for_kv_is_rejected_with_reason():
@@ -124,21 +126,51 @@ def test_every_request_finishes_and_ttft_le_e2e():
     assert res.summary["requests_completed"] == 300
 
 
-def test_littles_law():
-    res = _quick(requests=400)
-    df = res.requests
-    t0, t1 = df.arrival_s.min(), df.finish_s.max()
-    # time-average number in system from the event log (arrive +1, finish -1)
-    changes = sorted((t, +1 if what == "arrive" else -1) for t, what, _ in res.events if what in ("arrive", "finish"))
-    area, n, last = 0.0, 0, t0
-    for t, d in changes:
-        area += n * (t - last)
-        n, last = n + d, t
-    L = area / (t1 - t0)
-    lam = len(df) / (t1 - t0)
-    W = df.e2e_s.mean()
-    assert L == pytest.approx(lam * W, rel=1e-9)
-    assert res.summary["littles_law"]["mean_in_system"] == pytest.approx(L, rel=1e-9)
+def _closed(concurrency=8, requests=400, engine=None, **kw):
+    from dataclasses import replace as dc_replace
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1),
+                           max_batch_tokens=4096, max_seqs=64)
+    t = simple_traffic(rate=None, concurrency=concurrency, isl=512, osl=64, requests=requests, seed=2, **kw)
+    t = dc_replace(t, prompt=dc_replace(t.prompt, kind="uniform", low=64, high=1500),
+                   output=dc_replace(t.output, kind="uniform", low=8, high=200))
+    return simulate(dep, t, engine=engine)
+
+
+def test_closed_loop_littles_law_in_the_measurement_window():
+    """A closed loop holds C requests in flight, so C = X * R over the steady-state window: the
+    completion rate counted from the finish events times the mean latency of the measured requests."""
+    res = _closed(concurrency=8, requests=400)
+    w = res.summary["window"]
+    assert w["start_s"] > 0 and w["requests"] < 400  # warm-up and drain were cut
+    finishes = [t for t, what, _ in res.events if what == "finish" and w["start_s"] < t <= w["end_s"]]
+    X = len(finishes) / (w["end_s"] - w["start_s"])
+    R = res.summary["e2e_s"]["mean"]
+    assert X * R == pytest.approx(8, rel=0.05)
+
+
+def test_closed_loop_starts_staggered_and_reports_its_window():
+    res = _closed(concurrency=8, requests=120)
+    first = sorted(t for t, what, rid in res.events if what == "arrive" and rid < 8)
+    ramp = res.summary["window"]["ramp_up_s"]
+    assert ramp > 0 and first[0] == 0.0 and len(set(first)) == 8 and first[-1] < ramp
+    together = _closed(concurrency=8, requests=120, ramp_up_s=0.0)
+    assert [t for t, what, rid in together.events if what == "arrive" and rid < 8] == [0.0] * 8
+
+
+def test_goodput_is_not_applicable_without_an_slo():
+    s = _quick(requests=100).summary
+    assert s["goodput"]["requests_per_s"] is None and s["goodput"]["fraction_of_requests"] is None
+    assert s["slo_attainment"] is None
+
+
+def test_engines_differ_in_ttft_at_the_same_load():
+    """Prefill-first SGLang gets first tokens out sooner than vLLM's budget-shared chunks, and pays for
+    it in inter-token latency; the three engines do not give the same answer."""
+    runs = {e: _closed(concurrency=32, requests=300, engine=e).summary for e in ("vllm", "sglang", "trtllm")}
+    assert runs["sglang"]["ttft_s"]["mean"] < runs["vllm"]["ttft_s"]["mean"]
+    assert runs["sglang"]["itl_s"]["p99"] > runs["vllm"]["itl_s"]["p99"]
+    assert len({round(r["tpot_s"]["mean"], 9) for r in runs.values()}) == 3
 
 
 def test_more_devices_never_make_p99_worse():
@@ -157,7 +189,7 @@ def test_same_seed_same_bytes_different_seed_differs():
 
 @pytest.mark.parametrize("dep", ["dbrx-8xh100", "llama-3.1-405b-fp8-8xh100", "dbrx-h100-prefill-h20-decode",
                                  "doubao-class-h100-prefill-h20-decode", "doubao-class-all-h100",
-                                 "doubao-class-afd"])
+                                 "doubao-class-afd", "deepseek-v3-8xh200-sglang-mtp"])
 def test_shipped_deployments_run(dep):
     d = read_deployment(resolve_workload(dep, "deployments", "deployment"))
     t = read_traffic(resolve_workload("chat", "traffic", "traffic"))
@@ -168,10 +200,11 @@ def test_shipped_deployments_run(dep):
     assert s["requests_completed"] > 0
     if not d.disaggregated:
         return
-    # PD disaggregation: decode starts only after the KV cache arrived
+    # PD disaggregation: the KV cache ships after the prefill, and the client sees the first token only
+    # once the decode replica has it (TTFT includes the transfer)
     kv = {rid: t for t, what, rid in res.events if what == "kv_transferred"}
-    first = res.requests.set_index("request_id").first_token_s
-    assert kv and all(t > first[rid] for rid, t in kv.items())
+    df = res.requests.set_index("request_id")
+    assert kv and all(df.prefill_done_s[rid] < t == df.first_token_s[rid] for rid, t in kv.items())
 
 
 def test_shipped_traffic_files_load():
@@ -208,9 +241,11 @@ def test_tabulated_step_cost_equals_the_op_model(model, kw):
             assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-3, abs=1e-12), field
 
 
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
 @pytest.mark.parametrize("spec", [None, "tiny-kv"])
-def test_coalesced_decode_stretches_match_step_by_step(spec):
-    """Running pure-decode stretches as one event changes nothing but the number of events."""
+def test_coalesced_decode_stretches_match_step_by_step(spec, engine):
+    """Running pure-decode stretches as one event changes nothing but the number of events: the
+    step-by-step scheduler is the slow reference the fast path must reproduce, under every engine."""
     from simulator.serving.runner import replica_configs
 
     dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1),
@@ -224,7 +259,7 @@ def test_coalesced_decode_stretches_match_step_by_step(spec):
         req = t.sample()
         r = Requests(req.arrival_s.to_numpy(float).copy(), req.prompt_tokens.to_numpy(np.int64),
                      req.output_tokens.to_numpy(np.int64))
-        cfgs = replica_configs(dep)
+        cfgs = replica_configs(dep, engine=engine)
         if spec == "tiny-kv":  # force preemptions too
             cfgs = [dc_replace(c, kv_capacity_tokens=6000) for c in cfgs]
         sim = Simulation(r, cfgs, coalesce=coalesce)
@@ -259,3 +294,96 @@ def test_bad_traffic_yaml_names_key(tmp_path):
                                      "prompt_tokens: {dist: fixed, value: 8}\noutput_tokens: {dist: fixed, value: 8}\n")
     with pytest.raises(SpecError, match="arrivals.rate_per_s"):
         read_traffic(tmp_path / "t.yaml")
+
+
+def _afd(micro_batches):
+    from dataclasses import replace as dc_replace
+
+    d = read_deployment(resolve_workload("doubao-class-afd", "deployments", "deployment"))
+    pools = tuple(dc_replace(p, plan=dc_replace(p.plan, micro_batches=micro_batches)) if p.plan.af_disaggregated
+                  else p for p in d.pools)
+    return dc_replace(d, pools=pools)
+
+
+def test_af_one_micro_batch_pays_attention_transfer_and_ffn_in_series():
+    """With one micro-batch nothing overlaps: every decode step is at least the attention, both trips
+    over the link and the FFN of every layer (summed from the op model, not from the step model)."""
+    from simulator.analysis.whatif import time_phase
+    from simulator.ops.build import StepShape
+    from simulator.timing import RooflineModel
+
+    dep = _afd(1)
+    plan = next(p.plan for p in dep.pools if p.plan.af_disaggregated)
+    pt = time_phase(dep.model, plan, StepShape(decode_seqs=1, decode_len=1, decode_kv=512), "step", RooflineModel(),
+                    kv_precision=dep.kv_precision, kv_scale_tokens=dep.kv_scale_tokens)
+    w = pt.times.weighted(pt.times.time_s)[:, 0]
+    serial = float(w[pt.ops.mask("step_attention") | pt.ops.mask("step_ffn")].sum())
+    assert serial > 0
+    res = simulate(dep, simple_traffic(rate=None, concurrency=1, isl=512, osl=32, requests=3), overheads=False)
+    assert (res.requests.tpot_s >= serial * (1 - 1e-9)).all()
+
+
+@pytest.mark.parametrize("mb", [1, 2, 3])
+def test_af_pool_utilisation_never_exceeds_one(mb):
+    res = simulate(_afd(mb), simple_traffic(rate=None, concurrency=48, isl=512, osl=64, requests=150))
+    for pool, u in res.summary["utilisation"].items():
+        for k in ("busy", "prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn"):
+            assert 0 <= u[k] <= 1 + 1e-9, (pool, k, u[k])
+
+
+def test_chunked_pp_prefill_is_pipelined():
+    """One long prompt, chunked: TTFT falls with pipeline depth, in step with whatif."""
+    from simulator.analysis import whatif
+    from simulator.build import plan_from_options
+
+    ttft, ref = [], []
+    for pp in (1, 2, 4):
+        o = PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=pp, tp=1, pp=pp, chunk=2048)
+        dep = quick_deployment(o, max_batch_tokens=2048, max_seqs=8)
+        s = simulate(dep, simple_traffic(rate=None, concurrency=1, isl=8192, osl=4, requests=2),
+                     overheads=False).summary
+        ttft.append(s["ttft_s"]["mean"])
+        ref.append(whatif(plan_from_options(o), batch=1, isl=8192, osl=4).ttft_s)
+    assert ttft[0] > ttft[1] > ttft[2] and ref[0] > ref[1] > ref[2]
+    for a, b in zip(ttft, ref):
+        assert 0.5 < a / b < 1.5
+
+
+def test_pd_kv_transfer_takes_the_right_link_and_streams_per_layer():
+    from dataclasses import replace as dc_replace
+
+    from simulator.serving.disagg import kv_link, kv_transfer_time_s
+    from simulator.specs.catalog import load_hardware
+
+    d = read_deployment(resolve_workload("dbrx-h100-prefill-h20-decode", "deployments", "deployment"))
+    pre, dec = d.pools
+    assert kv_link(pre, dec)[0] == "scale_out"  # H100 and H20 nodes: over the NICs
+    gb = load_hardware("gb200")
+    on_rack = [dc_replace(p, plan=dc_replace(p.plan, attention=dc_replace(p.plan.attention, hardware=gb)))
+               for p in (pre, dec)]
+    level, bw = kv_link(*on_rack)
+    assert level == "scale_up" and bw > kv_link(pre, dec)[1]  # one NVL72 domain: over NVLink
+    exposed = [kv_transfer_time_s(d, pre, dec, 4096, p) for p in (0.0, 2e-4, 10.0)]
+    # streaming hides the transfer under a longer prefill, down to the last layer's share
+    assert exposed[0] > exposed[1] > exposed[2] > d.transfer.latency_s
+    assert exposed[2] == pytest.approx(d.transfer.latency_s + (exposed[0] - d.transfer.latency_s) / d.model.num_layers)
+
+
+def test_traffic_yaml_carries_slo_and_ramp_up(tmp_path):
+    from simulator.errors import SpecError
+
+    (tmp_path / "t.yaml").write_text(
+        "schema_version: 1\narrivals: {process: closed, concurrency: 4, ramp_up: 250 ms}\nrequests: 40\n"
+        "prompt_tokens: {dist: fixed, value: 64}\noutput_tokens: {dist: fixed, value: 16}\n"
+        "slo: {ttft: 80 ms, tpot: 20 ms, percentile: 95}\n")
+    t = read_traffic(tmp_path / "t.yaml")
+    assert t.ramp_up_s == pytest.approx(0.25) and t.slo.ttft_s == pytest.approx(0.08) and t.slo.percentile == 95
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1))
+    res = simulate(dep, t)
+    starts = sorted(tm for tm, what, rid in res.events if what == "arrive" and rid < 4)
+    assert starts == pytest.approx([0.0, 0.0625, 0.125, 0.1875])
+    att = res.summary["slo_attainment"]
+    assert res.summary["goodput"]["requests_per_s"] is not None and 0 <= att["both"] <= min(att["ttft"], att["tpot"])
+    (tmp_path / "bad.yaml").write_text((tmp_path / "t.yaml").read_text().replace("250 ms", "-1 s"))
+    with pytest.raises(SpecError, match="ramp_up"):
+        read_traffic(tmp_path / "bad.yaml")

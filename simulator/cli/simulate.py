@@ -31,6 +31,25 @@ def simulate(
     max_batch_tokens: int = typer.Option(8192, "--max-batch-tokens", help="Quick run: token budget per step."),
     max_seqs: int = typer.Option(256, "--max-seqs", help="Quick run: running sequences per replica."),
     seed: int = typer.Option(None, "--seed", help="Random seed (overrides the traffic file)."),
+    dp: int = typer.Option(None, "--dp", help="Quick run: attention data-parallel ranks per replica "
+                                                "(tp x dp = devices / pp)."),
+    engine: str = typer.Option(None, "--engine", help="Serving engine for every pool: vllm (chunked prefill mixed "
+                               "into decode), sglang (prefill first, decode paused) or trtllm (in-flight batching, "
+                               "KV reserved for the whole request). Default: each pool's `engine:` (vllm)."),
+    preemption: str = typer.Option(None, "--preemption", help="recompute | swap | none (trtllm only: "
+                                   "GUARANTEED_NO_EVICT). Default: the engine's."),
+    ttft_slo: str = typer.Option(None, "--ttft-slo", help="TTFT SLO, e.g. 500ms (overrides the traffic file)."),
+    tpot_slo: str = typer.Option(None, "--tpot-slo", help="TPOT SLO, e.g. 50ms (overrides the traffic file)."),
+    slo_percentile: float = typer.Option(None, "--slo-percentile", help="Percentile the SLO applies to (default 90)."),
+    ramp_up: str = typer.Option(None, "--ramp-up", help="Closed loop: start the clients evenly over this time "
+                                "(e.g. 2s; 0: all at once). Default: one estimated request lifetime."),
+    spec_draft_tokens: int = typer.Option(0, "--spec-tokens", help="Quick run: speculative / MTP draft tokens per "
+                                          "step (0: off)."),
+    spec_acceptance: float = typer.Option(0.7, "--spec-acceptance", help="Quick run: per-token draft acceptance rate."),
+    spec_draft_cost: float = typer.Option(0.05, "--spec-draft-cost", help="Quick run: one draft pass as a fraction "
+                                          "of a decode step (MTP: about 1 / layers)."),
+    overheads: bool = typer.Option(True, "--overheads/--no-overheads", help="Add the engine's step overheads (CPU "
+                                   "time, unlisted kernels, per-sequence cost) to the timing model."),
     horizon: float = typer.Option(None, "--horizon", help="Stop at this simulated time (s); the rest is rejected."),
     timing: str = typer.Option(None, "--timing", help="Timing model: roofline (default), calibrated:OVERLAY.yaml "
                                "(from `quadrant calibrate`) or measured:KERNELS.csv (your measured table; the roofline "
@@ -41,14 +60,21 @@ def simulate(
                                                                   "step timeline."),
     parquet: bool = typer.Option(False, "--parquet", help="With --out: Parquet instead of CSV (needs pyarrow)."),
 ):
-    """Simulate traffic on a deployment (discrete events, one per batch step per replica): TTFT, TPOT and
+    """Simulate traffic on a deployment (discrete events, one per batch step per replica): TTFT, TPOT, ITL and
     end-to-end latency percentiles, throughput, goodput under the SLO, utilisation per pool and quadrant,
     queueing, preemptions, KV occupancy and cost per million output tokens.
+
+    Each pool runs an engine profile (--engine): its batching policy plus its per-step overheads, with
+    the constants and their sources in simulator/serving/engines.yaml. A closed loop starts its clients
+    staggered, skips a warm-up and reports the steady-state window it measured. Goodput needs an SLO.
 
     Examples:\n
       quadrant simulate workloads/deployments/dbrx-h100-prefill-h20-decode.yaml --traffic chat\n
       quadrant simulate --model llama-3.1-8b --hardware h100-sxm --devices 1 --tp 1 --rate 4 --isl 1024 --osl 256
       --requests 500 --json
+
+      quadrant simulate --model llama-3.1-8b --devices 1 --tp 1 --concurrency 32 --engine sglang --ttft-slo 1s
+      --tpot-slo 50ms
     """
     from ..commands import run_simulate
 

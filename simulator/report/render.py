@@ -92,24 +92,32 @@ def simulation_text(sm: dict) -> str:
     for reason, n in sm["rejection_reasons"].items():
         lines.append(f"  rejected x{n}: {reason}")
     lines += ["", table(["latency", "mean", "p50", "p90", "p99"],
-                        [row("TTFT", sm["ttft_s"]), row("TPOT", sm["tpot_s"]), row("end-to-end", sm["e2e_s"]),
-                         row("queueing", sm["queue_s"])]), ""]
+                        [row("TTFT", sm["ttft_s"]), row("TPOT", sm["tpot_s"])]
+                        + ([row("ITL", sm["itl_s"])] if "itl_s" in sm else [])
+                        + [row("end-to-end", sm["e2e_s"]), row("queueing", sm["queue_s"])]), ""]
+    if "window" in sm:
+        w = sm["window"]
+        lines.insert(1, f"engines: {', '.join(f'{p} {e}' for p, e in sm['engines'].items())}; measured "
+                        f"{w['requests']} requests in [{s(w['start_s'])}, {s(w['end_s'])}] ({w['rule']})")
     g = sm["goodput"]
     cost = sm["cost_usd_per_mtok"]
     lines += [
         f"throughput   input {sm['input_tokens_per_s']:,.0f} tok/s, output {sm['output_tokens_per_s']:,.0f} tok/s "
         f"({sm['output_tokens_per_s_per_device']:,.1f} per device)",
-        f"goodput      {pct(g['fraction_of_requests'])} of requests meet TTFT <= {s(g['slo']['ttft_s'])} and "
-        f"TPOT <= {s(g['slo']['tpot_s'])}; p{g['slo']['percentile']:g} SLO "
-        f"{'met' if g['slo_met'] else 'NOT met'}",
+        ("goodput      n/a (no SLO given: --ttft-slo / --tpot-slo or slo: in the traffic file)"
+         if g["requests_per_s"] is None else
+         f"goodput      {g['requests_per_s']:,.2f} req/s; {pct(g['fraction_of_requests'])} of requests meet TTFT <= "
+         f"{s(g['slo']['ttft_s'])} and TPOT <= {s(g['slo']['tpot_s'])}; p{g['slo']['percentile']:g} SLO "
+         f"{'met' if g['slo_met'] else 'NOT met'}"),
         f"preemptions  {sm['preemptions']}",
         "cost         " + (f"${cost:,.3f} per 1M output tokens (${sm['cost_usd_per_hour']:,.2f}/h)" if cost is not None
                            else "n/a (a pool has no price; set price_per_device_hour or --price)"),
         "",
-        table(["pool", "replicas", "busy", "prefill attn", "prefill FFN", "decode attn", "decode FFN", "KV mean",
-               "KV max"],
+        table(["pool", "replicas", "busy", "prefill attn", "prefill FFN", "decode attn", "decode FFN", "other",
+               "batch fill", "KV mean", "KV max"],
               [[p, u["replicas"], pct(u["busy"]), pct(u["prefill_attention"]), pct(u["prefill_ffn"]),
-                pct(u["decode_attention"]), pct(u["decode_ffn"]), pct(sm["kv_occupancy"].get(p, {}).get("mean")),
+                pct(u["decode_attention"]), pct(u["decode_ffn"]), pct(u.get("other")), pct(u.get("batch_fill")),
+                pct(sm["kv_occupancy"].get(p, {}).get("mean")),
                 pct(sm["kv_occupancy"].get(p, {}).get("max"))] for p, u in sm["utilisation"].items()]),
     ]
     return "\n".join(lines)

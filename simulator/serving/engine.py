@@ -3,8 +3,9 @@
 Processes: arrivals, a router per phase, one scheduler per replica, and KV-transfer links for
 prefill/decode disaggregation. The simulation owns only time: each replica schedules one event
 per batch step (never per token or per request), and per-request state lives in numpy arrays
-updated a batch at a time. Batching decisions (admission, chunked-prefill token budget,
-preemption) are plain functions of that state.
+updated a batch at a time. Batching decisions (admission, KV reservation, prefill/decode mixing
+and chunking under the token budget) belong to the replica's ``BatchPolicy`` (``policies/``); the
+replica keeps only the bookkeeping. Pure-decode stretches between events run as one event.
 
 Every request ends either ``finished`` or ``rejected`` with a reason.
 """
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from .policies import BatchPolicy, VLLMPolicy
 from .stepcost import StepCostModel
 
 BLOCK_TOKENS = 16  # paged KV-cache block size
@@ -60,6 +62,7 @@ class ReplicaConfig:
     preemption: str = "recompute"  # or "swap"
     swap_bytes_per_s: float = 64e9
     kv_bytes_per_token: float = 0.0  # all layers, for swap cost
+    policy: BatchPolicy = field(default_factory=VLLMPolicy)  # the engine's batching decisions
 
     @property
     def name(self) -> str:
@@ -78,7 +81,8 @@ class Requests:
     target_prefill: np.ndarray = None  # prompt (+ generated, after a recompute preemption)
     generated: np.ndarray = None
     admitted_s: np.ndarray = None
-    first_token_s: np.ndarray = None
+    first_token_s: np.ndarray = None  # the first token reaches the client (P/D: once its KV is on the decode side)
+    prefill_done_s: np.ndarray = None  # the prompt is prefilled and its first token sampled
     finish_s: np.ndarray = None
     preemptions: np.ndarray = None
     prefill_replica: np.ndarray = None
@@ -102,7 +106,7 @@ class Requests:
         self.prefilled = np.zeros(n, np.int64)
         self.target_prefill = self.prompt.astype(np.int64).copy()
         self.generated = np.zeros(n, np.int64)
-        for name in ("admitted_s", "first_token_s", "finish_s"):
+        for name in ("admitted_s", "first_token_s", "prefill_done_s", "finish_s"):
             setattr(self, name, np.full(n, np.nan))
         self.preemptions = np.zeros(n, np.int64)
         self.prefill_replica = np.full(n, -1, np.int64)
@@ -118,11 +122,13 @@ class Replica:
 
     def __init__(self, sim: Simulation, cfg: ReplicaConfig, uid: int, rng: np.random.Generator):
         self.sim, self.cfg, self.uid, self.rng = sim, cfg, uid, rng
+        self.name = cfg.name
         self.waiting: collections.deque[int] = collections.deque()
         self.active = np.empty(0, np.int64)  # admitted requests in admission order
         self.blocks_total = cfg.kv_capacity_tokens // BLOCK_TOKENS
         self.used_blocks = 0  # blocks reserved by ``active`` (kept current after every change)
         self.wake = sim.env.event()
+        self.inbound = 0  # requests whose KV is on its way here (counted as load by the router)
         self.busy_s = 0.0
         self.quadrant_s = np.zeros(4)
         sim.env.process(self.run())
@@ -130,7 +136,7 @@ class Replica:
     # -- load for the router -----------------------------------------------------------------
     @property
     def load(self) -> int:
-        return len(self.waiting) + len(self.active)
+        return len(self.waiting) + len(self.active) + self.inbound
 
     def submit(self, rid: int) -> None:
         r = self.sim.req
@@ -145,9 +151,12 @@ class Replica:
             self.wake.succeed()
 
     # -- batching policy (pure given the state) ----------------------------------------------
-    def _blocks(self, ids: np.ndarray) -> int:
+    def _reserved(self, ids: np.ndarray) -> np.ndarray:
         r = self.sim.req
-        return int(np.sum(-(-r.reserved_tokens(ids) // BLOCK_TOKENS))) if len(ids) else 0
+        return self.cfg.policy.reserved_tokens(r.target_prefill[ids], r.generated[ids], r.output[ids], r.offset[ids])
+
+    def _blocks(self, ids: np.ndarray) -> int:
+        return int(np.sum(-(-self._reserved(ids) // BLOCK_TOKENS))) if len(ids) else 0
 
     def _admit(self) -> float:
         """FCFS admission while KV blocks and sequence slots allow; returns swap-in seconds."""
@@ -157,7 +166,9 @@ class Replica:
         admitted = []
         while self.waiting and len(self.active) + len(admitted) < cfg.max_seqs:
             rid = self.waiting[0]
-            need = math.ceil((r.target_prefill[rid] + r.generated[rid] - r.offset[rid] + 1) / BLOCK_TOKENS)
+            tokens = cfg.policy.admit_tokens(int(r.target_prefill[rid]), int(r.generated[rid] - r.offset[rid]),
+                                             int(r.output[rid] - r.generated[rid]))
+            need = -(-tokens // BLOCK_TOKENS)
             if used + need > self.blocks_total:
                 break
             self.waiting.popleft()
@@ -177,20 +188,15 @@ class Replica:
         return swap_s
 
     def _plan_step(self):
-        """Token budget: every decoding sequence first, then prefill chunks in admission order."""
+        """The policy picks the step's decodes and prompt chunks under the token budget."""
         r, cfg = self.sim.req, self.cfg
         ids = self.active
         is_dec = r.prefilled[ids] >= r.target_prefill[ids]
         decoding, prefilling = ids[is_dec], ids[~is_dec]
         q_len = 1 + cfg.spec_draft_tokens
-        budget = cfg.max_batch_tokens - len(decoding) * q_len
-        chunks = np.zeros(len(prefilling), np.int64)
-        if len(prefilling) and budget > 0:
-            remaining = r.target_prefill[prefilling] - r.prefilled[prefilling]
-            before = np.concatenate(([0], np.cumsum(remaining)[:-1]))
-            chunks = np.clip(budget - before, 0, remaining)
-        take = chunks > 0
-        return decoding, prefilling[take], chunks[take], q_len
+        remaining = r.target_prefill[prefilling] - r.prefilled[prefilling]
+        dec, pre, chunks = cfg.policy.plan(decoding, prefilling, remaining, cfg.max_batch_tokens, q_len)
+        return dec, pre, np.asarray(chunks, np.int64), q_len
 
     # -- the scheduler process ---------------------------------------------------------------
     def run(self):
@@ -231,15 +237,18 @@ class Replica:
         env, r, cfg = self.sim.env, self.sim.req, self.cfg
         k = min(k, MAX_STRETCH)
         n = len(decoding)
-        res0 = r.reserved_tokens(decoding)
-        blocks0 = -(-res0 // BLOCK_TOKENS)
-        others = self.used_blocks - int(blocks0.sum())
-        # blocks after j more tokens each: sum_i ceil((res_i + j) / B) = sum_i blocks_i + floor((a_i + j) / B)
-        # with a_i = (res_i - 1) mod B, computed over a 16-bin histogram of a_i instead of every sequence
-        hist = np.bincount((res0 - 1) % BLOCK_TOKENS, minlength=BLOCK_TOKENS)
-        j = np.arange(1, k + 1)
-        grow = ((np.arange(BLOCK_TOKENS)[None, :] + j[:, None]) // BLOCK_TOKENS) @ hist
-        blocks = others + int(blocks0.sum()) + grow
+        if not cfg.policy.grows:  # the whole request was reserved at admission
+            blocks = np.full(k, self.used_blocks)
+        else:
+            res0 = self._reserved(decoding)
+            blocks0 = -(-res0 // BLOCK_TOKENS)
+            others = self.used_blocks - int(blocks0.sum())
+            # blocks after j more tokens each: sum_i ceil((res_i + j) / B) = sum_i blocks_i + floor((a_i + j) / B)
+            # with a_i = (res_i - 1) mod B, computed over a 16-bin histogram of a_i instead of every sequence
+            hist = np.bincount((res0 - 1) % BLOCK_TOKENS, minlength=BLOCK_TOKENS)
+            j = np.arange(1, k + 1)
+            grow = ((np.arange(BLOCK_TOKENS)[None, :] + j[:, None]) // BLOCK_TOKENS) @ hist
+            blocks = others + int(blocks0.sum()) + grow
         over = blocks > self.blocks_total
         if over.any():  # stop before the step that would need a preemption
             k = int(np.argmax(over))
@@ -262,9 +271,12 @@ class Replica:
         self.busy_s += float(bounds[steps] - start)
         self.quadrant_s += quad[:, :steps].sum(axis=1)
         r.generated[decoding] += steps
-        occ = blocks / max(self.blocks_total, 1)
-        for i in range(steps - 1):
-            self.sim.record(self, float(bounds[i]), float(bounds[i + 1]), 0, 0, n, n, queued, n, float(occ[i]), 0)
+        if steps > 1:  # the stretch's steps but the last, as rows in one go (same layout as ``record``)
+            b = bounds[:steps].tolist()
+            occ = (blocks[:steps - 1] / max(self.blocks_total, 1)).tolist()
+            pool, name = cfg.pool, self.name
+            self.sim.steps.extend((pool, name, b[i], b[i + 1], "decode", 0, 0, n, n, queued, n, occ[i], 0)
+                                  for i in range(steps - 1))
         fin = decoding[r.generated[decoding] >= r.output[decoding]]
         if len(fin):
             r.home[fin] = -1
@@ -293,11 +305,14 @@ class Replica:
             r.prefilled[pre_ids] += chunks
             done = pre_ids[r.prefilled[pre_ids] >= r.target_prefill[pre_ids]]
             fresh = done[r.generated[done] == 0]  # a recomputed request already has its first token
-            r.first_token_s[fresh] = now
+            r.prefill_done_s[fresh] = now
             r.generated[fresh] = 1
             r.prefill_replica[fresh] = self.uid
             out += len(fresh)
             complete = r.generated[done] >= r.output[done]
+            # the client sees the first token now, unless it travels on with the KV to a decode replica
+            shown = fresh if cfg.role != "prefill" else fresh[r.generated[fresh] >= r.output[fresh]]
+            r.first_token_s[shown] = now
             leaving.append((done[complete], True))
             if cfg.role == "prefill":
                 leaving.append((done[~complete], False))
@@ -320,7 +335,7 @@ class Replica:
             rid = int(self.active[-1])
             self.active = self.active[:-1]
             r.home[rid] = -1
-            self.used_blocks -= math.ceil(int(r.reserved_tokens(np.array([rid]))[0]) / BLOCK_TOKENS)
+            self.used_blocks -= math.ceil(int(self._reserved(np.array([rid]))[0]) / BLOCK_TOKENS)
             r.preemptions[rid] += 1
             preempted += 1
             r.status[rid] = WAITING
@@ -339,7 +354,7 @@ class Simulation:
 
     def __init__(self, requests: Requests, replicas: list[ReplicaConfig], *, seed: int = 0,
                  closed_concurrency: int = 0, kv_transfer_s: Callable[[int, int], float] | None = None,
-                 horizon_s: float = math.inf, coalesce: bool = True):
+                 horizon_s: float = math.inf, coalesce: bool = True, closed_starts_s: np.ndarray | None = None):
         self.env = simpy.Environment()
         self.coalesce = coalesce  # run pure-decode stretches as one event (same results, far fewer events)
         self.req = requests
@@ -353,6 +368,9 @@ class Simulation:
         self.steps: list[tuple] = []
         self.events: list[tuple[float, str, int]] = []  # (time, what, request id), for exact-log tests
         self.closed = closed_concurrency
+        self.closed_starts_s = closed_starts_s  # closed loop: when each client sends its first request
+        self.ramp_s = 0.0
+        self.engine_override: str | None = None
         self.next_closed = 0
         self.horizon_s = horizon_s
         self.done_count = 0
@@ -373,14 +391,18 @@ class Simulation:
         self.env.process(self._transfer(src, rid))
 
     def _transfer(self, src: Replica, rid: int):
+        dst = self._route("decode")  # the destination decides the link and is known before shipping
+        self.req.decode_replica[rid] = dst.uid
+        dst.inbound += 1
         with self.links[src.uid].request() as slot:
             yield slot
             t = self.kv_transfer_s(rid, src.uid)
             if t > 0:
                 yield self.env.timeout(t)
         self.events.append((self.env.now, "kv_transferred", rid))
-        dst = self._route("decode")
-        self.req.decode_replica[rid] = dst.uid
+        # the decode side streams the prefill's token once it holds the request (TTFT includes the transfer)
+        self.req.first_token_s[rid] = self.env.now
+        dst.inbound -= 1
         dst.submit(rid)
 
     def finish(self, rid: int, rep: Replica) -> None:
@@ -415,7 +437,7 @@ class Simulation:
                kv_occupancy, preempted):
         """The one place that knows the step-record layout (see ``step_frame``)."""
         kind = "mixed" if n_prefill and n_decode else ("prefill" if n_prefill else "decode")
-        self.steps.append((rep.cfg.pool, rep.cfg.name, start, end, kind, n_prefill, prefill_tokens, n_decode,
+        self.steps.append((rep.cfg.pool, rep.name, start, end, kind, n_prefill, prefill_tokens, n_decode,
                            out_tokens, queued, running, kv_occupancy, preempted))
 
     # -- driving -----------------------------------------------------------------------------
@@ -430,8 +452,12 @@ class Simulation:
         if self.closed:
             first = min(self.closed, n)
             self.next_closed = first
-            for rid in range(first):
-                self.arrive(rid)
+            starts = self.closed_starts_s
+            if starts is None or not np.any(starts[:first] > 0):
+                for rid in range(first):
+                    self.arrive(rid)
+            else:
+                self.env.process(self._arrivals(np.asarray(starts[:first], float)))
         else:
             self.env.process(self._arrivals(self.req.arrival_s.copy()))
         self.env.run(until=self.horizon_s if math.isfinite(self.horizon_s) else None)
@@ -449,7 +475,8 @@ class Simulation:
             "request_id": np.arange(len(r.prompt)), "arrival_s": r.arrival_s, "prompt_tokens": r.prompt,
             "output_tokens": r.output, "status": [STATUS[s] for s in r.status],
             "reason": [r.reason.get(i, "") for i in range(len(r.prompt))],
-            "admitted_s": r.admitted_s, "first_token_s": r.first_token_s, "finish_s": r.finish_s,
+            "admitted_s": r.admitted_s, "prefill_done_s": r.prefill_done_s, "first_token_s": r.first_token_s,
+            "finish_s": r.finish_s,
             "preemptions": r.preemptions,
             "prefill_replica": [self.replicas[i].cfg.name if i >= 0 else "" for i in r.prefill_replica],
             "decode_replica": [self.replicas[i].cfg.name if i >= 0 else "" for i in r.decode_replica],

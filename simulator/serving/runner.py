@@ -11,15 +11,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import InfeasibleError
-from ..specs.deployment import Deployment, Pool, transfer_time_s
+from ..errors import InfeasibleError, SimulatorError
+from ..specs.deployment import Deployment, Pool
 from ..specs.traffic import Traffic
 from ..timing.base import TimingModel
 from ..timing.memory import kv_bytes_per_token_model, memory_fit
+from .disagg import PingPongStepCost, kv_transfer_time_s
 from .engine import ReplicaConfig, Requests, Simulation
+from .metrics import PERCENTILES, summarise  # noqa: F401  (PERCENTILES: re-exported)
+from .overheads import OverheadStepCost
+from .pipeline import PipelinedPrefill
+from .policies import make_policy
+from .profiles import ENGINES, engine_profile
 from .stepcost import AnalyticStepCost, StepCostModel, TabulatedStepCost
-
-PERCENTILES = (50, 90, 99)
 
 
 @dataclass
@@ -42,130 +46,92 @@ def kv_capacity_tokens(dep: Deployment, pool: Pool) -> int:
 
 
 def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] | None = None,
-                    timing: TimingModel | None = None) -> list[ReplicaConfig]:
+                    timing: TimingModel | None = None, *, engine: str | None = None, preemption: str | None = None,
+                    overheads: bool = True) -> list[ReplicaConfig]:
+    """One ReplicaConfig per replica. ``engine`` / ``preemption`` override every pool's choice;
+    ``overheads=False`` leaves out the engine's step overheads (the bare timing model)."""
     configs = []
     kv_tok = kv_bytes_per_token_model(dep.model, dep.kv_precision, dep.kv_scale_tokens)
+    if engine is not None and engine not in ENGINES:
+        raise SimulatorError(f"--engine: unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     for pool in dep.pools:
+        profile = engine_profile(engine or pool.engine)
+        mode = preemption or pool.preemption or profile.preemption
+        if mode == "none" and profile.policy != "trtllm":
+            raise SimulatorError(f"pool {pool.name}: preemption 'none' (reserve KV for the whole request) is "
+                                 f"TensorRT-LLM's GUARANTEED_NO_EVICT; {profile.name} preempts by recompute or swap")
         role = "colocated" if set(pool.serves) == {"prefill", "decode"} else pool.serves[0]
         spec = pool.speculative
         q_len = 1 + (spec.draft_tokens if spec else 0)
         if cost_for:
             cost = cost_for(pool)
+        elif pool.plan.af_disaggregated:
+            cost = PingPongStepCost(dep.model, pool.plan, timing, dep.kv_precision, dep.kv_scale_tokens)
         elif TabulatedStepCost.supports(pool.plan, timing):
             cost = TabulatedStepCost(dep.model, pool.plan, max(pool.max_batch_tokens, pool.max_seqs * q_len),
                                      dep.kv_precision, dep.kv_scale_tokens, timing)
         else:
             cost = AnalyticStepCost(dep.model, pool.plan, timing, dep.kv_precision, dep.kv_scale_tokens)
+        if pool.plan.pp > 1 and not pool.plan.af_disaggregated:
+            cost = PipelinedPrefill(cost, pool.plan.pp)
+        if overheads:
+            cost = OverheadStepCost(cost, profile, dep.model.num_layers, dep.model.is_moe,
+                                    spec.draft_cost_fraction if spec else 0.0)
         cap = kv_capacity_tokens(dep, pool)
+        policy = make_policy(profile.policy, mode)
         for i in range(pool.replicas):
             configs.append(ReplicaConfig(
                 pool.name, i, role, cost, cap, pool.max_batch_tokens, pool.max_seqs, pool.devices_per_replica,
                 spec.draft_tokens if spec else 0, spec.acceptance_rate if spec else 0.0,
-                kv_bytes_per_token=kv_tok))
+                preemption="swap" if mode == "swap" else "recompute", kv_bytes_per_token=kv_tok, policy=policy))
     return configs
+
+
+def closed_loop_ramp_s(configs: list[ReplicaConfig], traffic: Traffic) -> float:
+    """Auto ramp for a closed loop: the estimated lifetime of a mean request at full concurrency
+    (one prefill of the mean prompt plus the mean output at a decode batch of C / decode replicas),
+    so the C clients start spread evenly over one request lifetime instead of in lock step."""
+    first = next(c for c in configs if c.role in ("colocated", "prefill"))
+    dec = [c for c in configs if c.role in ("colocated", "decode")]
+    isl, osl = max(int(round(traffic.prompt.mean)), 1), max(int(round(traffic.output.mean)), 1)
+    n = max(1, min(-(-traffic.concurrency // len(dec)), dec[0].max_seqs))
+    pre = first.cost.cost(1, min(isl, first.max_batch_tokens), 0, 0, 0, 0).time_s * -(-isl // first.max_batch_tokens)
+    step = dec[0].cost.cost(0, 0, 0, n, 1, n * (isl + osl // 2)).time_s
+    return float(pre + osl * step)
 
 
 def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = None,
              cost_for: Callable[[Pool], StepCostModel] | None = None, horizon_s: float = math.inf,
-             progress: Callable[[int], None] | None = None) -> SimulationResult:
+             progress: Callable[[int], None] | None = None, engine: str | None = None,
+             preemption: str | None = None, overheads: bool = True) -> SimulationResult:
+    """Run ``traffic`` through ``dep``. ``engine`` (vllm | sglang | trtllm) overrides every pool's
+    engine profile; ``preemption`` (recompute | swap | none) its preemption mode."""
     reqs = traffic.sample()
     r = Requests(reqs["arrival_s"].to_numpy(dtype=float).copy(), reqs["prompt_tokens"].to_numpy(np.int64),
                  reqs["output_tokens"].to_numpy(np.int64))
-    configs = replica_configs(dep, cost_for, timing)
+    configs = replica_configs(dep, cost_for, timing, engine=engine, preemption=preemption, overheads=overheads)
     pools = {p.name: p for p in dep.pools}
     pre_pool = next((p for p in dep.pools if p.serves == ("prefill",)), None)
-    dec_pool = next((p for p in dep.pools if "decode" in p.serves), None)
 
     sim: Simulation | None = None
 
-    def kv_transfer(rid: int, src: int) -> float:
-        prefill_time = float(r.first_token_s[rid] - r.admitted_s[rid])
-        return transfer_time_s(dep, pools[sim.replicas[src].cfg.pool], dec_pool, float(r.prompt[rid]), prefill_time)
+    def kv_transfer(rid: int, src: int) -> float:  # the decode replica is chosen before the transfer starts
+        prefill_time = float(r.prefill_done_s[rid] - r.admitted_s[rid])
+        dst = pools[sim.replicas[int(r.decode_replica[rid])].cfg.pool]
+        return kv_transfer_time_s(dep, pools[sim.replicas[src].cfg.pool], dst, float(r.prompt[rid]), prefill_time)
 
     closed = traffic.concurrency if traffic.arrival == "closed" else 0
+    starts = None
+    ramp_s = 0.0
+    if closed:
+        ramp_s = traffic.ramp_up_s if traffic.ramp_up_s is not None else closed_loop_ramp_s(configs, traffic)
+        starts = np.arange(min(closed, len(r.prompt))) * (ramp_s / closed)
     sim = Simulation(r, configs, seed=traffic.seed, closed_concurrency=closed,
-                     kv_transfer_s=kv_transfer if pre_pool else None, horizon_s=horizon_s)
+                     kv_transfer_s=kv_transfer if pre_pool else None, horizon_s=horizon_s, closed_starts_s=starts)
+    sim.ramp_s = ramp_s
+    sim.engine_override = engine
     if progress:
         sim.on_done = progress
     sim.run()
     requests, steps = sim.request_frame(), sim.step_frame()
     return SimulationResult(requests, steps, summarise(requests, steps, sim, dep, traffic), sim.events)
-
-
-def _stats(x: pd.Series) -> dict:
-    v = x.dropna().to_numpy(dtype=float)
-    if not len(v):
-        return {"mean": None, "p50": None, "p90": None, "p99": None}
-    out = {"mean": float(v.mean())}
-    out.update({f"p{p}": float(np.percentile(v, p)) for p in PERCENTILES})
-    return out
-
-
-def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep: Deployment, traffic: Traffic) -> dict:
-    done = requests[requests.status == "finished"]
-    rejected = requests[requests.status == "rejected"]
-    t0 = float(requests.arrival_s.min()) if len(requests) else 0.0
-    t1 = float(np.nanmax(requests.finish_s.to_numpy())) if len(done) else t0
-    makespan = max(t1 - t0, 1e-12)
-    in_tok = float(done.prompt_tokens.sum())
-    out_tok = float(done.output_tokens.sum())
-    devices = dep.devices
-    slo = traffic.slo
-    ok = (done.ttft_s <= slo.ttft_s) & ((done.tpot_s <= slo.tpot_s) | done.tpot_s.isna())
-    price_s = sum(p.price_usd_per_s for p in dep.pools)
-    util = {}
-    for rep in sim.replicas:
-        u = util.setdefault(rep.cfg.pool, {"replicas": 0, "busy": 0.0, "prefill_attention": 0.0, "prefill_ffn": 0.0,
-                                           "decode_attention": 0.0, "decode_ffn": 0.0})
-        u["replicas"] += 1
-        u["busy"] += rep.busy_s / makespan
-        for k, v in zip(("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn"), rep.quadrant_s):
-            u[k] += v / makespan
-    for u in util.values():
-        for k in u:
-            if k != "replicas":
-                u[k] /= u["replicas"]
-    kv = {pool: {"mean": float((g.kv_occupancy * (g.end_s - g.start_s)).sum() / max((g.end_s - g.start_s).sum(),
-                                                                                     1e-12)),
-                 "max": float(g.kv_occupancy.max())} for pool, g in steps.groupby("pool")} if len(steps) else {}
-    lam = len(done) / makespan
-    W = float(done.e2e_s.mean()) if len(done) else 0.0
-    L = float(done.e2e_s.sum()) / makespan
-    summary = {
-        "requests_total": int(len(requests)),
-        "requests_completed": int(len(done)),
-        "requests_rejected": int(len(rejected)),
-        "rejection_reasons": rejected.reason.value_counts().to_dict(),
-        "makespan_s": makespan,
-        "ttft_s": _stats(done.ttft_s), "tpot_s": _stats(done.tpot_s), "e2e_s": _stats(done.e2e_s),
-        "queue_s": _stats(done.queue_s),
-        "input_tokens_per_s": in_tok / makespan,
-        "output_tokens_per_s": out_tok / makespan,
-        "input_tokens_per_s_per_device": in_tok / makespan / devices,
-        "output_tokens_per_s_per_device": out_tok / makespan / devices,
-        "devices": devices,
-        "goodput": {"slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s),
-                            "percentile": slo.percentile},
-                    "fraction_of_requests": float(ok.mean()) if len(done) else 0.0,
-                    "requests_per_s": float(ok.sum()) / makespan,
-                    "output_tokens_per_s": float(done.output_tokens[ok].sum()) / makespan,
-                    "slo_met": bool(len(done) and _pct(done.ttft_s, slo.percentile) <= slo.ttft_s
-                                    and (_pct(done.tpot_s, slo.percentile) or 0.0) <= slo.tpot_s)},
-        "utilisation": util,
-        "preemptions": int(requests.preemptions.sum()),
-        "kv_occupancy": kv,
-        "steps": int(len(steps)),
-        "cost_usd_per_mtok": _finite(price_s * makespan / out_tok * 1e6) if out_tok else None,
-        "cost_usd_per_hour": _finite(price_s * 3600),
-        "littles_law": {"arrival_rate_per_s": lam, "mean_time_in_system_s": W, "mean_in_system": L},
-    }
-    return summary
-
-
-def _pct(x: pd.Series, p: float) -> float:
-    v = x.dropna().to_numpy(dtype=float)
-    return float(np.percentile(v, p)) if len(v) else 0.0
-
-
-def _finite(x: float):
-    return float(x) if x is not None and math.isfinite(x) else None

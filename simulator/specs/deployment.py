@@ -19,6 +19,9 @@ from .catalog import load_hardware, load_model
 from .hardware import HardwareSpec
 from .model import ModelSpec
 
+ENGINES = ("vllm", "sglang", "trtllm")  # simulator/serving/engines.yaml holds their profiles
+PREEMPTIONS = ("recompute", "swap", "none")
+
 
 @dataclass(frozen=True)
 class Pool:
@@ -29,6 +32,8 @@ class Pool:
     max_batch_tokens: int  # token budget per step (chunked prefill)
     max_seqs: int  # running sequences per replica
     speculative: SpeculativeSpec | None = None
+    engine: str = "vllm"  # serving engine profile: vllm | sglang | trtllm (batching policy + step overheads)
+    preemption: str | None = None  # recompute | swap | none; None: the engine's default
 
     @property
     def devices_per_replica(self) -> int:
@@ -149,8 +154,10 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
         validate_phase(plan, model, kv_precision)
     except InfeasibleError as exc:
         raise SpecError(r.file, r.path, str(exc)) from None
+    engine = r.str("engine", "vllm", choices=ENGINES)
+    preemption = r.str("preemption", None, choices=PREEMPTIONS)
     pool = Pool(name, tuple(serves), replicas, plan, r.int("max_batch_tokens", 8192, minimum=1),
-                r.int("max_seqs", 256, minimum=1), spec)
+                r.int("max_seqs", 256, minimum=1), spec, engine, preemption)
     r.done()
     return pool
 

@@ -74,6 +74,7 @@ class Traffic:
     slo: SLO
     trace: pd.DataFrame | None = None
     file: str = ""
+    ramp_up_s: float | None = None  # closed loop: clients start evenly over this time (None: auto, 0: together)
 
     def sample(self) -> pd.DataFrame:
         """Requests as a DataFrame: arrival_s (NaN for closed loop), prompt_tokens, output_tokens."""
@@ -145,6 +146,9 @@ def read_traffic(path: str | Path) -> Traffic:
     rate = arr.number("rate_per_s", 0.0 if kind in ("closed", "trace") else ..., minimum=0)
     cv = arr.number("cv", 1.0, minimum=0.01)
     conc = arr.int("concurrency", 0 if kind != "closed" else ..., minimum=0)
+    ramp = arr.quantity("ramp_up", "s", None) if kind == "closed" else arr.raw("ramp_up", None)
+    if ramp is not None and ramp < 0:
+        raise arr.error("ramp_up", "must be >= 0")
     trace = None
     if kind == "trace":
         p = Path(arr.str("file"))
@@ -162,7 +166,7 @@ def read_traffic(path: str | Path) -> Traffic:
         requests=r.int("requests", len(trace) if trace is not None else ..., minimum=1),
         prompt=_dist(r.child("prompt_tokens")) if trace is None else LengthDist("fixed", 1),
         output=_dist(r.child("output_tokens")) if trace is None else LengthDist("fixed", 1),
-        seed=r.int("seed", 0), trace=trace, file=str(path),
+        seed=r.int("seed", 0), trace=trace, file=str(path), ramp_up_s=ramp,
         slo=SLO(slo.quantity("ttft", "s", float("inf")), slo.quantity("tpot", "s", float("inf")),
                 slo.number("percentile", 90.0, minimum=0, maximum=100)),
     )
@@ -175,8 +179,9 @@ def read_traffic(path: str | Path) -> Traffic:
 
 
 def simple_traffic(*, rate: float | None, concurrency: int | None, isl: int, osl: int, requests: int,
-                   seed: int = 0) -> Traffic:
+                   seed: int = 0, ramp_up_s: float | None = None) -> Traffic:
     """Fixed-length traffic for quick runs (Poisson at ``rate`` or a closed loop)."""
     kind = "closed" if concurrency else "poisson"
     return Traffic("cli", kind, float(rate or 0.0), 1.0, int(concurrency or 0), requests,
-                   LengthDist("fixed", isl), LengthDist("fixed", osl), seed, SLO(float("inf"), float("inf"), 90.0))
+                   LengthDist("fixed", isl), LengthDist("fixed", osl), seed, SLO(float("inf"), float("inf"), 90.0),
+                   ramp_up_s=ramp_up_s)

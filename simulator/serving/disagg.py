@@ -1,0 +1,109 @@
+"""Disaggregation in time: the attention/FFN ping-pong step, and the P/D KV transfer.
+
+A decode pool whose FFN runs on a separate pool splits its batch into ``mb`` micro-batches that
+alternate between the two: micro-batch i's attention runs while micro-batch i-1's FFN runs. Per
+layer, one micro-batch needs its attention, the activations' trip to the FFN pool, the FFN and the
+trip back, in that order; each pool works through all ``mb`` micro-batches per layer. So a layer
+takes
+
+    cycle = max(mb * t_attn, mb * t_ffn, mb * t_link, t_attn + t_a2f + t_ffn + t_f2a)
+
+(``t_*`` for one micro-batch; ``t_link`` the busier direction of the link), and a step takes
+``layers * cycle`` plus the LM head for every micro-batch. With one micro-batch nothing overlaps
+and the step is at least attention + transfers + FFN; neither pool is ever busier than the step,
+so utilisation stays <= 1. Quadrant fields report each pool's busy time (attention pool:
+attention; FFN pool: FFN), split between prefill and decode by token share.
+
+Built on the op builder and TimingModel through ``analysis.whatif.time_phase``; memoised on the
+same quantised shape key as ``stepcost.AnalyticStepCost``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..analysis.whatif import time_phase
+from ..ops.build import StepShape
+from ..plan import PhasePlan
+from ..specs.deployment import Deployment, Pool
+from ..specs.model import ModelSpec
+from ..timing.base import TimingModel
+from ..timing.memory import kv_bytes_per_token_model
+from ..timing.roofline import RooflineModel
+from .stepcost import StepCost, _q
+
+
+class PingPongStepCost:
+    def __init__(self, model: ModelSpec, plan: PhasePlan, timing: TimingModel | None = None,
+                 kv_precision: str = "bf16", kv_scale_tokens: int = 128):
+        if not plan.af_disaggregated:
+            raise ValueError("PingPongStepCost is for attention/FFN-disaggregated plans")
+        self.model, self.plan = model, plan
+        self.timing = timing or RooflineModel()
+        self.kw = dict(kv_precision=kv_precision, kv_scale_tokens=kv_scale_tokens)
+        self._memo: dict[tuple, StepCost] = {}
+
+    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
+        key = (prefill_seqs, _q(prefill_tokens / prefill_seqs) if prefill_seqs else 0.0,
+               _q(prefill_ctx_tokens / prefill_seqs) if prefill_seqs else 0.0,
+               decode_seqs, decode_len, _q(decode_kv_tokens / decode_seqs) if decode_seqs else 0.0)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = self._evaluate(*key)
+        return hit
+
+    def parts(self, ps, pl, pc, ds, dl, dk) -> dict:
+        """Per-layer times of one micro-batch (attention, FFN, each link direction), the head, layers."""
+        plan, mb = self.plan, self.plan.micro_batches
+        shape = StepShape(prefill_seqs=ps / mb, prefill_len=pl, prefill_ctx=pc, decode_seqs=ds / mb,
+                          decode_len=dl, decode_kv=dk)
+        pt = time_phase(self.model, plan, shape, "step", self.timing, **self.kw)
+        names = np.array(pt.ops.names)
+        w = pt.times.weighted(pt.times.time_s)[:, 0]
+        layers = float(self.model.num_layers)
+        a_mask, f_mask = pt.ops.mask("step_attention"), pt.ops.mask("step_ffn")
+        xa, xf = names == "attn_to_ffn", names == "ffn_to_attn"
+        return {"attn": float(w[a_mask & ~xa].sum()) / layers, "ffn": float(w[f_mask & ~xf].sum()) / layers,
+                "a2f": float(w[xa].sum()) / layers, "f2a": float(w[xf].sum()) / layers,
+                "head": float(pt.head_s[0]), "layers": layers, "mb": mb}
+
+    def _evaluate(self, ps, pl, pc, ds, dl, dk) -> StepCost:
+        p = self.parts(ps, pl, pc, ds, dl, dk)
+        mb, L = p["mb"], p["layers"]
+        cycle = max(mb * p["attn"], mb * p["ffn"], mb * max(p["a2f"], p["f2a"]),
+                    p["attn"] + p["a2f"] + p["ffn"] + p["f2a"])
+        total = L * cycle + mb * p["head"]
+        tok_p, tok_d = ps * pl, ds * dl
+        share_p = tok_p / (tok_p + tok_d) if tok_p + tok_d else 0.0
+        attn_busy, ffn_busy = L * mb * p["attn"], L * mb * p["ffn"]
+        return StepCost(total, share_p * attn_busy, share_p * ffn_busy, (1 - share_p) * attn_busy,
+                        (1 - share_p) * ffn_busy)
+
+
+def kv_link(prefill: Pool, decode: Pool):
+    """The link P/D KV transfers cross, and its bandwidth for one replica pair: the scale-up fabric
+    (NVLink) when both replicas sit in one scale-up domain of the same device type (e.g. an NVL72
+    rack), otherwise the scale-out network (RDMA NICs); each side moves its share over all of its
+    attention devices, so the slower side bounds the transfer."""
+    a, b = prefill.plan.attention, decode.plan.attention
+    same = a.hardware.id == b.hardware.id
+    level = "scale_up" if same and a.hardware.scale_up.domain_size >= (prefill.devices_per_replica
+                                                                      + decode.devices_per_replica) else "scale_out"
+    bw = min(getattr(a.hardware, level).bandwidth_bytes_per_s * a.devices_per_stage,
+             getattr(b.hardware, level).bandwidth_bytes_per_s * b.devices_per_stage)
+    return level, bw
+
+
+def kv_transfer_time_s(dep: Deployment, prefill: Pool, decode: Pool, prompt_tokens: float,
+                       prefill_time_s: float) -> float:
+    """Exposed time to ship one request's KV cache (all layers, at the deployment's KV precision and
+    scale granularity) from a prefill replica to a decode replica. With layer-by-layer streaming the
+    transfer of layer l runs while layers l+1... prefill, so only the part that does not fit under the
+    prefill (and at least the last layer's share) is exposed."""
+    nbytes = kv_bytes_per_token_model(dep.model, dep.kv_precision, dep.kv_scale_tokens) * prompt_tokens
+    bw = dep.transfer.bandwidth_bytes_per_s or kv_link(prefill, decode)[1]
+    t = nbytes / bw
+    if dep.transfer.overlap_with_prefill:
+        layers = dep.model.num_layers
+        t = max(t - prefill_time_s * (1 - 1 / layers), t / layers)
+    return dep.transfer.latency_s + t

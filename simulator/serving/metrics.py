@@ -1,0 +1,194 @@
+"""Metrics of a finished simulation, as the engines' own benchmark tools define them.
+
+``vllm bench serve`` definitions: TTFT = first token at the client - arrival; TPOT = (E2E - TTFT) /
+(output tokens - 1) per request (requests with one output token have none); ITL = the gaps between a
+request's successive token deliveries; E2E = last token - arrival. Percentiles over the requests of
+the measurement window (closed loops skip warm-up and drain; see ``measurement_window``). Goodput is
+the rate of requests meeting both SLOs, and is ``None`` (not applicable) when no SLO is given.
+Utilisation is busy time per pool and quadrant over the run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..specs.deployment import Deployment
+from ..specs.traffic import Traffic
+from .engine import Simulation
+
+PERCENTILES = (50, 90, 99)
+
+
+def _stats(x: pd.Series) -> dict:
+    v = x.dropna().to_numpy(dtype=float)
+    if not len(v):
+        return {"mean": None, "p50": None, "p90": None, "p99": None}
+    out = {"mean": float(v.mean())}
+    out.update({f"p{p}": float(np.percentile(v, p)) for p in PERCENTILES})
+    return out
+
+
+def _weighted_stats(values: np.ndarray, weights: np.ndarray) -> dict:
+    """Mean and percentiles of ``values`` each repeated ``weights`` times (inverted-CDF percentiles)."""
+    keep = weights > 0
+    v, w = values[keep], weights[keep].astype(float)
+    if not len(v):
+        return {"mean": None, "p50": None, "p90": None, "p99": None}
+    order = np.argsort(v, kind="stable")
+    v, w = v[order], w[order]
+    cum = np.cumsum(w)
+    out = {"mean": float((v * w).sum() / cum[-1])}
+    for p in PERCENTILES:
+        out[f"p{p}"] = float(v[min(np.searchsorted(cum, p / 100 * cum[-1], side="left"), len(v) - 1)])
+    return out
+
+
+def measurement_window(requests: pd.DataFrame, sim: Simulation, closed: int) -> dict:
+    """The steady-state window the latency and throughput figures describe.
+
+    Closed loop (as ``vllm bench serve --max-concurrency C`` measures it, but without its ramp and
+    drain): warm-up ends when C requests have finished (every client slot has turned over once on
+    average); the window ends at the last request's arrival, after which fewer than C are in flight.
+    Requests that arrive inside the window are measured. Open loop: the whole run."""
+    arr = requests.arrival_s.to_numpy(dtype=float)
+    fin = np.sort(requests.finish_s.dropna().to_numpy(dtype=float))
+    t0 = float(np.nanmin(arr)) if len(arr) else 0.0
+    t1 = float(fin[-1]) if len(fin) else t0
+    if closed and len(fin) > closed:
+        start, end = float(fin[closed - 1]), float(np.nanmax(arr))
+        mask = (arr >= start) & (arr <= end)
+        if end > start and mask.sum() >= max(closed, 10):
+            return {"rule": f"closed loop: after {closed} requests finished, until the last arrival",
+                    "start_s": start, "end_s": end, "requests": int(mask.sum()), "ramp_up_s": sim.ramp_s,
+                    "mask": mask}
+    return {"rule": "whole run" + (" (too few requests for a steady-state window)" if closed else ""),
+            "start_s": t0, "end_s": t1, "requests": int(len(requests)), "ramp_up_s": sim.ramp_s,
+            "mask": np.ones(len(requests), bool)}
+
+
+def inter_token_latencies(steps: pd.DataFrame, start_s: float, end_s: float) -> dict:
+    """ITL as ``vllm bench serve`` reports it: the gaps between successive token arrivals of a
+    request. A decoding sequence gets its next token(s) at the end of each step that decodes it, so
+    every decode-bearing step contributes ``decode_seqs`` gaps equal to the time since that
+    replica's previous decode-bearing step ended (a prefill-only step in between, as SGLang runs
+    them, lengthens the gap)."""
+    if not len(steps):
+        return _weighted_stats(np.zeros(0), np.zeros(0))
+    d = steps[steps.decode_seqs > 0]
+    vals, wts = [], []
+    for _, g in d.groupby("replica_id", sort=False):
+        g = g.sort_values("end_s", kind="stable")
+        end = g.end_s.to_numpy(float)
+        gap = np.diff(end)
+        w = g.decode_seqs.to_numpy()[1:]
+        inside = (end[1:] >= start_s) & (end[1:] <= end_s)
+        vals.append(gap[inside])
+        wts.append(w[inside])
+    if not vals:
+        return _weighted_stats(np.zeros(0), np.zeros(0))
+    return _weighted_stats(np.concatenate(vals), np.concatenate(wts))
+
+
+def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep: Deployment, traffic: Traffic) -> dict:
+    closed = traffic.concurrency if traffic.arrival == "closed" else 0
+    win = measurement_window(requests, sim, closed)
+    measured = requests[win.pop("mask")]
+    done_all = requests[requests.status == "finished"]
+    done = measured[measured.status == "finished"]
+    rejected = requests[requests.status == "rejected"]
+    t0 = float(requests.arrival_s.min()) if len(requests) else 0.0
+    t1 = float(np.nanmax(requests.finish_s.to_numpy())) if len(done_all) else t0
+    makespan = max(t1 - t0, 1e-12)
+    span = max(win["end_s"] - win["start_s"], 1e-12)
+    if closed and win["requests"] < len(requests):  # token rates from the steps that ended inside the window
+        inside = (steps.end_s > win["start_s"]) & (steps.end_s <= win["end_s"]) if len(steps) else []
+        out_tok = float(steps.output_tokens[inside].sum()) if len(steps) else 0.0
+        in_tok = float(steps.prefill_tokens[inside & (steps.pool.isin(
+            [p.name for p in dep.pools if "prefill" in p.serves]))].sum()) if len(steps) else 0.0
+        rate_span = span
+    else:
+        in_tok, out_tok = float(done_all.prompt_tokens.sum()), float(done_all.output_tokens.sum())
+        rate_span = makespan
+    devices = dep.devices
+    slo = traffic.slo
+    has_slo = math.isfinite(slo.ttft_s) or math.isfinite(slo.tpot_s)
+    ttft_ok = done.ttft_s <= slo.ttft_s
+    tpot_ok = (done.tpot_s <= slo.tpot_s) | done.tpot_s.isna()
+    ok = ttft_ok & tpot_ok
+    n_meas = max(len(done), 1)
+    price_s = sum(p.price_usd_per_s for p in dep.pools)
+    util = {}
+    for rep in sim.replicas:
+        u = util.setdefault(rep.cfg.pool, {"replicas": 0, "busy": 0.0, "prefill_attention": 0.0, "prefill_ffn": 0.0,
+                                           "decode_attention": 0.0, "decode_ffn": 0.0, "other": 0.0})
+        u["replicas"] += 1
+        u["busy"] += rep.busy_s / makespan
+        for k, v in zip(("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn"), rep.quadrant_s):
+            u[k] += float(v) / makespan
+        # busy time outside the four quadrants (engine overheads, LM head, pipeline hand-offs); with A/F
+        # ping-pong the two pools overlap, so their quadrant times may sum past the step and this reads 0
+        u["other"] += max(rep.busy_s - float(rep.quadrant_s.sum()), 0.0) / makespan
+    for u in util.values():
+        for k in u:
+            if k != "replicas":
+                u[k] /= u["replicas"]
+    if len(steps):
+        dt = (steps.end_s - steps.start_s).to_numpy(float)
+        seqs = {p.name: p.max_seqs for p in dep.pools}
+        fill = steps.running.to_numpy(float) / steps.pool.map(seqs).to_numpy(float)
+        for pool, idx in steps.groupby("pool").indices.items():
+            w = dt[idx].sum()
+            util[pool]["batch_fill"] = float((fill[idx] * dt[idx]).sum() / w) if w > 0 else 0.0
+    kv = {pool: {"mean": float((g.kv_occupancy * (g.end_s - g.start_s)).sum() / max((g.end_s - g.start_s).sum(),
+                                                                                     1e-12)),
+                 "max": float(g.kv_occupancy.max())} for pool, g in steps.groupby("pool")} if len(steps) else {}
+    lam = len(done_all) / makespan
+    W = float(done_all.e2e_s.mean()) if len(done_all) else 0.0
+    L = float(done_all.e2e_s.sum()) / makespan
+    p = slo.percentile
+    summary = {
+        "requests_total": int(len(requests)),
+        "requests_completed": int(len(done_all)),
+        "requests_rejected": int(len(rejected)),
+        "rejection_reasons": rejected.reason.value_counts().to_dict(),
+        "makespan_s": makespan,
+        "ttft_s": _stats(done.ttft_s), "tpot_s": _stats(done.tpot_s), "e2e_s": _stats(done.e2e_s),
+        "itl_s": inter_token_latencies(steps, win["start_s"], win["end_s"]),
+        "queue_s": _stats(done.queue_s),
+        "input_tokens_per_s": in_tok / rate_span,
+        "output_tokens_per_s": out_tok / rate_span,
+        "input_tokens_per_s_per_device": in_tok / rate_span / devices,
+        "output_tokens_per_s_per_device": out_tok / rate_span / devices,
+        "devices": devices,
+        "engines": {p_.name: p_.engine for p_ in dep.pools} if not sim.engine_override else
+                   {p_.name: sim.engine_override for p_ in dep.pools},
+        "window": win,
+        "goodput": {"slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s), "percentile": p},
+                    "fraction_of_requests": float(ok.sum()) / n_meas if has_slo and len(done) else None,
+                    "requests_per_s": float(ok.sum()) / span if has_slo else None,
+                    "output_tokens_per_s": float(done.output_tokens[ok].sum()) / span if has_slo else None,
+                    "slo_met": (bool(len(done) and _pct(done.ttft_s, p) <= slo.ttft_s
+                                     and (_pct(done.tpot_s, p) or 0.0) <= slo.tpot_s) if has_slo else None)},
+        "slo_attainment": ({"ttft": float(ttft_ok.sum()) / n_meas, "tpot": float(tpot_ok.sum()) / n_meas,
+                            "both": float(ok.sum()) / n_meas} if has_slo else None),
+        "utilisation": util,
+        "preemptions": int(requests.preemptions.sum()),
+        "kv_occupancy": kv,
+        "steps": int(len(steps)),
+        "cost_usd_per_mtok": _finite(price_s * rate_span / out_tok * 1e6) if out_tok else None,
+        "cost_usd_per_hour": _finite(price_s * 3600),
+        "littles_law": {"arrival_rate_per_s": lam, "mean_time_in_system_s": W, "mean_in_system": L},
+    }
+    return summary
+
+
+def _pct(x: pd.Series, p: float) -> float:
+    v = x.dropna().to_numpy(dtype=float)
+    return float(np.percentile(v, p)) if len(v) else 0.0
+
+
+def _finite(x: float):
+    return float(x) if x is not None and math.isfinite(x) else None

@@ -1,0 +1,68 @@
+"""Step overheads an engine adds on top of the timing model's GEMMs, attention and collectives.
+
+``OverheadStepCost`` wraps any ``StepCostModel`` and adds, per step:
+
+- the engine's exposed CPU time (scheduling, input preparation);
+- a per-sequence cost (sampling, block tables, detokenisation) for every scheduled sequence;
+- the kernels the timing model does not list (norms, RoPE, quantisation, residuals): kernels per
+  layer x layers, each at its execution floor when the step replays a CUDA graph (a pure-decode
+  step whose batch is within the engine's captured sizes) and at the host launch cost otherwise
+  (prefill and mixed steps run eagerly);
+- a fixed latency for a step that prefills through MoE layers (routing and all-to-all set-up);
+- with speculative decoding (MTP or a draft model), the draft passes: ``draft_tokens x
+  draft_cost_fraction`` of a plain decode step, as ``whatif`` counts them.
+
+The extra time is added to ``time_s`` only; the quadrant fields keep the timing model's split, so
+``time_s`` minus their sum is the engine's own overhead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from .profiles import EngineProfile
+from .stepcost import StepCost, StepCostModel
+
+
+class OverheadStepCost:
+    def __init__(self, inner: StepCostModel, profile: EngineProfile, num_layers: int, moe: bool,
+                 draft_cost_fraction: float = 0.0):
+        self.inner, self.profile = inner, profile
+        self.num_layers, self.moe = int(num_layers), bool(moe)
+        self.draft_cost_fraction = float(draft_cost_fraction)
+
+    def overhead_s(self, prefill_seqs: int, prefill_tokens: int, decode_seqs: int) -> float:
+        p = self.profile
+        graph = prefill_tokens == 0 and decode_seqs <= p.cuda_graph_max_bs
+        per_kernel = p.kernel_floor_s if graph else max(p.kernel_floor_s, p.kernel_launch_s)
+        t = p.step_cpu_s + p.per_seq_s * (prefill_seqs + decode_seqs)
+        t += p.kernels_per_layer * self.num_layers * per_kernel
+        if self.moe and prefill_tokens:
+            t += p.moe_prefill_s
+        return t
+
+    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
+        c = self.inner.cost(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len,
+                            decode_kv_tokens)
+        extra = self.overhead_s(prefill_seqs, prefill_tokens, decode_seqs)
+        if decode_seqs and decode_len > 1 and self.draft_cost_fraction:
+            base = self.inner.cost(0, 0, 0, decode_seqs, 1, decode_kv_tokens).time_s
+            extra += (decode_len - 1) * self.draft_cost_fraction * base
+        return replace(c, time_s=c.time_s + extra)
+
+    @property
+    def decode_stretch(self):
+        fast = getattr(self.inner, "decode_stretch", None)
+        if fast is None:
+            return None
+
+        def stretch(n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+            times, quad = fast(n, kv0, k)
+            return times + self.overhead_s(0, 0, n), quad
+
+        return stretch
+
+
+__all__ = ["OverheadStepCost", "StepCost"]

@@ -1,0 +1,198 @@
+"""Engine batching policies: one contract suite every policy passes, an exact event log per policy on
+the constant-time fake step cost, simulation properties, and the engine step overheads."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.serving.engine import ReplicaConfig, Requests, Simulation
+from simulator.serving.overheads import OverheadStepCost
+from simulator.serving.policies import POLICIES, make_policy
+from simulator.serving.profiles import ENGINES, engine_profile
+from simulator.serving.stepcost import ConstantStepCost
+
+POLICY_MODES = [("vllm", "recompute"), ("sglang", "recompute"), ("trtllm", "none"), ("trtllm", "recompute")]
+
+
+def _reqs(arrivals, prompts, outputs):
+    return Requests(np.array(arrivals, float), np.array(prompts, np.int64), np.array(outputs, np.int64))
+
+
+def _replica(policy, mode="recompute", cap=10_000, budget=80, seqs=16, **kw):
+    return ReplicaConfig("p", 0, "colocated", ConstantStepCost(decode_s=0.5, prefill_s=1.0), cap, budget, seqs, 1,
+                         policy=make_policy(policy, mode), **kw)
+
+
+# ---- the contract every policy passes --------------------------------------------------------------
+
+@pytest.mark.parametrize("name,mode", POLICY_MODES)
+@settings(max_examples=60, deadline=None)
+@given(n_dec=st.integers(0, 40), rem=st.lists(st.integers(1, 5000), max_size=6), budget=st.integers(1, 8192),
+       q_len=st.integers(1, 4))
+def test_policy_contract(name, mode, n_dec, rem, budget, q_len):
+    pol = make_policy(name, mode)
+    decoding = np.arange(n_dec, dtype=np.int64)
+    prefilling = np.arange(100, 100 + len(rem), dtype=np.int64)
+    remaining = np.array(rem, np.int64)
+    dec, pre, chunks = pol.plan(decoding, prefilling, remaining, budget, q_len)
+    assert set(dec.tolist()) <= set(decoding.tolist())
+    assert set(pre.tolist()) <= set(prefilling.tolist()) and len(pre) == len(chunks)
+    left = dict(zip(prefilling.tolist(), remaining.tolist()))
+    assert all(0 < c <= left[i] for i, c in zip(pre.tolist(), chunks.tolist()))
+    # never over the token budget, unless the decodes alone exceed it (they are never starved)
+    assert int(chunks.sum()) + len(dec) * q_len <= max(budget, len(dec) * q_len)
+    if len(pre) and len(dec) * q_len >= budget:
+        pytest.fail("prefill scheduled into a budget the decodes already use up")
+    # progress: a step with work to do schedules something
+    if n_dec or len(rem):
+        assert len(dec) or len(pre)
+    # KV reservation: at least what is cached now, constant when the policy does not grow
+    tp, gen, out, off = np.array([500]), np.array([3]), np.array([40]), np.array([0])
+    res = pol.reserved_tokens(tp, gen, out, off)
+    assert res[0] >= 503
+    if not pol.grows:
+        assert pol.reserved_tokens(tp, gen + 10, out, off)[0] == res[0]
+    assert pol.admit_tokens(500, 0, 40) >= 501
+
+
+def test_every_engine_has_a_policy_and_every_constant_a_source():
+    for name in ENGINES:
+        p = engine_profile(name)
+        assert p.policy in POLICIES
+        for key, text in p.sources.items():
+            assert isinstance(text, str) and len(text) > 20, (name, key)
+        assert p.kernel_launch_s >= p.kernel_floor_s > 0 and p.cuda_graph_max_bs >= 1
+
+
+# ---- exact event logs: the same two requests under each engine --------------------------------------
+# request 0: prompt 50, 3 output tokens, arrives at 0; request 1: prompt 80, 2 output tokens, arrives
+# at 0.5; 80-token step budget; prefill-bearing steps take 1 s, pure-decode steps 0.5 s.
+
+def _run(policy, mode="recompute", **kw):
+    sim = Simulation(_reqs([0.0, 0.5], [50, 80], [3, 2]), [_replica(policy, mode, **kw)])
+    sim.run()
+    return sim
+
+
+def test_vllm_mixes_prompt_chunks_into_decode_steps():
+    sim = _run("vllm")
+    # t=1: request 0 decodes (1 token) and 79 prompt tokens of request 1 fill the budget; t=2: the last one
+    assert sim.events == [(0.0, "arrive", 0), (0.5, "arrive", 1), (3.0, "finish", 0), (3.5, "finish", 1)]
+    assert sim.step_frame()[["start_s", "kind", "prefill_tokens", "decode_seqs"]].values.tolist() == [
+        [0.0, "prefill", 50, 0], [1.0, "mixed", 79, 1], [2.0, "mixed", 1, 1], [3.0, "decode", 0, 1]]
+
+
+def test_sglang_runs_prefill_first_and_pauses_decode():
+    sim = _run("sglang")
+    assert sim.events == [(0.0, "arrive", 0), (0.5, "arrive", 1), (2.5, "finish", 1), (3.0, "finish", 0)]
+    assert sim.step_frame()[["start_s", "kind", "prefill_tokens", "decode_seqs"]].values.tolist() == [
+        [0.0, "prefill", 50, 0], [1.0, "prefill", 80, 0], [2.0, "decode", 0, 2], [2.5, "decode", 0, 1]]
+
+
+def test_trtllm_runs_whole_prompts_in_flight():
+    sim = _run("trtllm", "none")
+    # at t=1 the 80-token prompt does not fit beside the decode (79 left) and is not chunked: it waits
+    assert sim.events == [(0.0, "arrive", 0), (0.5, "arrive", 1), (2.0, "finish", 0), (3.5, "finish", 1)]
+    steps = sim.step_frame().sort_values("start_s")
+    assert steps[["start_s", "kind", "prefill_tokens", "decode_seqs"]].values.tolist() == [
+        [0.0, "prefill", 50, 0], [1.0, "decode", 0, 1], [1.5, "decode", 0, 1], [2.0, "prefill", 80, 0],
+        [3.0, "decode", 0, 1]]
+
+
+def test_trtllm_guaranteed_no_evict_never_preempts():
+    # 5 KV blocks of 16 tokens; each request grows to 48 tokens (3 blocks): only one fits whole
+    req = _reqs([0.0, 0.0], [16, 16], [32, 32])
+    no_evict = Simulation(req, [_replica("trtllm", "none", cap=80, budget=64)])
+    no_evict.run()
+    df = no_evict.request_frame()
+    assert (df.status == "finished").all() and df.preemptions.sum() == 0
+    assert df.admitted_s[1] >= df.finish_s[0]  # the second waits for the first's reservation
+    vllm = Simulation(_reqs([0.0, 0.0], [16, 16], [32, 32]), [_replica("vllm", cap=80, budget=64)])
+    vllm.run()
+    assert vllm.request_frame().preemptions.sum() >= 1  # admits both on the prompt alone, then evicts
+
+
+# ---- properties of whole simulations, every policy --------------------------------------------------
+
+@pytest.mark.parametrize("name,mode", POLICY_MODES + [("vllm", "swap")])
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_simulation_properties(name, mode, data):
+    n = data.draw(st.integers(1, 12))
+    arrivals = sorted(data.draw(st.lists(st.floats(0, 5), min_size=n, max_size=n)))
+    prompts = data.draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
+    outputs = data.draw(st.lists(st.integers(1, 60), min_size=n, max_size=n))
+    cap = data.draw(st.sampled_from([96, 400, 10_000]))
+    budget = data.draw(st.sampled_from([16, 64, 256]))
+    sim = Simulation(_reqs(arrivals, prompts, outputs),
+                     [_replica(name, mode, cap=cap, budget=budget, seqs=4, kv_bytes_per_token=1e3)])
+    sim.run()
+    df, steps = sim.request_frame(), sim.step_frame()
+    assert set(df.status) <= {"finished", "rejected"}
+    done = df[df.status == "finished"]
+    assert (done.ttft_s <= done.e2e_s + 1e-12).all() and (done.ttft_s > 0).all()
+    assert (steps.kv_occupancy <= 1.0 + 1e-12).all()
+    assert (steps.prefill_tokens + steps.decode_seqs <= budget + steps.decode_seqs).all()
+    # tokens are conserved: every output token of a finished request was produced exactly once
+    assert int(steps.output_tokens.sum()) == int(done.output_tokens.sum())
+    if df.preemptions.sum() == 0:
+        assert int(steps.prefill_tokens.sum()) == int(done.prompt_tokens.sum())
+    if mode == "none":
+        assert df.preemptions.sum() == 0
+
+
+# ---- step overheads --------------------------------------------------------------------------------
+
+def test_overheads_hide_launches_in_cuda_graphs_for_decode_only():
+    prof = engine_profile("vllm")
+    oc = OverheadStepCost(ConstantStepCost(1e-3), prof, num_layers=32, moe=False)
+    small = oc.cost(0, 0, 0, 8, 1, 8000).time_s
+    beyond = oc.cost(0, 0, 0, prof.cuda_graph_max_bs + 1, 1, 8000).time_s
+    prefill = oc.cost(1, 8, 0, 0, 0, 0).time_s
+    kernels = prof.kernels_per_layer * 32
+    # past the largest captured batch every unlisted kernel pays its host launch, as a prefill does
+    per_seq = prof.per_seq_s * (prof.cuda_graph_max_bs + 1 - 8)
+    assert beyond - small == pytest.approx(per_seq + kernels * (prof.kernel_launch_s - prof.kernel_floor_s))
+    assert prefill > oc.cost(0, 0, 0, 1, 1, 8).time_s
+    assert small > 1e-3 + prof.step_cpu_s  # never free
+    moe = OverheadStepCost(ConstantStepCost(1e-3), prof, num_layers=32, moe=True)
+    assert moe.cost(1, 8, 0, 0, 0, 0).time_s - prefill == pytest.approx(prof.moe_prefill_s)
+    assert moe.cost(0, 0, 0, 8, 1, 8000).time_s == pytest.approx(small)  # decode pays no MoE prefill set-up
+
+
+def test_speculative_draft_passes_cost_time():
+    prof = engine_profile("sglang")
+    plain = OverheadStepCost(ConstantStepCost(1e-3), prof, 61, True)
+    mtp = OverheadStepCost(ConstantStepCost(1e-3), prof, 61, True, draft_cost_fraction=0.05)
+    assert mtp.cost(0, 0, 0, 4, 3, 400).time_s == pytest.approx(plain.cost(0, 0, 0, 4, 3, 400).time_s + 2 * 0.05e-3)
+
+
+def test_overheads_keep_the_stretch_fast_path_exact():
+    from simulator.build import PlanOptions, quick_deployment
+    from simulator.serving.runner import replica_configs
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1))
+    cost = replica_configs(dep, engine="trtllm")[0].cost
+    times, _ = cost.decode_stretch(24, 24 * 900, 5)
+    for i in range(5):
+        assert times[i] == pytest.approx(cost.cost(0, 0, 0, 24, 1, 24 * 900 + 24 * i).time_s, rel=1e-9)
+
+
+def test_engine_override_and_deployment_field(tmp_path):
+    from simulator.specs.catalog import resolve_workload
+    from simulator.specs.deployment import read_deployment
+
+    src = resolve_workload("dbrx-8xh100", "deployments", "deployment").read_text()
+    (tmp_path / "d.yaml").write_text(src.replace("max_seqs: 256", "max_seqs: 256\n    engine: trtllm\n"
+                                                                   "    preemption: none"))
+    dep = read_deployment(tmp_path / "d.yaml")
+    assert dep.pools[0].engine == "trtllm" and dep.pools[0].preemption == "none"
+    (tmp_path / "bad.yaml").write_text(src.replace("max_seqs: 256", "max_seqs: 256\n    engine: tgi"))
+    from simulator.errors import SpecError
+
+    with pytest.raises(SpecError, match="engine"):
+        read_deployment(tmp_path / "bad.yaml")
+    assert replace(dep.pools[0], engine="vllm").engine == "vllm"
