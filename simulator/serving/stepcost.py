@@ -117,6 +117,7 @@ class TabulatedStepCost:
 
     CORE_P, CORE_D, HEAD = "attn_core_prefill", "attn_core_decode", ("lm_head", "sampling")
     CTX_OPS = ("mla_kv_up", "mla_kv_up_quant")  # ops whose rows scale with the cached prefix, not the step
+    ROUTED_OPS = ("moe_dispatch", "experts_quant", "experts_gate_up", "experts_down", "moe_combine")
 
     @staticmethod
     def supports(plan: PhasePlan, timing: TimingModel | None = None) -> bool:
@@ -128,20 +129,32 @@ class TabulatedStepCost:
         if not self.supports(plan, timing):
             raise ValueError("TabulatedStepCost needs pp = 1, colocated attention/FFN and no comm overlap")
         self.timing = timing or RooflineModel()
-        self.dp = plan.attention.dp
+        self.dp = dp = plan.attention.dp
         kw = dict(kv_precision=kv_precision, kv_scale_tokens=kv_scale_tokens)
-        T = np.arange(0, max_tokens + 1, dtype=float)
-        pt = time_phase(model, plan, StepShape(decode_seqs=T, decode_len=1.0, decode_kv=0.0), "step", self.timing,
-                        **kw)
-        ops, w = pt.ops, pt.times.weighted(pt.times.time_s)
+        # Per-rank ops (attention, norms, dense FFN, TP collectives, LM head) see the busiest attention-DP
+        # rank's tokens; the routed experts and their all-to-alls see every rank's tokens. Table 1 holds
+        # t tokens on every rank (dp x t in all), table 2 t tokens in all; a step reads each at its count.
+        t_rank = np.arange(0, max_tokens + 1, dtype=float)
+        per_rank = time_phase(model, plan, StepShape(decode_seqs=t_rank * dp, decode_len=1.0, decode_kv=0.0), "step",
+                              self.timing, **kw)
+        ops, w = per_rank.ops, per_rank.times.weighted(per_rank.times.time_s)
         core = ops.named(self.CORE_P, self.CORE_D, *self.CTX_OPS)
         head = ops.named(*self.HEAD)
+        routed = ops.named(*self.ROUTED_OPS)
         a, f = ops.mask("step_attention"), ops.mask("step_ffn")
-        body = ~core & ~head
+        body = ~core & ~head & ~routed
         self.lin_attn = w[body & a].sum(axis=0)
         self.lin_ffn = w[body & f].sum(axis=0)
         self.lin_other = w[body & ~a & ~f].sum(axis=0)
-        self.head = w[head].sum(axis=0)  # logits = T here (one per decoded token)
+        self.head = w[head].sum(axis=0)  # logits on the busiest rank = its tokens here
+        if routed.any():
+            t_all = np.arange(0, max_tokens * dp + 1, dtype=float)
+            every = time_phase(model, plan, StepShape(decode_seqs=t_all, decode_len=1.0, decode_kv=0.0), "step",
+                               self.timing, **kw)
+            w2 = every.times.weighted(every.times.time_s)
+            self.routed = w2[every.ops.named(*self.ROUTED_OPS)].sum(axis=0)
+        else:
+            self.routed = np.zeros(max_tokens * dp + 1)
         # the two attention-core records of a one-sequence step: only batch/q_len/kv_len change later
         one = StepShape(prefill_seqs=1.0, prefill_len=1.0, prefill_ctx=1.0, decode_seqs=1.0, decode_len=1.0,
                         decode_kv=0.0)
@@ -198,8 +211,8 @@ class TabulatedStepCost:
         ds_dev = -(-n // self.dp)
         dk = (kv0 + n * np.arange(k)) / n
         core = self._decode_core(float(ds_dev), 1.0, dk + 1.0)
-        lin_a, lin_f = float(self.lin_attn[n]), float(self.lin_ffn[n])
-        times = lin_a + lin_f + float(self.lin_other[n]) + float(self.head[n]) + core
+        lin_a, lin_f = float(self.lin_attn[ds_dev]), float(self.lin_ffn[ds_dev]) + float(self.routed[n])
+        times = lin_a + lin_f + float(self.lin_other[ds_dev]) + float(self.head[ds_dev]) + core
         quad = np.vstack([np.zeros(k), np.zeros(k), core + lin_a, np.full(k, lin_f)])
         return times, quad
 
@@ -214,9 +227,11 @@ class TabulatedStepCost:
         T = tok_p + tok_d
         core_p = self._core(self.CORE_P, ps_dev, pl, pc + pl) if prefill_seqs else 0.0
         core_d = self._core(self.CORE_D, ds_dev, decode_len, dk + decode_len) if decode_seqs else 0.0
-        logits = prefill_seqs + decode_seqs * decode_len  # the table spreads them over dp like tokens
+        busy = int(ps_dev * pl + ds_dev * decode_len)  # tokens on the busiest attention-DP rank
+        logits = ps_dev + ds_dev * decode_len
         share_p = tok_p / T if T else 0.0
-        lin_a, lin_f = float(self.lin_attn[T]), float(self.lin_ffn[T])
-        total = lin_a + lin_f + float(self.lin_other[T]) + float(self.head[logits]) + core_p + core_d
+        lin_a = float(self.lin_attn[busy])
+        lin_f = float(self.lin_ffn[busy]) + float(self.routed[T])
+        total = lin_a + lin_f + float(self.lin_other[busy]) + float(self.head[logits]) + core_p + core_d
         return StepCost(total, core_p + share_p * lin_a, share_p * lin_f, core_d + (1 - share_p) * lin_a,
                         (1 - share_p) * lin_f)
