@@ -28,7 +28,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops.kinds import ATTN_DECODE, ATTN_PREFILL, ELEMENTWISE, GEMM, GROUPED_GEMM, OpTable, is_collective, wire_bytes
+from ..ops.kinds import (
+    ALL_REDUCE,
+    ATTN_DECODE,
+    ATTN_PREFILL,
+    ELEMENTWISE,
+    GEMM,
+    GROUPED_GEMM,
+    OpTable,
+    is_collective,
+    rows_of,
+    wire_bytes,
+)
 from .base import OpTimes, empty_times
 from .collectives import collective_time_s
 from .params import DeviceTable, collective_family_index, kernel_family_index
@@ -45,34 +56,30 @@ def _div(a, b):
     return np.divide(a, b, out=np.full(a.shape, np.inf), where=b > 0)
 
 
-def size_efficiency(ops: OpTable, dev: DeviceTable, fam: np.ndarray) -> np.ndarray:
-    """Fraction of the family's best FLOP efficiency that an op of this shape reaches (0, 1]."""
-    a, hw = ops.arrays, ops["hw"]
-    kind = ops.kind[:, None]
-    eff = np.ones((ops.n_ops, ops.n))
-    if not np.any(np.isin(ops.kind, (GEMM, GROUPED_GEMM, ATTN_PREFILL))):
-        return eff
-    half = dev.kernel["size_half"][hw, fam]
-    # GEMM: wave quantisation of output tiles and the K-loop ramp. With at least a wave of tiles, the
-    # kernel computes whole tiles in whole waves (padded work, a non-decreasing step function of the
-    # shape); with fewer tiles than SMs, kernels split K (or stream-K) to fill the machine.
-    sms = dev.sms[hw]
-    m_tile = np.where(a["m"] > 64, TILE, 64.0)
-    tiles = np.ceil(a["m"] / m_tile) * np.ceil(a["n"] / TILE)
+def _gemm_efficiency(r: dict, sms: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """Wave quantisation of output tiles and the K-loop ramp. With at least a wave of tiles, the
+    kernel computes whole tiles in whole waves (padded work, a non-decreasing step function of the
+    shape); with fewer tiles than SMs, kernels split K (or stream-K) to fill the machine."""
+    m, n, k = r["m"], r["n"], r["k"]
+    m_tile = np.where(m > 64, TILE, 64.0)
+    tiles = np.ceil(m / m_tile) * np.ceil(n / TILE)
     waves = np.ceil(tiles / np.maximum(sms, 1.0))
     padded = waves * np.maximum(sms, 1.0) * m_tile * TILE
-    wave_eff = np.where((sms > 0) & (tiles >= sms), _div(a["m"] * a["n"], padded), 1.0)
-    k_eff = _div(a["k"], a["k"] + half)
-    eff = np.where(kind == GEMM, np.minimum(wave_eff, 1.0) * np.where(a["k"] > 0, k_eff, 1.0), eff)
-    # grouped GEMM: tokens per expert
-    per_expert = _div(a["m"], np.maximum(a["groups"], 1.0))
-    eff = np.where(kind == GROUPED_GEMM, _div(per_expert, per_expert + half), eff)
-    # prefill attention: keys per query, causal diagonal, head dim
-    kv, q, d = a["kv_len"], np.maximum(a["q_len"], 1.0), np.maximum(a["d_qk"], 1.0)
+    wave_eff = np.where((sms > 0) & (tiles >= sms), _div(m * n, padded), 1.0)
+    k_eff = np.where(k > 0, _div(k, k + half), 1.0)
+    return np.minimum(wave_eff, 1.0) * k_eff
+
+
+def _prefill_attention_efficiency(r: dict, half: np.ndarray) -> np.ndarray:
+    """Keys per query, the causal diagonal and head dim (FlashAttention-3 rows P055-P089)."""
+    kv, q, d = r["kv_len"], np.maximum(r["q_len"], 1.0), np.maximum(r["d_qk"], 1.0)
     head = (d / (d + HEAD_DIM_HALF)) / (128.0 / (128.0 + HEAD_DIM_HALF))
-    diag = 1.0 / (1.0 + (a["causal"] > 0) * CAUSAL_DIAGONAL * TILE / q)
-    eff = np.where(kind == ATTN_PREFILL, np.minimum(_div(kv, kv + half) * diag * head, 1.0), eff)
-    return np.clip(np.nan_to_num(eff, nan=1.0), 1e-6, 1.0)
+    diag = 1.0 / (1.0 + (r["causal"] > 0) * CAUSAL_DIAGONAL * TILE / q)
+    return np.minimum(_div(kv, kv + half) * diag * head, 1.0)
+
+
+_FIELDS = ("floor_s", "compute_fraction", "memory_fraction", "compute_ramp_s", "memory_ramp_s", "overlap",
+           "size_half", "block_s")
 
 
 class RooflineModel:
@@ -85,43 +92,74 @@ class RooflineModel:
             return empty_times(ops)
         dev = DeviceTable.of(ops.devices)
         shape = (ops.n_ops, ops.n)
-        tc_all, tm_all, comm_all, over_all = (np.zeros(shape) for _ in range(4))
-        time = np.zeros(shape)
-        coll_rows = is_collective(ops.kind)
+        tc_all, tm_all, comm_all, over_all, time = (np.zeros(shape) for _ in range(5))
         flop_all, bytes_all = ops.flop_bytes()
-        comp = np.flatnonzero(~coll_rows)
-        if len(comp):
-            sub = ops.select(comp)
-            tc, tm, overhead, body = self._compute(sub, dev, flop_all[comp], bytes_all[comp])
-            tc_all[comp], tm_all[comp], over_all[comp], time[comp] = tc, tm, overhead, overhead + body
-        coll = np.flatnonzero(coll_rows)
-        if len(coll):
-            sub = ops.select(coll)
-            c = collective_time_s(sub, dev, collective_family_index(sub))
-            comm_all[coll], time[coll] = c, c
+        fam_all = None
+        for k in np.unique(ops.kind):
+            idx = np.flatnonzero(ops.kind == k)
+            if k >= ALL_REDUCE:
+                sub = ops.select(idx)
+                c = collective_time_s(sub, dev, collective_family_index(sub))
+                comm_all[idx], time[idx] = c, c
+                continue
+            if fam_all is None:
+                fam_all = kernel_family_index(ops)
+            tc, tm, overhead, body = self._compute(int(k), rows_of(ops.arrays, idx), dev, fam_all[idx],
+                                                   flop_all[idx], bytes_all[idx])
+            tc_all[idx], tm_all[idx], over_all[idx], time[idx] = tc, tm, overhead, overhead + body
         return OpTimes(ops, tc_all, tm_all, comm_all, over_all, time)
 
     @staticmethod
-    def _compute(ops: OpTable, dev: DeviceTable, flop: np.ndarray, nbytes: np.ndarray):
-        a, hw, dt = ops.arrays, ops["hw"], ops["dtype"]
-        kind = ops.kind[:, None]
-        fam = kernel_family_index(ops)
-        K = {f: dev.kernel[f][hw, fam] for f in ("floor_s", "compute_fraction", "memory_fraction",
-                                                  "compute_ramp_s", "memory_ramp_s", "overlap", "block_s")}
-        tensor = (kind != ELEMENTWISE)
-        peak = dev.peak[hw, dt] * np.where(tensor, dev.clock[hw], 1.0)
-        eff = size_efficiency(ops, dev, fam)
-        busiest = np.where(kind == GROUPED_GEMM, np.maximum(a["imbalance"], 1.0), 1.0)
-        tc = np.where(flop > 0, K["compute_ramp_s"] + _div(flop * busiest, K["compute_fraction"] * eff * peak), 0.0)
+    def _compute(kind: int, r: dict, dev: DeviceTable, fam: np.ndarray, flop: np.ndarray, nbytes: np.ndarray):
+        hw = r["hw"]
+        K = {f: dev.kernel[f][hw, fam] if dev.kernel[f].any() else 0.0 for f in _FIELDS}
+        peak = dev.peak[hw, r["dtype"]]
+        if kind != ELEMENTWISE:  # tensor-core work runs at the sustained clock
+            peak = peak * dev.clock[hw]
+        if kind == GEMM:
+            eff = _gemm_efficiency(r, dev.sms[hw], K["size_half"])
+        elif kind == GROUPED_GEMM:  # the busiest rank's token-expert pairs; efficiency by tokens per expert
+            per_expert = _div(r["m"], np.maximum(r["groups"], 1.0))
+            eff = np.where(K["size_half"] > 0, _div(per_expert, per_expert + K["size_half"]), 1.0)
+            flop = flop * np.maximum(r["imbalance"], 1.0)
+        elif kind == ATTN_PREFILL:
+            eff = _prefill_attention_efficiency(r, K["size_half"])
+        else:
+            eff = 1.0
+        eff = np.clip(np.nan_to_num(eff, nan=1.0), 1e-6, 1.0)
+        tc = np.where(flop > 0, K["compute_ramp_s"] + _div(flop, K["compute_fraction"] * eff * peak), 0.0)
         tm = np.where(nbytes > 0, K["memory_ramp_s"] + _div(nbytes, K["memory_fraction"] * dev.bw[hw]), 0.0)
-        # decode attention: a fixed cost per (sequence x KV head) block per wave of SMs
-        if np.any(ops.kind == ATTN_DECODE):
-            blocks = a["batch"] * np.maximum(a["kv_heads"], 1.0)
-            waves = np.where(dev.sms[hw] > 0, np.ceil(blocks / np.maximum(dev.sms[hw], 1.0)), 1.0)
-            tm = np.where(kind == ATTN_DECODE, tm + K["block_s"] * waves, tm)
+        if kind == ATTN_DECODE:  # a fixed cost per (sequence x KV head) block per wave of SMs
+            blocks = r["batch"] * np.maximum(r["kv_heads"], 1.0)
+            sms = dev.sms[hw]
+            waves = np.where(sms > 0, np.ceil(blocks / np.maximum(sms, 1.0)), 1.0)
+            tm = tm + K["block_s"] * waves
         overhead = np.where((flop > 0) | (nbytes > 0), K["floor_s"], 0.0)
-        body = np.maximum(tc, tm) + K["overlap"] * np.minimum(tc, tm)
+        body = np.maximum(tc, tm)
+        if np.any(K["overlap"]):
+            body = body + K["overlap"] * np.minimum(tc, tm)
         return tc, tm, overhead, body
+
+
+def size_efficiency(ops: OpTable, dev: DeviceTable | None = None) -> np.ndarray:
+    """Fraction of the family's best FLOP efficiency each op of this shape reaches (0, 1]."""
+    dev = dev or DeviceTable.of(ops.devices)
+    fam = kernel_family_index(ops)
+    eff = np.ones((ops.n_ops, ops.n))
+    for k in (GEMM, GROUPED_GEMM, ATTN_PREFILL):
+        idx = np.flatnonzero(ops.kind == k)
+        if not len(idx):
+            continue
+        r = rows_of(ops.arrays, idx)
+        half = dev.kernel["size_half"][r["hw"], fam[idx]]
+        if k == GEMM:
+            eff[idx] = _gemm_efficiency(r, dev.sms[r["hw"]], half)
+        elif k == GROUPED_GEMM:
+            pe = _div(r["m"], np.maximum(r["groups"], 1.0))
+            eff[idx] = np.where(half > 0, _div(pe, pe + half), 1.0)
+        else:
+            eff[idx] = _prefill_attention_efficiency(r, half)
+    return np.clip(np.nan_to_num(eff, nan=1.0), 1e-6, 1.0)
 
 
 def pure_roofline_s(ops: OpTable) -> np.ndarray:
