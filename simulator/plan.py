@@ -138,8 +138,9 @@ def validate_phase(plan: PhasePlan, model: ModelSpec, kv_precision: str = "bf16"
     if a.tp > model.attention.num_heads or model.attention.num_heads % a.tp:
         raise InfeasibleError(f"attention tp={a.tp} must divide {model.id}'s {model.attention.num_heads} heads")
     if model.moe:
-        if model.moe.num_experts % f.ep:
-            raise InfeasibleError(f"ep={f.ep} must divide {model.id}'s {model.moe.num_experts} experts")
+        if f.ep > model.moe.num_experts * max(f.devices // max(f.ep, 1), 1) and f.ep > model.moe.num_experts:
+            raise InfeasibleError(f"ep={f.ep} exceeds {model.id}'s {model.moe.num_experts} experts")
+        # an EP width that does not divide the experts holds ceil(E / ep) per rank (redundant experts)
     elif f.ep > 1:
         raise InfeasibleError(f"{model.id} is dense: expert parallelism (ep={f.ep}) does not apply")
     pa, pf = plan.precisions()

@@ -18,7 +18,6 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from simulator.ops.kinds import OpTable  # noqa: E402
 from simulator.timing.roofline import RooflineModel, pure_roofline_s  # noqa: E402
 from simulator.validation.calibrate import calibrate, leave_one_device_out, overlay_yaml  # noqa: E402
 from simulator.validation.measurements import read_measurements  # noqa: E402
@@ -39,6 +38,11 @@ def table(rows: list[dict], key: str) -> str:
         lines.append(f"| {r[key]} | {r['n']} | {pct(r['median_ape'])} | {pct(r['p90_ape'])} | "
                      f"{pct(r['within_25pct'])} | {r['bias']:.2f} |")
     return "\n".join(lines)
+
+
+def line(label: str, r: dict) -> str:
+    return (f"| {label} | {r['n']} | {pct(r['median_ape'])} | {pct(r['p90_ape'])} | {pct(r['within_25pct'])} | "
+            f"{r['bias']:.2f} |")
 
 
 def plain_roofline(df: pd.DataFrame, specs) -> pd.DataFrame:
@@ -71,7 +75,9 @@ def main() -> None:
     cal, report = calibrate(cpu, cpu_specs["cpu-host"], test_fraction=0.5, seed=0, measurements_file=str(CPU))
     overlay = ROOT / "reports/validation/cpu-host.calibration.yaml"
     overlay.write_text(overlay_yaml(cal, cpu_specs["cpu-host"], report, "reports/validation/cpu-host-quick.csv"))
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                         text=True).stdout.strip()
+    kept = "; ".join(f"{k}: {' '.join(v)}" for k, v in report["notes"].items()) or "none"
 
     groups = [{"group": f"{g['hardware']} {g['op']}", **g} for g in s["groups"]]
     over50 = [g for g in groups if g["median_ape"] > 0.5]
@@ -92,8 +98,8 @@ commands that produce one are in `reports/validation/README.md`.
 
 | model | n | median APE | p90 APE | within 25 % | bias (pred/meas) |
 |---|---|---|---|---|---|
-| plain datasheet roofline, max(FLOP/peak, bytes/BW) | {base['overall']['n']} | {pct(base['overall']['median_ape'])} | {pct(base['overall']['p90_ape'])} | {pct(base['overall']['within_25pct'])} | {base['overall']['bias']:.2f} |
-| **default mechanism-level roofline** | {s['overall']['n']} | **{pct(s['overall']['median_ape'])}** | {pct(s['overall']['p90_ape'])} | **{pct(s['overall']['within_25pct'])}** | {s['overall']['bias']:.2f} |
+{line('plain datasheet roofline, max(FLOP/peak, bytes/BW)', base['overall'])}
+{line('**default mechanism-level roofline**', s['overall'])}
 
 Per GPU x op kind (groups above 50 % median APE: {', '.join(g['group'] for g in over50) or 'none'}):
 
@@ -133,11 +139,11 @@ the fit is worth. Overlay: `reports/validation/cpu-host.calibration.yaml`.
 
 | rows | n | median APE | p90 APE | within 25 % | bias (pred/meas) |
 |---|---|---|---|---|---|
-| all rows, profile as shipped | {cpu_shipped['n']} | {pct(cpu_shipped['median_ape'])} | {pct(cpu_shipped['p90_ape'])} | {pct(cpu_shipped['within_25pct'])} | {cpu_shipped['bias']:.2f} |
-| held-out, profile as shipped | {report['heldout_before']['n']} | {pct(report['heldout_before']['median_ape'])} | {pct(report['heldout_before']['p90_ape'])} | {pct(report['heldout_before']['within_25pct'])} | {report['heldout_before']['bias']:.2f} |
-| **held-out, calibrated** | {report['heldout_after']['n']} | **{pct(report['heldout_after']['median_ape'])}** | {pct(report['heldout_after']['p90_ape'])} | {pct(report['heldout_after']['within_25pct'])} | {report['heldout_after']['bias']:.2f} |
+{line('all rows, profile as shipped', cpu_shipped)}
+{line('held-out, profile as shipped', report['heldout_before'])}
+{line('**held-out, calibrated**', report['heldout_after'])}
 
-Families fitted: {', '.join(report['fitted_classes']) or 'none'}; kept: {'; '.join(f"{k}: {' '.join(v)}" for k, v in report['notes'].items()) or 'none'}.
+Families fitted: {', '.join(report['fitted_classes']) or 'none'}; kept: {kept}.
 
 ## Reproduce
 
@@ -155,7 +161,8 @@ def _shape(r) -> str:
     if r.op == "gemm":
         return f"{r.m:.0f}x{r.n:.0f}x{r.k:.0f} {r.dtype}"
     if r.op.startswith("attn"):
-        return f"b{r.batch:.0f} q{r.q_len:.0f} kv{r.kv_len:.0f} h{r.num_heads:.0f}/{r.num_kv_heads:.0f} d{r.head_dim:.0f}"
+        heads = f"h{r.num_heads:.0f}/{r.num_kv_heads:.0f}"
+        return f"b{r.batch:.0f} q{r.q_len:.0f} kv{r.kv_len:.0f} {heads} d{r.head_dim:.0f}"
     if r.op == "moe":
         return f"t{r.tokens:.0f} E{r.num_experts:.0f} k{r.top_k:.0f} {r.hidden:.0f}x{r.intermediate:.0f} {r.dtype}"
     return f"{r.bytes:.3g} B x{r.world:.0f}" if r.world == r.world else f"{r.bytes:.3g} B"

@@ -80,7 +80,7 @@ def memory_fit(model: ModelSpec, plan: PhasePlan, *, kv_tokens_per_replica: floa
     ffn_tp = f.tp if plan.af_disaggregated else a.tp
     ffn_w = stage(model.num_dense_layers) * model.dense_ffn_params / ffn_tp * pf.weight_bytes
     if model.moe:
-        per_layer = (model.moe.num_experts / f.ep * model.expert_params / f.expert_tp
+        per_layer = (math.ceil(model.moe.num_experts / f.ep) * model.expert_params / f.expert_tp
                      + model.shared_params / ffn_tp) * pf.weight_bytes + model.router_params * 2.0
         ffn_w += stage(model.num_moe_layers) * per_layer
     kv_tok = kv_bytes_per_token_device(model, a.tp, pp, kv_precision, kv_scale_tokens)

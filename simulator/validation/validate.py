@@ -120,6 +120,33 @@ def ops_from_measurements(df: pd.DataFrame, specs: dict[str, HardwareSpec]) -> O
     return b.finish()
 
 
+def shapes_from_ops(ops: OpTable, dtype: str = "bf16") -> list[dict]:
+    """The measurement-contract shapes of the kernels in an op table (config 0): what the harness has
+    to measure to check exactly the ops the simulator emits. Collectives and zero-count ops are left
+    out (collectives are measured under torchrun with their own shape files)."""
+    rows, seen = [], set()
+    a = {c: v[:, 0] for c, v in ops.arrays.items()}
+    for i, kind in enumerate(ops.kind):
+        if a["count"][i] <= 0:
+            continue
+        if kind == GEMM and a["m"][i] >= 1:
+            row = dict(op="gemm", dtype=dtype, m=round(a["m"][i]), n=round(a["n"][i]), k=round(a["k"][i]))
+        elif kind in (ATTN_PREFILL, ATTN_DECODE) and a["batch"][i] >= 1:
+            if a["d_qk"][i] != a["d_v"][i] or a["kv_heads"][i] < 1:
+                continue  # MLA: not expressible with one head_dim in the contract
+            row = dict(op="attn_prefill" if kind == ATTN_PREFILL else "attn_decode", dtype=dtype, kv_dtype=dtype,
+                       batch=round(a["batch"][i]), q_len=round(a["q_len"][i]), kv_len=round(a["kv_len"][i]),
+                       num_heads=round(a["heads"][i]), num_kv_heads=round(a["kv_heads"][i]),
+                       head_dim=round(a["d_qk"][i]))
+        else:
+            continue
+        key = tuple(sorted(row.items()))
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    return rows
+
+
 def load_specs(df: pd.DataFrame, hardware: str | None = None,
                overrides: dict[str, HardwareSpec] | None = None) -> dict[str, HardwareSpec]:
     overrides = overrides or {}

@@ -63,34 +63,39 @@ def quick() -> list[dict]:
 
 
 def full() -> list[dict]:
-    """Per-device shapes of workloads/ models (TP 1 and 8) on a GPU."""
-    from ...specs.catalog import load_model
+    """On a GPU: exactly the GEMM and attention shapes the simulator emits for the models in workloads/
+    (per device, TP 1 and 8, decode batches and prefill chunks at several context lengths, taken from
+    the op builder's own records), their MoE layers, and copies."""
+    from ...ops.build import StepShape, build_ops
+    from ...plan import simple_phase
+    from ...specs.catalog import load_hardware, load_model
+    from ..validate import shapes_from_ops
 
-    rows = []
+    hw = load_hardware("h100-sxm")  # the shapes do not depend on the device
+    rows: list[dict] = []
+    seen: set = set()
     for mid, tps in (("llama-3.1-8b", (1,)), ("llama-3.1-70b", (8,)), ("mixtral-8x7b", (1, 8)), ("dbrx", (8,)),
                      ("qwen3-30b-a3b", (1,))):
         m = load_model(mid)
-        a = m.attention
-        h = m.hidden_size
         for tp in tps:
-            qkv = (a.num_heads * a.head_dim + 2 * a.num_kv_heads * a.head_dim) // tp
-            widths = [(qkv, h), (h, a.num_heads * a.head_dim // tp)]
-            if m.ffn_intermediate:
-                widths += [(2 * m.ffn_intermediate // tp, h), (h, m.ffn_intermediate // tp)]
-            for tokens in (1, 8, 32, 128, 512, 2048, 8192):
-                for n, k in widths:
-                    for dtype in ("bf16", "fp8"):
-                        rows.append(_gemm(tokens, n, k, dtype))
-            heads, kvh = max(a.num_heads // tp, 1), max(a.num_kv_heads // tp, 1)
-            for b in (1, 8, 32, 128, 256):
-                for kv in (512, 2048, 8192, 32768):
-                    if b * kv <= 256 * 8192:
-                        rows.append(_decode(b, kv, heads, kvh, a.head_dim, "bf16"))
-            for b, s in ((1, 512), (1, 2048), (1, 8192), (4, 2048), (1, 16384), (8, 1024)):
-                rows.append(_prefill(b, s, heads, kvh, a.head_dim, "bf16"))
+            plan = simple_phase(hw, m, tp, tp=tp)
+            shapes = [StepShape(decode_seqs=b, decode_kv=kv) for b in (1, 8, 32, 128, 256) for kv in (2048, 8192)
+                      if b * kv <= 256 * 8192]
+            shapes += [StepShape(prefill_seqs=b, prefill_len=s, prefill_ctx=c)
+                       for b, s, c in ((1, 512, 0), (1, 2048, 0), (1, 8192, 0), (4, 2048, 0), (1, 2048, 6144))]
+            for dtype in ("bf16", "fp8"):
+                for shape in shapes:
+                    for row in shapes_from_ops(build_ops(m, plan, shape, "bench"), dtype):
+                        if row["op"].startswith("attn") and dtype == "fp8":
+                            continue
+                        key = tuple(sorted(row.items()))
+                        if key not in seen:
+                            seen.add(key)
+                            rows.append(row)
             if m.moe:
                 for t in (1, 8, 64, 256, 1024, 4096, 16384):
-                    rows.append(_moe(t, h, m.moe.expert_intermediate // tp, m.moe.num_experts, m.moe.top_k, "bf16"))
+                    rows.append(_moe(t, m.hidden_size, m.moe.expert_intermediate // tp, m.moe.num_experts,
+                                     m.moe.top_k, "bf16"))
     for p in range(16, 33):
         rows.append(dict(op="memcpy", dtype="", bytes=2**p))
     return rows
