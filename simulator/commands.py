@@ -134,6 +134,9 @@ def run_demo(out: Path):
     from .report.render import whatif_text
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SimulatorError(f"--out {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
     base = dict(model="dbrx", hardware="h100-sxm", devices=8, batch=64, isl=2048, osl=512, prefill_batch=1)
     res = run_whatif(base)
     yield "== quadrant demo: DBRX (132B MoE, 16 experts top-4) on 8 x H100 SXM, bf16 =="
@@ -193,6 +196,9 @@ def run_simulate(opts: dict, progress: bool = False):
     if opts.get("seed") is not None:
         traffic = dc_replace(traffic, seed=opts["seed"])
     opts["_slo"] = traffic.slo
+    opts["_seed"] = traffic.seed
+    opts["_traffic"] = traffic
+    opts["_deployment"] = dep
     bar = None
     if progress and sys.stderr.isatty() and traffic.requests >= 2000:
         import typer
@@ -208,28 +214,36 @@ def run_simulate(opts: dict, progress: bool = False):
             bar.__exit__(None, None, None)
 
 
+SIMULATION_FILES = ("requests.csv", "steps.csv", "requests.parquet", "steps.parquet", "latency_cdf.png",
+                    "timeseries.png", "timeline.png")
+
+
 def write_simulation(res, out: Path, *, plots: bool, parquet: bool, slo=None) -> list[Path]:
-    from .io import atomic_write
+    """Per-request and per-step records and the plots, into ``out`` as a whole (temp folder, then rename)."""
+    from .io import atomic_dir
     from .report import plots as P
 
     out = Path(out)
-    paths = []
     if parquet:
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             raise SimulatorError("--parquet needs pyarrow (pip install pyarrow); CSV needs nothing extra") from None
-    for name, df in (("requests", res.requests), ("steps", res.steps)):
-        if parquet:
-            p = atomic_write(out / f"{name}.parquet", lambda tmp, df=df: df.to_parquet(tmp, index=False))
-        else:
-            p = atomic_write(out / f"{name}.csv", lambda tmp, df=df: df.to_csv(tmp, index=False))
-        paths.append(p)
-    if plots and len(res.steps):
-        paths.append(P.latency_cdfs(res.requests, out / "latency_cdf.png", slo))
-        paths.append(P.time_series(res.steps, res.requests, out / "timeseries.png"))
-        paths.append(P.step_timeline(res.steps, out / "timeline.png"))
-    return paths
+    names = []
+    with atomic_dir(out, SIMULATION_FILES) as tmp:
+        for name, df in (("requests", res.requests), ("steps", res.steps)):
+            if parquet:
+                df.to_parquet(tmp / f"{name}.parquet", index=False)
+                names.append(f"{name}.parquet")
+            else:
+                df.to_csv(tmp / f"{name}.csv", index=False)
+                names.append(f"{name}.csv")
+        if plots and len(res.steps):
+            P.latency_cdfs(res.requests, tmp / "latency_cdf.png", slo)
+            P.time_series(res.steps, res.requests, tmp / "timeseries.png")
+            P.step_timeline(res.steps, tmp / "timeline.png")
+            names += ["latency_cdf.png", "timeseries.png", "timeline.png"]
+    return [out / n for n in names]
 
 
 def run_validate(measurements: Path, hardware: str | None, calibrations: list[Path], heldout: bool):

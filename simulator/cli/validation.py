@@ -7,18 +7,23 @@ from pathlib import Path
 import typer
 
 from ._common import app, bench_app, emit_json, guarded
+from ._params import CSV_EXTS, PLOT_EXTS, YAML_EXTS, count, in_file, out_file, real
 
 
 @app.command()
 @guarded
 def validate(
-    measurements: Path = typer.Option(..., "--measurements", help="Measurement CSV (the contract in the README)."),
+    measurements: Path = typer.Option(None, "--measurements", parser=in_file(),
+                                      help="Measurement CSV (the contract in the README)."),
     hardware: str = typer.Option(None, "--hardware", help="Only rows of this profile id."),
-    calibration: list[Path] = typer.Option(None, "--calibration", help="Calibration overlay(s) to apply."),
+    calibration: list[Path] = typer.Option(None, "--calibration", parser=in_file(),
+                                           help="Calibration overlay(s) to apply."),
     heldout: bool = typer.Option(False, "--heldout", help="Only the rows the calibration held out (same split)."),
     json_out: bool = typer.Option(False, "--json", help="Print {overall, groups} as JSON."),
-    out: Path = typer.Option(None, "--out", help="Write every row with its prediction to this CSV."),
-    plot: Path = typer.Option(None, "--plot", help="Write a predicted-vs-measured scatter plot."),
+    out: Path = typer.Option(None, "--out", parser=out_file(CSV_EXTS),
+                             help="Write every row with its prediction to this CSV."),
+    plot: Path = typer.Option(None, "--plot", parser=out_file(PLOT_EXTS),
+                              help="Write a predicted-vs-measured scatter plot."),
 ):
     """Predict every measured kernel with its hardware profile and report, per hardware x op and
     overall: n, median and p90 absolute percentage error, fraction within 25%, and bias (geometric
@@ -48,11 +53,13 @@ def validate(
 @app.command()
 @guarded
 def calibrate(
-    measurements: Path = typer.Option(..., "--measurements", help="Measurement CSV."),
+    measurements: Path = typer.Option(..., "--measurements", parser=in_file(), help="Measurement CSV."),
     hardware: str = typer.Option(..., "--hardware", help="Profile id to fit (rows of other hardware are ignored)."),
-    out: Path = typer.Option(..., "--out", help="Where to write the calibration overlay YAML."),
-    test_fraction: float = typer.Option(0.5, "--test-fraction", help="Rows held out to report the error on."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the train/test split."),
+    out: Path = typer.Option(..., "--out", parser=out_file(YAML_EXTS),
+                             help="Where to write the calibration overlay YAML."),
+    test_fraction: float = typer.Option(0.5, "--test-fraction", parser=real(0, 1, lo_open=True, hi_open=True),
+                                        help="Rows held out to report the error on."),
+    seed: int = typer.Option(0, "--seed", parser=count(0, 2**32 - 1), help="Seed of the train/test split."),
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Fit the profile's efficiency and overhead parameters (fixed launch latency; achievable FLOP/s and
@@ -76,11 +83,12 @@ def calibrate(
 def bench_run(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     suite: str = typer.Option("quick", "--suite", help="tiny | quick (CPU, < 1 min) | full (GPU) | a shape CSV."),
-    out: Path = typer.Option(..., "--out", help="Measurement CSV to write."),
+    out: Path = typer.Option(..., "--out", parser=out_file(CSV_EXTS), help="Measurement CSV to write."),
     hardware: str = typer.Option(None, "--hardware", help="Profile id for the `hardware` column "
                                                           "(default: cpu-host on CPU, h100-sxm on CUDA)."),
-    reps: int = typer.Option(10, "--reps", help="Timed repetitions per shape (median reported)."),
-    warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up runs per shape."),
+    reps: int = typer.Option(10, "--reps", parser=count(1, 100_000),
+                             help="Timed repetitions per shape (median reported)."),
+    warmup: int = typer.Option(3, "--warmup", parser=count(0, 100_000), help="Untimed warm-up runs per shape."),
 ):
     """Measure kernels with torch and write rows in the measurement CSV contract, with provenance
     (device, driver/runtime, torch version, date, clocks). Collectives run when launched with
@@ -103,5 +111,5 @@ def bench_run(
     reasons: dict[str, int] = {}
     for _, why in skipped:
         reasons[why] = reasons.get(why, 0) + 1
-    for why, count in reasons.items():
-        typer.echo(f"  skipped x{count}: {why}")
+    for why, n_why in reasons.items():
+        typer.echo(f"  skipped x{n_why}: {why}")
