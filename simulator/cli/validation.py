@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import app, bench_app, emit_json, guarded
+from ._common import app, bench_app, emit_json, guarded, metadata
 from ._params import CSV_EXTS, PLOT_EXTS, YAML_EXTS, count, in_file, out_file, real
 
 
@@ -24,10 +24,34 @@ def validate(
                              help="Write every row with its prediction to this CSV."),
     plot: Path = typer.Option(None, "--plot", parser=out_file(PLOT_EXTS),
                               help="Write a predicted-vs-measured scatter plot."),
+    serving: Path = typer.Option(None, "--serving", parser=in_file(),
+                                 help="Measured serving results to re-simulate: vLLM `bench serve --save-result` "
+                                      "JSON, a GuideLLM report JSON, or a CSV (see the README)."),
+    deployment: str = typer.Option(None, "--deployment", help="With --serving: deployment YAML or id to simulate."),
+    model: str = typer.Option(None, "--model", help="With --serving: model id where the results do not name one."),
+    devices: int = typer.Option(None, "--devices", parser=count(1), help="With --serving: devices per replica."),
+    tp: int = typer.Option(None, "--tp", parser=count(1), help="With --serving: tensor parallel size."),
+    pp: int = typer.Option(None, "--pp", parser=count(1), help="With --serving: pipeline stages."),
+    ep: int = typer.Option(None, "--ep", parser=count(1), help="With --serving: expert parallel size."),
+    precision: str = typer.Option(None, "--precision", help="With --serving: weight/activation precision."),
+    kv_precision: str = typer.Option(None, "--kv-precision", help="With --serving: KV-cache precision."),
+    requests: int = typer.Option(200, "--requests", parser=count(1, 100_000),
+                                 help="With --serving: at most this many requests simulated per measured run."),
 ):
     """Predict every measured kernel with its hardware profile and report, per hardware x op and
     overall: n, median and p90 absolute percentage error, fraction within 25%, and bias (geometric
-    mean of predicted/measured; > 1 means the model is pessimistic)."""
+    mean of predicted/measured; > 1 means the model is pessimistic).
+
+    With --serving FILE: re-simulate measured serving runs (vLLM bench serve JSON, GuideLLM report,
+    or CSV) and report the TTFT and TPOT errors per group (model x hardware x parallelism x engine)."""
+    if serving is not None:
+        _validate_serving(serving, json_out, out, dict(
+            deployment=deployment, model=model, hardware=hardware, devices=devices, tp=tp, pp=pp, ep=ep,
+            precision=precision, kv_precision=kv_precision), requests)
+        return
+    if measurements is None:
+        raise typer.BadParameter("give --measurements CSV (kernels) or --serving FILE (serving runs)",
+                                 param_hint="'--measurements'")
     from ..commands import run_validate
 
     pred, result = run_validate(measurements, hardware, calibration or [], heldout)
@@ -40,7 +64,8 @@ def validate(
 
         validation_scatter(pred, plot, f"{measurements.name}: predicted vs measured")
     if json_out:
-        emit_json(result)
+        emit_json(result, metadata(timing_model="roofline" + (" + calibration overlay" if calibration else ""),
+                                   inputs={"measurements": measurements, "calibration": calibration or []}))
     else:
         from ..report.render import validation_text
 
@@ -48,6 +73,26 @@ def validate(
         for p in (out, plot):
             if p:
                 typer.echo(f"wrote {p}")
+
+
+def _validate_serving(path: Path, json_out: bool, out: Path | None, defaults: dict, max_requests: int) -> None:
+    from ..report.render import serving_validation_text
+    from ..validation.serving import validate_serving
+
+    result = validate_serving(path, defaults, max_requests)
+    if out:
+        import pandas as pd
+
+        from ..io import atomic_write
+
+        atomic_write(out, lambda tmp: pd.DataFrame(result["rows"]).to_csv(tmp, index=False))
+    if json_out:
+        emit_json(result, metadata(timing_model="roofline step costs (discrete-event simulation)",
+                                   inputs={"serving": path, "deployment": defaults.get("deployment")}))
+    else:
+        typer.echo(serving_validation_text(result))
+        if out:
+            typer.echo(f"wrote {out}")
 
 
 @app.command()
@@ -70,7 +115,8 @@ def calibrate(
 
     report = run_calibrate(measurements, hardware, out, test_fraction, seed)
     if json_out:
-        emit_json({k: v for k, v in report.items() if k != "fits"})
+        emit_json({k: v for k, v in report.items() if k != "fits"},
+                  metadata(seed=seed, inputs={"measurements": measurements, "hardware": hardware}))
     else:
         from ..report.render import calibration_text
 

@@ -68,12 +68,15 @@ def _ms_block(name: str, values_s: np.ndarray, weights: np.ndarray | None = None
     keys = [f"mean_{name}_ms", f"median_{name}_ms", f"std_{name}_ms", *(f"p{p}_{name}_ms" for p in PERCENTILES)]
     if not len(v):
         return dict.fromkeys(keys)
-    if w is None:
-        w = np.ones_like(v)
-    mean = float(np.average(v, weights=w))
-    std = float(np.sqrt(np.average((v - mean) ** 2, weights=w)))
-    out = {keys[0]: mean * 1e3, keys[1]: _weighted_percentile(v, w, 50) * 1e3, keys[2]: std * 1e3}
-    out.update({f"p{p}_{name}_ms": _weighted_percentile(v, w, p) * 1e3 for p in PERCENTILES})
+    if w is None:  # as vLLM computes them: numpy mean, std, median and (interpolated) percentiles
+        pct = lambda p: float(np.percentile(v, p))  # noqa: E731
+        mean, std = float(np.mean(v)), float(np.std(v))
+    else:
+        pct = lambda p: _weighted_percentile(v, w, p)  # noqa: E731
+        mean = float(np.average(v, weights=w))
+        std = float(np.sqrt(np.average((v - mean) ** 2, weights=w)))
+    out = {keys[0]: mean * 1e3, keys[1]: pct(50) * 1e3, keys[2]: std * 1e3}
+    out.update({f"p{p}_{name}_ms": pct(p) * 1e3 for p in PERCENTILES})
     return out
 
 
@@ -113,7 +116,24 @@ def vllm_bench_result(res, traffic=None, deployment=None) -> dict:
     out["input_lens"] = done["prompt_tokens"].astype(int).tolist()
     out["output_lens"] = done["output_tokens"].astype(int).tolist()
     out["ttfts"] = done["ttft_s"].astype(float).tolist()
+    out.update(_self_description(deployment))
     if traffic is not None and len(traffic.__dataclass_fields__):
         out["isl"] = int(round(traffic.prompt.mean)) if traffic.trace is None else None
         out["osl"] = int(round(traffic.output.mean)) if traffic.trace is None else None
     return out
+
+
+def _self_description(dep) -> dict:
+    """Extra keys (not in vLLM's layout; consumers ignore them) that let ``quadrant validate --serving``
+    re-simulate the same deployment: the file when there is one, else the quick-run plan of the decode pool."""
+    if dep is None:
+        return {}
+    from pathlib import Path
+
+    pool = next((p for p in dep.pools if "decode" in p.serves), dep.pools[0])
+    plan = pool.plan
+    return {"deployment_file": dep.file if dep.file and Path(dep.file).is_file() else None,
+            "hardware": plan.attention.hardware.id, "devices": plan.devices, "tp": plan.attention.tp,
+            "pp": plan.pp, "ep": plan.ffn.ep, "precision": plan.attention.precision,
+            "kv_precision": dep.kv_precision, "replicas": pool.replicas, "max_batch_tokens": pool.max_batch_tokens,
+            "max_seqs": pool.max_seqs}

@@ -159,3 +159,25 @@ def sweep_text(df, front) -> str:
     head += ["replicas", "fleet $/h"][: len(extra)]
     return (f"{len(df)} configurations scored, {int(df.fits.sum())} fit; Pareto front "
             f"(throughput per device vs TPOT):\n" + table(head, rows))
+
+
+def serving_validation_text(result: dict) -> str:
+    """Measured vs simulated serving runs: per row, then per group and overall."""
+    rows = [[r["source"], r["statistic"], s(r["ttft_s_measured"]), s(r["ttft_s_simulated"]), pct(r["ttft_ape"]),
+             s(r["tpot_s_measured"]), s(r["tpot_s_simulated"]), pct(r["tpot_ape"])] for r in result["rows"]]
+
+    def grow(name, g):
+        return [name, g["n"], pct(g["ttft_median_ape"]), _f3(g["ttft_bias"]), pct(g["tpot_median_ape"]),
+                _f3(g["tpot_bias"])]
+
+    groups = [grow(g["group"], g) for g in result["groups"]] + [grow("overall", result["overall"])]
+    return "\n".join([
+        table(["run", "stat", "TTFT meas", "TTFT sim", "TTFT err", "TPOT meas", "TPOT sim", "TPOT err"], rows),
+        "",
+        table(["group", "n", "TTFT median APE", "TTFT bias", "TPOT median APE", "TPOT bias"], groups),
+        "bias = geometric mean of simulated / measured (> 1: the simulator is pessimistic)",
+    ])
+
+
+def _f3(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.3f}"
