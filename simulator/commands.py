@@ -78,16 +78,39 @@ def model_detail(ref: str) -> dict:
             "sources": m.sources}
 
 
-def import_model(config: Path, model_id: str, source: str) -> str:
+def import_model(config: Path, model_id: str, source: str, out: Path | None = None) -> str:
+    """The YAML text of a model spec imported from a HF config.json, checked to load back as it will be
+    read (``workloads/models/<id>.yaml``: the file name must be the id)."""
+    import tempfile
+
     import yaml
 
-    from .specs.model import model_from_hf_config, model_to_yaml_dict
+    from .specs.model import MODEL_ID, model_from_hf_config, model_to_yaml_dict, read_model
 
+    if not MODEL_ID.match(model_id):
+        raise SimulatorError(f"--id {model_id!r}: expected lower-case letters, digits, '.', '_' or '-' "
+                             "(it becomes the file name and the id you pass to --model)")
+    if out is not None and Path(out).stem != model_id:
+        raise SimulatorError(f"--out {out}: the file name must be the id ({model_id}.yaml), or the spec will not load")
     spec = model_from_hf_config(config, model_id)
+    notes = []
+    a = spec.attention
+    if a.sliding_window:
+        notes.append(f"Sliding-window attention ({a.sliding_window} tokens) on {a.sliding_window_layers} of "
+                     f"{spec.num_layers} layers: recorded; the op builders cost every layer as full attention "
+                     "(an upper bound on KV bytes and attention time).")
+    if spec.native_precision and spec.native_precision not in ("bf16", "fp16", "fp32"):
+        notes.append(f"Released weights are {spec.native_precision}: pass --precision {spec.native_precision}.")
+    spec = replace(spec, notes=" ".join(notes))
     doc = model_to_yaml_dict(spec, source or f"HuggingFace config.json imported from {config}")
     header = (f"# Imported by `quadrant model import` from {config}: {spec.total_params / 1e9:.2f}B total, "
               f"{spec.active_params / 1e9:.2f}B active parameters (derived).\n")
-    return header + yaml.safe_dump(doc, sort_keys=False, width=110)
+    text = header + yaml.safe_dump(doc, sort_keys=False, width=110)
+    with tempfile.TemporaryDirectory() as tmp:  # the file must load back exactly as written
+        probe = Path(tmp) / f"{model_id}.yaml"
+        probe.write_text(text, encoding="utf-8")
+        read_model(probe)
+    return text
 
 
 def _calibrated(plan: ServingPlan, calibration: Path | None) -> ServingPlan:

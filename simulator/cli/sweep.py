@@ -50,7 +50,8 @@ def sweep(
 
         ok = df[df.fits]
         pareto(ok.assign(config=ok.hardware + " " + ok.precision), "tpot_s", "output_tokens_per_s_per_device", plot,
-               front=front)
+               front=front, slo={"tpot_s": tpot_slo, "ttft_s": ttft_slo},
+               title=f"{model}, ISL {isl}, OSL {osl}: throughput per device vs TPOT (plans that fit)")
     if json_out:
         emit_json({"front": front.to_dict(orient="records")},
                   metadata(inputs={"model": model, "hardware": hardware.split(",")}))

@@ -131,7 +131,8 @@ def bench_run(
     suite: str = typer.Option("quick", "--suite", help="tiny | quick (CPU, < 1 min) | full (GPU) | a shape CSV."),
     out: Path = typer.Option(..., "--out", parser=out_file(CSV_EXTS), help="Measurement CSV to write."),
     hardware: str = typer.Option(None, "--hardware", help="Profile id for the `hardware` column "
-                                                          "(default: cpu-host on CPU, h100-sxm on CUDA)."),
+                                                          "(default: cpu-host on CPU; on CUDA the profile of the "
+                                                          "device torch reports, an error if it maps to none)."),
     reps: int = typer.Option(10, "--reps", parser=count(1, 100_000),
                              help="Timed repetitions per shape (median reported)."),
     warmup: int = typer.Option(3, "--warmup", parser=count(0, 100_000), help="Untimed warm-up runs per shape."),
@@ -145,7 +146,7 @@ def bench_run(
     from ..validation.bench.run import run_suite
     from ..validation.bench.suites import load_suite
 
-    hw = hardware or ("cpu-host" if device == "cpu" else "h100-sxm")
+    hw = hardware or _profile_of(device)
     n = len(load_suite(suite))
     with typer.progressbar(length=n, label=f"bench {suite} on {device}", file=sys.stderr) as bar:
         df, skipped = run_suite(suite, device, hw, reps=reps, warmup=warmup, progress=lambda i: bar.update(1))
@@ -159,3 +160,26 @@ def bench_run(
         reasons[why] = reasons.get(why, 0) + 1
     for why, n_why in reasons.items():
         typer.echo(f"  skipped x{n_why}: {why}")
+
+
+def _profile_of(device: str) -> str:
+    """The hardware profile of the device to be measured (cpu-host on CPU)."""
+    if device == "cpu":
+        return "cpu-host"
+    from ..errors import SimulatorError
+    from ..validation.bench.devices import cuda_device_name, profile_for_device_name
+
+    if not device.startswith("cuda"):
+        raise SimulatorError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    try:
+        name = cuda_device_name(device)
+    except ImportError:
+        raise SimulatorError("bench run needs torch (pip install '.[bench]')") from None
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise SimulatorError(f"--device {device}: {' '.join(str(exc).split())}") from None
+    hw = profile_for_device_name(name)
+    if hw is None:
+        raise SimulatorError(f"the CUDA device {name!r} matches no hardware profile; pass --hardware ID "
+                             "(quadrant hw list)")
+    typer.echo(f"measuring {name} as profile {hw}", err=True)
+    return hw

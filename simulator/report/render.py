@@ -181,3 +181,24 @@ def serving_validation_text(result: dict) -> str:
 
 def _f3(x) -> str:
     return "n/a" if x is None or x != x else f"{x:.3f}"
+
+
+def _num(x, fmt: str = "{:,.0f}") -> str:
+    """A number for a listing: unknown (None/NaN) shows as an em dash."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return fmt.format(x)
+
+
+def hardware_list_text(df) -> str:
+    """``quadrant hw list``: fits 100 columns; dense peaks; unknown prices as "—"."""
+    rows = [[r["id"], _num(r["bf16_tflops"], "{:,.1f}"), _num(r["fp8_tflops"] or None, "{:,.1f}"),
+             _num(r["hbm_gb"]), _num(r["hbm_tb_per_s"], "{:.2f}"), _num(r["flop_per_byte_bf16"]),
+             _num(r["scale_up_gb_per_s"]), _num(r["usd_per_hour"], "{:.2f}"),
+             "hypothetical" if r["hypothetical"] else r["confidence"]] for r in df.to_dict(orient="records")]
+    return "\n".join([
+        table(["id", "bf16 TF/s", "fp8 TF/s", "HBM GB", "TB/s", "FLOP/B", "link GB/s", "$/h", "confidence"], rows,
+              "lrrrrrrrl"),
+        "TF/s: dense tensor-core TFLOP/s; TB/s: HBM bandwidth; link: scale-up per device and direction",
+        "$/h: sourced price per device-hour; — : none sourced (pass --price). Details: quadrant hw show ID",
+    ])
