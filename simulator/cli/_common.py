@@ -40,6 +40,7 @@ class QuadrantGroup(TyperGroup):
         _STATE["argv"] = ["quadrant", *args]
         _STATE["debug"] = "--debug" in args
         try:
+            _refuse_empty_values(args)
             rv = super().main(args, prog_name or "quadrant", complete_var, standalone_mode=False, **extra)
         except ex.ClickException as exc:
             if _STATE["debug"]:
@@ -61,6 +62,19 @@ class QuadrantGroup(TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def _refuse_empty_values(args: list[str]) -> None:
+    """An option given an empty value (``--hardware ""``, ``--out=``) is an error, never "use the default"."""
+    for i, a in enumerate(args):
+        if a == "--":
+            return
+        if a.startswith("--") and a.endswith("=") and len(a) > 3:
+            raise typer.BadParameter("expected a value, got an empty string", param_hint=f"'{a[:-1]}'")
+        if a == "" and i > 0 and args[i - 1].startswith("-") and args[i - 1] not in ("-", "--"):
+            raise typer.BadParameter("expected a value, got an empty string", param_hint=f"'{args[i - 1]}'")
+        if a == "" and (i == 0 or not args[i - 1].startswith("-")):
+            raise _click_exceptions().UsageError("an empty argument was given")
 
 
 app = typer.Typer(

@@ -142,11 +142,19 @@ def bench_run(
     `torchrun --nproc-per-node N`."""
     import sys
 
+    from ..errors import SimulatorError
     from ..io import atomic_write
+    from ..specs.catalog import load_hardware
     from ..validation.bench.run import run_suite
     from ..validation.bench.suites import load_suite
 
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise SimulatorError("the benchmark harness needs torch: install a torch build for your machine (e.g. "
+                             "`pip install torch`), then `pip install '.[bench]'`") from None
     hw = hardware or _profile_of(device)
+    load_hardware(hw)  # an unknown profile id fails here, before anything is measured
     n = len(load_suite(suite))
     with typer.progressbar(length=n, label=f"bench {suite} on {device}", file=sys.stderr) as bar:
         df, skipped = run_suite(suite, device, hw, reps=reps, warmup=warmup, progress=lambda i: bar.update(1))
