@@ -79,7 +79,7 @@ def simulate(
         from ..io import atomic_write_text
         from ..report.traces import chrome_trace_json
 
-        atomic_write_text(trace, chrome_trace_json(res.steps, res.events if hasattr(res, "events") else None))
+        atomic_write_text(trace, chrome_trace_json(res.steps, res.events, res.requests))
         if not json_out:
             typer.echo(f"wrote {trace}")
     from ..report.formats import itl_stats

@@ -3,8 +3,8 @@ one thread per replica, so ``ui.perfetto.dev`` (or ``chrome://tracing``) shows t
 
 Trace Event Format: a JSON object ``{"traceEvents": [...], "displayTimeUnit": "ms"}``; complete events carry
 ``ph: "X"``, ``ts`` and ``dur`` in microseconds, ``pid`` and ``tid`` integers; ``M`` (metadata) events name
-the processes and threads. KV-cache transfers (PD disaggregation) appear as instant events on the request
-that was shipped when the event log records them.
+the processes and threads. KV-cache transfers (PD disaggregation) appear as async spans ("b"/"e", one id
+per request) from the end of the request's prefill to the arrival of its KV cache on the decode pool.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import json
 import math
 
 
-def chrome_trace(steps, events=None) -> dict:
-    """The trace as a dict (see the module docstring)."""
+def chrome_trace(steps, events=None, requests=None) -> dict:
+    """The trace as a dict (see the module docstring). ``events``: the simulation's event log; with
+    ``requests`` (for each request's end of prefill) KV-cache transfers become async spans."""
     out: list[dict] = []
     pools: dict[str, int] = {}
     replicas: dict[str, tuple[int, int]] = {}
@@ -40,10 +41,17 @@ def chrome_trace(steps, events=None) -> dict:
         out.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": f"pool {pool}"}})
     for rep, (pid, tid) in replicas.items():
         out.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": rep}})
+    first_token = None
+    if requests is not None and len(requests) and "first_token_s" in requests.columns:
+        first_token = dict(zip(requests["request_id"].astype(int), requests["first_token_s"].astype(float)))
     for ev in events or []:
         if len(ev) >= 3 and ev[1] == "kv_transferred" and math.isfinite(float(ev[0])):
-            out.append({"name": "KV transferred", "cat": "kv_transfer", "ph": "i", "s": "g", "ts": float(ev[0]) * 1e6,
-                        "pid": 0, "tid": 0, "args": {"request_id": int(ev[2])}})
+            rid, end = int(ev[2]), float(ev[0])
+            start = (first_token or {}).get(rid, end)
+            start = start if math.isfinite(start) and start <= end else end
+            common = {"name": f"KV transfer, request {rid}", "cat": "kv_transfer", "id": rid, "pid": 0, "tid": 0}
+            out.append({**common, "ph": "b", "ts": start * 1e6, "args": {"request_id": rid}})
+            out.append({**common, "ph": "e", "ts": end * 1e6})
     if any(e.get("pid") == 0 for e in out):
         out.append({"name": "process_name", "ph": "M", "pid": 0, "tid": 0, "args": {"name": "KV transfers"}})
     return {"traceEvents": out, "displayTimeUnit": "ms",
@@ -58,5 +66,5 @@ def _plain(v):
     return v
 
 
-def chrome_trace_json(steps, events=None) -> str:
-    return json.dumps(chrome_trace(steps, events), allow_nan=False, separators=(",", ":"))
+def chrome_trace_json(steps, events=None, requests=None) -> str:
+    return json.dumps(chrome_trace(steps, events, requests), allow_nan=False, separators=(",", ":"))

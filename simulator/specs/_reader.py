@@ -75,7 +75,8 @@ def load_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(str(path), where, f"invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise SpecError(str(path), where, f"invalid YAML: {problem}") from None
     except RecursionError:
         raise SpecError(str(path), "", "invalid YAML: nested too deeply") from None
     if not isinstance(data, dict):
