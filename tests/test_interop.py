@@ -82,7 +82,8 @@ def test_serving_csv_and_guidellm_layouts(tmp_path):
 
 
 @pytest.mark.parametrize("text,where", [
-    ("model,hardware,isl,osl,rate_per_s,ttft_s,tpot_s\nllama-3.1-8b,h100-sxm,nan,64,1,0.1,0.01\n", "line 2, column isl"),
+    ("model,hardware,isl,osl,rate_per_s,ttft_s,tpot_s\nllama-3.1-8b,h100-sxm,nan,64,1,0.1,0.01\n",
+     "line 2, column isl"),
     ("model,hardware,isl,osl,rate_per_s,ttft_s,tpot_s\nllama-3.1-8b,h100-sxm,512,64,-1,0.1,0.01\n", "rate_per_s"),
     ("model,hardware,isl,osl,ttft_s,tpot_s\nx,y,1,1,1,1\n", "rate_per_s or concurrency"),
     ('{"mean_ttft_ms": "fast"}', "mean_ttft_ms"),
