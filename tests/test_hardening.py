@@ -234,3 +234,18 @@ def test_yaml_specs_print_as_plain_yaml():
     shared = {"a": 1}
     text = as_yaml({"x": shared, "y": shared, "z": float("nan")})
     assert "&" not in text and "*" not in text and yaml.safe_load(text) == {"x": {"a": 1}, "y": {"a": 1}, "z": None}
+
+
+def test_whatif_path_imports_no_heavy_modules():
+    """The fast start (tests/benchmarks/test_startup.py times it): whatif's text output needs neither pandas,
+    matplotlib nor pydantic (which typer would import to coerce options)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, io, contextlib\n"
+            "sys.argv = ['quadrant', 'whatif', '--model', 'llama-3.1-8b', '--devices', '1']\n"
+            "from simulator.cli import main\nwith contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        main()\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
+            "print(sorted(m for m in ('pandas', 'matplotlib', 'pydantic', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=DATA.parents[1], check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

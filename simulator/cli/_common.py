@@ -64,6 +64,98 @@ class QuadrantGroup(TyperGroup):
         return code
 
 
+class _FastCoercion:
+    """Converts one option's value without typer's pydantic adapters (importing pydantic alone costs about as
+    much as numpy): the option's ``parser`` (simulator/cli/_params.py) when it has one, else str/int/float/bool/
+    Path as click would. Installed only on parameters of those plain types; anything else keeps typer's own."""
+
+    def __init__(self, parser, annotation):
+        self.parser, self.annotation = parser, annotation
+
+    def coerce(self, value, param, ctx):
+        multi = param.multiple or param.nargs == -1
+        if value is None:
+            return [] if multi else None
+        if multi:
+            return [self._one(v, param, ctx) for v in value]
+        return self._one(value, param, ctx)
+
+    def _one(self, v, param, ctx):
+        try:
+            if self.parser is not None:
+                return self.parser(v)
+            t = self.annotation
+            if t is bool:
+                if isinstance(v, bool):
+                    return v
+                text = str(v).strip().lower()
+                if text in ("1", "true", "yes", "on"):
+                    return True
+                if text in ("0", "false", "no", "off"):
+                    return False
+                raise typer.BadParameter(f"expected true or false, got {v!r}")
+            if t is int:
+                if isinstance(v, int) and not isinstance(v, bool):
+                    return v
+                try:
+                    return int(str(v).strip(), 10)
+                except ValueError:
+                    raise typer.BadParameter(f"expected an integer, got {v!r}") from None
+            if t is float:
+                try:
+                    return float(v)
+                except (TypeError, ValueError):
+                    raise typer.BadParameter(f"expected a number, got {v!r}") from None
+            if t is Path:
+                return v if isinstance(v, Path) else Path(str(v))
+            return v if isinstance(v, str) else str(v)
+        except typer.BadParameter as exc:
+            exc.ctx, exc.param = exc.ctx or ctx, exc.param or param
+            raise
+
+
+_PLAIN = (str, int, float, bool, Path)
+
+
+def _fast_coercion_for(param):
+    import typing
+
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None:
+        return None
+    ann, info = desc.annotation, desc.parameter_info
+    if typing.get_origin(ann) is list and len(typing.get_args(ann)) == 1:
+        ann = typing.get_args(ann)[0]
+    if ann in _PLAIN and desc.file_annotation is None and not getattr(info, "click_type", None):
+        return _FastCoercion(getattr(info, "parser", None), ann)
+    return None
+
+
+def _install_fast_coercion() -> None:
+    """Route typer's lazy per-parameter coercion (``get_runtime_param``) through ``_FastCoercion`` where it
+    applies. If this typer has no such hook, nothing changes (typer's own coercion is used)."""
+    try:
+        from typer.core import _TyperParameter
+    except ImportError:  # pragma: no cover - another typer layout
+        return
+    original = getattr(_TyperParameter, "get_runtime_param", None)
+    if original is None or getattr(original, "_quadrant", False):  # pragma: no cover
+        return
+
+    def get_runtime_param(self):
+        if getattr(self, "_runtime_param", None) is None:
+            fast = _fast_coercion_for(self)
+            if fast is not None:
+                self._runtime_param = fast
+        return original(self)
+
+    get_runtime_param._quadrant = True
+    _TyperParameter.get_runtime_param = get_runtime_param
+
+
+_install_fast_coercion()
+
+
 def _refuse_empty_values(args: list[str]) -> None:
     """An option given an empty value (``--hardware ""``, ``--out=``) is an error, never "use the default"."""
     for i, a in enumerate(args):

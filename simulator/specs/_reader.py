@@ -36,8 +36,9 @@ def read_text_file(path: str | Path, what: str = "file", max_bytes: int = MAX_SP
         raise SpecError(str(path), "", f"not UTF-8 text (byte {exc.start}); expected a {what}") from None
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys in a mapping (YAML says keys are unique; PyYAML keeps the last)."""
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """SafeLoader (libyaml's parser where available) that refuses duplicate keys in a mapping (YAML says keys are
+    unique; PyYAML keeps the last)."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
