@@ -46,6 +46,11 @@ class QuadrantGroup(TyperGroup):
             if _STATE["debug"]:
                 traceback.print_exc()
             msg = exc.format_message()
+            if type(exc).__name__ == "NoArgsIsHelpError":  # the help was printed; click's usual exit code 2
+                code = 2
+                if standalone_mode:
+                    sys.exit(code)
+                return code
             if isinstance(exc, ex.UsageError) and not isinstance(exc, ex.BadParameter) and exc.ctx is not None:
                 msg = f"{msg} (see `{exc.ctx.command_path} --help`)"
             typer.echo(f"error: {one_line(msg)}", err=True)

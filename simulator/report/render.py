@@ -92,7 +92,8 @@ def simulation_text(sm: dict) -> str:
     for reason, n in sm["rejection_reasons"].items():
         lines.append(f"  rejected x{n}: {reason}")
     lines += ["", table(["latency", "mean", "p50", "p90", "p99"],
-                        [row("TTFT", sm["ttft_s"]), row("TPOT", sm["tpot_s"]), row("end-to-end", sm["e2e_s"]),
+                        [row("TTFT", sm["ttft_s"]), row("TPOT", sm["tpot_s"]),
+                         *([row("ITL", sm["itl_s"])] if "itl_s" in sm else []), row("end-to-end", sm["e2e_s"]),
                          row("queueing", sm["queue_s"])]), ""]
     g = sm["goodput"]
     cost = sm["cost_usd_per_mtok"]

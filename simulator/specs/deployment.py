@@ -178,6 +178,8 @@ def read_deployment(path: str | Path) -> Deployment:
         raise r.error("pools", "mix of colocated and disaggregated pools is not supported; use one or the other")
     tr = r.child("kv_transfer", {})
     bw = tr.quantity("bandwidth", "bytes_per_s", None)
+    if bw is not None and bw <= 0:
+        raise tr.error("bandwidth", f"expected a bandwidth > 0, got {bw:g} B/s")
     lat = tr.quantity("latency", "s", 10e-6)
     overlap = tr.bool("overlap_with_prefill", True)
     tr.done()

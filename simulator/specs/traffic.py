@@ -16,6 +16,7 @@ from ..errors import SpecError
 from ._reader import Reader, load_yaml
 
 ARRIVALS = ("poisson", "gamma", "closed", "trace")
+MAX_REQUESTS = 10_000_000  # keeps a run bounded in memory and time (the CLI's --requests has the same cap)
 DISTS = ("fixed", "uniform", "lognormal", "empirical")
 
 
@@ -202,6 +203,8 @@ def read_traffic(path: str | Path) -> Traffic:
         slo=SLO(slo.quantity("ttft", "s", float("inf")), slo.quantity("tpot", "s", float("inf")),
                 slo.number("percentile", 90.0, minimum=0, maximum=100)),
     )
+    if traffic.requests > MAX_REQUESTS:
+        raise r.error("requests", f"expected at most {MAX_REQUESTS:,} requests per run, got {traffic.requests:,}")
     if trace is not None:
         r.raw("prompt_tokens", None)
         r.raw("output_tokens", None)
