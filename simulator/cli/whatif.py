@@ -71,6 +71,13 @@ def whatif(
 
     opts = {k: v for k, v in locals().items() if k not in ("json_out", "plot", "breakdown_plot", "run_whatif")}
     res = run_whatif(opts)
+    import math
+
+    if not (math.isfinite(res.ttft_s) and math.isfinite(res.tpot_s)) or res.ttft_s <= 0 or res.tpot_s <= 0:
+        from ..errors import SimulatorError
+
+        raise SimulatorError(f"the plan's times are not finite and positive (TTFT {res.ttft_s}, TPOT {res.tpot_s}): "
+                             "check the hardware profile's peaks and bandwidths")
     meta = metadata(timing_model="roofline" + (" + calibration overlay" if calibration else ""),
                     inputs={"model": model, "hardware": hardware, "deployment": deployment,
                             "calibration": calibration})

@@ -12,6 +12,8 @@ import yaml
 from ..errors import SpecError
 from ..units import UnitError, parse_quantity
 
+# Datasheet dimensions whose every real value is positive (capacities, bandwidths, peaks, power, prices).
+POSITIVE_DIMENSIONS = frozenset({"bytes", "bytes_per_s", "flop_per_s", "W", "usd_per_s"})
 MAX_SPEC_BYTES = 16 * 2**20  # a spec file larger than this is refused (catalogue files are a few kB)
 MAX_TABLE_BYTES = 512 * 2**20  # traces and measurement tables
 
@@ -190,6 +192,8 @@ class Reader:
             return default
         node = self.child(name)
         value = node.quantity("value", dimension)
+        if dimension in POSITIVE_DIMENSIONS and value <= 0:  # a datasheet never prints 0 GB/s: leave the key out
+            raise node.error("value", f"expected a {dimension} quantity > 0, got {node.data.get('value')!r}")
         source = node.str("source")
         node.str("note", None)
         node.bool("uncertain", False)
