@@ -329,7 +329,9 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
     if ttft_slo:
         ok = ok[ok.ttft_s <= ttft_slo]
     if ok.empty:
-        raise SimulatorError("no configuration fits and meets the SLOs")
+        from .errors import InfeasibleError
+
+        raise InfeasibleError("no configuration fits and meets the SLOs")
     front = pareto_front(ok)
     if rate:
         front = plan_capacity(front, rate_per_s=rate, osl=osl, devices=devices)
