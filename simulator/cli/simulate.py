@@ -88,7 +88,8 @@ def simulate(
     sm["itl_s"] = itl_stats(res.steps)
     if json_out:
         meta = metadata(seed=opts.get("_seed"), timing_model="roofline step costs (discrete-event simulation)",
-                        inputs={"deployment": deployment, "traffic": traffic, "model": model, "hardware": hardware})
+                        inputs={"deployment": deployment, "traffic": traffic} if deployment else
+                        {"model": model, "hardware": hardware, "traffic": traffic})
         if fmt == "vllm":
             from ..report.formats import vllm_bench_result
 

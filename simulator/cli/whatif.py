@@ -79,8 +79,9 @@ def whatif(
         raise SimulatorError(f"the plan's times are not finite and positive (TTFT {res.ttft_s}, TPOT {res.tpot_s}): "
                              "check the hardware profile's peaks and bandwidths")
     meta = metadata(timing_model="roofline" + (" + calibration overlay" if calibration else ""),
-                    inputs={"model": model, "hardware": hardware, "deployment": deployment,
-                            "calibration": calibration})
+                    inputs={"deployment": deployment, "calibration": calibration} if deployment else
+                    {"model": model, "hardware": [hardware, prefill_hardware, decode_hardware],
+                     "calibration": calibration})
     _report_whatif(res, json_out, plot, breakdown_plot, meta)
 
 
