@@ -7,7 +7,8 @@ engine x parallelism) and per row.
 Layouts:
 
 - **vLLM** ``vllm bench serve --save-result`` JSON (one object, a list of them, or JSON lines): ``model_id``,
-  ``request_rate`` (``inf`` = everything at once) or ``max_concurrency``, ``input_lens``/``output_lens`` (or
+  ``request_rate`` (``inf`` = everything at once) or ``max_concurrency`` (which wins when both are set: the run
+  is simulated as a closed loop of that many clients), ``input_lens``/``output_lens`` (or
   ``total_input_tokens``/``total_output_tokens`` over ``completed``), ``median_ttft_ms``/``median_tpot_ms``
   (mean when the median is absent). vLLM does not record the hardware or the parallelism: pass them as flags
   (``--hardware --devices --tp --pp --ep --precision``) or use ``--deployment``. The result of
@@ -205,7 +206,8 @@ def _guidellm(doc: dict, where: str) -> list[ServingCase]:
         else:
             raise SpecError(w, "strategy", "expected a concurrent/synchronous strategy with streams, or a rate")
         reqs = m.get("request_totals", {}).get("successful") if isinstance(m.get("request_totals"), dict) else None
-        model = doc.get("model") or (b.get("args") or {}).get("model") if isinstance(b.get("args"), dict) else None
+        args = b.get("args") if isinstance(b.get("args"), dict) else {}
+        model = doc.get("model") or args.get("model")
         out.append(ServingCase(w, model, None, "guidellm", max(int(round(isl)), 1), max(int(round(osl)), 1), rate,
                                conc, int(reqs or 200), ttft / 1e3, tpot / 1e3, stat))
     return out
