@@ -249,3 +249,14 @@ def test_whatif_path_imports_no_heavy_modules():
             "print(sorted(m for m in ('pandas', 'matplotlib', 'pydantic', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=DATA.parents[1], check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_check_slo_exits_1_when_the_slo_is_missed(tmp_path):
+    doc = yaml.safe_load((DATA.parents[1] / "workloads" / "traffic" / "chat.yaml").read_text())
+    doc["slo"] = {"ttft": "1us", "tpot": "1us", "percentile": 90}
+    p = tmp_path / "strict.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    base = ["simulate", "dbrx-8xh100", "--traffic", str(p), "--requests", "20"]
+    assert runner.invoke(app, base).exit_code == 0  # not asked: the report says NOT met, the run succeeds
+    err = one_line_error(runner.invoke(app, [*base, "--check-slo"]), code=1)
+    assert "SLO not met" in err

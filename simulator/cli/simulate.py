@@ -50,6 +50,8 @@ def simulate(
     fmt: str = typer.Option("quadrant", "--format", help="JSON layout with --json: quadrant (SI names, e.g. "
                                                          "ttft_s.p90) | vllm (the fields of vLLM `bench serve "
                                                          "--save-result`, ms keys)."),
+    check_slo: bool = typer.Option(False, "--check-slo", help="Exit 1 (one line on stderr) when the traffic's "
+                                                               "TTFT/TPOT SLO is not met at its percentile."),
     trace: Path = typer.Option(None, "--trace", parser=out_file(JSON_EXTS),
                                help="Write a Chrome/Perfetto trace of every batch step (open in ui.perfetto.dev)."),
 ):
@@ -67,7 +69,7 @@ def simulate(
     if fmt not in ("quadrant", "vllm"):
         raise typer.BadParameter(f"expected quadrant or vllm, got {fmt!r}", param_hint="'--format'")
     opts = {k: v for k, v in locals().items()
-            if k not in ("json_out", "out", "plots", "parquet", "run_simulate", "fmt", "trace")}
+            if k not in ("json_out", "out", "plots", "parquet", "run_simulate", "fmt", "trace", "check_slo")}
     res = run_simulate(opts, progress=not json_out)
     if out:
         from ..commands import write_simulation
@@ -103,4 +105,10 @@ def simulate(
     if sm["requests_total"] and not sm["requests_completed"]:
         reasons = ", ".join(f"{n} x {why}" for why, n in sm["rejection_reasons"].items()) or "none recorded"
         typer.echo(f"error: no request finished: all {sm['requests_total']} were rejected ({reasons})", err=True)
+        raise typer.Exit(1)
+    if check_slo and not sm["goodput"]["slo_met"]:
+        g = sm["goodput"]["slo"]
+        typer.echo(f"error: SLO not met at p{g['percentile']:g}: TTFT p{g['percentile']:g} <= {g['ttft_s']} s and TPOT "
+                   f"<= {g['tpot_s']} s asked; {sm['goodput']['fraction_of_requests']:.1%} of requests met both",
+                   err=True)
         raise typer.Exit(1)

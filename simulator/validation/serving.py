@@ -23,7 +23,9 @@ Layouts:
   ``devices``, ``tp``, ``pp``, ``ep``, ``precision``, ``kv_precision``, ``engine``, ``requests``. Extra columns
   are ignored; a bad cell is named by line and column.
 
-The measured statistic (median or mean) is compared with the same statistic of the simulated requests.
+Where the result lists per-request lengths (vLLM ``input_lens``/``output_lens``) they are resampled; otherwise
+every request has the mean lengths. The measured statistic (median or mean) is compared with the same statistic
+of the simulated requests.
 Errors: absolute percentage error ``|sim - measured| / measured`` and the ratio ``sim / measured`` (bias,
 geometric mean per group; > 1 means the simulator is pessimistic).
 """
@@ -62,6 +64,8 @@ class ServingCase:
     kv_precision: str | None = None
     deployment: str | None = None
     extra: dict = field(default_factory=dict)
+    input_lens: tuple[int, ...] = ()  # per-request lengths when the result lists them (vLLM input_lens/output_lens)
+    output_lens: tuple[int, ...] = ()
 
     @property
     def group(self) -> str:
@@ -166,7 +170,17 @@ def _vllm(d: dict, where: str) -> ServingCase:
         rate_per_s=rate, concurrency=conc, requests=int(_num(d, "completed", where)), ttft_s=ttft, tpot_s=tpot,
         statistic=stat, precision=d.get("precision"), kv_precision=d.get("kv_precision"),
         deployment=str(dep) if dep else None,
-        extra={k: d[k] for k in ("max_batch_tokens", "max_seqs", "replicas") if d.get(k) is not None}, **ints)
+        extra={k: d[k] for k in ("max_batch_tokens", "max_seqs", "replicas") if d.get(k) is not None},
+        input_lens=_lens(d.get("input_lens")), output_lens=_lens(d.get("output_lens")), **ints)
+
+
+def _lens(values) -> tuple[int, ...]:
+    """Per-request token counts when every one is a whole number >= 1 (else none: the mean is used)."""
+    if not isinstance(values, list) or not values:
+        return ()
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 1 for v in values):
+        return tuple(int(round(v)) for v in values)
+    return ()
 
 
 def _gl_metric(metrics: dict, name: str, where: str) -> tuple[float, str]:
@@ -308,6 +322,11 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
     n = max(1, min(case.requests, max_requests))
     traffic = simple_traffic(rate=case.rate_per_s, concurrency=case.concurrency, isl=case.isl, osl=case.osl,
                              requests=n, seed=0)
+    if case.input_lens and case.output_lens:  # the measured length distribution, not just its mean
+        from ..specs.traffic import LengthDist
+
+        traffic = replace(traffic, prompt=LengthDist("empirical", values=tuple(map(float, case.input_lens))),
+                          output=LengthDist("empirical", values=tuple(map(float, case.output_lens))))
     res = simulate(dep, replace(traffic, requests=n))
     done = res.requests[res.requests["status"] == "finished"]
     agg = np.median if case.statistic == "median" else np.mean
