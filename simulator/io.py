@@ -42,20 +42,24 @@ def _new_file_mode(target: Path) -> int:
 def atomic_write(path: str | Path, writer: Callable[[str], None]) -> Path:
     """Call ``writer(tmp_path)`` then move the result to ``path`` (see the module docstring)."""
     path = Path(path)
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    if target.exists() and target.is_dir():
+    try:
+        st = os.stat(path)  # follows symlinks
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
         raise SimulatorError(f"{path}: is a folder, expected a file name")
+    special = st is not None and not stat.S_ISREG(st.st_mode)  # device node, FIFO, pipe behind /dev/stdout
+    target = path if special else (Path(os.path.realpath(path)) if path.is_symlink() else path)
     parent = target.parent
-    if not parent.is_dir():
+    if not special and not parent.is_dir():
         raise SimulatorError(f"{path}: folder {parent} does not exist")
-    special = target.exists() and not target.is_file()
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix,
                                dir=None if special else parent)
     os.close(fd)
     try:
         writer(tmp)
         if special:  # a device node or FIFO: write into it, never replace it
-            with open(tmp, "rb") as src, open(target, "wb") as dst:
+            with open(tmp, "rb") as src, open(path, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             os.unlink(tmp)
         else:

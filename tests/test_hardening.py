@@ -260,3 +260,10 @@ def test_check_slo_exits_1_when_the_slo_is_missed(tmp_path):
     assert runner.invoke(app, base).exit_code == 0  # not asked: the report says NOT met, the run succeeds
     err = one_line_error(runner.invoke(app, [*base, "--check-slo"]), code=1)
     assert "SLO not met" in err
+
+
+def test_output_flags_take_device_nodes():
+    r = runner.invoke(app, ["sweep", "--model", "llama-3.1-8b", "--devices", "1", "--batches", "1,8",
+                            "--precision", "bf16", "--out", "/dev/null", "--plot", "/dev/null"])
+    assert r.exit_code == 0, r.output
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)

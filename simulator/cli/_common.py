@@ -227,6 +227,11 @@ def guarded(fn):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as the Python docs advise
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(1) from None
         except BaseException as exc:  # noqa: BLE001 - the CLI's last line of defence
             if isinstance(exc, SystemExit):
                 raise

@@ -10,7 +10,7 @@ Nothing here ever maps 0 (or a negative number) to a default: a flag that is giv
 - ``rate()``: "5/s", "300/min"; a bare number is per second (``units.parse_rate_per_s``);
 - ``int_list(lo)``: comma-separated integers, each >= lo;
 - ``out_file(exts)`` / ``out_dir()``: an output path whose parent exists, of a known extension, that is
-  not a directory (files) / not a file (folders).
+  not a directory (files) / not a file (folders); an existing device node or FIFO is taken as it is.
 """
 
 from __future__ import annotations
@@ -146,6 +146,8 @@ def out_file(exts: tuple[str, ...]):
         path = Path(value)
         if not str(value).strip():
             raise _bad("expected a file path, got an empty string")
+        if path.exists() and not path.is_dir() and not path.is_file():
+            return path  # a device node or FIFO (/dev/null, /dev/stdout): written into, whatever its name
         if path.is_dir():
             raise _bad(f"{str(path)!r} is a folder; give a file name ending in {' / '.join(exts)}")
         suffix = path.suffix.lower()
