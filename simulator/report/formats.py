@@ -132,7 +132,7 @@ def _self_description(dep) -> dict:
 
     pool = next((p for p in dep.pools if "decode" in p.serves), dep.pools[0])
     plan = pool.plan
-    return {"deployment_file": dep.file if dep.file and Path(dep.file).is_file() else None,
+    return {"deployment_file": str(Path(dep.file).resolve()) if dep.file and Path(dep.file).is_file() else None,
             "hardware": plan.attention.hardware.id, "devices": plan.devices, "tp": plan.attention.tp,
             "pp": plan.pp, "ep": plan.ffn.ep, "precision": plan.attention.precision,
             "kv_precision": dep.kv_precision, "replicas": pool.replicas, "max_batch_tokens": pool.max_batch_tokens,
