@@ -170,7 +170,7 @@ def _vllm(d: dict, where: str) -> ServingCase:
         rate_per_s=rate, concurrency=conc, requests=int(_num(d, "completed", where)), ttft_s=ttft, tpot_s=tpot,
         statistic=stat, precision=d.get("precision"), kv_precision=d.get("kv_precision"),
         deployment=str(dep) if dep else None,
-        extra={k: d[k] for k in ("max_batch_tokens", "max_seqs", "replicas") if d.get(k) is not None},
+        extra={k: d[k] for k in ("max_batch_tokens", "max_seqs", "replicas", "pools") if d.get(k) is not None},
         input_lens=_lens(d.get("input_lens")), output_lens=_lens(d.get("output_lens")), **ints)
 
 
@@ -304,6 +304,9 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
     if dep_ref:
         dep = read_deployment(resolve_workload(str(dep_ref), "deployments", "deployment"))
     else:
+        if int(case.extra.get("pools", 1)) > 1:
+            raise SpecError(case.source, "deployment_file", "the run used a deployment of several pools whose file "
+                                                            "is not found: pass --deployment FILE")
         model = case.model or d.get("model")
         hardware = case.hardware or d.get("hardware")
         if not model or not hardware:
