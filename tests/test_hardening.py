@@ -138,6 +138,7 @@ def test_hw_list_fits_100_columns_and_shows_unknown_prices_as_a_dash():
     assert r.exit_code == 0
     lines = r.stdout.rstrip("\n").splitlines()
     assert max(len(ln.rstrip()) for ln in lines) <= 100
+    assert max(len(ln.rstrip()) for ln in runner.invoke(app, ["model", "list"]).stdout.splitlines()) <= 100
     h20 = next(ln for ln in lines if ln.startswith("h20 "))
     assert "—" in h20 and "nan" not in r.stdout
 

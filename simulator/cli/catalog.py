@@ -42,7 +42,13 @@ def model_list(json_out: bool = typer.Option(False, "--json", help="Print a JSON
     """List model specs with derived total/active parameters and KV bytes per token."""
     from ..commands import model_table
 
-    emit_frame(model_table(), json_out)
+    df = model_table()
+    if json_out:
+        emit_frame(df, True)
+    else:
+        from ..report.render import model_list_text
+
+        typer.echo(model_list_text(df))
 
 
 @model_app.command("show")

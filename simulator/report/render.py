@@ -203,3 +203,15 @@ def hardware_list_text(df) -> str:
         "TF/s: dense tensor-core TFLOP/s; TB/s: HBM bandwidth; link: scale-up per device and direction",
         "$/h: sourced price per device-hour; — : none sourced (pass --price). Details: quadrant hw show ID",
     ])
+
+
+def model_list_text(df) -> str:
+    """``quadrant model list``: derived parameter counts and KV bytes per token, within 100 columns."""
+    rows = [[r["id"], r["kind"], r["attention"], r["layers"], _num(r["total_params_b"], "{:,.1f}"),
+             _num(r["active_params_b"], "{:,.1f}"), r["experts"] or "—", _num(r["kv_kb_per_token_bf16"], "{:,.1f}"),
+             "yes" if r["hypothetical"] else ""] for r in df.to_dict(orient="records")]
+    return "\n".join([
+        table(["id", "kind", "attention", "layers", "total B", "active B", "experts", "KV kB/tok", "hypothetical"],
+              rows, "lllrrrrrl"),
+        "B: parameters in 1e9 (derived from the architecture); experts: top-k / routed; KV: bf16, all layers",
+    ])
