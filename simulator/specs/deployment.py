@@ -100,6 +100,8 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
     hw = _price_override(load_hardware(r.str("hardware")), r)
     devices = r.int("devices", minimum=1)
     replicas = r.int("replicas", 1, minimum=1)
+    if replicas > 100_000:  # the CLI's --replicas has the same cap: keeps a run bounded in memory and time
+        raise r.error("replicas", f"expected at most 100000 replicas, got {replicas}")
     pp = r.int("pp", 1, minimum=1)
     if devices % pp:
         raise r.error("pp", f"pp={pp} does not divide devices={devices}")
