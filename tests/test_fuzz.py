@@ -30,7 +30,7 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 def _in_temp_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # an output path like "abc" is a valid name: keep it out of the checkout
     command = typer.main.get_command(app)  # build the click tree once per test, not once per invocation
-    monkeypatch.setattr(typer.testing, "_get_command", lambda _app: command)
+    monkeypatch.setattr(typer.testing, "_get_command", lambda _app: command, raising=False)
 
 
 @pytest.fixture(scope="module")
