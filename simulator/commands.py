@@ -80,16 +80,39 @@ def model_detail(ref: str) -> dict:
             "sources": m.sources}
 
 
-def import_model(config: Path, model_id: str, source: str) -> str:
+def import_model(config: Path, model_id: str, source: str, out: Path | None = None) -> str:
+    """The YAML text of a model spec imported from a HF config.json, checked to load back as it will be
+    read (``workloads/models/<id>.yaml``: the file name must be the id)."""
+    import tempfile
+
     import yaml
 
-    from .specs.model import model_from_hf_config, model_to_yaml_dict
+    from .specs.model import MODEL_ID, model_from_hf_config, model_to_yaml_dict, read_model
 
+    if not MODEL_ID.match(model_id):
+        raise SimulatorError(f"--id {model_id!r}: expected lower-case letters, digits, '.', '_' or '-' "
+                             "(it becomes the file name and the id you pass to --model)")
+    if out is not None and Path(out).stem != model_id:
+        raise SimulatorError(f"--out {out}: the file name must be the id ({model_id}.yaml), or the spec will not load")
     spec = model_from_hf_config(config, model_id)
+    notes = []
+    a = spec.attention
+    if a.sliding_window:
+        notes.append(f"Sliding-window attention ({a.sliding_window} tokens) on {a.sliding_window_layers} of "
+                     f"{spec.num_layers} layers: recorded; the op builders cost every layer as full attention "
+                     "(an upper bound on KV bytes and attention time).")
+    if spec.native_precision and spec.native_precision not in ("bf16", "fp16", "fp32"):
+        notes.append(f"Released weights are {spec.native_precision}: pass --precision {spec.native_precision}.")
+    spec = replace(spec, notes=" ".join(notes))
     doc = model_to_yaml_dict(spec, source or f"HuggingFace config.json imported from {config}")
     header = (f"# Imported by `quadrant model import` from {config}: {spec.total_params / 1e9:.2f}B total, "
               f"{spec.active_params / 1e9:.2f}B active parameters (derived).\n")
-    return header + yaml.safe_dump(doc, sort_keys=False, width=110)
+    text = header + yaml.safe_dump(doc, sort_keys=False, width=110)
+    with tempfile.TemporaryDirectory() as tmp:  # the file must load back exactly as written
+        probe = Path(tmp) / f"{model_id}.yaml"
+        probe.write_text(text, encoding="utf-8")
+        read_model(probe)
+    return text
 
 
 def _override_plan(plan, opts: dict):
@@ -149,6 +172,9 @@ def run_demo(out: Path):
     from .report.render import whatif_text
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SimulatorError(f"--out {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
     base = dict(model="dbrx", hardware="h100-sxm", devices=8, batch=64, isl=2048, osl=512, prefill_batch=1)
     res = run_whatif(base)
     yield "== quadrant demo: DBRX (132B MoE, 16 experts top-4) on 8 x H100 SXM, bf16 =="
@@ -211,6 +237,9 @@ def run_simulate(opts: dict, progress: bool = False):
         traffic = dc_replace(traffic, seed=opts["seed"])
     traffic = _simulate_overrides(traffic, opts)
     opts["_slo"] = traffic.slo
+    opts["_seed"] = traffic.seed
+    opts["_traffic"] = traffic
+    opts["_deployment"] = dep
     bar = None
     if progress and sys.stderr.isatty() and traffic.requests >= 2000:
         import typer
@@ -258,28 +287,36 @@ def _simulate_overrides(traffic, opts: dict):
     return dc_replace(traffic, slo=slo, ramp_up_s=traffic.ramp_up_s if ramp is None else ramp)
 
 
+SIMULATION_FILES = ("requests.csv", "steps.csv", "requests.parquet", "steps.parquet", "latency_cdf.png",
+                    "timeseries.png", "timeline.png")
+
+
 def write_simulation(res, out: Path, *, plots: bool, parquet: bool, slo=None) -> list[Path]:
-    from .io import atomic_write
+    """Per-request and per-step records and the plots, into ``out`` as a whole (temp folder, then rename)."""
+    from .io import atomic_dir
     from .report import plots as P
 
     out = Path(out)
-    paths = []
     if parquet:
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             raise SimulatorError("--parquet needs pyarrow (pip install pyarrow); CSV needs nothing extra") from None
-    for name, df in (("requests", res.requests), ("steps", res.steps)):
-        if parquet:
-            p = atomic_write(out / f"{name}.parquet", lambda tmp, df=df: df.to_parquet(tmp, index=False))
-        else:
-            p = atomic_write(out / f"{name}.csv", lambda tmp, df=df: df.to_csv(tmp, index=False))
-        paths.append(p)
-    if plots and len(res.steps):
-        paths.append(P.latency_cdfs(res.requests, out / "latency_cdf.png", slo))
-        paths.append(P.time_series(res.steps, res.requests, out / "timeseries.png"))
-        paths.append(P.step_timeline(res.steps, out / "timeline.png"))
-    return paths
+    names = []
+    with atomic_dir(out, SIMULATION_FILES) as tmp:
+        for name, df in (("requests", res.requests), ("steps", res.steps)):
+            if parquet:
+                df.to_parquet(tmp / f"{name}.parquet", index=False)
+                names.append(f"{name}.parquet")
+            else:
+                df.to_csv(tmp / f"{name}.csv", index=False)
+                names.append(f"{name}.csv")
+        if plots and len(res.steps):
+            P.latency_cdfs(res.requests, tmp / "latency_cdf.png", slo)
+            P.time_series(res.steps, res.requests, tmp / "timeseries.png")
+            P.step_timeline(res.steps, tmp / "timeline.png")
+            names += ["latency_cdf.png", "timeseries.png", "timeline.png"]
+    return [out / n for n in names]
 
 
 def run_validate(measurements: Path, hardware: str | None, calibrations: list[Path], heldout: bool,
@@ -358,7 +395,9 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
     if ttft_slo:
         ok = ok[ok.ttft_s <= ttft_slo]
     if ok.empty:
-        raise SimulatorError("no configuration fits and meets the SLOs")
+        from .errors import InfeasibleError
+
+        raise InfeasibleError("no configuration fits and meets the SLOs")
     front = pareto_front(ok)
     if rate:
         front = plan_capacity(front, rate_per_s=rate, osl=osl, devices=devices)

@@ -1,24 +1,70 @@
-"""Atomic output: write to a temporary file in the target folder, then rename over the target,
-so an interrupted run never leaves a half-written file."""
+"""Output files and folders, written whole or not at all.
+
+- ``atomic_write(path, writer)``: the writer fills a temporary file in the target's folder, which is then
+  renamed over the target, so an interrupted run never leaves a half-written file. The new file gets the
+  mode a plain ``open()`` would give it (0666 less the umask: 0644 under umask 022), or keeps the mode of
+  the file it replaces. A symlink is written through (its target is replaced, the link stays); a device
+  node, FIFO or other non-regular file is written into, never replaced.
+- ``atomic_dir(path)``: a context manager yielding a temporary folder next to ``path``; on success it takes
+  the place of ``path`` (which must be absent, empty, or hold only files this package writes there), so an
+  interrupted ``--out`` never leaves files from two runs side by side.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+from .errors import SimulatorError
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_file_mode(target: Path) -> int:
+    try:
+        st = target.stat()
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_umask()
 
 
 def atomic_write(path: str | Path, writer: Callable[[str], None]) -> Path:
-    """Call ``writer(tmp_path)`` then move the result to ``path``."""
+    """Call ``writer(tmp_path)`` then move the result to ``path`` (see the module docstring)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    try:
+        st = os.stat(path)  # follows symlinks
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise SimulatorError(f"{path}: is a folder, expected a file name")
+    special = st is not None and not stat.S_ISREG(st.st_mode)  # device node, FIFO, pipe behind /dev/stdout
+    target = path if special else (Path(os.path.realpath(path)) if path.is_symlink() else path)
+    parent = target.parent
+    if not special and not parent.is_dir():
+        raise SimulatorError(f"{path}: folder {parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix,
+                               dir=None if special else parent)
     os.close(fd)
     try:
         writer(tmp)
-        os.replace(tmp, path)
+        if special:  # a device node or FIFO: write into it, never replace it
+            with open(tmp, "rb") as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.unlink(tmp)
+        else:
+            os.chmod(tmp, _new_file_mode(target))
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -27,4 +73,39 @@ def atomic_write(path: str | Path, writer: Callable[[str], None]) -> Path:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, ours: Iterable[str] = ()) -> Iterator[Path]:
+    """Yield a temporary folder; on a clean exit it replaces ``path`` (see the module docstring).
+
+    ``ours``: names of the files this package writes there; an existing ``path`` holding anything else is
+    refused (SimulatorError) before anything is written, so user files are never deleted."""
+    path = Path(path)
+    ours = set(ours)
+    if path.exists():
+        if not path.is_dir():
+            raise SimulatorError(f"{path}: exists and is not a folder")
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in ours and not p.name.startswith(".quadrant-"))
+        if foreign:
+            raise SimulatorError(f"{path}: folder holds files this run would not write ({', '.join(foreign[:3])}"
+                                 f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise SimulatorError(f"{path}: folder {parent} does not exist")
+    tmp = Path(tempfile.mkdtemp(prefix=f".quadrant-{path.name}.", dir=parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".quadrant-{path.name}.old.", dir=parent))
+            os.rmdir(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

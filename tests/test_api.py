@@ -1,15 +1,9 @@
 import pandas as pd
 import pytest
 
-import simulator
 from simulator import PlanOptions, plan_from_options, read_deployment, read_traffic, simulate, sweep, whatif
 
 from .conftest import ROOT
-
-
-def test_public_api_is_listed_and_importable():
-    for name in simulator.__all__:
-        assert hasattr(simulator, name), name
 
 
 def test_readme_python_example():

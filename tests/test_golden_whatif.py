@@ -46,7 +46,7 @@ def _close(a, b, path=""):
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_golden_summary(name):
-    path = GOLDEN / f"whatif-{name}.json"
+    path = GOLDEN / f"timing-{name}.json"
     got = summary(name)
     if os.environ.get("QUADRANT_REGEN_GOLDEN") or not path.exists():
         path.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")

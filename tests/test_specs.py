@@ -58,9 +58,13 @@ def test_parameter_counts_match_the_recount_and_published(row):
     m = load_model(row["id"])
     assert m.total_params / 1e9 == pytest.approx(float(row["recount_total_b"]), rel=0.005)
     assert m.active_params / 1e9 == pytest.approx(float(row["recount_active_b"]), rel=0.005)
-    # published figures are rounded ("A3B"): agree within the rounding of the name
+    # published figures are rounded ("A3B" for 3.35B, "1T"): totals agree to the leading digits, active counts
+    # within the one-billion step of the names; xAI published Grok-1's only as "25% of the weights" (a fraction)
     assert m.total_params / 1e9 == pytest.approx(float(row["published_total_b"]), rel=0.05)
-    assert m.active_params / 1e9 == pytest.approx(float(row["published_active_b"]), rel=0.13)
+    if row["id"] == "grok-1":
+        assert round(m.active_params / m.total_params * 20) / 20 == 0.25  # about a quarter, to the nearest 5%
+    else:
+        assert abs(m.active_params / 1e9 - float(row["published_active_b"])) < 1.0
 
 
 def test_doubao_class_active_is_about_a_seventh_of_dense_equivalent():

@@ -2,16 +2,14 @@
 
 One module per command group registers its commands on the shared typer app (``_common.app``);
 importing this package registers them all. Exit codes: 0 ok, 1 a plan that does not fit / an SLO
-that is not met where asked, 2 bad input.
+that is not met where asked / nothing finished, 2 bad input (one line on stderr; ``--debug`` for the
+traceback).
 """
 
 from __future__ import annotations
 
 import sys
 
-import typer
-
-from ..errors import SimulatorError
 from . import catalog, demo, simulate, sweep, validation, whatif  # noqa: F401  (registers the commands)
 from ._common import app
 
@@ -19,8 +17,21 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:  # console-script entry point
-    try:
-        app()
-    except SimulatorError as exc:  # pragma: no cover - commands are guarded
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    _slim(sys.argv[1:])()
+
+
+def _slim(argv: list[str]):
+    """The app with only the command named on the command line, so that typer builds one command's options
+    instead of every command's (a fast start); the whole app for help, --version or an unknown name."""
+    import typer
+
+    name = next((a for a in argv if not a.startswith("-")), None)
+    cmds = [c for c in app.registered_commands
+            if (c.name or c.callback.__name__.replace("_", "-")) == name]
+    groups = [g for g in app.registered_groups if g.name == name]
+    if not name or len(cmds) + len(groups) != 1:
+        return app
+    slim = typer.Typer()
+    slim.__dict__.update(app.__dict__)  # same callback (--debug, --version), class and settings
+    slim.registered_commands, slim.registered_groups = cmds, groups
+    return slim

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ._common import as_yaml, emit_frame, emit_json, guarded, hw_app, model_app
+from ._params import YAML_EXTS, in_file, out_file
 
 
 @hw_app.command("list")
@@ -15,7 +16,13 @@ def hw_list(json_out: bool = typer.Option(False, "--json", help="Print a JSON li
     """List hardware profiles with their headline figures (dense peaks)."""
     from ..commands import hardware_table
 
-    emit_frame(hardware_table(), json_out)
+    df = hardware_table()
+    if json_out:
+        emit_frame(df, True)
+    else:
+        from ..report.render import hardware_list_text
+
+        typer.echo(hardware_list_text(df))
 
 
 @hw_app.command("show")
@@ -35,7 +42,13 @@ def model_list(json_out: bool = typer.Option(False, "--json", help="Print a JSON
     """List model specs with derived total/active parameters and KV bytes per token."""
     from ..commands import model_table
 
-    emit_frame(model_table(), json_out)
+    df = model_table()
+    if json_out:
+        emit_frame(df, True)
+    else:
+        from ..report.render import model_list_text
+
+        typer.echo(model_list_text(df))
 
 
 @model_app.command("show")
@@ -51,15 +64,16 @@ def model_show(model_id: str = typer.Argument(..., help="Model id or a YAML path
 
 @model_app.command("import")
 @guarded
-def model_import(config: Path = typer.Argument(..., help="A HuggingFace config.json."),
+def model_import(config: Path = typer.Argument(..., parser=in_file(), help="A HuggingFace config.json."),
                  model_id: str = typer.Option(..., "--id", help="Id for the new spec (file name)."),
-                 out: Path = typer.Option(None, "--out", help="Where to write the YAML (default: print it)."),
+                 out: Path = typer.Option(None, "--out", parser=out_file(YAML_EXTS),
+                             help="Where to write the YAML, named <id>.yaml (default: print it)."),
                  source: str = typer.Option("", "--source", help="Citation for the config (URL or repo@rev).")):
     """Read a HuggingFace config.json (Llama/Qwen dense, Mixtral, DBRX, Qwen3-MoE, DeepSeek-V3/Kimi-K2)
     into a model spec YAML."""
     from ..commands import import_model
 
-    text = import_model(config, model_id, source)
+    text = import_model(config, model_id, source, out)
     if out:
         from ..io import atomic_write_text
 

@@ -7,11 +7,13 @@ from pathlib import Path
 import typer
 
 from ._common import app, guarded
+from ._params import out_dir
 
 
 @app.command()
 @guarded
-def demo(out: Path = typer.Option(Path("quadrant-demo"), "--out", help="Folder for the demo's plots.")):
+def demo(out: Path = typer.Option(Path("quadrant-demo"), "--out", parser=out_dir(),
+                                  help="Folder for the demo's plots.")):
     """Run the built-in example: DBRX on 8 x H100 (what-if table + roofline plot), then the same
     decode on H20 for contrast, then a short simulated chat workload."""
     from ..commands import run_demo

@@ -6,59 +6,83 @@ from pathlib import Path
 
 import typer
 
-from ._common import PRECISION_HELP, app, emit_json, guarded
+from ._common import PRECISION_HELP, app, emit_json, guarded, metadata, timing_label
+from ._params import JSON_EXTS, MAX_REQUESTS, count, duration, in_file_or_id, out_dir, out_file, real, timing_spec
+from ._params import rate as rate_flag
 
 
 @app.command()
 @guarded
 def simulate(
-    deployment: str = typer.Argument(None, help="Deployment YAML (or id in workloads/deployments/)."),
-    traffic: str = typer.Option(None, "--traffic", help="Traffic YAML (or id in workloads/traffic/)."),
+    deployment: str = typer.Argument(None, parser=in_file_or_id(),
+                                     help="Deployment YAML (or id in workloads/deployments/)."),
+    traffic: str = typer.Option(None, "--traffic", parser=in_file_or_id(),
+                                help="Traffic YAML (or id in workloads/traffic/)."),
     model: str = typer.Option(None, "--model", "-m", help="Quick run: model id (no YAML needed)."),
     hardware: str = typer.Option("h100-sxm", "--hardware", help="Quick run: device profile."),
-    devices: int = typer.Option(8, "--devices", help="Quick run: devices per replica."),
-    replicas: int = typer.Option(1, "--replicas", help="Quick run: model replicas."),
-    tp: int = typer.Option(None, "--tp"),
-    pp: int = typer.Option(1, "--pp"),
-    ep: int = typer.Option(1, "--ep"),
+    devices: int = typer.Option(8, "--devices", parser=count(1), help="Quick run: devices per replica."),
+    replicas: int = typer.Option(1, "--replicas", parser=count(1, 100_000), help="Quick run: model replicas."),
+    tp: int = typer.Option(None, "--tp", parser=count(1)),
+    pp: int = typer.Option(1, "--pp", parser=count(1)),
+    ep: int = typer.Option(1, "--ep", parser=count(1)),
     precision: str = typer.Option("bf16", "--precision", help=f"{PRECISION_HELP}."),
     kv_precision: str = typer.Option("bf16", "--kv-precision"),
-    rate: float = typer.Option(None, "--rate", help="Quick run: Poisson arrivals per second."),
-    concurrency: int = typer.Option(None, "--concurrency", help="Quick run: closed loop, requests in flight."),
-    isl: int = typer.Option(1024, "--isl", help="Quick run: prompt tokens."),
-    osl: int = typer.Option(256, "--osl", help="Quick run: output tokens."),
-    requests: int = typer.Option(None, "--requests", help="Number of requests (overrides the traffic file)."),
-    max_batch_tokens: int = typer.Option(8192, "--max-batch-tokens", help="Quick run: token budget per step."),
-    max_seqs: int = typer.Option(256, "--max-seqs", help="Quick run: running sequences per replica."),
-    seed: int = typer.Option(None, "--seed", help="Random seed (overrides the traffic file)."),
-    dp: int = typer.Option(None, "--dp", help="Quick run: attention data-parallel ranks per replica "
-                                                "(tp x dp = devices / pp)."),
+    rate: float = typer.Option(None, "--rate", parser=rate_flag(),
+                              help="Quick run: Poisson arrivals, e.g. 5/s, 300/min (a bare number is per second)."),
+    concurrency: int = typer.Option(None, "--concurrency", parser=count(1, 1_000_000),
+                                    help="Quick run: closed loop, requests in flight."),
+    isl: int = typer.Option(1024, "--isl", parser=count(1, 100_000_000), help="Quick run: prompt tokens."),
+    osl: int = typer.Option(256, "--osl", parser=count(1, 100_000_000), help="Quick run: output tokens."),
+    requests: int = typer.Option(None, "--requests", parser=count(1, MAX_REQUESTS),
+                                 help="Number of requests (overrides the traffic file)."),
+    max_batch_tokens: int = typer.Option(8192, "--max-batch-tokens", parser=count(1),
+                                         help="Quick run: token budget per step."),
+    max_seqs: int = typer.Option(256, "--max-seqs", parser=count(1), help="Quick run: running sequences per replica."),
+    seed: int = typer.Option(None, "--seed", parser=count(0, 2**63 - 1),
+                             help="Random seed (overrides the traffic file)."),
+    dp: int = typer.Option(None, "--dp", parser=count(1), help="Quick run: attention data-parallel ranks per replica "
+                                                                "(tp x dp = devices / pp)."),
     engine: str = typer.Option(None, "--engine", help="Serving engine for every pool: vllm (chunked prefill mixed "
                                "into decode), sglang (prefill first, decode paused) or trtllm (in-flight batching, "
                                "KV reserved for the whole request). Default: each pool's `engine:` (vllm)."),
     preemption: str = typer.Option(None, "--preemption", help="recompute | swap | none (trtllm only: "
                                    "GUARANTEED_NO_EVICT). Default: the engine's."),
-    ttft_slo: str = typer.Option(None, "--ttft-slo", help="TTFT SLO, e.g. 500ms (overrides the traffic file)."),
-    tpot_slo: str = typer.Option(None, "--tpot-slo", help="TPOT SLO, e.g. 50ms (overrides the traffic file)."),
-    slo_percentile: float = typer.Option(None, "--slo-percentile", help="Percentile the SLO applies to (default 90)."),
-    ramp_up: str = typer.Option(None, "--ramp-up", help="Closed loop: start the clients evenly over this time "
-                                "(e.g. 2s; 0: all at once). Default: one estimated request lifetime."),
-    spec_draft_tokens: int = typer.Option(0, "--spec-tokens", help="Quick run: speculative / MTP draft tokens per "
-                                          "step (0: off)."),
-    spec_acceptance: float = typer.Option(0.7, "--spec-acceptance", help="Quick run: per-token draft acceptance rate."),
-    spec_draft_cost: float = typer.Option(0.05, "--spec-draft-cost", help="Quick run: one draft pass as a fraction "
-                                          "of a decode step (MTP: about 1 / layers)."),
+    ttft_slo: float = typer.Option(None, "--ttft-slo", parser=duration(),
+                                   help="TTFT SLO, e.g. 500ms (overrides the traffic file)."),
+    tpot_slo: float = typer.Option(None, "--tpot-slo", parser=duration(),
+                                   help="TPOT SLO, e.g. 50ms (overrides the traffic file)."),
+    slo_percentile: float = typer.Option(None, "--slo-percentile", parser=real(0, 100, lo_open=True),
+                                         help="Percentile the SLO applies to, (0, 100] (default 90)."),
+    ramp_up: float = typer.Option(None, "--ramp-up", parser=duration(positive=False),
+                                  help="Closed loop: start the clients evenly over this time (e.g. 2s; 0: all at "
+                                       "once). Default: one estimated request lifetime."),
+    spec_draft_tokens: int = typer.Option(0, "--spec-tokens", parser=count(0, 64),
+                                          help="Quick run: speculative / MTP draft tokens per step (0: off)."),
+    spec_acceptance: float = typer.Option(0.7, "--spec-acceptance", parser=real(0, 1),
+                                          help="Quick run: per-token draft acceptance rate, 0..1."),
+    spec_draft_cost: float = typer.Option(0.05, "--spec-draft-cost", parser=real(0, 1),
+                                          help="Quick run: one draft pass as a fraction of a decode step (MTP: "
+                                               "about 1 / layers)."),
     overheads: bool = typer.Option(True, "--overheads/--no-overheads", help="Add the engine's step overheads (CPU "
                                    "time, unlisted kernels, per-sequence cost) to the timing model."),
-    horizon: float = typer.Option(None, "--horizon", help="Stop at this simulated time (s); the rest is rejected."),
-    timing: str = typer.Option(None, "--timing", help="Timing model: roofline (default), calibrated:OVERLAY.yaml "
-                               "(from `quadrant calibrate`) or measured:KERNELS.csv (your measured table; the roofline "
-                               "answers outside its coverage). `measured:CSV+calibrated:YAML` combines them."),
+    horizon: float = typer.Option(None, "--horizon", parser=duration(),
+                                 help="Stop at this simulated time (e.g. 600s, 10min); the rest is rejected."),
+    timing: str = typer.Option(None, "--timing", parser=timing_spec(),
+                               help="Timing model: roofline (default), calibrated:OVERLAY.yaml (from `quadrant "
+                                    "calibrate`) or measured:KERNELS.csv (your measured table; the roofline answers "
+                                    "outside its coverage). `measured:CSV+calibrated:YAML` combines them."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    out: Path = typer.Option(None, "--out", help="Folder for requests.csv, steps.csv and plots."),
+    out: Path = typer.Option(None, "--out", parser=out_dir(), help="Folder for requests.csv, steps.csv and plots."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="With --out: write latency CDFs, time series, "
                                                                   "step timeline."),
     parquet: bool = typer.Option(False, "--parquet", help="With --out: Parquet instead of CSV (needs pyarrow)."),
+    fmt: str = typer.Option("quadrant", "--format", help="JSON layout with --json: quadrant (SI names, e.g. "
+                                                         "ttft_s.p90) | vllm (the fields of vLLM `bench serve "
+                                                         "--save-result`, ms keys)."),
+    check_slo: bool = typer.Option(False, "--check-slo", help="Exit 1 (one line on stderr) when the traffic's "
+                                                               "TTFT/TPOT SLO is not met at its percentile."),
+    trace: Path = typer.Option(None, "--trace", parser=out_file(JSON_EXTS),
+                               help="Write a Chrome/Perfetto trace of every batch step (open in ui.perfetto.dev)."),
 ):
     """Simulate traffic on a deployment (discrete events, one per batch step per replica): TTFT, TPOT, ITL and
     end-to-end latency percentiles, throughput, goodput under the SLO, utilisation per pool and quadrant,
@@ -78,7 +102,10 @@ def simulate(
     """
     from ..commands import run_simulate
 
-    opts = {k: v for k, v in locals().items() if k not in ("json_out", "out", "plots", "parquet", "run_simulate")}
+    if fmt not in ("quadrant", "vllm"):
+        raise typer.BadParameter(f"expected quadrant or vllm, got {fmt!r}", param_hint="'--format'")
+    opts = {k: v for k, v in locals().items()
+            if k not in ("json_out", "out", "plots", "parquet", "run_simulate", "fmt", "trace", "check_slo")}
     res = run_simulate(opts, progress=not json_out)
     if out:
         from ..commands import write_simulation
@@ -86,9 +113,44 @@ def simulate(
         for path in write_simulation(res, out, plots=plots, parquet=parquet, slo=opts.get("_slo")):
             if not json_out:
                 typer.echo(f"wrote {path}")
+    if trace:
+        from ..io import atomic_write_text
+        from ..report.traces import chrome_trace_json
+
+        atomic_write_text(trace, chrome_trace_json(res.steps, res.events, res.requests))
+        if not json_out:
+            typer.echo(f"wrote {trace}")
+    from ..report.formats import itl_stats
+
+    sm = dict(res.summary)
+    if "itl_s" not in sm:  # the engine's own ITL (per token gaps) when it reports one
+        sm["itl_s"] = itl_stats(res.steps)
     if json_out:
-        emit_json(res.summary)
+        meta = metadata(seed=opts.get("_seed"),
+                        timing_model=timing_label(timing, None) + " step costs (discrete-event simulation)",
+                        inputs={"deployment": deployment, "traffic": traffic} if deployment else
+                        {"model": model, "hardware": hardware, "traffic": traffic})
+        if fmt == "vllm":
+            from ..report.formats import vllm_bench_result
+
+            emit_json(vllm_bench_result(res, opts.get("_traffic"), opts.get("_deployment")), meta)
+        else:
+            emit_json(sm, meta)
     else:
         from ..report.render import simulation_text
 
-        typer.echo(simulation_text(res.summary))
+        typer.echo(simulation_text(sm))
+    if sm["requests_total"] and not sm["requests_completed"]:
+        reasons = ", ".join(f"{n} x {why}" for why, n in sm["rejection_reasons"].items()) or "none recorded"
+        typer.echo(f"error: no request finished: all {sm['requests_total']} were rejected ({reasons})", err=True)
+        raise typer.Exit(1)
+    if check_slo and sm["goodput"]["slo_met"] is None:
+        typer.echo("error: --check-slo needs an SLO: give --ttft-slo/--tpot-slo or a traffic file with `slo:`",
+                   err=True)
+        raise typer.Exit(2)
+    if check_slo and not sm["goodput"]["slo_met"]:
+        g = sm["goodput"]["slo"]
+        typer.echo(f"error: SLO not met at p{g['percentile']:g}: TTFT p{g['percentile']:g} <= {g['ttft_s']} s and TPOT "
+                   f"<= {g['tpot_s']} s asked; {sm['goodput']['fraction_of_requests']:.1%} of requests met both",
+                   err=True)
+        raise typer.Exit(1)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
-from ._common import app, emit_json, guarded
+from ._common import app, emit_json, guarded, metadata, timing_files, timing_label
+from ._params import CSV_EXTS, PLOT_EXTS, count, duration, int_list, out_file, timing_spec
+from ._params import rate as rate_flag
 
 
 @app.command()
@@ -14,20 +16,26 @@ from ._common import app, emit_json, guarded
 def sweep(
     model: str = typer.Option(..., "--model", "-m", help="Model id."),
     hardware: str = typer.Option("h100-sxm", "--hardware", help="Comma-separated profile ids."),
-    devices: int = typer.Option(8, "--devices", help="Devices per replica."),
-    isl: int = typer.Option(2048, "--isl"),
-    osl: int = typer.Option(512, "--osl"),
+    devices: int = typer.Option(8, "--devices", parser=count(1), help="Devices per replica."),
+    isl: int = typer.Option(2048, "--isl", parser=count(1)),
+    osl: int = typer.Option(512, "--osl", parser=count(1)),
     precisions: str = typer.Option("bf16,fp8", "--precision", help="Comma-separated precisions to try."),
     kv_precision: str = typer.Option("bf16", "--kv-precision"),
-    batches: str = typer.Option("1,2,4,8,16,32,64,128,256", "--batches", help="Comma-separated decode batches."),
-    tpot_slo: float = typer.Option(None, "--tpot-slo", help="Keep configurations with TPOT <= this (s)."),
-    ttft_slo: float = typer.Option(None, "--ttft-slo", help="Keep configurations with TTFT <= this (s)."),
-    rate: float = typer.Option(None, "--rate", help="Capacity planning: requests per second to serve."),
-    timing: str = typer.Option(None, "--timing", help="Timing model: roofline (default), calibrated:OVERLAY.yaml "
-                               "(from `quadrant calibrate`) or measured:KERNELS.csv (your measured table; the roofline "
-                               "answers outside its coverage). `measured:CSV+calibrated:YAML` combines them."),
-    out: Path = typer.Option(None, "--out", help="Write every configuration to this CSV."),
-    plot: Path = typer.Option(None, "--plot", help="Write the Pareto plot (throughput/device vs TPOT)."),
+    batches: str = typer.Option("1,2,4,8,16,32,64,128,256", "--batches", parser=int_list(1, 1_000_000),
+                                help="Comma-separated decode batches."),
+    tpot_slo: float = typer.Option(None, "--tpot-slo", parser=duration(),
+                                  help="Keep configurations with TPOT <= this (e.g. 50ms)."),
+    ttft_slo: float = typer.Option(None, "--ttft-slo", parser=duration(),
+                                  help="Keep configurations with TTFT <= this (e.g. 2s)."),
+    rate: float = typer.Option(None, "--rate", parser=rate_flag(),
+                              help="Capacity planning: requests to serve, e.g. 20/s."),
+    out: Path = typer.Option(None, "--out", parser=out_file(CSV_EXTS), help="Write every configuration to this CSV."),
+    plot: Path = typer.Option(None, "--plot", parser=out_file(PLOT_EXTS),
+                              help="Write the Pareto plot (throughput/device vs TPOT)."),
+    timing: str = typer.Option(None, "--timing", parser=timing_spec(),
+                               help="Timing model: roofline (default), calibrated:OVERLAY.yaml (from `quadrant "
+                                    "calibrate`) or measured:KERNELS.csv (your measured table; the roofline answers "
+                                    "outside its coverage). `measured:CSV+calibrated:YAML` combines them."),
     json_out: bool = typer.Option(False, "--json", help="Print the Pareto front as JSON."),
 ):
     """Score every (hardware, precision, TP, EP, batch) plan in one vectorised pass; print the Pareto
@@ -46,9 +54,12 @@ def sweep(
 
         ok = df[df.fits]
         pareto(ok.assign(config=ok.hardware + " " + ok.precision), "tpot_s", "output_tokens_per_s_per_device", plot,
-               front=front)
+               front=front, slo={"tpot_s": tpot_slo, "ttft_s": ttft_slo},
+               title=f"{model}, ISL {isl}, OSL {osl}: throughput per device vs TPOT (plans that fit)")
     if json_out:
-        emit_json(front.to_dict(orient="records"))
+        emit_json({"front": front.to_dict(orient="records")},
+                  metadata(timing_model=timing_label(timing, None),
+                           inputs={"model": model, "hardware": hardware.split(","), "timing": timing_files(timing)}))
         return
     from ..report.render import sweep_text
 

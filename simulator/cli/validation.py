@@ -6,29 +6,60 @@ from pathlib import Path
 
 import typer
 
-from ._common import app, bench_app, emit_json, guarded
+from ._common import app, bench_app, emit_json, guarded, metadata, timing_files, timing_label
+from ._params import CSV_EXTS, PLOT_EXTS, YAML_EXTS, count, in_file, out_file, real, timing_spec
 
 
 @app.command()
 @guarded
 def validate(
-    measurements: Path = typer.Option(..., "--measurements", help="Measurement CSV (the contract in the README)."),
+    measurements: Path = typer.Option(None, "--measurements", parser=in_file(),
+                                      help="Measurement CSV (the contract in the README)."),
     hardware: str = typer.Option(None, "--hardware", help="Only rows of this profile id."),
-    calibration: list[Path] = typer.Option(None, "--calibration", help="Calibration overlay(s) to apply."),
+    calibration: list[Path] = typer.Option(None, "--calibration", parser=in_file(),
+                                           help="Calibration overlay(s) to apply."),
     heldout: bool = typer.Option(False, "--heldout", help="Only the rows the calibration held out (same split)."),
-    timing: str = typer.Option(None, "--timing", help="Timing model to score: roofline (default), "
-                               "calibrated:OVERLAY.yaml or measured:KERNELS.csv."),
+    timing: str = typer.Option(None, "--timing", parser=timing_spec(),
+                               help="Timing model: roofline (default), calibrated:OVERLAY.yaml (from `quadrant "
+                                    "calibrate`) or measured:KERNELS.csv (your measured table; the roofline answers "
+                                    "outside its coverage). `measured:CSV+calibrated:YAML` combines them."),
     lodo: bool = typer.Option(True, "--lodo/--no-lodo", help="With rows of several devices, also fit the kernel "
                               "families on all devices but one and score that one (leave-one-device-out)."),
     json_out: bool = typer.Option(False, "--json", help="Print {overall, groups, leave_one_device_out} as JSON."),
-    out: Path = typer.Option(None, "--out", help="Write every row with its prediction to this CSV."),
-    plot: Path = typer.Option(None, "--plot", help="Write a predicted-vs-measured scatter plot."),
+    out: Path = typer.Option(None, "--out", parser=out_file(CSV_EXTS),
+                             help="Write every row with its prediction to this CSV."),
+    plot: Path = typer.Option(None, "--plot", parser=out_file(PLOT_EXTS),
+                              help="Write a predicted-vs-measured scatter plot."),
+    serving: Path = typer.Option(None, "--serving", parser=in_file(),
+                                 help="Measured serving results to re-simulate: vLLM `bench serve --save-result` "
+                                      "JSON, a GuideLLM report JSON, or a CSV (see the README)."),
+    deployment: str = typer.Option(None, "--deployment", help="With --serving: deployment YAML or id to simulate."),
+    model: str = typer.Option(None, "--model", help="With --serving: model id where the results do not name one."),
+    devices: int = typer.Option(None, "--devices", parser=count(1), help="With --serving: devices per replica."),
+    tp: int = typer.Option(None, "--tp", parser=count(1), help="With --serving: tensor parallel size."),
+    pp: int = typer.Option(None, "--pp", parser=count(1), help="With --serving: pipeline stages."),
+    ep: int = typer.Option(None, "--ep", parser=count(1), help="With --serving: expert parallel size."),
+    precision: str = typer.Option(None, "--precision", help="With --serving: weight/activation precision."),
+    kv_precision: str = typer.Option(None, "--kv-precision", help="With --serving: KV-cache precision."),
+    requests: int = typer.Option(200, "--requests", parser=count(1, 100_000),
+                                 help="With --serving: at most this many requests simulated per measured run."),
 ):
     """Predict every measured kernel with the simulator's own op records and timing model and report,
     per hardware x op and overall: n, median and p90 absolute percentage error, fraction within 25%,
     and bias (geometric mean of predicted/measured; > 1 means the model is pessimistic). With rows of
     several devices it also reports leave-one-device-out: each device predicted by kernel-family
-    parameters fitted on the others."""
+    parameters fitted on the others.
+
+    With --serving FILE: re-simulate measured serving runs (vLLM bench serve JSON, GuideLLM report,
+    or CSV) and report the TTFT and TPOT errors per group (model x hardware x parallelism x engine)."""
+    if serving is not None:
+        _validate_serving(serving, json_out, out, dict(
+            deployment=deployment, model=model, hardware=hardware, devices=devices, tp=tp, pp=pp, ep=ep,
+            precision=precision, kv_precision=kv_precision), requests)
+        return
+    if measurements is None:
+        raise typer.BadParameter("give --measurements CSV (kernels) or --serving FILE (serving runs)",
+                                 param_hint="'--measurements'")
     from ..commands import run_validate
 
     pred, result = run_validate(measurements, hardware, calibration or [], heldout, timing, lodo)
@@ -41,7 +72,9 @@ def validate(
 
         validation_scatter(pred, plot, f"{measurements.name}: predicted vs measured")
     if json_out:
-        emit_json(result)
+        emit_json(result, metadata(timing_model=timing_label(timing, calibration[0] if calibration else None),
+                                   inputs={"measurements": measurements, "calibration": calibration or [],
+                                           "timing": timing_files(timing)}))
     else:
         from ..report.render import validation_text
 
@@ -51,14 +84,36 @@ def validate(
                 typer.echo(f"wrote {p}")
 
 
+def _validate_serving(path: Path, json_out: bool, out: Path | None, defaults: dict, max_requests: int) -> None:
+    from ..report.render import serving_validation_text
+    from ..validation.serving import validate_serving
+
+    result = validate_serving(path, defaults, max_requests)
+    if out:
+        import pandas as pd
+
+        from ..io import atomic_write
+
+        atomic_write(out, lambda tmp: pd.DataFrame(result["rows"]).to_csv(tmp, index=False))
+    if json_out:
+        emit_json(result, metadata(timing_model="roofline step costs (discrete-event simulation)",
+                                   inputs={"serving": path, "deployment": defaults.get("deployment")}))
+    else:
+        typer.echo(serving_validation_text(result))
+        if out:
+            typer.echo(f"wrote {out}")
+
+
 @app.command()
 @guarded
 def calibrate(
-    measurements: Path = typer.Option(..., "--measurements", help="Measurement CSV."),
+    measurements: Path = typer.Option(..., "--measurements", parser=in_file(), help="Measurement CSV."),
     hardware: str = typer.Option(..., "--hardware", help="Profile id to fit (rows of other hardware are ignored)."),
-    out: Path = typer.Option(..., "--out", help="Where to write the calibration overlay YAML."),
-    test_fraction: float = typer.Option(0.5, "--test-fraction", help="Rows held out to report the error on."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the train/test split."),
+    out: Path = typer.Option(..., "--out", parser=out_file(YAML_EXTS),
+                             help="Where to write the calibration overlay YAML."),
+    test_fraction: float = typer.Option(0.5, "--test-fraction", parser=real(0, 1, lo_open=True, hi_open=True),
+                                        help="Rows held out to report the error on."),
+    seed: int = typer.Option(0, "--seed", parser=count(0, 2**32 - 1), help="Seed of the train/test split."),
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Fit the profile's efficiency and overhead parameters (fixed launch latency; achievable FLOP/s and
@@ -69,7 +124,8 @@ def calibrate(
 
     report = run_calibrate(measurements, hardware, out, test_fraction, seed)
     if json_out:
-        emit_json({k: v for k, v in report.items() if k != "fits"})
+        emit_json({k: v for k, v in report.items() if k != "fits"},
+                  metadata(seed=seed, inputs={"measurements": measurements, "hardware": hardware}))
     else:
         from ..report.render import calibration_text
 
@@ -82,22 +138,32 @@ def calibrate(
 def bench_run(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     suite: str = typer.Option("quick", "--suite", help="tiny | quick (CPU, < 1 min) | full (GPU) | a shape CSV."),
-    out: Path = typer.Option(..., "--out", help="Measurement CSV to write."),
+    out: Path = typer.Option(..., "--out", parser=out_file(CSV_EXTS), help="Measurement CSV to write."),
     hardware: str = typer.Option(None, "--hardware", help="Profile id for the `hardware` column "
-                                                          "(default: cpu-host on CPU, h100-sxm on CUDA)."),
-    reps: int = typer.Option(10, "--reps", help="Timed repetitions per shape (median reported)."),
-    warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up runs per shape."),
+                                                          "(default: cpu-host on CPU; on CUDA the profile of the "
+                                                          "device torch reports, an error if it maps to none)."),
+    reps: int = typer.Option(10, "--reps", parser=count(1, 100_000),
+                             help="Timed repetitions per shape (median reported)."),
+    warmup: int = typer.Option(3, "--warmup", parser=count(0, 100_000), help="Untimed warm-up runs per shape."),
 ):
     """Measure kernels with torch and write rows in the measurement CSV contract, with provenance
     (device, driver/runtime, torch version, date, clocks). Collectives run when launched with
     `torchrun --nproc-per-node N`."""
     import sys
 
+    from ..errors import SimulatorError
     from ..io import atomic_write
+    from ..specs.catalog import load_hardware
     from ..validation.bench.run import run_suite
     from ..validation.bench.suites import load_suite
 
-    hw = hardware or ("cpu-host" if device == "cpu" else "h100-sxm")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise SimulatorError("the benchmark harness needs torch: install a torch build for your machine (e.g. "
+                             "`pip install torch`), then `pip install '.[bench]'`") from None
+    hw = hardware or _profile_of(device)
+    load_hardware(hw)  # an unknown profile id fails here, before anything is measured
     n = len(load_suite(suite))
     with typer.progressbar(length=n, label=f"bench {suite} on {device}", file=sys.stderr) as bar:
         df, skipped = run_suite(suite, device, hw, reps=reps, warmup=warmup, progress=lambda i: bar.update(1))
@@ -109,5 +175,28 @@ def bench_run(
     reasons: dict[str, int] = {}
     for _, why in skipped:
         reasons[why] = reasons.get(why, 0) + 1
-    for why, count in reasons.items():
-        typer.echo(f"  skipped x{count}: {why}")
+    for why, n_why in reasons.items():
+        typer.echo(f"  skipped x{n_why}: {why}")
+
+
+def _profile_of(device: str) -> str:
+    """The hardware profile of the device to be measured (cpu-host on CPU)."""
+    if device == "cpu":
+        return "cpu-host"
+    from ..errors import SimulatorError
+    from ..validation.bench.devices import cuda_device_name, profile_for_device_name
+
+    if not device.startswith("cuda"):
+        raise SimulatorError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    try:
+        name = cuda_device_name(device)
+    except ImportError:
+        raise SimulatorError("bench run needs torch (pip install '.[bench]')") from None
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise SimulatorError(f"--device {device}: {' '.join(str(exc).split())}") from None
+    hw = profile_for_device_name(name)
+    if hw is None:
+        raise SimulatorError(f"the CUDA device {name!r} matches no hardware profile; pass --hardware ID "
+                             "(quadrant hw list)")
+    typer.echo(f"measuring {name} as profile {hw}", err=True)
+    return hw

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ._common import PRECISION_HELP, app, emit_json, guarded
+from ._common import PRECISION_HELP, app, emit_json, guarded, metadata, timing_files, timing_label
+from ._params import PLOT_EXTS, count, in_file, in_file_or_id, out_file, real, timing_spec
 
 
 @app.command()
@@ -14,46 +15,57 @@ from ._common import PRECISION_HELP, app, emit_json, guarded
 def whatif(
     model: str = typer.Option(None, "--model", "-m", help="Model id (quadrant model list) or YAML path."),
     hardware: str = typer.Option("h100-sxm", "--hardware", help="Device profile for every quadrant."),
-    devices: int = typer.Option(8, "--devices", help="Devices of one model replica."),
-    tp: int = typer.Option(None, "--tp", help="Tensor parallel size (default: devices / (pp x dp))."),
-    pp: int = typer.Option(1, "--pp", help="Pipeline stages."),
-    ep: int = typer.Option(1, "--ep", help="Expert parallel size for MoE FFN."),
-    dp: int = typer.Option(None, "--dp", help="Attention data-parallel size."),
-    expert_tp: int = typer.Option(None, "--expert-tp", help="TP inside each expert group (default devices/ep)."),
+    devices: int = typer.Option(8, "--devices", parser=count(1), help="Devices of one model replica."),
+    tp: int = typer.Option(None, "--tp", parser=count(1), help="Tensor parallel size (default: devices / (pp x dp))."),
+    pp: int = typer.Option(1, "--pp", parser=count(1), help="Pipeline stages."),
+    ep: int = typer.Option(1, "--ep", parser=count(1), help="Expert parallel size for MoE FFN."),
+    dp: int = typer.Option(None, "--dp", parser=count(1), help="Attention data-parallel size."),
+    expert_tp: int = typer.Option(None, "--expert-tp", parser=count(1),
+                                  help="TP inside each expert group (default devices/ep)."),
     precision: str = typer.Option(None, "--precision", help=f"Weights/activations, all quadrants: {PRECISION_HELP} "
                                   "(default bf16; with --deployment it overrides the file)."),
     attn_precision: str = typer.Option(None, "--attn-precision", help="Override for the attention quadrants."),
     ffn_precision: str = typer.Option(None, "--ffn-precision", help="Override for the FFN quadrants (e.g. w4a8)."),
     kv_precision: str = typer.Option("bf16", "--kv-precision", help="KV cache: bf16 | fp8 | int8."),
-    kv_scale_tokens: int = typer.Option(128, "--kv-scale-tokens", help="Tokens per KV quantisation scale."),
-    batch: int = typer.Option(64, "--batch", help="Concurrent decode sequences."),
-    isl: int = typer.Option(2048, "--isl", help="Input (prompt) tokens per request."),
-    osl: int = typer.Option(512, "--osl", help="Output tokens per request."),
-    prefill_batch: int = typer.Option(1, "--prefill-batch", help="Prompts prefilled together (TTFT batch)."),
-    chunk: int = typer.Option(0, "--chunk", help="Prefill chunk tokens (0 = whole prompt); with --pp: chunked PP."),
+    kv_scale_tokens: int = typer.Option(128, "--kv-scale-tokens", parser=count(1),
+                                        help="Tokens per KV quantisation scale."),
+    batch: int = typer.Option(64, "--batch", parser=count(1), help="Concurrent decode sequences."),
+    isl: int = typer.Option(2048, "--isl", parser=count(1), help="Input (prompt) tokens per request."),
+    osl: int = typer.Option(512, "--osl", parser=count(1), help="Output tokens per request."),
+    prefill_batch: int = typer.Option(1, "--prefill-batch", parser=count(1),
+                                      help="Prompts prefilled together (TTFT batch)."),
+    chunk: int = typer.Option(None, "--chunk", parser=count(1),
+                               help="Prefill chunk tokens (default: the whole prompt); with --pp: chunked PP."),
     overlap_comm: bool = typer.Option(False, "--overlap-comm", help="Hide collectives behind compute."),
     prefill_hardware: str = typer.Option(None, "--prefill-hardware", help="Separate prefill pool device (PD disagg)."),
-    prefill_devices: int = typer.Option(None, "--prefill-devices", help="Devices of the prefill pool."),
-    prefill_tp: int = typer.Option(None, "--prefill-tp"),
-    prefill_pp: int = typer.Option(None, "--prefill-pp"),
+    prefill_devices: int = typer.Option(None, "--prefill-devices", parser=count(1),
+                                        help="Devices of the prefill pool."),
+    prefill_tp: int = typer.Option(None, "--prefill-tp", parser=count(1)),
+    prefill_pp: int = typer.Option(None, "--prefill-pp", parser=count(1)),
     decode_hardware: str = typer.Option(None, "--decode-hardware", help="Separate decode pool device (PD disagg)."),
-    decode_devices: int = typer.Option(None, "--decode-devices"),
-    decode_tp: int = typer.Option(None, "--decode-tp"),
-    decode_ep: int = typer.Option(None, "--decode-ep"),
-    spec_draft: int = typer.Option(0, "--spec-draft", help="Speculative decoding: draft tokens per step."),
-    spec_accept: float = typer.Option(0.7, "--spec-accept", help="Per-token acceptance rate."),
-    spec_draft_cost: float = typer.Option(0.05, "--spec-draft-cost", help="Draft step time / target step time."),
-    price: float = typer.Option(None, "--price", help="Override the device price, USD per device-hour."),
-    deployment: Path = typer.Option(None, "--deployment", help="Deployment YAML (pools, per-quadrant plans)."),
-    calibration: Path = typer.Option(None, "--calibration",
-                                     help="Calibration overlay (YAML, from `quadrant calibrate`) or a measured kernel "
-                                          "table (CSV): the same as --timing calibrated:PATH / measured:PATH."),
-    timing: str = typer.Option(None, "--timing", help="Timing model: roofline (default), calibrated:OVERLAY.yaml "
-                               "(from `quadrant calibrate`) or measured:KERNELS.csv (your measured table; the roofline "
-                               "answers outside its coverage). `measured:CSV+calibrated:YAML` combines them."),
+    decode_devices: int = typer.Option(None, "--decode-devices", parser=count(1)),
+    decode_tp: int = typer.Option(None, "--decode-tp", parser=count(1)),
+    decode_ep: int = typer.Option(None, "--decode-ep", parser=count(1)),
+    spec_draft: int = typer.Option(0, "--spec-draft", parser=count(0, 64),
+                                    help="Speculative decoding: draft tokens per step (0: off)."),
+    spec_accept: float = typer.Option(0.7, "--spec-accept", parser=real(0, 1), help="Per-token acceptance rate, 0..1."),
+    spec_draft_cost: float = typer.Option(0.05, "--spec-draft-cost", parser=real(0, 1),
+                                         help="Draft step time / target step time, 0..1."),
+    price: float = typer.Option(None, "--price", parser=real(0, lo_open=True),
+                               help="Override the device price, USD per device-hour (> 0)."),
+    deployment: Path = typer.Option(None, "--deployment", parser=in_file_or_id(),
+                                    help="Deployment YAML (pools, per-quadrant plans)."),
+    calibration: Path = typer.Option(None, "--calibration", parser=in_file(),
+                                     help="Calibration overlay from `quadrant calibrate`."),
+    timing: str = typer.Option(None, "--timing", parser=timing_spec(),
+                               help="Timing model: roofline (default), calibrated:OVERLAY.yaml (from `quadrant "
+                                    "calibrate`) or measured:KERNELS.csv (your measured table; the roofline answers "
+                                    "outside its coverage). `measured:CSV+calibrated:YAML` combines them."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    plot: Path = typer.Option(None, "--plot", help="Write the roofline plot (PNG/SVG/PDF)."),
-    breakdown_plot: Path = typer.Option(None, "--breakdown-plot", help="Write the quadrant breakdown bars."),
+    plot: Path = typer.Option(None, "--plot", parser=out_file(PLOT_EXTS),
+                              help="Write the roofline plot (PNG/SVG/PDF)."),
+    breakdown_plot: Path = typer.Option(None, "--breakdown-plot", parser=out_file(PLOT_EXTS),
+                                        help="Write the quadrant breakdown bars."),
 ):
     """Score one plan: per-quadrant time, FLOP, bytes, communication, intensity and bound; TTFT, TPOT,
     throughput, memory fit per device and cost per million output tokens.
@@ -64,10 +76,22 @@ def whatif(
 
     opts = {k: v for k, v in locals().items() if k not in ("json_out", "plot", "breakdown_plot", "run_whatif")}
     res = run_whatif(opts)
-    _report_whatif(res, json_out, plot, breakdown_plot)
+    import math
+
+    if not (math.isfinite(res.ttft_s) and math.isfinite(res.tpot_s)) or res.ttft_s <= 0 or res.tpot_s <= 0:
+        from ..errors import SimulatorError
+
+        raise SimulatorError(f"the plan's times are not finite and positive (TTFT {res.ttft_s}, TPOT {res.tpot_s}): "
+                             "check the hardware profile's peaks and bandwidths")
+    meta = metadata(timing_model=timing_label(timing, calibration),
+                    inputs={"deployment": deployment, "calibration": calibration, "timing": timing_files(timing)}
+                    if deployment else {"model": model, "hardware": [hardware, prefill_hardware, decode_hardware],
+                                        "calibration": calibration, "timing": timing_files(timing)})
+    _report_whatif(res, json_out, plot, breakdown_plot, meta)
 
 
-def _report_whatif(res, json_out: bool, plot: Path | None, breakdown_plot: Path | None) -> None:
+def _report_whatif(res, json_out: bool, plot: Path | None, breakdown_plot: Path | None, meta: dict | None = None
+                   ) -> None:
     from ..report.render import whatif_text
 
     if plot:
@@ -79,7 +103,7 @@ def _report_whatif(res, json_out: bool, plot: Path | None, breakdown_plot: Path 
 
         quadrant_breakdown(res.quadrants, breakdown_plot, f"{res.model_id} per-quadrant time")
     if json_out:
-        emit_json(res.to_dict())
+        emit_json(res.to_dict(), meta)
     else:
         typer.echo(whatif_text(res))
         for p in (plot, breakdown_plot):

@@ -18,8 +18,16 @@ QUADRANT_COLOURS = {"prefill_attention": "#1f77b4", "prefill_ffn": "#ff7f0e", "d
                     "decode_ffn": "#d62728", "prefill_other": "#9edae5", "decode_other": "#98df8a"}
 
 
+PLOT_FORMATS = ("png", "svg", "pdf")
+
+
 def _save(fig, path: str | Path) -> Path:
-    fmt = Path(path).suffix.lstrip(".") or "png"
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    if fmt not in PLOT_FORMATS:
+        plt.close(fig)
+        from ..errors import SimulatorError
+
+        raise SimulatorError(f"{path}: unknown plot format {fmt!r}; use .png, .svg or .pdf")
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight", format=fmt))
     plt.close(fig)
     return out
@@ -82,7 +90,7 @@ def quadrant_breakdown(df: pd.DataFrame, path: str | Path, title: str = "") -> P
         ax.bar(df["quadrant"], vals, bottom=bottom, label=p.removesuffix("_s"), color=c)
         bottom += vals
     ax.set_ylabel("time per step (ms)")
-    ax.set_title(title)
+    ax.set_title(title or "Time per quadrant")
     ax.legend()
     ax.tick_params(axis="x", rotation=20)
     return _save(fig, path)
@@ -101,7 +109,9 @@ def latency_cdfs(requests: pd.DataFrame, path: str | Path, slo=None) -> Path:
             ax.legend()
         ax.set_xlabel(f"{label} (s)")
         ax.set_ylabel("fraction of requests")
+        ax.set_title(f"{label} CDF ({len(v)} finished requests)")
         ax.grid(alpha=0.3)
+    fig.suptitle("Latency distributions")
     return _save(fig, path)
 
 
@@ -118,42 +128,53 @@ def time_series(steps: pd.DataFrame, requests: pd.DataFrame, path: str | Path, b
         axes[2].step(g["end_s"], g["kv_occupancy"], where="post", label=pool)
     axes[0].set_ylabel("output tokens/s")
     axes[1].set_ylabel("queued requests")
-    axes[2].set_ylabel("KV occupancy")
+    axes[2].set_ylabel("KV occupancy (fraction)")
     axes[2].set_xlabel("time (s)")
+    axes[0].set_title(f"Throughput, queue and KV-cache occupancy over time ({bucket_s:.3g} s buckets)")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return _save(fig, path)
 
 
-def step_timeline(steps: pd.DataFrame, path: str | Path, max_steps: int = 400) -> Path:
-    """Per-pool Gantt chart of the first steps, coloured by step kind."""
-    fig, ax = plt.subplots(figsize=(12, 3 + 0.3 * steps["replica_id"].nunique()))
+def step_timeline(steps: pd.DataFrame, path: str | Path) -> Path:
+    """Per-replica Gantt chart of every step, coloured by step kind (prefill, decode, mixed)."""
     lanes = {k: i for i, k in enumerate(sorted(steps["replica_id"].unique()))}
+    fig, ax = plt.subplots(figsize=(12, 3 + 0.3 * len(lanes)))
     colours = {"prefill": "#1f77b4", "decode": "#d62728", "mixed": "#9467bd"}
-    head = steps.head(max_steps)
-    for kind, g in head.groupby("kind"):
+    for kind, g in steps.groupby("kind"):
         for lane, gg in g.groupby("replica_id"):
             ax.broken_barh(list(zip(gg["start_s"], gg["end_s"] - gg["start_s"])), (lanes[lane] - 0.4, 0.8),
                            color=colours.get(kind, "grey"), label=kind)
     handles = {lab: h for h, lab in zip(*ax.get_legend_handles_labels())}
-    ax.legend(handles.values(), handles.keys(), fontsize=8)
+    ax.legend(handles.values(), handles.keys(), fontsize=8, loc="upper right")
     ax.set_yticks(list(lanes.values()), list(lanes.keys()))
     ax.set_xlabel("time (s)")
-    ax.set_title(f"first {len(head)} steps")
+    ax.set_ylabel("replica")
+    ax.set_title(f"Batch steps per replica ({len(steps)} steps)")
     return _save(fig, path)
 
 
-def pareto(df: pd.DataFrame, x: str, y: str, path: str | Path, label: str = "config", front: pd.DataFrame | None = None
-           ) -> Path:
+_AXIS_LABELS = {"tpot_s": "TPOT (s)", "ttft_s": "TTFT (s)",
+                "output_tokens_per_s_per_device": "output tokens/s per device",
+                "output_tokens_per_s": "output tokens/s", "cost_usd_per_mtok": "USD per 1M output tokens"}
+
+
+def pareto(df: pd.DataFrame, x: str, y: str, path: str | Path, label: str = "config", front: pd.DataFrame | None = None,
+           slo: dict | None = None, title: str = "") -> Path:
+    """Scatter of every configuration, the Pareto front, and vertical lines at the SLOs on the x axis."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for key, g in df.groupby(label):
         ax.scatter(g[x], g[y], s=12, alpha=0.5, label=str(key))
     if front is not None and len(front):
         f = front.sort_values(x)
         ax.plot(f[x], f[y], "k-", lw=1.5, label="Pareto front")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    for name, lim in (slo or {}).items():
+        if name == x and lim:
+            ax.axvline(lim, color="r", ls="--", label=f"SLO {_AXIS_LABELS.get(name, name)} = {lim:g}")
+    ax.set_xlabel(_AXIS_LABELS.get(x, x))
+    ax.set_ylabel(_AXIS_LABELS.get(y, y))
+    ax.set_title(title or f"{_AXIS_LABELS.get(y, y)} vs {_AXIS_LABELS.get(x, x)}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
@@ -173,7 +194,7 @@ def validation_scatter(df: pd.DataFrame, path: str | Path, title: str = "") -> P
     ax.set_yscale("log")
     ax.set_xlabel("measured latency (µs)")
     ax.set_ylabel("predicted latency (µs)")
-    ax.set_title(title)
+    ax.set_title(title or "Predicted vs measured kernel latency")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     return _save(fig, path)

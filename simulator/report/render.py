@@ -172,3 +172,58 @@ def sweep_text(df, front) -> str:
     head += ["replicas", "fleet $/h"][: len(extra)]
     return (f"{len(df)} configurations scored, {int(df.fits.sum())} fit; Pareto front "
             f"(throughput per device vs TPOT):\n" + table(head, rows))
+
+
+def serving_validation_text(result: dict) -> str:
+    """Measured vs simulated serving runs: per row, then per group and overall."""
+    rows = [[r["source"], r["statistic"], s(r["ttft_s_measured"]), s(r["ttft_s_simulated"]), pct(r["ttft_ape"]),
+             s(r["tpot_s_measured"]), s(r["tpot_s_simulated"]), pct(r["tpot_ape"])] for r in result["rows"]]
+
+    def grow(name, g):
+        return [name, g["n"], pct(g["ttft_median_ape"]), _f3(g["ttft_bias"]), pct(g["tpot_median_ape"]),
+                _f3(g["tpot_bias"])]
+
+    groups = [grow(g["group"], g) for g in result["groups"]] + [grow("overall", result["overall"])]
+    return "\n".join([
+        table(["run", "stat", "TTFT meas", "TTFT sim", "TTFT err", "TPOT meas", "TPOT sim", "TPOT err"], rows),
+        "",
+        table(["group", "n", "TTFT median APE", "TTFT bias", "TPOT median APE", "TPOT bias"], groups),
+        "bias = geometric mean of simulated / measured (> 1: the simulator is pessimistic)",
+    ])
+
+
+def _f3(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.3f}"
+
+
+def _num(x, fmt: str = "{:,.0f}") -> str:
+    """A number for a listing: unknown (None/NaN) shows as an em dash."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return fmt.format(x)
+
+
+def hardware_list_text(df) -> str:
+    """``quadrant hw list``: fits 100 columns; dense peaks; unknown prices as "—"."""
+    rows = [[r["id"], _num(r["bf16_tflops"], "{:,.1f}"), _num(r["fp8_tflops"] or None, "{:,.1f}"),
+             _num(r["hbm_gb"]), _num(r["hbm_tb_per_s"], "{:.2f}"), _num(r["flop_per_byte_bf16"]),
+             _num(r["scale_up_gb_per_s"]), _num(r["usd_per_hour"], "{:.2f}"),
+             "hypothetical" if r["hypothetical"] else r["confidence"]] for r in df.to_dict(orient="records")]
+    return "\n".join([
+        table(["id", "bf16 TF/s", "fp8 TF/s", "HBM GB", "TB/s", "FLOP/B", "link GB/s", "$/h", "confidence"], rows,
+              "lrrrrrrrl"),
+        "TF/s: dense tensor-core TFLOP/s; TB/s: HBM bandwidth; link: scale-up per device and direction",
+        "$/h: sourced price per device-hour; — : none sourced (pass --price). Details: quadrant hw show ID",
+    ])
+
+
+def model_list_text(df) -> str:
+    """``quadrant model list``: derived parameter counts and KV bytes per token, within 100 columns."""
+    rows = [[r["id"], r["kind"], r["attention"], r["layers"], _num(r["total_params_b"], "{:,.1f}"),
+             _num(r["active_params_b"], "{:,.1f}"), r["experts"] or "—", _num(r["kv_kb_per_token_bf16"], "{:,.1f}"),
+             "yes" if r["hypothetical"] else ""] for r in df.to_dict(orient="records")]
+    return "\n".join([
+        table(["id", "kind", "attention", "layers", "total B", "active B", "experts", "KV kB/tok", "hypothetical"],
+              rows, "lllrrrrrl"),
+        "B: parameters in 1e9 (derived from the architecture); experts: top-k / routed; KV: bf16, all layers",
+    ])

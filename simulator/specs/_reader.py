@@ -3,6 +3,7 @@ checks types and units, and turns every problem into a one-line SpecError(file, 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +12,79 @@ import yaml
 from ..errors import SpecError
 from ..units import UnitError, parse_quantity
 
+# Datasheet dimensions whose every real value is positive (capacities, bandwidths, peaks, power, prices).
+POSITIVE_DIMENSIONS = frozenset({"bytes", "bytes_per_s", "flop_per_s", "W", "usd_per_s"})
+MAX_SPEC_BYTES = 16 * 2**20  # a spec file larger than this is refused (catalogue files are a few kB)
+MAX_TABLE_BYTES = 512 * 2**20  # traces and measurement tables
 
-def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; a missing file or a syntax error becomes a SpecError."""
+
+def read_text_file(path: str | Path, what: str = "file", max_bytes: int = MAX_SPEC_BYTES) -> str:
+    """The text of a UTF-8 file; a missing, unreadable, oversized or binary file becomes a SpecError."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.is_dir():
+            raise SpecError(str(path), "", f"is a folder, expected a {what}")
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
     except OSError as exc:
-        raise SpecError(str(path), "", f"cannot read file ({exc.strerror})") from None
+        raise SpecError(str(path), "", f"cannot read file ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise SpecError(str(path), "", f"file is larger than {max_bytes // 2**20} MiB; expected a {what}")
+    if b"\x00" in data:
+        raise SpecError(str(path), "", f"binary data (NUL bytes); expected a UTF-8 text {what}")
     try:
-        data = yaml.safe_load(text)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(path), "", f"not UTF-8 text (byte {exc.start}); expected a {what}") from None
+
+
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """SafeLoader (libyaml's parser where available) that refuses duplicate keys in a mapping (YAML says keys are
+    unique; PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+            except TypeError:
+                raise yaml.constructor.ConstructorError(None, None, "unhashable key", key_node.start_mark) from None
+            if dup:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_finite(file: str, data: Any, path: str = "") -> None:
+    """Refuse NaN and infinities anywhere in a spec (``.nan``, ``.inf`` in YAML)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        raise SpecError(file, path or "(top)", f"expected a finite number, got {data}")
+    if isinstance(data, dict):
+        for k, v in data.items():
+            _check_finite(file, v, f"{path}.{k}" if path else str(k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            _check_finite(file, v, f"{path}[{i}]")
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; a missing, binary or oversized file, a syntax error, a duplicate key or a
+    NaN/infinite number becomes a SpecError naming the file and where."""
+    path = Path(path)
+    text = read_text_file(path, "YAML file")
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(str(path), where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise SpecError(str(path), where, f"invalid YAML: {problem}") from None
+    except RecursionError:
+        raise SpecError(str(path), "", "invalid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise SpecError(str(path), "", "expected a mapping at the top level")
+    _check_finite(str(path), data)
     return data
 
 
@@ -98,21 +156,28 @@ class Reader:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(name, f"expected a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):
+            raise self.error(name, f"expected a finite number, got {value}")
         if minimum is not None and value < minimum:
             raise self.error(name, f"expected a number >= {minimum}, got {value}")
         if maximum is not None and value > maximum:
             raise self.error(name, f"expected a number <= {maximum}, got {value}")
         return value
 
-    def quantity(self, name: str, dimension: str, default: Any = ...) -> float:
-        """A plain unit-bearing value, e.g. ``bandwidth: 50 GB/s``."""
+    def quantity(self, name: str, dimension: str, default: Any = ..., minimum: float | None = 0.0) -> float:
+        """A plain unit-bearing value, e.g. ``bandwidth: 50 GB/s``: finite and (by default) not negative."""
         value = self.raw(name, default)
         if value is default and default is not ...:
             return value
         try:
-            return parse_quantity(value, dimension)
+            x = parse_quantity(value, dimension)
         except UnitError as exc:
             raise self.error(name, str(exc)) from None
+        if not math.isfinite(x):
+            raise self.error(name, f"expected a finite {dimension} quantity, got {value!r}")
+        if minimum is not None and x < minimum:
+            raise self.error(name, f"expected a {dimension} quantity >= {minimum:g}, got {value!r}")
+        return x
 
     def sourced(self, name: str, dimension: str, default: Any = ...) -> tuple[float, str] | Any:
         """A datasheet value that must name its source: ``{value: 3.35 TB/s, source: ID}``.
@@ -127,6 +192,8 @@ class Reader:
             return default
         node = self.child(name)
         value = node.quantity("value", dimension)
+        if dimension in POSITIVE_DIMENSIONS and value <= 0:  # a datasheet never prints 0 GB/s: leave the key out
+            raise node.error("value", f"expected a {dimension} quantity > 0, got {node.data.get('value')!r}")
         source = node.str("source")
         node.str("note", None)
         node.bool("uncertain", False)

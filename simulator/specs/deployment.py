@@ -106,6 +106,8 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
     hw = _price_override(load_hardware(r.str("hardware")), r)
     devices = r.int("devices", minimum=1)
     replicas = r.int("replicas", 1, minimum=1)
+    if replicas > 100_000:  # the CLI's --replicas has the same cap: keeps a run bounded in memory and time
+        raise r.error("replicas", f"expected at most 100000 replicas, got {replicas}")
     pp = r.int("pp", 1, minimum=1)
     if devices % pp:
         raise r.error("pp", f"pp={pp} does not divide devices={devices}")
@@ -186,6 +188,8 @@ def read_deployment(path: str | Path) -> Deployment:
         raise r.error("pools", "mix of colocated and disaggregated pools is not supported; use one or the other")
     tr = r.child("kv_transfer", {})
     bw = tr.quantity("bandwidth", "bytes_per_s", None)
+    if bw is not None and bw <= 0:
+        raise tr.error("bandwidth", f"expected a bandwidth > 0, got {bw:g} B/s")
     lat = tr.quantity("latency", "s", 10e-6)
     overlap = tr.bool("overlap_with_prefill", True)
     tr.done()

@@ -8,6 +8,7 @@ published figures.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,11 @@ class AttentionSpec:
     qk_nope_head_dim: int = 0
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
+    # Sliding-window attention as recorded from the checkpoint: window in tokens (0 = none) and how many
+    # layers use it. Recorded only: the op builders cost every layer as full attention (an upper bound on
+    # KV-cache bytes and attention time for these models).
+    sliding_window: int = 0
+    sliding_window_layers: int = 0
 
     @property
     def qk_head_dim(self) -> int:
@@ -85,6 +91,7 @@ class ModelSpec:
     sources: dict[str, str] = field(default_factory=dict)
     notes: str = ""
     file: str = ""
+    native_precision: str | None = None  # precision of the released weights (HF quantization_config), if known
 
     # -- derived structure ---------------------------------------------------------------------
     @property
@@ -164,6 +171,10 @@ class ModelSpec:
 # YAML reader
 # ------------------------------------------------------------------------------------------------
 
+_NATIVE_PRECISIONS = ("bf16", "fp16", "fp32", "fp8", "int8", "w4a8", "w4a16", "fp4")
+MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+
+
 def read_model(path: str | Path) -> ModelSpec:
     data = load_yaml(path)
     r = Reader(path, data)
@@ -188,9 +199,15 @@ def read_model(path: str | Path) -> ModelSpec:
         qk_nope_head_dim=att.int("qk_nope_head_dim", ... if kind == "mla" else 0),
         qk_rope_head_dim=att.int("qk_rope_head_dim", ... if kind == "mla" else 0),
         v_head_dim=att.int("v_head_dim", ... if kind == "mla" else 0),
+        sliding_window=att.int("sliding_window", 0),
+        sliding_window_layers=att.int("sliding_window_layers", 0),
     )
     att.done()
     num_layers = arch.int("num_layers", minimum=1)
+    if attention.sliding_window_layers > num_layers:
+        raise att.error("sliding_window_layers", f"more than num_layers ({num_layers})")
+    if bool(attention.sliding_window) != bool(attention.sliding_window_layers):
+        raise att.error("sliding_window", "give both sliding_window and sliding_window_layers (or neither)")
     moe = None
     if arch.has("moe"):
         m = arch.child("moe")
@@ -236,6 +253,7 @@ def read_model(path: str | Path) -> ModelSpec:
         sources={str(k): str(v) for k, v in sources.items()},
         notes=r.str("notes", ""),
         file=str(path),
+        native_precision=r.str("native_precision", None, choices=_NATIVE_PRECISIONS),
         **spec_kwargs,
     )
     r.done()
@@ -263,21 +281,109 @@ def _need(cfg: dict, file: str, *keys: str, default=...):
     return default
 
 
+# Defaults of ``tie_word_embeddings`` in the transformers config classes of these model types (each passes
+# ``tie_word_embeddings=False`` to PretrainedConfig); every other type inherits PretrainedConfig's True.
+_UNTIED_BY_DEFAULT = frozenset({
+    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3",
+    "kimi_k2", "dbrx", "phi3", "olmo2", "granite", "ernie4_5", "ernie4_5_moe", "glm4", "glm4_moe"})
+
+_DTYPE_PRECISION = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
+def _quant_precision(q: dict, file: str) -> str:
+    """The precision of released weights from a HF ``quantization_config``."""
+    method = str(q.get("quant_method", "")).lower()
+    if method in ("fp8", "fbgemm_fp8"):
+        return "fp8"
+    if method in ("mxfp4", "nvfp4", "modelopt") and "4" in str(q.get("quant_algo", method)):
+        return "fp4"
+    if method in ("awq", "gptq", "autoround", "hqq", "quark") or "bits" in q:
+        bits = int(q.get("bits", q.get("w_bit", 4)) or 4)
+        return {4: "w4a16", 8: "int8"}.get(bits) or _bad_quant(file, f"{bits}-bit {method}")
+    if method == "bitsandbytes":
+        return "w4a16" if q.get("load_in_4bit") else "int8"
+    if method == "compressed-tensors":
+        for group in (q.get("config_groups") or {}).values():
+            w = (group or {}).get("weights") or {}
+            a = (group or {}).get("input_activations") or {}
+            wb, wt = int(w.get("num_bits", 16)), str(w.get("type", "int"))
+            ab = int(a.get("num_bits", 16)) if a else 16
+            if wb == 8 and wt == "float":
+                return "fp8"
+            if wb == 8:
+                return "int8"
+            if wb == 4 and wt == "float":
+                return "fp4"
+            if wb == 4:
+                return "w4a8" if ab == 8 else "w4a16"
+        return _bad_quant(file, "compressed-tensors without weight groups")
+    return _bad_quant(file, method or "(no quant_method)")
+
+
+def _bad_quant(file: str, what: str) -> str:
+    raise SpecError(file, "quantization_config", f"unsupported quantisation {what}; supported: fp8, awq/gptq "
+                                                 "4/8-bit, bitsandbytes, mxfp4, compressed-tensors")
+
+
+def _sliding(cfg: dict, layers: int, mtype: str) -> tuple[int, int]:
+    """(window, layers using it) as HF defines them: ``layer_types`` when given; else ``sliding_window`` with
+    ``use_sliding_window`` (Qwen2-style, off by default there) and ``max_window_layers`` (layers below it use
+    full attention); Mistral-style configs apply ``sliding_window`` to every layer."""
+    window = cfg.get("sliding_window")
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and types:
+        n = sum(1 for t in types if "sliding" in str(t))
+        return (int(window or 0), n) if n and window else (0, 0)
+    if not window:
+        return 0, 0
+    if "use_sliding_window" in cfg or mtype.startswith("qwen"):
+        if not cfg.get("use_sliding_window", False):
+            return 0, 0
+        full = int(cfg.get("max_window_layers", 0) or 0)
+        return int(window), max(layers - min(full, layers), 0)
+    if int(window) >= int(cfg.get("max_position_embeddings", 0) or 0) > 0:
+        return 0, 0  # a window as long as the context is no window
+    return int(window), layers
+
+
 def model_from_hf_config(path: str | Path, model_id: str | None = None) -> ModelSpec:
-    """Build a ModelSpec from a HuggingFace config.json (Llama/Qwen dense, Mixtral, DBRX,
-    Qwen3-MoE, DeepSeek-V3/Kimi-K2 families)."""
+    """Build a ModelSpec from a HuggingFace config.json (Llama/Qwen dense, Mixtral, DBRX, Qwen3-MoE,
+    DeepSeek-V3/Kimi-K2 families). A multimodal config's ``text_config`` is read as the language model;
+    ``tie_word_embeddings`` defaults as in transformers; sliding windows and ``quantization_config`` are
+    recorded (``attention.sliding_window*``, ``native_precision``)."""
+    from ._reader import read_text_file
+
     file = str(path)
+    text = read_text_file(path, "HuggingFace config.json")
     try:
-        cfg = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise SpecError(file, "", f"cannot read file ({exc.strerror})") from None
+        cfg = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SpecError(file, f"line {exc.lineno}", f"invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise SpecError(file, "", "invalid JSON: nested too deeply") from None
     if not isinstance(cfg, dict):
         raise SpecError(file, "", "expected a JSON object")
-    mtype = str(cfg.get("model_type", "")).lower()
+    top = cfg
+    if isinstance(cfg.get("text_config"), dict):  # multimodal wrapper: the language model lives here
+        cfg = {**{k: v for k, v in top.items() if k in ("quantization_config", "torch_dtype", "tie_word_embeddings")},
+               **top["text_config"]}
+    mtype = str(cfg.get("model_type", top.get("model_type", ""))).lower()
     mid = model_id or Path(path).parent.name or "imported"
-    g = lambda *k, default=...: _need(cfg, file, *k, default=default)  # noqa: E731
+    g = lambda *k, default=...: _check_int(file, k[0], _need(cfg, file, *k, default=default))  # noqa: E731
+    tie = cfg.get("tie_word_embeddings", top.get("tie_word_embeddings"))
+    if tie is None:
+        tie = mtype not in _UNTIED_BY_DEFAULT
+    elif not isinstance(tie, bool):
+        raise SpecError(file, "tie_word_embeddings", f"expected true or false, got {tie!r}")
+    native = None
+    q = top.get("quantization_config") or cfg.get("quantization_config")
+    if q is not None:
+        if not isinstance(q, dict):
+            raise SpecError(file, "quantization_config", "expected an object")
+        native = _quant_precision(q, file)
+    else:
+        native = _DTYPE_PRECISION.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or ""))
+    common = dict(file=file, sources={"config": file}, native_precision=native)
     moe = None
     if mtype == "dbrx":
         h, layers, heads = g("d_model"), g("n_layers"), g("n_heads")
@@ -285,15 +391,14 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
         attention = AttentionSpec("gqa", heads, kv, h // heads)
         moe = MoESpec(g("ffn_config.moe_num_experts"), g("ffn_config.moe_top_k"),
                       g("ffn_config.ffn_hidden_size"))
-        return ModelSpec(mid, mid, layers, h, g("vocab_size"), bool(g("tie_word_embeddings", default=False)),
-                         attention, 0, moe, file=file, sources={"config": file})
+        return _finish(ModelSpec(mid, mid, layers, h, g("vocab_size"), tie, attention, 0, moe, **common))
     h = g("hidden_size")
     layers = g("num_hidden_layers")
     heads = g("num_attention_heads")
     kv = g("num_key_value_heads", default=heads)
     vocab = g("vocab_size")
-    tie = bool(g("tie_word_embeddings", default=False))
     dense_width = g("intermediate_size", default=0)
+    window, window_layers = _sliding(cfg, layers, mtype)
     if mtype in ("deepseek_v3", "deepseek_v2", "kimi_k2") or "kv_lora_rank" in cfg:
         attention = AttentionSpec(
             "mla", heads, heads, 0, q_lora_rank=g("q_lora_rank", default=0) or 0,
@@ -304,19 +409,44 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
                           g("n_shared_experts", default=0) or 0, g("moe_intermediate_size"),
                           g("first_k_dense_replace", default=0))
     else:
-        attention = AttentionSpec("gqa", heads, kv, g("head_dim", default=h // heads))
+        attention = AttentionSpec("gqa", heads, kv, g("head_dim", default=h // heads),
+                                  sliding_window=window, sliding_window_layers=window_layers)
         if mtype == "mixtral" or "num_local_experts" in cfg:
             moe = MoESpec(g("num_local_experts"), g("num_experts_per_tok"), dense_width)
             dense_width = 0
         elif g("num_experts", default=None) and g("moe_intermediate_size", default=None):
-            dense_layers = len(g("mlp_only_layers", default=[]) or [])
+            dense_layers = len(_need(cfg, file, "mlp_only_layers", default=[]) or [])
             if g("decoder_sparse_step", default=1) != 1:
                 raise SpecError(file, "decoder_sparse_step", "only every-layer MoE (step 1) is supported")
             shared = g("shared_expert_intermediate_size", default=0) or 0
             moe = MoESpec(g("num_experts"), g("num_experts_per_tok"), g("moe_intermediate_size"),
                           1 if shared else 0, shared, dense_layers)
-    return ModelSpec(mid, mid, layers, h, vocab, tie, attention, dense_width, moe,
-                     file=file, sources={"config": file})
+    return _finish(ModelSpec(mid, mid, layers, h, vocab, tie, attention, dense_width, moe, **common))
+
+
+def _check_int(file: str, key: str, value):
+    """config.json sizes must be positive integers (None passes through for optional keys)."""
+    if value is None or isinstance(value, list):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SpecError(file, key, f"expected a non-negative integer, got {value!r}")
+    return value
+
+
+def _finish(spec: ModelSpec) -> ModelSpec:
+    a = spec.attention
+    for name in ("num_layers", "hidden_size", "vocab_size"):
+        if getattr(spec, name) < 1:
+            raise SpecError(spec.file, name, "expected an integer >= 1")
+    if a.num_heads < 1 or a.num_kv_heads < 1 or (a.kind == "gqa" and a.head_dim < 1):
+        raise SpecError(spec.file, "num_attention_heads", "attention heads and head_dim must be >= 1")
+    if a.kind == "gqa" and a.num_heads % a.num_kv_heads:
+        raise SpecError(spec.file, "num_key_value_heads", f"{a.num_kv_heads} does not divide {a.num_heads} heads")
+    if spec.moe and spec.moe.top_k > spec.moe.num_experts:
+        raise SpecError(spec.file, "num_experts_per_tok", "exceeds the number of experts")
+    if not spec.moe and spec.ffn_intermediate < 1:
+        raise SpecError(spec.file, "intermediate_size", "required for a dense model")
+    return spec
 
 
 def model_to_yaml_dict(spec: ModelSpec, source_note: str) -> dict:
@@ -330,6 +460,8 @@ def model_to_yaml_dict(spec: ModelSpec, source_note: str) -> dict:
                          qk_rope_head_dim=att.qk_rope_head_dim, v_head_dim=att.v_head_dim)
     if att.q_lora_rank:
         attention["q_lora_rank"] = att.q_lora_rank
+    if att.sliding_window:
+        attention.update(sliding_window=att.sliding_window, sliding_window_layers=att.sliding_window_layers)
     arch: dict = {
         "num_layers": spec.num_layers, "hidden_size": spec.hidden_size, "vocab_size": spec.vocab_size,
         "tie_word_embeddings": spec.tie_word_embeddings, "attention": attention,
@@ -345,5 +477,10 @@ def model_to_yaml_dict(spec: ModelSpec, source_note: str) -> dict:
                                shared_intermediate=m.shared_intermediate)
         if m.dense_layers:
             arch["moe"]["dense_layers"] = m.dense_layers
-    return {"schema_version": 1, "id": spec.id, "name": spec.name,
-            "sources": {"config": source_note}, "architecture": arch}
+    doc = {"schema_version": 1, "id": spec.id, "name": spec.name,
+           "sources": {"config": source_note}, "architecture": arch}
+    if spec.native_precision:
+        doc["native_precision"] = spec.native_precision
+    if spec.notes:
+        doc["notes"] = spec.notes
+    return doc

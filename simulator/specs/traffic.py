@@ -16,6 +16,7 @@ from ..errors import SpecError
 from ._reader import Reader, load_yaml
 
 ARRIVALS = ("poisson", "gamma", "closed", "trace")
+MAX_REQUESTS = 10_000_000  # keeps a run bounded in memory and time (the CLI's --requests has the same cap)
 DISTS = ("fixed", "uniform", "lognormal", "empirical")
 
 
@@ -115,25 +116,61 @@ def _dist(r: Reader) -> LengthDist:
             vals = np.loadtxt(path, dtype=float, ndmin=1)
         except (OSError, ValueError) as exc:
             raise r.error("file", f"cannot read one number per line from {path}: {exc}") from None
+        if not len(vals) or not np.all(np.isfinite(vals)) or np.any(vals < 1):
+            raise r.error("file", f"{path}: expected at least one finite token count >= 1 per line")
         d["values"] = tuple(vals.tolist())
     r.done()
     return LengthDist(**d)
 
 
 def read_trace(path: Path, file: str, key: str) -> pd.DataFrame:
+    """A trace CSV (arrival_s, prompt_tokens, output_tokens): every cell a finite number, arrivals >= 0,
+    token counts whole numbers >= 1; a bad cell is named by line and column."""
+    import io
+
+    from ._reader import MAX_TABLE_BYTES, read_text_file
+
     try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise SpecError(file, key, f"cannot read trace {path}: {exc}") from None
+        text = read_text_file(path, "trace CSV", MAX_TABLE_BYTES)
+    except SpecError as exc:
+        raise SpecError(file, key, f"trace {exc}") from None
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise SpecError(str(path), "", f"cannot read the trace as CSV: {' '.join(str(exc).split())}") from None
     need = ("arrival_s", "prompt_tokens", "output_tokens")
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise SpecError(str(path), "", f"trace is missing column(s) {', '.join(missing)}")
-    bad = df[list(need)].isna().any(axis=1) | (df["prompt_tokens"] < 1) | (df["output_tokens"] < 1)
-    if bad.any():
-        row = int(np.argmax(bad.to_numpy())) + 2
-        raise SpecError(str(path), f"line {row}", "empty or non-positive value")
-    return df.sort_values("arrival_s", kind="stable")
+    if df.empty:
+        raise SpecError(str(path), "", "trace has no rows")
+    out = {}
+    for col in need:
+        vals = pd.to_numeric(df[col].str.strip(), errors="coerce").to_numpy(dtype=float)
+        if col == "arrival_s":
+            bad = ~np.isfinite(vals) | (vals < 0)
+            want = "a finite arrival time >= 0 (seconds)"
+        else:
+            bad = ~np.isfinite(vals) | (vals < 1) | (vals != np.round(vals))
+            want = "a whole number of tokens >= 1"
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise SpecError(str(path), f"line {i + 2}, column {col}", f"expected {want}, got {df[col].iloc[i]!r}")
+        out[col] = vals
+    clean = pd.DataFrame(out).astype({"prompt_tokens": np.int64, "output_tokens": np.int64})
+    return clean.sort_values("arrival_s", kind="stable").reset_index(drop=True)
+
+
+def _rate(arr: Reader, kind: str) -> float:
+    """``rate_per_s``: a number per second or a rate with a unit ("5/s", "300/min")."""
+    if isinstance(arr.data.get("rate_per_s"), str):
+        from ..units import UnitError, parse_rate_per_s
+
+        try:
+            return parse_rate_per_s(arr.raw("rate_per_s"))
+        except UnitError as exc:
+            raise arr.error("rate_per_s", str(exc)) from None
+    return arr.number("rate_per_s", 0.0 if kind in ("closed", "trace") else ..., minimum=0)
 
 
 def read_traffic(path: str | Path) -> Traffic:
@@ -143,7 +180,7 @@ def read_traffic(path: str | Path) -> Traffic:
     r.str("description", "")
     arr = r.child("arrivals")
     kind = arr.str("process", choices=ARRIVALS)
-    rate = arr.number("rate_per_s", 0.0 if kind in ("closed", "trace") else ..., minimum=0)
+    rate = _rate(arr, kind)
     cv = arr.number("cv", 1.0, minimum=0.01)
     conc = arr.int("concurrency", 0 if kind != "closed" else ..., minimum=0)
     ramp = arr.quantity("ramp_up", "s", None) if kind == "closed" else arr.raw("ramp_up", None)
@@ -170,6 +207,8 @@ def read_traffic(path: str | Path) -> Traffic:
         slo=SLO(slo.quantity("ttft", "s", float("inf")), slo.quantity("tpot", "s", float("inf")),
                 slo.number("percentile", 90.0, minimum=0, maximum=100)),
     )
+    if traffic.requests > MAX_REQUESTS:
+        raise r.error("requests", f"expected at most {MAX_REQUESTS:,} requests per run, got {traffic.requests:,}")
     if trace is not None:
         r.raw("prompt_tokens", None)
         r.raw("output_tokens", None)

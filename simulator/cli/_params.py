@@ -1,0 +1,242 @@
+"""Flag parsers for the ``quadrant`` command line: the one validation layer for numeric and path flags.
+
+Each factory returns a ``parser=`` callable for ``typer.Option``. A bad value raises
+``typer.BadParameter`` with what was expected; the CLI's group turns that into one line and exit 2.
+Nothing here ever maps 0 (or a negative number) to a default: a flag that is given is used or refused.
+
+- ``count(lo)``: an integer >= lo (and <= a sanity cap that keeps a run bounded in memory and time);
+- ``real(lo, hi, ...)``: a finite number in a range (NaN and infinities refused);
+- ``duration()``: "60ms", "1.5s", "250us"; a bare number is seconds (``units.parse_duration_s``);
+- ``rate()``: "5/s", "300/min"; a bare number is per second (``units.parse_rate_per_s``);
+- ``int_list(lo)``: comma-separated integers, each >= lo;
+- ``out_file(exts)`` / ``out_dir()``: an output path whose parent exists, of a known extension, that is
+  not a directory (files) / not a file (folders); an existing device node or FIFO is taken as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import typer
+
+# Upper bounds that keep every run finite in memory and time; far above anything real.
+MAX_COUNT = 2**31 - 1
+MAX_REQUESTS = 10_000_000
+
+_INT = re.compile(r"^\s*[-+]?\d+\s*$")
+
+
+def _bad(message: str):
+    return typer.BadParameter(message)
+
+
+def count(lo: int = 1, hi: int = MAX_COUNT, what: str = "an integer"):
+    """An integer in [lo, hi]; "3.0", "nan", "1e3" are refused (it is a count)."""
+
+    def parse(value) -> int:
+        if isinstance(value, bool):
+            raise _bad(f"expected {what} >= {lo}, got {value!r}")
+        if isinstance(value, int):
+            n = value
+        elif isinstance(value, str) and _INT.match(value):
+            n = int(value)
+        else:
+            raise _bad(f"expected {what} >= {lo}, got {value!r}")
+        if n < lo:
+            raise _bad(f"expected {what} >= {lo}, got {n}")
+        if n > hi:
+            raise _bad(f"expected {what} <= {hi}, got {n}")
+        return n
+
+    parse.__name__ = f"count>={lo}"
+    return parse
+
+
+def real(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+         what: str = "a number"):
+    """A finite number in a range (open or closed ends)."""
+
+    def describe() -> str:
+        parts = []
+        if lo is not None:
+            parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+        if hi is not None:
+            parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+        return f"{what} {' and '.join(parts)}".strip()
+
+    def parse(value) -> float:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise _bad(f"expected {describe()}, got {value!r}") from None
+        if not math.isfinite(x):
+            raise _bad(f"expected {describe()} (finite), got {value!r}")
+        if lo is not None and (x < lo or (lo_open and x == lo)):
+            raise _bad(f"expected {describe()}, got {value}")
+        if hi is not None and (x > hi or (hi_open and x == hi)):
+            raise _bad(f"expected {describe()}, got {value}")
+        return x
+
+    parse.__name__ = "real"
+    return parse
+
+
+def duration(positive: bool = True):
+    """A duration in seconds from "60ms", "1.5s", "2min" or a bare number of seconds."""
+    from ..units import UnitError, parse_duration_s
+
+    def parse(value) -> float:
+        try:
+            x = parse_duration_s(value)
+        except UnitError as exc:
+            raise _bad(str(exc)) from None
+        if positive and x <= 0:
+            raise _bad(f"expected a duration > 0, got {value!r}")
+        return x
+
+    parse.__name__ = "duration"
+    return parse
+
+
+def rate():
+    """A rate per second from "5/s", "300/min", "5 rps" or a bare number per second."""
+    from ..units import UnitError, parse_rate_per_s
+
+    def parse(value) -> float:
+        try:
+            return parse_rate_per_s(value)
+        except UnitError as exc:
+            raise _bad(str(exc)) from None
+
+    parse.__name__ = "rate"
+    return parse
+
+
+def int_list(lo: int = 1, hi: int = MAX_COUNT):
+    """Comma-separated integers, each in [lo, hi]; returned as the normalised text "1,2,4"."""
+    one = count(lo, hi)
+
+    def parse(value) -> str:
+        parts = [p.strip() for p in str(value).split(",") if p.strip()]
+        if not parts:
+            raise _bad(f"expected a comma-separated list of integers >= {lo}, got {value!r}")
+        try:
+            return ",".join(str(one(p)) for p in parts)
+        except typer.BadParameter as exc:
+            raise _bad(f"in the list {value!r}: {exc.message}") from None
+
+    parse.__name__ = "int_list"
+    return parse
+
+
+def _check_parent(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise _bad(f"folder {str(parent)!r} does not exist (create it first)")
+    if not parent.is_dir():
+        raise _bad(f"{str(parent)!r} is not a folder")
+
+
+def out_file(exts: tuple[str, ...]):
+    """An output file: a known extension, an existing parent folder, and not itself a folder."""
+
+    def parse(value) -> Path:
+        path = Path(value)
+        if not str(value).strip():
+            raise _bad("expected a file path, got an empty string")
+        if path.exists() and not path.is_dir() and not path.is_file():
+            return path  # a device node or FIFO (/dev/null, /dev/stdout): written into, whatever its name
+        if path.is_dir():
+            raise _bad(f"{str(path)!r} is a folder; give a file name ending in {' / '.join(exts)}")
+        suffix = path.suffix.lower()
+        if suffix not in exts:
+            raise _bad(f"unknown extension {suffix or '(none)'!r} in {str(path)!r}; use {' / '.join(exts)}")
+        _check_parent(path)
+        return path
+
+    parse.__name__ = "out_file"
+    return parse
+
+
+def out_dir():
+    """An output folder: its parent exists and it is not an existing file."""
+
+    def parse(value) -> Path:
+        path = Path(value)
+        if not str(value).strip():
+            raise _bad("expected a folder path, got an empty string")
+        if path.exists() and not path.is_dir():
+            raise _bad(f"{str(path)!r} exists and is not a folder")
+        _check_parent(path)
+        return path
+
+    parse.__name__ = "out_dir"
+    return parse
+
+
+def in_file():
+    """An input file that exists and is a regular file (or a named pipe / device the user points at)."""
+
+    def parse(value) -> Path:
+        path = Path(value)
+        if not path.exists():
+            raise _bad(f"{str(path)!r} does not exist")
+        if path.is_dir():
+            raise _bad(f"{str(path)!r} is a folder, expected a file")
+        return path
+
+    parse.__name__ = "in_file"
+    return parse
+
+
+PLOT_EXTS = (".png", ".svg", ".pdf")
+CSV_EXTS = (".csv",)
+YAML_EXTS = (".yaml", ".yml")
+JSON_EXTS = (".json",)
+
+
+def in_file_or_id():
+    """A spec given as a catalogue id or a path: a path must be an existing file (ids are checked by the
+    catalogue, which lists the known ones)."""
+
+    def parse(value):
+        text = str(value)
+        if not text.strip():
+            raise _bad("expected an id or a file path, got an empty string")
+        path = Path(text)
+        if path.is_dir():
+            raise _bad(f"{text!r} is a folder, expected a YAML file or an id")
+        if ("/" in text or text.endswith((".yaml", ".yml"))) and not path.exists():
+            raise _bad(f"{text!r} does not exist")
+        return text
+
+    parse.__name__ = "in_file_or_id"
+    return parse
+
+
+def timing_spec():
+    """``--timing``: roofline, calibrated:OVERLAY.yaml[,MORE.yaml], measured:KERNELS.csv, or
+    measured:CSV+calibrated:YAML; every named file must exist."""
+
+    def parse(value) -> str:
+        text = str(value).strip()
+        if text == "roofline":
+            return text
+        if not text:
+            raise _bad("expected roofline, calibrated:OVERLAY.yaml or measured:KERNELS.csv, got an empty string")
+        for part in text.split("+"):
+            kind, sep, arg = part.partition(":")
+            if kind not in ("calibrated", "measured") or not sep or not arg:
+                raise _bad(f"expected roofline, calibrated:OVERLAY.yaml or measured:KERNELS.csv, got {text!r}")
+            for f in arg.split(","):
+                path = Path(f)
+                if not path.is_file():
+                    raise _bad(f"{kind}: {f!r} is not a file")
+                if kind == "measured" and path.suffix.lower() != ".csv":
+                    raise _bad(f"measured: expected a measurement CSV, got {f!r}")
+        return text
+
+    parse.__name__ = "timing_spec"
+    return parse

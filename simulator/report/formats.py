@@ -1,0 +1,139 @@
+"""Conventional result layouts: inter-token latency from the step records, and the fields of vLLM's
+``vllm bench serve --save-result`` JSON so a simulated run can stand in wherever a benchmark result is read.
+
+vLLM's layout (benchmarks/serve in the vLLM repository): counts (``completed``, ``failed``,
+``total_input_tokens``, ``total_output_tokens``), throughputs per second (``request_throughput``,
+``request_goodput``, ``output_throughput``, ``total_token_throughput``), ``duration`` in seconds, and for each of
+ttft, tpot, itl and e2el the keys ``mean_<m>_ms``, ``median_<m>_ms``, ``std_<m>_ms`` and ``p<P>_<m>_ms``
+in milliseconds; per-request lists ``input_lens``, ``output_lens``, ``ttfts`` (seconds).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PERCENTILES = (50, 90, 99)
+
+
+def itl_samples(steps) -> tuple[np.ndarray, np.ndarray]:
+    """Inter-token latencies (s) and their weights (tokens) from the step records.
+
+    Every sequence decoding on a replica gets its next token(s) at the end of each decode step, so the gap
+    between two consecutive step ends of a replica is the inter-token latency of each of the step's decode
+    sequences (divided by the tokens each got, with speculative decoding). A sequence that sat out a step
+    (preempted) is not seen: this is the ITL of the tokens as the replica produced them.
+    """
+    if steps is None or not len(steps):
+        return np.zeros(0), np.zeros(0)
+    gaps, weights = [], []
+    for _, g in steps.sort_values("end_s", kind="stable").groupby("replica_id", sort=True):
+        end = g["end_s"].to_numpy(dtype=float)
+        dec = g["decode_seqs"].to_numpy(dtype=float)
+        out = g["output_tokens"].to_numpy(dtype=float)
+        if len(end) < 2:
+            continue
+        gap = np.diff(end)
+        d, o = dec[1:], out[1:]
+        per_seq = np.where(d > 0, np.maximum(o, d) / np.maximum(d, 1), 1.0)
+        keep = (d > 0) & (dec[:-1] > 0)
+        gaps.append(gap[keep] / per_seq[keep])
+        weights.append(d[keep])
+    if not gaps:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(gaps), np.concatenate(weights)
+
+
+def _weighted_percentile(x: np.ndarray, w: np.ndarray, p: float) -> float:
+    order = np.argsort(x, kind="stable")
+    x, w = x[order], w[order]
+    cw = np.cumsum(w)
+    return float(x[min(np.searchsorted(cw, p / 100.0 * cw[-1]), len(x) - 1)])
+
+
+def itl_stats(steps) -> dict:
+    """{mean, p50, p90, p99} of the inter-token latency in seconds (None when no token followed another)."""
+    x, w = itl_samples(steps)
+    if not len(x) or w.sum() <= 0:
+        return {"mean": None, "p50": None, "p90": None, "p99": None}
+    out = {"mean": float(np.average(x, weights=w))}
+    out.update({f"p{p}": _weighted_percentile(x, w, p) for p in PERCENTILES})
+    return out
+
+
+def _ms_block(name: str, values_s: np.ndarray, weights: np.ndarray | None = None) -> dict:
+    v = np.asarray(values_s, dtype=float)
+    keep = np.isfinite(v)
+    v = v[keep]
+    w = None if weights is None else np.asarray(weights, dtype=float)[keep]
+    keys = [f"mean_{name}_ms", f"median_{name}_ms", f"std_{name}_ms", *(f"p{p}_{name}_ms" for p in PERCENTILES)]
+    if not len(v):
+        return dict.fromkeys(keys)
+    if w is None:  # as vLLM computes them: numpy mean, std, median and (interpolated) percentiles
+        pct = lambda p: float(np.percentile(v, p))  # noqa: E731
+        mean, std = float(np.mean(v)), float(np.std(v))
+    else:
+        pct = lambda p: _weighted_percentile(v, w, p)  # noqa: E731
+        mean = float(np.average(v, weights=w))
+        std = float(np.sqrt(np.average((v - mean) ** 2, weights=w)))
+    out = {keys[0]: mean * 1e3, keys[1]: pct(50) * 1e3, keys[2]: std * 1e3}
+    out.update({f"p{p}_{name}_ms": pct(p) * 1e3 for p in PERCENTILES})
+    return out
+
+
+def vllm_bench_result(res, traffic=None, deployment=None) -> dict:
+    """A SimulationResult in the layout of ``vllm bench serve --save-result`` (ms keys, per-second rates)."""
+    req, sm = res.requests, res.summary
+    done = req[req["status"] == "finished"]
+    dur = float(sm["makespan_s"])
+    in_tok, out_tok = int(done["prompt_tokens"].sum()), int(done["output_tokens"].sum())
+    slo = getattr(traffic, "slo", None)
+    has_slo = slo is not None and (np.isfinite(slo.ttft_s) or np.isfinite(slo.tpot_s))
+    rate = getattr(traffic, "rate_per_s", None)
+    closed = getattr(traffic, "arrival", "") == "closed"
+    out = {
+        "backend": "quadrant-sim",
+        "model_id": getattr(getattr(deployment, "model", None), "id", None),
+        "deployment": getattr(deployment, "id", None),
+        "num_prompts": int(len(req)),
+        "request_rate": None if closed or not rate else float(rate),
+        "burstiness": float(1.0 / traffic.cv ** 2) if traffic is not None and traffic.arrival == "gamma" else 1.0,
+        "max_concurrency": int(traffic.concurrency) if closed else None,
+        "duration": dur,
+        "completed": int(len(done)),
+        "failed": int(len(req) - len(done)),
+        "total_input_tokens": in_tok,
+        "total_output_tokens": out_tok,
+        "request_throughput": len(done) / dur if dur > 0 else None,
+        "request_goodput": sm["goodput"]["requests_per_s"] if has_slo else None,
+        "output_throughput": out_tok / dur if dur > 0 else None,
+        "total_token_throughput": (in_tok + out_tok) / dur if dur > 0 else None,
+    }
+    out.update(_ms_block("ttft", done["ttft_s"].to_numpy(dtype=float)))
+    out.update(_ms_block("tpot", done["tpot_s"].to_numpy(dtype=float)))
+    x, w = itl_samples(res.steps)
+    out.update(_ms_block("itl", x, w))
+    out.update(_ms_block("e2el", done["e2e_s"].to_numpy(dtype=float)))
+    out["input_lens"] = done["prompt_tokens"].astype(int).tolist()
+    out["output_lens"] = done["output_tokens"].astype(int).tolist()
+    out["ttfts"] = done["ttft_s"].astype(float).tolist()
+    out.update(_self_description(deployment))
+    if traffic is not None and len(traffic.__dataclass_fields__):
+        out["isl"] = int(round(traffic.prompt.mean)) if traffic.trace is None else None
+        out["osl"] = int(round(traffic.output.mean)) if traffic.trace is None else None
+    return out
+
+
+def _self_description(dep) -> dict:
+    """Extra keys (not in vLLM's layout; consumers ignore them) that let ``quadrant validate --serving``
+    re-simulate the same deployment: the file when there is one, else the quick-run plan of the decode pool."""
+    if dep is None:
+        return {}
+    from pathlib import Path
+
+    pool = next((p for p in dep.pools if "decode" in p.serves), dep.pools[0])
+    plan = pool.plan
+    return {"deployment_file": str(Path(dep.file).resolve()) if dep.file and Path(dep.file).is_file() else None,
+            "hardware": plan.attention.hardware.id, "devices": plan.devices, "tp": plan.attention.tp,
+            "pp": plan.pp, "ep": plan.ffn.ep, "precision": plan.attention.precision,
+            "kv_precision": dep.kv_precision, "replicas": pool.replicas, "max_batch_tokens": pool.max_batch_tokens,
+            "max_seqs": pool.max_seqs, "pools": len(dep.pools)}

@@ -1,0 +1,377 @@
+"""Check the serving simulator against measured serving benchmarks (``quadrant validate --serving FILE``).
+
+Reads measured results in one of three layouts, re-simulates each one with ``serving.runner.simulate`` on
+the same model, hardware, parallelism and load, and reports the error per group (model x hardware x
+engine x parallelism) and per row.
+
+Layouts:
+
+- **vLLM** ``vllm bench serve --save-result`` JSON (one object, a list of them, or JSON lines): ``model_id``,
+  ``request_rate`` (``inf`` = everything at once) or ``max_concurrency`` (which wins when both are set: the run
+  is simulated as a closed loop of that many clients), ``input_lens``/``output_lens`` (or
+  ``total_input_tokens``/``total_output_tokens`` over ``completed``), ``median_ttft_ms``/``median_tpot_ms``
+  (mean when the median is absent). vLLM does not record the hardware or the parallelism: pass them as flags
+  (``--hardware --devices --tp --pp --ep --precision``) or use ``--deployment``. The result of
+  ``quadrant simulate --json --format vllm`` also carries them (``hardware``, ``tp``, ... and
+  ``deployment_file``), so it round-trips with no flags.
+- **GuideLLM** report JSON: ``benchmarks[*]`` with ``metrics.{time_to_first_token_ms,
+  time_per_output_token_ms, prompt_token_count, output_token_count}.successful.{median,mean}`` and the load
+  in ``args.strategy`` / ``config.strategy`` / ``strategy`` (``type_`` ``concurrent``/``synchronous`` with
+  ``streams``, or ``constant``/``poisson`` with ``rate``). Hardware and parallelism as for vLLM.
+- **CSV**, one measured run per row. Required columns: ``model``, ``hardware``, ``isl``, ``osl``, one of
+  ``rate_per_s`` / ``concurrency``, and ``ttft_s`` + ``tpot_s`` (or ``ttft_ms`` + ``tpot_ms``). Optional:
+  ``devices``, ``tp``, ``pp``, ``ep``, ``precision``, ``kv_precision``, ``engine``, ``requests``. Extra columns
+  are ignored; a bad cell is named by line and column.
+
+Where the result lists per-request lengths (vLLM ``input_lens``/``output_lens``) they are resampled; otherwise
+every request has the mean lengths. The measured statistic (median or mean) is compared with the same statistic
+of the simulated requests.
+Errors: absolute percentage error ``|sim - measured| / measured`` and the ratio ``sim / measured`` (bias,
+geometric mean per group; > 1 means the simulator is pessimistic).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SpecError
+
+
+@dataclass(frozen=True)
+class ServingCase:
+    source: str  # "file[#index]" or "file line N"
+    model: str | None
+    hardware: str | None
+    engine: str
+    isl: int
+    osl: int
+    rate_per_s: float | None  # open loop (Poisson); None with concurrency
+    concurrency: int | None
+    requests: int
+    ttft_s: float
+    tpot_s: float
+    statistic: str  # "median" or "mean"
+    devices: int | None = None
+    tp: int | None = None
+    pp: int | None = None
+    ep: int | None = None
+    precision: str | None = None
+    kv_precision: str | None = None
+    deployment: str | None = None
+    extra: dict = field(default_factory=dict)
+    input_lens: tuple[int, ...] = ()  # per-request lengths when the result lists them (vLLM input_lens/output_lens)
+    output_lens: tuple[int, ...] = ()
+
+    @property
+    def group(self) -> str:
+        par = f"tp{self.tp or '-'} pp{self.pp or 1} ep{self.ep or 1}"
+        return f"{self.model} on {self.devices or '?'}x {self.hardware or self.deployment} ({par}) {self.engine}"
+
+
+# -- readers -------------------------------------------------------------------------------------------
+
+def read_serving_results(path: str | Path) -> list[ServingCase]:
+    """Measured serving runs from a vLLM / GuideLLM JSON or a CSV (see the module docstring)."""
+    from ..specs._reader import MAX_TABLE_BYTES, read_text_file
+
+    path = Path(path)
+    text = read_text_file(path, "serving result (vLLM or GuideLLM JSON, or CSV)", MAX_TABLE_BYTES)
+    if path.suffix.lower() == ".csv" or not text.lstrip().startswith(("{", "[")):
+        return _read_csv(path, text)
+    try:
+        docs = [json.loads(text)]
+    except json.JSONDecodeError as exc:
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        try:  # JSON lines
+            docs = [json.loads(ln) for ln in lines]
+        except json.JSONDecodeError:
+            raise SpecError(str(path), f"line {exc.lineno}", f"invalid JSON: {exc.msg}") from None
+    cases: list[ServingCase] = []
+    items = []
+    for d in docs:
+        items.extend(d if isinstance(d, list) else [d])
+    for i, d in enumerate(items):
+        where = f"{path}#{i}" if len(items) > 1 else str(path)
+        if not isinstance(d, dict):
+            raise SpecError(str(path), f"[{i}]", "expected a JSON object")
+        if isinstance(d.get("benchmarks"), list):
+            cases.extend(_guidellm(d, where))
+        elif any(k in d for k in ("median_ttft_ms", "mean_ttft_ms")):
+            cases.append(_vllm(d, where))
+        else:
+            raise SpecError(str(path), f"[{i}]" if len(items) > 1 else "",
+                            "not a vLLM bench serve result (no mean_ttft_ms) nor a GuideLLM report (no benchmarks)")
+    if not cases:
+        raise SpecError(str(path), "", "no measured runs found")
+    return cases
+
+
+def _num(d: dict, key: str, where: str, *, positive: bool = True, default=...):
+    v = d.get(key, None)
+    if v is None:
+        if default is ...:
+            raise SpecError(where, key, "required key is missing")
+        return default
+    if isinstance(v, str) and v.strip().lower() in ("inf", "infinity"):
+        v = math.inf
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise SpecError(where, key, f"expected a number, got {v!r}")
+    v = float(v)
+    if math.isnan(v) or (positive and v <= 0) or v < 0:
+        raise SpecError(where, key, f"expected a number {'> 0' if positive else '>= 0'}, got {v}")
+    return v
+
+
+def _stat(d: dict, metric: str, where: str) -> tuple[float, str]:
+    for stat in ("median", "mean"):
+        key = f"{stat}_{metric}_ms"
+        if d.get(key) is not None:
+            return _num(d, key, where) / 1e3, stat
+    raise SpecError(where, f"median_{metric}_ms", "required key is missing (or mean_..._ms)")
+
+
+def _lengths(d: dict, lens_key: str, total_key: str, where: str) -> int:
+    lens = d.get(lens_key)
+    if isinstance(lens, list) and lens:
+        arr = np.asarray([x for x in lens if isinstance(x, (int, float)) and not isinstance(x, bool)], dtype=float)
+        if len(arr) and np.all(np.isfinite(arr)) and arr.mean() >= 1:
+            return int(round(float(arr.mean())))
+    completed = _num(d, "completed", where)
+    return max(int(round(_num(d, total_key, where) / completed)), 1)
+
+
+def _load(d: dict, where: str) -> tuple[float | None, int | None]:
+    conc = d.get("max_concurrency")
+    rate = d.get("request_rate")
+    rate = math.inf if rate is None else _num(d, "request_rate", where)
+    if conc is not None:
+        return None, int(_num(d, "max_concurrency", where))
+    if math.isinf(rate):  # everything at once: a closed loop as wide as the run
+        return None, int(_num(d, "num_prompts", where, default=_num(d, "completed", where)))
+    return rate, None
+
+
+def _vllm(d: dict, where: str) -> ServingCase:
+    ttft, stat = _stat(d, "ttft", where)
+    tpot, _ = _stat(d, "tpot", where)
+    rate, conc = _load(d, where)
+    ints = {k: int(_num(d, k, where)) if d.get(k) is not None else None for k in ("devices", "tp", "pp", "ep")}
+    dep = d.get("deployment_file")
+    return ServingCase(
+        source=where, model=d.get("model_id"), hardware=d.get("hardware"),
+        engine=str(d.get("backend") or "vllm"),
+        isl=_lengths(d, "input_lens", "total_input_tokens", where),
+        osl=_lengths(d, "output_lens", "total_output_tokens", where),
+        rate_per_s=rate, concurrency=conc, requests=int(_num(d, "completed", where)), ttft_s=ttft, tpot_s=tpot,
+        statistic=stat, precision=d.get("precision"), kv_precision=d.get("kv_precision"),
+        deployment=str(dep) if dep else None,
+        extra={k: d[k] for k in ("max_batch_tokens", "max_seqs", "replicas", "pools") if d.get(k) is not None},
+        input_lens=_lens(d.get("input_lens")), output_lens=_lens(d.get("output_lens")), **ints)
+
+
+def _lens(values) -> tuple[int, ...]:
+    """Per-request token counts when every one is a whole number >= 1 (else none: the mean is used)."""
+    if not isinstance(values, list) or not values:
+        return ()
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 1 for v in values):
+        return tuple(int(round(v)) for v in values)
+    return ()
+
+
+def _gl_metric(metrics: dict, name: str, where: str) -> tuple[float, str]:
+    node = metrics.get(name)
+    if isinstance(node, dict) and isinstance(node.get("successful"), dict):
+        node = node["successful"]
+    if not isinstance(node, dict):
+        raise SpecError(where, f"metrics.{name}", "required metric is missing")
+    for stat in ("median", "mean"):
+        if node.get(stat) is not None:
+            return _num(node, stat, f"{where}: metrics.{name}", positive=False), stat
+    raise SpecError(where, f"metrics.{name}", "expected a median or mean")
+
+
+def _guidellm(doc: dict, where: str) -> list[ServingCase]:
+    out = []
+    for i, b in enumerate(doc["benchmarks"]):
+        w = f"{where}: benchmarks[{i}]"
+        if not isinstance(b, dict) or not isinstance(b.get("metrics"), dict):
+            raise SpecError(w, "metrics", "expected a mapping of metrics")
+        m = b["metrics"]
+        ttft, stat = _gl_metric(m, "time_to_first_token_ms", w)
+        tpot, _ = _gl_metric(m, "time_per_output_token_ms", w)
+        isl, _ = _gl_metric(m, "prompt_token_count", w)
+        osl, _ = _gl_metric(m, "output_token_count", w)
+        strategy = {}
+        for holder in (b.get("args"), b.get("config"), b):
+            if isinstance(holder, dict) and isinstance(holder.get("strategy"), dict):
+                strategy = holder["strategy"]
+                break
+        kind = str(strategy.get("type_") or strategy.get("type") or "")
+        rate = conc = None
+        if kind in ("concurrent", "synchronous"):
+            conc = int(strategy.get("streams") or 1)
+        elif strategy.get("rate") is not None:
+            rate = _num(strategy, "rate", w)
+        else:
+            raise SpecError(w, "strategy", "expected a concurrent/synchronous strategy with streams, or a rate")
+        reqs = m.get("request_totals", {}).get("successful") if isinstance(m.get("request_totals"), dict) else None
+        args = b.get("args") if isinstance(b.get("args"), dict) else {}
+        model = doc.get("model") or args.get("model")
+        out.append(ServingCase(w, model, None, "guidellm", max(int(round(isl)), 1), max(int(round(osl)), 1), rate,
+                               conc, int(reqs or 200), ttft / 1e3, tpot / 1e3, stat))
+    return out
+
+
+_CSV_REQUIRED = ("model", "hardware", "isl", "osl")
+
+
+def _read_csv(path: Path, text: str) -> list[ServingCase]:
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not rows:
+        raise SpecError(str(path), "", "no rows (expected a header line and one measured run per line)")
+    cols = set(rows[0])
+    missing = [c for c in _CSV_REQUIRED if c not in cols]
+    if not ({"ttft_s", "tpot_s"} <= cols or {"ttft_ms", "tpot_ms"} <= cols):
+        missing.append("ttft_s,tpot_s (or ttft_ms,tpot_ms)")
+    if not ({"rate_per_s", "concurrency"} & cols):
+        missing.append("rate_per_s or concurrency")
+    if missing:
+        raise SpecError(str(path), "", f"missing column(s): {'; '.join(missing)}")
+    cases = []
+    for i, row in enumerate(rows):
+        line = i + 2
+
+        def cell(name, kind=float, lo=0.0, required=True, r=row, line=line):
+            raw = (r.get(name) or "").strip()
+            if not raw:
+                if required:
+                    raise SpecError(str(path), f"line {line}, column {name}", "empty cell")
+                return None
+            try:
+                v = float(raw)
+            except ValueError:
+                raise SpecError(str(path), f"line {line}, column {name}", f"expected a number, got {raw!r}") from None
+            if not math.isfinite(v) or v <= lo or (kind is int and v != round(v)):
+                want = "a whole number >= 1" if kind is int else f"a finite number > {lo:g}"
+                raise SpecError(str(path), f"line {line}, column {name}", f"expected {want}, got {raw!r}")
+            return int(v) if kind is int else v
+
+        scale = 1.0 if "ttft_s" in cols else 1e-3
+        rate = cell("rate_per_s", required=False) if "rate_per_s" in cols else None
+        conc = cell("concurrency", int, required=False) if "concurrency" in cols else None
+        if (rate is None) == (conc is None):
+            raise SpecError(str(path), f"line {line}", "give exactly one of rate_per_s and concurrency")
+        for name in ("model", "hardware"):
+            if not (row.get(name) or "").strip():
+                raise SpecError(str(path), f"line {line}, column {name}", "empty cell")
+        cases.append(ServingCase(
+            source=f"{path} line {line}", model=row["model"].strip(), hardware=row["hardware"].strip(),
+            engine=(row.get("engine") or "").strip() or "unknown", isl=cell("isl", int), osl=cell("osl", int),
+            rate_per_s=rate, concurrency=conc,
+            requests=cell("requests", int, required=False) or 200 if "requests" in cols else 200,
+            ttft_s=cell("ttft_s" if scale == 1.0 else "ttft_ms") * scale,
+            tpot_s=cell("tpot_s" if scale == 1.0 else "tpot_ms") * scale, statistic="median",
+            devices=cell("devices", int, required=False) if "devices" in cols else None,
+            tp=cell("tp", int, required=False) if "tp" in cols else None,
+            pp=cell("pp", int, required=False) if "pp" in cols else None,
+            ep=cell("ep", int, required=False) if "ep" in cols else None,
+            precision=(row.get("precision") or "").strip() or None,
+            kv_precision=(row.get("kv_precision") or "").strip() or None))
+    return cases
+
+
+# -- re-simulation ---------------------------------------------------------------------------------------
+
+def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: int = 200) -> dict:
+    """Simulate one measured run; returns the row of the report (measured, simulated, errors)."""
+    from ..build import PlanOptions, quick_deployment
+    from ..serving.runner import simulate
+    from ..specs.catalog import resolve_workload
+    from ..specs.deployment import read_deployment
+    from ..specs.traffic import simple_traffic
+
+    d = {k: v for k, v in (defaults or {}).items() if v is not None}
+    dep_ref = d.get("deployment") or (case.deployment if case.deployment and Path(case.deployment).is_file()
+                                      else None)
+    if dep_ref:
+        dep = read_deployment(resolve_workload(str(dep_ref), "deployments", "deployment"))
+    else:
+        if int(case.extra.get("pools", 1)) > 1:
+            raise SpecError(case.source, "deployment_file", "the run used a deployment of several pools whose file "
+                                                            "is not found: pass --deployment FILE")
+        model = case.model or d.get("model")
+        hardware = case.hardware or d.get("hardware")
+        if not model or not hardware:
+            raise SpecError(case.source, "model" if not model else "hardware",
+                            "not recorded in the result: pass --model/--hardware (or --deployment)")
+        fields = {"model": model, "hardware": hardware}
+        for k in ("devices", "tp", "pp", "ep", "precision", "kv_precision"):
+            v = getattr(case, k) if getattr(case, k) is not None else d.get(k)
+            if v is not None:
+                fields[k] = v
+        if "devices" not in fields:
+            fields["devices"] = (fields.get("tp") or 1) * (fields.get("pp") or 1)
+        dep = quick_deployment(PlanOptions(**fields), max_batch_tokens=int(case.extra.get("max_batch_tokens", 8192)),
+                               max_seqs=int(case.extra.get("max_seqs", 256)),
+                               replicas=int(case.extra.get("replicas", 1)))
+    n = max(1, min(case.requests, max_requests))
+    traffic = simple_traffic(rate=case.rate_per_s, concurrency=case.concurrency, isl=case.isl, osl=case.osl,
+                             requests=n, seed=0)
+    if case.input_lens and case.output_lens:  # the measured length distribution, not just its mean
+        from ..specs.traffic import LengthDist
+
+        traffic = replace(traffic, prompt=LengthDist("empirical", values=tuple(map(float, case.input_lens))),
+                          output=LengthDist("empirical", values=tuple(map(float, case.output_lens))))
+    res = simulate(dep, replace(traffic, requests=n))
+    done = res.requests[res.requests["status"] == "finished"]
+    agg = np.median if case.statistic == "median" else np.mean
+    sim_ttft = float(agg(done["ttft_s"])) if len(done) else math.nan
+    tp = done["tpot_s"].dropna()
+    sim_tpot = float(agg(tp)) if len(tp) else math.nan
+    return {"source": case.source, "group": case.group, "model": dep.model.id, "engine": case.engine,
+            "isl": case.isl, "osl": case.osl, "rate_per_s": case.rate_per_s, "concurrency": case.concurrency,
+            "statistic": case.statistic, "requests_simulated": n, "requests_finished": int(len(done)),
+            "ttft_s_measured": case.ttft_s, "ttft_s_simulated": sim_ttft,
+            "tpot_s_measured": case.tpot_s, "tpot_s_simulated": sim_tpot,
+            "ttft_ape": _ape(sim_ttft, case.ttft_s), "tpot_ape": _ape(sim_tpot, case.tpot_s)}
+
+
+def _ape(sim: float, meas: float) -> float:
+    return abs(sim - meas) / meas if meas > 0 and math.isfinite(sim) else math.nan
+
+
+def _summary(rows: list[dict]) -> dict:
+    out = {"n": len(rows)}
+    for m in ("ttft", "tpot"):
+        ape = np.array([r[f"{m}_ape"] for r in rows], dtype=float)
+        ratio = np.array([r[f"{m}_s_simulated"] / r[f"{m}_s_measured"] if r[f"{m}_s_measured"] > 0 else math.nan
+                          for r in rows], dtype=float)
+        ok = np.isfinite(ape)
+        out[f"{m}_median_ape"] = float(np.median(ape[ok])) if ok.any() else None
+        out[f"{m}_max_ape"] = float(np.max(ape[ok])) if ok.any() else None
+        good = np.isfinite(ratio) & (ratio > 0)
+        out[f"{m}_bias"] = float(np.exp(np.mean(np.log(ratio[good])))) if good.any() else None
+    return out
+
+
+def validate_serving(path: str | Path, defaults: dict | None = None, max_requests: int = 200,
+                     progress=None) -> dict:
+    """Re-simulate every measured run of ``path``; {rows, groups, overall}."""
+    cases = read_serving_results(path)
+    rows = []
+    for case in cases:
+        rows.append(resimulate(case, defaults, max_requests))
+        if progress:
+            progress(1)
+    groups = []
+    for g in dict.fromkeys(r["group"] for r in rows):
+        groups.append({"group": g, **_summary([r for r in rows if r["group"] == g])})
+    return {"rows": rows, "groups": groups, "overall": _summary(rows)}

@@ -1,0 +1,270 @@
+"""The CLI's contract with users and tools: one-line errors and exit codes, strict JSON with metadata,
+output files (mode, symlinks, devices, whole folders), --version, catalogue listings, model import."""
+
+import json
+import os
+import stat
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from simulator.cli import app
+
+from .conftest import DATA
+
+runner = CliRunner()
+QUICK = ["simulate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "1", "--tp", "1",
+         "--isl", "256", "--osl", "16", "--requests", "20", "--rate", "5/s"]
+WHATIF = ["whatif", "--model", "llama-3.1-8b", "--devices", "1", "--batch", "8", "--isl", "512", "--osl", "64"]
+
+
+def one_line_error(r, code=2):
+    assert r.exit_code == code, (r.exit_code, r.output)
+    err = r.stderr.strip()
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--batch", "0"), ("--batch", "-3"), ("--isl", "0"), ("--osl", "nan"), ("--devices", "1.5"),
+    ("--chunk", "0"), ("--kv-scale-tokens", "-1"), ("--expert-tp", "0"), ("--spec-draft", "-1"),
+    ("--spec-accept", "1.5"), ("--spec-draft-cost", "inf"), ("--price", "-2"), ("--price", "0"), ("--tp", "x"),
+])
+def test_whatif_flags_are_range_checked(flag, value):
+    err = one_line_error(runner.invoke(app, [*WHATIF, flag, value]))
+    assert flag in err
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--requests", "0"), ("--requests", "-5"), ("--rate", "-1"), ("--rate", "0/s"), ("--rate", "nan"),
+    ("--rate", "5/fortnight"), ("--horizon", "-1s"), ("--horizon", "0"), ("--replicas", "0"), ("--seed", "-1"),
+    ("--concurrency", "0"), ("--max-seqs", "0"),
+])
+def test_simulate_flags_are_range_checked(flag, value):
+    args = [a for a in QUICK]
+    if flag in args:
+        i = args.index(flag)
+        args[i + 1] = value
+    else:
+        args += [flag, value]
+    err = one_line_error(runner.invoke(app, args))
+    assert flag in err
+
+
+def test_durations_and_rates_take_units():
+    r = runner.invoke(app, [*QUICK[:-2], "--rate", "300/min", "--horizon", "1min", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["requests_completed"] == 20
+    assert d["metadata"]["command"][-5:] == ["--rate", "300/min", "--horizon", "1min", "--json"]
+
+
+def test_every_request_rejected_exits_1_with_one_line(tmp_path):
+    r = runner.invoke(app, [*QUICK, "--horizon", "1us"])
+    err = one_line_error(r, code=1)
+    assert "no request finished" in err and "20" in err
+
+
+def test_json_is_strict_and_carries_metadata(tmp_path):
+    r = runner.invoke(app, [*WHATIF, "--json", "--hardware", "h20"])  # H20 has no price: cost is unknown
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert d["cost_usd_per_mtok"] is None
+    meta = d["metadata"]
+    assert meta["version"] and meta["timing_model"].startswith("roofline") and meta["command"][1] == "whatif"
+    assert len(meta["inputs"]["model"]["sha256"]) == 64 and meta["inputs"]["hardware"]["file"].endswith("h20.yaml")
+    for cmd in (["hw", "list", "--json"], ["model", "list", "--json"]):
+        json.loads(runner.invoke(app, cmd).stdout, parse_constant=lambda c: pytest.fail(c))
+
+
+def test_version():
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.startswith("quadrant-sim ")
+
+
+@pytest.mark.parametrize("path,what", [("out.txt", "extension"), ("missing/out.png", "does not exist"),
+                                       (".", "folder")])
+def test_bad_output_paths_are_one_line_errors(tmp_path, path, what):
+    target = tmp_path / path if path != "." else tmp_path
+    err = one_line_error(runner.invoke(app, [*WHATIF, "--plot", str(target)]))
+    assert what in err
+
+
+def test_output_files_respect_the_umask_and_write_through_symlinks(tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "model.yaml"
+        r = runner.invoke(app, ["model", "import", str(DATA / "hf" / "llama.json"), "--id", "model", "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        real = tmp_path / "real.csv"
+        real.write_text("old")
+        link = tmp_path / "link.csv"
+        link.symlink_to(real)
+        r = runner.invoke(app, ["sweep", "--model", "llama-3.1-8b", "--devices", "1", "--batches", "1,8",
+                                "--precision", "bf16", "--out", str(link)])
+        assert r.exit_code == 0, r.output
+        assert link.is_symlink() and real.read_text().startswith("hardware,")
+    finally:
+        os.umask(old)
+
+
+def test_writing_to_a_device_node_writes_into_it():
+    from simulator.io import atomic_write_text
+
+    atomic_write_text("/dev/null", "hello")  # replacing /dev/null would need root and break the system
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_out_folder_is_written_whole_and_refuses_foreign_files(tmp_path):
+    out = tmp_path / "sim"
+    r = runner.invoke(app, [*QUICK, "--out", str(out), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["requests.csv", "steps.csv"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+    (out / "notes.txt").write_text("mine")
+    err = one_line_error(runner.invoke(app, [*QUICK, "--out", str(out), "--no-plots"]))
+    assert "notes.txt" in err and (out / "notes.txt").read_text() == "mine"
+
+
+def test_debug_shows_the_traceback_of_a_usage_error():
+    r = runner.invoke(app, ["--debug", *WHATIF, "--batch", "0"])
+    assert r.exit_code == 2 and "Traceback" in r.stderr
+
+
+def test_hw_list_fits_100_columns_and_shows_unknown_prices_as_a_dash():
+    r = runner.invoke(app, ["hw", "list"])
+    assert r.exit_code == 0
+    lines = r.stdout.rstrip("\n").splitlines()
+    assert max(len(ln.rstrip()) for ln in lines) <= 100
+    assert max(len(ln.rstrip()) for ln in runner.invoke(app, ["model", "list"]).stdout.splitlines()) <= 100
+    h20 = next(ln for ln in lines if ln.startswith("h20 "))
+    assert "—" in h20 and "nan" not in r.stdout
+
+
+def test_model_import_checks_the_id_and_writes_a_file_that_loads(tmp_path):
+    src = DATA / "hf" / "mixtral.json"
+    one_line_error(runner.invoke(app, ["model", "import", str(src), "--id", "Bad Id"]))
+    err = one_line_error(runner.invoke(app, ["model", "import", str(src), "--id", "a",
+                                             "--out", str(tmp_path / "b.yaml")]))
+    assert "a.yaml" in err
+    out = tmp_path / "mix.yaml"
+    assert runner.invoke(app, ["model", "import", str(src), "--id", "mix", "--out", str(out)]).exit_code == 0
+    r = runner.invoke(app, ["model", "show", str(out), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["id"] == "mix"
+
+
+def _hf(tmp_path, **cfg):
+    base = json.loads((DATA / "hf" / "llama.json").read_text())
+    base.update(cfg)
+    base = {k: v for k, v in base.items() if v is not None}
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(base))
+    return p
+
+
+def test_hf_import_follows_transformers_conventions(tmp_path):
+    from simulator.specs.model import model_from_hf_config
+
+    # tie_word_embeddings: LlamaConfig defaults to False; PretrainedConfig (e.g. an unknown type) to True
+    assert not model_from_hf_config(_hf(tmp_path, tie_word_embeddings=None), "x").tie_word_embeddings
+    assert model_from_hf_config(_hf(tmp_path, tie_word_embeddings=None, model_type="newarch"), "x").tie_word_embeddings
+    # a multimodal wrapper: the language model is text_config
+    text = json.loads((DATA / "hf" / "llama.json").read_text())
+    p = tmp_path / "mm.json"
+    p.write_text(json.dumps({"model_type": "llava", "text_config": text, "vision_config": {"hidden_size": 1024}}))
+    mm = model_from_hf_config(p, "x")
+    assert mm.hidden_size == text["hidden_size"] and mm.num_layers == text["num_hidden_layers"]
+    # sliding windows: Qwen2-style flag off -> none; Mistral-style -> every layer; layer_types -> counted
+    assert model_from_hf_config(_hf(tmp_path, model_type="qwen2", sliding_window=4096, use_sliding_window=False),
+                                "x").attention.sliding_window == 0
+    sw = model_from_hf_config(_hf(tmp_path, model_type="mistral", sliding_window=4096), "x").attention
+    assert (sw.sliding_window, sw.sliding_window_layers) == (4096, text["num_hidden_layers"])
+    types = ["sliding_attention", "full_attention"] * (text["num_hidden_layers"] // 2)
+    lt = model_from_hf_config(_hf(tmp_path, sliding_window=512, layer_types=types), "x").attention
+    assert lt.sliding_window_layers == text["num_hidden_layers"] // 2
+    # quantization_config -> the released precision
+    for q, want in (({"quant_method": "fp8"}, "fp8"), ({"quant_method": "awq", "bits": 4}, "w4a16"),
+                    ({"quant_method": "gptq", "bits": 8}, "int8")):
+        assert model_from_hf_config(_hf(tmp_path, quantization_config=q), "x").native_precision == want
+
+
+@pytest.mark.parametrize("name,profile", [
+    ("NVIDIA H100 80GB HBM3", "h100-sxm"), ("NVIDIA H100 PCIe", "h100-pcie"), ("NVIDIA H100 NVL", None),
+    ("NVIDIA H200", "h200-sxm"), ("NVIDIA H20", "h20"), ("NVIDIA H800", "h800-sxm"),
+    ("NVIDIA A100-SXM4-80GB", "a100-sxm"), ("NVIDIA A100-PCIE-40GB", None), ("NVIDIA B200", "b200-sxm"),
+    ("NVIDIA L40S", "l40s"), ("NVIDIA L20", "l20"), ("AMD Instinct MI300X", "mi300x"),
+    ("NVIDIA GeForce RTX 4090", None), ("Tesla T4", None),
+])
+def test_bench_names_the_measured_device(name, profile):
+    from simulator.validation.bench.devices import profile_for_device_name
+
+    assert profile_for_device_name(name) == profile
+
+
+def test_plots_have_titles_and_the_timeline_is_not_capped(tmp_path):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from simulator.report import plots
+
+    n = 1000
+    steps = pd.DataFrame({"pool": "p", "replica_id": "p/0", "start_s": range(n), "end_s": [i + 0.5 for i in range(n)],
+                          "kind": "decode"})
+    seen = {}
+    real_save = plots._save
+
+    def spy(fig, path):
+        seen["titles"] = [ax.get_title() for ax in fig.axes]
+        seen["bars"] = sum(len(c.get_paths()) for ax in fig.axes for c in ax.collections)
+        return real_save(fig, path)
+
+    plots._save = spy
+    try:
+        plots.step_timeline(steps, tmp_path / "t.png")
+    finally:
+        plots._save = real_save
+        plt.close("all")
+    assert seen["titles"][0] and seen["bars"] == n
+
+
+def test_yaml_specs_print_as_plain_yaml():
+    from simulator.cli._common import as_yaml
+
+    shared = {"a": 1}
+    text = as_yaml({"x": shared, "y": shared, "z": float("nan")})
+    assert "&" not in text and "*" not in text and yaml.safe_load(text) == {"x": {"a": 1}, "y": {"a": 1}, "z": None}
+
+
+def test_whatif_path_imports_no_heavy_modules():
+    """The fast start (tests/benchmarks/test_startup.py times it): whatif's text output needs neither pandas,
+    matplotlib nor pydantic (which typer would import to coerce options)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, io, contextlib\n"
+            "sys.argv = ['quadrant', 'whatif', '--model', 'llama-3.1-8b', '--devices', '1']\n"
+            "from simulator.cli import main\nwith contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        main()\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
+            "print(sorted(m for m in ('pandas', 'matplotlib', 'pydantic', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=DATA.parents[1], check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_check_slo_exits_1_when_the_slo_is_missed(tmp_path):
+    doc = yaml.safe_load((DATA.parents[1] / "workloads" / "traffic" / "chat.yaml").read_text())
+    doc["slo"] = {"ttft": "1us", "tpot": "1us", "percentile": 90}
+    p = tmp_path / "strict.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    base = ["simulate", "dbrx-8xh100", "--traffic", str(p), "--requests", "20"]
+    assert runner.invoke(app, base).exit_code == 0  # not asked: the report says NOT met, the run succeeds
+    err = one_line_error(runner.invoke(app, [*base, "--check-slo"]), code=1)
+    assert "SLO not met" in err
+
+
+def test_output_flags_take_device_nodes():
+    r = runner.invoke(app, ["sweep", "--model", "llama-3.1-8b", "--devices", "1", "--batches", "1,8",
+                            "--precision", "bf16", "--out", "/dev/null", "--plot", "/dev/null"])
+    assert r.exit_code == 0, r.output
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)

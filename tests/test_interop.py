@@ -1,0 +1,121 @@
+"""Interop with real benchmark tooling: vLLM `bench serve` JSON out and back in, GuideLLM and CSV serving
+results, Chrome/Perfetto traces."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from simulator.cli import app
+from simulator.errors import SpecError
+from simulator.validation.serving import read_serving_results
+
+runner = CliRunner()
+QUICK = ["simulate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "1", "--tp", "1",
+         "--isl", "256", "--osl", "32", "--requests", "40", "--rate", "4/s"]
+
+# the keys of `vllm bench serve --save-result` that tools read (vLLM benchmarks/serve)
+VLLM_KEYS = {"duration", "completed", "total_input_tokens", "total_output_tokens", "request_throughput",
+             "request_goodput", "output_throughput", "total_token_throughput", "input_lens", "output_lens", "ttfts",
+             *(f"{s}_{m}_ms" for s in ("mean", "median", "std", "p99") for m in ("ttft", "tpot", "itl", "e2el"))}
+
+
+@pytest.fixture(scope="module")
+def vllm_run(tmp_path_factory):
+    r = runner.invoke(app, [*QUICK, "--json", "--format", "vllm"])
+    assert r.exit_code == 0, r.output
+    path = tmp_path_factory.mktemp("vllm") / "run.json"
+    path.write_text(r.stdout)
+    return path, json.loads(r.stdout)
+
+
+def test_vllm_format_has_the_bench_serve_fields(vllm_run):
+    _, d = vllm_run
+    assert VLLM_KEYS <= set(d)
+    assert d["completed"] == 40 and d["total_input_tokens"] == 40 * 256 and d["total_output_tokens"] == 40 * 32
+    assert d["output_throughput"] == pytest.approx(d["total_output_tokens"] / d["duration"])
+    assert d["median_ttft_ms"] == pytest.approx(1e3 * sorted(d["ttfts"])[19:21][0], rel=0.5)
+    assert 0 < d["mean_itl_ms"] and d["mean_tpot_ms"] > 0
+    assert d["request_goodput"] is None  # no SLO was asked for: vLLM leaves it null too
+    assert "metadata" in d
+
+
+def test_vllm_output_round_trips_through_validate_serving(vllm_run):
+    path, _ = vllm_run
+    r = runner.invoke(app, ["validate", "--serving", str(path), "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    row = res["rows"][0]
+    # the same deployment, lengths, arrivals and seed: the simulator reproduces its own result
+    assert row["ttft_s_simulated"] == pytest.approx(row["ttft_s_measured"], rel=1e-9)
+    assert row["tpot_s_simulated"] == pytest.approx(row["tpot_s_measured"], rel=1e-9)
+    assert res["overall"]["ttft_bias"] == pytest.approx(1.0, rel=1e-9)
+
+
+def test_validate_serving_reports_a_slower_cluster_as_optimistic(vllm_run, tmp_path):
+    path, d = vllm_run
+    slow = {**d, "median_ttft_ms": 2 * d["median_ttft_ms"], "median_tpot_ms": 2 * d["median_tpot_ms"]}
+    p = tmp_path / "slow.json"
+    p.write_text(json.dumps(slow))
+    r = runner.invoke(app, ["validate", "--serving", str(p), "--json"])
+    g = json.loads(r.stdout)["overall"]
+    assert g["ttft_bias"] == pytest.approx(0.5, rel=1e-9) and g["tpot_median_ape"] == pytest.approx(0.5, rel=1e-9)
+
+
+def test_serving_csv_and_guidellm_layouts(tmp_path):
+    csv = tmp_path / "runs.csv"
+    csv.write_text("model,hardware,engine,tp,isl,osl,concurrency,ttft_ms,tpot_ms\n"
+                   "llama-3.1-8b,h100-sxm,vllm,1,512,64,4,40,8\n")
+    (case,) = read_serving_results(csv)
+    assert (case.concurrency, case.ttft_s, case.tpot_s, case.tp) == (4, 0.04, 0.008, 1)
+    gl = tmp_path / "guidellm.json"
+    gl.write_text(json.dumps({"benchmarks": [{
+        "args": {"strategy": {"type_": "constant", "rate": 2.0}},
+        "metrics": {k: {"successful": {"median": v, "mean": v}} for k, v in (
+            ("time_to_first_token_ms", 50.0), ("time_per_output_token_ms", 9.0), ("prompt_token_count", 300),
+            ("output_token_count", 40))}}]}))
+    (g,) = read_serving_results(gl)
+    assert (g.rate_per_s, g.isl, g.osl, g.ttft_s) == (2.0, 300, 40, 0.05)
+    r = runner.invoke(app, ["validate", "--serving", str(gl), "--model", "llama-3.1-8b", "--hardware", "h100-sxm",
+                            "--tp", "1", "--requests", "10"])
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("text,where", [
+    ("model,hardware,isl,osl,rate_per_s,ttft_s,tpot_s\nllama-3.1-8b,h100-sxm,nan,64,1,0.1,0.01\n",
+     "line 2, column isl"),
+    ("model,hardware,isl,osl,rate_per_s,ttft_s,tpot_s\nllama-3.1-8b,h100-sxm,512,64,-1,0.1,0.01\n", "rate_per_s"),
+    ("model,hardware,isl,osl,ttft_s,tpot_s\nx,y,1,1,1,1\n", "rate_per_s or concurrency"),
+    ('{"mean_ttft_ms": "fast"}', "mean_ttft_ms"),
+    ('{"foo": 1}', "not a vLLM"),
+])
+def test_bad_serving_files_name_the_place(tmp_path, text, where):
+    p = tmp_path / ("r.csv" if text.startswith("model") else "r.json")
+    p.write_text(text)
+    with pytest.raises(SpecError) as e:
+        read_serving_results(p)
+    assert where in str(e.value) and str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_perfetto_trace_is_valid_chrome_trace_json(tmp_path):
+    out = tmp_path / "trace.json"
+    r = runner.invoke(app, ["simulate", "dbrx-h100-prefill-h20-decode", "--traffic", "chat", "--requests", "20",
+                            "--trace", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(c))
+    events = doc["traceEvents"]
+    steps = [e for e in events if e["ph"] == "X"]
+    assert steps and all(isinstance(e["pid"], int) and isinstance(e["tid"], int) and e["dur"] >= 0 and e["ts"] >= 0
+                         for e in steps)
+    names = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
+    assert {n for n in names if n.startswith("pool ")} and len(names) >= 2  # one process per pool
+    kinds = {e["cat"] for e in steps}
+    assert kinds & {"prefill", "mixed"} and "decode" in kinds
+    kv = [e for e in events if e.get("cat") == "kv_transfer"]  # PD disaggregation ships KV caches
+    assert kv and {e["ph"] for e in kv} == {"b", "e"} and len(kv) % 2 == 0
+    # per replica, steps never overlap (one batch step at a time)
+    by = {}
+    for e in sorted(steps, key=lambda e: e["ts"]):
+        last = by.get((e["pid"], e["tid"]))
+        assert last is None or e["ts"] >= last - 1e-6
+        by[(e["pid"], e["tid"])] = e["ts"] + e["dur"]
