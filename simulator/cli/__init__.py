@@ -12,7 +12,7 @@ import sys
 import typer
 
 from ..errors import SimulatorError
-from . import catalog, demo, simulate, sweep, validation, whatif  # noqa: F401  (registers the commands)
+from . import catalog, demo, plan, simulate, sweep, validation, whatif  # noqa: F401  (registers the commands)
 from ._common import app
 
 __all__ = ["app", "main"]

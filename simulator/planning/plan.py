@@ -247,6 +247,8 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
             winner = passing
         start = idx[-1] + 1
 
+    if progress:
+        progress("verifying", len(verified), len(verified))  # closes the bar when verification stops early
     docs = []
     last = max(verified) if verified else -1
     extra = 8  # unverified candidates listed after the last simulated one (all more expensive)
