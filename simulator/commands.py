@@ -188,6 +188,12 @@ def run_simulate(opts: dict, progress: bool = False):
             raise SimulatorError("give exactly one of --rate R or --concurrency C (or --traffic FILE)")
         traffic = simple_traffic(rate=opts.get("rate"), concurrency=opts.get("concurrency"), isl=opts["isl"],
                                  osl=opts["osl"], requests=opts.get("requests") or 1000, seed=opts.get("seed") or 0)
+    if opts.get("traffic") and opts.get("rate") is not None:  # --rate overrides the traffic file's rate
+        if opts["rate"] <= 0:
+            raise SimulatorError(f"--rate must be > 0, got {opts['rate']:g}")
+        if traffic.arrival not in ("poisson", "gamma"):
+            raise SimulatorError(f"--rate applies to poisson or gamma arrivals; {traffic.id} is {traffic.arrival}")
+        traffic = dc_replace(traffic, rate_per_s=float(opts["rate"]))
     if opts.get("requests"):
         traffic = dc_replace(traffic, requests=opts["requests"])
     if opts.get("seed") is not None:

@@ -38,7 +38,7 @@ def _rate(text: str | None) -> float | None:
 
 def _progress(enabled: bool):
     """A one-line progress bar on stderr: ``label [#####.....] n/total``."""
-    if not enabled:
+    if not enabled or not sys.stderr.isatty():
         return None
 
     def show(label: str, n: int, total: int) -> None:

@@ -23,7 +23,8 @@ def simulate(
     ep: int = typer.Option(1, "--ep"),
     precision: str = typer.Option("bf16", "--precision", help=f"{PRECISION_HELP}."),
     kv_precision: str = typer.Option("bf16", "--kv-precision"),
-    rate: float = typer.Option(None, "--rate", help="Quick run: Poisson arrivals per second."),
+    rate: float = typer.Option(None, "--rate", help="Quick run: Poisson arrivals per second; with --traffic, "
+                                                    "overrides the file's arrival rate."),
     concurrency: int = typer.Option(None, "--concurrency", help="Quick run: closed loop, requests in flight."),
     isl: int = typer.Option(1024, "--isl", help="Quick run: prompt tokens."),
     osl: int = typer.Option(256, "--osl", help="Quick run: output tokens."),

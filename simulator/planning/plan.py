@@ -217,9 +217,11 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
             raise InfeasibleError(f"no arrangement of {model.id} on {', '.join(specs)} within {req.max_devices} "
                                   f"devices fits in memory and sustains {rate:g} req/s")
         best = loose.sort_values("slo_ratio").iloc[0]
-        raise InfeasibleError(f"no arrangement meets the SLOs even analytically; closest: {best['arrangement']} at "
-                              f"{best.slo_ratio:.2f}x the SLO (analytic p{slo.percentile:g} TTFT "
-                              f"{best.ttft_p_s * 1e3:.1f} ms, TPOT {best.tpot_p_s * 1e3:.1f} ms)")
+        misses = [f"p{slo.percentile:g} {n} {v * 1e3:.1f} ms vs {lim * 1e3:.1f} ms (+{v / lim - 1:.0%})"
+                  for n, v, lim in (("TTFT", best.ttft_p_s, slo.ttft_s), ("TPOT", best.tpot_p_s, slo.tpot_s))
+                  if v > lim]
+        raise InfeasibleError(f"no arrangement meets the SLOs even analytically; closest: {best['arrangement']} "
+                              f"(${best.cost_per_hour_usd:.2f}/h) misses by {'; '.join(misses)}")
 
     # ---- verify in cost order until one passes --------------------------------------------------
     verified: dict[int, dict] = {}
