@@ -303,3 +303,16 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
     if rate:
         front = plan_capacity(front, rate_per_s=rate, osl=osl, devices=devices)
     return df, front
+
+
+def run_sweep_deployment(deployment: str, tpot_slo_s: float | None, isl: int, osl: int) -> dict:
+    """`sweep --deployment FILE --tpot-slo S`: the largest batch under the TPOT target for that deployment."""
+    from .planning.sweep import largest_batch_under_tpot
+    from .specs.catalog import resolve_workload
+    from .specs.deployment import read_deployment
+
+    if tpot_slo_s is None:
+        raise SimulatorError("--deployment needs --tpot-slo (the TPOT target the batch must meet)")
+    dep = read_deployment(resolve_workload(deployment, "deployments", "deployment"))
+    out = largest_batch_under_tpot(dep.serving_plan(), tpot_slo_s, isl=isl, osl=osl)
+    return {"deployment": dep.file or dep.id, "model": dep.model.id, **out}
