@@ -52,6 +52,10 @@ def _progress(enabled: bool):
     return show
 
 
+def _ids(text: str | None) -> list[str] | None:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
 def _executor(cluster: str | None):
     if not cluster:
         return None
@@ -107,6 +111,10 @@ def plan_cmd(
     modes: str = typer.Option("agg,pd,afd", "--modes", help="Arrangements: agg (colocated), pd (prefill/decode "
                                                             "pools), afd (attention/FFN-disaggregated decode)."),
     max_devices: int = typer.Option(64, "--max-devices", help="Largest fleet to consider (devices)."),
+    prefill_hardware: str = typer.Option(None, "--prefill-hardware", help="Only these (of --hardware) may serve "
+                                                                          "prefill, e.g. h100-sxm."),
+    decode_hardware: str = typer.Option(None, "--decode-hardware", help="Only these (of --hardware) may serve decode "
+                                                                        "attention, e.g. h20."),
     price: list[str] = typer.Option(None, "--price", help="ID=USD_PER_HOUR, repeatable; overrides or supplies a "
                                                           "device's rental price."),
     tco: Path = typer.Option(None, "--tco", help="Price by total cost of ownership from this YAML instead of "
@@ -148,7 +156,7 @@ def plan_cmd(
         modes=tuple(m.strip() for m in modes.split(",") if m.strip()), max_devices=max_devices,
         prices=parse_price_flags(price), tco_file=str(tco) if tco else None, precisions=precisions, top_k=top_k,
         verify_max=verify_max, requests=requests, bisect_steps=bisect_steps, workers=workers,
-        executor=_executor(cluster))
+        executor=_executor(cluster), prefill_hardware=_ids(prefill_hardware), decode_hardware=_ids(decode_hardware))
     outcome = plan_capacity_for(req, progress=_progress(not json_out))
     _finish(outcome, out, json_out, f"Capacity plan: {outcome.doc['inputs']['model']} at {outcome.rate_per_s:g} req/s")
 

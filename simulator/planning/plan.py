@@ -47,6 +47,8 @@ class PlanRequest:
     tolerance: float = 0.25  # analytic screen keeps candidates within this factor of the SLOs
     workers: int | None = None
     executor: object = None
+    prefill_hardware: list[str] | None = None  # restrict which of ``hardware`` may serve prefill
+    decode_hardware: list[str] | None = None  # ... and decode (attention)
 
 
 @dataclass
@@ -205,14 +207,19 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
 
     if progress:
         progress("screening", 0, 1)
+    for flag, ids in (("--prefill-hardware", req.prefill_hardware), ("--decode-hardware", req.decode_hardware)):
+        for h in ids or []:
+            if h not in specs:
+                raise SimulatorError(f"{flag} {h}: not among --hardware ({', '.join(specs)})")
+    place = dict(prefill_hw=set(req.prefill_hardware or []) or None, decode_hw=set(req.decode_hardware or []) or None)
     scr = screen(model, priced, prices, w, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
-                 tolerance=req.tolerance)
+                 tolerance=req.tolerance, **place)
     if progress:
         progress("screening", 1, 1)
     cands = scr.candidates
     if cands.empty:
         loose = screen(model, priced, prices, w, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
-                       tolerance=1e6, keep=50).candidates
+                       tolerance=1e6, keep=50, **place).candidates
         if loose.empty:
             raise InfeasibleError(f"no arrangement of {model.id} on {', '.join(specs)} within {req.max_devices} "
                                   f"devices fits in memory and sustains {rate:g} req/s")

@@ -178,7 +178,7 @@ def _prefill_side(t_mean: np.ndarray, t_pct: np.ndarray, n: np.ndarray, w: Workl
 
 def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"), pairs=(("fp8", "fp8"),),
            max_devices: int = 64, timing=None, tolerance: float = 0.25, keep: int = 2000, side_keep: int = 400,
-           progress=None) -> Screening:
+           prefill_hw=None, decode_hw=None, progress=None) -> Screening:
     """Score every fleet; return the feasible ones (analytic p-latencies within ``tolerance`` of the
     SLOs), cheapest first. ``prices.usd_per_hour(hw_id)`` gives device-hour prices."""
     timing = timing or RooflineModel()
@@ -202,7 +202,11 @@ def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"
     ttft_lim = w.ttft_slo_s * (1 + tolerance)
     frames, evaluated = [], 0
     plain = [i for i, r in enumerate(lay) if r.get("ok") and not r.get("ffn_hw")]
-    af = [i for i, r in enumerate(lay) if r.get("ok") and r.get("ffn_hw")]
+    af = [i for i, r in enumerate(lay) if r.get("ok") and r.get("ffn_hw") and (not decode_hw or r["hw"] in decode_hw)]
+    # optional placement constraints: which hardware may prefill, which may decode (attention)
+    plain_p = [i for i in plain if not prefill_hw or lay[i]["hw"] in prefill_hw]
+    plain_d = [i for i in plain if not decode_hw or lay[i]["hw"] in decode_hw]
+    plain_c = [i for i in plain_p if i in set(plain_d)]
 
     def side_arrays(idx, role):
         idx = np.array(idx, dtype=int)
@@ -215,8 +219,8 @@ def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"
         return idx, n, cap, dev_tot, cost
 
     # ---- aggregated: colocated layouts x replicas ------------------------------------------------
-    if "agg" in modes and plain:
-        idx, n, cap, dev_tot, cost = side_arrays(plain, "colocated")
+    if "agg" in modes and plain_c:
+        idx, n, cap, dev_tot, cost = side_arrays(plain_c, "colocated")
         tm = np.array([lay[i]["t_prefill_mean_s"] for i in idx])
         tpc = np.array([lay[i]["t_prefill_pct_s"] for i in idx])
         rho, ttft = _prefill_side(tm, tpc, n, w, p)
@@ -235,9 +239,9 @@ def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"
     # ---- disaggregated: prefill side x decode side -----------------------------------------------
     def cross(mode, dec_idx):
         nonlocal evaluated
-        if not plain or not dec_idx:
+        if not plain_p or not dec_idx:
             return
-        pi, pn, pcap, pdev, pcost = side_arrays(plain, "prefill")
+        pi, pn, pcap, pdev, pcost = side_arrays(plain_p, "prefill")
         tm = np.array([lay[i]["t_prefill_mean_s"] for i in pi])
         tpc = np.array([lay[i]["t_prefill_pct_s"] for i in pi])
         rho, ttft = _prefill_side(tm, tpc, pn, w, p)
@@ -282,7 +286,7 @@ def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"
             "tpot_p_s": D_flat["tpot"][c], "decode_batch": D_flat["b"][c], "prefill_utilisation": P_flat["rho"][a]}))
 
     if "pd" in modes:
-        cross("pd", plain)
+        cross("pd", plain_d)
     if "afd" in modes:
         cross("afd", af)
     if progress:
