@@ -64,6 +64,13 @@ def _executor(cluster: str | None):
     return cluster_executor(cluster)
 
 
+def _close(ex) -> None:
+    if ex is not None:
+        from ..planning.verify import close_executor
+
+        close_executor(ex)
+
+
 def _traffic(ref: str):
     from ..specs.catalog import resolve_workload
     from ..specs.traffic import read_traffic
@@ -157,7 +164,10 @@ def plan_cmd(
         prices=parse_price_flags(price), tco_file=str(tco) if tco else None, precisions=precisions, top_k=top_k,
         verify_max=verify_max, requests=requests, bisect_steps=bisect_steps, workers=workers,
         executor=_executor(cluster), prefill_hardware=_ids(prefill_hardware), decode_hardware=_ids(decode_hardware))
-    outcome = plan_capacity_for(req, progress=_progress(not json_out))
+    try:
+        outcome = plan_capacity_for(req, progress=_progress(not json_out))
+    finally:
+        _close(req.executor)
     _finish(outcome, out, json_out, f"Capacity plan: {outcome.doc['inputs']['model']} at {outcome.rate_per_s:g} req/s")
 
 
@@ -187,6 +197,11 @@ def compare_cmd(
     if requests < 1:
         raise SimulatorError(f"--requests must be >= 1, got {requests}")
     deps = [read_deployment(resolve_workload(d, "deployments", "deployment")) for d in deployments]
-    outcome = compare_deployments(deps, _traffic(traffic), _rate(rate), requests=requests, bisect_steps=bisect_steps,
-                                  workers=workers, executor=_executor(cluster), progress=_progress(not json_out))
+    ex = _executor(cluster)
+    try:
+        outcome = compare_deployments(deps, _traffic(traffic), _rate(rate), requests=requests,
+                                      bisect_steps=bisect_steps, workers=workers, executor=ex,
+                                      progress=_progress(not json_out))
+    finally:
+        _close(ex)
     _finish(outcome, out, json_out, f"Comparison at {outcome.rate_per_s:g} req/s")

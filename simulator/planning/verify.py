@@ -134,4 +134,13 @@ def cluster_executor(address: str) -> Executor:
         from ..errors import SimulatorError
 
         raise SimulatorError("--cluster needs the `cluster` extra: pip install 'quadrant-sim[cluster]'") from None
-    return Client(address).get_executor()
+    client = Client(address)
+    ex = client.get_executor()
+    ex.close_client = client.close  # callers close the connection when done (see ``close_executor``)
+    return ex
+
+
+def close_executor(ex) -> None:
+    close = getattr(ex, "close_client", None)
+    if close is not None:
+        close()
