@@ -187,3 +187,22 @@ def test_price_book_names_the_unpriced_device():
     assert book.usd_per_hour("h20") == 1.2 and math.isfinite(book.usd_per_hour("h100-sxm"))
     with pytest.raises(Exception, match="ID=USD_PER_HOUR"):
         parse_price_flags(["h20"])
+
+
+def test_tco_file_is_read_and_names_a_missing_device(tmp_path):
+    from simulator.planning.cost import read_tco
+
+    p = tmp_path / "tco.yaml"
+    p.write_text(yaml.safe_dump({"schema_version": 1, "source": "illustrative figures for a test", "years": 4,
+                                 "pue": 1.3, "electricity_usd_per_kwh": 0.12,
+                                 "devices": {"h100-sxm": {"capex": "30000 USD", "hosting_per_year": "2500 USD"}}}))
+    tco = read_tco(p)
+    specs = {h: load_hardware(h) for h in ("h100-sxm", "h20")}
+    book = PriceBook({"h100-sxm": specs["h100-sxm"]}, tco=tco)
+    idle, busy = book.usd_per_hour("h100-sxm", 0.0), book.usd_per_hour("h100-sxm", 1.0)
+    assert 0 < idle < busy and "TCO" in book.table()[0]["source"]
+    with pytest.raises(Exception, match="h20"):
+        PriceBook(specs, tco=tco)
+    p.write_text(p.read_text().replace("years", "yeers"))
+    with pytest.raises(Exception, match="years"):
+        read_tco(p)

@@ -88,10 +88,10 @@ def _finish(outcome, out: Path | None, json_out: bool, title: str) -> None:
     if json_out:
         typer.echo(dumps(outcome.doc))
         return
-    from ..report.documents import _candidate_rows
+    from ..report.documents import candidate_rows
     from ..report.render import table
 
-    head, rows = _candidate_rows(outcome.doc)
+    head, rows = candidate_rows(outcome.doc)
     typer.echo(recommendation_text(outcome.doc).replace("**", ""))
     typer.echo("")
     typer.echo(table(head, rows, "ll" + "r" * (len(head) - 2)))

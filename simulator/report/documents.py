@@ -165,7 +165,7 @@ def _save(fig, path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-def _candidate_rows(doc: dict, n: int = 12) -> tuple[list[str], list[list[str]]]:
+def candidate_rows(doc: dict, n: int = 12) -> tuple[list[str], list[list[str]]]:
     head = ["id", "arrangement", "devices", "$/h", "$/M out tok", "analytic TTFT / TPOT", "DES TTFT / TPOT",
             "SLO met", "max rate (req/s)"]
     rows = []
@@ -209,7 +209,7 @@ def recommendation_text(doc: dict) -> str:
 def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
     s = []
     s.append({"title": "Recommendation", "text": [recommendation_text(doc)]})
-    head, rows = _candidate_rows(doc)
+    head, rows = candidate_rows(doc)
     scr = doc.get("screening")
     txt = []
     if scr:
