@@ -51,8 +51,10 @@ def run_at(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, *, ke
 
 
 def verify_task(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, bisect_steps: int = 3,
-                expand_steps: int = 3, keep_samples: bool = True) -> dict:
-    """Target-rate run plus the maximum sustainable rate (bracket by doubling/halving, then bisect)."""
+                expand_steps: int = 2, keep_samples: bool = True) -> dict:
+    """Target-rate run plus the maximum sustainable rate: bracket by doubling (or halving) up to
+    ``expand_steps`` times - so the search covers 1/4x to 4x the target by default; beyond that the
+    answer is reported as a bound (``max_rate_bounded`` false) - then bisect geometrically."""
     try:
         first = run_at(dep, traffic, slo, rate_per_s, keep_samples=keep_samples)
     except SimulatorError as exc:  # e.g. does not fit: a failed candidate, not a failed plan
