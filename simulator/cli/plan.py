@@ -147,8 +147,8 @@ def plan_cmd(
     Exit 1 when no candidate meets the SLOs (the message names the closest).
 
     Example:\n
-      quadrant plan --model doubao-class-moe --traffic chat --rate 20 --hardware h100-sxm,h20 \\\n
-        --tpot-slo 50ms --price h20=1.20 --out plan-doubao/
+      quadrant plan --model doubao-class-moe --traffic chat --rate 20 --hardware h100-sxm,h20 --tpot-slo 50ms
+      --price h20=1.20 --out plan-doubao/
     """
     from ..planning.cost import parse_price_flags
     from ..planning.plan import PlanRequest, plan_capacity_for

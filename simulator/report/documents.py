@@ -198,7 +198,8 @@ def recommendation_text(doc: dict) -> str:
                and c["id"] != rec["id"] and c["cost_per_hour_usd"] < rec["cost_per_hour_usd"]]
     head = rec.get("headroom")
     return (f"For {target}, the cheapest arrangement the discrete-event simulation shows meeting the SLOs is "
-            f"**{rec['id']} ({rec['mode']})** - {pools} - {rec['devices']} devices at "
+            f"**{rec['id']} ({rec['mode']})** - {pools} - {rec['devices']} device"
+            f"{'s' if rec['devices'] != 1 else ''} at "
             f"{_usd(rec['cost_per_hour_usd'])}/h ({_usd(rec.get('usd_per_mtok_output'), 3)} per million output "
             f"tokens). Simulated {p} TTFT {_ms(v['ttft_p_s'])}, TPOT {_ms(v['tpot_p_s'])}; it sustains up to "
             f"{v['max_rate_per_s']:.3g} req/s before an SLO breaks"
