@@ -221,18 +221,24 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
     s.append({"title": "Cost vs latency", "figure": figures.get("pareto"),
               "text": ["Each point is a candidate fleet (simulated figures where available, else analytic); the "
                        "red dashed lines are the SLOs."]})
-    if figures.get("breakdown"):
-        s.append({"title": "Where the recommendation spends its time", "figure": figures["breakdown"],
-                  "text": ["Per-quadrant time of one prefill (whole prompt) and one decode step of the recommended "
-                           "arrangement at its expected decode batch (analytic roofline), split into compute, "
-                           "memory, communication and fixed overhead."]})
+    rec = doc.get("recommended")
+    util = ((rec or {}).get("verified") or {}).get("utilisation") or {}
+    q = ("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn")
+    util_rows = [[pool, f"{u.get('busy', 0):.0%}", *(f"{u.get(k, 0):.0%}" for k in q)] for pool, u in util.items()]
+    if figures.get("breakdown") or util_rows:
+        s.append({"title": "Where the recommendation spends its time", "figure": figures.get("breakdown"),
+                  "text": ["Figure: per-quadrant time of one prefill (whole prompt) and one decode step of the "
+                           "recommended arrangement at its expected decode batch (analytic roofline), split into "
+                           "compute, memory, communication and fixed overhead. Table: share of simulated time each "
+                           "pool spent busy, and in each quadrant, at the target rate."],
+                  "table": (["pool", "busy", "prefill attention", "prefill FFN", "decode attention", "decode FFN"],
+                            util_rows)})
     s.append({"title": "Latency distributions", "figure": figures.get("cdfs"),
               "text": ["Simulated TTFT and TPOT at the target rate; red dashed: SLO; dotted: the SLO percentile."]})
     s.append({"title": "Latency vs offered load", "figure": figures.get("load"),
               "text": ["Simulated p-percentile latencies at the rates the bisection tried; the knee (dotted) is the "
                        "largest rate found meeting the SLOs."]})
     pool_rows = []
-    rec = doc.get("recommended")
     if rec:
         for p in rec["pools"]:
             pool_rows.append([p["role"], p["hardware"] + (f" + {p['ffn_pool']['hardware']} FFN"
