@@ -279,7 +279,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
                                f"(p{slo.percentile:g} TTFT <= {slo.ttft_s:g} s, TPOT <= {slo.tpot_s:g} s).", notes)
     samples = {d["id"]: verified[int(d["id"][1:])].get("samples", {}) for d in docs if d["verified"]}
     doc = {
-        "inputs": {"model": model.id, "traffic": req.traffic.file or req.traffic.id, "rate_per_s": rate,
+        "inputs": {"model": model.id, "traffic": _rel(req.traffic.file) or req.traffic.id, "rate_per_s": rate,
                    "hardware": list(specs), "modes": list(req.modes), "max_devices": req.max_devices,
                    "precisions": req.precisions, "requests_per_simulation": traffic.requests,
                    "isl_mean": w.isl_mean, "osl_mean": w.osl_mean, f"isl_p{slo.percentile:g}": w.isl_pct,
@@ -346,7 +346,7 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
         ver = {k: r.get(k) for k in ("ttft_p_s", "tpot_p_s", "slo_met", "max_rate_per_s", "max_rate_bounded",
                                      "goodput_fraction", "goodput_requests_per_s", "output_tokens_per_s", "rejected",
                                      "utilisation", "load_trace")}
-        docs.append({"id": cid, "arrangement": f"{mode}: {dep.id} ({dep.file or 'built'})", "mode": mode,
+        docs.append({"id": cid, "arrangement": f"{mode}: {dep.id} ({_rel(dep.file) or 'built'})", "mode": mode,
                      "devices": dep.devices, "pools": pools, "cost_per_hour_usd": usd_h,
                      "usd_per_mtok_input": usd_h / 3600 / (rate * w.isl_mean) * 1e6 if usd_h is not None else None,
                      "usd_per_mtok_output": usd_h / 3600 / (rate * w.osl_mean) * 1e6 if usd_h is not None else None,
@@ -369,7 +369,7 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
                 prices.append({"hardware": hw.id, "usd_per_device_hour": _finite(hw.price_usd_per_hour),
                                "source": f"{hw.price_note}: {src}" if src else hw.price_note, "date": "",
                                "tdp_w": hw.tdp_w})
-    doc = {"inputs": {"deployments": [d.file or d.id for d in deps], "traffic": traffic.file or traffic.id,
+    doc = {"inputs": {"deployments": [_rel(d.file) or d.id for d in deps], "traffic": _rel(traffic.file) or traffic.id,
                       "rate_per_s": rate, "requests_per_simulation": traffic.requests, "isl_mean": w.isl_mean,
                       "osl_mean": w.osl_mean, "cost_basis": "rental"},
            "slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s), "percentile": slo.percentile},
@@ -380,6 +380,16 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
         dec_pool = d.pools_serving("decode")[0]
         breakdown = _breakdown(d, {"analytic": {"decode_batch_per_replica": min(dec_pool.max_seqs, 64)}}, w)
     return PlanOutcome(doc, deployments, samples, None, breakdown, prices, slo, rate, doc["error_band"])
+
+
+def _rel(path: str) -> str:
+    """A catalogue file relative to the repository root (stable across checkouts); others as given."""
+    if not path:
+        return ""
+    try:
+        return str(Path(path).resolve().relative_to(catalog_root().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def write_yaml(obj: dict, path: Path) -> None:
