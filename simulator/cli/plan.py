@@ -128,6 +128,8 @@ def plan_cmd(
                                                  "rental."),
     precisions: str = typer.Option("bf16/bf16,fp8/fp8,fp8/w4a8", "--precisions",
                                    help="Comma-separated ATTENTION/FFN precision pairs to try."),
+    tolerance: float = typer.Option(0.25, "--tolerance", help="Screening keeps fleets whose analytic latencies are "
+                                                              "within this fraction above the SLOs (the DES decides)."),
     top_k: int = typer.Option(4, "--top-k", help="Candidates simulated per round (cheapest first)."),
     verify_max: int = typer.Option(16, "--verify-max", help="Stop after simulating this many candidates."),
     requests: int = typer.Option(600, "--requests", help="Requests per simulation run."),
@@ -156,13 +158,15 @@ def plan_cmd(
     for flag, v in (("--top-k", top_k), ("--verify-max", verify_max), ("--requests", requests)):
         if v < 1:
             raise SimulatorError(f"{flag} must be >= 1, got {v}")
+    if not 0 <= tolerance <= 10:
+        raise SimulatorError(f"--tolerance must be within [0, 10], got {tolerance:g}")
     req = PlanRequest(
         model=model, traffic=_traffic(traffic), hardware=[h.strip() for h in hardware.split(",") if h.strip()],
         rate_per_s=_rate(rate), ttft_slo_s=_duration("--ttft-slo", ttft_slo),
         tpot_slo_s=_duration("--tpot-slo", tpot_slo), percentile=slo_percentile,
         modes=tuple(m.strip() for m in modes.split(",") if m.strip()), max_devices=max_devices,
         prices=parse_price_flags(price), tco_file=str(tco) if tco else None, precisions=precisions, top_k=top_k,
-        verify_max=verify_max, requests=requests, bisect_steps=bisect_steps, workers=workers,
+        verify_max=verify_max, requests=requests, bisect_steps=bisect_steps, workers=workers, tolerance=tolerance,
         executor=_executor(cluster), prefill_hardware=_ids(prefill_hardware), decode_hardware=_ids(decode_hardware))
     try:
         outcome = plan_capacity_for(req, progress=_progress(not json_out))
