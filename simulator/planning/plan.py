@@ -63,6 +63,21 @@ class PlanOutcome:
     rate_per_s: float
     error_band: dict | None
 
+    @property
+    def candidates(self):
+        """One row per candidate (cheapest first) as a pandas DataFrame."""
+        import pandas as pd
+
+        rows = []
+        for c in self.doc["candidates"]:
+            a, v = c.get("analytic") or {}, c.get("verified") or {}
+            rows.append({"id": c["id"], "mode": c["mode"], "arrangement": c["arrangement"], "devices": c["devices"],
+                         "cost_per_hour_usd": c["cost_per_hour_usd"], "usd_per_mtok_output": c["usd_per_mtok_output"],
+                         "analytic_ttft_p_s": a.get("ttft_p_s"), "analytic_tpot_p_s": a.get("tpot_p_s"),
+                         "ttft_p_s": v.get("ttft_p_s"), "tpot_p_s": v.get("tpot_p_s"), "slo_met": v.get("slo_met"),
+                         "max_rate_per_s": v.get("max_rate_per_s")})
+        return pd.DataFrame(rows)
+
 
 def effective_traffic(traffic: Traffic, rate: float | None, requests: int | None = None) -> tuple[Traffic, float]:
     if rate is not None and rate <= 0:
