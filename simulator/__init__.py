@@ -8,7 +8,8 @@ Public API (everything else is internal and may change):
 * analytic core: ``whatif`` (-> ``WhatIfResult``), ``build_ops``, ``StepShape``, ``RooflineModel``,
   ``TimingModel``, ``memory_fit``
 * serving simulation: ``simulate`` (-> ``SimulationResult`` with DataFrames)
-* search: ``sweep``, ``pareto_front``
+* search: ``sweep``, ``pareto_front``; capacity planning: ``PlanRequest``, ``plan_capacity_for``,
+  ``compare_deployments``
 * validation: ``read_measurements``, ``predict``, ``score``, ``calibrate``, ``apply_calibration``
 """
 
@@ -29,6 +30,7 @@ _EXPORTS = {
     "TimingModel": "timing.base",
     "ServingPlan": "plan", "simple_phase": "plan",
     "pareto_front": "planning.sweep", "sweep": "planning.sweep",
+    "PlanRequest": "planning.plan", "plan_capacity_for": "planning.plan", "compare_deployments": "planning.plan",
     "SimulationResult": "serving.runner", "simulate": "serving.runner",
     "load_hardware": "specs.catalog", "load_model": "specs.catalog",
     "read_deployment": "specs.deployment", "model_from_hf_config": "specs.model", "read_traffic": "specs.traffic",

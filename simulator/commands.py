@@ -231,6 +231,12 @@ def run_simulate(opts: dict, progress: bool = False):
         traffic = simple_traffic(rate=opts.get("rate"), concurrency=opts.get("concurrency"), isl=opts["isl"],
                                  osl=opts["osl"], requests=opts.get("requests") or max(1000, 10 * conc),
                                  seed=opts.get("seed") or 0)
+    if opts.get("traffic") and opts.get("rate") is not None:  # --rate overrides the traffic file's rate
+        if opts["rate"] <= 0:
+            raise SimulatorError(f"--rate must be > 0, got {opts['rate']:g}")
+        if traffic.arrival not in ("poisson", "gamma"):
+            raise SimulatorError(f"--rate applies to poisson or gamma arrivals; {traffic.id} is {traffic.arrival}")
+        traffic = dc_replace(traffic, rate_per_s=float(opts["rate"]))
     if opts.get("requests"):
         traffic = dc_replace(traffic, requests=opts["requests"])
     if opts.get("seed") is not None:
@@ -402,3 +408,16 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
     if rate:
         front = plan_capacity(front, rate_per_s=rate, osl=osl, devices=devices)
     return df, front
+
+
+def run_sweep_deployment(deployment: str, tpot_slo_s: float | None, isl: int, osl: int) -> dict:
+    """`sweep --deployment FILE --tpot-slo S`: the largest batch under the TPOT target for that deployment."""
+    from .planning.sweep import largest_batch_under_tpot
+    from .specs.catalog import resolve_workload
+    from .specs.deployment import read_deployment
+
+    if tpot_slo_s is None:
+        raise SimulatorError("--deployment needs --tpot-slo (the TPOT target the batch must meet)")
+    dep = read_deployment(resolve_workload(deployment, "deployments", "deployment"))
+    out = largest_batch_under_tpot(dep.serving_plan(), tpot_slo_s, isl=isl, osl=osl)
+    return {"deployment": dep.file or dep.id, "model": dep.model.id, **out}

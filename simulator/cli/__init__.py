@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from . import catalog, demo, simulate, sweep, validation, whatif  # noqa: F401  (registers the commands)
+from . import catalog, demo, plan, simulate, sweep, validation, whatif  # noqa: F401  (registers the commands)
 from ._common import app
 
 __all__ = ["app", "main"]

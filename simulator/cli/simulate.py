@@ -28,7 +28,8 @@ def simulate(
     precision: str = typer.Option("bf16", "--precision", help=f"{PRECISION_HELP}."),
     kv_precision: str = typer.Option("bf16", "--kv-precision"),
     rate: float = typer.Option(None, "--rate", parser=rate_flag(),
-                              help="Quick run: Poisson arrivals, e.g. 5/s, 300/min (a bare number is per second)."),
+                              help="Quick run: Poisson arrivals, e.g. 5/s, 300/min (a bare number is per second); "
+                                   "with --traffic, overrides the file's arrival rate."),
     concurrency: int = typer.Option(None, "--concurrency", parser=count(1, 1_000_000),
                                     help="Quick run: closed loop, requests in flight."),
     isl: int = typer.Option(1024, "--isl", parser=count(1, 100_000_000), help="Quick run: prompt tokens."),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..errors import SimulatorError
 from ._common import app, emit_json, guarded, metadata, timing_files, timing_label
 from ._params import CSV_EXTS, PLOT_EXTS, count, duration, int_list, out_file, timing_spec
 from ._params import rate as rate_flag
@@ -14,7 +15,9 @@ from ._params import rate as rate_flag
 @app.command()
 @guarded
 def sweep(
-    model: str = typer.Option(..., "--model", "-m", help="Model id."),
+    model: str = typer.Option(None, "--model", "-m", help="Model id (not needed with --deployment)."),
+    deployment: str = typer.Option(None, "--deployment", help="With --tpot-slo: the largest batch under the TPOT "
+                                                              "target for this deployment (A/F included)."),
     hardware: str = typer.Option("h100-sxm", "--hardware", help="Comma-separated profile ids."),
     devices: int = typer.Option(8, "--devices", parser=count(1), help="Devices per replica."),
     isl: int = typer.Option(2048, "--isl", parser=count(1)),
@@ -28,7 +31,8 @@ def sweep(
     ttft_slo: float = typer.Option(None, "--ttft-slo", parser=duration(),
                                   help="Keep configurations with TTFT <= this (e.g. 2s)."),
     rate: float = typer.Option(None, "--rate", parser=rate_flag(),
-                              help="Capacity planning: requests to serve, e.g. 20/s."),
+                              help="Capacity planning: requests to serve, e.g. 20/s; $/Mtok is then "
+                                   "the fleet's cost at this rate."),
     out: Path = typer.Option(None, "--out", parser=out_file(CSV_EXTS), help="Write every configuration to this CSV."),
     plot: Path = typer.Option(None, "--plot", parser=out_file(PLOT_EXTS),
                               help="Write the Pareto plot (throughput/device vs TPOT)."),
@@ -42,7 +46,23 @@ def sweep(
     front of output tokens/s per device against TPOT among plans that fit (and meet the SLOs), with
     replicas and $/hour for --rate."""
     from ..commands import run_sweep
+    if deployment:
+        from ..commands import run_sweep_deployment
 
+        res = run_sweep_deployment(deployment, tpot_slo, isl, osl)
+        if not tpot_slo:
+            raise SimulatorError("--deployment needs --tpot-slo (the largest batch under that TPOT is the answer)")
+        if json_out:
+            emit_json(res, metadata(timing_model=timing_label(timing, None),
+                                    inputs={"deployment": deployment, "timing": timing_files(timing)}))
+        else:
+            typer.echo(f"{res['deployment']}: largest decode batch with TPOT <= {tpot_slo * 1e3:.3g} ms is "
+                       f"{res['batch']} (TPOT {res['tpot_s'] * 1e3:.2f} ms, limited by {res['limited_by']}); "
+                       f"{res['decode_tokens_per_s_per_device']:,.1f} decode tokens/s per decode device "
+                       f"(ISL {isl}, OSL {osl})")
+        return
+    if not model:
+        raise SimulatorError("--model is required (or pass --deployment FILE --tpot-slo S)")
     df, front = run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batches, tpot_slo, ttft_slo,
                           rate, timing)
     if out:

@@ -93,4 +93,49 @@ def plan_capacity(df: pd.DataFrame, *, rate_per_s: float, osl: int, devices: int
     out["replicas"] = np.ceil(need_tps / out["output_tokens_per_s"]).astype(int)
     out["devices_total"] = out["replicas"] * devices
     out["fleet_usd_per_hour"] = out["replicas"] * out["usd_per_hour"]
+    # dollars per million output tokens at the requested rate (the fleet is paid for whether or not it is full)
+    out["cost_usd_per_mtok"] = out["fleet_usd_per_hour"] / 3600.0 / need_tps * 1e6
     return out
+
+
+def largest_batch_under_tpot(plan, tpot_slo_s: float, *, isl: int, osl: int, max_batch: int = 8192,
+                             timing=None) -> dict:
+    """The largest decode batch (sequences per replica) whose TPOT meets ``tpot_slo_s`` and whose KV cache
+    fits, for one serving plan (colocated, P/D or A/F); with the decode tokens/s per decode device.
+
+    TPOT grows with the batch (more KV to read, larger GEMMs), so the answer is found by doubling then
+    bisecting on integers (one what-if per probe)."""
+    from ..analysis.whatif import whatif
+
+    def probe(b: int):
+        r = whatif(plan, batch=b, isl=isl, osl=osl, timing=timing)
+        return r, r.fits and r.tpot_s <= tpot_slo_s
+
+    first, ok = probe(1)
+    if not ok:
+        why = "does not fit in memory" if not first.fits else f"TPOT {first.tpot_s * 1e3:.2f} ms at batch 1"
+        raise InfeasibleError(f"no batch meets TPOT <= {tpot_slo_s * 1e3:.3g} ms: {why}")
+    lo, best, hi = 1, first, None
+    b = 2
+    while b <= max_batch:
+        r, ok = probe(b)
+        if not ok:
+            hi = b
+            break
+        lo, best = b, r
+        b *= 2
+    if hi is not None:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            r, ok = probe(mid)
+            if ok:
+                lo, best = mid, r
+            else:
+                hi = mid
+    nxt = whatif(plan, batch=lo + 1, isl=isl, osl=osl, timing=timing) if lo < max_batch else None
+    limited = "max_batch" if nxt is None else ("memory" if not nxt.fits else "tpot")
+    dec_devices = plan.decode.devices
+    return {"batch": lo, "tpot_s": best.tpot_s, "ttft_s": best.ttft_s, "limited_by": limited,
+            "tpot_slo_s": tpot_slo_s, "decode_devices_per_replica": dec_devices,
+            "decode_tokens_per_s_per_device": lo / best.tpot_s / dec_devices,
+            "output_tokens_per_s": best.output_tokens_per_s, "isl": isl, "osl": osl}

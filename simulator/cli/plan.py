@@ -1,0 +1,211 @@
+"""`quadrant plan` and `quadrant compare`: size and price a fleet for real traffic under SLOs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from ..errors import SimulatorError
+from ._common import app, guarded
+
+
+def _duration(flag: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    from ..units import UnitError, parse_duration_s
+
+    try:
+        v = parse_duration_s(text)
+    except UnitError as exc:
+        raise SimulatorError(f"{flag}: {exc}") from None
+    if v <= 0:
+        raise SimulatorError(f"{flag}: expected a duration > 0, got {text!r}")
+    return v
+
+
+def _rate(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from ..units import UnitError, parse_rate_per_s
+
+    try:
+        return parse_rate_per_s(text)
+    except UnitError as exc:
+        raise SimulatorError(f"--rate: {exc}") from None
+
+
+def _progress(enabled: bool):
+    """A one-line progress bar on stderr: ``label [#####.....] n/total``."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+
+    def show(label: str, n: int, total: int) -> None:
+        width = 30
+        filled = int(width * n / max(total, 1))
+        sys.stderr.write(f"\r{label:10s} [{'#' * filled}{'.' * (width - filled)}] {n}/{total}")
+        if n >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _ids(text: str | None) -> list[str] | None:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
+def _executor(cluster: str | None):
+    if not cluster:
+        return None
+    from ..planning.verify import cluster_executor
+
+    return cluster_executor(cluster)
+
+
+def _close(ex) -> None:
+    if ex is not None:
+        from ..planning.verify import close_executor
+
+        close_executor(ex)
+
+
+def _traffic(ref: str):
+    from ..specs.catalog import resolve_workload
+    from ..specs.traffic import read_traffic
+
+    return read_traffic(resolve_workload(ref, "traffic", "traffic"))
+
+
+def _finish(outcome, out: Path | None, json_out: bool, title: str) -> None:
+    from ..report.documents import dumps, recommendation_text
+
+    if out:
+        from ..report.documents import write_plan_dir
+
+        paths = write_plan_dir(out, outcome, title)
+    if json_out:
+        typer.echo(dumps(outcome.doc))
+        return
+    from ..report.documents import candidate_rows
+    from ..report.render import table
+
+    head, rows = candidate_rows(outcome.doc)
+    typer.echo(recommendation_text(outcome.doc).replace("**", ""))
+    typer.echo("")
+    typer.echo(table(head, rows, "ll" + "r" * (len(head) - 2)))
+    if out:
+        typer.echo(f"\nwrote {len(paths)} files to {out}/ (plan.json, report.md, report.html"
+                   + (", recommended.yaml" if (Path(out) / "recommended.yaml").exists() else "") + ")")
+
+
+@app.command("plan")
+@guarded
+def plan_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Model id (see `quadrant model list`) or YAML path."),
+    traffic: str = typer.Option(..., "--traffic", help="Traffic YAML or id (arrival process, lengths, SLO)."),
+    hardware: str = typer.Option(..., "--hardware", help="Comma-separated device profiles to choose from, e.g. "
+                                                         "h100-sxm,h20."),
+    out: Path = typer.Option(..., "--out", help="Folder for plan.json, recommended.yaml, report.md, report.html."),
+    rate: str = typer.Option(None, "--rate", help="Target arrival rate (5, 5/s, 300/min); default: the traffic "
+                                                  "file's."),
+    ttft_slo: str = typer.Option(None, "--ttft-slo", help="TTFT target (e.g. 1s, 800ms; bare = seconds); default: "
+                                                          "the traffic file's."),
+    tpot_slo: str = typer.Option(None, "--tpot-slo", help="TPOT target (e.g. 50ms); default: the traffic file's."),
+    slo_percentile: float = typer.Option(None, "--slo-percentile", help="Percentile the SLOs apply to (default: the "
+                                                                        "traffic file's, else 90)."),
+    modes: str = typer.Option("agg,pd,afd", "--modes", help="Arrangements: agg (colocated), pd (prefill/decode "
+                                                            "pools), afd (attention/FFN-disaggregated decode)."),
+    max_devices: int = typer.Option(64, "--max-devices", help="Largest fleet to consider (devices)."),
+    prefill_hardware: str = typer.Option(None, "--prefill-hardware", help="Only these (of --hardware) may serve "
+                                                                          "prefill, e.g. h100-sxm."),
+    decode_hardware: str = typer.Option(None, "--decode-hardware", help="Only these (of --hardware) may serve decode "
+                                                                        "attention, e.g. h20."),
+    price: list[str] = typer.Option(None, "--price", help="ID=USD_PER_HOUR, repeatable; overrides or supplies a "
+                                                          "device's rental price."),
+    tco: Path = typer.Option(None, "--tco", help="Price by total cost of ownership from this YAML instead of "
+                                                 "rental."),
+    precisions: str = typer.Option("bf16/bf16,fp8/fp8,fp8/w4a8", "--precisions",
+                                   help="Comma-separated ATTENTION/FFN precision pairs to try."),
+    tolerance: float = typer.Option(0.25, "--tolerance", help="Screening keeps fleets whose analytic latencies are "
+                                                              "within this fraction above the SLOs (the DES decides)."),
+    top_k: int = typer.Option(4, "--top-k", help="Candidates simulated per round (cheapest first)."),
+    verify_max: int = typer.Option(16, "--verify-max", help="Stop after simulating this many candidates."),
+    requests: int = typer.Option(600, "--requests", help="Requests per simulation run."),
+    bisect_steps: int = typer.Option(3, "--bisect-steps", help="Bisection steps for each maximum rate."),
+    workers: int = typer.Option(None, "--workers", help="Local processes for the simulations (default: CPUs)."),
+    cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address to fan the simulations out to "
+                                                        "(needs the `cluster` extra)."),
+    json_out: bool = typer.Option(False, "--json", help="Print plan.json to stdout (no progress bars)."),
+):
+    """Size and price a fleet for this traffic under these SLOs.
+
+    Screens every arrangement analytically (aggregated TP/PP/EP/attention-DP; prefill/decode pools of any
+    of the given hardware with their sizes and ratio; attention/FFN-disaggregated decode with its pools and
+    micro-batches; precision per quadrant), then simulates the cheapest plausible ones at the target rate,
+    cheapest first, until one meets the SLOs. The recommendation is the cheapest fleet per hour that the
+    simulation shows meeting the SLOs; every simulated candidate also gets its maximum sustainable rate.
+    Exit 1 when no candidate meets the SLOs (the message names the closest).
+
+    Example:\n
+      quadrant plan --model doubao-class-moe --traffic chat --rate 20 --hardware h100-sxm,h20 --tpot-slo 50ms
+      --price h20=1.20 --out plan-doubao/
+    """
+    from ..planning.cost import parse_price_flags
+    from ..planning.plan import PlanRequest, plan_capacity_for
+
+    for flag, v in (("--top-k", top_k), ("--verify-max", verify_max), ("--requests", requests)):
+        if v < 1:
+            raise SimulatorError(f"{flag} must be >= 1, got {v}")
+    if not 0 <= tolerance <= 10:
+        raise SimulatorError(f"--tolerance must be within [0, 10], got {tolerance:g}")
+    req = PlanRequest(
+        model=model, traffic=_traffic(traffic), hardware=[h.strip() for h in hardware.split(",") if h.strip()],
+        rate_per_s=_rate(rate), ttft_slo_s=_duration("--ttft-slo", ttft_slo),
+        tpot_slo_s=_duration("--tpot-slo", tpot_slo), percentile=slo_percentile,
+        modes=tuple(m.strip() for m in modes.split(",") if m.strip()), max_devices=max_devices,
+        prices=parse_price_flags(price), tco_file=str(tco) if tco else None, precisions=precisions, top_k=top_k,
+        verify_max=verify_max, requests=requests, bisect_steps=bisect_steps, workers=workers, tolerance=tolerance,
+        executor=_executor(cluster), prefill_hardware=_ids(prefill_hardware), decode_hardware=_ids(decode_hardware))
+    try:
+        outcome = plan_capacity_for(req, progress=_progress(not json_out))
+    finally:
+        _close(req.executor)
+    _finish(outcome, out, json_out, f"Capacity plan: {outcome.doc['inputs']['model']} at {outcome.rate_per_s:g} req/s")
+
+
+@app.command("compare")
+@guarded
+def compare_cmd(
+    deployments: list[str] = typer.Argument(..., help="Deployment YAMLs (or ids in workloads/deployments/)."),
+    traffic: str = typer.Option(..., "--traffic", help="Traffic YAML or id."),
+    rate: str = typer.Option(None, "--rate", help="Arrival rate (overrides the traffic file's)."),
+    out: Path = typer.Option(None, "--out", help="Folder for plan.json, report.md and report.html."),
+    requests: int = typer.Option(600, "--requests", help="Requests per simulation run."),
+    bisect_steps: int = typer.Option(3, "--bisect-steps", help="Bisection steps for each maximum rate."),
+    workers: int = typer.Option(None, "--workers", help="Local processes (default: CPUs)."),
+    cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address (needs the `cluster` extra)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+):
+    """Simulate deployments side by side on the same traffic: p-percentile TTFT/TPOT, goodput, cost per hour
+    and per million tokens (per pool), maximum sustainable rate; the same report as `plan`.
+
+    Example:\n
+      quadrant compare doubao-class-all-h100 doubao-class-h100-prefill-h20-decode doubao-class-afd --traffic chat
+    """
+    from ..planning.plan import compare_deployments
+    from ..specs.catalog import resolve_workload
+    from ..specs.deployment import read_deployment
+
+    if requests < 1:
+        raise SimulatorError(f"--requests must be >= 1, got {requests}")
+    deps = [read_deployment(resolve_workload(d, "deployments", "deployment")) for d in deployments]
+    ex = _executor(cluster)
+    try:
+        outcome = compare_deployments(deps, _traffic(traffic), _rate(rate), requests=requests,
+                                      bisect_steps=bisect_steps, workers=workers, executor=ex,
+                                      progress=_progress(not json_out))
+    finally:
+        _close(ex)
+    _finish(outcome, out, json_out, f"Comparison at {outcome.rate_per_s:g} req/s")

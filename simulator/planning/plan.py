@@ -1,0 +1,413 @@
+"""The capacity planner: screen -> verify -> recommend, and ``compare`` for given deployments.
+
+``plan_capacity_for`` screens every arrangement analytically, then runs the cheapest plausible ones
+through the discrete-event simulator at the target rate, in cost order, until one meets the SLOs;
+every candidate cheaper than the recommendation has therefore been simulated and failed. Each
+simulated candidate also gets its maximum sustainable rate (bisection). The result is a JSON-ready
+document (``plan.json``) plus what the report needs (deployments, latency samples, breakdown).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InfeasibleError, SimulatorError
+from ..specs.catalog import catalog_root, load_hardware, load_model
+from ..specs.deployment import Deployment
+from ..specs.traffic import SLO, Traffic
+from .candidates import MODES, PREFILL_MAX_SEQS, PoolChoice, build_deployment, deployment_yaml, parse_precision_pairs
+from .cost import PriceBook, read_tco
+from .screen import Workload, screen
+from .verify import verify_many
+
+
+@dataclass
+class PlanRequest:
+    model: str
+    traffic: Traffic
+    hardware: list[str]
+    rate_per_s: float | None = None
+    ttft_slo_s: float | None = None
+    tpot_slo_s: float | None = None
+    percentile: float | None = None
+    modes: tuple[str, ...] = MODES
+    max_devices: int = 64
+    prices: dict[str, float] = field(default_factory=dict)
+    tco_file: str | None = None
+    precisions: str = "bf16/bf16,fp8/fp8,fp8/w4a8"
+    top_k: int = 4  # candidates simulated per round
+    verify_max: int = 16  # give up after simulating this many
+    requests: int = 600  # requests per DES run
+    bisect_steps: int = 3
+    tolerance: float = 0.25  # analytic screen keeps candidates within this factor of the SLOs
+    workers: int | None = None
+    executor: object = None
+    prefill_hardware: list[str] | None = None  # restrict which of ``hardware`` may serve prefill
+    decode_hardware: list[str] | None = None  # ... and decode (attention)
+
+
+@dataclass
+class PlanOutcome:
+    doc: dict  # plan.json
+    deployments: dict[str, Deployment]  # candidate id -> deployment (simulated ones)
+    samples: dict[str, dict]  # candidate id -> {"ttft_s": [...], "tpot_s": [...]}
+    recommended_yaml: dict | None
+    breakdown: list[dict] | None  # per-quadrant rows of the recommendation (analytic, at its batch)
+    prices: list[dict]
+    slo: SLO
+    rate_per_s: float
+    error_band: dict | None
+
+    @property
+    def candidates(self):
+        """One row per candidate (cheapest first) as a pandas DataFrame."""
+        import pandas as pd
+
+        rows = []
+        for c in self.doc["candidates"]:
+            a, v = c.get("analytic") or {}, c.get("verified") or {}
+            rows.append({"id": c["id"], "mode": c["mode"], "arrangement": c["arrangement"], "devices": c["devices"],
+                         "cost_per_hour_usd": c["cost_per_hour_usd"], "usd_per_mtok_output": c["usd_per_mtok_output"],
+                         "analytic_ttft_p_s": a.get("ttft_p_s"), "analytic_tpot_p_s": a.get("tpot_p_s"),
+                         "ttft_p_s": v.get("ttft_p_s"), "tpot_p_s": v.get("tpot_p_s"), "slo_met": v.get("slo_met"),
+                         "max_rate_per_s": v.get("max_rate_per_s")})
+        return pd.DataFrame(rows)
+
+
+def effective_traffic(traffic: Traffic, rate: float | None, requests: int | None = None) -> tuple[Traffic, float]:
+    if rate is not None and rate <= 0:
+        raise SimulatorError(f"--rate must be > 0, got {rate:g}")
+    if traffic.arrival not in ("poisson", "gamma"):
+        raise SimulatorError(f"{traffic.file or traffic.id}: arrivals.process is {traffic.arrival!r}; planning "
+                             "needs open-loop arrivals (poisson or gamma)")
+    rate = rate or traffic.rate_per_s
+    t = replace(traffic, rate_per_s=rate)
+    if requests:
+        t = replace(t, requests=requests)
+    return t, rate
+
+
+def workload_of(traffic: Traffic, rate: float, slo: SLO) -> Workload:
+    s = replace(traffic, requests=max(traffic.requests, 2000)).sample()
+    p = slo.percentile
+    return Workload(rate, float(s.prompt_tokens.mean()), float(s.output_tokens.mean()),
+                    float(np.percentile(s.prompt_tokens, p)), slo.ttft_s, slo.tpot_s, p)
+
+
+def error_band() -> dict | None:
+    """Kernel-level error of the shipped profiles, from reports/validation (median and p90 APE)."""
+    import json
+
+    path = catalog_root() / "reports" / "validation" / "validate-shipped.json"
+    try:
+        o = json.loads(path.read_text())["overall"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return {"median_ape": o["median_ape"], "p90_ape": o["p90_ape"], "bias": o["bias"], "n": o["n"],
+            "source": "reports/validation/validate-shipped.json (shipped profiles vs measured kernels)"}
+
+
+def _finite(x):
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _pools_of(row, lay: list[dict]) -> list[PoolChoice]:
+    a = lay[int(row.layout_a)]
+    if row["mode"] == "agg":
+        return [PoolChoice("colocated", a, int(row.replicas_a), int(row.max_seqs))]
+    b = lay[int(row.layout_b)]
+    return [PoolChoice("prefill", a, int(row.replicas_a), PREFILL_MAX_SEQS),
+            PoolChoice("decode", b, int(row.replicas_b), int(row.max_seqs))]
+
+
+def _pool_costs(pools: list[PoolChoice], prices: PriceBook, w: Workload, util: dict | None) -> list[dict]:
+    out = []
+    names = {"colocated": "fleet", "prefill": "prefill", "decode": "decode"}
+    for pc in pools:
+        u = (util or {}).get(names[pc.role], {}).get("busy", 1.0)
+        lay = pc.layout
+        per_rep = prices.usd_per_hour(lay["hw"], u) * (lay.get("attn_devices") or lay["devices"])
+        if lay.get("ffn_hw"):
+            per_rep += prices.usd_per_hour(lay["ffn_hw"], u) * lay["ffn_devices"]
+        usd_h = per_rep * pc.replicas
+        d = pc.to_dict()
+        d["cost_per_hour_usd"] = usd_h
+        d["usd_per_mtok_input"] = usd_h / 3600 / (w.rate_per_s * w.isl_mean) * 1e6 if pc.role != "decode" else None
+        d["usd_per_mtok_output"] = usd_h / 3600 / (w.rate_per_s * w.osl_mean) * 1e6 if pc.role != "prefill" \
+            else None
+        out.append(d)
+    return out
+
+
+def _candidate_doc(cid: str, row, lay, prices, w, verified: dict | None) -> dict:
+    pools = _pools_of(row, lay)
+    util = verified.get("utilisation") if verified else None
+    pool_docs = _pool_costs(pools, prices, w, util)
+    usd_h = sum(p["cost_per_hour_usd"] for p in pool_docs)
+    ver = None
+    if verified is not None:
+        ver = {k: verified.get(k) for k in ("ttft_p_s", "tpot_p_s", "slo_met", "max_rate_per_s", "max_rate_bounded",
+                                            "goodput_fraction", "goodput_requests_per_s", "output_tokens_per_s",
+                                            "rejected", "utilisation", "load_trace")}
+        if verified.get("error"):
+            ver["error"] = verified["error"]
+    dev_p = sum(p["devices"] for p in pool_docs if p["role"] == "prefill")
+    dev_d = sum(p["devices"] for p in pool_docs if p["role"] == "decode")
+    return {
+        "id": cid, "arrangement": row["arrangement"], "mode": row["mode"], "devices": int(row.devices),
+        "pd_device_ratio": (f"{dev_p}:{dev_d}" if dev_d else None),
+        "pools": pool_docs, "cost_per_hour_usd": usd_h,
+        "usd_per_mtok_input": usd_h / 3600 / (w.rate_per_s * w.isl_mean) * 1e6,
+        "usd_per_mtok_output": usd_h / 3600 / (w.rate_per_s * w.osl_mean) * 1e6,
+        "analytic": {"ttft_p_s": _finite(row.ttft_p_s), "tpot_p_s": _finite(row.tpot_p_s),
+                     "decode_batch_per_replica": _finite(row.decode_batch),
+                     "prefill_utilisation": _finite(row.prefill_utilisation),
+                     "cost_per_hour_usd": float(row.cost_per_hour_usd)},
+        "verified": ver,
+    }
+
+
+def _miss(ver: dict, slo: SLO) -> tuple[float, str]:
+    """How far a simulated candidate misses the SLOs (ratio - 1 of the worse latency) and in words."""
+    parts = []
+    worst = -math.inf
+    for key, lim, name in (("ttft_p_s", slo.ttft_s, "TTFT"), ("tpot_p_s", slo.tpot_s, "TPOT")):
+        v = ver.get(key)
+        if v is None or not math.isfinite(lim):
+            continue
+        r = v / lim - 1
+        worst = max(worst, r)
+        if r > 0:
+            parts.append(f"p{slo.percentile:g} {name} {v * 1e3:.1f} ms vs {lim * 1e3:.1f} ms (+{r:.0%})")
+    if ver.get("rejected"):
+        parts.append(f"{ver['rejected']} requests rejected")
+        worst = max(worst, 1.0)
+    if ver.get("error"):
+        return math.inf, ver["error"]
+    return worst, "; ".join(parts) or "misses the SLOs"
+
+
+def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None] | None = None) -> PlanOutcome:
+    for m in req.modes:
+        if m not in MODES:
+            raise SimulatorError(f"--modes: unknown mode {m!r}; choose from {', '.join(MODES)}")
+    if req.max_devices < 1:
+        raise SimulatorError(f"--max-devices must be >= 1, got {req.max_devices}")
+    model = load_model(req.model)
+    specs = {}
+    for h in req.hardware:
+        specs[h] = load_hardware(h)
+    if not specs:
+        raise SimulatorError("--hardware: give at least one device profile id")
+    tco = read_tco(req.tco_file) if req.tco_file else None
+    prices = PriceBook(specs, dict(req.prices), tco)
+    priced = prices.priced_specs()
+    traffic, rate = effective_traffic(req.traffic, req.rate_per_s, req.requests)
+    base = req.traffic.slo
+    slo = SLO(req.ttft_slo_s if req.ttft_slo_s is not None else base.ttft_s,
+              req.tpot_slo_s if req.tpot_slo_s is not None else base.tpot_s,
+              req.percentile if req.percentile is not None else base.percentile)
+    if not 0 < slo.percentile < 100:
+        raise SimulatorError(f"--slo-percentile must be within (0, 100), got {slo.percentile:g}")
+    w = workload_of(traffic, rate, slo)
+    pairs = parse_precision_pairs(req.precisions)
+
+    if progress:
+        progress("screening", 0, 1)
+    for flag, ids in (("--prefill-hardware", req.prefill_hardware), ("--decode-hardware", req.decode_hardware)):
+        for h in ids or []:
+            if h not in specs:
+                raise SimulatorError(f"{flag} {h}: not among --hardware ({', '.join(specs)})")
+    place = dict(prefill_hw=set(req.prefill_hardware or []) or None, decode_hw=set(req.decode_hardware or []) or None)
+    scr = screen(model, priced, prices, w, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
+                 tolerance=req.tolerance, **place)
+    if progress:
+        progress("screening", 1, 1)
+    cands = scr.candidates
+    if cands.empty:
+        loose = screen(model, priced, prices, w, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
+                       tolerance=1e6, keep=50, **place).candidates
+        if loose.empty:
+            raise InfeasibleError(f"no arrangement of {model.id} on {', '.join(specs)} within {req.max_devices} "
+                                  f"devices fits in memory and sustains {rate:g} req/s")
+        best = loose.sort_values("slo_ratio").iloc[0]
+        misses = [f"p{slo.percentile:g} {n} {v * 1e3:.1f} ms vs {lim * 1e3:.1f} ms (+{v / lim - 1:.0%})"
+                  for n, v, lim in (("TTFT", best.ttft_p_s, slo.ttft_s), ("TPOT", best.tpot_p_s, slo.tpot_s))
+                  if v > lim]
+        raise InfeasibleError(f"no arrangement meets the SLOs even analytically; closest: {best['arrangement']} "
+                              f"(${best.cost_per_hour_usd:.2f}/h) misses by {'; '.join(misses)}")
+
+    # ---- verify in cost order until one passes --------------------------------------------------
+    verified: dict[int, dict] = {}
+    deployments: dict[str, Deployment] = {}
+    start = 0
+    winner = None
+    total = min(req.verify_max, len(cands))
+    while start < total and winner is None:
+        idx = list(range(start, min(start + req.top_k, total)))
+        deps = []
+        for i in idx:
+            row = cands.iloc[i]
+            dep = build_deployment(f"candidate-{i}", row["mode"], _pools_of(row, scr.layouts), model, priced)
+            deployments[f"c{i}"] = dep
+            deps.append(dep)
+        done0 = len(verified)
+        res = verify_many(deps, traffic, slo, rate, bisect_steps=req.bisect_steps, workers=req.workers,
+                          executor=req.executor,
+                          progress=(lambda n, _t, d0=done0: progress("verifying", d0 + n, total)) if progress
+                          else None)
+        for i, r in zip(idx, res):
+            verified[i] = r
+        passing = [i for i in idx if verified[i]["slo_met"]]
+        if passing:
+            winner = passing
+        start = idx[-1] + 1
+
+    if progress:
+        progress("verifying", len(verified), len(verified))  # closes the bar when verification stops early
+    docs = []
+    last = max(verified) if verified else -1
+    extra = 8  # unverified candidates listed after the last simulated one (all more expensive)
+    for i in range(min(len(cands), last + 1 + extra)):
+        docs.append(_candidate_doc(f"c{i}", cands.iloc[i], scr.layouts, prices, w, verified.get(i)))
+    passing_docs = [d for d in docs if d["verified"] and d["verified"]["slo_met"]]
+    if not passing_docs:
+        sim = [d for d in docs if d["verified"]]
+        best = min(sim, key=lambda d: _miss(d["verified"], slo)[0])
+        raise InfeasibleError(f"no candidate meets the SLOs in the simulation at {rate:g} req/s ({len(sim)} "
+                              f"simulated, cheapest first); closest: {best['id']} {best['arrangement']} "
+                              f"(${best['cost_per_hour_usd']:.2f}/h): {_miss(best['verified'], slo)[1]}")
+    rec = min(passing_docs, key=lambda d: (d["cost_per_hour_usd"], d["id"]))
+    rec = dict(rec, headroom=(rec["verified"]["max_rate_per_s"] / rate - 1.0))
+    dep = deployments[rec["id"]]
+    notes = {h: prices.note(h) for h in specs}
+    rec_yaml = deployment_yaml(replace(dep, id="recommended"),
+                               f"Recommended by quadrant plan: {rec['arrangement']} for {model.id} at {rate:g} req/s "
+                               f"(p{slo.percentile:g} TTFT <= {slo.ttft_s:g} s, TPOT <= {slo.tpot_s:g} s).", notes)
+    samples = {d["id"]: verified[int(d["id"][1:])].get("samples", {}) for d in docs if d["verified"]}
+    doc = {
+        "inputs": {"model": model.id, "traffic": _rel(req.traffic.file) or req.traffic.id, "rate_per_s": rate,
+                   "hardware": list(specs), "modes": list(req.modes), "max_devices": req.max_devices,
+                   "precisions": req.precisions, "requests_per_simulation": traffic.requests,
+                   "isl_mean": w.isl_mean, "osl_mean": w.osl_mean, f"isl_p{slo.percentile:g}": w.isl_pct,
+                   "cost_basis": "tco" if tco else "rental", "tco_file": req.tco_file},
+        "slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s), "percentile": slo.percentile},
+        "prices": prices.table(),
+        "screening": {"fleets_scored": scr.evaluated, "layouts": scr.layout_count,
+                      "arrangements_within_tolerance": int(len(cands)), "tolerance": req.tolerance,
+                      "simulated": len(verified)},
+        "candidates": docs,
+        "recommended": rec,
+        "error_band": error_band(),
+    }
+    return PlanOutcome(doc, deployments, samples, rec_yaml, _breakdown(dep, rec, w), prices.table(), slo, rate,
+                       doc["error_band"])
+
+
+def _breakdown(dep: Deployment, rec: dict, w: Workload) -> list[dict] | None:
+    from ..analysis.whatif import whatif
+
+    batch = max(int(round(rec["analytic"]["decode_batch_per_replica"] or 1)), 1)
+    try:
+        res = whatif(dep.serving_plan(), batch=batch, isl=max(int(w.isl_mean), 1), osl=max(int(w.osl_mean), 1))
+    except SimulatorError:
+        return None
+    return [{k: _finite(v) if isinstance(v, float) else v for k, v in r.items()} for r in res.quadrant_rows]
+
+
+def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | None, *, requests: int | None = None,
+                        bisect_steps: int = 3, workers: int | None = None, executor=None,
+                        progress: Callable[[str, int, int], None] | None = None) -> PlanOutcome:
+    """Simulate given deployments side by side at the same traffic; same document as ``plan``."""
+    traffic, rate = effective_traffic(traffic, rate, requests)
+    slo = traffic.slo
+    w = workload_of(traffic, rate, slo)
+    res = verify_many(deps, traffic, slo, rate, bisect_steps=bisect_steps, workers=workers, executor=executor,
+                      progress=(lambda n, t: progress("simulating", n, t)) if progress else None)
+    docs, deployments, samples = [], {}, {}
+    for i, (dep, r) in enumerate(zip(deps, res)):
+        cid = f"d{i}"
+        deployments[cid] = dep
+        samples[cid] = r.get("samples", {})
+        pools = []
+        for p in dep.pools:
+            role = "colocated" if set(p.serves) == {"prefill", "decode"} else p.serves[0]
+            usd_h = _finite(p.price_usd_per_s * 3600)
+            a, f = p.plan.attention, p.plan.ffn
+            pools.append({"name": p.name, "role": role, "hardware": a.hardware.id, "devices": p.devices,
+                          "replicas": p.replicas, "parallelism": {"tp": a.tp, "dp": a.dp, "pp": p.plan.pp, "ep": f.ep,
+                                                                  "expert_tp": f.expert_tp},
+                          "precision": {"attention": a.precision, "ffn": f.precision, "kv_cache": dep.kv_precision},
+                          "engine": {"max_seqs": p.max_seqs, "max_batch_tokens": p.max_batch_tokens},
+                          **({"ffn_pool": {"hardware": f.hardware.id, "devices_per_replica": f.devices,
+                                           "micro_batches": p.plan.micro_batches}} if p.plan.af_disaggregated else {}),
+                          "cost_per_hour_usd": usd_h,
+                          "usd_per_mtok_input": usd_h / 3600 / (rate * w.isl_mean) * 1e6
+                          if usd_h is not None and role != "decode" else None,
+                          "usd_per_mtok_output": usd_h / 3600 / (rate * w.osl_mean) * 1e6
+                          if usd_h is not None and role != "prefill" else None})
+        costs = [p["cost_per_hour_usd"] for p in pools]
+        usd_h = sum(costs) if all(c is not None for c in costs) else None
+        mode = "agg" if not dep.disaggregated else ("afd" if any(p.plan.af_disaggregated for p in dep.pools)
+                                                    else "pd")
+        ver = {k: r.get(k) for k in ("ttft_p_s", "tpot_p_s", "slo_met", "max_rate_per_s", "max_rate_bounded",
+                                     "goodput_fraction", "goodput_requests_per_s", "output_tokens_per_s", "rejected",
+                                     "utilisation", "load_trace")}
+        docs.append({"id": cid, "arrangement": f"{mode}: {dep.id} ({_rel(dep.file) or 'built'})", "mode": mode,
+                     "devices": dep.devices, "pools": pools, "cost_per_hour_usd": usd_h,
+                     "usd_per_mtok_input": usd_h / 3600 / (rate * w.isl_mean) * 1e6 if usd_h is not None else None,
+                     "usd_per_mtok_output": usd_h / 3600 / (rate * w.osl_mean) * 1e6 if usd_h is not None else None,
+                     "analytic": None, "verified": ver})
+    ok = [d for d in docs if d["verified"]["slo_met"]]
+    rec = min(ok, key=lambda d: (d["cost_per_hour_usd"] if d["cost_per_hour_usd"] is not None else math.inf,
+                                 d["id"])) if ok else None
+    if rec:
+        rec = dict(rec, headroom=rec["verified"]["max_rate_per_s"] / rate - 1.0)
+    prices = []
+    seen = set()
+    for dep in deps:
+        for p in dep.pools:
+            for hw in {p.plan.attention.hardware.id: p.plan.attention.hardware,
+                       p.plan.ffn.hardware.id: p.plan.ffn.hardware}.values():
+                if hw.id in seen:
+                    continue
+                seen.add(hw.id)
+                src = hw.sources.get(hw.price_note, "")
+                prices.append({"hardware": hw.id, "usd_per_device_hour": _finite(hw.price_usd_per_hour),
+                               "source": f"{hw.price_note}: {src}" if src else hw.price_note, "date": "",
+                               "tdp_w": hw.tdp_w})
+    doc = {"inputs": {"deployments": [_rel(d.file) or d.id for d in deps], "traffic": _rel(traffic.file) or traffic.id,
+                      "rate_per_s": rate, "requests_per_simulation": traffic.requests, "isl_mean": w.isl_mean,
+                      "osl_mean": w.osl_mean, "cost_basis": "rental"},
+           "slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s), "percentile": slo.percentile},
+           "prices": prices, "candidates": docs, "recommended": rec, "error_band": error_band()}
+    breakdown = None
+    if rec:
+        d = deployments[rec["id"]]
+        dec_pool = d.pools_serving("decode")[0]
+        breakdown = _breakdown(d, {"analytic": {"decode_batch_per_replica": min(dec_pool.max_seqs, 64)}}, w)
+    return PlanOutcome(doc, deployments, samples, None, breakdown, prices, slo, rate, doc["error_band"])
+
+
+def _rel(path: str) -> str:
+    """A catalogue file relative to the repository root (stable across checkouts); others as given."""
+    if not path:
+        return ""
+    try:
+        return str(Path(path).resolve().relative_to(catalog_root().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def write_yaml(obj: dict, path: Path) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump(obj, sort_keys=False, width=110))

@@ -1,0 +1,368 @@
+"""Planner documents: plan.json, report.md and a self-contained report.html (images inlined as
+base64, readable offline), written into a folder as a whole or not at all.
+
+The report is built once as a list of sections (text, tables, figures) and rendered twice, to
+Markdown (figures as files next to it) and to HTML (figures inlined).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .jsonsafe import clean, dumps  # noqa: E402,F401  (re-exported)
+from .plots import quadrant_breakdown  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------
+def _ms(x) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x * 1e3:.1f} ms"
+
+
+def _usd(x, digits=2) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"${x:,.{digits}f}"
+
+
+def _lat(c: dict, key: str):
+    v = c.get("verified") or {}
+    if v.get(key) is not None:
+        return v[key]
+    return (c.get("analytic") or {}).get(key)
+
+
+def _slo_lines(ax, value, orient="h"):
+    if value is not None and math.isfinite(value):
+        (ax.axhline if orient == "h" else ax.axvline)(value * 1e3, color="r", ls="--", lw=1.2, label="SLO")
+
+
+def fig_pareto(doc: dict, path: Path) -> Path:
+    cands = [c for c in doc["candidates"] if c.get("cost_per_hour_usd") is not None]
+    rec = doc.get("recommended")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, name, lim in ((axes[0], "ttft_p_s", "TTFT", doc["slo"]["ttft_s"]),
+                               (axes[1], "tpot_p_s", "TPOT", doc["slo"]["tpot_s"])):
+        for group, style in (("analytic only", dict(marker="o", facecolors="none", edgecolors="grey")),
+                             ("simulated, SLO met", dict(marker="o", color="tab:green")),
+                             ("simulated, SLO missed", dict(marker="x", color="tab:red"))):
+            pts = []
+            for c in cands:
+                v = c.get("verified")
+                g = "analytic only" if not v else ("simulated, SLO met" if v["slo_met"] else "simulated, SLO missed")
+                y = _lat(c, key)
+                if g == group and y is not None:
+                    pts.append((c["cost_per_hour_usd"], y * 1e3))
+            if pts:
+                x, y = zip(*pts)
+                ax.scatter(x, y, s=36, label=group, **style)
+        if rec and _lat(rec, key) is not None:
+            ax.scatter([rec["cost_per_hour_usd"]], [_lat(rec, key) * 1e3], s=180, marker="*", color="gold",
+                       edgecolor="k", zorder=5, label="recommended")
+        _slo_lines(ax, lim)
+        ax.set_xlabel("fleet cost (USD per hour)")
+        ax.set_ylabel(f"p{doc['slo']['percentile']:g} {name} (ms)")
+        ax.set_title(f"Cost vs p{doc['slo']['percentile']:g} {name}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def fig_cdfs(doc: dict, samples: dict, path: Path, max_lines: int = 4) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    shown = [c for c in doc["candidates"] if samples.get(c["id"])]
+    rec = doc.get("recommended")
+    if rec:
+        shown = [c for c in shown if c["id"] == rec["id"]] + [c for c in shown if c["id"] != rec["id"]]
+    for c in shown[:max_lines]:
+        for ax, key in zip(axes, ("ttft_s", "tpot_s")):
+            v = np.sort(np.asarray(samples[c["id"]].get(key, []), dtype=float))
+            if len(v):
+                lw = 2.2 if rec and c["id"] == rec["id"] else 1.0
+                ax.plot(v * 1e3, np.arange(1, len(v) + 1) / len(v), lw=lw, label=f"{c['id']} ({c['mode']})")
+    for ax, name, lim in zip(axes, ("TTFT", "TPOT"), (doc["slo"]["ttft_s"], doc["slo"]["tpot_s"])):
+        _slo_lines(ax, lim, "v")
+        ax.axhline(doc["slo"]["percentile"] / 100, color="grey", ls=":", lw=1)
+        ax.set_xlabel(f"{name} (ms)")
+        ax.set_ylabel("fraction of requests")
+        ax.set_title(f"{name} distribution at {doc['inputs']['rate_per_s']:g} req/s (simulated)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def fig_load(doc: dict, path: Path, band: float | None) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    rec = doc.get("recommended")
+    cands = [c for c in doc["candidates"] if c.get("verified") and c["verified"].get("load_trace")]
+    if rec:
+        cands = [c for c in cands if c["id"] == rec["id"]] + [c for c in cands if c["id"] != rec["id"]][:3]
+    for c in cands:
+        tr = c["verified"]["load_trace"]
+        x = np.array([t["rate_per_s"] for t in tr])
+        is_rec = bool(rec and c["id"] == rec["id"])
+        for ax, key in zip(axes, ("ttft_p_s", "tpot_p_s")):
+            y = np.array([t[key] if t[key] is not None else np.nan for t in tr]) * 1e3
+            ax.plot(x, y, "o-", lw=2.2 if is_rec else 1.0, label=f"{c['id']} ({c['mode']})")
+            if is_rec and band:
+                ax.fill_between(x, y * (1 - band), y * (1 + band), alpha=0.15, label=f"±{band:.0%} error band")
+            knee = c["verified"].get("max_rate_per_s")
+            if is_rec and knee:
+                ax.axvline(knee, color="k", ls=":", lw=1)
+                ax.annotate(f"knee {knee:.3g}/s", (knee, np.nanmax(y) if np.isfinite(y).any() else 0),
+                            fontsize=8, xytext=(4, -10), textcoords="offset points")
+    for ax, name, lim in zip(axes, ("TTFT", "TPOT"), (doc["slo"]["ttft_s"], doc["slo"]["tpot_s"])):
+        _slo_lines(ax, lim)
+        ax.axvline(doc["inputs"]["rate_per_s"], color="tab:blue", ls="--", lw=0.8, label="target rate")
+        ax.set_xlabel("offered load (requests per second)")
+        ax.set_ylabel(f"p{doc['slo']['percentile']:g} {name} (ms)")
+        ax.set_yscale("log")
+        ax.set_title(f"p{doc['slo']['percentile']:g} {name} vs offered load (simulated)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def fig_pool_costs(doc: dict, path: Path, n: int = 8) -> Path:
+    cands = [c for c in doc["candidates"] if c.get("cost_per_hour_usd") is not None][:n]
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    colours = {"colocated": "#4c72b0", "prefill": "#55a868", "decode": "#c44e52"}
+    seen = set()
+    for i, c in enumerate(cands):
+        bottom = 0.0
+        for p in c["pools"]:
+            v = p.get("cost_per_hour_usd") or 0.0
+            lab = p["role"] if p["role"] not in seen else None
+            seen.add(p["role"])
+            ax.bar(i, v, bottom=bottom, color=colours.get(p["role"], "grey"), label=lab)
+            bottom += v
+    ax.set_xticks(range(len(cands)), [c["id"] for c in cands])
+    ax.set_ylabel("USD per hour")
+    ax.set_title("Cost per pool (candidates, cheapest first)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+def candidate_rows(doc: dict, n: int = 12) -> tuple[list[str], list[list[str]]]:
+    head = ["id", "arrangement", "devices", "$/h", "$/M out tok", "analytic TTFT / TPOT", "DES TTFT / TPOT",
+            "SLO met", "max rate (req/s)"]
+    rows = []
+    for c in doc["candidates"][:n]:
+        a, v = c.get("analytic") or {}, c.get("verified")
+        rows.append([c["id"], c["arrangement"], str(c["devices"]), _usd(c.get("cost_per_hour_usd")),
+                     _usd(c.get("usd_per_mtok_output"), 3),
+                     f"{_ms(a.get('ttft_p_s'))} / {_ms(a.get('tpot_p_s'))}" if a else "-",
+                     f"{_ms(v.get('ttft_p_s'))} / {_ms(v.get('tpot_p_s'))}" if v else "not simulated",
+                     ("yes" if v["slo_met"] else "no") if v else "-",
+                     f"{v['max_rate_per_s']:.3g}{'' if v.get('max_rate_bounded', True) else '+'}" if v else "-"])
+    return head, rows
+
+
+def recommendation_text(doc: dict) -> str:
+    rec, slo, inp = doc.get("recommended"), doc["slo"], doc["inputs"]
+    p = f"p{slo['percentile']:g}"
+    target = (f"{inp['rate_per_s']:g} requests/s under {p} TTFT <= {_ms(slo['ttft_s'])} and {p} TPOT <= "
+              f"{_ms(slo['tpot_s'])}")
+    if not rec:
+        return f"No candidate met {target} in the simulation."
+    v = rec["verified"]
+    pools = "; ".join(
+        f"{p_['role']}: {p_['replicas']} x {p_.get('devices_per_replica', p_['devices'] // max(p_['replicas'], 1))} "
+        f"{p_['hardware']}" + (f" + FFN on {p_['ffn_pool']['devices_per_replica']} {p_['ffn_pool']['hardware']}"
+                               if p_.get("ffn_pool") else "")
+        + f" (tp {p_['parallelism']['tp']}, ep {p_['parallelism']['ep']}, {p_['precision']['attention']}/"
+          f"{p_['precision']['ffn']})" for p_ in rec["pools"])
+    cheaper = [c for c in doc["candidates"] if c.get("cost_per_hour_usd") is not None and c is not rec
+               and c["id"] != rec["id"] and c["cost_per_hour_usd"] < rec["cost_per_hour_usd"]]
+    head = rec.get("headroom")
+    return (f"For {target}, the cheapest arrangement the discrete-event simulation shows meeting the SLOs is "
+            f"**{rec['id']} ({rec['mode']})** - {pools} - {rec['devices']} device"
+            f"{'s' if rec['devices'] != 1 else ''} at "
+            f"{_usd(rec['cost_per_hour_usd'])}/h ({_usd(rec.get('usd_per_mtok_output'), 3)} per million output "
+            f"tokens). Simulated {p} TTFT {_ms(v['ttft_p_s'])}, TPOT {_ms(v['tpot_p_s'])}; it sustains up to "
+            f"{v['max_rate_per_s']:.3g} req/s before an SLO breaks"
+            + (f", a headroom of {head:+.0%} over the target rate" if head is not None else "")
+            + f". {len(cheaper)} cheaper candidate(s) were simulated and missed the SLOs.")
+
+
+def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
+    s = []
+    s.append({"title": "Recommendation", "text": [recommendation_text(doc)]})
+    head, rows = candidate_rows(doc)
+    scr = doc.get("screening")
+    txt = []
+    if scr:
+        txt.append(f"{scr['fleets_scored']:,} fleets scored analytically over {scr['layouts']:,} replica layouts; "
+                   f"{scr['arrangements_within_tolerance']:,} distinct arrangements came within "
+                   f"{scr['tolerance']:.0%} of the SLOs; {scr['simulated']} were simulated, cheapest first.")
+    s.append({"title": "Top candidates", "text": txt, "table": (head, rows)})
+    s.append({"title": "Cost vs latency", "figure": figures.get("pareto"),
+              "text": ["Each point is a candidate fleet (simulated figures where available, else analytic); the "
+                       "red dashed lines are the SLOs."]})
+    rec = doc.get("recommended")
+    util = ((rec or {}).get("verified") or {}).get("utilisation") or {}
+    q = ("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn")
+    util_rows = [[pool, f"{u.get('busy', 0):.0%}", *(f"{u.get(k, 0):.0%}" for k in q)] for pool, u in util.items()]
+    if figures.get("breakdown") or util_rows:
+        s.append({"title": "Where the recommendation spends its time", "figure": figures.get("breakdown"),
+                  "text": ["Figure: per-quadrant time of one prefill (whole prompt) and one decode step of the "
+                           "recommended arrangement at its expected decode batch (analytic roofline), split into "
+                           "compute, memory, communication and fixed overhead. Table: share of simulated time each "
+                           "pool spent busy, and in each quadrant, at the target rate."],
+                  "table": (["pool", "busy", "prefill attention", "prefill FFN", "decode attention", "decode FFN"],
+                            util_rows)})
+    s.append({"title": "Latency distributions", "figure": figures.get("cdfs"),
+              "text": ["Simulated TTFT and TPOT at the target rate; red dashed: SLO; dotted: the SLO percentile."]})
+    s.append({"title": "Latency vs offered load", "figure": figures.get("load"),
+              "text": ["Simulated p-percentile latencies at the rates the bisection tried; the knee (dotted) is the "
+                       "largest rate found meeting the SLOs."]})
+    pool_rows = []
+    if rec:
+        for p in rec["pools"]:
+            pool_rows.append([p["role"], p["hardware"] + (f" + {p['ffn_pool']['hardware']} FFN"
+                                                          if p.get("ffn_pool") else ""),
+                              str(p["devices"]), _usd(p.get("cost_per_hour_usd")),
+                              _usd(p.get("usd_per_mtok_input"), 3), _usd(p.get("usd_per_mtok_output"), 3)])
+    s.append({"title": "Cost per pool", "figure": figures.get("pools"),
+              "table": (["pool (recommended)", "hardware", "devices", "$/h", "$/M input tok", "$/M output tok"],
+                        pool_rows),
+              "text": ["A colocated pool's whole cost is charged to both input and output tokens."]})
+    price_rows = [[p["hardware"], _usd(p.get("usd_per_device_hour"), 3), p.get("source") or "", str(p.get("date")
+                                                                                                   or ""),
+                   f"{p['tdp_w']:.0f} W" if p.get("tdp_w") else ""] for p in doc.get("prices", [])]
+    inp = doc["inputs"]
+    assumptions = [
+        f"Traffic: {inp.get('traffic')} at {inp['rate_per_s']:g} req/s; mean prompt {inp['isl_mean']:.0f} tokens, "
+        f"mean output {inp['osl_mean']:.0f} tokens; {inp.get('requests_per_simulation')} requests per simulation.",
+        "Cost basis: " + ("total cost of ownership (capex amortised + power at TDP x simulated utilisation x PUE + "
+                          "hosting)" if inp.get("cost_basis") == "tco" else "rental price per device-hour") + ".",
+        "Screening uses queueing approximations (Little's law for the decode batch, M/D/1 for prefill); only the "
+        "simulation decides whether a candidate meets the SLOs.",
+        "Timing: the analytic roofline with the profiles' cited efficiency constants (uncalibrated unless stated).",
+    ]
+    s.append({"title": "Assumptions and prices", "text": assumptions,
+              "table": (["hardware", "USD per device-hour", "source", "date", "TDP"], price_rows)})
+    eb = doc.get("error_band")
+    if eb:
+        s.append({"title": "Error band", "text": [
+            f"Kernel-level validation of the shipped profiles ({eb['source']}): median absolute error "
+            f"{eb['median_ape']:.0%}, p90 {eb['p90_ape']:.0%} over {eb['n']} measured kernels (bias, predicted/"
+            f"measured: {eb['bias']:.2f}). Read every latency and cost here as uncertain by at least the median "
+            f"error; the shaded band on the load plot shows ±{eb['median_ape']:.0%}. See reports/"
+            "serving-validation.md for end-to-end comparisons."]})
+    else:
+        s.append({"title": "Error band", "text": ["No validation figures were found (reports/validation/)."]})
+    return s
+
+
+def render_md(title: str, secs: list[dict]) -> str:
+    out = [f"# {title}", ""]
+    for sec in secs:
+        out += [f"## {sec['title']}", ""]
+        for t in sec.get("text", []):
+            out += [t, ""]
+        if sec.get("table") and sec["table"][1]:
+            head, rows = sec["table"]
+            out.append("| " + " | ".join(head) + " |")
+            out.append("|" + "---|" * len(head))
+            out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows]
+            out.append("")
+        if sec.get("figure"):
+            out += [f"![{sec['title']}](figures/{sec['figure']})", ""]
+    return "\n".join(out)
+
+
+def _inline_md(text: str) -> str:
+    parts = html.escape(text).split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def render_html(title: str, secs: list[dict], fig_dir: Path) -> str:
+    css = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+           "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
+           "th{background:#f3f3f3}img{max-width:100%}")
+    out = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
+           f"<style>{css}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    for sec in secs:
+        out.append(f"<h2>{html.escape(sec['title'])}</h2>")
+        for t in sec.get("text", []):
+            out.append(f"<p>{_inline_md(t)}</p>")
+        if sec.get("table") and sec["table"][1]:
+            head, rows = sec["table"]
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
+            out.append("</table>")
+        if sec.get("figure"):
+            data = base64.b64encode((fig_dir / sec["figure"]).read_bytes()).decode("ascii")
+            out.append(f"<img alt='{html.escape(sec['title'])}' src='data:image/png;base64,{data}'>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_plan_dir(out: Path, outcome, title: str, recommended_yaml: dict | None = None) -> list[Path]:
+    """Write plan.json, recommended.yaml (if any), report.md, report.html and figures/ into ``out``,
+    atomically: everything goes to a temporary sibling folder that is renamed into place."""
+    import pandas as pd
+    import yaml
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        doc = clean(outcome.doc)
+        (tmp / "plan.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
+        rec_yaml = recommended_yaml if recommended_yaml is not None else outcome.recommended_yaml
+        if rec_yaml:
+            (tmp / "recommended.yaml").write_text(yaml.safe_dump(rec_yaml, sort_keys=False, width=110))
+        figs = tmp / "figures"
+        figs.mkdir()
+        names = {"pareto": "pareto.png", "cdfs": "latency_cdf.png", "load": "latency_vs_load.png",
+                 "pools": "cost_per_pool.png"}
+        fig_pareto(doc, figs / names["pareto"])
+        fig_cdfs(doc, outcome.samples, figs / names["cdfs"])
+        band = (outcome.error_band or {}).get("median_ape")
+        fig_load(doc, figs / names["load"], band)
+        fig_pool_costs(doc, figs / names["pools"])
+        if outcome.breakdown:
+            rows = [r for r in outcome.breakdown if r["quadrant"].endswith(("attention", "ffn"))]
+            df = pd.DataFrame(rows).fillna(0.0)
+            quadrant_breakdown(df, figs / "breakdown.png", "Recommended arrangement: time per quadrant")
+            names["breakdown"] = "breakdown.png"
+        secs = sections(doc, names)
+        (tmp / "report.md").write_text(render_md(title, secs))
+        (tmp / "report.html").write_text(render_html(title, secs, figs))
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / "x")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp)
+        raise
+    return sorted(p for p in out.rglob("*") if p.is_file())

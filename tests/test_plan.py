@@ -1,0 +1,209 @@
+"""The capacity planner end to end (`quadrant plan` / `quadrant compare`) on small, fast cases."""
+
+import json
+import math
+import shutil
+import subprocess
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from simulator.cli import app
+from simulator.planning.cost import TCO, DeviceTCO, PriceBook, parse_price_flags
+from simulator.specs.catalog import load_hardware
+
+from .conftest import DATA
+
+runner = CliRunner()
+TRAFFIC = str(DATA / "plan-small-traffic.yaml")
+FAST = ["--requests", "200", "--bisect-steps", "1", "--top-k", "2"]
+
+
+def _strict(text: str):
+    def bad(c):
+        raise ValueError(f"non-JSON constant {c}")
+
+    return json.loads(text, parse_constant=bad)
+
+
+@pytest.fixture(scope="module")
+def known_best(tmp_path_factory):
+    """llama-3.1-8b at 4 req/s of short requests: one device of either kind holds it easily, so the best
+    fleet is a single device of the cheaper kind (H20 at an assumed $0.50/h vs the H100's sourced price)."""
+    out = tmp_path_factory.mktemp("plan") / "known"
+    r = runner.invoke(app, ["plan", "--model", "llama-3.1-8b", "--traffic", TRAFFIC, "--hardware", "h100-sxm,h20",
+                            "--price", "h20=0.5", "--modes", "agg,pd", *FAST, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory):
+    """25 req/s under a 5 ms TPOT target: the cheaper H20 fleets look plausible analytically (engine overheads
+    are not in the analytic screen) but miss in the DES."""
+    out = tmp_path_factory.mktemp("plan") / "tight"
+    r = runner.invoke(app, ["plan", "--model", "llama-3.1-8b", "--traffic", TRAFFIC, "--hardware", "h20",
+                            "--price", "h20=0.5", "--modes", "agg,pd", "--precisions", "fp8", "--rate", "25/s",
+                            "--tpot-slo", "5ms", *FAST, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_plan_finds_the_known_best_arrangement(known_best):
+    doc = _strict((known_best / "plan.json").read_text())
+    rec = doc["recommended"]
+    assert rec["devices"] == 1 and rec["pools"][0]["hardware"] == "h20"
+    assert rec["cost_per_hour_usd"] == pytest.approx(0.5)
+    assert rec["verified"]["slo_met"] is True and rec["headroom"] > 0
+    assert min(c["cost_per_hour_usd"] for c in doc["candidates"]) == pytest.approx(0.5)
+
+
+def test_plan_json_contract(known_best):
+    doc = _strict((known_best / "plan.json").read_text())
+    for key in ("inputs", "slo", "candidates", "recommended", "prices"):
+        assert key in doc
+    assert doc["slo"] == {"ttft_s": 0.5, "tpot_s": 0.03, "percentile": 90.0}
+    for c in doc["candidates"]:
+        assert c["mode"] in ("agg", "pd", "afd")
+        assert c["cost_per_hour_usd"] > 0 and c["analytic"]["tpot_p_s"] > 0
+        for p in c["pools"]:
+            assert {"hardware", "devices", "role", "parallelism", "precision", "engine"} <= set(p)
+        if c["verified"] is not None:
+            assert {"ttft_p_s", "tpot_p_s", "goodput_fraction", "slo_met", "max_rate_per_s"} <= set(c["verified"])
+    sources = {p["hardware"]: p["source"] for p in doc["prices"]}
+    assert "user assumption" in sources["h20"] and "MERCATUS" in sources["h100-sxm"]
+
+
+def test_every_cheaper_candidate_fails_in_the_simulation(tight):
+    doc = _strict((tight / "plan.json").read_text())
+    rec = doc["recommended"]
+    cheaper = [c for c in doc["candidates"] if c["cost_per_hour_usd"] < rec["cost_per_hour_usd"] - 1e-9]
+    assert cheaper, "the case is built so that a cheaper fleet looks plausible analytically"
+    for c in cheaper:
+        assert c["verified"] is not None and c["verified"]["slo_met"] is False, c["id"]
+
+
+def test_recommended_yaml_meets_the_slos_when_simulated(tight):
+    r = runner.invoke(app, ["simulate", str(tight / "recommended.yaml"), "--traffic", TRAFFIC, "--rate", "25",
+                            "--requests", "200", "--json"])
+    assert r.exit_code == 0, r.output
+    sm = _strict(r.output)
+    assert sm["requests_rejected"] == 0
+    assert sm["ttft_s"]["p90"] <= 0.5 and sm["tpot_s"]["p90"] <= 0.005
+
+
+def test_simulate_rate_overrides_the_traffic_file(tight):
+    args = ["simulate", str(tight / "recommended.yaml"), "--traffic", TRAFFIC, "--requests", "100", "--json"]
+    slow = _strict(runner.invoke(app, [*args, "--rate", "2"]).output)
+    fast = _strict(runner.invoke(app, [*args, "--rate", "20"]).output)
+    assert slow["makespan_s"] > 5 * fast["makespan_s"]
+
+
+def test_report_is_self_contained(known_best):
+    html = (known_best / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5
+    assert "src='figures" not in html and "src='http" not in html and 'src="http' not in html  # reads offline
+    md = (known_best / "report.md").read_text()
+    for title in ("Recommendation", "Top candidates", "Cost vs latency", "Latency distributions",
+                  "Latency vs offered load", "Cost per pool", "Assumptions and prices", "Error band"):
+        assert f"## {title}" in md and title in html
+    for fig in ("pareto", "latency_cdf", "latency_vs_load", "cost_per_pool", "breakdown"):
+        assert (known_best / "figures" / f"{fig}.png").stat().st_size > 5000
+
+
+def _browser():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(not _browser(), reason="no headless browser installed (apt-get install chromium)")
+def test_report_renders_in_a_headless_browser_without_broken_images(known_best, tmp_path):
+    page = tmp_path / "page.html"
+    probe = ("<script>window.addEventListener('load',()=>{const b=[...document.images].filter(i=>!i.complete||"
+             "i.naturalWidth===0).length;document.body.setAttribute('data-broken',b);"
+             "document.body.setAttribute('data-images',document.images.length);});</script>")
+    page.write_text((known_best / "report.html").read_text().replace("</body>", probe + "</body>"))
+    res = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert 'data-broken="0"' in res.stdout, res.stderr[-2000:]
+    n = int(res.stdout.split('data-images="')[1].split('"')[0])
+    assert n >= 5
+
+
+def _err(r):
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("extra,code,words", [
+    (["--hardware", "h999"], 2, ["h999"]),
+    (["--hardware", "h20", "--rate", "0"], 2, ["--rate"]),
+    (["--hardware", "h20", "--rate", "-3"], 2, ["--rate"]),
+    (["--hardware", "h100-sxm,h20"], 2, ["h20", "--price"]),
+    (["--hardware", "h20", "--price", "h20=0.5", "--tpot-slo", "0.1ms"], 1, ["closest", "TPOT"]),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, extra, code, words):
+    out = tmp_path / "never"
+    r = runner.invoke(app, ["plan", "--model", "llama-3.1-8b", "--traffic", TRAFFIC, *FAST, "--out", str(out),
+                            "--modes", "agg", *extra])
+    assert r.exit_code == code, r.output
+    line = _err(r)
+    for w in words:
+        assert w in line
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_compare_side_by_side(tight, tmp_path):
+    one = tmp_path / "one-h100.yaml"
+    one.write_text(yaml.safe_dump({"schema_version": 1, "model": "llama-3.1-8b", "pools": [
+        {"name": "node", "serves": ["prefill", "decode"], "hardware": "h100-sxm", "devices": 1,
+         "attention": {"tp": 1, "precision": "fp8"}, "max_seqs": 64}]}))
+    out = tmp_path / "cmp"
+    r = runner.invoke(app, ["compare", str(tight / "recommended.yaml"), str(one), "--traffic", TRAFFIC, "--rate", "8",
+                            "--requests", "100", "--bisect-steps", "0", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = _strict(r.output)
+    assert len(doc["candidates"]) == 2 and all(c["verified"]["slo_met"] for c in doc["candidates"])
+    # both meet the SLOs; the cheaper per hour is recommended
+    costs = {c["id"]: c["cost_per_hour_usd"] for c in doc["candidates"]}
+    assert doc["recommended"]["id"] == min(costs, key=costs.get)
+    assert (out / "report.html").exists() and not (out / "recommended.yaml").exists()
+
+
+def test_tco_closed_form():
+    h100 = load_hardware("h100-sxm")
+    tco = TCO(years=3, pue=1.2, electricity_usd_per_kwh=0.10, devices={"h100-sxm": DeviceTCO(30000.0, 1000.0)},
+              source="test", file="t.yaml")
+    # capex 30000 / (3 x 8760 h) + 1000 / 8760 h + 0.7 kW x 0.5 x 1.2 x 0.10 $/kWh
+    assert tco.usd_per_hour(h100, 0.5) == pytest.approx(30000 / 26280 + 1000 / 8760 + 0.042)
+    assert tco.usd_per_hour(h100, 1.0) - tco.usd_per_hour(h100, 0.0) == pytest.approx(0.7 * 1.2 * 0.10)
+
+
+def test_price_book_names_the_unpriced_device():
+    specs = {h: load_hardware(h) for h in ("h100-sxm", "h20")}
+    with pytest.raises(Exception, match="h20"):
+        PriceBook(specs)
+    book = PriceBook(specs, parse_price_flags(["h20=1.2"]))
+    assert book.usd_per_hour("h20") == 1.2 and math.isfinite(book.usd_per_hour("h100-sxm"))
+    with pytest.raises(Exception, match="ID=USD_PER_HOUR"):
+        parse_price_flags(["h20"])
+
+
+def test_tco_file_is_read_and_names_a_missing_device(tmp_path):
+    from simulator.planning.cost import read_tco
+
+    p = tmp_path / "tco.yaml"
+    p.write_text(yaml.safe_dump({"schema_version": 1, "source": "illustrative figures for a test", "years": 4,
+                                 "pue": 1.3, "electricity_usd_per_kwh": 0.12,
+                                 "devices": {"h100-sxm": {"capex": "30000 USD", "hosting_per_year": "2500 USD"}}}))
+    tco = read_tco(p)
+    specs = {h: load_hardware(h) for h in ("h100-sxm", "h20")}
+    book = PriceBook({"h100-sxm": specs["h100-sxm"]}, tco=tco)
+    idle, busy = book.usd_per_hour("h100-sxm", 0.0), book.usd_per_hour("h100-sxm", 1.0)
+    assert 0 < idle < busy and "TCO" in book.table()[0]["source"]
+    with pytest.raises(Exception, match="h20"):
+        PriceBook(specs, tco=tco)
+    p.write_text(p.read_text().replace("years", "yeers"))
+    with pytest.raises(Exception, match="years"):
+        read_tco(p)

@@ -1,0 +1,58 @@
+"""`quadrant sweep` extensions: --deployment with --tpot-slo, $/Mtok at the requested rate, strict JSON."""
+
+import json
+
+from typer.testing import CliRunner
+
+from simulator.analysis.whatif import whatif
+from simulator.cli import app
+from simulator.specs.catalog import resolve_workload
+from simulator.specs.deployment import read_deployment
+
+runner = CliRunner()
+
+
+def _strict(text):
+    return json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+
+
+def _batch(dep, slo):
+    r = runner.invoke(app, ["sweep", "--deployment", dep, "--tpot-slo", slo, "--isl", "1024", "--osl", "256", "--json"])
+    assert r.exit_code == 0, r.output
+    return _strict(r.output)
+
+
+def test_largest_batch_under_tpot_is_the_largest():
+    for dep in ("doubao-class-afd", "dbrx-h100-prefill-h20-decode"):
+        d = _batch(dep, "30ms")
+        assert {"batch", "tpot_s", "decode_tokens_per_s_per_device"} <= set(d)
+        assert d["tpot_s"] <= 0.030
+        plan = read_deployment(resolve_workload(dep, "deployments", "deployment")).serving_plan()
+        nxt = whatif(plan, batch=d["batch"] + 1, isl=1024, osl=256)
+        assert nxt.tpot_s > 0.030 or not nxt.fits  # one more sequence breaks the target (or memory)
+        assert d["decode_tokens_per_s_per_device"] > 0
+
+
+def test_tighter_tpot_never_allows_a_larger_batch():
+    loose, tight = _batch("doubao-class-afd", "60ms"), _batch("doubao-class-afd", "20ms")
+    assert tight["batch"] <= loose["batch"]
+
+
+def test_sweep_json_is_strict_and_cost_follows_the_rate():
+    base = ["sweep", "--model", "llama-3.1-8b", "--hardware", "h100-sxm,h20", "--devices", "1", "--isl", "512",
+            "--osl", "128", "--batches", "8,64", "--json"]
+    slow = _strict(runner.invoke(app, [*base, "--rate", "0.05"]).output)["front"]  # h20 has no price: null
+    fast = _strict(runner.invoke(app, [*base, "--rate", "50/s"]).output)["front"]
+    key = lambda d: {(r["hardware"], r["precision"], r["batch"]): r for r in d}  # noqa: E731
+    s, f = key(slow), key(fast)
+    for k, row in s.items():
+        if row["cost_usd_per_mtok"] is None:
+            assert k[0] == "h20"
+            continue
+        if k in f:  # a nearly idle fleet costs more per token than a busy one
+            assert row["cost_usd_per_mtok"] >= f[k]["cost_usd_per_mtok"]
+
+
+def test_deployment_needs_a_tpot_target():
+    r = runner.invoke(app, ["sweep", "--deployment", "doubao-class-afd"])
+    assert r.exit_code == 2 and "--tpot-slo" in r.stderr
