@@ -9,6 +9,7 @@ import typer
 
 from ..errors import SimulatorError
 from ._common import app, guarded
+from ._params import timing_spec
 
 
 def _duration(flag: str, text: str | None) -> float | None:
@@ -137,6 +138,9 @@ def plan_cmd(
     workers: int = typer.Option(None, "--workers", help="Local processes for the simulations (default: CPUs)."),
     cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address to fan the simulations out to "
                                                         "(needs the `cluster` extra)."),
+    timing: str = typer.Option(None, "--timing", parser=timing_spec(),
+                               help="Timing model for screening and simulation: roofline (default), "
+                                    "calibrated:OVERLAY.yaml or measured:KERNELS.csv."),
     json_out: bool = typer.Option(False, "--json", help="Print plan.json to stdout (no progress bars)."),
 ):
     """Size and price a fleet for this traffic under these SLOs.
@@ -167,7 +171,8 @@ def plan_cmd(
         modes=tuple(m.strip() for m in modes.split(",") if m.strip()), max_devices=max_devices,
         prices=parse_price_flags(price), tco_file=str(tco) if tco else None, precisions=precisions, top_k=top_k,
         verify_max=verify_max, requests=requests, bisect_steps=bisect_steps, workers=workers, tolerance=tolerance,
-        executor=_executor(cluster), prefill_hardware=_ids(prefill_hardware), decode_hardware=_ids(decode_hardware))
+        executor=_executor(cluster), prefill_hardware=_ids(prefill_hardware), decode_hardware=_ids(decode_hardware),
+        timing=timing)
     try:
         outcome = plan_capacity_for(req, progress=_progress(not json_out))
     finally:
@@ -186,6 +191,9 @@ def compare_cmd(
     bisect_steps: int = typer.Option(3, "--bisect-steps", help="Bisection steps for each maximum rate."),
     workers: int = typer.Option(None, "--workers", help="Local processes (default: CPUs)."),
     cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address (needs the `cluster` extra)."),
+    timing: str = typer.Option(None, "--timing", parser=timing_spec(),
+                               help="Timing model for screening and simulation: roofline (default), "
+                                    "calibrated:OVERLAY.yaml or measured:KERNELS.csv."),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
 ):
     """Simulate deployments side by side on the same traffic: p-percentile TTFT/TPOT, goodput, cost per hour
@@ -205,7 +213,7 @@ def compare_cmd(
     try:
         outcome = compare_deployments(deps, _traffic(traffic), _rate(rate), requests=requests,
                                       bisect_steps=bisect_steps, workers=workers, executor=ex,
-                                      progress=_progress(not json_out))
+                                      progress=_progress(not json_out), timing=timing)
     finally:
         _close(ex)
     _finish(outcome, out, json_out, f"Comparison at {outcome.rate_per_s:g} req/s")

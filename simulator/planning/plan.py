@@ -49,6 +49,7 @@ class PlanRequest:
     executor: object = None
     prefill_hardware: list[str] | None = None  # restrict which of ``hardware`` may serve prefill
     decode_hardware: list[str] | None = None  # ... and decode (attention)
+    timing: str | None = None  # --timing spec for screening and simulation (roofline by default)
 
 
 @dataclass
@@ -227,14 +228,16 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
             if h not in specs:
                 raise SimulatorError(f"{flag} {h}: not among --hardware ({', '.join(specs)})")
     place = dict(prefill_hw=set(req.prefill_hardware or []) or None, decode_hw=set(req.decode_hardware or []) or None)
+    from ..timing.calibrated import resolve_timing
+
     scr = screen(model, priced, prices, w, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
-                 tolerance=req.tolerance, **place)
+                 tolerance=req.tolerance, timing=resolve_timing(req.timing), **place)
     if progress:
         progress("screening", 1, 1)
     cands = scr.candidates
     if cands.empty:
         loose = screen(model, priced, prices, w, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
-                       tolerance=1e6, keep=50, **place).candidates
+                       tolerance=1e6, keep=50, timing=resolve_timing(req.timing), **place).candidates
         if loose.empty:
             raise InfeasibleError(f"no arrangement of {model.id} on {', '.join(specs)} within {req.max_devices} "
                                   f"devices fits in memory and sustains {rate:g} req/s")
@@ -261,7 +264,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
             deps.append(dep)
         done0 = len(verified)
         res = verify_many(deps, traffic, slo, rate, bisect_steps=req.bisect_steps, workers=req.workers,
-                          executor=req.executor,
+                          executor=req.executor, timing=req.timing,
                           progress=(lambda n, _t, d0=done0: progress("verifying", d0 + n, total)) if progress
                           else None)
         for i, r in zip(idx, res):
@@ -295,6 +298,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     samples = {d["id"]: verified[int(d["id"][1:])].get("samples", {}) for d in docs if d["verified"]}
     doc = {
         "inputs": {"model": model.id, "traffic": _rel(req.traffic.file) or req.traffic.id, "rate_per_s": rate,
+                   "timing": req.timing or "roofline",
                    "hardware": list(specs), "modes": list(req.modes), "max_devices": req.max_devices,
                    "precisions": req.precisions, "requests_per_simulation": traffic.requests,
                    "isl_mean": w.isl_mean, "osl_mean": w.osl_mean, f"isl_p{slo.percentile:g}": w.isl_pct,
@@ -325,13 +329,14 @@ def _breakdown(dep: Deployment, rec: dict, w: Workload) -> list[dict] | None:
 
 def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | None, *, requests: int | None = None,
                         bisect_steps: int = 3, workers: int | None = None, executor=None,
-                        progress: Callable[[str, int, int], None] | None = None) -> PlanOutcome:
+                        progress: Callable[[str, int, int], None] | None = None,
+                        timing: str | None = None) -> PlanOutcome:
     """Simulate given deployments side by side at the same traffic; same document as ``plan``."""
     traffic, rate = effective_traffic(traffic, rate, requests)
     slo = traffic.slo
     w = workload_of(traffic, rate, slo)
     res = verify_many(deps, traffic, slo, rate, bisect_steps=bisect_steps, workers=workers, executor=executor,
-                      progress=(lambda n, t: progress("simulating", n, t)) if progress else None)
+                      progress=(lambda n, t: progress("simulating", n, t)) if progress else None, timing=timing)
     docs, deployments, samples = [], {}, {}
     for i, (dep, r) in enumerate(zip(deps, res)):
         cid = f"d{i}"

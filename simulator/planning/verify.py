@@ -27,10 +27,14 @@ def _pct(values: np.ndarray, p: float) -> float | None:
     return float(np.percentile(v, p)) if len(v) else None
 
 
-def run_at(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, *, keep_samples: bool = False) -> dict:
-    """One DES run at ``rate_per_s``: p-percentile TTFT/TPOT, goodput, utilisation, whether the SLOs hold."""
+def run_at(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, *, keep_samples: bool = False,
+           timing: str | None = None) -> dict:
+    """One DES run at ``rate_per_s``: p-percentile TTFT/TPOT, goodput, utilisation, whether the SLOs hold.
+    ``timing`` is a --timing spec (a string, so it travels to worker processes)."""
+    from ..timing.calibrated import resolve_timing
+
     t = replace(traffic, rate_per_s=rate_per_s, slo=slo)
-    res = simulate(dep, t)
+    res = simulate(dep, t, timing=resolve_timing(timing))
     req = res.requests
     done = req[req.status == "finished"]
     ttft = done.ttft_s.to_numpy(dtype=float)
@@ -51,12 +55,12 @@ def run_at(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, *, ke
 
 
 def verify_task(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, bisect_steps: int = 3,
-                expand_steps: int = 2, keep_samples: bool = True) -> dict:
+                expand_steps: int = 2, keep_samples: bool = True, timing: str | None = None) -> dict:
     """Target-rate run plus the maximum sustainable rate: bracket by doubling (or halving) up to
     ``expand_steps`` times - so the search covers 1/4x to 4x the target by default; beyond that the
     answer is reported as a bound (``max_rate_bounded`` false) - then bisect geometrically."""
     try:
-        first = run_at(dep, traffic, slo, rate_per_s, keep_samples=keep_samples)
+        first = run_at(dep, traffic, slo, rate_per_s, keep_samples=keep_samples, timing=timing)
     except SimulatorError as exc:  # e.g. does not fit: a failed candidate, not a failed plan
         return {"rate_per_s": rate_per_s, "ttft_p_s": None, "tpot_p_s": None, "slo_met": False, "rejected": 0,
                 "goodput_fraction": None, "goodput_requests_per_s": None, "output_tokens_per_s": None,
@@ -65,7 +69,7 @@ def verify_task(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, 
     trace = [{k: first[k] for k in ("rate_per_s", "ttft_p_s", "tpot_p_s", "slo_met")}]
 
     def probe(r):
-        res = run_at(dep, traffic, slo, r)
+        res = run_at(dep, traffic, slo, r, timing=timing)
         trace.append({k: res[k] for k in ("rate_per_s", "ttft_p_s", "tpot_p_s", "slo_met")})
         return res["slo_met"]
 
@@ -100,7 +104,7 @@ def verify_task(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, 
 
 def verify_many(deps: Sequence[Deployment], traffic: Traffic, slo: SLO, rate_per_s: float, *,
                 bisect_steps: int = 3, workers: int | None = None, executor: Executor | None = None,
-                progress: Callable[[int, int], None] | None = None) -> list[dict]:
+                progress: Callable[[int, int], None] | None = None, timing: str | None = None) -> list[dict]:
     """Verify every deployment; results in input order. Local processes unless ``executor`` is given."""
     if not deps:
         return []
@@ -112,11 +116,11 @@ def verify_many(deps: Sequence[Deployment], traffic: Traffic, slo: SLO, rate_per
     try:
         if executor is None:
             for i, d in enumerate(deps):
-                results[i] = verify_task(d, traffic, slo, rate_per_s, bisect_steps)
+                results[i] = verify_task(d, traffic, slo, rate_per_s, bisect_steps, timing=timing)
                 if progress:
                     progress(i + 1, len(deps))
         else:
-            futs = {executor.submit(verify_task, d, traffic, slo, rate_per_s, bisect_steps): i
+            futs = {executor.submit(verify_task, d, traffic, slo, rate_per_s, bisect_steps, timing=timing): i
                     for i, d in enumerate(deps)}
             for n, f in enumerate(as_completed(futs), 1):
                 results[futs[f]] = f.result()
