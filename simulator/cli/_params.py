@@ -240,3 +240,13 @@ def timing_spec():
 
     parse.__name__ = "timing_spec"
     return parse
+
+
+def timing_option(what: str = "Timing model"):
+    """The one ``--timing`` option every command that times anything takes."""
+    import typer
+
+    return typer.Option(None, "--timing", parser=timing_spec(),
+                        help=f"{what}: roofline (default), calibrated:OVERLAY.yaml (from `quadrant calibrate`) or "
+                             "measured:KERNELS.csv (your measured table; the roofline answers outside its coverage). "
+                             "`measured:CSV+calibrated:YAML` combines them.")

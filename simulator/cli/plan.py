@@ -9,7 +9,7 @@ import typer
 
 from ..errors import SimulatorError
 from ._common import app, guarded
-from ._params import timing_spec
+from ._params import timing_option
 
 
 def _duration(flag: str, text: str | None) -> float | None:
@@ -138,9 +138,7 @@ def plan_cmd(
     workers: int = typer.Option(None, "--workers", help="Local processes for the simulations (default: CPUs)."),
     cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address to fan the simulations out to "
                                                         "(needs the `cluster` extra)."),
-    timing: str = typer.Option(None, "--timing", parser=timing_spec(),
-                               help="Timing model for screening and simulation: roofline (default), "
-                                    "calibrated:OVERLAY.yaml or measured:KERNELS.csv."),
+    timing: str = timing_option("Timing model for screening and simulation"),
     json_out: bool = typer.Option(False, "--json", help="Print plan.json to stdout (no progress bars)."),
 ):
     """Size and price a fleet for this traffic under these SLOs.
@@ -191,9 +189,7 @@ def compare_cmd(
     bisect_steps: int = typer.Option(3, "--bisect-steps", help="Bisection steps for each maximum rate."),
     workers: int = typer.Option(None, "--workers", help="Local processes (default: CPUs)."),
     cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address (needs the `cluster` extra)."),
-    timing: str = typer.Option(None, "--timing", parser=timing_spec(),
-                               help="Timing model for screening and simulation: roofline (default), "
-                                    "calibrated:OVERLAY.yaml or measured:KERNELS.csv."),
+    timing: str = timing_option("Timing model for screening and simulation"),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
 ):
     """Simulate deployments side by side on the same traffic: p-percentile TTFT/TPOT, goodput, cost per hour

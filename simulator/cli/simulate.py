@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ._common import PRECISION_HELP, app, emit_json, guarded, metadata, timing_label
-from ._params import JSON_EXTS, MAX_REQUESTS, count, duration, in_file_or_id, out_dir, out_file, real, timing_spec
+from ._params import JSON_EXTS, MAX_REQUESTS, count, duration, in_file_or_id, out_dir, out_file, real, timing_option
 from ._params import rate as rate_flag
 
 
@@ -68,10 +68,7 @@ def simulate(
                                    "time, unlisted kernels, per-sequence cost) to the timing model."),
     horizon: float = typer.Option(None, "--horizon", parser=duration(),
                                  help="Stop at this simulated time (e.g. 600s, 10min); the rest is rejected."),
-    timing: str = typer.Option(None, "--timing", parser=timing_spec(),
-                               help="Timing model: roofline (default), calibrated:OVERLAY.yaml (from `quadrant "
-                                    "calibrate`) or measured:KERNELS.csv (your measured table; the roofline answers "
-                                    "outside its coverage). `measured:CSV+calibrated:YAML` combines them."),
+    timing: str = timing_option(),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     out: Path = typer.Option(None, "--out", parser=out_dir(), help="Folder for requests.csv, steps.csv and plots."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="With --out: write latency CDFs, time series, "

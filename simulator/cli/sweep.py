@@ -8,7 +8,7 @@ import typer
 
 from ..errors import SimulatorError
 from ._common import app, emit_json, guarded, metadata, timing_files, timing_label
-from ._params import CSV_EXTS, PLOT_EXTS, count, duration, int_list, out_file, timing_spec
+from ._params import CSV_EXTS, PLOT_EXTS, count, duration, int_list, out_file, timing_option
 from ._params import rate as rate_flag
 
 
@@ -36,10 +36,7 @@ def sweep(
     out: Path = typer.Option(None, "--out", parser=out_file(CSV_EXTS), help="Write every configuration to this CSV."),
     plot: Path = typer.Option(None, "--plot", parser=out_file(PLOT_EXTS),
                               help="Write the Pareto plot (throughput/device vs TPOT)."),
-    timing: str = typer.Option(None, "--timing", parser=timing_spec(),
-                               help="Timing model: roofline (default), calibrated:OVERLAY.yaml (from `quadrant "
-                                    "calibrate`) or measured:KERNELS.csv (your measured table; the roofline answers "
-                                    "outside its coverage). `measured:CSV+calibrated:YAML` combines them."),
+    timing: str = timing_option(),
     json_out: bool = typer.Option(False, "--json", help="Print the Pareto front as JSON."),
 ):
     """Score every (hardware, precision, TP, EP, batch) plan in one vectorised pass; print the Pareto

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ._common import app, bench_app, emit_json, guarded, metadata, timing_files, timing_label
-from ._params import CSV_EXTS, PLOT_EXTS, YAML_EXTS, count, in_file, out_file, real, timing_spec
+from ._params import CSV_EXTS, PLOT_EXTS, YAML_EXTS, count, in_file, out_file, real, timing_option
 
 
 @app.command()
@@ -19,10 +19,7 @@ def validate(
     calibration: list[Path] = typer.Option(None, "--calibration", parser=in_file(),
                                            help="Calibration overlay(s) to apply."),
     heldout: bool = typer.Option(False, "--heldout", help="Only the rows the calibration held out (same split)."),
-    timing: str = typer.Option(None, "--timing", parser=timing_spec(),
-                               help="Timing model: roofline (default), calibrated:OVERLAY.yaml (from `quadrant "
-                                    "calibrate`) or measured:KERNELS.csv (your measured table; the roofline answers "
-                                    "outside its coverage). `measured:CSV+calibrated:YAML` combines them."),
+    timing: str = timing_option(),
     lodo: bool = typer.Option(True, "--lodo/--no-lodo", help="With rows of several devices, also fit the kernel "
                               "families on all devices but one and score that one (leave-one-device-out)."),
     json_out: bool = typer.Option(False, "--json", help="Print {overall, groups, leave_one_device_out} as JSON."),

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ._common import PRECISION_HELP, app, emit_json, guarded, metadata, timing_files, timing_label
-from ._params import PLOT_EXTS, count, in_file, in_file_or_id, out_file, real, timing_spec
+from ._params import PLOT_EXTS, count, in_file, in_file_or_id, out_file, real, timing_option
 
 
 @app.command()
@@ -57,10 +57,7 @@ def whatif(
                                     help="Deployment YAML (pools, per-quadrant plans)."),
     calibration: Path = typer.Option(None, "--calibration", parser=in_file(),
                                      help="Calibration overlay from `quadrant calibrate`."),
-    timing: str = typer.Option(None, "--timing", parser=timing_spec(),
-                               help="Timing model: roofline (default), calibrated:OVERLAY.yaml (from `quadrant "
-                                    "calibrate`) or measured:KERNELS.csv (your measured table; the roofline answers "
-                                    "outside its coverage). `measured:CSV+calibrated:YAML` combines them."),
+    timing: str = timing_option(),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     plot: Path = typer.Option(None, "--plot", parser=out_file(PLOT_EXTS),
                               help="Write the roofline plot (PNG/SVG/PDF)."),
