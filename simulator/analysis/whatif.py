@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InfeasibleError
+from ..errors import SimulatorError
 from ..ops.build import StepShape, build_ops
 from ..ops.kinds import OpTable, is_collective
 from ..plan import PhasePlan, ServingPlan
@@ -205,7 +205,7 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
     avg_ctx = (n_chunks - 1) / 2 * chunk
     ctx_max = getattr(model, "context_tokens", 0)
     if ctx_max and isl + osl > ctx_max:
-        raise InfeasibleError(f"isl + osl = {isl + osl} tokens exceed {model.id}'s context window of {ctx_max}")
+        raise SimulatorError(f"isl + osl = {isl + osl} tokens exceed {model.id}'s context window of {ctx_max}")
     # every attention-DP rank prefills its own prompts at once: the step holds prefill_batch per rank
     dp_pre = pre.attention.dp if not pre.af_disaggregated else 1
     p_shape = StepShape(prefill_seqs=prefill_batch * dp_pre, prefill_len=chunk, prefill_ctx=avg_ctx)

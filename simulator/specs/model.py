@@ -92,6 +92,7 @@ class ModelSpec:
     notes: str = ""
     file: str = ""
     native_precision: str | None = None  # precision of the released weights (HF quantization_config), if known
+    context_tokens: int = 0  # longest sequence the model serves (max_position_embeddings); 0 = not stated
 
     # -- derived structure ---------------------------------------------------------------------
     @property
@@ -237,6 +238,7 @@ def read_model(path: str | Path) -> ModelSpec:
         attention=attention,
         ffn_intermediate=arch.int("ffn_intermediate", ... if needs_dense else 0),
         moe=moe,
+        context_tokens=arch.int("context_tokens", 0, minimum=0),
     )
     arch.done()
     published = r.child("published", {})
@@ -383,7 +385,8 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
         native = _quant_precision(q, file)
     else:
         native = _DTYPE_PRECISION.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or ""))
-    common = dict(file=file, sources={"config": file}, native_precision=native)
+    common = dict(file=file, sources={"config": file}, native_precision=native,
+                  context_tokens=int(cfg.get("max_position_embeddings") or cfg.get("max_seq_len") or 0))
     moe = None
     if mtype == "dbrx":
         h, layers, heads = g("d_model"), g("n_layers"), g("n_heads")
@@ -468,6 +471,8 @@ def model_to_yaml_dict(spec: ModelSpec, source_note: str) -> dict:
     }
     if spec.ffn_intermediate:
         arch["ffn_intermediate"] = spec.ffn_intermediate
+    if spec.context_tokens:
+        arch["context_tokens"] = spec.context_tokens
     if spec.moe:
         m = spec.moe
         arch["moe"] = {"num_experts": m.num_experts, "top_k": m.top_k,
