@@ -138,8 +138,27 @@ def _override_plan(plan, opts: dict):
     return replace(plan, prefill=pre, decode=dec)
 
 
+# flags a deployment file settles; given together with --deployment they are refused, not silently ignored
+_WHATIF_DEPLOYMENT_FIXED = ("model", "hardware", "devices", "tp", "pp", "ep", "dp", "expert_tp", "kv_precision",
+                            "kv_scale_tokens", "overlap_comm", "prefill_hardware", "prefill_devices", "prefill_tp",
+                            "prefill_pp", "decode_hardware", "decode_devices", "decode_tp", "decode_ep", "spec_draft",
+                            "spec_accept", "spec_draft_cost", "price")
+_SIMULATE_DEPLOYMENT_FIXED = ("model", "hardware", "devices", "replicas", "tp", "pp", "ep", "dp", "precision",
+                              "kv_precision", "max_batch_tokens", "max_seqs", "spec_draft_tokens", "spec_acceptance",
+                              "spec_draft_cost", "concurrency", "isl", "osl")
+
+
+def _refuse_with_deployment(opts: dict, fixed: tuple[str, ...]) -> None:
+    given = sorted(opts.get("_explicit", set()) & set(fixed))
+    if given:
+        flags = ", ".join("--" + g.replace("_", "-") for g in given)
+        raise SimulatorError(f"{flags} cannot be combined with a deployment file: set it in the file "
+                             "(or run without the deployment)")
+
+
 def run_whatif(opts: dict) -> WhatIfResult:
     if opts.get("deployment"):
+        _refuse_with_deployment(opts, _WHATIF_DEPLOYMENT_FIXED)
         from .specs.catalog import resolve_workload
         from .specs.deployment import read_deployment
 
@@ -215,6 +234,7 @@ def run_simulate(opts: dict, progress: bool = False):
     from .specs.traffic import read_traffic, simple_traffic
 
     if opts.get("deployment"):
+        _refuse_with_deployment(opts, _SIMULATE_DEPLOYMENT_FIXED)
         dep = read_deployment(resolve_workload(opts["deployment"], "deployments", "deployment"))
     elif opts.get("model"):
         fields = {k: opts[k] for k in PlanOptions.__dataclass_fields__ if k in opts and opts[k] is not None}

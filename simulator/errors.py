@@ -22,6 +22,11 @@ class InfeasibleError(SimulatorError):
     """A plan that cannot run: it does not fit in memory or the parallelism does not divide the model."""
 
 
+class LayoutError(InfeasibleError):
+    """A parallel layout that cannot exist (a degree that does not divide the devices, heads or experts):
+    bad input for the command line (exit 2), and a candidate to skip for the plan searches."""
+
+
 class CalibrationError(SimulatorError):
     """Fitting efficiency parameters failed (too few rows, degenerate data)."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import InfeasibleError
+from .errors import LayoutError
 from .precision import Precision, attention_dtype, compute_dtype, get_precision
 from .specs.hardware import HardwareSpec
 from .specs.model import ModelSpec
@@ -107,24 +107,24 @@ def simple_phase(hw: HardwareSpec, model: ModelSpec, devices: int, tp: int | Non
     """A colocated phase on one pool of ``devices`` identical devices (the what-if default:
     TP over every device unless told otherwise)."""
     if devices < 1:
-        raise InfeasibleError(f"--devices must be >= 1, got {devices}")
+        raise LayoutError(f"--devices must be >= 1, got {devices}")
     if pp < 1 or devices % pp:
-        raise InfeasibleError(f"pp={pp} does not divide {devices} devices")
+        raise LayoutError(f"pp={pp} does not divide {devices} devices")
     per_stage = devices // pp
     if tp is None:
         tp = per_stage // dp if dp else per_stage
     if tp < 1 or per_stage % tp:
-        raise InfeasibleError(f"tp={tp} does not divide the {per_stage} devices of a pipeline stage")
+        raise LayoutError(f"tp={tp} does not divide the {per_stage} devices of a pipeline stage")
     if dp is None:
         dp = per_stage // tp
     if tp * dp != per_stage:
-        raise InfeasibleError(f"tp x dp x pp = {tp} x {dp} x {pp} must equal --devices {devices}")
+        raise LayoutError(f"tp x dp x pp = {tp} x {dp} x {pp} must equal --devices {devices}")
     if ep < 1 or per_stage % ep:
-        raise InfeasibleError(f"ep={ep} does not divide the {per_stage} devices of a pipeline stage")
+        raise LayoutError(f"ep={ep} does not divide the {per_stage} devices of a pipeline stage")
     if expert_tp is None:
         expert_tp = max(per_stage // ep, 1) if ep > 1 else tp
     if per_stage % (ep * expert_tp):
-        raise InfeasibleError(f"ep x expert-tp = {ep} x {expert_tp} does not divide {per_stage} devices")
+        raise LayoutError(f"ep x expert-tp = {ep} x {expert_tp} does not divide {per_stage} devices")
     att = AttentionPlacement(hw, tp, dp, attn_precision or precision, overlap_comm)
     ffn = FFNPlacement(hw, tp, ep, expert_tp, ffn_precision or precision, overlap_comm, per_stage)
     plan = PhasePlan(att, ffn, pp, chunk_tokens=chunk_tokens)
@@ -136,13 +136,13 @@ def validate_phase(plan: PhasePlan, model: ModelSpec, kv_precision: str = "bf16"
     """Divisibility and capability checks with one-line reasons."""
     a, f = plan.attention, plan.ffn  # uneven pipeline stages are allowed: memory uses the largest stage
     if a.tp > model.attention.num_heads or model.attention.num_heads % a.tp:
-        raise InfeasibleError(f"attention tp={a.tp} must divide {model.id}'s {model.attention.num_heads} heads")
+        raise LayoutError(f"attention tp={a.tp} must divide {model.id}'s {model.attention.num_heads} heads")
     if model.moe:
         if f.ep > model.moe.num_experts * max(f.devices // max(f.ep, 1), 1) and f.ep > model.moe.num_experts:
-            raise InfeasibleError(f"ep={f.ep} exceeds {model.id}'s {model.moe.num_experts} experts")
+            raise LayoutError(f"ep={f.ep} exceeds {model.id}'s {model.moe.num_experts} experts")
         # an EP width that does not divide the experts holds ceil(E / ep) per rank (redundant experts)
     elif f.ep > 1:
-        raise InfeasibleError(f"{model.id} is dense: expert parallelism (ep={f.ep}) does not apply")
+        raise LayoutError(f"{model.id} is dense: expert parallelism (ep={f.ep}) does not apply")
     pa, pf = plan.precisions()
     compute_dtype(pa, a.hardware)
     compute_dtype(pf, f.hardware)

@@ -64,12 +64,23 @@ def test_af_dispatch_goes_straight_to_expert_owners_with_top_k_fan_out():
     model = dep.model
     ops = build_ops(model, plan, StepShape(decode_seqs=64, decode_kv=2048), "decode")
     assert not ops.named("moe_dispatch", "moe_combine").any()  # no second all-to-all inside the FFN pool
+    wire = wire_bytes(ops.kind, ops.arrays)
     i = ops.names.index("attn_to_ffn")
-    p = plan.ffn.devices + 1.0
-    k = model.moe.top_k
-    distinct = p * (1 - (1 - 1 / p) ** k)
-    expected = ops["m"][i, 0] * model.hidden_size * ops["a_bytes"][i, 0] * distinct * (p - 1) / p
-    assert wire_bytes(ops.kind, ops.arrays)[i, 0] == pytest.approx(expected)
+    f, k = float(plan.ffn.devices), model.moe.top_k
+    distinct = f * (1 - (1 - 1 / f) ** k)  # FFN ranks a token visits, every one on another device
+    tokens_per_sender = 64 / plan.attention.dp / plan.attention.tp  # the TP ranks of a group split the sending
+    assert wire[i, 0] == pytest.approx(tokens_per_sender * model.hidden_size * ops["a_bytes"][i, 0] * distinct)
+
+
+def test_af_return_traffic_per_ffn_rank_falls_as_the_ffn_pool_grows():
+    dep = read_deployment("workloads/deployments/doubao-class-afd.yaml")
+    base = dep.serving_plan().decode
+    back = []
+    for f in (2, 8, 32):
+        plan = replace(base, ffn=replace(base.ffn, devices=f, ep=f))
+        ops = build_ops(dep.model, plan, StepShape(decode_seqs=128, decode_kv=2048), "decode")
+        back.append(wire_bytes(ops.kind, ops.arrays)[ops.names.index("ffn_to_attn"), 0])
+    assert back[0] > back[1] > back[2]
 
 
 def test_af_one_micro_batch_pays_attention_transfer_and_ffn_in_series():

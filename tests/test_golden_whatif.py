@@ -1,5 +1,5 @@
 """Golden what-if summaries for three reference scenarios. They change only when the timing model
-changes on purpose: regenerate with ``QUADRANT_REGEN_GOLDEN=1 python -m pytest tests/test_golden_whatif.py``
+changes on purpose: regenerate with ``QUADRANT_UPDATE_GOLDEN=1 python -m pytest tests/test_golden_whatif.py``
 and say why in the commit."""
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def _close(a, b, path=""):
 def test_golden_summary(name):
     path = GOLDEN / f"timing-{name}.json"
     got = summary(name)
-    if os.environ.get("QUADRANT_REGEN_GOLDEN") or not path.exists():
+    if os.environ.get("QUADRANT_UPDATE_GOLDEN") or not path.exists():
         path.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
-        if not os.environ.get("QUADRANT_REGEN_GOLDEN"):
+        if not os.environ.get("QUADRANT_UPDATE_GOLDEN"):
             pytest.fail(f"{path.name} did not exist; written now - review and commit it")
     _close(got, json.loads(path.read_text()))

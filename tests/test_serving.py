@@ -230,7 +230,7 @@ def test_tabulated_step_cost_equals_the_op_model(model, kw):
     for _ in range(25):
         ps, ds = int(rng.integers(0, 4)), int(rng.integers(0, 200))
         pl = int(rng.integers(1, 2000)) if ps else 0
-        pc = int(rng.integers(0, 8000)) if ps else 0
+        pc = int(rng.choice([0, int(rng.integers(1, 8000))])) if ps else 0  # fresh prompts and cached prefixes
         dk = int(rng.integers(1, 30000))
         dl = int(rng.choice([1, 3]))
         if ps * pl + ds * dl == 0 or ps * pl + ds * dl > 8192:

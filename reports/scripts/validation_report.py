@@ -8,6 +8,7 @@ roofline for contrast, leave-one-device-out, and the CPU harness run (bench -> c
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -154,6 +155,10 @@ quadrant validate --measurements my-gpu.csv --timing measured:my-gpu.csv        
 ```
 """
     OUT.write_text(text)
+    band = {**{k: s["overall"][k] for k in ("n", "median_ape", "p90_ape", "within_25pct", "bias")},
+            "source": f"reports/validation.md: default timing model vs {s['overall']['n']} published kernel "
+                      f"figures (commit {sha})"}
+    (ROOT / "simulator/validation/published_error.json").write_text(json.dumps(band, indent=2) + "\n")
     print(f"wrote {OUT}: median APE {pct(s['overall']['median_ape'])}, within 25 % {pct(s['overall']['within_25pct'])}")
 
 

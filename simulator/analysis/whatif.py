@@ -208,7 +208,9 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
         raise SimulatorError(f"isl + osl = {isl + osl} tokens exceed {model.id}'s context window of {ctx_max}")
     # every attention-DP rank prefills its own prompts at once: the step holds prefill_batch per rank
     dp_pre = pre.attention.dp if not pre.af_disaggregated else 1
-    p_shape = StepShape(prefill_seqs=prefill_batch * dp_pre, prefill_len=chunk, prefill_ctx=avg_ctx)
+    # A/F: the prompts ping-pong in micro-batches (the per-layer cost is for one micro-batch)
+    mb_pre = pre.micro_batches if pre.af_disaggregated else 1
+    p_shape = StepShape(prefill_seqs=prefill_batch * dp_pre / mb_pre, prefill_len=chunk, prefill_ctx=avg_ctx)
     pt = time_phase(model, pre, p_shape, "prefill", timing, **kw)
     stage_and_hop = pt.layer_stage_s[0] + (pt.p2p_s[0] if pre.pp > 1 else 0.0)
     ttft = (n_chunks + pre.pp - 1) * stage_and_hop + pt.head_s[0] if not pre.af_disaggregated \
@@ -246,8 +248,10 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
         kv_bytes = isl * kv_bytes_per_token_model(model, plan.kv_precision, plan.kv_scale_tokens)
         link = min(pre.attention.hardware.scale_out.bandwidth_bytes_per_s,
                    dec.attention.hardware.scale_out.bandwidth_bytes_per_s)
-        senders = pre.attention.devices_per_stage * pre.pp  # every prefill device ships its share
-        whole = kv_bytes / (link * senders) + pre.attention.hardware.scale_out.latency_s
+        # one request's KV sits on the TP ranks of one attention-DP group (all PP stages); they ship their shares
+        # in parallel, and the prefill_batch prompts of that group share those links
+        senders = pre.attention.tp * pre.pp
+        whole = prefill_batch * kv_bytes / (link * senders) + pre.attention.hardware.scale_out.latency_s
         # streamed layer by layer while the prompt is prefilled: what is left after the last layer shows
         kv_transfer = max(whole - ttft, 0.0) + whole / model.num_layers
         ttft += kv_transfer

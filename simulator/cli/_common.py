@@ -18,7 +18,7 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
-from ..errors import InfeasibleError, SimulatorError
+from ..errors import InfeasibleError, LayoutError, SimulatorError
 
 _STATE: dict = {"debug": False, "argv": []}
 
@@ -239,7 +239,8 @@ def guarded(fn):
                 traceback.print_exc()
             if isinstance(exc, SimulatorError):
                 typer.echo(f"error: {one_line(exc)}", err=True)
-                raise typer.Exit(1 if isinstance(exc, InfeasibleError) else 2) from None
+                infeasible = isinstance(exc, InfeasibleError) and not isinstance(exc, LayoutError)
+                raise typer.Exit(1 if infeasible else 2) from None
             if isinstance(exc, OSError):
                 where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
                 typer.echo(f"error: cannot access{where}: {exc.strerror or exc}", err=True)
@@ -392,3 +393,10 @@ def timing_files(timing: str | None) -> list[str]:
     if not timing:
         return []
     return [arg for part in timing.split("+") for arg in part.partition(":")[2].split(",") if arg]
+
+
+def explicit_flags(ctx) -> set[str]:
+    """Parameter names the user gave on the command line (not left at their defaults)."""
+    # compared by name: typer may carry its own copy of click's ParameterSource
+    return {name for name in ctx.params
+            if getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}

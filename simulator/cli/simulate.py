@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import PRECISION_HELP, app, emit_json, guarded, metadata, timing_label
+from ._common import PRECISION_HELP, app, emit_json, explicit_flags, guarded, metadata, timing_label
 from ._params import JSON_EXTS, MAX_REQUESTS, count, duration, in_file_or_id, out_dir, out_file, real, timing_option
 from ._params import rate as rate_flag
 
@@ -14,6 +14,7 @@ from ._params import rate as rate_flag
 @app.command()
 @guarded
 def simulate(
+    ctx: typer.Context,
     deployment: str = typer.Argument(None, parser=in_file_or_id(),
                                      help="Deployment YAML (or id in workloads/deployments/)."),
     traffic: str = typer.Option(None, "--traffic", parser=in_file_or_id(),
@@ -103,7 +104,8 @@ def simulate(
     if fmt not in ("quadrant", "vllm"):
         raise typer.BadParameter(f"expected quadrant or vllm, got {fmt!r}", param_hint="'--format'")
     opts = {k: v for k, v in locals().items()
-            if k not in ("json_out", "out", "plots", "parquet", "run_simulate", "fmt", "trace", "check_slo")}
+            if k not in ("ctx", "json_out", "out", "plots", "parquet", "run_simulate", "fmt", "trace", "check_slo")}
+    opts["_explicit"] = explicit_flags(ctx)
     res = run_simulate(opts, progress=not json_out)
     if out:
         from ..commands import write_simulation

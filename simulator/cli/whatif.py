@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 
-from ._common import PRECISION_HELP, app, emit_json, guarded, metadata, timing_files, timing_label
+from ._common import PRECISION_HELP, app, emit_json, explicit_flags, guarded, metadata, timing_files, timing_label
 from ._params import PLOT_EXTS, count, in_file, in_file_or_id, out_file, real, timing_option
 
 
 @app.command()
 @guarded
 def whatif(
+    ctx: typer.Context,
     model: str = typer.Option(None, "--model", "-m", help="Model id (quadrant model list) or YAML path."),
     hardware: str = typer.Option("h100-sxm", "--hardware", help="Device profile for every quadrant."),
     devices: int = typer.Option(8, "--devices", parser=count(1), help="Devices of one model replica."),
@@ -71,7 +72,8 @@ def whatif(
     """
     from ..commands import run_whatif
 
-    opts = {k: v for k, v in locals().items() if k not in ("json_out", "plot", "breakdown_plot", "run_whatif")}
+    opts = {k: v for k, v in locals().items() if k not in ("ctx", "json_out", "plot", "breakdown_plot", "run_whatif")}
+    opts["_explicit"] = explicit_flags(ctx)
     res = run_whatif(opts)
     import math
 

@@ -35,6 +35,7 @@ from .kinds import (
     P2P,
     OpTable,
     OpTableBuilder,
+    distinct_destinations,
 )
 
 ACT16 = 2.0  # bytes: norms, residual stream, collectives that stay in 16-bit
@@ -157,11 +158,26 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
     b.add("attn_norm", aq, ELEMENTWISE, hw=A.hw, count=layers_stage, m=T_dev, n=h, k=5.0, a_bytes=ACT16,
           o_bytes=ACT16)
     groups = att.param_groups(model.hidden_size)
-    qkv_out = (att.num_heads * att.qk_head_dim + 2 * att.num_kv_heads * att.head_dim) / tp
-    if att.kind == "gqa" and not att.q_lora_rank:
+    kv_heads_dev = np.maximum(np.ceil(att.num_kv_heads / tp), 1.0)  # KV heads replicate once TP exceeds them
+    if att.kind == "mla":
+        # down-projections (q_a, kv_a) are replicated on every TP rank; the up-projections are sharded
+        down = float((att.q_lora_rank or 0) + att.kv_lora_rank + att.qk_rope_head_dim)
+        gemm("qkv_down", aq, A, a_dt, pa, T_dev, down, h, layers_stage)
+        if att.q_lora_rank:
+            gemm("q_up", aq, A, a_dt, pa, T_dev, att.num_heads * att.qk_head_dim / tp, float(att.q_lora_rank),
+                 layers_stage)
+        else:
+            gemm("q_proj", aq, A, a_dt, pa, T_dev, att.num_heads * att.qk_head_dim / tp, h, layers_stage)
+        gemm("kv_up", aq, A, a_dt, pa, T_dev, att.num_heads * (att.qk_nope_head_dim + att.v_head_dim) / tp,
+             float(att.kv_lora_rank), layers_stage)
+    elif att.q_lora_rank:  # low-rank query (Step-3 MFA): q_a replicated, q_b sharded, KV heads per device
+        gemm("q_down", aq, A, a_dt, pa, T_dev, float(att.q_lora_rank), h, layers_stage)
+        gemm("q_up", aq, A, a_dt, pa, T_dev, att.num_heads * att.head_dim / tp, float(att.q_lora_rank),
+             layers_stage)
+        gemm("kv_proj", aq, A, a_dt, pa, T_dev, 2 * kv_heads_dev * att.head_dim, h, layers_stage)
+    else:
+        qkv_out = att.num_heads * att.head_dim / tp + 2 * kv_heads_dev * att.head_dim
         gemm("qkv_proj", aq, A, a_dt, pa, T_dev, qkv_out, h, layers_stage)
-    else:  # MLA / low-rank query: the projections' total weights as one GEMM of the same FLOP and bytes
-        gemm("qkv_proj", aq, A, a_dt, pa, T_dev, groups["qkv"] / tp / h, h, layers_stage)
 
     heads_dev = att.num_heads / tp
     if att.kind == "mla":
@@ -171,7 +187,7 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
         dqk_decode, dv_decode = att.kv_lora_rank + att.qk_rope_head_dim, att.kv_lora_rank  # absorbed
         kvh_prefill, kvh_decode = heads_dev, np.ones_like(tp)
     else:
-        kvh = np.maximum(np.ceil(att.num_kv_heads / tp), 1.0)
+        kvh = kv_heads_dev
         kv_elems_dev = 2.0 * kvh * att.head_dim
         elems_per_scale = att.head_dim
         dqk_prefill = dqk_decode = dv_prefill = dv_decode = att.head_dim
@@ -254,15 +270,18 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
 
     if af:
         # attention ranks send each token once to every FFN rank that owns one of its experts (top-k fan-out,
-        # de-duplicated per rank), over the scale-out link; the combine brings the weighted sums back
+        # de-duplicated per rank, all of them on other devices, over the scale-out link); the TP ranks of an
+        # attention group hold the same tokens and split the sending. The FFN ranks send back one partial sum
+        # per (token, rank) pair they served.
         fan = float(model.moe.top_k) if model.moe else 1.0
-        f_ranks = np.asarray(float(f_pl.devices)) if model.moe else np.asarray(1.0)
-        kind = ALL_TO_ALL if model.moe else P2P
-        cols = dict(ranks=f_ranks + 1.0, domain=np.ones_like(f_ranks), fanout=fan, m=T_dev, n=h)
-        b.add("attn_to_ffn", aq, kind, hw=A.hw, count=layers_stage, a_bytes=pa.act_bytes,
-              msg_bytes=T_dev * h * pa.act_bytes, **cols)
-        b.add("ffn_to_attn", fq, kind, hw=F.hw, count=layers_stage, a_bytes=ACT16, msg_bytes=T_dev * h * ACT16,
-              **cols)
+        f_ranks = np.asarray(float(f_pl.devices))
+        copies = distinct_destinations(fan, f_ranks)  # FFN ranks one token visits
+        attn_groups = float(a_pl.dp) if a_pl.dp else 1.0
+        tokens_all = T_dev * attn_groups  # tokens of the micro-batch over every attention group of the stage
+        b.add("attn_to_ffn", aq, ALL_TO_ALL, hw=A.hw, count=layers_stage, m=T_dev / tp, n=h, a_bytes=pa.act_bytes,
+              fanout=fan, ranks=f_ranks, domain=1.0, all_remote=1.0)
+        b.add("ffn_to_attn", fq, ALL_TO_ALL, hw=F.hw, count=layers_stage, m=tokens_all * copies / f_ranks, n=h,
+              a_bytes=ACT16, fanout=1.0, ranks=np.maximum(tp * attn_groups, 1.0), domain=1.0, all_remote=1.0)
 
     # ================================ other ===================================================
     logits_dev = p_seqs_dev + d_seqs_dev * dl  # prefill: last position of each sequence; decode: every new token

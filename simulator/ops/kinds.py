@@ -12,8 +12,9 @@ Shape columns per kind (all per device):
 ==============  ===========================================================================
 gemm            ``m`` tokens x ``k`` in -> ``n`` out; ``w_bytes``/``a_bytes``/``o_bytes`` per
                 weight / input / output element
-grouped_gemm    routed experts: ``m`` token-expert pairs spread over ``groups`` experts (mean
-                ``m / groups`` each, busiest rank ``imbalance`` x the mean), each ``k`` -> ``n``
+grouped_gemm    routed experts: ``m`` token-expert pairs per rank on average over ``groups``
+                experts, each ``k`` -> ``n``; FLOP and bytes are the busiest rank's
+                (``imbalance`` x the mean pairs)
 attn_prefill    ``batch`` sequences of ``q_len`` new tokens attending to ``kv_len`` keys
                 (cached + new), ``heads`` query heads over ``kv_heads`` KV heads, ``d_qk`` /
                 ``d_v`` head dims, ``kv_token_bytes`` cached bytes per token, ``causal`` 0/1
@@ -23,7 +24,8 @@ elementwise     ``m`` tokens x ``n`` elements, ``a_bytes`` read and ``o_bytes`` 
 all_reduce      ``msg_bytes`` per rank over ``ranks`` ranks, ``domain`` of them per scale-up domain
 all_gather      ``msg_bytes`` = the gathered output per rank
 all_to_all      ``m`` tokens per rank of ``n`` elements x ``a_bytes``, each to ``fanout``
-                destinations (top-k) over ``ranks`` ranks; ``msg_bytes`` is derived here
+                destinations (top-k) over ``ranks`` ranks; ``all_remote`` 1 when every destination is
+                another device (attention -> FFN pools); wire bytes are derived here
 p2p             ``msg_bytes`` one device sends to another (``domain`` 1 = across domains)
 ==============  ===========================================================================
 """
@@ -46,7 +48,7 @@ DTYPE_INDEX = {d: i for i, d in enumerate(DTYPES)}
 
 SHAPE_COLUMNS = ("count", "m", "n", "k", "groups", "imbalance", "w_bytes", "a_bytes", "o_bytes",
                  "batch", "q_len", "kv_len", "heads", "kv_heads", "d_qk", "d_v", "kv_token_bytes", "causal",
-                 "msg_bytes", "ranks", "domain", "fanout")
+                 "msg_bytes", "ranks", "domain", "fanout", "all_remote")
 _DEFAULTS = {"count": 1.0, "imbalance": 1.0, "ranks": 1.0, "domain": 1.0, "fanout": 1.0}
 
 
@@ -162,16 +164,23 @@ def attention_pairs(kind, a: dict) -> np.ndarray:
     return np.where((np.asarray(kind)[:, None] == ATTN_PREFILL) & (a["causal"] > 0), causal_pairs, full_pairs)
 
 
+def distinct_destinations(fanout, ranks) -> np.ndarray:
+    """Expected distinct ranks (or nodes) among ``fanout`` picks uniformly over ``ranks``."""
+    p = np.maximum(np.asarray(ranks, dtype=float), 1.0)
+    return p * (1.0 - np.power(1.0 - 1.0 / p, np.maximum(np.asarray(fanout, dtype=float), 1.0)))
+
+
 def alltoall_wire_bytes(a: dict) -> np.ndarray:
     """Bytes one rank sends in an all-to-all dispatch (or receives in the combine) when each of its
     ``m`` tokens goes to ``fanout`` of ``ranks`` ranks chosen at random: a token is sent once per
     distinct remote rank it needs (per-rank de-duplication), ``ranks * (1 - (1 - 1/ranks)^fanout)``
-    expected destinations, of which ``(ranks - 1) / ranks`` are remote."""
+    expected destinations, of which ``(ranks - 1) / ranks`` are remote (all of them with
+    ``all_remote``). ``fanout`` 0 is a uniform all-to-all: ``msg_bytes`` spread evenly."""
     p = np.maximum(a["ranks"], 1.0)
-    k = np.maximum(a["fanout"], 1.0)
-    distinct = p * (1.0 - np.power(1.0 - 1.0 / p, k))
-    remote = distinct * (p - 1.0) / p
-    return a["m"] * a["n"] * a["a_bytes"] * remote
+    distinct = distinct_destinations(a["fanout"], p)
+    remote = np.where(a["all_remote"] > 0, distinct, distinct * (p - 1.0) / p)
+    routed = a["m"] * a["n"] * a["a_bytes"] * remote
+    return np.where(a["fanout"] > 0, routed, a["msg_bytes"] * (p - 1.0) / p)
 
 
 class _Rows(dict):
@@ -224,6 +233,8 @@ def derive_flop_bytes(kind: np.ndarray, a: dict) -> tuple[np.ndarray, np.ndarray
         r = rows_of(a, idx)
         if k in (GEMM, GROUPED_GEMM):
             m, n, kk = r["m"], r["n"], r["k"]
+            if k == GROUPED_GEMM:  # the busiest EP rank sets the time: its token-expert pairs
+                m = m * np.maximum(r["imbalance"], 1.0)
             flop[idx] = 2.0 * m * n * kk
             weights = kk * n * r["w_bytes"] * (r["groups"] if k == GROUPED_GEMM else 1.0)
             # dense GEMM: read activations and weights once, write the output; grouped GEMM: every active

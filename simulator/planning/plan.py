@@ -101,16 +101,17 @@ def workload_of(traffic: Traffic, rate: float, slo: SLO) -> Workload:
 
 
 def error_band() -> dict | None:
-    """Kernel-level error of the shipped profiles, from reports/validation (median and p90 APE)."""
+    """Kernel-level error of the shipped timing model against the published kernel figures (median and
+    p90 APE), as written by reports/scripts/validation_report.py into the package."""
     import json
+    from importlib import resources
 
-    path = catalog_root() / "reports" / "validation" / "validate-shipped.json"
     try:
-        o = json.loads(path.read_text())["overall"]
-    except (OSError, ValueError, KeyError):
+        o = json.loads((resources.files("simulator.validation") / "published_error.json").read_text())
+    except (OSError, ValueError):
         return None
     return {"median_ape": o["median_ape"], "p90_ape": o["p90_ape"], "bias": o["bias"], "n": o["n"],
-            "source": "reports/validation/validate-shipped.json (shipped profiles vs measured kernels)"}
+            "source": o["source"]}
 
 
 def _finite(x):

@@ -273,7 +273,9 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
             f"error; the shaded band on the load plot shows ±{eb['median_ape']:.0%}. See reports/"
             "serving-validation.md for end-to-end comparisons."]})
     else:
-        s.append({"title": "Error band", "text": ["No validation figures were found (reports/validation/)."]})
+        s.append({"title": "Error band", "text": [
+            "No validation figures were found (simulator/validation/published_error.json; regenerate it with "
+            "reports/scripts/validation_report.py)."]})
     return s
 
 

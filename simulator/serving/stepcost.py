@@ -176,8 +176,10 @@ class TabulatedStepCost:
         arrays = {c: np.broadcast_to(v[:, :1], (rows, n)).copy() for c, v in tpl.arrays.items()}
         core = np.array([nm in (self.CORE_P, self.CORE_D) for nm in tpl.names])
         arrays["batch"][core], arrays["q_len"][core], arrays["kv_len"][core] = batch, q_len, kv_len
-        ctx = ~core  # MLA up-projection of the cached latents: one row per cached token
-        arrays["m"][ctx] = batch * np.maximum(kv_len - q_len, 0.0)
+        ctx = ~core  # MLA up-projection of the cached latents: one row per cached token (none without a prefix)
+        cached = batch * np.maximum(kv_len - q_len, 0.0)
+        arrays["m"][ctx] = cached
+        arrays["count"][ctx] = np.where(cached > 0, arrays["count"][ctx], 0.0)
         ops = OpTable(tpl.names, tpl.quadrant, tpl.kind, arrays, n, tpl.devices)
         times = self.timing.evaluate(ops)
         return (times.time_s * ops["count"]).sum(axis=0)

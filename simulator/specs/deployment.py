@@ -197,21 +197,3 @@ def read_deployment(path: str | Path) -> Deployment:
                      KVTransfer(bw, lat, overlap), str(path))
     r.done()
     return dep
-
-
-def transfer_time_s(dep: Deployment, prefill: Pool, decode: Pool, prompt_tokens: float,
-                    prefill_time_s: float) -> float:
-    """Exposed time to ship a request's KV cache from a prefill pool to a decode pool."""
-    bytes_ = dep.model.kv_bytes_per_token(
-        1.0 if dep.kv_precision in ("fp8", "int8") else 2.0) * prompt_tokens
-    # each side moves its share over all of its devices' NICs
-    bw = dep.transfer.bandwidth_bytes_per_s
-    if bw is None:
-        a = prefill.plan.attention.hardware.scale_out.bandwidth_bytes_per_s * prefill.plan.attention.devices_per_stage
-        b = decode.plan.attention.hardware.scale_out.bandwidth_bytes_per_s * decode.plan.attention.devices_per_stage
-        bw = min(a, b)
-    t = bytes_ / bw
-    if dep.transfer.overlap_with_prefill:
-        t = max(t - prefill_time_s * (1 - 1 / dep.model.num_layers), t / dep.model.num_layers)
-    return dep.transfer.latency_s + t
-

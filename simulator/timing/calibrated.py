@@ -21,6 +21,9 @@ def read_overlay(path: str | Path) -> tuple[str, dict, object]:
     """Return (hardware id, provenance dict, Efficiency)."""
     data = load_yaml(path)
     r = Reader(path, data)
+    if data.get("kind") != "calibration":
+        raise r.error("kind", "not a calibration overlay (expected `kind: calibration`, as `quadrant calibrate` "
+                              "writes; a hardware profile is not an overlay)")
     r.schema_version()
     hw_id = r.str("hardware")
     r.str("kind", "calibration", choices=("calibration",))

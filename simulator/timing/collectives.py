@@ -10,9 +10,11 @@ make real NCCL/DeepEP timings differ from a bare alpha-beta line:
   ring on 8 x H100 (published-kernels rows P112-P114), a 1.30 x bandwidth gain;
 * **shared host links on PCIe boards**: without NVLink, ranks share their host's PCIe root
   complexes, so per-rank bandwidth is at most ``host_link * 2 / ranks`` (two sockets);
-* **all-to-all**: wire bytes from top-k fan-out with per-rank de-duplication (ops/kinds.py); the
-  remote share goes over the scale-out link when the group spans domains (node-limited routing
-  is expressed by the builder through ``ranks``/``domain``).
+* **all-to-all**: wire bytes from top-k fan-out with per-rank de-duplication (ops/kinds.py). When
+  the group spans scale-up domains, a token crosses the fabric once per distinct *remote domain*
+  among its top-k experts' owners (per-node de-duplication, forwarded over the scale-up link inside
+  the node, as DeepEP does), and the rest stays on the scale-up link. Node-limited routing (at most
+  M nodes per token) is not modelled: the cross-node share is the unconstrained expectation.
 
 Volumes are the ring algorithms': all-reduce ``2 (d-1)/d S``, all-gather ``(d-1)/d S``.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops.kinds import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, P2P, OpTable, wire_bytes
+from ..ops.kinds import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, P2P, OpTable, distinct_destinations, wire_bytes
 
 NVLS_GAIN = 480.0 / 370.0  # rows P112/P114 (NVLS busBW ~476-480 GB/s) over P113 (ring ~370 GB/s), 8 x H100
 
@@ -59,8 +61,16 @@ def _collective_time_s(ops, dev, fam, ideal):
 
     ar = 2 * (d - 1) / d * S / bw_in + 2 * (nodes - 1) / nodes * (S / d) / bw_out
     ag = (d - 1) / d * S / bw_in + (nodes - 1) / nodes * (S / d) / bw_out
+    # all-to-all: tokens routed top-k cross the fabric once per distinct remote domain (per-node
+    # de-duplication); a uniform all-to-all (fanout 0) sends each remote peer its share
+    routed = a["fanout"] > 0
+    tok_bytes = a["m"] * a["n"] * a["a_bytes"]
+    nodes_hit = distinct_destinations(a["fanout"], nodes)
+    cross_routed = tok_bytes * np.where(a["all_remote"] > 0, nodes_hit, nodes_hit * (nodes - 1) / nodes)
     remote = np.where(p > 1, (p - d) / np.maximum(p - 1, 1.0), 0.0)  # share of destinations off-domain
-    a2a = np.maximum(S * (1 - remote) / bw_in, S * remote / bw_out)
+    cross = np.where(routed & (nodes > 1), np.minimum(cross_routed, S), S * remote)
+    local = np.where(routed & (nodes > 1), S * (1 - remote), S * (1 - remote))
+    a2a = np.maximum(local / bw_in, cross / bw_out)
     crosses = a["domain"] < 2  # a point-to-point pair split over two domains
     p2p = np.where(crosses, S / bw_out, S / bw_in)
     vol = np.select([kind == ALL_REDUCE, kind == ALL_GATHER, kind == ALL_TO_ALL, kind == P2P], [ar, ag, a2a, p2p],

@@ -64,6 +64,20 @@ def kv_bytes_per_token_device(model: ModelSpec, tp: int, pp: int, kv_precision: 
     return elems * kv_bytes_per_element(kv_precision, kv_scale_tokens, per_scale) * layers
 
 
+def attention_params_per_device(model: ModelSpec, tp: int) -> float:
+    """One layer's attention weights on one TP rank: query and output projections are sharded; MLA and
+    low-rank-query down-projections are replicated; KV projections replicate once TP exceeds the KV heads."""
+    att, h = model.attention, model.hidden_size
+    total = model.attention_params_per_layer
+    if att.kind == "mla":
+        replicated = h * ((att.q_lora_rank or 0) + att.kv_lora_rank + att.qk_rope_head_dim)
+        return replicated + (total - replicated) / tp
+    kv_total = 2 * h * att.num_kv_heads * att.head_dim
+    kv_dev = 2 * h * max(math.ceil(att.num_kv_heads / tp), 1) * att.head_dim
+    replicated = h * att.q_lora_rank if att.q_lora_rank else 0
+    return replicated + kv_dev + (total - replicated - kv_total) / tp
+
+
 def memory_fit(model: ModelSpec, plan: PhasePlan, *, kv_tokens_per_replica: float, step_tokens: float,
                kv_precision: str = "bf16", kv_scale_tokens: int = 128) -> list[MemoryFit]:
     """Per-device memory of a phase plan holding ``kv_tokens_per_replica`` cached tokens (over all
@@ -73,7 +87,7 @@ def memory_fit(model: ModelSpec, plan: PhasePlan, *, kv_tokens_per_replica: floa
     pp = plan.pp
     h = model.hidden_size
     stage = lambda n: math.ceil(n / pp)  # noqa: E731  (the largest stage bounds memory)
-    attn_w = stage(model.num_layers) * model.attention_params_per_layer / a.tp * pa.weight_bytes
+    attn_w = stage(model.num_layers) * attention_params_per_device(model, a.tp) * pa.weight_bytes
     embed = (model.embedding_params + model.lm_head_params) if pp == 1 else max(model.embedding_params,
                                                                                 model.lm_head_params)
     attn_w += embed / a.tp * 2.0
