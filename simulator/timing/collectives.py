@@ -44,7 +44,8 @@ def _collective_time_s(ops, dev, fam, ideal):
     p = np.maximum(a["ranks"], 1.0)
     d = np.clip(a["domain"], 1.0, p)  # members of the group inside one scale-up domain
     nodes = np.ceil(p / d)
-    C = {f: dev.coll[f][hw, fam] for f in dev.coll}
+    flat = hw * dev.coll["latency_s"].shape[1] + fam
+    C = {f: np.take(dev.coll[f], flat) for f in dev.coll}
     frac = 1.0 if ideal else C["bandwidth_fraction"]
     up_bw = dev.up_bw[hw]
     nvls = (dev.nvls[hw] > 0) & (kind == ALL_REDUCE) & (nodes <= 1)

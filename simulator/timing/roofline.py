@@ -112,8 +112,9 @@ class RooflineModel:
     @staticmethod
     def _compute(kind: int, r: dict, dev: DeviceTable, fam: np.ndarray, flop: np.ndarray, nbytes: np.ndarray):
         hw = r["hw"]
-        K = {f: dev.kernel[f][hw, fam] if dev.kernel[f].any() else 0.0 for f in _FIELDS}
-        peak = dev.peak[hw, r["dtype"]]
+        flat = hw * dev.kernel["floor_s"].shape[1] + fam  # one gather index for every family parameter
+        K = {f: np.take(dev.kernel[f], flat) if dev.kernel[f].any() else 0.0 for f in _FIELDS}
+        peak = np.take(dev.peak, hw * dev.peak.shape[1] + r["dtype"])
         if kind != ELEMENTWISE:  # tensor-core work runs at the sustained clock
             peak = peak * dev.clock[hw]
         if kind == GEMM:
