@@ -26,6 +26,9 @@ from .stepcost import StepCostModel
 
 BLOCK_TOKENS = 16  # paged KV-cache block size
 MAX_STRETCH = 64  # decode steps computed per event; a longer stretch simply continues in the next one
+# _GROW[j - 1, a] = floor((a + j) / B): blocks a sequence whose reservation ends at offset a in its last block
+# gains after j more tokens (tabulated once for every stretch length)
+_GROW = (np.arange(BLOCK_TOKENS)[None, :] + np.arange(1, MAX_STRETCH + 1)[:, None]) // BLOCK_TOKENS
 
 
 def decode_stretch_costs(cost, n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -246,12 +249,9 @@ class Replica:
             # blocks after j more tokens each: sum_i ceil((res_i + j) / B) = sum_i blocks_i + floor((a_i + j) / B)
             # with a_i = (res_i - 1) mod B, computed over a 16-bin histogram of a_i instead of every sequence
             hist = np.bincount((res0 - 1) % BLOCK_TOKENS, minlength=BLOCK_TOKENS)
-            j = np.arange(1, k + 1)
-            grow = ((np.arange(BLOCK_TOKENS)[None, :] + j[:, None]) // BLOCK_TOKENS) @ hist
-            blocks = others + int(blocks0.sum()) + grow
-        over = blocks > self.blocks_total
-        if over.any():  # stop before the step that would need a preemption
-            k = int(np.argmax(over))
+            blocks = others + int(blocks0.sum()) + _GROW[:k] @ hist
+        if blocks[-1] > self.blocks_total:  # stop before the step that would need a preemption
+            k = int(np.searchsorted(blocks, self.blocks_total, side="right"))  # blocks never shrink
             if k < 2:
                 return 0
             blocks = blocks[:k]

@@ -226,7 +226,9 @@ class TabulatedStepCost:
         core = self._decode_core(float(ds_dev), 1.0, dk + 1.0)
         lin_a, lin_f = float(self.lin_attn[ds_dev]), float(self.lin_ffn[ds_dev]) + float(self.routed[n])
         times = lin_a + lin_f + float(self.lin_other[ds_dev]) + float(self.head[ds_dev]) + core
-        quad = np.vstack([np.zeros(k), np.zeros(k), core + lin_a, np.full(k, lin_f)])
+        quad = np.zeros((4, k))
+        quad[2] = core + lin_a
+        quad[3] = lin_f
         return times, quad
 
     def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
