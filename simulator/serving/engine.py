@@ -130,6 +130,7 @@ class Replica:
         self.active = np.empty(0, np.int64)  # admitted requests in admission order
         self.blocks_total = cfg.kv_capacity_tokens // BLOCK_TOKENS
         self.used_blocks = 0  # blocks reserved by ``active`` (kept current after every change)
+        self.exact_blocks = True  # used_blocks == _blocks(active) (False after an admission, until _fit_kv)
         self.wake = sim.env.event()
         self.inbound = 0  # requests whose KV is on its way here (counted as load by the router)
         self.busy_s = 0.0
@@ -184,6 +185,7 @@ class Replica:
                 swap_s += float(r.kv_tokens(np.array([rid]))[0]) * cfg.kv_bytes_per_token / cfg.swap_bytes_per_s
                 r.swapped[rid] = False
         if admitted:
+            self.exact_blocks = False  # admission reserves by ``admit_tokens``
             ids = np.asarray(admitted, np.int64)
             r.home[ids] = self.uid
             self.active = np.concatenate((self.active, ids))
@@ -283,7 +285,11 @@ class Replica:
             self.active = self.active[r.home[self.active] == self.uid]
             for rid in fin.tolist():
                 self.sim.finish(rid, self)
-        preempted = self._fit_kv()
+        if self.exact_blocks:  # blocks[steps - 1] counts every active request now; the finished ones leave
+            self.used_blocks = int(blocks[steps - 1]) - (self._blocks(fin) if len(fin) else 0)
+            preempted = 0  # the stretch stopped before the KV cache would overflow
+        else:
+            preempted = self._fit_kv()
         self.sim.record_step(self, float(bounds[steps - 1]), float(bounds[steps]), 0, 0, n, n, preempted)
         return steps
 
@@ -331,6 +337,7 @@ class Replica:
         r = self.sim.req
         preempted = 0
         self.used_blocks = self._blocks(self.active)
+        self.exact_blocks = True
         while len(self.active) and self.used_blocks > self.blocks_total:
             rid = int(self.active[-1])
             self.active = self.active[:-1]
@@ -487,7 +494,14 @@ class Simulation:
         df["tpot_s"] = np.where(out > 1, (df["finish_s"] - df["first_token_s"]) / np.maximum(out - 1, 1), np.nan)
         return df
 
+    STEP_COLUMNS = ("pool", "replica_id", "start_s", "end_s", "kind", "prefill_seqs", "prefill_tokens",
+                    "decode_seqs", "output_tokens", "queued", "running", "kv_occupancy", "preempted")
+    STEP_DTYPES = (object, object, float, float, object, np.int64, np.int64, np.int64, np.int64, np.int64, np.int64,
+                   float, np.int64)
+
     def step_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.steps, columns=["pool", "replica_id", "start_s", "end_s", "kind", "prefill_seqs",
-                                                 "prefill_tokens", "decode_seqs", "output_tokens", "queued",
-                                                 "running", "kv_occupancy", "preempted"])
+        if not self.steps:
+            return pd.DataFrame(self.steps, columns=list(self.STEP_COLUMNS))
+        # column by column (far faster than pandas' row-tuple inference, same dtypes)
+        cols = zip(*self.steps)
+        return pd.DataFrame({c: np.array(v, dtype=t) for c, t, v in zip(self.STEP_COLUMNS, self.STEP_DTYPES, cols)})
