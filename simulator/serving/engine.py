@@ -160,7 +160,7 @@ class Replica:
         return self.cfg.policy.reserved_tokens(r.target_prefill[ids], r.generated[ids], r.output[ids], r.offset[ids])
 
     def _blocks(self, ids: np.ndarray) -> int:
-        return int(np.sum(-(-self._reserved(ids) // BLOCK_TOKENS))) if len(ids) else 0
+        return int(np.add.reduce(-(-self._reserved(ids) // BLOCK_TOKENS))) if len(ids) else 0
 
     def _admit(self) -> float:
         """FCFS admission while KV blocks and sequence slots allow; returns swap-in seconds."""

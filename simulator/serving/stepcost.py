@@ -166,6 +166,7 @@ class TabulatedStepCost:
         self._memo: dict[tuple, float] = {}
         self._grids: dict[tuple, np.ndarray] = {}
         self._fresh: dict[tuple, np.ndarray] = {}
+        self._stretch_parts: dict[int, tuple] = {}
 
     def _core_s(self, name: str, batch, q_len, kv_len) -> np.ndarray:
         """Time of one attention core (all layers) for arrays of shapes, by the TimingModel."""
@@ -221,11 +222,16 @@ class TabulatedStepCost:
 
     def decode_stretch(self, n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``k`` consecutive decode steps of ``n`` sequences (one new token each), vectorised."""
-        ds_dev = -(-n // self.dp)
+        parts = self._stretch_parts.get(n)
+        if parts is None:  # the batch-size-only terms, summed in the same order as ``cost``
+            ds_dev = -(-n // self.dp)
+            lin_a, lin_f = float(self.lin_attn[ds_dev]), float(self.lin_ffn[ds_dev]) + float(self.routed[n])
+            fixed = lin_a + lin_f + float(self.lin_other[ds_dev]) + float(self.head[ds_dev])
+            parts = self._stretch_parts[n] = (float(ds_dev), lin_a, lin_f, fixed)
+        ds_dev, lin_a, lin_f, fixed = parts
         dk = (kv0 + n * np.arange(k)) / n
-        core = self._decode_core(float(ds_dev), 1.0, dk + 1.0)
-        lin_a, lin_f = float(self.lin_attn[ds_dev]), float(self.lin_ffn[ds_dev]) + float(self.routed[n])
-        times = lin_a + lin_f + float(self.lin_other[ds_dev]) + float(self.head[ds_dev]) + core
+        core = self._decode_core(ds_dev, 1.0, dk + 1.0)
+        times = fixed + core
         quad = np.zeros((4, k))
         quad[2] = core + lin_a
         quad[3] = lin_f
