@@ -45,6 +45,9 @@ def decode_stretch_costs(cost, n: int, kv0: int, k: int) -> tuple[np.ndarray, np
         quad[:, i] = (c.prefill_attention_s, c.prefill_ffn_s, c.decode_attention_s, c.decode_ffn_s)
     return times, quad
 
+_NO_TOKENS = np.zeros(0, np.int64)
+_NO_TOKENS.flags.writeable = False
+
 # request status codes
 PENDING, WAITING, RUNNING, FINISHED, REJECTED = 0, 1, 2, 3, 4
 STATUS = {PENDING: "pending", WAITING: "waiting", RUNNING: "running", FINISHED: "finished", REJECTED: "rejected"}
@@ -197,9 +200,12 @@ class Replica:
         r, cfg = self.sim.req, self.cfg
         ids = self.active
         is_dec = r.prefilled[ids] >= r.target_prefill[ids]
-        decoding, prefilling = ids[is_dec], ids[~is_dec]
         q_len = 1 + cfg.spec_draft_tokens
-        remaining = r.target_prefill[prefilling] - r.prefilled[prefilling]
+        if is_dec.all():  # the common case: every admitted request is decoding
+            decoding, prefilling, remaining = ids, ids[:0], _NO_TOKENS
+        else:
+            decoding, prefilling = ids[is_dec], ids[~is_dec]
+            remaining = r.target_prefill[prefilling] - r.prefilled[prefilling]
         dec, pre, chunks = cfg.policy.plan(decoding, prefilling, remaining, cfg.max_batch_tokens, q_len)
         return dec, pre, np.asarray(chunks, np.int64), q_len
 
@@ -214,7 +220,7 @@ class Replica:
                 yield self.wake
                 continue
             if self.sim.coalesce and not len(pre_ids) and not cfg.spec_draft_tokens and not swap_s:
-                k = int((r.output[decoding] - r.generated[decoding]).min())
+                k = int(np.minimum.reduce(r.output[decoding] - r.generated[decoding]))
                 if k >= 2:
                     done = yield from self._decode_stretch(decoding, k)
                     if done:
@@ -257,12 +263,12 @@ class Replica:
             if k < 2:
                 return 0
             blocks = blocks[:k]
-        times, quad = decode_stretch_costs(cfg.cost, n, int(r.kv_tokens(decoding).sum()), k)
+        times, quad = decode_stretch_costs(cfg.cost, n, int(np.add.reduce(r.kv_tokens(decoding))), k)
         start = env.now
         bounds = np.cumsum(np.concatenate(([start], times)))  # the same float additions as step by step
         queued = len(self.waiting)  # constant until an arrival ends the stretch
         self.wake = env.event()
-        end = env.timeout(times.sum())
+        end = env.timeout(np.add.reduce(times))  # == times.sum()
         yield env.any_of([end, self.wake])
         if end.processed:
             steps = k
