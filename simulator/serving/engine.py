@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import math
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -282,9 +283,7 @@ class Replica:
         if steps > 1:  # the stretch's steps but the last, as rows in one go (same layout as ``record``)
             b = bounds[:steps].tolist()
             occ = (blocks[:steps - 1] / max(self.blocks_total, 1)).tolist()
-            pool, name = cfg.pool, self.name
-            self.sim.steps.extend((pool, name, b[i], b[i + 1], "decode", 0, 0, n, n, queued, n, occ[i], 0)
-                                  for i in range(steps - 1))
+            self.sim.steps.add_decodes(self.uid, b, occ, n, queued)
         fin = decoding[r.generated[decoding] >= r.output[decoding]]
         if len(fin):
             r.home[fin] = -1
@@ -378,7 +377,7 @@ class Simulation:
             self.by_role[rep.cfg.role].append(rep)
         self.kv_transfer_s = kv_transfer_s or (lambda rid, src: 0.0)
         self.links = {rep.uid: simpy.Resource(self.env, capacity=1) for rep in self.by_role["prefill"]}
-        self.steps: list[tuple] = []
+        self.steps = StepLog()
         self.events: list[tuple[float, str, int]] = []  # (time, what, request id), for exact-log tests
         self.closed = closed_concurrency
         self.closed_starts_s = closed_starts_s  # closed loop: when each client sends its first request
@@ -448,10 +447,9 @@ class Simulation:
 
     def record(self, rep: Replica, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running,
                kv_occupancy, preempted):
-        """The one place that knows the step-record layout (see ``step_frame``)."""
-        kind = "mixed" if n_prefill and n_decode else ("prefill" if n_prefill else "decode")
-        self.steps.append((rep.cfg.pool, rep.name, start, end, kind, n_prefill, prefill_tokens, n_decode,
-                           out_tokens, queued, running, kv_occupancy, preempted))
+        """Record one step (the layout lives in ``StepLog``)."""
+        self.steps.add(rep.uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running,
+                       kv_occupancy, preempted)
 
     # -- driving -----------------------------------------------------------------------------
     def _arrivals(self, times: np.ndarray):
@@ -500,14 +498,63 @@ class Simulation:
         df["tpot_s"] = np.where(out > 1, (df["finish_s"] - df["first_token_s"]) / np.maximum(out - 1, 1), np.nan)
         return df
 
-    STEP_COLUMNS = ("pool", "replica_id", "start_s", "end_s", "kind", "prefill_seqs", "prefill_tokens",
-                    "decode_seqs", "output_tokens", "queued", "running", "kv_occupancy", "preempted")
-    STEP_DTYPES = (object, object, float, float, object, np.int64, np.int64, np.int64, np.int64, np.int64, np.int64,
-                   float, np.int64)
-
     def step_frame(self) -> pd.DataFrame:
-        if not self.steps:
-            return pd.DataFrame(self.steps, columns=list(self.STEP_COLUMNS))
-        # column by column (far faster than pandas' row-tuple inference, same dtypes)
-        cols = zip(*self.steps)
-        return pd.DataFrame({c: np.array(v, dtype=t) for c, t, v in zip(self.STEP_COLUMNS, self.STEP_DTYPES, cols)})
+        return self.steps.frame([rep.cfg.pool for rep in self.replicas], [rep.name for rep in self.replicas])
+
+
+class StepLog:
+    """The step records, one row per batch step, kept column by column in typed arrays (about 60 bytes a
+    row instead of a tuple of Python objects, so a million-request run stays small); ``frame`` turns
+    them into the steps DataFrame."""
+
+    COLUMNS = ("pool", "replica_id", "start_s", "end_s", "kind", "prefill_seqs", "prefill_tokens", "decode_seqs",
+               "output_tokens", "queued", "running", "kv_occupancy", "preempted")
+    KINDS = ("decode", "prefill", "mixed")
+    COUNTS = ("prefill_seqs", "prefill_tokens", "decode_seqs", "output_tokens", "queued", "running", "preempted")
+
+    def __init__(self):
+        self.replica, self.kind = array("i"), array("b")
+        self.start_s, self.end_s, self.kv_occupancy = array("d"), array("d"), array("d")
+        self.counts = {c: array("q") for c in self.COUNTS}
+
+    def __len__(self) -> int:
+        return len(self.start_s)
+
+    def add(self, uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running, kv_occupancy,
+            preempted) -> None:
+        self.replica.append(uid)
+        self.kind.append(2 if n_prefill and n_decode else (1 if n_prefill else 0))
+        self.start_s.append(start)
+        self.end_s.append(end)
+        self.kv_occupancy.append(kv_occupancy)
+        c = self.counts
+        for name, v in (("prefill_seqs", n_prefill), ("prefill_tokens", prefill_tokens), ("decode_seqs", n_decode),
+                        ("output_tokens", out_tokens), ("queued", queued), ("running", running),
+                        ("preempted", preempted)):
+            c[name].append(v)
+
+    def add_decodes(self, uid: int, bounds: list, kv_occupancy: list, n: int, queued: int) -> None:
+        """``len(bounds) - 1`` consecutive pure-decode steps of ``n`` sequences (``bounds``: their start and end
+        times), nothing preempted, ``queued`` waiting throughout."""
+        k = len(bounds) - 1
+        self.replica.extend(array("i", [uid]) * k)
+        self.kind.extend(array("b", [0]) * k)
+        self.start_s.extend(bounds[:-1])
+        self.end_s.extend(bounds[1:])
+        self.kv_occupancy.extend(kv_occupancy)
+        c = self.counts
+        for name, v in (("prefill_seqs", 0), ("prefill_tokens", 0), ("decode_seqs", n), ("output_tokens", n),
+                        ("queued", queued), ("running", n), ("preempted", 0)):
+            c[name].extend(array("q", [v]) * k)
+
+    def frame(self, pools: list[str], names: list[str]) -> pd.DataFrame:
+        if not len(self):
+            return pd.DataFrame([], columns=list(self.COLUMNS))
+        rep = np.frombuffer(self.replica, np.int32)
+        cols = {"pool": np.array(pools, dtype=object)[rep], "replica_id": np.array(names, dtype=object)[rep],
+                "start_s": np.array(self.start_s, float), "end_s": np.array(self.end_s, float),
+                "kind": np.array(self.KINDS, dtype=object)[np.frombuffer(self.kind, np.int8)]}
+        cols.update({c: np.array(self.counts[c], np.int64) for c in self.COUNTS[:6]})
+        cols["kv_occupancy"] = np.array(self.kv_occupancy, float)
+        cols["preempted"] = np.array(self.counts["preempted"], np.int64)
+        return pd.DataFrame({c: cols[c] for c in self.COLUMNS})
