@@ -77,19 +77,21 @@ def inter_token_latencies(steps: pd.DataFrame, start_s: float, end_s: float) -> 
     them, lengthens the gap)."""
     if not len(steps):
         return _weighted_stats(np.zeros(0), np.zeros(0))
-    d = steps[steps.decode_seqs > 0]
-    vals, wts = [], []
-    for _, g in d.groupby("replica_id", sort=False):
-        g = g.sort_values("end_s", kind="stable")
-        end = g.end_s.to_numpy(float)
-        gap = np.diff(end)
-        w = g.decode_seqs.to_numpy()[1:]
-        inside = (end[1:] >= start_s) & (end[1:] <= end_s)
-        vals.append(gap[inside])
-        wts.append(w[inside])
-    if not vals:
+    seqs = steps.decode_seqs.to_numpy()
+    dec = np.flatnonzero(seqs > 0)
+    if not len(dec):
         return _weighted_stats(np.zeros(0), np.zeros(0))
-    return _weighted_stats(np.concatenate(vals), np.concatenate(wts))
+    # per replica (in order of first appearance), its decode-bearing steps by end time: column arrays
+    # instead of a filtered copy of the frame, so a million-request run needs no second frame
+    codes = pd.factorize(steps.replica_id.to_numpy()[dec])[0]
+    end = steps.end_s.to_numpy(float)[dec]
+    order = np.lexsort((end, codes))  # stable: ties keep their row order
+    codes, end, w = codes[order], end[order], seqs[dec][order]
+    same = codes[1:] == codes[:-1]  # a gap only between two steps of one replica
+    gap = (end[1:] - end[:-1])[same]
+    after = end[1:][same]
+    inside = (after >= start_s) & (after <= end_s)
+    return _weighted_stats(gap[inside], w[1:][same][inside])
 
 
 def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep: Deployment, traffic: Traffic) -> dict:
@@ -135,16 +137,20 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         for k in u:
             if k != "replicas":
                 u[k] /= u["replicas"]
-    if len(steps):
+    kv = {}
+    if len(steps):  # per pool, over index arrays (no per-pool copies of the frame)
         dt = (steps.end_s - steps.start_s).to_numpy(float)
         seqs = {p.name: p.max_seqs for p in dep.pools}
         fill = steps.running.to_numpy(float) / steps.pool.map(seqs).to_numpy(float)
-        for pool, idx in steps.groupby("pool").indices.items():
+        occ = steps.kv_occupancy.to_numpy(float)
+        groups = steps.groupby("pool").indices
+        for pool, idx in groups.items():
             w = dt[idx].sum()
             util[pool]["batch_fill"] = float((fill[idx] * dt[idx]).sum() / w) if w > 0 else 0.0
-    kv = {pool: {"mean": float((g.kv_occupancy * (g.end_s - g.start_s)).sum() / max((g.end_s - g.start_s).sum(),
-                                                                                     1e-12)),
-                 "max": float(g.kv_occupancy.max())} for pool, g in steps.groupby("pool")} if len(steps) else {}
+        for pool in sorted(groups):
+            idx = groups[pool]
+            kv[pool] = {"mean": float((occ[idx] * dt[idx]).sum() / max(dt[idx].sum(), 1e-12)),
+                        "max": float(occ[idx].max())}
     lam = len(done_all) / makespan
     W = float(done_all.e2e_s.mean()) if len(done_all) else 0.0
     L = float(done_all.e2e_s.sum()) / makespan
