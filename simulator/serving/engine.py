@@ -516,9 +516,10 @@ class StepLog:
         self.replica, self.kind = array("i"), array("b")
         self.start_s, self.end_s, self.kv_occupancy = array("d"), array("d"), array("d")
         self.counts = {c: array("q") for c in self.COUNTS}
+        self._frame: pd.DataFrame | None = None  # set (and the arrays released) by the first ``frame``
 
     def __len__(self) -> int:
-        return len(self.start_s)
+        return len(self._frame) if self._frame is not None else len(self.start_s)
 
     def add(self, uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running, kv_occupancy,
             preempted) -> None:
@@ -548,13 +549,29 @@ class StepLog:
             c[name].extend(array("q", [v]) * k)
 
     def frame(self, pools: list[str], names: list[str]) -> pd.DataFrame:
+        """The steps DataFrame. The first call builds it column by column, releasing each array as it
+        goes (the records are complete once the run ends), so the peak holds one copy of the records,
+        not two; later calls return copies of that frame."""
+        if self._frame is not None:
+            return self._frame.copy()
         if not len(self):
             return pd.DataFrame([], columns=list(self.COLUMNS))
         rep = np.frombuffer(self.replica, np.int32)
-        cols = {"pool": np.array(pools, dtype=object)[rep], "replica_id": np.array(names, dtype=object)[rep],
-                "start_s": np.array(self.start_s, float), "end_s": np.array(self.end_s, float),
-                "kind": np.array(self.KINDS, dtype=object)[np.frombuffer(self.kind, np.int8)]}
-        cols.update({c: np.array(self.counts[c], np.int64) for c in self.COUNTS[:6]})
-        cols["kv_occupancy"] = np.array(self.kv_occupancy, float)
-        cols["preempted"] = np.array(self.counts["preempted"], np.int64)
-        return pd.DataFrame({c: cols[c] for c in self.COLUMNS})
+        df = pd.DataFrame({"pool": np.array(pools, dtype=object)[rep]})
+        df["replica_id"] = np.array(names, dtype=object)[rep]
+        del rep
+        self.replica = None
+        for c in ("start_s", "end_s"):
+            df[c] = np.array(getattr(self, c), float)
+            setattr(self, c, None)
+        df["kind"] = np.array(self.KINDS, dtype=object)[np.frombuffer(self.kind, np.int8)]
+        self.kind = None
+        for c in self.COUNTS[:6]:
+            df[c] = np.array(self.counts[c], np.int64)
+            self.counts[c] = None
+        df["kv_occupancy"] = np.array(self.kv_occupancy, float)
+        self.kv_occupancy = None
+        df["preempted"] = np.array(self.counts["preempted"], np.int64)
+        self.counts["preempted"] = None
+        self._frame = df
+        return df
