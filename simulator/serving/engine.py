@@ -13,6 +13,7 @@ Every request ends either ``finished`` or ``rejected`` with a reason.
 from __future__ import annotations
 
 import collections
+import collections.abc
 import math
 from array import array
 from collections.abc import Callable
@@ -378,7 +379,7 @@ class Simulation:
         self.kv_transfer_s = kv_transfer_s or (lambda rid, src: 0.0)
         self.links = {rep.uid: simpy.Resource(self.env, capacity=1) for rep in self.by_role["prefill"]}
         self.steps = StepLog()
-        self.events: list[tuple[float, str, int]] = []  # (time, what, request id), for exact-log tests
+        self.events = EventLog()  # (time, what, request id) tuples, for exact-log tests and traces
         self.closed = closed_concurrency
         self.closed_starts_s = closed_starts_s  # closed loop: when each client sends its first request
         self.ramp_s = 0.0
@@ -500,6 +501,44 @@ class Simulation:
 
     def step_frame(self) -> pd.DataFrame:
         return self.steps.frame([rep.cfg.pool for rep in self.replicas], [rep.name for rep in self.replicas])
+
+
+class EventLog(collections.abc.Sequence):
+    """The event log: a read-only sequence of ``(time_s, what, request_id)`` tuples (equal to a list of
+    them), stored as three typed arrays (17 bytes an event instead of ~120 for a tuple of objects)."""
+
+    WHAT = ("arrive", "finish", "reject", "kv_transferred")
+    _CODE = {w: i for i, w in enumerate(WHAT)}
+    __hash__ = None
+
+    def __init__(self):
+        self.time_s, self.what, self.request = array("d"), array("b"), array("q")
+
+    def append(self, event: tuple) -> None:
+        t, what, rid = event
+        self.time_s.append(t)
+        self.what.append(self._CODE[what])
+        self.request.append(rid)
+
+    def __len__(self) -> int:
+        return len(self.time_s)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return (self.time_s[i], self.WHAT[self.what[i]], self.request[i])
+
+    def __iter__(self):
+        what = self.WHAT
+        return zip(self.time_s, (what[c] for c in self.what), self.request)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, EventLog | list | tuple):
+            return len(self) == len(other) and all(a == tuple(b) for a, b in zip(self, other))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
 class StepLog:

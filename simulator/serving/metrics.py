@@ -97,10 +97,14 @@ def inter_token_latencies(steps: pd.DataFrame, start_s: float, end_s: float) -> 
 def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep: Deployment, traffic: Traffic) -> dict:
     closed = traffic.concurrency if traffic.arrival == "closed" else 0
     win = measurement_window(requests, sim, closed)
-    measured = requests[win.pop("mask")]
-    done_all = requests[requests.status == "finished"]
+    # the filtered views below carry only the columns the figures read (a million-request run copies less)
+    req = requests[["status", "reason", "arrival_s", "finish_s", "prompt_tokens", "output_tokens", "ttft_s",
+                    "tpot_s", "e2e_s", "queue_s"]]
+    measured = req[win.pop("mask")]
+    finished = (req.status == "finished").to_numpy()
+    done_all = req[finished]
     done = measured[measured.status == "finished"]
-    rejected = requests[requests.status == "rejected"]
+    rejected = req[(req.status == "rejected").to_numpy()]
     t0 = float(requests.arrival_s.min()) if len(requests) else 0.0
     t1 = float(np.nanmax(requests.finish_s.to_numpy())) if len(done_all) else t0
     makespan = max(t1 - t0, 1e-12)
