@@ -63,15 +63,21 @@ class PingPongStepCost:
         return hit
 
     def _fill_decode(self, ds, dl, i0: int) -> None:
+        """Memoise decode-only steps for the 16 batch sizes around ``ds`` (batch sizes drift by a few
+        sequences between steps) at ``DECODE_BLOCK`` quantised KV lengths from grid index ``i0``."""
+        lo = max(1, ds - 7)
+        batches = range(lo, lo + 16)
         dks = [2.0 ** (i / 16) for i in range(i0, i0 + self.DECODE_BLOCK)]  # the values ``_q`` yields
+        todo = [(b, dk) for b in batches for dk in dks if (0, 0.0, 0.0, b, dl, dk) not in self._memo]
         mb = self.plan.micro_batches
-        shape = StepShape(prefill_seqs=0.0, prefill_len=0.0, prefill_ctx=0.0, decode_seqs=np.full(len(dks), ds / mb),
-                          decode_len=dl, decode_kv=np.array(dks))
+        shape = StepShape(prefill_seqs=0.0, prefill_len=0.0, prefill_ctx=0.0,
+                          decode_seqs=np.array([b / mb for b, _ in todo]), decode_len=dl,
+                          decode_kv=np.array([dk for _, dk in todo]))
         pt = time_phase(self.model, self.plan, shape, "step", self.timing, **self.kw)
-        for j, dk in enumerate(dks):
-            key = (0, 0.0, 0.0, ds, dl, dk)
-            if key not in self._memo:
-                self._memo[key] = self._combine(self._column(pt, j), 0, 0.0, ds, dl)
+        masks = self._masks(pt)
+        w = pt.times.weighted(pt.times.time_s)
+        for j, (b, dk) in enumerate(todo):
+            self._memo[(0, 0.0, 0.0, b, dl, dk)] = self._combine(self._column(pt, j, masks, w), 0, 0.0, b, dl)
 
     def parts(self, ps, pl, pc, ds, dl, dk) -> dict:
         """Per-layer times of one micro-batch (attention, FFN, each link direction), the head, layers."""
@@ -80,13 +86,19 @@ class PingPongStepCost:
                           decode_len=dl, decode_kv=dk)
         return self._column(time_phase(self.model, plan, shape, "step", self.timing, **self.kw), 0)
 
-    def _column(self, pt, j: int) -> dict:
+    @staticmethod
+    def _masks(pt) -> tuple:
         names = np.array(pt.ops.names)
-        w = np.ascontiguousarray(pt.times.weighted(pt.times.time_s)[:, j])
-        layers = float(self.model.num_layers)
         a_mask, f_mask = pt.ops.mask("step_attention"), pt.ops.mask("step_ffn")
         xa, xf = names == "attn_to_ffn", names == "ffn_to_attn"
-        return {"attn": float(w[a_mask & ~xa].sum()) / layers, "ffn": float(w[f_mask & ~xf].sum()) / layers,
+        return a_mask & ~xa, f_mask & ~xf, xa, xf
+
+    def _column(self, pt, j: int, masks: tuple | None = None, weighted: np.ndarray | None = None) -> dict:
+        attn, ffn, xa, xf = masks if masks is not None else self._masks(pt)
+        w = weighted if weighted is not None else pt.times.weighted(pt.times.time_s)
+        w = np.ascontiguousarray(w[:, j])
+        layers = float(self.model.num_layers)
+        return {"attn": float(w[attn].sum()) / layers, "ffn": float(w[ffn].sum()) / layers,
                 "a2f": float(w[xa].sum()) / layers, "f2a": float(w[xf].sum()) / layers,
                 "head": float(pt.head_s[j]), "layers": layers, "mb": self.plan.micro_batches}
 
