@@ -6,6 +6,8 @@ per batch step (never per token or per request), and per-request state lives in 
 updated a batch at a time. Batching decisions (admission, KV reservation, prefill/decode mixing
 and chunking under the token budget) belong to the replica's ``BatchPolicy`` (``policies/``); the
 replica keeps only the bookkeeping. Pure-decode stretches between events run as one event.
+Step and event records are kept column by column in typed arrays (``StepLog``, ``EventLog``), so
+a million-request run holds tens of bytes per record instead of a tuple of Python objects.
 
 Every request ends either ``finished`` or ``rejected`` with a reason.
 """
