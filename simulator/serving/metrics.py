@@ -82,15 +82,24 @@ def inter_token_latencies(steps: pd.DataFrame, start_s: float, end_s: float) -> 
     if not len(dec):
         return _weighted_stats(np.zeros(0), np.zeros(0))
     # per replica (in order of first appearance), its decode-bearing steps by end time: column arrays
-    # instead of a filtered copy of the frame, so a million-request run needs no second frame
+    # instead of a filtered copy of the frame, each released once used (a million-request run has
+    # millions of steps)
     codes = pd.factorize(steps.replica_id.to_numpy()[dec])[0]
     end = steps.end_s.to_numpy(float)[dec]
+    w = seqs[dec]
+    del dec
     order = np.lexsort((end, codes))  # stable: ties keep their row order
-    codes, end, w = codes[order], end[order], seqs[dec][order]
+    codes = codes[order]
+    end = end[order]
+    w = w[order]
+    del order
     same = codes[1:] == codes[:-1]  # a gap only between two steps of one replica
+    del codes
     gap = (end[1:] - end[:-1])[same]
     after = end[1:][same]
+    del end
     inside = (after >= start_s) & (after <= end_s)
+    del after
     return _weighted_stats(gap[inside], w[1:][same][inside])
 
 
@@ -100,7 +109,8 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     # the filtered views below carry only the columns the figures read (a million-request run copies less)
     req = requests[["status", "reason", "arrival_s", "finish_s", "prompt_tokens", "output_tokens", "ttft_s",
                     "tpot_s", "e2e_s", "queue_s"]]
-    measured = req[win.pop("mask")]
+    mask = win.pop("mask")
+    measured = req if mask.all() else req[mask]  # (an open loop measures every request)
     finished = (req.status == "finished").to_numpy()
     done_all = req[finished]
     done = measured[measured.status == "finished"]
@@ -126,6 +136,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     ok = ttft_ok & tpot_ok
     n_meas = max(len(done), 1)
     price_s = sum(p.price_usd_per_s for p in dep.pools)
+    itl = inter_token_latencies(steps, win["start_s"], win["end_s"])
     util = {}
     for rep in sim.replicas:
         u = util.setdefault(rep.cfg.pool, {"replicas": 0, "busy": 0.0, "prefill_attention": 0.0, "prefill_ffn": 0.0,
@@ -155,6 +166,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
             idx = groups[pool]
             kv[pool] = {"mean": float((occ[idx] * dt[idx]).sum() / max(dt[idx].sum(), 1e-12)),
                         "max": float(occ[idx].max())}
+        del dt, fill, occ, groups
     lam = len(done_all) / makespan
     W = float(done_all.e2e_s.mean()) if len(done_all) else 0.0
     L = float(done_all.e2e_s.sum()) / makespan
@@ -166,7 +178,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         "rejection_reasons": rejected.reason.value_counts().to_dict(),
         "makespan_s": makespan,
         "ttft_s": _stats(done.ttft_s), "tpot_s": _stats(done.tpot_s), "e2e_s": _stats(done.e2e_s),
-        "itl_s": inter_token_latencies(steps, win["start_s"], win["end_s"]),
+        "itl_s": itl,
         "queue_s": _stats(done.queue_s),
         "input_tokens_per_s": in_tok / rate_span,
         "output_tokens_per_s": out_tok / rate_span,
