@@ -112,8 +112,8 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     mask = win.pop("mask")
     measured = req if mask.all() else req[mask]  # (an open loop measures every request)
     finished = (req.status == "finished").to_numpy()
-    done_all = req[finished]
-    done = measured[measured.status == "finished"]
+    done_all = req if finished.all() else req[finished]  # (no copy when every request finished)
+    done = done_all if measured is req else measured[(measured.status == "finished").to_numpy()]
     rejected = req[(req.status == "rejected").to_numpy()]
     t0 = float(requests.arrival_s.min()) if len(requests) else 0.0
     t1 = float(np.nanmax(requests.finish_s.to_numpy())) if len(done_all) else t0
