@@ -20,6 +20,8 @@ same quantised shape key as ``stepcost.AnalyticStepCost``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..analysis.whatif import time_phase
@@ -43,32 +45,68 @@ class PingPongStepCost:
         self.kw = dict(kv_precision=kv_precision, kv_scale_tokens=kv_scale_tokens)
         self._memo: dict[tuple, StepCost] = {}
 
+    # decode-only misses are filled a block of quantised KV lengths at a time (one vectorised evaluation;
+    # elementwise, so each entry equals the one-shape result): a decode batch's KV grows step by step
+    DECODE_BLOCK = 64  # 1/16-octave grid points per fill (four octaves)
+
     def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
         key = (prefill_seqs, _q(prefill_tokens / prefill_seqs) if prefill_seqs else 0.0,
                _q(prefill_ctx_tokens / prefill_seqs) if prefill_seqs else 0.0,
                decode_seqs, decode_len, _q(decode_kv_tokens / decode_seqs) if decode_seqs else 0.0)
         hit = self._memo.get(key)
         if hit is None:
-            hit = self._memo[key] = self._evaluate(*key)
+            if not prefill_seqs and decode_seqs and decode_kv_tokens > 0:
+                self._fill_decode(decode_seqs, decode_len, round(16 * math.log2(decode_kv_tokens / decode_seqs)))
+                hit = self._memo.get(key)
+            if hit is None:
+                hit = self._memo[key] = self._evaluate(*key)
         return hit
+
+    def _fill_decode(self, ds, dl, i0: int) -> None:
+        """Memoise decode-only steps for the 16 batch sizes around ``ds`` (batch sizes drift by a few
+        sequences between steps) at ``DECODE_BLOCK`` quantised KV lengths from grid index ``i0``."""
+        lo = max(1, ds - 7)
+        batches = range(lo, lo + 16)
+        dks = [2.0 ** (i / 16) for i in range(i0, i0 + self.DECODE_BLOCK)]  # the values ``_q`` yields
+        todo = [(b, dk) for b in batches for dk in dks if (0, 0.0, 0.0, b, dl, dk) not in self._memo]
+        mb = self.plan.micro_batches
+        shape = StepShape(prefill_seqs=0.0, prefill_len=0.0, prefill_ctx=0.0,
+                          decode_seqs=np.array([b / mb for b, _ in todo]), decode_len=dl,
+                          decode_kv=np.array([dk for _, dk in todo]))
+        pt = time_phase(self.model, self.plan, shape, "step", self.timing, **self.kw)
+        masks = self._masks(pt)
+        w = pt.times.weighted(pt.times.time_s)
+        for j, (b, dk) in enumerate(todo):
+            self._memo[(0, 0.0, 0.0, b, dl, dk)] = self._combine(self._column(pt, j, masks, w), 0, 0.0, b, dl)
 
     def parts(self, ps, pl, pc, ds, dl, dk) -> dict:
         """Per-layer times of one micro-batch (attention, FFN, each link direction), the head, layers."""
         plan, mb = self.plan, self.plan.micro_batches
         shape = StepShape(prefill_seqs=ps / mb, prefill_len=pl, prefill_ctx=pc, decode_seqs=ds / mb,
                           decode_len=dl, decode_kv=dk)
-        pt = time_phase(self.model, plan, shape, "step", self.timing, **self.kw)
+        return self._column(time_phase(self.model, plan, shape, "step", self.timing, **self.kw), 0)
+
+    @staticmethod
+    def _masks(pt) -> tuple:
         names = np.array(pt.ops.names)
-        w = pt.times.weighted(pt.times.time_s)[:, 0]
-        layers = float(self.model.num_layers)
         a_mask, f_mask = pt.ops.mask("step_attention"), pt.ops.mask("step_ffn")
         xa, xf = names == "attn_to_ffn", names == "ffn_to_attn"
-        return {"attn": float(w[a_mask & ~xa].sum()) / layers, "ffn": float(w[f_mask & ~xf].sum()) / layers,
+        return a_mask & ~xa, f_mask & ~xf, xa, xf
+
+    def _column(self, pt, j: int, masks: tuple | None = None, weighted: np.ndarray | None = None) -> dict:
+        attn, ffn, xa, xf = masks if masks is not None else self._masks(pt)
+        w = weighted if weighted is not None else pt.times.weighted(pt.times.time_s)
+        w = np.ascontiguousarray(w[:, j])
+        layers = float(self.model.num_layers)
+        return {"attn": float(w[attn].sum()) / layers, "ffn": float(w[ffn].sum()) / layers,
                 "a2f": float(w[xa].sum()) / layers, "f2a": float(w[xf].sum()) / layers,
-                "head": float(pt.head_s[0]), "layers": layers, "mb": mb}
+                "head": float(pt.head_s[j]), "layers": layers, "mb": self.plan.micro_batches}
 
     def _evaluate(self, ps, pl, pc, ds, dl, dk) -> StepCost:
-        p = self.parts(ps, pl, pc, ds, dl, dk)
+        return self._combine(self.parts(ps, pl, pc, ds, dl, dk), ps, pl, ds, dl)
+
+    @staticmethod
+    def _combine(p: dict, ps, pl, ds, dl) -> StepCost:
         mb, L = p["mb"], p["layers"]
         cycle = max(mb * p["attn"], mb * p["ffn"], mb * max(p["a2f"], p["f2a"]),
                     p["attn"] + p["a2f"] + p["ffn"] + p["f2a"])

@@ -6,6 +6,8 @@ per batch step (never per token or per request), and per-request state lives in 
 updated a batch at a time. Batching decisions (admission, KV reservation, prefill/decode mixing
 and chunking under the token budget) belong to the replica's ``BatchPolicy`` (``policies/``); the
 replica keeps only the bookkeeping. Pure-decode stretches between events run as one event.
+Step and event records are kept column by column in typed arrays (``StepLog``, ``EventLog``), so
+a million-request run holds tens of bytes per record instead of a tuple of Python objects.
 
 Every request ends either ``finished`` or ``rejected`` with a reason.
 """
@@ -13,7 +15,9 @@ Every request ends either ``finished`` or ``rejected`` with a reason.
 from __future__ import annotations
 
 import collections
+import collections.abc
 import math
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +30,9 @@ from .stepcost import StepCostModel
 
 BLOCK_TOKENS = 16  # paged KV-cache block size
 MAX_STRETCH = 64  # decode steps computed per event; a longer stretch simply continues in the next one
+# _GROW[j - 1, a] = floor((a + j) / B): blocks a sequence whose reservation ends at offset a in its last block
+# gains after j more tokens (tabulated once for every stretch length)
+_GROW = (np.arange(BLOCK_TOKENS)[None, :] + np.arange(1, MAX_STRETCH + 1)[:, None]) // BLOCK_TOKENS
 
 
 def decode_stretch_costs(cost, n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,6 +48,9 @@ def decode_stretch_costs(cost, n: int, kv0: int, k: int) -> tuple[np.ndarray, np
         times[i] = c.time_s
         quad[:, i] = (c.prefill_attention_s, c.prefill_ffn_s, c.decode_attention_s, c.decode_ffn_s)
     return times, quad
+
+_NO_TOKENS = np.zeros(0, np.int64)
+_NO_TOKENS.flags.writeable = False
 
 # request status codes
 PENDING, WAITING, RUNNING, FINISHED, REJECTED = 0, 1, 2, 3, 4
@@ -127,6 +137,7 @@ class Replica:
         self.active = np.empty(0, np.int64)  # admitted requests in admission order
         self.blocks_total = cfg.kv_capacity_tokens // BLOCK_TOKENS
         self.used_blocks = 0  # blocks reserved by ``active`` (kept current after every change)
+        self.exact_blocks = True  # used_blocks == _blocks(active) (False after an admission, until _fit_kv)
         self.wake = sim.env.event()
         self.inbound = 0  # requests whose KV is on its way here (counted as load by the router)
         self.busy_s = 0.0
@@ -156,7 +167,7 @@ class Replica:
         return self.cfg.policy.reserved_tokens(r.target_prefill[ids], r.generated[ids], r.output[ids], r.offset[ids])
 
     def _blocks(self, ids: np.ndarray) -> int:
-        return int(np.sum(-(-self._reserved(ids) // BLOCK_TOKENS))) if len(ids) else 0
+        return int(np.add.reduce(-(-self._reserved(ids) // BLOCK_TOKENS))) if len(ids) else 0
 
     def _admit(self) -> float:
         """FCFS admission while KV blocks and sequence slots allow; returns swap-in seconds."""
@@ -181,6 +192,7 @@ class Replica:
                 swap_s += float(r.kv_tokens(np.array([rid]))[0]) * cfg.kv_bytes_per_token / cfg.swap_bytes_per_s
                 r.swapped[rid] = False
         if admitted:
+            self.exact_blocks = False  # admission reserves by ``admit_tokens``
             ids = np.asarray(admitted, np.int64)
             r.home[ids] = self.uid
             self.active = np.concatenate((self.active, ids))
@@ -192,9 +204,12 @@ class Replica:
         r, cfg = self.sim.req, self.cfg
         ids = self.active
         is_dec = r.prefilled[ids] >= r.target_prefill[ids]
-        decoding, prefilling = ids[is_dec], ids[~is_dec]
         q_len = 1 + cfg.spec_draft_tokens
-        remaining = r.target_prefill[prefilling] - r.prefilled[prefilling]
+        if is_dec.all():  # the common case: every admitted request is decoding
+            decoding, prefilling, remaining = ids, ids[:0], _NO_TOKENS
+        else:
+            decoding, prefilling = ids[is_dec], ids[~is_dec]
+            remaining = r.target_prefill[prefilling] - r.prefilled[prefilling]
         dec, pre, chunks = cfg.policy.plan(decoding, prefilling, remaining, cfg.max_batch_tokens, q_len)
         return dec, pre, np.asarray(chunks, np.int64), q_len
 
@@ -209,7 +224,7 @@ class Replica:
                 yield self.wake
                 continue
             if self.sim.coalesce and not len(pre_ids) and not cfg.spec_draft_tokens and not swap_s:
-                k = int((r.output[decoding] - r.generated[decoding]).min())
+                k = int(np.minimum.reduce(r.output[decoding] - r.generated[decoding]))
                 if k >= 2:
                     done = yield from self._decode_stretch(decoding, k)
                     if done:
@@ -246,21 +261,18 @@ class Replica:
             # blocks after j more tokens each: sum_i ceil((res_i + j) / B) = sum_i blocks_i + floor((a_i + j) / B)
             # with a_i = (res_i - 1) mod B, computed over a 16-bin histogram of a_i instead of every sequence
             hist = np.bincount((res0 - 1) % BLOCK_TOKENS, minlength=BLOCK_TOKENS)
-            j = np.arange(1, k + 1)
-            grow = ((np.arange(BLOCK_TOKENS)[None, :] + j[:, None]) // BLOCK_TOKENS) @ hist
-            blocks = others + int(blocks0.sum()) + grow
-        over = blocks > self.blocks_total
-        if over.any():  # stop before the step that would need a preemption
-            k = int(np.argmax(over))
+            blocks = others + int(blocks0.sum()) + _GROW[:k] @ hist
+        if blocks[-1] > self.blocks_total:  # stop before the step that would need a preemption
+            k = int(np.searchsorted(blocks, self.blocks_total, side="right"))  # blocks never shrink
             if k < 2:
                 return 0
             blocks = blocks[:k]
-        times, quad = decode_stretch_costs(cfg.cost, n, int(r.kv_tokens(decoding).sum()), k)
+        times, quad = decode_stretch_costs(cfg.cost, n, int(np.add.reduce(r.kv_tokens(decoding))), k)
         start = env.now
         bounds = np.cumsum(np.concatenate(([start], times)))  # the same float additions as step by step
         queued = len(self.waiting)  # constant until an arrival ends the stretch
         self.wake = env.event()
-        end = env.timeout(times.sum())
+        end = env.timeout(np.add.reduce(times))  # == times.sum()
         yield env.any_of([end, self.wake])
         if end.processed:
             steps = k
@@ -274,16 +286,18 @@ class Replica:
         if steps > 1:  # the stretch's steps but the last, as rows in one go (same layout as ``record``)
             b = bounds[:steps].tolist()
             occ = (blocks[:steps - 1] / max(self.blocks_total, 1)).tolist()
-            pool, name = cfg.pool, self.name
-            self.sim.steps.extend((pool, name, b[i], b[i + 1], "decode", 0, 0, n, n, queued, n, occ[i], 0)
-                                  for i in range(steps - 1))
+            self.sim.steps.add_decodes(self.uid, b, occ, n, queued)
         fin = decoding[r.generated[decoding] >= r.output[decoding]]
         if len(fin):
             r.home[fin] = -1
             self.active = self.active[r.home[self.active] == self.uid]
             for rid in fin.tolist():
                 self.sim.finish(rid, self)
-        preempted = self._fit_kv()
+        if self.exact_blocks:  # blocks[steps - 1] counts every active request now; the finished ones leave
+            self.used_blocks = int(blocks[steps - 1]) - (self._blocks(fin) if len(fin) else 0)
+            preempted = 0  # the stretch stopped before the KV cache would overflow
+        else:
+            preempted = self._fit_kv()
         self.sim.record_step(self, float(bounds[steps - 1]), float(bounds[steps]), 0, 0, n, n, preempted)
         return steps
 
@@ -331,6 +345,7 @@ class Replica:
         r = self.sim.req
         preempted = 0
         self.used_blocks = self._blocks(self.active)
+        self.exact_blocks = True
         while len(self.active) and self.used_blocks > self.blocks_total:
             rid = int(self.active[-1])
             self.active = self.active[:-1]
@@ -365,8 +380,8 @@ class Simulation:
             self.by_role[rep.cfg.role].append(rep)
         self.kv_transfer_s = kv_transfer_s or (lambda rid, src: 0.0)
         self.links = {rep.uid: simpy.Resource(self.env, capacity=1) for rep in self.by_role["prefill"]}
-        self.steps: list[tuple] = []
-        self.events: list[tuple[float, str, int]] = []  # (time, what, request id), for exact-log tests
+        self.steps = StepLog()
+        self.events = EventLog()  # (time, what, request id) tuples, for exact-log tests and traces
         self.closed = closed_concurrency
         self.closed_starts_s = closed_starts_s  # closed loop: when each client sends its first request
         self.ramp_s = 0.0
@@ -435,10 +450,9 @@ class Simulation:
 
     def record(self, rep: Replica, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running,
                kv_occupancy, preempted):
-        """The one place that knows the step-record layout (see ``step_frame``)."""
-        kind = "mixed" if n_prefill and n_decode else ("prefill" if n_prefill else "decode")
-        self.steps.append((rep.cfg.pool, rep.name, start, end, kind, n_prefill, prefill_tokens, n_decode,
-                           out_tokens, queued, running, kv_occupancy, preempted))
+        """Record one step (the layout lives in ``StepLog``)."""
+        self.steps.add(rep.uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running,
+                       kv_occupancy, preempted)
 
     # -- driving -----------------------------------------------------------------------------
     def _arrivals(self, times: np.ndarray):
@@ -488,6 +502,117 @@ class Simulation:
         return df
 
     def step_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.steps, columns=["pool", "replica_id", "start_s", "end_s", "kind", "prefill_seqs",
-                                                 "prefill_tokens", "decode_seqs", "output_tokens", "queued",
-                                                 "running", "kv_occupancy", "preempted"])
+        return self.steps.frame([rep.cfg.pool for rep in self.replicas], [rep.name for rep in self.replicas])
+
+
+class EventLog(collections.abc.Sequence):
+    """The event log: a read-only sequence of ``(time_s, what, request_id)`` tuples (equal to a list of
+    them), stored as three typed arrays (17 bytes an event instead of ~120 for a tuple of objects)."""
+
+    WHAT = ("arrive", "finish", "reject", "kv_transferred")
+    _CODE = {w: i for i, w in enumerate(WHAT)}
+    __hash__ = None
+
+    def __init__(self):
+        self.time_s, self.what, self.request = array("d"), array("b"), array("q")
+
+    def append(self, event: tuple) -> None:
+        t, what, rid = event
+        self.time_s.append(t)
+        self.what.append(self._CODE[what])
+        self.request.append(rid)
+
+    def __len__(self) -> int:
+        return len(self.time_s)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return (self.time_s[i], self.WHAT[self.what[i]], self.request[i])
+
+    def __iter__(self):
+        what = self.WHAT
+        return zip(self.time_s, (what[c] for c in self.what), self.request)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, EventLog | list | tuple):
+            return len(self) == len(other) and all(a == tuple(b) for a, b in zip(self, other))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
+class StepLog:
+    """The step records, one row per batch step, kept column by column in typed arrays (about 60 bytes a
+    row instead of a tuple of Python objects, so a million-request run stays small); ``frame`` turns
+    them into the steps DataFrame."""
+
+    COLUMNS = ("pool", "replica_id", "start_s", "end_s", "kind", "prefill_seqs", "prefill_tokens", "decode_seqs",
+               "output_tokens", "queued", "running", "kv_occupancy", "preempted")
+    KINDS = ("decode", "prefill", "mixed")
+    COUNTS = ("prefill_seqs", "prefill_tokens", "decode_seqs", "output_tokens", "queued", "running", "preempted")
+
+    def __init__(self):
+        self.replica, self.kind = array("i"), array("b")
+        self.start_s, self.end_s, self.kv_occupancy = array("d"), array("d"), array("d")
+        self.counts = {c: array("q") for c in self.COUNTS}
+        self._frame: pd.DataFrame | None = None  # set (and the arrays released) by the first ``frame``
+
+    def __len__(self) -> int:
+        return len(self._frame) if self._frame is not None else len(self.start_s)
+
+    def add(self, uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running, kv_occupancy,
+            preempted) -> None:
+        self.replica.append(uid)
+        self.kind.append(2 if n_prefill and n_decode else (1 if n_prefill else 0))
+        self.start_s.append(start)
+        self.end_s.append(end)
+        self.kv_occupancy.append(kv_occupancy)
+        c = self.counts
+        for name, v in (("prefill_seqs", n_prefill), ("prefill_tokens", prefill_tokens), ("decode_seqs", n_decode),
+                        ("output_tokens", out_tokens), ("queued", queued), ("running", running),
+                        ("preempted", preempted)):
+            c[name].append(v)
+
+    def add_decodes(self, uid: int, bounds: list, kv_occupancy: list, n: int, queued: int) -> None:
+        """``len(bounds) - 1`` consecutive pure-decode steps of ``n`` sequences (``bounds``: their start and end
+        times), nothing preempted, ``queued`` waiting throughout."""
+        k = len(bounds) - 1
+        self.replica.extend(array("i", [uid]) * k)
+        self.kind.extend(array("b", [0]) * k)
+        self.start_s.extend(bounds[:-1])
+        self.end_s.extend(bounds[1:])
+        self.kv_occupancy.extend(kv_occupancy)
+        c = self.counts
+        for name, v in (("prefill_seqs", 0), ("prefill_tokens", 0), ("decode_seqs", n), ("output_tokens", n),
+                        ("queued", queued), ("running", n), ("preempted", 0)):
+            c[name].extend(array("q", [v]) * k)
+
+    def frame(self, pools: list[str], names: list[str]) -> pd.DataFrame:
+        """The steps DataFrame. The first call builds it column by column, releasing each array as it
+        goes (the records are complete once the run ends), so the peak holds one copy of the records,
+        not two; later calls return copies of that frame."""
+        if self._frame is not None:
+            return self._frame.copy()
+        if not len(self):
+            return pd.DataFrame([], columns=list(self.COLUMNS))
+        rep = np.frombuffer(self.replica, np.int32)
+        df = pd.DataFrame({"pool": np.array(pools, dtype=object)[rep]})
+        df["replica_id"] = np.array(names, dtype=object)[rep]
+        del rep
+        self.replica = None
+        for c in ("start_s", "end_s"):
+            df[c] = np.array(getattr(self, c), float)
+            setattr(self, c, None)
+        df["kind"] = np.array(self.KINDS, dtype=object)[np.frombuffer(self.kind, np.int8)]
+        self.kind = None
+        for c in self.COUNTS[:6]:
+            df[c] = np.array(self.counts[c], np.int64)
+            self.counts[c] = None
+        df["kv_occupancy"] = np.array(self.kv_occupancy, float)
+        self.kv_occupancy = None
+        df["preempted"] = np.array(self.counts["preempted"], np.int64)
+        self.counts["preempted"] = None
+        self._frame = df
+        return df

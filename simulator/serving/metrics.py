@@ -77,28 +77,44 @@ def inter_token_latencies(steps: pd.DataFrame, start_s: float, end_s: float) -> 
     them, lengthens the gap)."""
     if not len(steps):
         return _weighted_stats(np.zeros(0), np.zeros(0))
-    d = steps[steps.decode_seqs > 0]
-    vals, wts = [], []
-    for _, g in d.groupby("replica_id", sort=False):
-        g = g.sort_values("end_s", kind="stable")
-        end = g.end_s.to_numpy(float)
-        gap = np.diff(end)
-        w = g.decode_seqs.to_numpy()[1:]
-        inside = (end[1:] >= start_s) & (end[1:] <= end_s)
-        vals.append(gap[inside])
-        wts.append(w[inside])
-    if not vals:
+    seqs = steps.decode_seqs.to_numpy()
+    dec = np.flatnonzero(seqs > 0)
+    if not len(dec):
         return _weighted_stats(np.zeros(0), np.zeros(0))
-    return _weighted_stats(np.concatenate(vals), np.concatenate(wts))
+    # per replica (in order of first appearance), its decode-bearing steps by end time: column arrays
+    # instead of a filtered copy of the frame, each released once used (a million-request run has
+    # millions of steps)
+    codes = pd.factorize(steps.replica_id.to_numpy()[dec])[0]
+    end = steps.end_s.to_numpy(float)[dec]
+    w = seqs[dec]
+    del dec
+    order = np.lexsort((end, codes))  # stable: ties keep their row order
+    codes = codes[order]
+    end = end[order]
+    w = w[order]
+    del order
+    same = codes[1:] == codes[:-1]  # a gap only between two steps of one replica
+    del codes
+    gap = (end[1:] - end[:-1])[same]
+    after = end[1:][same]
+    del end
+    inside = (after >= start_s) & (after <= end_s)
+    del after
+    return _weighted_stats(gap[inside], w[1:][same][inside])
 
 
 def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep: Deployment, traffic: Traffic) -> dict:
     closed = traffic.concurrency if traffic.arrival == "closed" else 0
     win = measurement_window(requests, sim, closed)
-    measured = requests[win.pop("mask")]
-    done_all = requests[requests.status == "finished"]
-    done = measured[measured.status == "finished"]
-    rejected = requests[requests.status == "rejected"]
+    # the filtered views below carry only the columns the figures read (a million-request run copies less)
+    req = requests[["status", "reason", "arrival_s", "finish_s", "prompt_tokens", "output_tokens", "ttft_s",
+                    "tpot_s", "e2e_s", "queue_s"]]
+    mask = win.pop("mask")
+    measured = req if mask.all() else req[mask]  # (an open loop measures every request)
+    finished = (req.status == "finished").to_numpy()
+    done_all = req if finished.all() else req[finished]  # (no copy when every request finished)
+    done = done_all if measured is req else measured[(measured.status == "finished").to_numpy()]
+    rejected = req[(req.status == "rejected").to_numpy()]
     t0 = float(requests.arrival_s.min()) if len(requests) else 0.0
     t1 = float(np.nanmax(requests.finish_s.to_numpy())) if len(done_all) else t0
     makespan = max(t1 - t0, 1e-12)
@@ -120,6 +136,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     ok = ttft_ok & tpot_ok
     n_meas = max(len(done), 1)
     price_s = sum(p.price_usd_per_s for p in dep.pools)
+    itl = inter_token_latencies(steps, win["start_s"], win["end_s"])
     util = {}
     for rep in sim.replicas:
         u = util.setdefault(rep.cfg.pool, {"replicas": 0, "busy": 0.0, "prefill_attention": 0.0, "prefill_ffn": 0.0,
@@ -135,16 +152,21 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         for k in u:
             if k != "replicas":
                 u[k] /= u["replicas"]
-    if len(steps):
+    kv = {}
+    if len(steps):  # per pool, over index arrays (no per-pool copies of the frame)
         dt = (steps.end_s - steps.start_s).to_numpy(float)
         seqs = {p.name: p.max_seqs for p in dep.pools}
         fill = steps.running.to_numpy(float) / steps.pool.map(seqs).to_numpy(float)
-        for pool, idx in steps.groupby("pool").indices.items():
+        occ = steps.kv_occupancy.to_numpy(float)
+        groups = steps.groupby("pool").indices
+        for pool, idx in groups.items():
             w = dt[idx].sum()
             util[pool]["batch_fill"] = float((fill[idx] * dt[idx]).sum() / w) if w > 0 else 0.0
-    kv = {pool: {"mean": float((g.kv_occupancy * (g.end_s - g.start_s)).sum() / max((g.end_s - g.start_s).sum(),
-                                                                                     1e-12)),
-                 "max": float(g.kv_occupancy.max())} for pool, g in steps.groupby("pool")} if len(steps) else {}
+        for pool in sorted(groups):
+            idx = groups[pool]
+            kv[pool] = {"mean": float((occ[idx] * dt[idx]).sum() / max(dt[idx].sum(), 1e-12)),
+                        "max": float(occ[idx].max())}
+        del dt, fill, occ, groups
     lam = len(done_all) / makespan
     W = float(done_all.e2e_s.mean()) if len(done_all) else 0.0
     L = float(done_all.e2e_s.sum()) / makespan
@@ -156,7 +178,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         "rejection_reasons": rejected.reason.value_counts().to_dict(),
         "makespan_s": makespan,
         "ttft_s": _stats(done.ttft_s), "tpot_s": _stats(done.tpot_s), "e2e_s": _stats(done.e2e_s),
-        "itl_s": inter_token_latencies(steps, win["start_s"], win["end_s"]),
+        "itl_s": itl,
         "queue_s": _stats(done.queue_s),
         "input_tokens_per_s": in_tok / rate_span,
         "output_tokens_per_s": out_tok / rate_span,

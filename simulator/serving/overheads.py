@@ -18,8 +18,6 @@ The extra time is added to ``time_s`` only; the quadrant fields keep the timing 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from .profiles import EngineProfile
@@ -50,16 +48,22 @@ class OverheadStepCost:
         if decode_seqs and decode_len > 1 and self.draft_cost_fraction:
             base = self.inner.cost(0, 0, 0, decode_seqs, 1, decode_kv_tokens).time_s
             extra += (decode_len - 1) * self.draft_cost_fraction * base
-        return replace(c, time_s=c.time_s + extra)
+        return StepCost(c.time_s + extra, c.prefill_attention_s, c.prefill_ffn_s, c.decode_attention_s,
+                        c.decode_ffn_s)
 
     @property
     def decode_stretch(self):
         fast = getattr(self.inner, "decode_stretch", None)
-        if fast is None:
-            return None
 
         def stretch(n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-            times, quad = fast(n, kv0, k)
+            if fast is not None:
+                times, quad = fast(n, kv0, k)
+            else:  # the inner model step by step (its own memo makes each step a lookup)
+                cost = self.inner.cost
+                steps = [cost(0, 0, 0, n, 1, kv0 + i * n) for i in range(k)]
+                times = np.array([c.time_s for c in steps])
+                quad = np.array([[c.prefill_attention_s for c in steps], [c.prefill_ffn_s for c in steps],
+                                 [c.decode_attention_s for c in steps], [c.decode_ffn_s for c in steps]])
             return times + self.overhead_s(0, 0, n), quad
 
         return stretch

@@ -165,6 +165,8 @@ class TabulatedStepCost:
                            self.CORE_D: base.select(base.named(self.CORE_D))}
         self._memo: dict[tuple, float] = {}
         self._grids: dict[tuple, np.ndarray] = {}
+        self._fresh: dict[tuple, np.ndarray] = {}
+        self._stretch_parts: dict[int, tuple] = {}
 
     def _core_s(self, name: str, batch, q_len, kv_len) -> np.ndarray:
         """Time of one attention core (all layers) for arrays of shapes, by the TimingModel."""
@@ -208,14 +210,33 @@ class TabulatedStepCost:
             hit = self._memo[key] = float(self._core_s(name, batch, q_len, kv_len)[0])
         return hit
 
+    def _fresh_core(self, ps_dev: int, prefill_seqs: int) -> np.ndarray:
+        """Prefill-core times of ``prefill_seqs`` sequences with no cached context, indexed by the
+        step's prefill tokens (0 .. the step budget): the same TimingModel evaluation as ``_core`` for
+        each of those shapes, done in one vectorised call the first time the sequence count is seen
+        (elementwise, so every entry equals the one-shape result bit for bit)."""
+        key = (ps_dev, prefill_seqs)
+        tab = self._fresh.get(key)
+        if tab is None:
+            pl = np.arange(len(self.lin_attn), dtype=float) / prefill_seqs
+            tab = self._fresh[key] = self._core_s(self.CORE_P, np.full(len(pl), float(ps_dev)), pl, 0.0 + pl)
+        return tab
+
     def decode_stretch(self, n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``k`` consecutive decode steps of ``n`` sequences (one new token each), vectorised."""
-        ds_dev = -(-n // self.dp)
+        parts = self._stretch_parts.get(n)
+        if parts is None:  # the batch-size-only terms, summed in the same order as ``cost``
+            ds_dev = -(-n // self.dp)
+            lin_a, lin_f = float(self.lin_attn[ds_dev]), float(self.lin_ffn[ds_dev]) + float(self.routed[n])
+            fixed = lin_a + lin_f + float(self.lin_other[ds_dev]) + float(self.head[ds_dev])
+            parts = self._stretch_parts[n] = (float(ds_dev), lin_a, lin_f, fixed)
+        ds_dev, lin_a, lin_f, fixed = parts
         dk = (kv0 + n * np.arange(k)) / n
-        core = self._decode_core(float(ds_dev), 1.0, dk + 1.0)
-        lin_a, lin_f = float(self.lin_attn[ds_dev]), float(self.lin_ffn[ds_dev]) + float(self.routed[n])
-        times = lin_a + lin_f + float(self.lin_other[ds_dev]) + float(self.head[ds_dev]) + core
-        quad = np.vstack([np.zeros(k), np.zeros(k), core + lin_a, np.full(k, lin_f)])
+        core = self._decode_core(ds_dev, 1.0, dk + 1.0)
+        times = fixed + core
+        quad = np.zeros((4, k))
+        quad[2] = core + lin_a
+        quad[3] = lin_f
         return times, quad
 
     def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
@@ -227,7 +248,12 @@ class TabulatedStepCost:
         dk = decode_kv_tokens / decode_seqs if decode_seqs else 0.0
         tok_p, tok_d = prefill_tokens, decode_seqs * decode_len
         T = tok_p + tok_d
-        core_p = self._core(self.CORE_P, ps_dev, pl, pc + pl) if prefill_seqs else 0.0
+        if not prefill_seqs:
+            core_p = 0.0
+        elif prefill_ctx_tokens == 0 and 0 < prefill_tokens < len(self.lin_attn):  # a fresh prompt (chunk)
+            core_p = float(self._fresh_core(ps_dev, prefill_seqs)[prefill_tokens])
+        else:
+            core_p = self._core(self.CORE_P, ps_dev, pl, pc + pl)
         core_d = self._core(self.CORE_D, ds_dev, decode_len, dk + decode_len) if decode_seqs else 0.0
         busy = int(ps_dev * pl + ds_dev * decode_len)  # tokens on the busiest attention-DP rank
         logits = ps_dev + ds_dev * decode_len

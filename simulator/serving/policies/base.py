@@ -50,4 +50,4 @@ def greedy_chunks(remaining: np.ndarray, budget: int) -> np.ndarray:
     if budget <= 0 or not len(remaining):
         return np.zeros(len(remaining), np.int64)
     before = np.concatenate(([0], np.cumsum(remaining)[:-1]))
-    return np.clip(budget - before, 0, remaining).astype(np.int64)
+    return np.minimum(np.maximum(budget - before, 0), remaining).astype(np.int64)

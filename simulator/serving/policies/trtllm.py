@@ -35,6 +35,8 @@ class TRTLLMPolicy(BatchPolicy):
         return super().reserved_tokens(target_prefill, generated, output, offset)
 
     def plan(self, decoding, prefilling, remaining, budget, q_len):
+        if not len(prefilling):  # every generation request, nothing else
+            return decoding, prefilling, remaining
         left = budget - len(decoding) * q_len
         chunks = np.zeros(len(prefilling), np.int64)
         for i, rem in enumerate(remaining.tolist()):

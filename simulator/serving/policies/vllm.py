@@ -17,6 +17,8 @@ class VLLMPolicy(BatchPolicy):
     name = "vllm"
 
     def plan(self, decoding, prefilling, remaining, budget, q_len):
+        if not len(prefilling):  # every running decode, nothing else
+            return decoding, prefilling, remaining
         left = budget - len(decoding) * q_len
         chunks = greedy_chunks(remaining, left)
         take = chunks > 0
