@@ -104,10 +104,7 @@ class OpTableBuilder:
                 col = np.array([float(np.asarray(v).reshape(-1)[0]) for v in values], dtype=dtype).reshape(n_ops, 1)
                 arrays[c] = np.broadcast_to(col, (n_ops, self.n))
                 continue
-            arr = np.empty((n_ops, self.n), dtype=dtype)
-            for i, v in enumerate(values):
-                arr[i] = v  # broadcasts scalars and length-n arrays
-            arrays[c] = arr
+            arrays[c] = np.stack([np.broadcast_to(np.asarray(v, dtype=dtype), (self.n,)) for v in values])
         return OpTable(tuple(self.names), tuple(self.quadrant), np.asarray(self.kinds, dtype=np.int64), arrays,
                        self.n, tuple(self.devices))
 
@@ -228,7 +225,7 @@ def derive_flop_bytes(kind: np.ndarray, a: dict) -> tuple[np.ndarray, np.ndarray
     kind = np.asarray(kind)
     shape = np.shape(a["m"])
     flop, nbytes = np.zeros(shape), np.zeros(shape)
-    for k in np.unique(kind):
+    for k in sorted(set(kind.tolist())):
         idx = np.flatnonzero(kind == k)
         r = rows_of(a, idx)
         if k in (GEMM, GROUPED_GEMM):

@@ -29,7 +29,7 @@ def _best(fn, repeat=5):
 
 
 def test_sweep_op_evaluations_per_second():
-    """Goal: >= 100,000 op evaluations per second on one core (build + cost, vectorised)."""
+    """Goal (issue 8): >= 5 million op evaluations per second on one core (build + cost, vectorised)."""
     m = load_model("deepseek-v3")
     hw = [load_hardware(h) for h in ("h100-sxm", "h200-sxm", "h20", "b200-sxm", "mi300x")]
     n = 5000
@@ -51,7 +51,7 @@ def test_sweep_op_evaluations_per_second():
     rate = evals / secs
     print(f"\n[bench] sweep: {n} configs x {pt.ops.n_ops} ops = {evals} op evaluations in {secs * 1e3:.1f} ms "
           f"-> {rate:,.0f} op evaluations/s")
-    assert rate >= 100_000
+    assert rate >= 5_000_000
 
 
 def test_whatif_process_time():
