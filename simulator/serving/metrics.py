@@ -117,7 +117,10 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     rejected = req[(req.status == "rejected").to_numpy()]
     t0 = float(requests.arrival_s.min()) if len(requests) else 0.0
     t1 = float(np.nanmax(requests.finish_s.to_numpy())) if len(done_all) else t0
+    if len(steps):  # the clock ran at least until the last step ended (also when nothing finished)
+        t1 = max(t1, float(steps.end_s.max()))
     makespan = max(t1 - t0, 1e-12)
+    busy_span = t1 - t0  # utilisation is busy time over this; 0 when nothing ran
     span = max(win["end_s"] - win["start_s"], 1e-12)
     if closed and win["requests"] < len(requests):  # token rates from the steps that ended inside the window
         inside = (steps.end_s > win["start_s"]) & (steps.end_s <= win["end_s"]) if len(steps) else []
@@ -142,12 +145,13 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         u = util.setdefault(rep.cfg.pool, {"replicas": 0, "busy": 0.0, "prefill_attention": 0.0, "prefill_ffn": 0.0,
                                            "decode_attention": 0.0, "decode_ffn": 0.0, "other": 0.0})
         u["replicas"] += 1
-        u["busy"] += rep.busy_s / makespan
+        inv = 1.0 / busy_span if busy_span > 0 else 0.0
+        u["busy"] += rep.busy_s * inv
         for k, v in zip(("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn"), rep.quadrant_s):
-            u[k] += float(v) / makespan
+            u[k] += float(v) * inv
         # busy time outside the four quadrants (engine overheads, LM head, pipeline hand-offs); with A/F
         # ping-pong the two pools overlap, so their quadrant times may sum past the step and this reads 0
-        u["other"] += max(rep.busy_s - float(rep.quadrant_s.sum()), 0.0) / makespan
+        u["other"] += max(rep.busy_s - float(rep.quadrant_s.sum()), 0.0) * inv
     for u in util.values():
         for k in u:
             if k != "replicas":
