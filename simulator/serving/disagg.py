@@ -32,7 +32,7 @@ from ..specs.model import ModelSpec
 from ..timing.base import TimingModel
 from ..timing.memory import kv_bytes_per_token_model
 from ..timing.roofline import RooflineModel
-from .stepcost import StepCost, _q
+from .stepcost import StepCost, memo_key
 
 
 class PingPongStepCost:
@@ -50,9 +50,7 @@ class PingPongStepCost:
     DECODE_BLOCK = 64  # 1/16-octave grid points per fill (four octaves)
 
     def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
-        key = (prefill_seqs, _q(prefill_tokens / prefill_seqs) if prefill_seqs else 0.0,
-               _q(prefill_ctx_tokens / prefill_seqs) if prefill_seqs else 0.0,
-               decode_seqs, decode_len, _q(decode_kv_tokens / decode_seqs) if decode_seqs else 0.0)
+        key = memo_key(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens)
         hit = self._memo.get(key)
         if hit is None:
             if not prefill_seqs and decode_seqs and decode_kv_tokens > 0:

@@ -60,6 +60,13 @@ def _q(x: float) -> float:
     return 2.0 ** (round(16 * math.log2(x)) / 16)
 
 
+def memo_key(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens) -> tuple:
+    """A step's shape per sequence, quantised to 1/16 octave: the memo key of the analytic step costs."""
+    return (prefill_seqs, _q(prefill_tokens / prefill_seqs) if prefill_seqs else 0.0,
+            _q(prefill_ctx_tokens / prefill_seqs) if prefill_seqs else 0.0,
+            decode_seqs, decode_len, _q(decode_kv_tokens / decode_seqs) if decode_seqs else 0.0)
+
+
 class AnalyticStepCost:
     """Step times from the op builder + TimingModel for one replica's phase plan."""
 
@@ -72,9 +79,7 @@ class AnalyticStepCost:
         self.misses = 0
 
     def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
-        key = (prefill_seqs, _q(prefill_tokens / prefill_seqs) if prefill_seqs else 0.0,
-               _q(prefill_ctx_tokens / prefill_seqs) if prefill_seqs else 0.0,
-               decode_seqs, decode_len, _q(decode_kv_tokens / decode_seqs) if decode_seqs else 0.0)
+        key = memo_key(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens)
         hit = self._memo.get(key)
         if hit is None:
             hit = self._memo[key] = self._evaluate(*key)

@@ -110,13 +110,7 @@ def fit_family(problem: _Problem, effs: dict[str, Efficiency], family: str, roun
     current = {p: _get(base, family, p) for p in params}
 
     def evaluate(values: dict) -> float:
-        trial = dict(effs)
-        for hid in problem.ids:
-            e = trial[hid]
-            for p, v in values.items():
-                e = _with_param(e, family, p, v)
-            trial[hid] = e
-        return _loss(problem.predict(trial), problem.meas)
+        return _loss(problem.predict(_apply(effs, problem.ids, family, values)), problem.meas)
 
     best = evaluate(current)
     for r in range(rounds):
@@ -136,10 +130,15 @@ def fit_family(problem: _Problem, effs: dict[str, Efficiency], family: str, roun
                     best, current, improved = loss, trial, True
         if not improved and shrink < 0.2:
             break
+    return _apply(effs, problem.ids, family, current)
+
+
+def _apply(effs: dict[str, Efficiency], ids, family: str, values: dict) -> dict[str, Efficiency]:
+    """The efficiency blocks with ``values`` set on ``family`` for the devices ``ids``."""
     out = dict(effs)
-    for hid in problem.ids:
+    for hid in ids:
         e = out[hid]
-        for p, v in current.items():
+        for p, v in values.items():
             e = _with_param(e, family, p, v)
         out[hid] = e
     return out
