@@ -27,8 +27,5 @@ class DeviceArrays:
     def _gather(self, values: Sequence[float]) -> np.ndarray:
         return np.asarray(values, dtype=float)[self.index]
 
-    def field(self, name: str) -> np.ndarray:
-        return self._gather([getattr(s, name) for s in self.specs])
-
     def link(self, level: str, name: str) -> np.ndarray:
         return self._gather([getattr(getattr(s, level), name) for s in self.specs])

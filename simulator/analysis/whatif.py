@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import SimulatorError
 from ..ops.build import StepShape, build_ops
-from ..ops.kinds import OpTable, is_collective
+from ..ops.kinds import DTYPES, OpTable, is_collective
 from ..plan import PhasePlan, ServingPlan
 from ..timing.base import BOUNDS, OpTimes, TimingModel
 from ..timing.memory import MemoryFit, kv_bytes_per_token_model, memory_fit
@@ -178,15 +178,10 @@ def _quadrant_peaks(ops: OpTable, m: np.ndarray) -> tuple[float, float]:
         return float("nan"), 0.0
     flop = ops["flop"][:, 0]
     hw, dt = ops["hw"][:, 0], ops["dtype"][:, 0]
-    peaks = [ops.devices[hw[i]].peak(_dtype_name(dt[i])) for i in np.flatnonzero(comp & (flop > 0))]
+    peaks = [ops.devices[hw[i]].peak(DTYPES[int(dt[i])]) for i in np.flatnonzero(comp & (flop > 0))]
     bws = [ops.devices[hw[i]].hbm_bytes_per_s for i in np.flatnonzero(comp)]
     return (max(peaks) if peaks else float("nan")), max(bws)
 
-
-def _dtype_name(i: int) -> str:
-    from ..ops.kinds import DTYPES
-
-    return DTYPES[int(i)]
 
 
 def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: int = 1,

@@ -382,17 +382,16 @@ PRECISION_HELP = "bf16 | fp16 | fp32 | fp8 | int8 | w4a8 | w4a16 | fp4"
 
 def timing_label(timing: str | None, calibration) -> str:
     """What a result's metadata says about the timing model it used."""
-    if calibration:
-        c = str(calibration)
-        return f"measured:{c}" if c.lower().endswith(".csv") else f"calibrated:{c}"
-    return timing or "roofline"
+    from ..timing.calibrated import timing_spec_of
+
+    return timing_spec_of(timing, calibration)
 
 
 def timing_files(timing: str | None) -> list[str]:
     """The files a --timing choice reads (their hashes go into the metadata)."""
-    if not timing:
-        return []
-    return [arg for part in timing.split("+") for arg in part.partition(":")[2].split(",") if arg]
+    from ..timing.calibrated import parse_timing_spec
+
+    return [f for paths in parse_timing_spec(timing or "roofline").values() for f in paths]
 
 
 def explicit_flags(ctx) -> set[str]:

@@ -221,20 +221,19 @@ def timing_spec():
     measured:CSV+calibrated:YAML; every named file must exist."""
 
     def parse(value) -> str:
+        from ..errors import SimulatorError
+        from ..timing.calibrated import parse_timing_spec
+
         text = str(value).strip()
-        if text == "roofline":
-            return text
-        if not text:
-            raise _bad("expected roofline, calibrated:OVERLAY.yaml or measured:KERNELS.csv, got an empty string")
-        for part in text.split("+"):
-            kind, sep, arg = part.partition(":")
-            if kind not in ("calibrated", "measured") or not sep or not arg:
-                raise _bad(f"expected roofline, calibrated:OVERLAY.yaml or measured:KERNELS.csv, got {text!r}")
-            for f in arg.split(","):
-                path = Path(f)
-                if not path.is_file():
+        try:
+            files = parse_timing_spec(text)
+        except SimulatorError:
+            raise _bad(f"expected roofline, calibrated:OVERLAY.yaml or measured:KERNELS.csv, got {text!r}") from None
+        for kind, paths in files.items():
+            for f in paths:
+                if not Path(f).is_file():
                     raise _bad(f"{kind}: {f!r} is not a file")
-                if kind == "measured" and path.suffix.lower() != ".csv":
+                if kind == "measured" and Path(f).suffix.lower() != ".csv":
                     raise _bad(f"measured: expected a measurement CSV, got {f!r}")
         return text
 

@@ -39,7 +39,6 @@ from .kinds import (
 )
 
 ACT16 = 2.0  # bytes: norms, residual stream, collectives that stay in 16-bit
-FrozenOpTable = OpTable  # the name earlier releases used
 
 
 @dataclass(frozen=True)
@@ -70,8 +69,6 @@ def expected_experts_hit(num_experts: int, top_k: int, tokens) -> np.ndarray:
     miss = np.power(1.0 - top_k / num_experts, tokens)
     return num_experts * (1.0 - miss)
 
-
-_expected_experts_hit = expected_experts_hit  # earlier name
 
 
 def random_routing_imbalance(tokens, top_k: int, ep) -> np.ndarray:

@@ -8,6 +8,7 @@ any executor with the same interface (e.g. a Dask ``Client.get_executor()``).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -27,14 +28,20 @@ def _pct(values: np.ndarray, p: float) -> float | None:
     return float(np.percentile(v, p)) if len(v) else None
 
 
+@functools.lru_cache(maxsize=8)
+def _timing_model(spec: str | None):
+    """One timing model per spec and process: a measured table is read once, not once per probe."""
+    from ..timing.calibrated import resolve_timing
+
+    return resolve_timing(spec)
+
+
 def run_at(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, *, keep_samples: bool = False,
            timing: str | None = None) -> dict:
     """One DES run at ``rate_per_s``: p-percentile TTFT/TPOT, goodput, utilisation, whether the SLOs hold.
     ``timing`` is a --timing spec (a string, so it travels to worker processes)."""
-    from ..timing.calibrated import resolve_timing
-
     t = replace(traffic, rate_per_s=rate_per_s, slo=slo)
-    res = simulate(dep, t, timing=resolve_timing(timing))
+    res = simulate(dep, t, timing=_timing_model(timing))
     req = res.requests
     done = req[req.status == "finished"]
     ttft = done.ttft_s.to_numpy(dtype=float)

@@ -72,33 +72,48 @@ class CalibratedModel:
         return replace(t, ops=ops)
 
 
-def resolve_timing(spec: str | None, calibration: str | Path | None = None):
-    """The one place a timing-model choice is read: ``roofline`` (default), ``calibrated:PATH[,PATH]``
-    (overlays from ``quadrant calibrate``) or ``measured:PATH`` (a measurement CSV; falls back to the
-    roofline outside its coverage, or to ``measured:CSV+calibrated:YAML``'s calibrated model). A bare
-    ``--calibration PATH`` is read by its extension: ``.csv`` = measured, YAML = calibrated."""
-    from ..errors import SimulatorError
-    from .roofline import RooflineModel
+TIMING_KINDS = ("calibrated", "measured")
 
+
+def timing_spec_of(spec: str | None, calibration: str | Path | None = None) -> str:
+    """The --timing spec a command runs with: a bare ``--calibration PATH`` is read by its extension
+    (``.csv`` = measured, YAML = calibrated) and wins; nothing given is ``roofline``."""
     if calibration:
         c = str(calibration)
-        spec = f"measured:{c}" if c.lower().endswith(".csv") else f"calibrated:{c}"
-    if spec is None or spec == "roofline":
-        return RooflineModel()
-    parts = spec.split("+")
-    fallback = None
-    measured = None
-    for part in parts:
-        kind, _, arg = part.partition(":")
-        if kind == "calibrated" and arg:
-            fallback = CalibratedModel([a for a in arg.split(",") if a])
-        elif kind == "measured" and arg:
-            measured = arg
-        elif kind != "roofline":
-            raise SimulatorError(f"--timing {spec!r}: expected roofline, calibrated:PATH or measured:PATH")
-    if measured:
+        return f"measured:{c}" if c.lower().endswith(".csv") else f"calibrated:{c}"
+    return spec or "roofline"
+
+
+def parse_timing_spec(spec: str) -> dict[str, list[str]]:
+    """``roofline`` | ``calibrated:OVERLAY.yaml[,MORE.yaml]`` | ``measured:KERNELS.csv``, joined with ``+``
+    -> the files of each kind ({} for roofline). The one reader of that syntax."""
+    from ..errors import SimulatorError
+
+    text = str(spec).strip()
+    if text == "roofline":
+        return {}
+    files: dict[str, list[str]] = {}
+    for part in text.split("+"):
+        kind, sep, arg = part.partition(":")
+        paths = [a for a in arg.split(",") if a]
+        if kind not in TIMING_KINDS or not sep or not paths:
+            raise SimulatorError(f"--timing {text!r}: expected roofline, calibrated:OVERLAY.yaml or "
+                                 "measured:KERNELS.csv")
+        files.setdefault(kind, []).extend(paths)
+    return files
+
+
+def resolve_timing(spec: str | None, calibration: str | Path | None = None):
+    """The timing model of a --timing spec (see ``parse_timing_spec``): the roofline by default; a measured
+    table falls back to the calibrated model when one is given with it, else to the roofline."""
+    from .roofline import RooflineModel
+
+    files = parse_timing_spec(timing_spec_of(spec, calibration))
+    fallback = CalibratedModel(files["calibrated"]) if "calibrated" in files else None
+    if "measured" in files:
         from ..validation.measurements import read_measurements
         from .measured import MeasuredModel
 
+        measured = files["measured"][0]
         return MeasuredModel(read_measurements(measured), fallback, source=measured)
     return fallback or RooflineModel()

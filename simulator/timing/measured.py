@@ -29,7 +29,7 @@ from ..ops.kinds import (
     wire_bytes,
 )
 from .base import OpTimes, TimingModel
-from .roofline import RooflineModel
+from .roofline import RooflineModel, pure_roofline_s
 
 
 def shape_features(ops: OpTable) -> np.ndarray:
@@ -126,8 +126,6 @@ class MeasuredModel:
         self.last_fallbacks += int((active & ~covered).sum())
         scale = np.exp(log_corr)
         # never below the pure bound: the correction scales the fallback, which already respects it
-        from .roofline import pure_roofline_s
-
         time = np.maximum(base.time_s * scale, pure_roofline_s(ops))
         return OpTimes(ops, base.compute_s * scale, base.memory_s * scale, base.comm_s * scale,
                        base.overhead_s * scale, time)

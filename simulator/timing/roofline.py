@@ -38,7 +38,6 @@ from ..ops.kinds import (
     OpTable,
     is_collective,
     rows_of,
-    wire_bytes,
 )
 from .base import OpTimes, empty_times
 from .collectives import collective_time_s
@@ -143,27 +142,6 @@ class RooflineModel:
         return tc, tm, overhead, body
 
 
-def size_efficiency(ops: OpTable, dev: DeviceTable | None = None) -> np.ndarray:
-    """Fraction of the family's best FLOP efficiency each op of this shape reaches (0, 1]."""
-    dev = dev or DeviceTable.of(ops.devices)
-    fam = kernel_family_index(ops)
-    eff = np.ones((ops.n_ops, ops.n))
-    for k in (GEMM, GROUPED_GEMM, ATTN_PREFILL):
-        idx = np.flatnonzero(ops.kind == k)
-        if not len(idx):
-            continue
-        r = rows_of(ops.arrays, idx)
-        half = dev.kernel["size_half"][r["hw"], fam[idx]]
-        if k == GEMM:
-            eff[idx] = _gemm_efficiency(r, dev.sms[r["hw"]], half)
-        elif k == GROUPED_GEMM:
-            pe = _div(r["m"], np.maximum(r["groups"], 1.0))
-            eff[idx] = np.where(half > 0, _div(pe, pe + half), 1.0)
-        else:
-            eff[idx] = _prefill_attention_efficiency(r, half)
-    return np.clip(np.nan_to_num(eff, nan=1.0), 1e-6, 1.0)
-
-
 def pure_roofline_s(ops: OpTable) -> np.ndarray:
     """The unattainable bound: max(FLOP/peak, bytes/bandwidth); ideal link time for collectives."""
     dev = DeviceTable.of(ops.devices)
@@ -176,4 +154,4 @@ def pure_roofline_s(ops: OpTable) -> np.ndarray:
     return np.where(coll, comm, bound)
 
 
-__all__ = ["RooflineModel", "pure_roofline_s", "size_efficiency", "wire_bytes"]
+__all__ = ["RooflineModel", "pure_roofline_s"]

@@ -38,7 +38,7 @@ from ..specs.hardware import (
 )
 from ..timing.roofline import RooflineModel
 from .measurements import holdout_mask
-from .validate import ops_from_measurements, score
+from .validate import ops_from_measurements, predict, score
 
 MIN_ROWS = 3
 DELTA = 0.1  # soft-L1 scale in log space (~10 %)
@@ -183,22 +183,17 @@ def calibrate(df: pd.DataFrame, hw: HardwareSpec, *, test_fraction: float = 0.5,
             sources[f"{family}.{p}"] = f"fit:{measurements_file}"
     cal = hw.with_efficiency(replace(effs[hw.id], sources=sources))
     whole = {hw.id: hw}
-    before = score(_predict(held, whole))["overall"] if len(held) else None
-    after = score(_predict(held, {hw.id: cal}))["overall"] if len(held) else None
+    before = score(predict(held, whole))["overall"] if len(held) else None
+    after = score(predict(held, {hw.id: cal}))["overall"] if len(held) else None
     if before and after and after["median_ape"] > before["median_ape"] + 1e-9:
         raise CalibrationError(f"calibration of {hw.id} would make the held-out rows worse (median APE "
                                f"{before['median_ape']:.1%} -> {after['median_ape']:.1%}); no overlay written")
     report = {"hardware": hw.id, "rows": int(len(rows)), "train_rows": int(len(train)), "test_rows": int(len(held)),
               "test_fraction": test_fraction, "seed": seed, "heldout_before": before, "heldout_after": after,
-              "train_after": score(_predict(train, {hw.id: cal}))["overall"], "fitted_classes": fitted,
+              "train_after": score(predict(train, {hw.id: cal}))["overall"], "fitted_classes": fitted,
               "notes": notes}
     return cal, report
 
-
-def _predict(df: pd.DataFrame, specs: dict[str, HardwareSpec]) -> pd.DataFrame:
-    from .validate import predict
-
-    return predict(df, specs)
 
 
 def leave_one_device_out(df: pd.DataFrame, specs: dict[str, HardwareSpec]) -> list[dict]:
@@ -223,7 +218,7 @@ def leave_one_device_out(df: pd.DataFrame, specs: dict[str, HardwareSpec]) -> li
             for p in FIT[family]:
                 effs[hid] = _with_param(effs[hid], family, p, _get(donor, family, p))
         rows = df[mine].reset_index(drop=True)
-        pred = _predict(rows, {hid: specs[hid].with_efficiency(effs[hid])})
+        pred = predict(rows, {hid: specs[hid].with_efficiency(effs[hid])})
         out.append({"hardware": hid, **score(pred)["overall"]})
     return out
 
