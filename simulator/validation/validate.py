@@ -20,11 +20,12 @@ from ..ops.kinds import (
     ALL_TO_ALL,
     ATTN_DECODE,
     ATTN_PREFILL,
+    DTYPE_INDEX,
     ELEMENTWISE,
     GEMM,
     GROUPED_GEMM,
+    SHAPE_COLUMNS,
     OpTable,
-    OpTableBuilder,
 )
 from ..precision import KV_PRECISIONS, PRECISIONS
 from ..specs.catalog import load_hardware
@@ -47,77 +48,119 @@ def _attention_dtype(hw: HardwareSpec, dtype: str, kv_dtype: str) -> str:
     return next((d for d in order + ("bf16", "fp16", "fp32") if hw.peak(d) > 0), "fp32")
 
 
-def _flag(row, col: str, default: float) -> float:
-    v = row.get(col, "")
-    try:
-        return float(v) if str(v).strip() != "" else default
-    except (TypeError, ValueError):
-        return default
+def _flag(df: pd.DataFrame, col: str, default: float) -> np.ndarray:
+    """An optional numeric column (empty or absent cells take the default)."""
+    if col not in df:
+        return np.full(len(df), default)
+    v = pd.to_numeric(df[col].astype(str).str.strip().replace("", None), errors="coerce")
+    return v.fillna(default).to_numpy(dtype=float)
+
+
+def _per_key(keys: list[tuple], fn) -> np.ndarray:
+    """``fn(*key)`` for every row, computed once per distinct key."""
+    memo = {k: fn(*k) for k in set(keys)}
+    return np.array([memo[k] for k in keys])
+
+
+class _Rows:
+    """Op rows of measurement rows, gathered as column arrays and assembled into one OpTable."""
+
+    def __init__(self, devices: tuple):
+        self.devices, self.blocks = devices, []
+
+    def add(self, name: str, kind: int, sel: np.ndarray, **cols) -> None:
+        if sel.any():
+            self.blocks.append((name, kind, sel, cols))
+
+    def table(self) -> OpTable:
+        names, kinds, arrays = [], [], {c: [] for c in SHAPE_COLUMNS + ("hw", "dtype", "row")}
+        for name, kind, sel, cols in self.blocks:
+            k = int(sel.sum())
+            names += [name] * k
+            kinds += [kind] * k
+            for c, out in arrays.items():
+                v = cols.get(c, _ROW_DEFAULTS.get(c, 0.0))
+                out.append(np.broadcast_to(v[sel] if np.ndim(v) else v, (k,)))
+        cols = {c: np.concatenate(v).astype(np.int64 if c in ("hw", "dtype", "row") else float).reshape(-1, 1)
+                if v else np.zeros((0, 1)) for c, v in arrays.items()}
+        return OpTable(tuple(names), tuple("measured" for _ in names), np.asarray(kinds, dtype=np.int64), cols, 1,
+                       self.devices)
+
+
+_ROW_DEFAULTS = {"count": 1.0, "imbalance": 1.0, "ranks": 1.0, "domain": 1.0, "fanout": 1.0}
 
 
 def ops_from_measurements(df: pd.DataFrame, specs: dict[str, HardwareSpec]) -> OpTable:
-    """The op records of every measured row (``row`` column = the row's position in ``df``).
+    """The op records of every measured row (``row`` column = the row's position in ``df``), built
+    column-wise (thousands of rows in milliseconds).
 
     Optional extra columns (compatible with the contract): ``causal`` (0/1, attention; default 1
     for prefill), ``quant`` (0 = the row times the GEMM kernel(s) alone: no activation-quantisation
     kernel in front of an 8-bit GEMM, no token permute/unpermute around an MoE's grouped GEMMs)."""
-    b = OpTableBuilder(n=1)
-    for i, r in enumerate(df.to_dict("records")):
-        op, hw = r["op"], specs[r["hardware"]]
-        h = b.device(hw)
-        dtype = r.get("dtype") or "bf16"
-        prec = PRECISIONS.get(dtype, PRECISIONS["bf16"])
-        wb, ab = prec.weight_bytes, prec.act_bytes
-        ob = 4.0 if dtype == "fp32" else ACT16
-        g = {c: float(r[c]) if r[c] == r[c] else 0.0 for c in
-             ("m", "n", "k", "batch", "q_len", "kv_len", "num_heads", "num_kv_heads", "head_dim", "tokens", "hidden",
-              "intermediate", "num_experts", "top_k", "bytes", "world")}
-        cdt = _compute_dtype(hw, dtype)
-        quant = ab < 2.0 and _flag(r, "quant", 1.0) > 0
-        if op == "gemm":
-            if quant:
-                b.add("quant", "measured", ELEMENTWISE, hw=h, row=i, m=g["m"], n=g["k"], k=2.0, a_bytes=ACT16,
-                      o_bytes=ab)
-            b.add("gemm", "measured", GEMM, hw=h, dtype=cdt, row=i, m=g["m"], n=g["n"], k=g["k"], w_bytes=wb,
-                  a_bytes=ab, o_bytes=ob)
-        elif op in ("attn_prefill", "attn_decode"):
-            kvd = r.get("kv_dtype") or ""
-            kvb = KV_PRECISIONS.get(kvd) or (4.0 if dtype == "fp32" else ACT16)
-            q = g["q_len"] if op == "attn_prefill" else max(g["q_len"], 1.0)
-            kv = max(g["kv_len"], q) if op == "attn_prefill" else g["kv_len"]
-            adt = _attention_dtype(hw, dtype, kvd)
-            causal = _flag(r, "causal", 1.0 if op == "attn_prefill" else 0.0)
-            b.add(op, "measured", ATTN_PREFILL if op == "attn_prefill" else ATTN_DECODE, hw=h, dtype=adt, row=i,
-                  batch=g["batch"], q_len=q, kv_len=kv, heads=g["num_heads"], kv_heads=g["num_kv_heads"],
-                  d_qk=g["head_dim"], d_v=g["head_dim"], kv_token_bytes=2 * g["num_kv_heads"] * g["head_dim"] * kvb,
-                  a_bytes=1.0 if adt in ("fp8", "int8") else ob, causal=causal)
-        elif op == "moe":
-            pairs = g["tokens"] * g["top_k"]
-            groups = min(g["num_experts"], pairs)  # the contract's routing is balanced
-            H, inter = g["hidden"], g["intermediate"]
-            kernel_only = _flag(r, "quant", 1.0) <= 0  # the row times the grouped GEMMs alone
-            if not kernel_only:
-                b.add("moe_permute", "measured", ELEMENTWISE, hw=h, row=i, m=pairs, n=H, a_bytes=ACT16, o_bytes=ab)
-            b.add("experts_gate_up", "measured", GROUPED_GEMM, hw=h, dtype=cdt, row=i, m=pairs, groups=groups,
-                  n=2 * inter, k=H, w_bytes=wb, a_bytes=ab, o_bytes=ACT16)
-            if quant:
-                b.add("experts_quant", "measured", ELEMENTWISE, hw=h, row=i, m=pairs, n=inter, k=2.0,
-                      a_bytes=ACT16, o_bytes=ab)
-            b.add("experts_down", "measured", GROUPED_GEMM, hw=h, dtype=cdt, row=i, m=pairs, groups=groups, n=H,
-                  k=inter, w_bytes=wb, a_bytes=ab, o_bytes=ACT16)
-            if not kernel_only:
-                b.add("moe_unpermute", "measured", ELEMENTWISE, hw=h, row=i, m=pairs, n=H, a_bytes=ACT16,
-                      o_bytes=ACT16 / max(g["top_k"], 1.0))
-        elif op == "memcpy":
-            b.add("memcpy", "measured", ELEMENTWISE, hw=h, row=i, m=g["bytes"], n=1.0, a_bytes=1.0, o_bytes=1.0)
-        elif op in _COLL:
-            world = max(g["world"], 1.0)
-            domain = min(world, float(hw.scale_up.domain_size))
-            b.add(op, "measured", _COLL[op], hw=h, row=i, msg_bytes=g["bytes"], ranks=world, domain=domain,
-                  fanout=0.0)
-        else:  # pragma: no cover - the reader rejects unknown ops
-            raise MeasurementError(f"row {i + 2}: op {op!r} has no op record")
-    return b.finish()
+    ids = sorted(set(df["hardware"]))
+    devices = tuple(specs[h] for h in ids)
+    hw_ids = df["hardware"].tolist()
+    hw = np.searchsorted(ids, hw_ids) if len(df) else np.zeros(0, int)  # index into the sorted device ids
+    op = df["op"].to_numpy()
+    dtype = [d or "bf16" for d in df["dtype"].tolist()]
+    kvd = df["kv_dtype"].tolist()
+    prec = [PRECISIONS.get(d, PRECISIONS["bf16"]) for d in dtype]
+    wb = np.array([p.weight_bytes for p in prec])
+    ab = np.array([p.act_bytes for p in prec])
+    ob = np.where(np.array(dtype) == "fp32", 4.0, ACT16)
+    g = {c: df[c].fillna(0.0).to_numpy(dtype=float) for c in
+         ("m", "n", "k", "batch", "q_len", "kv_len", "num_heads", "num_kv_heads", "head_dim", "tokens", "hidden",
+          "intermediate", "num_experts", "top_k", "bytes", "world")}
+    cdt = _per_key(list(zip(hw_ids, dtype)), lambda h, d: DTYPE_INDEX[_compute_dtype(specs[h], d)])
+    adt_name = _per_key(list(zip(hw_ids, dtype, kvd)), lambda h, d, kv: _attention_dtype(specs[h], d, kv))
+    adt = np.array([DTYPE_INDEX[a] for a in adt_name]) if len(df) else np.zeros(0, int)
+    kvb = np.array([KV_PRECISIONS.get(k) or (4.0 if d == "fp32" else ACT16) for k, d in zip(kvd, dtype)])
+    quant_flag = _flag(df, "quant", 1.0) > 0
+    quant = (ab < 2.0) & quant_flag
+    row = np.arange(len(df))
+    common = dict(hw=hw, row=row)
+    R = _Rows(devices)
+
+    gemm = op == "gemm"
+    R.add("quant", ELEMENTWISE, gemm & quant, m=g["m"], n=g["k"], k=2.0, a_bytes=ACT16, o_bytes=ab, **common)
+    R.add("gemm", GEMM, gemm, dtype=cdt, m=g["m"], n=g["n"], k=g["k"], w_bytes=wb, a_bytes=ab, o_bytes=ob, **common)
+
+    for name, kind in (("attn_prefill", ATTN_PREFILL), ("attn_decode", ATTN_DECODE)):
+        sel = op == name
+        prefill = name == "attn_prefill"
+        q = g["q_len"] if prefill else np.maximum(g["q_len"], 1.0)
+        kv = np.maximum(g["kv_len"], q) if prefill else g["kv_len"]
+        R.add(name, kind, sel, dtype=adt, batch=g["batch"], q_len=q, kv_len=kv, heads=g["num_heads"],
+              kv_heads=g["num_kv_heads"], d_qk=g["head_dim"], d_v=g["head_dim"],
+              kv_token_bytes=2 * g["num_kv_heads"] * g["head_dim"] * kvb,
+              a_bytes=np.where(np.isin(adt_name, ("fp8", "int8")), 1.0, ob),
+              causal=_flag(df, "causal", 1.0 if prefill else 0.0), **common)
+
+    moe = op == "moe"
+    pairs = g["tokens"] * g["top_k"]
+    groups = np.minimum(g["num_experts"], pairs)  # the contract's routing is balanced
+    H, inter = g["hidden"], g["intermediate"]
+    full = moe & quant_flag  # rows that also time the token permute/unpermute
+    R.add("moe_permute", ELEMENTWISE, full, m=pairs, n=H, a_bytes=ACT16, o_bytes=ab, **common)
+    R.add("experts_gate_up", GROUPED_GEMM, moe, dtype=cdt, m=pairs, groups=groups, n=2 * inter, k=H, w_bytes=wb,
+          a_bytes=ab, o_bytes=ACT16, **common)
+    R.add("experts_quant", ELEMENTWISE, moe & quant, m=pairs, n=inter, k=2.0, a_bytes=ACT16, o_bytes=ab, **common)
+    R.add("experts_down", GROUPED_GEMM, moe, dtype=cdt, m=pairs, groups=groups, n=H, k=inter, w_bytes=wb,
+          a_bytes=ab, o_bytes=ACT16, **common)
+    R.add("moe_unpermute", ELEMENTWISE, full, m=pairs, n=H, a_bytes=ACT16,
+          o_bytes=ACT16 / np.maximum(g["top_k"], 1.0), **common)
+
+    R.add("memcpy", ELEMENTWISE, op == "memcpy", m=g["bytes"], n=1.0, a_bytes=1.0, o_bytes=1.0, **common)
+    world = np.maximum(g["world"], 1.0)
+    dom_size = np.array([float(d.scale_up.domain_size) for d in devices])[hw] if len(df) else np.zeros(0)
+    for name, kind in _COLL.items():
+        R.add(name, kind, op == name, msg_bytes=g["bytes"], ranks=world, domain=np.minimum(world, dom_size),
+              fanout=0.0, **common)
+    unknown = ~np.isin(op, ("gemm", "attn_prefill", "attn_decode", "moe", "memcpy", *_COLL))
+    if unknown.any():  # pragma: no cover - the reader rejects unknown ops
+        i = int(np.argmax(unknown))
+        raise MeasurementError(f"row {i + 2}: op {op[i]!r} has no op record")
+    return R.table()
 
 
 def shapes_from_ops(ops: OpTable, dtype: str = "bf16") -> list[dict]:
