@@ -1,13 +1,24 @@
-"""The discrete-event serving engine (simpy).
+"""The discrete-event serving engine.
 
-Processes: arrivals, a router per phase, one scheduler per replica, and KV-transfer links for
-prefill/decode disaggregation. The simulation owns only time: each replica schedules one event
-per batch step (never per token or per request), and per-request state lives in numpy arrays
-updated a batch at a time. Batching decisions (admission, KV reservation, prefill/decode mixing
-and chunking under the token budget) belong to the replica's ``BatchPolicy`` (``policies/``); the
-replica keeps only the bookkeeping. Pure-decode stretches between events run as one event.
-Step and event records are kept column by column in typed arrays (``StepLog``, ``EventLog``), so
-a million-request run holds tens of bytes per record instead of a tuple of Python objects.
+Owns time and bookkeeping only. Arrivals, step ends, decode-stretch ends and KV-transfer ends are
+callbacks on simpy's event calendar (``Clock``); there is no process per replica and no event per
+token or per request-step. Batching decisions (admission, KV reservation, prefill/decode mixing and
+chunking under the token budget) belong to the replica's ``BatchPolicy`` (``policies/``).
+
+How a replica stays cheap per step:
+
+- per-request state lives in Python lists on the ``Simulation`` (index = request id), written
+  back to the numpy ``Requests`` arrays when the run ends;
+- the decoding sequences advance together: a replica counts its decode *ticks* ``S`` and stores
+  each decoding request's KV as ``kv - S``, so a tick updates no request at all. The KV sum, the
+  block count (a 16-bin histogram of KV residues says how many sequences open a new block on the
+  next tick) and the next finish (a heap of finish ticks) are running totals;
+- a stretch of pure-decode steps that nothing but an arrival can change runs as one event; an
+  arrival cuts it at the end of the step in progress, exactly where step-by-step scheduling
+  would admit the request.
+
+Step and event records are kept column by column in typed arrays (``StepLog``, ``EventLog``).
+``tests/serving_reference.py`` holds the slow step-by-step scheduler this engine must reproduce.
 
 Every request ends either ``finished`` or ``rejected`` with a reason.
 """
@@ -16,10 +27,13 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import heapq
 import math
 from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 import numpy as np
 import pandas as pd
@@ -30,9 +44,13 @@ from .stepcost import StepCostModel
 
 BLOCK_TOKENS = 16  # paged KV-cache block size
 MAX_STRETCH = 64  # decode steps computed per event; a longer stretch simply continues in the next one
-# _GROW[j - 1, a] = floor((a + j) / B): blocks a sequence whose reservation ends at offset a in its last block
-# gains after j more tokens (tabulated once for every stretch length)
-_GROW = (np.arange(BLOCK_TOKENS)[None, :] + np.arange(1, MAX_STRETCH + 1)[:, None]) // BLOCK_TOKENS
+
+# request status codes
+PENDING, WAITING, RUNNING, FINISHED, REJECTED = 0, 1, 2, 3, 4
+STATUS = {PENDING: "pending", WAITING: "waiting", RUNNING: "running", FINISHED: "finished", REJECTED: "rejected"}
+
+# replica states
+IDLE, KICKED, STEP, STRETCH, DECIDING = range(5)
 
 
 def decode_stretch_costs(cost, n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,13 +66,6 @@ def decode_stretch_costs(cost, n: int, kv0: int, k: int) -> tuple[np.ndarray, np
         times[i] = c.time_s
         quad[:, i] = (c.prefill_attention_s, c.prefill_ffn_s, c.decode_attention_s, c.decode_ffn_s)
     return times, quad
-
-_NO_TOKENS = np.zeros(0, np.int64)
-_NO_TOKENS.flags.writeable = False
-
-# request status codes
-PENDING, WAITING, RUNNING, FINISHED, REJECTED = 0, 1, 2, 3, 4
-STATUS = {PENDING: "pending", WAITING: "waiting", RUNNING: "running", FINISHED: "finished", REJECTED: "rejected"}
 
 
 @dataclass
@@ -81,7 +92,8 @@ class ReplicaConfig:
 
 @dataclass
 class Requests:
-    """Per-request state as arrays (index = request id)."""
+    """Per-request inputs and results as arrays (index = request id). The engine keeps its working
+    state in Python lists while it runs and writes the token counts back here when it ends."""
 
     arrival_s: np.ndarray
     prompt: np.ndarray
@@ -106,10 +118,6 @@ class Requests:
         """Tokens whose KV is cached now."""
         return self.prefilled[ids] + self.generated[ids] - self.offset[ids]
 
-    def reserved_tokens(self, ids: np.ndarray) -> np.ndarray:
-        """Tokens of KV a request holds blocks for (its whole prompt is reserved on admission)."""
-        return self.target_prefill[ids] + self.generated[ids] - self.offset[ids]
-
     def __post_init__(self):
         n = len(self.arrival_s)
         self.status = np.zeros(n, np.int8)
@@ -126,23 +134,57 @@ class Requests:
         self.home = np.full(n, -1, np.int64)
 
 
+class _Call:
+    """A callback on the event calendar (what simpy's ``Environment.step`` needs of an event)."""
+
+    __slots__ = ("callbacks", "_ok", "_value")
+
+    def __init__(self, fn):
+        self.callbacks = [fn]
+        self._ok = True
+        self._value = None
+
+
+class Clock(simpy.Environment):
+    """simpy's environment plus ``call_at``: run ``fn(event)`` at absolute time ``t`` (after the
+    events already due then), without a process or a Timeout object."""
+
+    def call_at(self, t: float, fn) -> _Call:
+        ev = _Call(fn)
+        heapq.heappush(self._queue, (t, 1, next(self._eid), ev))  # 1: simpy's NORMAL priority
+        return ev
+
+
 class Replica:
-    """One model replica: a waiting queue, the admitted requests, a KV-block budget, and a
-    scheduler process that runs one batch step at a time."""
+    """One model replica: a waiting queue, the admitted requests, a KV-block budget, and the
+    scheduler that starts one batch step (or one stretch of pure-decode steps) at a time."""
 
     def __init__(self, sim: Simulation, cfg: ReplicaConfig, uid: int, rng: np.random.Generator):
         self.sim, self.cfg, self.uid, self.rng = sim, cfg, uid, rng
         self.name = cfg.name
         self.waiting: collections.deque[int] = collections.deque()
-        self.active = np.empty(0, np.int64)  # admitted requests in admission order
+        self.active: dict[int, None] = {}  # admitted requests, in admission order
+        self.prefilling: list[int] = []  # admitted requests with prompt left to prefill (admission order)
+        self.decoding: set[int] = set()  # admitted requests whose prompt is cached
         self.blocks_total = cfg.kv_capacity_tokens // BLOCK_TOKENS
-        self.used_blocks = 0  # blocks reserved by ``active`` (kept current after every change)
-        self.exact_blocks = True  # used_blocks == _blocks(active) (False after an admission, until _fit_kv)
-        self.wake = sim.env.event()
+        self.used_blocks = 0  # blocks reserved by ``active``, exact at every step boundary
+        self.grows = cfg.policy.grows  # reservations grow with every decoded token
+        self.ticks = 0  # decode ticks so far: each decoding request's KV is ``kvb[rid] + ticks``
+        self.kvb_sum = 0  # sum of ``kvb`` over ``decoding``
+        self.residues = [0] * BLOCK_TOKENS  # decoding requests by kvb mod 16 (who opens a block on a tick)
+        self.finishing: list[tuple[int, int, int]] = []  # heap of (finish tick, admission number, rid)
+        self.admitted = 0  # admissions so far (orders the finish heap like the admission order)
         self.inbound = 0  # requests whose KV is on its way here (counted as load by the router)
         self.busy_s = 0.0
         self.quadrant_s = np.zeros(4)
-        sim.env.process(self.run())
+        self.state = IDLE  # IDLE until a submit schedules a kick
+        self.pending = None  # the calendar entry that ends the current stretch
+        self.stretch = None  # (bounds, blocks, n, quad, steps) of the stretch in flight
+        self.q_len = 1 + cfg.spec_draft_tokens
+        self.spec = cfg.spec_draft_tokens > 0
+        self.pf_role = cfg.role == "prefill"
+        self._stretch_cost = getattr(cfg.cost, "decode_stretch", None)
+        self._step = None  # (start, duration, cost, decodes, prefill plan, prefill tokens) of the step in flight
 
     # -- load for the router -----------------------------------------------------------------
     @property
@@ -150,218 +192,325 @@ class Replica:
         return len(self.waiting) + len(self.active) + self.inbound
 
     def submit(self, rid: int) -> None:
-        r = self.sim.req
-        need = math.ceil((r.prompt[rid] + r.output[rid]) / BLOCK_TOKENS)
+        sim = self.sim
+        need = -(-(sim.prompt_l[rid] + sim.out_l[rid]) // BLOCK_TOKENS)
         if need > self.blocks_total:
-            self.sim.reject(rid, f"needs {need * BLOCK_TOKENS} KV tokens, replica {self.cfg.name} holds "
-                                 f"{self.blocks_total * BLOCK_TOKENS}")
+            sim.reject(rid, f"needs {need * BLOCK_TOKENS} KV tokens, replica {self.cfg.name} holds "
+                            f"{self.blocks_total * BLOCK_TOKENS}")
             return
-        r.status[rid] = WAITING
+        sim.req.status[rid] = WAITING
         self.waiting.append(rid)
-        if not self.wake.triggered:
-            self.wake.succeed()
+        state = self.state
+        if state == IDLE:
+            self.state = KICKED
+            sim.env.call_at(sim.env._now, self._kick)
+        elif state == STRETCH:
+            self._cut_stretch()
 
-    # -- batching policy (pure given the state) ----------------------------------------------
-    def _reserved(self, ids: np.ndarray) -> np.ndarray:
-        r = self.sim.req
-        return self.cfg.policy.reserved_tokens(r.target_prefill[ids], r.generated[ids], r.output[ids], r.offset[ids])
+    # -- KV bookkeeping ------------------------------------------------------------------------
+    def _reserved(self, rid: int) -> int:
+        s = self.sim
+        return self.cfg.policy.reserved_tokens(s.tgt[rid], s.gen[rid], s.out_l[rid], s.off[rid])
 
-    def _blocks(self, ids: np.ndarray) -> int:
-        return int(np.add.reduce(-(-self._reserved(ids) // BLOCK_TOKENS))) if len(ids) else 0
+    def _held_blocks(self, rid: int) -> int:
+        """Blocks ``rid`` holds now (a decoding request's generated count is materialised first)."""
+        return -(-self._reserved(rid) // BLOCK_TOKENS)
 
+    def _start_decoding(self, rid: int) -> None:
+        """``rid``'s prompt is cached: it joins the decode ticks (its ``gen`` is current)."""
+        s = self.sim
+        kvb = s.tgt[rid] - s.off[rid] + s.gen[rid] - self.ticks  # == prefilled + generated - offset - ticks
+        s.kvb[rid] = kvb
+        self.kvb_sum += kvb
+        self.residues[kvb % BLOCK_TOKENS] += 1
+        self.decoding.add(rid)
+        heapq.heappush(self.finishing, (s.out_l[rid] - s.gen[rid] + self.ticks, s.seq[rid], rid))
+
+    def _stop_decoding(self, rid: int) -> None:
+        """``rid`` leaves the decode ticks: materialise its generated count."""
+        s = self.sim
+        kvb = s.kvb[rid]
+        s.gen[rid] = kvb + self.ticks - s.tgt[rid] + s.off[rid]
+        self.kvb_sum -= kvb
+        self.residues[kvb % BLOCK_TOKENS] -= 1
+        self.decoding.discard(rid)
+
+    def _finish_tick(self, rid: int) -> int:
+        s = self.sim
+        return s.out_l[rid] + s.tgt[rid] - s.off[rid] - s.kvb[rid]
+
+    def _due(self) -> list[int]:
+        """Pop the decoding requests that have generated their whole output (admission order)."""
+        heap, ticks, done = self.finishing, self.ticks, []
+        while heap and heap[0][0] <= ticks:
+            f, _, rid = heapq.heappop(heap)
+            if rid in self.decoding and self._finish_tick(rid) == f:
+                done.append(rid)
+        return done
+
+    def _next_finish(self) -> int:
+        """Ticks until the first decoding request finishes (stale heap entries dropped)."""
+        heap = self.finishing
+        while heap:
+            f, _, rid = heap[0]
+            if rid in self.decoding and self._finish_tick(rid) == f:
+                return f - self.ticks
+            heapq.heappop(heap)
+        return 0
+
+    def _tick(self) -> None:
+        """Every decoding request gains one token."""
+        if self.grows:
+            self.used_blocks += self.residues[-self.ticks % BLOCK_TOKENS]
+        self.ticks += 1
+
+    # -- admission -------------------------------------------------------------------------------
     def _admit(self) -> float:
         """FCFS admission while KV blocks and sequence slots allow; returns swap-in seconds."""
-        r, cfg = self.sim.req, self.cfg
-        used = self.used_blocks
+        s, cfg = self.sim, self.cfg
+        r = s.req
+        used = self.used_blocks  # admission counts each request by the policy's admit_tokens
         swap_s = 0.0
-        admitted = []
-        while self.waiting and len(self.active) + len(admitted) < cfg.max_seqs:
-            rid = self.waiting[0]
-            tokens = cfg.policy.admit_tokens(int(r.target_prefill[rid]), int(r.generated[rid] - r.offset[rid]),
-                                             int(r.output[rid] - r.generated[rid]))
-            need = -(-tokens // BLOCK_TOKENS)
-            if used + need > self.blocks_total:
+        waiting, active = self.waiting, self.active
+        policy, total = cfg.policy, self.blocks_total
+        now = s.env._now
+        while waiting and len(active) < cfg.max_seqs:
+            rid = waiting[0]
+            tgt, gen, off = s.tgt[rid], s.gen[rid], s.off[rid]
+            need = -(-policy.admit_tokens(tgt, gen - off, s.out_l[rid] - gen) // BLOCK_TOKENS)
+            if used + need > total:
                 break
-            self.waiting.popleft()
+            waiting.popleft()
             used += need
-            admitted.append(rid)
+            active[rid] = None
+            self.admitted += 1
+            s.seq[rid] = self.admitted
             r.status[rid] = RUNNING
-            if np.isnan(r.admitted_s[rid]):
-                r.admitted_s[rid] = self.sim.env.now
-            if r.swapped[rid]:
-                swap_s += float(r.kv_tokens(np.array([rid]))[0]) * cfg.kv_bytes_per_token / cfg.swap_bytes_per_s
-                r.swapped[rid] = False
-        if admitted:
-            self.exact_blocks = False  # admission reserves by ``admit_tokens``
-            ids = np.asarray(admitted, np.int64)
-            r.home[ids] = self.uid
-            self.active = np.concatenate((self.active, ids))
-        self.used_blocks = used
+            if s.adm[rid] != s.adm[rid]:  # NaN: first admission
+                s.adm[rid] = now
+                r.admitted_s[rid] = now
+            if s.swapped[rid]:
+                swap_s += (s.pf[rid] + gen - off) * cfg.kv_bytes_per_token / cfg.swap_bytes_per_s
+                s.swapped[rid] = False
+            self.used_blocks += self._held_blocks(rid)
+            if s.pf[rid] >= tgt:
+                self._start_decoding(rid)
+            else:
+                self.prefilling.append(rid)
         return swap_s
 
-    def _plan_step(self):
-        """The policy picks the step's decodes and prompt chunks under the token budget."""
-        r, cfg = self.sim.req, self.cfg
-        ids = self.active
-        is_dec = r.prefilled[ids] >= r.target_prefill[ids]
-        q_len = 1 + cfg.spec_draft_tokens
-        if is_dec.all():  # the common case: every admitted request is decoding
-            decoding, prefilling, remaining = ids, ids[:0], _NO_TOKENS
-        else:
-            decoding, prefilling = ids[is_dec], ids[~is_dec]
-            remaining = r.target_prefill[prefilling] - r.prefilled[prefilling]
-        dec, pre, chunks = cfg.policy.plan(decoding, prefilling, remaining, cfg.max_batch_tokens, q_len)
-        return dec, pre, np.asarray(chunks, np.int64), q_len
+    # -- the scheduler -----------------------------------------------------------------------------
+    def _kick(self, _ev=None) -> None:
+        self.state = DECIDING
+        self._next()
 
-    # -- the scheduler process ---------------------------------------------------------------
-    def run(self):
-        env, r, cfg = self.sim.env, self.sim.req, self.cfg
-        while True:
-            swap_s = self._admit()
-            decoding, pre_ids, chunks, q_len = self._plan_step()
-            if not len(decoding) and not len(pre_ids):
-                self.wake = env.event()
-                yield self.wake
-                continue
-            if self.sim.coalesce and not len(pre_ids) and not cfg.spec_draft_tokens and not swap_s:
-                k = int(np.minimum.reduce(r.output[decoding] - r.generated[decoding]))
-                if k >= 2:
-                    done = yield from self._decode_stretch(decoding, k)
-                    if done:
-                        continue
-            ctx = r.prefilled[pre_ids]
-            kv = r.kv_tokens(decoding)
-            cost = cfg.cost.cost(len(pre_ids), int(chunks.sum()), int(ctx.sum()), len(decoding),
-                                 q_len, int(kv.sum()))
-            start = env.now
-            dt = cost.time_s + swap_s
-            yield env.timeout(dt)
-            self.busy_s += dt
-            self.quadrant_s += (cost.prefill_attention_s, cost.prefill_ffn_s, cost.decode_attention_s,
-                                cost.decode_ffn_s)
-            out_tokens = self._apply(decoding, pre_ids, chunks)
-            preempted = self._fit_kv()
-            self.sim.record_step(self, start, env.now, len(pre_ids), int(chunks.sum()), len(decoding),
-                                 out_tokens, preempted)
-
-    def _decode_stretch(self, decoding: np.ndarray, k: int):
-        """Run up to ``k`` pure-decode steps as one event. Nothing but an arrival can change the batch
-        before the k-th step (which finishes a request), so the steps are computed together; an
-        arrival interrupts the stretch at the end of the step in progress, exactly where the
-        step-by-step scheduler would admit it. Returns the number of steps run (0: not possible)."""
-        env, r, cfg = self.sim.env, self.sim.req, self.cfg
-        k = min(k, MAX_STRETCH)
-        n = len(decoding)
-        if not cfg.policy.grows:  # the whole request was reserved at admission
-            blocks = np.full(k, self.used_blocks)
+    def _next(self) -> None:
+        """At a step boundary: admit, let the policy plan, and start a step or a decode stretch."""
+        cfg, sim = self.cfg, self.sim
+        swap_s = self._admit()
+        n_dec = len(self.decoding)
+        pre = self.prefilling
+        if pre:
+            s = sim
+            run_dec, chunks = cfg.policy.plan(n_dec, [s.tgt[i] - s.pf[i] for i in pre], cfg.max_batch_tokens,
+                                              self.q_len)
+            plan = [(rid, c) for rid, c in zip(pre, chunks) if c > 0]
         else:
-            res0 = self._reserved(decoding)
-            blocks0 = -(-res0 // BLOCK_TOKENS)
-            others = self.used_blocks - int(blocks0.sum())
-            # blocks after j more tokens each: sum_i ceil((res_i + j) / B) = sum_i blocks_i + floor((a_i + j) / B)
-            # with a_i = (res_i - 1) mod B, computed over a 16-bin histogram of a_i instead of every sequence
-            hist = np.bincount((res0 - 1) % BLOCK_TOKENS, minlength=BLOCK_TOKENS)
-            blocks = others + int(blocks0.sum()) + _GROW[:k] @ hist
-        if blocks[-1] > self.blocks_total:  # stop before the step that would need a preemption
-            k = int(np.searchsorted(blocks, self.blocks_total, side="right"))  # blocks never shrink
-            if k < 2:
-                return 0
-            blocks = blocks[:k]
-        times, quad = decode_stretch_costs(cfg.cost, n, int(np.add.reduce(r.kv_tokens(decoding))), k)
-        start = env.now
-        bounds = np.cumsum(np.concatenate(([start], times)))  # the same float additions as step by step
-        queued = len(self.waiting)  # constant until an arrival ends the stretch
-        self.wake = env.event()
-        end = env.timeout(np.add.reduce(times))  # == times.sum()
-        yield env.any_of([end, self.wake])
-        if end.processed:
-            steps = k
-        else:  # an arrival: finish the step in progress, then hand back to the scheduler
-            steps = int(np.searchsorted(bounds[1:], env.now, side="left")) + 1
-            steps = min(steps, k)
-            yield env.timeout(bounds[steps] - env.now)
-        self.busy_s += float(bounds[steps] - start)
-        self.quadrant_s += quad[:, :steps].sum(axis=1)
-        r.generated[decoding] += steps
-        if steps > 1:  # the stretch's steps but the last, as rows in one go (same layout as ``record``)
-            b = bounds[:steps].tolist()
-            occ = (blocks[:steps - 1] / max(self.blocks_total, 1)).tolist()
-            self.sim.steps.add_decodes(self.uid, b, occ, n, queued)
-        fin = decoding[r.generated[decoding] >= r.output[decoding]]
-        if len(fin):
-            r.home[fin] = -1
-            self.active = self.active[r.home[self.active] == self.uid]
-            for rid in fin.tolist():
-                self.sim.finish(rid, self)
-        if self.exact_blocks:  # blocks[steps - 1] counts every active request now; the finished ones leave
-            self.used_blocks = int(blocks[steps - 1]) - (self._blocks(fin) if len(fin) else 0)
-            preempted = 0  # the stretch stopped before the KV cache would overflow
-        else:
-            preempted = self._fit_kv()
-        self.sim.record_step(self, float(bounds[steps - 1]), float(bounds[steps]), 0, 0, n, n, preempted)
-        return steps
+            run_dec, plan = cfg.policy.plan(n_dec, [], cfg.max_batch_tokens, self.q_len)[0], []
+        n_d = n_dec if run_dec else 0
+        if not n_d and not plan:
+            self.state = IDLE
+            return
+        if n_d and not plan and sim.coalesce and not self.spec and not swap_s:
+            k = self._next_finish()
+            if k >= 2 and self._start_stretch(n_d, min(k, MAX_STRETCH)):
+                return
+        ctx = sum(sim.pf[rid] for rid, _ in plan)
+        tokens = sum(c for _, c in plan)
+        kv = self.kvb_sum + n_d * self.ticks if n_d else 0
+        cost = cfg.cost.cost(len(plan), tokens, ctx, n_d, self.q_len, kv)
+        start = sim.env._now
+        dt = cost.time_s + swap_s
+        self.state = STEP
+        sim.env.call_at(start + dt, self._end_step)
+        self._step = (start, dt, cost, n_d, plan, tokens)
 
-    def _apply(self, decoding: np.ndarray, pre_ids: np.ndarray, chunks: np.ndarray) -> int:
-        r, cfg, now = self.sim.req, self.cfg, self.sim.env.now
-        out = 0
-        leaving = []  # (ids, finished?) groups that leave this replica
-        if len(decoding):
-            if cfg.spec_draft_tokens:
-                ok = self.rng.random((len(decoding), cfg.spec_draft_tokens)) < cfg.spec_acceptance
-                gain = 1 + np.cumprod(ok, axis=1).sum(axis=1)
+    def _end_step(self, _ev) -> None:
+        self.state = DECIDING
+        start, dt, cost, n_d, plan, tokens = self._step
+        sim = self.sim
+        now = sim.env._now
+        self.busy_s += dt
+        q = self.quadrant_s
+        q[0] += cost.prefill_attention_s
+        q[1] += cost.prefill_ffn_s
+        q[2] += cost.decode_attention_s
+        q[3] += cost.decode_ffn_s
+        out_tokens = 0
+        finished: list[int] = []
+        if n_d:
+            if self.spec:
+                out_tokens += self._spec_tick()
             else:
-                gain = 1
-            new = np.minimum(r.generated[decoding] + gain, r.output[decoding])
-            out += int((new - r.generated[decoding]).sum())
-            r.generated[decoding] = new
-            leaving.append((decoding[new >= r.output[decoding]], True))
-        if len(pre_ids):
-            r.prefilled[pre_ids] += chunks
-            done = pre_ids[r.prefilled[pre_ids] >= r.target_prefill[pre_ids]]
-            fresh = done[r.generated[done] == 0]  # a recomputed request already has its first token
-            r.prefill_done_s[fresh] = now
-            r.generated[fresh] = 1
-            r.prefill_replica[fresh] = self.uid
-            out += len(fresh)
-            complete = r.generated[done] >= r.output[done]
-            # the client sees the first token now, unless it travels on with the KV to a decode replica
-            shown = fresh if cfg.role != "prefill" else fresh[r.generated[fresh] >= r.output[fresh]]
-            r.first_token_s[shown] = now
-            leaving.append((done[complete], True))
-            if cfg.role == "prefill":
-                leaving.append((done[~complete], False))
-        gone = [ids for ids, _ in leaving if len(ids)]
-        if gone:
-            for ids in gone:
-                r.home[ids] = -1
-            self.active = self.active[r.home[self.active] == self.uid]
-            for ids, finished in leaving:
-                for rid in ids.tolist():
-                    self.sim.finish(rid, self) if finished else self.sim.hand_off(self, rid)
-        return out
+                self._tick()
+                out_tokens += n_d
+            finished = self._due()
+            for rid in finished:
+                self._stop_decoding(rid)
+        done_complete, handoff = [], []
+        if plan:
+            s, r = sim, sim.req
+            fresh_n = 0
+            for rid, c in plan:
+                pf = s.pf[rid] + c
+                s.pf[rid] = pf
+                if pf < s.tgt[rid]:
+                    continue
+                self.prefilling.remove(rid)
+                before = self._held_blocks(rid)
+                if s.gen[rid] == 0:  # fresh: its first token is sampled now (a recomputed one has it already)
+                    s.gen[rid] = 1
+                    r.prefill_done_s[rid] = now
+                    r.prefill_replica[rid] = self.uid
+                    fresh_n += 1
+                    # the client sees the first token now, unless it travels on with the KV to a decode replica
+                    if not self.pf_role or s.out_l[rid] <= 1:
+                        r.first_token_s[rid] = now
+                self.used_blocks += self._held_blocks(rid) - before
+                if s.gen[rid] >= s.out_l[rid]:
+                    done_complete.append(rid)
+                elif self.pf_role:
+                    handoff.append(rid)
+                else:
+                    self._start_decoding(rid)
+            out_tokens += fresh_n
+        active = self.active
+        for group in (finished, done_complete, handoff):
+            for rid in group:
+                del active[rid]
+                self.used_blocks -= self._held_blocks(rid)
+        for rid in finished:
+            sim.finish(rid, self)
+        for rid in done_complete:
+            sim.finish(rid, self)
+        for rid in handoff:
+            sim.hand_off(self, rid)
+        preempted = self._fit_kv() if self.used_blocks > self.blocks_total else 0
+        sim.steps.add(self.uid, start, now, len(plan), tokens, n_d, out_tokens, len(self.waiting), len(active),
+                      self.used_blocks / max(self.blocks_total, 1), preempted)
+        self._next()
+
+    def _spec_tick(self) -> int:
+        """A speculative step: every decoding request gains 1 + its accepted draft tokens (capped at its
+        output); returns the tokens gained."""
+        s, cfg = self.sim, self.cfg
+        order = [rid for rid in self.active if rid in self.decoding]
+        ok = self.rng.random((len(order), cfg.spec_draft_tokens)) < cfg.spec_acceptance
+        gains = (1 + np.cumprod(ok, axis=1).sum(axis=1)).tolist()
+        self._tick()
+        total = 0
+        for rid, g in zip(order, gains):
+            left = s.out_l[rid] - (s.kvb[rid] + self.ticks - 1 - s.tgt[rid] + s.off[rid])
+            g = min(g, left)
+            total += g
+            extra = g - 1
+            if extra:
+                kvb = s.kvb[rid]
+                before = -(-(kvb + self.ticks) // BLOCK_TOKENS)
+                self.residues[kvb % BLOCK_TOKENS] -= 1
+                kvb += extra
+                self.residues[kvb % BLOCK_TOKENS] += 1
+                s.kvb[rid] = kvb
+                self.kvb_sum += extra
+                if self.grows:
+                    self.used_blocks += -(-(kvb + self.ticks) // BLOCK_TOKENS) - before
+                heapq.heappush(self.finishing, (self._finish_tick(rid), s.seq[rid], rid))
+        return total
 
     def _fit_kv(self) -> int:
         """Preempt the most recently admitted requests until the KV cache fits again."""
-        r = self.sim.req
+        s, r = self.sim, self.sim.req
         preempted = 0
-        self.used_blocks = self._blocks(self.active)
-        self.exact_blocks = True
-        while len(self.active) and self.used_blocks > self.blocks_total:
-            rid = int(self.active[-1])
-            self.active = self.active[:-1]
-            r.home[rid] = -1
-            self.used_blocks -= math.ceil(int(self._reserved(np.array([rid]))[0]) / BLOCK_TOKENS)
+        while self.active and self.used_blocks > self.blocks_total:
+            rid = next(reversed(self.active))
+            del self.active[rid]
+            if rid in self.decoding:
+                self._stop_decoding(rid)
+            else:
+                self.prefilling.remove(rid)
+            self.used_blocks -= self._held_blocks(rid)
             r.preemptions[rid] += 1
             preempted += 1
             r.status[rid] = WAITING
             if self.cfg.preemption == "swap":
-                r.swapped[rid] = True
+                s.swapped[rid] = True
             else:  # recompute: drop the KV; the prompt plus what was generated is prefilled again
-                r.target_prefill[rid] = r.prompt[rid] + r.generated[rid]
-                r.offset[rid] = r.generated[rid]
-                r.prefilled[rid] = 0
+                s.tgt[rid] = s.prompt_l[rid] + s.gen[rid]
+                s.off[rid] = s.gen[rid]
+                s.pf[rid] = 0
             self.waiting.appendleft(rid)
         return preempted
+
+    # -- decode stretches --------------------------------------------------------------------------
+    def _start_stretch(self, n: int, k: int) -> bool:
+        """Start up to ``k`` pure-decode steps of the ``n`` decoding requests as one event. Nothing but
+        an arrival can change the batch before the k-th step (which finishes a request); an arrival
+        cuts the stretch at the end of the step in progress. False: not possible (the KV cache would
+        overflow within two steps)."""
+        used, total = self.used_blocks, self.blocks_total
+        if self.grows:
+            res, t = self.residues, self.ticks
+            blocks = list(accumulate((res[(-t - j) % BLOCK_TOKENS] for j in range(k)), initial=used))[1:]
+            if blocks[-1] > total:  # stop before the step that would need a preemption
+                k = bisect_right(blocks, total)  # blocks never shrink
+                if k < 2:
+                    return False
+                del blocks[k:]
+        else:
+            blocks = [used] * k
+        kv0 = self.kvb_sum + n * self.ticks
+        fast = self._stretch_cost
+        times, quad = fast(n, kv0, k) if fast is not None else decode_stretch_costs(self.cfg.cost, n, kv0, k)
+        env = self.sim.env
+        bounds = list(accumulate(times.tolist(), initial=env._now))  # the same float additions as step by step
+        self.stretch = (bounds, blocks, n, quad, k, len(self.waiting))
+        self.state = STRETCH
+        self.pending = env.call_at(bounds[k], self._end_stretch)
+        return True
+
+    def _cut_stretch(self) -> None:
+        """An arrival: end the stretch with the step in progress."""
+        bounds, blocks, n, quad, k, queued = self.stretch
+        steps = bisect_left(bounds, self.sim.env._now, 1)
+        if steps < k:
+            self.stretch = (bounds, blocks, n, quad, steps, queued)
+            self.pending = self.sim.env.call_at(bounds[steps], self._end_stretch)
+
+    def _end_stretch(self, ev) -> None:
+        if ev is not self.pending:  # superseded by a cut
+            return
+        self.state = DECIDING
+        bounds, blocks, n, quad, steps, queued = self.stretch
+        self.stretch = None
+        sim = self.sim
+        start = bounds[0]
+        self.busy_s += bounds[steps] - start
+        self.quadrant_s += quad[:, :steps].sum(axis=1)
+        self.ticks += steps
+        self.used_blocks = blocks[steps - 1]
+        if steps > 1:  # the stretch's steps but the last, as rows in one go (same layout as ``add``)
+            occ = [b / max(self.blocks_total, 1) for b in blocks[:steps - 1]]
+            sim.steps.add_decodes(self.uid, bounds[:steps], occ, n, queued)
+        finished = self._due()
+        for rid in finished:
+            self._stop_decoding(rid)
+            del self.active[rid]
+            self.used_blocks -= self._held_blocks(rid)
+        for rid in finished:
+            sim.finish(rid, self)
+        sim.steps.add(self.uid, bounds[steps - 1], bounds[steps], 0, 0, n, n, len(self.waiting), len(self.active),
+                      self.used_blocks / max(self.blocks_total, 1), 0)
+        self._next()
 
 
 class Simulation:
@@ -370,16 +519,28 @@ class Simulation:
     def __init__(self, requests: Requests, replicas: list[ReplicaConfig], *, seed: int = 0,
                  closed_concurrency: int = 0, kv_transfer_s: Callable[[int, int], float] | None = None,
                  horizon_s: float = math.inf, coalesce: bool = True, closed_starts_s: np.ndarray | None = None):
-        self.env = simpy.Environment()
+        self.env = Clock()
         self.coalesce = coalesce  # run pure-decode stretches as one event (same results, far fewer events)
-        self.req = requests
+        self.req = r = requests
+        n = len(r.prompt)
+        # the engine's working state per request, as Python lists (scalar access is what the inner loop does)
+        self.prompt_l = r.prompt.tolist()
+        self.out_l = r.output.tolist()
+        self.tgt = r.target_prefill.tolist()
+        self.pf = r.prefilled.tolist()
+        self.gen = r.generated.tolist()
+        self.off = r.offset.tolist()
+        self.kvb = [0] * n  # decoding requests: KV tokens minus their replica's decode ticks
+        self.seq = [0] * n  # admission number on the current replica
+        self.adm = r.admitted_s.tolist()
+        self.swapped = r.swapped.tolist()
         self.seed = seed
         self.replicas = [Replica(self, c, i, np.random.default_rng([seed, i])) for i, c in enumerate(replicas)]
         self.by_role = collections.defaultdict(list)
         for rep in self.replicas:
             self.by_role[rep.cfg.role].append(rep)
         self.kv_transfer_s = kv_transfer_s or (lambda rid, src: 0.0)
-        self.links = {rep.uid: simpy.Resource(self.env, capacity=1) for rep in self.by_role["prefill"]}
+        self.link_free_s = {rep.uid: 0.0 for rep in self.by_role["prefill"]}  # FIFO KV link per prefill replica
         self.steps = StepLog()
         self.events = EventLog()  # (time, what, request id) tuples, for exact-log tests and traces
         self.closed = closed_concurrency
@@ -394,59 +555,61 @@ class Simulation:
     # -- routing -----------------------------------------------------------------------------
     def _route(self, role: str) -> Replica:
         pool = self.by_role[role]
+        if len(pool) == 1:
+            return pool[0]
         return min(pool, key=lambda rep: (rep.load, rep.uid))
 
     def arrive(self, rid: int) -> None:
-        self.req.arrival_s[rid] = self.env.now
-        self.events.append((self.env.now, "arrive", rid))
+        now = self.env._now
+        self.req.arrival_s[rid] = now
+        self.events.append((now, "arrive", rid))
         role = "colocated" if self.by_role["colocated"] else "prefill"
         self._route(role).submit(rid)
 
     def hand_off(self, src: Replica, rid: int) -> None:
-        self.env.process(self._transfer(src, rid))
-
-    def _transfer(self, src: Replica, rid: int):
+        """Ship ``rid``'s KV from prefill replica ``src`` to a decode replica over ``src``'s link (one
+        transfer at a time, first come first served)."""
         dst = self._route("decode")  # the destination decides the link and is known before shipping
         self.req.decode_replica[rid] = dst.uid
         dst.inbound += 1
-        with self.links[src.uid].request() as slot:
-            yield slot
-            t = self.kv_transfer_s(rid, src.uid)
-            if t > 0:
-                yield self.env.timeout(t)
-        self.events.append((self.env.now, "kv_transferred", rid))
+        now = self.env._now
+        start = max(now, self.link_free_s[src.uid])
+        t = self.kv_transfer_s(rid, src.uid)
+        end = start + t if t > 0 else start
+        self.link_free_s[src.uid] = end
+        self.env.call_at(end, lambda _ev: self._transferred(dst, rid))
+
+    def _transferred(self, dst: Replica, rid: int) -> None:
+        now = self.env._now
+        self.events.append((now, "kv_transferred", rid))
         # the decode side streams the prefill's token once it holds the request (TTFT includes the transfer)
-        self.req.first_token_s[rid] = self.env.now
+        self.req.first_token_s[rid] = now
         dst.inbound -= 1
         dst.submit(rid)
 
     def finish(self, rid: int, rep: Replica) -> None:
-        self.req.status[rid] = FINISHED
-        self.req.finish_s[rid] = self.env.now
-        if self.req.decode_replica[rid] < 0:
-            self.req.decode_replica[rid] = rep.uid
-        self.events.append((self.env.now, "finish", rid))
+        r, now = self.req, self.env._now
+        r.status[rid] = FINISHED
+        r.finish_s[rid] = now
+        if r.decode_replica[rid] < 0:
+            r.decode_replica[rid] = rep.uid
+        self.events.append((now, "finish", rid))
         self._closed_next()
 
     def reject(self, rid: int, reason: str) -> None:
         self.req.status[rid] = REJECTED
         self.req.reason[rid] = reason
-        self.events.append((self.env.now, "reject", rid))
+        self.events.append((self.env._now, "reject", rid))
         self._closed_next()
 
     def _closed_next(self) -> None:
         self.done_count += 1
         if self.on_done is not None:
             self.on_done(self.done_count)
-        if self.closed and self.next_closed < len(self.req.prompt):
+        if self.closed and self.next_closed < len(self.prompt_l):
             rid = self.next_closed
             self.next_closed += 1
             self.arrive(rid)
-
-    def record_step(self, rep: Replica, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, preempted):
-        """Record a step that just ended, with the replica's queue and KV state now."""
-        self.record(rep, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, len(rep.waiting),
-                    len(rep.active), rep.used_blocks / max(rep.blocks_total, 1), preempted)
 
     def record(self, rep: Replica, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running,
                kv_occupancy, preempted):
@@ -455,14 +618,17 @@ class Simulation:
                        kv_occupancy, preempted)
 
     # -- driving -----------------------------------------------------------------------------
-    def _arrivals(self, times: np.ndarray):
-        for rid, t in enumerate(times):
-            if t > self.env.now:
-                yield self.env.timeout(t - self.env.now)
-            self.arrive(rid)
+    def _arrivals_from(self, times: list[float], i: int) -> None:
+        """Arrive every request due by now from ``times[i:]``, then wait for the next one."""
+        now, n = self.env._now, len(times)
+        while i < n and times[i] <= now:
+            self.arrive(i)
+            i += 1
+        if i < n:
+            self.env.call_at(times[i], lambda _ev: self._arrivals_from(times, i))
 
     def run(self) -> None:
-        n = len(self.req.prompt)
+        n = len(self.prompt_l)
         if self.closed:
             first = min(self.closed, n)
             self.next_closed = first
@@ -471,15 +637,29 @@ class Simulation:
                 for rid in range(first):
                     self.arrive(rid)
             else:
-                self.env.process(self._arrivals(np.asarray(starts[:first], float)))
+                self.env.call_at(0.0, lambda _ev: self._arrivals_from(np.asarray(starts[:first], float).tolist(), 0))
         else:
-            self.env.process(self._arrivals(self.req.arrival_s.copy()))
+            self.env.call_at(0.0, lambda _ev: self._arrivals_from(self.req.arrival_s.tolist(), 0))
         self.env.run(until=self.horizon_s if math.isfinite(self.horizon_s) else None)
-        open_ = np.flatnonzero((self.req.status != FINISHED) & (self.req.status != REJECTED))
+        self._write_back()
+        r = self.req
+        open_ = np.flatnonzero((r.status != FINISHED) & (r.status != REJECTED))
         for rid in open_:
-            self.req.status[rid] = REJECTED
-            self.req.reason[int(rid)] = ("simulation horizon reached" if math.isfinite(self.horizon_s)
-                                         else "never scheduled (deadlock)")
+            r.status[rid] = REJECTED
+            r.reason[int(rid)] = ("simulation horizon reached" if math.isfinite(self.horizon_s)
+                                  else "never scheduled (deadlock)")
+
+    def _write_back(self) -> None:
+        """Copy the working lists into the ``Requests`` arrays (decoding requests' counts materialised)."""
+        for rep in self.replicas:
+            for rid in list(rep.decoding):
+                rep._stop_decoding(rid)
+        r = self.req
+        r.target_prefill[:] = self.tgt
+        r.prefilled[:] = self.pf
+        r.generated[:] = self.gen
+        r.offset[:] = self.off
+        r.swapped[:] = self.swapped
 
     # -- records -----------------------------------------------------------------------------
     def request_frame(self) -> pd.DataFrame:

@@ -11,13 +11,16 @@ Decisions a policy owns:
 - ``reserved_tokens``: KV tokens an admitted request holds blocks for now (what eviction sees);
 - ``grows``: whether that reservation grows by one token per decoded token (False when the whole
   request is reserved at admission, so no eviction can ever be needed);
-- ``plan``: which decoding sequences run this step and which prompt chunks are prefilled, under
-  the step's token budget (prefill/decode mixing and chunking).
+- ``plan``: whether the decoding sequences run this step and which prompt chunks are prefilled,
+  under the step's token budget (prefill/decode mixing and chunking).
+
+Decodes run all together or not at all (every engine here batches all running decodes, or pauses
+them all for a prefill batch). The interface is on Python scalars and lists because it runs once
+per scheduled step in the simulator's inner loop, where numpy's per-call cost on a handful of
+requests would dominate.
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 
 class BatchPolicy:
@@ -30,24 +33,24 @@ class BatchPolicy:
         ``output_left`` tokens still to generate."""
         return prompt_left + held + 1
 
-    def reserved_tokens(self, target_prefill: np.ndarray, generated: np.ndarray, output: np.ndarray,
-                        offset: np.ndarray) -> np.ndarray:
+    def reserved_tokens(self, target_prefill, generated, output, offset):
         """KV tokens each admitted request holds blocks for (the whole prompt, reserved on admission,
-        plus what it generated since)."""
+        plus what it generated since); scalars or arrays alike."""
         return target_prefill + generated - offset
 
-    def plan(self, decoding: np.ndarray, prefilling: np.ndarray, remaining: np.ndarray, budget: int,
-             q_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``decoding``: admitted requests whose prompt is cached (admission order); ``prefilling``:
-        the others, with ``remaining`` prompt tokens each; ``budget``: tokens per step; ``q_len``:
-        tokens a decoding sequence adds per step (1 + draft tokens). Returns the decoding requests to
-        run, the requests to prefill and their chunk sizes (all > 0)."""
+    def plan(self, n_decoding: int, remaining: list[int], budget: int, q_len: int) -> tuple[bool, list[int]]:
+        """``n_decoding``: admitted requests whose prompt is cached; ``remaining``: prompt tokens
+        still to prefill for each of the others (admission order); ``budget``: tokens per step;
+        ``q_len``: tokens a decoding sequence adds per step (1 + draft tokens). Returns whether the
+        decodes run and a chunk size for each prefilling request (0: not in this step)."""
         raise NotImplementedError
 
 
-def greedy_chunks(remaining: np.ndarray, budget: int) -> np.ndarray:
+def greedy_chunks(remaining: list[int], budget: int) -> list[int]:
     """Chunk sizes filling ``budget`` in order: each request takes what is left of the budget."""
-    if budget <= 0 or not len(remaining):
-        return np.zeros(len(remaining), np.int64)
-    before = np.concatenate(([0], np.cumsum(remaining)[:-1]))
-    return np.minimum(np.maximum(budget - before, 0), remaining).astype(np.int64)
+    out = []
+    for rem in remaining:
+        c = rem if rem < budget else max(budget, 0)
+        out.append(c)
+        budget -= c
+    return out

@@ -10,17 +10,13 @@ SGLang server arguments (``--chunked-prefill-size``, ``--enable-mixed-chunk`` de
 
 from __future__ import annotations
 
-import numpy as np
-
 from .base import BatchPolicy, greedy_chunks
 
 
 class SGLangPolicy(BatchPolicy):
     name = "sglang"
 
-    def plan(self, decoding, prefilling, remaining, budget, q_len):
-        if len(prefilling):
-            chunks = greedy_chunks(remaining, budget)
-            take = chunks > 0
-            return decoding[:0], prefilling[take], chunks[take]
-        return decoding, prefilling, np.zeros(0, np.int64)
+    def plan(self, n_decoding, remaining, budget, q_len):
+        if remaining:
+            return False, greedy_chunks(remaining, budget)
+        return True, []

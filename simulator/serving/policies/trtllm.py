@@ -12,8 +12,6 @@ scheduler policy; SchedulerConfig.context_chunking_policy defaults to None (llm-
 
 from __future__ import annotations
 
-import numpy as np
-
 from .base import BatchPolicy
 
 
@@ -34,12 +32,12 @@ class TRTLLMPolicy(BatchPolicy):
             return target_prefill + output - offset
         return super().reserved_tokens(target_prefill, generated, output, offset)
 
-    def plan(self, decoding, prefilling, remaining, budget, q_len):
-        if not len(prefilling):  # every generation request, nothing else
-            return decoding, prefilling, remaining
-        left = budget - len(decoding) * q_len
-        chunks = np.zeros(len(prefilling), np.int64)
-        for i, rem in enumerate(remaining.tolist()):
+    def plan(self, n_decoding, remaining, budget, q_len):
+        if not remaining:  # every generation request, nothing else
+            return True, []
+        left = budget - n_decoding * q_len
+        chunks = [0] * len(remaining)
+        for i, rem in enumerate(remaining):
             if rem <= left:
                 chunks[i] = rem
                 left -= rem
@@ -47,5 +45,4 @@ class TRTLLMPolicy(BatchPolicy):
                 if i == 0 and rem > budget and left > 0:  # could never run whole: chunk it
                     chunks[i] = left
                 break
-        take = chunks > 0
-        return decoding, prefilling[take], chunks[take]
+        return True, chunks

@@ -16,13 +16,10 @@ from .base import BatchPolicy, greedy_chunks
 class VLLMPolicy(BatchPolicy):
     name = "vllm"
 
-    def plan(self, decoding, prefilling, remaining, budget, q_len):
-        if not len(prefilling):  # every running decode, nothing else
-            return decoding, prefilling, remaining
-        left = budget - len(decoding) * q_len
-        chunks = greedy_chunks(remaining, left)
-        take = chunks > 0
-        return decoding, prefilling[take], chunks[take]
+    def plan(self, n_decoding, remaining, budget, q_len):
+        if not remaining:  # every running decode, nothing else
+            return True, []
+        return True, greedy_chunks(remaining, budget - n_decoding * q_len)
 
 
 __all__ = ["VLLMPolicy"]

@@ -1,0 +1,339 @@
+"""The slow reference stepper for the serving engine's tests.
+
+This is the straightforward scheduler the fast engine (``simulator.serving.engine``) must reproduce:
+one simpy process per replica that runs one batch step per event, with every request's state in
+numpy arrays updated a step at a time and the KV blocks recounted from scratch after every step.
+It shares ``ReplicaConfig``, ``Requests``, the batching policies and the step records with the
+engine, and nothing else: no decode stretches, no running totals, no lazy bookkeeping. Keep it
+simple and slow; it is the definition the fast path is checked against.
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from simulator.serving.engine import STATUS, EventLog, ReplicaConfig, Requests, StepLog
+
+BLOCK_TOKENS = 16  # paged KV-cache block size
+PENDING, WAITING, RUNNING, FINISHED, REJECTED = 0, 1, 2, 3, 4
+
+
+class Replica:
+    """One model replica: a waiting queue, the admitted requests, a KV-block budget, and a
+    scheduler process that runs one batch step at a time."""
+
+    def __init__(self, sim: ReferenceSimulation, cfg: ReplicaConfig, uid: int, rng: np.random.Generator):
+        self.sim, self.cfg, self.uid, self.rng = sim, cfg, uid, rng
+        self.name = cfg.name
+        self.waiting: collections.deque[int] = collections.deque()
+        self.active = np.empty(0, np.int64)  # admitted requests in admission order
+        self.blocks_total = cfg.kv_capacity_tokens // BLOCK_TOKENS
+        self.used_blocks = 0  # blocks reserved by ``active`` (kept current after every change)
+        self.exact_blocks = True  # used_blocks == _blocks(active) (False after an admission, until _fit_kv)
+        self.wake = sim.env.event()
+        self.inbound = 0  # requests whose KV is on its way here (counted as load by the router)
+        self.busy_s = 0.0
+        self.quadrant_s = np.zeros(4)
+        sim.env.process(self.run())
+
+    # -- load for the router -----------------------------------------------------------------
+    @property
+    def load(self) -> int:
+        return len(self.waiting) + len(self.active) + self.inbound
+
+    def submit(self, rid: int) -> None:
+        r = self.sim.req
+        need = math.ceil((r.prompt[rid] + r.output[rid]) / BLOCK_TOKENS)
+        if need > self.blocks_total:
+            self.sim.reject(rid, f"needs {need * BLOCK_TOKENS} KV tokens, replica {self.cfg.name} holds "
+                                 f"{self.blocks_total * BLOCK_TOKENS}")
+            return
+        r.status[rid] = WAITING
+        self.waiting.append(rid)
+        if not self.wake.triggered:
+            self.wake.succeed()
+
+    # -- batching policy (pure given the state) ----------------------------------------------
+    def _reserved(self, ids: np.ndarray) -> np.ndarray:
+        r = self.sim.req
+        return self.cfg.policy.reserved_tokens(r.target_prefill[ids], r.generated[ids], r.output[ids], r.offset[ids])
+
+    def _blocks(self, ids: np.ndarray) -> int:
+        return int(np.add.reduce(-(-self._reserved(ids) // BLOCK_TOKENS))) if len(ids) else 0
+
+    def _admit(self) -> float:
+        """FCFS admission while KV blocks and sequence slots allow; returns swap-in seconds."""
+        r, cfg = self.sim.req, self.cfg
+        used = self.used_blocks
+        swap_s = 0.0
+        admitted = []
+        while self.waiting and len(self.active) + len(admitted) < cfg.max_seqs:
+            rid = self.waiting[0]
+            tokens = cfg.policy.admit_tokens(int(r.target_prefill[rid]), int(r.generated[rid] - r.offset[rid]),
+                                             int(r.output[rid] - r.generated[rid]))
+            need = -(-tokens // BLOCK_TOKENS)
+            if used + need > self.blocks_total:
+                break
+            self.waiting.popleft()
+            used += need
+            admitted.append(rid)
+            r.status[rid] = RUNNING
+            if np.isnan(r.admitted_s[rid]):
+                r.admitted_s[rid] = self.sim.env.now
+            if r.swapped[rid]:
+                swap_s += float(r.kv_tokens(np.array([rid]))[0]) * cfg.kv_bytes_per_token / cfg.swap_bytes_per_s
+                r.swapped[rid] = False
+        if admitted:
+            self.exact_blocks = False  # admission reserves by ``admit_tokens``
+            ids = np.asarray(admitted, np.int64)
+            r.home[ids] = self.uid
+            self.active = np.concatenate((self.active, ids))
+        self.used_blocks = used
+        return swap_s
+
+    def _plan_step(self):
+        """The policy picks the step's decodes and prompt chunks under the token budget."""
+        r, cfg = self.sim.req, self.cfg
+        ids = self.active
+        is_dec = r.prefilled[ids] >= r.target_prefill[ids]
+        q_len = 1 + cfg.spec_draft_tokens
+        decoding, prefilling = ids[is_dec], ids[~is_dec]
+        remaining = r.target_prefill[prefilling] - r.prefilled[prefilling]
+        run_dec, chunks = cfg.policy.plan(len(decoding), remaining.tolist(), cfg.max_batch_tokens, q_len)
+        chunks = np.asarray(chunks, np.int64).reshape(-1)
+        take = chunks > 0
+        return (decoding if run_dec else decoding[:0]), prefilling[take], chunks[take], q_len
+
+    # -- the scheduler process ---------------------------------------------------------------
+    def run(self):
+        env, r, cfg = self.sim.env, self.sim.req, self.cfg
+        while True:
+            swap_s = self._admit()
+            decoding, pre_ids, chunks, q_len = self._plan_step()
+            if not len(decoding) and not len(pre_ids):
+                self.wake = env.event()
+                yield self.wake
+                continue
+            ctx = r.prefilled[pre_ids]
+            kv = r.kv_tokens(decoding)
+            cost = cfg.cost.cost(len(pre_ids), int(chunks.sum()), int(ctx.sum()), len(decoding),
+                                 q_len, int(kv.sum()))
+            start = env.now
+            dt = cost.time_s + swap_s
+            yield env.timeout(dt)
+            self.busy_s += dt
+            self.quadrant_s += (cost.prefill_attention_s, cost.prefill_ffn_s, cost.decode_attention_s,
+                                cost.decode_ffn_s)
+            out_tokens = self._apply(decoding, pre_ids, chunks)
+            preempted = self._fit_kv()
+            self.sim.record_step(self, start, env.now, len(pre_ids), int(chunks.sum()), len(decoding),
+                                 out_tokens, preempted)
+
+    def _apply(self, decoding: np.ndarray, pre_ids: np.ndarray, chunks: np.ndarray) -> int:
+        r, cfg, now = self.sim.req, self.cfg, self.sim.env.now
+        out = 0
+        leaving = []  # (ids, finished?) groups that leave this replica
+        if len(decoding):
+            if cfg.spec_draft_tokens:
+                ok = self.rng.random((len(decoding), cfg.spec_draft_tokens)) < cfg.spec_acceptance
+                gain = 1 + np.cumprod(ok, axis=1).sum(axis=1)
+            else:
+                gain = 1
+            new = np.minimum(r.generated[decoding] + gain, r.output[decoding])
+            out += int((new - r.generated[decoding]).sum())
+            r.generated[decoding] = new
+            leaving.append((decoding[new >= r.output[decoding]], True))
+        if len(pre_ids):
+            r.prefilled[pre_ids] += chunks
+            done = pre_ids[r.prefilled[pre_ids] >= r.target_prefill[pre_ids]]
+            fresh = done[r.generated[done] == 0]  # a recomputed request already has its first token
+            r.prefill_done_s[fresh] = now
+            r.generated[fresh] = 1
+            r.prefill_replica[fresh] = self.uid
+            out += len(fresh)
+            complete = r.generated[done] >= r.output[done]
+            # the client sees the first token now, unless it travels on with the KV to a decode replica
+            shown = fresh if cfg.role != "prefill" else fresh[r.generated[fresh] >= r.output[fresh]]
+            r.first_token_s[shown] = now
+            leaving.append((done[complete], True))
+            if cfg.role == "prefill":
+                leaving.append((done[~complete], False))
+        gone = [ids for ids, _ in leaving if len(ids)]
+        if gone:
+            for ids in gone:
+                r.home[ids] = -1
+            self.active = self.active[r.home[self.active] == self.uid]
+            for ids, finished in leaving:
+                for rid in ids.tolist():
+                    self.sim.finish(rid, self) if finished else self.sim.hand_off(self, rid)
+        return out
+
+    def _fit_kv(self) -> int:
+        """Preempt the most recently admitted requests until the KV cache fits again."""
+        r = self.sim.req
+        preempted = 0
+        self.used_blocks = self._blocks(self.active)
+        self.exact_blocks = True
+        while len(self.active) and self.used_blocks > self.blocks_total:
+            rid = int(self.active[-1])
+            self.active = self.active[:-1]
+            r.home[rid] = -1
+            self.used_blocks -= math.ceil(int(self._reserved(np.array([rid]))[0]) / BLOCK_TOKENS)
+            r.preemptions[rid] += 1
+            preempted += 1
+            r.status[rid] = WAITING
+            if self.cfg.preemption == "swap":
+                r.swapped[rid] = True
+            else:  # recompute: drop the KV; the prompt plus what was generated is prefilled again
+                r.target_prefill[rid] = r.prompt[rid] + r.generated[rid]
+                r.offset[rid] = r.generated[rid]
+                r.prefilled[rid] = 0
+            self.waiting.appendleft(rid)
+        return preempted
+
+
+class ReferenceSimulation:
+    """Wires arrivals, routers, replicas and KV-transfer links together and collects records."""
+
+    def __init__(self, requests: Requests, replicas: list[ReplicaConfig], *, seed: int = 0,
+                 closed_concurrency: int = 0, kv_transfer_s: Callable[[int, int], float] | None = None,
+                 horizon_s: float = math.inf, coalesce: bool = True, closed_starts_s: np.ndarray | None = None):
+        self.env = simpy.Environment()
+        self.req = requests
+        self.seed = seed
+        self.replicas = [Replica(self, c, i, np.random.default_rng([seed, i])) for i, c in enumerate(replicas)]
+        self.by_role = collections.defaultdict(list)
+        for rep in self.replicas:
+            self.by_role[rep.cfg.role].append(rep)
+        self.kv_transfer_s = kv_transfer_s or (lambda rid, src: 0.0)
+        self.links = {rep.uid: simpy.Resource(self.env, capacity=1) for rep in self.by_role["prefill"]}
+        self.steps = StepLog()
+        self.events = EventLog()  # (time, what, request id) tuples, for exact-log tests and traces
+        self.closed = closed_concurrency
+        self.closed_starts_s = closed_starts_s  # closed loop: when each client sends its first request
+        self.ramp_s = 0.0
+        self.engine_override: str | None = None
+        self.next_closed = 0
+        self.horizon_s = horizon_s
+        self.done_count = 0
+        self.on_done: Callable[[int], None] | None = None  # progress callback (requests ended so far)
+
+    # -- routing -----------------------------------------------------------------------------
+    def _route(self, role: str) -> Replica:
+        pool = self.by_role[role]
+        return min(pool, key=lambda rep: (rep.load, rep.uid))
+
+    def arrive(self, rid: int) -> None:
+        self.req.arrival_s[rid] = self.env.now
+        self.events.append((self.env.now, "arrive", rid))
+        role = "colocated" if self.by_role["colocated"] else "prefill"
+        self._route(role).submit(rid)
+
+    def hand_off(self, src: Replica, rid: int) -> None:
+        self.env.process(self._transfer(src, rid))
+
+    def _transfer(self, src: Replica, rid: int):
+        dst = self._route("decode")  # the destination decides the link and is known before shipping
+        self.req.decode_replica[rid] = dst.uid
+        dst.inbound += 1
+        with self.links[src.uid].request() as slot:
+            yield slot
+            t = self.kv_transfer_s(rid, src.uid)
+            if t > 0:
+                yield self.env.timeout(t)
+        self.events.append((self.env.now, "kv_transferred", rid))
+        # the decode side streams the prefill's token once it holds the request (TTFT includes the transfer)
+        self.req.first_token_s[rid] = self.env.now
+        dst.inbound -= 1
+        dst.submit(rid)
+
+    def finish(self, rid: int, rep: Replica) -> None:
+        self.req.status[rid] = FINISHED
+        self.req.finish_s[rid] = self.env.now
+        if self.req.decode_replica[rid] < 0:
+            self.req.decode_replica[rid] = rep.uid
+        self.events.append((self.env.now, "finish", rid))
+        self._closed_next()
+
+    def reject(self, rid: int, reason: str) -> None:
+        self.req.status[rid] = REJECTED
+        self.req.reason[rid] = reason
+        self.events.append((self.env.now, "reject", rid))
+        self._closed_next()
+
+    def _closed_next(self) -> None:
+        self.done_count += 1
+        if self.on_done is not None:
+            self.on_done(self.done_count)
+        if self.closed and self.next_closed < len(self.req.prompt):
+            rid = self.next_closed
+            self.next_closed += 1
+            self.arrive(rid)
+
+    def record_step(self, rep: Replica, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, preempted):
+        """Record a step that just ended, with the replica's queue and KV state now."""
+        self.record(rep, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, len(rep.waiting),
+                    len(rep.active), rep.used_blocks / max(rep.blocks_total, 1), preempted)
+
+    def record(self, rep: Replica, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running,
+               kv_occupancy, preempted):
+        """Record one step (the layout lives in ``StepLog``)."""
+        self.steps.add(rep.uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running,
+                       kv_occupancy, preempted)
+
+    # -- driving -----------------------------------------------------------------------------
+    def _arrivals(self, times: np.ndarray):
+        for rid, t in enumerate(times):
+            if t > self.env.now:
+                yield self.env.timeout(t - self.env.now)
+            self.arrive(rid)
+
+    def run(self) -> None:
+        n = len(self.req.prompt)
+        if self.closed:
+            first = min(self.closed, n)
+            self.next_closed = first
+            starts = self.closed_starts_s
+            if starts is None or not np.any(starts[:first] > 0):
+                for rid in range(first):
+                    self.arrive(rid)
+            else:
+                self.env.process(self._arrivals(np.asarray(starts[:first], float)))
+        else:
+            self.env.process(self._arrivals(self.req.arrival_s.copy()))
+        self.env.run(until=self.horizon_s if math.isfinite(self.horizon_s) else None)
+        open_ = np.flatnonzero((self.req.status != FINISHED) & (self.req.status != REJECTED))
+        for rid in open_:
+            self.req.status[rid] = REJECTED
+            self.req.reason[int(rid)] = ("simulation horizon reached" if math.isfinite(self.horizon_s)
+                                         else "never scheduled (deadlock)")
+
+    # -- records -----------------------------------------------------------------------------
+    def request_frame(self) -> pd.DataFrame:
+        r = self.req
+        out = r.output.astype(float)
+        df = pd.DataFrame({
+            "request_id": np.arange(len(r.prompt)), "arrival_s": r.arrival_s, "prompt_tokens": r.prompt,
+            "output_tokens": r.output, "status": [STATUS[s] for s in r.status],
+            "reason": [r.reason.get(i, "") for i in range(len(r.prompt))],
+            "admitted_s": r.admitted_s, "prefill_done_s": r.prefill_done_s, "first_token_s": r.first_token_s,
+            "finish_s": r.finish_s,
+            "preemptions": r.preemptions,
+            "prefill_replica": [self.replicas[i].cfg.name if i >= 0 else "" for i in r.prefill_replica],
+            "decode_replica": [self.replicas[i].cfg.name if i >= 0 else "" for i in r.decode_replica],
+        })
+        df["queue_s"] = df["admitted_s"] - df["arrival_s"]
+        df["ttft_s"] = df["first_token_s"] - df["arrival_s"]
+        df["e2e_s"] = df["finish_s"] - df["arrival_s"]
+        df["tpot_s"] = np.where(out > 1, (df["finish_s"] - df["first_token_s"]) / np.maximum(out - 1, 1), np.nan)
+        return df
+
+    def step_frame(self) -> pd.DataFrame:
+        return self.steps.frame([rep.cfg.pool for rep in self.replicas], [rep.name for rep in self.replicas])
