@@ -176,7 +176,7 @@ def test_overheads_keep_the_stretch_fast_path_exact():
 
     dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1))
     cost = replica_configs(dep, engine="trtllm")[0].cost
-    times, _ = cost.decode_stretch(24, 24 * 900, 5)
+    times, _, _ = cost.decode_stretch(24, 24 * 900, 5)
     for i in range(5):
         assert times[i] == pytest.approx(cost.cost(0, 0, 0, 24, 1, 24 * 900 + 24 * i).time_s, rel=1e-9)
 

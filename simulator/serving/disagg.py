@@ -130,16 +130,27 @@ def kv_link(prefill: Pool, decode: Pool):
     return level, bw
 
 
+def kv_transfer_model(dep: Deployment, prefill: Pool, decode: Pool):
+    """``f(prompt_tokens, prefill_time_s) -> seconds``: the exposed time to ship one request's KV cache
+    (all layers, at the deployment's KV precision and scale granularity) from a ``prefill`` replica to
+    a ``decode`` replica. With layer-by-layer streaming the transfer of layer l runs while layers
+    l+1... prefill, so only the part that does not fit under the prefill (and at least the last
+    layer's share) is exposed. Everything but the two arguments is read once, here."""
+    per_token_s = kv_bytes_per_token_model(dep.model, dep.kv_precision, dep.kv_scale_tokens) / (
+        dep.transfer.bandwidth_bytes_per_s or kv_link(prefill, decode)[1])
+    latency_s, layers = dep.transfer.latency_s, dep.model.num_layers
+    overlap = dep.transfer.overlap_with_prefill
+
+    def transfer_s(prompt_tokens: float, prefill_time_s: float) -> float:
+        t = per_token_s * prompt_tokens
+        if overlap:
+            t = max(t - prefill_time_s * (1 - 1 / layers), t / layers)
+        return latency_s + t
+
+    return transfer_s
+
+
 def kv_transfer_time_s(dep: Deployment, prefill: Pool, decode: Pool, prompt_tokens: float,
                        prefill_time_s: float) -> float:
-    """Exposed time to ship one request's KV cache (all layers, at the deployment's KV precision and
-    scale granularity) from a prefill replica to a decode replica. With layer-by-layer streaming the
-    transfer of layer l runs while layers l+1... prefill, so only the part that does not fit under the
-    prefill (and at least the last layer's share) is exposed."""
-    nbytes = kv_bytes_per_token_model(dep.model, dep.kv_precision, dep.kv_scale_tokens) * prompt_tokens
-    bw = dep.transfer.bandwidth_bytes_per_s or kv_link(prefill, decode)[1]
-    t = nbytes / bw
-    if dep.transfer.overlap_with_prefill:
-        layers = dep.model.num_layers
-        t = max(t - prefill_time_s * (1 - 1 / layers), t / layers)
-    return dep.transfer.latency_s + t
+    """Exposed time to ship one request's KV cache (see ``kv_transfer_model``)."""
+    return kv_transfer_model(dep, prefill, decode)(prompt_tokens, prefill_time_s)

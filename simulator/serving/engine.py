@@ -53,19 +53,15 @@ STATUS = {PENDING: "pending", WAITING: "waiting", RUNNING: "running", FINISHED: 
 IDLE, KICKED, STEP, STRETCH, DECIDING = range(5)
 
 
-def decode_stretch_costs(cost, n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Times and quadrant split of ``k`` consecutive pure-decode steps of ``n`` sequences holding
-    ``kv0`` cached tokens at the first step (each step adds one token per sequence)."""
+def decode_stretch_costs(cost, n: int, kv0: int, k: int) -> tuple[list, list, list]:
+    """Times, decode-attention and decode-FFN seconds of ``k`` consecutive pure-decode steps of ``n``
+    sequences holding ``kv0`` cached tokens at the first step (each step adds one token per sequence):
+    the model's ``decode_stretch`` where it has one, else its ``cost`` step by step."""
     fast = getattr(cost, "decode_stretch", None)
     if fast is not None:
         return fast(n, kv0, k)
-    times = np.empty(k)
-    quad = np.empty((4, k))
-    for i in range(k):
-        c = cost.cost(0, 0, 0, n, 1, kv0 + i * n)
-        times[i] = c.time_s
-        quad[:, i] = (c.prefill_attention_s, c.prefill_ffn_s, c.decode_attention_s, c.decode_ffn_s)
-    return times, quad
+    steps = [cost.cost(0, 0, 0, n, 1, kv0 + i * n) for i in range(k)]
+    return [c.time_s for c in steps], [c.decode_attention_s for c in steps], [c.decode_ffn_s for c in steps]
 
 
 @dataclass
@@ -168,6 +164,7 @@ class Replica:
         self.decoding: set[int] = set()  # admitted requests whose prompt is cached
         self.blocks_total = cfg.kv_capacity_tokens // BLOCK_TOKENS
         self.used_blocks = 0  # blocks reserved by ``active``, exact at every step boundary
+        self._occ_div = max(self.blocks_total, 1)  # KV occupancy = used_blocks / this
         self.grows = cfg.policy.grows  # reservations grow with every decoded token
         self.ticks = 0  # decode ticks so far: each decoding request's KV is ``kvb[rid] + ticks``
         self.kvb_sum = 0  # sum of ``kvb`` over ``decoding``
@@ -175,8 +172,9 @@ class Replica:
         self.finishing: list[tuple[int, int, int]] = []  # heap of (finish tick, admission number, rid)
         self.admitted = 0  # admissions so far (orders the finish heap like the admission order)
         self.inbound = 0  # requests whose KV is on its way here (counted as load by the router)
+        self.inbound_at: list[float] = []  # heap of the times those transfers land
         self.busy_s = 0.0
-        self.quadrant_s = np.zeros(4)
+        self._quad = [0.0, 0.0, 0.0, 0.0]  # busy seconds per quadrant (see ``quadrant_s``)
         self.state = IDLE  # IDLE until a submit schedules a kick
         self.pending = None  # the calendar entry that ends the current stretch
         self.stretch = None  # (bounds, blocks, n, quad, steps) of the stretch in flight
@@ -185,6 +183,11 @@ class Replica:
         self.pf_role = cfg.role == "prefill"
         self._stretch_cost = getattr(cfg.cost, "decode_stretch", None)
         self._step = None  # (start, duration, cost, decodes, prefill plan, prefill tokens) of the step in flight
+
+    @property
+    def quadrant_s(self) -> np.ndarray:
+        """Busy seconds per quadrant: prefill attention, prefill FFN, decode attention, decode FFN."""
+        return np.array(self._quad)
 
     # -- load for the router -----------------------------------------------------------------
     @property
@@ -267,6 +270,8 @@ class Replica:
     # -- admission -------------------------------------------------------------------------------
     def _admit(self) -> float:
         """FCFS admission while KV blocks and sequence slots allow; returns swap-in seconds."""
+        if not self.waiting:
+            return 0.0
         s, cfg = self.sim, self.cfg
         r = s.req
         used = self.used_blocks  # admission counts each request by the policy's admit_tokens
@@ -341,7 +346,7 @@ class Replica:
         sim = self.sim
         now = sim.env._now
         self.busy_s += dt
-        q = self.quadrant_s
+        q = self._quad
         q[0] += cost.prefill_attention_s
         q[1] += cost.prefill_ffn_s
         q[2] += cost.decode_attention_s
@@ -397,7 +402,7 @@ class Replica:
             sim.hand_off(self, rid)
         preempted = self._fit_kv() if self.used_blocks > self.blocks_total else 0
         sim.steps.add(self.uid, start, now, len(plan), tokens, n_d, out_tokens, len(self.waiting), len(active),
-                      self.used_blocks / max(self.blocks_total, 1), preempted)
+                      self.used_blocks / self._occ_div, preempted)
         self._next()
 
     def _spec_tick(self) -> int:
@@ -458,32 +463,66 @@ class Replica:
         cuts the stretch at the end of the step in progress. False: not possible (the KV cache would
         overflow within two steps)."""
         used, total = self.used_blocks, self.blocks_total
-        if self.grows:
-            res, t = self.residues, self.ticks
-            blocks = list(accumulate((res[(-t - j) % BLOCK_TOKENS] for j in range(k)), initial=used))[1:]
+        if not self.grows:
+            blocks = used  # constant: reservations were made whole at admission
+        elif used + n * ((k + BLOCK_TOKENS - 1) // BLOCK_TOKENS) <= total:
+            blocks = None  # cannot overflow within k steps: counted at the end, for the steps actually run
+        else:
+            blocks = self._stretch_blocks(k)
             if blocks[-1] > total:  # stop before the step that would need a preemption
                 k = bisect_right(blocks, total)  # blocks never shrink
                 if k < 2:
                     return False
                 del blocks[k:]
-        else:
-            blocks = [used] * k
         kv0 = self.kvb_sum + n * self.ticks
         fast = self._stretch_cost
-        times, quad = fast(n, kv0, k) if fast is not None else decode_stretch_costs(self.cfg.cost, n, kv0, k)
+        if fast is None:
+            fast = self._stretch_cost = lambda n_, kv_, k_: decode_stretch_costs(self.cfg.cost, n_, kv_, k_)
         env = self.sim.env
-        bounds = list(accumulate(times.tolist(), initial=env._now))  # the same float additions as step by step
-        self.stretch = (bounds, blocks, n, quad, k, len(self.waiting))
+        # Steps are costed in growing chunks and only up to the step in progress at the next submission
+        # this replica can foresee (a known arrival or KV transfer): an unforeseen one cuts the stretch,
+        # and ending a stretch early costs one more decision, never a different result.
+        horizon = self._horizon()
+        bounds, attn, ffn = [env._now], [], []
+        done, chunk = 0, 8
+        while done < k:
+            m = min(chunk, k - done)
+            t, a, f = fast(n, kv0 + n * done, m)
+            bounds += accumulate(t, initial=bounds[-1])  # the same float additions as step by step
+            del bounds[done + 1]  # (the initial value, already there)
+            attn += a
+            ffn += f
+            done += m
+            if bounds[-1] >= horizon:
+                done = bisect_left(bounds, horizon, 1)
+                break
+            chunk *= 4
+        self.stretch = (bounds, blocks, n, (attn, ffn), done, len(self.waiting))
         self.state = STRETCH
-        self.pending = env.call_at(bounds[k], self._end_stretch)
+        self.pending = env.call_at(bounds[done], self._end_stretch)
         return True
+
+    def _horizon(self) -> float:
+        """The earliest time a request is known to reach this replica (inf: none known)."""
+        if self.cfg.role == "decode":
+            at = self.inbound_at
+            while at and at[0] < self.sim.env._now:
+                heapq.heappop(at)
+            return at[0] if at else math.inf
+        return self.sim.next_arrival_s
+
+    def _stretch_blocks(self, k: int) -> list[int]:
+        """KV blocks in use after each of the next ``k`` decode ticks (no request joins or leaves)."""
+        res, t = self.residues, self.ticks
+        return list(accumulate((res[(-t - j) % BLOCK_TOKENS] for j in range(k)), initial=self.used_blocks))[1:]
 
     def _cut_stretch(self) -> None:
         """An arrival: end the stretch with the step in progress."""
-        bounds, blocks, n, quad, k, queued = self.stretch
+        st = self.stretch
+        bounds, k = st[0], st[4]
         steps = bisect_left(bounds, self.sim.env._now, 1)
         if steps < k:
-            self.stretch = (bounds, blocks, n, quad, steps, queued)
+            self.stretch = st[:4] + (steps,) + st[5:]
             self.pending = self.sim.env.call_at(bounds[steps], self._end_stretch)
 
     def _end_stretch(self, ev) -> None:
@@ -495,12 +534,19 @@ class Replica:
         sim = self.sim
         start = bounds[0]
         self.busy_s += bounds[steps] - start
-        self.quadrant_s += quad[:, :steps].sum(axis=1)
+        attn, ffn = quad
+        q = self._quad
+        q[2] += sum(attn[:steps])
+        q[3] += sum(ffn[:steps])
+        if blocks is None:
+            blocks = self._stretch_blocks(steps)
+        elif not isinstance(blocks, list):
+            blocks = [blocks] * steps
         self.ticks += steps
         self.used_blocks = blocks[steps - 1]
-        if steps > 1:  # the stretch's steps but the last, as rows in one go (same layout as ``add``)
-            occ = [b / max(self.blocks_total, 1) for b in blocks[:steps - 1]]
-            sim.steps.add_decodes(self.uid, bounds[:steps], occ, n, queued)
+        div = self._occ_div
+        if steps > 1:  # the stretch's steps but the last, as one run of records
+            sim.steps.add_decodes(self.uid, bounds[:steps], [b / div for b in blocks[:steps - 1]], n, queued)
         finished = self._due()
         for rid in finished:
             self._stop_decoding(rid)
@@ -509,7 +555,7 @@ class Replica:
         for rid in finished:
             sim.finish(rid, self)
         sim.steps.add(self.uid, bounds[steps - 1], bounds[steps], 0, 0, n, n, len(self.waiting), len(self.active),
-                      self.used_blocks / max(self.blocks_total, 1), 0)
+                      self.used_blocks / self._occ_div, 0)
         self._next()
 
 
@@ -543,6 +589,7 @@ class Simulation:
         self.link_free_s = {rep.uid: 0.0 for rep in self.by_role["prefill"]}  # FIFO KV link per prefill replica
         self.steps = StepLog()
         self.events = EventLog()  # (time, what, request id) tuples, for exact-log tests and traces
+        self.next_arrival_s = math.inf  # the next open-loop (or staggered closed-loop) arrival
         self.closed = closed_concurrency
         self.closed_starts_s = closed_starts_s  # closed loop: when each client sends its first request
         self.ramp_s = 0.0
@@ -577,6 +624,7 @@ class Simulation:
         t = self.kv_transfer_s(rid, src.uid)
         end = start + t if t > 0 else start
         self.link_free_s[src.uid] = end
+        heapq.heappush(dst.inbound_at, end)
         self.env.call_at(end, lambda _ev: self._transferred(dst, rid))
 
     def _transferred(self, dst: Replica, rid: int) -> None:
@@ -625,7 +673,10 @@ class Simulation:
             self.arrive(i)
             i += 1
         if i < n:
+            self.next_arrival_s = times[i]
             self.env.call_at(times[i], lambda _ev: self._arrivals_from(times, i))
+        else:
+            self.next_arrival_s = math.inf
 
     def run(self) -> None:
         n = len(self.prompt_l)
@@ -724,9 +775,10 @@ class EventLog(collections.abc.Sequence):
 
 
 class StepLog:
-    """The step records, one row per batch step, kept column by column in typed arrays (about 60 bytes a
-    row instead of a tuple of Python objects, so a million-request run stays small); ``frame`` turns
-    them into the steps DataFrame."""
+    """The step records, kept as *runs*: consecutive steps of one replica with the same kind and counts
+    (a decode stretch is one run) share one row of typed arrays, and only each step's end time and KV
+    occupancy are stored per step (16 bytes a step). ``frame`` expands them into the steps DataFrame,
+    one row per batch step."""
 
     COLUMNS = ("pool", "replica_id", "start_s", "end_s", "kind", "prefill_seqs", "prefill_tokens", "decode_seqs",
                "output_tokens", "queued", "running", "kv_occupancy", "preempted")
@@ -734,65 +786,86 @@ class StepLog:
     COUNTS = ("prefill_seqs", "prefill_tokens", "decode_seqs", "output_tokens", "queued", "running", "preempted")
 
     def __init__(self):
-        self.replica, self.kind = array("i"), array("b")
-        self.start_s, self.end_s, self.kv_occupancy = array("d"), array("d"), array("d")
-        self.counts = {c: array("q") for c in self.COUNTS}
+        # per run
+        self.replica, self.kind, self.repeat = array("i"), array("b"), array("q")
+        self.start_s = array("d")  # the run's first step starts here; each later one where the previous ended
+        self.counts = {c: array("q") for c in self.COUNTS}  # per step of the run (output tokens too)
+        # per step
+        self.end_s, self.kv_occupancy = array("d"), array("d")
         self._frame: pd.DataFrame | None = None  # set (and the arrays released) by the first ``frame``
 
     def __len__(self) -> int:
-        return len(self._frame) if self._frame is not None else len(self.start_s)
+        return len(self._frame) if self._frame is not None else len(self.end_s)
 
     def add(self, uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running, kv_occupancy,
             preempted) -> None:
+        """One step."""
         self.replica.append(uid)
         self.kind.append(2 if n_prefill and n_decode else (1 if n_prefill else 0))
+        self.repeat.append(1)
         self.start_s.append(start)
         self.end_s.append(end)
         self.kv_occupancy.append(kv_occupancy)
         c = self.counts
-        for name, v in (("prefill_seqs", n_prefill), ("prefill_tokens", prefill_tokens), ("decode_seqs", n_decode),
-                        ("output_tokens", out_tokens), ("queued", queued), ("running", running),
-                        ("preempted", preempted)):
-            c[name].append(v)
+        c["prefill_seqs"].append(n_prefill)
+        c["prefill_tokens"].append(prefill_tokens)
+        c["decode_seqs"].append(n_decode)
+        c["output_tokens"].append(out_tokens)
+        c["queued"].append(queued)
+        c["running"].append(running)
+        c["preempted"].append(preempted)
 
     def add_decodes(self, uid: int, bounds: list, kv_occupancy: list, n: int, queued: int) -> None:
         """``len(bounds) - 1`` consecutive pure-decode steps of ``n`` sequences (``bounds``: their start and end
         times), nothing preempted, ``queued`` waiting throughout."""
-        k = len(bounds) - 1
-        self.replica.extend(array("i", [uid]) * k)
-        self.kind.extend(array("b", [0]) * k)
-        self.start_s.extend(bounds[:-1])
+        self.replica.append(uid)
+        self.kind.append(0)
+        self.repeat.append(len(bounds) - 1)
+        self.start_s.append(bounds[0])
         self.end_s.extend(bounds[1:])
         self.kv_occupancy.extend(kv_occupancy)
         c = self.counts
-        for name, v in (("prefill_seqs", 0), ("prefill_tokens", 0), ("decode_seqs", n), ("output_tokens", n),
-                        ("queued", queued), ("running", n), ("preempted", 0)):
-            c[name].extend(array("q", [v]) * k)
+        c["prefill_seqs"].append(0)
+        c["prefill_tokens"].append(0)
+        c["decode_seqs"].append(n)
+        c["output_tokens"].append(n)
+        c["queued"].append(queued)
+        c["running"].append(n)
+        c["preempted"].append(0)
 
     def frame(self, pools: list[str], names: list[str]) -> pd.DataFrame:
-        """The steps DataFrame. The first call builds it column by column, releasing each array as it
-        goes (the records are complete once the run ends), so the peak holds one copy of the records,
-        not two; later calls return copies of that frame."""
+        """The steps DataFrame, one row per step. The first call builds it column by column, releasing
+        each array as it goes (the records are complete once the run ends), so the peak holds one copy
+        of the records, not two; later calls return copies of that frame."""
         if self._frame is not None:
             return self._frame.copy()
         if not len(self):
             return pd.DataFrame([], columns=list(self.COLUMNS))
-        rep = np.frombuffer(self.replica, np.int32)
+        rep_n = np.frombuffer(self.repeat, np.int64)
+        first = np.concatenate(([0], np.cumsum(rep_n)[:-1]))  # each run's first step
+        rep = np.repeat(np.frombuffer(self.replica, np.int32), rep_n)
         df = pd.DataFrame({"pool": np.array(pools, dtype=object)[rep]})
         df["replica_id"] = np.array(names, dtype=object)[rep]
         del rep
         self.replica = None
-        for c in ("start_s", "end_s"):
-            df[c] = np.array(getattr(self, c), float)
-            setattr(self, c, None)
-        df["kind"] = np.array(self.KINDS, dtype=object)[np.frombuffer(self.kind, np.int8)]
+        end = np.frombuffer(self.end_s, float)
+        start = np.empty_like(end)
+        start[1:] = end[:-1]
+        start[first] = np.frombuffer(self.start_s, float)
+        df["start_s"] = start
+        del start
+        df["end_s"] = end.copy()
+        del end
+        self.start_s = self.end_s = None
+        df["kind"] = np.array(self.KINDS, dtype=object)[np.repeat(np.frombuffer(self.kind, np.int8), rep_n)]
         self.kind = None
         for c in self.COUNTS[:6]:
-            df[c] = np.array(self.counts[c], np.int64)
+            df[c] = np.repeat(np.frombuffer(self.counts[c], np.int64), rep_n)
             self.counts[c] = None
         df["kv_occupancy"] = np.array(self.kv_occupancy, float)
         self.kv_occupancy = None
-        df["preempted"] = np.array(self.counts["preempted"], np.int64)
+        df["preempted"] = np.repeat(np.frombuffer(self.counts["preempted"], np.int64), rep_n)
         self.counts["preempted"] = None
+        self.repeat = None
         self._frame = df
         return df

@@ -18,8 +18,6 @@ The extra time is added to ``time_s`` only; the quadrant fields keep the timing 
 
 from __future__ import annotations
 
-import numpy as np
-
 from .profiles import EngineProfile
 from .stepcost import StepCost, StepCostModel
 
@@ -51,22 +49,18 @@ class OverheadStepCost:
         return StepCost(c.time_s + extra, c.prefill_attention_s, c.prefill_ffn_s, c.decode_attention_s,
                         c.decode_ffn_s)
 
-    @property
-    def decode_stretch(self):
+    def decode_stretch(self, n: int, kv0: int, k: int) -> tuple[list, list, list]:
+        """``k`` pure-decode steps (see ``TabulatedStepCost.decode_stretch``) with this engine's overheads."""
         fast = getattr(self.inner, "decode_stretch", None)
-
-        def stretch(n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-            if fast is not None:
-                times, quad = fast(n, kv0, k)
-            else:  # the inner model step by step (its own memo makes each step a lookup)
-                cost = self.inner.cost
-                steps = [cost(0, 0, 0, n, 1, kv0 + i * n) for i in range(k)]
-                times = np.array([c.time_s for c in steps])
-                quad = np.array([[c.prefill_attention_s for c in steps], [c.prefill_ffn_s for c in steps],
-                                 [c.decode_attention_s for c in steps], [c.decode_ffn_s for c in steps]])
-            return times + self.overhead_s(0, 0, n), quad
-
-        return stretch
+        if fast is not None:
+            times, attn, ffn = fast(n, kv0, k)
+        else:  # the inner model step by step (its own memo makes each step a lookup)
+            cost = self.inner.cost
+            steps = [cost(0, 0, 0, n, 1, kv0 + i * n) for i in range(k)]
+            times = [c.time_s for c in steps]
+            attn, ffn = [c.decode_attention_s for c in steps], [c.decode_ffn_s for c in steps]
+        extra = self.overhead_s(0, 0, n)
+        return [t + extra for t in times], attn, ffn
 
 
 __all__ = ["OverheadStepCost", "StepCost"]

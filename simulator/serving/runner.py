@@ -16,7 +16,7 @@ from ..specs.deployment import Deployment, Pool
 from ..specs.traffic import Traffic
 from ..timing.base import TimingModel
 from ..timing.memory import kv_bytes_per_token_model, memory_fit
-from .disagg import PingPongStepCost, kv_transfer_time_s
+from .disagg import PingPongStepCost, kv_transfer_model
 from .engine import ReplicaConfig, Requests, Simulation
 from .metrics import PERCENTILES, summarise  # noqa: F401  (PERCENTILES: re-exported)
 from .overheads import OverheadStepCost
@@ -115,10 +115,15 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
 
     sim: Simulation | None = None
 
+    links: dict[tuple[str, str], Callable[[float, float], float]] = {}
+
     def kv_transfer(rid: int, src: int) -> float:  # the decode replica is chosen before the transfer starts
         prefill_time = float(r.prefill_done_s[rid] - r.admitted_s[rid])
-        dst = pools[sim.replicas[int(r.decode_replica[rid])].cfg.pool]
-        return kv_transfer_time_s(dep, pools[sim.replicas[src].cfg.pool], dst, float(r.prompt[rid]), prefill_time)
+        key = (sim.replicas[src].cfg.pool, sim.replicas[int(r.decode_replica[rid])].cfg.pool)
+        link = links.get(key)
+        if link is None:
+            link = links[key] = kv_transfer_model(dep, pools[key[0]], pools[key[1]])
+        return link(float(r.prompt[rid]), prefill_time)
 
     closed = traffic.concurrency if traffic.arrival == "closed" else 0
     starts = None

@@ -9,8 +9,8 @@ for the actual batch shape (memoised on a shape quantised to 1/16 octave, ~4%); 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import replace
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -23,8 +23,10 @@ from ..timing.base import TimingModel
 from ..timing.roofline import RooflineModel
 
 
-@dataclass(frozen=True)
-class StepCost:
+class StepCost(NamedTuple):
+    """One step's time and its split over the four quadrants (seconds); the rest of ``time_s`` is the
+    engine's own overhead. A named tuple: one is made per simulated step."""
+
     time_s: float
     prefill_attention_s: float = 0.0
     prefill_ffn_s: float = 0.0
@@ -160,6 +162,9 @@ class TabulatedStepCost:
             self.routed = w2[every.ops.named(*self.ROUTED_OPS)].sum(axis=0)
         else:
             self.routed = np.zeros(max_tokens * dp + 1)
+        # the same tables as Python lists: a step reads a few entries, and list indexing is what is cheap
+        self._lin_attn, self._lin_ffn = self.lin_attn.tolist(), self.lin_ffn.tolist()
+        self._lin_other, self._head, self._routed = self.lin_other.tolist(), self.head.tolist(), self.routed.tolist()
         # the two attention-core records of a one-sequence step: only batch/q_len/kv_len change later
         one = StepShape(prefill_seqs=1.0, prefill_len=1.0, prefill_ctx=1.0, decode_seqs=1.0, decode_len=1.0,
                         decode_kv=0.0)
@@ -195,18 +200,38 @@ class TabulatedStepCost:
     # query length, then interpolated linearly: between grid points the time of a bandwidth- or
     # compute-bound attention kernel is linear in the KV length, so this is exact but at a kink.
     GRID = 2.0 ** (np.arange(0, 24 * 32 + 1) / 32.0)
+    _GRID_L = GRID.tolist()
 
-    def _decode_core(self, batch: float, q_len: float, kv_len) -> np.ndarray:
+    def _decode_tab(self, batch: float, q_len: float) -> tuple[list, np.ndarray]:
+        """The decode-core times on ``GRID`` for one batch and query length (as a list and an array)."""
         key = (batch, q_len)
         tab = self._grids.get(key)
         if tab is None:
             g = self.GRID
-            tab = self._grids[key] = self._core_s(self.CORE_D, np.full(len(g), batch), np.full(len(g), q_len), g)
-        return np.interp(kv_len, self.GRID, tab)
+            a = self._core_s(self.CORE_D, np.full(len(g), batch), np.full(len(g), q_len), g)
+            tab = self._grids[key] = (a.tolist(), a)
+        return tab
+
+    def _decode_core(self, batch: float, q_len: float, kv_len: float) -> float:
+        """The decode core at one KV length: linear interpolation on the grid (``np.interp``'s formula,
+        in Python: this runs once per simulated step)."""
+        tab, g = self._decode_tab(batch, q_len)[0], self._GRID_L
+        if kv_len <= 1.0:
+            return tab[0]
+        i = int(math.log2(kv_len) * 32.0)
+        if i >= len(g) - 1:
+            return tab[-1]
+        if g[i] > kv_len:  # log2 rounding at a grid point
+            i -= 1
+        elif g[i + 1] <= kv_len:
+            i += 1
+            if i >= len(g) - 1:
+                return tab[-1]
+        return (tab[i + 1] - tab[i]) / (g[i + 1] - g[i]) * (kv_len - g[i]) + tab[i]
 
     def _core(self, name: str, batch: float, q_len: float, kv_len: float) -> float:
         if name == self.CORE_D:
-            return float(self._decode_core(batch, q_len, kv_len))
+            return self._decode_core(batch, q_len, kv_len)
         key = (name, batch, q_len, kv_len)
         hit = self._memo.get(key)
         if hit is None:
@@ -215,7 +240,7 @@ class TabulatedStepCost:
             hit = self._memo[key] = float(self._core_s(name, batch, q_len, kv_len)[0])
         return hit
 
-    def _fresh_core(self, ps_dev: int, prefill_seqs: int) -> np.ndarray:
+    def _fresh_core(self, ps_dev: int, prefill_seqs: int) -> list:
         """Prefill-core times of ``prefill_seqs`` sequences with no cached context, indexed by the
         step's prefill tokens (0 .. the step budget): the same TimingModel evaluation as ``_core`` for
         each of those shapes, done in one vectorised call the first time the sequence count is seen
@@ -224,25 +249,26 @@ class TabulatedStepCost:
         tab = self._fresh.get(key)
         if tab is None:
             pl = np.arange(len(self.lin_attn), dtype=float) / prefill_seqs
-            tab = self._fresh[key] = self._core_s(self.CORE_P, np.full(len(pl), float(ps_dev)), pl, 0.0 + pl)
+            tab = self._fresh[key] = self._core_s(self.CORE_P, np.full(len(pl), float(ps_dev)), pl, 0.0 + pl).tolist()
         return tab
 
-    def decode_stretch(self, n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``k`` consecutive decode steps of ``n`` sequences (one new token each), vectorised."""
+    def decode_stretch(self, n: int, kv0: int, k: int) -> tuple[list, list, list]:
+        """``k`` consecutive decode steps of ``n`` sequences (one new token each) holding ``kv0`` cached
+        tokens at the first: each step's time, decode-attention and decode-FFN seconds, as ``cost``
+        gives them step by step."""
         parts = self._stretch_parts.get(n)
         if parts is None:  # the batch-size-only terms, summed in the same order as ``cost``
             ds_dev = -(-n // self.dp)
-            lin_a, lin_f = float(self.lin_attn[ds_dev]), float(self.lin_ffn[ds_dev]) + float(self.routed[n])
-            fixed = lin_a + lin_f + float(self.lin_other[ds_dev]) + float(self.head[ds_dev])
+            lin_a, lin_f = self._lin_attn[ds_dev], self._lin_ffn[ds_dev] + self._routed[n]
+            fixed = lin_a + lin_f + self._lin_other[ds_dev] + self._head[ds_dev]
             parts = self._stretch_parts[n] = (float(ds_dev), lin_a, lin_f, fixed)
         ds_dev, lin_a, lin_f, fixed = parts
-        dk = (kv0 + n * np.arange(k)) / n
-        core = self._decode_core(ds_dev, 1.0, dk + 1.0)
-        times = fixed + core
-        quad = np.zeros((4, k))
-        quad[2] = core + lin_a
-        quad[3] = lin_f
-        return times, quad
+        if k <= 8:  # a few steps: scalar Python beats numpy's per-call cost
+            core = self._decode_core
+            cores = [core(ds_dev, 1.0, (kv0 + n * j) / n + 1.0) for j in range(k)]
+            return [fixed + c for c in cores], [c + lin_a for c in cores], [lin_f] * k
+        cores = np.interp((kv0 + n * np.arange(k)) / n + 1.0, self.GRID, self._decode_tab(ds_dev, 1.0)[1])
+        return (fixed + cores).tolist(), (cores + lin_a).tolist(), [lin_f] * k
 
     def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
         dp = self.dp
@@ -255,16 +281,16 @@ class TabulatedStepCost:
         T = tok_p + tok_d
         if not prefill_seqs:
             core_p = 0.0
-        elif prefill_ctx_tokens == 0 and 0 < prefill_tokens < len(self.lin_attn):  # a fresh prompt (chunk)
-            core_p = float(self._fresh_core(ps_dev, prefill_seqs)[prefill_tokens])
+        elif prefill_ctx_tokens == 0 and 0 < prefill_tokens < len(self._lin_attn):  # a fresh prompt (chunk)
+            core_p = self._fresh_core(ps_dev, prefill_seqs)[prefill_tokens]
         else:
             core_p = self._core(self.CORE_P, ps_dev, pl, pc + pl)
-        core_d = self._core(self.CORE_D, ds_dev, decode_len, dk + decode_len) if decode_seqs else 0.0
+        core_d = self._decode_core(float(ds_dev), float(decode_len), dk + decode_len) if decode_seqs else 0.0
         busy = int(ps_dev * pl + ds_dev * decode_len)  # tokens on the busiest attention-DP rank
         logits = ps_dev + ds_dev * decode_len
         share_p = tok_p / T if T else 0.0
-        lin_a = float(self.lin_attn[busy])
-        lin_f = float(self.lin_ffn[busy]) + float(self.routed[T])
-        total = lin_a + lin_f + float(self.lin_other[busy]) + float(self.head[logits]) + core_p + core_d
+        lin_a = self._lin_attn[busy]
+        lin_f = self._lin_ffn[busy] + self._routed[T]
+        total = lin_a + lin_f + self._lin_other[busy] + self._head[logits] + core_p + core_d
         return StepCost(total, core_p + share_p * lin_a, share_p * lin_f, core_d + (1 - share_p) * lin_a,
                         (1 - share_p) * lin_f)
