@@ -242,7 +242,7 @@ def test_tabulated_step_cost_equals_the_op_model(model, kw):
 
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
-@pytest.mark.parametrize("spec", [None, "tiny-kv"])
+@pytest.mark.parametrize("spec", [None, "tiny-kv", "speculative"])
 def test_engine_matches_the_slow_reference_stepper(spec, engine):
     """The engine's running totals, decode stretches and callback scheduling change nothing but the
     cost of a run: ``tests/serving_reference.py`` (one process and one event per step, numpy state
@@ -265,6 +265,8 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
         cfgs = replica_configs(dep, engine=engine)
         if spec == "tiny-kv":  # force preemptions too
             cfgs = [dc_replace(c, kv_capacity_tokens=6000) for c in cfgs]
+        if spec == "speculative":  # random per-sequence gains (the same seeded draws in the same order)
+            cfgs = [dc_replace(c, spec_draft_tokens=2, spec_acceptance=0.7) for c in cfgs]
         sim = make(r, cfgs)
         sim.run()
         frames.append((sim.request_frame(), sim.step_frame()))

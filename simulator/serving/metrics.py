@@ -84,7 +84,9 @@ def inter_token_latencies(steps: pd.DataFrame, start_s: float, end_s: float) -> 
     # per replica (in order of first appearance), its decode-bearing steps by end time: column arrays
     # instead of a filtered copy of the frame, each released once used (a million-request run has
     # millions of steps)
-    codes = pd.factorize(steps.replica_id.to_numpy()[dec])[0]
+    rid = steps.replica_id
+    codes = (rid.cat.codes.to_numpy() if isinstance(rid.dtype, pd.CategoricalDtype)
+             else pd.factorize(rid.to_numpy())[0])[dec]
     end = steps.end_s.to_numpy(float)[dec]
     w = seqs[dec]
     del dec
