@@ -151,7 +151,7 @@ def test_overheads_hide_launches_in_cuda_graphs_for_decode_only():
     oc = OverheadStepCost(ConstantStepCost(1e-3), prof, num_layers=32, moe=False)
     small = oc.cost(0, 0, 0, 8, 1, 8000).time_s
     beyond = oc.cost(0, 0, 0, prof.cuda_graph_max_bs + 1, 1, 8000).time_s
-    prefill = oc.cost(1, 8, 0, 0, 0, 0).time_s
+    prefill = oc.cost(1, 2048, 0, 0, 0, 0).time_s  # past vLLM's piecewise-graph token sizes: eager
     kernels = prof.kernels_per_layer * 32
     # past the largest captured batch every unlisted kernel pays its host launch, as a prefill does
     per_seq = prof.per_seq_s * (prof.cuda_graph_max_bs + 1 - 8)
@@ -159,7 +159,7 @@ def test_overheads_hide_launches_in_cuda_graphs_for_decode_only():
     assert prefill > oc.cost(0, 0, 0, 1, 1, 8).time_s
     assert small > 1e-3 + prof.step_cpu_s  # never free
     moe = OverheadStepCost(ConstantStepCost(1e-3), prof, num_layers=32, moe=True)
-    assert moe.cost(1, 8, 0, 0, 0, 0).time_s - prefill == pytest.approx(prof.moe_prefill_s)
+    assert moe.cost(1, 2048, 0, 0, 0, 0).time_s - prefill == pytest.approx(prof.moe_prefill_s)
     assert moe.cost(0, 0, 0, 8, 1, 8000).time_s == pytest.approx(small)  # decode pays no MoE prefill set-up
 
 

@@ -5,9 +5,11 @@
 - the engine's exposed CPU time (scheduling, input preparation);
 - a per-sequence cost (sampling, block tables, detokenisation) for every scheduled sequence;
 - the kernels the timing model does not list (norms, RoPE, quantisation, residuals): kernels per
-  layer x layers, each at its execution floor when the step replays a CUDA graph (a pure-decode
-  step whose batch is within the engine's captured sizes) and at the host launch cost otherwise
-  (prefill and mixed steps run eagerly);
+  layer x layers, each at its execution floor when the step replays a CUDA graph and at the host
+  launch cost otherwise. A pure-decode step replays a full graph when its batch is within the
+  engine's captured sizes; a prefill or mixed step replays piecewise graphs (attention eager, the
+  unlisted kernels captured) when its tokens are within the engine's ``prefill_graph_max_tokens``
+  (vLLM's default FULL_AND_PIECEWISE mode), and runs eagerly otherwise;
 - a fixed latency for a step that prefills through MoE layers (routing and all-to-all set-up);
 - with speculative decoding (MTP or a draft model), the draft passes: ``draft_tokens x
   draft_cost_fraction`` of a plain decode step, as ``whatif`` counts them.
@@ -29,9 +31,14 @@ class OverheadStepCost:
         self.num_layers, self.moe = int(num_layers), bool(moe)
         self.draft_cost_fraction = float(draft_cost_fraction)
 
-    def overhead_s(self, prefill_seqs: int, prefill_tokens: int, decode_seqs: int) -> float:
+    def overhead_s(self, prefill_seqs: int, prefill_tokens: int, decode_seqs: int,
+                   decode_tokens: int | None = None) -> float:
         p = self.profile
-        graph = prefill_tokens == 0 and decode_seqs <= p.cuda_graph_max_bs
+        if prefill_tokens == 0:  # uniform decode batch: full CUDA graph up to the captured batch size
+            graph = decode_seqs <= p.cuda_graph_max_bs
+        else:  # prefill / mixed step: piecewise graphs (attention eager) up to the captured token count
+            tokens = prefill_tokens + (decode_seqs if decode_tokens is None else decode_tokens)
+            graph = tokens <= p.prefill_graph_max_tokens
         per_kernel = p.kernel_floor_s if graph else max(p.kernel_floor_s, p.kernel_launch_s)
         t = p.step_cpu_s + p.per_seq_s * (prefill_seqs + decode_seqs)
         t += p.kernels_per_layer * self.num_layers * per_kernel
@@ -42,7 +49,7 @@ class OverheadStepCost:
     def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
         c = self.inner.cost(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len,
                             decode_kv_tokens)
-        extra = self.overhead_s(prefill_seqs, prefill_tokens, decode_seqs)
+        extra = self.overhead_s(prefill_seqs, prefill_tokens, decode_seqs, decode_seqs * max(int(decode_len), 1))
         if decode_seqs and decode_len > 1 and self.draft_cost_fraction:
             base = self.inner.cost(0, 0, 0, decode_seqs, 1, decode_kv_tokens).time_s
             extra += (decode_len - 1) * self.draft_cost_fraction * base

@@ -17,7 +17,7 @@ from ..errors import SpecError
 ENGINES = ("vllm", "sglang", "trtllm")
 _FILE = Path(__file__).with_name("engines.yaml")
 _CONSTANTS = ("step_cpu_s", "per_seq_s", "kernels_per_layer", "kernel_floor_s", "kernel_launch_s",
-              "cuda_graph_max_bs", "moe_prefill_s")
+              "cuda_graph_max_bs", "moe_prefill_s", "prefill_graph_max_tokens")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class EngineProfile:
     kernel_launch_s: float  # host launch cost of one kernel outside a CUDA graph
     cuda_graph_max_bs: int  # largest decode batch captured in a CUDA graph
     moe_prefill_s: float  # fixed latency of a step that prefills through MoE layers
+    prefill_graph_max_tokens: int  # largest prefill/mixed step (tokens) replayed from piecewise CUDA graphs; 0: eager
     description: str = ""
     sources: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -52,5 +53,6 @@ def engine_profile(name: str) -> EngineProfile:
     values = {k: e[k]["value"] for k in _CONSTANTS}
     values["kernels_per_layer"] = int(values["kernels_per_layer"])
     values["cuda_graph_max_bs"] = int(values["cuda_graph_max_bs"])
+    values["prefill_graph_max_tokens"] = int(values["prefill_graph_max_tokens"])
     return EngineProfile(name, e["policy"], e["preemption"], description=e.get("description", ""),
                          sources={k: e[k]["source"] for k in _CONSTANTS}, **values)

@@ -1,0 +1,47 @@
+"""The published serving rows (reports/validation/serving-published/*.csv) are complete, resolve to
+catalogue specs, and their derived figures follow the formula their notes state."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simulator.specs.catalog import load_hardware, load_model
+
+DATA = Path(__file__).resolve().parents[1] / "reports/validation/serving-published"
+ROWS = pd.concat([pd.read_csv(p) for p in sorted(DATA.glob("*.csv"))], ignore_index=True)
+
+
+def test_every_row_cites_and_quotes():
+    assert ROWS.id.is_unique
+    assert ROWS.source_url.str.startswith("https://").all()
+    assert (ROWS.quoted.str.len() > 20).all()
+    assert ROWS.trust.str.match(r"^(exact table|exact output)").all()
+    assert (ROWS.ttft_mean_ms.notna() | ROWS.tpot_mean_ms.notna()).all()
+
+
+@pytest.mark.parametrize("model_id", sorted(ROWS.model_id.unique()))
+def test_models_resolve(model_id):
+    assert load_model(model_id).num_layers > 0
+
+
+@pytest.mark.parametrize("hardware", sorted(ROWS.hardware.unique()))
+def test_hardware_resolves(hardware):
+    load_hardware(hardware)
+
+
+def test_layouts_are_consistent():
+    assert (ROWS.devices == ROWS.tp * ROWS.dp).all()
+    assert (ROWS.devices % ROWS.ep == 0).all()
+    assert ROWS.length_low_fraction.between(0.0, 1.0).all()
+
+
+def test_derived_tpot_follows_the_closed_loop_formula():
+    # TPOT = (C x mean OSL / output tok/s - TTFT) / (mean OSL - 1), lengths uniform in [low x L, L]
+    d = ROWS[ROWS.trust.str.contains("TPOT derived") & ROWS.ttft_mean_ms.notna()]
+    assert len(d)
+    low = np.floor(d.osl * d.length_low_fraction)
+    mean_osl = (low + d.osl) / 2
+    tpot = (d.concurrency * mean_osl / d.output_tok_s - d.ttft_mean_ms / 1e3) / (mean_osl - 1) * 1e3
+    np.testing.assert_allclose(d.tpot_mean_ms, tpot, rtol=0.01)
