@@ -78,16 +78,26 @@ def test_routing_imbalance_is_one_without_ep_and_shrinks_with_tokens():
     assert small > big > 1.0
 
 
-def test_moe_expert_parallel_adds_all_to_all():
+def test_moe_expert_parallel_exchanges_by_attention_layout():
     m = load_model("dbrx")
-    ops = build_ops(m, simple_phase(H100, m, 8, ep=8), StepShape(decode_seqs=64, decode_kv=1000), "decode")
+    shape = StepShape(decode_seqs=64, decode_kv=1000)
+    # attention data-parallel: each rank holds its own tokens and dispatches them to the experts' owners
+    ops = build_ops(m, simple_phase(H100, m, 8, tp=1, dp=8, ep=8), shape, "decode")
     i = ops.names.index("moe_dispatch")
     wire = wire_bytes(ops.kind, ops.arrays)
     assert ops["count"][i, 0] == 40
+    assert ops["count"][ops.names.index("moe_ep_all_reduce"), 0] == 0
     # 64 tokens / 8 devices, each sent once to every distinct rank among its top-4 experts' owners:
     # 8 x (1 - (7/8)^4) ranks expected, 7/8 of them remote; hidden x bf16 per copy
     distinct = 8 * (1 - (7 / 8) ** 4)
     assert wire[i, 0] == pytest.approx(64 / 8 * 6144 * 2 * distinct * 7 / 8)
+    # attention TP: every rank already holds every token, so the experts' outputs are summed with one
+    # all-reduce of the whole batch (SGLang without an all-to-all backend, TensorRT-LLM without attention DP)
+    tp = build_ops(m, simple_phase(H100, m, 8, ep=8), shape, "decode")
+    for name in ("moe_dispatch", "moe_combine", "moe_all_gather"):
+        assert tp["count"][tp.names.index(name), 0] == 0
+    j = tp.names.index("moe_ep_all_reduce")
+    assert tp["count"][j, 0] == 40 and tp["msg_bytes"][j, 0] == 64 * 6144 * 2
 
 
 def test_vectorised_sweep_matches_scalar_builds():

@@ -237,8 +237,15 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
         T_disp = T_group / (ep * etp)  # tokens each device dispatches
         b.add("router", fq, GEMM, hw=F.hw, dtype=F.dtype(_sixteen_bit), count=moe_stage, m=T_ffn_dev_dense,
               n=float(E), k=h, w_bytes=ACT16, a_bytes=ACT16, o_bytes=4.0)
+        # With attention TP and no attention DP every rank of the TP group already holds every token
+        # after the attention all-reduce: the engines run each rank's local experts on them and sum the
+        # expert outputs with one all-reduce (SGLang with --moe-a2a-backend none: the rank-local
+        # StandardDispatcher; TensorRT-LLM with attention DP off). The dispatch/combine all-to-all is
+        # the attention-DP path (or an explicit all-to-all backend such as DeepEP).
+        a2a = (ep > 1) & (dp > 1)
+        ep_ar = (ep > 1) & (dp <= 1)
         if not af:  # with A/F apart, attention ranks dispatch straight to the expert owners (attn_to_ffn)
-            b.add("moe_dispatch", fq, ALL_TO_ALL, count=np.where(ep > 1, moe_stage, 0.0), m=T_disp, n=h,
+            b.add("moe_dispatch", fq, ALL_TO_ALL, count=np.where(a2a, moe_stage, 0.0), m=T_disp, n=h,
                   a_bytes=pf.act_bytes, fanout=float(k), **F.group(ep * etp))
         imbalance = random_routing_imbalance(T_group, k, ep) * plan.moe_imbalance
         routed_dev = T_group * k / ep  # mean token-expert pairs per EP rank
@@ -257,11 +264,13 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
             gemm("shared_gate_up", fq, F, f_dt, pf, T_ffn_dev_dense, 2 * s_inter, h, moe_stage)
             gemm("shared_down", fq, F, f_dt, pf, T_ffn_dev_dense, h, s_inter, moe_stage)
         if not af:
-            b.add("moe_combine", fq, ALL_TO_ALL, count=np.where(ep > 1, moe_stage, 0.0), m=T_disp, n=h,
+            b.add("moe_combine", fq, ALL_TO_ALL, count=np.where(a2a, moe_stage, 0.0), m=T_disp, n=h,
                   a_bytes=ACT16, fanout=float(k), **F.group(ep * etp))
             # back to the attention layout: all-gather tokens over TP (EP), or all-reduce TP-sharded experts
-            b.add("moe_all_gather", fq, ALL_GATHER, count=np.where((ep > 1) & (tp > 1), moe_stage, 0.0),
+            b.add("moe_all_gather", fq, ALL_GATHER, count=np.where(a2a & (tp > 1), moe_stage, 0.0),
                   msg_bytes=T_ffn_dev_dense * h * ACT16, **F.group(tp))
+            b.add("moe_ep_all_reduce", fq, ALL_REDUCE, count=np.where(ep_ar, moe_stage, 0.0),
+                  msg_bytes=T_ffn_dev_dense * h * ACT16, **F.group(ep * etp))
             b.add("moe_all_reduce", fq, ALL_REDUCE, count=np.where((ep <= 1) & (etp > 1), moe_stage, 0.0),
                   msg_bytes=T_ffn_dev_dense * h * ACT16, **F.group(etp))
 
