@@ -26,7 +26,7 @@ import pandas as pd
 import simpy
 
 from .policies import BatchPolicy, VLLMPolicy
-from .stepcost import StepCostModel
+from .stepcost import DecodeRanks, StepCostModel
 
 BLOCK_TOKENS = 16  # paged KV-cache block size
 MAX_STRETCH = 64  # decode steps computed per event; a longer stretch simply continues in the next one
@@ -35,16 +35,19 @@ MAX_STRETCH = 64  # decode steps computed per event; a longer stretch simply con
 _GROW = (np.arange(BLOCK_TOKENS)[None, :] + np.arange(1, MAX_STRETCH + 1)[:, None]) // BLOCK_TOKENS
 
 
-def decode_stretch_costs(cost, n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+def decode_stretch_costs(cost, n: int, kv0: int, k: int, ranks: DecodeRanks | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """Times and quadrant split of ``k`` consecutive pure-decode steps of ``n`` sequences holding
-    ``kv0`` cached tokens at the first step (each step adds one token per sequence)."""
+    ``kv0`` cached tokens at the first step (each step adds one token per sequence); ``ranks``: their
+    spread over attention-DP ranks at the first step (None: even)."""
+    kw = {} if ranks is None else {"ranks": ranks}
     fast = getattr(cost, "decode_stretch", None)
     if fast is not None:
-        return fast(n, kv0, k)
+        return fast(n, kv0, k, **kw)
     times = np.empty(k)
     quad = np.empty((4, k))
     for i in range(k):
-        c = cost.cost(0, 0, 0, n, 1, kv0 + i * n)
+        c = cost.cost(0, 0, 0, n, 1, kv0 + i * n, **({} if ranks is None else {"ranks": ranks.grown(i)}))
         times[i] = c.time_s
         quad[:, i] = (c.prefill_attention_s, c.prefill_ffn_s, c.decode_attention_s, c.decode_ffn_s)
     return times, quad
@@ -73,6 +76,7 @@ class ReplicaConfig:
     swap_bytes_per_s: float = 64e9
     kv_bytes_per_token: float = 0.0  # all layers, for swap cost
     policy: BatchPolicy = field(default_factory=VLLMPolicy)  # the engine's batching decisions
+    context_range: tuple[int, int] = (0, 2 ** 62)  # prompt lengths (inclusive) this replica takes (long/short split)
 
     @property
     def name(self) -> str:
@@ -100,6 +104,7 @@ class Requests:
     swapped: np.ndarray = None
     offset: np.ndarray = None  # tokens generated before a recompute preemption (now part of the prompt)
     home: np.ndarray = None  # uid of the replica holding the request as active (-1: none)
+    dp_rank: np.ndarray = None  # attention-DP rank of the replica holding it (-1: none; see ``decode_ranks``)
     reason: dict = field(default_factory=dict)
 
     def kv_tokens(self, ids: np.ndarray) -> np.ndarray:
@@ -124,6 +129,7 @@ class Requests:
         self.swapped = np.zeros(n, bool)
         self.offset = np.zeros(n, np.int64)
         self.home = np.full(n, -1, np.int64)
+        self.dp_rank = np.full(n, -1, np.int64)
 
 
 class Replica:
@@ -142,6 +148,10 @@ class Replica:
         self.inbound = 0  # requests whose KV is on its way here (counted as load by the router)
         self.busy_s = 0.0
         self.quadrant_s = np.zeros(4)
+        # attention-DP ranks: only a cost model that times ranks (``wants_ranks``) is given them
+        self.wants_ranks = bool(getattr(cfg.cost, "wants_ranks", False))
+        self.attention_dp = int(getattr(cfg.cost, "attention_dp", 1))
+        self.next_rank = 0
         sim.env.process(self.run())
 
     # -- load for the router -----------------------------------------------------------------
@@ -157,6 +167,8 @@ class Replica:
                                  f"{self.blocks_total * BLOCK_TOKENS}")
             return
         r.status[rid] = WAITING
+        if self.wants_ranks:
+            assign_dp_rank(self, rid)
         self.waiting.append(rid)
         if not self.wake.triggered:
             self.wake.succeed()
@@ -231,8 +243,9 @@ class Replica:
                         continue
             ctx = r.prefilled[pre_ids]
             kv = r.kv_tokens(decoding)
+            rk = {"ranks": decode_ranks(self, decoding, kv)} if self.wants_ranks and len(decoding) else {}
             cost = cfg.cost.cost(len(pre_ids), int(chunks.sum()), int(ctx.sum()), len(decoding),
-                                 q_len, int(kv.sum()))
+                                 q_len, int(kv.sum()), **rk)
             start = env.now
             dt = cost.time_s + swap_s
             yield env.timeout(dt)
@@ -267,7 +280,9 @@ class Replica:
             if k < 2:
                 return 0
             blocks = blocks[:k]
-        times, quad = decode_stretch_costs(cfg.cost, n, int(np.add.reduce(r.kv_tokens(decoding))), k)
+        kv = r.kv_tokens(decoding)
+        ranks = decode_ranks(self, decoding, kv) if self.wants_ranks else None
+        times, quad = decode_stretch_costs(cfg.cost, n, int(np.add.reduce(kv)), k, ranks)
         start = env.now
         bounds = np.cumsum(np.concatenate(([start], times)))  # the same float additions as step by step
         queued = len(self.waiting)  # constant until an arrival ends the stretch
@@ -392,21 +407,31 @@ class Simulation:
         self.on_done: Callable[[int], None] | None = None  # progress callback (requests ended so far)
 
     # -- routing -----------------------------------------------------------------------------
-    def _route(self, role: str) -> Replica:
-        pool = self.by_role[role]
+    def _route(self, role: str, rid: int) -> Replica | None:
+        """The least-loaded replica of ``role`` whose context range holds the request's prompt length
+        (None, and the request rejected, if none does)."""
+        n = int(self.req.prompt[rid])
+        pool = [rep for rep in self.by_role[role] if rep.cfg.context_range[0] <= n <= rep.cfg.context_range[1]]
+        if not pool:
+            self.reject(rid, f"no {role} replica takes prompts of {n} tokens (pool routes)")
+            return None
         return min(pool, key=lambda rep: (rep.load, rep.uid))
 
     def arrive(self, rid: int) -> None:
         self.req.arrival_s[rid] = self.env.now
         self.events.append((self.env.now, "arrive", rid))
         role = "colocated" if self.by_role["colocated"] else "prefill"
-        self._route(role).submit(rid)
+        dst = self._route(role, rid)
+        if dst is not None:
+            dst.submit(rid)
 
     def hand_off(self, src: Replica, rid: int) -> None:
         self.env.process(self._transfer(src, rid))
 
     def _transfer(self, src: Replica, rid: int):
-        dst = self._route("decode")  # the destination decides the link and is known before shipping
+        dst = self._route("decode", rid)  # the destination decides the link and is known before shipping
+        if dst is None:
+            return
         self.req.decode_replica[rid] = dst.uid
         dst.inbound += 1
         with self.links[src.uid].request() as slot:
@@ -503,6 +528,25 @@ class Simulation:
 
     def step_frame(self) -> pd.DataFrame:
         return self.steps.frame([rep.cfg.pool for rep in self.replicas], [rep.name for rep in self.replicas])
+
+
+# -- attention-DP ranks (a minimal stand-in until the engine rewrite places requests on ranks itself) --------
+def assign_dp_rank(rep: Replica, rid: int) -> None:
+    """Place a request on one of the replica's attention-DP ranks as it reaches the replica, round robin:
+    SGLang's data-parallel controller dispatches requests this way by default (``load_balance_method =
+    "round_robin"`` in ServerArgs, sgl-project/sglang python/sglang/srt/server_args.py). A preempted
+    request keeps its rank (it waits on the same replica)."""
+    rep.sim.req.dp_rank[rid] = rep.next_rank
+    rep.next_rank = (rep.next_rank + 1) % rep.attention_dp
+
+
+def decode_ranks(rep: Replica, decoding: np.ndarray, kv: np.ndarray) -> DecodeRanks:
+    """The decode sequences and their cached KV tokens per attention-DP rank of ``rep``."""
+    ranks = rep.sim.req.dp_rank[decoding]
+    dp = rep.attention_dp
+    seqs = np.bincount(ranks, minlength=dp)
+    tokens = np.bincount(ranks, weights=kv, minlength=dp)
+    return DecodeRanks(tuple(seqs.tolist()), tuple(int(t) for t in tokens.tolist()))
 
 
 class EventLog(collections.abc.Sequence):

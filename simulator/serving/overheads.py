@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .profiles import EngineProfile
-from .stepcost import StepCost, StepCostModel
+from .stepcost import DecodeRanks, StepCost, StepCostModel
 
 
 class OverheadStepCost:
@@ -30,6 +30,8 @@ class OverheadStepCost:
         self.inner, self.profile = inner, profile
         self.num_layers, self.moe = int(num_layers), bool(moe)
         self.draft_cost_fraction = float(draft_cost_fraction)
+        self.wants_ranks = bool(getattr(inner, "wants_ranks", False))  # the inner model times attention-DP ranks
+        self.attention_dp = int(getattr(inner, "attention_dp", 1))
 
     def overhead_s(self, prefill_seqs: int, prefill_tokens: int, decode_seqs: int) -> float:
         p = self.profile
@@ -41,12 +43,14 @@ class OverheadStepCost:
             t += p.moe_prefill_s
         return t
 
-    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
+    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
+             ranks: DecodeRanks | None = None):
+        kw = {} if ranks is None else {"ranks": ranks}
         c = self.inner.cost(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len,
-                            decode_kv_tokens)
+                            decode_kv_tokens, **kw)
         extra = self.overhead_s(prefill_seqs, prefill_tokens, decode_seqs)
         if decode_seqs and decode_len > 1 and self.draft_cost_fraction:
-            base = self.inner.cost(0, 0, 0, decode_seqs, 1, decode_kv_tokens).time_s
+            base = self.inner.cost(0, 0, 0, decode_seqs, 1, decode_kv_tokens, **kw).time_s
             extra += (decode_len - 1) * self.draft_cost_fraction * base
         return StepCost(c.time_s + extra, c.prefill_attention_s, c.prefill_ffn_s, c.decode_attention_s,
                         c.decode_ffn_s)
@@ -55,12 +59,15 @@ class OverheadStepCost:
     def decode_stretch(self):
         fast = getattr(self.inner, "decode_stretch", None)
 
-        def stretch(n: int, kv0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        def stretch(n: int, kv0: int, k: int, ranks: DecodeRanks | None = None) -> tuple[np.ndarray, np.ndarray]:
             if fast is not None:
-                times, quad = fast(n, kv0, k)
+                times, quad = fast(n, kv0, k) if ranks is None else fast(n, kv0, k, ranks=ranks)
             else:  # the inner model step by step (its own memo makes each step a lookup)
                 cost = self.inner.cost
-                steps = [cost(0, 0, 0, n, 1, kv0 + i * n) for i in range(k)]
+                if ranks is None:
+                    steps = [cost(0, 0, 0, n, 1, kv0 + i * n) for i in range(k)]
+                else:
+                    steps = [cost(0, 0, 0, n, 1, kv0 + i * n, ranks=ranks.grown(i)) for i in range(k)]
                 times = np.array([c.time_s for c in steps])
                 quad = np.array([[c.prefill_attention_s for c in steps], [c.prefill_ffn_s for c in steps],
                                  [c.decode_attention_s for c in steps], [c.decode_ffn_s for c in steps]])
