@@ -9,6 +9,11 @@ replica keeps only the bookkeeping. Pure-decode stretches between events run as 
 Step and event records are kept column by column in typed arrays (``StepLog``, ``EventLog``), so
 a million-request run holds tens of bytes per record instead of a tuple of Python objects.
 
+Requests are routed to the least-loaded replica of their role whose ``context_range`` holds their
+prompt length (a long/short split). On a replica whose cost model times attention-DP ranks
+(``wants_ranks``) each request is placed on a rank as it arrives (round robin) and every step passes
+the decoding sequences' per-rank totals (``DecodeRanks``) to the model.
+
 Every request ends either ``finished`` or ``rejected`` with a reason.
 """
 

@@ -64,14 +64,9 @@ class DecodeRanks:
         """The ranks after ``steps`` decode steps that add ``tokens_per_step`` tokens to every sequence."""
         return DecodeRanks(self.seqs, tuple(k + steps * tokens_per_step * s for s, k in zip(self.seqs, self.kv_tokens)))
 
-    def busiest(self) -> tuple[int, float]:
-        """The rank with the most KV to read (cached tokens plus one per sequence), as (sequences,
-        mean KV length); the memo key of models that time one rank only."""
-        r = max(range(len(self.seqs)), key=lambda i: (self.kv_tokens[i] + self.seqs[i], self.seqs[i]))
-        return self.seqs[r], (self.kv_tokens[r] / self.seqs[r] if self.seqs[r] else 0.0)
-
     def shapes(self) -> tuple[tuple[int, float], ...]:
-        """The distinct (sequences, mean KV length quantised to 1/16 octave) of the ranks holding any."""
+        """The distinct (sequences, mean KV length quantised to 1/16 octave) of the ranks holding any:
+        what the op-built models time (and memoise on) to find the busiest rank."""
         return tuple(sorted({(s, _q(k / s)) for s, k in zip(self.seqs, self.kv_tokens) if s}))
 
 
