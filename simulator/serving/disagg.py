@@ -79,15 +79,11 @@ class PingPongStepCost:
 
     def _ranked(self, key: tuple, ranks: DecodeRanks) -> StepCost:
         """The step with one micro-batch's attention time taken from the busiest rank shape."""
-        rkey = key + ranks.shapes()
-        hit = self._memo.get(rkey)
-        if hit is None:
-            ps, pl, pc, ds, dl, dk = key
-            dp = self.plan.attention.dp
-            p = dict(self._parts_of(key))
-            p["attn"] = max(self._parts_of((ps, pl, pc, s * dp, dl, q))["attn"] for s, q in ranks.shapes())
-            hit = self._memo[rkey] = self._combine(p, ps, pl, ds, dl)
-        return hit
+        ps, pl, pc, ds, dl, dk = key
+        dp = self.plan.attention.dp
+        p = dict(self._parts_of(key))  # memoised per rank shape, not per combination of them
+        p["attn"] = max(self._parts_of((ps, pl, pc, s * dp, dl, q))["attn"] for s, q in ranks.shapes())
+        return self._combine(p, ps, pl, ds, dl)
 
     def _fill_decode(self, ds, dl, i0: int) -> None:
         """Memoise decode-only steps for the 16 batch sizes around ``ds`` (batch sizes drift by a few

@@ -140,17 +140,13 @@ class AnalyticStepCost:
             self.misses += 1
         if ranks is None or not decode_seqs or not self.wants_ranks:
             return hit
-        rkey = key + ranks.shapes()
-        out = self._memo.get(rkey)
-        if out is None:
-            dp = self.plan.attention.dp
-            even_stage, even_busy = self._attn[key]
-            sides = [self._attn_side(key[:3] + (s * dp, decode_len, dk)) for s, dk in ranks.shapes()]
-            stage, busy = max(sides)
-            mult = self.plan.pp  # a stage runs its pp micro-batches back to back (as in ``_evaluate``)
-            out = self._memo[rkey] = replace(hit, time_s=hit.time_s + mult * (stage - even_stage),
-                                             decode_attention_s=hit.decode_attention_s + busy - even_busy)
-        return out
+        # memoised per rank shape (not per combination of them, which would rarely repeat)
+        dp = self.plan.attention.dp
+        even_stage, even_busy = self._attn[key]
+        stage, busy = max(self._attn_side(key[:3] + (s * dp, decode_len, dk)) for s, dk in ranks.shapes())
+        mult = self.plan.pp  # a stage runs its pp micro-batches back to back (as in ``_evaluate``)
+        return replace(hit, time_s=hit.time_s + mult * (stage - even_stage),
+                       decode_attention_s=hit.decode_attention_s + busy - even_busy)
 
     def _attn_side(self, key: tuple) -> tuple[float, float]:
         if key not in self._attn:
