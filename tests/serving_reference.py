@@ -20,6 +20,7 @@ import pandas as pd
 import simpy
 
 from simulator.serving.engine import STATUS, EventLog, ReplicaConfig, Requests, StepLog
+from simulator.serving.stepcost import DecodeRanks
 
 BLOCK_TOKENS = 16  # paged KV-cache block size
 PENDING, WAITING, RUNNING, FINISHED, REJECTED = 0, 1, 2, 3, 4
@@ -41,6 +42,7 @@ class Replica:
         self.inbound = 0  # requests whose KV is on its way here (counted as load by the router)
         self.busy_s = 0.0
         self.quadrant_s = np.zeros(4)
+        self.next_rank = 0
         sim.env.process(self.run())
 
     # -- load for the router -----------------------------------------------------------------
@@ -56,6 +58,9 @@ class Replica:
                                  f"{self.blocks_total * BLOCK_TOKENS}")
             return
         r.status[rid] = WAITING
+        if getattr(self.cfg.cost, "wants_ranks", False):  # round robin over attention-DP ranks on arrival
+            r.dp_rank[rid] = self.next_rank
+            self.next_rank = (self.next_rank + 1) % int(self.cfg.cost.attention_dp)
         self.waiting.append(rid)
         if not self.wake.triggered:
             self.wake.succeed()
@@ -123,8 +128,14 @@ class Replica:
                 continue
             ctx = r.prefilled[pre_ids]
             kv = r.kv_tokens(decoding)
+            rk = {}
+            if getattr(cfg.cost, "wants_ranks", False) and len(decoding):
+                dp = int(cfg.cost.attention_dp)
+                rk["ranks"] = DecodeRanks(tuple(np.bincount(r.dp_rank[decoding], minlength=dp).tolist()),
+                                          tuple(np.bincount(r.dp_rank[decoding], weights=kv, minlength=dp)
+                                                .astype(np.int64).tolist()))
             cost = cfg.cost.cost(len(pre_ids), int(chunks.sum()), int(ctx.sum()), len(decoding),
-                                 q_len, int(kv.sum()))
+                                 q_len, int(kv.sum()), **rk)
             start = env.now
             dt = cost.time_s + swap_s
             yield env.timeout(dt)

@@ -242,7 +242,7 @@ def test_tabulated_step_cost_equals_the_op_model(model, kw):
 
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
-@pytest.mark.parametrize("spec", [None, "tiny-kv", "speculative"])
+@pytest.mark.parametrize("spec", [None, "tiny-kv", "speculative", "dp-ranks"])
 def test_engine_matches_the_slow_reference_stepper(spec, engine):
     """The engine's running totals, decode stretches and callback scheduling change nothing but the
     cost of a run: ``tests/serving_reference.py`` (one process and one event per step, numpy state
@@ -251,8 +251,10 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
     from simulator.serving.runner import replica_configs
     from tests.serving_reference import ReferenceSimulation
 
-    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1),
-                           replicas=2, max_batch_tokens=2048, max_seqs=32)
+    opts = PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1)
+    if spec == "dp-ranks":  # attention DP: every step is timed at its busiest rank
+        opts = PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=2, tp=1, dp=2)
+    dep = quick_deployment(opts, replicas=2, max_batch_tokens=2048, max_seqs=32)
     t = simple_traffic(rate=20.0, concurrency=None, isl=700, osl=90, requests=150, seed=3)
     from dataclasses import replace as dc_replace
     t = dc_replace(t, prompt=dc_replace(t.prompt, kind="uniform", low=100, high=1500),
@@ -265,6 +267,7 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
         cfgs = replica_configs(dep, engine=engine)
         if spec == "tiny-kv":  # force preemptions too
             cfgs = [dc_replace(c, kv_capacity_tokens=6000) for c in cfgs]
+        assert cfgs[0].cost.wants_ranks == (spec == "dp-ranks")
         if spec == "speculative":  # random per-sequence gains (the same seeded draws in the same order)
             cfgs = [dc_replace(c, spec_draft_tokens=2, spec_acceptance=0.7) for c in cfgs]
         sim = make(r, cfgs)

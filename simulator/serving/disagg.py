@@ -14,6 +14,11 @@ and the step is at least attention + transfers + FFN; neither pool is ever busie
 so utilisation stays <= 1. Quadrant fields report each pool's busy time (attention pool:
 attention; FFN pool: FFN), split between prefill and decode by token share.
 
+With attention DP on the attention pool and ``ranks`` given, ``t_attn`` is the busiest rank's: each
+distinct rank shape (its sequences, its mean KV length) is timed as if every rank held it, and the
+largest attention time of one micro-batch replaces the even spread's (the FFN side keeps the even
+spread's tokens).
+
 Built on the op builder and TimingModel through ``analysis.whatif.time_phase``; memoised on the
 same quantised shape key as ``stepcost.AnalyticStepCost``.
 """
@@ -32,7 +37,7 @@ from ..specs.model import ModelSpec
 from ..timing.base import TimingModel
 from ..timing.memory import kv_bytes_per_token_model
 from ..timing.roofline import RooflineModel
-from .stepcost import StepCost, memo_key
+from .stepcost import DecodeRanks, StepCost, memo_key
 
 
 class PingPongStepCost:
@@ -44,13 +49,19 @@ class PingPongStepCost:
         self.timing = timing or RooflineModel()
         self.kw = dict(kv_precision=kv_precision, kv_scale_tokens=kv_scale_tokens)
         self._memo: dict[tuple, StepCost] = {}
+        self._parts: dict[tuple, dict] = {}  # memo key -> ``parts`` (steps with decode ranks only)
+        self.attention_dp = plan.attention.dp
+        self.wants_ranks = plan.attention.dp > 1
 
     # decode-only misses are filled a block of quantised KV lengths at a time (one vectorised evaluation;
     # elementwise, so each entry equals the one-shape result): a decode batch's KV grows step by step
     DECODE_BLOCK = 64  # 1/16-octave grid points per fill (four octaves)
 
-    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
+    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
+             ranks: DecodeRanks | None = None):
         key = memo_key(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens)
+        if ranks is not None and decode_seqs and self.wants_ranks:
+            return self._ranked(key, ranks)
         hit = self._memo.get(key)
         if hit is None:
             if not prefill_seqs and decode_seqs and decode_kv_tokens > 0:
@@ -59,6 +70,20 @@ class PingPongStepCost:
             if hit is None:
                 hit = self._memo[key] = self._evaluate(*key)
         return hit
+
+    def _parts_of(self, key: tuple) -> dict:
+        p = self._parts.get(key)
+        if p is None:
+            p = self._parts[key] = self.parts(*key)
+        return p
+
+    def _ranked(self, key: tuple, ranks: DecodeRanks) -> StepCost:
+        """The step with one micro-batch's attention time taken from the busiest rank shape."""
+        ps, pl, pc, ds, dl, dk = key
+        dp = self.plan.attention.dp
+        p = dict(self._parts_of(key))  # memoised per rank shape, not per combination of them
+        p["attn"] = max(self._parts_of((ps, pl, pc, s * dp, dl, q))["attn"] for s, q in ranks.shapes())
+        return self._combine(p, ps, pl, ds, dl)
 
     def _fill_decode(self, ds, dl, i0: int) -> None:
         """Memoise decode-only steps for the 16 batch sizes around ``ds`` (batch sizes drift by a few

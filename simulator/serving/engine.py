@@ -20,6 +20,11 @@ How a replica stays cheap per step:
 Step and event records are kept column by column in typed arrays (``StepLog``, ``EventLog``).
 ``tests/serving_reference.py`` holds the slow step-by-step scheduler this engine must reproduce.
 
+Requests are routed to the least-loaded replica of their role whose ``context_range`` holds their
+prompt length (a long/short split). On a replica whose cost model times attention-DP ranks
+(``wants_ranks``) each request is placed on a rank as it arrives (round robin) and every step passes
+the decoding sequences' per-rank totals (``DecodeRanks``, also running totals) to the model.
+
 Every request ends either ``finished`` or ``rejected`` with a reason.
 """
 
@@ -40,7 +45,7 @@ import pandas as pd
 import simpy
 
 from .policies import BatchPolicy, VLLMPolicy
-from .stepcost import StepCostModel
+from .stepcost import DecodeRanks, StepCostModel
 
 BLOCK_TOKENS = 16  # paged KV-cache block size
 MAX_STRETCH = 64  # decode steps computed per event; a longer stretch simply continues in the next one
@@ -53,14 +58,19 @@ STATUS = {PENDING: "pending", WAITING: "waiting", RUNNING: "running", FINISHED: 
 IDLE, KICKED, STEP, STRETCH, DECIDING = range(5)
 
 
-def decode_stretch_costs(cost, n: int, kv0: int, k: int) -> tuple[list, list, list]:
+def decode_stretch_costs(cost, n: int, kv0: int, k: int, ranks: DecodeRanks | None = None
+                         ) -> tuple[list, list, list]:
     """Times, decode-attention and decode-FFN seconds of ``k`` consecutive pure-decode steps of ``n``
-    sequences holding ``kv0`` cached tokens at the first step (each step adds one token per sequence):
-    the model's ``decode_stretch`` where it has one, else its ``cost`` step by step."""
+    sequences holding ``kv0`` cached tokens at the first step (each step adds one token per sequence;
+    ``ranks``: their spread over attention-DP ranks at the first step, None: even): the model's
+    ``decode_stretch`` where it has one, else its ``cost`` step by step."""
     fast = getattr(cost, "decode_stretch", None)
     if fast is not None:
-        return fast(n, kv0, k)
-    steps = [cost.cost(0, 0, 0, n, 1, kv0 + i * n) for i in range(k)]
+        return fast(n, kv0, k) if ranks is None else fast(n, kv0, k, ranks=ranks)
+    if ranks is None:
+        steps = [cost.cost(0, 0, 0, n, 1, kv0 + i * n) for i in range(k)]
+    else:
+        steps = [cost.cost(0, 0, 0, n, 1, kv0 + i * n, ranks=ranks.grown(i)) for i in range(k)]
     return [c.time_s for c in steps], [c.decode_attention_s for c in steps], [c.decode_ffn_s for c in steps]
 
 
@@ -80,6 +90,7 @@ class ReplicaConfig:
     swap_bytes_per_s: float = 64e9
     kv_bytes_per_token: float = 0.0  # all layers, for swap cost
     policy: BatchPolicy = field(default_factory=VLLMPolicy)  # the engine's batching decisions
+    context_range: tuple[int, int] = (0, 2 ** 62)  # prompt lengths (inclusive) this replica takes (long/short split)
 
     @property
     def name(self) -> str:
@@ -108,6 +119,7 @@ class Requests:
     swapped: np.ndarray = None
     offset: np.ndarray = None  # tokens generated before a recompute preemption (now part of the prompt)
     home: np.ndarray = None  # uid of the replica holding the request as active (-1: none)
+    dp_rank: np.ndarray = None  # attention-DP rank on the replica holding it (-1: none; see ``Replica.submit``)
     reason: dict = field(default_factory=dict)
 
     def kv_tokens(self, ids: np.ndarray) -> np.ndarray:
@@ -128,6 +140,7 @@ class Requests:
         self.swapped = np.zeros(n, bool)
         self.offset = np.zeros(n, np.int64)
         self.home = np.full(n, -1, np.int64)
+        self.dp_rank = np.full(n, -1, np.int64)
 
 
 class _Call:
@@ -183,6 +196,12 @@ class Replica:
         self.pf_role = cfg.role == "prefill"
         self._stretch_cost = getattr(cfg.cost, "decode_stretch", None)
         self._step = None  # (start, duration, cost, decodes, prefill plan, prefill tokens) of the step in flight
+        # attention-DP ranks: only a cost model that times ranks (``wants_ranks``) is given them
+        self.wants_ranks = bool(getattr(cfg.cost, "wants_ranks", False))
+        self.attention_dp = int(getattr(cfg.cost, "attention_dp", 1)) if self.wants_ranks else 1
+        self.next_rank = 0
+        self.rank_n = [0] * self.attention_dp  # decoding requests per rank
+        self.rank_kvb = [0] * self.attention_dp  # their kvb per rank (KV tokens = rank_kvb + rank_n * ticks)
 
     @property
     def quadrant_s(self) -> np.ndarray:
@@ -202,6 +221,12 @@ class Replica:
                             f"{self.blocks_total * BLOCK_TOKENS}")
             return
         sim.req.status[rid] = WAITING
+        if self.wants_ranks:
+            # round robin over the attention-DP ranks as a request reaches the replica: SGLang's data-parallel
+            # controller dispatches this way by default (``load_balance_method = "round_robin"`` in ServerArgs,
+            # sgl-project/sglang python/sglang/srt/server_args.py); a preempted request keeps its rank
+            sim.rank[rid] = self.next_rank
+            self.next_rank = (self.next_rank + 1) % self.attention_dp
         self.waiting.append(rid)
         state = self.state
         if state == IDLE:
@@ -226,6 +251,10 @@ class Replica:
         s.kvb[rid] = kvb
         self.kvb_sum += kvb
         self.residues[kvb % BLOCK_TOKENS] += 1
+        if self.wants_ranks:
+            r = s.rank[rid]
+            self.rank_n[r] += 1
+            self.rank_kvb[r] += kvb
         self.decoding.add(rid)
         heapq.heappush(self.finishing, (s.out_l[rid] - s.gen[rid] + self.ticks, s.seq[rid], rid))
 
@@ -237,6 +266,10 @@ class Replica:
         self.kvb_sum -= kvb
         self.residues[kvb % BLOCK_TOKENS] -= 1
         self.decoding.discard(rid)
+        if self.wants_ranks:
+            r = s.rank[rid]
+            self.rank_n[r] -= 1
+            self.rank_kvb[r] -= kvb
 
     def _finish_tick(self, rid: int) -> int:
         s = self.sim
@@ -260,6 +293,11 @@ class Replica:
                 return f - self.ticks
             heapq.heappop(heap)
         return 0
+
+    def _ranks(self) -> DecodeRanks:
+        """The decoding requests and their KV tokens per attention-DP rank, now."""
+        t = self.ticks
+        return DecodeRanks(tuple(self.rank_n), tuple(k + n * t for n, k in zip(self.rank_n, self.rank_kvb)))
 
     def _tick(self) -> None:
         """Every decoding request gains one token."""
@@ -333,7 +371,10 @@ class Replica:
         ctx = sum(sim.pf[rid] for rid, _ in plan)
         tokens = sum(c for _, c in plan)
         kv = self.kvb_sum + n_d * self.ticks if n_d else 0
-        cost = cfg.cost.cost(len(plan), tokens, ctx, n_d, self.q_len, kv)
+        if self.wants_ranks and n_d:
+            cost = cfg.cost.cost(len(plan), tokens, ctx, n_d, self.q_len, kv, ranks=self._ranks())
+        else:
+            cost = cfg.cost.cost(len(plan), tokens, ctx, n_d, self.q_len, kv)
         start = sim.env._now
         dt = cost.time_s + swap_s
         self.state = STEP
@@ -427,6 +468,8 @@ class Replica:
                 self.residues[kvb % BLOCK_TOKENS] += 1
                 s.kvb[rid] = kvb
                 self.kvb_sum += extra
+                if self.wants_ranks:
+                    self.rank_kvb[s.rank[rid]] += extra
                 if self.grows:
                     self.used_blocks += -(-(kvb + self.ticks) // BLOCK_TOKENS) - before
                 heapq.heappush(self.finishing, (self._finish_tick(rid), s.seq[rid], rid))
@@ -477,7 +520,11 @@ class Replica:
         kv0 = self.kvb_sum + n * self.ticks
         fast = self._stretch_cost
         if fast is None:
-            fast = self._stretch_cost = lambda n_, kv_, k_: decode_stretch_costs(self.cfg.cost, n_, kv_, k_)
+            cost = self.cfg.cost
+            fast = self._stretch_cost = lambda n_, kv_, k_, ranks=None: decode_stretch_costs(cost, n_, kv_, k_, ranks)
+        if self.wants_ranks:  # each chunk starts from the ranks as they will be then
+            ranks0, plain = self._ranks(), fast
+            fast = lambda n_, kv_, k_: plain(n_, kv_, k_, ranks=ranks0.grown((kv_ - kv0) // n))  # noqa: E731
         env = self.sim.env
         # Steps are costed in growing chunks and only up to the step in progress at the next submission
         # this replica can foresee (a known arrival or KV transfer): an unforeseen one cuts the stretch,
@@ -577,6 +624,7 @@ class Simulation:
         self.gen = r.generated.tolist()
         self.off = r.offset.tolist()
         self.kvb = [0] * n  # decoding requests: KV tokens minus their replica's decode ticks
+        self.rank = [-1] * n  # attention-DP rank on the replica holding the request (-1: none)
         self.seq = [0] * n  # admission number on the current replica
         self.adm = r.admitted_s.tolist()
         self.swapped = r.swapped.tolist()
@@ -585,6 +633,7 @@ class Simulation:
         self.by_role = collections.defaultdict(list)
         for rep in self.replicas:
             self.by_role[rep.cfg.role].append(rep)
+        self.routed = any(rep.cfg.context_range != (0, 2 ** 62) for rep in self.replicas)  # a long/short split
         self.kv_transfer_s = kv_transfer_s or (lambda rid, src: 0.0)
         self.link_free_s = {rep.uid: 0.0 for rep in self.by_role["prefill"]}  # FIFO KV link per prefill replica
         self.steps = StepLog()
@@ -600,8 +649,16 @@ class Simulation:
         self.on_done: Callable[[int], None] | None = None  # progress callback (requests ended so far)
 
     # -- routing -----------------------------------------------------------------------------
-    def _route(self, role: str) -> Replica:
+    def _route(self, role: str, rid: int) -> Replica | None:
+        """The least-loaded replica of ``role`` whose context range holds the request's prompt length
+        (None, and the request rejected, if none does)."""
         pool = self.by_role[role]
+        if self.routed:
+            n = self.prompt_l[rid]
+            pool = [rep for rep in pool if rep.cfg.context_range[0] <= n <= rep.cfg.context_range[1]]
+            if not pool:
+                self.reject(rid, f"no {role} replica takes prompts of {n} tokens (pool routes)")
+                return None
         if len(pool) == 1:
             return pool[0]
         return min(pool, key=lambda rep: (rep.load, rep.uid))
@@ -611,12 +668,16 @@ class Simulation:
         self.req.arrival_s[rid] = now
         self.events.append((now, "arrive", rid))
         role = "colocated" if self.by_role["colocated"] else "prefill"
-        self._route(role).submit(rid)
+        dst = self._route(role, rid)
+        if dst is not None:
+            dst.submit(rid)
 
     def hand_off(self, src: Replica, rid: int) -> None:
         """Ship ``rid``'s KV from prefill replica ``src`` to a decode replica over ``src``'s link (one
         transfer at a time, first come first served)."""
-        dst = self._route("decode")  # the destination decides the link and is known before shipping
+        dst = self._route("decode", rid)  # the destination decides the link and is known before shipping
+        if dst is None:
+            return
         self.req.decode_replica[rid] = dst.uid
         dst.inbound += 1
         now = self.env._now
@@ -711,6 +772,7 @@ class Simulation:
         r.generated[:] = self.gen
         r.offset[:] = self.off
         r.swapped[:] = self.swapped
+        r.dp_rank[:] = self.rank
 
     # -- records -----------------------------------------------------------------------------
     def request_frame(self) -> pd.DataFrame:

@@ -21,7 +21,7 @@ The extra time is added to ``time_s`` only; the quadrant fields keep the timing 
 from __future__ import annotations
 
 from .profiles import EngineProfile
-from .stepcost import StepCost, StepCostModel
+from .stepcost import DecodeRanks, StepCost, StepCostModel
 
 
 class OverheadStepCost:
@@ -30,6 +30,8 @@ class OverheadStepCost:
         self.inner, self.profile = inner, profile
         self.num_layers, self.moe = int(num_layers), bool(moe)
         self.draft_cost_fraction = float(draft_cost_fraction)
+        self.wants_ranks = bool(getattr(inner, "wants_ranks", False))  # the inner model times attention-DP ranks
+        self.attention_dp = int(getattr(inner, "attention_dp", 1))
 
     def overhead_s(self, prefill_seqs: int, prefill_tokens: int, decode_seqs: int,
                    decode_tokens: int | None = None) -> float:
@@ -46,24 +48,31 @@ class OverheadStepCost:
             t += p.moe_prefill_s
         return t
 
-    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
+    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
+             ranks: DecodeRanks | None = None):
+        kw = {} if ranks is None else {"ranks": ranks}
         c = self.inner.cost(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len,
-                            decode_kv_tokens)
+                            decode_kv_tokens, **kw)
         extra = self.overhead_s(prefill_seqs, prefill_tokens, decode_seqs, decode_seqs * max(int(decode_len), 1))
         if decode_seqs and decode_len > 1 and self.draft_cost_fraction:
-            base = self.inner.cost(0, 0, 0, decode_seqs, 1, decode_kv_tokens).time_s
+            base = self.inner.cost(0, 0, 0, decode_seqs, 1, decode_kv_tokens, **kw).time_s
             extra += (decode_len - 1) * self.draft_cost_fraction * base
         return StepCost(c.time_s + extra, c.prefill_attention_s, c.prefill_ffn_s, c.decode_attention_s,
                         c.decode_ffn_s)
 
-    def decode_stretch(self, n: int, kv0: int, k: int) -> tuple[list, list, list]:
-        """``k`` pure-decode steps (see ``TabulatedStepCost.decode_stretch``) with this engine's overheads."""
+    def decode_stretch(self, n: int, kv0: int, k: int, ranks: DecodeRanks | None = None
+                       ) -> tuple[list, list, list]:
+        """``k`` pure-decode steps (see ``TabulatedStepCost.decode_stretch``) with this engine's overheads;
+        ``ranks``: the attention-DP spread at the first step (None: even)."""
         fast = getattr(self.inner, "decode_stretch", None)
         if fast is not None:
-            times, attn, ffn = fast(n, kv0, k)
+            times, attn, ffn = fast(n, kv0, k) if ranks is None else fast(n, kv0, k, ranks=ranks)
         else:  # the inner model step by step (its own memo makes each step a lookup)
             cost = self.inner.cost
-            steps = [cost(0, 0, 0, n, 1, kv0 + i * n) for i in range(k)]
+            if ranks is None:
+                steps = [cost(0, 0, 0, n, 1, kv0 + i * n) for i in range(k)]
+            else:
+                steps = [cost(0, 0, 0, n, 1, kv0 + i * n, ranks=ranks.grown(i)) for i in range(k)]
             times = [c.time_s for c in steps]
             attn, ffn = [c.decode_attention_s for c in steps], [c.decode_ffn_s for c in steps]
         extra = self.overhead_s(0, 0, n)

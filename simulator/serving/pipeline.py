@@ -11,22 +11,26 @@ depth as ``whatif`` predicts. Decode tokens cannot be split: a lone decode still
 
 from __future__ import annotations
 
-from .stepcost import StepCostModel
+from .stepcost import DecodeRanks, StepCostModel
 
 
 class PipelinedPrefill:
     def __init__(self, inner: StepCostModel, pp: int):
         self.inner, self.pp = inner, int(pp)
+        self.wants_ranks = bool(getattr(inner, "wants_ranks", False))
+        self.attention_dp = int(getattr(inner, "attention_dp", 1))
 
-    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
+    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
+             ranks: DecodeRanks | None = None):
+        kw = {} if ranks is None else {"ranks": ranks}  # decode ranks pass through; only prefill is split
         if 0 < prefill_seqs < self.pp and prefill_tokens >= self.pp * prefill_seqs:
             m = self.pp // prefill_seqs  # pieces per sequence
             # piece j of a chunk of c tokens sees the original context plus j * c / m tokens before it
             ctx = prefill_ctx_tokens * m + prefill_tokens * (m - 1) / 2
             return self.inner.cost(prefill_seqs * m, prefill_tokens, int(round(ctx)), decode_seqs, decode_len,
-                                   decode_kv_tokens)
+                                   decode_kv_tokens, **kw)
         return self.inner.cost(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len,
-                               decode_kv_tokens)
+                               decode_kv_tokens, **kw)
 
     @property
     def decode_stretch(self):

@@ -83,7 +83,8 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
             configs.append(ReplicaConfig(
                 pool.name, i, role, cost, cap, pool.max_batch_tokens, pool.max_seqs, pool.devices_per_replica,
                 spec.draft_tokens if spec else 0, spec.acceptance_rate if spec else 0.0,
-                preemption="swap" if mode == "swap" else "recompute", kv_bytes_per_token=kv_tok, policy=policy))
+                preemption="swap" if mode == "swap" else "recompute", kv_bytes_per_token=kv_tok, policy=policy,
+                context_range=pool.prompt_range))
     return configs
 
 

@@ -4,12 +4,22 @@ over the four quadrants.
 ``StepCostModel`` is the seam: the analytic implementation asks the op builder and a TimingModel
 for the actual batch shape (memoised on a shape quantised to 1/16 octave, ~4%); tests use
 ``ConstantStepCost``.
+
+Attention data parallelism (``plan.attention.dp > 1``) gives every rank its own sequences and KV
+cache; the ranks meet at every layer's collectives, so a step lasts as long as its busiest rank.
+By default (``ranks=None``) a step's decode sequences are taken as spread evenly over the ranks,
+each with the mean KV length. ``DecodeRanks`` passes the actual spread (sequences and cached
+tokens per rank); a model then times each rank's decode attention (the attention core on that
+rank's sequences and mean KV length, plus the per-rank attention GEMMs on its token count) and
+charges the busiest one, and sizes the other per-rank ops (norms, dense FFN, LM head) by the
+busiest rank's token count. That is what makes one long-context sequence slow down every short
+one batched with it on the same rank, and what a long/short context split removes.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -34,22 +44,56 @@ class StepCost(NamedTuple):
     decode_ffn_s: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class DecodeRanks:
+    """How a step's decode sequences sit on the replica's attention-DP ranks: ``seqs[r]`` decode
+    sequences on rank ``r`` holding ``kv_tokens[r]`` cached tokens in total (one entry per rank,
+    ``len == plan.attention.dp``; the totals are the step's ``decode_seqs`` / ``decode_kv_tokens``).
+    Prefill sequences are still taken as spread evenly over the ranks."""
+
+    seqs: tuple[int, ...]
+    kv_tokens: tuple[int, ...]
+
+    @classmethod
+    def even(cls, dp: int, decode_seqs: int, decode_kv_tokens: int) -> DecodeRanks:
+        """``decode_seqs`` sequences dealt out evenly (the first ranks take the remainder), each
+        holding the mean KV length: what ``ranks=None`` stands for."""
+        seqs = tuple(decode_seqs // dp + (r < decode_seqs % dp) for r in range(dp))
+        kv = tuple(int(round(decode_kv_tokens * s / decode_seqs)) if decode_seqs else 0 for s in seqs)
+        return cls(seqs, kv)
+
+    def grown(self, steps: int, tokens_per_step: int = 1) -> DecodeRanks:
+        """The ranks after ``steps`` decode steps that add ``tokens_per_step`` tokens to every sequence."""
+        return DecodeRanks(self.seqs, tuple(k + steps * tokens_per_step * s for s, k in zip(self.seqs, self.kv_tokens)))
+
+    def shapes(self) -> tuple[tuple[int, float], ...]:
+        """The distinct (sequences, mean KV length quantised to 1/16 octave) of the ranks holding any:
+        what the op-built models time (and memoise on) to find the busiest rank."""
+        return tuple(sorted({(s, _q(k / s)) for s, k in zip(self.seqs, self.kv_tokens) if s}))
+
+
 class StepCostModel(Protocol):
     def cost(self, prefill_seqs: int, prefill_tokens: int, prefill_ctx_tokens: int,
-             decode_seqs: int, decode_len: int, decode_kv_tokens: int) -> StepCost:
+             decode_seqs: int, decode_len: int, decode_kv_tokens: int,
+             ranks: DecodeRanks | None = None) -> StepCost:
         """``prefill_tokens`` new prompt tokens over ``prefill_seqs`` sequences that already hold
         ``prefill_ctx_tokens`` cached tokens in total; ``decode_seqs`` sequences adding
-        ``decode_len`` tokens each over ``decode_kv_tokens`` cached tokens in total."""
+        ``decode_len`` tokens each over ``decode_kv_tokens`` cached tokens in total, spread over the
+        attention-DP ranks as ``ranks`` says (None: evenly, each at the mean KV length)."""
         ...
 
 
 class ConstantStepCost:
     """Test double: every step takes ``prefill_s`` if it prefills anything, else ``decode_s``."""
 
+    wants_ranks = False  # the time does not depend on how sequences sit on attention-DP ranks
+    attention_dp = 1
+
     def __init__(self, decode_s: float, prefill_s: float | None = None):
         self.decode_s, self.prefill_s = decode_s, decode_s if prefill_s is None else prefill_s
 
-    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
+    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
+             ranks=None):
         if prefill_tokens:
             return StepCost(self.prefill_s, self.prefill_s / 2, self.prefill_s / 2)
         return StepCost(self.decode_s, 0.0, 0.0, self.decode_s / 2, self.decode_s / 2)
@@ -70,7 +114,13 @@ def memo_key(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, deco
 
 
 class AnalyticStepCost:
-    """Step times from the op builder + TimingModel for one replica's phase plan."""
+    """Step times from the op builder + TimingModel for one replica's phase plan.
+
+    With ``ranks`` (attention DP, colocated attention/FFN), the attention side of the step (the
+    attention quadrant's ops on one stage) is timed for every distinct rank shape as if every rank
+    held that shape, and the busiest one replaces the even spread's; the FFN side and the head keep
+    the even spread's token count (``TabulatedStepCost`` sizes them by the busiest rank as well).
+    """
 
     def __init__(self, model: ModelSpec, plan: PhasePlan, timing: TimingModel | None = None,
                  kv_precision: str = "bf16", kv_scale_tokens: int = 128):
@@ -78,15 +128,33 @@ class AnalyticStepCost:
         self.timing = timing or RooflineModel()
         self.kw = dict(kv_precision=kv_precision, kv_scale_tokens=kv_scale_tokens)
         self._memo: dict[tuple, StepCost] = {}
+        self._attn: dict[tuple, tuple[float, float]] = {}  # memo key -> attention side (stage time, busy time)
         self.misses = 0
+        self.attention_dp = plan.attention.dp
+        self.wants_ranks = plan.attention.dp > 1 and not plan.af_disaggregated
 
-    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
+    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
+             ranks: DecodeRanks | None = None):
         key = memo_key(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens)
         hit = self._memo.get(key)
         if hit is None:
             hit = self._memo[key] = self._evaluate(*key)
             self.misses += 1
-        return hit
+        if ranks is None or not decode_seqs or not self.wants_ranks:
+            return hit
+        # memoised per rank shape (not per combination of them, which would rarely repeat)
+        dp = self.plan.attention.dp
+        even_stage, even_busy = self._attn[key]
+        stage, busy = max(self._attn_side(key[:3] + (s * dp, decode_len, dk)) for s, dk in ranks.shapes())
+        mult = self.plan.pp  # a stage runs its pp micro-batches back to back (as in ``_evaluate``)
+        return hit._replace(time_s=hit.time_s + mult * (stage - even_stage),
+                            decode_attention_s=hit.decode_attention_s + busy - even_busy)
+
+    def _attn_side(self, key: tuple) -> tuple[float, float]:
+        if key not in self._attn:
+            self._memo.setdefault(key, self._evaluate(*key))
+            self.misses += 1
+        return self._attn[key]
 
     def _evaluate(self, ps, pl, pc, ds, dl, dk) -> StepCost:
         plan = self.plan
@@ -101,6 +169,8 @@ class AnalyticStepCost:
         t, ops = pt.times, pt.ops
         w = t.weighted(t.time_s)[:, 0] * (plan.pp if not plan.af_disaggregated else 1)
         a_mask, f_mask = ops.mask("step_attention"), ops.mask("step_ffn")
+        self._attn[(ps, pl, pc, ds, dl, dk)] = (float(t.total_s(a_mask, plan.attention.overlap_comm)[0]),
+                                                float(w[a_mask].sum()))
         core_p = float(w[ops.named("attn_core_prefill", *TabulatedStepCost.CTX_OPS)].sum())
         core_d = float(w[ops.named("attn_core_decode")].sum())
         tok_p, tok_d = ps * pl, ds * dl
@@ -137,6 +207,7 @@ class TabulatedStepCost:
             raise ValueError("TabulatedStepCost needs pp = 1, colocated attention/FFN and no comm overlap")
         self.timing = timing or RooflineModel()
         self.dp = dp = plan.attention.dp
+        self.attention_dp, self.wants_ranks = dp, dp > 1
         kw = dict(kv_precision=kv_precision, kv_scale_tokens=kv_scale_tokens)
         # Per-rank ops (attention, norms, dense FFN, TP collectives, LM head) see the busiest attention-DP
         # rank's tokens; the routed experts and their all-to-alls see every rank's tokens. Table 1 holds
@@ -252,10 +323,36 @@ class TabulatedStepCost:
             tab = self._fresh[key] = self._core_s(self.CORE_P, np.full(len(pl), float(ps_dev)), pl, 0.0 + pl).tolist()
         return tab
 
-    def decode_stretch(self, n: int, kv0: int, k: int) -> tuple[list, list, list]:
+    def _rank_arrays(self, ranks: DecodeRanks) -> tuple[np.ndarray, np.ndarray]:
+        if len(ranks.seqs) != self.dp or len(ranks.kv_tokens) != self.dp:
+            raise ValueError(f"DecodeRanks has {len(ranks.seqs)} ranks; the plan has attention dp = {self.dp}")
+        return np.asarray(ranks.seqs, dtype=np.int64), np.asarray(ranks.kv_tokens, dtype=float)
+
+    def _rank_cores(self, seqs: np.ndarray, kv: np.ndarray, q_len: float) -> np.ndarray:
+        """Decode-core time of every rank (``kv``: cached tokens per rank, one row per step or a
+        single row), by the same tabulated interpolation as ``cost``; 0 for a rank without sequences.
+        One lookup per distinct sequence count, not per rank or step."""
+        core = np.zeros(np.shape(kv))
+        for b in np.unique(seqs[seqs > 0]).tolist():
+            m = seqs == b
+            core[..., m] = np.interp(kv[..., m] / b + q_len, self.GRID, self._decode_tab(float(b), q_len)[1])
+        return core
+
+    def decode_stretch(self, n: int, kv0: int, k: int, ranks: DecodeRanks | None = None
+                       ) -> tuple[list, list, list]:
         """``k`` consecutive decode steps of ``n`` sequences (one new token each) holding ``kv0`` cached
         tokens at the first: each step's time, decode-attention and decode-FFN seconds, as ``cost``
-        gives them step by step."""
+        gives them step by step. With ``ranks`` (the spread at the first step; each rank's KV grows by
+        its sequence count a step) a step's decode attention is its busiest rank's (a k x dp evaluation)."""
+        if ranks is not None and self.dp > 1:
+            seqs, kv = self._rank_arrays(ranks)
+            kv_steps = kv[None, :] + np.arange(k, dtype=float)[:, None] * seqs[None, :]
+            attn = self._rank_cores(seqs, kv_steps, 1.0) + self.lin_attn[seqs][None, :]
+            attn = attn.max(axis=1)  # the busiest rank's attention side, per step
+            busy = int(seqs.max())
+            lin_f = float(self.lin_ffn[busy]) + float(self.routed[n])
+            times = attn + (lin_f + float(self.lin_other[busy]) + float(self.head[busy]))
+            return times.tolist(), attn.tolist(), [lin_f] * k
         parts = self._stretch_parts.get(n)
         if parts is None:  # the batch-size-only terms, summed in the same order as ``cost``
             ds_dev = -(-n // self.dp)
@@ -270,7 +367,8 @@ class TabulatedStepCost:
         cores = np.interp((kv0 + n * np.arange(k)) / n + 1.0, self.GRID, self._decode_tab(ds_dev, 1.0)[1])
         return (fixed + cores).tolist(), (cores + lin_a).tolist(), [lin_f] * k
 
-    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens):
+    def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
+             ranks: DecodeRanks | None = None):
         dp = self.dp
         ps_dev = -(-prefill_seqs // dp)
         ds_dev = -(-decode_seqs // dp)
@@ -285,11 +383,21 @@ class TabulatedStepCost:
             core_p = self._fresh_core(ps_dev, prefill_seqs)[prefill_tokens]
         else:
             core_p = self._core(self.CORE_P, ps_dev, pl, pc + pl)
-        core_d = self._decode_core(float(ds_dev), float(decode_len), dk + decode_len) if decode_seqs else 0.0
-        busy = int(ps_dev * pl + ds_dev * decode_len)  # tokens on the busiest attention-DP rank
-        logits = ps_dev + ds_dev * decode_len
         share_p = tok_p / T if T else 0.0
-        lin_a = self._lin_attn[busy]
+        if ranks is not None and decode_seqs and dp > 1:
+            # each rank's attention side: its decode core plus the per-rank attention ops on its tokens
+            seqs, kv = self._rank_arrays(ranks)
+            tok = (ps_dev * pl + seqs * decode_len).astype(np.int64)
+            core_r = self._rank_cores(seqs, kv, float(decode_len))
+            i = int(np.argmax(core_r + self.lin_attn[tok]))
+            core_d, lin_a = float(core_r[i]), float(self.lin_attn[tok[i]])
+            busy = int(tok.max())  # the other per-rank ops see the rank with the most tokens
+            logits = ps_dev + int(seqs.max()) * decode_len
+        else:
+            core_d = self._decode_core(float(ds_dev), float(decode_len), dk + decode_len) if decode_seqs else 0.0
+            busy = int(ps_dev * pl + ds_dev * decode_len)  # tokens on the busiest attention-DP rank
+            logits = ps_dev + ds_dev * decode_len
+            lin_a = self._lin_attn[busy]
         lin_f = self._lin_ffn[busy] + self._routed[T]
         total = lin_a + lin_f + self._lin_other[busy] + self._head[logits] + core_p + core_d
         return StepCost(total, core_p + share_p * lin_a, share_p * lin_f, core_d + (1 - share_p) * lin_a,

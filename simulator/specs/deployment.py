@@ -4,6 +4,13 @@ parallelism and precision. Read from ``workloads/deployments/<id>.yaml``.
 A pool serves ``prefill``, ``decode`` or both (colocated, continuous batching with chunked
 prefill). A decode pool may put its FFN on a separate pool of devices (attention/FFN
 disaggregation, micro-batches ping-ponging between the two).
+
+Several pools may serve the same role (all colocated, or several prefill / decode pools). A pool's
+``route: {min_prompt_tokens: A, max_prompt_tokens: B}`` makes it take only requests whose prompt
+length is within [A, B] (both inclusive; either bound may be left out): arrivals for a colocated or
+prefill pool, the prefilled KV cache for a decode pool. That expresses a long/short context split,
+e.g. long prompts decoded on their own replicas so they do not slow the short ones batched with
+them. The pools of one role must together take every prompt length.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from .catalog import load_hardware, load_model
 from .hardware import HardwareSpec
 from .model import ModelSpec
 
+ROUTE_MAX_TOKENS = 2 ** 62  # "no upper bound" for a pool's route
 ENGINES = ("vllm", "sglang", "trtllm")  # simulator/serving/engines.yaml holds their profiles
 PREEMPTIONS = ("recompute", "swap", "none")
 
@@ -34,6 +42,12 @@ class Pool:
     speculative: SpeculativeSpec | None = None
     engine: str = "vllm"  # serving engine profile: vllm | sglang | trtllm (batching policy + step overheads)
     preemption: str | None = None  # recompute | swap | none; None: the engine's default
+    prompt_range: tuple[int, int] = (0, ROUTE_MAX_TOKENS)  # prompt lengths (inclusive) routed here (``route:``)
+
+    @property
+    def role(self) -> str:
+        """``colocated``, ``prefill`` or ``decode``."""
+        return "colocated" if set(self.serves) == {"prefill", "decode"} else self.serves[0]
 
     @property
     def devices_per_replica(self) -> int:
@@ -158,10 +172,34 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
         raise SpecError(r.file, r.path, str(exc)) from None
     engine = r.str("engine", "vllm", choices=ENGINES)
     preemption = r.str("preemption", None, choices=PREEMPTIONS)
+    prompt_range = (0, ROUTE_MAX_TOKENS)
+    if r.has("route"):
+        rt = r.child("route")
+        lo = rt.int("min_prompt_tokens", 0, minimum=0)
+        hi = rt.int("max_prompt_tokens", ROUTE_MAX_TOKENS, minimum=1)
+        if hi < lo:
+            raise rt.error("max_prompt_tokens", f"expected max_prompt_tokens >= min_prompt_tokens = {lo}, got {hi}")
+        rt.done()
+        prompt_range = (lo, hi)
+    else:
+        r.raw("route", None)
     pool = Pool(name, tuple(serves), replicas, plan, r.int("max_batch_tokens", 8192, minimum=1),
-                r.int("max_seqs", 256, minimum=1), spec, engine, preemption)
+                r.int("max_seqs", 256, minimum=1), spec, engine, preemption, prompt_range)
     r.done()
     return pool
+
+
+def route_gap(ranges: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The first run of prompt lengths (>= 1, inclusive) that none of ``ranges`` takes, or None (also
+    when there are no ranges: that role is not served)."""
+    if not ranges:
+        return None
+    covered = 1  # every length below this is taken
+    for lo, hi in sorted(ranges):
+        if lo > covered:
+            return covered, lo - 1
+        covered = max(covered, hi + 1)
+    return (covered, ROUTE_MAX_TOKENS) if covered <= ROUTE_MAX_TOKENS else None
 
 
 def read_deployment(path: str | Path) -> Deployment:
@@ -184,8 +222,15 @@ def read_deployment(path: str | Path) -> Deployment:
         if not any(phase in p.serves for p in pools):
             raise r.error("pools", f"no pool serves {phase}")
     colocated = [p for p in pools if set(p.serves) == {"prefill", "decode"}]
-    if colocated and len(pools) > 1:
+    if colocated and len(colocated) < len(pools):
         raise r.error("pools", "mix of colocated and disaggregated pools is not supported; use one or the other")
+    for role in ("colocated", "prefill", "decode"):
+        gap = route_gap([p.prompt_range for p in pools if p.role == role])
+        if gap is not None:
+            names = ", ".join(p.name for p in pools if p.role == role)
+            upto = "and longer" if gap[1] >= ROUTE_MAX_TOKENS else f"to {gap[1]}"
+            raise r.error("pools", f"no {role} pool takes prompts of {gap[0]} {upto} tokens: the route ranges of "
+                                   f"{names} must together cover every prompt length")
     tr = r.child("kv_transfer", {})
     bw = tr.quantity("bandwidth", "bytes_per_s", None)
     if bw is not None and bw <= 0:
