@@ -773,6 +773,10 @@ class Simulation:
         r.offset[:] = self.off
         r.swapped[:] = self.swapped
         r.dp_rank[:] = self.rank
+        # the run is over: release the working lists before the frames are built (a million-request run
+        # holds ~250 MB in them)
+        self.prompt_l = self.out_l = self.tgt = self.pf = self.gen = self.off = None
+        self.kvb = self.seq = self.adm = self.swapped = self.rank = None
 
     # -- records -----------------------------------------------------------------------------
     def request_frame(self) -> pd.DataFrame:
