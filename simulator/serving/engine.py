@@ -195,6 +195,7 @@ class Replica:
         self.spec = cfg.spec_draft_tokens > 0
         self.pf_role = cfg.role == "prefill"
         self._stretch_cost = getattr(cfg.cost, "decode_stretch", None)
+        self._pace_s = 0.0  # the last decode step's duration (sizes the next stretch's first chunk)
         self._step = None  # (start, duration, cost, decodes, prefill plan, prefill tokens) of the step in flight
         # attention-DP ranks: only a cost model that times ranks (``wants_ranks``) is given them
         self.wants_ranks = bool(getattr(cfg.cost, "wants_ranks", False))
@@ -530,8 +531,11 @@ class Replica:
         # this replica can foresee (a known arrival or KV transfer): an unforeseen one cuts the stretch,
         # and ending a stretch early costs one more decision, never a different result.
         horizon = self._horizon()
-        bounds, attn, ffn = [env._now], [], []
-        done, chunk = 0, 8
+        now = env._now
+        bounds, attn, ffn = [now], [], []
+        done = 0
+        # first chunk: the steps expected before the horizon at the last step's pace (all k if none known)
+        chunk = k if horizon == math.inf or self._pace_s <= 0 else min(k, int((horizon - now) / self._pace_s) + 2)
         while done < k:
             m = min(chunk, k - done)
             t, a, f = fast(n, kv0 + n * done, m)
@@ -544,6 +548,7 @@ class Replica:
                 done = bisect_left(bounds, horizon, 1)
                 break
             chunk *= 4
+        self._pace_s = bounds[done] - bounds[done - 1]
         self.stretch = (bounds, blocks, n, (attn, ffn), done, len(self.waiting))
         self.state = STRETCH
         self.pending = env.call_at(bounds[done], self._end_stretch)
