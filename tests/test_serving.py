@@ -402,3 +402,35 @@ def test_traffic_yaml_carries_slo_and_ramp_up(tmp_path):
     (tmp_path / "bad.yaml").write_text((tmp_path / "t.yaml").read_text().replace("250 ms", "-1 s"))
     with pytest.raises(SpecError, match="ramp_up"):
         read_traffic(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("name", ["dbrx-h100-prefill-h20-decode", "doubao-class-afd"])
+def test_engine_matches_the_reference_on_disaggregated_deployments(name):
+    """P/D (KV transfers landing on decode replicas) and A/F (the ping-pong step model's own stretch
+    path) against the slow reference stepper, on the shipped deployments and chat traffic."""
+    from dataclasses import replace as dc_replace
+
+    from simulator.serving.disagg import kv_transfer_model
+    from simulator.serving.runner import replica_configs
+    from tests.serving_reference import ReferenceSimulation
+
+    dep = read_deployment(resolve_workload(name, "deployments", "deployment"))
+    t = dc_replace(read_traffic(resolve_workload("chat", "traffic", "traffic")), requests=120)
+    pools = {p.name: p for p in dep.pools}
+    frames = []
+    for make in (ReferenceSimulation, Simulation):
+        req = t.sample()
+        r = Requests(req.arrival_s.to_numpy(float).copy(), req.prompt_tokens.to_numpy(np.int64),
+                     req.output_tokens.to_numpy(np.int64))
+        cfgs = replica_configs(dep)
+        names = [c.pool for c in cfgs]  # replica uid -> pool
+
+        def transfer(rid, src, r=r, names=names):
+            link = kv_transfer_model(dep, pools[names[src]], pools[names[int(r.decode_replica[rid])]])
+            return link(float(r.prompt[rid]), float(r.prefill_done_s[rid] - r.admitted_s[rid]))
+
+        sim = make(r, cfgs, kv_transfer_s=transfer)
+        sim.run()
+        frames.append((sim.request_frame(), sim.step_frame()))
+    assert (frames[0][0].status == "finished").all()
+    _same_run(*frames)

@@ -71,6 +71,36 @@ class PingPongStepCost:
                 hit = self._memo[key] = self._evaluate(*key)
         return hit
 
+    def decode_stretch(self, n: int, kv0: int, k: int, ranks: DecodeRanks | None = None) -> tuple[list, list, list]:
+        """``k`` pure-decode steps of ``n`` sequences from ``kv0`` cached tokens, as ``cost`` gives them step
+        by step: the steps fall into runs that share one quantised memo key (the mean KV length moves by
+        one token a step), found by bisection on the key, so a stretch costs a few lookups, not k."""
+        if ranks is not None and self.wants_ranks:
+            steps = [self.cost(0, 0, 0, n, 1, kv0 + i * n, ranks=ranks.grown(i)) for i in range(k)]
+            return [c.time_s for c in steps], [c.decode_attention_s for c in steps], [c.decode_ffn_s for c in steps]
+
+        def key(j: int) -> float:
+            return memo_key(0, 0, 0, n, 1, kv0 + j * n)[5]
+
+        times, attn, ffn = [], [], []
+        j = 0
+        while j < k:
+            kj = key(j)
+            lo, hi = j + 1, k  # the first step after j with a different key (the key never decreases)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if key(mid) == kj:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            c = self.cost(0, 0, 0, n, 1, kv0 + j * n)
+            m = lo - j
+            times += [c.time_s] * m
+            attn += [c.decode_attention_s] * m
+            ffn += [c.decode_ffn_s] * m
+            j = lo
+        return times, attn, ffn
+
     def _parts_of(self, key: tuple) -> dict:
         p = self._parts.get(key)
         if p is None:
