@@ -52,8 +52,10 @@ def main() -> None:
     for e in ENGINES:
         p = engine_profile(e)
         lines.append(f"- **{e}**: {p.description} CPU {p.step_cpu_s * 1e3:.2f} ms/step, {p.per_seq_s * 1e6:.0f} us "
-                     f"per sequence, {p.kernels_per_layer} unlisted kernels per layer, CUDA graphs up to batch "
-                     f"{p.cuda_graph_max_bs}.")
+                     f"per sequence, {p.kernels_per_layer} unlisted kernels per layer, decode CUDA graphs up to batch "
+                     f"{p.cuda_graph_max_bs}, " + (f"piecewise CUDA graphs for prefill/mixed steps up to "
+                                                  f"{p.prefill_graph_max_tokens} tokens." if p.prefill_graph_max_tokens
+                                                  else "prefill/mixed steps eager."))
     lines.append("")
     for title, opts in SETUPS:
         lines += [f"## {title}", "",

@@ -11,6 +11,8 @@ Run from the repository root:  python reports/scripts/serving_published_compare.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import sys
 import time
 from dataclasses import replace
@@ -22,6 +24,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+import simulator.ops.build as ops_build  # noqa: E402
+import simulator.serving.stepcost as stepcost_mod  # noqa: E402
 from simulator.build import PlanOptions, quick_deployment  # noqa: E402
 from simulator.serving.runner import simulate  # noqa: E402
 from simulator.specs.traffic import simple_traffic  # noqa: E402
@@ -63,6 +67,38 @@ def bench_traffic(r: pd.Series):
     return t
 
 
+# The MoE exchange the model used before commit d65cc04: dispatch + combine all-to-all (and an all-gather
+# over TP) for every EP > 1, attention DP or not. The model now sums the experts with one all-reduce over
+# the EP group when there is no attention DP; these two lines of simulator/ops/build.py select that.
+EXCHANGE_NOW = ("a2a = (ep > 1) & (dp > 1)", "ep_ar = (ep > 1) & (dp <= 1)")
+EXCHANGE_OLD = ("a2a = ep > 1", "ep_ar = ep < 0")
+
+
+@contextlib.contextmanager
+def old_all_to_all_exchange():
+    """Serving step costs built with the old EP exchange, for the sensitivity section only: a copy of
+    simulator/ops/build.py with the two selector lines swapped is compiled and put in place of the
+    ``build_ops`` that the step-cost models call (directly and through ``time_phase``), then restored.
+    Fails loudly if those lines change."""
+    src = Path(ops_build.__file__).read_text()
+    for now, old in zip(EXCHANGE_NOW, EXCHANGE_OLD):
+        if src.count(now) != 1:
+            raise SystemExit(f"{ops_build.__file__}: expected the line '{now}' once; update the EP sensitivity")
+        src = src.replace(now, old)
+    ns = {"__name__": ops_build.__name__, "__package__": ops_build.__package__, "__file__": ops_build.__file__}
+    exec(compile(src, ops_build.__file__, "exec"), ns)
+    # (the package ``simulator.analysis`` exports a function named ``whatif``: reach the module itself)
+    users = (stepcost_mod, importlib.import_module("simulator.analysis.whatif"))
+    saved = [m.build_ops for m in users]
+    for m in users:
+        m.build_ops = ns["build_ops"]
+    try:
+        yield
+    finally:
+        for m, f in zip(users, saved):
+            m.build_ops = f
+
+
 def run_row(r: pd.Series) -> dict:
     """Two readings of one published row: the simulator's own summary (fixed lengths, staggered
     start, steady-state window) and the benchmark client's reading (t = 0 burst, the client's length
@@ -80,11 +116,15 @@ def run_row(r: pd.Series) -> dict:
     out.update(bench_ttft_ms=float(q.ttft_s.mean()) * 1e3, bench_tpot_ms=float(q.tpot_s.mean()) * 1e3,
                bench_output_tok_s=float(q.output_tokens.sum()) / span)
     if int(r.ep) > 1 and int(r.dp) <= 1:
-        # sensitivity: the MoE exchange as the engines run it with attention TP and no a2a backend
-        # (one all-reduce per MoE layer), approximated by expert TP over the same ranks (ep = 1)
-        s1 = simulate(deployment_for(r, ep=1), bench_traffic(r), engine=r.engine).requests
+        # sensitivity: the old exchange (dispatch/combine all-to-all + all-gather) and expert TP over the
+        # same ranks (ep = 1: one all-reduce over the TP-sharded experts)
+        with old_all_to_all_exchange():
+            s1 = simulate(dep, bench_traffic(r), engine=r.engine).requests
         s1 = s1[s1.status == "finished"]
-        out.update(ar_tpot_ms=float(s1.tpot_s.mean()) * 1e3, ar_ttft_ms=float(s1.ttft_s.mean()) * 1e3)
+        out.update(a2a_tpot_ms=float(s1.tpot_s.mean()) * 1e3)
+        s2 = simulate(deployment_for(r, ep=1), bench_traffic(r), engine=r.engine).requests
+        s2 = s2[s2.status == "finished"]
+        out.update(etp_tpot_ms=float(s2.tpot_s.mean()) * 1e3)
     return out
 
 
@@ -113,9 +153,9 @@ def main() -> None:
         df[f"{reading}_ttft_ratio"] = df[f"{pre}ttft_ms"] / df.ttft_mean_ms
         df[f"{reading}_tpot_ratio"] = df[f"{pre}tpot_ms"] / df.tpot_mean_ms
         df[f"{reading}_tput_ratio"] = df[f"{pre}output_tok_s"] / df.output_tok_s
-    if "sim_ar_tpot_ms" in df:
-        df["ar_tpot_ratio"] = df.sim_ar_tpot_ms / df.tpot_mean_ms
-        df["ar_ttft_ratio"] = df.sim_ar_ttft_ms / df.ttft_mean_ms
+    if "sim_a2a_tpot_ms" in df:
+        df["a2a_tpot_ratio"] = df.sim_a2a_tpot_ms / df.tpot_mean_ms
+        df["etp_tpot_ratio"] = df.sim_etp_tpot_ms / df.tpot_mean_ms
     df["group"] = df.apply(group_of, axis=1)
 
     def pct(x):
@@ -172,24 +212,31 @@ def main() -> None:
     lines += table("## By concurrency", df.groupby(pd.cut(df.concurrency, [0, 1, 8, 32, 10**6],
                                                           labels=["C = 1", "C = 2-8", "C = 9-32", "C > 32"]),
                                                    observed=True))
-    if "ar_tpot_ratio" in df:
-        ep = df[df.ar_tpot_ratio.notna()]
+    if "a2a_tpot_ratio" in df:
+        ep = df[df.a2a_tpot_ratio.notna()]
         lines += ["## Sensitivity: the MoE exchange with attention TP (rows with EP > 1, no attention DP)", "",
-                  "`simulate` models EP as dispatch + combine all-to-all plus an all-gather per MoE layer. With "
-                  "attention TP and no all-to-all backend, SGLang (`--moe-a2a-backend none`, the default: "
+                  "With attention TP and no all-to-all backend, SGLang (`--moe-a2a-backend none`, the default: "
                   "`create_moe_dispatcher` returns the rank-local `StandardDispatcher`) and TensorRT-LLM (attention "
-                  "DP off) keep every token on every rank and combine the experts with one all-reduce. The column "
-                  "below re-runs those rows with expert TP over the same ranks (ep = 1: one all-reduce per MoE "
-                  "layer, same weight bytes per rank) as a proxy for that exchange.", "",
-                  "| id | TPOT pub | TPOT sim (a2a) | TPOT sim (one all-reduce) | err (a2a) | err (all-reduce) |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "DP off) keep every token on every rank and sum the experts' outputs with one all-reduce; "
+                  "`simulate` models EP that way (`moe_ep_all_reduce` in `simulator/ops/build.py`, the **model** "
+                  "column). The other two columns re-run those rows (bench reading) with the exchange the model "
+                  "used before: a dispatch and a combine all-to-all plus an all-gather over TP per MoE layer "
+                  "(**old a2a**, the all-to-all path the model keeps for attention DP), and with expert TP over "
+                  "the same ranks (**expert TP**, ep = 1: one all-reduce of TP-sharded experts, no routing "
+                  "imbalance across ranks).", "",
+                  "| id | TPOT pub | TPOT sim (model) | TPOT sim (old a2a) | TPOT sim (expert TP) | err (model) "
+                  "| err (old a2a) | err (expert TP) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for _, r in ep.iterrows():
-            lines.append(f"| {r.id} | {r.tpot_mean_ms:.2f} | {r.sim_bench_tpot_ms:.2f} | {r.sim_ar_tpot_ms:.2f} | "
-                         f"{pct(r.bench_tpot_ratio)} | {pct(r.ar_tpot_ratio)} |")
-        a_mae, a_med, _ = stats(ep.bench_tpot_ratio - 1, ep.bench_tpot_ratio)
-        b_mae, b_med, _ = stats(ep.ar_tpot_ratio - 1, ep.ar_tpot_ratio)
-        lines += ["", f"TPOT over these {len(ep)} rows: MAE {a_mae} (median ratio {a_med}) with the all-to-all, "
-                  f"{b_mae} ({b_med}) with one all-reduce.", ""]
+            lines.append(f"| {r.id} | {r.tpot_mean_ms:.2f} | {r.sim_bench_tpot_ms:.2f} | {r.sim_a2a_tpot_ms:.2f} | "
+                         f"{r.sim_etp_tpot_ms:.2f} | {pct(r.bench_tpot_ratio)} | {pct(r.a2a_tpot_ratio)} | "
+                         f"{pct(r.etp_tpot_ratio)} |")
+        m_mae, m_med, _ = stats(ep.bench_tpot_ratio - 1, ep.bench_tpot_ratio)
+        a_mae, a_med, _ = stats(ep.a2a_tpot_ratio - 1, ep.a2a_tpot_ratio)
+        e_mae, e_med, _ = stats(ep.etp_tpot_ratio - 1, ep.etp_tpot_ratio)
+        lines += ["", f"TPOT over these {len(ep)} rows: MAE {m_mae} (median ratio {m_med}) with the model's "
+                  f"all-reduce, {a_mae} ({a_med}) with the old all-to-all exchange, {e_mae} ({e_med}) with "
+                  "expert TP.", ""]
     lines += [f"Simulated {len(df)} rows in {time.time() - t0:.0f} s.", ""]
     if NOTES.exists():
         lines += [NOTES.read_text()]
