@@ -93,7 +93,7 @@ class Replica:
             if np.isnan(r.admitted_s[rid]):
                 r.admitted_s[rid] = self.sim.env.now
             if r.swapped[rid]:
-                swap_s += float(r.kv_tokens(np.array([rid]))[0]) * cfg.kv_bytes_per_token / cfg.swap_bytes_per_s
+                swap_s += float(kv_tokens(r, np.array([rid]))[0]) * cfg.kv_bytes_per_token / cfg.swap_bytes_per_s
                 r.swapped[rid] = False
         if admitted:
             self.exact_blocks = False  # admission reserves by ``admit_tokens``
@@ -127,7 +127,7 @@ class Replica:
                 yield self.wake
                 continue
             ctx = r.prefilled[pre_ids]
-            kv = r.kv_tokens(decoding)
+            kv = kv_tokens(r, decoding)
             rk = {}
             if getattr(cfg.cost, "wants_ranks", False) and len(decoding):
                 dp = int(cfg.cost.attention_dp)
@@ -210,14 +210,20 @@ class Replica:
         return preempted
 
 
+def kv_tokens(r: Requests, ids: np.ndarray) -> np.ndarray:
+    """Tokens whose KV is cached now."""
+    return r.prefilled[ids] + r.generated[ids] - r.offset[ids]
+
+
 class ReferenceSimulation:
     """Wires arrivals, routers, replicas and KV-transfer links together and collects records."""
 
     def __init__(self, requests: Requests, replicas: list[ReplicaConfig], *, seed: int = 0,
                  closed_concurrency: int = 0, kv_transfer_s: Callable[[int, int], float] | None = None,
-                 horizon_s: float = math.inf, coalesce: bool = True, closed_starts_s: np.ndarray | None = None):
+                 horizon_s: float = math.inf, closed_starts_s: np.ndarray | None = None):
         self.env = simpy.Environment()
         self.req = requests
+        requests.home = np.full(len(requests.prompt), -1, np.int64)  # replica holding each request as active
         self.seed = seed
         self.replicas = [Replica(self, c, i, np.random.default_rng([seed, i])) for i, c in enumerate(replicas)]
         self.by_role = collections.defaultdict(list)
@@ -237,27 +243,35 @@ class ReferenceSimulation:
         self.on_done: Callable[[int], None] | None = None  # progress callback (requests ended so far)
 
     # -- routing -----------------------------------------------------------------------------
-    def _route(self, role: str) -> Replica:
-        pool = self.by_role[role]
+    def _route(self, role: str, rid: int) -> Replica | None:
+        n = int(self.req.prompt[rid])
+        pool = [rep for rep in self.by_role[role] if rep.cfg.context_range[0] <= n <= rep.cfg.context_range[1]]
+        if not pool:
+            self.reject(rid, f"no {role} replica takes prompts of {n} tokens (pool routes)")
+            return None
         return min(pool, key=lambda rep: (rep.load, rep.uid))
 
     def arrive(self, rid: int) -> None:
         self.req.arrival_s[rid] = self.env.now
         self.events.append((self.env.now, "arrive", rid))
         role = "colocated" if self.by_role["colocated"] else "prefill"
-        self._route(role).submit(rid)
+        dst = self._route(role, rid)
+        if dst is not None:
+            dst.submit(rid)
 
     def hand_off(self, src: Replica, rid: int) -> None:
         self.env.process(self._transfer(src, rid))
 
     def _transfer(self, src: Replica, rid: int):
-        dst = self._route("decode")  # the destination decides the link and is known before shipping
+        dst = self._route("decode", rid)  # the destination decides the link and is known before shipping
+        if dst is None:
+            return
         self.req.decode_replica[rid] = dst.uid
         dst.inbound += 1
-        with self.links[src.uid].request() as slot:
-            yield slot
-            t = self.kv_transfer_s(rid, src.uid)
-            if t > 0:
+        t = self.kv_transfer_s(rid, src.uid)
+        if t > 0:  # the link carries one transfer at a time; a zero-time transfer does not wait for it
+            with self.links[src.uid].request() as slot:
+                yield slot
                 yield self.env.timeout(t)
         self.events.append((self.env.now, "kv_transferred", rid))
         # the decode side streams the prefill's token once it holds the request (TTFT includes the transfer)

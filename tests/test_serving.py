@@ -242,7 +242,7 @@ def test_tabulated_step_cost_equals_the_op_model(model, kw):
 
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
-@pytest.mark.parametrize("spec", [None, "tiny-kv", "speculative", "dp-ranks"])
+@pytest.mark.parametrize("spec", [None, "tiny-kv", "speculative", "speculative-tiny-kv", "dp-ranks", "horizon"])
 def test_engine_matches_the_slow_reference_stepper(spec, engine):
     """The engine's running totals, decode stretches and callback scheduling change nothing but the
     cost of a run: ``tests/serving_reference.py`` (one process and one event per step, numpy state
@@ -260,21 +260,24 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
     t = dc_replace(t, prompt=dc_replace(t.prompt, kind="uniform", low=100, high=1500),
                    output=dc_replace(t.output, kind="uniform", low=2, high=300))
     frames = []
-    for make in (ReferenceSimulation, lambda r, c: Simulation(r, c, coalesce=False), Simulation):
+    for make in (ReferenceSimulation, lambda r, c, **kw: Simulation(r, c, coalesce=False, **kw), Simulation):
         req = t.sample()
         r = Requests(req.arrival_s.to_numpy(float).copy(), req.prompt_tokens.to_numpy(np.int64),
                      req.output_tokens.to_numpy(np.int64))
         cfgs = replica_configs(dep, engine=engine)
-        if spec == "tiny-kv":  # force preemptions too
+        if spec in ("tiny-kv", "speculative-tiny-kv"):  # force preemptions too
             cfgs = [dc_replace(c, kv_capacity_tokens=6000) for c in cfgs]
         assert cfgs[0].cost.wants_ranks == (spec == "dp-ranks")
-        if spec == "speculative":  # random per-sequence gains (the same seeded draws in the same order)
+        if spec.startswith("speculative") if spec else False:  # random per-sequence gains (same seeded draws)
             cfgs = [dc_replace(c, spec_draft_tokens=2, spec_acceptance=0.7) for c in cfgs]
-        sim = make(r, cfgs)
+        # "horizon": the run stops mid-way, with decode stretches in flight
+        sim = make(r, cfgs, horizon_s=3.0) if spec == "horizon" else make(r, cfgs)
         sim.run()
         frames.append((sim.request_frame(), sim.step_frame()))
-    if spec == "tiny-kv" and engine != "trtllm":  # (trtllm reserves whole requests: never preempts)
+    if spec in ("tiny-kv", "speculative-tiny-kv") and engine != "trtllm":  # (trtllm never preempts)
         assert frames[0][0].preemptions.sum() > 0  # the case exercises preemption
+    if spec == "horizon":
+        assert (frames[0][0].status == "rejected").any()  # the horizon cut the run short
     for b, sb in frames[1:]:
         _same_run(frames[0], (b, sb))
 
@@ -284,13 +287,15 @@ def _same_run(ref, new):
     # a stretch records its steps when it ends: compare each replica's steps in time order
     sa, sb = (f.sort_values(["replica_id", "start_s"], kind="stable").reset_index(drop=True) for f in (sa, sb))
     assert len(sa) == len(sb)
-    for col in ("first_token_s", "finish_s", "admitted_s"):
+    for col in ("first_token_s", "finish_s", "admitted_s", "prefill_done_s"):
         np.testing.assert_allclose(a[col], b[col], rtol=1e-9)
-    assert (a.preemptions == b.preemptions).all()
-    np.testing.assert_allclose(sa.end_s, sb.end_s, rtol=1e-9)
-    assert (sa.kind == sb.kind).all() and (sa.decode_seqs == sb.decode_seqs).all()
-    np.testing.assert_allclose(sa.kv_occupancy, sb.kv_occupancy, rtol=1e-9)
-    assert (sa.queued == sb.queued).all()
+    for col in ("preemptions", "status", "reason", "prefill_replica", "decode_replica"):
+        assert (a[col] == b[col]).all(), col
+    for col in ("start_s", "end_s", "kv_occupancy"):
+        np.testing.assert_allclose(sa[col], sb[col], rtol=1e-9)
+    for col in ("replica_id", "kind", "prefill_seqs", "prefill_tokens", "decode_seqs", "output_tokens", "queued",
+                "running", "preempted"):
+        assert (sa[col].astype(str) == sb[col].astype(str)).all(), col
 
 
 def test_empirical_length_distribution_from_file(tmp_path):
@@ -434,3 +439,13 @@ def test_engine_matches_the_reference_on_disaggregated_deployments(name):
         frames.append((sim.request_frame(), sim.step_frame()))
     assert (frames[0][0].status == "finished").all()
     _same_run(*frames)
+
+
+def test_a_long_run_of_rejections_in_a_closed_loop_does_not_recurse():
+    """Each rejection sends the closed loop's next request at once; thousands in a row must not nest."""
+    n = 5000
+    req = _reqs([np.nan] * n, [5000] * n, [4] * n)
+    sim = Simulation(req, [_replica(cap=1024)], closed_concurrency=1)
+    sim.run()
+    df = sim.request_frame()
+    assert (df.status == "rejected").all() and len(sim.events) == 2 * n

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from ..specs.deployment import ROUTE_MAX_TOKENS
 from .policies import BatchPolicy, VLLMPolicy
 from .stepcost import DecodeRanks, StepCostModel
 
@@ -90,7 +91,7 @@ class ReplicaConfig:
     swap_bytes_per_s: float = 64e9
     kv_bytes_per_token: float = 0.0  # all layers, for swap cost
     policy: BatchPolicy = field(default_factory=VLLMPolicy)  # the engine's batching decisions
-    context_range: tuple[int, int] = (0, 2 ** 62)  # prompt lengths (inclusive) this replica takes (long/short split)
+    context_range: tuple[int, int] = (0, ROUTE_MAX_TOKENS)  # prompt lengths (inclusive) taken here (long/short split)
 
     @property
     def name(self) -> str:
@@ -118,13 +119,8 @@ class Requests:
     decode_replica: np.ndarray = None
     swapped: np.ndarray = None
     offset: np.ndarray = None  # tokens generated before a recompute preemption (now part of the prompt)
-    home: np.ndarray = None  # uid of the replica holding the request as active (-1: none)
     dp_rank: np.ndarray = None  # attention-DP rank on the replica holding it (-1: none; see ``Replica.submit``)
     reason: dict = field(default_factory=dict)
-
-    def kv_tokens(self, ids: np.ndarray) -> np.ndarray:
-        """Tokens whose KV is cached now."""
-        return self.prefilled[ids] + self.generated[ids] - self.offset[ids]
 
     def __post_init__(self):
         n = len(self.arrival_s)
@@ -139,7 +135,6 @@ class Requests:
         self.decode_replica = np.full(n, -1, np.int64)
         self.swapped = np.zeros(n, bool)
         self.offset = np.zeros(n, np.int64)
-        self.home = np.full(n, -1, np.int64)
         self.dp_rank = np.full(n, -1, np.int64)
 
 
@@ -176,7 +171,7 @@ class Replica:
         self.prefilling: list[int] = []  # admitted requests with prompt left to prefill (admission order)
         self.decoding: set[int] = set()  # admitted requests whose prompt is cached
         self.blocks_total = cfg.kv_capacity_tokens // BLOCK_TOKENS
-        self.used_blocks = 0  # blocks reserved by ``active``, exact at every step boundary
+        self.used_blocks = 0  # blocks reserved by ``active``, exact at every decision (a stretch books its own)
         self._occ_div = max(self.blocks_total, 1)  # KV occupancy = used_blocks / this
         self.grows = cfg.policy.grows  # reservations grow with every decoded token
         self.ticks = 0  # decode ticks so far: each decoding request's KV is ``kvb[rid] + ticks``
@@ -190,7 +185,7 @@ class Replica:
         self._quad = [0.0, 0.0, 0.0, 0.0]  # busy seconds per quadrant (see ``quadrant_s``)
         self.state = IDLE  # IDLE until a submit schedules a kick
         self.pending = None  # the calendar entry that ends the current stretch
-        self.stretch = None  # (bounds, blocks, n, quad, steps) of the stretch in flight
+        self.stretch = None  # (bounds, blocks, n, (attn, ffn), steps, queued, running) of the stretch in flight
         self.q_len = 1 + cfg.spec_draft_tokens
         self.spec = cfg.spec_draft_tokens > 0
         self.pf_role = cfg.role == "prefill"
@@ -276,12 +271,18 @@ class Replica:
         s = self.sim
         return s.out_l[rid] + s.tgt[rid] - s.off[rid] - s.kvb[rid]
 
+    def _live(self, f: int, seq: int, rid: int) -> bool:
+        """Whether a finish-heap entry is current: the request decodes here in the same residency (a
+        preempted and readmitted request gets a new admission number) and still finishes at tick ``f``
+        (speculative tokens move it earlier and push a new entry)."""
+        return rid in self.decoding and self.sim.seq[rid] == seq and self._finish_tick(rid) == f
+
     def _due(self) -> list[int]:
         """Pop the decoding requests that have generated their whole output (admission order)."""
         heap, ticks, done = self.finishing, self.ticks, []
         while heap and heap[0][0] <= ticks:
-            f, _, rid = heapq.heappop(heap)
-            if rid in self.decoding and self._finish_tick(rid) == f:
+            f, seq, rid = heapq.heappop(heap)
+            if self._live(f, seq, rid):
                 done.append(rid)
         return done
 
@@ -289,9 +290,8 @@ class Replica:
         """Ticks until the first decoding request finishes (stale heap entries dropped)."""
         heap = self.finishing
         while heap:
-            f, _, rid = heap[0]
-            if rid in self.decoding and self._finish_tick(rid) == f:
-                return f - self.ticks
+            if self._live(*heap[0]):
+                return heap[0][0] - self.ticks
             heapq.heappop(heap)
         return 0
 
@@ -549,7 +549,8 @@ class Replica:
                 break
             chunk *= 4
         self._pace_s = bounds[done] - bounds[done - 1]
-        self.stretch = (bounds, blocks, n, (attn, ffn), done, len(self.waiting))
+        self.stretch = (bounds, blocks, n, (attn, ffn), done, len(self.waiting), len(self.active))
+        self._stretch_booking, self.booked = self.stretch, 0
         self.state = STRETCH
         self.pending = env.call_at(bounds[done], self._end_stretch)
         return True
@@ -581,24 +582,11 @@ class Replica:
         if ev is not self.pending:  # superseded by a cut
             return
         self.state = DECIDING
-        bounds, blocks, n, quad, steps, queued = self.stretch
+        bounds, blocks, n, quad, steps, queued, running = self.stretch
         self.stretch = None
         sim = self.sim
-        start = bounds[0]
-        self.busy_s += bounds[steps] - start
-        attn, ffn = quad
-        q = self._quad
-        q[2] += sum(attn[:steps])
-        q[3] += sum(ffn[:steps])
-        if blocks is None:
-            blocks = self._stretch_blocks(steps)
-        elif not isinstance(blocks, list):
-            blocks = [blocks] * steps
-        self.ticks += steps
-        self.used_blocks = blocks[steps - 1]
-        div = self._occ_div
-        if steps > 1:  # the stretch's steps but the last, as one run of records
-            sim.steps.add_decodes(self.uid, bounds[:steps], [b / div for b in blocks[:steps - 1]], n, queued)
+        self._book_stretch(steps - 1)  # the steps but the last, as one run of records
+        self._book_stretch(1, record=False)
         finished = self._due()
         for rid in finished:
             self._stop_decoding(rid)
@@ -609,6 +597,38 @@ class Replica:
         sim.steps.add(self.uid, bounds[steps - 1], bounds[steps], 0, 0, n, n, len(self.waiting), len(self.active),
                       self.used_blocks / self._occ_div, 0)
         self._next()
+
+    def _book_stretch(self, steps: int, record: bool = True) -> None:
+        """Account the next ``steps`` steps of the stretch in flight (from ``self.booked`` on): busy and
+        quadrant time, decode ticks, KV blocks and (``record``) their step records."""
+        if steps <= 0:
+            return
+        bounds, blocks, n, (attn, ffn), _, queued, running = self._stretch_booking
+        i, j = self.booked, self.booked + steps
+        self.busy_s += bounds[j] - bounds[i]
+        q = self._quad
+        q[2] += sum(attn[i:j])
+        q[3] += sum(ffn[i:j])
+        if blocks is None:
+            blk = self._stretch_blocks(steps)
+        elif isinstance(blocks, list):
+            blk = blocks[i:j]
+        else:
+            blk = [blocks] * steps
+        self.ticks += steps
+        self.used_blocks = blk[-1]
+        if record:
+            div = self._occ_div
+            self.sim.steps.add_decodes(self.uid, bounds[i:j + 1], [b / div for b in blk], n, queued, running)
+        self.booked = j
+
+    def book_at_horizon(self, horizon_s: float) -> None:
+        """The run stopped at ``horizon_s`` with a stretch in flight: book its steps that ended before."""
+        if self.state != STRETCH:
+            return
+        steps = bisect_left(self._stretch_booking[0], horizon_s, 1) - 1
+        self._book_stretch(steps)
+        self.state = IDLE
 
 
 class Simulation:
@@ -638,7 +658,7 @@ class Simulation:
         self.by_role = collections.defaultdict(list)
         for rep in self.replicas:
             self.by_role[rep.cfg.role].append(rep)
-        self.routed = any(rep.cfg.context_range != (0, 2 ** 62) for rep in self.replicas)  # a long/short split
+        self.routed = any(rep.cfg.context_range != (0, ROUTE_MAX_TOKENS) for rep in self.replicas)  # a long/short split
         self.kv_transfer_s = kv_transfer_s or (lambda rid, src: 0.0)
         self.link_free_s = {rep.uid: 0.0 for rep in self.by_role["prefill"]}  # FIFO KV link per prefill replica
         self.steps = StepLog()
@@ -649,6 +669,7 @@ class Simulation:
         self.ramp_s = 0.0
         self.engine_override: str | None = None
         self.next_closed = 0
+        self._owed, self._sending = 0, False  # closed-loop arrivals owed, and whether they are being sent
         self.horizon_s = horizon_s
         self.done_count = 0
         self.on_done: Callable[[int], None] | None = None  # progress callback (requests ended so far)
@@ -717,19 +738,25 @@ class Simulation:
         self._closed_next()
 
     def _closed_next(self) -> None:
+        """A request ended: in a closed loop its client sends the next one now. A rejection inside that
+        arrival queues the following one here instead of recursing (a long run of rejections)."""
         self.done_count += 1
         if self.on_done is not None:
             self.on_done(self.done_count)
-        if self.closed and self.next_closed < len(self.prompt_l):
-            rid = self.next_closed
-            self.next_closed += 1
-            self.arrive(rid)
-
-    def record(self, rep: Replica, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running,
-               kv_occupancy, preempted):
-        """Record one step (the layout lives in ``StepLog``)."""
-        self.steps.add(rep.uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running,
-                       kv_occupancy, preempted)
+        if not self.closed:
+            return
+        self._owed += 1
+        if self._sending:
+            return
+        self._sending = True
+        try:
+            while self._owed and self.next_closed < len(self.prompt_l):
+                self._owed -= 1
+                rid = self.next_closed
+                self.next_closed += 1
+                self.arrive(rid)
+        finally:
+            self._sending = False
 
     # -- driving -----------------------------------------------------------------------------
     def _arrivals_from(self, times: list[float], i: int) -> None:
@@ -758,6 +785,9 @@ class Simulation:
         else:
             self.env.call_at(0.0, lambda _ev: self._arrivals_from(self.req.arrival_s.tolist(), 0))
         self.env.run(until=self.horizon_s if math.isfinite(self.horizon_s) else None)
+        if math.isfinite(self.horizon_s):
+            for rep in self.replicas:
+                rep.book_at_horizon(self.horizon_s)
         self._write_back()
         r = self.req
         open_ = np.flatnonzero((r.status != FINISHED) & (r.status != REJECTED))
@@ -886,9 +916,9 @@ class StepLog:
         c["running"].append(running)
         c["preempted"].append(preempted)
 
-    def add_decodes(self, uid: int, bounds: list, kv_occupancy: list, n: int, queued: int) -> None:
+    def add_decodes(self, uid: int, bounds: list, kv_occupancy: list, n: int, queued: int, running: int) -> None:
         """``len(bounds) - 1`` consecutive pure-decode steps of ``n`` sequences (``bounds``: their start and end
-        times), nothing preempted, ``queued`` waiting throughout."""
+        times), nothing preempted, ``queued`` waiting and ``running`` admitted throughout."""
         self.replica.append(uid)
         self.kind.append(0)
         self.repeat.append(len(bounds) - 1)
@@ -901,7 +931,7 @@ class StepLog:
         c["decode_seqs"].append(n)
         c["output_tokens"].append(n)
         c["queued"].append(queued)
-        c["running"].append(n)
+        c["running"].append(running)
         c["preempted"].append(0)
 
     def frame(self, pools: list[str], names: list[str]) -> pd.DataFrame:
