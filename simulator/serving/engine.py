@@ -15,7 +15,9 @@ How a replica stays cheap per step:
   next tick) and the next finish (a heap of finish ticks) are running totals;
 - a stretch of pure-decode steps that nothing but an arrival can change runs as one event; an
   arrival cuts it at the end of the step in progress, exactly where step-by-step scheduling
-  would admit the request.
+  would admit the request. (Events due at the very same instant, which constant test costs make
+  common and real step costs make rare, may be taken in another order than step by step: a
+  stretch's end is on the calendar before events created during it.)
 
 Step and event records are kept column by column in typed arrays (``StepLog``, ``EventLog``).
 ``tests/serving_reference.py`` holds the slow step-by-step scheduler this engine must reproduce.
