@@ -101,10 +101,15 @@ class PingPongStepCost:
             j = lo
         return times, attn, ffn
 
-    def _parts_of(self, key: tuple) -> dict:
+    def _parts_of(self, key: tuple, stride: int = 1) -> dict:
         p = self._parts.get(key)
         if p is None:
-            p = self._parts[key] = self.parts(*key)
+            ps, _, _, ds, dl, dk = key
+            if not ps and ds and dk > 0:  # decode only: fill a block of neighbouring shapes in one evaluation
+                self._fill_decode(ds, dl, round(16 * math.log2(dk)), stride)
+                p = self._parts.get(key)
+            if p is None:
+                p = self._parts[key] = self.parts(*key)
         return p
 
     def _ranked(self, key: tuple, ranks: DecodeRanks) -> StepCost:
@@ -112,16 +117,18 @@ class PingPongStepCost:
         ps, pl, pc, ds, dl, dk = key
         dp = self.plan.attention.dp
         p = dict(self._parts_of(key))  # memoised per rank shape, not per combination of them
-        p["attn"] = max(self._parts_of((ps, pl, pc, s * dp, dl, q))["attn"] for s, q in ranks.shapes())
+        p["attn"] = max(self._parts_of((ps, pl, pc, s * dp, dl, q), dp)["attn"] for s, q in ranks.shapes())
         return self._combine(p, ps, pl, ds, dl)
 
-    def _fill_decode(self, ds, dl, i0: int) -> None:
-        """Memoise decode-only steps for the 16 batch sizes around ``ds`` (batch sizes drift by a few
-        sequences between steps) at ``DECODE_BLOCK`` quantised KV lengths from grid index ``i0``."""
-        lo = max(1, ds - 7)
-        batches = range(lo, lo + 16)
+    def _fill_decode(self, ds, dl, i0: int, stride: int = 1) -> None:
+        """Memoise decode-only steps (and their ``parts``) for the 16 batch sizes around ``ds`` in steps of
+        ``stride`` (batch sizes drift by a few sequences between steps; the rank shapes of attention DP
+        are multiples of dp) at ``DECODE_BLOCK`` quantised KV lengths from grid index ``i0``."""
+        lo = max(stride, ds - 7 * stride)
+        batches = range(lo, lo + 16 * stride, stride)
         dks = [2.0 ** (i / 16) for i in range(i0, i0 + self.DECODE_BLOCK)]  # the values ``_q`` yields
-        todo = [(b, dk) for b in batches for dk in dks if (0, 0.0, 0.0, b, dl, dk) not in self._memo]
+        todo = [(b, dk) for b in batches for dk in dks
+                if (0, 0.0, 0.0, b, dl, dk) not in self._memo or (0, 0.0, 0.0, b, dl, dk) not in self._parts]
         mb = self.plan.micro_batches
         shape = StepShape(prefill_seqs=0.0, prefill_len=0.0, prefill_ctx=0.0,
                           decode_seqs=np.array([b / mb for b, _ in todo]), decode_len=dl,
@@ -130,7 +137,9 @@ class PingPongStepCost:
         masks = self._masks(pt)
         w = pt.times.weighted(pt.times.time_s)
         for j, (b, dk) in enumerate(todo):
-            self._memo[(0, 0.0, 0.0, b, dl, dk)] = self._combine(self._column(pt, j, masks, w), 0, 0.0, b, dl)
+            key = (0, 0.0, 0.0, b, dl, dk)
+            col = self._parts[key] = self._column(pt, j, masks, w)
+            self._memo[key] = self._combine(col, 0, 0.0, b, dl)
 
     def parts(self, ps, pl, pc, ds, dl, dk) -> dict:
         """Per-layer times of one micro-batch (attention, FFN, each link direction), the head, layers."""
