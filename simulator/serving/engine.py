@@ -51,7 +51,8 @@ from .policies import BatchPolicy, VLLMPolicy
 from .stepcost import DecodeRanks, StepCostModel
 
 BLOCK_TOKENS = 16  # paged KV-cache block size
-MAX_STRETCH = 64  # decode steps computed per event; a longer stretch simply continues in the next one
+MAX_STRETCH = 64  # decode steps per stretch; a longer one simply continues in the next stretch
+FIRST_CHUNK = 16  # steps costed when a stretch starts with no submission foreseen (then 4x more per chunk)
 
 # request status codes
 PENDING, WAITING, RUNNING, FINISHED, REJECTED = 0, 1, 2, 3, 4
@@ -193,6 +194,7 @@ class Replica:
         self.pf_role = cfg.role == "prefill"
         self._stretch_cost = getattr(cfg.cost, "decode_stretch", None)
         self._pace_s = 0.0  # the last decode step's duration (sizes the next stretch's first chunk)
+        self._more, self._ext = 0, None  # steps the stretch in flight may still add, and how to cost them
         self._step = None  # (start, duration, cost, decodes, prefill plan, prefill tokens) of the step in flight
         # attention-DP ranks: only a cost model that times ranks (``wants_ranks``) is given them
         self.wants_ranks = bool(getattr(cfg.cost, "wants_ranks", False))
@@ -536,8 +538,14 @@ class Replica:
         now = env._now
         bounds, attn, ffn = [now], [], []
         done = 0
-        # first chunk: the steps expected before the horizon at the last step's pace (all k if none known)
-        chunk = k if horizon == math.inf or self._pace_s <= 0 else min(k, int((horizon - now) / self._pace_s) + 2)
+        # first chunk: the steps expected before the horizon at the last step's pace; with no horizon, a
+        # first chunk whose end extends the stretch unless something cut it (``_end_stretch``)
+        if horizon == math.inf:
+            chunk = min(k, FIRST_CHUNK)
+        elif self._pace_s <= 0:
+            chunk = k
+        else:
+            chunk = min(k, int((horizon - now) / self._pace_s) + 2)
         while done < k:
             m = min(chunk, k - done)
             t, a, f = fast(n, kv0 + n * done, m)
@@ -550,12 +558,32 @@ class Replica:
                 done = bisect_left(bounds, horizon, 1)
                 break
             chunk *= 4
+            if horizon == math.inf:
+                break
+        self._more = k - done if horizon == math.inf else 0  # steps that may still be added
+        self._ext = (fast, kv0, n, chunk)
         self._pace_s = bounds[done] - bounds[done - 1]
         self.stretch = (bounds, blocks, n, (attn, ffn), done, len(self.waiting), len(self.active))
         self._stretch_booking, self.booked = self.stretch, 0
         self.state = STRETCH
         self.pending = env.call_at(bounds[done], self._end_stretch)
         return True
+
+    def _extend_stretch(self) -> None:
+        st = self.stretch
+        bounds, (attn, ffn), done = st[0], st[3], st[4]
+        fast, kv0, n, chunk = self._ext
+        m = min(self._more, chunk)
+        t, a, f = fast(n, kv0 + n * done, m)
+        bounds += accumulate(t, initial=bounds[-1])
+        del bounds[done + 1]
+        attn += a
+        ffn += f
+        done += m
+        self._more -= m
+        self._ext = (fast, kv0, n, chunk * 4)
+        self.stretch = st[:4] + (done,) + st[5:]
+        self.pending = self.sim.env.call_at(bounds[done], self._end_stretch)
 
     def _horizon(self) -> float:
         """The earliest time a request is known to reach this replica (inf: none known)."""
@@ -576,12 +604,16 @@ class Replica:
         st = self.stretch
         bounds, k = st[0], st[4]
         steps = bisect_left(bounds, self.sim.env._now, 1)
+        self._more = 0  # a cut stretch is never extended
         if steps < k:
             self.stretch = st[:4] + (steps,) + st[5:]
             self.pending = self.sim.env.call_at(bounds[steps], self._end_stretch)
 
     def _end_stretch(self, ev) -> None:
         if ev is not self.pending:  # superseded by a cut
+            return
+        if self._more:  # nothing cut the stretch: cost its next chunk instead of deciding again
+            self._extend_stretch()
             return
         self.state = DECIDING
         bounds, blocks, n, quad, steps, queued, running = self.stretch
