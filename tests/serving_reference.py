@@ -16,10 +16,9 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
 import simpy
 
-from simulator.serving.engine import STATUS, EventLog, ReplicaConfig, Requests, StepLog
+from simulator.serving.engine import EventLog, ReplicaConfig, Requests, Simulation, StepLog
 from simulator.serving.stepcost import DecodeRanks
 
 BLOCK_TOKENS = 16  # paged KV-cache block size
@@ -340,25 +339,6 @@ class ReferenceSimulation:
             self.req.reason[int(rid)] = ("simulation horizon reached" if math.isfinite(self.horizon_s)
                                          else "never scheduled (deadlock)")
 
-    # -- records -----------------------------------------------------------------------------
-    def request_frame(self) -> pd.DataFrame:
-        r = self.req
-        out = r.output.astype(float)
-        df = pd.DataFrame({
-            "request_id": np.arange(len(r.prompt)), "arrival_s": r.arrival_s, "prompt_tokens": r.prompt,
-            "output_tokens": r.output, "status": [STATUS[s] for s in r.status],
-            "reason": [r.reason.get(i, "") for i in range(len(r.prompt))],
-            "admitted_s": r.admitted_s, "prefill_done_s": r.prefill_done_s, "first_token_s": r.first_token_s,
-            "finish_s": r.finish_s,
-            "preemptions": r.preemptions,
-            "prefill_replica": [self.replicas[i].cfg.name if i >= 0 else "" for i in r.prefill_replica],
-            "decode_replica": [self.replicas[i].cfg.name if i >= 0 else "" for i in r.decode_replica],
-        })
-        df["queue_s"] = df["admitted_s"] - df["arrival_s"]
-        df["ttft_s"] = df["first_token_s"] - df["arrival_s"]
-        df["e2e_s"] = df["finish_s"] - df["arrival_s"]
-        df["tpot_s"] = np.where(out > 1, (df["finish_s"] - df["first_token_s"]) / np.maximum(out - 1, 1), np.nan)
-        return df
-
-    def step_frame(self) -> pd.DataFrame:
-        return self.steps.frame([rep.cfg.pool for rep in self.replicas], [rep.name for rep in self.replicas])
+    # -- records: the engine's own frames (the same arrays, the same layout) ---------------------
+    request_frame = Simulation.request_frame
+    step_frame = Simulation.step_frame
