@@ -570,6 +570,8 @@ class Replica:
         return True
 
     def _extend_stretch(self) -> None:
+        """The stretch reached the end of its costed chunk uncut: cost the next, four times longer, chunk
+        and move its end there (no decision: nothing changed)."""
         st = self.stretch
         bounds, (attn, ffn), done = st[0], st[3], st[4]
         fast, kv0, n, chunk = self._ext
