@@ -355,7 +355,7 @@ class Replica:
     def _next(self) -> None:
         """At a step boundary: admit, let the policy plan, and start a step or a decode stretch."""
         cfg, sim = self.cfg, self.sim
-        swap_s = self._admit()
+        swap_s = self._admit() if self.waiting else 0.0
         n_dec = len(self.decoding)
         pre = self.prefilling
         if pre:
@@ -621,8 +621,7 @@ class Replica:
         bounds, blocks, n, quad, steps, queued, running = self.stretch
         self.stretch = None
         sim = self.sim
-        self._book_stretch(steps - 1)  # the steps but the last, as one run of records
-        self._book_stretch(1, record=False)
+        self._book_stretch(steps, recorded=steps - 1)  # the last step's record follows the finishes
         finished = self._due()
         for rid in finished:
             self._stop_decoding(rid)
@@ -634,9 +633,10 @@ class Replica:
                       self.used_blocks / self._occ_div, 0)
         self._next()
 
-    def _book_stretch(self, steps: int, record: bool = True) -> None:
+    def _book_stretch(self, steps: int, recorded: int | None = None) -> None:
         """Account the next ``steps`` steps of the stretch in flight (from ``self.booked`` on): busy and
-        quadrant time, decode ticks, KV blocks and (``record``) their step records."""
+        quadrant time, decode ticks, KV blocks and the step records of the first ``recorded`` of them
+        (all by default)."""
         if steps <= 0:
             return
         bounds, blocks, n, (attn, ffn), _, queued, running = self._stretch_booking
@@ -653,9 +653,10 @@ class Replica:
             blk = [blocks] * steps
         self.ticks += steps
         self.used_blocks = blk[-1]
-        if record:
+        r = steps if recorded is None else recorded
+        if r > 0:
             div = self._occ_div
-            self.sim.steps.add_decodes(self.uid, bounds[i:j + 1], [b / div for b in blk], n, queued, running)
+            self.sim.steps.add_decodes(self.uid, bounds[i:i + r + 1], [b / div for b in blk[:r]], n, queued, running)
         self.booked = j
 
     def book_at_horizon(self, horizon_s: float) -> None:
@@ -930,6 +931,9 @@ class StepLog:
         # per step
         self.end_s, self.kv_occupancy = array("d"), array("d")
         self._frame: pd.DataFrame | None = None  # set (and the arrays released) by the first ``frame``
+        c = self.counts
+        self._appends = (self.replica.append, self.kind.append, self.repeat.append, self.start_s.append,
+                         self.end_s.append, self.kv_occupancy.append) + tuple(c[k].append for k in self.COUNTS)
 
     def __len__(self) -> int:
         return len(self._frame) if self._frame is not None else len(self.end_s)
@@ -937,20 +941,20 @@ class StepLog:
     def add(self, uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running, kv_occupancy,
             preempted) -> None:
         """One step."""
-        self.replica.append(uid)
-        self.kind.append(2 if n_prefill and n_decode else (1 if n_prefill else 0))
-        self.repeat.append(1)
-        self.start_s.append(start)
-        self.end_s.append(end)
-        self.kv_occupancy.append(kv_occupancy)
-        c = self.counts
-        c["prefill_seqs"].append(n_prefill)
-        c["prefill_tokens"].append(prefill_tokens)
-        c["decode_seqs"].append(n_decode)
-        c["output_tokens"].append(out_tokens)
-        c["queued"].append(queued)
-        c["running"].append(running)
-        c["preempted"].append(preempted)
+        rep, kind, repeat, start_s, end_s, occ, ps, pt, ds, ot, q, run, pre = self._appends
+        rep(uid)
+        kind(2 if n_prefill and n_decode else (1 if n_prefill else 0))
+        repeat(1)
+        start_s(start)
+        end_s(end)
+        occ(kv_occupancy)
+        ps(n_prefill)
+        pt(prefill_tokens)
+        ds(n_decode)
+        ot(out_tokens)
+        q(queued)
+        run(running)
+        pre(preempted)
 
     def add_decodes(self, uid: int, bounds: list, kv_occupancy: list, n: int, queued: int, running: int) -> None:
         """``len(bounds) - 1`` consecutive pure-decode steps of ``n`` sequences (``bounds``: their start and end

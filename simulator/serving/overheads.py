@@ -30,6 +30,7 @@ class OverheadStepCost:
         self.inner, self.profile = inner, profile
         self.num_layers, self.moe = int(num_layers), bool(moe)
         self.draft_cost_fraction = float(draft_cost_fraction)
+        self._decode_extra: dict[int, float] = {}  # overhead of a pure-decode step by batch size
         self.wants_ranks = bool(getattr(inner, "wants_ranks", False))  # the inner model times attention-DP ranks
         self.attention_dp = int(getattr(inner, "attention_dp", 1))
 
@@ -75,7 +76,9 @@ class OverheadStepCost:
                 steps = [cost(0, 0, 0, n, 1, kv0 + i * n, ranks=ranks.grown(i)) for i in range(k)]
             times = [c.time_s for c in steps]
             attn, ffn = [c.decode_attention_s for c in steps], [c.decode_ffn_s for c in steps]
-        extra = self.overhead_s(0, 0, n)
+        extra = self._decode_extra.get(n)
+        if extra is None:
+            extra = self._decode_extra[n] = self.overhead_s(0, 0, n)
         return [t + extra for t in times], attn, ffn
 
 
