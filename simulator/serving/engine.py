@@ -982,6 +982,7 @@ class StepLog:
             return self._frame.copy()
         if not len(self):
             return pd.DataFrame([], columns=list(self.COLUMNS))
+        self._appends = None  # (its bound methods would keep every array alive)
         rep_n = np.frombuffer(self.repeat, np.int64)
         first = np.concatenate(([0], np.cumsum(rep_n)[:-1]))  # each run's first step
         # pool, replica and kind as categoricals (one byte a row, not a pointer to a string)
