@@ -42,9 +42,12 @@ def test_policy_contract(name, mode, n_dec, rem, budget, q_len):
     assert sum(chunks) + n_run * q_len <= max(budget, n_run * q_len)
     if sum(chunks) and n_run * q_len >= budget:
         pytest.fail("prefill scheduled into a budget the decodes already use up")
-    # progress: a step with work to do schedules something
+    # progress: a step with work to do schedules something; with nothing to prefill the decodes run
+    # (the engine relies on it and does not ask)
     if n_dec or len(rem):
         assert n_run or sum(chunks)
+    if not rem:
+        assert run_dec
     # prompt chunks are taken in admission order: a request is chunked only if all before it run whole
     for i, c in enumerate(chunks):
         if c:

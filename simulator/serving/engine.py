@@ -177,6 +177,7 @@ class Replica:
         self.used_blocks = 0  # blocks reserved by ``active``, exact at every decision (a stretch books its own)
         self._occ_div = max(self.blocks_total, 1)  # KV occupancy = used_blocks / this
         self.grows = cfg.policy.grows  # reservations grow with every decoded token
+        self._reserve = cfg.policy.reserved_tokens
         self.ticks = 0  # decode ticks so far: each decoding request's KV is ``kvb[rid] + ticks``
         self.kvb_sum = 0  # sum of ``kvb`` over ``decoding``
         self.residues = [0] * BLOCK_TOKENS  # decoding requests by kvb mod 16 (who opens a block on a tick)
@@ -236,13 +237,11 @@ class Replica:
             self._cut_stretch()
 
     # -- KV bookkeeping ------------------------------------------------------------------------
-    def _reserved(self, rid: int) -> int:
-        s = self.sim
-        return self.cfg.policy.reserved_tokens(s.tgt[rid], s.gen[rid], s.out_l[rid], s.off[rid])
-
     def _held_blocks(self, rid: int) -> int:
-        """Blocks ``rid`` holds now (a decoding request's generated count is materialised first)."""
-        return -(-self._reserved(rid) // BLOCK_TOKENS)
+        """Blocks ``rid`` holds now, by the policy's reservation (a decoding request's generated count is
+        materialised first)."""
+        s = self.sim
+        return -(-self._reserve(s.tgt[rid], s.gen[rid], s.out_l[rid], s.off[rid]) // BLOCK_TOKENS)
 
     def _start_decoding(self, rid: int) -> None:
         """``rid``'s prompt is cached: it joins the decode ticks (its ``gen`` is current)."""
@@ -363,8 +362,8 @@ class Replica:
             run_dec, chunks = cfg.policy.plan(n_dec, [s.tgt[i] - s.pf[i] for i in pre], cfg.max_batch_tokens,
                                               self.q_len)
             plan = [(rid, c) for rid, c in zip(pre, chunks) if c > 0]
-        else:
-            run_dec, plan = cfg.policy.plan(n_dec, [], cfg.max_batch_tokens, self.q_len)[0], []
+        else:  # nothing to prefill: every policy runs the decodes (the contract in ``policies/base.py``)
+            run_dec, plan = True, []
         n_d = n_dec if run_dec else 0
         if not n_d and not plan:
             self.state = IDLE

@@ -15,9 +15,9 @@ Decisions a policy owns:
   under the step's token budget (prefill/decode mixing and chunking).
 
 Decodes run all together or not at all (every engine here batches all running decodes, or pauses
-them all for a prefill batch). The interface is on Python scalars and lists because it runs once
-per scheduled step in the simulator's inner loop, where numpy's per-call cost on a handful of
-requests would dominate.
+them all for a prefill batch), and with nothing to prefill they run (the engine does not ask). The
+interface is on Python scalars and lists because it runs once per scheduled step in the simulator's
+inner loop, where numpy's per-call cost on a handful of requests would dominate.
 """
 
 from __future__ import annotations
