@@ -162,6 +162,26 @@ class Clock(simpy.Environment):
         return ev
 
 
+@dataclass(slots=True)
+class _Stretch:
+    """A stretch of pure-decode steps in flight on one replica."""
+
+    bounds: list  # start of the first step, then every step's end (costed so far)
+    attn: list  # decode-attention seconds per costed step
+    ffn: list  # decode-FFN seconds per costed step
+    blocks: list | int | None  # KV blocks after each step (list), constant (int), or counted when booked (None)
+    n: int  # decoding requests
+    kv0: int  # their KV tokens at the first step
+    fast: Callable  # (n, kv0, k) -> per-step times, attention, FFN
+    k: int  # steps at most (the k-th finishes a request or fills the KV cache)
+    queued: int  # waiting requests throughout (an arrival cuts the stretch)
+    running: int  # admitted requests throughout
+    end: int = 0  # the stretch ends after this many steps (costed so far, or cut)
+    booked: int = 0  # steps already accounted (``_book_stretch``)
+    chunk: int = 0  # the next chunk's length, when extendable
+    extendable: bool = False  # no submission foreseen nor arrived: reaching ``end`` costs another chunk
+
+
 class Replica:
     """One model replica: a waiting queue, the admitted requests, a KV-block budget, and the
     scheduler that starts one batch step (or one stretch of pure-decode steps) at a time."""
@@ -189,13 +209,12 @@ class Replica:
         self._quad = [0.0, 0.0, 0.0, 0.0]  # busy seconds per quadrant (see ``quadrant_s``)
         self.state = IDLE  # IDLE until a submit schedules a kick
         self.pending = None  # the calendar entry that ends the current stretch
-        self.stretch = None  # (bounds, blocks, n, (attn, ffn), steps, queued, running) of the stretch in flight
+        self.stretch: _Stretch | None = None  # the stretch of pure-decode steps in flight
         self.q_len = 1 + cfg.spec_draft_tokens
         self.spec = cfg.spec_draft_tokens > 0
         self.pf_role = cfg.role == "prefill"
         self._stretch_cost = getattr(cfg.cost, "decode_stretch", None)
         self._pace_s = 0.0  # the last decode step's duration (sizes the next stretch's first chunk)
-        self._more, self._ext = 0, None  # steps the stretch in flight may still add, and how to cost them
         self._step = None  # (start, duration, cost, decodes, prefill plan, prefill tokens) of the step in flight
         # attention-DP ranks: only a cost model that times ranks (``wants_ranks``) is given them
         self.wants_ranks = bool(getattr(cfg.cost, "wants_ranks", False))
@@ -521,70 +540,54 @@ class Replica:
                 if k < 2:
                     return False
                 del blocks[k:]
-        kv0 = self.kvb_sum + n * self.ticks
         fast = self._stretch_cost
         if fast is None:
             cost = self.cfg.cost
             fast = self._stretch_cost = lambda n_, kv_, k_, ranks=None: decode_stretch_costs(cost, n_, kv_, k_, ranks)
+        kv0 = self.kvb_sum + n * self.ticks
         if self.wants_ranks:  # each chunk starts from the ranks as they will be then
             ranks0, plain = self._ranks(), fast
             fast = lambda n_, kv_, k_: plain(n_, kv_, k_, ranks=ranks0.grown((kv_ - kv0) // n))  # noqa: E731
         env = self.sim.env
-        # Steps are costed in growing chunks and only up to the step in progress at the next submission
-        # this replica can foresee (a known arrival or KV transfer): an unforeseen one cuts the stretch,
-        # and ending a stretch early costs one more decision, never a different result.
+        # Steps are costed in chunks and only up to the step in progress at the next submission this
+        # replica can foresee (a known arrival or KV transfer): an unforeseen one cuts the stretch, and
+        # ending a stretch early costs one more decision, never a different result. With none foreseen, a
+        # first chunk whose end extends the stretch unless something cut it (``_end_stretch``).
         horizon = self._horizon()
         now = env._now
-        bounds, attn, ffn = [now], [], []
-        done = 0
-        # first chunk: the steps expected before the horizon at the last step's pace; with no horizon, a
-        # first chunk whose end extends the stretch unless something cut it (``_end_stretch``)
         if horizon == math.inf:
             chunk = min(k, FIRST_CHUNK)
         elif self._pace_s <= 0:
             chunk = k
-        else:
+        else:  # the steps expected before the horizon at the last step's pace
             chunk = min(k, int((horizon - now) / self._pace_s) + 2)
-        while done < k:
-            m = min(chunk, k - done)
-            t, a, f = fast(n, kv0 + n * done, m)
-            bounds += accumulate(t, initial=bounds[-1])  # the same float additions as step by step
-            del bounds[done + 1]  # (the initial value, already there)
-            attn += a
-            ffn += f
-            done += m
-            if bounds[-1] >= horizon:
-                done = bisect_left(bounds, horizon, 1)
-                break
+        st = self.stretch = _Stretch([now], [], [], blocks, n, kv0, fast, k, len(self.waiting), len(self.active))
+        while st.end < k:
+            self._cost_chunk(chunk)
             chunk *= 4
+            if st.bounds[-1] >= horizon:
+                st.end = bisect_left(st.bounds, horizon, 1)
+                break
             if horizon == math.inf:
                 break
-        self._more = k - done if horizon == math.inf else 0  # steps that may still be added
-        self._ext = (fast, kv0, n, chunk)
-        self._pace_s = bounds[done] - bounds[done - 1]
-        self.stretch = (bounds, blocks, n, (attn, ffn), done, len(self.waiting), len(self.active))
-        self._stretch_booking, self.booked = self.stretch, 0
+        st.chunk = chunk
+        st.extendable = horizon == math.inf and st.end < k
+        self._pace_s = st.bounds[st.end] - st.bounds[st.end - 1]
         self.state = STRETCH
-        self.pending = env.call_at(bounds[done], self._end_stretch)
+        self.pending = env.call_at(st.bounds[st.end], self._end_stretch)
         return True
 
-    def _extend_stretch(self) -> None:
-        """The stretch reached the end of its costed chunk uncut: cost the next, four times longer, chunk
-        and move its end there (no decision: nothing changed)."""
+    def _cost_chunk(self, m: int) -> None:
+        """Cost up to ``m`` more steps of the stretch in flight and move its end after them."""
         st = self.stretch
-        bounds, (attn, ffn), done = st[0], st[3], st[4]
-        fast, kv0, n, chunk = self._ext
-        m = min(self._more, chunk)
-        t, a, f = fast(n, kv0 + n * done, m)
-        bounds += accumulate(t, initial=bounds[-1])
-        del bounds[done + 1]
-        attn += a
-        ffn += f
-        done += m
-        self._more -= m
-        self._ext = (fast, kv0, n, chunk * 4)
-        self.stretch = st[:4] + (done,) + st[5:]
-        self.pending = self.sim.env.call_at(bounds[done], self._end_stretch)
+        done = st.end
+        m = min(m, st.k - done)
+        t, a, f = st.fast(st.n, st.kv0 + st.n * done, m)
+        st.bounds += accumulate(t, initial=st.bounds[-1])  # the same float additions as step by step
+        del st.bounds[done + 1]  # (the initial value, already there)
+        st.attn += a
+        st.ffn += f
+        st.end = done + m
 
     def _horizon(self) -> float:
         """The earliest time a request is known to reach this replica (inf: none known)."""
@@ -603,24 +606,27 @@ class Replica:
     def _cut_stretch(self) -> None:
         """An arrival: end the stretch with the step in progress."""
         st = self.stretch
-        bounds, k = st[0], st[4]
-        steps = bisect_left(bounds, self.sim.env._now, 1)
-        self._more = 0  # a cut stretch is never extended
-        if steps < k:
-            self.stretch = st[:4] + (steps,) + st[5:]
-            self.pending = self.sim.env.call_at(bounds[steps], self._end_stretch)
+        st.extendable = False
+        steps = bisect_left(st.bounds, self.sim.env._now, 1)
+        if steps < st.end:
+            st.end = steps
+            self.pending = self.sim.env.call_at(st.bounds[steps], self._end_stretch)
 
     def _end_stretch(self, ev) -> None:
         if ev is not self.pending:  # superseded by a cut
             return
-        if self._more:  # nothing cut the stretch: cost its next chunk instead of deciding again
-            self._extend_stretch()
+        st = self.stretch
+        if st.extendable:  # nothing cut the stretch: cost its next, longer chunk instead of deciding again
+            self._cost_chunk(st.chunk)
+            st.chunk *= 4
+            st.extendable = st.end < st.k
+            self.pending = self.sim.env.call_at(st.bounds[st.end], self._end_stretch)
             return
         self.state = DECIDING
-        bounds, blocks, n, quad, steps, queued, running = self.stretch
+        steps, bounds, n = st.end, st.bounds, st.n
+        self._book_stretch(steps, recorded=steps - 1)  # the last step's record follows the finishes
         self.stretch = None
         sim = self.sim
-        self._book_stretch(steps, recorded=steps - 1)  # the last step's record follows the finishes
         finished = self._due()
         for rid in finished:
             self._stop_decoding(rid)
@@ -633,17 +639,18 @@ class Replica:
         self._next()
 
     def _book_stretch(self, steps: int, recorded: int | None = None) -> None:
-        """Account the next ``steps`` steps of the stretch in flight (from ``self.booked`` on): busy and
-        quadrant time, decode ticks, KV blocks and the step records of the first ``recorded`` of them
+        """Account the next ``steps`` steps of the stretch in flight (from those already booked on): busy
+        and quadrant time, decode ticks, KV blocks and the step records of the first ``recorded`` of them
         (all by default)."""
         if steps <= 0:
             return
-        bounds, blocks, n, (attn, ffn), _, queued, running = self._stretch_booking
-        i, j = self.booked, self.booked + steps
+        st = self.stretch
+        bounds, blocks = st.bounds, st.blocks
+        i, j = st.booked, st.booked + steps
         self.busy_s += bounds[j] - bounds[i]
         q = self._quad
-        q[2] += sum(attn[i:j])
-        q[3] += sum(ffn[i:j])
+        q[2] += sum(st.attn[i:j])
+        q[3] += sum(st.ffn[i:j])
         if blocks is None:
             blk = self._stretch_blocks(steps)
         elif isinstance(blocks, list):
@@ -655,15 +662,15 @@ class Replica:
         r = steps if recorded is None else recorded
         if r > 0:
             div = self._occ_div
-            self.sim.steps.add_decodes(self.uid, bounds[i:i + r + 1], [b / div for b in blk[:r]], n, queued, running)
-        self.booked = j
+            self.sim.steps.add_decodes(self.uid, bounds[i:i + r + 1], [b / div for b in blk[:r]], st.n, st.queued,
+                                       st.running)
+        st.booked = j
 
     def book_at_horizon(self, horizon_s: float) -> None:
         """The run stopped at ``horizon_s`` with a stretch in flight: book its steps that ended before."""
         if self.state != STRETCH:
             return
-        steps = bisect_left(self._stretch_booking[0], horizon_s, 1) - 1
-        self._book_stretch(steps)
+        self._book_stretch(bisect_left(self.stretch.bounds, horizon_s, 1) - 1)
         self.state = IDLE
 
 
