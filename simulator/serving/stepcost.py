@@ -246,6 +246,7 @@ class TabulatedStepCost:
         self._templates = {self.CORE_P: base.select(base.named(self.CORE_P, *self.CTX_OPS)),
                            self.CORE_D: base.select(base.named(self.CORE_D))}
         self._memo: dict[tuple, float] = {}
+        self._ctx_grid: dict[tuple, float] = {}  # (batch, i, j) -> prefill core at grid point (2^(i/32), 2^(j/32))
         self._grids: dict[tuple, np.ndarray] = {}
         self._fresh: dict[tuple, np.ndarray] = {}
         self._stretch_parts: dict[int, tuple] = {}
@@ -289,19 +290,26 @@ class TabulatedStepCost:
         in Python: this runs once per simulated step)."""
         return self._interp(self._decode_tab(batch, q_len)[0], kv_len)
 
-    def _interp(self, tab: list, x: float) -> float:
-        g = self._GRID_L
+    def _cell(self, x: float) -> int:
+        """The grid cell of ``x``: ``GRID[i] <= x < GRID[i + 1]``; -1 below the grid, its last index at or
+        beyond its end."""
+        g, last = self._GRID_L, len(self._GRID_L) - 1
         if x <= 1.0:
-            return tab[0]
+            return -1
         i = int(math.log2(x) * 32.0)
+        if i >= last:
+            return last
+        if g[i] > x:  # log2 rounding at a grid point
+            return i - 1
+        return i + 1 if g[i + 1] <= x else i
+
+    def _interp(self, tab: list, x: float) -> float:
+        """``np.interp(x, GRID, tab)``, in Python (its formula, so the same bits)."""
+        i, g = self._cell(x), self._GRID_L
+        if i < 0:
+            return tab[0]
         if i >= len(g) - 1:
             return tab[-1]
-        if g[i] > x:  # log2 rounding at a grid point
-            i -= 1
-        elif g[i + 1] <= x:
-            i += 1
-            if i >= len(g) - 1:
-                return tab[-1]
         return (tab[i + 1] - tab[i]) / (g[i + 1] - g[i]) * (x - g[i]) + tab[i]
 
     def _interp_run(self, tab: list, kv0: int, n: int, k: int) -> list:
@@ -311,17 +319,9 @@ class TabulatedStepCost:
         out, j = [], 0
         while j < k:
             x = (kv0 + n * j) / n + 1.0
-            if x <= 1.0:
-                out.append(tab[0])
-                j += 1
-                continue
-            i = int(math.log2(x) * 32.0)
-            if i < last and g[i] > x:
-                i -= 1
-            elif i < last and g[i + 1] <= x:
-                i += 1
-            if i >= last:
-                out.append(tab[-1])
+            i = self._cell(x)
+            if i < 0 or i >= last:
+                out.append(tab[0] if i < 0 else tab[-1])
                 j += 1
                 continue
             lo, hi, base = g[i], g[i + 1], tab[i]
@@ -360,7 +360,7 @@ class TabulatedStepCost:
         iq, ic = math.floor(lq), math.floor(lc)
         fq, fc = lq - iq, lc - ic
         corners = ((iq, ic), (iq + 1, ic), (iq, ic + 1), (iq + 1, ic + 1))
-        memo = self._memo
+        memo = self._ctx_grid
         todo = [c for c in corners if (batch,) + c not in memo]
         if todo:
             if len(memo) > 200_000:
