@@ -415,26 +415,18 @@ def test_engine_matches_the_reference_on_disaggregated_deployments(name):
     path) against the slow reference stepper, on the shipped deployments and chat traffic."""
     from dataclasses import replace as dc_replace
 
-    from simulator.serving.disagg import kv_transfer_model
-    from simulator.serving.runner import replica_configs
+    from simulator.serving.runner import kv_transfer_for, replica_configs
     from tests.serving_reference import ReferenceSimulation
 
     dep = read_deployment(resolve_workload(name, "deployments", "deployment"))
     t = dc_replace(read_traffic(resolve_workload("chat", "traffic", "traffic")), requests=120)
-    pools = {p.name: p for p in dep.pools}
     frames = []
     for make in (ReferenceSimulation, Simulation):
         req = t.sample()
         r = Requests(req.arrival_s.to_numpy(float).copy(), req.prompt_tokens.to_numpy(np.int64),
                      req.output_tokens.to_numpy(np.int64))
         cfgs = replica_configs(dep)
-        names = [c.pool for c in cfgs]  # replica uid -> pool
-
-        def transfer(rid, src, r=r, names=names):
-            link = kv_transfer_model(dep, pools[names[src]], pools[names[int(r.decode_replica[rid])]])
-            return link(float(r.prompt[rid]), float(r.prefill_done_s[rid] - r.admitted_s[rid]))
-
-        sim = make(r, cfgs, kv_transfer_s=transfer)
+        sim = make(r, cfgs, kv_transfer_s=kv_transfer_for(dep, cfgs, r))
         sim.run()
         frames.append((sim.request_frame(), sim.step_frame()))
     assert (frames[0][0].status == "finished").all()

@@ -101,6 +101,23 @@ def closed_loop_ramp_s(configs: list[ReplicaConfig], traffic: Traffic) -> float:
     return float(pre + osl * step)
 
 
+def kv_transfer_for(dep: Deployment, configs: list[ReplicaConfig], r: Requests) -> Callable[[int, int], float]:
+    """The engine's ``kv_transfer_s(rid, src)``: request ``rid``'s exposed KV-transfer time from prefill
+    replica ``src`` to the decode replica already chosen for it (replica uid = index in ``configs``),
+    with one ``kv_transfer_model`` per pool pair."""
+    pools = {p.name: p for p in dep.pools}
+    links: dict[tuple[str, str], Callable[[float, float], float]] = {}
+
+    def kv_transfer(rid: int, src: int) -> float:
+        key = (configs[src].pool, configs[int(r.decode_replica[rid])].pool)
+        link = links.get(key)
+        if link is None:
+            link = links[key] = kv_transfer_model(dep, pools[key[0]], pools[key[1]])
+        return link(float(r.prompt[rid]), float(r.prefill_done_s[rid] - r.admitted_s[rid]))
+
+    return kv_transfer
+
+
 def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = None,
              cost_for: Callable[[Pool], StepCostModel] | None = None, horizon_s: float = math.inf,
              progress: Callable[[int], None] | None = None, engine: str | None = None,
@@ -111,20 +128,7 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
     r = Requests(reqs["arrival_s"].to_numpy(dtype=float).copy(), reqs["prompt_tokens"].to_numpy(np.int64),
                  reqs["output_tokens"].to_numpy(np.int64))
     configs = replica_configs(dep, cost_for, timing, engine=engine, preemption=preemption, overheads=overheads)
-    pools = {p.name: p for p in dep.pools}
     pre_pool = next((p for p in dep.pools if p.serves == ("prefill",)), None)
-
-    sim: Simulation | None = None
-
-    links: dict[tuple[str, str], Callable[[float, float], float]] = {}
-
-    def kv_transfer(rid: int, src: int) -> float:  # the decode replica is chosen before the transfer starts
-        prefill_time = float(r.prefill_done_s[rid] - r.admitted_s[rid])
-        key = (sim.replicas[src].cfg.pool, sim.replicas[int(r.decode_replica[rid])].cfg.pool)
-        link = links.get(key)
-        if link is None:
-            link = links[key] = kv_transfer_model(dep, pools[key[0]], pools[key[1]])
-        return link(float(r.prompt[rid]), prefill_time)
 
     closed = traffic.concurrency if traffic.arrival == "closed" else 0
     starts = None
@@ -133,7 +137,8 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
         ramp_s = traffic.ramp_up_s if traffic.ramp_up_s is not None else closed_loop_ramp_s(configs, traffic)
         starts = np.arange(min(closed, len(r.prompt))) * (ramp_s / closed)
     sim = Simulation(r, configs, seed=traffic.seed, closed_concurrency=closed,
-                     kv_transfer_s=kv_transfer if pre_pool else None, horizon_s=horizon_s, closed_starts_s=starts)
+                     kv_transfer_s=kv_transfer_for(dep, configs, r) if pre_pool else None, horizon_s=horizon_s,
+                     closed_starts_s=starts)
     sim.ramp_s = ramp_s
     sim.engine_override = engine
     if progress:
