@@ -21,7 +21,7 @@ The extra time is added to ``time_s`` only; the quadrant fields keep the timing 
 from __future__ import annotations
 
 from .profiles import EngineProfile
-from .stepcost import DecodeRanks, StepCost, StepCostModel
+from .stepcost import DecodeRanks, StepCost, StepCostModel, decode_stretch_costs
 
 
 class OverheadStepCost:
@@ -65,17 +65,7 @@ class OverheadStepCost:
                        ) -> tuple[list, list, list]:
         """``k`` pure-decode steps (see ``TabulatedStepCost.decode_stretch``) with this engine's overheads;
         ``ranks``: the attention-DP spread at the first step (None: even)."""
-        fast = getattr(self.inner, "decode_stretch", None)
-        if fast is not None:
-            times, attn, ffn = fast(n, kv0, k) if ranks is None else fast(n, kv0, k, ranks=ranks)
-        else:  # the inner model step by step (its own memo makes each step a lookup)
-            cost = self.inner.cost
-            if ranks is None:
-                steps = [cost(0, 0, 0, n, 1, kv0 + i * n) for i in range(k)]
-            else:
-                steps = [cost(0, 0, 0, n, 1, kv0 + i * n, ranks=ranks.grown(i)) for i in range(k)]
-            times = [c.time_s for c in steps]
-            attn, ffn = [c.decode_attention_s for c in steps], [c.decode_ffn_s for c in steps]
+        times, attn, ffn = decode_stretch_costs(self.inner, n, kv0, k, ranks)
         extra = self._decode_extra.get(n)
         if extra is None:
             extra = self._decode_extra[n] = self.overhead_s(0, 0, n)

@@ -83,6 +83,22 @@ class StepCostModel(Protocol):
         ...
 
 
+def decode_stretch_costs(cost, n: int, kv0: int, k: int, ranks: DecodeRanks | None = None
+                         ) -> tuple[list, list, list]:
+    """Times, decode-attention and decode-FFN seconds of ``k`` consecutive pure-decode steps of ``n``
+    sequences holding ``kv0`` cached tokens at the first step (each step adds one token per sequence;
+    ``ranks``: their spread over attention-DP ranks at the first step, None: even): the model's
+    ``decode_stretch`` where it has one, else its ``cost`` step by step."""
+    fast = getattr(cost, "decode_stretch", None)
+    if fast is not None:
+        return fast(n, kv0, k) if ranks is None else fast(n, kv0, k, ranks=ranks)
+    if ranks is None:
+        steps = [cost.cost(0, 0, 0, n, 1, kv0 + i * n) for i in range(k)]
+    else:
+        steps = [cost.cost(0, 0, 0, n, 1, kv0 + i * n, ranks=ranks.grown(i)) for i in range(k)]
+    return [c.time_s for c in steps], [c.decode_attention_s for c in steps], [c.decode_ffn_s for c in steps]
+
+
 class ConstantStepCost:
     """Test double: every step takes ``prefill_s`` if it prefills anything, else ``decode_s``."""
 
