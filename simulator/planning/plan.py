@@ -345,7 +345,7 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
         samples[cid] = r.get("samples", {})
         pools = []
         for p in dep.pools:
-            role = "colocated" if set(p.serves) == {"prefill", "decode"} else p.serves[0]
+            role = p.role
             usd_h = _finite(p.price_usd_per_s * 3600)
             a, f = p.plan.attention, p.plan.ffn
             pools.append({"name": p.name, "role": role, "hardware": a.hardware.id, "devices": p.devices,

@@ -60,7 +60,7 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         if mode == "none" and profile.policy != "trtllm":
             raise SimulatorError(f"pool {pool.name}: preemption 'none' (reserve KV for the whole request) is "
                                  f"TensorRT-LLM's GUARANTEED_NO_EVICT; {profile.name} preempts by recompute or swap")
-        role = "colocated" if set(pool.serves) == {"prefill", "decode"} else pool.serves[0]
+        role = pool.role
         spec = pool.speculative
         q_len = 1 + (spec.draft_tokens if spec else 0)
         if cost_for:

@@ -89,7 +89,7 @@ class Deployment:
 
     @property
     def disaggregated(self) -> bool:
-        return not any(set(p.serves) == {"prefill", "decode"} for p in self.pools)
+        return not any(p.role == "colocated" for p in self.pools)
 
     def pools_serving(self, phase: str) -> list[Pool]:
         return [p for p in self.pools if phase in p.serves]
@@ -221,7 +221,7 @@ def read_deployment(path: str | Path) -> Deployment:
     for phase in ("prefill", "decode"):
         if not any(phase in p.serves for p in pools):
             raise r.error("pools", f"no pool serves {phase}")
-    colocated = [p for p in pools if set(p.serves) == {"prefill", "decode"}]
+    colocated = [p for p in pools if p.role == "colocated"]
     if colocated and len(colocated) < len(pools):
         raise r.error("pools", "mix of colocated and disaggregated pools is not supported; use one or the other")
     for role in ("colocated", "prefill", "decode"):
