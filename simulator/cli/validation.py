@@ -142,6 +142,9 @@ def bench_run(
     reps: int = typer.Option(10, "--reps", parser=count(1, 100_000),
                              help="Timed repetitions per shape (median reported)."),
     warmup: int = typer.Option(3, "--warmup", parser=count(0, 100_000), help="Untimed warm-up runs per shape."),
+    kernel_times: bool = typer.Option(None, "--kernel-times/--no-kernel-times",
+                                      help="Also write kernel_us, the CUDA profiler's kernel-only median (no "
+                                           "launch gaps), as published kernel benchmarks time. Default: on CUDA."),
 ):
     """Measure kernels with torch and write rows in the measurement CSV contract, with provenance
     (device, driver/runtime, torch version, date, clocks). Collectives run when launched with
@@ -162,8 +165,12 @@ def bench_run(
     hw = hardware or _profile_of(device)
     load_hardware(hw)  # an unknown profile id fails here, before anything is measured
     n = len(load_suite(suite))
-    with typer.progressbar(length=n, label=f"bench {suite} on {device}", file=sys.stderr) as bar:
-        df, skipped = run_suite(suite, device, hw, reps=reps, warmup=warmup, progress=lambda i: bar.update(1))
+    if kernel_times is None:
+        kernel_times = device.startswith("cuda")
+    steps = n * (2 if kernel_times else 1)  # the kernel-time pass goes over the shapes again
+    with typer.progressbar(length=steps, label=f"bench {suite} on {device}", file=sys.stderr) as bar:
+        df, skipped = run_suite(suite, device, hw, reps=reps, warmup=warmup, kernel_times=kernel_times,
+                                 progress=lambda i: bar.update(1))
     if len(df):
         atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
         typer.echo(f"measured {len(df)} kernels, skipped {len(skipped)}; wrote {out}")

@@ -32,6 +32,8 @@ def gemm(torch, row, device):
         if not device.startswith("cuda") or torch.cuda.get_device_capability()[0] < 9 and \
                 torch.cuda.get_device_capability() < (8, 9):
             raise Unsupported("fp8 GEMM needs a CUDA device with fp8 tensor cores")
+        if n % 16 or k % 16:  # cuBLASLt's fp8 path: "mat2 shape ... must be divisible by 16"
+            raise Unsupported("fp8 GEMM through torch._scaled_mm needs n and k divisible by 16")
         a = torch.randn(m, k, device=device).to(torch.float8_e4m3fn)
         b = torch.randn(n, k, device=device).to(torch.float8_e4m3fn).t()  # column-major operand
         one = torch.ones((), device=device)
@@ -51,8 +53,8 @@ def _sdpa(torch):
 def attn_prefill(torch, row, device):
     b, s, L = _i(row.batch), _i(row.q_len), _i(row.kv_len)
     h, kvh, d = _i(row.num_heads), _i(row.num_kv_heads), _i(row.head_dim)
-    if s != L:
-        raise Unsupported("the harness measures prefill with q_len == kv_len (fresh prompts)")
+    if s > L:
+        raise Unsupported("prefill attention with q_len > kv_len")
     if row.kv_dtype not in ("", row.dtype):
         raise Unsupported("prefill attention with a KV dtype different from the compute dtype")
     dt = _dt(torch, row.dtype)
@@ -60,7 +62,13 @@ def attn_prefill(torch, row, device):
     k = torch.randn(b, kvh, L, d, device=device, dtype=dt)
     v = torch.randn(b, kvh, L, d, device=device, dtype=dt)
     sdpa = _sdpa(torch)
-    return lambda: sdpa(q, k, v, is_causal=True, enable_gqa=kvh != h)
+    if s == L:  # a fresh prompt
+        return lambda: sdpa(q, k, v, is_causal=True, enable_gqa=kvh != h)
+    # a chunk after L - s cached tokens: causal with the diagonal aligned to the bottom right
+    from torch.nn.attention.bias import causal_lower_right
+
+    mask = causal_lower_right(s, L)
+    return lambda: sdpa(q, k, v, attn_mask=mask, enable_gqa=kvh != h)
 
 
 def attn_decode(torch, row, device):

@@ -50,10 +50,26 @@ def provenance(torch, device: str) -> dict:
     }
 
 
+def _scope(op: str) -> dict:
+    """What the harness's kernel for ``op`` covers, in the contract's optional columns: its GEMM and
+    MoE closures time the matrix kernels alone (operands already in the GEMM dtype, no activation
+    quantisation, balanced routing without token permute/unpermute), so those rows carry ``quant=0``;
+    its prefill attention is causal (``causal=1``), its decode attention is not (``causal=0``)."""
+    return {"gemm": {"quant": 0}, "moe": {"quant": 0}, "attn_prefill": {"causal": 1},
+            "attn_decode": {"causal": 0}}.get(op, {})
+
+
 def run_suite(suite: str, device: str, hardware: str, *, reps: int = 10, warmup: int = 3,
-              progress: Callable[[int], None] | None = None) -> tuple[pd.DataFrame, list[tuple[dict, str]]]:
-    """Measure every shape of ``suite`` on ``device``; returns (rows, skipped (row, reason))."""
+              kernel_times: bool | None = None, progress: Callable[[int], None] | None = None,
+              ) -> tuple[pd.DataFrame, list[tuple[dict, str]]]:
+    """Measure every shape of ``suite`` on ``device``; returns (rows, skipped (row, reason)).
+
+    ``kernel_times`` (default: on for CUDA) adds ``kernel_us``, the profiler's kernel-only median.
+    ``progress`` is called with the number of steps done: one per shape, and one per measured shape
+    again for the kernel-time pass."""
     torch = require_torch()
+    if kernel_times is None:
+        kernel_times = device.startswith("cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
         from ...errors import SimulatorError
 
@@ -74,7 +90,7 @@ def run_suite(suite: str, device: str, hardware: str, *, reps: int = 10, warmup:
         world = dist.get_world_size() if dist.is_initialized() else 1
     except (ImportError, RuntimeError):
         world = 1
-    rows, skipped = [], []
+    rows, skipped, measured = [], [], []
     with torch.inference_mode():
         for i, row in enumerate(shapes.itertuples(index=False)):
             rec = row._asdict()
@@ -84,15 +100,29 @@ def run_suite(suite: str, device: str, hardware: str, *, reps: int = 10, warmup:
             except Unsupported as exc:
                 skipped.append((rec, str(exc)))
                 continue
+            except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:  # one failing kernel must not end the run
+                skipped.append((rec, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"))
+                continue
             finally:
                 if progress:
                     progress(i + 1)
-            rec.update(hardware=hardware, latency_us=med, p10_us=p10, p90_us=p90, reps=reps)
+            rec.update(hardware=hardware, latency_us=med, p10_us=p10, p90_us=p90, reps=reps, **_scope(row.op))
             if row.op in ("all_reduce", "all_gather", "all_to_all"):
                 rec["world"] = world
             rows.append({**rec, **prov})
+            measured.append(row)
+        # Kernel-only times in a pass of their own, after every event time is taken: once the CUDA
+        # profiler has attached, each launch costs the host more, and a launch slower than the L2
+        # flush in front of it would leak into the event times (seen on an H200: 6 -> 30 us).
+        for j, (rec, row) in enumerate(zip(rows, measured if kernel_times else ())):
+            try:
+                rec["kernel_us"] = timer.kernel_us(BUILDERS[row.op](torch, row, device))
+            except RuntimeError:  # a profiler that cannot start leaves the cell empty, not the run
+                rec["kernel_us"] = float("nan")
+            if progress:
+                progress(len(shapes) + j + 1)
     df = pd.DataFrame(rows)
-    for col in COLUMNS:  # integral shape columns are written as integers
+    for col in (*COLUMNS, "quant", "causal"):  # integral shape columns are written as integers
         if col in df.columns and col != "latency_us" and pd.api.types.is_float_dtype(df[col]):
             vals = df[col].dropna()
             if len(vals) and (vals == vals.round()).all():

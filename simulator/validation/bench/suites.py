@@ -39,6 +39,7 @@ def tiny() -> list[dict]:
         _gemm(128, 512, 512, "fp32"), _gemm(8, 1024, 512, "fp32"),
         _decode(4, 256, 8, 2, 64, "fp32"), _decode(16, 1024, 8, 2, 64, "fp32"), _decode(1, 2048, 8, 2, 64, "fp32"),
         _prefill(1, 128, 8, 2, 64, "fp32"), _prefill(1, 512, 8, 2, 64, "fp32"), _prefill(2, 256, 8, 2, 64, "fp32"),
+        {**_prefill(1, 128, 8, 2, 64, "fp32"), "kv_len": 512},  # a chunk after 384 cached tokens
         _moe(8, 256, 512, 8, 2, "fp32"), _moe(64, 256, 512, 8, 2, "fp32"), _moe(256, 256, 512, 8, 2, "fp32"),
         dict(op="memcpy", dtype="", bytes=2**20), dict(op="memcpy", dtype="", bytes=2**24),
         dict(op="memcpy", dtype="", bytes=2**26)]
