@@ -67,3 +67,14 @@ def test_kernel_time_sums_each_repetitions_kernels_and_leaves_the_flush_out():
                                           ev("fill", 60.0), ev("gemm", 7.0), ev("reduce", 1.0),
                                           ev("fill", 60.0), ev("gemm", 9.0), ev("reduce", 2.0)]
     assert timer.kernel_us(lambda: None) == 8.0  # median of 6, 8 and 11
+
+
+def test_launch_overheads_on_a_cpu_take_the_eager_figure_per_size(tmp_path):
+    out = tmp_path / "overheads.csv"
+    r = runner.invoke(app, ["bench", "overheads", "--device", "cpu", "--kernels", "20", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out)
+    assert set(df.mechanism) == {"eager"}  # the profiler and CUDA-graph figures need a GPU
+    assert len(df) == 3 and (df.per_kernel_us > 0).all() and df.host_cpu.notna().all()
+    # a kernel over 256x more data cannot cost less per launch
+    assert df.sort_values("tokens").per_kernel_us.iloc[-1] > df.sort_values("tokens").per_kernel_us.iloc[0]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on a lent GPU: the harness's `full` kernel suite, then the same suite again as a
-# repeatability check (skipped when the first pass took too long), with the machine's state
+# repeatability check (skipped when the first pass took too long), the per-kernel launch costs
+# (`bench overheads`: eager, CUDA-graph replay, kernel alone), with the machine's state
 # (nvidia-smi before and after) next to the CSVs.
 #
 #   OUT=/some/folder bash reports/scripts/gpu_bench.sh [profile-id]
@@ -43,6 +44,7 @@ echo "first pass: ${first} s"
 if [ "$first" -lt 150 ]; then
   run "$OUT/full-rerun.csv" && echo "second pass: $(( $(date +%s) - start - first )) s"
 fi
+python3 -m simulator.cli bench overheads --device "${DEVICE:-cuda}" --out "$OUT/overheads.csv" 2>>"$OUT/bench-stderr.log"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,clocks.max.sm,power.draw,power.limit,temperature.gpu \
   --format=csv >"$OUT/nvidia-smi-after.csv" 2>&1
 cat "$OUT/nvidia-smi-after.csv"

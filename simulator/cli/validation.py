@@ -183,6 +183,28 @@ def bench_run(
         typer.echo(f"  skipped x{n_why}: {why}")
 
 
+@bench_app.command("overheads")
+@guarded
+def bench_overheads(
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    out: Path = typer.Option(..., "--out", parser=out_file(CSV_EXTS), help="CSV to write."),
+    n: int = typer.Option(1000, "--kernels", parser=count(10, 1_000_000),
+                          help="Kernels launched back to back per timed run."),
+):
+    """Measure what each small kernel costs a step beyond its work: its GPU duration alone (CUDA
+    profiler), launched eagerly back to back from Python (host-bound: the engines' `kernel_launch_s`),
+    and replayed from one CUDA graph (the engines' `kernel_floor_s`), on elementwise kernels of
+    decode-step sizes. On a CPU only the eager figure is taken."""
+    from ..io import atomic_write
+    from ..validation.bench.overheads import launch_overheads
+
+    df = launch_overheads(device, n=n)
+    atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
+    for r in df.itertuples():
+        typer.echo(f"{r.mechanism:>6}  {r.tokens:>4} x {r.hidden:<5} {r.dtype}: {r.per_kernel_us:7.2f} us per kernel")
+    typer.echo(f"wrote {out}")
+
+
 def _profile_of(device: str) -> str:
     """The hardware profile of the device to be measured (cpu-host on CPU)."""
     if device == "cpu":
