@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from simulator.cli import app
@@ -92,6 +93,11 @@ def test_calibrate_and_validate_cli_roundtrip(tmp_path):
     assert "held-out" in r.output and overlay.exists()
     text = overlay.read_text()
     assert "provenance" in text and "heldout_error_after" in text
+    # an entry marked PROFILE carries the profile's value, never a fitted one (the "default" block too)
+    doc = yaml.safe_load(text)["efficiency"]["kernels"]
+    assert doc["gemm"]["compute_fraction"]["source"] == "FIT"
+    assert doc["default"]["compute_fraction"] == {"value": round(H100.efficiency.kernels["gemm"].compute_fraction, 6),
+                                                  "source": "PROFILE"}
     # the overlay is usable wherever a profile is
     cal = apply_calibration(H100, overlay)
     assert cal.peak("bf16") == H100.peak("bf16")  # datasheet untouched

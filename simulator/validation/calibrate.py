@@ -240,12 +240,14 @@ def overlay_yaml(cal: HardwareSpec, base: HardwareSpec, report: dict, measuremen
     key = {f: k for k, (f, _) in KERNEL_PARAMS.items()}
     ckey = {f: k for k, (f, _) in COLLECTIVE_PARAMS.items()}
     src = lambda fam: "FIT" if fam in fitted else "PROFILE"  # noqa: E731
-    kernels = {"default": {key[f.name]: _val(getattr(e.kernels["gemm"], f.name), f.name, "PROFILE")
+    # every family is written out below, so "default" only mirrors the base profile (never a fitted value)
+    kernels = {"default": {key[f.name]: _val(getattr(base.efficiency.kernels["gemm"], f.name), f.name, "PROFILE")
                            for f in fields(KernelFamily)}}
     for fam in KERNEL_FAMILIES:
         kernels[fam] = {key[f.name]: _val(getattr(e.kernels[fam], f.name), f.name, src(fam))
                         for f in fields(KernelFamily)}
-    colls = {"default": {ckey[f.name]: _val(getattr(e.collectives["all_reduce"], f.name), f.name, "PROFILE")
+    colls = {"default": {ckey[f.name]: _val(getattr(base.efficiency.collectives["all_reduce"], f.name), f.name,
+                                            "PROFILE")
                          for f in fields(CollectiveFamily)}}
     for fam in COLLECTIVE_FAMILIES:
         colls[fam] = {ckey[f.name]: _val(getattr(e.collectives[fam], f.name), f.name, src(fam))
