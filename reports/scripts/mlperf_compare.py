@@ -65,7 +65,8 @@ def main(requests: int = 3000) -> None:
         f"`{SRC.format(bench='<benchmark>', scenario='<scenario>')}`.",
         "",
         "Simulated: `quadrant-sim` with the shipped `h100-sxm` profile (kernel families read from published "
-        "kernel figures; no H100 harness CSV: the one GPU we measured is an H200), the `trtllm` engine profile (in-flight batching, KV "
+        "kernel figures; no H100 harness CSV: the one GPU we measured is an H200), the `trtllm` engine profile "
+        "(in-flight batching, KV "
         "reserved per request, its step overheads), FP8 weights/activations and FP8 KV cache (8192-token step "
         "budget, up to 1024 sequences per replica). Offline = closed loop "
         "keeping 1024 requests per replica in flight; Server = Poisson arrivals at the published scheduled "
