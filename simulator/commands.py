@@ -346,7 +346,7 @@ def write_simulation(res, out: Path, *, plots: bool, parquet: bool, slo=None) ->
 
 
 def run_validate(measurements: Path, hardware: str | None, calibrations: list[Path], heldout: bool,
-                 timing: str | None = None, lodo: bool = True):
+                 timing: str | None = None, lodo: bool = True, latency: str = "latency_us"):
     """Predict every measured row; score per device x op kind; with several devices, also leave one
     device out (fit the kernel families on the others, predict it)."""
     import pandas as pd
@@ -355,7 +355,7 @@ def run_validate(measurements: Path, hardware: str | None, calibrations: list[Pa
     from .validation.measurements import read_measurements
     from .validation.validate import load_specs, predict, score
 
-    df = read_measurements(measurements)
+    df = read_measurements(measurements, latency)
     if hardware:
         df = df[df["hardware"] == hardware].reset_index(drop=True)
         if df.empty:
@@ -388,14 +388,15 @@ def run_validate(measurements: Path, hardware: str | None, calibrations: list[Pa
     return pred, result
 
 
-def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: float, seed: int) -> dict:
+def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: float, seed: int,
+                  latency: str = "latency_us") -> dict:
     from .io import atomic_write_text
     from .validation.calibrate import calibrate, overlay_yaml
     from .validation.measurements import read_measurements
 
     if not 0.0 < test_fraction < 1.0:
         raise SimulatorError("--test-fraction must be between 0 and 1")
-    df = read_measurements(measurements)
+    df = read_measurements(measurements, latency)
     base = load_hardware(hardware)
     cal, report = calibrate(df, base, test_fraction=test_fraction, seed=seed, measurements_file=str(measurements))
     atomic_write_text(out, overlay_yaml(cal, base, report, measurements))

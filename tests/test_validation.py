@@ -163,3 +163,21 @@ def test_validation_is_vectorised_over_thousands_of_rows():
     big = pd.concat([df] * 60, ignore_index=True)  # ~3,000 rows
     pred = predict(big, {"h100-sxm": H100})
     assert len(pred) == len(big) and np.isfinite(pred.predicted_us).all()
+
+
+def test_kernel_times_read_the_kernel_only_column(tmp_path):
+    """--kernel-times scores the rows against kernel_us; a CSV without that column is a one-line error."""
+    path, _ = _synthetic(tmp_path)
+    df = pd.read_csv(path)
+    df["kernel_us"] = df["latency_us"] * 0.5  # kernel-only times half the event times
+    both = tmp_path / "both.csv"
+    df.to_csv(both, index=False)
+    bias = {}
+    for flag in ([], ["--kernel-times"]):
+        r = runner.invoke(app, ["validate", "--measurements", str(both), "--json", *flag])
+        assert r.exit_code == 0, r.output
+        bias[bool(flag)] = json.loads(r.output)["overall"]["bias"]
+    assert bias[True] == pytest.approx(2 * bias[False], rel=1e-9)  # predicted / (measured / 2)
+    r = runner.invoke(app, ["calibrate", "--measurements", str(path), "--hardware", "h100-sxm", "--kernel-times",
+                            "--out", str(tmp_path / "c.yaml")])
+    assert r.exit_code == 2 and "no 'kernel_us' column" in r.output and not (tmp_path / "c.yaml").exists()

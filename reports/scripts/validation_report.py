@@ -64,11 +64,6 @@ def plain_roofline(df: pd.DataFrame, specs) -> pd.DataFrame:
     return out
 
 
-def _kernel_only(df: pd.DataFrame) -> pd.DataFrame:
-    """The same rows timed by the CUDA profiler (kernel durations alone) instead of CUDA events."""
-    return df.assign(latency_us=pd.to_numeric(df["kernel_us"]))
-
-
 def _regimes(pred: pd.DataFrame) -> pd.DataFrame:
     """Median predicted/measured of the GEMM rows by tokens (m) and dtype."""
     g = pred[pred["op"] == "gemm"]
@@ -84,17 +79,18 @@ def h200_section() -> str:
     event-time calibration overlay."""
     csv = H200 / "full.csv"
     df, rerun = read_measurements(csv), read_measurements(H200 / "full-rerun.csv")
+    kernel = read_measurements(csv, "kernel_us")  # the same rows, timed by the CUDA profiler (kernels alone)
     specs = load_specs(df)
     h200 = specs["h200-sxm"]
     hopper = {"h200-sxm": replace(h200, efficiency=replace(h200.efficiency,
                                                            kernels=load_hardware("h100-sxm").efficiency.kernels))}
-    ev, ko = predict(df, hopper), predict(_kernel_only(df), hopper)
+    ev, ko = predict(df, hopper), predict(kernel, hopper)
     s_ev, s_ko = score(ev), score(ko)
     test = holdout_mask(len(df), 0.5, 0)  # the split `quadrant calibrate` uses (all rows are h200-sxm)
     held_hopper = score(ko[test])["overall"]
-    held_shipped = score(predict(_kernel_only(df)[test].reset_index(drop=True), specs))["overall"]
+    held_shipped = score(predict(kernel[test].reset_index(drop=True), specs))["overall"]
     held_gemm = {name: score(p[test & (df["op"] == "gemm").to_numpy() & (df["dtype"] == "bf16").to_numpy()])
-                 ["overall"] for name, p in (("hopper", ko), ("shipped", predict(_kernel_only(df), specs)))}
+                 ["overall"] for name, p in (("hopper", ko), ("shipped", predict(kernel, specs)))}
     cal, report = calibrate(df, h200, test_fraction=0.5, seed=0, measurements_file=str(csv))
     (H200 / "calibration.yaml").write_text(overlay_yaml(cal, h200, report, "reports/validation/h200-sxm/full.csv"))
     lat = pd.to_numeric(df["latency_us"])

@@ -40,6 +40,8 @@ def validate(
     kv_precision: str = typer.Option(None, "--kv-precision", help="With --serving: KV-cache precision."),
     requests: int = typer.Option(200, "--requests", parser=count(1, 100_000),
                                  help="With --serving: at most this many requests simulated per measured run."),
+    kernel_times: bool = typer.Option(False, "--kernel-times", help="Read each row's time from kernel_us (the "
+                                      "kernel-only time `bench run` writes on a GPU) instead of latency_us."),
 ):
     """Predict every measured kernel with the simulator's own op records and timing model and report,
     per hardware x op and overall: n, median and p90 absolute percentage error, fraction within 25%,
@@ -59,7 +61,8 @@ def validate(
                                  param_hint="'--measurements'")
     from ..commands import run_validate
 
-    pred, result = run_validate(measurements, hardware, calibration or [], heldout, timing, lodo)
+    pred, result = run_validate(measurements, hardware, calibration or [], heldout, timing, lodo,
+                                "kernel_us" if kernel_times else "latency_us")
     if out:
         from ..io import atomic_write
 
@@ -112,6 +115,8 @@ def calibrate(
                                         help="Rows held out to report the error on."),
     seed: int = typer.Option(0, "--seed", parser=count(0, 2**32 - 1), help="Seed of the train/test split."),
     json_out: bool = typer.Option(False, "--json"),
+    kernel_times: bool = typer.Option(False, "--kernel-times", help="Read each row's time from kernel_us (the "
+                                      "kernel-only time `bench run` writes on a GPU) instead of latency_us."),
 ):
     """Fit the profile's efficiency and overhead parameters (fixed launch latency; achievable FLOP/s and
     bandwidth fractions and ramps per op class) on a training split of the measurements, report the
@@ -119,7 +124,8 @@ def calibrate(
     Use it anywhere with --calibration PATH."""
     from ..commands import run_calibrate
 
-    report = run_calibrate(measurements, hardware, out, test_fraction, seed)
+    report = run_calibrate(measurements, hardware, out, test_fraction, seed,
+                           "kernel_us" if kernel_times else "latency_us")
     if json_out:
         emit_json({k: v for k, v in report.items() if k != "fits"},
                   metadata(seed=seed, inputs={"measurements": measurements, "hardware": hardware}))

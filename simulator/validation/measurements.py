@@ -36,13 +36,23 @@ NEEDS = {
 NUMERIC = tuple(c for c in COLUMNS if c not in ("op", "hardware", "dtype", "kv_dtype"))
 
 
-def read_measurements(path: str | Path) -> pd.DataFrame:
-    """Read and check a measurement CSV; the first bad row is a one-line MeasurementError."""
+def read_measurements(path: str | Path, latency: str = "latency_us") -> pd.DataFrame:
+    """Read and check a measurement CSV; the first bad row is a one-line MeasurementError.
+
+    ``latency``: the column read as each row's measured time, ``latency_us`` (the contract) or
+    ``kernel_us`` (the kernel-only time the harness writes on a GPU); it is checked like
+    ``latency_us`` and returned under that name, the contract's own column then set aside as
+    ``event_us``."""
     path = str(path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise MeasurementError(f"{path}: cannot read CSV ({' '.join(str(exc).split())})") from None
+    if latency != "latency_us":
+        if latency not in df.columns:
+            raise MeasurementError(f"{path}: no {latency!r} column to read times from (`quadrant bench run` "
+                                   "writes kernel_us on a GPU)")
+        df = df.rename(columns={"latency_us": "event_us"}).rename(columns={latency: "latency_us"})
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise MeasurementError(f"{path}: missing required column(s): {', '.join(missing)}")
