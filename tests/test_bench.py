@@ -78,3 +78,17 @@ def test_launch_overheads_on_a_cpu_take_the_eager_figure_per_size(tmp_path):
     assert len(df) == 3 and (df.per_kernel_us > 0).all() and df.host_cpu.notna().all()
     # a kernel over 256x more data cannot cost less per launch
     assert df.sort_values("tokens").per_kernel_us.iloc[-1] > df.sort_values("tokens").per_kernel_us.iloc[0]
+
+
+def test_decode_step_op_set_runs_and_ops_out_needs_a_gpu(tmp_path):
+    """The small ops `bench overheads --ops-out` replays on a GPU run on any device (shapes agree);
+    asking for them on a CPU is a flag error before anything is measured."""
+    from simulator.validation.bench.overheads import step_op_set
+
+    for name, op in step_op_set(torch, "cpu", 2, hidden=64, inter=128, heads=4, kv_heads=2, head_dim=16,
+                                vocab=1000).items():
+        assert op() is not None, name
+    out = tmp_path / "o.csv"
+    r = runner.invoke(app, ["bench", "overheads", "--device", "cpu", "--out", str(out), "--ops-out",
+                            str(tmp_path / "ops.csv")])
+    assert r.exit_code == 2 and "--ops-out" in r.output and not out.exists()

@@ -196,6 +196,9 @@ def bench_overheads(
     out: Path = typer.Option(..., "--out", parser=out_file(CSV_EXTS), help="CSV to write."),
     n: int = typer.Option(1000, "--kernels", parser=count(10, 1_000_000),
                           help="Kernels launched back to back per timed run."),
+    ops_out: Path = typer.Option(None, "--ops-out", parser=out_file(CSV_EXTS),
+                                 help="Also time a decode step's small ops (norm, RoPE, KV write, quantisation, "
+                                      "sampler) in CUDA-graph replay and write them here (CUDA only)."),
 ):
     """Measure what each small kernel costs a step beyond its work: its GPU duration alone (CUDA
     profiler), launched eagerly back to back from Python (host-bound: the engines' `kernel_launch_s`),
@@ -204,11 +207,23 @@ def bench_overheads(
     from ..io import atomic_write
     from ..validation.bench.overheads import launch_overheads
 
+    if ops_out is not None and not device.startswith("cuda"):
+        raise typer.BadParameter("the decode-step ops are replayed from CUDA graphs: they need --device cuda",
+                                 param_hint="'--ops-out'")
     df = launch_overheads(device, n=n)
     atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
     for r in df.itertuples():
         typer.echo(f"{r.mechanism:>6}  {r.tokens:>4} x {r.hidden:<5} {r.dtype}: {r.per_kernel_us:7.2f} us per kernel")
     typer.echo(f"wrote {out}")
+    if ops_out is not None:
+        from ..validation.bench.overheads import step_ops
+
+        ops = step_ops(device)
+        atomic_write(ops_out, lambda tmp: ops.to_csv(tmp, index=False))
+        for r in ops.itertuples():
+            typer.echo(f"{r.op:>20}  batch {r.tokens:>3}: {r.per_call_us:7.2f} us per call in a graph, "
+                       f"{r.kernels_per_call} kernel(s), {r.per_kernel_us:6.2f} us per kernel")
+        typer.echo(f"wrote {ops_out}")
 
 
 def _profile_of(device: str) -> str:

@@ -11,6 +11,13 @@ to the next). This module measures both with torch, on elementwise kernels of de
 * ``graph``:  the same ``n`` launches captured in one CUDA graph, replay time / n (CUDA events).
 
 Rows: ``mechanism, tokens, hidden, dtype, per_kernel_us, n`` plus provenance columns.
+
+``step_ops`` measures the small operations a decode step runs besides its GEMMs and attention, the
+way an engine's CUDA graph replays them: residual add, RMSNorm, SiLU-and-multiply, rotary embedding,
+KV-cache write, per-token FP8 quantisation, and the sampler's softmax / argmax / top-k over the
+vocabulary. Each is captured ``n`` times in one graph; the replay time per call, divided by the
+kernels one call launches (counted by the CUDA profiler), is its per-kernel cost. Plain torch, so
+fused engine kernels (one kernel where torch launches several) cost at most a call's time.
 """
 
 from __future__ import annotations
@@ -66,6 +73,91 @@ def launch_overheads(device: str, *, n: int = 1000, reps: int = 5,
     df = pd.DataFrame(rows)
     cols = ["mechanism", "tokens", "hidden", "dtype", "per_kernel_us", "n"]
     return df[cols].assign(**prov, host_cpu=_cpu_name())  # eager launch cost is the host's
+
+
+def step_op_set(torch, device: str, b: int, *, hidden: int = 4096, inter: int = 14336, heads: int = 32,
+                kv_heads: int = 8, head_dim: int = 128, vocab: int = 128256) -> dict:
+    """The small ops of one decode step at batch ``b`` (Llama-3.1-8B shapes by default), each a
+    closure over its own bf16 inputs (fp32 logits), named as engines name their kernels."""
+    F = torch.nn.functional
+    bf16 = torch.bfloat16
+    x = torch.randn(b, hidden, device=device, dtype=bf16)
+    r = torch.randn_like(x)
+    w = torch.randn(hidden, device=device, dtype=bf16)
+    gu = torch.randn(b, 2 * inter, device=device, dtype=bf16)
+    q = torch.randn(b, heads, head_dim, device=device, dtype=bf16)
+    cos = torch.randn(b, 1, head_dim // 2, device=device, dtype=bf16)
+    sin = torch.randn_like(cos)
+    cache = torch.zeros(65536, kv_heads, head_dim, device=device, dtype=bf16)
+    k = torch.randn(b, kv_heads, head_dim, device=device, dtype=bf16)
+    slots = torch.randperm(65536, device=device)[:b]
+    logits = torch.randn(b, vocab, device=device, dtype=torch.float32)
+    half = head_dim // 2
+
+    def rope():
+        q1, q2 = q[..., :half], q[..., half:]
+        return torch.cat((q1 * cos - q2 * sin, q2 * cos + q1 * sin), dim=-1)
+
+    def quant_fp8():
+        scale = x.abs().amax(dim=-1, keepdim=True).float() / 448.0  # e4m3 max
+        return (x / scale).to(torch.float8_e4m3fn), scale
+
+    return {
+        "residual_add": lambda: x.add_(r),
+        "rms_norm": lambda: F.rms_norm(x, (hidden,), w, 1e-5),
+        "silu_and_mul": lambda: F.silu(gu[:, :inter]) * gu[:, inter:],
+        "rotary_embedding": rope,
+        "kv_cache_write": lambda: cache.index_copy_(0, slots, k),
+        "fp8_per_token_quant": quant_fp8,
+        "sampler_softmax": lambda: torch.softmax(logits, dim=-1),
+        "sampler_argmax": lambda: logits.argmax(dim=-1),
+        "sampler_topk50": lambda: torch.topk(logits, 50, dim=-1),
+    }
+
+
+def step_ops(device: str, *, n: int = 200, reps: int = 5, batches: tuple[int, ...] = (1, 64)) -> pd.DataFrame:
+    """Graph-replay cost per call and per kernel of a decode step's small ops (``step_op_set``) at
+    each decode batch in ``batches``, with each op's kernel-only time alone (cold L2). CUDA only."""
+    torch = require_torch()
+    if not device.startswith("cuda"):
+        from ...errors import SimulatorError
+
+        raise SimulatorError("the decode-step ops are replayed from CUDA graphs: they need --device cuda")
+    timer = Timer(torch, device, warmup=3, reps=reps)
+    prov = provenance(torch, device)
+    rows = []
+    with torch.inference_mode():
+        for b in batches:
+            for name, op in step_op_set(torch, device, b).items():
+                kernels = _kernels_per_call(torch, op)
+
+                def many(op=op):
+                    for _ in range(n):
+                        op()
+
+                many()
+                torch.cuda.synchronize()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    many()
+                per_call = _graph_us(torch, graph, reps) / n
+                rows.append(dict(op=name, tokens=b, kernels_per_call=kernels, per_call_us=per_call,
+                                 per_kernel_us=per_call / max(kernels, 1), kernel_alone_us=timer.kernel_us(op), n=n))
+                del graph
+    return pd.DataFrame(rows).assign(**prov)
+
+
+def _kernels_per_call(torch, op) -> int:
+    """GPU kernels (and memsets/copies) one call of ``op`` launches, by the CUDA profiler."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    op()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        op()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA)
 
 
 def _wall_us(torch, cuda: bool, fn, reps: int) -> float:
