@@ -44,7 +44,10 @@ echo "first pass: ${first} s"
 if [ "$first" -lt 150 ]; then
   run "$OUT/full-rerun.csv" && echo "second pass: $(( $(date +%s) - start - first )) s"
 fi
-python3 -m simulator.cli bench overheads --device "${DEVICE:-cuda}" --out "$OUT/overheads.csv" --ops-out "$OUT/step-ops.csv" 2>>"$OUT/bench-stderr.log"
+ops=(--ops-out "$OUT/step-ops.csv")  # graph replay: CUDA only
+[ "${DEVICE:-cuda}" = cpu ] && ops=()
+python3 -m simulator.cli bench overheads --device "${DEVICE:-cuda}" --out "$OUT/overheads.csv" "${ops[@]}" \
+  2>>"$OUT/bench-stderr.log"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,clocks.max.sm,power.draw,power.limit,temperature.gpu \
   --format=csv >"$OUT/nvidia-smi-after.csv" 2>&1
 cat "$OUT/nvidia-smi-after.csv"
