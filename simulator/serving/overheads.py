@@ -5,7 +5,7 @@
 - the engine's exposed CPU time (scheduling, input preparation);
 - a per-sequence cost (sampling, block tables, detokenisation) for every scheduled sequence;
 - the kernels the timing model does not list (norms, RoPE, quantisation, residuals): kernels per
-  layer x layers, each at its execution floor when the step replays a CUDA graph and at the host
+  layer x layers, each at its graph-replay cost when the step replays a CUDA graph and at the host
   launch cost otherwise. A pure-decode step replays a full graph when its batch is within the
   engine's captured sizes; a prefill or mixed step replays piecewise graphs (attention eager, the
   unlisted kernels captured) when its tokens are within the engine's ``prefill_graph_max_tokens``

@@ -28,7 +28,7 @@ class EngineProfile:
     step_cpu_s: float  # exposed CPU scheduling / input preparation per step
     per_seq_s: float  # per scheduled sequence per step (sampling, block tables, detokenisation)
     kernels_per_layer: int  # kernels per layer the timing model does not list (norms, RoPE, quant, residual)
-    kernel_floor_s: float  # execution floor of one such kernel (CUDA-graph replay)
+    kernel_floor_s: float  # cost of one such kernel replayed from a CUDA graph
     kernel_launch_s: float  # host launch cost of one kernel outside a CUDA graph
     cuda_graph_max_bs: int  # largest decode batch captured in a CUDA graph
     moe_prefill_s: float  # fixed latency of a step that prefills through MoE layers
