@@ -2,6 +2,7 @@
 not asserted here (a busy CI machine makes timings noisy); the pipeline and the contract are."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -51,22 +52,22 @@ def test_unsupported_rows_are_skipped_with_a_reason(tmp_path):
     assert len(read_measurements(csv)) == 1
 
 
-def test_kernel_time_sums_each_repetitions_kernels_and_leaves_the_flush_out():
-    """The profiler figure: per repetition, the kernels after each flush are summed; the median is kept."""
+def test_kernel_time_splits_the_profile_by_position_not_by_kernel_name():
+    """The profiler figure: reps x (flush, call) events, split by the counts of each; the timed op may
+    run the flush's own fill kernel, and a count that does not add up gives NaN, never a wrong time."""
     from types import SimpleNamespace
 
-    from simulator.validation.bench.timer import Timer
+    from simulator.validation.bench.timer import split_by_period
 
     def ev(name, us):
         return SimpleNamespace(name=name, time_range=SimpleNamespace(elapsed_us=lambda: us))
 
-    timer = Timer(torch, "cpu", reps=3)
-    timer.cuda = True  # the grouping alone; no GPU needed
-    timer._flush_names = {"fill"}
-    timer._gpu_events = lambda fn, reps: [ev("fill", 60.0), ev("gemm", 5.0), ev("reduce", 1.0),
-                                          ev("fill", 60.0), ev("gemm", 7.0), ev("reduce", 1.0),
-                                          ev("fill", 60.0), ev("gemm", 9.0), ev("reduce", 2.0)]
-    assert timer.kernel_us(lambda: None) == 8.0  # median of 6, 8 and 11
+    events = [ev("fill", 60.0), ev("fill", 1.0), ev("gemm", 5.0),  # the op zeroes a buffer, then runs a GEMM
+              ev("fill", 60.0), ev("fill", 1.0), ev("gemm", 7.0),
+              ev("fill", 60.0), ev("fill", 2.0), ev("gemm", 9.0)]
+    assert split_by_period(events, 1, 2, 3) == 8.0  # median of 6, 8 and 11
+    assert math.isnan(split_by_period(events[:-1], 1, 2, 3))  # an event missing
+    assert math.isnan(split_by_period(events, 1, 0, 3))  # an op that launched nothing
 
 
 def test_launch_overheads_on_a_cpu_take_the_eager_figure_per_size(tmp_path):
@@ -92,3 +93,15 @@ def test_decode_step_op_set_runs_and_ops_out_needs_a_gpu(tmp_path):
     r = runner.invoke(app, ["bench", "overheads", "--device", "cpu", "--out", str(out), "--ops-out",
                             str(tmp_path / "ops.csv")])
     assert r.exit_code == 2 and "--ops-out" in r.output and not out.exists()
+
+
+def test_harness_input_errors_are_one_line_and_a_run_that_measured_nothing_fails(tmp_path):
+    out = tmp_path / "m.csv"
+    r = runner.invoke(app, ["bench", "overheads", "--device", "gpu0", "--out", str(out)])
+    assert r.exit_code == 2 and "expected cpu, cuda or cuda:N" in r.output and not out.exists()
+    r = runner.invoke(app, ["bench", "run", "--device", "cpu", "--suite", "tiny", "--kernel-times", "--out", str(out)])
+    assert r.exit_code == 2 and "--kernel-times" in r.output and not out.exists()
+    shapes = tmp_path / "huge.csv"  # a GEMM no host can allocate: every row fails
+    shapes.write_text("op,dtype,m,n,k\ngemm,fp32,1000000,1000000,1000000\n")
+    r = runner.invoke(app, ["bench", "run", "--device", "cpu", "--suite", str(shapes), "--out", str(out)])
+    assert r.exit_code != 0 and "could be measured" in r.output and not out.exists()

@@ -181,3 +181,13 @@ def test_kernel_times_read_the_kernel_only_column(tmp_path):
     r = runner.invoke(app, ["calibrate", "--measurements", str(path), "--hardware", "h100-sxm", "--kernel-times",
                             "--out", str(tmp_path / "c.yaml")])
     assert r.exit_code == 2 and "no 'kernel_us' column" in r.output and not (tmp_path / "c.yaml").exists()
+
+
+def test_kernel_times_with_an_empty_cell_name_the_column(tmp_path):
+    path, _ = _synthetic(tmp_path)
+    df = pd.read_csv(path)
+    df["kernel_us"] = df["latency_us"]
+    df.loc[3, "kernel_us"] = None
+    df.to_csv(path, index=False)
+    r = runner.invoke(app, ["validate", "--measurements", str(path), "--kernel-times"])
+    assert r.exit_code == 2 and "row 5" in r.output and "'kernel_us'" in r.output

@@ -36,7 +36,7 @@ EOF
 
 start=$(date +%s)
 run() {  # $1: output CSV
-  python3 -m simulator.cli bench run --device "${DEVICE:-cuda}" --suite "${SUITE:-full}" "${hw_flag[@]}" --out "$1" 2>>"$OUT/bench-stderr.log"
+  python3 -m simulator.cli bench run --device "${DEVICE:-cuda}" --suite "${SUITE:-full}" ${hw_flag[@]+"${hw_flag[@]}"} --out "$1" 2>>"$OUT/bench-stderr.log"
 }
 run "$OUT/full.csv" || { tail -20 "$OUT/bench-stderr.log"; exit 1; }
 first=$(( $(date +%s) - start ))
@@ -46,8 +46,8 @@ if [ "$first" -lt 150 ]; then
 fi
 ops=(--ops-out "$OUT/step-ops.csv")  # graph replay: CUDA only
 [ "${DEVICE:-cuda}" = cpu ] && ops=()
-python3 -m simulator.cli bench overheads --device "${DEVICE:-cuda}" --out "$OUT/overheads.csv" "${ops[@]}" \
-  2>>"$OUT/bench-stderr.log"
+python3 -m simulator.cli bench overheads --device "${DEVICE:-cuda}" --out "$OUT/overheads.csv" ${ops[@]+"${ops[@]}"} \
+  2>>"$OUT/bench-stderr.log" || { echo "bench overheads failed"; tail -5 "$OUT/bench-stderr.log"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,clocks.max.sm,power.draw,power.limit,temperature.gpu \
   --format=csv >"$OUT/nvidia-smi-after.csv" 2>&1
 cat "$OUT/nvidia-smi-after.csv"

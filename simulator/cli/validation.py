@@ -173,6 +173,9 @@ def bench_run(
     n = len(load_suite(suite))
     if kernel_times is None:
         kernel_times = device.startswith("cuda")
+    elif kernel_times and not device.startswith("cuda"):
+        raise typer.BadParameter("kernel-only times come from the CUDA profiler: they need --device cuda",
+                                 param_hint="'--kernel-times'")
     steps = n * (2 if kernel_times else 1)  # the kernel-time pass goes over the shapes again
     with typer.progressbar(length=steps, label=f"bench {suite} on {device}", file=sys.stderr) as bar:
         df, skipped = run_suite(suite, device, hw, reps=reps, warmup=warmup, kernel_times=kernel_times,
@@ -187,6 +190,8 @@ def bench_run(
         reasons[why] = reasons.get(why, 0) + 1
     for why, n_why in reasons.items():
         typer.echo(f"  skipped x{n_why}: {why}")
+    if not len(df) and skipped and _is_rank0():
+        raise SimulatorError(f"no kernel of suite {suite!r} could be measured on {device}: nothing written")
 
 
 @bench_app.command("overheads")
@@ -224,6 +229,12 @@ def bench_overheads(
             typer.echo(f"{r.op:>20}  batch {r.tokens:>3}: {r.per_call_us:7.2f} us per call in a graph, "
                        f"{r.kernels_per_call} kernel(s), {r.per_kernel_us:6.2f} us per kernel")
         typer.echo(f"wrote {ops_out}")
+
+
+def _is_rank0() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _profile_of(device: str) -> str:

@@ -52,6 +52,12 @@ def read_measurements(path: str | Path, latency: str = "latency_us") -> pd.DataF
         if latency not in df.columns:
             raise MeasurementError(f"{path}: no {latency!r} column to read times from (`quadrant bench run` "
                                    "writes kernel_us on a GPU)")
+        cells = df[latency].str.strip()
+        bad = ~(pd.to_numeric(cells.where(cells != "", None), errors="coerce") > 0).to_numpy()
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise MeasurementError(f"{path}: row {i + 2} (line {i + 2}): column {latency!r}: expected a time > 0 "
+                                   f"(us), got {cells.iat[i]!r}")
         df = df.rename(columns={"latency_us": "event_us"}).rename(columns={latency: "latency_us"})
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:

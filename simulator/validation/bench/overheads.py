@@ -27,7 +27,7 @@ import time
 import pandas as pd
 
 from . import require_torch
-from .run import _cpu_name, provenance
+from .run import _cpu_name, provenance, select_device
 from .timer import Timer
 
 SIZES = ((1, 4096), (64, 4096), (512, 8192))
@@ -37,15 +37,12 @@ def launch_overheads(device: str, *, n: int = 1000, reps: int = 5,
                      sizes: tuple[tuple[int, int], ...] = SIZES) -> pd.DataFrame:
     """Measure the three per-kernel costs for each (tokens, hidden) bf16 (fp32 on a CPU) tensor."""
     torch = require_torch()
+    select_device(torch, device)
     cuda = device.startswith("cuda")
-    if cuda and not torch.cuda.is_available():
-        from ...errors import SimulatorError
-
-        raise SimulatorError("--device cuda but torch sees no CUDA device")
-    dtype = torch.bfloat16 if cuda else torch.float32
+    dtype, dtype_name = (torch.bfloat16, "bf16") if cuda else (torch.float32, "fp32")
     prov = provenance(torch, device)
     timer = Timer(torch, device, warmup=3, reps=reps)
-    rows = []
+    rows, alone = [], []
     with torch.inference_mode():
         for tokens, hidden in sizes:
             x = torch.randn(tokens, hidden, device=device, dtype=dtype)
@@ -59,9 +56,7 @@ def launch_overheads(device: str, *, n: int = 1000, reps: int = 5,
                 for _ in range(n):
                     one()
 
-            base = dict(tokens=tokens, hidden=hidden, dtype=str(dtype).removeprefix("torch."), n=n)
-            if cuda:
-                rows.append({**base, "mechanism": "kernel", "per_kernel_us": timer.kernel_us(one), "n": 1})
+            base = dict(tokens=tokens, hidden=hidden, dtype=dtype_name, n=n)
             rows.append({**base, "mechanism": "eager", "per_kernel_us": _wall_us(torch, cuda, many, reps) / n})
             if cuda:
                 graph = torch.cuda.CUDAGraph()
@@ -70,6 +65,10 @@ def launch_overheads(device: str, *, n: int = 1000, reps: int = 5,
                 with torch.cuda.graph(graph):
                     many()
                 rows.append({**base, "mechanism": "graph", "per_kernel_us": _graph_us(torch, graph, reps) / n})
+                alone.append((base, one))
+        # The profiler last: once attached it makes every later host launch dearer (seen: 6 -> 8 us).
+        for base, one in alone:
+            rows.append({**base, "mechanism": "kernel", "per_kernel_us": timer.kernel_us(one), "n": 1})
     df = pd.DataFrame(rows)
     cols = ["mechanism", "tokens", "hidden", "dtype", "per_kernel_us", "n"]
     return df[cols].assign(**prov, host_cpu=_cpu_name())  # eager launch cost is the host's
@@ -123,6 +122,7 @@ def step_ops(device: str, *, n: int = 200, reps: int = 5, batches: tuple[int, ..
         from ...errors import SimulatorError
 
         raise SimulatorError("the decode-step ops are replayed from CUDA graphs: they need --device cuda")
+    select_device(torch, device)
     timer = Timer(torch, device, warmup=3, reps=reps)
     prov = provenance(torch, device)
     rows = []
@@ -141,8 +141,10 @@ def step_ops(device: str, *, n: int = 200, reps: int = 5, batches: tuple[int, ..
                 with torch.cuda.graph(graph):
                     many()
                 per_call = _graph_us(torch, graph, reps) / n
+                alone, names = timer.kernel_profile(op)
                 rows.append(dict(op=name, tokens=b, kernels_per_call=kernels, per_call_us=per_call,
-                                 per_kernel_us=per_call / max(kernels, 1), kernel_alone_us=timer.kernel_us(op), n=n))
+                                 per_kernel_us=per_call / max(kernels, 1), kernel_alone_us=alone, kernels=names,
+                                 n=n))
                 del graph
     return pd.DataFrame(rows).assign(**prov)
 
@@ -160,9 +162,10 @@ def _kernels_per_call(torch, op) -> int:
     return sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA)
 
 
-def _wall_us(torch, cuda: bool, fn, reps: int) -> float:
+def _wall_us(torch, cuda: bool, fn, reps: int, warmup: int = 3) -> float:
     """Median host wall time of ``fn`` (the GPU drained before and after each run)."""
-    fn()
+    for _ in range(warmup):  # the first runs in a fresh process are dearer (dispatcher caches)
+        fn()
     samples = []
     for _ in range(reps):
         if cuda:

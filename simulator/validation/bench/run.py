@@ -50,6 +50,30 @@ def provenance(torch, device: str) -> dict:
     }
 
 
+def select_device(torch, device: str) -> None:
+    """Check ``device`` (cpu, cuda or cuda:N) and make a CUDA one current, so events, streams and
+    graph captures belong to it; a one-line SimulatorError otherwise."""
+    from ...errors import SimulatorError
+
+    if device == "cpu":
+        return
+    head, _, index = device.partition(":")
+    if head != "cuda" or (index and not index.isdigit()):
+        raise SimulatorError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise SimulatorError(f"--device {device}: torch sees no CUDA device")
+    n = int(index or 0)
+    if n >= torch.cuda.device_count():
+        raise SimulatorError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    torch.cuda.set_device(n)
+
+
+def _sticky(exc: BaseException) -> bool:
+    """A CUDA error that poisons the context (every later kernel would fail too)."""
+    text = str(exc)
+    return "CUDA error" in text or "device-side assert" in text or "illegal memory access" in text
+
+
 def _scope(op: str) -> dict:
     """What the harness's kernel for ``op`` covers, in the contract's optional columns: its GEMM and
     MoE closures time the matrix kernels alone (operands already in the GEMM dtype, no activation
@@ -70,10 +94,7 @@ def run_suite(suite: str, device: str, hardware: str, *, reps: int = 10, warmup:
     torch = require_torch()
     if kernel_times is None:
         kernel_times = device.startswith("cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        from ...errors import SimulatorError
-
-        raise SimulatorError("--device cuda but torch sees no CUDA device")
+    select_device(torch, device)
     torch.manual_seed(0)
     shapes = load_suite(suite)
     timer = Timer(torch, device, warmup=warmup, reps=reps)
@@ -100,7 +121,9 @@ def run_suite(suite: str, device: str, hardware: str, *, reps: int = 10, warmup:
             except Unsupported as exc:
                 skipped.append((rec, str(exc)))
                 continue
-            except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:  # one failing kernel must not end the run
+            except RuntimeError as exc:  # one failing kernel must not end the run...
+                if _sticky(exc):  # ...unless the device is now unusable for every later row
+                    raise
                 skipped.append((rec, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"))
                 continue
             finally:
@@ -116,9 +139,11 @@ def run_suite(suite: str, device: str, hardware: str, *, reps: int = 10, warmup:
         # flush in front of it would leak into the event times (seen on an H200: 6 -> 30 us).
         for j, (rec, row) in enumerate(zip(rows, measured if kernel_times else ())):
             try:
-                rec["kernel_us"] = timer.kernel_us(BUILDERS[row.op](torch, row, device))
-            except RuntimeError:  # a profiler that cannot start leaves the cell empty, not the run
-                rec["kernel_us"] = float("nan")
+                rec["kernel_us"], rec["kernels"] = timer.kernel_profile(BUILDERS[row.op](torch, row, device))
+            except RuntimeError as exc:  # a profiler that cannot start leaves the cells empty, not the run
+                if _sticky(exc):
+                    raise
+                rec["kernel_us"], rec["kernels"] = float("nan"), ""
             if progress:
                 progress(len(shapes) + j + 1)
     df = pd.DataFrame(rows)

@@ -20,7 +20,7 @@ class Timer:
         self.cuda = device.startswith("cuda")
         # a buffer larger than any L2 (H100: 50 MB) so each repetition starts cold
         self.flush = torch.empty(flush_bytes // 4, dtype=torch.float32, device=device) if self.cuda else None
-        self._flush_names: set[str] | None = None
+        self._flush_n: int | None = None  # GPU operations one flush launches
 
     def __call__(self, fn: Callable[[], object]) -> tuple[float, float, float]:
         """Return (median, p10, p90) in microseconds."""
@@ -49,32 +49,55 @@ class Timer:
 
     def kernel_us(self, fn: Callable[[], object]) -> float:
         """Median over repetitions of the summed durations of the GPU kernels ``fn`` launches (NaN on
-        a CPU, or where the profiler reports no kernels). The L2 flush between repetitions is told
-        apart by its kernel names, read from a profile of the flush alone."""
-        if not self.cuda:
-            return float("nan")
-        if self._flush_names is None:
-            self._flush_names = {e.name for e in self._gpu_events(lambda: None, 1)}
-        flush_names = self._flush_names
-        groups: list[float] = []
-        for e in self._gpu_events(fn, self.reps):
-            if e.name in flush_names:
-                groups.append(0.0)
-            elif groups:
-                groups[-1] += e.time_range.elapsed_us()
-        return float(np.median(groups)) if groups and max(groups) > 0 else float("nan")
+        a CPU, or where the profile cannot be split into repetitions)."""
+        return self.kernel_profile(fn)[0]
 
-    def _gpu_events(self, fn: Callable[[], object], reps: int) -> list:
-        """The GPU-side profiler events of ``reps`` x (flush, fn), in the order they ran."""
+    def kernel_profile(self, fn: Callable[[], object]) -> tuple[float, str]:
+        """(median kernel-only time per call in us, the kernels one call runs). The profile of
+        ``reps`` x (flush, fn) is split by position: the flush and ``fn`` each launch a fixed number of
+        GPU operations, counted from profiles of each alone, so no kernel name is trusted (a measured
+        op may run the very fill kernel the flush does). A count that does not add up gives NaN."""
+        if not self.cuda:
+            return float("nan"), ""
+        if self._flush_n is None:
+            self._flush_n = len(self._gpu_events(lambda: self.flush.zero_(), 1, flush=False))
+        call = self._gpu_events(fn, 1, flush=False)
+        events = self._gpu_events(fn, self.reps)
+        names = " + ".join(dict.fromkeys(_short(e.name) for e in call))
+        return split_by_period(events, self._flush_n, len(call), self.reps), names
+
+    def _gpu_events(self, fn: Callable[[], object], reps: int, flush: bool = True) -> list:
+        """The GPU-side profiler events of ``reps`` x ([flush,] fn), in the order they ran."""
         from torch.autograd import DeviceType
         from torch.profiler import ProfilerActivity, profile
 
         torch = self.torch
+        fn()
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             for _ in range(reps):
-                self.flush.zero_()
+                if flush:
+                    self.flush.zero_()
                 fn()
             torch.cuda.synchronize()
         gpu = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
         return sorted(gpu, key=lambda e: e.time_range.start)
+
+
+def split_by_period(events: list, flush_n: int, call_n: int, reps: int) -> float:
+    """Median over ``reps`` groups of the summed durations of each call's ``call_n`` events, the
+    events running as ``reps`` x (``flush_n`` flush events, ``call_n`` call events); NaN when the
+    count is not exactly that (a dropped or extra event would shift every later group)."""
+    period = flush_n + call_n
+    if call_n == 0 or len(events) != reps * period:
+        return float("nan")
+    groups = [sum(e.time_range.elapsed_us() for e in events[i * period + flush_n:(i + 1) * period])
+              for i in range(reps)]
+    return float(np.median(groups))
+
+
+def _short(name: str, width: int = 60) -> str:
+    """A kernel's name without its template and argument lists, at most ``width`` characters."""
+    for sep in ("<", "("):
+        name = name.split(sep, 1)[0]
+    return name.removeprefix("void ").strip()[:width]
