@@ -125,12 +125,10 @@ def step_ops(device: str, *, n: int = 200, reps: int = 5, batches: tuple[int, ..
     select_device(torch, device)
     timer = Timer(torch, device, warmup=3, reps=reps)
     prov = provenance(torch, device)
-    rows = []
+    rows, ops = [], []
     with torch.inference_mode():
         for b in batches:
             for name, op in step_op_set(torch, device, b).items():
-                kernels = _kernels_per_call(torch, op)
-
                 def many(op=op):
                     for _ in range(n):
                         op()
@@ -140,13 +138,17 @@ def step_ops(device: str, *, n: int = 200, reps: int = 5, batches: tuple[int, ..
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
                     many()
-                per_call = _graph_us(torch, graph, reps) / n
-                alone, names = timer.kernel_profile(op)
-                rows.append(dict(op=name, tokens=b, kernels_per_call=kernels, per_call_us=per_call,
-                                 per_kernel_us=per_call / max(kernels, 1), kernel_alone_us=alone, kernels=names,
-                                 n=n))
+                rows.append(dict(op=name, tokens=b, per_call_us=_graph_us(torch, graph, reps) / n, n=n))
+                ops.append(op)
                 del graph
-    return pd.DataFrame(rows).assign(**prov)
+        # The profiler last (kernel counts and names, each op alone): once attached it slows what follows.
+        for row, op in zip(rows, ops):
+            kernels = _kernels_per_call(torch, op)
+            alone, names = timer.kernel_profile(op)
+            row.update(kernels_per_call=kernels, per_kernel_us=row["per_call_us"] / max(kernels, 1),
+                       kernel_alone_us=alone, kernels=names)
+    cols = ["op", "tokens", "kernels_per_call", "per_call_us", "per_kernel_us", "kernel_alone_us", "kernels", "n"]
+    return pd.DataFrame(rows)[cols].assign(**prov)
 
 
 def _kernels_per_call(torch, op) -> int:
