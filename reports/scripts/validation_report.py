@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from simulator.specs.catalog import load_hardware  # noqa: E402
 from simulator.timing.roofline import RooflineModel, pure_roofline_s  # noqa: E402
+from simulator.validation.bench.suites import load_suite  # noqa: E402
 from simulator.validation.calibrate import calibrate, leave_one_device_out, overlay_yaml  # noqa: E402
 from simulator.validation.measurements import holdout_mask, read_measurements  # noqa: E402
 from simulator.validation.validate import load_specs, ops_from_measurements, predict, score  # noqa: E402
@@ -79,6 +80,19 @@ def h200_section() -> str:
     event-time calibration overlay."""
     csv = H200 / "full.csv"
     df, rerun = read_measurements(csv), read_measurements(H200 / "full-rerun.csv")
+    shape_cols = [c for c in df.columns if c in ("op", "dtype", "kv_dtype", "m", "n", "k", "batch", "q_len", "kv_len",
+                                                 "num_heads", "num_kv_heads", "head_dim", "tokens", "hidden",
+                                                 "intermediate", "num_experts", "top_k", "bytes")]
+    assert df[shape_cols].equals(rerun[shape_cols]), "the rerun measured other shapes"
+    suite = load_suite("full")
+    skipped = len(suite) - len(df)
+    fp8_n = ((suite["op"] == "gemm") & (suite["dtype"] == "fp8")
+             & (pd.to_numeric(suite["n"], errors="coerce") % 16 != 0)).sum()
+    assert skipped == fp8_n, "rows skipped for other reasons than cuBLASLt's fp8 shape rule"
+    fresh = df["op"].eq("attn_prefill") & df["q_len"].eq(df["kv_len"])
+    prefill_k = {label: ", ".join(sorted(set(df.loc[sel, "kernels"]))) for label, sel in
+                 (("fresh", fresh), ("chunk", df["op"].eq("attn_prefill") & ~fresh),
+                  ("decode", df["op"].eq("attn_decode")))}
     kernel = read_measurements(csv, "kernel_us")  # the same rows, timed by the CUDA profiler (kernels alone)
     specs = load_specs(df)
     h200 = specs["h200-sxm"]
@@ -86,6 +100,8 @@ def h200_section() -> str:
                                                            kernels=load_hardware("h100-sxm").efficiency.kernels))}
     ev, ko = predict(df, hopper), predict(kernel, hopper)
     s_ev, s_ko = score(ev), score(ko)
+    ratio_fresh = float(ko.loc[fresh, "ratio"].median())
+    ratio_chunk = float(ko.loc[df["op"].eq("attn_prefill") & ~fresh, "ratio"].median())
     test = holdout_mask(len(df), 0.5, 0)  # the split `quadrant calibrate` uses (all rows are h200-sxm)
     held_hopper = score(ko[test])["overall"]
     held_shipped = score(predict(kernel[test].reset_index(drop=True), specs))["overall"]
@@ -122,7 +138,7 @@ def h200_section() -> str:
 One lent **{first['device_name']}** (driver {first['driver']}, {first['runtime']}, torch
 {first['torch_version']}, {str(first['date'])[:10]}), measured with `reports/scripts/gpu_bench.sh`:
 `quadrant bench run --device cuda --suite full` ({len(df)} kernels: every GEMM and attention shape
-the op builder emits for the catalogue models, their MoE layers, copies; 8 fp8 GEMMs whose n is not a
+the op builder emits for the catalogue models, their MoE layers, copies; {skipped} fp8 GEMMs whose n is not a
 multiple of 16 are skipped because cuBLASLt refuses them), then the same suite again. Clocks read
 {first['clocks']} (SM, memory) as the run started; the card's state before and after is in
 `nvidia-smi-before.txt` / `nvidia-smi-after.csv`.
@@ -161,20 +177,23 @@ GEMM predicted/measured by regime, Hopper values (median; event and kernel-only)
 What it says:
 - The timing model predicts **kernel durations**, which is what most published figures it was
   built from measure (DeepGEMM times with the profiler): against the profiler's kernel times it is {ko_ape} off at the
-  median. Event times add a launch gap of about {gap['gemm']:.1f} us per GEMM; in a served model those gaps
-  belong to the engine (CUDA-graph replay or eager launch), which the engine profiles charge
-  separately (`simulator/serving/engines.py`), not to the kernel model.
+  median. Event times add a launch gap of about {gap['gemm']:.1f} us per GEMM row. In a CUDA graph that gap
+  nearly vanishes (a one-kernel add replays in about 1 us, `overheads.csv`); eager steps pay host
+  launches, which the engine profiles charge for the kernels the op table does not list
+  (`simulator/serving/engines.yaml`, `overheads.py`), not for the listed ones.
 - **Memory-bound GEMMs (m <= 256)** run 10-20 % slower than modelled even kernel-only: cuBLAS's
   GEMV-shaped kernels reach less of the bandwidth on 10-100 MB weights than the copy curve the model
-  uses. **Large GEMMs** run 5-10 % faster than modelled: these short kernels ran at the
+  uses. **Large GEMMs** run 5-15 % faster than modelled: these short kernels ran at the
   {first['clocks'].split(',')[0]} maximum SM clock, while the sustained-clock fraction (0.874,
   FlashMLA P100) describes a card under continuous load. For BF16 (cuBLAS, what engines run for
   BF16 linear layers) the shipped H200 profile now carries the fit (floor, compute and memory
   fractions, K half-point); the sustained-clock fraction is kept.
-- **Prefill attention** is torch's scaled-dot-product attention (FlashAttention-2 or cuDNN kernels;
-  torch does not report which), slower than the FlashAttention-3 figures the model's Hopper
-  attention family is read from (P055-P089), hence the bias. **Decode attention** likewise is
-  torch's kernel, not a split-KV decode kernel (FlashInfer, FlashMLA).
+- **Attention is torch's scaled-dot-product attention**, whose kernels the `kernels` column names:
+  fresh prompts run {prefill_k['fresh']} (predicted/measured {ratio_fresh:.2f} kernel-only), prompt
+  chunks after a cached prefix run {prefill_k['chunk']} ({ratio_chunk:.2f}: FlashAttention-2, well
+  below the FlashAttention-3 figures the Hopper attention family is read from, P055-P089), decode runs
+  {prefill_k['decode']}, not a split-KV decode kernel (FlashInfer, FlashMLA). The event-time overlay
+  fits fresh and chunk rows as one family, so its prefill fit describes neither kernel well.
 - **Copies** are within a few per cent of the event times; kernel-only, a copy of a few hundred kB
   takes under 2 us, below the 4 us default kernel floor it inherits (read from DeepGEMM's smallest
   GEMMs, PUB-DEEPGEMM), so small copies are over-predicted on that scale.

@@ -98,6 +98,7 @@ def split_by_period(events: list, flush_n: int, call_n: int, reps: int) -> float
 
 def _short(name: str, width: int = 60) -> str:
     """A kernel's name without its template and argument lists, at most ``width`` characters."""
+    name = name.replace("(anonymous namespace)::", "")
     for sep in ("<", "("):
         name = name.split(sep, 1)[0]
     return name.removeprefix("void ").strip()[:width]
