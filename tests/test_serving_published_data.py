@@ -45,3 +45,13 @@ def test_derived_tpot_follows_the_closed_loop_formula():
     mean_osl = (low + d.osl) / 2
     tpot = (d.concurrency * mean_osl / d.output_tok_s - d.ttft_mean_ms / 1e3) / (mean_osl - 1) * 1e3
     np.testing.assert_allclose(d.tpot_mean_ms, tpot, rtol=0.01)
+
+
+def test_single_stream_throughput_matches_its_latencies_where_the_notes_say_so():
+    # at C = 1 with fixed lengths one request runs at a time: output tok/s = OSL / (TTFT + (OSL - 1) x TPOT)
+    d = ROWS[ROWS.notes.str.contains("reproduces OSL / (TTFT + (OSL - 1) x ITL)", regex=False)
+             & (ROWS.concurrency == 1)]
+    assert len(d)
+    assert (d.length_low_fraction == 1.0).all()
+    tput = d.osl / (d.ttft_mean_ms / 1e3 + (d.osl - 1) * d.tpot_mean_ms / 1e3)
+    np.testing.assert_allclose(d.output_tok_s, tput, rtol=0.005)
