@@ -179,7 +179,7 @@ def bench_run(
     steps = n * (2 if kernel_times else 1)  # the kernel-time pass goes over the shapes again
     with typer.progressbar(length=steps, label=f"bench {suite} on {device}", file=sys.stderr) as bar:
         df, skipped = run_suite(suite, device, hw, reps=reps, warmup=warmup, kernel_times=kernel_times,
-                                 progress=lambda i: bar.update(1))
+                                 progress=lambda i: bar.update(max(i - bar.pos, 0)))
     if len(df):
         atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
         typer.echo(f"measured {len(df)} kernels, skipped {len(skipped)}; wrote {out}")

@@ -146,6 +146,8 @@ def run_suite(suite: str, device: str, hardware: str, *, reps: int = 10, warmup:
                 rec["kernel_us"], rec["kernels"] = float("nan"), ""
             if progress:
                 progress(len(shapes) + j + 1)
+        if kernel_times and progress and skipped:  # the kernel pass had no step for the skipped rows
+            progress(2 * len(shapes))
     df = pd.DataFrame(rows)
     for col in (*COLUMNS, "quant", "causal"):  # integral shape columns are written as integers
         if col in df.columns and col != "latency_us" and pd.api.types.is_float_dtype(df[col]):
