@@ -105,3 +105,9 @@ def test_harness_input_errors_are_one_line_and_a_run_that_measured_nothing_fails
     shapes.write_text("op,dtype,m,n,k\ngemm,fp32,1000000,1000000,1000000\n")
     r = runner.invoke(app, ["bench", "run", "--device", "cpu", "--suite", str(shapes), "--out", str(out)])
     assert r.exit_code != 0 and "could be measured" in r.output and not out.exists()
+
+
+def test_sustained_load_needs_a_gpu(tmp_path):
+    out = tmp_path / "s.csv"
+    r = runner.invoke(app, ["bench", "sustained", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 2 and "needs --device cuda" in r.output and not out.exists()

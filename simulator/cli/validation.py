@@ -231,6 +231,29 @@ def bench_overheads(
         typer.echo(f"wrote {ops_out}")
 
 
+@bench_app.command("sustained")
+@guarded
+def bench_sustained(
+    device: str = typer.Option("cuda", "--device", help="cuda or cuda:N."),
+    out: Path = typer.Option(..., "--out", parser=out_file(CSV_EXTS), help="CSV to write (one row per window)."),
+    seconds: float = typer.Option(20.0, "--seconds", parser=real(1, 600), help="Seconds of load per dtype."),
+):
+    """Keep the GPU busy with large BF16 then FP8 GEMMs, as a long prefill does, and record the achieved
+    TFLOP/s per window beside the SM clock, power and temperature nvidia-smi reads meanwhile: the
+    clock the card holds under load is what the profile's `sustained_clock_fraction` describes."""
+    from ..io import atomic_write
+    from ..validation.bench.overheads import sustained_load
+
+    df = sustained_load(device, seconds=seconds)
+    atomic_write(out, lambda tmp: df.to_csv(tmp, index=False))
+    for name, g in df.groupby("dtype", sort=False):
+        first, last = g.head(max(len(g) // 10, 1)), g.tail(max(len(g) // 2, 1))
+        clock = f", SM clock {last.sm_clock_mhz.median():.0f} MHz" if "sm_clock_mhz" in g else ""
+        typer.echo(f"{name}: {first.tflops.median():.0f} TFLOP/s at the start, {last.tflops.median():.0f} over the "
+                   f"second half{clock}")
+    typer.echo(f"wrote {out}")
+
+
 def _is_rank0() -> bool:
     import os
 

@@ -192,3 +192,80 @@ def _graph_us(torch, graph, reps: int) -> float:
         end.synchronize()
         samples.append(start.elapsed_time(end) * 1e3)
     return sorted(samples)[len(samples) // 2]
+
+
+def sustained_load(device: str, *, seconds: float = 20.0, size: int = 8192, dtypes: tuple[str, ...] = ("bf16", "fp8"),
+                   poll_s: float = 0.25) -> pd.DataFrame:
+    """GEMMs back to back for ``seconds`` per dtype, as a long prefill keeps the card busy: achieved
+    TFLOP/s per window of 20 products (CUDA events) beside the SM clock, power and temperature that
+    ``nvidia-smi`` reads meanwhile. The clock the card holds under this load, over the clock its
+    datasheet peak implies, is the profile's ``sustained_clock_fraction``. CUDA only."""
+    import subprocess
+    import threading
+
+    torch = require_torch()
+    if not device.startswith("cuda"):
+        from ...errors import SimulatorError
+
+        raise SimulatorError("a sustained-load run needs --device cuda")
+    select_device(torch, device)
+    index = torch.cuda.current_device()
+    samples: list[tuple[float, str]] = []
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    def poll():
+        query = ["nvidia-smi", "-i", str(index), "--query-gpu=clocks.sm,power.draw,temperature.gpu",
+                 "--format=csv,noheader,nounits"]
+        while not stop.is_set():
+            try:
+                out = subprocess.run(query, capture_output=True, text=True, timeout=5).stdout.strip()
+            except (OSError, subprocess.SubprocessError):
+                out = ""
+            samples.append((time.perf_counter() - t0, out))
+            stop.wait(poll_s)
+
+    windows = []
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        with torch.inference_mode():
+            for name in dtypes:
+                a = torch.randn(size, size, device=device)
+                b = torch.randn(size, size, device=device)
+                if name == "fp8":
+                    a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn).t().contiguous().t()
+                    one = torch.ones((), device=device)
+                    def op(a8=a8, b8=b8, one=one):
+                        return torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+                else:
+                    a16, b16 = a.to(torch.bfloat16), b.to(torch.bfloat16)
+
+                    def op(a16=a16, b16=b16):
+                        return torch.matmul(a16, b16)
+                end_at = time.perf_counter() + seconds
+                while time.perf_counter() < end_at:
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    for _ in range(20):
+                        op()
+                    end.record()
+                    end.synchronize()
+                    ms = start.elapsed_time(end)
+                    windows.append(dict(dtype=name, t_s=time.perf_counter() - t0,
+                                        tflops=20 * 2 * size**3 / (ms * 1e-3) / 1e12))
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    clock = []
+    for t, out in samples:
+        parts = [p.strip() for p in out.split(",")]
+        try:
+            clock.append((t, float(parts[0]), float(parts[1]), float(parts[2])))
+        except (ValueError, IndexError):
+            continue
+    df = pd.DataFrame(windows)
+    if clock and len(df):
+        c = pd.DataFrame(clock, columns=["t_s", "sm_clock_mhz", "power_w", "temp_c"])
+        df = pd.merge_asof(df.sort_values("t_s"), c.sort_values("t_s"), on="t_s", direction="nearest")
+    return df.assign(**provenance(torch, device))
