@@ -44,7 +44,6 @@ def hardware_detail(ref: str) -> dict:
                    "host_link_bytes_per_s": hw.host_link_bytes_per_s},
         "efficiency": {"memory_reserve_bytes": e.memory_reserve_bytes,
                        "sustained_clock_fraction": e.sustained_clock_fraction,
-                       "burst_clock_fraction": e.burst_clock_fraction,
                        "kernels": {k: vars(v) for k, v in e.kernels.items()},
                        "collectives": {k: vars(v) for k, v in e.collectives.items()}, "sources": e.sources},
         "sources": hw.sources, "file": hw.file,

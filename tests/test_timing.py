@@ -4,7 +4,6 @@ FLOP/s never makes anything slower."""
 from dataclasses import replace
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -64,28 +63,3 @@ def test_small_decode_kernels_are_overhead_dominated():
     i = ops.names.index("attn_norm")
     assert t.time_s[i, 0] > 10 * pure_roofline_s(ops)[i, 0]
     assert t.overhead_s[i, 0] == hw.efficiency.kernels["elementwise"].floor_s
-
-
-def test_isolated_kernels_run_at_the_burst_clock_and_served_steps_at_the_sustained_one():
-    """A compute-bound GEMM timed on its own (a kernel benchmark's row) runs at the profile's burst
-    clock; the same op in a served step at its sustained clock, so the ratio is the clocks' ratio.
-    A profile without a burst clock times both alike."""
-    import dataclasses
-
-    import pandas as pd
-
-    from simulator.timing.roofline import RooflineModel
-    from simulator.validation.measurements import COLUMNS
-    from simulator.validation.validate import load_specs, ops_from_measurements
-
-    row = dict(op="gemm", dtype="bf16", kv_dtype="", m=16384, n=16384, k=16384, latency_us=1.0, quant=0)
-    for hw in ("h200-sxm", "h100-sxm"):
-        df = pd.DataFrame([{**row, "hardware": hw}]).reindex(columns=[*COLUMNS, "quant"])
-        specs = load_specs(df)
-        ops = ops_from_measurements(df, specs)
-        assert ops.isolated
-        alone, served = (RooflineModel().evaluate(dataclasses.replace(ops, isolated=i)).per_row()[0]
-                         for i in (True, False))
-        e = specs[hw].efficiency
-        burst = e.burst_clock_fraction or e.sustained_clock_fraction
-        assert served / alone == pytest.approx(burst / e.sustained_clock_fraction, rel=0.02)

@@ -96,9 +96,8 @@ def h200_section() -> str:
     kernel = read_measurements(csv, "kernel_us")  # the same rows, timed by the CUDA profiler (kernels alone)
     specs = load_specs(df)
     h200 = specs["h200-sxm"]
-    # the efficiency block the H200 profile carried before this run: the H100's (kernel families and
-    # the 0.874 sustained clock, TRANSFER-HOPPER), no burst clock
-    hopper = {"h200-sxm": replace(h200, efficiency=load_hardware("h100-sxm").efficiency)}
+    hopper = {"h200-sxm": replace(h200, efficiency=replace(h200.efficiency,
+                                                           kernels=load_hardware("h100-sxm").efficiency.kernels))}
     ev, ko = predict(df, hopper), predict(kernel, hopper)
     s_ev, s_ko = score(ev), score(ko)
     ratio_fresh = float(ko.loc[fresh, "ratio"].median())
@@ -106,14 +105,8 @@ def h200_section() -> str:
     test = holdout_mask(len(df), 0.5, 0)  # the split `quadrant calibrate` uses (all rows are h200-sxm)
     held_hopper = score(ko[test])["overall"]
     held_shipped = score(predict(kernel[test].reset_index(drop=True), specs))["overall"]
-    shipped = predict(kernel, specs)
-    held_gemm = {(name, dt): score(p[test & (df["op"] == "gemm").to_numpy() & (df["dtype"] == dt).to_numpy()])
-                 ["overall"] for name, p in (("hopper", ko), ("shipped", shipped)) for dt in ("bf16", "fp8")}
-    sus = pd.read_csv(H200 / "sustained.csv")
-    sus_last = sus.groupby("dtype").apply(lambda g: g.tail(len(g) // 2)[["tflops", "sm_clock_mhz", "power_w"]]
-                                          .median(), include_groups=False)
-    held_w, fp8_tf = sus_last.loc["bf16", "power_w"], sus_last.loc["fp8", "tflops"]
-    fp8_mhz = sus_last.loc["fp8", "sm_clock_mhz"]
+    held_gemm = {name: score(p[test & (df["op"] == "gemm").to_numpy() & (df["dtype"] == "bf16").to_numpy()])
+                 ["overall"] for name, p in (("hopper", ko), ("shipped", predict(kernel, specs)))}
     cal, report = calibrate(df, h200, test_fraction=0.5, seed=0, measurements_file=str(csv))
     (H200 / "calibration.yaml").write_text(overlay_yaml(cal, h200, report, "reports/validation/h200-sxm/full.csv"))
     lat = pd.to_numeric(df["latency_us"])
@@ -150,11 +143,10 @@ multiple of 16 are skipped because cuBLASLt refuses them), then the same suite a
 {first['clocks']} (SM, memory) as the run started; the card's state before and after is in
 `nvidia-smi-before.txt` / `nvidia-smi-after.csv`.
 
-Until this run the H200 profile carried the Hopper efficiency values fitted on published H100/H800
+Until this run the H200 profile carried the Hopper kernel values fitted on published H100/H800
 figures (`TRANSFER-HOPPER`). The first two tables score those values on every row: **out of sample**.
-Since then the profile carries two measured clocks (`H200-CLOCKS`) and GEMM families fitted to the
-training half of these rows (`H200-HARNESS`, `hardware/h200-sxm.yaml`); the held-out table below
-scores them on the other half.
+Since then the profile's BF16 GEMM family is fitted to the training half of these rows (source
+`H200-HARNESS` in `hardware/h200-sxm.yaml`); the held-out table below scores it on the other half.
 
 Each row carries two times: `latency_us`, CUDA events around one launch after an L2 flush (what a
 stream sees, launch gaps included), and `kernel_us`, the CUDA profiler's kernel durations summed per
@@ -192,15 +184,10 @@ What it says:
 - **Memory-bound GEMMs (m <= 256)** run 10-20 % slower than modelled even kernel-only: cuBLAS's
   GEMV-shaped kernels reach less of the bandwidth on 10-100 MB weights than the copy curve the model
   uses. **Large GEMMs** run 5-15 % faster than modelled: these short kernels ran at the
-  {first['clocks'].split(',')[0]} maximum SM clock, while the transferred sustained-clock fraction (0.874,
-  FlashMLA P100) describes a card under continuous load.
-- **Two clocks.** Kept busy with 8192^3 GEMMs (`bench sustained`, `sustained.csv`), the card sits at
-  its power limit ({held_w:.0f} W): BF16 holds {sus_last.loc['bf16', 'sm_clock_mhz']:.0f} MHz and
-  {sus_last.loc['bf16', 'tflops']:.0f} TFLOP/s, FP8 {fp8_mhz:.0f} MHz and {fp8_tf:.0f} TFLOP/s, against up
-  to 840 / 1,521 TFLOP/s in the suite's short kernels. The H200 profile now carries both: a burst
-  clock (1.08 of the 1,830 MHz datasheet-peak clock) for kernels timed on their own, as here, and a
-  sustained one (0.81, was 0.874) for served steps, whose prefill keeps the card busy for tens to
-  hundreds of milliseconds. Its BF16 and FP8 GEMM families are fitted at the burst clock.
+  {first['clocks'].split(',')[0]} maximum SM clock, while the sustained-clock fraction (0.874,
+  FlashMLA P100) describes a card under continuous load. For BF16 (cuBLAS, what engines run for
+  BF16 linear layers) the shipped H200 profile now carries the fit (floor, compute and memory
+  fractions, K half-point); the sustained-clock fraction is kept.
 - **Attention is torch's scaled-dot-product attention**, whose kernels the `kernels` column names:
   fresh prompts run {prefill_k['fresh']} (predicted/measured {ratio_fresh:.2f} kernel-only), prompt
   chunks after a cached prefix run {prefill_k['chunk']} ({ratio_chunk:.2f}: FlashAttention-2, well
@@ -216,16 +203,13 @@ What it says:
 | model | n | median APE | p90 APE | within 25 % | bias (pred/meas) |
 |---|---|---|---|---|---|
 {line('Hopper values, all op kinds', held_hopper)}
-{line('**shipped profile** (clocks and GEMMs from this run), all op kinds', held_shipped)}
-{line('Hopper values, BF16 GEMMs', held_gemm[('hopper', 'bf16')])}
-{line('**shipped profile**, BF16 GEMMs', held_gemm[('shipped', 'bf16')])}
-{line('Hopper values, FP8 GEMMs', held_gemm[('hopper', 'fp8')])}
-{line('**shipped profile**, FP8 GEMMs', held_gemm[('shipped', 'fp8')])}
+{line('**shipped profile** (BF16 GEMM from H200-HARNESS), all op kinds', held_shipped)}
+{line('Hopper values, BF16 GEMMs', held_gemm['hopper'])}
+{line('**shipped profile**, BF16 GEMMs', held_gemm['shipped'])}
 
-The FP8 family describes cuBLASLt's per-tensor kernels; engines serving FP8 models often run CUTLASS or
-DeepGEMM block-scaled ones, which the published H100 rows describe. Attention keeps the Hopper values:
-torch's kernels are not the ones engines run (above), so its "all op kinds" line moves with the burst
-clock alone.
+FP8 GEMMs keep the Hopper values: the harness times cuBLASLt's per-tensor FP8 kernels, while engines
+serving FP8 models mostly run CUTLASS or DeepGEMM block-scaled ones, which the published H100 rows
+describe. Attention keeps them too: torch's kernels are not the ones engines run (above).
 
 Calibration overlay on event times (`quadrant calibrate --hardware h200-sxm`, seed 0: every family,
 fitted on the training half), scored on the held-out half: `reports/validation/h200-sxm/calibration.yaml`.

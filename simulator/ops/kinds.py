@@ -119,9 +119,6 @@ class OpTable:
     arrays: dict[str, np.ndarray]
     n: int
     devices: tuple = ()  # HardwareSpec per ``hw`` index
-    # isolated kernels (a kernel benchmark's rows): timed at the devices' burst clock, not the
-    # sustained clock of a card under continuous load (``Efficiency.burst_clock_fraction``)
-    isolated: bool = False
 
     def __getitem__(self, col: str) -> np.ndarray:
         if col == "flop":
@@ -151,7 +148,7 @@ class OpTable:
         """The sub-table of the selected rows (a boolean mask or indices)."""
         idx = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
         return OpTable(tuple(self.names[i] for i in idx), tuple(self.quadrant[i] for i in idx), self.kind[idx],
-                       _Rows(self.arrays, idx), self.n, self.devices, self.isolated)
+                       _Rows(self.arrays, idx), self.n, self.devices)
 
 
 def attention_pairs(kind, a: dict) -> np.ndarray:

@@ -89,9 +89,6 @@ class Efficiency:
     sustained_clock_fraction: float = 1.0  # dense tensor-core clock under load / the datasheet-peak clock
     sources: dict[str, str] = field(default_factory=dict)  # parameter -> where it comes from
     calibration: str | None = None  # provenance of a fitted overlay, if one was applied
-    # the clock an isolated kernel runs at (a kernel benchmark: short bursts, far from the power limit),
-    # over the datasheet-peak clock; None: the sustained clock (no separate measurement)
-    burst_clock_fraction: float | None = None
 
     @property
     def launch_overhead_s(self) -> float:
@@ -184,9 +181,6 @@ def read_efficiency(r: Reader) -> Efficiency:
     clock = r.sourced("sustained_clock_fraction", "fraction", None)
     if clock is not None:
         sources["sustained_clock_fraction"] = clock[1]
-    burst = r.sourced("burst_clock_fraction", "fraction", None)
-    if burst is not None:
-        sources["burst_clock_fraction"] = burst[1]
     kn = r.child("kernels")
     default = _family(kn.child("default"), None, KERNEL_PARAMS, KernelFamily, sources, "default.")
     kernels = {f: _family(kn.child(f), default, KERNEL_PARAMS, KernelFamily, sources, f"{f}.")
@@ -198,8 +192,7 @@ def read_efficiency(r: Reader) -> Efficiency:
              if cn.has(f) else cdefault for f in COLLECTIVE_FAMILIES}
     cn.done()
     r.done()
-    return Efficiency(reserve, kernels, colls, clock[0] if clock else 1.0, sources,
-                      burst_clock_fraction=burst[0] if burst else None)
+    return Efficiency(reserve, kernels, colls, clock[0] if clock else 1.0, sources)
 
 
 def read_hardware(path: str | Path) -> HardwareSpec:

@@ -67,7 +67,7 @@ class CalibratedModel:
 
         devices = tuple(replace(d, efficiency=self.overlays[d.id]) if d.id in self.overlays else d
                         for d in ops.devices)
-        swapped = OpTable(ops.names, ops.quadrant, ops.kind, ops.arrays, ops.n, devices, ops.isolated)
+        swapped = OpTable(ops.names, ops.quadrant, ops.kind, ops.arrays, ops.n, devices)
         t = self._inner.evaluate(swapped)
         return replace(t, ops=ops)
 

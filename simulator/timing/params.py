@@ -50,11 +50,8 @@ class DeviceTable:
     host_bw: np.ndarray
 
     @classmethod
-    def of(cls, devices: tuple[HardwareSpec, ...], isolated: bool = False) -> DeviceTable:
-        """The devices' parameters; ``isolated``: kernels timed on their own (a kernel benchmark) run at
-        each device's burst clock where its profile gives one, else at its sustained clock."""
-        key = (isolated, *(id(d) for d in devices))
-        cached = _CACHE.get(key)
+    def of(cls, devices: tuple[HardwareSpec, ...]) -> DeviceTable:
+        cached = _CACHE.get(tuple(id(d) for d in devices))
         if cached is not None and all(a is b for a, b in zip(cached[0], devices)):
             return cached[1]
         arr = lambda f: np.array([f(d) for d in devices], dtype=float)  # noqa: E731
@@ -65,23 +62,18 @@ class DeviceTable:
         table = cls(
             peak=np.array([[d.peak(dt) for dt in DTYPES] for d in devices], dtype=float).reshape(len(devices), -1),
             bw=arr(lambda d: d.hbm_bytes_per_s), sms=arr(lambda d: d.compute_units),
-            clock=arr(lambda d: _clock(d.efficiency, isolated)), kernel=kernel, coll=coll,
+            clock=arr(lambda d: d.efficiency.sustained_clock_fraction), kernel=kernel, coll=coll,
             up_bw=arr(lambda d: d.scale_up.bandwidth_bytes_per_s), up_lat=arr(lambda d: d.scale_up.latency_s),
             up_domain=arr(lambda d: d.scale_up.domain_size), nvls=arr(lambda d: d.scale_up.nvls),
             out_bw=arr(lambda d: d.scale_out.bandwidth_bytes_per_s), out_lat=arr(lambda d: d.scale_out.latency_s),
             pcie=arr(lambda d: d.attach == "pcie"), host_bw=arr(lambda d: d.host_link_bytes_per_s))
         if len(_CACHE) > 256:
             _CACHE.clear()
-        _CACHE[key] = (devices, table)
+        _CACHE[tuple(id(d) for d in devices)] = (devices, table)
         return table
 
 
 _CACHE: dict[tuple, tuple] = {}
-
-
-def _clock(e, isolated: bool) -> float:
-    burst = e.burst_clock_fraction
-    return burst if isolated and burst is not None else e.sustained_clock_fraction
 
 
 def kernel_family_index(ops: OpTable) -> np.ndarray:

@@ -89,7 +89,7 @@ class RooflineModel:
     def evaluate(self, ops: OpTable) -> OpTimes:
         if ops.n_ops == 0:
             return empty_times(ops)
-        dev = DeviceTable.of(ops.devices, ops.isolated)
+        dev = DeviceTable.of(ops.devices)
         shape = (ops.n_ops, ops.n)
         tc_all, tm_all, comm_all, over_all, time = (np.zeros(shape) for _ in range(5))
         flop_all, bytes_all = ops.flop_bytes()
@@ -144,7 +144,7 @@ class RooflineModel:
 
 def pure_roofline_s(ops: OpTable) -> np.ndarray:
     """The unattainable bound: max(FLOP/peak, bytes/bandwidth); ideal link time for collectives."""
-    dev = DeviceTable.of(ops.devices, ops.isolated)
+    dev = DeviceTable.of(ops.devices)
     hw, dt = ops["hw"], ops["dtype"]
     flop, nbytes = ops.flop_bytes()
     bound = np.maximum(np.where(flop > 0, _div(flop, dev.peak[hw, dt]), 0.0),

@@ -99,8 +99,7 @@ class _Problem:
 
     def predict(self, effs: dict[str, Efficiency]) -> np.ndarray:
         devices = tuple(replace(d, efficiency=effs.get(d.id, d.efficiency)) for d in self.ops.devices)
-        ops = OpTable(self.ops.names, self.ops.quadrant, self.ops.kind, self.ops.arrays, self.ops.n, devices,
-                      self.ops.isolated)
+        ops = OpTable(self.ops.names, self.ops.quadrant, self.ops.kind, self.ops.arrays, self.ops.n, devices)
         return RooflineModel().evaluate(ops).per_row()[: len(self.rows)]
 
 
@@ -269,8 +268,6 @@ def overlay_yaml(cal: HardwareSpec, base: HardwareSpec, report: dict, measuremen
         "efficiency": {
             "memory_reserve": {"value": f"{e.memory_reserve_bytes / 2**30:.6g} GiB", "source": "PROFILE"},
             "sustained_clock_fraction": {"value": e.sustained_clock_fraction, "source": "PROFILE"},
-            **({} if e.burst_clock_fraction is None else
-               {"burst_clock_fraction": {"value": e.burst_clock_fraction, "source": "PROFILE"}}),
             "kernels": kernels, "collectives": colls,
         },
     }

@@ -84,7 +84,7 @@ class _Rows:
         cols = {c: np.concatenate(v).astype(np.int64 if c in ("hw", "dtype", "row") else float).reshape(-1, 1)
                 if v else np.zeros((0, 1)) for c, v in arrays.items()}
         return OpTable(tuple(names), tuple("measured" for _ in names), np.asarray(kinds, dtype=np.int64), cols, 1,
-                       self.devices, isolated=True)  # each row times one kernel on its own
+                       self.devices)
 
 
 _ROW_DEFAULTS = {"count": 1.0, "imbalance": 1.0, "ranks": 1.0, "domain": 1.0, "fanout": 1.0}
