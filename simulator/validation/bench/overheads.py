@@ -59,12 +59,7 @@ def launch_overheads(device: str, *, n: int = 1000, reps: int = 5,
             base = dict(tokens=tokens, hidden=hidden, dtype=dtype_name, n=n)
             rows.append({**base, "mechanism": "eager", "per_kernel_us": _wall_us(torch, cuda, many, reps) / n})
             if cuda:
-                graph = torch.cuda.CUDAGraph()
-                many()  # warm the allocator and kernels before capture
-                torch.cuda.synchronize()
-                with torch.cuda.graph(graph):
-                    many()
-                rows.append({**base, "mechanism": "graph", "per_kernel_us": _graph_us(torch, graph, reps) / n})
+                rows.append({**base, "mechanism": "graph", "per_kernel_us": _graph_call_us(torch, one, n, reps)})
                 alone.append((base, one))
         # The profiler last: once attached it makes every later host launch dearer (seen: 6 -> 8 us).
         for base, one in alone:
@@ -118,50 +113,22 @@ def step_ops(device: str, *, n: int = 200, reps: int = 5, batches: tuple[int, ..
     """Graph-replay cost per call and per kernel of a decode step's small ops (``step_op_set``) at
     each decode batch in ``batches``, with each op's kernel-only time alone (cold L2). CUDA only."""
     torch = require_torch()
-    if not device.startswith("cuda"):
-        from ...errors import SimulatorError
-
-        raise SimulatorError("the decode-step ops are replayed from CUDA graphs: they need --device cuda")
-    select_device(torch, device)
+    select_device(torch, device, cuda_only="the decode-step ops are replayed from CUDA graphs")
     timer = Timer(torch, device, warmup=3, reps=reps)
     prov = provenance(torch, device)
     rows, ops = [], []
     with torch.inference_mode():
         for b in batches:
             for name, op in step_op_set(torch, device, b).items():
-                def many(op=op):
-                    for _ in range(n):
-                        op()
-
-                many()
-                torch.cuda.synchronize()
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    many()
-                rows.append(dict(op=name, tokens=b, per_call_us=_graph_us(torch, graph, reps) / n, n=n))
+                rows.append(dict(op=name, tokens=b, per_call_us=_graph_call_us(torch, op, n, reps), n=n))
                 ops.append(op)
-                del graph
         # The profiler last (kernel counts and names, each op alone): once attached it slows what follows.
         for row, op in zip(rows, ops):
-            kernels = _kernels_per_call(torch, op)
-            alone, names = timer.kernel_profile(op)
+            alone, names, kernels = timer.kernel_profile(op)
             row.update(kernels_per_call=kernels, per_kernel_us=row["per_call_us"] / max(kernels, 1),
                        kernel_alone_us=alone, kernels=names)
     cols = ["op", "tokens", "kernels_per_call", "per_call_us", "per_kernel_us", "kernel_alone_us", "kernels", "n"]
     return pd.DataFrame(rows)[cols].assign(**prov)
-
-
-def _kernels_per_call(torch, op) -> int:
-    """GPU kernels (and memsets/copies) one call of ``op`` launches, by the CUDA profiler."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    op()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        op()
-        torch.cuda.synchronize()
-    return sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA)
 
 
 def _wall_us(torch, cuda: bool, fn, reps: int, warmup: int = 3) -> float:
@@ -178,6 +145,20 @@ def _wall_us(torch, cuda: bool, fn, reps: int, warmup: int = 3) -> float:
             torch.cuda.synchronize()
         samples.append((time.perf_counter() - t0) * 1e6)
     return sorted(samples)[len(samples) // 2]
+
+
+def _graph_call_us(torch, op, n: int, reps: int) -> float:
+    """Median time per call of ``op``, ``n`` calls captured in one CUDA graph and replayed."""
+    def many():
+        for _ in range(n):
+            op()
+
+    many()  # warm the allocator and kernels before capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        many()
+    return _graph_us(torch, graph, reps) / n
 
 
 def _graph_us(torch, graph, reps: int) -> float:
@@ -204,11 +185,7 @@ def sustained_load(device: str, *, seconds: float = 20.0, size: int = 8192, dtyp
     import threading
 
     torch = require_torch()
-    if not device.startswith("cuda"):
-        from ...errors import SimulatorError
-
-        raise SimulatorError("a sustained-load run needs --device cuda")
-    select_device(torch, device)
+    select_device(torch, device, cuda_only="a sustained-load run")
     index = torch.cuda.current_device()
     samples: list[tuple[float, str]] = []
     stop = threading.Event()

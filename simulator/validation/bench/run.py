@@ -50,12 +50,15 @@ def provenance(torch, device: str) -> dict:
     }
 
 
-def select_device(torch, device: str) -> None:
+def select_device(torch, device: str, cuda_only: str | None = None) -> None:
     """Check ``device`` (cpu, cuda or cuda:N) and make a CUDA one current, so events, streams and
-    graph captures belong to it; a one-line SimulatorError otherwise."""
+    graph captures belong to it; a one-line SimulatorError otherwise. ``cuda_only``: what needs a
+    CUDA device, refused on a CPU."""
     from ...errors import SimulatorError
 
     if device == "cpu":
+        if cuda_only:
+            raise SimulatorError(f"{cuda_only}: it needs --device cuda")
         return
     head, _, index = device.partition(":")
     if head != "cuda" or (index and not index.isdigit()):
@@ -139,13 +142,18 @@ def run_suite(suite: str, device: str, hardware: str, *, reps: int = 10, warmup:
         # flush in front of it would leak into the event times (seen on an H200: 6 -> 30 us).
         for j, (rec, row) in enumerate(zip(rows, measured if kernel_times else ())):
             try:
-                rec["kernel_us"], rec["kernels"] = timer.kernel_profile(BUILDERS[row.op](torch, row, device))
+                rec["kernel_us"], rec["kernels"], _ = timer.kernel_profile(BUILDERS[row.op](torch, row, device))
             except RuntimeError as exc:  # a profiler that cannot start leaves the cells empty, not the run
                 if _sticky(exc):
                     raise
                 rec["kernel_us"], rec["kernels"] = float("nan"), ""
             if progress:
                 progress(len(shapes) + j + 1)
+    if not rows and skipped:
+        from ...errors import SimulatorError
+
+        raise SimulatorError(f"no kernel of suite {suite!r} could be measured on {device} (first failure: "
+                             f"{skipped[0][1]}): nothing written")
         if kernel_times and progress and skipped:  # the kernel pass had no step for the skipped rows
             progress(2 * len(shapes))
     df = pd.DataFrame(rows)

@@ -52,19 +52,20 @@ class Timer:
         a CPU, or where the profile cannot be split into repetitions)."""
         return self.kernel_profile(fn)[0]
 
-    def kernel_profile(self, fn: Callable[[], object]) -> tuple[float, str]:
-        """(median kernel-only time per call in us, the kernels one call runs). The profile of
+    def kernel_profile(self, fn: Callable[[], object]) -> tuple[float, str, int]:
+        """(median kernel-only time per call in us, the kernels one call runs, how many GPU operations
+        one call launches). The profile of
         ``reps`` x (flush, fn) is split by position: the flush and ``fn`` each launch a fixed number of
         GPU operations, counted from profiles of each alone, so no kernel name is trusted (a measured
         op may run the very fill kernel the flush does). A count that does not add up gives NaN."""
         if not self.cuda:
-            return float("nan"), ""
+            return float("nan"), "", 0
         if self._flush_n is None:
             self._flush_n = len(self._gpu_events(lambda: self.flush.zero_(), 1, flush=False))
         call = self._gpu_events(fn, 1, flush=False)
         events = self._gpu_events(fn, self.reps)
         names = " + ".join(dict.fromkeys(_short(e.name) for e in call))
-        return split_by_period(events, self._flush_n, len(call), self.reps), names
+        return split_by_period(events, self._flush_n, len(call), self.reps), names, len(call)
 
     def _gpu_events(self, fn: Callable[[], object], reps: int, flush: bool = True) -> list:
         """The GPU-side profiler events of ``reps`` x ([flush,] fn), in the order they ran."""
