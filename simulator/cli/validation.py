@@ -157,17 +157,13 @@ def bench_run(
     `torchrun --nproc-per-node N`."""
     import sys
 
-    from ..errors import SimulatorError
     from ..io import atomic_write
     from ..specs.catalog import load_hardware
-    from ..validation.bench.run import run_suite
+    from ..validation.bench import require_torch
+    from ..validation.bench.run import run_suite, select_device
     from ..validation.bench.suites import load_suite
 
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise SimulatorError("the benchmark harness needs torch: install a torch build for your machine (e.g. "
-                             "`pip install torch`), then `pip install '.[bench]'`") from None
+    select_device(require_torch(), device)  # torch installed, a device string torch can use
     hw = hardware or _profile_of(device)
     load_hardware(hw)  # an unknown profile id fails here, before anything is measured
     n = len(load_suite(suite))
@@ -253,18 +249,14 @@ def bench_sustained(
 
 
 def _profile_of(device: str) -> str:
-    """The hardware profile of the device to be measured (cpu-host on CPU)."""
+    """The hardware profile of the (checked, see ``select_device``) device to be measured (cpu-host on CPU)."""
     if device == "cpu":
         return "cpu-host"
     from ..errors import SimulatorError
     from ..validation.bench.devices import cuda_device_name, profile_for_device_name
 
-    if not device.startswith("cuda"):
-        raise SimulatorError(f"--device {device!r}: expected cpu, cuda or cuda:N")
     try:
         name = cuda_device_name(device)
-    except ImportError:
-        raise SimulatorError("bench run needs torch (pip install '.[bench]')") from None
     except (RuntimeError, AssertionError, ValueError) as exc:
         raise SimulatorError(f"--device {device}: {' '.join(str(exc).split())}") from None
     hw = profile_for_device_name(name)
