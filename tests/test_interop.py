@@ -52,6 +52,21 @@ def test_vllm_output_round_trips_through_validate_serving(vllm_run):
     assert res["overall"]["ttft_bias"] == pytest.approx(1.0, rel=1e-9)
 
 
+def test_a_closed_loop_on_another_engine_round_trips_too(tmp_path):
+    """`simulate --format vllm` records the engine and the clients' ramp, so `validate --serving` re-runs the same
+    closed loop (not vLLM's engine, not clients starting together)."""
+    r = runner.invoke(app, [*QUICK[:-2], "--concurrency", "8", "--engine", "sglang", "--json", "--format", "vllm"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["engine"] == "sglang" and d["max_concurrency"] == 8 and d["ramp_up_s"] > 0
+    path = tmp_path / "closed.json"
+    path.write_text(r.stdout)
+    row = json.loads(runner.invoke(app, ["validate", "--serving", str(path), "--json"]).stdout)["rows"][0]
+    assert row["engine_simulated"] == "sglang"
+    assert row["ttft_s_simulated"] == pytest.approx(row["ttft_s_measured"], rel=1e-9)
+    assert row["tpot_s_simulated"] == pytest.approx(row["tpot_s_measured"], rel=1e-9)
+
+
 def test_validate_serving_reports_a_slower_cluster_as_optimistic(vllm_run, tmp_path):
     path, d = vllm_run
     slow = {**d, "median_ttft_ms": 2 * d["median_ttft_ms"], "median_tpot_ms": 2 * d["median_tpot_ms"]}
@@ -81,9 +96,77 @@ def test_serving_csv_and_guidellm_layouts(tmp_path):
     assert r.exit_code == 0, r.output
 
 
+def _direct(engine, concurrency, requests, *, ramp_up_s, statistic="median", spread=1.0, isl=512, osl=64):
+    """The same run built by hand (the quick deployment, a closed loop of ``requests`` prompts on ``engine``):
+    its (TTFT, TPOT) ``statistic`` over the finished requests."""
+    from dataclasses import replace
+
+    from simulator.build import PlanOptions, quick_deployment
+    from simulator.serving.runner import simulate
+    from simulator.specs.traffic import LengthDist, simple_traffic
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1))
+    t = simple_traffic(rate=None, concurrency=concurrency, isl=isl, osl=osl, requests=requests, seed=0,
+                       ramp_up_s=ramp_up_s)
+    if spread < 1:
+        t = replace(t, prompt=LengthDist("uniform", low=int(isl * spread), high=isl),
+                    output=LengthDist("uniform", low=int(osl * spread), high=osl))
+    req = simulate(dep, t, engine=engine).requests
+    done = req[req.status == "finished"]
+    return tuple(float(getattr(done[c], statistic)()) for c in ("ttft_s", "tpot_s"))
+
+
+def test_validate_serving_runs_each_row_as_its_client_and_engine_did(tmp_path):
+    """A CSV row is re-simulated on the engine that served it, with the clients of a closed loop starting
+    together, the client's length spread and (without a ``requests`` cell) 10 x C prompts."""
+    csv = tmp_path / "runs.csv"
+    csv.write_text("model,hardware,engine,tp,isl,osl,concurrency,ttft_ms,tpot_ms,statistic,random_range_ratio\n"
+                   "llama-3.1-8b,h100-sxm,sglang,1,512,64,8,40,8,,\n"
+                   "llama-3.1-8b,h100-sxm,TensorRT-LLM,1,512,64,8,40,8,mean,0.5\n")
+    r = runner.invoke(app, ["validate", "--serving", str(csv), "--json"])
+    assert r.exit_code == 0, r.output
+    sg, trt = json.loads(r.stdout)["rows"]
+    assert (sg["engine_simulated"], trt["engine_simulated"]) == ("sglang", "trtllm")
+    assert sg["requests_simulated"] == trt["requests_simulated"] == 80
+    got = lambda row: (row["ttft_s_simulated"], row["tpot_s_simulated"])  # noqa: E731
+    burst = _direct("sglang", 8, 80, ramp_up_s=0.0)
+    assert got(sg) == pytest.approx(burst, rel=1e-9)
+    assert got(trt) == pytest.approx(_direct("trtllm", 8, 80, ramp_up_s=0.0, statistic="mean", spread=0.5), rel=1e-9)
+    # what the check tells apart: the staggered start `simulate` uses by default, and another engine
+    assert _direct("sglang", 8, 80, ramp_up_s=None) != pytest.approx(burst, rel=1e-3)
+    assert _direct("vllm", 8, 80, ramp_up_s=0.0) != pytest.approx(burst, rel=1e-3)
+    # --engine fills in rows that do not name one; an unknown one is refused
+    csv.write_text("model,hardware,tp,isl,osl,concurrency,requests,ttft_ms,tpot_ms\n"
+                   "llama-3.1-8b,h100-sxm,1,512,64,8,24,40,8\n")
+    r = runner.invoke(app, ["validate", "--serving", str(csv), "--engine", "trtllm", "--json"])
+    row = json.loads(r.stdout)["rows"][0]
+    assert row["engine_simulated"] == "trtllm" and row["requests_simulated"] == 24
+    r = runner.invoke(app, ["validate", "--serving", str(csv), "--engine", "tgi"])
+    assert r.exit_code == 2 and "--engine" in r.output and "Traceback" not in r.output
+
+
+def test_vllm_backend_names_the_server_only_when_engine_specific(tmp_path):
+    base = {"model_id": "llama-3.1-8b", "completed": 10, "total_input_tokens": 5120, "total_output_tokens": 640,
+            "max_concurrency": 2, "median_ttft_ms": 30.0, "median_tpot_ms": 8.0}
+    engines = []
+    for backend in ("sglang", "tensorrt-llm", "openai", "vllm"):
+        p = tmp_path / f"{backend}.json"
+        p.write_text(json.dumps({**base, "backend": backend}))
+        (case,) = read_serving_results(p)
+        engines.append(case.engine)
+        assert case.ramp_up_s is None  # vLLM's own result: the clients start together
+    assert engines == ["sglang", "trtllm", "unknown", "unknown"]
+
+
 @pytest.mark.parametrize("text,where", [
     ("model,hardware,isl,osl,rate_per_s,ttft_s,tpot_s\nllama-3.1-8b,h100-sxm,nan,64,1,0.1,0.01\n",
      "line 2, column isl"),
+    ("model,hardware,engine,isl,osl,concurrency,ttft_s,tpot_s\nllama-3.1-8b,h100-sxm,tgi,512,64,1,0.1,0.01\n",
+     "line 2, column engine"),
+    ("model,hardware,isl,osl,concurrency,ttft_s,tpot_s,statistic\nllama-3.1-8b,h100-sxm,512,64,1,0.1,0.01,p99\n",
+     "column statistic"),
+    ("model,hardware,isl,osl,concurrency,ttft_s,tpot_s,random_range_ratio\nx,y,512,64,1,0.1,0.01,1.5\n",
+     "column random_range_ratio"),
     ("model,hardware,isl,osl,rate_per_s,ttft_s,tpot_s\nllama-3.1-8b,h100-sxm,512,64,-1,0.1,0.01\n", "rate_per_s"),
     ("model,hardware,isl,osl,ttft_s,tpot_s\nx,y,1,1,1,1\n", "rate_per_s or concurrency"),
     ('{"mean_ttft_ms": "fast"}', "mean_ttft_ms"),

@@ -38,8 +38,11 @@ def validate(
     ep: int = typer.Option(None, "--ep", parser=count(1), help="With --serving: expert parallel size."),
     precision: str = typer.Option(None, "--precision", help="With --serving: weight/activation precision."),
     kv_precision: str = typer.Option(None, "--kv-precision", help="With --serving: KV-cache precision."),
-    requests: int = typer.Option(200, "--requests", parser=count(1, 100_000),
-                                 help="With --serving: at most this many requests simulated per measured run."),
+    engine: str = typer.Option(None, "--engine", help="With --serving: the engine that served the runs (vllm | "
+                               "sglang | trtllm) where a run does not name it (CSV `engine` column)."),
+    requests: int = typer.Option(1000, "--requests", parser=count(1, 100_000),
+                                 help="With --serving: at most this many requests simulated per measured run "
+                                      "(a run is simulated with its own prompt count up to this)."),
     kernel_times: bool = typer.Option(False, "--kernel-times", help="Read each row's time from kernel_us (the "
                                       "kernel-only time `bench run` writes on a GPU) instead of latency_us."),
 ):
@@ -50,11 +53,20 @@ def validate(
     parameters fitted on the others.
 
     With --serving FILE: re-simulate measured serving runs (vLLM bench serve JSON, GuideLLM report,
-    or CSV) and report the TTFT and TPOT errors per group (model x hardware x parallelism x engine)."""
+    or CSV) as their benchmark client ran them (the engine that served them, the measured prompt count,
+    a closed loop's clients starting together, the client's length spread) and report the TTFT and TPOT
+    errors per group (model x hardware x parallelism x engine)."""
+    if engine is not None:
+        from ..serving.profiles import ENGINES
+
+        if engine not in ENGINES:
+            raise typer.BadParameter(f"{engine!r}: expected one of {', '.join(ENGINES)}", param_hint="'--engine'")
+        if serving is None:
+            raise typer.BadParameter("--engine goes with --serving", param_hint="'--engine'")
     if serving is not None:
         _validate_serving(serving, json_out, out, dict(
             deployment=deployment, model=model, hardware=hardware, devices=devices, tp=tp, pp=pp, ep=ep,
-            precision=precision, kv_precision=kv_precision), requests)
+            precision=precision, kv_precision=kv_precision, engine=engine), requests)
         return
     if measurements is None:
         raise typer.BadParameter("give --measurements CSV (kernels) or --serving FILE (serving runs)",

@@ -117,10 +117,21 @@ def vllm_bench_result(res, traffic=None, deployment=None) -> dict:
     out["output_lens"] = done["output_tokens"].astype(int).tolist()
     out["ttfts"] = done["ttft_s"].astype(float).tolist()
     out.update(_self_description(deployment))
+    # what was simulated, so `validate --serving` re-runs it the same way (vLLM's own result has neither)
+    engines = sm.get("engines") or {}
+    pool = _decode_pool(deployment) if deployment is not None else None
+    out["engine"] = engines.get(getattr(pool, "name", None), next(iter(engines.values()), None))
+    if closed:
+        out["ramp_up_s"] = float((sm.get("window") or {}).get("ramp_up_s") or 0.0)
     if traffic is not None and len(traffic.__dataclass_fields__):
         out["isl"] = int(round(traffic.prompt.mean)) if traffic.trace is None else None
         out["osl"] = int(round(traffic.output.mean)) if traffic.trace is None else None
     return out
+
+
+def _decode_pool(dep):
+    """The pool whose numbers a one-pool reader takes: the one serving decode (else the first)."""
+    return next((p for p in dep.pools if "decode" in p.serves), dep.pools[0])
 
 
 def _self_description(dep) -> dict:
@@ -130,7 +141,7 @@ def _self_description(dep) -> dict:
         return {}
     from pathlib import Path
 
-    pool = next((p for p in dep.pools if "decode" in p.serves), dep.pools[0])
+    pool = _decode_pool(dep)
     plan = pool.plan
     return {"deployment_file": str(Path(dep.file).resolve()) if dep.file and Path(dep.file).is_file() else None,
             "hardware": plan.attention.hardware.id, "devices": plan.devices, "tp": plan.attention.tp,

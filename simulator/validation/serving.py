@@ -20,12 +20,27 @@ Layouts:
   ``streams``, or ``constant``/``poisson`` with ``rate``). Hardware and parallelism as for vLLM.
 - **CSV**, one measured run per row. Required columns: ``model``, ``hardware``, ``isl``, ``osl``, one of
   ``rate_per_s`` / ``concurrency``, and ``ttft_s`` + ``tpot_s`` (or ``ttft_ms`` + ``tpot_ms``). Optional:
-  ``devices``, ``tp``, ``pp``, ``ep``, ``precision``, ``kv_precision``, ``engine``, ``requests``. Extra columns
-  are ignored; a bad cell is named by line and column.
+  ``devices``, ``tp``, ``pp``, ``ep``, ``precision``, ``kv_precision``, ``engine`` (vllm | sglang | trtllm; the
+  server that was measured), ``requests`` (the run's prompt count), ``statistic`` (``median``, the default, or
+  ``mean``: which statistic the TTFT/TPOT cells are), ``random_range_ratio`` (the client's length spread:
+  lengths uniform in [ratio x isl, isl], as ``vllm bench serve`` / ``sglang.bench_serving``
+  ``--random-range-ratio``), ``max_batch_tokens``, ``max_seqs``, ``replicas``. Extra columns are ignored; a bad
+  cell is named by line and column.
 
-Where the result lists per-request lengths (vLLM ``input_lens``/``output_lens``) they are resampled; otherwise
-every request has the mean lengths. The measured statistic (median or mean) is compared with the same statistic
-of the simulated requests.
+How a run is re-simulated, as the benchmark client ran it:
+
+- **the engine that served it**: the CSV ``engine`` column, the ``engine`` key (what ``quadrant simulate
+  --format vllm`` writes) or ``--engine``; a vLLM result's ``backend`` names the *client* backend, so only an
+  engine-specific one (``sglang``, ``tensorrt-llm``) is taken as the server. Unknown: the deployment's engine.
+- **the load**: a closed loop (``--max-concurrency C``) starts its C clients together at t = 0, as
+  ``vllm bench serve``, ``sglang.bench_serving``, GuideLLM's concurrent strategy and genai-perf / AIPerf
+  concurrency mode do (a result written by ``quadrant simulate`` carries its own client ramp, ``ramp_up_s``,
+  and keeps it). The run has the measured number of prompts (capped by ``--requests``); a CSV row without
+  ``requests`` is taken as 10 x C prompts for a closed loop (the usual ``--num-prompts``, e.g. SemiAnalysis
+  InferenceX ``benchmarks/*.sh``: ``--num-prompts $((CONC * 10))``) and 200 for an open loop.
+- **the lengths**: per-request lengths where the result lists them (vLLM ``input_lens``/``output_lens``), else
+  the client's spread (``random_range_ratio``), else the mean lengths.
+- **the statistic**: the measured one (median or mean) over every finished request, as the client reports it.
 Errors: absolute percentage error ``|sim - measured| / measured`` and the ratio ``sim / measured`` (bias,
 geometric mean per group; > 1 means the simulator is pessimistic).
 """
@@ -66,11 +81,32 @@ class ServingCase:
     extra: dict = field(default_factory=dict)
     input_lens: tuple[int, ...] = ()  # per-request lengths when the result lists them (vLLM input_lens/output_lens)
     output_lens: tuple[int, ...] = ()
+    length_low: float = 1.0  # the client's --random-range-ratio: lengths uniform in [length_low x L, L] (1: fixed)
+    ramp_up_s: float | None = None  # closed loop: the clients' start spread (None: together at t = 0, as clients do)
 
     @property
     def group(self) -> str:
         par = f"tp{self.tp or '-'} pp{self.pp or 1} ep{self.ep or 1}"
         return f"{self.model} on {self.devices or '?'}x {self.hardware or self.deployment} ({par}) {self.engine}"
+
+
+# the names a result may give the serving engine (CSV ``engine``, JSON ``engine``), lower-cased
+ENGINE_NAMES = {"vllm": "vllm", "sglang": "sglang", "trtllm": "trtllm", "tensorrt-llm": "trtllm", "trt-llm": "trtllm",
+                "tensorrt_llm": "trtllm", "tensorrtllm": "trtllm"}
+# ``vllm bench serve --backend`` names the client protocol; only these say which server was measured
+CLIENT_BACKEND_ENGINES = {"sglang": "sglang", "sglang-oai": "sglang", "sglang-oai-chat": "sglang",
+                          "tensorrt-llm": "trtllm", "trt-llm": "trtllm"}
+
+
+def engine_name(raw, where: str, key: str = "engine") -> str:
+    """A measured run's serving engine as a profile id (``unknown`` when not given)."""
+    name = str(raw or "").strip().lower()
+    if not name or name == "unknown":
+        return "unknown"
+    if name not in ENGINE_NAMES:
+        raise SpecError(where, key, f"unknown engine {raw!r}; expected vllm, sglang or trtllm (tensorrt-llm), "
+                                    "or leave it empty for the deployment's")
+    return ENGINE_NAMES[name]
 
 
 # -- readers -------------------------------------------------------------------------------------------
@@ -162,9 +198,13 @@ def _vllm(d: dict, where: str) -> ServingCase:
     rate, conc = _load(d, where)
     ints = {k: int(_num(d, k, where)) if d.get(k) is not None else None for k in ("devices", "tp", "pp", "ep")}
     dep = d.get("deployment_file")
+    if d.get("engine") is not None:  # quadrant simulate --format vllm: the engine it simulated
+        engine = engine_name(d["engine"], where)
+    else:  # vLLM's backend names the client protocol; an engine-specific one names the server too
+        engine = CLIENT_BACKEND_ENGINES.get(str(d.get("backend") or "").strip().lower(), "unknown")
+    ramp = _num(d, "ramp_up_s", where, positive=False) if d.get("ramp_up_s") is not None else None
     return ServingCase(
-        source=where, model=d.get("model_id"), hardware=d.get("hardware"),
-        engine=str(d.get("backend") or "vllm"),
+        source=where, model=d.get("model_id"), hardware=d.get("hardware"), engine=engine, ramp_up_s=ramp,
         isl=_lengths(d, "input_lens", "total_input_tokens", where),
         osl=_lengths(d, "output_lens", "total_output_tokens", where),
         rate_per_s=rate, concurrency=conc, requests=int(_num(d, "completed", where)), ttft_s=ttft, tpot_s=tpot,
@@ -222,7 +262,7 @@ def _guidellm(doc: dict, where: str) -> list[ServingCase]:
         reqs = m.get("request_totals", {}).get("successful") if isinstance(m.get("request_totals"), dict) else None
         args = b.get("args") if isinstance(b.get("args"), dict) else {}
         model = doc.get("model") or args.get("model")
-        out.append(ServingCase(w, model, None, "guidellm", max(int(round(isl)), 1), max(int(round(osl)), 1), rate,
+        out.append(ServingCase(w, model, None, "unknown", max(int(round(isl)), 1), max(int(round(osl)), 1), rate,
                                conc, int(reqs or 200), ttft / 1e3, tpot / 1e3, stat))
     return out
 
@@ -272,13 +312,25 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
         for name in ("model", "hardware"):
             if not (row.get(name) or "").strip():
                 raise SpecError(str(path), f"line {line}, column {name}", "empty cell")
+        stat = (row.get("statistic") or "median").strip().lower()
+        if stat not in ("median", "mean"):
+            raise SpecError(str(path), f"line {line}, column statistic", f"expected median or mean, got {stat!r}")
+        ratio = cell("random_range_ratio", required=False) if "random_range_ratio" in cols else None
+        if ratio is not None and ratio > 1:
+            raise SpecError(str(path), f"line {line}, column random_range_ratio",
+                            f"expected a fraction in (0, 1], got {ratio:g}")
+        n_req = cell("requests", int, required=False) if "requests" in cols else None
+        extra = {k: cell(k, int, required=False) for k in ("max_batch_tokens", "max_seqs", "replicas") if k in cols}
         cases.append(ServingCase(
             source=f"{path} line {line}", model=row["model"].strip(), hardware=row["hardware"].strip(),
-            engine=(row.get("engine") or "").strip() or "unknown", isl=cell("isl", int), osl=cell("osl", int),
-            rate_per_s=rate, concurrency=conc,
-            requests=cell("requests", int, required=False) or 200 if "requests" in cols else 200,
+            engine=engine_name(row.get("engine"), str(path), f"line {line}, column engine"),
+            isl=cell("isl", int), osl=cell("osl", int), rate_per_s=rate, concurrency=conc,
+            # the usual client setting where the row does not say: --num-prompts 10 x C (closed loop)
+            requests=n_req or (10 * conc if conc else 200),
             ttft_s=cell("ttft_s" if scale == 1.0 else "ttft_ms") * scale,
-            tpot_s=cell("tpot_s" if scale == 1.0 else "tpot_ms") * scale, statistic="median",
+            tpot_s=cell("tpot_s" if scale == 1.0 else "tpot_ms") * scale, statistic=stat,
+            length_low=ratio if ratio is not None else 1.0,
+            extra={k: v for k, v in extra.items() if v is not None},
             devices=cell("devices", int, required=False) if "devices" in cols else None,
             tp=cell("tp", int, required=False) if "tp" in cols else None,
             pp=cell("pp", int, required=False) if "pp" in cols else None,
@@ -323,20 +375,30 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
                                max_seqs=int(case.extra.get("max_seqs", 256)),
                                replicas=int(case.extra.get("replicas", 1)))
     n = max(1, min(case.requests, max_requests))
+    # a closed loop as the benchmark clients run it: the C clients start together (unless the result says otherwise)
+    ramp = (case.ramp_up_s if case.ramp_up_s is not None else 0.0) if case.concurrency else None
     traffic = simple_traffic(rate=case.rate_per_s, concurrency=case.concurrency, isl=case.isl, osl=case.osl,
-                             requests=n, seed=0)
-    if case.input_lens and case.output_lens:  # the measured length distribution, not just its mean
-        from ..specs.traffic import LengthDist
+                             requests=n, seed=0, ramp_up_s=ramp)
+    from ..specs.traffic import LengthDist
 
+    if case.input_lens and case.output_lens:  # the measured length distribution, not just its mean
         traffic = replace(traffic, prompt=LengthDist("empirical", values=tuple(map(float, case.input_lens))),
                           output=LengthDist("empirical", values=tuple(map(float, case.output_lens))))
-    res = simulate(dep, replace(traffic, requests=n))
+    elif case.length_low < 1.0:  # the client's --random-range-ratio spread
+        lo = lambda n_: max(1, int(n_ * case.length_low))  # noqa: E731
+        traffic = replace(traffic, prompt=LengthDist("uniform", low=lo(case.isl), high=case.isl),
+                          output=LengthDist("uniform", low=lo(case.osl), high=case.osl))
+    # the engine that served the run; a deployment file's own pool engines stand unless --engine is given
+    engine = d.get("engine") or (None if dep_ref or case.engine == "unknown" else case.engine)
+    res = simulate(dep, replace(traffic, requests=n), engine=engine)
     done = res.requests[res.requests["status"] == "finished"]
     agg = np.median if case.statistic == "median" else np.mean
     sim_ttft = float(agg(done["ttft_s"])) if len(done) else math.nan
     tp = done["tpot_s"].dropna()
     sim_tpot = float(agg(tp)) if len(tp) else math.nan
+    simulated = res.summary["engines"]
     return {"source": case.source, "group": case.group, "model": dep.model.id, "engine": case.engine,
+            "engine_simulated": ",".join(dict.fromkeys(simulated.values())),
             "isl": case.isl, "osl": case.osl, "rate_per_s": case.rate_per_s, "concurrency": case.concurrency,
             "statistic": case.statistic, "requests_simulated": n, "requests_finished": int(len(done)),
             "ttft_s_measured": case.ttft_s, "ttft_s_simulated": sim_ttft,
