@@ -167,6 +167,8 @@ def test_vllm_backend_names_the_server_only_when_engine_specific(tmp_path):
      "column statistic"),
     ("model,hardware,isl,osl,concurrency,ttft_s,tpot_s,random_range_ratio\nx,y,512,64,1,0.1,0.01,1.5\n",
      "column random_range_ratio"),
+    ("model,hardware,isl,osl,concurrency,ttft_s,tpot_s,random_range_ratio\nx,y,512,64,1,0.1,0.01,-0.5\n",
+     "column random_range_ratio"),
     ("model,hardware,isl,osl,rate_per_s,ttft_s,tpot_s\nllama-3.1-8b,h100-sxm,512,64,-1,0.1,0.01\n", "rate_per_s"),
     ("model,hardware,isl,osl,ttft_s,tpot_s\nx,y,1,1,1,1\n", "rate_per_s or concurrency"),
     ('{"mean_ttft_ms": "fast"}', "mean_ttft_ms"),

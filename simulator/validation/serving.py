@@ -24,8 +24,8 @@ Layouts:
   server that was measured), ``requests`` (the run's prompt count), ``statistic`` (``median``, the default, or
   ``mean``: which statistic the TTFT/TPOT cells are), ``random_range_ratio`` (the client's length spread:
   lengths uniform in [ratio x isl, isl], as ``vllm bench serve`` / ``sglang.bench_serving``
-  ``--random-range-ratio``), ``max_batch_tokens``, ``max_seqs``, ``replicas``. Extra columns are ignored; a bad
-  cell is named by line and column.
+  ``--random-range-ratio``; 0 means [1, isl]), ``max_batch_tokens``, ``max_seqs``, ``replicas``. Extra columns
+  are ignored; a bad cell is named by line and column.
 
 How a run is re-simulated, as the benchmark client ran it:
 
@@ -315,10 +315,10 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
         stat = (row.get("statistic") or "median").strip().lower()
         if stat not in ("median", "mean"):
             raise SpecError(str(path), f"line {line}, column statistic", f"expected median or mean, got {stat!r}")
-        ratio = cell("random_range_ratio", required=False) if "random_range_ratio" in cols else None
-        if ratio is not None and ratio > 1:
+        ratio = cell("random_range_ratio", lo=-math.inf, required=False) if "random_range_ratio" in cols else None
+        if ratio is not None and not 0 <= ratio <= 1:
             raise SpecError(str(path), f"line {line}, column random_range_ratio",
-                            f"expected a fraction in (0, 1], got {ratio:g}")
+                            f"expected a fraction in [0, 1], got {ratio:g}")
         n_req = cell("requests", int, required=False) if "requests" in cols else None
         extra = {k: cell(k, int, required=False) for k in ("max_batch_tokens", "max_seqs", "replicas") if k in cols}
         cases.append(ServingCase(
