@@ -36,7 +36,8 @@ NOTES = ROOT / "reports/scripts/serving-published-notes.md"
 
 
 def load_rows() -> pd.DataFrame:
-    # ``row_set``: the file a row came from (rows.csv first: the MoE runs; dense.csv: the dense-model runs)
+    # ``row_set``: the file a row came from (rows.csv first: the MoE runs; dense.csv: the dense-model runs;
+    # more.csv: MoE runs added later, tenstorrent #356 and the SGLang cookbook)
     files = sorted(DATA.glob("*.csv"), key=lambda p: (p.stem != "rows", p.name))
     frames = [pd.read_csv(p).assign(row_set=p.stem) for p in files]
     return pd.concat(frames, ignore_index=True)
@@ -211,7 +212,8 @@ def main() -> None:
 
     lines += [""] + table("## Per group (bench reading unless marked)",
                           list(df.groupby("group", sort=False)) + [("**all rows**", df)])
-    lines += table("## By row set (rows.csv: MoE models; dense.csv: dense models)", df.groupby("row_set", sort=False))
+    lines += table("## By row set (rows.csv: MoE models; dense.csv: dense models; more.csv: MoE runs added later)",
+                  df.groupby("row_set", sort=False))
     lines += table("## By concurrency", df.groupby(pd.cut(df.concurrency, [0, 1, 8, 32, 10**6],
                                                           labels=["C = 1", "C = 2-8", "C = 9-32", "C > 32"]),
                                                    observed=True))
