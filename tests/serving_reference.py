@@ -255,8 +255,18 @@ class ReferenceSimulation:
         self.events.append((self.env.now, "arrive", rid))
         role = "colocated" if self.by_role["colocated"] else "prefill"
         dst = self._route(role, rid)
-        if dst is not None:
+        if dst is None:
+            return
+        if dst.cfg.frontend_s > 0:  # the engine's frontend holds it first (counted as the replica's load meanwhile)
+            dst.inbound += 1
+            self.env.process(self._through_frontend(dst, rid))
+        else:
             dst.submit(rid)
+
+    def _through_frontend(self, dst: Replica, rid: int):
+        yield self.env.timeout(dst.cfg.frontend_s)
+        dst.inbound -= 1
+        dst.submit(rid)
 
     def hand_off(self, src: Replica, rid: int) -> None:
         self.env.process(self._transfer(src, rid))

@@ -79,6 +79,7 @@ class ReplicaConfig:
     kv_bytes_per_token: float = 0.0  # all layers, for swap cost
     policy: BatchPolicy = field(default_factory=VLLMPolicy)  # the engine's batching decisions
     context_range: tuple[int, int] = (0, ROUTE_MAX_TOKENS)  # prompt lengths (inclusive) taken here (long/short split)
+    frontend_s: float = 0.0  # a request reaches the scheduler this long after its client sends it (off the GPU path)
 
     @property
     def name(self) -> str:
@@ -187,8 +188,9 @@ class Replica:
         self.residues = [0] * BLOCK_TOKENS  # decoding requests by kvb mod 16 (who opens a block on a tick)
         self.finishing: list[tuple[int, int, int]] = []  # heap of (finish tick, admission number, rid)
         self.admitted = 0  # admissions so far (orders the finish heap like the admission order)
-        self.inbound = 0  # requests whose KV is on its way here (counted as load by the router)
-        self.inbound_at: list[float] = []  # heap of the times those transfers land
+        self.inbound = 0  # requests on their way here (KV in transfer, or in the frontend): load for the router
+        self.inbound_at: list[float] = []  # heap of the times they arrive
+        self.frontend_s = cfg.frontend_s
         self.busy_s = 0.0
         self._quad = [0.0, 0.0, 0.0, 0.0]  # busy seconds per quadrant (see ``quadrant_s``)
         self.state = IDLE  # IDLE until a submit schedules a kick
@@ -574,13 +576,15 @@ class Replica:
         st.end = done + m
 
     def _horizon(self) -> float:
-        """The earliest time a request is known to reach this replica (inf: none known)."""
-        if self.cfg.role == "decode":
-            at = self.inbound_at
-            while at and at[0] < self.sim.env._now:
-                heapq.heappop(at)
-            return at[0] if at else math.inf
-        return self.sim.next_arrival_s
+        """The earliest time a request is known to reach this replica (inf: none known): a KV transfer or a
+        request in the frontend landing, or (a replica that takes arrivals) the next known arrival."""
+        at = self.inbound_at
+        while at and at[0] < self.sim.env._now:
+            heapq.heappop(at)
+        h = at[0] if at else math.inf
+        if self.cfg.role != "decode":
+            h = min(h, self.sim.next_arrival_s + self.frontend_s)
+        return h
 
     def _stretch_blocks(self, k: int) -> list[int]:
         """KV blocks in use after each of the next ``k`` decode ticks (no request joins or leaves)."""
@@ -722,8 +726,19 @@ class Simulation:
         self.events.append((now, "arrive", rid))
         role = "colocated" if self.by_role["colocated"] else "prefill"
         dst = self._route(role, rid)
-        if dst is not None:
+        if dst is None:
+            return
+        if dst.frontend_s > 0:  # the engine's frontend holds it first (counted as the replica's load meanwhile)
+            at = now + dst.frontend_s
+            dst.inbound += 1
+            heapq.heappush(dst.inbound_at, at)
+            self.env.call_at(at, lambda _ev: self._received(dst, rid))
+        else:
             dst.submit(rid)
+
+    def _received(self, dst: Replica, rid: int) -> None:
+        dst.inbound -= 1
+        dst.submit(rid)
 
     def hand_off(self, src: Replica, rid: int) -> None:
         """Ship ``rid``'s KV from prefill replica ``src`` to a decode replica over ``src``'s link (one

@@ -17,7 +17,7 @@ from ..errors import SpecError
 ENGINES = ("vllm", "sglang", "trtllm")
 _FILE = Path(__file__).with_name("engines.yaml")
 _CONSTANTS = ("step_cpu_s", "per_seq_s", "kernels_per_layer", "kernel_floor_s", "kernel_launch_s",
-              "cuda_graph_max_bs", "moe_prefill_s", "prefill_graph_max_tokens")
+              "cuda_graph_max_bs", "moe_prefill_s", "prefill_graph_max_tokens", "frontend_latency_s")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class EngineProfile:
     cuda_graph_max_bs: int  # largest decode batch captured in a CUDA graph
     moe_prefill_s: float  # fixed latency of a step that prefills through MoE layers
     prefill_graph_max_tokens: int  # largest prefill/mixed step (tokens) replayed from piecewise CUDA graphs; 0: eager
+    frontend_latency_s: float  # a request's time in the frontend before the scheduler has it (off the GPU path)
     description: str = ""
     sources: dict = field(default_factory=dict, compare=False, repr=False)
 

@@ -84,7 +84,9 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                 pool.name, i, role, cost, cap, pool.max_batch_tokens, pool.max_seqs, pool.devices_per_replica,
                 spec.draft_tokens if spec else 0, spec.acceptance_rate if spec else 0.0,
                 preemption="swap" if mode == "swap" else "recompute", kv_bytes_per_token=kv_tok, policy=policy,
-                context_range=pool.prompt_range))
+                context_range=pool.prompt_range,
+                # the engine's frontend holds each arriving request first (a decode pool gets them by KV transfer)
+                frontend_s=profile.frontend_latency_s if overheads and role != "decode" else 0.0))
     return configs
 
 
