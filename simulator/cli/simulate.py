@@ -37,9 +37,14 @@ def simulate(
     osl: int = typer.Option(256, "--osl", parser=count(1, 100_000_000), help="Quick run: output tokens."),
     requests: int = typer.Option(None, "--requests", parser=count(1, MAX_REQUESTS),
                                  help="Number of requests (overrides the traffic file)."),
-    max_batch_tokens: int = typer.Option(8192, "--max-batch-tokens", parser=count(1),
-                                         help="Quick run: token budget per step."),
-    max_seqs: int = typer.Option(256, "--max-seqs", parser=count(1), help="Quick run: running sequences per replica."),
+    max_batch_tokens: int = typer.Option(None, "--max-batch-tokens", parser=count(1),
+                                         help="Quick run: token budget per step. Default: the engine server's own "
+                                              "for the device (vLLM 8192, 2048 on an A100 or a GPU under 70 GiB; "
+                                              "SGLang 8192, 16384 from 160 GiB; TensorRT-LLM 8192)."),
+    max_seqs: int = typer.Option(None, "--max-seqs", parser=count(1),
+                                 help="Quick run: running sequences per replica. Default: the engine server's own "
+                                      "(vLLM 1024, 256 on an A100 or a GPU under 70 GiB; SGLang and TensorRT-LLM "
+                                      "2048)."),
     seed: int = typer.Option(None, "--seed", parser=count(0, 2**63 - 1),
                              help="Random seed (overrides the traffic file)."),
     dp: int = typer.Option(None, "--dp", parser=count(1), help="Quick run: attention data-parallel ranks per replica "

@@ -218,8 +218,9 @@ def deployment_yaml(dep: Deployment, description: str, price_notes: dict[str, st
             ffn["tp"] = f.tp
             doc["micro_batches"] = plan.micro_batches
         doc["ffn"] = ffn
-        doc["max_batch_tokens"] = p.max_batch_tokens
-        doc["max_seqs"] = p.max_seqs
+        for k in ("max_batch_tokens", "max_seqs"):  # (unset: the engine server's default)
+            if getattr(p, k) is not None:
+                doc[k] = getattr(p, k)
         pools.append(doc)
     out = {"schema_version": 1, "id": dep.id, "description": description, "model": dep.model.id,
            "kv_cache": {"precision": dep.kv_precision, "scale_tokens": dep.kv_scale_tokens}}

@@ -399,7 +399,7 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
     if rec:
         d = deployments[rec["id"]]
         dec_pool = d.pools_serving("decode")[0]
-        breakdown = _breakdown(d, {"analytic": {"decode_batch_per_replica": min(dec_pool.max_seqs, 64)}}, w)
+        breakdown = _breakdown(d, {"analytic": {"decode_batch_per_replica": min(dec_pool.max_seqs or 64, 64)}}, w)
     return PlanOutcome(doc, deployments, samples, None, breakdown, prices, slo, rate, doc["error_band"])
 
 

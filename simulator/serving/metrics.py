@@ -161,7 +161,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     kv = {}
     if len(steps):  # per pool, over index arrays (no per-pool copies of the frame)
         dt = (steps.end_s - steps.start_s).to_numpy(float)
-        seqs = {p.name: p.max_seqs for p in dep.pools}
+        seqs = {rep.cfg.pool: rep.cfg.max_seqs for rep in sim.replicas}  # the limits the run used
         fill = steps.running.to_numpy(float) / steps.pool.map(seqs).to_numpy(float)
         occ = steps.kv_occupancy.to_numpy(float)
         groups = steps.groupby("pool").indices

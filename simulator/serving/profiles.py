@@ -1,7 +1,9 @@
-"""Engine profiles: which batching policy an engine runs and the step-overhead constants it pays.
+"""Engine profiles: which batching policy an engine runs, the step-overhead constants it pays, and the
+server's own batch limits where a deployment does not set them.
 
 The constants live in ``engines.yaml`` next to this module, each with a ``source:`` line; this
-module only reads them into frozen ``EngineProfile`` records. ``ENGINES`` lists the known names.
+module only reads them into frozen ``EngineProfile`` records (and ``ServerDefaults`` for one device).
+``ENGINES`` lists the known names.
 """
 
 from __future__ import annotations
@@ -36,6 +38,40 @@ class EngineProfile:
     frontend_latency_s: float  # a request's time in the frontend before the scheduler has it (off the GPU path)
     description: str = ""
     sources: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ServerDefaults:
+    """An engine server's batch limits on one device, as it sets them when launched without flags."""
+
+    max_seqs: int  # running requests (vLLM max_num_seqs, SGLang max_running_requests, TRT-LLM max_batch_size)
+    max_batch_tokens: int  # tokens per step (vLLM max_num_batched_tokens, SGLang chunked_prefill_size, max_num_tokens)
+    cuda_graph_max_bs: int | None  # None: the profile's constant
+
+
+_TIER_KEYS = {"min_memory_gib", "below_memory_gib", "name_excludes", "max_seqs", "max_batch_tokens",
+              "cuda_graph_max_bs", "cuda_graph_max_bs_tp4"}
+
+
+def server_defaults(name: str, memory_bytes: float, device_name: str, tp: int) -> ServerDefaults:
+    """Engine ``name``'s default batch limits on a device of ``memory_bytes`` (as the device reports it) named
+    ``device_name``, at tensor-parallel size ``tp``: the first tier of ``server_defaults`` it matches."""
+    where = f"engines.{name}.server_defaults.tiers"
+    tiers = (_table().get(name) or {}).get("server_defaults", {}).get("tiers")
+    if not isinstance(tiers, list) or not tiers:
+        raise SpecError(str(_FILE), where, "expected a list of tiers")
+    gib = memory_bytes / 2**30
+    for i, t in enumerate(tiers):
+        if not isinstance(t, dict) or set(t) - _TIER_KEYS or not {"max_seqs", "max_batch_tokens"} <= set(t):
+            optional = ", ".join(sorted(_TIER_KEYS - {"max_seqs", "max_batch_tokens"}))
+            raise SpecError(str(_FILE), f"{where}[{i}]", f"expected max_seqs, max_batch_tokens and optional {optional}")
+        if gib < t.get("min_memory_gib", 0) or gib >= t.get("below_memory_gib", float("inf")):
+            continue
+        if t.get("name_excludes") and str(t["name_excludes"]).lower() in device_name.lower():
+            continue
+        graph = t.get("cuda_graph_max_bs_tp4" if tp >= 4 and "cuda_graph_max_bs_tp4" in t else "cuda_graph_max_bs")
+        return ServerDefaults(int(t["max_seqs"]), int(t["max_batch_tokens"]), None if graph is None else int(graph))
+    raise SpecError(str(_FILE), where, f"no tier matches a device of {gib:.0f} GiB ({device_name})")
 
 
 @cache

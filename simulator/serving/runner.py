@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ from .metrics import PERCENTILES, summarise  # noqa: F401  (PERCENTILES: re-expo
 from .overheads import OverheadStepCost
 from .pipeline import PipelinedPrefill
 from .policies import make_policy
-from .profiles import ENGINES, engine_profile
+from .profiles import ENGINES, EngineProfile, engine_profile, server_defaults
 from .stepcost import AnalyticStepCost, StepCostModel, TabulatedStepCost
 
 
@@ -34,8 +34,23 @@ class SimulationResult:
     events: list = field(default_factory=list, repr=False)
 
 
-def kv_capacity_tokens(dep: Deployment, pool: Pool) -> int:
-    fits = memory_fit(dep.model, pool.plan, kv_tokens_per_replica=0, step_tokens=pool.max_batch_tokens,
+def batch_limits(pool: Pool, profile: EngineProfile) -> tuple[int, int, EngineProfile]:
+    """``pool``'s running-sequence and step-token limits, the engine server's defaults for its device where the
+    pool sets none, and the engine profile with that server's CUDA-graph batch limit for the device."""
+    hw, tp = pool.plan.attention.hardware, pool.plan.attention.tp
+    d = server_defaults(profile.name, hw.hbm_bytes, hw.name, tp)
+    if d.cuda_graph_max_bs is not None:
+        profile = replace(profile, cuda_graph_max_bs=d.cuda_graph_max_bs)
+    return (pool.max_seqs if pool.max_seqs is not None else d.max_seqs,
+            pool.max_batch_tokens if pool.max_batch_tokens is not None else d.max_batch_tokens, profile)
+
+
+def kv_capacity_tokens(dep: Deployment, pool: Pool, step_tokens: int | None = None) -> int:
+    """KV tokens one replica of ``pool`` holds with ``step_tokens`` of activations per step (default: the
+    pool's budget, else its engine server's default for the device)."""
+    if step_tokens is None:
+        step_tokens = batch_limits(pool, engine_profile(pool.engine))[1]
+    fits = memory_fit(dep.model, pool.plan, kv_tokens_per_replica=0, step_tokens=step_tokens,
                       kv_precision=dep.kv_precision, kv_scale_tokens=dep.kv_scale_tokens)
     holders = [m for m in fits if m.kv_bytes_per_token > 0]
     for m in fits:
@@ -55,7 +70,7 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
     if engine is not None and engine not in ENGINES:
         raise SimulatorError(f"--engine: unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     for pool in dep.pools:
-        profile = engine_profile(engine or pool.engine)
+        max_seqs, max_batch_tokens, profile = batch_limits(pool, engine_profile(engine or pool.engine))
         mode = preemption or pool.preemption or profile.preemption
         if mode == "none" and profile.policy != "trtllm":
             raise SimulatorError(f"pool {pool.name}: preemption 'none' (reserve KV for the whole request) is "
@@ -68,7 +83,7 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         elif pool.plan.af_disaggregated:
             cost = PingPongStepCost(dep.model, pool.plan, timing, dep.kv_precision, dep.kv_scale_tokens)
         elif TabulatedStepCost.supports(pool.plan, timing):
-            cost = TabulatedStepCost(dep.model, pool.plan, max(pool.max_batch_tokens, pool.max_seqs * q_len),
+            cost = TabulatedStepCost(dep.model, pool.plan, max(max_batch_tokens, max_seqs * q_len),
                                      dep.kv_precision, dep.kv_scale_tokens, timing)
         else:
             cost = AnalyticStepCost(dep.model, pool.plan, timing, dep.kv_precision, dep.kv_scale_tokens)
@@ -77,11 +92,11 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         if overheads:
             cost = OverheadStepCost(cost, profile, dep.model.num_layers, dep.model.is_moe,
                                     spec.draft_cost_fraction if spec else 0.0)
-        cap = kv_capacity_tokens(dep, pool)
+        cap = kv_capacity_tokens(dep, pool, max_batch_tokens)
         policy = make_policy(profile.policy, mode)
         for i in range(pool.replicas):
             configs.append(ReplicaConfig(
-                pool.name, i, role, cost, cap, pool.max_batch_tokens, pool.max_seqs, pool.devices_per_replica,
+                pool.name, i, role, cost, cap, max_batch_tokens, max_seqs, pool.devices_per_replica,
                 spec.draft_tokens if spec else 0, spec.acceptance_rate if spec else 0.0,
                 preemption="swap" if mode == "swap" else "recompute", kv_bytes_per_token=kv_tok, policy=policy,
                 context_range=pool.prompt_range,

@@ -37,8 +37,8 @@ class Pool:
     serves: tuple[str, ...]  # ("prefill",), ("decode",) or ("prefill", "decode")
     replicas: int
     plan: PhasePlan  # the parallel layout of one replica
-    max_batch_tokens: int  # token budget per step (chunked prefill)
-    max_seqs: int  # running sequences per replica
+    max_batch_tokens: int | None  # token budget per step (chunked prefill); None: the engine server's default
+    max_seqs: int | None  # running sequences per replica; None: the engine server's default
     speculative: SpeculativeSpec | None = None
     engine: str = "vllm"  # serving engine profile: vllm | sglang | trtllm (batching policy + step overheads)
     preemption: str | None = None  # recompute | swap | none; None: the engine's default
@@ -183,8 +183,9 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
         prompt_range = (lo, hi)
     else:
         r.raw("route", None)
-    pool = Pool(name, tuple(serves), replicas, plan, r.int("max_batch_tokens", 8192, minimum=1),
-                r.int("max_seqs", 256, minimum=1), spec, engine, preemption, prompt_range)
+    # unset: what the engine's server picks for this device (simulator/serving/engines.yaml, server_defaults)
+    pool = Pool(name, tuple(serves), replicas, plan, r.int("max_batch_tokens", None, minimum=1),
+                r.int("max_seqs", None, minimum=1), spec, engine, preemption, prompt_range)
     r.done()
     return pool
 

@@ -371,9 +371,10 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
                 fields[k] = v
         if "devices" not in fields:
             fields["devices"] = (fields.get("tp") or 1) * (fields.get("pp") or 1)
-        dep = quick_deployment(PlanOptions(**fields), max_batch_tokens=int(case.extra.get("max_batch_tokens", 8192)),
-                               max_seqs=int(case.extra.get("max_seqs", 256)),
-                               replicas=int(case.extra.get("replicas", 1)))
+        # batch limits the run does not record: the engine server's defaults for the device
+        limit = lambda k: int(case.extra[k]) if case.extra.get(k) is not None else None  # noqa: E731
+        dep = quick_deployment(PlanOptions(**fields), max_batch_tokens=limit("max_batch_tokens"),
+                               max_seqs=limit("max_seqs"), replicas=int(case.extra.get("replicas", 1)))
     n = max(1, min(case.requests, max_requests))
     # a closed loop as the benchmark clients run it: the C clients start together (unless the result says otherwise)
     ramp = (case.ramp_up_s if case.ramp_up_s is not None else 0.0) if case.concurrency else None
