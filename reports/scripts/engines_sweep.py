@@ -10,8 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from simulator.build import PlanOptions, quick_deployment
-from simulator.serving.profiles import ENGINES, engine_profile
+from simulator.serving.profiles import ENGINES, engine_profile, server_defaults
 from simulator.serving.runner import simulate
+from simulator.specs.catalog import load_hardware
 from simulator.specs.traffic import simple_traffic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,13 +50,19 @@ def main() -> None:
              "`window`). Latencies in ms (mean; p99 for ITL); throughput in output tokens/s.", "",
              "Each engine is a batching policy plus step overheads (`simulator/serving/engines.yaml`, every "
              "constant with its source):", ""]
+    h100 = load_hardware("h100-sxm")
     for e in ENGINES:
         p = engine_profile(e)
+        graph = {tp: server_defaults(e, h100.hbm_bytes, h100.name, tp).cuda_graph_max_bs or p.cuda_graph_max_bs
+                 for tp in (1, 2)}
+        graphs = f"{graph[1]}" if graph[1] == graph[2] else f"{graph[1]} at TP 1, {graph[2]} at TP 2"
         lines.append(f"- **{e}**: {p.description} CPU {p.step_cpu_s * 1e3:.2f} ms/step, {p.per_seq_s * 1e6:.0f} us "
                      f"per sequence, {p.kernels_per_layer} unlisted kernels per layer, decode CUDA graphs up to batch "
-                     f"{p.cuda_graph_max_bs}, " + (f"piecewise CUDA graphs for prefill/mixed steps up to "
-                                                  f"{p.prefill_graph_max_tokens} tokens." if p.prefill_graph_max_tokens
-                                                  else "prefill/mixed steps eager."))
+                     f"{graphs} on an H100, " + (f"piecewise CUDA graphs for prefill/mixed steps up to "
+                                                  f"{p.prefill_graph_max_tokens} tokens" if p.prefill_graph_max_tokens
+                                                  else "prefill/mixed steps eager")
+                     + (f", {p.frontend_latency_s * 1e3:.0f} ms in the frontend per request." if p.frontend_latency_s
+                        else "."))
     lines.append("")
     for title, opts in SETUPS:
         lines += [f"## {title}", "",
