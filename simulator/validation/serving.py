@@ -92,7 +92,7 @@ class ServingCase:
 
 # the names a result may give the serving engine (CSV ``engine``, JSON ``engine``), lower-cased
 ENGINE_NAMES = {"vllm": "vllm", "sglang": "sglang", "trtllm": "trtllm", "tensorrt-llm": "trtllm", "trt-llm": "trtllm",
-                "tensorrt_llm": "trtllm", "tensorrtllm": "trtllm"}
+                "tensorrt_llm": "trtllm", "tensorrtllm": "trtllm", "tensorrt": "trtllm", "trt": "trtllm"}
 # ``vllm bench serve --backend`` names the client protocol; only these say which server was measured
 CLIENT_BACKEND_ENGINES = {"sglang": "sglang", "sglang-oai": "sglang", "sglang-oai-chat": "sglang",
                           "tensorrt-llm": "trtllm", "trt-llm": "trtllm"}
