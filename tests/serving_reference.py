@@ -265,6 +265,7 @@ class ReferenceSimulation:
 
     def _through_frontend(self, dst: Replica, rid: int):
         yield self.env.timeout(dst.cfg.frontend_s)
+        self.req.received_s[rid] = self.env.now
         dst.inbound -= 1
         dst.submit(rid)
 

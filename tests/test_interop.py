@@ -145,6 +145,52 @@ def test_validate_serving_runs_each_row_as_its_client_and_engine_did(tmp_path):
     assert r.exit_code == 2 and "--engine" in r.output and "Traceback" not in r.output
 
 
+def test_an_engine_the_run_names_beats_the_flag(tmp_path):
+    csv = tmp_path / "runs.csv"
+    csv.write_text("model,hardware,engine,tp,isl,osl,concurrency,requests,ttft_ms,tpot_ms\n"
+                   "llama-3.1-8b,h100-sxm,sglang,1,256,32,4,8,40,8\n"
+                   "llama-3.1-8b,h100-sxm,,1,256,32,4,8,40,8\n")
+    r = runner.invoke(app, ["validate", "--serving", str(csv), "--engine", "trtllm", "--json"])
+    assert [row["engine_simulated"] for row in json.loads(r.stdout)["rows"]] == ["sglang", "trtllm"]
+
+
+def test_a_deployment_run_with_an_engine_override_round_trips(tmp_path):
+    traffic = tmp_path / "t.yaml"
+    traffic.write_text("schema_version: 1\narrivals: {process: closed, concurrency: 8}\nrequests: 24\n"
+                       "prompt_tokens: {dist: fixed, value: 512}\noutput_tokens: {dist: fixed, value: 32}\n")
+    r = runner.invoke(app, ["simulate", "dbrx-8xh100", "--traffic", str(traffic), "--engine", "sglang", "--json",
+                            "--format", "vllm"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["engine_override"] == "sglang" and d["deployment_file"]
+    path = tmp_path / "run.json"
+    path.write_text(r.stdout)
+    row = json.loads(runner.invoke(app, ["validate", "--serving", str(path), "--json"]).stdout)["rows"][0]
+    assert row["engine_simulated"] == "sglang"
+    assert row["ttft_s_simulated"] == pytest.approx(row["ttft_s_measured"], rel=1e-9)
+
+
+def test_vllm_and_sglang_length_spreads(tmp_path):
+    """`vllm bench serve --random-range-ratio r` draws lengths in [(1-r) L, (1+r) L]; sglang.bench_serving (and
+    vLLM's older benchmark_serving.py) in [r L, L]: each has its column."""
+    csv = tmp_path / "runs.csv"
+    csv.write_text("model,hardware,isl,osl,concurrency,ttft_ms,tpot_ms,vllm_random_range_ratio\n"
+                   "llama-3.1-8b,h100-sxm,1000,100,2,40,8,0.25\n")
+    (case,) = read_serving_results(csv)
+    assert (case.length_low, case.length_high) == (0.75, 1.25)
+    csv.write_text("model,hardware,isl,osl,concurrency,ttft_ms,tpot_ms,random_range_ratio\n"
+                   "llama-3.1-8b,h100-sxm,1000,100,2,40,8,0.25\n")
+    (case,) = read_serving_results(csv)
+    assert (case.length_low, case.length_high) == (0.25, 1.0)
+
+
+def test_a_run_the_simulator_cannot_build_is_named(tmp_path):
+    csv = tmp_path / "runs.csv"
+    csv.write_text("model,hardware,tp,isl,osl,concurrency,ttft_ms,tpot_ms\nllama-3.1-8b,h100-sxm,3,256,32,2,40,8\n")
+    r = runner.invoke(app, ["validate", "--serving", str(csv)])
+    assert r.exit_code == 2 and f"{csv} line 2" in r.output and "Traceback" not in r.output
+
+
 def test_vllm_backend_names_the_server_only_when_engine_specific(tmp_path):
     base = {"model_id": "llama-3.1-8b", "completed": 10, "total_input_tokens": 5120, "total_output_tokens": 640,
             "max_concurrency": 2, "median_ttft_ms": 30.0, "median_tpot_ms": 8.0}
@@ -169,6 +215,11 @@ def test_vllm_backend_names_the_server_only_when_engine_specific(tmp_path):
      "column random_range_ratio"),
     ("model,hardware,isl,osl,concurrency,ttft_s,tpot_s,random_range_ratio\nx,y,512,64,1,0.1,0.01,-0.5\n",
      "column random_range_ratio"),
+    ("model,hardware,isl,osl,concurrency,ttft_s,tpot_s,vllm_random_range_ratio\nx,y,512,64,1,0.1,0.01,1\n",
+     "column vllm_random_range_ratio"),
+    ("model,hardware,isl,osl,concurrency,ttft_s,tpot_s\nx,y,512,64,1,0.1\n", "line 2: expected 7"),
+    ('{"mean_ttft_ms": 30, "mean_tpot_ms": 8, "max_concurrency": 2, "completed": 4, "total_input_tokens": 40, '
+     '"total_output_tokens": 40, "ramp_up_s": "inf"}', "ramp_up_s"),
     ("model,hardware,isl,osl,rate_per_s,ttft_s,tpot_s\nllama-3.1-8b,h100-sxm,512,64,-1,0.1,0.01\n", "rate_per_s"),
     ("model,hardware,isl,osl,ttft_s,tpot_s\nx,y,1,1,1,1\n", "rate_per_s or concurrency"),
     ('{"mean_ttft_ms": "fast"}', "mean_ttft_ms"),

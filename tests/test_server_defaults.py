@@ -57,6 +57,16 @@ def test_concurrency_past_256_runs_on_an_h100_and_queues_on_an_a100():
     assert running["h100-sxm"] == 400 and running["a100-sxm"] == 256
 
 
+def test_attention_dp_replicas():
+    """vLLM runs an engine core per DP rank, each with its own limits; SGLang splits its limits over the DP ranks
+    and picks its CUDA-graph batch by all the ranks (its tp_size)."""
+    h200 = load_hardware("h200-sxm")
+    v = server_defaults("vllm", h200.hbm_bytes, h200.name, 1, 8)
+    s = server_defaults("sglang", h200.hbm_bytes, h200.name, 1, 8)
+    assert (v.max_seqs, v.max_batch_tokens) == (8 * 1024, 8 * 8192)
+    assert (s.max_seqs, s.max_batch_tokens, s.cuda_graph_max_bs) == (2048, 8192, 512)
+
+
 def test_a_bad_tier_is_named(monkeypatch):
     table = {"vllm": {"server_defaults": {"tiers": [{"max_seqs": 8, "max_tokens": 64}]}}}
     monkeypatch.setattr(profiles, "_table", lambda: table)

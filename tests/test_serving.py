@@ -49,6 +49,8 @@ def test_the_frontend_holds_a_request_before_the_scheduler_sees_it():
     df = sim.request_frame()
     assert df.ttft_s.tolist() == [1.25, 1.75] and df.tpot_s.tolist() == [0.75, 0.5]
     assert df.admitted_s.tolist() == [0.25, 1.25]  # request 1 is admitted at the step boundary after it lands
+    # the frontend time is its own column; queueing counts from when the scheduler has the request
+    assert df.frontend_s.tolist() == [0.25, 0.25] and df.queue_s.tolist() == [0.0, 0.5]
     closed = Simulation(_reqs([0.0, 0.0], [50, 50], [1, 1]), [_replica(frontend_s=0.25)], closed_concurrency=1)
     closed.run()
     assert closed.events == [(0.0, "arrive", 0), (1.25, "finish", 0), (1.25, "arrive", 1), (2.5, "finish", 1)]

@@ -40,11 +40,12 @@ def simulate(
     max_batch_tokens: int = typer.Option(None, "--max-batch-tokens", parser=count(1),
                                          help="Quick run: token budget per step. Default: the engine server's own "
                                               "for the device (vLLM 8192, 2048 on an A100 or a GPU under 70 GiB; "
-                                              "SGLang 8192, 16384 from 160 GiB; TensorRT-LLM 8192)."),
+                                              "SGLang 2048 / 4096 / 8192 / 16384 under 35 / 60 / 160 GiB / above; "
+                                              "TensorRT-LLM 8192), times the DP ranks for vLLM."),
     max_seqs: int = typer.Option(None, "--max-seqs", parser=count(1),
                                  help="Quick run: running sequences per replica. Default: the engine server's own "
-                                      "(vLLM 1024, 256 on an A100 or a GPU under 70 GiB; SGLang and TensorRT-LLM "
-                                      "2048)."),
+                                      "(vLLM 1024, 256 on an A100 or a GPU under 70 GiB, per DP rank; SGLang and "
+                                      "TensorRT-LLM 2048)."),
     seed: int = typer.Option(None, "--seed", parser=count(0, 2**63 - 1),
                              help="Random seed (overrides the traffic file)."),
     dp: int = typer.Option(None, "--dp", parser=count(1), help="Quick run: attention data-parallel ranks per replica "

@@ -338,6 +338,9 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
     w = workload_of(traffic, rate, slo)
     res = verify_many(deps, traffic, slo, rate, bisect_steps=bisect_steps, workers=workers, executor=executor,
                       progress=(lambda n, t: progress("simulating", n, t)) if progress else None, timing=timing)
+    from ..serving.profiles import engine_profile
+    from ..serving.runner import batch_limits
+
     docs, deployments, samples = [], {}, {}
     for i, (dep, r) in enumerate(zip(deps, res)):
         cid = f"d{i}"
@@ -352,7 +355,8 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
                           "replicas": p.replicas, "parallelism": {"tp": a.tp, "dp": a.dp, "pp": p.plan.pp, "ep": f.ep,
                                                                   "expert_tp": f.expert_tp},
                           "precision": {"attention": a.precision, "ffn": f.precision, "kv_cache": dep.kv_precision},
-                          "engine": {"max_seqs": p.max_seqs, "max_batch_tokens": p.max_batch_tokens},
+                          "engine": dict(zip(("max_seqs", "max_batch_tokens"),
+                                             batch_limits(p, engine_profile(p.engine))[:2])),
                           **({"ffn_pool": {"hardware": f.hardware.id, "devices_per_replica": f.devices,
                                            "micro_batches": p.plan.micro_batches}} if p.plan.af_disaggregated else {}),
                           "cost_per_hour_usd": usd_h,

@@ -94,7 +94,9 @@ def simulation_text(sm: dict) -> str:
     lines += ["", table(["latency", "mean", "p50", "p90", "p99"],
                         [row("TTFT", sm["ttft_s"]), row("TPOT", sm["tpot_s"])]
                         + ([row("ITL", sm["itl_s"])] if "itl_s" in sm else [])
-                        + [row("end-to-end", sm["e2e_s"]), row("queueing", sm["queue_s"])]), ""]
+                        + [row("end-to-end", sm["e2e_s"]), row("queueing", sm["queue_s"])]
+                        + ([row("in the frontend", sm["frontend_s"])]
+                           if (sm.get("frontend_s") or {}).get("mean") else [])), ""]
     if "window" in sm:
         w = sm["window"]
         lines.insert(1, f"engines: {', '.join(f'{p} {e}' for p, e in sm['engines'].items())}; measured "

@@ -99,6 +99,7 @@ class Requests:
     target_prefill: np.ndarray = None  # prompt (+ generated, after a recompute preemption)
     generated: np.ndarray = None
     admitted_s: np.ndarray = None
+    received_s: np.ndarray = None  # the scheduler has it after the engine's frontend (NaN: no frontend time)
     first_token_s: np.ndarray = None  # the first token reaches the client (P/D: once its KV is on the decode side)
     prefill_done_s: np.ndarray = None  # the prompt is prefilled and its first token sampled
     finish_s: np.ndarray = None
@@ -116,7 +117,7 @@ class Requests:
         self.prefilled = np.zeros(n, np.int64)
         self.target_prefill = self.prompt.astype(np.int64).copy()
         self.generated = np.zeros(n, np.int64)
-        for name in ("admitted_s", "first_token_s", "prefill_done_s", "finish_s"):
+        for name in ("admitted_s", "received_s", "first_token_s", "prefill_done_s", "finish_s"):
             setattr(self, name, np.full(n, np.nan))
         self.preemptions = np.zeros(n, np.int64)
         self.prefill_replica = np.full(n, -1, np.int64)
@@ -737,6 +738,7 @@ class Simulation:
             dst.submit(rid)
 
     def _received(self, dst: Replica, rid: int) -> None:
+        self.req.received_s[rid] = self.env._now
         dst.inbound -= 1
         dst.submit(rid)
 
@@ -869,7 +871,10 @@ class Simulation:
             "prefill_replica": [self.replicas[i].cfg.name if i >= 0 else "" for i in r.prefill_replica],
             "decode_replica": [self.replicas[i].cfg.name if i >= 0 else "" for i in r.decode_replica],
         })
-        df["queue_s"] = df["admitted_s"] - df["arrival_s"]
+        # time in the engine's frontend (off the GPU path), then queueing at the scheduler until admission
+        received = np.where(np.isnan(r.received_s), r.arrival_s, r.received_s)
+        df["frontend_s"] = received - r.arrival_s
+        df["queue_s"] = df["admitted_s"] - received
         df["ttft_s"] = df["first_token_s"] - df["arrival_s"]
         df["e2e_s"] = df["finish_s"] - df["arrival_s"]
         df["tpot_s"] = np.where(out > 1, (df["finish_s"] - df["first_token_s"]) / np.maximum(out - 1, 1), np.nan)

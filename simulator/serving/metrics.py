@@ -110,7 +110,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     win = measurement_window(requests, sim, closed)
     # the filtered views below carry only the columns the figures read (a million-request run copies less)
     req = requests[["status", "reason", "arrival_s", "finish_s", "prompt_tokens", "output_tokens", "ttft_s",
-                    "tpot_s", "e2e_s", "queue_s"]]
+                    "tpot_s", "e2e_s", "queue_s", "frontend_s"]]
     mask = win.pop("mask")
     measured = req if mask.all() else req[mask]  # (an open loop measures every request)
     finished = (req.status == "finished").to_numpy()
@@ -185,7 +185,11 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         "makespan_s": makespan,
         "ttft_s": _stats(done.ttft_s), "tpot_s": _stats(done.tpot_s), "e2e_s": _stats(done.e2e_s),
         "itl_s": itl,
-        "queue_s": _stats(done.queue_s),
+        "queue_s": _stats(done.queue_s),  # at the scheduler, until admission
+        "frontend_s": _stats(done.frontend_s),  # in the engine's frontend before the scheduler has it (in TTFT)
+        # the batch limits each pool ran with (the engine server's defaults where the deployment set none)
+        "batch_limits": {rep.cfg.pool: {"max_seqs": rep.cfg.max_seqs, "max_batch_tokens": rep.cfg.max_batch_tokens}
+                         for rep in sim.replicas},
         "input_tokens_per_s": in_tok / rate_span,
         "output_tokens_per_s": out_tok / rate_span,
         "input_tokens_per_s_per_device": in_tok / rate_span / devices,

@@ -53,11 +53,14 @@ _TIER_KEYS = {"min_memory_gib", "below_memory_gib", "name_excludes", "max_seqs",
               "cuda_graph_max_bs", "cuda_graph_max_bs_tp4"}
 
 
-def server_defaults(name: str, memory_bytes: float, device_name: str, tp: int) -> ServerDefaults:
-    """Engine ``name``'s default batch limits on a device of ``memory_bytes`` (as the device reports it) named
-    ``device_name``, at tensor-parallel size ``tp``: the first tier of ``server_defaults`` it matches."""
+def server_defaults(name: str, memory_bytes: float, device_name: str, tp: int, dp: int = 1) -> ServerDefaults:
+    """Engine ``name``'s default batch limits for one replica on devices of ``memory_bytes`` (as the device
+    reports it) named ``device_name``, with attention TP ``tp`` and attention DP ``dp``: the first tier of
+    ``server_defaults`` it matches. The CUDA-graph tier counts all ``tp x dp`` ranks (SGLang's ``tp_size``);
+    an engine whose DP ranks each run their own scheduler (``per_dp_rank: true``) gets ``dp`` times the limits."""
     where = f"engines.{name}.server_defaults.tiers"
-    tiers = (_table().get(name) or {}).get("server_defaults", {}).get("tiers")
+    block = (_table().get(name) or {}).get("server_defaults", {})
+    tiers = block.get("tiers")
     if not isinstance(tiers, list) or not tiers:
         raise SpecError(str(_FILE), where, "expected a list of tiers")
     gib = memory_bytes / 2**30
@@ -69,8 +72,11 @@ def server_defaults(name: str, memory_bytes: float, device_name: str, tp: int) -
             continue
         if t.get("name_excludes") and str(t["name_excludes"]).lower() in device_name.lower():
             continue
-        graph = t.get("cuda_graph_max_bs_tp4" if tp >= 4 and "cuda_graph_max_bs_tp4" in t else "cuda_graph_max_bs")
-        return ServerDefaults(int(t["max_seqs"]), int(t["max_batch_tokens"]), None if graph is None else int(graph))
+        graph = t.get("cuda_graph_max_bs_tp4" if tp * dp >= 4 and "cuda_graph_max_bs_tp4" in t
+                      else "cuda_graph_max_bs")
+        ranks = dp if block.get("per_dp_rank") else 1
+        return ServerDefaults(int(t["max_seqs"]) * ranks, int(t["max_batch_tokens"]) * ranks,
+                              None if graph is None else int(graph))
     raise SpecError(str(_FILE), where, f"no tier matches a device of {gib:.0f} GiB ({device_name})")
 
 

@@ -37,8 +37,8 @@ class SimulationResult:
 def batch_limits(pool: Pool, profile: EngineProfile) -> tuple[int, int, EngineProfile]:
     """``pool``'s running-sequence and step-token limits, the engine server's defaults for its device where the
     pool sets none, and the engine profile with that server's CUDA-graph batch limit for the device."""
-    hw, tp = pool.plan.attention.hardware, pool.plan.attention.tp
-    d = server_defaults(profile.name, hw.hbm_bytes, hw.name, tp)
+    a = pool.plan.attention
+    d = server_defaults(profile.name, a.hardware.hbm_bytes, a.hardware.name, a.tp, a.dp)
     if d.cuda_graph_max_bs is not None:
         profile = replace(profile, cuda_graph_max_bs=d.cuda_graph_max_bs)
     return (pool.max_seqs if pool.max_seqs is not None else d.max_seqs,
@@ -152,6 +152,8 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
     ramp_s = 0.0
     if closed:
         ramp_s = traffic.ramp_up_s if traffic.ramp_up_s is not None else closed_loop_ramp_s(configs, traffic)
+        if not math.isfinite(ramp_s) or ramp_s < 0:
+            raise SimulatorError(f"closed-loop ramp-up: expected a finite time >= 0 (s), got {ramp_s}")
         starts = np.arange(min(closed, len(r.prompt))) * (ramp_s / closed)
     sim = Simulation(r, configs, seed=traffic.seed, closed_concurrency=closed,
                      kv_transfer_s=kv_transfer_for(dep, configs, r) if pre_pool else None, horizon_s=horizon_s,

@@ -22,10 +22,11 @@ Layouts:
   ``rate_per_s`` / ``concurrency``, and ``ttft_s`` + ``tpot_s`` (or ``ttft_ms`` + ``tpot_ms``). Optional:
   ``devices``, ``tp``, ``pp``, ``ep``, ``precision``, ``kv_precision``, ``engine`` (vllm | sglang | trtllm; the
   server that was measured), ``requests`` (the run's prompt count), ``statistic`` (``median``, the default, or
-  ``mean``: which statistic the TTFT/TPOT cells are), ``random_range_ratio`` (the client's length spread:
-  lengths uniform in [ratio x isl, isl], as ``vllm bench serve`` / ``sglang.bench_serving``
-  ``--random-range-ratio``; 0 means [1, isl]), ``max_batch_tokens``, ``max_seqs``, ``replicas``. Extra columns
-  are ignored; a bad cell is named by line and column.
+  ``mean``: which statistic the TTFT/TPOT cells are), the client's length spread as one of
+  ``random_range_ratio`` (``sglang.bench_serving`` and vLLM's older ``benchmark_serving.py``: lengths uniform in
+  [r x isl, isl]; 0 means [1, isl]) or ``vllm_random_range_ratio`` (``vllm bench serve``: uniform in
+  [(1 - r) x isl, (1 + r) x isl], r < 1), ``max_batch_tokens``, ``max_seqs``, ``replicas``. Extra columns are
+  ignored; a bad cell is named by line and column.
 
 How a run is re-simulated, as the benchmark client ran it:
 
@@ -54,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SpecError
+from ..errors import SimulatorError, SpecError
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ class ServingCase:
     extra: dict = field(default_factory=dict)
     input_lens: tuple[int, ...] = ()  # per-request lengths when the result lists them (vLLM input_lens/output_lens)
     output_lens: tuple[int, ...] = ()
-    length_low: float = 1.0  # the client's --random-range-ratio: lengths uniform in [length_low x L, L] (1: fixed)
+    length_low: float = 1.0  # the client's length spread: lengths uniform in [length_low x L, length_high x L]
+    length_high: float = 1.0  # (1, 1: fixed lengths)
     ramp_up_s: float | None = None  # closed loop: the clients' start spread (None: together at t = 0, as clients do)
 
     @property
@@ -94,8 +96,8 @@ class ServingCase:
 ENGINE_NAMES = {"vllm": "vllm", "sglang": "sglang", "trtllm": "trtllm", "tensorrt-llm": "trtllm", "trt-llm": "trtllm",
                 "tensorrt_llm": "trtllm", "tensorrtllm": "trtllm", "tensorrt": "trtllm", "trt": "trtllm"}
 # ``vllm bench serve --backend`` names the client protocol; only these say which server was measured
-CLIENT_BACKEND_ENGINES = {"sglang": "sglang", "sglang-oai": "sglang", "sglang-oai-chat": "sglang",
-                          "tensorrt-llm": "trtllm", "trt-llm": "trtllm"}
+CLIENT_BACKEND_ENGINES = {"sglang": "sglang", "sglang-native": "sglang", "sglang-oai": "sglang",
+                          "sglang-oai-chat": "sglang", "tensorrt-llm": "trtllm", "trt-llm": "trtllm", "trt": "trtllm"}
 
 
 def engine_name(raw, where: str, key: str = "engine") -> str:
@@ -203,6 +205,9 @@ def _vllm(d: dict, where: str) -> ServingCase:
     else:  # vLLM's backend names the client protocol; an engine-specific one names the server too
         engine = CLIENT_BACKEND_ENGINES.get(str(d.get("backend") or "").strip().lower(), "unknown")
     ramp = _num(d, "ramp_up_s", where, positive=False) if d.get("ramp_up_s") is not None else None
+    if ramp is not None and not math.isfinite(ramp):
+        raise SpecError(where, "ramp_up_s", f"expected a finite time >= 0 (s), got {ramp}")
+    override = engine_name(d["engine_override"], where, "engine_override") if d.get("engine_override") else None
     return ServingCase(
         source=where, model=d.get("model_id"), hardware=d.get("hardware"), engine=engine, ramp_up_s=ramp,
         isl=_lengths(d, "input_lens", "total_input_tokens", where),
@@ -210,7 +215,8 @@ def _vllm(d: dict, where: str) -> ServingCase:
         rate_per_s=rate, concurrency=conc, requests=int(_num(d, "completed", where)), ttft_s=ttft, tpot_s=tpot,
         statistic=stat, precision=d.get("precision"), kv_precision=d.get("kv_precision"),
         deployment=str(dep) if dep else None,
-        extra={k: d[k] for k in ("max_batch_tokens", "max_seqs", "replicas", "pools") if d.get(k) is not None},
+        extra={**{k: d[k] for k in ("max_batch_tokens", "max_seqs", "replicas", "pools") if d.get(k) is not None},
+               **({"engine_override": override} if override else {})},
         input_lens=_lens(d.get("input_lens")), output_lens=_lens(d.get("output_lens")), **ints)
 
 
@@ -285,9 +291,16 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
         missing.append("rate_per_s or concurrency")
     if missing:
         raise SpecError(str(path), "", f"missing column(s): {'; '.join(missing)}")
+    if {"random_range_ratio", "vllm_random_range_ratio"} <= cols:
+        raise SpecError(str(path), "", "give one of random_range_ratio (sglang.bench_serving) and "
+                                       "vllm_random_range_ratio (vllm bench serve), not both")
     cases = []
     for i, row in enumerate(rows):
         line = i + 2
+        if None in row.values() or None in row:  # csv: a short row leaves cells None, a long one adds a None key
+            n = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
+            raise SpecError(str(path), f"line {line}", f"expected {len(cols - {None})} comma-separated fields "
+                                                       f"(the header's), got {n}")
 
         def cell(name, kind=float, lo=0.0, required=True, r=row, line=line):
             raw = (r.get(name) or "").strip()
@@ -315,10 +328,19 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
         stat = (row.get("statistic") or "median").strip().lower()
         if stat not in ("median", "mean"):
             raise SpecError(str(path), f"line {line}, column statistic", f"expected median or mean, got {stat!r}")
-        ratio = cell("random_range_ratio", lo=-math.inf, required=False) if "random_range_ratio" in cols else None
-        if ratio is not None and not 0 <= ratio <= 1:
-            raise SpecError(str(path), f"line {line}, column random_range_ratio",
-                            f"expected a fraction in [0, 1], got {ratio:g}")
+        spread = (1.0, 1.0)
+        if "random_range_ratio" in cols and (ratio := cell("random_range_ratio", lo=-math.inf, required=False)) \
+                is not None:
+            if not 0 <= ratio <= 1:
+                raise SpecError(str(path), f"line {line}, column random_range_ratio",
+                                f"expected a fraction in [0, 1], got {ratio:g}")
+            spread = (ratio, 1.0)
+        if "vllm_random_range_ratio" in cols and (ratio := cell("vllm_random_range_ratio", lo=-math.inf,
+                                                                required=False)) is not None:
+            if not 0 <= ratio < 1:
+                raise SpecError(str(path), f"line {line}, column vllm_random_range_ratio",
+                                f"expected a fraction in [0, 1), got {ratio:g}")
+            spread = (1.0 - ratio, 1.0 + ratio)
         n_req = cell("requests", int, required=False) if "requests" in cols else None
         extra = {k: cell(k, int, required=False) for k in ("max_batch_tokens", "max_seqs", "replicas") if k in cols}
         cases.append(ServingCase(
@@ -329,7 +351,7 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
             requests=n_req or (10 * conc if conc else 200),
             ttft_s=cell("ttft_s" if scale == 1.0 else "ttft_ms") * scale,
             tpot_s=cell("tpot_s" if scale == 1.0 else "tpot_ms") * scale, statistic=stat,
-            length_low=ratio if ratio is not None else 1.0,
+            length_low=spread[0], length_high=spread[1],
             extra={k: v for k, v in extra.items() if v is not None},
             devices=cell("devices", int, required=False) if "devices" in cols else None,
             tp=cell("tp", int, required=False) if "tp" in cols else None,
@@ -342,7 +364,7 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
 
 # -- re-simulation ---------------------------------------------------------------------------------------
 
-def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: int = 200) -> dict:
+def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: int = 1000) -> dict:
     """Simulate one measured run; returns the row of the report (measured, simulated, errors)."""
     from ..build import PlanOptions, quick_deployment
     from ..serving.runner import simulate
@@ -385,12 +407,14 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
     if case.input_lens and case.output_lens:  # the measured length distribution, not just its mean
         traffic = replace(traffic, prompt=LengthDist("empirical", values=tuple(map(float, case.input_lens))),
                           output=LengthDist("empirical", values=tuple(map(float, case.output_lens))))
-    elif case.length_low < 1.0:  # the client's --random-range-ratio spread
-        lo = lambda n_: max(1, int(n_ * case.length_low))  # noqa: E731
-        traffic = replace(traffic, prompt=LengthDist("uniform", low=lo(case.isl), high=case.isl),
-                          output=LengthDist("uniform", low=lo(case.osl), high=case.osl))
-    # the engine that served the run; a deployment file's own pool engines stand unless --engine is given
-    engine = d.get("engine") or (None if dep_ref or case.engine == "unknown" else case.engine)
+    elif (case.length_low, case.length_high) != (1.0, 1.0):  # the client's --random-range-ratio spread
+        span = lambda n_: dict(low=max(1, int(n_ * case.length_low)), high=max(1, int(n_ * case.length_high)))  # noqa: E731
+        traffic = replace(traffic, prompt=LengthDist("uniform", **span(case.isl)),
+                          output=LengthDist("uniform", **span(case.osl)))
+    # the engine that served the run: the one the run names (with a deployment file, only an engine that
+    # overrode the file's pools, as `simulate --engine` records it), else --engine, else the deployment's own
+    named = case.extra.get("engine_override") if dep_ref else (None if case.engine == "unknown" else case.engine)
+    engine = named or d.get("engine")
     res = simulate(dep, replace(traffic, requests=n), engine=engine)
     done = res.requests[res.requests["status"] == "finished"]
     agg = np.median if case.statistic == "median" else np.mean
@@ -425,13 +449,16 @@ def _summary(rows: list[dict]) -> dict:
     return out
 
 
-def validate_serving(path: str | Path, defaults: dict | None = None, max_requests: int = 200,
+def validate_serving(path: str | Path, defaults: dict | None = None, max_requests: int = 1000,
                      progress=None) -> dict:
     """Re-simulate every measured run of ``path``; {rows, groups, overall}."""
     cases = read_serving_results(path)
     rows = []
     for case in cases:
-        rows.append(resimulate(case, defaults, max_requests))
+        try:
+            rows.append(resimulate(case, defaults, max_requests))
+        except SimulatorError as exc:  # a run the simulator cannot build (a bad model, layout, ...): say which run
+            raise SpecError(case.source, "", str(exc)) from None
         if progress:
             progress(1)
     groups = []
