@@ -42,12 +42,16 @@ class Replica:
         self.busy_s = 0.0
         self.quadrant_s = np.zeros(4)
         self.next_rank = 0
+        # SGLang's receive skipper: requests that reached a busy scheduler wait in ``inbox`` until it receives
+        self.inbox: collections.deque[int] = collections.deque()
+        self.recv_count = 0
+        self.idle = True  # waiting on ``wake`` (an idle scheduler receives at once)
         sim.env.process(self.run())
 
     # -- load for the router -----------------------------------------------------------------
     @property
     def load(self) -> int:
-        return len(self.waiting) + len(self.active) + self.inbound
+        return len(self.waiting) + len(self.inbox) + len(self.active) + self.inbound
 
     def submit(self, rid: int) -> None:
         r = self.sim.req
@@ -60,6 +64,9 @@ class Replica:
         if getattr(self.cfg.cost, "wants_ranks", False):  # round robin over attention-DP ranks on arrival
             r.dp_rank[rid] = self.next_rank
             self.next_rank = (self.next_rank + 1) % int(self.cfg.cost.attention_dp)
+        if self.cfg.recv_interval > 1 and not self.idle:
+            self.inbox.append(rid)
+            return
         self.waiting.append(rid)
         if not self.wake.triggered:
             self.wake.succeed()
@@ -118,12 +125,21 @@ class Replica:
     # -- the scheduler process ---------------------------------------------------------------
     def run(self):
         env, r, cfg = self.sim.env, self.sim.req, self.cfg
+        n = cfg.recv_interval
         while True:
+            if n > 1 and self.recv_count >= n:  # the scheduler receives every n decode steps (or after a prefill)
+                self._receive()
             swap_s = self._admit()
             decoding, pre_ids, chunks, q_len = self._plan_step()
             if not len(decoding) and not len(pre_ids):
+                if self.inbox:  # nothing to run: the idle scheduler receives at once
+                    self._receive()
+                    continue
                 self.wake = env.event()
+                self.idle = True
                 yield self.wake
+                self.idle = False
+                self.recv_count = 0
                 continue
             ctx = r.prefilled[pre_ids]
             kv = kv_tokens(r, decoding)
@@ -141,10 +157,16 @@ class Replica:
             self.busy_s += dt
             self.quadrant_s += (cost.prefill_attention_s, cost.prefill_ffn_s, cost.decode_attention_s,
                                 cost.decode_ffn_s)
+            self.recv_count += n if len(pre_ids) else 1
             out_tokens = self._apply(decoding, pre_ids, chunks)
             preempted = self._fit_kv()
             self.sim.record_step(self, start, env.now, len(pre_ids), int(chunks.sum()), len(decoding),
                                  out_tokens, preempted)
+
+    def _receive(self) -> None:
+        self.recv_count = 0
+        self.waiting.extend(self.inbox)
+        self.inbox.clear()
 
     def _apply(self, decoding: np.ndarray, pre_ids: np.ndarray, chunks: np.ndarray) -> int:
         r, cfg, now = self.sim.req, self.cfg, self.sim.env.now

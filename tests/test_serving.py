@@ -56,6 +56,23 @@ def test_the_frontend_holds_a_request_before_the_scheduler_sees_it():
     assert closed.events == [(0.0, "arrive", 0), (1.25, "finish", 0), (1.25, "arrive", 1), (2.5, "finish", 1)]
 
 
+def test_a_busy_scheduler_receives_every_n_decode_steps():
+    """SGLang's --scheduler-recv-interval N: while busy, the scheduler takes new requests only when its counter
+    reaches N (+1 per decode step, +N per step with a prefill); idle, it takes them at once."""
+    def run(n):
+        sim = Simulation(_reqs([0.0, 1.1], [50, 80], [8, 2]), [_replica(recv_interval=n)])
+        sim.run()
+        return sim.request_frame()
+    at_once, every3 = run(1), run(3)
+    assert at_once.admitted_s.tolist() == [0.0, 1.5]  # the end of the decode step in progress
+    # request 0's prefill (0-1 s) restarts the counter at 1.0; decode steps end at 1.5, 2.0 and 2.5, the third
+    # reaching 3: request 1, which reached the scheduler at 1.1, is taken at 2.5
+    assert every3.admitted_s.tolist() == [0.0, 2.5]
+    assert every3.ttft_s[1] - at_once.ttft_s[1] == pytest.approx(1.0)
+    # a request reaching an idle scheduler is taken at once
+    assert run(3).admitted_s[0] == 0.0
+
+
 def test_chunked_prefill_respects_the_token_budget():
     req = _reqs([0.0], [250], [1])
     sim = Simulation(req, [_replica(budget=100)])
@@ -269,7 +286,7 @@ def test_tabulated_step_cost_equals_the_op_model(model, kw):
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
 @pytest.mark.parametrize("spec", [None, "tiny-kv", "speculative", "speculative-tiny-kv", "dp-ranks", "horizon",
-                                  "closed"])
+                                  "closed", "recv-interval", "recv-interval-closed"])
 def test_engine_matches_the_slow_reference_stepper(spec, engine):
     """The engine's running totals, decode stretches and callback scheduling change nothing but the
     cost of a run: ``tests/serving_reference.py`` (one process and one event per step, numpy state
@@ -283,7 +300,8 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
         opts = PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=2, tp=1, dp=2)
     dep = quick_deployment(opts, replicas=2, max_batch_tokens=2048, max_seqs=32)
     t = simple_traffic(rate=20.0, concurrency=None, isl=700, osl=90, requests=150, seed=3)
-    if spec == "closed":  # a closed loop: each finish (after the engine's frontend, for sglang) sends the next
+    if spec in ("closed", "recv-interval-closed"):  # a closed loop: each finish (after the engine's frontend, for
+        # sglang) sends the next
         t = simple_traffic(rate=None, concurrency=24, isl=700, osl=90, requests=150, seed=3, ramp_up_s=0.5)
     from dataclasses import replace as dc_replace
     t = dc_replace(t, prompt=dc_replace(t.prompt, kind="uniform", low=100, high=1500),
@@ -299,8 +317,10 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
         assert cfgs[0].cost.wants_ranks == (spec == "dp-ranks")
         if spec.startswith("speculative") if spec else False:  # random per-sequence gains (same seeded draws)
             cfgs = [dc_replace(c, spec_draft_tokens=2, spec_acceptance=0.7) for c in cfgs]
+        if spec and spec.startswith("recv-interval"):  # SGLang's receive skipper (any policy runs it here)
+            cfgs = [dc_replace(c, recv_interval=5) for c in cfgs]
         # "horizon": the run stops mid-way, with decode stretches in flight
-        if spec == "closed":
+        if spec in ("closed", "recv-interval-closed"):
             sim = make(r, cfgs, closed_concurrency=24, closed_starts_s=np.arange(24) * (0.5 / 24))
         else:
             sim = make(r, cfgs, horizon_s=3.0) if spec == "horizon" else make(r, cfgs)
@@ -310,6 +330,13 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
         assert frames[0][0].preemptions.sum() > 0  # the case exercises preemption
     if spec == "horizon":
         assert (frames[0][0].status == "rejected").any()  # the horizon cut the run short
+    if spec and spec.startswith("recv-interval"):  # the case exercises the skipper: later admissions than without
+        plain = ReferenceSimulation(Requests(*(x.copy() for x in (r.arrival_s, r.prompt, r.output))),
+                                    replica_configs(dep, engine=engine), **(
+                                        {"closed_concurrency": 24, "closed_starts_s": np.arange(24) * (0.5 / 24)}
+                                        if spec.endswith("closed") else {}))
+        plain.run()
+        assert (frames[0][0].admitted_s.sum() > plain.request_frame().admitted_s.sum())
     for b, sb in frames[1:]:
         _same_run(frames[0], (b, sb))
 
@@ -473,3 +500,28 @@ def test_a_long_run_of_rejections_in_a_closed_loop_does_not_recurse():
     sim.run()
     df = sim.request_frame()
     assert (df.status == "rejected").all() and len(sim.events) == 2 * n
+
+
+def test_scheduler_recv_interval_is_an_sglang_flag():
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+    from simulator.errors import SimulatorError
+    from simulator.serving.runner import replica_configs
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1),
+                           scheduler_recv_interval=10)
+    assert replica_configs(dep, engine="sglang")[0].recv_interval == 10
+    with pytest.raises(SimulatorError, match="SGLang server flag"):
+        replica_configs(dep, engine="vllm")
+    quick = ["simulate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "1", "--tp", "1",
+             "--concurrency", "8", "--requests", "40", "--isl", "256", "--osl", "32", "--json"]
+    runner = CliRunner()
+    ttft = {}
+    for n in (1, 30):
+        r = runner.invoke(app, [*quick, "--engine", "sglang", "--scheduler-recv-interval", str(n)])
+        assert r.exit_code == 0, r.output
+        ttft[n] = json.loads(r.stdout)["ttft_s"]["mean"]
+    assert ttft[30] > ttft[1]  # new requests wait for the scheduler's next receive
+    r = runner.invoke(app, [*quick, "--scheduler-recv-interval", "10"])
+    assert r.exit_code == 2 and "SGLang server flag" in r.output and "Traceback" not in r.output

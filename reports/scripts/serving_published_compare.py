@@ -53,7 +53,9 @@ def deployment_for(r: pd.Series, ep: int | None = None):
     opts = PlanOptions(model=r.model_id, hardware=r.hardware, devices=int(r.devices), tp=int(r.tp),
                        ep=ep, dp=int(r.dp) if int(r.dp) > 1 else None, precision=r.precision,
                        kv_precision=r.kv_precision)
-    return quick_deployment(opts, max_batch_tokens=int(r.max_batch_tokens), max_seqs=max(256, int(r.concurrency)))
+    recv = r.get("scheduler_recv_interval")
+    return quick_deployment(opts, max_batch_tokens=int(r.max_batch_tokens), max_seqs=max(256, int(r.concurrency)),
+                            scheduler_recv_interval=int(recv) if recv == recv and recv is not None else 1)
 
 
 def bench_traffic(r: pd.Series):
@@ -159,7 +161,9 @@ def validate_cli_section(df: pd.DataFrame) -> list[str]:
                                                                                    rows.concurrency)],
         "ttft_ms": rows.ttft_mean_ms, "tpot_ms": rows.tpot_mean_ms, "statistic": "mean",
         "random_range_ratio": rows.length_low_fraction, "max_batch_tokens": rows.max_batch_tokens,
-        "max_seqs": [max(256, int(c)) for c in rows.concurrency]})
+        "max_seqs": [max(256, int(c)) for c in rows.concurrency],
+        "scheduler_recv_interval": [int(x) if x == x and x is not None else 1
+                                    for x in rows.get("scheduler_recv_interval", pd.Series(1, index=rows.index))]})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "published.csv"
         csv.to_csv(path, index=False)

@@ -55,6 +55,10 @@ def simulate(
                                "KV reserved for the whole request). Default: each pool's `engine:` (vllm)."),
     preemption: str = typer.Option(None, "--preemption", help="recompute | swap | none (trtllm only: "
                                    "GUARANTEED_NO_EVICT). Default: the engine's."),
+    scheduler_recv_interval: int = typer.Option(1, "--scheduler-recv-interval", parser=count(1, 100_000),
+                                                help="Quick run, SGLang only: its --scheduler-recv-interval N (a busy "
+                                                     "scheduler takes new requests every N decode steps; 1: every "
+                                                     "step, SGLang's default)."),
     ttft_slo: float = typer.Option(None, "--ttft-slo", parser=duration(),
                                    help="TTFT SLO, e.g. 500ms (overrides the traffic file)."),
     tpot_slo: float = typer.Option(None, "--tpot-slo", parser=duration(),

@@ -152,4 +152,5 @@ def _self_description(dep) -> dict:
             "hardware": plan.attention.hardware.id, "devices": plan.devices, "tp": plan.attention.tp,
             "pp": plan.pp, "ep": plan.ffn.ep, "precision": plan.attention.precision,
             "kv_precision": dep.kv_precision, "replicas": pool.replicas, "max_batch_tokens": pool.max_batch_tokens,
-            "max_seqs": pool.max_seqs, "pools": len(dep.pools)}
+            "max_seqs": pool.max_seqs, "pools": len(dep.pools),
+            **({"scheduler_recv_interval": pool.scheduler_recv_interval} if pool.scheduler_recv_interval > 1 else {})}

@@ -80,6 +80,7 @@ class ReplicaConfig:
     policy: BatchPolicy = field(default_factory=VLLMPolicy)  # the engine's batching decisions
     context_range: tuple[int, int] = (0, ROUTE_MAX_TOKENS)  # prompt lengths (inclusive) taken here (long/short split)
     frontend_s: float = 0.0  # a request reaches the scheduler this long after its client sends it (off the GPU path)
+    recv_interval: int = 1  # SGLang --scheduler-recv-interval: a busy scheduler takes new requests every N decode steps
 
     @property
     def name(self) -> str:
@@ -166,6 +167,7 @@ class _Stretch:
     booked: int = 0  # steps already accounted (``_book_stretch``)
     chunk: int = 0  # the next chunk's length, when extendable
     extendable: bool = False  # no submission foreseen nor arrived: reaching ``end`` costs another chunk
+    c0: int = 0  # the scheduler's receive counter at the first step (``recv_interval`` > 1)
 
 
 class Replica:
@@ -192,6 +194,11 @@ class Replica:
         self.inbound = 0  # requests on their way here (KV in transfer, or in the frontend): load for the router
         self.inbound_at: list[float] = []  # heap of the times they arrive
         self.frontend_s = cfg.frontend_s
+        # SGLang's receive skipper (--scheduler-recv-interval N): while busy, the scheduler takes the requests that
+        # reached it (``inbox``) only when its counter reaches N: +1 per decode step, +N per step with a prefill
+        self.recv_n = cfg.recv_interval
+        self.inbox: collections.deque[int] = collections.deque()
+        self.recv_count = 0
         self.busy_s = 0.0
         self._quad = [0.0, 0.0, 0.0, 0.0]  # busy seconds per quadrant (see ``quadrant_s``)
         self.state = IDLE  # IDLE until a submit schedules a kick
@@ -218,7 +225,7 @@ class Replica:
     # -- load for the router -----------------------------------------------------------------
     @property
     def load(self) -> int:
-        return len(self.waiting) + len(self.active) + self.inbound
+        return len(self.waiting) + len(self.inbox) + len(self.active) + self.inbound
 
     def submit(self, rid: int) -> None:
         sim = self.sim
@@ -234,8 +241,13 @@ class Replica:
             # sgl-project/sglang python/sglang/srt/server_args.py); a preempted request keeps its rank
             sim.rank[rid] = self.next_rank
             self.next_rank = (self.next_rank + 1) % self.attention_dp
-        self.waiting.append(rid)
         state = self.state
+        if self.recv_n > 1 and state != IDLE and state != KICKED:  # a busy scheduler takes it at its next receive
+            self.inbox.append(rid)
+            if state == STRETCH:
+                self._cut_stretch()
+            return
+        self.waiting.append(rid)
         if state == IDLE:
             self.state = KICKED
             sim.env.call_at(sim.env._now, self._kick)
@@ -355,11 +367,21 @@ class Replica:
     # -- the scheduler -----------------------------------------------------------------------------
     def _kick(self, _ev=None) -> None:
         self.state = DECIDING
+        self.recv_count = 0  # an idle scheduler polls at once and keeps polling
         self._next()
+
+    def _receive(self) -> None:
+        """The scheduler takes the requests that reached it, and its receive counter restarts."""
+        self.recv_count = 0
+        if self.inbox:
+            self.waiting.extend(self.inbox)
+            self.inbox.clear()
 
     def _next(self) -> None:
         """At a step boundary: admit, let the policy plan, and start a step or a decode stretch."""
         cfg, sim = self.cfg, self.sim
+        if self.recv_count >= self.recv_n > 1:
+            self._receive()
         swap_s = self._admit() if self.waiting else 0.0
         n_dec = len(self.decoding)
         pre = self.prefilling
@@ -372,6 +394,9 @@ class Replica:
             run_dec, plan = True, []
         n_d = n_dec if run_dec else 0
         if not n_d and not plan:
+            if self.inbox:  # nothing to run: the idle scheduler polls at once
+                self._receive()
+                return self._next()
             self.state = IDLE
             return
         if n_d and not plan and sim.coalesce and not self.spec and not swap_s:
@@ -402,6 +427,8 @@ class Replica:
         q[1] += cost.prefill_ffn_s
         q[2] += cost.decode_attention_s
         q[3] += cost.decode_ffn_s
+        if self.recv_n > 1:  # SGLang weighs a decode step 1 and any step with a prefill past the threshold
+            self.recv_count += self.recv_n if plan else 1
         out_tokens = 0
         finished: list[int] = []
         if n_d:
@@ -514,7 +541,11 @@ class Replica:
         """Start up to ``k`` pure-decode steps of the ``n`` decoding requests as one event. Nothing but
         an arrival can change the batch before the k-th step (which finishes a request); an arrival
         cuts the stretch at the end of the step in progress. False: not possible (the KV cache would
-        overflow within two steps)."""
+        overflow within two steps, or requests waiting for the scheduler to receive them are due in one)."""
+        if self.inbox:  # stop where the scheduler next receives (``recv_interval``)
+            k = min(k, self.recv_n - self.recv_count)
+            if k < 2:
+                return False
         used, total = self.used_blocks, self.blocks_total
         if not self.grows:
             blocks = used  # constant: reservations were made whole at admission
@@ -548,7 +579,8 @@ class Replica:
             chunk = k
         else:  # the steps expected before the horizon at the last step's pace
             chunk = min(k, int((horizon - now) / self._pace_s) + 2)
-        st = self.stretch = _Stretch([now], [], [], blocks, n, kv0, fast, k, len(self.waiting), len(self.active))
+        st = self.stretch = _Stretch([now], [], [], blocks, n, kv0, fast, k, len(self.waiting), len(self.active),
+                                     c0=self.recv_count)
         while st.end < k:
             self._cost_chunk(chunk)
             chunk *= 4
@@ -593,10 +625,13 @@ class Replica:
         return list(accumulate((res[(-t - j) % BLOCK_TOKENS] for j in range(k)), initial=self.used_blocks))[1:]
 
     def _cut_stretch(self) -> None:
-        """An arrival: end the stretch with the step in progress."""
+        """An arrival: end the stretch with the step in progress (with a receive interval, at the first step end
+        where the scheduler receives)."""
         st = self.stretch
         st.extendable = False
         steps = bisect_left(st.bounds, self.sim.env._now, 1)
+        if self.recv_n > 1:
+            steps += -(st.c0 + steps) % self.recv_n
         if steps < st.end:
             st.end = steps
             self.pending = self.sim.env.call_at(st.bounds[steps], self._end_stretch)
@@ -615,6 +650,9 @@ class Replica:
         steps, bounds, n = st.end, st.bounds, st.n
         self._book_stretch(steps, recorded=steps - 1)  # the last step's record follows the finishes
         self.stretch = None
+        if self.recv_n > 1:  # the counter over the stretch (it restarted at every receive inside, with nothing to take)
+            c = st.c0 + steps
+            self.recv_count = c if c < self.recv_n else (c % self.recv_n or self.recv_n)
         sim = self.sim
         finished = self._due()
         for rid in finished:

@@ -72,6 +72,9 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
     for pool in dep.pools:
         max_seqs, max_batch_tokens, profile = batch_limits(pool, engine_profile(engine or pool.engine))
         mode = preemption or pool.preemption or profile.preemption
+        if pool.scheduler_recv_interval > 1 and profile.name != "sglang":
+            raise SimulatorError(f"pool {pool.name}: scheduler_recv_interval is an SGLang server flag "
+                                 f"(--scheduler-recv-interval); {profile.name} has none")
         if mode == "none" and profile.policy != "trtllm":
             raise SimulatorError(f"pool {pool.name}: preemption 'none' (reserve KV for the whole request) is "
                                  f"TensorRT-LLM's GUARANTEED_NO_EVICT; {profile.name} preempts by recompute or swap")
@@ -101,7 +104,9 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                 preemption="swap" if mode == "swap" else "recompute", kv_bytes_per_token=kv_tok, policy=policy,
                 context_range=pool.prompt_range,
                 # the engine's frontend holds each arriving request first (a decode pool gets them by KV transfer)
-                frontend_s=profile.frontend_latency_s if overheads and role != "decode" else 0.0))
+                frontend_s=profile.frontend_latency_s if overheads and role != "decode" else 0.0,
+                # (a decode pool takes its requests from KV transfers, not from the receive loop)
+                recv_interval=pool.scheduler_recv_interval if role != "decode" else 1))
     return configs
 
 

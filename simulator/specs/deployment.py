@@ -43,6 +43,7 @@ class Pool:
     engine: str = "vllm"  # serving engine profile: vllm | sglang | trtllm (batching policy + step overheads)
     preemption: str | None = None  # recompute | swap | none; None: the engine's default
     prompt_range: tuple[int, int] = (0, ROUTE_MAX_TOKENS)  # prompt lengths (inclusive) routed here (``route:``)
+    scheduler_recv_interval: int = 1  # SGLang --scheduler-recv-interval: a busy scheduler receives every N decode steps
 
     @property
     def role(self) -> str:
@@ -185,7 +186,8 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
         r.raw("route", None)
     # unset: what the engine's server picks for this device (simulator/serving/engines.yaml, server_defaults)
     pool = Pool(name, tuple(serves), replicas, plan, r.int("max_batch_tokens", None, minimum=1),
-                r.int("max_seqs", None, minimum=1), spec, engine, preemption, prompt_range)
+                r.int("max_seqs", None, minimum=1), spec, engine, preemption, prompt_range,
+                r.int("scheduler_recv_interval", 1, minimum=1))
     r.done()
     return pool
 

@@ -26,7 +26,8 @@ Layouts:
   ``random_range_ratio`` (``sglang.bench_serving`` and vLLM's older ``benchmark_serving.py``: lengths uniform in
   [r x isl, isl]; 0 means [1, isl]) or ``vllm_random_range_ratio`` (``vllm bench serve``: uniform in
   [(1 - r) x isl, (1 + r) x isl], r < 1), ``max_batch_tokens``, ``max_seqs``, ``replicas``. Extra columns are
-  ignored; a bad cell is named by line and column.
+  ignored; a bad cell is named by line and column. ``scheduler_recv_interval``: SGLang's
+  ``--scheduler-recv-interval`` where the run set it.
 
 How a run is re-simulated, as the benchmark client ran it:
 
@@ -215,7 +216,8 @@ def _vllm(d: dict, where: str) -> ServingCase:
         rate_per_s=rate, concurrency=conc, requests=int(_num(d, "completed", where)), ttft_s=ttft, tpot_s=tpot,
         statistic=stat, precision=d.get("precision"), kv_precision=d.get("kv_precision"),
         deployment=str(dep) if dep else None,
-        extra={**{k: d[k] for k in ("max_batch_tokens", "max_seqs", "replicas", "pools") if d.get(k) is not None},
+        extra={**{k: d[k] for k in ("max_batch_tokens", "max_seqs", "replicas", "pools", "scheduler_recv_interval")
+                  if d.get(k) is not None},
                **({"engine_override": override} if override else {})},
         input_lens=_lens(d.get("input_lens")), output_lens=_lens(d.get("output_lens")), **ints)
 
@@ -342,7 +344,8 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
                                 f"expected a fraction in [0, 1), got {ratio:g}")
             spread = (1.0 - ratio, 1.0 + ratio)
         n_req = cell("requests", int, required=False) if "requests" in cols else None
-        extra = {k: cell(k, int, required=False) for k in ("max_batch_tokens", "max_seqs", "replicas") if k in cols}
+        extra = {k: cell(k, int, required=False) for k in ("max_batch_tokens", "max_seqs", "replicas",
+                                                            "scheduler_recv_interval") if k in cols}
         cases.append(ServingCase(
             source=f"{path} line {line}", model=row["model"].strip(), hardware=row["hardware"].strip(),
             engine=engine_name(row.get("engine"), str(path), f"line {line}, column engine"),
@@ -396,7 +399,8 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
         # batch limits the run does not record: the engine server's defaults for the device
         limit = lambda k: int(case.extra[k]) if case.extra.get(k) is not None else None  # noqa: E731
         dep = quick_deployment(PlanOptions(**fields), max_batch_tokens=limit("max_batch_tokens"),
-                               max_seqs=limit("max_seqs"), replicas=int(case.extra.get("replicas", 1)))
+                               max_seqs=limit("max_seqs"), replicas=int(case.extra.get("replicas", 1)),
+                               scheduler_recv_interval=limit("scheduler_recv_interval") or 1)
     n = max(1, min(case.requests, max_requests))
     # a closed loop as the benchmark clients run it: the C clients start together (unless the result says otherwise)
     ramp = (case.ramp_up_s if case.ramp_up_s is not None else 0.0) if case.concurrency else None
