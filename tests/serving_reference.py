@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
-from simulator.serving.engine import EventLog, ReplicaConfig, Requests, Simulation, StepLog
+from simulator.serving.engine import PREFILL_RECV_WEIGHT, EventLog, ReplicaConfig, Requests, Simulation, StepLog
 from simulator.serving.stepcost import DecodeRanks
 
 BLOCK_TOKENS = 16  # paged KV-cache block size
@@ -117,6 +117,8 @@ class Replica:
         q_len = 1 + cfg.spec_draft_tokens
         decoding, prefilling = ids[is_dec], ids[~is_dec]
         remaining = r.target_prefill[prefilling] - r.prefilled[prefilling]
+        if cfg.max_chunk_tokens:  # each attention-DP rank chunks its own prompts under its own budget
+            remaining = np.minimum(remaining, cfg.max_chunk_tokens)
         run_dec, chunks = cfg.policy.plan(len(decoding), remaining.tolist(), cfg.max_batch_tokens, q_len)
         chunks = np.asarray(chunks, np.int64).reshape(-1)
         take = chunks > 0
@@ -126,6 +128,7 @@ class Replica:
     def run(self):
         env, r, cfg = self.sim.env, self.sim.req, self.cfg
         n = cfg.recv_interval
+        self.idle = False  # running (requests submitted before this first loop found it idle and went to waiting)
         while True:
             if n > 1 and self.recv_count >= n:  # the scheduler receives every n decode steps (or after a prefill)
                 self._receive()
@@ -157,7 +160,7 @@ class Replica:
             self.busy_s += dt
             self.quadrant_s += (cost.prefill_attention_s, cost.prefill_ffn_s, cost.decode_attention_s,
                                 cost.decode_ffn_s)
-            self.recv_count += n if len(pre_ids) else 1
+            self.recv_count += PREFILL_RECV_WEIGHT if len(pre_ids) else 1
             out_tokens = self._apply(decoding, pre_ids, chunks)
             preempted = self._fit_kv()
             self.sim.record_step(self, start, env.now, len(pre_ids), int(chunks.sum()), len(decoding),

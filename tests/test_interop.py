@@ -220,6 +220,10 @@ def test_vllm_backend_names_the_server_only_when_engine_specific(tmp_path):
     ("model,hardware,isl,osl,concurrency,ttft_s,tpot_s\nx,y,512,64,1,0.1\n", "line 2: expected 7"),
     ('{"mean_ttft_ms": 30, "mean_tpot_ms": 8, "max_concurrency": 2, "completed": 4, "total_input_tokens": 40, '
      '"total_output_tokens": 40, "ramp_up_s": "inf"}', "ramp_up_s"),
+    ('{"mean_ttft_ms": 30, "mean_tpot_ms": 8, "max_concurrency": 2, "completed": 4, "total_input_tokens": 40, '
+     '"total_output_tokens": 40, "scheduler_recv_interval": 0}', "scheduler_recv_interval"),
+    ('{"mean_ttft_ms": 30, "mean_tpot_ms": 8, "max_concurrency": 2, "completed": 4, "total_input_tokens": 40, '
+     '"total_output_tokens": 40, "max_seqs": "ten"}', "max_seqs"),
     ("model,hardware,isl,osl,rate_per_s,ttft_s,tpot_s\nllama-3.1-8b,h100-sxm,512,64,-1,0.1,0.01\n", "rate_per_s"),
     ("model,hardware,isl,osl,ttft_s,tpot_s\nx,y,1,1,1,1\n", "rate_per_s or concurrency"),
     ('{"mean_ttft_ms": "fast"}', "mean_ttft_ms"),

@@ -286,7 +286,7 @@ def test_tabulated_step_cost_equals_the_op_model(model, kw):
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
 @pytest.mark.parametrize("spec", [None, "tiny-kv", "speculative", "speculative-tiny-kv", "dp-ranks", "horizon",
-                                  "closed", "recv-interval", "recv-interval-closed"])
+                                  "closed", "recv-interval", "recv-interval-closed", "recv-interval-burst"])
 def test_engine_matches_the_slow_reference_stepper(spec, engine):
     """The engine's running totals, decode stretches and callback scheduling change nothing but the
     cost of a run: ``tests/serving_reference.py`` (one process and one event per step, numpy state
@@ -300,8 +300,8 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
         opts = PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=2, tp=1, dp=2)
     dep = quick_deployment(opts, replicas=2, max_batch_tokens=2048, max_seqs=32)
     t = simple_traffic(rate=20.0, concurrency=None, isl=700, osl=90, requests=150, seed=3)
-    if spec in ("closed", "recv-interval-closed"):  # a closed loop: each finish (after the engine's frontend, for
-        # sglang) sends the next
+    if spec in ("closed", "recv-interval-closed", "recv-interval-burst"):  # a closed loop: each finish (after the
+        # engine's frontend, for sglang) sends the next
         t = simple_traffic(rate=None, concurrency=24, isl=700, osl=90, requests=150, seed=3, ramp_up_s=0.5)
     from dataclasses import replace as dc_replace
     t = dc_replace(t, prompt=dc_replace(t.prompt, kind="uniform", low=100, high=1500),
@@ -320,7 +320,9 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
         if spec and spec.startswith("recv-interval"):  # SGLang's receive skipper (any policy runs it here)
             cfgs = [dc_replace(c, recv_interval=5) for c in cfgs]
         # "horizon": the run stops mid-way, with decode stretches in flight
-        if spec in ("closed", "recv-interval-closed"):
+        if spec == "recv-interval-burst":  # every client at t = 0, as the benchmark clients start them
+            sim = make(r, cfgs, closed_concurrency=24)
+        elif spec in ("closed", "recv-interval-closed"):
             sim = make(r, cfgs, closed_concurrency=24, closed_starts_s=np.arange(24) * (0.5 / 24))
         else:
             sim = make(r, cfgs, horizon_s=3.0) if spec == "horizon" else make(r, cfgs)
@@ -331,10 +333,10 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
     if spec == "horizon":
         assert (frames[0][0].status == "rejected").any()  # the horizon cut the run short
     if spec and spec.startswith("recv-interval"):  # the case exercises the skipper: later admissions than without
+        closed = {"recv-interval-closed": {"closed_concurrency": 24, "closed_starts_s": np.arange(24) * (0.5 / 24)},
+                  "recv-interval-burst": {"closed_concurrency": 24}}.get(spec, {})
         plain = ReferenceSimulation(Requests(*(x.copy() for x in (r.arrival_s, r.prompt, r.output))),
-                                    replica_configs(dep, engine=engine), **(
-                                        {"closed_concurrency": 24, "closed_starts_s": np.arange(24) * (0.5 / 24)}
-                                        if spec.endswith("closed") else {}))
+                                    replica_configs(dep, engine=engine), **closed)
         plain.run()
         assert (frames[0][0].admitted_s.sum() > plain.request_frame().admitted_s.sum())
     for b, sb in frames[1:]:
@@ -525,3 +527,32 @@ def test_scheduler_recv_interval_is_an_sglang_flag():
     assert ttft[30] > ttft[1]  # new requests wait for the scheduler's next receive
     r = runner.invoke(app, [*quick, "--scheduler-recv-interval", "10"])
     assert r.exit_code == 2 and "SGLang server flag" in r.output and "Traceback" not in r.output
+
+
+def test_an_attention_dp_rank_chunks_a_long_prompt_under_its_own_budget():
+    """The replica's step budget pools its DP ranks' budgets; one prompt lives on one rank, which chunks it under
+    that rank's share (vLLM: a per-rank engine core; SGLang: chunked_prefill_size split over the DP ranks)."""
+    from simulator.serving.runner import replica_configs
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=4, tp=1, dp=4),
+                           max_batch_tokens=8192)
+    (cfg,) = replica_configs(dep)
+    assert cfg.max_chunk_tokens == 2048
+    t = simple_traffic(rate=None, concurrency=1, isl=6000, osl=4, requests=1, seed=0, ramp_up_s=0.0)
+    steps = simulate(dep, t).steps
+    assert steps.prefill_tokens[steps.prefill_tokens > 0].tolist() == [2048, 2048, 1904]
+
+
+def test_recv_interval_limits():
+    from simulator.errors import SimulatorError
+    from simulator.serving.runner import replica_configs
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1),
+                           scheduler_recv_interval=2000)
+    with pytest.raises(SimulatorError, match="above 1000"):
+        replica_configs(dep, engine="sglang")
+    pd_dep = read_deployment(resolve_workload("dbrx-h100-prefill-h20-decode", "deployments", "deployment"))
+    from dataclasses import replace as dc_replace
+    pools = tuple(dc_replace(p, scheduler_recv_interval=4) if p.role == "decode" else p for p in pd_dep.pools)
+    with pytest.raises(SimulatorError, match="decode pool"):
+        replica_configs(dc_replace(pd_dep, pools=pools), engine="sglang")

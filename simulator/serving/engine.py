@@ -51,6 +51,9 @@ from .policies import BatchPolicy, VLLMPolicy
 from .stepcost import DecodeRanks, StepCostModel, decode_stretch_costs
 
 BLOCK_TOKENS = 16  # paged KV-cache block size
+# SGLang's receive skipper counts a decode (or verify) step 1 and any other step 1000 (its _DEFAULT_WEIGHT,
+# python/sglang/srt/managers/scheduler_recv_skipper.py): an interval up to 1000 receives right after a prefill
+PREFILL_RECV_WEIGHT = 1000
 MAX_STRETCH = 64  # decode steps per stretch; a longer one simply continues in the next stretch
 FIRST_CHUNK = 16  # steps costed when a stretch starts with no submission foreseen (then 4x more per chunk)
 
@@ -81,6 +84,7 @@ class ReplicaConfig:
     context_range: tuple[int, int] = (0, ROUTE_MAX_TOKENS)  # prompt lengths (inclusive) taken here (long/short split)
     frontend_s: float = 0.0  # a request reaches the scheduler this long after its client sends it (off the GPU path)
     recv_interval: int = 1  # SGLang --scheduler-recv-interval: a busy scheduler takes new requests every N decode steps
+    max_chunk_tokens: int = 0  # one request's prompt tokens per step at most (attention DP: one rank's budget); 0: any
 
     @property
     def name(self) -> str:
@@ -387,8 +391,10 @@ class Replica:
         pre = self.prefilling
         if pre:
             s = sim
-            run_dec, chunks = cfg.policy.plan(n_dec, [s.tgt[i] - s.pf[i] for i in pre], cfg.max_batch_tokens,
-                                              self.q_len)
+            left = [s.tgt[i] - s.pf[i] for i in pre]
+            if cfg.max_chunk_tokens:  # each attention-DP rank chunks its own prompts under its own budget
+                left = [min(x, cfg.max_chunk_tokens) for x in left]
+            run_dec, chunks = cfg.policy.plan(n_dec, left, cfg.max_batch_tokens, self.q_len)
             plan = [(rid, c) for rid, c in zip(pre, chunks) if c > 0]
         else:  # nothing to prefill: every policy runs the decodes (the contract in ``policies/base.py``)
             run_dec, plan = True, []
@@ -427,8 +433,8 @@ class Replica:
         q[1] += cost.prefill_ffn_s
         q[2] += cost.decode_attention_s
         q[3] += cost.decode_ffn_s
-        if self.recv_n > 1:  # SGLang weighs a decode step 1 and any step with a prefill past the threshold
-            self.recv_count += self.recv_n if plan else 1
+        if self.recv_n > 1:  # SGLang weighs a decode step 1 and any step with a prefill 1000
+            self.recv_count += PREFILL_RECV_WEIGHT if plan else 1
         out_tokens = 0
         finished: list[int] = []
         if n_d:

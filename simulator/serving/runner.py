@@ -17,7 +17,7 @@ from ..specs.traffic import Traffic
 from ..timing.base import TimingModel
 from ..timing.memory import kv_bytes_per_token_model, memory_fit
 from .disagg import PingPongStepCost, kv_transfer_model
-from .engine import ReplicaConfig, Requests, Simulation
+from .engine import PREFILL_RECV_WEIGHT, ReplicaConfig, Requests, Simulation
 from .metrics import PERCENTILES, summarise  # noqa: F401  (PERCENTILES: re-exported)
 from .overheads import OverheadStepCost
 from .pipeline import PipelinedPrefill
@@ -75,6 +75,12 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         if pool.scheduler_recv_interval > 1 and profile.name != "sglang":
             raise SimulatorError(f"pool {pool.name}: scheduler_recv_interval is an SGLang server flag "
                                  f"(--scheduler-recv-interval); {profile.name} has none")
+        if pool.scheduler_recv_interval > 1 and pool.role == "decode":
+            raise SimulatorError(f"pool {pool.name}: scheduler_recv_interval on a decode pool is not modelled (its "
+                                 "requests arrive by KV transfer after a handshake the simulator does not model)")
+        if pool.scheduler_recv_interval > PREFILL_RECV_WEIGHT:
+            raise SimulatorError(f"pool {pool.name}: scheduler_recv_interval above {PREFILL_RECV_WEIGHT} is not "
+                                 "modelled (SGLang weighs a prefill step 1000 toward it)")
         if mode == "none" and profile.policy != "trtllm":
             raise SimulatorError(f"pool {pool.name}: preemption 'none' (reserve KV for the whole request) is "
                                  f"TensorRT-LLM's GUARANTEED_NO_EVICT; {profile.name} preempts by recompute or swap")
@@ -106,7 +112,8 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                 # the engine's frontend holds each arriving request first (a decode pool gets them by KV transfer)
                 frontend_s=profile.frontend_latency_s if overheads and role != "decode" else 0.0,
                 # (a decode pool takes its requests from KV transfers, not from the receive loop)
-                recv_interval=pool.scheduler_recv_interval if role != "decode" else 1))
+                recv_interval=pool.scheduler_recv_interval,
+                max_chunk_tokens=max_batch_tokens // pool.plan.attention.dp if pool.plan.attention.dp > 1 else 0))
     return configs
 
 

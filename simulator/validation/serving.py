@@ -216,10 +216,18 @@ def _vllm(d: dict, where: str) -> ServingCase:
         rate_per_s=rate, concurrency=conc, requests=int(_num(d, "completed", where)), ttft_s=ttft, tpot_s=tpot,
         statistic=stat, precision=d.get("precision"), kv_precision=d.get("kv_precision"),
         deployment=str(dep) if dep else None,
-        extra={**{k: d[k] for k in ("max_batch_tokens", "max_seqs", "replicas", "pools", "scheduler_recv_interval")
-                  if d.get(k) is not None},
+        extra={**{k: _whole(d, k, where) for k in ("max_batch_tokens", "max_seqs", "replicas", "pools",
+                                                     "scheduler_recv_interval") if d.get(k) is not None},
                **({"engine_override": override} if override else {})},
         input_lens=_lens(d.get("input_lens")), output_lens=_lens(d.get("output_lens")), **ints)
+
+
+def _whole(d: dict, key: str, where: str) -> int:
+    """``d[key]`` as a whole number >= 1 (a recorded batch limit, replica count or interval)."""
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 1 or v != int(v):
+        raise SpecError(where, key, f"expected a whole number >= 1, got {v!r}")
+    return int(v)
 
 
 def _lens(values) -> tuple[int, ...]:
