@@ -191,6 +191,17 @@ def test_a_run_the_simulator_cannot_build_is_named(tmp_path):
     assert r.exit_code == 2 and f"{csv} line 2" in r.output and "Traceback" not in r.output
 
 
+def test_a_vllm_result_with_its_hugging_face_model_id(tmp_path):
+    """`vllm bench serve` records the served model's repo id; the catalogue knows it (and `--hardware H100`)."""
+    p = tmp_path / "run.json"
+    p.write_text(json.dumps({"model_id": "meta-llama/Llama-3.1-8B-Instruct", "backend": "vllm", "completed": 8,
+                             "total_input_tokens": 2048, "total_output_tokens": 256, "max_concurrency": 2,
+                             "median_ttft_ms": 30.0, "median_tpot_ms": 8.0}))
+    r = runner.invoke(app, ["validate", "--serving", str(p), "--hardware", "H100", "--tp", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["rows"][0]["model"] == "llama-3.1-8b"
+
+
 def test_vllm_backend_names_the_server_only_when_engine_specific(tmp_path):
     base = {"model_id": "llama-3.1-8b", "completed": 10, "total_input_tokens": 5120, "total_output_tokens": 640,
             "max_concurrency": 2, "median_ttft_ms": 30.0, "median_tpot_ms": 8.0}

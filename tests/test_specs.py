@@ -151,3 +151,47 @@ def test_yaml_syntax_error(tmp_path):
 def test_catalogue_files_sit_at_repo_top_level():
     assert (ROOT / "hardware" / "h100-sxm.yaml").exists()
     assert (ROOT / "workloads" / "models" / "dbrx.yaml").exists()
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("meta-llama/Llama-3.1-8B-Instruct", "llama-3.1-8b"),
+    ("meta-llama/Meta-Llama-3.1-70B-Instruct", "llama-3.1-70b"),
+    ("meta-llama/Llama-3.3-70B-Instruct", "llama-3.1-70b"),  # an alias: the same architecture
+    ("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "qwen3-235b-a22b"),
+    ("deepseek-ai/DeepSeek-R1-0528", "deepseek-v3"),
+    ("nvidia/DeepSeek-R1-0528-FP4-v2", "deepseek-v3"),
+    ("mistralai/Mixtral-8x7B-Instruct-v0.1", "mixtral-8x7b"),
+    ("QWEN3_32B", "qwen3-32b"),
+])
+def test_models_are_found_by_their_hugging_face_names(name, expected):
+    assert load_model(name).id == expected
+
+
+@pytest.mark.parametrize("name,expected", [("H100", "h100-sxm"), ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+                                           ("NVIDIA A100-SXM4-80GB", "a100-sxm"), ("h200", "h200-sxm"),
+                                           ("B200", "b200-sxm"), ("NVIDIA H20", "h20")])
+def test_hardware_is_found_by_the_names_it_goes_by(name, expected):
+    assert load_hardware(name).id == expected
+
+
+def test_catalogue_aliases_name_one_spec_each_and_unknown_names_fail_clearly():
+    from simulator.specs.catalog import _norm
+
+    for ids, load in ((model_ids(), load_model), (hardware_ids(), load_hardware)):
+        seen = {}
+        for spec_id in ids:
+            for name in (spec_id, *load(spec_id).aliases):
+                assert seen.setdefault(_norm(name), spec_id) == spec_id, f"{name} names {seen[_norm(name)]} too"
+    with pytest.raises(SpecError, match="no model id or alias matches") as e:
+        load_model("someone/Not-A-Model-7B")
+    assert "\n" not in str(e.value) and "llama-3.1-8b" in str(e.value)
+
+
+def test_bad_aliases_are_named(tmp_path):
+    from simulator.specs.model import read_model
+
+    src = (ROOT / "workloads/models/llama-3.1-8b.yaml").read_text()
+    bad = tmp_path / "m.yaml"
+    bad.write_text(src.replace('aliases: ["Meta-Llama-3.1-8B"]', "aliases: Meta-Llama"))
+    with pytest.raises(SpecError, match="aliases"):
+        read_model(bad)

@@ -14,8 +14,10 @@ from ._params import PLOT_EXTS, count, in_file, in_file_or_id, out_file, real, t
 @guarded
 def whatif(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", "-m", help="Model id (quadrant model list) or YAML path."),
-    hardware: str = typer.Option("h100-sxm", "--hardware", help="Device profile for every quadrant."),
+    model: str = typer.Option(None, "--model", "-m", help="Model id (quadrant model list), YAML path, or a name "
+                              "it goes by (e.g. meta-llama/Llama-3.1-8B-Instruct)."),
+    hardware: str = typer.Option("h100-sxm", "--hardware", help="Device profile for every quadrant: an id, a YAML "
+                                 "path, or a name it goes by (e.g. H100, 'NVIDIA H100 80GB HBM3')."),
     devices: int = typer.Option(8, "--devices", parser=count(1), help="Devices of one model replica."),
     tp: int = typer.Option(None, "--tp", parser=count(1), help="Tensor parallel size (default: devices / (pp x dp))."),
     pp: int = typer.Option(1, "--pp", parser=count(1), help="Pipeline stages."),

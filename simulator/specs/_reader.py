@@ -129,6 +129,13 @@ class Reader:
             raise self.error(name, f"expected one of {', '.join(choices)}, got {value!r}")
         return value
 
+    def names(self, name: str) -> tuple[str, ...]:
+        """An optional list of non-empty strings (empty tuple when absent)."""
+        value = self.raw(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise self.error(name, f"expected a list of names, got {value!r}")
+        return tuple(v.strip() for v in value)
+
     def bool(self, name: str, default: Any = ...) -> bool:
         value = self.raw(name, default)
         if not isinstance(value, bool):

@@ -120,6 +120,7 @@ class HardwareSpec:
     boost_clock_hz: float = 0.0  # the clock the datasheet peaks are quoted at
     attach: str = "sxm"  # pcie boards share host links for collectives without NVLink
     host_link_bytes_per_s: float = 0.0  # PCIe per direction (0 = not known)
+    aliases: tuple[str, ...] = ()  # other names it goes by (nvidia-smi's name, short forms)
 
     def peak(self, dtype: str) -> float:
         return self.peak_flop_per_s.get(dtype, 0.0)
@@ -259,6 +260,7 @@ def read_hardware(path: str | Path) -> HardwareSpec:
         boost_clock_hz=boost,
         attach=attach,
         host_link_bytes_per_s=host,
+        aliases=r.names("aliases"),
     )
     r.done()
     return hw

@@ -93,6 +93,7 @@ class ModelSpec:
     file: str = ""
     native_precision: str | None = None  # precision of the released weights (HF quantization_config), if known
     context_tokens: int = 0  # longest sequence the model serves (max_position_embeddings); 0 = not stated
+    aliases: tuple[str, ...] = ()  # other names it goes by (Hugging Face repo ids, variants of the same architecture)
 
     # -- derived structure ---------------------------------------------------------------------
     @property
@@ -256,6 +257,7 @@ def read_model(path: str | Path) -> ModelSpec:
         notes=r.str("notes", ""),
         file=str(path),
         native_precision=r.str("native_precision", None, choices=_NATIVE_PRECISIONS),
+        aliases=r.names("aliases"),
         **spec_kwargs,
     )
     r.done()
