@@ -46,6 +46,13 @@ class PlanOptions:
     spec_draft_cost: float = 0.05
     price_usd_per_hour: float | None = None
 
+    def __post_init__(self):
+        # the engines' and checkpoints' spellings (FP8, fp8_e4m3, NVFP4, bfloat16, AWQ) as this package's names
+        from .precision import canonical_precision
+
+        for k in ("precision", "attn_precision", "ffn_precision", "kv_precision"):
+            setattr(self, k, canonical_precision(getattr(self, k)))
+
 
 def _hw(ref: str, price: float | None) -> HardwareSpec:
     hw = load_hardware(ref)

@@ -38,6 +38,22 @@ KV_PRECISIONS: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8":
 KV_SCALE_BYTES = 4.0  # one fp32 scale per (N tokens x KV head) for K and for V
 
 
+# other spellings engines, checkpoints and benchmark logs use for the precisions above
+_SPELLINGS = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32",
+              "fp8_e4m3": "fp8", "fp8-e4m3": "fp8", "e4m3": "fp8", "fp8_e5m2": "fp8", "float8": "fp8",
+              "nvfp4": "fp4", "mxfp4": "fp4", "modelopt_fp4": "fp4", "awq": "w4a16", "gptq": "w4a16",
+              "int4": "w4a16", "w8a8": "int8"}
+
+
+def canonical_precision(name: str | None) -> str | None:
+    """``name`` as this package spells a precision (``FP8``, ``fp8_e4m3`` -> ``fp8``; ``NVFP4`` -> ``fp4``;
+    ``bfloat16`` -> ``bf16``; ``AWQ`` -> ``w4a16``); unknown names are returned as given, for the caller's error."""
+    if name is None:
+        return None
+    n = str(name).strip().lower()
+    return _SPELLINGS.get(n, n)
+
+
 def get_precision(name: str) -> Precision:
     try:
         return PRECISIONS[name]

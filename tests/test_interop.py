@@ -191,6 +191,16 @@ def test_a_run_the_simulator_cannot_build_is_named(tmp_path):
     assert r.exit_code == 2 and f"{csv} line 2" in r.output and "Traceback" not in r.output
 
 
+def test_csv_precisions_in_engine_spellings(tmp_path):
+    csv = tmp_path / "runs.csv"
+    csv.write_text("model,hardware,precision,kv_precision,tp,isl,osl,concurrency,requests,ttft_ms,tpot_ms\n"
+                   "meta-llama/Llama-3.1-8B-Instruct,NVIDIA H100 80GB HBM3,FP8,fp8_e4m3,1,256,32,2,4,30,8\n"
+                   "llama-3.1-8b,h100-sxm,bfloat16,auto,1,256,32,2,4,30,8\n")
+    r = runner.invoke(app, ["validate", "--serving", str(csv), "--json"])
+    assert r.exit_code == 0, r.output
+    assert [row["model"] for row in json.loads(r.stdout)["rows"]] == ["llama-3.1-8b", "llama-3.1-8b"]
+
+
 def test_a_vllm_result_with_its_hugging_face_model_id(tmp_path):
     """`vllm bench serve` records the served model's repo id; the catalogue knows it (and `--hardware H100`)."""
     p = tmp_path / "run.json"

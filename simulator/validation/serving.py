@@ -368,9 +368,14 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
             tp=cell("tp", int, required=False) if "tp" in cols else None,
             pp=cell("pp", int, required=False) if "pp" in cols else None,
             ep=cell("ep", int, required=False) if "ep" in cols else None,
-            precision=(row.get("precision") or "").strip() or None,
-            kv_precision=(row.get("kv_precision") or "").strip() or None))
+            precision=_given(row.get("precision")), kv_precision=_given(row.get("kv_precision"))))
     return cases
+
+
+def _given(cell: str | None) -> str | None:
+    """A precision cell; empty or the engines' ``auto`` (the checkpoint's own dtype) leave it to the defaults."""
+    v = (cell or "").strip()
+    return None if not v or v.lower() == "auto" else v
 
 
 # -- re-simulation ---------------------------------------------------------------------------------------
