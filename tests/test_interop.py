@@ -116,16 +116,22 @@ def _direct(engine, concurrency, requests, *, ramp_up_s, statistic="median", spr
     return tuple(float(getattr(done[c], statistic)()) for c in ("ttft_s", "tpot_s"))
 
 
+def _validate_rows(tmp_path, csv_text, *flags):
+    """`validate --serving` on a CSV of ``csv_text``: its rows, as JSON."""
+    csv = tmp_path / "runs.csv"
+    csv.write_text(csv_text)
+    r = runner.invoke(app, ["validate", "--serving", str(csv), "--json", *flags])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)["rows"]
+
+
 def test_validate_serving_runs_each_row_as_its_client_and_engine_did(tmp_path):
     """A CSV row is re-simulated on the engine that served it, with the clients of a closed loop starting
     together, the client's length spread and (without a ``requests`` cell) 10 x C prompts."""
-    csv = tmp_path / "runs.csv"
-    csv.write_text("model,hardware,engine,tp,isl,osl,concurrency,ttft_ms,tpot_ms,statistic,random_range_ratio\n"
-                   "llama-3.1-8b,h100-sxm,sglang,1,512,64,8,40,8,,\n"
-                   "llama-3.1-8b,h100-sxm,TensorRT-LLM,1,512,64,8,40,8,mean,0.5\n")
-    r = runner.invoke(app, ["validate", "--serving", str(csv), "--json"])
-    assert r.exit_code == 0, r.output
-    sg, trt = json.loads(r.stdout)["rows"]
+    sg, trt = _validate_rows(tmp_path, "model,hardware,engine,tp,isl,osl,concurrency,ttft_ms,tpot_ms,statistic,"
+                                       "random_range_ratio\n"
+                                       "llama-3.1-8b,h100-sxm,sglang,1,512,64,8,40,8,,\n"
+                                       "llama-3.1-8b,h100-sxm,TensorRT-LLM,1,512,64,8,40,8,mean,0.5\n")
     assert (sg["engine_simulated"], trt["engine_simulated"]) == ("sglang", "trtllm")
     assert sg["requests_simulated"] == trt["requests_simulated"] == 80
     got = lambda row: (row["ttft_s_simulated"], row["tpot_s_simulated"])  # noqa: E731
@@ -136,22 +142,18 @@ def test_validate_serving_runs_each_row_as_its_client_and_engine_did(tmp_path):
     assert _direct("sglang", 8, 80, ramp_up_s=None) != pytest.approx(burst, rel=1e-3)
     assert _direct("vllm", 8, 80, ramp_up_s=0.0) != pytest.approx(burst, rel=1e-3)
     # --engine fills in rows that do not name one; an unknown one is refused
-    csv.write_text("model,hardware,tp,isl,osl,concurrency,requests,ttft_ms,tpot_ms\n"
-                   "llama-3.1-8b,h100-sxm,1,512,64,8,24,40,8\n")
-    r = runner.invoke(app, ["validate", "--serving", str(csv), "--engine", "trtllm", "--json"])
-    row = json.loads(r.stdout)["rows"][0]
+    text = "model,hardware,tp,isl,osl,concurrency,requests,ttft_ms,tpot_ms\nllama-3.1-8b,h100-sxm,1,512,64,8,24,40,8\n"
+    (row,) = _validate_rows(tmp_path, text, "--engine", "trtllm")
     assert row["engine_simulated"] == "trtllm" and row["requests_simulated"] == 24
-    r = runner.invoke(app, ["validate", "--serving", str(csv), "--engine", "tgi"])
+    r = runner.invoke(app, ["validate", "--serving", str(tmp_path / "runs.csv"), "--engine", "tgi"])
     assert r.exit_code == 2 and "--engine" in r.output and "Traceback" not in r.output
 
 
 def test_an_engine_the_run_names_beats_the_flag(tmp_path):
-    csv = tmp_path / "runs.csv"
-    csv.write_text("model,hardware,engine,tp,isl,osl,concurrency,requests,ttft_ms,tpot_ms\n"
-                   "llama-3.1-8b,h100-sxm,sglang,1,256,32,4,8,40,8\n"
-                   "llama-3.1-8b,h100-sxm,,1,256,32,4,8,40,8\n")
-    r = runner.invoke(app, ["validate", "--serving", str(csv), "--engine", "trtllm", "--json"])
-    assert [row["engine_simulated"] for row in json.loads(r.stdout)["rows"]] == ["sglang", "trtllm"]
+    rows = _validate_rows(tmp_path, "model,hardware,engine,tp,isl,osl,concurrency,requests,ttft_ms,tpot_ms\n"
+                                    "llama-3.1-8b,h100-sxm,sglang,1,256,32,4,8,40,8\n"
+                                    "llama-3.1-8b,h100-sxm,,1,256,32,4,8,40,8\n", "--engine", "trtllm")
+    assert [row["engine_simulated"] for row in rows] == ["sglang", "trtllm"]
 
 
 def test_a_deployment_run_with_an_engine_override_round_trips(tmp_path):
@@ -192,13 +194,12 @@ def test_a_run_the_simulator_cannot_build_is_named(tmp_path):
 
 
 def test_csv_precisions_in_engine_spellings(tmp_path):
-    csv = tmp_path / "runs.csv"
-    csv.write_text("model,hardware,precision,kv_precision,tp,isl,osl,concurrency,requests,ttft_ms,tpot_ms\n"
-                   "meta-llama/Llama-3.1-8B-Instruct,NVIDIA H100 80GB HBM3,FP8,fp8_e4m3,1,256,32,2,4,30,8\n"
-                   "llama-3.1-8b,h100-sxm,bfloat16,auto,1,256,32,2,4,30,8\n")
-    r = runner.invoke(app, ["validate", "--serving", str(csv), "--json"])
-    assert r.exit_code == 0, r.output
-    assert [row["model"] for row in json.loads(r.stdout)["rows"]] == ["llama-3.1-8b", "llama-3.1-8b"]
+    rows = _validate_rows(tmp_path, "model,hardware,precision,kv_precision,tp,isl,osl,concurrency,requests,ttft_ms,"
+                                    "tpot_ms\n"
+                                    "meta-llama/Llama-3.1-8B-Instruct,NVIDIA H100 80GB HBM3,FP8,fp8_e4m3,1,256,32,2,4,"
+                                    "30,8\n"
+                                    "llama-3.1-8b,h100-sxm,bfloat16,auto,1,256,32,2,4,30,8\n")
+    assert [row["model"] for row in rows] == ["llama-3.1-8b", "llama-3.1-8b"]
 
 
 def test_a_vllm_result_with_its_hugging_face_model_id(tmp_path):
