@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from .errors import SimulatorError
 from .plan import ServingPlan, SpeculativeSpec, simple_phase, validate_phase
+from .precision import canonical_precision
 from .specs.catalog import load_hardware, load_model
 from .specs.hardware import HardwareSpec
 
@@ -48,8 +49,6 @@ class PlanOptions:
 
     def __post_init__(self):
         # the engines' and checkpoints' spellings (FP8, fp8_e4m3, NVFP4, bfloat16, AWQ) as this package's names
-        from .precision import canonical_precision
-
         for k in ("precision", "attn_precision", "ffn_precision", "kv_precision"):
             setattr(self, k, canonical_precision(getattr(self, k)))
 

@@ -117,13 +117,13 @@ def vllm_bench_result(res, traffic=None, deployment=None) -> dict:
     out["output_lens"] = done["output_tokens"].astype(int).tolist()
     out["ttfts"] = done["ttft_s"].astype(float).tolist()
     out.update(_self_description(deployment))
-    limits = (sm.get("batch_limits") or {}).get(getattr(_decode_pool(deployment), "name", None)) if deployment else None
+    pool_name = _decode_pool(deployment).name if deployment is not None else None
+    limits = (sm.get("batch_limits") or {}).get(pool_name)
     if limits:  # the limits the run used (a deployment may leave them to the engine's server defaults)
         out.update(limits)
     # what was simulated, so `validate --serving` re-runs it the same way (vLLM's own result has neither)
     engines = sm.get("engines") or {}
-    pool = _decode_pool(deployment) if deployment is not None else None
-    out["engine"] = engines.get(getattr(pool, "name", None), next(iter(engines.values()), None))
+    out["engine"] = engines.get(pool_name, next(iter(engines.values()), None))
     if deployment is not None and any(engines.get(p.name, p.engine) != p.engine for p in deployment.pools):
         out["engine_override"] = out["engine"]  # `simulate --engine` replaced the deployment's pool engines
     if closed:

@@ -199,7 +199,8 @@ class Replica:
         self.inbound_at: list[float] = []  # heap of the times they arrive
         self.frontend_s = cfg.frontend_s
         # SGLang's receive skipper (--scheduler-recv-interval N): while busy, the scheduler takes the requests that
-        # reached it (``inbox``) only when its counter reaches N: +1 per decode step, +N per step with a prefill
+        # reached it (``inbox``) only when its counter reaches N: +1 per decode step, +PREFILL_RECV_WEIGHT per step
+        # with a prefill
         self.recv_n = cfg.recv_interval
         self.inbox: collections.deque[int] = collections.deque()
         self.recv_count = 0

@@ -45,11 +45,8 @@ def batch_limits(pool: Pool, profile: EngineProfile) -> tuple[int, int, EnginePr
             pool.max_batch_tokens if pool.max_batch_tokens is not None else d.max_batch_tokens, profile)
 
 
-def kv_capacity_tokens(dep: Deployment, pool: Pool, step_tokens: int | None = None) -> int:
-    """KV tokens one replica of ``pool`` holds with ``step_tokens`` of activations per step (default: the
-    pool's budget, else its engine server's default for the device)."""
-    if step_tokens is None:
-        step_tokens = batch_limits(pool, engine_profile(pool.engine))[1]
+def kv_capacity_tokens(dep: Deployment, pool: Pool, step_tokens: int) -> int:
+    """KV tokens one replica of ``pool`` holds with ``step_tokens`` of activations per step."""
     fits = memory_fit(dep.model, pool.plan, kv_tokens_per_replica=0, step_tokens=step_tokens,
                       kv_precision=dep.kv_precision, kv_scale_tokens=dep.kv_scale_tokens)
     holders = [m for m in fits if m.kv_bytes_per_token > 0]
@@ -111,7 +108,6 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                 context_range=pool.prompt_range,
                 # the engine's frontend holds each arriving request first (a decode pool gets them by KV transfer)
                 frontend_s=profile.frontend_latency_s if overheads and role != "decode" else 0.0,
-                # (a decode pool takes its requests from KV transfers, not from the receive loop)
                 recv_interval=pool.scheduler_recv_interval,
                 max_chunk_tokens=max_batch_tokens // pool.plan.attention.dp if pool.plan.attention.dp > 1 else 0))
     return configs

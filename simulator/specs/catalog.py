@@ -98,13 +98,13 @@ def _named(ref: str, folder: str, kind: str) -> Path:
     """A path, a catalogue id, or a name the catalogue knows by an alias (``H100``,
     ``meta-llama/Llama-3.1-8B-Instruct``); anything else fails as an unknown id or an unreadable file."""
     ref_s = str(ref)
-    known = (catalog_root() / folder / f"{ref_s}.yaml").exists()
-    if ref_s.endswith((".yaml", ".yml")) or Path(ref_s).exists() or known:
+    is_id = (catalog_root() / folder / f"{ref_s}.yaml").exists()
+    if ref_s.endswith((".yaml", ".yml")) or Path(ref_s).exists() or is_id:
         return _resolve(ref_s, folder, kind)
     spec_id = _by_alias(ref_s, folder)
     if spec_id is None and ("/" in ref_s or os.sep in ref_s):  # neither a file nor a name the catalogue knows
-        known = ", ".join(list_ids(folder)) or "none"
-        raise SpecError(ref_s, "", f"no such file, and no {kind} id or alias matches it (known ids: {known})")
+        ids = ", ".join(list_ids(folder)) or "none"
+        raise SpecError(ref_s, "", f"no such file, and no {kind} id or alias matches it (known ids: {ids})")
     return _resolve(spec_id if spec_id else ref_s, folder, kind)
 
 

@@ -286,6 +286,11 @@ def _guidellm(doc: dict, where: str) -> list[ServingCase]:
 _CSV_REQUIRED = ("model", "hardware", "isl", "osl")
 
 
+# the clients' length-spread conventions: column -> (closed or open upper bound, (low, high) fractions of L)
+_SPREADS = {"random_range_ratio": ("]", lambda r: (r, 1.0)),  # sglang.bench_serving: [r L, L]
+            "vllm_random_range_ratio": (")", lambda r: (1.0 - r, 1.0 + r))}  # vllm bench serve: [(1-r) L, (1+r) L]
+
+
 def _read_csv(path: Path, text: str) -> list[ServingCase]:
     import csv
     import io
@@ -339,18 +344,14 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
         if stat not in ("median", "mean"):
             raise SpecError(str(path), f"line {line}, column statistic", f"expected median or mean, got {stat!r}")
         spread = (1.0, 1.0)
-        if "random_range_ratio" in cols and (ratio := cell("random_range_ratio", lo=-math.inf, required=False)) \
-                is not None:
-            if not 0 <= ratio <= 1:
-                raise SpecError(str(path), f"line {line}, column random_range_ratio",
-                                f"expected a fraction in [0, 1], got {ratio:g}")
-            spread = (ratio, 1.0)
-        if "vllm_random_range_ratio" in cols and (ratio := cell("vllm_random_range_ratio", lo=-math.inf,
-                                                                required=False)) is not None:
-            if not 0 <= ratio < 1:
-                raise SpecError(str(path), f"line {line}, column vllm_random_range_ratio",
-                                f"expected a fraction in [0, 1), got {ratio:g}")
-            spread = (1.0 - ratio, 1.0 + ratio)
+        for col, (top, span) in _SPREADS.items():
+            ratio = cell(col, lo=-math.inf, required=False) if col in cols else None
+            if ratio is None:
+                continue
+            if not (0 <= ratio <= 1 if top == "]" else 0 <= ratio < 1):
+                raise SpecError(str(path), f"line {line}, column {col}", f"expected a fraction in [0, 1{top}, "
+                                                                         f"got {ratio:g}")
+            spread = span(ratio)
         n_req = cell("requests", int, required=False) if "requests" in cols else None
         extra = {k: cell(k, int, required=False) for k in ("max_batch_tokens", "max_seqs", "replicas",
                                                             "scheduler_recv_interval") if k in cols}
