@@ -125,3 +125,15 @@ def test_simulate_deployment_with_traffic_and_outputs(tmp_path):
 def test_simulate_needs_rate_or_concurrency():
     r = runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1"])
     assert r.exit_code == 2 and "--rate" in r.stderr
+
+
+def test_help_paragraphs_wrap_to_the_terminal_not_the_source():
+    # a docstring's source line breaks inside a paragraph are joined; examples and list items keep their own lines
+    from simulator.cli._common import reflow_help
+    text = ("First line\nof a paragraph.\n\n- one\n- two\n  continued\n\n"
+            "Examples:\n\n  quadrant a --x 1\n  --y 2\n  quadrant b")
+    assert reflow_help(text) == ("First line of a paragraph.\n\n- one\n- two continued\n\nExamples:\n\n"
+                                 "quadrant a --x 1 --y 2\nquadrant b")
+    r = CliRunner().invoke(app, ["simulate", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    assert "its per-step overheads, with the constants and their sources in simulator/serving/engines.yaml" in r.output

@@ -31,8 +31,39 @@ def _click_exceptions():
     return mod.exceptions
 
 
+def reflow_help(text: str) -> str:
+    """A docstring's help as paragraphs the terminal wraps: the line breaks of the source inside a paragraph
+    are joined (typer's rich help keeps them, so a narrow terminal shows ragged lines), except where a
+    line starts an example command (``quadrant ...``) or a list item (``- ...``)."""
+    paragraphs = []
+    for par in text.split("\n\n"):
+        lines: list[str] = []
+        for line in (x.strip() for x in par.splitlines()):
+            if not line:
+                continue
+            if lines and not line.startswith(("quadrant ", "- ", "python ")):
+                lines[-1] += " " + line
+            else:
+                lines.append(line)
+        if lines:
+            paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _reflow_tree(cmd) -> None:
+    if cmd.help:
+        cmd.help = reflow_help(cmd.help)
+    for sub in getattr(cmd, "commands", {}).values():
+        _reflow_tree(sub)
+
+
 class QuadrantGroup(TyperGroup):
     """The root command: usage errors (bad flag values, unknown options) become one line and exit 2."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for sub in self.commands.values():
+            _reflow_tree(sub)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         ex = _click_exceptions()
