@@ -109,8 +109,8 @@ def _direct(engine, concurrency, requests, *, ramp_up_s, statistic="median", spr
     t = simple_traffic(rate=None, concurrency=concurrency, isl=isl, osl=osl, requests=requests, seed=0,
                        ramp_up_s=ramp_up_s)
     if spread < 1:
-        t = replace(t, prompt=LengthDist("uniform", low=int(isl * spread), high=isl),
-                    output=LengthDist("uniform", low=int(osl * spread), high=osl))
+        t = replace(t, prompt=LengthDist("uniform", low=max(1, int(isl * spread)), high=isl),
+                    output=LengthDist("uniform", low=max(1, int(osl * spread)), high=osl))
     req = simulate(dep, t, engine=engine).requests
     done = req[req.status == "finished"]
     return tuple(float(getattr(done[c], statistic)()) for c in ("ttft_s", "tpot_s"))
@@ -281,3 +281,29 @@ def test_perfetto_trace_is_valid_chrome_trace_json(tmp_path):
         last = by.get((e["pid"], e["tid"]))
         assert last is None or e["ts"] >= last - 1e-6
         by[(e["pid"], e["tid"])] = e["ts"] + e["dur"]
+
+
+def test_an_sglang_bench_serving_record(tmp_path):
+    """sglang.bench_serving's JSON lines: no model id (the flag gives it), the server named by the client's
+    --backend, and a random dataset's lengths drawn as the client drew them: uniform in [max(1, r L), L]."""
+    rec = {"backend": "vllm", "dataset_name": "random", "request_rate": float("inf"), "max_concurrency": 4,
+           "sharegpt_output_len": None, "random_input_len": 1000, "random_output_len": 200, "random_range_ratio": 0.0,
+           "completed": 20, "total_input_tokens": 10_400, "total_output_tokens": 1_900, "mean_ttft_ms": 40.0,
+           "median_ttft_ms": 38.0, "mean_tpot_ms": 9.0, "median_tpot_ms": 8.5}
+    p = tmp_path / "sglang.jsonl"
+    p.write_text(json.dumps(rec) + "\n" + json.dumps({**rec, "backend": "sglang", "random_range_ratio": 0.5}) + "\n")
+    a, b = read_serving_results(p)
+    assert (a.engine, b.engine) == ("vllm", "sglang")
+    assert (a.isl, a.osl, a.length_low, a.length_high) == (1000, 200, 0.0, 1.0)
+    assert (b.length_low, b.concurrency, b.requests, b.model) == (0.5, 4, 20, None)
+    r = runner.invoke(app, ["validate", "--serving", str(p), "--model", "llama-3.1-8b", "--hardware", "h100-sxm",
+                            "--tp", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["rows"]
+    assert [row["engine_simulated"] for row in rows] == ["vllm", "sglang"]
+    assert rows[0]["group"] == "llama-3.1-8b on 1x h100-sxm (tp1 pp1 ep1) vllm"  # the flags fill the label
+    spread = _direct("vllm", 4, 20, ramp_up_s=0.0, statistic="median", spread=0.0, isl=1000, osl=200)
+    assert (rows[0]["ttft_s_simulated"], rows[0]["tpot_s_simulated"]) == pytest.approx(spread, rel=1e-9)
+    p.write_text(json.dumps({**rec, "random_range_ratio": 2}))
+    with pytest.raises(SpecError, match="random_range_ratio"):
+        read_serving_results(p)

@@ -14,6 +14,10 @@ Layouts:
   (``--hardware --devices --tp --pp --ep --precision``) or use ``--deployment``. The result of
   ``quadrant simulate --json --format vllm`` also carries them (``hardware``, ``tp``, ... and
   ``deployment_file``), so it round-trips with no flags.
+- **SGLang** ``sglang.bench_serving --output-file`` JSON lines (the same metric keys, no ``model_id``: pass
+  ``--model``): the server is the client's ``--backend`` (``sglang``, ``vllm``, ``trt``), and a random dataset's
+  lengths are drawn as the client drew them, uniform in [max(1, r x L), L] for ``random_input_len`` /
+  ``random_output_len`` L and ``random_range_ratio`` r.
 - **GuideLLM** report JSON: ``benchmarks[*]`` with ``metrics.{time_to_first_token_ms,
   time_per_output_token_ms, prompt_token_count, output_token_count}.successful.{median,mean}`` and the load
   in ``args.strategy`` / ``config.strategy`` / ``strategy`` (``type_`` ``concurrent``/``synchronous`` with
@@ -101,6 +105,16 @@ CLIENT_BACKEND_ENGINES = {"sglang": "sglang", "sglang-native": "sglang", "sglang
                           "sglang-oai-chat": "sglang", "tensorrt-llm": "trtllm", "trt-llm": "trtllm", "trt": "trtllm"}
 
 
+# ``sglang.bench_serving --backend`` selects the API of the server it drives
+SGLANG_CLIENT_BACKENDS = {**CLIENT_BACKEND_ENGINES, "vllm": "vllm", "vllm-chat": "vllm"}
+
+
+def _sglang_client(d: dict) -> bool:
+    """Whether a result was written by ``sglang.bench_serving`` (its records carry the dataset arguments, e.g.
+    ``random_input_len``, and no ``model_id``), not by ``vllm bench serve``."""
+    return "model_id" not in d and any(k in d for k in ("random_input_len", "sharegpt_output_len"))
+
+
 def engine_name(raw, where: str, key: str = "engine") -> str:
     """A measured run's serving engine as a profile id (``unknown`` when not given)."""
     name = str(raw or "").strip().lower()
@@ -115,7 +129,7 @@ def engine_name(raw, where: str, key: str = "engine") -> str:
 # -- readers -------------------------------------------------------------------------------------------
 
 def read_serving_results(path: str | Path) -> list[ServingCase]:
-    """Measured serving runs from a vLLM / GuideLLM JSON or a CSV (see the module docstring)."""
+    """Measured serving runs from a vLLM / SGLang / GuideLLM JSON or a CSV (see the module docstring)."""
     from ..specs._reader import MAX_TABLE_BYTES, read_text_file
 
     path = Path(path)
@@ -201,18 +215,32 @@ def _vllm(d: dict, where: str) -> ServingCase:
     rate, conc = _load(d, where)
     ints = {k: int(_num(d, k, where)) if d.get(k) is not None else None for k in ("devices", "tp", "pp", "ep")}
     dep = d.get("deployment_file")
+    sglang_client = _sglang_client(d)
+    backend = str(d.get("backend") or "").strip().lower()
     if d.get("engine") is not None:  # quadrant simulate --format vllm: the engine it simulated
         engine = engine_name(d["engine"], where)
+    elif sglang_client:  # sglang.bench_serving's --backend picks the server's own API (sglang, vllm, trt, ...)
+        engine = SGLANG_CLIENT_BACKENDS.get(backend, "unknown")
     else:  # vLLM's backend names the client protocol; an engine-specific one names the server too
-        engine = CLIENT_BACKEND_ENGINES.get(str(d.get("backend") or "").strip().lower(), "unknown")
+        engine = CLIENT_BACKEND_ENGINES.get(backend, "unknown")
     ramp = _num(d, "ramp_up_s", where, positive=False) if d.get("ramp_up_s") is not None else None
     if ramp is not None and not math.isfinite(ramp):
         raise SpecError(where, "ramp_up_s", f"expected a finite time >= 0 (s), got {ramp}")
     override = engine_name(d["engine_override"], where, "engine_override") if d.get("engine_override") else None
+    isl = _lengths(d, "input_lens", "total_input_tokens", where)
+    osl = _lengths(d, "output_lens", "total_output_tokens", where)
+    spread = {}
+    if sglang_client and str(d.get("dataset_name") or "").startswith("random") and not _lens(d.get("input_lens")):
+        # sglang.bench_serving's random dataset: lengths uniform in [max(1, r x L), L] for the set L and
+        # --random-range-ratio r (sample_random_requests in python/sglang/bench_serving.py)
+        ratio = _num(d, "random_range_ratio", where, positive=False, default=0.0)
+        if ratio > 1:
+            raise SpecError(where, "random_range_ratio", f"expected a fraction in [0, 1], got {ratio:g}")
+        isl, osl = (int(_num(d, k, where)) for k in ("random_input_len", "random_output_len"))
+        spread = dict(length_low=ratio, length_high=1.0)
     return ServingCase(
-        source=where, model=d.get("model_id"), hardware=d.get("hardware"), engine=engine, ramp_up_s=ramp,
-        isl=_lengths(d, "input_lens", "total_input_tokens", where),
-        osl=_lengths(d, "output_lens", "total_output_tokens", where),
+        source=where, model=d.get("model_id") or d.get("model"), hardware=d.get("hardware"), engine=engine,
+        ramp_up_s=ramp, isl=isl, osl=osl, **spread,
         rate_per_s=rate, concurrency=conc, requests=int(_num(d, "completed", where)), ttft_s=ttft, tpot_s=tpot,
         statistic=stat, precision=d.get("precision"), kv_precision=d.get("kv_precision"),
         deployment=str(dep) if dep else None,
@@ -440,7 +468,13 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
     tp = done["tpot_s"].dropna()
     sim_tpot = float(agg(tp)) if len(tp) else math.nan
     simulated = res.summary["engines"]
-    return {"source": case.source, "group": case.group, "model": dep.model.id, "engine": case.engine,
+    # the group label names what was simulated: the run's own fields, else the flags
+    given = {k: getattr(case, k) if getattr(case, k) is not None else d.get(k) for k in ("devices", "tp", "pp", "ep")}
+    if given["devices"] is None and not dep_ref:
+        given["devices"] = (given["tp"] or 1) * (given["pp"] or 1)
+    label = replace(case, model=case.model or d.get("model"), hardware=case.hardware or d.get("hardware"),
+                    deployment=case.deployment or d.get("deployment"), **given)
+    return {"source": case.source, "group": label.group, "model": dep.model.id, "engine": case.engine,
             "engine_simulated": ",".join(dict.fromkeys(simulated.values())),
             "isl": case.isl, "osl": case.osl, "rate_per_s": case.rate_per_s, "concurrency": case.concurrency,
             "statistic": case.statistic, "requests_simulated": n, "requests_finished": int(len(done)),
