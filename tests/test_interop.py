@@ -307,3 +307,49 @@ def test_an_sglang_bench_serving_record(tmp_path):
     p.write_text(json.dumps({**rec, "random_range_ratio": 2}))
     with pytest.raises(SpecError, match="random_range_ratio"):
         read_serving_results(p)
+
+
+def _export(**over):
+    """A genai-perf / AIPerf aggregate export: each metric its statistics and unit, the arguments under input_config."""
+    d = {"request_count": {"unit": "requests", "avg": 24.0},
+         "time_to_first_token": {"unit": "ms", "avg": 41.0, "p50": 40.0, "p99": 80.0},
+         "inter_token_latency": {"unit": "ms", "avg": 8.2, "p50": 8.0},
+         "input_sequence_length": {"unit": "tokens", "avg": 512.0, "p50": 512.0},
+         "output_sequence_length": {"unit": "tokens", "avg": 64.0, "p50": 64.0},
+         "input_config": {"model": ["meta-llama/Llama-3.1-8B-Instruct"], "concurrency": 4, "request_rate": None}}
+    d.update(over)
+    return d
+
+
+def test_genai_perf_and_aiperf_exports(tmp_path):
+    """genai-perf keeps its arguments flat under input_config, AIPerf nests them (endpoint.model_names,
+    loadgen.concurrency); both report TTFT and their per-request inter-token latency (= TPOT) with a unit."""
+    p = tmp_path / "profile_export_genai_perf.json"
+    p.write_text(json.dumps(_export()))
+    (g,) = read_serving_results(p)
+    assert (g.model, g.concurrency, g.rate_per_s, g.requests, g.isl, g.osl) == \
+        ("meta-llama/Llama-3.1-8B-Instruct", 4, None, 24, 512, 64)
+    assert (g.ttft_s, g.tpot_s, g.statistic) == (pytest.approx(0.040), pytest.approx(0.008), "median")
+    p.write_text(json.dumps(_export(
+        time_to_first_token={"unit": "ns", "avg": 4.1e7}, inter_token_latency={"unit": "s", "avg": 0.0082},
+        input_config={"endpoint": {"model_names": ["llama-3.1-8b"]}, "loadgen": {"request_rate": 2.5}})))
+    (a,) = read_serving_results(p)
+    assert (a.model, a.concurrency, a.rate_per_s) == ("llama-3.1-8b", None, 2.5)
+    assert (a.ttft_s, a.tpot_s, a.statistic) == (pytest.approx(0.041), pytest.approx(0.0082), "mean")
+    r = runner.invoke(app, ["validate", "--serving", str(p), "--hardware", "h100-sxm", "--tp", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["rows"][0]["requests_simulated"] == 24
+
+
+@pytest.mark.parametrize("over,where", [
+    ({"time_to_first_token": {"unit": "min", "avg": 1.0}}, "time_to_first_token.unit"),
+    ({"inter_token_latency": None}, "inter_token_latency"),
+    ({"input_config": {"model": "x"}}, "input_config.concurrency"),
+    ({"input_sequence_length": {"avg": "long"}}, "input_sequence_length"),
+])
+def test_bad_aiperf_exports_name_the_metric(tmp_path, over, where):
+    p = tmp_path / "export.json"
+    p.write_text(json.dumps(_export(**over)))
+    with pytest.raises(SpecError) as e:
+        read_serving_results(p)
+    assert where in str(e.value) and str(p) in str(e.value)

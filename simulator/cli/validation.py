@@ -29,7 +29,8 @@ def validate(
                               help="Write a predicted-vs-measured scatter plot."),
     serving: Path = typer.Option(None, "--serving", parser=in_file(),
                                  help="Measured serving results to re-simulate: vLLM `bench serve --save-result` "
-                                      "JSON, a GuideLLM report JSON, or a CSV (see the README)."),
+                                      "JSON, sglang.bench_serving JSON lines, a GuideLLM report, a genai-perf / "
+                                      "AIPerf export JSON, or a CSV (see the README)."),
     deployment: str = typer.Option(None, "--deployment", help="With --serving: deployment YAML or id to simulate."),
     model: str = typer.Option(None, "--model", help="With --serving: model id where the results do not name one."),
     devices: int = typer.Option(None, "--devices", parser=count(1), help="With --serving: devices per replica."),
@@ -52,10 +53,10 @@ def validate(
     several devices it also reports leave-one-device-out: each device predicted by kernel-family
     parameters fitted on the others.
 
-    With --serving FILE: re-simulate measured serving runs (vLLM bench serve JSON, GuideLLM report,
-    or CSV) as their benchmark client ran them (the engine that served them, the measured prompt count,
-    a closed loop's clients starting together, the client's length spread) and report the TTFT and TPOT
-    errors per group (model x hardware x parallelism x engine)."""
+    With --serving FILE: re-simulate measured serving runs (vLLM bench serve JSON, sglang.bench_serving
+    JSON lines, GuideLLM report, genai-perf / AIPerf export, or CSV) as their benchmark client ran them (the
+    engine that served them, the measured prompt count, a closed loop's clients starting together, the client's
+    length spread) and report the TTFT and TPOT errors per group (model x hardware x parallelism x engine)."""
     if engine is not None:
         from ..serving.profiles import ENGINES
 

@@ -22,6 +22,10 @@ Layouts:
   time_per_output_token_ms, prompt_token_count, output_token_count}.successful.{median,mean}`` and the load
   in ``args.strategy`` / ``config.strategy`` / ``strategy`` (``type_`` ``concurrent``/``synchronous`` with
   ``streams``, or ``constant``/``poisson`` with ``rate``). Hardware and parallelism as for vLLM.
+- **genai-perf / AIPerf** export JSON (``profile_export_genai_perf.json``, ``profile_export_aiperf.json``):
+  ``time_to_first_token`` and ``inter_token_latency`` (their per-request TPOT) with ``p50`` (or ``avg``) and
+  ``unit``, ``input_sequence_length`` / ``output_sequence_length``, ``request_count``, and the load
+  (``concurrency`` or ``request_rate``) and model under ``input_config``. Hardware and parallelism as for vLLM.
 - **CSV**, one measured run per row. Required columns: ``model``, ``hardware``, ``isl``, ``osl``, one of
   ``rate_per_s`` / ``concurrency``, and ``ttft_s`` + ``tpot_s`` (or ``ttft_ms`` + ``tpot_ms``). Optional:
   ``devices``, ``tp``, ``pp``, ``ep``, ``precision``, ``kv_precision``, ``engine`` (vllm | sglang | trtllm; the
@@ -129,7 +133,8 @@ def engine_name(raw, where: str, key: str = "engine") -> str:
 # -- readers -------------------------------------------------------------------------------------------
 
 def read_serving_results(path: str | Path) -> list[ServingCase]:
-    """Measured serving runs from a vLLM / SGLang / GuideLLM JSON or a CSV (see the module docstring)."""
+    """Measured serving runs from a vLLM / SGLang / GuideLLM / genai-perf / AIPerf JSON or a CSV (see the
+    module docstring)."""
     from ..specs._reader import MAX_TABLE_BYTES, read_text_file
 
     path = Path(path)
@@ -154,11 +159,14 @@ def read_serving_results(path: str | Path) -> list[ServingCase]:
             raise SpecError(str(path), f"[{i}]", "expected a JSON object")
         if isinstance(d.get("benchmarks"), list):
             cases.extend(_guidellm(d, where))
+        elif isinstance(d.get("time_to_first_token"), dict):
+            cases.append(_aiperf(d, where))
         elif any(k in d for k in ("median_ttft_ms", "mean_ttft_ms")):
             cases.append(_vllm(d, where))
         else:
             raise SpecError(str(path), f"[{i}]" if len(items) > 1 else "",
-                            "not a vLLM bench serve result (no mean_ttft_ms) nor a GuideLLM report (no benchmarks)")
+                            "not a vLLM / SGLang bench result (no mean_ttft_ms), a GuideLLM report (no benchmarks) "
+                            "nor a genai-perf / AIPerf export (no time_to_first_token)")
     if not cases:
         raise SpecError(str(path), "", "no measured runs found")
     return cases
@@ -309,6 +317,69 @@ def _guidellm(doc: dict, where: str) -> list[ServingCase]:
         out.append(ServingCase(w, model, None, "unknown", max(int(round(isl)), 1), max(int(round(osl)), 1), rate,
                                conc, int(reqs or 200), ttft / 1e3, tpot / 1e3, stat))
     return out
+
+
+_TIME_UNITS_S = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+
+
+def _find(node, keys: tuple[str, ...]):
+    """The first value under any of ``keys`` in a nested mapping (depth first; None if absent)."""
+    if isinstance(node, dict):
+        for k in keys:
+            if node.get(k) is not None:
+                return node[k]
+        for v in node.values():
+            hit = _find(v, keys)
+            if hit is not None:
+                return hit
+    return None
+
+
+def _aiperf(d: dict, where: str) -> ServingCase:
+    """A genai-perf (``profile_export_genai_perf.json``) or AIPerf (``profile_export_aiperf.json``) export:
+    each metric a mapping of statistics (``avg``, ``p50``, ...) with its ``unit``; the run's arguments under
+    ``input_config``. Their ``inter_token_latency`` is per request (E2E - TTFT) / (output tokens - 1), the
+    TPOT of the other clients."""
+    stat = "median" if all(isinstance(d.get(m), dict) and d[m].get("p50") is not None
+                           for m in ("time_to_first_token", "inter_token_latency")) else "mean"
+
+    def metric(name: str, key: str, *, time: bool) -> float:
+        node = d.get(name)
+        if not isinstance(node, dict):
+            raise SpecError(where, name, "required metric is missing")
+        v = _num(node, key, f"{where}: {name}")
+        if not time:
+            return v
+        unit = str(node.get("unit") or "ms").strip().lower()
+        if unit not in _TIME_UNITS_S:
+            raise SpecError(where, f"{name}.unit", f"expected one of {', '.join(_TIME_UNITS_S)}, got {unit!r}")
+        return v * _TIME_UNITS_S[unit]
+
+    key = "p50" if stat == "median" else "avg"
+    ttft, tpot = (metric(m, key, time=True) for m in ("time_to_first_token", "inter_token_latency"))
+    # lengths: their means (a fixed-length run has every statistic equal)
+    isl, osl = (max(int(round(metric(m, "avg", time=False))), 1)
+                for m in ("input_sequence_length", "output_sequence_length"))
+    cfg = d.get("input_config") if isinstance(d.get("input_config"), dict) else {}
+    conc = _find(cfg, ("concurrency",)) if cfg else None
+    conc = conc if conc is not None else d.get("concurrency")
+    rate = _find(cfg, ("request_rate",)) if cfg else None
+    if conc is not None:
+        conc_n = _num({"concurrency": conc}, "concurrency", where)
+        rate_v, conc_v = None, int(conc_n)
+    elif rate is not None:
+        rate_v, conc_v = _num({"request_rate": rate}, "request_rate", where), None
+    else:
+        raise SpecError(where, "input_config.concurrency", "the run's load is not recorded (no concurrency nor "
+                                                           "request_rate)")
+    count = d.get("request_count")
+    count = count.get("avg") if isinstance(count, dict) else count
+    model = _find(cfg, ("model_names", "model")) if cfg else None
+    model = model[0] if isinstance(model, list) and model else model
+    return ServingCase(source=where, model=str(model) if model else d.get("model"), hardware=d.get("hardware"),
+                       engine="unknown", isl=isl, osl=osl, rate_per_s=rate_v, concurrency=conc_v,
+                       requests=int(count) if isinstance(count, (int, float)) and count >= 1 else 200,
+                       ttft_s=ttft, tpot_s=tpot, statistic=stat)
 
 
 _CSV_REQUIRED = ("model", "hardware", "isl", "osl")
