@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 CONTRACT = ("op", "hardware", "dtype", "kv_dtype", "m", "n", "k", "batch", "q_len", "kv_len", "num_heads",
             "num_kv_heads", "head_dim", "tokens", "hidden", "intermediate", "num_experts", "top_k", "bytes", "world",
             "latency_us")
-EXTRA = ("id", "source", "trust", "derived", "causal", "notes")
+EXTRA = ("id", "source", "trust", "derived", "causal", "quant", "notes")  # quant 0: activation quantisation not timed
 NOT_IN = ("id", "source", "hardware", "workload", "metric", "value", "unit", "why_not")
 
 K16 = 16384  # FA3 figure: batch * seqlen = 16k tokens
@@ -63,7 +63,7 @@ def convert_reference(path: Path) -> tuple[list[dict], list[dict]]:
             tf = float(val)
             rows.append(dict(op="gemm", hardware="h800-sxm", dtype="fp8", m=m_, n=n_, k=k_,
                              latency_us=fmt(2 * m_ * n_ * k_ / (tf * 1e12) * 1e6), id=pid, source=src, trust=trust,
-                             derived=f"latency = 2*m*n*k / {tf:g}e12 FLOP/s (README TFLOPS)",
+                             derived=f"latency = 2*m*n*k / {tf:g}e12 FLOP/s (README TFLOPS)", quant=0,
                              notes="DeepGEMM FP8 e4m3, 1x128 act / 128x128 weight block scaling, BF16 out; "
                                    "H800 = H100 SXM SMs+HBM (NVLink cut); " + notes))
         elif 19 <= n <= 28:  # DeepGEMM grouped GEMM: one half of an MoE layer, kept as not-in-contract pairs
@@ -138,7 +138,7 @@ def convert_reference(path: Path) -> tuple[list[dict], list[dict]]:
         tb = 2 * g * mg * 7168 * 2048 / (fb * 1e12)
         masked = "masked" in ra["workload"]
         rows.append(dict(op="moe", hardware="h800-sxm", dtype="fp8", tokens=g * mg, hidden=7168, intermediate=2048,
-                         num_experts=g, top_k=1, latency_us=fmt((ta + tb) * 1e6), id=f"P{a:03d}+P{b_:03d}",
+                         num_experts=g, top_k=1, latency_us=fmt((ta + tb) * 1e6), id=f"P{a:03d}+P{b_:03d}", quant=0,
                          source=f"{ra['source']} [reference rows P{a:03d}, P{b_:03d}]", trust="B",
                          derived=f"latency = 2*G*M*4096*7168/{fa:g}e12 + 2*G*M*7168*2048/{fb:g}e12 (sum of the two "
                                  "grouped-GEMM rows of the same G, M/group); tokens = G*M token-expert pairs, top_k=1",

@@ -225,5 +225,124 @@ def memcpy_rows() -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------------------------------------------------------
+# 6. Blackwell small-size collectives and small kernels (B200 / GB200): the latency regime of decode
+_KIB, _MIB = 1024, 2**20
+
+
+def _bw_coll(rid, hw, nbytes, world, us, src, trust, derived, notes, dtype="bf16", op="all_reduce"):
+    return dict(op=op, hardware=hw, dtype=dtype, bytes=int(nbytes), world=world, latency_us=_fmt(us), id=rid,
+                source=src, trust=trust, derived=derived, notes=notes)
+
+
+def blackwell_coll_rows() -> list[dict]:
+    rows = []
+    # NCCL symmetric-memory kernels (NCCL 2.27+), nccl-tests all_reduce_perf, best small-message time on 8 x B200
+    src = ("NVIDIA/nccl issue #1940 '[Question]: Inter-GPU Latency on B200 Higher Than on Hopper' (cugbls, "
+           "2025-12-12): 'With an 8-byte workload, the best latency I can achieve is around 3 us' on 8 x B200")
+    rows.append(_bw_coll("NCCL1940-b200-ar-8g-8B", "b200-sxm", 8, 8, 3.0, src, "C",
+                         "latency = the quoted 'around 3 us' (table itself is an image)",
+                         "nccl-tests all_reduce_perf, 8 B, float (2 elements), NCCL 2.27 symmetric-memory kernels, "
+                         "user-tuned best case (CUDA-graph launch and NCCL env tuning implied, not listed in text); "
+                         "the same tuning gives about 2.3 us on 8 x H800 / 8 x H200 (same post): Blackwell is NOT "
+                         "faster than Hopper at the smallest message", dtype="fp32"))
+    src = ("NVIDIA/nccl-tests issue #333 'How to run nccl-test to benchmark symmetric memory' (kiskra-nvidia, NVIDIA, "
+           "2025-10-01 comment on Alice1069's B200x8 data): 'that would be just over 3 microseconds in your case'")
+    rows.append(_bw_coll("NCCLT333-b200-ar-8g-min", "b200-sxm", 8, 8, 3.1, src, "C",
+                         "latency = maintainer's reading 'just over 3 microseconds' of a table posted as an image; "
+                         "3.1 us recorded; bytes = smallest nccl-tests size (8 B) assumed",
+                         "8 x B200, nccl-tests all_reduce_perf with symmetric buffer registration (-R 2) and "
+                         "CUDA-graph launch (-G) as recommended in the thread; NCCL 2.27/2.28; the 'fixed cost' of "
+                         "the linear time = latency + size/bandwidth model in the maintainer's words", dtype="fp32"))
+    src = ("NVIDIA/nccl-tests issue #333 (GindaChen, 2025-07-19): 'for small message all-reduce operations on B200s, "
+           "the 2 GPU latency with symmetric memory is around 9us, and 4 GPU will jump to 22us'")
+    for g, us in ((2, 9.0), (4, 22.0)):
+        rows.append(_bw_coll(f"NCCLT333-b200-ar-{g}g-small", "b200-sxm", 8, g, us, src, "C",
+                             "latency = the quoted round figure; bytes = smallest size of the -b 8 sweep assumed",
+                             f"{g} of the 8 B200 of one HGX node, NCCL v2.27_sym_memory branch, all_reduce_perf -R 2 "
+                             f"-g {g} from ONE process without CUDA graphs: the maintainer (AddyLaddy) attributes the "
+                             "high figure to the single-process launch overhead; an upper envelope, not the "
+                             "engine-path cost", dtype="fp32"))
+    # vLLM benchmark_device_communicators.py: CUDA graph of 10 all-reduces, wall time / 10 (see the script)
+    src = ("vllm-project/vllm PR #42324 '[Core] Support tuned symmetric memory two-shot fallback' (mmangkad, "
+           "2026-05-11), '### SM 10.0 / B200', 'World Size = 2' table of benchmark_device_communicators.py")
+    for kib, t_nccl, t_mm, t_2s in ((512, 0.013, 0.016, 0.017), (1024, 0.017, 0.021, 0.020),
+                                    (1536, 0.019, 0.025, 0.021)):
+        for impl, ms in (("pynccl", t_nccl), ("symm-mem-multimem", t_mm), ("symm-mem-two-shot", t_2s)):
+            rows.append(_bw_coll(f"VLLM42324-b200-ws2-{impl}-{kib}K", "b200-sxm", kib * _KIB, 2, ms * 1e3, src, "B",
+                                 "latency = table ms x 1000 (printed to 1 us)",
+                                 f"vLLM {impl} all-reduce, bf16, 2 x B200 of an 8-GPU node; the benchmark captures 10 "
+                                 "all-reduces in one CUDA graph and divides the replay wall time by 10 (graph launch "
+                                 "amortised, no per-op CPU launch); only the World Size = 2 block of the B200 section "
+                                 "was retrievable (4/6/8 are in the PR but not in the stored copy)"))
+    src = ("sgl-project/sglang PR #7621 '[b200] support trt-llm allreduce fuse rms_norm_add kernel' (BBuf, "
+           "2025-06-28): profile of DeepSeek-R1-FP4 --tp 8 decode on B200, '13.5us->8.7us'")
+    for rid, us, what in (("SGL7621-b200-ar-tp8-fused", 8.7, "FlashInfer/TRT-LLM one-shot all-reduce FUSED with "
+                           "residual add + RMSNorm (one kernel)"),
+                          ("SGL7621-b200-ar-tp8-unfused", 13.5, "the path it replaced (SGLang custom all-reduce, as "
+                           "profiled before the PR)")):
+        rows.append(_bw_coll(rid, "b200-sxm", 7168 * 2, 8, us, src, "C",
+                             "latency = kernel time quoted from an Nsight-style profile screenshot",
+                             f"{what}; 8 x B200, CUDA graphs, EAGLE speculative decoding at concurrency 1; bytes = ONE "
+                             "token of hidden 7168 in bf16 assumed (the verify step may carry a few tokens; all such "
+                             "sizes are in the latency regime)"))
+    # GB200
+    src = ("NVIDIA/nccl-tests issue #333 (kiskra-nvidia, NVIDIA, 2025-07-22): 'I routinely get under 8us with "
+           "all_reduce_perf for messages sizes up to 1KB, on a single-node GB200 (4 GPUs)' ... 'the best I could find "
+           "was 5.18us' (experimental branch, 10 iterations)")
+    rows.append(_bw_coll("NCCLT333-gb200-ar-4g-1K", "gb200", 1024, 4, 8.0, src, "C",
+                         "latency = the quoted upper bound 'under 8us' (up to 1 KB)",
+                         "4 GB200 of one compute tray (same NVL72 NVLink domain), nccl-tests all_reduce_perf, NCCL "
+                         "2.27 symmetric kernels; an upper bound of the routine figure", dtype="fp32"))
+    rows.append(_bw_coll("NCCLT333-gb200-ar-4g-best", "gb200", 8, 4, 5.18, src, "C",
+                         "latency = quoted best figure",
+                         "best of the maintainer's logs, 'highly experimental branch not yet merged into 2.28', 10 "
+                         "iterations; bytes = smallest size assumed", dtype="fp32"))
+    src = ("lightseekorg/tokenspeed PR #860 'perf(comm): MNNVL fused all-reduce (one-shot + two-shot) for cross-node "
+           "TP' (nperrin-fr, 2026-07-31), 'AR performance vs NCCL' table, fused column")
+    for tok, us in ((1, 10.9), (8, 10.9), (64, 19.1), (128, 29.4), (256, 55.8), (512, 103.2), (1024, 196.5),
+                    (2048, 380.2)):
+        rows.append(_bw_coll(f"TOKSP860-gb200-ar8-fused-t{tok}", "gb200", tok * 7168 * 2, 8, us, src, "C",
+                             "latency = published median us (5 x 50 iterations); bytes = tokens x 7168 x 2",
+                             "GB200, world 8 = 2 compute trays x 4 GPUs joined by multi-node NVLink (one NVL72 "
+                             "domain), hidden 7168 bf16, NCCL 2.30.7 installed; custom MNNVL all-reduce FUSED with "
+                             "RMSNorm: one-shot (NVLS multicast) up to 128 tokens, two-shot above; the unfused "
+                             "dist.all_reduce + RMSNorm column (260-270 us up to 1024 tokens) is left out: far above "
+                             "every other NVLink figure, not explained in the PR"))
+    src = ("NVIDIA/TensorRT-LLM PR #14534 '[None][perf] add CuTe bf16 allreduce RMSNorm' (samnordmann comment, "
+           "2026-06-09), 'median CUDA event us' table, TRT ONESHOT / TRT TWOSHOT columns")
+    for shape, nb, impl, us in (("1x8192", 8192 * 2, "oneshot", 38.771),
+                                ("128x8192", 128 * 8192 * 2, "oneshot", 37.951),
+                                ("512x8192", 512 * 8192 * 2, "twoshot", 47.155),
+                                ("1024x16384", 1024 * 16384 * 2, "twoshot", 152.115),
+                                ("2048x16384", 2048 * 16384 * 2, "twoshot", 278.491)):
+        rows.append(_bw_coll(f"TRTLLM14534-gb200-4r-{impl}-{shape}", "gb200", nb, 4, us, src, "C",
+                             "latency = published median CUDA-event time (us)",
+                             f"TRT-LLM custom {impl.upper()} all-reduce FUSED with residual + RMSNorm, bf16 {shape}, "
+                             "GB200 4 ranks; CUDA-event timing of single calls (per-call overhead included); the "
+                             "small-size figures (~38 us) are 4-7x the NCCL maintainer's <8 us on the same system "
+                             "class and the PR's own 'raw' kernel (25.9 us): read as an upper envelope"))
+    return rows
+
+
+def blackwell_kernel_rows() -> list[dict]:
+    rows = []
+    kinds = {"F.linear": "torch, cuBLAS with bias epilogue",
+             "tinygemm": "FlashInfer TRT-LLM tinygemm, a hand-written small-M kernel"}
+    src = ("sgl-project/sglang PR #20848 '[Perf] Support Flashinfer trtllm tinygemm router gemm for GPT-OSS' "
+           "(elvischenv, 2026-03-18), 'Kernel: GPU: NVIDIA B200' table")
+    for m, us, impl in ((1, 5.7, "F.linear"), (16, 6.1, "F.linear"), (128, 6.1, "F.linear"), (1, 3.4, "tinygemm"),
+                        (128, 3.6, "tinygemm")):
+        rows.append(dict(op="gemm", hardware="b200-sxm", dtype="bf16", m=m, n=128, k=2880, latency_us=_fmt(us),
+                         id=f"SGL20848-b200-router-{impl.replace('.', '')}-m{m}", source=src, trust="C",
+                         derived="latency = printed value x 1000: the column says (us) but prints 0.0057-style "
+                                 "numbers, i.e. milliseconds",
+                         notes=f"{impl} ({kinds[impl]}); gpt-oss-120b router: hidden 2880, 128 experts, bias; the "
+                               "timing method is not stated; the H100 PCIe column of the same table (6.6 / 3.7 us) "
+                               "is not used (different profile)"))
+    return rows
+
+
 def NEW_ROWS() -> list[dict]:  # noqa: N802
-    return mamf_rows() + moe_rows() + attn_rows() + coll_rows() + memcpy_rows()
+    return (mamf_rows() + moe_rows() + attn_rows() + coll_rows() + memcpy_rows() + blackwell_coll_rows()
+            + blackwell_kernel_rows())
