@@ -250,7 +250,8 @@ def main() -> None:
 
     lines += [""] + table("## Per group (bench reading unless marked)",
                           list(df.groupby("group", sort=False)) + [("**all rows**", df)])
-    lines += table("## By row set (rows.csv: MoE models; dense.csv: dense models; more.csv: MoE runs added later)",
+    lines += table("## By row set (rows.csv: MoE models; dense.csv: dense models; more.csv: MoE runs added later; "
+                  "prs.csv: runs from pull requests and issues)",
                   df.groupby("row_set", sort=False))
     lines += table("## By concurrency", df.groupby(pd.cut(df.concurrency, [0, 1, 8, 32, 10**6],
                                                           labels=["C = 1", "C = 2-8", "C = 9-32", "C > 32"]),
