@@ -63,3 +63,29 @@ def test_small_decode_kernels_are_overhead_dominated():
     i = ops.names.index("attn_norm")
     assert t.time_s[i, 0] > 10 * pure_roofline_s(ops)[i, 0]
     assert t.overhead_s[i, 0] == hw.efficiency.kernels["elementwise"].floor_s
+
+
+def test_an_engines_custom_all_reduce_replaces_nccls_fixed_cost_only_where_it_applies():
+    """Inside one NVLink domain a message up to max_bytes costs the engine's fixed latency plus NCCL's bandwidth
+    term; a larger message, or one that leaves the domain, keeps NCCL's time; other ops are untouched."""
+    from simulator.ops.kinds import ALL_REDUCE
+    from simulator.timing.collectives import collective_latency_s
+    from simulator.timing.custom_allreduce import CustomAllReduce
+    from simulator.timing.params import DeviceTable, collective_family_index
+
+    model, hw = load_model("llama-3.1-70b"), load_hardware("h100-sxm")
+    for devices, tp, small in ((8, 8, True), (16, 16, False)):  # one node / two nodes over the scale-out fabric
+        ops = build_ops(model, simple_phase(hw, model, devices, tp=tp), StepShape(decode_seqs=np.array([1.0, 64.0]),
+                        decode_len=1.0, decode_kv=1024.0), "decode")
+        base, got = RooflineModel().evaluate(ops), CustomAllReduce(RooflineModel(), 10e-6, 8 * 2**20).evaluate(ops)
+        ar = ops.kind == ALL_REDUCE
+        assert ar.any() and np.array_equal(got.time_s[~ar], base.time_s[~ar])
+        sub = ops.select(np.flatnonzero(ar))
+        lat = collective_latency_s(sub, DeviceTable.of(ops.devices), collective_family_index(sub))
+        want = base.time_s[ar] - lat + 10e-6 if small else base.time_s[ar]
+        assert np.allclose(got.time_s[ar][base.time_s[ar] > 0], want[base.time_s[ar] > 0], rtol=1e-12)
+        assert np.array_equal(got.comm_s[ar], got.time_s[ar])
+        if small:  # the same one-node all-reduces over the size limit go through NCCL
+            assert not np.array_equal(got.time_s, base.time_s)
+            big = CustomAllReduce(RooflineModel(), 10e-6, 1.0).evaluate(ops)
+            assert np.array_equal(big.time_s, base.time_s)

@@ -19,7 +19,8 @@ from ..errors import SpecError
 ENGINES = ("vllm", "sglang", "trtllm")
 _FILE = Path(__file__).with_name("engines.yaml")
 _CONSTANTS = ("step_cpu_s", "per_seq_s", "kernels_per_layer", "kernel_floor_s", "kernel_launch_s",
-              "cuda_graph_max_bs", "moe_prefill_s", "prefill_graph_max_tokens", "frontend_latency_s")
+              "cuda_graph_max_bs", "moe_prefill_s", "prefill_graph_max_tokens", "frontend_latency_s",
+              "custom_allreduce_s", "custom_allreduce_max_bytes")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class EngineProfile:
     moe_prefill_s: float  # fixed latency of a step that prefills through MoE layers
     prefill_graph_max_tokens: int  # largest prefill/mixed step (tokens) replayed from piecewise CUDA graphs; 0: eager
     frontend_latency_s: float  # a request's time in the frontend before the scheduler has it (off the GPU path)
+    custom_allreduce_s: float = 0.0  # fixed cost of the engine's own one-shot all-reduce (0: NCCL's figures)
+    custom_allreduce_max_bytes: float = 0.0  # the largest message it takes (larger ones go through NCCL)
     description: str = ""
     sources: dict = field(default_factory=dict, compare=False, repr=False)
 

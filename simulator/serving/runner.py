@@ -15,7 +15,9 @@ from ..errors import InfeasibleError, SimulatorError
 from ..specs.deployment import Deployment, Pool
 from ..specs.traffic import Traffic
 from ..timing.base import TimingModel
+from ..timing.custom_allreduce import CustomAllReduce
 from ..timing.memory import kv_bytes_per_token_model, memory_fit
+from ..timing.roofline import RooflineModel
 from .disagg import PingPongStepCost, kv_transfer_model
 from .engine import PREFILL_RECV_WEIGHT, ReplicaConfig, Requests, Simulation
 from .metrics import PERCENTILES, summarise  # noqa: F401  (PERCENTILES: re-exported)
@@ -84,15 +86,20 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         role = pool.role
         spec = pool.speculative
         q_len = 1 + (spec.draft_tokens if spec else 0)
+        if overheads and profile.custom_allreduce_s > 0:  # the engine's own kernel takes the small all-reduces
+            timing_pool = CustomAllReduce(timing or RooflineModel(), profile.custom_allreduce_s,
+                                          profile.custom_allreduce_max_bytes)
+        else:
+            timing_pool = timing
         if cost_for:
             cost = cost_for(pool)
         elif pool.plan.af_disaggregated:
-            cost = PingPongStepCost(dep.model, pool.plan, timing, dep.kv_precision, dep.kv_scale_tokens)
-        elif TabulatedStepCost.supports(pool.plan, timing):
+            cost = PingPongStepCost(dep.model, pool.plan, timing_pool, dep.kv_precision, dep.kv_scale_tokens)
+        elif TabulatedStepCost.supports(pool.plan, timing_pool):
             cost = TabulatedStepCost(dep.model, pool.plan, max(max_batch_tokens, max_seqs * q_len),
-                                     dep.kv_precision, dep.kv_scale_tokens, timing)
+                                     dep.kv_precision, dep.kv_scale_tokens, timing_pool)
         else:
-            cost = AnalyticStepCost(dep.model, pool.plan, timing, dep.kv_precision, dep.kv_scale_tokens)
+            cost = AnalyticStepCost(dep.model, pool.plan, timing_pool, dep.kv_precision, dep.kv_scale_tokens)
         if pool.plan.pp > 1 and not pool.plan.af_disaggregated:
             cost = PipelinedPrefill(cost, pool.plan.pp)
         if overheads:

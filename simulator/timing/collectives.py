@@ -32,6 +32,22 @@ def _log2(x):
     return np.ceil(np.log2(np.maximum(x, 1.0)))
 
 
+def _latency_s(C: dict, d, nodes, out_lat):
+    """The fixed part of a collective: ``latency + latency_per_rank * (d - 1)`` inside the scale-up domain, plus
+    the scale-out latency ``ceil(log2(nodes))`` times across domains."""
+    return C["latency_s"] + C["latency_per_rank_s"] * (d - 1.0) + np.where(nodes > 1, out_lat * _log2(nodes), 0.0)
+
+
+def collective_latency_s(ops: OpTable, dev, fam: np.ndarray) -> np.ndarray:
+    """The fixed (latency) part of ``collective_time_s`` for every row (P2P rows: their own latency)."""
+    a, hw = ops.arrays, ops["hw"]
+    p = np.maximum(a["ranks"], 1.0)
+    d = np.clip(a["domain"], 1.0, p)
+    flat = hw * dev.coll["latency_s"].shape[1] + fam
+    C = {f: np.take(dev.coll[f], flat) for f in ("latency_s", "latency_per_rank_s")}
+    return _latency_s(C, d, np.ceil(p / d), dev.out_lat[hw])
+
+
 def collective_time_s(ops: OpTable, dev, fam: np.ndarray, *, ideal: bool = False) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return _collective_time_s(ops, dev, fam, ideal)
@@ -59,8 +75,7 @@ def _collective_time_s(ops, dev, fam, ideal):
         falloff = 1.0
     else:
         falloff = 1.0 + C["half_bytes"] / (S + C["half_bytes"])  # low-latency protocol at small sizes
-    lat = 0.0 if ideal else (C["latency_s"] + C["latency_per_rank_s"] * (d - 1.0)
-                             + np.where(nodes > 1, dev.out_lat[hw] * _log2(nodes), 0.0))
+    lat = 0.0 if ideal else _latency_s(C, d, nodes, dev.out_lat[hw])
 
     ar = 2 * (d - 1) / d * S / bw_in + 2 * (nodes - 1) / nodes * (S / d) / bw_out
     ag = (d - 1) / d * S / bw_in + (nodes - 1) / nodes * (S / d) / bw_out
