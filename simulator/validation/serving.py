@@ -360,21 +360,20 @@ def _aiperf(d: dict, where: str) -> ServingCase:
     # lengths: their means (a fixed-length run has every statistic equal)
     isl, osl = (max(int(round(metric(m, "avg", time=False))), 1)
                 for m in ("input_sequence_length", "output_sequence_length"))
-    cfg = d.get("input_config") if isinstance(d.get("input_config"), dict) else {}
-    conc = _find(cfg, ("concurrency",)) if cfg else None
-    conc = conc if conc is not None else d.get("concurrency")
-    rate = _find(cfg, ("request_rate",)) if cfg else None
-    if conc is not None:
-        conc_n = _num({"concurrency": conc}, "concurrency", where)
-        rate_v, conc_v = None, int(conc_n)
-    elif rate is not None:
-        rate_v, conc_v = _num({"request_rate": rate}, "request_rate", where), None
+    cfg = d.get("input_config")
+    conc = _find(cfg, ("concurrency",))
+    load = {"concurrency": conc if conc is not None else d.get("concurrency"),
+            "request_rate": _find(cfg, ("request_rate",))}
+    if load["concurrency"] is not None:
+        rate_v, conc_v = None, int(_num(load, "concurrency", where))
+    elif load["request_rate"] is not None:
+        rate_v, conc_v = _num(load, "request_rate", where), None
     else:
         raise SpecError(where, "input_config.concurrency", "the run's load is not recorded (no concurrency nor "
                                                            "request_rate)")
     count = d.get("request_count")
     count = count.get("avg") if isinstance(count, dict) else count
-    model = _find(cfg, ("model_names", "model")) if cfg else None
+    model = _find(cfg, ("model_names", "model"))
     model = model[0] if isinstance(model, list) and model else model
     return ServingCase(source=where, model=str(model) if model else d.get("model"), hardware=d.get("hardware"),
                        engine="unknown", isl=isl, osl=osl, rate_per_s=rate_v, concurrency=conc_v,
@@ -480,6 +479,9 @@ def _given(cell: str | None) -> str | None:
 
 # -- re-simulation ---------------------------------------------------------------------------------------
 
+_LAYOUT = ("devices", "tp", "pp", "ep", "precision", "kv_precision")  # a run's fields the flags may supply
+
+
 def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: int = 1000) -> dict:
     """Simulate one measured run; returns the row of the report (measured, simulated, errors)."""
     from ..build import PlanOptions, quick_deployment
@@ -491,24 +493,22 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
     d = {k: v for k, v in (defaults or {}).items() if v is not None}
     dep_ref = d.get("deployment") or (case.deployment if case.deployment and Path(case.deployment).is_file()
                                       else None)
+    # what is simulated: the run's own fields, else the flags
+    run = replace(case, model=case.model or d.get("model"), hardware=case.hardware or d.get("hardware"),
+                  deployment=case.deployment or d.get("deployment"),
+                  **{k: getattr(case, k) if getattr(case, k) is not None else d.get(k) for k in _LAYOUT})
     if dep_ref:
         dep = read_deployment(resolve_workload(str(dep_ref), "deployments", "deployment"))
     else:
         if int(case.extra.get("pools", 1)) > 1:
             raise SpecError(case.source, "deployment_file", "the run used a deployment of several pools whose file "
                                                             "is not found: pass --deployment FILE")
-        model = case.model or d.get("model")
-        hardware = case.hardware or d.get("hardware")
-        if not model or not hardware:
-            raise SpecError(case.source, "model" if not model else "hardware",
+        if not run.model or not run.hardware:
+            raise SpecError(case.source, "model" if not run.model else "hardware",
                             "not recorded in the result: pass --model/--hardware (or --deployment)")
-        fields = {"model": model, "hardware": hardware}
-        for k in ("devices", "tp", "pp", "ep", "precision", "kv_precision"):
-            v = getattr(case, k) if getattr(case, k) is not None else d.get(k)
-            if v is not None:
-                fields[k] = v
-        if "devices" not in fields:
-            fields["devices"] = (fields.get("tp") or 1) * (fields.get("pp") or 1)
+        if run.devices is None:
+            run = replace(run, devices=(run.tp or 1) * (run.pp or 1))
+        fields = {k: getattr(run, k) for k in ("model", "hardware", *_LAYOUT) if getattr(run, k) is not None}
         # batch limits the run does not record: the engine server's defaults for the device
         limit = lambda k: int(case.extra[k]) if case.extra.get(k) is not None else None  # noqa: E731
         dep = quick_deployment(PlanOptions(**fields), max_batch_tokens=limit("max_batch_tokens"),
@@ -539,13 +539,7 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
     tp = done["tpot_s"].dropna()
     sim_tpot = float(agg(tp)) if len(tp) else math.nan
     simulated = res.summary["engines"]
-    # the group label names what was simulated: the run's own fields, else the flags
-    given = {k: getattr(case, k) if getattr(case, k) is not None else d.get(k) for k in ("devices", "tp", "pp", "ep")}
-    if given["devices"] is None and not dep_ref:
-        given["devices"] = (given["tp"] or 1) * (given["pp"] or 1)
-    label = replace(case, model=case.model or d.get("model"), hardware=case.hardware or d.get("hardware"),
-                    deployment=case.deployment or d.get("deployment"), **given)
-    return {"source": case.source, "group": label.group, "model": dep.model.id, "engine": case.engine,
+    return {"source": case.source, "group": run.group, "model": dep.model.id, "engine": case.engine,
             "engine_simulated": ",".join(dict.fromkeys(simulated.values())),
             "isl": case.isl, "osl": case.osl, "rate_per_s": case.rate_per_s, "concurrency": case.concurrency,
             "statistic": case.statistic, "requests_simulated": n, "requests_finished": int(len(done)),
