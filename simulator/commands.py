@@ -145,7 +145,8 @@ _WHATIF_DEPLOYMENT_FIXED = ("model", "hardware", "devices", "tp", "pp", "ep", "d
                             "spec_accept", "spec_draft_cost", "price")
 _SIMULATE_DEPLOYMENT_FIXED = ("model", "hardware", "devices", "replicas", "tp", "pp", "ep", "dp", "precision",
                               "kv_precision", "max_batch_tokens", "max_seqs", "spec_draft_tokens", "spec_acceptance",
-                              "spec_draft_cost", "concurrency", "isl", "osl", "scheduler_recv_interval")
+                              "spec_draft_cost", "concurrency", "isl", "osl", "scheduler_recv_interval",
+                              "frontend_latency")
 
 
 def _refuse_with_deployment(opts: dict, fixed: tuple[str, ...]) -> None:
@@ -240,7 +241,8 @@ def run_simulate(opts: dict, progress: bool = False):
         fields = {k: opts[k] for k in PlanOptions.__dataclass_fields__ if k in opts and opts[k] is not None}
         dep = quick_deployment(PlanOptions(**fields), max_batch_tokens=opts["max_batch_tokens"],
                                max_seqs=opts["max_seqs"], replicas=opts["replicas"],
-                               scheduler_recv_interval=opts.get("scheduler_recv_interval") or 1)
+                               scheduler_recv_interval=opts.get("scheduler_recv_interval") or 1,
+                               frontend_latency_s=opts.get("frontend_latency"))
     else:
         raise SimulatorError("give a deployment YAML, or --model/--hardware/... for a quick run")
     if opts.get("traffic"):

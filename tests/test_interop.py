@@ -353,3 +353,19 @@ def test_bad_aiperf_exports_name_the_metric(tmp_path, over, where):
     with pytest.raises(SpecError) as e:
         read_serving_results(p)
     assert where in str(e.value) and str(p) in str(e.value)
+
+
+def test_a_csv_row_served_through_another_frontend(tmp_path):
+    """``frontend_latency_ms``: the run's own frontend replaces the engine profile's (empty: the profile's). At
+    C = 1 the TTFTs differ by exactly the profile's frontend latency."""
+    from simulator.serving.profiles import engine_profile
+
+    head = "model,hardware,engine,tp,isl,osl,concurrency,ttft_ms,tpot_ms,frontend_latency_ms\n"
+    own, zero = _validate_rows(tmp_path, head + "llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,\n"
+                                                "llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,0\n")
+    assert own["ttft_s_simulated"] - zero["ttft_s_simulated"] == pytest.approx(
+        engine_profile("trtllm").frontend_latency_s, abs=1e-9)
+    csv = tmp_path / "bad.csv"
+    csv.write_text(head + "llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,-3\n")
+    r = runner.invoke(app, ["validate", "--serving", str(csv)])
+    assert r.exit_code == 2 and "line 2, column frontend_latency_ms" in r.output and "Traceback" not in r.output

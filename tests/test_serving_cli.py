@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from simulator.cli import app
@@ -40,3 +41,68 @@ def test_bad_flags_give_one_line_and_exit_2():
         r = runner.invoke(app, QUICK + ["--rate", "2", "--requests", "10"] + extra)
         assert r.exit_code == 2, (extra, r.output)
         assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_a_pool_can_be_served_through_another_frontend(tmp_path):
+    """``--frontend-latency`` / a pool's ``frontend_latency`` replace the engine profile's frontend latency. At
+    C = 1 the requests never overlap, so every TTFT moves by exactly the difference and TPOT not at all."""
+    from simulator.serving.profiles import engine_profile
+
+    trt = QUICK + ["--concurrency", "1", "--requests", "6", "--engine", "trtllm", "--json"]
+    runs = {}
+    for flag in ([], ["--frontend-latency", "0ms"], ["--frontend-latency", "40ms"]):
+        r = runner.invoke(app, trt + flag)
+        assert r.exit_code == 0, r.output
+        runs[tuple(flag)] = json.loads(r.output)
+    default, zero, forty = runs.values()
+    own = engine_profile("trtllm").frontend_latency_s
+    assert default["ttft_s"]["mean"] - zero["ttft_s"]["mean"] == pytest.approx(own, abs=1e-9)
+    assert forty["ttft_s"]["mean"] - zero["ttft_s"]["mean"] == pytest.approx(0.04, abs=1e-9)
+    assert default["tpot_s"]["mean"] == pytest.approx(zero["tpot_s"]["mean"], rel=1e-12)
+    # a vLLM-layout result describes itself, so `validate --serving` re-simulates it behind the same frontend
+    r = runner.invoke(app, trt + ["--frontend-latency", "40ms", "--format", "vllm"])
+    vl = json.loads(r.output)
+    assert vl["frontend_latency_s"] == pytest.approx(0.04)
+    out = tmp_path / "run.json"
+    out.write_text(r.output)
+    r = runner.invoke(app, ["validate", "--serving", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(r.output)["rows"]
+    assert row["ttft_s_simulated"] == pytest.approx(row["ttft_s_measured"], rel=1e-9)
+
+    r = runner.invoke(app, trt + ["--frontend-latency", "-5ms"])
+    assert r.exit_code == 2 and "--frontend-latency" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["simulate", "dbrx-8xh100", "--traffic", "chat", "--frontend-latency", "0ms"])
+    assert r.exit_code == 2 and "--frontend-latency cannot be combined with a deployment file" in r.output
+
+
+def test_frontend_latency_in_a_deployment_file(tmp_path):
+    import yaml
+
+    from simulator.errors import SimulatorError, SpecError
+    from simulator.serving.runner import replica_configs
+    from simulator.specs.catalog import resolve_workload
+    from simulator.specs.deployment import read_deployment
+
+    src = resolve_workload("dbrx-h100-prefill-h20-decode", "deployments", "deployment")
+    doc = yaml.safe_load(open(src))
+    pools = doc["pools"]
+    prefill = next(p for p in pools if p.get("serves") == "prefill" or p.get("serves") == ["prefill"])
+    decode = next(p for p in pools if p is not prefill)
+
+    def write(doc):
+        p = tmp_path / "dep.yaml"
+        p.write_text(yaml.safe_dump(doc))
+        return p
+
+    prefill["frontend_latency"] = "20 ms"
+    dep = read_deployment(write(doc))
+    fe = {c.pool: c.frontend_s for c in replica_configs(dep, engine="sglang")}
+    assert fe == {prefill["name"]: pytest.approx(0.02), decode["name"]: 0.0}
+    prefill["frontend_latency"] = "-1 ms"
+    with pytest.raises(SpecError, match="frontend_latency"):
+        read_deployment(write(doc))
+    del prefill["frontend_latency"]
+    decode["frontend_latency"] = "5 ms"
+    with pytest.raises(SimulatorError, match="frontend_latency on a decode pool"):
+        replica_configs(read_deployment(write(doc)))

@@ -55,7 +55,14 @@ def deployment_for(r: pd.Series, ep: int | None = None):
                        kv_precision=r.kv_precision)
     recv = r.get("scheduler_recv_interval")
     return quick_deployment(opts, max_batch_tokens=int(r.max_batch_tokens), max_seqs=max(256, int(r.concurrency)),
-                            scheduler_recv_interval=int(recv) if recv == recv and recv is not None else 1)
+                            scheduler_recv_interval=int(recv) if recv == recv and recv is not None else 1,
+                            frontend_latency_s=frontend_s(r))
+
+
+def frontend_s(r: pd.Series) -> float | None:
+    """The row's own frontend latency (a run served through another frontend than the engine's), else None."""
+    ms = r.get("frontend_latency_ms")
+    return None if ms is None or ms != ms else float(ms) * 1e-3
 
 
 def bench_traffic(r: pd.Series):
@@ -163,7 +170,8 @@ def validate_cli_section(df: pd.DataFrame) -> list[str]:
         "random_range_ratio": rows.length_low_fraction, "max_batch_tokens": rows.max_batch_tokens,
         "max_seqs": [max(256, int(c)) for c in rows.concurrency],
         "scheduler_recv_interval": [int(x) if x == x and x is not None else 1
-                                    for x in rows.get("scheduler_recv_interval", pd.Series(1, index=rows.index))]})
+                                    for x in rows.get("scheduler_recv_interval", pd.Series(1, index=rows.index))],
+        "frontend_latency_ms": rows.get("frontend_latency_ms", pd.Series(np.nan, index=rows.index))})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "published.csv"
         csv.to_csv(path, index=False)

@@ -59,6 +59,10 @@ def simulate(
                                                 help="Quick run, SGLang only: its --scheduler-recv-interval N (a busy "
                                                      "scheduler takes new requests every N decode steps; 1: every "
                                                      "step, SGLang's default)."),
+    frontend_latency: float = typer.Option(None, "--frontend-latency", parser=duration(positive=False),
+                                           help="Quick run: time a request spends in the server's frontend before "
+                                                "the scheduler has it (in TTFT, not TPOT), e.g. 0ms for a frontend "
+                                                "other than the engine's own. Default: the engine profile's."),
     ttft_slo: float = typer.Option(None, "--ttft-slo", parser=duration(),
                                    help="TTFT SLO, e.g. 500ms (overrides the traffic file)."),
     tpot_slo: float = typer.Option(None, "--tpot-slo", parser=duration(),

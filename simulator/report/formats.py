@@ -153,4 +153,5 @@ def _self_description(dep) -> dict:
             "pp": plan.pp, "ep": plan.ffn.ep, "precision": plan.attention.precision,
             "kv_precision": dep.kv_precision, "replicas": pool.replicas, "max_batch_tokens": pool.max_batch_tokens,
             "max_seqs": pool.max_seqs, "pools": len(dep.pools),
-            **({"scheduler_recv_interval": pool.scheduler_recv_interval} if pool.scheduler_recv_interval > 1 else {})}
+            **({"scheduler_recv_interval": pool.scheduler_recv_interval} if pool.scheduler_recv_interval > 1 else {}),
+            **({"frontend_latency_s": pool.frontend_latency_s} if pool.frontend_latency_s is not None else {})}

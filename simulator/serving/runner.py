@@ -80,6 +80,10 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         if pool.scheduler_recv_interval > PREFILL_RECV_WEIGHT:
             raise SimulatorError(f"pool {pool.name}: scheduler_recv_interval above {PREFILL_RECV_WEIGHT} is not "
                                  "modelled (SGLang weighs a prefill step 1000 toward it)")
+        if pool.frontend_latency_s is not None and pool.role == "decode":
+            raise SimulatorError(f"pool {pool.name}: frontend_latency on a decode pool (its requests arrive by KV "
+                                 "transfer, not from clients); set it on the prefill pool")
+        frontend_s = profile.frontend_latency_s if pool.frontend_latency_s is None else pool.frontend_latency_s
         if mode == "none" and profile.policy != "trtllm":
             raise SimulatorError(f"pool {pool.name}: preemption 'none' (reserve KV for the whole request) is "
                                  f"TensorRT-LLM's GUARANTEED_NO_EVICT; {profile.name} preempts by recompute or swap")
@@ -114,7 +118,7 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                 preemption="swap" if mode == "swap" else "recompute", kv_bytes_per_token=kv_tok, policy=policy,
                 context_range=pool.prompt_range,
                 # the engine's frontend holds each arriving request first (a decode pool gets them by KV transfer)
-                frontend_s=profile.frontend_latency_s if overheads and role != "decode" else 0.0,
+                frontend_s=frontend_s if overheads and role != "decode" else 0.0,
                 recv_interval=pool.scheduler_recv_interval,
                 max_chunk_tokens=max_batch_tokens // pool.plan.attention.dp if pool.plan.attention.dp > 1 else 0))
     return configs

@@ -44,6 +44,7 @@ class Pool:
     preemption: str | None = None  # recompute | swap | none; None: the engine's default
     prompt_range: tuple[int, int] = (0, ROUTE_MAX_TOKENS)  # prompt lengths (inclusive) routed here (``route:``)
     scheduler_recv_interval: int = 1  # SGLang --scheduler-recv-interval: a busy scheduler receives every N decode steps
+    frontend_latency_s: float | None = None  # time in the server frontend before the scheduler; None: the engine's
 
     @property
     def role(self) -> str:
@@ -187,7 +188,7 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
     # unset: what the engine's server picks for this device (simulator/serving/engines.yaml, server_defaults)
     pool = Pool(name, tuple(serves), replicas, plan, r.int("max_batch_tokens", None, minimum=1),
                 r.int("max_seqs", None, minimum=1), spec, engine, preemption, prompt_range,
-                r.int("scheduler_recv_interval", 1, minimum=1))
+                r.int("scheduler_recv_interval", 1, minimum=1), r.quantity("frontend_latency", "s", None))
     r.done()
     return pool
 

@@ -35,7 +35,9 @@ Layouts:
   [r x isl, isl]; 0 means [1, isl]) or ``vllm_random_range_ratio`` (``vllm bench serve``: uniform in
   [(1 - r) x isl, (1 + r) x isl], r < 1), ``max_batch_tokens``, ``max_seqs``, ``replicas``. Extra columns are
   ignored; a bad cell is named by line and column. ``scheduler_recv_interval``: SGLang's
-  ``--scheduler-recv-interval`` where the run set it.
+  ``--scheduler-recv-interval`` where the run set it. ``frontend_latency_ms`` (or ``frontend_latency_s``): the
+  server's frontend latency where the run was served through another frontend than the engine's own (e.g.
+  NVIDIA NIM in front of TensorRT-LLM); empty: the engine profile's.
 
 How a run is re-simulated, as the benchmark client ran it:
 
@@ -254,6 +256,8 @@ def _vllm(d: dict, where: str) -> ServingCase:
         deployment=str(dep) if dep else None,
         extra={**{k: _whole(d, k, where) for k in ("max_batch_tokens", "max_seqs", "replicas", "pools",
                                                      "scheduler_recv_interval") if d.get(k) is not None},
+               **({"frontend_latency_s": _num(d, "frontend_latency_s", where, positive=False)}
+                  if d.get("frontend_latency_s") is not None else {}),
                **({"engine_override": override} if override else {})},
         input_lens=_lens(d.get("input_lens")), output_lens=_lens(d.get("output_lens")), **ints)
 
@@ -453,6 +457,12 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
         n_req = cell("requests", int, required=False) if "requests" in cols else None
         extra = {k: cell(k, int, required=False) for k in ("max_batch_tokens", "max_seqs", "replicas",
                                                             "scheduler_recv_interval") if k in cols}
+        for col, unit_s in (("frontend_latency_s", 1.0), ("frontend_latency_ms", 1e-3)):
+            if col in cols:  # the server's frontend, where it is not the engine's own (empty: the engine's)
+                v = cell(col, lo=-math.inf, required=False)
+                if v is not None and v < 0:
+                    raise SpecError(str(path), f"line {line}, column {col}", f"expected a number >= 0, got {v:g}")
+                extra["frontend_latency_s"] = None if v is None else v * unit_s
         cases.append(ServingCase(
             source=f"{path} line {line}", model=row["model"].strip(), hardware=row["hardware"].strip(),
             engine=engine_name(row.get("engine"), str(path), f"line {line}, column engine"),
@@ -513,7 +523,8 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
         limit = lambda k: int(case.extra[k]) if case.extra.get(k) is not None else None  # noqa: E731
         dep = quick_deployment(PlanOptions(**fields), max_batch_tokens=limit("max_batch_tokens"),
                                max_seqs=limit("max_seqs"), replicas=int(case.extra.get("replicas", 1)),
-                               scheduler_recv_interval=limit("scheduler_recv_interval") or 1)
+                               scheduler_recv_interval=limit("scheduler_recv_interval") or 1,
+                               frontend_latency_s=case.extra.get("frontend_latency_s"))
     n = max(1, min(case.requests, max_requests))
     # a closed loop as the benchmark clients run it: the C clients start together (unless the result says otherwise)
     ramp = (case.ramp_up_s if case.ramp_up_s is not None else 0.0) if case.concurrency else None
