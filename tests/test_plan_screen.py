@@ -1,5 +1,6 @@
 """Analytic screening: properties that hold for any traffic (fast, no simulation)."""
 
+import pandas as pd
 import pytest
 
 from simulator.planning.candidates import parse_precision_pairs
@@ -43,3 +44,29 @@ def test_placement_constraints():
     c = _screen(20.0, modes=("pd",), prefill_hw={"h100-sxm"}, decode_hw={"h20"}).candidates
     assert len(c) and all(a.startswith("pd: ") and " h100-sxm " in a.split(" + ")[0] and " h20 " in a.split(" + ")[1]
                           for a in c.arrangement)
+
+
+def test_the_engine_brings_its_all_reduce_and_frontend_to_the_screen():
+    """Screened under an engine, TTFT carries the engine's frontend latency and all-reduces the engine's own
+    kernel. On one-device replicas (no all-reduce) at a rate low enough that queueing is nil, every fleet's TTFT
+    is its bare TTFT plus the frontend latency and its TPOT the bare one; with TP the all-reduce only shortens
+    a step, so no TPOT is above the bare one."""
+    import re
+
+    from simulator.serving.profiles import engine_profile
+
+    tol = dict(tolerance=1e6, keep=10_000)
+    key = ["mode", "layout_a", "replicas_a", "layout_b", "replicas_b"]  # (an arrangement label omits tp/dp)
+    bare = _screen(0.01, engine=None, **tol).candidates
+    one = bare.index[[all(d == "1" for d in re.findall(r"\d+x(\d+) ", a)) for a in bare.arrangement]]
+    one = pd.MultiIndex.from_frame(bare.loc[one, key])
+    bare = bare.set_index(key)
+    assert 10 < len(one) < len(bare)
+    for name in ("vllm", "sglang", "trtllm"):
+        eng = _screen(0.01, engine=name, **tol).candidates.set_index(key)
+        d_ttft = eng.loc[one, "ttft_p_s"] - bare.loc[one, "ttft_p_s"]
+        assert d_ttft.to_numpy() == pytest.approx(engine_profile(name).frontend_latency_s, abs=1e-9), name
+        assert eng.loc[one, "tpot_p_s"].to_numpy() == pytest.approx(bare.loc[one, "tpot_p_s"].to_numpy(), rel=1e-12)
+        both = bare.index.intersection(eng.index)
+        assert (eng.loc[both, "tpot_p_s"] <= bare.loc[both, "tpot_p_s"] * (1 + 1e-12)).all(), name
+        assert (eng.loc[both, "tpot_p_s"] < bare.loc[both, "tpot_p_s"]).any(), name  # some TP fleet gains

@@ -138,6 +138,9 @@ def plan_cmd(
     workers: int = typer.Option(None, "--workers", help="Local processes for the simulations (default: CPUs)."),
     cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address to fan the simulations out to "
                                                         "(needs the `cluster` extra)."),
+    engine: str = typer.Option("vllm", "--engine", help="Serving engine of every pool: vllm, sglang or trtllm "
+                                                         "(its batching policy, step overheads and frontend latency, "
+                                                         "in the screen and in the simulation)."),
     timing: str = timing_option("Timing model for screening and simulation"),
     json_out: bool = typer.Option(False, "--json", help="Print plan.json to stdout (no progress bars)."),
 ):
@@ -170,7 +173,7 @@ def plan_cmd(
         prices=parse_price_flags(price), tco_file=str(tco) if tco else None, precisions=precisions, top_k=top_k,
         verify_max=verify_max, requests=requests, bisect_steps=bisect_steps, workers=workers, tolerance=tolerance,
         executor=_executor(cluster), prefill_hardware=_ids(prefill_hardware), decode_hardware=_ids(decode_hardware),
-        timing=timing)
+        timing=timing, engine=engine)
     try:
         outcome = plan_capacity_for(req, progress=_progress(not json_out))
     finally:

@@ -175,8 +175,9 @@ def batch_tokens(role: str, max_seqs: int) -> int:
 
 
 def build_deployment(cand_id: str, mode: str, pools: list[PoolChoice], model: ModelSpec,
-                     specs: dict[str, HardwareSpec]) -> Deployment:
-    """A simulatable Deployment for a candidate (``specs`` carry the prices in force)."""
+                     specs: dict[str, HardwareSpec], engine: str = "vllm") -> Deployment:
+    """A simulatable Deployment for a candidate (``specs`` carry the prices in force), every pool served
+    by ``engine``."""
     built = []
     kv = pools[0].layout["kv_precision"]
     for pc in pools:
@@ -184,7 +185,7 @@ def build_deployment(cand_id: str, mode: str, pools: list[PoolChoice], model: Mo
         plan = phase_plan(pc.layout, specs, model)
         built.append(Pool(pc.role if pc.role != "colocated" else "fleet", serves, pc.replicas, plan,
                           batch_tokens(pc.role, pc.max_seqs), PREFILL_MAX_SEQS if pc.role == "prefill"
-                          else pc.max_seqs))
+                          else pc.max_seqs, engine=engine))
     return Deployment(cand_id, model, tuple(built), kv, 128, KVTransfer(None, 20e-6, True))
 
 
@@ -218,6 +219,7 @@ def deployment_yaml(dep: Deployment, description: str, price_notes: dict[str, st
             ffn["tp"] = f.tp
             doc["micro_batches"] = plan.micro_batches
         doc["ffn"] = ffn
+        doc["engine"] = p.engine
         for k in ("max_batch_tokens", "max_seqs"):  # (unset: the engine server's default)
             if getattr(p, k) is not None:
                 doc[k] = getattr(p, k)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InfeasibleError, SimulatorError
 from ..specs.catalog import catalog_root, load_hardware, load_model
-from ..specs.deployment import Deployment
+from ..specs.deployment import ENGINES, Deployment
 from ..specs.traffic import SLO, Traffic
 from .candidates import MODES, PREFILL_MAX_SEQS, PoolChoice, build_deployment, deployment_yaml, parse_precision_pairs
 from .cost import PriceBook, read_tco
@@ -50,6 +50,7 @@ class PlanRequest:
     prefill_hardware: list[str] | None = None  # restrict which of ``hardware`` may serve prefill
     decode_hardware: list[str] | None = None  # ... and decode (attention)
     timing: str | None = None  # --timing spec for screening and simulation (roofline by default)
+    engine: str = "vllm"  # serving engine profile of every pool (batching policy, step overheads, frontend)
 
 
 @dataclass
@@ -201,6 +202,8 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     for m in req.modes:
         if m not in MODES:
             raise SimulatorError(f"--modes: unknown mode {m!r}; choose from {', '.join(MODES)}")
+    if req.engine not in ENGINES:
+        raise SimulatorError(f"--engine: unknown engine {req.engine!r}; expected one of {', '.join(ENGINES)}")
     if req.max_devices < 1:
         raise SimulatorError(f"--max-devices must be >= 1, got {req.max_devices}")
     model = load_model(req.model)
@@ -232,13 +235,14 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     from ..timing.calibrated import resolve_timing
 
     scr = screen(model, priced, prices, w, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
-                 tolerance=req.tolerance, timing=resolve_timing(req.timing), **place)
+                 tolerance=req.tolerance, timing=resolve_timing(req.timing), engine=req.engine, **place)
     if progress:
         progress("screening", 1, 1)
     cands = scr.candidates
     if cands.empty:
         loose = screen(model, priced, prices, w, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
-                       tolerance=1e6, keep=50, timing=resolve_timing(req.timing), **place).candidates
+                       tolerance=1e6, keep=50, timing=resolve_timing(req.timing), engine=req.engine,
+                       **place).candidates
         if loose.empty:
             raise InfeasibleError(f"no arrangement of {model.id} on {', '.join(specs)} within {req.max_devices} "
                                   f"devices fits in memory and sustains {rate:g} req/s")
@@ -260,7 +264,8 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
         deps = []
         for i in idx:
             row = cands.iloc[i]
-            dep = build_deployment(f"candidate-{i}", row["mode"], _pools_of(row, scr.layouts), model, priced)
+            dep = build_deployment(f"candidate-{i}", row["mode"], _pools_of(row, scr.layouts), model, priced,
+                                   engine=req.engine)
             deployments[f"c{i}"] = dep
             deps.append(dep)
         done0 = len(verified)
@@ -299,7 +304,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     samples = {d["id"]: verified[int(d["id"][1:])].get("samples", {}) for d in docs if d["verified"]}
     doc = {
         "inputs": {"model": model.id, "traffic": _rel(req.traffic.file) or req.traffic.id, "rate_per_s": rate,
-                   "timing": req.timing or "roofline",
+                   "timing": req.timing or "roofline", "engine": req.engine,
                    "hardware": list(specs), "modes": list(req.modes), "max_devices": req.max_devices,
                    "precisions": req.precisions, "requests_per_simulation": traffic.requests,
                    "isl_mean": w.isl_mean, "osl_mean": w.osl_mean, f"isl_p{slo.percentile:g}": w.isl_pct,
