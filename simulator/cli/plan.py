@@ -138,9 +138,10 @@ def plan_cmd(
     workers: int = typer.Option(None, "--workers", help="Local processes for the simulations (default: CPUs)."),
     cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address to fan the simulations out to "
                                                         "(needs the `cluster` extra)."),
-    engine: str = typer.Option("vllm", "--engine", help="Serving engine of every pool: vllm, sglang or trtllm "
-                                                         "(its batching policy, step overheads and frontend latency, "
-                                                         "in the screen and in the simulation)."),
+    engine: str = typer.Option("vllm", "--engine", help="Serving engine of every pool: vllm, sglang or trtllm. "
+                                                         "The simulation runs its whole profile (batching policy, "
+                                                         "step overheads, frontend latency); the screen takes its "
+                                                         "own all-reduce and its frontend latency."),
     timing: str = timing_option("Timing model for screening and simulation"),
     json_out: bool = typer.Option(False, "--json", help="Print plan.json to stdout (no progress bars)."),
 ):
