@@ -365,7 +365,19 @@ def test_a_csv_row_served_through_another_frontend(tmp_path):
                                                 "llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,0\n")
     assert own["ttft_s_simulated"] - zero["ttft_s_simulated"] == pytest.approx(
         engine_profile("trtllm").frontend_latency_s, abs=1e-9)
-    csv = tmp_path / "bad.csv"
-    csv.write_text(head + "llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,-3\n")
+    for cell in ("-3", "nan", "inf", "fast"):
+        csv = tmp_path / "bad.csv"
+        csv.write_text(head + f"llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,{cell}\n")
+        r = runner.invoke(app, ["validate", "--serving", str(csv)])
+        assert r.exit_code == 2 and "line 2, column frontend_latency_ms: expected a finite number >= 0" in r.output
+        assert "Traceback" not in r.output
+    csv.write_text(head.replace("\n", ",frontend_latency_s\n") + "llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,,0.3\n")
     r = runner.invoke(app, ["validate", "--serving", str(csv)])
-    assert r.exit_code == 2 and "line 2, column frontend_latency_ms" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "not both" in r.output
+    # with a deployment file, the row's frontend replaces the file's pools' (those clients send to)
+    dep = tmp_path / "one.yaml"
+    dep.write_text("schema_version: 1\nmodel: llama-3.1-8b\npools:\n  - {name: node, serves: [prefill, decode], "
+                   "hardware: h100-sxm, devices: 1, engine: trtllm, attention: {tp: 1}}\n")
+    with_file = _validate_rows(tmp_path, head + "llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,0\n",
+                               "--deployment", str(dep))
+    assert with_file[0]["ttft_s_simulated"] == pytest.approx(zero["ttft_s_simulated"], rel=1e-9)

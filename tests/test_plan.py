@@ -228,4 +228,28 @@ def test_plan_under_another_engine(tmp_path):
     assert "Serving engine: trtllm" in (out / "report.md").read_text()
     below = f"{engine_profile('trtllm').frontend_latency_s * 1e3 * 0.5:g}ms"
     r = runner.invoke(app, [*base, "--engine", "trtllm", "--ttft-slo", below, "--out", str(tmp_path / "never")])
-    assert r.exit_code == 1 and "TTFT" in _err(r)
+    assert r.exit_code == 1 and "not above the trtllm frontend latency" in _err(r)
+    # served through another frontend (e.g. NVIDIA NIM): the fleets carry it, and so does the recommendation
+    out = tmp_path / "nim"
+    r = runner.invoke(app, [*base, "--engine", "trtllm", "--frontend-latency", "0ms", "--ttft-slo", below,
+                            "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rec = yaml.safe_load((out / "recommended.yaml").read_text())
+    assert {p.get("frontend_latency") for p in rec["pools"]} == {"0 ms"}
+    doc = _strict((out / "plan.json").read_text())
+    assert doc["inputs"]["frontend_latency_s"] == 0.0
+    assert doc["recommended"]["verified"]["ttft_p_s"] < engine_profile("trtllm").frontend_latency_s
+
+
+def test_compare_names_a_deployment_that_cannot_run(tmp_path):
+    """A deployment given to `compare` that cannot be simulated (here: the model does not fit) is the user's
+    input error: one line naming the file, exit 2, nothing written."""
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump({"schema_version": 1, "model": "llama-3.1-405b", "pools": [
+        {"name": "node", "serves": ["prefill", "decode"], "hardware": "h100-sxm", "devices": 1,
+         "attention": {"tp": 1}}]}))
+    out = tmp_path / "never"
+    r = runner.invoke(app, ["compare", str(big), "--traffic", TRAFFIC, "--requests", "20", "--bisect-steps", "0",
+                            "--out", str(out)])
+    assert r.exit_code == 2 and "big.yaml" in _err(r) and "does not fit" in _err(r)
+    assert not out.exists()

@@ -70,6 +70,19 @@ def test_a_pool_can_be_served_through_another_frontend(tmp_path):
     (row,) = json.loads(r.output)["rows"]
     assert row["ttft_s_simulated"] == pytest.approx(row["ttft_s_measured"], rel=1e-9)
 
+    # a frontend the user set is theirs: --no-overheads drops only the engine profile's own
+    bare = [json.loads(runner.invoke(app, trt + flag + ["--no-overheads"]).output)
+            for flag in ([], ["--frontend-latency", "40ms"])]
+    assert bare[1]["ttft_s"]["mean"] - bare[0]["ttft_s"]["mean"] == pytest.approx(0.04, abs=1e-9)
+    assert bare[0]["frontend_s"]["mean"] == 0.0
+    # and a result simulated without overheads says so, so it re-simulates the same way
+    r = runner.invoke(app, trt + ["--no-overheads", "--format", "vllm"])
+    assert json.loads(r.output)["overheads"] is False
+    (tmp_path / "bare.json").write_text(r.output)
+    r = runner.invoke(app, ["validate", "--serving", str(tmp_path / "bare.json"), "--json"])
+    (row,) = json.loads(r.output)["rows"]
+    assert row["ttft_s_simulated"] == pytest.approx(row["ttft_s_measured"], rel=1e-9)
+
     r = runner.invoke(app, trt + ["--frontend-latency", "-5ms"])
     assert r.exit_code == 2 and "--frontend-latency" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["simulate", "dbrx-8xh100", "--traffic", "chat", "--frontend-latency", "0ms"])
@@ -77,6 +90,8 @@ def test_a_pool_can_be_served_through_another_frontend(tmp_path):
 
 
 def test_frontend_latency_in_a_deployment_file(tmp_path):
+    from dataclasses import replace as dc_replace
+
     import yaml
 
     from simulator.errors import SimulatorError, SpecError
@@ -104,5 +119,10 @@ def test_frontend_latency_in_a_deployment_file(tmp_path):
         read_deployment(write(doc))
     del prefill["frontend_latency"]
     decode["frontend_latency"] = "5 ms"
+    with pytest.raises(SpecError, match=r"pools\[1\]\.frontend_latency.*decode pool has no frontend"):
+        read_deployment(write(doc))
+    del decode["frontend_latency"]
+    dep = read_deployment(write(doc))  # a decode pool built by hand is refused when simulated
+    pools = tuple(dc_replace(p, frontend_latency_s=0.005) if p.role == "decode" else p for p in dep.pools)
     with pytest.raises(SimulatorError, match="frontend_latency on a decode pool"):
-        replica_configs(read_deployment(write(doc)))
+        replica_configs(dc_replace(dep, pools=pools))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from ._common import app, guarded
 from ._params import timing_option
 
 
-def _duration(flag: str, text: str | None) -> float | None:
+def _duration(flag: str, text: str | None, positive: bool = True) -> float | None:
     if text is None:
         return None
     from ..units import UnitError, parse_duration_s
@@ -21,8 +22,8 @@ def _duration(flag: str, text: str | None) -> float | None:
         v = parse_duration_s(text)
     except UnitError as exc:
         raise SimulatorError(f"{flag}: {exc}") from None
-    if v <= 0:
-        raise SimulatorError(f"{flag}: expected a duration > 0, got {text!r}")
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise SimulatorError(f"{flag}: expected a finite duration {'> 0' if positive else '>= 0'}, got {text!r}")
     return v
 
 
@@ -142,6 +143,10 @@ def plan_cmd(
                                                          "The simulation runs its whole profile (batching policy, "
                                                          "step overheads, frontend latency); the screen takes its "
                                                          "own all-reduce and its frontend latency."),
+    frontend_latency: str = typer.Option(None, "--frontend-latency", help="Frontend latency of every fleet (e.g. "
+                                                                         "0ms for TensorRT-LLM behind NVIDIA NIM): "
+                                                                         "time in TTFT before the scheduler has a "
+                                                                         "request. Default: the engine's."),
     timing: str = timing_option("Timing model for screening and simulation"),
     json_out: bool = typer.Option(False, "--json", help="Print plan.json to stdout (no progress bars)."),
 ):
@@ -174,7 +179,8 @@ def plan_cmd(
         prices=parse_price_flags(price), tco_file=str(tco) if tco else None, precisions=precisions, top_k=top_k,
         verify_max=verify_max, requests=requests, bisect_steps=bisect_steps, workers=workers, tolerance=tolerance,
         executor=_executor(cluster), prefill_hardware=_ids(prefill_hardware), decode_hardware=_ids(decode_hardware),
-        timing=timing, engine=engine)
+        timing=timing, engine=engine, frontend_latency_s=_duration("--frontend-latency", frontend_latency,
+                                                                   positive=False))
     try:
         outcome = plan_capacity_for(req, progress=_progress(not json_out))
     finally:

@@ -175,9 +175,10 @@ def batch_tokens(role: str, max_seqs: int) -> int:
 
 
 def build_deployment(cand_id: str, mode: str, pools: list[PoolChoice], model: ModelSpec,
-                     specs: dict[str, HardwareSpec], engine: str = "vllm") -> Deployment:
+                     specs: dict[str, HardwareSpec], engine: str = "vllm",
+                     frontend_latency_s: float | None = None) -> Deployment:
     """A simulatable Deployment for a candidate (``specs`` carry the prices in force), every pool served
-    by ``engine``."""
+    by ``engine``, behind a frontend of ``frontend_latency_s`` (None: the engine's)."""
     built = []
     kv = pools[0].layout["kv_precision"]
     for pc in pools:
@@ -185,7 +186,8 @@ def build_deployment(cand_id: str, mode: str, pools: list[PoolChoice], model: Mo
         plan = phase_plan(pc.layout, specs, model)
         built.append(Pool(pc.role if pc.role != "colocated" else "fleet", serves, pc.replicas, plan,
                           batch_tokens(pc.role, pc.max_seqs), PREFILL_MAX_SEQS if pc.role == "prefill"
-                          else pc.max_seqs, engine=engine))
+                          else pc.max_seqs, engine=engine,
+                          frontend_latency_s=frontend_latency_s if pc.role != "decode" else None))
     return Deployment(cand_id, model, tuple(built), kv, 128, KVTransfer(None, 20e-6, True))
 
 
@@ -220,6 +222,8 @@ def deployment_yaml(dep: Deployment, description: str, price_notes: dict[str, st
             doc["micro_batches"] = plan.micro_batches
         doc["ffn"] = ffn
         doc["engine"] = p.engine
+        if p.frontend_latency_s is not None:
+            doc["frontend_latency"] = f"{p.frontend_latency_s * 1e3:.6g} ms"
         for k in ("max_batch_tokens", "max_seqs"):  # (unset: the engine server's default)
             if getattr(p, k) is not None:
                 doc[k] = getattr(p, k)

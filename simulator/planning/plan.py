@@ -51,6 +51,7 @@ class PlanRequest:
     decode_hardware: list[str] | None = None  # ... and decode (attention)
     timing: str | None = None  # --timing spec for screening and simulation (roofline by default)
     engine: str = "vllm"  # serving engine profile of every pool (batching policy, step overheads, frontend)
+    frontend_latency_s: float | None = None  # every fleet's frontend latency (None: the engine's)
 
 
 @dataclass
@@ -224,6 +225,14 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
         raise SimulatorError(f"--slo-percentile must be within (0, 100), got {slo.percentile:g}")
     w = workload_of(traffic, rate, slo)
     pairs = parse_precision_pairs(req.precisions)
+    from ..serving.profiles import engine_profile
+
+    frontend_s = (req.frontend_latency_s if req.frontend_latency_s is not None
+                  else engine_profile(req.engine).frontend_latency_s)
+    if slo.ttft_s <= frontend_s:  # no fleet removes it: every request spends it before its prefill starts
+        raise InfeasibleError(f"the TTFT target {slo.ttft_s * 1e3:g} ms is not above the {req.engine} frontend "
+                              f"latency ({frontend_s * 1e3:g} ms, spent by every request before its prefill); "
+                              "raise --ttft-slo or set --frontend-latency")
 
     if progress:
         progress("screening", 0, 1)
@@ -235,14 +244,15 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     from ..timing.calibrated import resolve_timing
 
     scr = screen(model, priced, prices, w, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
-                 tolerance=req.tolerance, timing=resolve_timing(req.timing), engine=req.engine, **place)
+                 tolerance=req.tolerance, timing=resolve_timing(req.timing), engine=req.engine,
+                 frontend_latency_s=frontend_s, **place)
     if progress:
         progress("screening", 1, 1)
     cands = scr.candidates
     if cands.empty:
         loose = screen(model, priced, prices, w, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
                        tolerance=1e6, keep=50, timing=resolve_timing(req.timing), engine=req.engine,
-                       **place).candidates
+                       frontend_latency_s=frontend_s, **place).candidates
         if loose.empty:
             raise InfeasibleError(f"no arrangement of {model.id} on {', '.join(specs)} within {req.max_devices} "
                                   f"devices fits in memory and sustains {rate:g} req/s")
@@ -265,7 +275,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
         for i in idx:
             row = cands.iloc[i]
             dep = build_deployment(f"candidate-{i}", row["mode"], _pools_of(row, scr.layouts), model, priced,
-                                   engine=req.engine)
+                                   engine=req.engine, frontend_latency_s=req.frontend_latency_s)
             deployments[f"c{i}"] = dep
             deps.append(dep)
         done0 = len(verified)
@@ -304,7 +314,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     samples = {d["id"]: verified[int(d["id"][1:])].get("samples", {}) for d in docs if d["verified"]}
     doc = {
         "inputs": {"model": model.id, "traffic": _rel(req.traffic.file) or req.traffic.id, "rate_per_s": rate,
-                   "timing": req.timing or "roofline", "engine": req.engine,
+                   "timing": req.timing or "roofline", "engine": req.engine, "frontend_latency_s": frontend_s,
                    "hardware": list(specs), "modes": list(req.modes), "max_devices": req.max_devices,
                    "precisions": req.precisions, "requests_per_simulation": traffic.requests,
                    "isl_mean": w.isl_mean, "osl_mean": w.osl_mean, f"isl_p{slo.percentile:g}": w.isl_pct,
@@ -343,6 +353,9 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
     w = workload_of(traffic, rate, slo)
     res = verify_many(deps, traffic, slo, rate, bisect_steps=bisect_steps, workers=workers, executor=executor,
                       progress=(lambda n, t: progress("simulating", n, t)) if progress else None, timing=timing)
+    for dep, r in zip(deps, res):  # a deployment the user gave that cannot run is their input's error
+        if r.get("error"):
+            raise SimulatorError(f"{_rel(dep.file) or dep.id}: {r['error']}")
     from ..serving.profiles import engine_profile
     from ..serving.runner import batch_limits
 
@@ -360,8 +373,8 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
                           "replicas": p.replicas, "parallelism": {"tp": a.tp, "dp": a.dp, "pp": p.plan.pp, "ep": f.ep,
                                                                   "expert_tp": f.expert_tp},
                           "precision": {"attention": a.precision, "ffn": f.precision, "kv_cache": dep.kv_precision},
-                          "engine": dict(zip(("max_seqs", "max_batch_tokens"),
-                                             batch_limits(p, engine_profile(p.engine))[:2])),
+                          "engine": {"name": p.engine, **dict(zip(("max_seqs", "max_batch_tokens"),
+                                                                  batch_limits(p, engine_profile(p.engine))[:2]))},
                           **({"ffn_pool": {"hardware": f.hardware.id, "devices_per_replica": f.devices,
                                            "micro_batches": p.plan.micro_batches}} if p.plan.af_disaggregated else {}),
                           "cost_per_hour_usd": usd_h,

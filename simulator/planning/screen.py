@@ -194,13 +194,18 @@ def _prefill_side(t_mean: np.ndarray, t_pct: np.ndarray, n: np.ndarray, w: Workl
 
 def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"), pairs=(("fp8", "fp8"),),
            max_devices: int = 64, timing=None, tolerance: float = 0.25, keep: int = 2000, side_keep: int = 400,
-           prefill_hw=None, decode_hw=None, progress=None, engine: str | None = "vllm") -> Screening:
+           prefill_hw=None, decode_hw=None, progress=None, engine: str | None = "vllm",
+           frontend_latency_s: float | None = None) -> Screening:
     """Score every fleet; return the feasible ones (analytic p-latencies within ``tolerance`` of the
     SLOs), cheapest first. ``prices.usd_per_hour(hw_id)`` gives device-hour prices; ``engine``: the serving
-    engine whose overheads apply (None: the bare timing model)."""
+    engine whose all-reduce and frontend apply (None: the bare timing model); ``frontend_latency_s``: the
+    fleets' frontend latency where it is not the engine's."""
     timing = timing or RooflineModel()
     profile = engine_profile(engine) if engine is not None else None
-    frontend_s = profile.frontend_latency_s if profile is not None else 0.0
+    if frontend_latency_s is not None:
+        frontend_s = frontend_latency_s
+    else:
+        frontend_s = profile.frontend_latency_s if profile is not None else 0.0
     p = w.percentile / 100.0
     z = NormalDist().inv_cdf(min(max(p, 0.5), 0.9999))
     ids = list(specs)

@@ -261,8 +261,10 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
         "Screening uses queueing approximations (Little's law for the decode batch, M/D/1 for prefill); only the "
         "simulation decides whether a candidate meets the SLOs.",
         "Timing: the analytic roofline with the profiles' cited efficiency constants (uncalibrated unless stated).",
-        *([f"Serving engine: {inp['engine']} (its batching policy, step overheads and frontend latency, "
-           "simulator/serving/engines.yaml), in the screen and in the simulation."] if inp.get("engine") else []),
+        *([f"Serving engine: {inp['engine']} (simulator/serving/engines.yaml): the simulation runs its batching "
+           "policy, step overheads and frontend latency"
+           + (f" ({inp['frontend_latency_s'] * 1e3:g} ms)" if inp.get("frontend_latency_s") is not None else "")
+           + "; the screen takes its own all-reduce and its frontend latency."] if inp.get("engine") else []),
     ]
     s.append({"title": "Assumptions and prices", "text": assumptions,
               "table": (["hardware", "USD per device-hour", "source", "date", "TDP"], price_rows)})

@@ -126,6 +126,8 @@ def vllm_bench_result(res, traffic=None, deployment=None) -> dict:
     out["engine"] = engines.get(pool_name, next(iter(engines.values()), None))
     if deployment is not None and any(engines.get(p.name, p.engine) != p.engine for p in deployment.pools):
         out["engine_override"] = out["engine"]  # `simulate --engine` replaced the deployment's pool engines
+    if sm.get("overheads") is False:  # `simulate --no-overheads`: the bare timing model
+        out["overheads"] = False
     if closed:
         out["ramp_up_s"] = float((sm.get("window") or {}).get("ramp_up_s") or 0.0)
     if traffic is not None and len(traffic.__dataclass_fields__):

@@ -80,10 +80,15 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         if pool.scheduler_recv_interval > PREFILL_RECV_WEIGHT:
             raise SimulatorError(f"pool {pool.name}: scheduler_recv_interval above {PREFILL_RECV_WEIGHT} is not "
                                  "modelled (SGLang weighs a prefill step 1000 toward it)")
-        if pool.frontend_latency_s is not None and pool.role == "decode":
+        if pool.frontend_latency_s is not None and pool.role == "decode":  # (the YAML reader refuses it too)
             raise SimulatorError(f"pool {pool.name}: frontend_latency on a decode pool (its requests arrive by KV "
                                  "transfer, not from clients); set it on the prefill pool")
-        frontend_s = profile.frontend_latency_s if pool.frontend_latency_s is None else pool.frontend_latency_s
+        # the pool's own frontend (a deployment served through another one) applies whatever ``overheads`` says;
+        # the engine profile's only with the engine's overheads
+        if pool.frontend_latency_s is not None:
+            frontend_s = pool.frontend_latency_s
+        else:
+            frontend_s = profile.frontend_latency_s if overheads else 0.0
         if mode == "none" and profile.policy != "trtllm":
             raise SimulatorError(f"pool {pool.name}: preemption 'none' (reserve KV for the whole request) is "
                                  f"TensorRT-LLM's GUARANTEED_NO_EVICT; {profile.name} preempts by recompute or swap")
@@ -118,7 +123,7 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                 preemption="swap" if mode == "swap" else "recompute", kv_bytes_per_token=kv_tok, policy=policy,
                 context_range=pool.prompt_range,
                 # the engine's frontend holds each arriving request first (a decode pool gets them by KV transfer)
-                frontend_s=frontend_s if overheads and role != "decode" else 0.0,
+                frontend_s=frontend_s if role != "decode" else 0.0,
                 recv_interval=pool.scheduler_recv_interval,
                 max_chunk_tokens=max_batch_tokens // pool.plan.attention.dp if pool.plan.attention.dp > 1 else 0))
     return configs
@@ -126,15 +131,15 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
 
 def closed_loop_ramp_s(configs: list[ReplicaConfig], traffic: Traffic) -> float:
     """Auto ramp for a closed loop: the estimated lifetime of a mean request at full concurrency
-    (one prefill of the mean prompt plus the mean output at a decode batch of C / decode replicas),
-    so the C clients start spread evenly over one request lifetime instead of in lock step."""
+    (the engine's frontend, one prefill of the mean prompt, and the mean output at a decode batch of C /
+    decode replicas), so the C clients start spread evenly over one request lifetime instead of in lock step."""
     first = next(c for c in configs if c.role in ("colocated", "prefill"))
     dec = [c for c in configs if c.role in ("colocated", "decode")]
     isl, osl = max(int(round(traffic.prompt.mean)), 1), max(int(round(traffic.output.mean)), 1)
     n = max(1, min(-(-traffic.concurrency // len(dec)), dec[0].max_seqs))
     pre = first.cost.cost(1, min(isl, first.max_batch_tokens), 0, 0, 0, 0).time_s * -(-isl // first.max_batch_tokens)
     step = dec[0].cost.cost(0, 0, 0, n, 1, n * (isl + osl // 2)).time_s
-    return float(pre + osl * step)
+    return float(first.frontend_s + pre + osl * step)
 
 
 def kv_transfer_for(dep: Deployment, configs: list[ReplicaConfig], r: Requests) -> Callable[[int, int], float]:
@@ -183,4 +188,7 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
         sim.on_done = progress
     sim.run()
     requests, steps = sim.request_frame(), sim.step_frame()
-    return SimulationResult(requests, steps, summarise(requests, steps, sim, dep, traffic), sim.events)
+    summary = summarise(requests, steps, sim, dep, traffic)
+    if not overheads:  # (recorded only when off, so results written before the flag existed read the same)
+        summary["overheads"] = False
+    return SimulationResult(requests, steps, summary, sim.events)

@@ -185,10 +185,14 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
         prompt_range = (lo, hi)
     else:
         r.raw("route", None)
+    frontend = r.quantity("frontend_latency", "s", None)
+    if frontend is not None and tuple(serves) == ("decode",):
+        raise r.error("frontend_latency", "a decode pool has no frontend (its requests arrive by KV transfer); "
+                                          "set it on the prefill pool")
     # unset: what the engine's server picks for this device (simulator/serving/engines.yaml, server_defaults)
     pool = Pool(name, tuple(serves), replicas, plan, r.int("max_batch_tokens", None, minimum=1),
                 r.int("max_seqs", None, minimum=1), spec, engine, preemption, prompt_range,
-                r.int("scheduler_recv_interval", 1, minimum=1), r.quantity("frontend_latency", "s", None))
+                r.int("scheduler_recv_interval", 1, minimum=1), frontend)
     r.done()
     return pool
 

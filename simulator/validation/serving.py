@@ -256,10 +256,19 @@ def _vllm(d: dict, where: str) -> ServingCase:
         deployment=str(dep) if dep else None,
         extra={**{k: _whole(d, k, where) for k in ("max_batch_tokens", "max_seqs", "replicas", "pools",
                                                      "scheduler_recv_interval") if d.get(k) is not None},
-               **({"frontend_latency_s": _num(d, "frontend_latency_s", where, positive=False)}
+               **({"frontend_latency_s": _finite_num(d, "frontend_latency_s", where)}
                   if d.get("frontend_latency_s") is not None else {}),
+               **({"overheads": False} if d.get("overheads") is False else {}),
                **({"engine_override": override} if override else {})},
         input_lens=_lens(d.get("input_lens")), output_lens=_lens(d.get("output_lens")), **ints)
+
+
+def _finite_num(d: dict, key: str, where: str) -> float:
+    """``d[key]`` as a finite number >= 0."""
+    v = _num(d, key, where, positive=False)
+    if not math.isfinite(v):
+        raise SpecError(where, key, f"expected a finite number >= 0, got {v}")
+    return v
 
 
 def _whole(d: dict, key: str, where: str) -> int:
@@ -408,6 +417,8 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
         missing.append("rate_per_s or concurrency")
     if missing:
         raise SpecError(str(path), "", f"missing column(s): {'; '.join(missing)}")
+    if {"frontend_latency_s", "frontend_latency_ms"} <= cols:
+        raise SpecError(str(path), "", "give one of frontend_latency_s and frontend_latency_ms, not both")
     if {"random_range_ratio", "vllm_random_range_ratio"} <= cols:
         raise SpecError(str(path), "", "give one of random_range_ratio (sglang.bench_serving) and "
                                        "vllm_random_range_ratio (vllm bench serve), not both")
@@ -459,10 +470,17 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
                                                             "scheduler_recv_interval") if k in cols}
         for col, unit_s in (("frontend_latency_s", 1.0), ("frontend_latency_ms", 1e-3)):
             if col in cols:  # the server's frontend, where it is not the engine's own (empty: the engine's)
-                v = cell(col, lo=-math.inf, required=False)
-                if v is not None and v < 0:
-                    raise SpecError(str(path), f"line {line}, column {col}", f"expected a number >= 0, got {v:g}")
-                extra["frontend_latency_s"] = None if v is None else v * unit_s
+                raw = (row.get(col) or "").strip()
+                if not raw:
+                    continue
+                try:
+                    v = float(raw)
+                except ValueError:
+                    v = math.nan
+                if not (math.isfinite(v) and v >= 0):
+                    raise SpecError(str(path), f"line {line}, column {col}", f"expected a finite number >= 0, "
+                                                                             f"got {raw!r}")
+                extra["frontend_latency_s"] = v * unit_s
         cases.append(ServingCase(
             source=f"{path} line {line}", model=row["model"].strip(), hardware=row["hardware"].strip(),
             engine=engine_name(row.get("engine"), str(path), f"line {line}, column engine"),
@@ -509,6 +527,9 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
                   **{k: getattr(case, k) if getattr(case, k) is not None else d.get(k) for k in _LAYOUT})
     if dep_ref:
         dep = read_deployment(resolve_workload(str(dep_ref), "deployments", "deployment"))
+        if case.extra.get("frontend_latency_s") is not None:  # the run's frontend, on the pools clients send to
+            dep = replace(dep, pools=tuple(replace(p, frontend_latency_s=case.extra["frontend_latency_s"])
+                                           if p.role != "decode" else p for p in dep.pools))
     else:
         if int(case.extra.get("pools", 1)) > 1:
             raise SpecError(case.source, "deployment_file", "the run used a deployment of several pools whose file "
@@ -543,7 +564,7 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
     # overrode the file's pools, as `simulate --engine` records it), else --engine, else the deployment's own
     named = case.extra.get("engine_override") if dep_ref else (None if case.engine == "unknown" else case.engine)
     engine = named or d.get("engine")
-    res = simulate(dep, replace(traffic, requests=n), engine=engine)
+    res = simulate(dep, replace(traffic, requests=n), engine=engine, overheads=case.extra.get("overheads", True))
     done = res.requests[res.requests["status"] == "finished"]
     agg = np.median if case.statistic == "median" else np.mean
     sim_ttft = float(agg(done["ttft_s"])) if len(done) else math.nan
