@@ -7,6 +7,7 @@ import pytest
 
 from simulator.build import PlanOptions, quick_deployment
 from simulator.serving.engine import ReplicaConfig, Requests, Simulation
+from simulator.serving.policies import make_policy
 from simulator.serving.runner import simulate
 from simulator.serving.stepcost import ConstantStepCost
 from simulator.specs.catalog import resolve_workload
@@ -556,3 +557,28 @@ def test_recv_interval_limits():
     pools = tuple(dc_replace(p, scheduler_recv_interval=4) if p.role == "decode" else p for p in pd_dep.pools)
     with pytest.raises(SimulatorError, match="decode pool"):
         replica_configs(dc_replace(pd_dep, pools=pools), engine="sglang")
+
+
+def test_inter_token_gaps_stop_at_an_idle_replica():
+    """ITL is the gap between a request's successive tokens: a decode step's sequences each get the gap since
+    the replica's previous decode-bearing step, a prefill-only step in between lengthening it, but never across
+    a spell in which the replica ran nothing (the sequences before it had all finished). Both readings (the
+    summary's and the vLLM-layout result's) use this one rule."""
+    from simulator.report.formats import itl_samples
+    from simulator.serving.metrics import inter_token_samples
+
+    # request 0 alone (prefill 1 s, decode 0.5 s x 2), the replica idles, then request 1 the same way
+    sim = Simulation(_reqs([0.0, 10.0], [50, 50], [3, 3]), [_replica()])
+    sim.run()
+    gaps, w = inter_token_samples(sim.step_frame())
+    assert gaps.tolist() == [0.5, 0.5] and w.tolist() == [1, 1]  # within each request; not 10 s across the idle
+    # a prefill-only step between two decode steps (SGLang pauses decoding for it) lengthens the gap it spans
+    sim = Simulation(_reqs([0.0, 1.2], [50, 50], [4, 2]), [_replica(policy=make_policy("sglang", "recompute"))])
+    sim.run()
+    steps = sim.step_frame()
+    assert steps.kind.tolist() == ["prefill", "decode", "prefill", "decode", "decode"]
+    gaps, w = inter_token_samples(steps)
+    # request 0 waits 1.5 s for its third token; request 1's first decode gap is taken as its batch's (the
+    # documented approximation: 0.5 s from its own first token); then request 0 alone
+    assert gaps.tolist() == [1.5, 0.5] and w.tolist() == [2, 1]
+    assert all(np.array_equal(a, b) for a, b in zip(itl_samples(steps), (gaps, w)))

@@ -16,31 +16,13 @@ PERCENTILES = (50, 90, 99)
 
 
 def itl_samples(steps) -> tuple[np.ndarray, np.ndarray]:
-    """Inter-token latencies (s) and their weights (tokens) from the step records.
+    """Inter-token latencies (s) and their weights over the whole run: ``serving.metrics.inter_token_samples``
+    (the rule the summary's ``itl_s`` uses over its measurement window)."""
+    from ..serving.metrics import inter_token_samples
 
-    Every sequence decoding on a replica gets its next token(s) at the end of each decode step, so the gap
-    between two consecutive step ends of a replica is the inter-token latency of each of the step's decode
-    sequences (divided by the tokens each got, with speculative decoding). A sequence that sat out a step
-    (preempted) is not seen: this is the ITL of the tokens as the replica produced them.
-    """
     if steps is None or not len(steps):
         return np.zeros(0), np.zeros(0)
-    gaps, weights = [], []
-    for _, g in steps.sort_values("end_s", kind="stable").groupby("replica_id", sort=True):
-        end = g["end_s"].to_numpy(dtype=float)
-        dec = g["decode_seqs"].to_numpy(dtype=float)
-        out = g["output_tokens"].to_numpy(dtype=float)
-        if len(end) < 2:
-            continue
-        gap = np.diff(end)
-        d, o = dec[1:], out[1:]
-        per_seq = np.where(d > 0, np.maximum(o, d) / np.maximum(d, 1), 1.0)
-        keep = (d > 0) & (dec[:-1] > 0)
-        gaps.append(gap[keep] / per_seq[keep])
-        weights.append(d[keep])
-    if not gaps:
-        return np.zeros(0), np.zeros(0)
-    return np.concatenate(gaps), np.concatenate(weights)
+    return inter_token_samples(steps)
 
 
 def _weighted_percentile(x: np.ndarray, w: np.ndarray, p: float) -> float:

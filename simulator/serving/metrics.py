@@ -69,40 +69,49 @@ def measurement_window(requests: pd.DataFrame, sim: Simulation, closed: int) -> 
             "mask": np.ones(len(requests), bool)}
 
 
-def inter_token_latencies(steps: pd.DataFrame, start_s: float, end_s: float) -> dict:
-    """ITL as ``vllm bench serve`` reports it: the gaps between successive token arrivals of a
-    request. A decoding sequence gets its next token(s) at the end of each step that decodes it, so
-    every decode-bearing step contributes ``decode_seqs`` gaps equal to the time since that
-    replica's previous decode-bearing step ended (a prefill-only step in between, as SGLang runs
-    them, lengthens the gap)."""
+def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: float = math.inf
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Inter-token latencies (s) as ``vllm bench serve`` reports them, the gaps between successive token
+    arrivals of a request, with their weights (sequences), for gaps ending in [``start_s``, ``end_s``].
+
+    A decoding sequence gets its next token(s) at the end of each step that decodes it (several at once with
+    speculative decoding: one streamed chunk, one gap), so every decode-bearing step contributes
+    ``decode_seqs`` gaps equal to the time since that replica's previous decode-bearing step ended; a
+    prefill-only step in between, as SGLang runs them, lengthens the gap. A gap across a spell in which the
+    replica ran nothing is not an inter-token gap (the sequences before it had all finished), so it is left
+    out. A sequence's first decode gap is taken as its batch's, not measured from its own first token."""
     if not len(steps):
-        return _weighted_stats(np.zeros(0), np.zeros(0))
-    seqs = steps.decode_seqs.to_numpy()
-    dec = np.flatnonzero(seqs > 0)
-    if not len(dec):
-        return _weighted_stats(np.zeros(0), np.zeros(0))
-    # per replica (in order of first appearance), its decode-bearing steps by end time: column arrays
-    # instead of a filtered copy of the frame, each released once used (a million-request run has
-    # millions of steps)
+        return np.zeros(0), np.zeros(0)
     rid = steps.replica_id
     codes = (rid.cat.codes.to_numpy() if isinstance(rid.dtype, pd.CategoricalDtype)
-             else pd.factorize(rid.to_numpy())[0])[dec]
-    end = steps.end_s.to_numpy(float)[dec]
-    w = seqs[dec]
-    del dec
+             else pd.factorize(rid.to_numpy())[0])
+    start = steps.start_s.to_numpy(float)
+    end = steps.end_s.to_numpy(float)
+    # per replica, in time order: a new busy spell starts wherever a step starts after the previous one ended
     order = np.lexsort((end, codes))  # stable: ties keep their row order
-    codes = codes[order]
-    end = end[order]
-    w = w[order]
+    c, st, en = codes[order], start[order], end[order]
+    del codes, start, end
+    new_spell = np.ones(len(c), bool)
+    new_spell[1:] = (c[1:] != c[:-1]) | (st[1:] > en[:-1])
+    spell = np.cumsum(new_spell, dtype=np.int32)
+    del new_spell, st, c
+    seqs = steps.decode_seqs.to_numpy()[order]
     del order
-    same = codes[1:] == codes[:-1]  # a gap only between two steps of one replica
-    del codes
-    gap = (end[1:] - end[:-1])[same]
-    after = end[1:][same]
-    del end
+    dec = np.flatnonzero(seqs > 0)  # the decode-bearing steps, in replica then time order
+    if len(dec) < 2:
+        return np.zeros(0), np.zeros(0)
+    sp, en, w = spell[dec], en[dec], seqs[dec]
+    del spell, seqs, dec
+    same = sp[1:] == sp[:-1]  # a gap only between two decode-bearing steps of one busy spell of one replica
+    gap = (en[1:] - en[:-1])[same]
+    after = en[1:][same]
     inside = (after >= start_s) & (after <= end_s)
-    del after
-    return _weighted_stats(gap[inside], w[1:][same][inside])
+    return gap[inside], w[1:][same][inside]
+
+
+def inter_token_latencies(steps: pd.DataFrame, start_s: float, end_s: float) -> dict:
+    """{mean, p50, p90, p99} of ``inter_token_samples`` for gaps ending in [``start_s``, ``end_s``]."""
+    return _weighted_stats(*inter_token_samples(steps, start_s, end_s))
 
 
 def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep: Deployment, traffic: Traffic) -> dict:
