@@ -365,6 +365,8 @@ def test_a_csv_row_served_through_another_frontend(tmp_path):
                                                 "llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,0\n")
     assert own["ttft_s_simulated"] - zero["ttft_s_simulated"] == pytest.approx(
         engine_profile("trtllm").frontend_latency_s, abs=1e-9)
+    assert (own["frontend_s_simulated"], zero["frontend_s_simulated"]) == (
+        pytest.approx(engine_profile("trtllm").frontend_latency_s), 0.0)
     for cell in ("-3", "nan", "inf", "fast"):
         csv = tmp_path / "bad.csv"
         csv.write_text(head + f"llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,{cell}\n")

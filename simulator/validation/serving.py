@@ -576,6 +576,8 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
             "isl": case.isl, "osl": case.osl, "rate_per_s": case.rate_per_s, "concurrency": case.concurrency,
             "statistic": case.statistic, "requests_simulated": n, "requests_finished": int(len(done)),
             "ttft_s_measured": case.ttft_s, "ttft_s_simulated": sim_ttft,
+            # of which in the server's frontend (the engine's, or the run's own where it names one)
+            "frontend_s_simulated": float(done["frontend_s"].mean()) if len(done) else math.nan,
             "tpot_s_measured": case.tpot_s, "tpot_s_simulated": sim_tpot,
             "ttft_ape": _ape(sim_ttft, case.ttft_s), "tpot_ape": _ape(sim_tpot, case.tpot_s)}
 
