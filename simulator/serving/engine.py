@@ -40,7 +40,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, cycle, islice, repeat
+from operator import truediv
 
 import numpy as np
 import pandas as pd
@@ -163,7 +164,7 @@ class _Stretch:
     blocks: list | int | None  # KV blocks after each step (list), constant (int), or counted when booked (None)
     n: int  # decoding requests
     kv0: int  # their KV tokens at the first step
-    fast: Callable  # (n, kv0, k) -> per-step times, attention, FFN
+    ends: Callable  # (n, kv0, k, start) -> per-step ends (from start), attention, FFN (``decode_ends``)
     k: int  # steps at most (the k-th finishes a request or fills the KV cache)
     queued: int  # waiting requests throughout (an arrival cuts the stretch)
     running: int  # admitted requests throughout
@@ -172,6 +173,18 @@ class _Stretch:
     chunk: int = 0  # the next chunk's length, when extendable
     extendable: bool = False  # no submission foreseen nor arrived: reaching ``end`` costs another chunk
     c0: int = 0  # the scheduler's receive counter at the first step (``recv_interval`` > 1)
+
+
+def _ends_of(stretch: Callable) -> Callable:
+    """A ``decode_ends`` built on a ``decode_stretch``-like ``(n, kv0, k) -> (times, attention, FFN)``."""
+
+    def ends(n: int, kv0: int, k: int, start: float) -> tuple[list, list, list]:
+        t, a, f = stretch(n, kv0, k)
+        e = list(accumulate(t, initial=start))
+        del e[0]
+        return e, a, f
+
+    return ends
 
 
 class Replica:
@@ -212,7 +225,7 @@ class Replica:
         self.q_len = 1 + cfg.spec_draft_tokens
         self.spec = cfg.spec_draft_tokens > 0
         self.pf_role = cfg.role == "prefill"
-        self._stretch_cost = getattr(cfg.cost, "decode_stretch", None)
+        self._stretch_ends = None  # the cost model's ``decode_ends`` (or one built on its step costs), once needed
         self._pace_s = 0.0  # the last decode step's duration (sizes the next stretch's first chunk)
         self._step = None  # (start, duration, cost, decodes, prefill plan, prefill tokens) of the step in flight
         # attention-DP ranks: only a cost model that times ranks (``wants_ranks``) is given them
@@ -565,14 +578,17 @@ class Replica:
                 if k < 2:
                     return False
                 del blocks[k:]
-        fast = self._stretch_cost
-        if fast is None:
-            cost = self.cfg.cost
-            fast = self._stretch_cost = lambda n_, kv_, k_, ranks=None: decode_stretch_costs(cost, n_, kv_, k_, ranks)
         kv0 = self.kvb_sum + n * self.ticks
         if self.wants_ranks:  # each chunk starts from the ranks as they will be then
-            ranks0, plain = self._ranks(), fast
-            fast = lambda n_, kv_, k_: plain(n_, kv_, k_, ranks=ranks0.grown((kv_ - kv0) // n))  # noqa: E731
+            cost, ranks0 = self.cfg.cost, self._ranks()
+            ends = _ends_of(lambda n_, kv_, k_: decode_stretch_costs(cost, n_, kv_, k_, ranks0.grown((kv_ - kv0) // n)))
+        else:
+            ends = self._stretch_ends
+            if ends is None:
+                cost = self.cfg.cost
+                ends = getattr(cost, "decode_ends", None) or _ends_of(
+                    lambda n_, kv_, k_: decode_stretch_costs(cost, n_, kv_, k_))
+                self._stretch_ends = ends
         env = self.sim.env
         # Steps are costed in chunks and only up to the step in progress at the next submission this
         # replica can foresee (a known arrival or KV transfer): an unforeseen one cuts the stretch, and
@@ -586,7 +602,7 @@ class Replica:
             chunk = k
         else:  # the steps expected before the horizon at the last step's pace
             chunk = min(k, int((horizon - now) / self._pace_s) + 2)
-        st = self.stretch = _Stretch([now], [], [], blocks, n, kv0, fast, k, len(self.waiting), len(self.active),
+        st = self.stretch = _Stretch([now], [], [], blocks, n, kv0, ends, k, len(self.waiting), len(self.active),
                                      c0=self.recv_count)
         while st.end < k:
             self._cost_chunk(chunk)
@@ -608,9 +624,9 @@ class Replica:
         st = self.stretch
         done = st.end
         m = min(m, st.k - done)
-        t, a, f = st.fast(st.n, st.kv0 + st.n * done, m)
-        st.bounds += accumulate(t, initial=st.bounds[-1])  # the same float additions as step by step
-        del st.bounds[done + 1]  # (the initial value, already there)
+        bounds = st.bounds
+        e, a, f = st.ends(st.n, st.kv0 + st.n * done, m, bounds[-1])  # the same float additions as step by step
+        bounds += e
         st.attn += a
         st.ffn += f
         st.end = done + m
@@ -627,9 +643,14 @@ class Replica:
         return h
 
     def _stretch_blocks(self, k: int) -> list[int]:
-        """KV blocks in use after each of the next ``k`` decode ticks (no request joins or leaves)."""
-        res, t = self.residues, self.ticks
-        return list(accumulate((res[(-t - j) % BLOCK_TOKENS] for j in range(k)), initial=self.used_blocks))[1:]
+        """KV blocks in use after each of the next ``k`` decode ticks (no request joins or leaves): tick ``j``
+        opens a block for the requests whose KV residue is ``(-ticks - j) % 16``, so the increments cycle
+        through the residue counts backwards."""
+        back = self.residues[::-1]  # back[m] = residues[15 - m]: tick j reads back[(ticks + 15 + j) % 16]
+        s = (self.ticks + BLOCK_TOKENS - 1) % BLOCK_TOKENS
+        out = list(accumulate(islice(cycle(back[s:] + back[:s]), k), initial=self.used_blocks))
+        del out[0]
+        return out
 
     def _cut_stretch(self) -> None:
         """An arrival: end the stretch with the step in progress (with a receive interval, at the first step end
@@ -695,8 +716,7 @@ class Replica:
         self.used_blocks = blk[-1]
         r = steps if recorded is None else recorded
         if r > 0:
-            div = self._occ_div
-            self.sim.steps.add_decodes(self.uid, bounds[i:i + r + 1], [b / div for b in blk[:r]], st.n, st.queued,
+            self.sim.steps.add_decodes(self.uid, bounds[i:i + r + 1], blk[:r], self._occ_div, st.n, st.queued,
                                        st.running)
         st.booked = j
 
@@ -1011,15 +1031,17 @@ class StepLog:
         run(running)
         pre(preempted)
 
-    def add_decodes(self, uid: int, bounds: list, kv_occupancy: list, n: int, queued: int, running: int) -> None:
+    def add_decodes(self, uid: int, bounds: list, blocks: list, blocks_total: int, n: int, queued: int,
+                    running: int) -> None:
         """``len(bounds) - 1`` consecutive pure-decode steps of ``n`` sequences (``bounds``: their start and end
-        times), nothing preempted, ``queued`` waiting and ``running`` admitted throughout."""
+        times; ``blocks``: KV blocks in use after each, of ``blocks_total``), nothing preempted, ``queued``
+        waiting and ``running`` admitted throughout."""
         self.replica.append(uid)
         self.kind.append(0)
         self.repeat.append(len(bounds) - 1)
         self.start_s.append(bounds[0])
-        self.end_s.extend(bounds[1:])
-        self.kv_occupancy.extend(kv_occupancy)
+        self.end_s.extend(islice(bounds, 1, None))
+        self.kv_occupancy.extend(map(truediv, blocks, repeat(blocks_total)))  # each ``block / blocks_total``
         c = self.counts
         c["prefill_seqs"].append(0)
         c["prefill_tokens"].append(0)

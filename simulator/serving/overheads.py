@@ -71,5 +71,22 @@ class OverheadStepCost:
             extra = self._decode_extra[n] = self.overhead_s(0, 0, n)
         return [t + extra for t in times], attn, ffn
 
+    @property
+    def decode_ends(self):
+        """``decode_ends(n, kv0, k, start)``: ``decode_stretch`` (even ranks) folded into the step ends (see
+        ``TabulatedStepCost.decode_ends``), where the wrapped model has it (None otherwise)."""
+        inner = getattr(self.inner, "decode_ends", None)
+        if inner is None or isinstance(self.inner, OverheadStepCost):
+            return None
+        extras = self._decode_extra
+
+        def ends(n: int, kv0: int, k: int, start: float) -> tuple[list, list, list]:
+            extra = extras.get(n)
+            if extra is None:
+                extra = extras[n] = self.overhead_s(0, 0, n)
+            return inner(n, kv0, k, start, extra)  # each step: (the wrapped model's time + extra)
+
+        return ends
+
 
 __all__ = ["OverheadStepCost", "StepCost"]
