@@ -134,24 +134,81 @@ class Requests:
 
 
 class _Call:
-    """A callback on the event calendar (what simpy's ``Environment.step`` needs of an event)."""
+    """A callback on the event calendar: ``fn(call)`` at its time. ``Clock.run`` calls ``fn`` directly; the
+    ``callbacks`` view is what simpy's own ``Environment.step`` needs of an event."""
 
-    __slots__ = ("callbacks", "_ok", "_value")
+    __slots__ = ("fn",)
+    _ok = True
+    _value = None
 
     def __init__(self, fn):
-        self.callbacks = [fn]
-        self._ok = True
-        self._value = None
+        self.fn = fn
+
+    @property
+    def callbacks(self):
+        return None if self.fn is None else [self.fn]
+
+    @callbacks.setter
+    def callbacks(self, value):
+        self.fn = value[0] if value else None
 
 
 class Clock(simpy.Environment):
     """simpy's environment plus ``call_at``: run ``fn(event)`` at absolute time ``t`` (after the
-    events already due then), without a process or a Timeout object."""
+    events already due then), without a process or a Timeout object.
+
+    ``run`` is simpy's loop over the same queue, in the same order (time, priority, insertion), with the
+    calls dispatched inline; any other simpy event on the queue is processed as ``Environment.step`` does."""
 
     def call_at(self, t: float, fn) -> _Call:
         ev = _Call(fn)
         heapq.heappush(self._queue, (t, 1, next(self._eid), ev))  # 1: simpy's NORMAL priority
         return ev
+
+    def run(self, until=None):
+        if until is not None:
+            if not isinstance(until, simpy.Event):
+                at = until if isinstance(until, int) else float(until)
+                if at <= self._now:
+                    raise ValueError(f"until ({at}) must be greater than the current simulation time")
+                until = simpy.Event(self)  # before all regular events due then, as simpy schedules it
+                until._ok = True
+                until._value = None
+                self.schedule(until, simpy.events.URGENT, at - self._now)
+            elif until.callbacks is None:
+                return until.value
+            until.callbacks.append(simpy.core.StopSimulation.callback)
+        queue, pop, call = self._queue, heapq.heappop, _Call
+        try:
+            while queue:
+                now, _, _, ev = pop(queue)
+                self._now = now
+                if ev.__class__ is call:
+                    fn = ev.fn
+                    ev.fn = None
+                    fn(ev)
+                else:
+                    self._process(ev)
+        except simpy.core.StopSimulation as exc:
+            return exc.args[0]
+        if until is not None:
+            raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {until}')
+        return None
+
+    def _process(self, event) -> None:
+        """Process one popped simpy event (the body of ``Environment.step``)."""
+        callbacks, event.callbacks = event.callbacks, None
+        try:
+            for callback in callbacks:
+                callback(event)
+        except simpy.core.StopSimulation:
+            event.callbacks = callbacks[callbacks.index(callback) + 1:]
+            self.schedule(event, simpy.events.EventPriority(-1))
+            raise
+        if not event._ok and not hasattr(event, "_defused"):
+            exc = type(event._value)(*event._value.args)
+            exc.__cause__ = event._value
+            raise exc
 
 
 @dataclass(slots=True)
