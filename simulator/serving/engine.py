@@ -282,6 +282,8 @@ class Replica:
         self.q_len = 1 + cfg.spec_draft_tokens
         self.spec = cfg.spec_draft_tokens > 0
         self.pf_role = cfg.role == "prefill"
+        self._takes_arrivals = cfg.role != "decode"  # (the next arrival bounds how far a stretch is costed)
+        self._stretches = sim.coalesce and not self.spec  # pure-decode steps run as stretches
         self._stretch_ends = None  # the cost model's ``decode_ends`` (or one built on its step costs), once needed
         self._pace_s = 0.0  # the last decode step's duration (sizes the next stretch's first chunk)
         self._step = None  # (start, duration, cost, decodes, prefill plan, prefill tokens) of the step in flight
@@ -376,18 +378,26 @@ class Replica:
     def _due(self) -> list[int]:
         """Pop the decoding requests that have generated their whole output (admission order)."""
         heap, ticks, done = self.finishing, self.ticks, []
+        if not heap or heap[0][0] > ticks:
+            return done
+        s, decoding, pop = self.sim, self.decoding, heapq.heappop
+        out_l, tgt, off, kvb, seqs = s.out_l, s.tgt, s.off, s.kvb, s.seq
         while heap and heap[0][0] <= ticks:
-            f, seq, rid = heapq.heappop(heap)
-            if self._live(f, seq, rid):
+            f, seq, rid = pop(heap)
+            # live (``_live``, inlined): decoding here, same residency, still finishing at tick f
+            if rid in decoding and seqs[rid] == seq and out_l[rid] + tgt[rid] - off[rid] - kvb[rid] == f:
                 done.append(rid)
         return done
 
     def _next_finish(self) -> int:
         """Ticks until the first decoding request finishes (stale heap entries dropped)."""
         heap = self.finishing
+        s, decoding = self.sim, self.decoding
+        out_l, tgt, off, kvb, seqs = s.out_l, s.tgt, s.off, s.kvb, s.seq
         while heap:
-            if self._live(*heap[0]):
-                return heap[0][0] - self.ticks
+            f, seq, rid = heap[0]
+            if rid in decoding and seqs[rid] == seq and out_l[rid] + tgt[rid] - off[rid] - kvb[rid] == f:  # live
+                return f - self.ticks
             heapq.heappop(heap)
         return 0
 
@@ -461,27 +471,36 @@ class Replica:
         n_dec = len(self.decoding)
         pre = self.prefilling
         if pre:
-            s = sim
-            left = [s.tgt[i] - s.pf[i] for i in pre]
+            pf, tgt = sim.pf, sim.tgt
+            left = [tgt[i] - pf[i] for i in pre]
             if cfg.max_chunk_tokens:  # each attention-DP rank chunks its own prompts under its own budget
                 left = [min(x, cfg.max_chunk_tokens) for x in left]
             run_dec, chunks = cfg.policy.plan(n_dec, left, cfg.max_batch_tokens, self.q_len)
             plan = [(rid, c) for rid, c in zip(pre, chunks) if c > 0]
-        else:  # nothing to prefill: every policy runs the decodes (the contract in ``policies/base.py``)
-            run_dec, plan = True, []
-        n_d = n_dec if run_dec else 0
-        if not n_d and not plan:
-            if self.inbox:  # nothing to run: the idle scheduler polls at once
-                self._receive()
-                return self._next()
-            self.state = IDLE
-            return
-        if n_d and not plan and sim.coalesce and not self.spec and not swap_s:
-            k = self._next_finish()
-            if k >= 2 and self._start_stretch(n_d, min(k, MAX_STRETCH)):
+            n_d = n_dec if run_dec else 0
+            if not n_d and not plan:
+                if self.inbox:  # nothing to run: the idle scheduler polls at once
+                    self._receive()
+                    return self._next()
+                self.state = IDLE
                 return
-        ctx = sum(sim.pf[rid] for rid, _ in plan)
-        tokens = sum(c for _, c in plan)
+            if plan:
+                ctx = sum(pf[rid] for rid, _ in plan)
+                tokens = sum(c for _, c in plan)
+            else:
+                ctx = tokens = 0
+        else:  # nothing to prefill: every policy runs the decodes (the contract in ``policies/base.py``)
+            if not n_dec:
+                if self.inbox:  # nothing to run: the idle scheduler polls at once
+                    self._receive()
+                    return self._next()
+                self.state = IDLE
+                return
+            n_d, plan, ctx, tokens = n_dec, [], 0, 0
+        if not plan and self._stretches and not swap_s:
+            k = self._next_finish()
+            if k >= 2 and self._start_stretch(n_d, k if k < MAX_STRETCH else MAX_STRETCH):
+                return
         kv = self.kvb_sum + n_d * self.ticks if n_d else 0
         if self.wants_ranks and n_d:
             cost = cfg.cost.cost(len(plan), tokens, ctx, n_d, self.q_len, kv, ranks=self._ranks())
@@ -647,33 +666,46 @@ class Replica:
                     lambda n_, kv_, k_: decode_stretch_costs(cost, n_, kv_, k_))
                 self._stretch_ends = ends
         env = self.sim.env
+        now = env._now
         # Steps are costed in chunks and only up to the step in progress at the next submission this
         # replica can foresee (a known arrival or KV transfer): an unforeseen one cuts the stretch, and
         # ending a stretch early costs one more decision, never a different result. With none foreseen, a
         # first chunk whose end extends the stretch unless something cut it (``_end_stretch``).
-        horizon = self._horizon()
-        now = env._now
+        # The horizon: the earliest time a request is known to reach this replica (inf: none known), a KV
+        # transfer or a request in the frontend landing, or (a replica that takes arrivals) the next arrival.
+        at = self.inbound_at
+        while at and at[0] < now:
+            heapq.heappop(at)
+        horizon = at[0] if at else math.inf
+        if self._takes_arrivals:
+            h = self.sim.next_arrival_s + self.frontend_s
+            if h < horizon:
+                horizon = h
         if horizon == math.inf:
-            chunk = min(k, FIRST_CHUNK)
+            chunk = k if k < FIRST_CHUNK else FIRST_CHUNK
         elif self._pace_s <= 0:
             chunk = k
         else:  # the steps expected before the horizon at the last step's pace
             chunk = min(k, int((horizon - now) / self._pace_s) + 2)
-        st = self.stretch = _Stretch([now], [], [], blocks, n, kv0, ends, k, len(self.waiting), len(self.active),
-                                     c0=self.recv_count)
-        while st.end < k:
-            self._cost_chunk(chunk)
+        e, attn, ffn = ends(n, kv0, chunk, now)  # each step's end: the same float additions as step by step
+        bounds = [now]
+        bounds += e
+        end = chunk
+        while bounds[-1] < horizon < math.inf and end < k:  # a later horizon: cost on to it
             chunk *= 4
-            if st.bounds[-1] >= horizon:
-                st.end = bisect_left(st.bounds, horizon, 1)
-                break
-            if horizon == math.inf:
-                break
-        st.chunk = chunk
-        st.extendable = horizon == math.inf and st.end < k
-        self._pace_s = st.bounds[st.end] - st.bounds[st.end - 1]
+            m = min(chunk, k - end)
+            e, a, f = ends(n, kv0 + n * end, m, bounds[-1])
+            bounds += e
+            attn += a
+            ffn += f
+            end += m
+        if bounds[-1] >= horizon:
+            end = bisect_left(bounds, horizon, 1)
+        self.stretch = _Stretch(bounds, attn, ffn, blocks, n, kv0, ends, k, len(self.waiting), len(self.active),
+                                end, 0, chunk * 4, horizon == math.inf and end < k, self.recv_count)
+        self._pace_s = bounds[end] - bounds[end - 1]
         self.state = STRETCH
-        self.pending = env.call_at(st.bounds[st.end], self._end_stretch)
+        self.pending = env.call_at(bounds[end], self._end_stretch)
         return True
 
     def _cost_chunk(self, m: int) -> None:
@@ -695,7 +727,7 @@ class Replica:
         while at and at[0] < self.sim.env._now:
             heapq.heappop(at)
         h = at[0] if at else math.inf
-        if self.cfg.role != "decode":
+        if self._takes_arrivals:
             h = min(h, self.sim.next_arrival_s + self.frontend_s)
         return h
 
@@ -714,12 +746,13 @@ class Replica:
         where the scheduler receives)."""
         st = self.stretch
         st.extendable = False
-        steps = bisect_left(st.bounds, self.sim.env._now, 1)
+        env = self.sim.env
+        steps = bisect_left(st.bounds, env._now, 1)
         if self.recv_n > 1:
             steps += -(st.c0 + steps) % self.recv_n
         if steps < st.end:
             st.end = steps
-            self.pending = self.sim.env.call_at(st.bounds[steps], self._end_stretch)
+            self.pending = env.call_at(st.bounds[steps], self._end_stretch)
 
     def _end_stretch(self, ev) -> None:
         if ev is not self.pending:  # superseded by a cut
@@ -739,13 +772,18 @@ class Replica:
             c = st.c0 + steps
             self.recv_count = c if c < self.recv_n else (c % self.recv_n or self.recv_n)
         sim = self.sim
-        finished = self._due()
-        for rid in finished:
-            self._stop_decoding(rid)
-            del self.active[rid]
-            self.used_blocks -= self._held_blocks(rid)
-        for rid in finished:
-            sim.finish(rid, self)
+        heap = self.finishing
+        if heap and heap[0][0] <= self.ticks:
+            finished = self._due()
+            if finished:
+                active, reserve = self.active, self._reserve
+                tgt, gen, out_l, off = sim.tgt, sim.gen, sim.out_l, sim.off
+                for rid in finished:
+                    self._stop_decoding(rid)
+                    del active[rid]
+                    self.used_blocks -= -(-reserve(tgt[rid], gen[rid], out_l[rid], off[rid]) // BLOCK_TOKENS)
+                for rid in finished:
+                    sim.finish(rid, self)
         sim.steps.add(self.uid, bounds[steps - 1], bounds[steps], 0, 0, n, n, len(self.waiting), len(self.active),
                       self.used_blocks / self._occ_div, 0)
         self._next()
@@ -758,14 +796,20 @@ class Replica:
             return
         st = self.stretch
         bounds, blocks = st.bounds, st.blocks
-        i, j = st.booked, st.booked + steps
+        i = st.booked
+        j = i + steps
         self.busy_s += bounds[j] - bounds[i]
         q = self._quad
-        q[2] += sum(st.attn[i:j])
-        q[3] += sum(st.ffn[i:j])
+        attn, ffn = st.attn, st.ffn
+        if i == 0 and j == len(attn):
+            q[2] += sum(attn)
+            q[3] += sum(ffn)
+        else:
+            q[2] += sum(attn[i:j])
+            q[3] += sum(ffn[i:j])
         if blocks is None:
             blk = self._stretch_blocks(steps)
-        elif isinstance(blocks, list):
+        elif blocks.__class__ is list:
             blk = blocks[i:j]
         else:
             blk = [blocks] * steps
@@ -773,8 +817,8 @@ class Replica:
         self.used_blocks = blk[-1]
         r = steps if recorded is None else recorded
         if r > 0:
-            self.sim.steps.add_decodes(self.uid, bounds[i:i + r + 1], blk[:r], self._occ_div, st.n, st.queued,
-                                       st.running)
+            self.sim.steps.add_decodes(self.uid, bounds[i:i + r + 1], blk[:r] if r < steps else blk, self._occ_div,
+                                       st.n, st.queued, st.running)
         st.booked = j
 
     def book_at_horizon(self, horizon_s: float) -> None:

@@ -241,7 +241,9 @@ class TabulatedStepCost:
         self.lin_ffn = w[body & f].sum(axis=0)
         self.lin_other = w[body & ~a & ~f].sum(axis=0)
         self.head = w[head].sum(axis=0)  # logits on the busiest rank = its tokens here
-        if routed.any():
+        if routed.any() and dp == 1:  # one rank: table 2 is table 1 (the same token counts)
+            self.routed = w[routed].sum(axis=0)
+        elif routed.any():
             t_all = np.arange(0, max_tokens * dp + 1, dtype=float)
             every = time_phase(model, plan, StepShape(decode_seqs=t_all, decode_len=1.0, decode_kv=0.0), "step",
                                self.timing, **kw)
