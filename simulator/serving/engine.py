@@ -56,7 +56,10 @@ BLOCK_TOKENS = 16  # paged KV-cache block size
 # python/sglang/srt/managers/scheduler_recv_skipper.py): an interval up to 1000 receives right after a prefill
 PREFILL_RECV_WEIGHT = 1000
 MAX_STRETCH = 64  # decode steps per stretch; a longer one simply continues in the next stretch
-FIRST_CHUNK = 16  # steps costed when a stretch starts with no submission foreseen (then 4x more per chunk)
+FIRST_CHUNK = 32  # steps costed when a stretch starts with no submission foreseen (then 4x more per chunk)
+
+# event codes (``EventLog.WHAT``)
+ARRIVE, FINISH, REJECT, KV_TRANSFERRED = range(4)
 
 # request status codes
 PENDING, WAITING, RUNNING, FINISHED, REJECTED = 0, 1, 2, 3, 4
@@ -856,6 +859,7 @@ class Simulation:
         self.by_role = collections.defaultdict(list)
         for rep in self.replicas:
             self.by_role[rep.cfg.role].append(rep)
+        self._entry_role = "colocated" if self.by_role["colocated"] else "prefill"  # where arrivals go
         self.routed = any(rep.cfg.context_range != (0, ROUTE_MAX_TOKENS) for rep in self.replicas)  # a long/short split
         self.kv_transfer_s = kv_transfer_s or (lambda rid, src: 0.0)
         self.link_free_s = {rep.uid: 0.0 for rep in self.by_role["prefill"]}  # FIFO KV link per prefill replica
@@ -885,14 +889,18 @@ class Simulation:
                 return None
         if len(pool) == 1:
             return pool[0]
-        return min(pool, key=lambda rep: (rep.load, rep.uid))
+        best, low = None, 0  # the least load, the lowest uid among equals (pools are in uid order)
+        for rep in pool:
+            load = len(rep.waiting) + len(rep.inbox) + len(rep.active) + rep.inbound  # ``Replica.load``
+            if best is None or load < low:
+                best, low = rep, load
+        return best
 
     def arrive(self, rid: int) -> None:
         now = self.env._now
         self.req.arrival_s[rid] = now
-        self.events.append((now, "arrive", rid))
-        role = "colocated" if self.by_role["colocated"] else "prefill"
-        dst = self._route(role, rid)
+        self.events.add(now, ARRIVE, rid)
+        dst = self._route(self._entry_role, rid)
         if dst is None:
             return
         if dst.frontend_s > 0:  # the engine's frontend holds it first (counted as the replica's load meanwhile)
@@ -926,7 +934,7 @@ class Simulation:
 
     def _transferred(self, dst: Replica, rid: int) -> None:
         now = self.env._now
-        self.events.append((now, "kv_transferred", rid))
+        self.events.add(now, KV_TRANSFERRED, rid)
         # the decode side streams the prefill's token once it holds the request (TTFT includes the transfer)
         self.req.first_token_s[rid] = now
         dst.inbound -= 1
@@ -938,13 +946,13 @@ class Simulation:
         r.finish_s[rid] = now
         if r.decode_replica[rid] < 0:
             r.decode_replica[rid] = rep.uid
-        self.events.append((now, "finish", rid))
+        self.events.add(now, FINISH, rid)
         self._closed_next()
 
     def reject(self, rid: int, reason: str) -> None:
         self.req.status[rid] = REJECTED
         self.req.reason[rid] = reason
-        self.events.append((self.env._now, "reject", rid))
+        self.events.add(self.env._now, REJECT, rid)
         self._closed_next()
 
     def _closed_next(self) -> None:
@@ -1060,6 +1068,12 @@ class EventLog(collections.abc.Sequence):
 
     def __init__(self):
         self.time_s, self.what, self.request = array("d"), array("b"), array("q")
+
+    def add(self, t: float, code: int, rid: int) -> None:
+        """``append((t, WHAT[code], rid))``, by code."""
+        self.time_s.append(t)
+        self.what.append(code)
+        self.request.append(rid)
 
     def append(self, event: tuple) -> None:
         t, what, rid = event
