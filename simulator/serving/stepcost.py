@@ -291,6 +291,7 @@ class TabulatedStepCost:
     # query length, then interpolated linearly: between grid points the time of a bandwidth- or
     # compute-bound attention kernel is linear in the KV length, so this is exact but at a kink.
     GRID = 2.0 ** (np.arange(0, 24 * 32 + 1) / 32.0)
+    DECODE_BLOCK = 8  # decode-core tables are evaluated for this many consecutive batch sizes at a time
     _GRID_L = GRID.tolist()
 
     def _decode_tab(self, batch: float, q_len: float) -> tuple[list, np.ndarray]:
@@ -298,9 +299,20 @@ class TabulatedStepCost:
         key = (batch, q_len)
         tab = self._grids.get(key)
         if tab is None:
-            g = self.GRID
-            a = self._core_s(self.CORE_D, np.full(len(g), batch), np.full(len(g), q_len), g)
-            tab = self._grids[key] = (a.tolist(), a)
+            # a whole-number batch brings the other missing ones of its block of DECODE_BLOCK sizes along (decode
+            # batches drift by a few sequences): one evaluation, elementwise, so each table is the one-batch one
+            g, grids = self.GRID, self._grids
+            if batch == int(batch) and batch >= 1:
+                lo = max(1, int(batch) // self.DECODE_BLOCK * self.DECODE_BLOCK)
+                batches = [b for b in map(float, range(lo, lo + self.DECODE_BLOCK)) if (b, q_len) not in grids]
+            else:
+                batches = [batch]
+            a = self._core_s(self.CORE_D, np.repeat(batches, len(g)), np.full(len(g) * len(batches), q_len),
+                             np.tile(g, len(batches)))
+            for i, b in enumerate(batches):
+                t = a[i * len(g):(i + 1) * len(g)].copy()
+                grids[(b, q_len)] = (t.tolist(), t)
+            tab = grids[key]
         return tab
 
     def _decode_core(self, batch: float, q_len: float, kv_len: float) -> float:
