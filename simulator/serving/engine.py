@@ -567,10 +567,12 @@ class Replica:
                     self._start_decoding(rid)
             out_tokens += fresh_n
         active = self.active
-        for group in (finished, done_complete, handoff):
-            for rid in group:
-                del active[rid]
-                self.used_blocks -= self._held_blocks(rid)
+        if finished or done_complete or handoff:
+            reserve, tgt, gen, out_l, off = self._reserve, sim.tgt, sim.gen, sim.out_l, sim.off
+            for group in (finished, done_complete, handoff):
+                for rid in group:
+                    del active[rid]
+                    self.used_blocks -= -(-reserve(tgt[rid], gen[rid], out_l[rid], off[rid]) // BLOCK_TOKENS)
         for rid in finished:
             sim.finish(rid, self)
         for rid in done_complete:
@@ -738,9 +740,18 @@ class Replica:
         """KV blocks in use after each of the next ``k`` decode ticks (no request joins or leaves): tick ``j``
         opens a block for the requests whose KV residue is ``(-ticks - j) % 16``, so the increments cycle
         through the residue counts backwards."""
-        back = self.residues[::-1]  # back[m] = residues[15 - m]: tick j reads back[(ticks + 15 + j) % 16]
+        res, b = self.residues, self.used_blocks
+        if k <= BLOCK_TOKENS:  # a few ticks: directly
+            out = []
+            i = -self.ticks
+            for _ in range(k):
+                b += res[i % BLOCK_TOKENS]
+                out.append(b)
+                i -= 1
+            return out
+        back = res[::-1]  # back[m] = residues[15 - m]: tick j reads back[(ticks + 15 + j) % 16]
         s = (self.ticks + BLOCK_TOKENS - 1) % BLOCK_TOKENS
-        out = list(accumulate(islice(cycle(back[s:] + back[:s]), k), initial=self.used_blocks))
+        out = list(accumulate(islice(cycle(back[s:] + back[:s]), k), initial=b))
         del out[0]
         return out
 
