@@ -445,7 +445,7 @@ class Replica:
             if s.swapped[rid]:
                 swap_s += (s.pf[rid] + gen - off) * cfg.kv_bytes_per_token / cfg.swap_bytes_per_s
                 s.swapped[rid] = False
-            self.used_blocks += self._held_blocks(rid)
+            self.used_blocks += -(-self._reserve(tgt, gen, s.out_l[rid], off) // BLOCK_TOKENS)  # ``_held_blocks``
             if s.pf[rid] >= tgt:
                 self._start_decoding(rid)
             else:
