@@ -19,6 +19,11 @@ How a replica stays cheap per step:
   common and real step costs make rare, may be taken in another order than step by step: a
   stretch's end is on the calendar before events created during it.)
 
+A stretch's steps are costed by the cost model's ``decode_ends`` (each step's end: the start plus the step
+times one by one, exactly the float additions of stepping; a model without it is costed through
+``decode_stretch`` or step by step). ``Clock.run`` is simpy's loop over simpy's own queue and order, with
+this engine's calls dispatched inline.
+
 Step and event records are kept column by column in typed arrays (``StepLog``, ``EventLog``).
 ``tests/serving_reference.py`` holds the slow step-by-step scheduler this engine must reproduce.
 
@@ -372,12 +377,6 @@ class Replica:
         s = self.sim
         return s.out_l[rid] + s.tgt[rid] - s.off[rid] - s.kvb[rid]
 
-    def _live(self, f: int, seq: int, rid: int) -> bool:
-        """Whether a finish-heap entry is current: the request decodes here in the same residency (a
-        preempted and readmitted request gets a new admission number) and still finishes at tick ``f``
-        (speculative tokens move it earlier and push a new entry)."""
-        return rid in self.decoding and self.sim.seq[rid] == seq and self._finish_tick(rid) == f
-
     def _due(self) -> list[int]:
         """Pop the decoding requests that have generated their whole output (admission order)."""
         heap, ticks, done = self.finishing, self.ticks, []
@@ -387,7 +386,9 @@ class Replica:
         out_l, tgt, off, kvb, seqs = s.out_l, s.tgt, s.off, s.kvb, s.seq
         while heap and heap[0][0] <= ticks:
             f, seq, rid = pop(heap)
-            # live (``_live``, inlined): decoding here, same residency, still finishing at tick f
+            # a live entry: the request decodes here in the same residency (a preempted and readmitted request gets
+            # a new admission number) and still finishes at tick f (speculative tokens move it earlier and push a
+            # new entry); ``_finish_tick``, inlined
             if rid in decoding and seqs[rid] == seq and out_l[rid] + tgt[rid] - off[rid] - kvb[rid] == f:
                 done.append(rid)
         return done
@@ -724,17 +725,6 @@ class Replica:
         st.attn += a
         st.ffn += f
         st.end = done + m
-
-    def _horizon(self) -> float:
-        """The earliest time a request is known to reach this replica (inf: none known): a KV transfer or a
-        request in the frontend landing, or (a replica that takes arrivals) the next known arrival."""
-        at = self.inbound_at
-        while at and at[0] < self.sim.env._now:
-            heapq.heappop(at)
-        h = at[0] if at else math.inf
-        if self._takes_arrivals:
-            h = min(h, self.sim.next_arrival_s + self.frontend_s)
-        return h
 
     def _stretch_blocks(self, k: int) -> list[int]:
         """KV blocks in use after each of the next ``k`` decode ticks (no request joins or leaves): tick ``j``
