@@ -26,6 +26,7 @@ same quantised shape key as ``stepcost.AnalyticStepCost``.
 from __future__ import annotations
 
 import math
+from itertools import accumulate, repeat
 
 import numpy as np
 
@@ -100,6 +101,34 @@ class PingPongStepCost:
             ffn += [c.decode_ffn_s] * m
             j = lo
         return times, attn, ffn
+
+    def decode_ends(self, n: int, kv0: int, k: int, start: float, extra: float = 0.0) -> tuple[list, list, list]:
+        """``decode_stretch(n, kv0, k)`` (even ranks) folded into the step ends: ``start`` plus the step times
+        one by one, a step's time being ``cost``'s plus ``extra`` (in that order), and each step's decode
+        attention and FFN seconds."""
+        def key(j: int) -> float:
+            return memo_key(0, 0, 0, n, 1, kv0 + j * n)[5]
+
+        ends, attn, ffn = [], [], []
+        s, j = start, 0
+        while j < k:
+            kj = key(j)
+            lo, hi = j + 1, k  # the first step after j with a different key (the key never decreases)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if key(mid) == kj:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            c = self.cost(0, 0, 0, n, 1, kv0 + j * n)
+            m = lo - j
+            ends += accumulate(repeat(c.time_s + extra, m), initial=s)
+            del ends[-m - 1]  # (the initial value)
+            s = ends[-1]
+            attn += [c.decode_attention_s] * m
+            ffn += [c.decode_ffn_s] * m
+            j = lo
+        return ends, attn, ffn
 
     def _parts_of(self, key: tuple, stride: int = 1) -> dict:
         p = self._parts.get(key)

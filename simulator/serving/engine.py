@@ -19,6 +19,11 @@ How a replica stays cheap per step:
   common and real step costs make rare, may be taken in another order than step by step: a
   stretch's end is on the calendar before events created during it.)
 
+A stretch's steps are costed by the cost model's ``decode_ends`` (each step's end: the start plus the step
+times one by one, exactly the float additions of stepping; a model without it is costed through
+``decode_stretch`` or step by step). ``Clock.run`` is simpy's loop over simpy's own queue and order, with
+this engine's calls dispatched inline.
+
 Step and event records are kept column by column in typed arrays (``StepLog``, ``EventLog``).
 ``tests/serving_reference.py`` holds the slow step-by-step scheduler this engine must reproduce.
 
@@ -40,7 +45,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, cycle, islice, repeat
+from operator import truediv
 
 import numpy as np
 import pandas as pd
@@ -55,7 +61,10 @@ BLOCK_TOKENS = 16  # paged KV-cache block size
 # python/sglang/srt/managers/scheduler_recv_skipper.py): an interval up to 1000 receives right after a prefill
 PREFILL_RECV_WEIGHT = 1000
 MAX_STRETCH = 64  # decode steps per stretch; a longer one simply continues in the next stretch
-FIRST_CHUNK = 16  # steps costed when a stretch starts with no submission foreseen (then 4x more per chunk)
+FIRST_CHUNK = 32  # steps costed when a stretch starts with no submission foreseen (then 4x more per chunk)
+
+# event codes (``EventLog.WHAT``)
+ARRIVE, FINISH, REJECT, KV_TRANSFERRED = range(4)
 
 # request status codes
 PENDING, WAITING, RUNNING, FINISHED, REJECTED = 0, 1, 2, 3, 4
@@ -133,24 +142,81 @@ class Requests:
 
 
 class _Call:
-    """A callback on the event calendar (what simpy's ``Environment.step`` needs of an event)."""
+    """A callback on the event calendar: ``fn(call)`` at its time. ``Clock.run`` calls ``fn`` directly; the
+    ``callbacks`` view is what simpy's own ``Environment.step`` needs of an event."""
 
-    __slots__ = ("callbacks", "_ok", "_value")
+    __slots__ = ("fn",)
+    _ok = True
+    _value = None
 
     def __init__(self, fn):
-        self.callbacks = [fn]
-        self._ok = True
-        self._value = None
+        self.fn = fn
+
+    @property
+    def callbacks(self):
+        return None if self.fn is None else [self.fn]
+
+    @callbacks.setter
+    def callbacks(self, value):
+        self.fn = value[0] if value else None
 
 
 class Clock(simpy.Environment):
     """simpy's environment plus ``call_at``: run ``fn(event)`` at absolute time ``t`` (after the
-    events already due then), without a process or a Timeout object."""
+    events already due then), without a process or a Timeout object.
+
+    ``run`` is simpy's loop over the same queue, in the same order (time, priority, insertion), with the
+    calls dispatched inline; any other simpy event on the queue is processed as ``Environment.step`` does."""
 
     def call_at(self, t: float, fn) -> _Call:
         ev = _Call(fn)
         heapq.heappush(self._queue, (t, 1, next(self._eid), ev))  # 1: simpy's NORMAL priority
         return ev
+
+    def run(self, until=None):
+        if until is not None:
+            if not isinstance(until, simpy.Event):
+                at = until if isinstance(until, int) else float(until)
+                if at <= self._now:
+                    raise ValueError(f"until ({at}) must be greater than the current simulation time")
+                until = simpy.Event(self)  # before all regular events due then, as simpy schedules it
+                until._ok = True
+                until._value = None
+                self.schedule(until, simpy.events.URGENT, at - self._now)
+            elif until.callbacks is None:
+                return until.value
+            until.callbacks.append(simpy.core.StopSimulation.callback)
+        queue, pop, call = self._queue, heapq.heappop, _Call
+        try:
+            while queue:
+                now, _, _, ev = pop(queue)
+                self._now = now
+                if ev.__class__ is call:
+                    fn = ev.fn
+                    ev.fn = None
+                    fn(ev)
+                else:
+                    self._process(ev)
+        except simpy.core.StopSimulation as exc:
+            return exc.args[0]
+        if until is not None:
+            raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {until}')
+        return None
+
+    def _process(self, event) -> None:
+        """Process one popped simpy event (the body of ``Environment.step``)."""
+        callbacks, event.callbacks = event.callbacks, None
+        try:
+            for callback in callbacks:
+                callback(event)
+        except simpy.core.StopSimulation:
+            event.callbacks = callbacks[callbacks.index(callback) + 1:]
+            self.schedule(event, simpy.events.EventPriority(-1))
+            raise
+        if not event._ok and not hasattr(event, "_defused"):
+            exc = type(event._value)(*event._value.args)
+            exc.__cause__ = event._value
+            raise exc
 
 
 @dataclass(slots=True)
@@ -163,7 +229,7 @@ class _Stretch:
     blocks: list | int | None  # KV blocks after each step (list), constant (int), or counted when booked (None)
     n: int  # decoding requests
     kv0: int  # their KV tokens at the first step
-    fast: Callable  # (n, kv0, k) -> per-step times, attention, FFN
+    ends: Callable  # (n, kv0, k, start) -> per-step ends (from start), attention, FFN (``decode_ends``)
     k: int  # steps at most (the k-th finishes a request or fills the KV cache)
     queued: int  # waiting requests throughout (an arrival cuts the stretch)
     running: int  # admitted requests throughout
@@ -172,6 +238,18 @@ class _Stretch:
     chunk: int = 0  # the next chunk's length, when extendable
     extendable: bool = False  # no submission foreseen nor arrived: reaching ``end`` costs another chunk
     c0: int = 0  # the scheduler's receive counter at the first step (``recv_interval`` > 1)
+
+
+def _ends_of(stretch: Callable) -> Callable:
+    """A ``decode_ends`` built on a ``decode_stretch``-like ``(n, kv0, k) -> (times, attention, FFN)``."""
+
+    def ends(n: int, kv0: int, k: int, start: float) -> tuple[list, list, list]:
+        t, a, f = stretch(n, kv0, k)
+        e = list(accumulate(t, initial=start))
+        del e[0]
+        return e, a, f
+
+    return ends
 
 
 class Replica:
@@ -212,7 +290,9 @@ class Replica:
         self.q_len = 1 + cfg.spec_draft_tokens
         self.spec = cfg.spec_draft_tokens > 0
         self.pf_role = cfg.role == "prefill"
-        self._stretch_cost = getattr(cfg.cost, "decode_stretch", None)
+        self._takes_arrivals = cfg.role != "decode"  # (the next arrival bounds how far a stretch is costed)
+        self._stretches = sim.coalesce and not self.spec  # pure-decode steps run as stretches
+        self._stretch_ends = None  # the cost model's ``decode_ends`` (or one built on its step costs), once needed
         self._pace_s = 0.0  # the last decode step's duration (sizes the next stretch's first chunk)
         self._step = None  # (start, duration, cost, decodes, prefill plan, prefill tokens) of the step in flight
         # attention-DP ranks: only a cost model that times ranks (``wants_ranks``) is given them
@@ -297,27 +377,31 @@ class Replica:
         s = self.sim
         return s.out_l[rid] + s.tgt[rid] - s.off[rid] - s.kvb[rid]
 
-    def _live(self, f: int, seq: int, rid: int) -> bool:
-        """Whether a finish-heap entry is current: the request decodes here in the same residency (a
-        preempted and readmitted request gets a new admission number) and still finishes at tick ``f``
-        (speculative tokens move it earlier and push a new entry)."""
-        return rid in self.decoding and self.sim.seq[rid] == seq and self._finish_tick(rid) == f
-
     def _due(self) -> list[int]:
         """Pop the decoding requests that have generated their whole output (admission order)."""
         heap, ticks, done = self.finishing, self.ticks, []
+        if not heap or heap[0][0] > ticks:
+            return done
+        s, decoding, pop = self.sim, self.decoding, heapq.heappop
+        out_l, tgt, off, kvb, seqs = s.out_l, s.tgt, s.off, s.kvb, s.seq
         while heap and heap[0][0] <= ticks:
-            f, seq, rid = heapq.heappop(heap)
-            if self._live(f, seq, rid):
+            f, seq, rid = pop(heap)
+            # a live entry: the request decodes here in the same residency (a preempted and readmitted request gets
+            # a new admission number) and still finishes at tick f (speculative tokens move it earlier and push a
+            # new entry); ``_finish_tick``, inlined
+            if rid in decoding and seqs[rid] == seq and out_l[rid] + tgt[rid] - off[rid] - kvb[rid] == f:
                 done.append(rid)
         return done
 
     def _next_finish(self) -> int:
         """Ticks until the first decoding request finishes (stale heap entries dropped)."""
         heap = self.finishing
+        s, decoding = self.sim, self.decoding
+        out_l, tgt, off, kvb, seqs = s.out_l, s.tgt, s.off, s.kvb, s.seq
         while heap:
-            if self._live(*heap[0]):
-                return heap[0][0] - self.ticks
+            f, seq, rid = heap[0]
+            if rid in decoding and seqs[rid] == seq and out_l[rid] + tgt[rid] - off[rid] - kvb[rid] == f:  # live
+                return f - self.ticks
             heapq.heappop(heap)
         return 0
 
@@ -362,7 +446,7 @@ class Replica:
             if s.swapped[rid]:
                 swap_s += (s.pf[rid] + gen - off) * cfg.kv_bytes_per_token / cfg.swap_bytes_per_s
                 s.swapped[rid] = False
-            self.used_blocks += self._held_blocks(rid)
+            self.used_blocks += -(-self._reserve(tgt, gen, s.out_l[rid], off) // BLOCK_TOKENS)  # ``_held_blocks``
             if s.pf[rid] >= tgt:
                 self._start_decoding(rid)
             else:
@@ -391,27 +475,36 @@ class Replica:
         n_dec = len(self.decoding)
         pre = self.prefilling
         if pre:
-            s = sim
-            left = [s.tgt[i] - s.pf[i] for i in pre]
+            pf, tgt = sim.pf, sim.tgt
+            left = [tgt[i] - pf[i] for i in pre]
             if cfg.max_chunk_tokens:  # each attention-DP rank chunks its own prompts under its own budget
                 left = [min(x, cfg.max_chunk_tokens) for x in left]
             run_dec, chunks = cfg.policy.plan(n_dec, left, cfg.max_batch_tokens, self.q_len)
             plan = [(rid, c) for rid, c in zip(pre, chunks) if c > 0]
-        else:  # nothing to prefill: every policy runs the decodes (the contract in ``policies/base.py``)
-            run_dec, plan = True, []
-        n_d = n_dec if run_dec else 0
-        if not n_d and not plan:
-            if self.inbox:  # nothing to run: the idle scheduler polls at once
-                self._receive()
-                return self._next()
-            self.state = IDLE
-            return
-        if n_d and not plan and sim.coalesce and not self.spec and not swap_s:
-            k = self._next_finish()
-            if k >= 2 and self._start_stretch(n_d, min(k, MAX_STRETCH)):
+            n_d = n_dec if run_dec else 0
+            if not n_d and not plan:
+                if self.inbox:  # nothing to run: the idle scheduler polls at once
+                    self._receive()
+                    return self._next()
+                self.state = IDLE
                 return
-        ctx = sum(sim.pf[rid] for rid, _ in plan)
-        tokens = sum(c for _, c in plan)
+            if plan:
+                ctx = sum(pf[rid] for rid, _ in plan)
+                tokens = sum(c for _, c in plan)
+            else:
+                ctx = tokens = 0
+        else:  # nothing to prefill: every policy runs the decodes (the contract in ``policies/base.py``)
+            if not n_dec:
+                if self.inbox:  # nothing to run: the idle scheduler polls at once
+                    self._receive()
+                    return self._next()
+                self.state = IDLE
+                return
+            n_d, plan, ctx, tokens = n_dec, [], 0, 0
+        if not plan and self._stretches and not swap_s:
+            k = self._next_finish()
+            if k >= 2 and self._start_stretch(n_d, k if k < MAX_STRETCH else MAX_STRETCH):
+                return
         kv = self.kvb_sum + n_d * self.ticks if n_d else 0
         if self.wants_ranks and n_d:
             cost = cfg.cost.cost(len(plan), tokens, ctx, n_d, self.q_len, kv, ranks=self._ranks())
@@ -475,10 +568,12 @@ class Replica:
                     self._start_decoding(rid)
             out_tokens += fresh_n
         active = self.active
-        for group in (finished, done_complete, handoff):
-            for rid in group:
-                del active[rid]
-                self.used_blocks -= self._held_blocks(rid)
+        if finished or done_complete or handoff:
+            reserve, tgt, gen, out_l, off = self._reserve, sim.tgt, sim.gen, sim.out_l, sim.off
+            for group in (finished, done_complete, handoff):
+                for rid in group:
+                    del active[rid]
+                    self.used_blocks -= -(-reserve(tgt[rid], gen[rid], out_l[rid], off[rid]) // BLOCK_TOKENS)
         for rid in finished:
             sim.finish(rid, self)
         for rid in done_complete:
@@ -565,42 +660,58 @@ class Replica:
                 if k < 2:
                     return False
                 del blocks[k:]
-        fast = self._stretch_cost
-        if fast is None:
-            cost = self.cfg.cost
-            fast = self._stretch_cost = lambda n_, kv_, k_, ranks=None: decode_stretch_costs(cost, n_, kv_, k_, ranks)
         kv0 = self.kvb_sum + n * self.ticks
         if self.wants_ranks:  # each chunk starts from the ranks as they will be then
-            ranks0, plain = self._ranks(), fast
-            fast = lambda n_, kv_, k_: plain(n_, kv_, k_, ranks=ranks0.grown((kv_ - kv0) // n))  # noqa: E731
+            cost, ranks0 = self.cfg.cost, self._ranks()
+            ends = _ends_of(lambda n_, kv_, k_: decode_stretch_costs(cost, n_, kv_, k_, ranks0.grown((kv_ - kv0) // n)))
+        else:
+            ends = self._stretch_ends
+            if ends is None:
+                cost = self.cfg.cost
+                ends = getattr(cost, "decode_ends", None) or _ends_of(
+                    lambda n_, kv_, k_: decode_stretch_costs(cost, n_, kv_, k_))
+                self._stretch_ends = ends
         env = self.sim.env
+        now = env._now
         # Steps are costed in chunks and only up to the step in progress at the next submission this
         # replica can foresee (a known arrival or KV transfer): an unforeseen one cuts the stretch, and
         # ending a stretch early costs one more decision, never a different result. With none foreseen, a
         # first chunk whose end extends the stretch unless something cut it (``_end_stretch``).
-        horizon = self._horizon()
-        now = env._now
+        # The horizon: the earliest time a request is known to reach this replica (inf: none known), a KV
+        # transfer or a request in the frontend landing, or (a replica that takes arrivals) the next arrival.
+        at = self.inbound_at
+        while at and at[0] < now:
+            heapq.heappop(at)
+        horizon = at[0] if at else math.inf
+        if self._takes_arrivals:
+            h = self.sim.next_arrival_s + self.frontend_s
+            if h < horizon:
+                horizon = h
         if horizon == math.inf:
-            chunk = min(k, FIRST_CHUNK)
+            chunk = k if k < FIRST_CHUNK else FIRST_CHUNK
         elif self._pace_s <= 0:
             chunk = k
         else:  # the steps expected before the horizon at the last step's pace
             chunk = min(k, int((horizon - now) / self._pace_s) + 2)
-        st = self.stretch = _Stretch([now], [], [], blocks, n, kv0, fast, k, len(self.waiting), len(self.active),
-                                     c0=self.recv_count)
-        while st.end < k:
-            self._cost_chunk(chunk)
+        e, attn, ffn = ends(n, kv0, chunk, now)  # each step's end: the same float additions as step by step
+        bounds = [now]
+        bounds += e
+        end = chunk
+        while bounds[-1] < horizon < math.inf and end < k:  # a later horizon: cost on to it
             chunk *= 4
-            if st.bounds[-1] >= horizon:
-                st.end = bisect_left(st.bounds, horizon, 1)
-                break
-            if horizon == math.inf:
-                break
-        st.chunk = chunk
-        st.extendable = horizon == math.inf and st.end < k
-        self._pace_s = st.bounds[st.end] - st.bounds[st.end - 1]
+            m = min(chunk, k - end)
+            e, a, f = ends(n, kv0 + n * end, m, bounds[-1])
+            bounds += e
+            attn += a
+            ffn += f
+            end += m
+        if bounds[-1] >= horizon:
+            end = bisect_left(bounds, horizon, 1)
+        self.stretch = _Stretch(bounds, attn, ffn, blocks, n, kv0, ends, k, len(self.waiting), len(self.active),
+                                end, 0, chunk * 4, horizon == math.inf and end < k, self.recv_count)
+        self._pace_s = bounds[end] - bounds[end - 1]
         self.state = STRETCH
-        self.pending = env.call_at(st.bounds[st.end], self._end_stretch)
+        self.pending = env.call_at(bounds[end], self._end_stretch)
         return True
 
     def _cost_chunk(self, m: int) -> None:
@@ -608,40 +719,44 @@ class Replica:
         st = self.stretch
         done = st.end
         m = min(m, st.k - done)
-        t, a, f = st.fast(st.n, st.kv0 + st.n * done, m)
-        st.bounds += accumulate(t, initial=st.bounds[-1])  # the same float additions as step by step
-        del st.bounds[done + 1]  # (the initial value, already there)
+        bounds = st.bounds
+        e, a, f = st.ends(st.n, st.kv0 + st.n * done, m, bounds[-1])  # the same float additions as step by step
+        bounds += e
         st.attn += a
         st.ffn += f
         st.end = done + m
 
-    def _horizon(self) -> float:
-        """The earliest time a request is known to reach this replica (inf: none known): a KV transfer or a
-        request in the frontend landing, or (a replica that takes arrivals) the next known arrival."""
-        at = self.inbound_at
-        while at and at[0] < self.sim.env._now:
-            heapq.heappop(at)
-        h = at[0] if at else math.inf
-        if self.cfg.role != "decode":
-            h = min(h, self.sim.next_arrival_s + self.frontend_s)
-        return h
-
     def _stretch_blocks(self, k: int) -> list[int]:
-        """KV blocks in use after each of the next ``k`` decode ticks (no request joins or leaves)."""
-        res, t = self.residues, self.ticks
-        return list(accumulate((res[(-t - j) % BLOCK_TOKENS] for j in range(k)), initial=self.used_blocks))[1:]
+        """KV blocks in use after each of the next ``k`` decode ticks (no request joins or leaves): tick ``j``
+        opens a block for the requests whose KV residue is ``(-ticks - j) % 16``, so the increments cycle
+        through the residue counts backwards."""
+        res, b = self.residues, self.used_blocks
+        if k <= BLOCK_TOKENS:  # a few ticks: directly
+            out = []
+            i = -self.ticks
+            for _ in range(k):
+                b += res[i % BLOCK_TOKENS]
+                out.append(b)
+                i -= 1
+            return out
+        back = res[::-1]  # back[m] = residues[15 - m]: tick j reads back[(ticks + 15 + j) % 16]
+        s = (self.ticks + BLOCK_TOKENS - 1) % BLOCK_TOKENS
+        out = list(accumulate(islice(cycle(back[s:] + back[:s]), k), initial=b))
+        del out[0]
+        return out
 
     def _cut_stretch(self) -> None:
         """An arrival: end the stretch with the step in progress (with a receive interval, at the first step end
         where the scheduler receives)."""
         st = self.stretch
         st.extendable = False
-        steps = bisect_left(st.bounds, self.sim.env._now, 1)
+        env = self.sim.env
+        steps = bisect_left(st.bounds, env._now, 1)
         if self.recv_n > 1:
             steps += -(st.c0 + steps) % self.recv_n
         if steps < st.end:
             st.end = steps
-            self.pending = self.sim.env.call_at(st.bounds[steps], self._end_stretch)
+            self.pending = env.call_at(st.bounds[steps], self._end_stretch)
 
     def _end_stretch(self, ev) -> None:
         if ev is not self.pending:  # superseded by a cut
@@ -661,13 +776,18 @@ class Replica:
             c = st.c0 + steps
             self.recv_count = c if c < self.recv_n else (c % self.recv_n or self.recv_n)
         sim = self.sim
-        finished = self._due()
-        for rid in finished:
-            self._stop_decoding(rid)
-            del self.active[rid]
-            self.used_blocks -= self._held_blocks(rid)
-        for rid in finished:
-            sim.finish(rid, self)
+        heap = self.finishing
+        if heap and heap[0][0] <= self.ticks:
+            finished = self._due()
+            if finished:
+                active, reserve = self.active, self._reserve
+                tgt, gen, out_l, off = sim.tgt, sim.gen, sim.out_l, sim.off
+                for rid in finished:
+                    self._stop_decoding(rid)
+                    del active[rid]
+                    self.used_blocks -= -(-reserve(tgt[rid], gen[rid], out_l[rid], off[rid]) // BLOCK_TOKENS)
+                for rid in finished:
+                    sim.finish(rid, self)
         sim.steps.add(self.uid, bounds[steps - 1], bounds[steps], 0, 0, n, n, len(self.waiting), len(self.active),
                       self.used_blocks / self._occ_div, 0)
         self._next()
@@ -680,14 +800,20 @@ class Replica:
             return
         st = self.stretch
         bounds, blocks = st.bounds, st.blocks
-        i, j = st.booked, st.booked + steps
+        i = st.booked
+        j = i + steps
         self.busy_s += bounds[j] - bounds[i]
         q = self._quad
-        q[2] += sum(st.attn[i:j])
-        q[3] += sum(st.ffn[i:j])
+        attn, ffn = st.attn, st.ffn
+        if i == 0 and j == len(attn):
+            q[2] += sum(attn)
+            q[3] += sum(ffn)
+        else:
+            q[2] += sum(attn[i:j])
+            q[3] += sum(ffn[i:j])
         if blocks is None:
             blk = self._stretch_blocks(steps)
-        elif isinstance(blocks, list):
+        elif blocks.__class__ is list:
             blk = blocks[i:j]
         else:
             blk = [blocks] * steps
@@ -695,9 +821,8 @@ class Replica:
         self.used_blocks = blk[-1]
         r = steps if recorded is None else recorded
         if r > 0:
-            div = self._occ_div
-            self.sim.steps.add_decodes(self.uid, bounds[i:i + r + 1], [b / div for b in blk[:r]], st.n, st.queued,
-                                       st.running)
+            self.sim.steps.add_decodes(self.uid, bounds[i:i + r + 1], blk[:r] if r < steps else blk, self._occ_div,
+                                       st.n, st.queued, st.running)
         st.booked = j
 
     def book_at_horizon(self, horizon_s: float) -> None:
@@ -735,6 +860,7 @@ class Simulation:
         self.by_role = collections.defaultdict(list)
         for rep in self.replicas:
             self.by_role[rep.cfg.role].append(rep)
+        self._entry_role = "colocated" if self.by_role["colocated"] else "prefill"  # where arrivals go
         self.routed = any(rep.cfg.context_range != (0, ROUTE_MAX_TOKENS) for rep in self.replicas)  # a long/short split
         self.kv_transfer_s = kv_transfer_s or (lambda rid, src: 0.0)
         self.link_free_s = {rep.uid: 0.0 for rep in self.by_role["prefill"]}  # FIFO KV link per prefill replica
@@ -764,14 +890,18 @@ class Simulation:
                 return None
         if len(pool) == 1:
             return pool[0]
-        return min(pool, key=lambda rep: (rep.load, rep.uid))
+        best, low = None, 0  # the least load, the lowest uid among equals (pools are in uid order)
+        for rep in pool:
+            load = len(rep.waiting) + len(rep.inbox) + len(rep.active) + rep.inbound  # ``Replica.load``
+            if best is None or load < low:
+                best, low = rep, load
+        return best
 
     def arrive(self, rid: int) -> None:
         now = self.env._now
         self.req.arrival_s[rid] = now
-        self.events.append((now, "arrive", rid))
-        role = "colocated" if self.by_role["colocated"] else "prefill"
-        dst = self._route(role, rid)
+        self.events.add(now, ARRIVE, rid)
+        dst = self._route(self._entry_role, rid)
         if dst is None:
             return
         if dst.frontend_s > 0:  # the engine's frontend holds it first (counted as the replica's load meanwhile)
@@ -805,7 +935,7 @@ class Simulation:
 
     def _transferred(self, dst: Replica, rid: int) -> None:
         now = self.env._now
-        self.events.append((now, "kv_transferred", rid))
+        self.events.add(now, KV_TRANSFERRED, rid)
         # the decode side streams the prefill's token once it holds the request (TTFT includes the transfer)
         self.req.first_token_s[rid] = now
         dst.inbound -= 1
@@ -817,13 +947,13 @@ class Simulation:
         r.finish_s[rid] = now
         if r.decode_replica[rid] < 0:
             r.decode_replica[rid] = rep.uid
-        self.events.append((now, "finish", rid))
+        self.events.add(now, FINISH, rid)
         self._closed_next()
 
     def reject(self, rid: int, reason: str) -> None:
         self.req.status[rid] = REJECTED
         self.req.reason[rid] = reason
-        self.events.append((self.env._now, "reject", rid))
+        self.events.add(self.env._now, REJECT, rid)
         self._closed_next()
 
     def _closed_next(self) -> None:
@@ -940,6 +1070,12 @@ class EventLog(collections.abc.Sequence):
     def __init__(self):
         self.time_s, self.what, self.request = array("d"), array("b"), array("q")
 
+    def add(self, t: float, code: int, rid: int) -> None:
+        """``append((t, WHAT[code], rid))``, by code."""
+        self.time_s.append(t)
+        self.what.append(code)
+        self.request.append(rid)
+
     def append(self, event: tuple) -> None:
         t, what, rid = event
         self.time_s.append(t)
@@ -1011,15 +1147,17 @@ class StepLog:
         run(running)
         pre(preempted)
 
-    def add_decodes(self, uid: int, bounds: list, kv_occupancy: list, n: int, queued: int, running: int) -> None:
+    def add_decodes(self, uid: int, bounds: list, blocks: list, blocks_total: int, n: int, queued: int,
+                    running: int) -> None:
         """``len(bounds) - 1`` consecutive pure-decode steps of ``n`` sequences (``bounds``: their start and end
-        times), nothing preempted, ``queued`` waiting and ``running`` admitted throughout."""
+        times; ``blocks``: KV blocks in use after each, of ``blocks_total``), nothing preempted, ``queued``
+        waiting and ``running`` admitted throughout."""
         self.replica.append(uid)
         self.kind.append(0)
         self.repeat.append(len(bounds) - 1)
         self.start_s.append(bounds[0])
-        self.end_s.extend(bounds[1:])
-        self.kv_occupancy.extend(kv_occupancy)
+        self.end_s.extend(islice(bounds, 1, None))
+        self.kv_occupancy.extend(map(truediv, blocks, repeat(blocks_total)))  # each ``block / blocks_total``
         c = self.counts
         c["prefill_seqs"].append(0)
         c["prefill_tokens"].append(0)

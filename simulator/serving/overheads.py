@@ -52,9 +52,18 @@ class OverheadStepCost:
     def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
              ranks: DecodeRanks | None = None):
         kw = {} if ranks is None else {"ranks": ranks}
-        c = self.inner.cost(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len,
-                            decode_kv_tokens, **kw)
-        extra = self.overhead_s(prefill_seqs, prefill_tokens, decode_seqs, decode_seqs * max(int(decode_len), 1))
+        if ranks is None:
+            c = self.inner.cost(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len,
+                                decode_kv_tokens)
+        else:
+            c = self.inner.cost(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len,
+                                decode_kv_tokens, ranks=ranks)
+        if not prefill_seqs and not prefill_tokens and decode_seqs:  # a pure-decode step: by batch size
+            extra = self._decode_extra.get(decode_seqs)
+            if extra is None:
+                extra = self._decode_extra[decode_seqs] = self.overhead_s(0, 0, decode_seqs)
+        else:
+            extra = self.overhead_s(prefill_seqs, prefill_tokens, decode_seqs, decode_seqs * max(int(decode_len), 1))
         if decode_seqs and decode_len > 1 and self.draft_cost_fraction:
             base = self.inner.cost(0, 0, 0, decode_seqs, 1, decode_kv_tokens, **kw).time_s
             extra += (decode_len - 1) * self.draft_cost_fraction * base
@@ -70,6 +79,23 @@ class OverheadStepCost:
         if extra is None:
             extra = self._decode_extra[n] = self.overhead_s(0, 0, n)
         return [t + extra for t in times], attn, ffn
+
+    @property
+    def decode_ends(self):
+        """``decode_ends(n, kv0, k, start)``: ``decode_stretch`` (even ranks) folded into the step ends (see
+        ``TabulatedStepCost.decode_ends``), where the wrapped model has it (None otherwise)."""
+        inner = getattr(self.inner, "decode_ends", None)
+        if inner is None or isinstance(self.inner, OverheadStepCost):
+            return None
+        extras = self._decode_extra
+
+        def ends(n: int, kv0: int, k: int, start: float) -> tuple[list, list, list]:
+            extra = extras.get(n)
+            if extra is None:
+                extra = extras[n] = self.overhead_s(0, 0, n)
+            return inner(n, kv0, k, start, extra)  # each step: (the wrapped model's time + extra)
+
+        return ends
 
 
 __all__ = ["OverheadStepCost", "StepCost"]

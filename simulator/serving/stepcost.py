@@ -241,7 +241,9 @@ class TabulatedStepCost:
         self.lin_ffn = w[body & f].sum(axis=0)
         self.lin_other = w[body & ~a & ~f].sum(axis=0)
         self.head = w[head].sum(axis=0)  # logits on the busiest rank = its tokens here
-        if routed.any():
+        if routed.any() and dp == 1:  # one rank: table 2 is table 1 (the same token counts)
+            self.routed = w[routed].sum(axis=0)
+        elif routed.any():
             t_all = np.arange(0, max_tokens * dp + 1, dtype=float)
             every = time_phase(model, plan, StepShape(decode_seqs=t_all, decode_len=1.0, decode_kv=0.0), "step",
                                self.timing, **kw)
@@ -289,6 +291,7 @@ class TabulatedStepCost:
     # query length, then interpolated linearly: between grid points the time of a bandwidth- or
     # compute-bound attention kernel is linear in the KV length, so this is exact but at a kink.
     GRID = 2.0 ** (np.arange(0, 24 * 32 + 1) / 32.0)
+    DECODE_BLOCK = 8  # decode-core tables are evaluated for this many consecutive batch sizes at a time
     _GRID_L = GRID.tolist()
 
     def _decode_tab(self, batch: float, q_len: float) -> tuple[list, np.ndarray]:
@@ -296,9 +299,20 @@ class TabulatedStepCost:
         key = (batch, q_len)
         tab = self._grids.get(key)
         if tab is None:
-            g = self.GRID
-            a = self._core_s(self.CORE_D, np.full(len(g), batch), np.full(len(g), q_len), g)
-            tab = self._grids[key] = (a.tolist(), a)
+            # a whole-number batch brings the other missing ones of its block of DECODE_BLOCK sizes along (decode
+            # batches drift by a few sequences): one evaluation, elementwise, so each table is the one-batch one
+            g, grids = self.GRID, self._grids
+            if batch == int(batch) and batch >= 1:
+                lo = max(1, int(batch) // self.DECODE_BLOCK * self.DECODE_BLOCK)
+                batches = [b for b in map(float, range(lo, lo + self.DECODE_BLOCK)) if (b, q_len) not in grids]
+            else:
+                batches = [batch]
+            a = self._core_s(self.CORE_D, np.repeat(batches, len(g)), np.full(len(g) * len(batches), q_len),
+                             np.tile(g, len(batches)))
+            for i, b in enumerate(batches):
+                t = a[i * len(g):(i + 1) * len(g)].copy()
+                grids[(b, q_len)] = (t.tolist(), t)
+            tab = grids[key]
         return tab
 
     def _decode_core(self, batch: float, q_len: float, kv_len: float) -> float:
@@ -431,18 +445,58 @@ class TabulatedStepCost:
             lin_f = float(self.lin_ffn[busy]) + float(self.routed[n])
             times = attn + (lin_f + float(self.lin_other[busy]) + float(self.head[busy]))
             return times.tolist(), attn.tolist(), [lin_f] * k
-        parts = self._stretch_parts.get(n)
-        if parts is None:  # the batch-size-only terms, summed in the same order as ``cost``
-            ds_dev = -(-n // self.dp)
-            lin_a, lin_f = self._lin_attn[ds_dev], self._lin_ffn[ds_dev] + self._routed[n]
-            fixed = lin_a + lin_f + self._lin_other[ds_dev] + self._head[ds_dev]
-            parts = self._stretch_parts[n] = (float(ds_dev), lin_a, lin_f, fixed)
-        ds_dev, lin_a, lin_f, fixed = parts
+        ds_dev, lin_a, lin_f, fixed = self._stretch_terms(n)
         if k <= 32:  # up to a few dozen steps: scalar Python beats numpy's per-call cost
             cores = self._interp_run(self._decode_tab(ds_dev, 1.0)[0], kv0, n, k)
             return [fixed + c for c in cores], [c + lin_a for c in cores], [lin_f] * k
         cores = np.interp((kv0 + n * np.arange(k)) / n + 1.0, self.GRID, self._decode_tab(ds_dev, 1.0)[1])
         return (fixed + cores).tolist(), (cores + lin_a).tolist(), [lin_f] * k
+
+    def _stretch_terms(self, n: int) -> tuple:
+        """The batch-size-only terms of a pure-decode step of ``n`` sequences (summed in ``cost``'s order)."""
+        parts = self._stretch_parts.get(n)
+        if parts is None:
+            ds_dev = -(-n // self.dp)
+            lin_a, lin_f = self._lin_attn[ds_dev], self._lin_ffn[ds_dev] + self._routed[n]
+            fixed = lin_a + lin_f + self._lin_other[ds_dev] + self._head[ds_dev]
+            parts = self._stretch_parts[n] = (float(ds_dev), lin_a, lin_f, fixed)
+        return parts
+
+    def decode_ends(self, n: int, kv0: int, k: int, start: float, extra: float = 0.0) -> tuple[list, list, list]:
+        """``decode_stretch(n, kv0, k)`` (even ranks) folded into the step ends: each step's end, ``start``
+        plus the step times one by one, a step's time being its ``cost`` time plus ``extra`` (an engine's
+        overhead: ``(time + extra)``, added in that order), and its decode-attention and FFN seconds. One
+        pass of scalar Python over the steps: each grid cell's slope is found once (``_interp_run``)."""
+        ds_dev, lin_a, lin_f, fixed = self._stretch_terms(n)
+        tab = self._decode_tab(ds_dev, 1.0)[0]
+        g, last = self._GRID_L, len(self._GRID_L) - 1
+        ends, attn = [], []
+        end_app, attn_app = ends.append, attn.append
+        s, kv, stop = start, kv0, kv0 + n * k
+        while kv < stop:
+            x = kv / n + 1.0
+            i = self._cell(x)
+            if i < 0 or i >= last:  # off the grid: a constant core
+                c = tab[0] if i < 0 else tab[-1]
+                s += fixed + c + extra
+                end_app(s)
+                attn_app(c + lin_a)
+                kv += n
+                continue
+            lo, hi, base = g[i], g[i + 1], tab[i]
+            slope = (tab[i + 1] - base) / (hi - lo)
+            while True:  # the steps in this cell
+                c = slope * (x - lo) + base
+                s += fixed + c + extra
+                end_app(s)
+                attn_app(c + lin_a)
+                kv += n
+                if kv >= stop:
+                    break
+                x = kv / n + 1.0
+                if x >= hi:
+                    break
+        return ends, attn, [lin_f] * k
 
     def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
              ranks: DecodeRanks | None = None):
