@@ -165,58 +165,41 @@ class Clock(simpy.Environment):
     """simpy's environment plus ``call_at``: run ``fn(event)`` at absolute time ``t`` (after the
     events already due then), without a process or a Timeout object.
 
-    ``run`` is simpy's loop over the same queue, in the same order (time, priority, insertion), with the
-    calls dispatched inline; any other simpy event on the queue is processed as ``Environment.step`` does."""
+    ``run`` keeps simpy's calendar and its order (time, priority, insertion) and its ``until`` rule, and runs
+    the engine's calls inline instead of through ``Environment.step``; any other simpy event on the calendar is
+    handed to ``Environment.step`` itself."""
 
     def call_at(self, t: float, fn) -> _Call:
         ev = _Call(fn)
         heapq.heappush(self._queue, (t, 1, next(self._eid), ev))  # 1: simpy's NORMAL priority
         return ev
 
-    def run(self, until=None):
+    def run(self, until: float | None = None) -> None:
+        """Process the calendar until it is empty or, with ``until``, until simulated time ``until``: as simpy
+        does, the stop is an urgent entry at that time (scheduled as ``now + (until - now)``), so entries due
+        then at normal priority stay on the calendar, and the clock ends at the stop."""
+        queue, pop, push, call = self._queue, heapq.heappop, heapq.heappush, _Call
+        stop = None
         if until is not None:
-            if not isinstance(until, simpy.Event):
-                at = until if isinstance(until, int) else float(until)
-                if at <= self._now:
-                    raise ValueError(f"until ({at}) must be greater than the current simulation time")
-                until = simpy.Event(self)  # before all regular events due then, as simpy schedules it
-                until._ok = True
-                until._value = None
-                self.schedule(until, simpy.events.URGENT, at - self._now)
-            elif until.callbacks is None:
-                return until.value
-            until.callbacks.append(simpy.core.StopSimulation.callback)
-        queue, pop, call = self._queue, heapq.heappop, _Call
-        try:
-            while queue:
-                now, _, _, ev = pop(queue)
-                self._now = now
-                if ev.__class__ is call:
-                    fn = ev.fn
-                    ev.fn = None
-                    fn(ev)
-                else:
-                    self._process(ev)
-        except simpy.core.StopSimulation as exc:
-            return exc.args[0]
-        if until is not None:
-            raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {until}')
-        return None
-
-    def _process(self, event) -> None:
-        """Process one popped simpy event (the body of ``Environment.step``)."""
-        callbacks, event.callbacks = event.callbacks, None
-        try:
-            for callback in callbacks:
-                callback(event)
-        except simpy.core.StopSimulation:
-            event.callbacks = callbacks[callbacks.index(callback) + 1:]
-            self.schedule(event, simpy.events.EventPriority(-1))
-            raise
-        if not event._ok and not hasattr(event, "_defused"):
-            exc = type(event._value)(*event._value.args)
-            exc.__cause__ = event._value
-            raise exc
+            at = float(until)
+            if not at > self._now:
+                raise ValueError(f"until ({at}) must be greater than the current simulation time")
+            stop = object()
+            push(queue, (self._now + (at - self._now), simpy.events.URGENT, next(self._eid), stop))
+        while queue:
+            entry = pop(queue)
+            ev = entry[3]
+            if ev.__class__ is call:
+                self._now = entry[0]
+                fn = ev.fn
+                ev.fn = None
+                fn(ev)
+            elif ev is stop:
+                self._now = entry[0]
+                return
+            else:  # another simpy event: back where it was, for simpy's own step to process
+                push(queue, entry)
+                self.step()
 
 
 @dataclass(slots=True)
