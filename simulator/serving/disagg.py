@@ -80,54 +80,45 @@ class PingPongStepCost:
             steps = [self.cost(0, 0, 0, n, 1, kv0 + i * n, ranks=ranks.grown(i)) for i in range(k)]
             return [c.time_s for c in steps], [c.decode_attention_s for c in steps], [c.decode_ffn_s for c in steps]
 
+        times, attn, ffn = [], [], []
+        for c, m in self._equal_runs(n, kv0, k):
+            times += [c.time_s] * m
+            attn += [c.decode_attention_s] * m
+            ffn += [c.decode_ffn_s] * m
+        return times, attn, ffn
+
+    def _equal_runs(self, n: int, kv0: int, k: int):
+        """The ``k`` decode steps of ``n`` sequences from ``kv0`` cached tokens as runs of steps that share one
+        quantised memo key (the mean KV length moves by one token a step; the key never decreases), found by
+        bisection on the key: (the run's ``cost``, its length), in step order."""
         def key(j: int) -> float:
             return memo_key(0, 0, 0, n, 1, kv0 + j * n)[5]
 
-        times, attn, ffn = [], [], []
         j = 0
         while j < k:
             kj = key(j)
-            lo, hi = j + 1, k  # the first step after j with a different key (the key never decreases)
+            lo, hi = j + 1, k  # the first step after j with a different key
             while lo < hi:
                 mid = (lo + hi) // 2
                 if key(mid) == kj:
                     lo = mid + 1
                 else:
                     hi = mid
-            c = self.cost(0, 0, 0, n, 1, kv0 + j * n)
-            m = lo - j
-            times += [c.time_s] * m
-            attn += [c.decode_attention_s] * m
-            ffn += [c.decode_ffn_s] * m
+            yield self.cost(0, 0, 0, n, 1, kv0 + j * n), lo - j
             j = lo
-        return times, attn, ffn
 
     def decode_ends(self, n: int, kv0: int, k: int, start: float, extra: float = 0.0) -> tuple[list, list, list]:
         """``decode_stretch(n, kv0, k)`` (even ranks) folded into the step ends: ``start`` plus the step times
         one by one, a step's time being ``cost``'s plus ``extra`` (in that order), and each step's decode
         attention and FFN seconds."""
-        def key(j: int) -> float:
-            return memo_key(0, 0, 0, n, 1, kv0 + j * n)[5]
-
         ends, attn, ffn = [], [], []
-        s, j = start, 0
-        while j < k:
-            kj = key(j)
-            lo, hi = j + 1, k  # the first step after j with a different key (the key never decreases)
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if key(mid) == kj:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            c = self.cost(0, 0, 0, n, 1, kv0 + j * n)
-            m = lo - j
+        s = start
+        for c, m in self._equal_runs(n, kv0, k):
             ends += accumulate(repeat(c.time_s + extra, m), initial=s)
             del ends[-m - 1]  # (the initial value)
             s = ends[-1]
             attn += [c.decode_attention_s] * m
             ffn += [c.decode_ffn_s] * m
-            j = lo
         return ends, attn, ffn
 
     def _parts_of(self, key: tuple, stride: int = 1) -> dict:
