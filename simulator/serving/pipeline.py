@@ -35,3 +35,8 @@ class PipelinedPrefill:
     @property
     def decode_stretch(self):
         return getattr(self.inner, "decode_stretch", None)
+
+    @property
+    def decode_ends(self):
+        """The wrapped model's ``decode_ends`` (a pure-decode step is not split), where it has one."""
+        return getattr(self.inner, "decode_ends", None)
