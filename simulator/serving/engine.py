@@ -449,6 +449,15 @@ class Replica:
             self.waiting.extend(self.inbox)
             self.inbox.clear()
 
+    def _nothing_to_run(self) -> None:
+        """Nothing to run at a step boundary: an idle scheduler polls at once (requests waiting for its receive
+        are taken and planned), else the replica idles until a submission kicks it."""
+        if self.inbox:
+            self._receive()
+            self._next()
+        else:
+            self.state = IDLE
+
     def _next(self) -> None:
         """At a step boundary: admit, let the policy plan, and start a step or a decode stretch."""
         cfg, sim = self.cfg, self.sim
@@ -466,11 +475,7 @@ class Replica:
             plan = [(rid, c) for rid, c in zip(pre, chunks) if c > 0]
             n_d = n_dec if run_dec else 0
             if not n_d and not plan:
-                if self.inbox:  # nothing to run: the idle scheduler polls at once
-                    self._receive()
-                    return self._next()
-                self.state = IDLE
-                return
+                return self._nothing_to_run()
             if plan:
                 ctx = sum(pf[rid] for rid, _ in plan)
                 tokens = sum(c for _, c in plan)
@@ -478,11 +483,7 @@ class Replica:
                 ctx = tokens = 0
         else:  # nothing to prefill: every policy runs the decodes (the contract in ``policies/base.py``)
             if not n_dec:
-                if self.inbox:  # nothing to run: the idle scheduler polls at once
-                    self._receive()
-                    return self._next()
-                self.state = IDLE
-                return
+                return self._nothing_to_run()
             n_d, plan, ctx, tokens = n_dec, [], 0, 0
         if not plan and self._stretches and not swap_s:
             k = self._next_finish()
@@ -1061,9 +1062,7 @@ class EventLog(collections.abc.Sequence):
 
     def append(self, event: tuple) -> None:
         t, what, rid = event
-        self.time_s.append(t)
-        self.what.append(self._CODE[what])
-        self.request.append(rid)
+        self.add(t, self._CODE[what], rid)
 
     def __len__(self) -> int:
         return len(self.time_s)
