@@ -466,7 +466,8 @@ class TabulatedStepCost:
         """``decode_stretch(n, kv0, k)`` (even ranks) folded into the step ends: each step's end, ``start``
         plus the step times one by one, a step's time being its ``cost`` time plus ``extra`` (an engine's
         overhead: ``(time + extra)``, added in that order), and its decode-attention and FFN seconds. One
-        pass of scalar Python over the steps: each grid cell's slope is found once (``_interp_run``)."""
+        pass of scalar Python over the steps: each grid cell's slope is found once (``_interp_run``'s walk,
+        written out here on purpose: building the cores first and accumulating after costs P/D chat ~10%)."""
         ds_dev, lin_a, lin_f, fixed = self._stretch_terms(n)
         tab = self._decode_tab(ds_dev, 1.0)[0]
         g, last = self._GRID_L, len(self._GRID_L) - 1
