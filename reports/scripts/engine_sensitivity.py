@@ -1,0 +1,113 @@
+"""How one engine constant moves the published serving check: re-simulate the published rows of one engine
+(bench reading, as ``serving_published_compare.py`` does) with the constant at each given value and print the
+TTFT / TPOT error per row and the mean absolute error and median ratio per row set and overall.
+
+A tool for reading the evidence, not for tuning: every constant in ``simulator/serving/engines.yaml`` keeps its
+cited source, and a value fitted to published rows says so there (with the rows it was fitted to and an
+out-of-sample check on the others).
+
+Run from the repository root, e.g.:
+
+    python reports/scripts/engine_sensitivity.py --engine sglang --set kernels_per_layer=7,14
+    python reports/scripts/engine_sensitivity.py --engine vllm --set step_cpu_s=0.0002,0.0005 --rows vllm.csv
+    python reports/scripts/engine_sensitivity.py --engine trtllm --set frontend_latency_s=0.155 --match ix3317
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import serving_published_compare as spc  # noqa: E402
+
+from simulator.serving import profiles  # noqa: E402
+from simulator.serving.runner import simulate  # noqa: E402
+
+
+def bench_reading(r: pd.Series) -> tuple[float, float]:
+    """(TTFT, TPOT) in ms of one published row as its benchmark client reads them (the statistic it printed)."""
+    res = simulate(spc.deployment_for(r), spc.bench_traffic(r), engine=r.engine)
+    q = res.requests[res.requests.status == "finished"]
+    out = []
+    for m in ("ttft", "tpot"):
+        mean, med = r.get(f"{m}_mean_ms"), r.get(f"{m}_median_ms")
+        use_med = (mean is None or mean != mean) and med is not None and med == med
+        col = q[f"{m}_s"]
+        out.append(float(col.median() if use_med else col.mean()) * 1e3)
+    return out[0], out[1]
+
+
+def published(r: pd.Series, m: str) -> float:
+    mean, med = r.get(f"{m}_mean_ms"), r.get(f"{m}_median_ms")
+    return float(mean) if mean is not None and mean == mean else float(med) if med is not None else np.nan
+
+
+def summary(df: pd.DataFrame, label: str) -> str:
+    parts = []
+    for m in ("ttft", "tpot"):
+        ratio = (df[f"sim_{m}"] / df[f"pub_{m}"]).dropna()
+        if len(ratio):
+            parts.append(f"{m.upper()} MAE {np.mean(np.abs(ratio - 1)) * 100:4.0f}% (median ratio "
+                         f"{np.median(ratio):.2f}, n={len(ratio)})")
+    return f"  {label:<24} " + "   ".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engine", required=True, choices=profiles.ENGINES)
+    ap.add_argument("--set", dest="setting", required=True,
+                    help="CONSTANT=V1,V2,... (an engines.yaml constant, SI units), e.g. kernels_per_layer=7,14")
+    ap.add_argument("--rows", help="only rows from this CSV of reports/validation/serving-published/ (e.g. vllm.csv)")
+    ap.add_argument("--match", help="only rows whose id contains this text")
+    args = ap.parse_args()
+    name, _, values = args.setting.partition("=")
+    table = profiles._table()[args.engine]
+    if name not in table or not isinstance(table[name], dict) or "value" not in table[name]:
+        raise SystemExit(f"--set: {name!r} is not a constant of the {args.engine} profile (engines.yaml)")
+    try:
+        vals = [float(v) for v in values.split(",") if v]
+    except ValueError:
+        raise SystemExit(f"--set: expected CONSTANT=V1,V2,... with numbers, got {args.setting!r}") from None
+    if not vals or not all(np.isfinite(vals)) or min(vals) < 0:
+        raise SystemExit(f"--set: expected finite values >= 0, got {args.setting!r}")
+    rows = spc.load_rows()
+    rows = rows[rows.engine == args.engine]
+    if args.rows:
+        rows = rows[rows.row_set == Path(args.rows).stem]
+    if args.match:
+        rows = rows[rows.id.str.contains(args.match, regex=False)]
+    if rows.empty:
+        raise SystemExit("no published rows match")
+    keep = table[name]["value"]
+    try:
+        for v in vals:
+            table[name]["value"] = v
+            out = []
+            for _, r in rows.iterrows():
+                tt, tp = bench_reading(r)
+                out.append({"id": r.id, "row_set": r.row_set, "c": int(r.concurrency), "sim_ttft": tt, "sim_tpot": tp,
+                            "pub_ttft": published(r, "ttft"), "pub_tpot": published(r, "tpot")})
+            df = pd.DataFrame(out)
+            print(f"{args.engine} {name} = {v:g}" + (" (engines.yaml)" if v == keep else ""))
+            for _, x in df.iterrows():
+                e1 = x.sim_ttft / x.pub_ttft - 1 if x.pub_ttft == x.pub_ttft else np.nan
+                e2 = x.sim_tpot / x.pub_tpot - 1 if x.pub_tpot == x.pub_tpot else np.nan
+                print(f"    {x.id:<42} C={x.c:<4} TTFT {x.sim_ttft:8.0f} ms {e1:+7.0%}   TPOT {x.sim_tpot:7.2f} ms "
+                      f"{e2:+7.0%}".replace("nan%", "   -"))
+            for rs, g in df.groupby("row_set", sort=False):
+                print(summary(g, rs))
+            print(summary(df, "all"), flush=True)
+    finally:
+        table[name]["value"] = keep
+
+
+if __name__ == "__main__":
+    main()
