@@ -82,6 +82,10 @@ def test_every_cheaper_candidate_fails_in_the_simulation(tight):
     assert cheaper, "the case is built so that a cheaper fleet looks plausible analytically"
     for c in cheaper:
         assert c["verified"] is not None and c["verified"]["slo_met"] is False, c["id"]
+        # and each says what broke, in the plan and in the report: here the 5 ms TPOT target
+        v = c["verified"]
+        assert v["missed"] and any(f"TPOT {v['tpot_p_s'] * 1e3:.1f} ms vs 5.0 ms" in m for m in v["missed"]), v
+        assert f"{c['id']} missed: " in (tight / "report.md").read_text()
 
 
 def test_recommended_yaml_meets_the_slos_when_simulated(tight):
@@ -253,3 +257,21 @@ def test_compare_names_a_deployment_that_cannot_run(tmp_path):
                             "--out", str(out)])
     assert r.exit_code == 2 and "big.yaml" in _err(r) and "does not fit" in _err(r)
     assert not out.exists()
+
+
+def test_a_missed_run_says_what_broke():
+    """``missed_because`` in words: the rejected requests with the first reason, and each percentile over its
+    target with the excess (a met run lists nothing)."""
+    import pandas as pd
+
+    from simulator.planning.verify import missed_because
+    from simulator.specs.traffic import SLO
+
+    req = pd.DataFrame({"status": ["finished", "rejected", "finished", "rejected"],
+                        "reason": ["", "needs 9424 KV tokens, replica prefill/0 holds 8336", "", "other"]})
+    slo = SLO(ttft_s=1.0, tpot_s=0.040, percentile=90.0)
+    assert missed_because(req, slo, 0.5, 0.030) == [
+        "2 of 4 requests rejected (needs 9424 KV tokens, replica prefill/0 holds 8336)"]
+    assert missed_because(req[req.status == "finished"], slo, 1.2, 0.050) == [
+        "p90 TTFT 1200.0 ms vs 1000.0 ms (+20%)", "p90 TPOT 50.0 ms vs 40.0 ms (+25%)"]
+    assert missed_because(req[req.status == "finished"], slo, 1.0, 0.040) == []

@@ -13,8 +13,8 @@ SPECS = {h: load_hardware(h) for h in ("h100-sxm", "h20")}
 PRICES = PriceBook(SPECS, {"h20": 0.9})
 
 
-def _screen(rate, tpot=0.03, max_devices=16, **kw):
-    w = Workload(rate, 512.0, 64.0, 512.0, 0.5, tpot, 90.0)
+def _screen(rate, tpot=0.03, max_devices=16, request_max_tokens=0.0, **kw):
+    w = Workload(rate, 512.0, 64.0, 512.0, 0.5, tpot, 90.0, request_max_tokens=request_max_tokens)
     return screen(MODEL, PRICES.priced_specs(), PRICES, w, pairs=parse_precision_pairs("fp8,bf16"),
                   max_devices=max_devices, **kw)
 
@@ -70,3 +70,23 @@ def test_the_engine_brings_its_all_reduce_and_frontend_to_the_screen():
         both = bare.index.intersection(eng.index)
         assert (eng.loc[both, "tpot_p_s"] <= bare.loc[both, "tpot_p_s"] * (1 + 1e-12)).all(), name
         assert (eng.loc[both, "tpot_p_s"] < bare.loc[both, "tpot_p_s"]).any(), name  # some TP fleet gains
+
+
+def test_every_replica_holds_the_longest_request():
+    """A layout whose KV cache cannot hold the traffic's longest request (prompt + output) is never a candidate,
+    on either side of a P/D fleet; one that can is unaffected (the same fleets as without a longest request)."""
+    tol = dict(tolerance=1e6, keep=10_000)
+    free = _screen(5.0, **tol)
+    caps = [min(r.get(f"kv_tokens_{role}", 0.0) for role in ("colocated", "prefill", "decode") if
+                f"kv_tokens_{role}" in r) for r in free.layouts if r.get("ok")]
+    longest = sorted(caps)[len(caps) // 2]  # the median layout's capacity: some layouts hold it, some do not
+    held = _screen(5.0, request_max_tokens=longest, **tol)
+    assert 0 < len(held.candidates) < len(free.candidates)
+    for _, c in held.candidates.iterrows():
+        sides = [(c.layout_a, "colocated" if c["mode"] == "agg" else "prefill")]
+        if c.layout_b >= 0:
+            sides.append((c.layout_b, "decode"))
+        for lay, role in sides:
+            assert held.layouts[int(lay)][f"kv_tokens_{role}"] >= longest
+    tiny = _screen(5.0, request_max_tokens=1.0, **tol)
+    assert len(tiny.candidates) == len(free.candidates)

@@ -99,7 +99,8 @@ def workload_of(traffic: Traffic, rate: float, slo: SLO) -> Workload:
     s = replace(traffic, requests=max(traffic.requests, 2000)).sample()
     p = slo.percentile
     return Workload(rate, float(s.prompt_tokens.mean()), float(s.output_tokens.mean()),
-                    float(np.percentile(s.prompt_tokens, p)), slo.ttft_s, slo.tpot_s, p)
+                    float(np.percentile(s.prompt_tokens, p)), slo.ttft_s, slo.tpot_s, p,
+                    request_max_tokens=float((s.prompt_tokens + s.output_tokens).max()))
 
 
 def error_band() -> dict | None:
@@ -160,7 +161,7 @@ def _candidate_doc(cid: str, row, lay, prices, w, verified: dict | None) -> dict
     if verified is not None:
         ver = {k: verified.get(k) for k in ("ttft_p_s", "tpot_p_s", "slo_met", "max_rate_per_s", "max_rate_bounded",
                                             "goodput_fraction", "goodput_requests_per_s", "output_tokens_per_s",
-                                            "rejected", "utilisation", "load_trace")}
+                                            "rejected", "missed", "utilisation", "load_trace")}
         if verified.get("error"):
             ver["error"] = verified["error"]
     dev_p = sum(p["devices"] for p in pool_docs if p["role"] == "prefill")
@@ -196,7 +197,7 @@ def _miss(ver: dict, slo: SLO) -> tuple[float, str]:
         worst = max(worst, 1.0)
     if ver.get("error"):
         return math.inf, ver["error"]
-    return worst, "; ".join(parts) or "misses the SLOs"
+    return worst, "; ".join(ver.get("missed") or parts) or "misses the SLOs"
 
 
 def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None] | None = None) -> PlanOutcome:
@@ -318,6 +319,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
                    "hardware": list(specs), "modes": list(req.modes), "max_devices": req.max_devices,
                    "precisions": req.precisions, "requests_per_simulation": traffic.requests,
                    "isl_mean": w.isl_mean, "osl_mean": w.osl_mean, f"isl_p{slo.percentile:g}": w.isl_pct,
+                   "request_max_tokens": w.request_max_tokens,
                    "cost_basis": "tco" if tco else "rental", "tco_file": req.tco_file},
         "slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s), "percentile": slo.percentile},
         "prices": prices.table(),
@@ -388,7 +390,7 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
                                                     else "pd")
         ver = {k: r.get(k) for k in ("ttft_p_s", "tpot_p_s", "slo_met", "max_rate_per_s", "max_rate_bounded",
                                      "goodput_fraction", "goodput_requests_per_s", "output_tokens_per_s", "rejected",
-                                     "utilisation", "load_trace")}
+                                     "missed", "utilisation", "load_trace")}
         docs.append({"id": cid, "arrangement": f"{mode}: {dep.id} ({_rel(dep.file) or 'built'})", "mode": mode,
                      "devices": dep.devices, "pools": pools, "cost_per_hour_usd": usd_h,
                      "usd_per_mtok_input": usd_h / 3600 / (rate * w.isl_mean) * 1e6 if usd_h is not None else None,

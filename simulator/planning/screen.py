@@ -65,6 +65,7 @@ class Workload:
     ttft_slo_s: float
     tpot_slo_s: float
     percentile: float
+    request_max_tokens: float = 0.0  # the longest request (prompt + output) the traffic draws: every replica holds it
 
 
 @dataclass
@@ -155,6 +156,13 @@ def _interp_rows(grid_vals: np.ndarray, b: np.ndarray) -> np.ndarray:
         slope = (grid_vals[..., -1:] - grid_vals[..., -2:-1]) / (BATCH_GRID[-1] - BATCH_GRID[-2])
         y = np.where(over, grid_vals[..., -1:] + slope * (b - BATCH_GRID[-1]), y)
     return y[..., 0]
+
+
+def _holds(cap: np.ndarray, w: Workload) -> np.ndarray:
+    """Replicas whose KV cache holds the traffic's longest request: the simulator (as vLLM's and SGLang's
+    servers, whose context limit the KV cache bounds) rejects a request it cannot hold, and a candidate that
+    rejects any misses the SLOs."""
+    return (cap > 0) & (cap >= w.request_max_tokens)
 
 
 def _decode_side(tpot_grid: np.ndarray, kv_cap: np.ndarray, n: np.ndarray, w: Workload, steal: np.ndarray | float,
@@ -251,7 +259,7 @@ def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"
         grid = np.stack([lay[i]["tpot_grid"] for i in idx])
         feas_d, tpot_p, max_seqs, b = _decode_side(grid, cap, n, w, np.minimum(rho, 0.999), z, tolerance)
         ttft = ttft + _interp_rows(grid, np.ones(len(idx)))[:, None]  # a decode step shares the prefill's step
-        feas = feas_d & (ttft <= ttft_lim) & (dev_tot <= max_devices) & (cap[:, None] > 0)
+        feas = feas_d & (ttft <= ttft_lim) & (dev_tot <= max_devices) & _holds(cap, w)[:, None]
         evaluated += feas.size
         li, ni = np.nonzero(feas)
         frames.append(pd.DataFrame({
@@ -269,11 +277,11 @@ def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"
         tm = np.array([lay[i]["t_prefill_mean_s"] for i in pi])
         tpc = np.array([lay[i]["t_prefill_pct_s"] for i in pi])
         rho, ttft = _prefill_side(tm, tpc, pn, w, p, frontend_s)
-        p_ok = (ttft <= ttft_lim) & (pcap[:, None] > 0)
+        p_ok = (ttft <= ttft_lim) & _holds(pcap, w)[:, None]
         di, dn, dcap, ddev, dcost = side_arrays(dec_idx, "decode")
         grid = np.stack([lay[i]["tpot_grid"] for i in di])
         d_ok, tpot_p, max_seqs, b = _decode_side(grid, dcap, dn, w, 0.0, z, tolerance)
-        d_ok &= dcap[:, None] > 0
+        d_ok &= _holds(dcap, w)[:, None]
         pkv = np.array([lay[i]["kv_precision"] for i in pi])
         dkv = np.array([lay[i]["kv_precision"] for i in di])
         # every prefill option x every decode option, scored in one broadcast (chunked by prefill layout)

@@ -52,12 +52,28 @@ def run_at(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, *, ke
                and (tpot_p is None or tpot_p <= slo.tpot_s))
     sm = res.summary
     out = {"rate_per_s": rate_per_s, "ttft_p_s": ttft_p, "tpot_p_s": tpot_p, "slo_met": met,
+           "missed": [] if met else missed_because(req, slo, ttft_p, tpot_p),
            "rejected": rejected, "goodput_fraction": sm["goodput"]["fraction_of_requests"],
            "goodput_requests_per_s": sm["goodput"]["requests_per_s"],
            "output_tokens_per_s": sm["output_tokens_per_s"], "input_tokens_per_s": sm["input_tokens_per_s"],
            "utilisation": {k: {q: float(v) for q, v in u.items()} for k, u in sm["utilisation"].items()}}
     if keep_samples:
         out["samples"] = {"ttft_s": [float(x) for x in ttft], "tpot_s": [float(x) for x in tpot if np.isfinite(x)]}
+    return out
+
+
+def missed_because(req, slo: SLO, ttft_p: float | None, tpot_p: float | None) -> list[str]:
+    """What broke the SLOs in one run, in words (the first rejection reason, the percentiles over their
+    targets): what a planner reads next to "SLO missed"."""
+    out = []
+    rejected = req[req.status == "rejected"]
+    if len(rejected):
+        out.append(f"{len(rejected)} of {len(req)} requests rejected ({rejected.reason.iloc[0]})")
+    if not (req.status == "finished").any():
+        out.append("no request finished")
+    for name, v, lim in (("TTFT", ttft_p, slo.ttft_s), ("TPOT", tpot_p, slo.tpot_s)):
+        if v is not None and v > lim:
+            out.append(f"p{slo.percentile:g} {name} {v * 1e3:.1f} ms vs {lim * 1e3:.1f} ms (+{v / lim - 1:.0%})")
     return out
 
 
@@ -70,9 +86,9 @@ def verify_task(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, 
         first = run_at(dep, traffic, slo, rate_per_s, keep_samples=keep_samples, timing=timing)
     except SimulatorError as exc:  # e.g. does not fit: a failed candidate, not a failed plan
         return {"rate_per_s": rate_per_s, "ttft_p_s": None, "tpot_p_s": None, "slo_met": False, "rejected": 0,
-                "goodput_fraction": None, "goodput_requests_per_s": None, "output_tokens_per_s": None,
-                "input_tokens_per_s": None, "utilisation": {}, "max_rate_per_s": 0.0, "max_rate_bounded": True,
-                "load_trace": [], "error": str(exc)}
+                "missed": [str(exc)], "goodput_fraction": None, "goodput_requests_per_s": None,
+                "output_tokens_per_s": None, "input_tokens_per_s": None, "utilisation": {}, "max_rate_per_s": 0.0,
+                "max_rate_bounded": True, "load_trace": [], "error": str(exc)}
     trace = [{k: first[k] for k in ("rate_per_s", "ttft_p_s", "tpot_p_s", "slo_met")}]
 
     def probe(r):

@@ -175,9 +175,23 @@ def candidate_rows(doc: dict, n: int = 12) -> tuple[list[str], list[list[str]]]:
                      _usd(c.get("usd_per_mtok_output"), 3),
                      f"{_ms(a.get('ttft_p_s'))} / {_ms(a.get('tpot_p_s'))}" if a else "-",
                      f"{_ms(v.get('ttft_p_s'))} / {_ms(v.get('tpot_p_s'))}" if v else "not simulated",
-                     ("yes" if v["slo_met"] else "no") if v else "-",
+                     ("yes" if v["slo_met"] else _why_not(v)) if v else "-",
                      f"{v['max_rate_per_s']:.3g}{'' if v.get('max_rate_bounded', True) else '+'}" if v else "-"])
     return head, rows
+
+
+def _why_not(v: dict) -> str:
+    """"no" and, shortly, what broke: rejected requests (the first reason), which latency, or an error."""
+    missed = v.get("missed") or []
+    short = []
+    for m in missed:
+        if "rejected" in m:
+            short.append(m.split(" (", 1)[0].replace(" requests", "").replace(" of ", "/"))
+        elif " TTFT " in m or " TPOT " in m:
+            short.append(m.split(" ")[1])
+    if v.get("error"):
+        short = ["cannot run"]
+    return "no" + (f" ({', '.join(short)})" if short else "")
 
 
 def recommendation_text(doc: dict) -> str:
@@ -217,7 +231,11 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
         txt.append(f"{scr['fleets_scored']:,} fleets scored analytically over {scr['layouts']:,} replica layouts; "
                    f"{scr['arrangements_within_tolerance']:,} distinct arrangements came within "
                    f"{scr['tolerance']:.0%} of the SLOs; {scr['simulated']} were simulated, cheapest first.")
+    missed = [f"{c['id']} missed: " + "; ".join(c["verified"]["missed"]) + "."
+              for c in doc["candidates"][:len(rows)] if c.get("verified") and c["verified"].get("missed")]
     s.append({"title": "Top candidates", "text": txt, "table": (head, rows)})
+    if missed:
+        s.append({"title": "Why the simulated candidates above missed", "text": missed})
     s.append({"title": "Cost vs latency", "figure": figures.get("pareto"),
               "text": ["Each point is a candidate fleet (simulated figures where available, else analytic); the "
                        "red dashed lines are the SLOs."]})
@@ -260,6 +278,9 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
                           "hosting)" if inp.get("cost_basis") == "tco" else "rental price per device-hour") + ".",
         "Screening uses queueing approximations (Little's law for the decode batch, M/D/1 for prefill); only the "
         "simulation decides whether a candidate meets the SLOs.",
+        *([f"Every replica's KV cache holds the longest request the traffic draws ({inp['request_max_tokens']:,.0f} "
+           "prompt + output tokens in the screening sample): a server rejects a request it cannot hold, and a fleet "
+           "that rejects any misses the SLOs."] if inp.get("request_max_tokens") else []),
         "Timing: the analytic roofline with the profiles' cited efficiency constants (uncalibrated unless stated).",
         *([f"Serving engine: {inp['engine']} (simulator/serving/engines.yaml): the simulation runs its batching "
            "policy, step overheads and frontend latency"
