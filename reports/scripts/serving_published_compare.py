@@ -68,10 +68,17 @@ def frontend_s(r: pd.Series) -> float | None:
 def bench_traffic(r: pd.Series):
     """The run as the engines' benchmark clients drive it (``vllm bench serve`` / ``sglang.bench_serving``
     with ``--max-concurrency C --request-rate inf``): all C clients send at t = 0, lengths uniform in
-    [low x L, L] (the client's ``--random-range-ratio``; 1 = fixed), the published number of prompts."""
+    [low x L, L] (the client's ``--random-range-ratio``; 1 = fixed), the published number of prompts. A row
+    with a finite ``request_rate`` is an open loop instead: Poisson arrivals at that rate (the clients'
+    ``--request-rate R`` with the default burstiness 1), ``concurrency`` then being only the client's cap."""
     c = int(r.concurrency)
     n = int(r.num_prompts) if not pd.isna(r.num_prompts) else max(10 * c, 8)
-    t = simple_traffic(rate=None, concurrency=c, isl=int(r.isl), osl=int(r.osl), requests=n, seed=0, ramp_up_s=0.0)
+    rate = r.get("request_rate")
+    if rate is not None and rate == rate and np.isfinite(rate):  # an open loop: Poisson arrivals at the client's rate
+        t = simple_traffic(rate=float(rate), concurrency=None, isl=int(r.isl), osl=int(r.osl), requests=n, seed=0)
+    else:
+        t = simple_traffic(rate=None, concurrency=c, isl=int(r.isl), osl=int(r.osl), requests=n, seed=0,
+                           ramp_up_s=0.0)
     lo = float(r.length_low_fraction)
     if lo < 1.0:
         t = replace(t, prompt=replace(t.prompt, kind="uniform", low=int(r.isl * lo), high=int(r.isl)),
@@ -117,8 +124,13 @@ def run_row(r: pd.Series) -> dict:
     spread, mean over every request as the client reports it)."""
     dep = deployment_for(r)
     c = int(r.concurrency)
-    traffic = simple_traffic(rate=None, concurrency=c, isl=int(r.isl), osl=int(r.osl), requests=requests_for(c),
-                             seed=0)
+    rate = r.get("request_rate")
+    if rate is not None and rate == rate and np.isfinite(rate):  # open loop: the same rate, more requests
+        traffic = simple_traffic(rate=float(rate), concurrency=None, isl=int(r.isl), osl=int(r.osl),
+                                 requests=max(200, int(r.num_prompts)), seed=0)
+    else:
+        traffic = simple_traffic(rate=None, concurrency=c, isl=int(r.isl), osl=int(r.osl),
+                                 requests=requests_for(c), seed=0)
     s = simulate(dep, traffic, engine=r.engine).summary
     out = {"ttft_ms": s["ttft_s"]["mean"] * 1e3, "tpot_ms": s["tpot_s"]["mean"] * 1e3,
            "ttft_med_ms": s["ttft_s"]["p50"] * 1e3, "tpot_med_ms": s["tpot_s"]["p50"] * 1e3,
