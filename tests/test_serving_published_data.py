@@ -18,7 +18,16 @@ def test_every_row_cites_and_quotes():
     assert ROWS.source_url.str.startswith("https://").all()
     assert (ROWS.quoted.str.len() > 20).all()
     assert ROWS.trust.str.match(r"^(exact table|exact output)").all()
-    assert (ROWS.ttft_mean_ms.notna() | ROWS.tpot_mean_ms.notna()).all()
+    figures = [c for c in ("ttft_mean_ms", "tpot_mean_ms", "ttft_median_ms", "tpot_median_ms") if c in ROWS]
+    assert ROWS[figures].notna().any(axis=1).all()  # a mean or a median of TTFT or TPOT
+    assert (ROWS[figures].fillna(1.0) > 0).all().all()
+
+
+def test_open_loop_rows_have_a_finite_rate():
+    if "request_rate" not in ROWS:
+        pytest.skip("no open-loop rows")
+    rate = ROWS.request_rate.dropna()
+    assert (np.isfinite(rate) & (rate > 0)).all()
 
 
 @pytest.mark.parametrize("model_id", sorted(ROWS.model_id.unique()))
