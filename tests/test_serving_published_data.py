@@ -64,3 +64,19 @@ def test_single_stream_throughput_matches_its_latencies_where_the_notes_say_so()
     assert (d.length_low_fraction == 1.0).all()
     tput = d.osl / (d.ttft_mean_ms / 1e3 + (d.osl - 1) * d.tpot_mean_ms / 1e3)
     np.testing.assert_allclose(d.output_tok_s, tput, rtol=0.005)
+
+
+def test_genai_perf_rows_match_their_quoted_export():
+    # rows read from a GenAI-Perf export quote its ns figures: TTFT = time_to_first_token-avg, and the
+    # inter-token latency GenAI-Perf prints is (request latency - TTFT) / (output tokens - 1), i.e. the TPOT
+    d = ROWS[ROWS.quoted.str.contains("inter_token_latency-avg", regex=False)]
+    assert len(d)
+
+    def ns(field):
+        return d.quoted.str.extract(field + r"(?:-avg)? ([0-9.]+)")[0].astype(float)
+
+    ttft, itl, lat = ns("time_to_first_token"), ns("inter_token_latency"), ns("request_latency")
+    n_out = ns("num_output_token")
+    np.testing.assert_allclose(d.ttft_mean_ms, ttft / 1e6, rtol=0, atol=0.005)  # rounded to 0.01 ms
+    np.testing.assert_allclose(d.tpot_mean_ms, itl / 1e6, rtol=0, atol=0.0005)  # rounded to 0.001 ms
+    np.testing.assert_allclose(d.tpot_mean_ms, (lat - ttft) / (n_out - 1) / 1e6, rtol=2e-3)
