@@ -80,3 +80,23 @@ def test_genai_perf_rows_match_their_quoted_export():
     np.testing.assert_allclose(d.ttft_mean_ms, ttft / 1e6, rtol=0, atol=0.005)  # rounded to 0.01 ms
     np.testing.assert_allclose(d.tpot_mean_ms, itl / 1e6, rtol=0, atol=0.0005)  # rounded to 0.001 ms
     np.testing.assert_allclose(d.tpot_mean_ms, (lat - ttft) / (n_out - 1) / 1e6, rtol=2e-3)
+
+
+def test_save_result_rows_carry_the_figures_they_quote():
+    # rows read from `--save-result` JSONs quote the JSON's key/value pairs; the columns are those numbers, and the
+    # totals confirm fixed lengths (50 x ISL, 50 x OSL) and a full run
+    import re
+
+    d = ROWS[ROWS.quoted.str.contains("mean_ttft_ms ", regex=False)]
+    assert len(d)
+    for _, r in d.iterrows():
+        kv = dict(re.findall(r"(\w+) ([-+.\deE]+|null)", r.quoted))
+        assert float(kv["mean_ttft_ms"]) == r.ttft_mean_ms and float(kv["median_ttft_ms"]) == r.ttft_median_ms
+        assert float(kv["mean_tpot_ms"]) == r.tpot_mean_ms and float(kv["median_tpot_ms"]) == r.tpot_median_ms
+        assert float(kv["output_throughput"]) == r.output_tok_s
+        assert float(kv["request_rate"]) == r.request_rate and int(kv["num_prompts"]) == r.num_prompts
+        assert kv["max_concurrency"] == "null" and r.concurrency == r.num_prompts
+        assert int(kv["completed"]) == r.num_prompts
+        assert r.length_low_fraction == 1.0
+        assert int(kv["total_input_tokens"]) == r.num_prompts * r.isl
+        assert int(kv["total_output_tokens"]) == r.num_prompts * r.osl
