@@ -189,10 +189,13 @@ def validate_cli_section(df: pd.DataFrame) -> list[str]:
     from simulator.validation.serving import validate_serving
 
     rows = df[df.ttft_mean_ms.notna() & df.tpot_mean_ms.notna() & (df.dp.astype(int) <= 1)]
+    rate = rows["request_rate"] if "request_rate" in rows else pd.Series(np.nan, index=rows.index)
     csv = pd.DataFrame({
         "model": rows.model_id, "hardware": rows.hardware, "engine": rows.engine, "devices": rows.devices,
         "tp": rows.tp, "ep": rows.ep, "precision": rows.precision, "kv_precision": rows.kv_precision,
-        "isl": rows.isl, "osl": rows.osl, "concurrency": rows.concurrency,
+        "isl": rows.isl, "osl": rows.osl,
+        # an open loop (a finite client --request-rate) is a rate; a closed loop its clients
+        "rate_per_s": rate, "concurrency": rows.concurrency.where(rate.isna()),
         "requests": [int(n) if not pd.isna(n) else max(10 * int(c), 8) for n, c in zip(rows.num_prompts,
                                                                                    rows.concurrency)],
         "ttft_ms": rows.ttft_mean_ms, "tpot_ms": rows.tpot_mean_ms, "statistic": "mean",
