@@ -220,3 +220,20 @@ def test_screen_uses_the_same_capacity():
 def test_bad_memory_blocks_are_refused(block, where):
     with pytest.raises(SpecError, match=where.replace(".", r"\.")):
         profiles._memory("x", block)
+
+
+def test_engine_memory_rows_are_well_formed():
+    """The published startup logs (reports/validation/published/engine-memory.csv): every row cites a source and
+    quotes its lines, and every row marked checked builds on a catalogued model and GPU."""
+    import pandas as pd
+
+    df = pd.read_csv("reports/validation/published/engine-memory.csv")
+    assert df.id.is_unique and set(df.engine) <= {"vllm", "sglang", "trtllm"} and set(df.trust) <= {"A", "B", "C"}
+    assert df.source.str.startswith("https://").all() and (df.log_lines.str.len() > 10).all()
+    checked = df[df.checked == 1]
+    assert (checked.logged_kv_gib.notna() | checked.logged_kv_tokens.notna()).all()
+    for _, r in checked.iterrows():
+        built = plan_from_options(PlanOptions(model=r.model_id, hardware=r.hardware, devices=int(r.tp * r.pp),
+                                              tp=int(r.tp), pp=int(r.pp), precision=r.precision,
+                                              kv_precision=r.kv_precision))
+        assert built.prefill.attention.hardware.id == r.hardware
