@@ -237,3 +237,17 @@ def test_engine_memory_rows_are_well_formed():
                                               tp=int(r.tp), pp=int(r.pp), precision=r.precision,
                                               kv_precision=r.kv_precision))
         assert built.prefill.attention.hardware.id == r.hardware
+
+
+def test_memory_fraction_survives_the_planner_yaml(tmp_path):
+    import yaml
+
+    from simulator.planning.candidates import deployment_yaml
+    from simulator.specs.deployment import read_deployment
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1), engine="sglang")
+    dep = replace(dep, pools=(replace(dep.pools[0], memory_fraction=0.93),))
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump(deployment_yaml(dep, "round trip", {})))
+    back = read_deployment(path).pools[0]
+    assert back.memory_fraction == 0.93 and back.engine == "sglang"
