@@ -224,6 +224,8 @@ def deployment_yaml(dep: Deployment, description: str, price_notes: dict[str, st
         doc["engine"] = p.engine
         if p.frontend_latency_s is not None:
             doc["frontend_latency"] = f"{p.frontend_latency_s * 1e3:.6g} ms"
+        if p.memory_fraction is not None:
+            doc["memory_fraction"] = p.memory_fraction
         for k in ("max_batch_tokens", "max_seqs"):  # (unset: the engine server's default)
             if getattr(p, k) is not None:
                 doc[k] = getattr(p, k)

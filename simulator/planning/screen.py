@@ -12,13 +12,14 @@ capacity (memory fit). Fleets are then scored in one broadcast pass over layouts
   p-percentile wait taken as the mean times -ln(1 - p) (exponential tail);
 * colocated: prefill steals a fraction rho of the replica's time, so TPOT is divided by (1 - rho).
 
-Under a serving engine (``engine``, as the simulation runs it) two parts of its profile apply: its own
-all-reduce for small messages (``CustomAllReduce``) and its frontend latency on TTFT. Its per-step
+Under a serving engine (``engine``, as the simulation runs it) three parts of its profile apply: its own
+all-reduce for small messages (``CustomAllReduce``), its frontend latency on TTFT, and its rule for sizing
+the KV cache (``serving.kvmemory.replica_kv_capacity``, the function the simulation uses). Its per-step
 overheads (CPU time, unlisted kernels) are left to the simulation: the colocated decode model above is
 already pessimistic (Llama-3.1-405B BF16 on 16 H100 at 2 req/s of chat, reports/case-study-llama405b.md:
 p90 TPOT 94 ms screened under vLLM, 67 ms simulated), and a screen that over-estimates drops fleets the
 simulation would pass, while one that under-estimates only costs extra simulations. ``engine=None``
-screens on the bare timing model.
+screens on the bare timing model and the engine-agnostic memory fit.
 
 These are screening estimates only; the discrete-event simulation decides (``verify``).
 """
@@ -37,12 +38,13 @@ from ..analysis.whatif import time_phase
 from ..devices import DeviceArrays
 from ..errors import InfeasibleError
 from ..ops.build import StepShape
+from ..serving.kvmemory import replica_kv_capacity
 from ..serving.profiles import EngineProfile, engine_profile
 from ..timing.custom_allreduce import CustomAllReduce
-from ..timing.memory import memory_fit
 from ..timing.roofline import RooflineModel
 from .candidates import (
     PREFILL_BATCH_TOKENS,
+    PREFILL_MAX_SEQS,
     afd_layouts,
     batch_tokens,
     colocated_layouts,
@@ -130,13 +132,14 @@ def _layout_metrics(model, rows: list[dict], specs, w: Workload, timing, profile
                 continue
             r["ok"] = True
             for role in (("decode",) if af else ("colocated", "prefill", "decode")):
-                step = PREFILL_BATCH_TOKENS if role == "prefill" else batch_tokens(role, 256)
-                fits = memory_fit(model, plan, kv_tokens_per_replica=0, step_tokens=step,
-                                  kv_precision=r["kv_precision"], kv_scale_tokens=128)
-                holders = [m for m in fits if m.kv_bytes_per_token > 0]
-                good = all(m.fits for m in fits) and all(m.kv_token_capacity > 0 for m in holders)
-                cap = min(m.kv_token_capacity for m in holders) * plan.attention.dp if holders and good else 0.0
-                r[f"kv_tokens_{role}"] = float(cap)
+                # the limits the built deployment gets (candidates.build_deployment): the largest screened batch
+                # bounds max_seqs, so the engine's capacity here is a lower bound of the simulated one
+                seqs = PREFILL_MAX_SEQS if role == "prefill" else int(BATCH_GRID[-1])
+                step = PREFILL_BATCH_TOKENS if role == "prefill" else batch_tokens(role, seqs)
+                cap = replica_kv_capacity(model, plan, profile.memory if profile is not None else None,
+                                          max_seqs=seqs, max_batch_tokens=step, kv_precision=r["kv_precision"],
+                                          kv_scale_tokens=128)
+                r[f"kv_tokens_{role}"] = float(cap.tokens)
 
 
 def _interp_rows(grid_vals: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""Engine profiles: which batching policy an engine runs, the step-overhead constants it pays, and the
-server's own batch limits where a deployment does not set them.
+"""Engine profiles: which batching policy an engine runs, the step-overhead constants it pays, the
+server's own batch limits where a deployment does not set them, and the rule it sizes its KV cache by.
 
 The constants live in ``engines.yaml`` next to this module, each with a ``source:`` line; this
 module only reads them into frozen ``EngineProfile`` records (and ``ServerDefaults`` for one device).
@@ -23,6 +23,35 @@ _CONSTANTS = ("step_cpu_s", "per_seq_s", "kernels_per_layer", "kernel_floor_s", 
               "custom_allreduce_s", "custom_allreduce_max_bytes")
 
 
+MEMORY_RULES = ("vllm", "sglang", "trtllm")
+
+
+@dataclass(frozen=True)
+class EngineMemory:
+    """An engine server's rule for the KV-cache bytes of one device (``engines.yaml`` ``memory:``; the formulas
+    live in ``kvmemory.py``). Bytes are per device."""
+
+    rule: str  # one of MEMORY_RULES
+    fraction: float | None  # vLLM gpu_memory_utilization / TRT-LLM free_gpu_memory_fraction; None: SGLang's tiers
+    sampler_bytes_per_logit: float = 0.0  # vLLM: profile-run sampler bytes per (request x vocabulary entry)
+    non_torch_bytes: float = 0.0  # vLLM: non-torch memory that grows during the profile run
+    context_bytes: float = 0.0  # SGLang / TRT-LLM: CUDA context and driver reservation before the engine starts
+    distributed_init_bytes: float = 0.0  # communicator buffers when tp > 1
+    driver_reserved_bytes: float = 0.0  # vLLM: device memory CUDA does not report (nvidia-smi total - CUDA total)
+    reserve_tiers: tuple[tuple[float, float, float], ...] = ()  # SGLang: (below bytes, reserved bytes, per rank)
+    dp_attention_extra_bytes: float = 0.0  # SGLang: extra reserve with DP attention
+    speculative_extra_bytes: float = 0.0  # SGLang: extra reserve with a speculative algorithm
+
+    def mem_fraction_static(self, memory_bytes: float, ranks: int, dp_attention: bool = False,
+                            speculative: bool = False) -> float:
+        """SGLang's default ``mem_fraction_static`` on a device of ``memory_bytes`` with ``ranks`` = its
+        ``tp_size x pp_size`` (with DP attention SGLang's tp_size counts every attention rank)."""
+        tier = next(t for t in self.reserve_tiers if memory_bytes < t[0])  # (the last tier is unbounded)
+        res = tier[1] + tier[2] * ranks + (self.dp_attention_extra_bytes if dp_attention else 0.0) \
+            + (self.speculative_extra_bytes if speculative else 0.0)
+        return round((memory_bytes - res) / memory_bytes, 3)
+
+
 @dataclass(frozen=True)
 class EngineProfile:
     name: str
@@ -39,6 +68,7 @@ class EngineProfile:
     frontend_latency_s: float  # a request's time in the frontend before the scheduler has it (off the GPU path)
     custom_allreduce_s: float = 0.0  # fixed cost of the engine's own one-shot all-reduce (0: NCCL's figures)
     custom_allreduce_max_bytes: float = 0.0  # the largest message it takes (larger ones go through NCCL)
+    memory: EngineMemory | None = None  # how the server sizes its KV cache (None: the engine-agnostic memory fit)
     description: str = ""
     sources: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -90,6 +120,57 @@ def _table() -> dict:
     return data["engines"]
 
 
+_GIB = 2**30
+_MEMORY_KEYS = {"vllm": ("gpu_memory_utilization", "sampler_bytes_per_logit", "non_torch_bytes",
+                         "distributed_init_bytes", "driver_reserved_bytes"),
+                "sglang": ("context_bytes", "distributed_init_bytes", "mem_fraction_static"),
+                "trtllm": ("free_gpu_memory_fraction", "context_bytes", "distributed_init_bytes")}
+
+
+def _memory(name: str, block) -> EngineMemory:
+    """``engines.<name>.memory`` read and checked."""
+    where = f"engines.{name}.memory"
+    if not isinstance(block, dict) or block.get("rule") not in MEMORY_RULES:
+        raise SpecError(str(_FILE), f"{where}.rule", f"expected one of {', '.join(MEMORY_RULES)}")
+    rule = block["rule"]
+    keys = _MEMORY_KEYS[rule]
+    if set(block) != {"rule", "source", *keys}:
+        raise SpecError(str(_FILE), where, f"expected rule, source and {', '.join(keys)} for rule {rule}")
+
+    def value(key: str, lo: float = 0.0, hi: float = float("inf")) -> float:
+        entry = block[key]
+        v = entry.get("value") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not entry.get("source") or isinstance(v, bool) \
+                or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            raise SpecError(str(_FILE), f"{where}.{key}", f"expected {{value: a number in [{lo}, {hi}], source: ...}}")
+        return float(v)
+
+    if rule == "vllm":
+        return EngineMemory(rule, value("gpu_memory_utilization", 0.0, 1.0), value("sampler_bytes_per_logit"),
+                            value("non_torch_bytes"), distributed_init_bytes=value("distributed_init_bytes"),
+                            driver_reserved_bytes=value("driver_reserved_bytes"))
+    if rule == "trtllm":
+        return EngineMemory(rule, value("free_gpu_memory_fraction", 0.0, 1.0), context_bytes=value("context_bytes"),
+                            distributed_init_bytes=value("distributed_init_bytes"))
+    mfs = block["mem_fraction_static"]
+    tiers = mfs.get("tiers") if isinstance(mfs, dict) else None
+    ok = isinstance(tiers, list) and tiers and mfs.get("source") and all(
+        isinstance(t, dict) and set(t) - {"below_memory_gib"} == {"reserved_gib", "reserved_gib_per_rank"}
+        for t in tiers) and "below_memory_gib" not in tiers[-1]
+    extras = {k: mfs.get(k) if isinstance(mfs, dict) else None
+              for k in ("dp_attention_extra_gib", "speculative_extra_gib")}
+    if not ok or not all(isinstance(v, (int, float)) and v >= 0 for v in extras.values()):
+        raise SpecError(str(_FILE), f"{where}.mem_fraction_static", "expected source, dp_attention_extra_gib, "
+                        "speculative_extra_gib and tiers of {below_memory_gib, reserved_gib, reserved_gib_per_rank} "
+                        "(the last without below_memory_gib)")
+    reserve = tuple((t.get("below_memory_gib", float("inf")) * _GIB, t["reserved_gib"] * _GIB,
+                     t["reserved_gib_per_rank"] * _GIB) for t in tiers)
+    return EngineMemory(rule, None, context_bytes=value("context_bytes"),
+                        distributed_init_bytes=value("distributed_init_bytes"), reserve_tiers=reserve,
+                        dp_attention_extra_bytes=extras["dp_attention_extra_gib"] * _GIB,
+                        speculative_extra_bytes=extras["speculative_extra_gib"] * _GIB)
+
+
 def engine_profile(name: str) -> EngineProfile:
     """The profile of engine ``name`` (``vllm``, ``sglang`` or ``trtllm``)."""
     table = _table()
@@ -100,5 +181,6 @@ def engine_profile(name: str) -> EngineProfile:
     values["kernels_per_layer"] = int(values["kernels_per_layer"])
     values["cuda_graph_max_bs"] = int(values["cuda_graph_max_bs"])
     values["prefill_graph_max_tokens"] = int(values["prefill_graph_max_tokens"])
-    return EngineProfile(name, e["policy"], e["preemption"], description=e.get("description", ""),
+    memory = _memory(name, e["memory"]) if "memory" in e else None
+    return EngineProfile(name, e["policy"], e["preemption"], description=e.get("description", ""), memory=memory,
                          sources={k: e[k]["source"] for k in _CONSTANTS}, **values)

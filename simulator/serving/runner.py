@@ -16,10 +16,11 @@ from ..specs.deployment import Deployment, Pool
 from ..specs.traffic import Traffic
 from ..timing.base import TimingModel
 from ..timing.custom_allreduce import CustomAllReduce
-from ..timing.memory import kv_bytes_per_token_model, memory_fit
+from ..timing.memory import kv_bytes_per_token_model
 from ..timing.roofline import RooflineModel
 from .disagg import PingPongStepCost, kv_transfer_model
 from .engine import PREFILL_RECV_WEIGHT, ReplicaConfig, Requests, Simulation
+from .kvmemory import replica_kv_capacity
 from .metrics import PERCENTILES, summarise  # noqa: F401  (PERCENTILES: re-exported)
 from .overheads import OverheadStepCost
 from .pipeline import PipelinedPrefill
@@ -47,16 +48,20 @@ def batch_limits(pool: Pool, profile: EngineProfile) -> tuple[int, int, EnginePr
             pool.max_batch_tokens if pool.max_batch_tokens is not None else d.max_batch_tokens, profile)
 
 
-def kv_capacity_tokens(dep: Deployment, pool: Pool, step_tokens: int) -> int:
-    """KV tokens one replica of ``pool`` holds with ``step_tokens`` of activations per step."""
-    fits = memory_fit(dep.model, pool.plan, kv_tokens_per_replica=0, step_tokens=step_tokens,
-                      kv_precision=dep.kv_precision, kv_scale_tokens=dep.kv_scale_tokens)
-    holders = [m for m in fits if m.kv_bytes_per_token > 0]
-    for m in fits:
-        if not m.fits or (m.kv_bytes_per_token > 0 and m.kv_token_capacity <= 0):
-            raise InfeasibleError(f"pool {pool.name}: {dep.model.id} does not fit: {m.explain()}")
-    per_device = min(m.kv_token_capacity for m in holders)
-    return int(per_device * pool.plan.attention.dp)
+def kv_capacity_tokens(dep: Deployment, pool: Pool, step_tokens: int, *, max_seqs: int | None = None,
+                       profile: EngineProfile | None = None) -> int:
+    """KV tokens one replica of ``pool`` holds as its engine server sizes them at startup (``kvmemory``):
+    ``profile``'s memory rule (default: the pool's engine), ``step_tokens`` per step and ``max_seqs`` running
+    sequences (default: the pool's, else the server's), the pool's ``memory_fraction`` where it sets one."""
+    profile = profile or engine_profile(pool.engine)
+    if max_seqs is None:
+        max_seqs = batch_limits(pool, profile)[0]
+    cap = replica_kv_capacity(dep.model, pool.plan, profile.memory, max_seqs=max_seqs, max_batch_tokens=step_tokens,
+                              kv_precision=dep.kv_precision, kv_scale_tokens=dep.kv_scale_tokens,
+                              fraction=pool.memory_fraction, speculative=pool.speculative is not None)
+    if cap.problem:
+        raise InfeasibleError(f"pool {pool.name}: {dep.model.id} does not fit: {cap.problem}")
+    return int(cap.tokens)
 
 
 def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] | None = None,
@@ -114,7 +119,7 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         if overheads:
             cost = OverheadStepCost(cost, profile, dep.model.num_layers, dep.model.is_moe,
                                     spec.draft_cost_fraction if spec else 0.0)
-        cap = kv_capacity_tokens(dep, pool, max_batch_tokens)
+        cap = kv_capacity_tokens(dep, pool, max_batch_tokens, max_seqs=max_seqs, profile=profile)
         policy = make_policy(profile.policy, mode)
         for i in range(pool.replicas):
             configs.append(ReplicaConfig(

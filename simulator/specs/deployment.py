@@ -45,6 +45,8 @@ class Pool:
     prompt_range: tuple[int, int] = (0, ROUTE_MAX_TOKENS)  # prompt lengths (inclusive) routed here (``route:``)
     scheduler_recv_interval: int = 1  # SGLang --scheduler-recv-interval: a busy scheduler receives every N decode steps
     frontend_latency_s: float | None = None  # time in the server frontend before the scheduler; None: the engine's
+    memory_fraction: float | None = None  # the engine's KV memory flag (vLLM gpu_memory_utilization, SGLang
+    # mem_fraction_static, TRT-LLM free_gpu_memory_fraction); None: the engine's default (engines.yaml memory:)
 
     @property
     def role(self) -> str:
@@ -192,7 +194,8 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
     # unset: what the engine's server picks for this device (simulator/serving/engines.yaml, server_defaults)
     pool = Pool(name, tuple(serves), replicas, plan, r.int("max_batch_tokens", None, minimum=1),
                 r.int("max_seqs", None, minimum=1), spec, engine, preemption, prompt_range,
-                r.int("scheduler_recv_interval", 1, minimum=1), frontend)
+                r.int("scheduler_recv_interval", 1, minimum=1), frontend,
+                r.number("memory_fraction", None, minimum=0.01, maximum=1.0))
     r.done()
     return pool
 

@@ -1,0 +1,85 @@
+"""KV-cache capacity of one replica, sized the way its serving engine sizes it at startup.
+
+One function, ``replica_kv_capacity``, serves the simulation (``runner.kv_capacity_tokens``) and the planner's
+screen. It takes the per-device pieces of ``timing.memory.memory_fit`` (weights, activations at the step's token
+budget, KV bytes per token: the one place those are computed) and applies the engine's rule
+(``EngineMemory``, constants with their sources in ``engines.yaml``):
+
+* vLLM: ``gpu_memory_utilization x (M - driver reserve) - (weights + max(forward activations, profile sampler)
+  + non-torch)``;
+* SGLang: ``mem_fraction_static x (M - context - distributed init) - weights``;
+* TensorRT-LLM: ``free_gpu_memory_fraction x (M - context - distributed init - weights - activations)``,
+
+with ``M`` the device's memory. Without an engine rule (``memory=None``) the engine-agnostic fit applies:
+``M - weights - activations - memory_reserve`` (the hardware profile's reserve).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..plan import PhasePlan
+from ..specs.model import ModelSpec
+from ..timing.memory import MemoryFit, memory_fit
+from .profiles import EngineMemory
+
+
+@dataclass(frozen=True)
+class KVCapacity:
+    tokens: float  # KV tokens one replica holds (all its attention-DP ranks together); 0 when nothing is left
+    kv_bytes_per_device: float  # the KV budget of one attention device (negative: the weights do not fit)
+    fits: tuple[MemoryFit, ...]  # the memory fit the budget rests on (per device role)
+    problem: str = ""  # why the replica holds no KV cache ("" when it does)
+
+
+def engine_kv_bytes(m: MemoryFit, memory: EngineMemory, *, model: ModelSpec, plan: PhasePlan, max_seqs: float,
+                    max_batch_tokens: float, fraction: float | None = None, speculative: bool = False) -> float:
+    """KV bytes the engine's rule leaves on the KV-holding device ``m`` (may be negative). ``fraction`` overrides
+    the engine's default (vLLM gpu_memory_utilization, SGLang mem_fraction_static, TRT-LLM
+    free_gpu_memory_fraction); ``max_seqs`` / ``max_batch_tokens`` are the replica's limits."""
+    a = plan.attention
+    total = m.capacity_bytes
+    ranks = a.tp * a.dp * plan.pp  # the replica's ranks (SGLang's tp_size counts the DP-attention ranks too)
+    if memory.rule == "vllm":
+        gmu = memory.fraction if fraction is None else fraction
+        rows = min(max_seqs, max_batch_tokens) / a.dp  # the profile run's dummy requests on one DP rank
+        sampler = rows * model.vocab_size * memory.sampler_bytes_per_logit
+        # communicator buffers come with a TP group or an expert group over DP ranks, not with PP (engines.yaml)
+        non_torch = memory.non_torch_bytes + (memory.distributed_init_bytes if a.tp * a.dp > 1 else 0.0)
+        return gmu * (total - memory.driver_reserved_bytes) - m.weights_bytes - max(m.activation_bytes, sampler) \
+            - non_torch
+    start = total - memory.context_bytes - (memory.distributed_init_bytes if ranks > 1 else 0.0)
+    if memory.rule == "sglang":
+        mfs = fraction if fraction is not None else memory.mem_fraction_static(total, ranks, a.dp > 1, speculative)
+        return mfs * start - m.weights_bytes
+    free = memory.fraction if fraction is None else fraction
+    return free * (start - m.weights_bytes - m.activation_bytes)
+
+
+def replica_kv_capacity(model: ModelSpec, plan: PhasePlan, memory: EngineMemory | None, *, max_seqs: float,
+                        max_batch_tokens: float, kv_precision: str = "bf16", kv_scale_tokens: int = 128,
+                        fraction: float | None = None, speculative: bool = False) -> KVCapacity:
+    """KV tokens one replica of ``plan`` holds under the engine rule ``memory`` (None: the engine-agnostic fit),
+    with the replica's batch limits (activations and vLLM's profile sampler scale with them)."""
+    fits = tuple(memory_fit(model, plan, kv_tokens_per_replica=0, step_tokens=max_batch_tokens,
+                            kv_precision=kv_precision, kv_scale_tokens=kv_scale_tokens))
+    for m in fits:
+        if m.kv_bytes_per_token == 0 and not m.fits:  # a device without KV (AF-disaggregated FFN) must still fit
+            return KVCapacity(0.0, -math.inf, fits, m.explain())
+    holders = [m for m in fits if m.kv_bytes_per_token > 0]
+    if not holders:
+        return KVCapacity(math.inf, math.inf, fits)
+    if memory is None:
+        m = min(holders, key=lambda f: f.kv_token_capacity)
+        kv_bytes = m.capacity_bytes - m.weights_bytes - m.activation_bytes - m.reserve_bytes
+        problem = "" if m.fits and kv_bytes > 0 else m.explain()
+    else:
+        m = holders[0]  # (one attention device role)
+        kv_bytes = engine_kv_bytes(m, memory, model=model, plan=plan, max_seqs=max_seqs,
+                                   max_batch_tokens=max_batch_tokens, fraction=fraction, speculative=speculative)
+        problem = "" if kv_bytes > 0 else (
+            f"the {memory.rule} server's KV budget on each {m.hardware} device is {kv_bytes / 2**30:.1f} GiB "
+            f"(weights {m.weights_bytes / 2**30:.1f} GiB of {m.capacity_bytes / 2**30:.1f} GiB)")
+    tokens = max(kv_bytes, 0.0) / m.kv_bytes_per_token * plan.attention.dp
+    return KVCapacity(tokens if not problem else 0.0, kv_bytes, fits, problem)
