@@ -54,9 +54,17 @@ def deployment_for(r: pd.Series, ep: int | None = None):
                        ep=ep, dp=int(r.dp) if int(r.dp) > 1 else None, precision=r.precision,
                        kv_precision=r.kv_precision)
     recv = r.get("scheduler_recv_interval")
-    return quick_deployment(opts, max_batch_tokens=int(r.max_batch_tokens), max_seqs=max(256, int(r.concurrency)),
+    return quick_deployment(opts, max_batch_tokens=int(r.max_batch_tokens), max_seqs=max_seqs_of(r),
                             scheduler_recv_interval=int(recv) if recv == recv and recv is not None else 1,
                             frontend_latency_s=frontend_s(r))
+
+
+def max_seqs_of(r: pd.Series) -> int | None:
+    """The server's running-request limit where the row gives one (``max_seqs``: the source's --max-num-seqs /
+    --max-running-requests / --max_batch_size), else None: the engine's own default for the device, as the server
+    ran it (vLLM sizes its KV cache with it, so it is not a free choice)."""
+    v = r.get("max_seqs")
+    return None if v is None or v != v else int(v)
 
 
 def frontend_s(r: pd.Series) -> float | None:
@@ -132,12 +140,19 @@ def run_row(r: pd.Series) -> dict:
         traffic = simple_traffic(rate=None, concurrency=c, isl=int(r.isl), osl=int(r.osl),
                                  requests=requests_for(c), seed=0)
     s = simulate(dep, traffic, engine=r.engine).summary
-    out = {"ttft_ms": s["ttft_s"]["mean"] * 1e3, "tpot_ms": s["tpot_s"]["mean"] * 1e3,
-           "ttft_med_ms": s["ttft_s"]["p50"] * 1e3, "tpot_med_ms": s["tpot_s"]["p50"] * 1e3,
+
+    def ms(x):
+        return np.nan if x is None else x * 1e3
+
+    out = {"ttft_ms": ms(s["ttft_s"]["mean"]), "tpot_ms": ms(s["tpot_s"]["mean"]),
+           "ttft_med_ms": ms(s["ttft_s"]["p50"]), "tpot_med_ms": ms(s["tpot_s"]["p50"]),
            "output_tok_s": s["output_tokens_per_s"]}
     res = simulate(dep, bench_traffic(r), engine=r.engine)
+    rejected = res.requests[res.requests.status == "rejected"]
+    out["bench_rejected"] = f"{len(rejected)} of {len(res.requests)} rejected ({rejected.reason.iloc[0]})" \
+        if len(rejected) else ""
     q = res.requests[res.requests.status == "finished"]
-    span = float(q.finish_s.max() - q.arrival_s.min())
+    span = float(q.finish_s.max() - q.arrival_s.min()) if len(q) else np.nan
     out.update(bench_ttft_ms=float(q.ttft_s.mean()) * 1e3, bench_tpot_ms=float(q.tpot_s.mean()) * 1e3,
                bench_ttft_med_ms=float(q.ttft_s.median()) * 1e3, bench_tpot_med_ms=float(q.tpot_s.median()) * 1e3,
                bench_output_tok_s=float(q.output_tokens.sum()) / span)
@@ -269,6 +284,9 @@ def main() -> None:
         "| TPOT pub / bench / window ms | err (bench) | out tok/s pub / bench | err | trust |",
         "|---|---|---|---|---|---|---:|---|---:|---|---:|---|---:|---|",
     ]
+    def cannot(r):
+        return f" (simulated: {r.sim_bench_rejected})" if r.sim_bench_rejected else ""
+
     def md(r, m):
         return " *md*" if r[f"{m}_stat"] == "median" else ""
 
@@ -276,10 +294,11 @@ def main() -> None:
         lines.append(
             f"| [{r.id}]({r.source_url}) | {r.hardware} x {r.devices} (TP{r.tp} EP{r.ep}) | {r.model_id} | "
             f"{r.engine} | {r.precision} | {r.isl}/{r.osl} | {r.concurrency} | {num(r.pub_ttft_ms, '{:.0f}')} / "
-            f"{r.bench_ttft_ms:.0f} / {r.window_ttft_ms:.0f}{md(r, 'ttft')} | {pct(r.bench_ttft_ratio)} | "
-            f"{num(r.pub_tpot_ms, '{:.2f}')} / {r.bench_tpot_ms:.2f} / {r.window_tpot_ms:.2f}{md(r, 'tpot')} | "
-            f"{pct(r.bench_tpot_ratio)} | {num(r.output_tok_s, '{:,.0f}')} / {r.sim_bench_output_tok_s:,.0f} | "
-            f"{pct(r.bench_tput_ratio)} | {r.trust} |")
+            f"{num(r.bench_ttft_ms, '{:.0f}')} / {num(r.window_ttft_ms, '{:.0f}')}{md(r, 'ttft')} | "
+            f"{pct(r.bench_ttft_ratio)} | {num(r.pub_tpot_ms, '{:.2f}')} / {num(r.bench_tpot_ms, '{:.2f}')} / "
+            f"{num(r.window_tpot_ms, '{:.2f}')}{md(r, 'tpot')} | {pct(r.bench_tpot_ratio)} | "
+            f"{num(r.output_tok_s, '{:,.0f}')} / {num(r.sim_bench_output_tok_s, '{:,.0f}')} | "
+            f"{pct(r.bench_tput_ratio)} | {r.trust}{cannot(r)} |")
 
     def table(title: str, keyed) -> list[str]:
         t = [title, "", "| group | n | TPOT MAE | TPOT median ratio | TTFT MAE | TTFT median ratio | tok/s MAE "
