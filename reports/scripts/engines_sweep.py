@@ -11,7 +11,7 @@ from pathlib import Path
 
 from simulator.build import PlanOptions, quick_deployment
 from simulator.serving.profiles import ENGINES, engine_profile, server_defaults
-from simulator.serving.runner import simulate
+from simulator.serving.runner import replica_configs, simulate
 from simulator.specs.catalog import load_hardware
 from simulator.specs.traffic import simple_traffic
 
@@ -22,7 +22,7 @@ SETUPS = [
     ("Qwen3-30B-A3B (MoE), 2 x H100-SXM, TP 2, FP8", PlanOptions(model="qwen3-30b-a3b", hardware="h100-sxm",
                                                                   devices=2, tp=2, precision="fp8",
                                                                   kv_precision="fp8")),
-    ("Qwen3-32B, 1 x H100-SXM, BF16 (KV-bound: ~40k tokens of KV)",
+    ("Qwen3-32B, 1 x H100-SXM, BF16 (KV-bound)",
      PlanOptions(model="qwen3-32b", hardware="h100-sxm", devices=1, tp=1, precision="bf16", kv_precision="bf16")),
 ]
 CONCURRENCY = (1, 8, 32, 128)
@@ -65,7 +65,11 @@ def main() -> None:
                         else "."))
     lines.append("")
     for title, opts in SETUPS:
+        dep = quick_deployment(opts, max_batch_tokens=8192, max_seqs=256)
+        kv = {e: replica_configs(dep, engine=e)[0].kv_capacity_tokens for e in ENGINES}
         lines += [f"## {title}", "",
+                  "KV cache per replica, as each engine sizes it at start-up (`memory:` in `engines.yaml`): "
+                  + ", ".join(f"{e} {kv[e]:,} tokens" for e in ENGINES) + ".", "",
                   "| C | engine | TTFT | TPOT | ITL p99 | E2E | output tok/s | preemptions | queue |",
                   "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
         for c in CONCURRENCY:
