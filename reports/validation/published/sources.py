@@ -350,38 +350,41 @@ def blackwell_kernel_rows() -> list[dict]:
 XNODE_PREFIXES = ("NCCLT309-", "NCCL1469-", "A3U-", "OKE-A100-", "EFA-", "A3MEGA-")
 
 
+def _log(prefix: str, op: str, hw: str, world: int, points, src: str, trust: str, notes: str) -> list[dict]:
+    """One row per (message bytes, time us) point of one published nccl-tests log (float32 runs)."""
+    return [_coll(f"{prefix}-{nbytes}", op, hw, nbytes, world, us, src, trust, notes, dtype="fp32")
+            for nbytes, us in points]
+
+
 def xnode_rows() -> list[dict]:
     rows = []
     # nccl-tests issue #309: bare-metal Dell XE9680 HGX H100, 8 x ConnectX-7 400G InfiniBand per node
     src = ("NVIDIA/nccl-tests issue #309 'Acceptable performance of nccl-test on 2 or 4 HGX hosts?' (qoofyk, "
            "2025-05-21): all_reduce_perf_mpi -b 8 -e 16g -f 2 -g 1, NCCL 2.26.2, mpirun --np 16 -H bm-h100-01:8,"
            "bm-h100-02:8 (opening post)")
-    two = ((16, 24.96), (128, 25.68), (1024, 29.75), (8192, 32.12), (65536, 33.84), (1048576, 71.93))
-    for nbytes, us in two:
-        rows.append(_coll(f"NCCLT309-h100-ib-2x8-{nbytes}", "all_reduce", "h100-sxm", nbytes, 16, us, src, "B",
-                          "TWO NODES x 8 H100 (16 ranks, one process per GPU): Dell XE9680 HGX H100 bare metal, 8 x "
-                          "ConnectX-7 400 Gb/s InfiniBand per node (GPUDirect RDMA measured at 396 Gb/s), NCCL "
-                          "default algorithm (NVLSTree per the maintainer); float32 sum; 20 iterations. The 8 B "
-                          "(68.5 us) and 256 B (94.4 us) out-of-place rows are first-call / one-off outliers "
-                          "(in-place 24.7 / 25.9 us) and are left out", dtype="fp32"))
+    rows += _log("NCCLT309-h100-ib-2x8", "all_reduce", "h100-sxm", 16,
+                 ((16, 24.96), (128, 25.68), (1024, 29.75), (8192, 32.12), (65536, 33.84), (1048576, 71.93)), src,
+                 "B", "TWO NODES x 8 H100 (16 ranks, one process per GPU): Dell XE9680 HGX H100 bare metal, 8 x "
+                 "ConnectX-7 400 Gb/s InfiniBand per node (GPUDirect RDMA measured at 396 Gb/s), NCCL default "
+                 "algorithm (NVLSTree per the maintainer); float32 sum; 20 iterations. The 8 B (68.5 us) and 256 B "
+                 "(94.4 us) out-of-place rows are first-call / one-off outliers (in-place 24.7 / 25.9 us) and are "
+                 "left out")
     src = ("NVIDIA/nccl-tests issue #309 (qoofyk comment, 2025-05-23): all_reduce_perf_mpi -b 8 -e 16g -f 2 -g 1 on 4 "
            "hosts, mpirun --np 32 -H spt01:8,spt02:8,pt01:8,pt02:8 with NCCL_TOPO_FILE=vm_topo_mod.xml, NCCL 2.26.2")
-    four = ((16, 34.82), (128, 35.70), (1024, 39.79), (8192, 46.84), (65536, 50.83), (1048576, 82.17))
-    for nbytes, us in four:
-        rows.append(_coll(f"NCCLT309-h100-ib-4x8-{nbytes}", "all_reduce", "h100-sxm", nbytes, 32, us, src, "C",
-                          "FOUR NODES x 8 H100 (32 ranks): the same HCA set (8 x ConnectX-7 400 Gb/s InfiniBand) as "
-                          "the 2-node run, but the hosts are VMs with GPU/HCA passthrough (hand-written NCCL topology "
-                          "file), which may add latency; float32 sum; 20 iterations; the 8 B / 256 B / 512 B "
-                          "out-of-place rows are one-off outliers (in-place 34.8 / 35.8 / 36.7 us) and are left out",
-                          dtype="fp32"))
+    rows += _log("NCCLT309-h100-ib-4x8", "all_reduce", "h100-sxm", 32,
+                 ((16, 34.82), (128, 35.70), (1024, 39.79), (8192, 46.84), (65536, 50.83), (1048576, 82.17)), src,
+                 "C", "FOUR NODES x 8 H100 (32 ranks): the same HCA set (8 x ConnectX-7 400 Gb/s InfiniBand) as the "
+                 "2-node run, but the hosts are VMs with GPU/HCA passthrough (hand-written NCCL topology file), which "
+                 "may add latency; float32 sum; 20 iterations; the 8 B / 256 B / 512 B out-of-place rows are one-off "
+                 "outliers (in-place 34.8 / 35.8 / 36.7 us) and are left out")
     # NVIDIA/nccl issue #1469: 16 H100 nodes, NCCL 2.20.5 (fabric not stated)
     src = ("NVIDIA/nccl issue #1469 'Unstable busbw for data size 67108864B in nccl test' (szhengac, 2024-10-03): "
            "all_reduce_perf log 'On 16 H100 nodes', NCCL 2.20.5")
-    for nbytes, us in ((16, 62.15), (128, 62.38), (1024, 73.73), (4096, 76.61)):
-        rows.append(_coll(f"NCCL1469-h100-16x8-{nbytes}", "all_reduce", "h100-sxm", nbytes, 128, us, src, "C",
-                          "SIXTEEN NODES of H100; 8 GPUs per node and one rank per GPU assumed (world 128); the "
-                          "inter-node fabric is not stated in the issue; float32 sum. A check of the log2(nodes) "
-                          "growth, not a DGX-class figure", dtype="fp32"))
+    rows += _log("NCCL1469-h100-16x8", "all_reduce", "h100-sxm", 128,
+                 ((16, 62.15), (128, 62.38), (1024, 73.73), (4096, 76.61)), src, "C",
+                 "SIXTEEN NODES of H100; 8 GPUs per node and one rank per GPU assumed (world 128); the inter-node "
+                 "fabric is not stated in the issue; float32 sum. A check of the log2(nodes) growth, not a DGX-class "
+                 "figure")
     # GCP A3 Ultra (H200, 8 x ConnectX-7 400G RoCE, GPUDirect RDMA through the gIB NCCL plugin): all_gather
     src_sky = ("skypilot-org/skypilot examples/gcp_gpu_direct_tcpx/README.md (stored revision, 'GPUDirect-RDMA on "
                "A3-ultragpu-8g (H200)'): nccl_rdma_gke_h200.yaml run, all_gather (redop none), -b 1K, 100 iterations")
@@ -391,33 +394,30 @@ def xnode_rows() -> list[dict]:
     sky = ((1024, 28.39), (4096, 28.85), (65536, 40.62), (1048576, 58.46))
     gke = ((1024, 28.70), (4096, 28.39), (65536, 34.77), (1048576, 54.70))
     for tag, src, pts in (("sky", src_sky, sky), ("gke", src_gke, gke)):
-        for nbytes, us in pts:
-            rows.append(_coll(f"A3U-h200-roce-2x8-ag-{tag}-{nbytes}", "all_gather", "h200-sxm", nbytes, 16, us, src,
-                              "B", "TWO NODES x 8 H200 (16 ranks): GCP a3-ultragpu-8g on GKE, 8 x ConnectX-7 400 Gb/s "
-                              "RoCE per node with GPUDirect RDMA (gIB NCCL plugin); ALL-GATHER, float32; bytes = the "
-                              "nccl-tests size (the gathered output buffer, 16 x the per-rank part)", dtype="fp32"))
+        rows += _log(f"A3U-h200-roce-2x8-ag-{tag}", "all_gather", "h200-sxm", 16, pts, src, "B",
+                     "TWO NODES x 8 H200 (16 ranks): GCP a3-ultragpu-8g on GKE, 8 x ConnectX-7 400 Gb/s RoCE per "
+                     "node with GPUDirect RDMA (gIB NCCL plugin); ALL-GATHER, float32; bytes = the nccl-tests size "
+                     "(the gathered output buffer, 16 x the per-rank part)")
     # OCI BM.GPU4.8 (A100 40GB, RoCE v2 cluster network): oci-hpc-oke README example
     src = ("oracle-quickstart/oci-hpc-oke README.md (stored revision): example output of the nccl-allreduce-job0 "
            "MPIJob, all_reduce_perf -b 8 -e 8G -f 2 -g 1, 16 ranks on nccl-allreduce-job0-mpiworker-0/1")
-    for nbytes, us in ((8, 36.47), (128, 38.85), (1024, 41.97), (8192, 48.16), (65536, 51.69), (1048576, 85.58)):
-        rows.append(_coll(f"OKE-A100-roce-2x8-{nbytes}", "all_reduce", "a100-sxm", nbytes, 16, us, src, "B",
-                          "TWO NODES x 8 A100-SXM4-40GB (16 ranks, one process per GPU) on OCI Kubernetes (OKE), RDMA "
-                          "over OCI's RoCE v2 cluster network (BM.GPU4.8 shape per the device names; NIC model and "
-                          "speed not in the file); float32 sum; 20 iterations; NCCL version not shown", dtype="fp32"))
+    rows += _log("OKE-A100-roce-2x8", "all_reduce", "a100-sxm", 16,
+                 ((8, 36.47), (128, 38.85), (1024, 41.97), (8192, 48.16), (65536, 51.69), (1048576, 85.58)), src,
+                 "B", "TWO NODES x 8 A100-SXM4-40GB (16 ranks, one process per GPU) on OCI Kubernetes (OKE), RDMA over "
+                 "OCI's RoCE v2 cluster network (BM.GPU4.8 shape per the device names; NIC model and speed not in the "
+                 "file); float32 sum; 20 iterations; NCCL version not shown")
     # AWS EFA (SRD over Ethernet, libfabric plugin): a different fabric class, kept apart from InfiniBand/RoCE
     src = ("aws/aws-k8s-tester PR #585 (mselim00 comment, 2025-02-19): 'Tested on p5.48xlarge', --nodes=2 --efa, "
            "TestMPIJobPytorchTraining/multi-node all_reduce_perf results")
-    for nbytes, us in ((16, 69.29), (128, 68.37)):
-        rows.append(_coll(f"EFA-p5-h100-2x8-{nbytes}", "all_reduce", "h100-sxm", nbytes, 16, us, src, "C",
-                          "TWO NODES of AWS p5.48xlarge (8 H100 each; 16 ranks assumed from the 2-node MPIJob), AWS "
-                          "EFA (SRD) through the aws-ofi-nccl plugin; float32 sum; the 8 B out-of-place row (136 us, "
-                          "in-place 70.9) is a first-call outlier and is left out", dtype="fp32"))
+    rows += _log("EFA-p5-h100-2x8", "all_reduce", "h100-sxm", 16, ((16, 69.29), (128, 68.37)), src, "C",
+                 "TWO NODES of AWS p5.48xlarge (8 H100 each; 16 ranks assumed from the 2-node MPIJob), AWS EFA (SRD) "
+                 "through the aws-ofi-nccl plugin; float32 sum; the 8 B out-of-place row (136 us, in-place 70.9) is a "
+                 "first-call outlier and is left out")
     src = ("dstackai/dstack PR #3961 'Support AWS p6 instances' (r4victor, 2026-06-12): 'NCCL tests on 2x p6-200' "
            "(p6-b200) all_reduce_perf table")
-    for nbytes, us in ((8, 50.58), (16, 54.55), (128, 56.27)):
-        rows.append(_coll(f"EFA-p6-b200-2x8-{nbytes}", "all_reduce", "b200-sxm", nbytes, 16, us, src, "C",
-                          "TWO NODES of AWS p6-b200 (8 B200 each; 16 ranks assumed: dstack runs one rank per GPU), AWS "
-                          "EFA (SRD) through the aws-ofi-nccl plugin; float32 sum", dtype="fp32"))
+    rows += _log("EFA-p6-b200-2x8", "all_reduce", "b200-sxm", 16, ((8, 50.58), (16, 54.55), (128, 56.27)), src, "C",
+                 "TWO NODES of AWS p6-b200 (8 B200 each; 16 ranks assumed: dstack runs one rank per GPU), AWS EFA "
+                 "(SRD) through the aws-ofi-nccl plugin; float32 sum")
     return rows
 
 
