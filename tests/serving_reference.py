@@ -56,9 +56,11 @@ class Replica:
     def submit(self, rid: int) -> None:
         r = self.sim.req
         need = math.ceil((r.prompt[rid] + r.output[rid]) / BLOCK_TOKENS)
-        if need > self.blocks_total:
+        dp = int(self.cfg.cost.attention_dp) if getattr(self.cfg.cost, "wants_ranks", False) else 1
+        if need > self.blocks_total // dp:  # one request lives on one attention-DP rank's share of the cache
             self.sim.reject(rid, f"needs {need * BLOCK_TOKENS} KV tokens, replica {self.cfg.name} holds "
-                                 f"{self.blocks_total * BLOCK_TOKENS}")
+                                 f"{self.blocks_total // dp * BLOCK_TOKENS}" + (" per attention-DP rank" if dp > 1
+                                                                                 else ""))
             return
         r.status[rid] = WAITING
         if getattr(self.cfg.cost, "wants_ranks", False):  # round robin over attention-DP ranks on arrival

@@ -251,3 +251,56 @@ def test_memory_fraction_survives_the_planner_yaml(tmp_path):
     path.write_text(yaml.safe_dump(deployment_yaml(dep, "round trip", {})))
     back = read_deployment(path).pools[0]
     assert back.memory_fraction == 0.93 and back.engine == "sglang"
+
+
+def test_sglang_dp_attention_and_a_draft_model_raise_the_reserve():
+    """SGLang's default fraction on 8 x H200 (143,771 MiB) with DP attention (+4 GiB) and a draft model (+2 GiB), as
+    ServerArgs computes it, reaches the replica's capacity through engine_kv_bytes (tp x dp = 8 ranks)."""
+    mem = engine_profile("sglang").memory
+    h200 = 143771 * 2**20
+    fit = _fit(total_gib=h200 / GIB, weights_gib=80.0)
+    for dp, spec, reserve_gib in ((1, False, 16), (8, False, 20), (8, True, 22)):
+        frac = round((143771 - reserve_gib * 1024) / 143771, 3)
+        got = engine_kv_bytes(fit, mem, model=MODEL, plan=_plan(tp=8 // dp, dp=dp), max_seqs=1, max_batch_tokens=1,
+                              speculative=spec)
+        assert got == pytest.approx(frac * (h200 - mem.context_bytes - mem.distributed_init_bytes) - 80 * GIB)
+
+
+def test_a_request_must_fit_one_attention_dp_rank():
+    """With attention DP each rank keeps its own share of the cache: a request longer than one rank's share is
+    rejected even though the replica as a whole could hold it; one that fits a rank finishes."""
+    from simulator.serving.runner import replica_configs, simulate
+    from simulator.specs.traffic import simple_traffic
+
+    o = PlanOptions(model="qwen3-30b-a3b", hardware="h100-sxm", devices=2, tp=1, dp=2, ep=2, precision="fp8")
+    dep = quick_deployment(o, engine="sglang")
+    cap = replica_configs(dep)[0].kv_capacity_tokens
+    rank = cap // 16 // 2 * 16
+    for prompt, status in ((rank + 64, "rejected"), (rank - 64, "finished")):
+        res = simulate(dep, simple_traffic(rate=None, concurrency=1, isl=prompt, osl=8, requests=1))
+        r = res.requests.iloc[0]
+        assert r.status == status, (prompt, rank, r.reason)
+        if status == "rejected":
+            assert f"holds {rank} per attention-DP rank" in r.reason
+
+
+def test_a_memory_fraction_is_its_own_engines_flag():
+    """A pool's memory_fraction is its engine's flag: simulating the pool under another engine is refused by name,
+    not read as that engine's flag."""
+    from simulator.errors import SimulatorError
+    from simulator.serving.runner import replica_configs
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1), engine="sglang")
+    dep = replace(dep, pools=[replace(dep.pools[0], memory_fraction=0.85)])
+    assert replica_configs(dep, engine="sglang")  # its own engine: fine
+    with pytest.raises(SimulatorError, match="memory_fraction 0.85 is sglang's KV memory flag; --engine vllm"):
+        replica_configs(dep, engine="vllm")
+
+
+def test_no_room_for_a_cache_says_why():
+    from simulator.errors import InfeasibleError
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1), engine="vllm")
+    dep = replace(dep, pools=[replace(dep.pools[0], memory_fraction=0.2)])
+    with pytest.raises(InfeasibleError, match=r"gpu_memory_utilization 0.2\) leaves nothing beside weights of 16.1 GB"):
+        kv_capacity_tokens(dep, dep.pools[0], 8192, max_seqs=1024, profile=engine_profile("vllm"))

@@ -275,3 +275,27 @@ def test_a_missed_run_says_what_broke():
     assert missed_because(req[req.status == "finished"], slo, 1.2, 0.050) == [
         "p90 TTFT 1200.0 ms vs 1000.0 ms (+20%)", "p90 TPOT 50.0 ms vs 40.0 ms (+25%)"]
     assert missed_because(req[req.status == "finished"], slo, 1.0, 0.040) == []
+    assert missed_because(req[req.status == "finished"], slo, 0.5, 0.0401) == ["p90 TPOT 40.1 ms vs 40.0 ms (+0.2%)"]
+
+
+@pytest.mark.parametrize("missed,error,short", [
+    (["2 of 600 requests rejected (needs 9424 KV tokens, replica prefill/0 holds 8336)"], None, "no (2/600 rejected)"),
+    (["p90 TTFT 1200.0 ms vs 1000.0 ms (+20%)", "p90 TPOT 50.0 ms vs 40.0 ms (+25%)"], None, "no (TTFT, TPOT)"),
+    (["does not fit"], "does not fit", "no (cannot run)"),
+    ([], None, "no"),
+])
+def test_the_table_says_shortly_what_broke(missed, error, short):
+    from simulator.report.documents import _why_not
+
+    assert _why_not({"missed": missed, "error": error}) == short
+
+
+def test_a_fleet_too_small_for_the_longest_request_is_named(tmp_path):
+    """Qwen3-32B BF16 on one H100 under vLLM's KV rule holds ~29k tokens; the long-context traffic draws a ~30k-token
+    request, so at a rate the cache could otherwise sustain the planner names that as the reason (exit 1)."""
+    r = runner.invoke(app, ["plan", "--model", "qwen3-32b", "--traffic", "rag-long-context", "--rate", "0.02",
+                            "--hardware", "h100-sxm", "--max-devices", "1", "--modes", "agg", "--precisions", "bf16",
+                            "--out", str(tmp_path / "p")])
+    assert r.exit_code == 1, r.output
+    assert "no replica's KV cache holds the traffic's longest request" in r.output
+    assert not (tmp_path / "p").exists()

@@ -28,6 +28,9 @@ def test_open_loop_rows_have_a_finite_rate():
         pytest.skip("no open-loop rows")
     rate = ROWS.request_rate.dropna()
     assert (np.isfinite(rate) & (rate > 0)).all()
+    # the compare script models an uncapped open loop: such a row's concurrency is its prompt count
+    open_loop = ROWS[ROWS.request_rate.notna()]
+    assert (open_loop.concurrency == open_loop.num_prompts).all()
 
 
 @pytest.mark.parametrize("model_id", sorted(ROWS.model_id.unique()))
@@ -100,3 +103,21 @@ def test_save_result_rows_carry_the_figures_they_quote():
         assert r.length_low_fraction == 1.0
         assert int(kv["total_input_tokens"]) == r.num_prompts * r.isl
         assert int(kv["total_output_tokens"]) == r.num_prompts * r.osl
+
+
+def test_launch_flags_quoted_in_the_notes_are_in_the_columns():
+    """A row whose launch command (in ``notes`` / ``quoted``) sets the KV memory flag or the running-request limit
+    carries it in ``memory_fraction`` / ``max_seqs``, which the compare script hands to the simulation."""
+    import re
+
+    frac = re.compile(r"(?:free_gpu_memory_fraction|mem-fraction-static|gpu-memory-utilization)\s+([0-9]*\.[0-9]+)")
+    seqs = re.compile(r"(?:--max-running-requests|--max_batch_size)\s+([0-9]+)")
+    checked = 0
+    for _, r in ROWS.iterrows():
+        text = f"{r.notes} {r.quoted}"
+        for pat, col in ((frac, "memory_fraction"), (seqs, "max_seqs")):
+            found = {float(v) for v in pat.findall(text)}
+            if found:
+                assert r.get(col) in found, (r.id, col, found, r.get(col))
+                checked += 1
+    assert checked >= 30

@@ -28,7 +28,7 @@ DATA = ROOT / "reports/validation/published/engine-memory.csv"
 OUT = ROOT / "reports/validation/engine-memory.md"
 NOTES = """## What the logs say
 
-* **SGLang** (2 rows, -2.4% and -1.3%): `mem_fraction_static x (memory free at start) - weights` holds with the user's
+* **SGLang** (2 rows, -2.3% and -1.3%): `mem_fraction_static x (memory free at start) - weights` holds with the user's
   0.93 on 4 x H100 and with the v0.5 default (0.886) on 8 x H200. The H200 row is also where the context and
   distributed-init constants come from, so only the H100 row is an independent check.
 * **vLLM, modelled versions** (1 row, Qwen3-235B-A22B-FP8 on 4 x H100, +3.7% / +4.9% in tokens): the old fit gave
@@ -48,22 +48,12 @@ NOTES = """## What the logs say
   gpu_memory_utilization 0.9 the weights (61.0 GiB) leave at most 0.9 x 79.2 - 61.0 = 10.2 GiB before any profiling
   peak, so no vLLM rule here can start that launch as stated: those runs must have had a smaller max_model_len, a
   higher utilisation or a larger GPU than the page says. The engine rule gives 17.8k tokens at vLLM's default 1024
-  sequences (the 32k prompts would not fit) and 29.5k at the compare script's max_seqs = max(256, C) = 500.
+  sequences (the 32k prompts would not fit), the `max_seqs` the published-run check gives vLLM rows.
 
-## Serving rows before / after (`python reports/scripts/serving_published_compare.py`, bench reading)
+## Effect on the published serving runs
 
-| rows | n | TTFT MAE before | after | TPOT MAE before | after |
-|---|---:|---:|---:|---:|---:|
-| all | 93 / 98 | 33% | 32% | 26% | 27% |
-| vllm.csv | 19 / 18 | 35% | 29% | 26% | 35% |
-| engine vllm | 26 / 25 | 32% | 28% | 33% | 40% |
-| engine sglang | 50 / 50 | 37% | 37% | 17% | 17% |
-| engine trtllm | 17 / 23 | 24% | 24% | 36% | 36% |
-
-Less KV cache makes the saturated vLLM runs queue longer (TTFT up towards the published figure, output tok/s MAE on
-vllm.csv 62% -> 51%; A100 Qwen3-32B +19% -> +1%) but decode smaller batches, so the simulated TPOT falls further below
-the published one. With vLLM's own max_num_seqs (1024 on Hopper) instead of max(256, C): TTFT MAE 24%, TPOT MAE 41%
-on vllm.csv (18 rows: the 32k-prompt H100 Qwen3-32B row is rejected, see above).
+See "Engine-aware KV cache sizing" in `reports/scripts/serving-published-notes.md` (the figures before and after,
+regenerated with `reports/serving-published.md`).
 """
 GIB = 2**30
 # the versions whose rule the engine profiles model (engines.yaml memory: sources)

@@ -11,6 +11,7 @@ Run from the repository root, e.g.:
     python reports/scripts/engine_sensitivity.py --engine sglang --set kernels_per_layer=7,14
     python reports/scripts/engine_sensitivity.py --engine vllm --set step_cpu_s=0.0002,0.0005 --rows vllm.csv
     python reports/scripts/engine_sensitivity.py --engine trtllm --set frontend_latency_s=0.155 --match ix3317
+    python reports/scripts/engine_sensitivity.py --engine vllm --set memory.sampler_bytes_per_logit=15.4,39 --rows vllm
 """
 
 from __future__ import annotations
@@ -33,8 +34,14 @@ from simulator.serving.runner import simulate  # noqa: E402
 
 
 def bench_reading(r: pd.Series) -> tuple[float, float]:
-    """(TTFT, TPOT) in ms of one published row as its benchmark client reads them (the statistic it printed)."""
+    """(TTFT, TPOT) in ms of one published row as its benchmark client reads them (the statistic it printed); NaN
+    where the simulation rejects requests."""
     res = simulate(spc.deployment_for(r), spc.bench_traffic(r), engine=r.engine)
+    rejected = int((res.requests.status == "rejected").sum())
+    if rejected:  # a run the simulator cannot serve as published: say so, do not score it
+        print(f"    {r.id}: {rejected} of {len(res.requests)} requests rejected "
+              f"({res.requests[res.requests.status == 'rejected'].reason.iloc[0]}); not scored")
+        return np.nan, np.nan
     q = res.requests[res.requests.status == "finished"]
     out = []
     for m in ("ttft", "tpot"):
@@ -70,7 +77,10 @@ def main() -> None:
     args = ap.parse_args()
     name, _, values = args.setting.partition("=")
     table = profiles._table()[args.engine]
-    if name not in table or not isinstance(table[name], dict) or "value" not in table[name]:
+    *path, leaf = name.split(".")  # a dotted name reaches into a block: memory.sampler_bytes_per_logit
+    for key in path:
+        table = table.get(key) if isinstance(table, dict) else None
+    if not isinstance(table, dict) or not isinstance(table.get(leaf), dict) or "value" not in table[leaf]:
         raise SystemExit(f"--set: {name!r} is not a constant of the {args.engine} profile (engines.yaml)")
     try:
         vals = [float(v) for v in values.split(",") if v]
@@ -86,10 +96,10 @@ def main() -> None:
         rows = rows[rows.id.str.contains(args.match, regex=False)]
     if rows.empty:
         raise SystemExit("no published rows match")
-    keep = table[name]["value"]
+    keep = table[leaf]["value"]
     try:
         for v in vals:
-            table[name]["value"] = v
+            table[leaf]["value"] = v
             out = []
             for _, r in rows.iterrows():
                 tt, tp = bench_reading(r)
@@ -106,7 +116,7 @@ def main() -> None:
                 print(summary(g, rs))
             print(summary(df, "all"), flush=True)
     finally:
-        table[name]["value"] = keep
+        table[leaf]["value"] = keep
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def simulate(
                                                "about 1 / layers)."),
     overheads: bool = typer.Option(True, "--overheads/--no-overheads", help="Add the engine's step overheads (CPU "
                                    "time, unlisted kernels, per-sequence cost), its own small all-reduces and its "
-                                   "frontend latency to the timing model (a pool's own frontend_latency stays)."),
+                                   "frontend latency to the timing model (a pool's own frontend_latency stays). "
+                                   "The engine's KV-cache sizing applies either way."),
     horizon: float = typer.Option(None, "--horizon", parser=duration(),
                                  help="Stop at this simulated time (e.g. 600s, 10min); the rest is rejected."),
     timing: str = timing_option(),

@@ -255,8 +255,18 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
                        tolerance=1e6, keep=50, timing=resolve_timing(req.timing), engine=req.engine,
                        frontend_latency_s=frontend_s, **place).candidates
         if loose.empty:
+            short = ""
+            if w.request_max_tokens > 0:  # would any fleet do, were the longest request shorter?
+                no_longest = screen(model, priced, prices, replace(w, request_max_tokens=0.0), modes=req.modes,
+                                    pairs=pairs, max_devices=req.max_devices, tolerance=1e6, keep=1,
+                                    timing=resolve_timing(req.timing), engine=req.engine,
+                                    frontend_latency_s=frontend_s, **place)
+                if not no_longest.candidates.empty:
+                    short = (": no replica's KV cache holds the traffic's longest request "
+                             f"({w.request_max_tokens:,.0f} prompt + output tokens; a server rejects it); allow more "
+                             "devices (--max-devices), more memory per device or a lower precision")
             raise InfeasibleError(f"no arrangement of {model.id} on {', '.join(specs)} within {req.max_devices} "
-                                  f"devices fits in memory and sustains {rate:g} req/s")
+                                  f"devices fits in memory and sustains {rate:g} req/s{short}")
         best = loose.sort_values("slo_ratio").iloc[0]
         misses = [f"p{slo.percentile:g} {n} {v * 1e3:.1f} ms vs {lim * 1e3:.1f} ms (+{v / lim - 1:.0%})"
                   for n, v, lim in (("TTFT", best.ttft_p_s, slo.ttft_s), ("TPOT", best.tpot_p_s, slo.tpot_s))

@@ -38,6 +38,7 @@ from ..analysis.whatif import time_phase
 from ..devices import DeviceArrays
 from ..errors import InfeasibleError
 from ..ops.build import StepShape
+from ..serving.engine import BLOCK_TOKENS
 from ..serving.kvmemory import replica_kv_capacity
 from ..serving.profiles import EngineProfile, engine_profile
 from ..timing.custom_allreduce import CustomAllReduce
@@ -161,11 +162,13 @@ def _interp_rows(grid_vals: np.ndarray, b: np.ndarray) -> np.ndarray:
     return y[..., 0]
 
 
-def _holds(cap: np.ndarray, w: Workload) -> np.ndarray:
+def _holds(cap: np.ndarray, dp: np.ndarray, w: Workload) -> np.ndarray:
     """Replicas whose KV cache holds the traffic's longest request: the simulator (as vLLM's and SGLang's
     servers, whose context limit the KV cache bounds) rejects a request it cannot hold, and a candidate that
-    rejects any misses the SLOs."""
-    return (cap > 0) & (cap >= w.request_max_tokens)
+    rejects any misses the SLOs. Counted as the simulation admits it: in whole KV blocks, on one attention-DP
+    rank's share of the replica's cache (``cap``: the replica's KV tokens, ``dp``: its attention-DP ranks)."""
+    rank_blocks = np.floor(np.floor(cap / BLOCK_TOKENS) / dp)
+    return (cap > 0) & (rank_blocks >= np.ceil(w.request_max_tokens / BLOCK_TOKENS))
 
 
 def _decode_side(tpot_grid: np.ndarray, kv_cap: np.ndarray, n: np.ndarray, w: Workload, steal: np.ndarray | float,
@@ -243,6 +246,10 @@ def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"
     plain_d = [i for i in plain if not decode_hw or lay[i]["hw"] in decode_hw]
     plain_c = [i for i in plain_p if i in set(plain_d)]
 
+    def rank_counts(idx):
+        # the attention-DP ranks a replica's requests are spread over (an A/F-disaggregated pool keeps one cache)
+        return np.array([1.0 if lay[i].get("ffn_hw") else float(lay[i]["dp"]) for i in idx])
+
     def side_arrays(idx, role):
         idx = np.array(idx, dtype=int)
         dev = np.array([lay[i]["devices"] for i in idx], dtype=float)
@@ -256,13 +263,14 @@ def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"
     # ---- aggregated: colocated layouts x replicas ------------------------------------------------
     if "agg" in modes and plain_c:
         idx, n, cap, dev_tot, cost = side_arrays(plain_c, "colocated")
+        dps = rank_counts(idx)
         tm = np.array([lay[i]["t_prefill_mean_s"] for i in idx])
         tpc = np.array([lay[i]["t_prefill_pct_s"] for i in idx])
         rho, ttft = _prefill_side(tm, tpc, n, w, p, frontend_s)
         grid = np.stack([lay[i]["tpot_grid"] for i in idx])
         feas_d, tpot_p, max_seqs, b = _decode_side(grid, cap, n, w, np.minimum(rho, 0.999), z, tolerance)
         ttft = ttft + _interp_rows(grid, np.ones(len(idx)))[:, None]  # a decode step shares the prefill's step
-        feas = feas_d & (ttft <= ttft_lim) & (dev_tot <= max_devices) & _holds(cap, w)[:, None]
+        feas = feas_d & (ttft <= ttft_lim) & (dev_tot <= max_devices) & _holds(cap, dps, w)[:, None]
         evaluated += feas.size
         li, ni = np.nonzero(feas)
         frames.append(pd.DataFrame({
@@ -277,14 +285,16 @@ def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"
         if not plain_p or not dec_idx:
             return
         pi, pn, pcap, pdev, pcost = side_arrays(plain_p, "prefill")
+        pdp = rank_counts(pi)
         tm = np.array([lay[i]["t_prefill_mean_s"] for i in pi])
         tpc = np.array([lay[i]["t_prefill_pct_s"] for i in pi])
         rho, ttft = _prefill_side(tm, tpc, pn, w, p, frontend_s)
-        p_ok = (ttft <= ttft_lim) & _holds(pcap, w)[:, None]
+        p_ok = (ttft <= ttft_lim) & _holds(pcap, pdp, w)[:, None]
         di, dn, dcap, ddev, dcost = side_arrays(dec_idx, "decode")
+        ddp = rank_counts(di)
         grid = np.stack([lay[i]["tpot_grid"] for i in di])
         d_ok, tpot_p, max_seqs, b = _decode_side(grid, dcap, dn, w, 0.0, z, tolerance)
-        d_ok &= _holds(dcap, w)[:, None]
+        d_ok &= _holds(dcap, ddp, w)[:, None]
         pkv = np.array([lay[i]["kv_precision"] for i in pi])
         dkv = np.array([lay[i]["kv_precision"] for i in di])
         # every prefill option x every decode option, scored in one broadcast (chunked by prefill layout)

@@ -73,7 +73,9 @@ def missed_because(req, slo: SLO, ttft_p: float | None, tpot_p: float | None) ->
         out.append("no request finished")
     for name, v, lim in (("TTFT", ttft_p, slo.ttft_s), ("TPOT", tpot_p, slo.tpot_s)):
         if v is not None and v > lim:
-            out.append(f"p{slo.percentile:g} {name} {v * 1e3:.1f} ms vs {lim * 1e3:.1f} ms (+{v / lim - 1:.0%})")
+            over = v / lim - 1  # one decimal below 10%, so a near miss does not read "+0%"
+            pct = f"{over:.1%}" if over < 0.1 else f"{over:.0%}"
+            out.append(f"p{slo.percentile:g} {name} {v * 1e3:.1f} ms vs {lim * 1e3:.1f} ms (+{pct})")
     return out
 
 

@@ -282,6 +282,9 @@ class Replica:
         self.wants_ranks = bool(getattr(cfg.cost, "wants_ranks", False))
         self.attention_dp = int(getattr(cfg.cost, "attention_dp", 1)) if self.wants_ranks else 1
         self.next_rank = 0
+        # a request lives on one attention-DP rank, whose KV pool is its share of the replica's (each DP rank of
+        # vLLM and SGLang is a scheduler with its own cache): the longest request it can hold
+        self.rank_blocks = self.blocks_total // self.attention_dp
         self.rank_n = [0] * self.attention_dp  # decoding requests per rank
         self.rank_kvb = [0] * self.attention_dp  # their kvb per rank (KV tokens = rank_kvb + rank_n * ticks)
 
@@ -298,9 +301,10 @@ class Replica:
     def submit(self, rid: int) -> None:
         sim = self.sim
         need = -(-(sim.prompt_l[rid] + sim.out_l[rid]) // BLOCK_TOKENS)
-        if need > self.blocks_total:
+        if need > self.rank_blocks:
             sim.reject(rid, f"needs {need * BLOCK_TOKENS} KV tokens, replica {self.cfg.name} holds "
-                            f"{self.blocks_total * BLOCK_TOKENS}")
+                            f"{self.rank_blocks * BLOCK_TOKENS}" + (" per attention-DP rank" if self.attention_dp > 1
+                                                                    else ""))
             return
         sim.req.status[rid] = WAITING
         if self.wants_ranks:

@@ -57,6 +57,19 @@ def engine_kv_bytes(m: MemoryFit, memory: EngineMemory, *, model: ModelSpec, pla
     return free * (start - m.weights_bytes - m.activation_bytes)
 
 
+_FLAGS = {"vllm": "gpu_memory_utilization", "sglang": "mem_fraction_static", "trtllm": "free_gpu_memory_fraction"}
+
+
+def _fraction(memory: EngineMemory, m: MemoryFit, plan: PhasePlan, fraction: float | None, speculative: bool) -> float:
+    """The memory fraction the engine's rule used (the launch flag, else its default)."""
+    if fraction is not None:
+        return fraction
+    if memory.rule == "sglang":
+        a = plan.attention
+        return memory.mem_fraction_static(m.capacity_bytes, a.tp * a.dp * plan.pp, a.dp > 1, speculative)
+    return memory.fraction
+
+
 def replica_kv_capacity(model: ModelSpec, plan: PhasePlan, memory: EngineMemory | None, *, max_seqs: float,
                         max_batch_tokens: float, kv_precision: str = "bf16", kv_scale_tokens: int = 128,
                         fraction: float | None = None, speculative: bool = False) -> KVCapacity:
@@ -79,7 +92,10 @@ def replica_kv_capacity(model: ModelSpec, plan: PhasePlan, memory: EngineMemory 
         kv_bytes = engine_kv_bytes(m, memory, model=model, plan=plan, max_seqs=max_seqs,
                                    max_batch_tokens=max_batch_tokens, fraction=fraction, speculative=speculative)
         problem = "" if kv_bytes > 0 else (
-            f"the {memory.rule} server's KV budget on each {m.hardware} device is {kv_bytes / 2**30:.1f} GiB "
-            f"(weights {m.weights_bytes / 2**30:.1f} GiB of {m.capacity_bytes / 2**30:.1f} GiB)")
+            f"the {memory.rule} server's KV budget on each {m.hardware} device is {kv_bytes / 1e9:.1f} GB: its rule "
+            f"({_FLAGS[memory.rule]} {_fraction(memory, m, plan, fraction, speculative):.3g}) leaves nothing beside "
+            f"weights of {m.weights_bytes / 1e9:.1f} GB and a profiling peak of {m.activation_bytes / 1e9:.1f} GB on "
+            f"{m.capacity_bytes / 1e9:.1f} GB; a larger memory_fraction, more devices per replica or a smaller "
+            "precision would leave room")
     tokens = max(kv_bytes, 0.0) / m.kv_bytes_per_token * plan.attention.dp
     return KVCapacity(tokens if not problem else 0.0, kv_bytes, fits, problem)

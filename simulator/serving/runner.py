@@ -74,6 +74,12 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
     if engine is not None and engine not in ENGINES:
         raise SimulatorError(f"--engine: unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     for pool in dep.pools:
+        if engine is not None and engine != pool.engine and pool.memory_fraction is not None:
+            # the fraction is that engine's own flag (vLLM gpu_memory_utilization, SGLang mem_fraction_static,
+            # TRT-LLM free_gpu_memory_fraction): under another engine it would mean something else
+            raise SimulatorError(f"pool {pool.name}: memory_fraction {pool.memory_fraction:g} is {pool.engine}'s KV "
+                                 f"memory flag; --engine {engine} would read it as its own. Drop memory_fraction from "
+                                 "the pool or simulate it under its own engine")
         max_seqs, max_batch_tokens, profile = batch_limits(pool, engine_profile(engine or pool.engine))
         mode = preemption or pool.preemption or profile.preemption
         if pool.scheduler_recv_interval > 1 and profile.name != "sglang":
