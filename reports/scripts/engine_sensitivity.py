@@ -30,31 +30,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serving_published_compare as spc  # noqa: E402
 
 from simulator.serving import profiles  # noqa: E402
-from simulator.serving.runner import simulate  # noqa: E402
 
 
 def bench_reading(r: pd.Series) -> tuple[float, float]:
     """(TTFT, TPOT) in ms of one published row as its benchmark client reads them (the statistic it printed); NaN
     where the simulation rejects requests."""
-    res = simulate(spc.deployment_for(r), spc.bench_traffic(r), engine=r.engine)
-    rejected = int((res.requests.status == "rejected").sum())
+    q, rejected = spc.bench_run(r)
     if rejected:  # a run the simulator cannot serve as published: say so, do not score it
-        print(f"    {r.id}: {rejected} of {len(res.requests)} requests rejected "
-              f"({res.requests[res.requests.status == 'rejected'].reason.iloc[0]}); not scored")
+        print(f"    {r.id}: {rejected}; not scored")
         return np.nan, np.nan
-    q = res.requests[res.requests.status == "finished"]
-    out = []
-    for m in ("ttft", "tpot"):
-        mean, med = r.get(f"{m}_mean_ms"), r.get(f"{m}_median_ms")
-        use_med = (mean is None or mean != mean) and med is not None and med == med
-        col = q[f"{m}_s"]
-        out.append(float(col.median() if use_med else col.mean()) * 1e3)
-    return out[0], out[1]
+    return tuple(float(q[f"{m}_s"].median() if spc.published_statistic(r, m) == "median" else q[f"{m}_s"].mean())
+                 * 1e3 for m in ("ttft", "tpot"))
 
 
 def published(r: pd.Series, m: str) -> float:
-    mean, med = r.get(f"{m}_mean_ms"), r.get(f"{m}_median_ms")
-    return float(mean) if mean is not None and mean == mean else float(med) if med is not None else np.nan
+    stat = spc.published_statistic(r, m)
+    return float(r[f"{m}_{stat}_ms"]) if stat else np.nan
+
+
+def err(sim: float, pub: float) -> str:
+    """simulated / published - 1 as a signed percentage; "-" where either is missing."""
+    return f"{sim / pub - 1:+7.0%}" if sim == sim and pub == pub else f"{'-':>7}"
 
 
 def summary(df: pd.DataFrame, label: str) -> str:
@@ -108,10 +104,8 @@ def main() -> None:
             df = pd.DataFrame(out)
             print(f"{args.engine} {name} = {v:g}" + (" (engines.yaml)" if v == keep else ""))
             for _, x in df.iterrows():
-                e1 = x.sim_ttft / x.pub_ttft - 1 if x.pub_ttft == x.pub_ttft else np.nan
-                e2 = x.sim_tpot / x.pub_tpot - 1 if x.pub_tpot == x.pub_tpot else np.nan
-                print(f"    {x.id:<42} C={x.c:<4} TTFT {x.sim_ttft:8.0f} ms {e1:+7.0%}   TPOT {x.sim_tpot:7.2f} ms "
-                      f"{e2:+7.0%}".replace("nan%", "   -"))
+                print(f"    {x.id:<42} C={x.c:<4} TTFT {x.sim_ttft:8.0f} ms {err(x.sim_ttft, x.pub_ttft)}   "
+                      f"TPOT {x.sim_tpot:7.2f} ms {err(x.sim_tpot, x.pub_tpot)}")
             for rs, g in df.groupby("row_set", sort=False):
                 print(summary(g, rs))
             print(summary(df, "all"), flush=True)

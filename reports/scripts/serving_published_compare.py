@@ -131,6 +131,24 @@ def old_all_to_all_exchange():
             m.build_ops = f
 
 
+def bench_run(r: pd.Series, dep=None) -> tuple[pd.DataFrame, str]:
+    """The row simulated as its benchmark client ran it (``bench_traffic``): the finished requests and, where the
+    simulation rejects some (its KV cache cannot hold them as the source launched it), what it says ("" if none)."""
+    res = simulate(dep or deployment_for(r), bench_traffic(r), engine=r.engine)
+    rejected = res.requests[res.requests.status == "rejected"]
+    note = f"{len(rejected)} of {len(res.requests)} rejected ({rejected.reason.iloc[0]})" if len(rejected) else ""
+    return res.requests[res.requests.status == "finished"], note
+
+
+def published_statistic(r: pd.Series, m: str) -> str:
+    """Which statistic a row publishes for ``m`` (ttft | tpot): the mean where the source prints one, else its
+    median (``<m>_median_ms``), else "" (none)."""
+    mean, med = r.get(f"{m}_mean_ms"), r.get(f"{m}_median_ms")
+    if mean is not None and mean == mean:
+        return "mean"
+    return "median" if med is not None and med == med else ""
+
+
 def run_row(r: pd.Series) -> dict:
     """Two readings of one published row: the simulator's own summary (fixed lengths, staggered
     start, steady-state window) and the benchmark client's reading (t = 0 burst, the client's length
@@ -152,11 +170,7 @@ def run_row(r: pd.Series) -> dict:
     out = {"ttft_ms": ms(s["ttft_s"]["mean"]), "tpot_ms": ms(s["tpot_s"]["mean"]),
            "ttft_med_ms": ms(s["ttft_s"]["p50"]), "tpot_med_ms": ms(s["tpot_s"]["p50"]),
            "output_tok_s": s["output_tokens_per_s"]}
-    res = simulate(dep, bench_traffic(r), engine=r.engine)
-    rejected = res.requests[res.requests.status == "rejected"]
-    out["bench_rejected"] = f"{len(rejected)} of {len(res.requests)} rejected ({rejected.reason.iloc[0]})" \
-        if len(rejected) else ""
-    q = res.requests[res.requests.status == "finished"]
+    q, out["bench_rejected"] = bench_run(r, dep)
     span = float(q.finish_s.max() - q.arrival_s.min()) if len(q) else np.nan
     out.update(bench_ttft_ms=float(q.ttft_s.mean()) * 1e3, bench_tpot_ms=float(q.tpot_s.mean()) * 1e3,
                bench_ttft_med_ms=float(q.ttft_s.median()) * 1e3, bench_tpot_med_ms=float(q.tpot_s.median()) * 1e3,

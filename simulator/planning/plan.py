@@ -23,7 +23,7 @@ from ..specs.traffic import SLO, Traffic
 from .candidates import MODES, PREFILL_MAX_SEQS, PoolChoice, build_deployment, deployment_yaml, parse_precision_pairs
 from .cost import PriceBook, read_tco
 from .screen import Workload, screen
-from .verify import verify_many
+from .verify import latency_miss, verify_many
 
 
 @dataclass
@@ -181,23 +181,15 @@ def _candidate_doc(cid: str, row, lay, prices, w, verified: dict | None) -> dict
 
 
 def _miss(ver: dict, slo: SLO) -> tuple[float, str]:
-    """How far a simulated candidate misses the SLOs (ratio - 1 of the worse latency) and in words."""
-    parts = []
-    worst = -math.inf
-    for key, lim, name in (("ttft_p_s", slo.ttft_s, "TTFT"), ("tpot_p_s", slo.tpot_s, "TPOT")):
-        v = ver.get(key)
-        if v is None or not math.isfinite(lim):
-            continue
-        r = v / lim - 1
-        worst = max(worst, r)
-        if r > 0:
-            parts.append(f"p{slo.percentile:g} {name} {v * 1e3:.1f} ms vs {lim * 1e3:.1f} ms (+{r:.0%})")
-    if ver.get("rejected"):
-        parts.append(f"{ver['rejected']} requests rejected")
-        worst = max(worst, 1.0)
+    """How far a simulated candidate misses the SLOs (ratio - 1 of the worse latency; a rejection counts as
+    +100%) and in words (``verify.missed_because``)."""
     if ver.get("error"):
         return math.inf, ver["error"]
-    return worst, "; ".join(ver.get("missed") or parts) or "misses the SLOs"
+    worst = max((ver[k] / lim - 1 for k, lim in (("ttft_p_s", slo.ttft_s), ("tpot_p_s", slo.tpot_s))
+                 if ver.get(k) is not None and math.isfinite(lim)), default=-math.inf)
+    if ver.get("rejected"):
+        worst = max(worst, 1.0)
+    return worst, "; ".join(ver.get("missed") or []) or "misses the SLOs"
 
 
 def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None] | None = None) -> PlanOutcome:
@@ -251,24 +243,23 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
         progress("screening", 1, 1)
     cands = scr.candidates
     if cands.empty:
-        loose = screen(model, priced, prices, w, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
-                       tolerance=1e6, keep=50, timing=resolve_timing(req.timing), engine=req.engine,
-                       frontend_latency_s=frontend_s, **place).candidates
+        def any_fleet(workload: Workload, keep: int):  # the screen without its SLO tolerance: any fleet that runs
+            return screen(model, priced, prices, workload, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
+                          tolerance=1e6, keep=keep, timing=resolve_timing(req.timing), engine=req.engine,
+                          frontend_latency_s=frontend_s, **place).candidates
+
+        loose = any_fleet(w, 50)
         if loose.empty:
             short = ""
-            if w.request_max_tokens > 0:  # would any fleet do, were the longest request shorter?
-                no_longest = screen(model, priced, prices, replace(w, request_max_tokens=0.0), modes=req.modes,
-                                    pairs=pairs, max_devices=req.max_devices, tolerance=1e6, keep=1,
-                                    timing=resolve_timing(req.timing), engine=req.engine,
-                                    frontend_latency_s=frontend_s, **place)
-                if not no_longest.candidates.empty:
-                    short = (": no replica's KV cache holds the traffic's longest request "
+            # would any fleet do, were the longest request shorter?
+            if w.request_max_tokens > 0 and not any_fleet(replace(w, request_max_tokens=0.0), 1).empty:
+                short = (": no replica's KV cache holds the traffic's longest request "
                              f"({w.request_max_tokens:,.0f} prompt + output tokens; a server rejects it); allow more "
                              "devices (--max-devices), more memory per device or a lower precision")
             raise InfeasibleError(f"no arrangement of {model.id} on {', '.join(specs)} within {req.max_devices} "
                                   f"devices fits in memory and sustains {rate:g} req/s{short}")
         best = loose.sort_values("slo_ratio").iloc[0]
-        misses = [f"p{slo.percentile:g} {n} {v * 1e3:.1f} ms vs {lim * 1e3:.1f} ms (+{v / lim - 1:.0%})"
+        misses = [latency_miss(n, v, lim, slo.percentile)
                   for n, v, lim in (("TTFT", best.ttft_p_s, slo.ttft_s), ("TPOT", best.tpot_p_s, slo.tpot_s))
                   if v > lim]
         raise InfeasibleError(f"no arrangement meets the SLOs even analytically; closest: {best['arrangement']} "

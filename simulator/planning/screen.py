@@ -246,24 +246,21 @@ def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"
     plain_d = [i for i in plain if not decode_hw or lay[i]["hw"] in decode_hw]
     plain_c = [i for i in plain_p if i in set(plain_d)]
 
-    def rank_counts(idx):
-        # the attention-DP ranks a replica's requests are spread over (an A/F-disaggregated pool keeps one cache)
-        return np.array([1.0 if lay[i].get("ffn_hw") else float(lay[i]["dp"]) for i in idx])
-
     def side_arrays(idx, role):
         idx = np.array(idx, dtype=int)
         dev = np.array([lay[i]["devices"] for i in idx], dtype=float)
         nmax = int(max(max_devices // dev.min(), 1)) if len(idx) else 1
         n = np.arange(1, nmax + 1, dtype=float)
         cap = np.array([lay[i].get(f"kv_tokens_{role}", 0.0) for i in idx])
+        # the attention-DP ranks a replica's requests are spread over (an A/F-disaggregated pool keeps one cache)
+        dp = np.array([1.0 if lay[i].get("ffn_hw") else float(lay[i]["dp"]) for i in idx])
         dev_tot = dev[:, None] * n[None, :]
         cost = np.array([lay[i]["usd_per_hour"] for i in idx])[:, None] * n[None, :]
-        return idx, n, cap, dev_tot, cost
+        return idx, n, cap, dp, dev_tot, cost
 
     # ---- aggregated: colocated layouts x replicas ------------------------------------------------
     if "agg" in modes and plain_c:
-        idx, n, cap, dev_tot, cost = side_arrays(plain_c, "colocated")
-        dps = rank_counts(idx)
+        idx, n, cap, dps, dev_tot, cost = side_arrays(plain_c, "colocated")
         tm = np.array([lay[i]["t_prefill_mean_s"] for i in idx])
         tpc = np.array([lay[i]["t_prefill_pct_s"] for i in idx])
         rho, ttft = _prefill_side(tm, tpc, n, w, p, frontend_s)
@@ -284,14 +281,12 @@ def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"
         nonlocal evaluated
         if not plain_p or not dec_idx:
             return
-        pi, pn, pcap, pdev, pcost = side_arrays(plain_p, "prefill")
-        pdp = rank_counts(pi)
+        pi, pn, pcap, pdp, pdev, pcost = side_arrays(plain_p, "prefill")
         tm = np.array([lay[i]["t_prefill_mean_s"] for i in pi])
         tpc = np.array([lay[i]["t_prefill_pct_s"] for i in pi])
         rho, ttft = _prefill_side(tm, tpc, pn, w, p, frontend_s)
         p_ok = (ttft <= ttft_lim) & _holds(pcap, pdp, w)[:, None]
-        di, dn, dcap, ddev, dcost = side_arrays(dec_idx, "decode")
-        ddp = rank_counts(di)
+        di, dn, dcap, ddp, ddev, dcost = side_arrays(dec_idx, "decode")
         grid = np.stack([lay[i]["tpot_grid"] for i in di])
         d_ok, tpot_p, max_seqs, b = _decode_side(grid, dcap, dn, w, 0.0, z, tolerance)
         d_ok &= _holds(dcap, ddp, w)[:, None]

@@ -40,33 +40,35 @@ def engine_kv_bytes(m: MemoryFit, memory: EngineMemory, *, model: ModelSpec, pla
     free_gpu_memory_fraction); ``max_seqs`` / ``max_batch_tokens`` are the replica's limits."""
     a = plan.attention
     total = m.capacity_bytes
-    ranks = a.tp * a.dp * plan.pp  # the replica's ranks (SGLang's tp_size counts the DP-attention ranks too)
+    frac = _fraction(memory, m, plan, fraction, speculative)
     if memory.rule == "vllm":
-        gmu = memory.fraction if fraction is None else fraction
         rows = min(max_seqs, max_batch_tokens) / a.dp  # the profile run's dummy requests on one DP rank
         sampler = rows * model.vocab_size * memory.sampler_bytes_per_logit
         # communicator buffers come with a TP group or an expert group over DP ranks, not with PP (engines.yaml)
         non_torch = memory.non_torch_bytes + (memory.distributed_init_bytes if a.tp * a.dp > 1 else 0.0)
-        return gmu * (total - memory.driver_reserved_bytes) - m.weights_bytes - max(m.activation_bytes, sampler) \
+        return frac * (total - memory.driver_reserved_bytes) - m.weights_bytes - max(m.activation_bytes, sampler) \
             - non_torch
-    start = total - memory.context_bytes - (memory.distributed_init_bytes if ranks > 1 else 0.0)
+    start = total - memory.context_bytes - (memory.distributed_init_bytes if _ranks(plan) > 1 else 0.0)
     if memory.rule == "sglang":
-        mfs = fraction if fraction is not None else memory.mem_fraction_static(total, ranks, a.dp > 1, speculative)
-        return mfs * start - m.weights_bytes
-    free = memory.fraction if fraction is None else fraction
-    return free * (start - m.weights_bytes - m.activation_bytes)
+        return frac * start - m.weights_bytes
+    return frac * (start - m.weights_bytes - m.activation_bytes)
 
 
 _FLAGS = {"vllm": "gpu_memory_utilization", "sglang": "mem_fraction_static", "trtllm": "free_gpu_memory_fraction"}
 
 
+def _ranks(plan: PhasePlan) -> int:
+    """The replica's ranks (SGLang's tp_size counts the DP-attention ranks too)."""
+    return plan.attention.tp * plan.attention.dp * plan.pp
+
+
 def _fraction(memory: EngineMemory, m: MemoryFit, plan: PhasePlan, fraction: float | None, speculative: bool) -> float:
-    """The memory fraction the engine's rule used (the launch flag, else its default)."""
+    """The memory fraction the engine's rule uses: the launch flag, else the engine's default (SGLang's by GPU
+    memory, ranks, DP attention and a draft model)."""
     if fraction is not None:
         return fraction
     if memory.rule == "sglang":
-        a = plan.attention
-        return memory.mem_fraction_static(m.capacity_bytes, a.tp * a.dp * plan.pp, a.dp > 1, speculative)
+        return memory.mem_fraction_static(m.capacity_bytes, _ranks(plan), plan.attention.dp > 1, speculative)
     return memory.fraction
 
 
