@@ -42,12 +42,10 @@ def engine_kv_bytes(m: MemoryFit, memory: EngineMemory, *, model: ModelSpec, pla
     total = m.capacity_bytes
     frac = _fraction(memory, m, plan, fraction, speculative)
     if memory.rule == "vllm":
-        rows = min(max_seqs, max_batch_tokens) / a.dp  # the profile run's dummy requests on one DP rank
-        sampler = rows * model.vocab_size * memory.sampler_bytes_per_logit
         # communicator buffers come with a TP group or an expert group over DP ranks, not with PP (engines.yaml)
         non_torch = memory.non_torch_bytes + (memory.distributed_init_bytes if a.tp * a.dp > 1 else 0.0)
-        return frac * (total - memory.driver_reserved_bytes) - m.weights_bytes - max(m.activation_bytes, sampler) \
-            - non_torch
+        return frac * (total - memory.driver_reserved_bytes) - m.weights_bytes \
+            - _profile_peak(memory, m, model, plan, max_seqs, max_batch_tokens) - non_torch
     start = total - memory.context_bytes - (memory.distributed_init_bytes if _ranks(plan) > 1 else 0.0)
     if memory.rule == "sglang":
         return frac * start - m.weights_bytes
@@ -55,6 +53,17 @@ def engine_kv_bytes(m: MemoryFit, memory: EngineMemory, *, model: ModelSpec, pla
 
 
 _FLAGS = {"vllm": "gpu_memory_utilization", "sglang": "mem_fraction_static", "trtllm": "free_gpu_memory_fraction"}
+
+
+def _profile_peak(memory: EngineMemory, m: MemoryFit, model: ModelSpec, plan: PhasePlan, max_seqs: float,
+                  max_batch_tokens: float) -> float:
+    """The activation peak the engine's rule subtracts: vLLM's profile run (the forward at the step budget, or
+    its sampler over ``min(max_seqs, max_batch_tokens)`` rows of vocabulary logits per DP rank, the larger),
+    else the forward's activations."""
+    if memory.rule != "vllm":
+        return m.activation_bytes
+    rows = min(max_seqs, max_batch_tokens) / plan.attention.dp  # the profile run's dummy requests on one DP rank
+    return max(m.activation_bytes, rows * model.vocab_size * memory.sampler_bytes_per_logit)
 
 
 def _ranks(plan: PhasePlan) -> int:
@@ -96,7 +105,8 @@ def replica_kv_capacity(model: ModelSpec, plan: PhasePlan, memory: EngineMemory 
         problem = "" if kv_bytes > 0 else (
             f"the {memory.rule} server's KV budget on each {m.hardware} device is {kv_bytes / 1e9:.1f} GB: its rule "
             f"({_FLAGS[memory.rule]} {_fraction(memory, m, plan, fraction, speculative):.3g}) leaves nothing beside "
-            f"weights of {m.weights_bytes / 1e9:.1f} GB and a profiling peak of {m.activation_bytes / 1e9:.1f} GB on "
+            f"weights of {m.weights_bytes / 1e9:.1f} GB and a profiling peak of "
+            f"{_profile_peak(memory, m, model, plan, max_seqs, max_batch_tokens) / 1e9:.1f} GB on "
             f"{m.capacity_bytes / 1e9:.1f} GB; a larger memory_fraction, more devices per replica or a smaller "
             "precision would leave room")
     tokens = max(kv_bytes, 0.0) / m.kv_bytes_per_token * plan.attention.dp
