@@ -383,3 +383,19 @@ def test_a_csv_row_served_through_another_frontend(tmp_path):
     with_file = _validate_rows(tmp_path, head + "llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,0\n",
                                "--deployment", str(dep))
     assert with_file[0]["ttft_s_simulated"] == pytest.approx(zero["ttft_s_simulated"], rel=1e-9)
+
+
+def test_a_csv_row_launched_with_its_own_kv_memory_flag(tmp_path):
+    """``memory_fraction``: the launch's KV memory flag (here TensorRT-LLM's ``free_gpu_memory_fraction``). A
+    KV-bound run (64 clients of 8k-token prompts on one H100) launched with a third of the default fraction holds
+    fewer requests at once, so its requests queue longer for KV; values outside (0, 1] are refused by cell."""
+    head = "model,hardware,engine,tp,isl,osl,concurrency,requests,ttft_ms,tpot_ms,memory_fraction\n"
+    row = "llama-3.1-8b,h100-sxm,trtllm,1,8000,200,64,128,500,20,"
+    default, small = _validate_rows(tmp_path, head + row + "\n" + row + "0.3\n")
+    assert small["ttft_s_simulated"] > 1.5 * default["ttft_s_simulated"]
+    for cell in ("1.5", "0", "-0.2", "most"):
+        csv = tmp_path / "bad.csv"
+        csv.write_text(head + row + cell + "\n")
+        r = runner.invoke(app, ["validate", "--serving", str(csv)])
+        assert r.exit_code == 2 and "line 2, column memory_fraction" in r.output, r.output
+        assert "Traceback" not in r.output

@@ -37,7 +37,9 @@ Layouts:
   ignored; a bad cell is named by line and column. ``scheduler_recv_interval``: SGLang's
   ``--scheduler-recv-interval`` where the run set it. ``frontend_latency_ms`` (or ``frontend_latency_s``): the
   server's frontend latency where the run was served through another frontend than the engine's own (e.g.
-  NVIDIA NIM in front of TensorRT-LLM); empty: the engine profile's.
+  NVIDIA NIM in front of TensorRT-LLM); empty: the engine profile's. ``memory_fraction``: the launch's KV memory
+  flag (vLLM ``--gpu-memory-utilization``, SGLang ``--mem-fraction-static``, TensorRT-LLM
+  ``free_gpu_memory_fraction``) where the run set it, in (0, 1]; empty: the engine's default.
 
 How a run is re-simulated, as the benchmark client ran it:
 
@@ -481,6 +483,12 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
                     raise SpecError(str(path), f"line {line}, column {col}", f"expected a finite number >= 0, "
                                                                              f"got {raw!r}")
                 extra["frontend_latency_s"] = v * unit_s
+        if "memory_fraction" in cols and (row.get("memory_fraction") or "").strip():
+            mf = cell("memory_fraction", lo=-math.inf)
+            if not 0.01 <= mf <= 1.0:
+                raise SpecError(str(path), f"line {line}, column memory_fraction",
+                                f"expected the engine's KV memory fraction in [0.01, 1], got {mf:g}")
+            extra["memory_fraction"] = mf
         cases.append(ServingCase(
             source=f"{path} line {line}", model=row["model"].strip(), hardware=row["hardware"].strip(),
             engine=engine_name(row.get("engine"), str(path), f"line {line}, column engine"),
@@ -521,6 +529,10 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
     d = {k: v for k, v in (defaults or {}).items() if v is not None}
     dep_ref = d.get("deployment") or (case.deployment if case.deployment and Path(case.deployment).is_file()
                                       else None)
+    # the engine that served the run: the one the run names (with a deployment file, only an engine that
+    # overrode the file's pools, as `simulate --engine` records it), else --engine, else the deployment's own
+    named = case.extra.get("engine_override") if dep_ref else (None if case.engine == "unknown" else case.engine)
+    engine = named or d.get("engine")
     # what is simulated: the run's own fields, else the flags
     run = replace(case, model=case.model or d.get("model"), hardware=case.hardware or d.get("hardware"),
                   deployment=case.deployment or d.get("deployment"),
@@ -545,7 +557,10 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
         dep = quick_deployment(PlanOptions(**fields), max_batch_tokens=limit("max_batch_tokens"),
                                max_seqs=limit("max_seqs"), replicas=int(case.extra.get("replicas", 1)),
                                scheduler_recv_interval=limit("scheduler_recv_interval") or 1,
-                               frontend_latency_s=case.extra.get("frontend_latency_s"))
+                               frontend_latency_s=case.extra.get("frontend_latency_s"), engine=engine or "vllm")
+    if case.extra.get("memory_fraction") is not None:  # the launch's KV memory flag, on every pool
+        dep = replace(dep, pools=tuple(replace(p, memory_fraction=float(case.extra["memory_fraction"]))
+                                       for p in dep.pools))
     n = max(1, min(case.requests, max_requests))
     # a closed loop as the benchmark clients run it: the C clients start together (unless the result says otherwise)
     ramp = (case.ramp_up_s if case.ramp_up_s is not None else 0.0) if case.concurrency else None
@@ -560,10 +575,6 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
         span = lambda n_: dict(low=max(1, int(n_ * case.length_low)), high=max(1, int(n_ * case.length_high)))  # noqa: E731
         traffic = replace(traffic, prompt=LengthDist("uniform", **span(case.isl)),
                           output=LengthDist("uniform", **span(case.osl)))
-    # the engine that served the run: the one the run names (with a deployment file, only an engine that
-    # overrode the file's pools, as `simulate --engine` records it), else --engine, else the deployment's own
-    named = case.extra.get("engine_override") if dep_ref else (None if case.engine == "unknown" else case.engine)
-    engine = named or d.get("engine")
     res = simulate(dep, replace(traffic, requests=n), engine=engine, overheads=case.extra.get("overheads", True))
     done = res.requests[res.requests["status"] == "finished"]
     agg = np.median if case.statistic == "median" else np.mean
