@@ -582,3 +582,18 @@ def test_inter_token_gaps_stop_at_an_idle_replica():
     # documented approximation: 0.5 s from its own first token); then request 0 alone
     assert gaps.tolist() == [1.5, 0.5] and w.tolist() == [2, 1]
     assert all(np.array_equal(a, b) for a, b in zip(itl_samples(steps), (gaps, w)))
+
+
+def test_inter_token_gaps_do_not_depend_on_the_row_order():
+    """The engine records each replica's steps in time order, which ``inter_token_samples`` uses as a fast
+    path; a steps frame in any other row order (sorted by start, shuffled, several replicas interleaved) gives
+    the same gaps with the same weights."""
+    from simulator.serving.metrics import inter_token_samples
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1), replicas=3)
+    res = simulate(dep, simple_traffic(rate=30.0, concurrency=None, isl=300, osl=60, requests=200, seed=2))
+    steps = res.steps
+    base = sorted(zip(*(x.tolist() for x in inter_token_samples(steps))))
+    assert len(base) > 100
+    for other in (steps.sort_values("start_s", kind="stable"), steps.sample(frac=1.0, random_state=4)):
+        assert sorted(zip(*(x.tolist() for x in inter_token_samples(other)))) == base

@@ -87,9 +87,15 @@ def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: 
              else pd.factorize(rid.to_numpy())[0])
     start = steps.start_s.to_numpy(float)
     end = steps.end_s.to_numpy(float)
-    # per replica, in time order: a new busy spell starts wherever a step starts after the previous one ended
-    order = np.lexsort((end, codes))  # stable: ties keep their row order
-    c, st, en = codes[order], start[order], end[order]
+    # per replica, in time order: a new busy spell starts wherever a step starts after the previous one ended.
+    # The engine records each replica's steps in time order, so a stable sort by replica (a radix sort on the
+    # small codes) is usually that order already; a frame in any other order is sorted by end time too.
+    order = np.argsort(codes, kind="stable")
+    c, en = codes[order], end[order]
+    if (np.diff(en)[c[1:] == c[:-1]] < 0).any():
+        order = np.lexsort((end, codes))  # stable: ties keep their row order
+        c, en = codes[order], end[order]
+    st = start[order]
     del codes, start, end
     new_spell = np.ones(len(c), bool)
     new_spell[1:] = (c[1:] != c[:-1]) | (st[1:] > en[:-1])
