@@ -137,6 +137,11 @@ def validate_phase(plan: PhasePlan, model: ModelSpec, kv_precision: str = "bf16"
     a, f = plan.attention, plan.ffn  # uneven pipeline stages are allowed: memory uses the largest stage
     if a.tp > model.attention.num_heads or model.attention.num_heads % a.tp:
         raise LayoutError(f"attention tp={a.tp} must divide {model.id}'s {model.attention.num_heads} heads")
+    kv = model.attention.num_kv_heads
+    if model.attention.kind == "gqa" and kv and kv % a.tp and a.tp % kv:
+        # vLLM's and SGLang's tensor-parallel attention either split the KV heads evenly or replicate each over
+        # tp / kv ranks (vLLM QKVParallelLinear: "num_kv_heads % tp_size == 0 or tp_size % num_kv_heads == 0")
+        raise LayoutError(f"attention tp={a.tp} must divide {model.id}'s {kv} KV heads or be a multiple of them")
     if model.moe:
         if f.ep > model.moe.num_experts * max(f.devices // max(f.ep, 1), 1) and f.ep > model.moe.num_experts:
             raise LayoutError(f"ep={f.ep} exceeds {model.id}'s {model.moe.num_experts} experts")

@@ -114,6 +114,6 @@ def test_whatif_deployment_honours_chunk_precision_and_replicas():
 
 
 def test_ep_width_need_not_divide_the_experts():
-    plan = plan_from_options(PlanOptions(model="dbrx", devices=6, tp=6, ep=6))  # 16 experts over 6 ranks
+    plan = plan_from_options(PlanOptions(model="dbrx", devices=6, tp=2, ep=6))  # 16 experts over 6 ranks
     res = whatif(plan, batch=16, isl=1024, osl=128)
     assert np.isfinite(res.tpot_s) and res.fits

@@ -56,3 +56,17 @@ def test_sweep_json_is_strict_and_cost_follows_the_rate():
 def test_deployment_needs_a_tpot_target():
     r = runner.invoke(app, ["sweep", "--deployment", "doubao-class-afd"])
     assert r.exit_code == 2 and "--tpot-slo" in r.stderr
+
+
+def test_sweep_lists_only_launchable_layouts_and_refuses_over_long_requests():
+    """DBRX has 48 query heads and 8 KV heads: on 6 devices TP 6 splits the query heads but neither splits nor
+    replicates the KV heads evenly (nor does TP 3), which vLLM and SGLang refuse, so the sweep scores TP 1 and 2; whatif
+    names the KV heads. A prompt over DBRX's 32,768-token context window is refused as whatif refuses it."""
+    from simulator.planning.sweep import sweep
+
+    df = sweep("dbrx", ["h100-sxm"], 6, isl=1024, osl=128, batches=(1,), precisions=("fp8",))
+    assert sorted(set(df.tp)) == [1, 2]
+    r = runner.invoke(app, ["whatif", "--model", "dbrx", "--devices", "6", "--tp", "6", "--precision", "fp8"])
+    assert r.exit_code == 2 and "8 KV heads" in r.output
+    r = runner.invoke(app, ["sweep", "--model", "dbrx", "--isl", "40000"])
+    assert r.exit_code == 2 and "context window of 32768" in r.output and "Traceback" not in r.output

@@ -148,7 +148,7 @@ def parse_price_flags(values: list[str] | None) -> dict[str, float]:
             price = float(usd.strip().removesuffix("USD/h").strip()) if sep else math.nan
         except ValueError:
             price = math.nan
-        if not sep or not hw_id.strip() or not math.isfinite(price) or price < 0:
-            raise SimulatorError(f"--price {v!r}: expected ID=USD_PER_HOUR, e.g. --price h20=1.20")
+        if not sep or not hw_id.strip() or not math.isfinite(price) or price <= 0:
+            raise SimulatorError(f"--price {v!r}: expected ID=USD_PER_HOUR with a price > 0, e.g. --price h20=1.20")
         out[hw_id.strip()] = price
     return out

@@ -32,7 +32,15 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
     """One row per configuration (pp = 1, colocated), with TTFT, TPOT, throughput, memory fit and cost."""
     model = load_model(model_id)
     timing = timing or RooflineModel()
-    tps = list(tps or [t for t in _divisors(devices) if model.attention.num_heads % t == 0])
+    ctx = int(getattr(model, "context_tokens", 0) or 0)
+    if ctx and isl + osl > ctx:
+        raise SimulatorError(f"isl + osl = {isl + osl} tokens exceed {model.id}'s context window of {ctx}")
+    kv_heads = model.attention.num_kv_heads if model.attention.kind == "gqa" else 0
+
+    def launchable(t: int) -> bool:  # the heads split evenly, and the KV heads split or replicate (``validate_phase``)
+        return model.attention.num_heads % t == 0 and (not kv_heads or kv_heads % t == 0 or t % kv_heads == 0)
+
+    tps = list(tps or [t for t in _divisors(devices) if launchable(t)])
     eps = list(eps or ([e for e in _divisors(devices) if model.moe.num_experts % e == 0] if model.moe else [1]))
     frames = []
     for hw_id, prec in itertools.product(hardware, precisions):

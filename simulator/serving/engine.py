@@ -94,6 +94,7 @@ class ReplicaConfig:
     frontend_s: float = 0.0  # a request reaches the scheduler this long after its client sends it (off the GPU path)
     recv_interval: int = 1  # SGLang --scheduler-recv-interval: a busy scheduler takes new requests every N decode steps
     max_chunk_tokens: int = 0  # one request's prompt tokens per step at most (attention DP: one rank's budget); 0: any
+    max_model_len: int = 0  # the model's context window: longer requests (prompt + output) are rejected; 0: no limit
 
     @property
     def name(self) -> str:
@@ -300,7 +301,12 @@ class Replica:
 
     def submit(self, rid: int) -> None:
         sim = self.sim
-        need = -(-(sim.prompt_l[rid] + sim.out_l[rid]) // BLOCK_TOKENS)
+        total = sim.prompt_l[rid] + sim.out_l[rid]
+        if total > self.cfg.max_model_len > 0:  # as vLLM's server refuses a request over max_model_len
+            sim.reject(rid, f"prompt + output = {total} tokens exceed the model's context window of "
+                            f"{self.cfg.max_model_len}")
+            return
+        need = -(-total // BLOCK_TOKENS)
         if need > self.rank_blocks:
             sim.reject(rid, f"needs {need * BLOCK_TOKENS} KV tokens, replica {self.cfg.name} holds "
                             f"{self.rank_blocks * BLOCK_TOKENS}" + (" per attention-DP rank" if self.attention_dp > 1

@@ -136,7 +136,8 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                 # the engine's frontend holds each arriving request first (a decode pool gets them by KV transfer)
                 frontend_s=frontend_s if role != "decode" else 0.0,
                 recv_interval=pool.scheduler_recv_interval,
-                max_chunk_tokens=max_batch_tokens // pool.plan.attention.dp if pool.plan.attention.dp > 1 else 0))
+                max_chunk_tokens=max_batch_tokens // pool.plan.attention.dp if pool.plan.attention.dp > 1 else 0,
+                max_model_len=int(getattr(dep.model, "context_tokens", 0) or 0)))
     return configs
 
 

@@ -100,6 +100,8 @@ class Traffic:
 def _dist(r: Reader) -> LengthDist:
     kind = r.str("dist", choices=DISTS)
     d: dict = {"kind": kind, "minimum": r.number("min", 1, minimum=1), "maximum": r.number("max", 1e9, minimum=1)}
+    if d["maximum"] < d["minimum"]:
+        raise r.error("max", f"must be >= min ({d['minimum']:g}), got {d['maximum']:g}")
     if kind == "fixed":
         d["value"] = r.number("value", minimum=1)
     elif kind == "uniform":
