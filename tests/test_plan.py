@@ -147,6 +147,8 @@ def _err(r):
     (["--hardware", "h100-sxm,h20"], 2, ["h20", "--price"]),
     (["--hardware", "h20", "--price", "h20=0.5", "--tpot-slo", "0.1ms"], 1, ["closest", "TPOT"]),
     (["--hardware", "h20", "--price", "h20=0.5", "--engine", "tgi"], 2, ["--engine", "tgi", "vllm"]),
+    # a free device would make the largest fleet the "cheapest" (all tie at $0)
+    (["--hardware", "h20", "--price", "h20=0"], 2, ["--price", "> 0"]),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, extra, code, words):
     out = tmp_path / "never"
@@ -299,3 +301,15 @@ def test_a_fleet_too_small_for_the_longest_request_is_named(tmp_path):
     assert r.exit_code == 1, r.output
     assert "no replica's KV cache holds the traffic's longest request" in r.output
     assert not (tmp_path / "p").exists()
+
+
+def test_traffic_longer_than_the_context_window_is_refused_up_front(tmp_path):
+    """Chat traffic draws requests up to 16k+ tokens; Llama-2-70B serves 4,096: every server would reject the
+    longest, so no fleet can serve the traffic as drawn, and the planner says so instead of planning for it."""
+    out = tmp_path / "never"
+    r = runner.invoke(app, ["plan", "--model", "llama-2-70b", "--traffic", "chat", "--hardware", "h100-sxm",
+                            "--out", str(out)])
+    assert r.exit_code == 1, r.output
+    line = _err(r)
+    assert "context window of 4,096" in line and "llama-2-70b" in line
+    assert not out.exists()

@@ -597,3 +597,31 @@ def test_inter_token_gaps_do_not_depend_on_the_row_order():
     assert len(base) > 100
     for other in (steps.sort_values("start_s", kind="stable"), steps.sample(frac=1.0, random_state=4)):
         assert sorted(zip(*(x.tolist() for x in inter_token_samples(other)))) == base
+
+
+def test_a_request_longer_than_the_context_window_is_rejected_with_its_reason():
+    """As a server refuses a request over ``max_model_len``: prompt + output above the model's context window is
+    rejected when it reaches a replica, one at the window is served."""
+    sim = Simulation(_reqs([0.0, 0.1], [90, 90], [10, 11]), [_replica(max_model_len=100)])
+    sim.run()
+    df = sim.request_frame()
+    assert df.status.tolist() == ["finished", "rejected"]
+    assert df.reason.iloc[1] == "prompt + output = 101 tokens exceed the model's context window of 100"
+    # simulate sets the window from the model spec (Llama-2-70B: 4,096 tokens)
+    dep = quick_deployment(PlanOptions(model="llama-2-70b", hardware="h100-sxm", devices=4, tp=4))
+    res = simulate(dep, simple_traffic(rate=2.0, concurrency=None, isl=4000, osl=200, requests=3))
+    assert (res.requests.status == "rejected").all()
+
+
+def test_steady_window_drops_the_filling_and_draining_lifetimes():
+    """The planner's steady state: open-loop requests arriving at least one median lifetime after the first and
+    before the last arrival, over that span; too few of them and the whole run counts."""
+    import pandas as pd
+
+    from simulator.planning.verify import steady_window
+
+    arr = np.arange(100.0)  # one arrival a second, each living 10 s
+    mask, span = steady_window(pd.DataFrame({"arrival_s": arr, "e2e_s": np.full(100, 10.0)}))
+    assert span == 79.0 and mask.sum() == 80 and arr[mask].min() == 10 and arr[mask].max() == 89
+    mask, span = steady_window(pd.DataFrame({"arrival_s": arr, "e2e_s": np.full(100, 45.0)}))
+    assert mask.all() and span == 99.0  # 10 requests in the middle: too few, the whole run

@@ -134,7 +134,9 @@ def plan_cmd(
                                                               "within this fraction above the SLOs (the DES decides)."),
     top_k: int = typer.Option(4, "--top-k", help="Candidates simulated per round (cheapest first)."),
     verify_max: int = typer.Option(16, "--verify-max", help="Stop after simulating this many candidates."),
-    requests: int = typer.Option(600, "--requests", help="Requests per simulation run."),
+    requests: int = typer.Option(None, "--requests", help="Requests per simulation run (at least). Default: the "
+                                 "traffic file's, raised so an open loop's arrivals span 6 request lifetimes at the "
+                                 "SLOs; the first and last lifetime (batches filling and draining) are not measured."),
     bisect_steps: int = typer.Option(3, "--bisect-steps", help="Bisection steps for each maximum rate."),
     workers: int = typer.Option(None, "--workers", help="Local processes for the simulations (default: CPUs)."),
     cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address to fan the simulations out to "
@@ -167,7 +169,7 @@ def plan_cmd(
     from ..planning.plan import PlanRequest, plan_capacity_for
 
     for flag, v in (("--top-k", top_k), ("--verify-max", verify_max), ("--requests", requests)):
-        if v < 1:
+        if v is not None and v < 1:
             raise SimulatorError(f"{flag} must be >= 1, got {v}")
     if not 0 <= tolerance <= 10:
         raise SimulatorError(f"--tolerance must be within [0, 10], got {tolerance:g}")
@@ -195,7 +197,9 @@ def compare_cmd(
     traffic: str = typer.Option(..., "--traffic", help="Traffic YAML or id."),
     rate: str = typer.Option(None, "--rate", help="Arrival rate (overrides the traffic file's)."),
     out: Path = typer.Option(None, "--out", help="Folder for plan.json, report.md and report.html."),
-    requests: int = typer.Option(600, "--requests", help="Requests per simulation run."),
+    requests: int = typer.Option(None, "--requests", help="Requests per simulation run (at least). Default: the "
+                                 "traffic file's, raised so an open loop's arrivals span 6 request lifetimes at the "
+                                 "SLOs; the first and last lifetime (batches filling and draining) are not measured."),
     bisect_steps: int = typer.Option(3, "--bisect-steps", help="Bisection steps for each maximum rate."),
     workers: int = typer.Option(None, "--workers", help="Local processes (default: CPUs)."),
     cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address (needs the `cluster` extra)."),
@@ -212,7 +216,7 @@ def compare_cmd(
     from ..specs.catalog import resolve_workload
     from ..specs.deployment import read_deployment
 
-    if requests < 1:
+    if requests is not None and requests < 1:
         raise SimulatorError(f"--requests must be >= 1, got {requests}")
     deps = [read_deployment(resolve_workload(d, "deployments", "deployment")) for d in deployments]
     ex = _executor(cluster)

@@ -42,7 +42,7 @@ class PlanRequest:
     precisions: str = "bf16/bf16,fp8/fp8,fp8/w4a8"
     top_k: int = 4  # candidates simulated per round
     verify_max: int = 16  # give up after simulating this many
-    requests: int = 600  # requests per DES run
+    requests: int | None = None  # requests per DES run (None: the traffic's own, at least STEADY_LIFETIMES of arrivals)
     bisect_steps: int = 3
     tolerance: float = 0.25  # analytic screen keeps candidates within this factor of the SLOs
     workers: int | None = None
@@ -101,6 +101,27 @@ def workload_of(traffic: Traffic, rate: float, slo: SLO) -> Workload:
     return Workload(rate, float(s.prompt_tokens.mean()), float(s.output_tokens.mean()),
                     float(np.percentile(s.prompt_tokens, p)), slo.ttft_s, slo.tpot_s, p,
                     request_max_tokens=float((s.prompt_tokens + s.output_tokens).max()))
+
+
+STEADY_LIFETIMES = 6  # an open-loop verification run's arrivals span this many SLO-bound request lifetimes
+
+
+def steady_seconds(w: Workload) -> float:
+    """Arrival time a verification run needs to reach and measure a steady state: STEADY_LIFETIMES lifetimes of
+    a mean request at the SLOs (its TTFT plus its mean output at the TPOT target); ``run_at`` drops the first and
+    last lifetime (batches filling and draining). 0 without finite SLOs."""
+    life = w.ttft_slo_s + w.osl_mean * w.tpot_slo_s
+    return STEADY_LIFETIMES * life if math.isfinite(life) and life > 0 else 0.0
+
+
+def check_context(model, w: Workload) -> None:
+    """Refuse traffic whose longest request does not fit the model's context window: every server rejects it, so
+    no fleet can serve the traffic as drawn."""
+    ctx = int(getattr(model, "context_tokens", 0) or 0)
+    if ctx and w.request_max_tokens > ctx:
+        raise InfeasibleError(f"the traffic's longest request ({w.request_max_tokens:,.0f} prompt + output tokens) "
+                              f"exceeds {model.id}'s context window of {ctx:,} tokens, so a server rejects it; cap "
+                              "the traffic's lengths (prompt_tokens / output_tokens max:) at the context window")
 
 
 def error_band() -> dict | None:
@@ -217,6 +238,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     if not 0 < slo.percentile < 100:
         raise SimulatorError(f"--slo-percentile must be within (0, 100), got {slo.percentile:g}")
     w = workload_of(traffic, rate, slo)
+    check_context(model, w)
     pairs = parse_precision_pairs(req.precisions)
     from ..serving.profiles import engine_profile
 
@@ -282,7 +304,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
             deps.append(dep)
         done0 = len(verified)
         res = verify_many(deps, traffic, slo, rate, bisect_steps=req.bisect_steps, workers=req.workers,
-                          executor=req.executor, timing=req.timing,
+                          executor=req.executor, timing=req.timing, steady_s=steady_seconds(w),
                           progress=(lambda n, _t, d0=done0: progress("verifying", d0 + n, total)) if progress
                           else None)
         for i, r in zip(idx, res):
@@ -354,8 +376,11 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
     traffic, rate = effective_traffic(traffic, rate, requests)
     slo = traffic.slo
     w = workload_of(traffic, rate, slo)
+    for d in deps:
+        check_context(d.model, w)
     res = verify_many(deps, traffic, slo, rate, bisect_steps=bisect_steps, workers=workers, executor=executor,
-                      progress=(lambda n, t: progress("simulating", n, t)) if progress else None, timing=timing)
+                      progress=(lambda n, t: progress("simulating", n, t)) if progress else None, timing=timing,
+                      steady_s=steady_seconds(w))
     for dep, r in zip(deps, res):  # a deployment the user gave that cannot run is their input's error
         if r.get("error"):
             raise SimulatorError(f"{_rel(dep.file) or dep.id}: {r['error']}")

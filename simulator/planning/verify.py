@@ -36,14 +36,45 @@ def _timing_model(spec: str | None):
     return resolve_timing(spec)
 
 
+STEADY_MAX_REQUESTS = 20_000  # one verification run draws at most this many requests
+
+
+def steady_window(req) -> tuple[np.ndarray, float]:
+    """The open-loop requests a steady state describes, and the arrival span they cover: those arriving at
+    least one median request lifetime (E2E) after the first arrival, while the batches fill, and one before the
+    last, while they drain. Without enough of them (fewer than a quarter of the run, or 50) every request, over
+    the whole arrival span."""
+    arr = req.arrival_s.to_numpy(dtype=float)
+    e2e = req.e2e_s.to_numpy(dtype=float)
+    e2e = e2e[np.isfinite(e2e)]
+    t0, t1 = float(np.nanmin(arr)), float(np.nanmax(arr))
+    if len(e2e):
+        life = float(np.median(e2e))
+        lo, hi = t0 + life, t1 - life
+        mask = (arr >= lo) & (arr <= hi)
+        if hi > lo and mask.sum() >= max(50, len(arr) // 4):
+            return mask, hi - lo
+    return np.ones(len(arr), bool), max(t1 - t0, 1e-12)
+
+
 def run_at(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, *, keep_samples: bool = False,
-           timing: str | None = None) -> dict:
+           timing: str | None = None, steady_s: float = 0.0) -> dict:
     """One DES run at ``rate_per_s``: p-percentile TTFT/TPOT, goodput, utilisation, whether the SLOs hold.
-    ``timing`` is a --timing spec (a string, so it travels to worker processes)."""
+    ``timing`` is a --timing spec (a string, so it travels to worker processes).
+
+    An open-loop run draws at least ``rate_per_s x steady_s`` requests (``steady_s``: arrivals long enough to
+    reach a steady state; at most STEADY_MAX_REQUESTS), and its latencies, goodput and throughput are those of
+    the requests in ``steady_window``: a short run's requests see the batch still filling, or draining, and read
+    faster than the fleet serves a steady stream. Any rejected request fails the SLOs."""
     t = replace(traffic, rate_per_s=rate_per_s, slo=slo)
+    open_loop = traffic.arrival in ("poisson", "gamma")
+    if open_loop and steady_s > 0:
+        t = replace(t, requests=max(t.requests, min(STEADY_MAX_REQUESTS, math.ceil(rate_per_s * steady_s))))
     res = simulate(dep, t, timing=_timing_model(timing))
     req = res.requests
-    done = req[req.status == "finished"]
+    mask, span_s = steady_window(req) if open_loop else (np.ones(len(req), bool), 0.0)
+    win = req[mask]
+    done = win[win.status == "finished"]
     ttft = done.ttft_s.to_numpy(dtype=float)
     tpot = done.tpot_s.to_numpy(dtype=float)
     ttft_p, tpot_p = _pct(ttft, slo.percentile), _pct(tpot, slo.percentile)
@@ -51,11 +82,21 @@ def run_at(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, *, ke
     met = bool(len(done) and rejected == 0 and ttft_p is not None and ttft_p <= slo.ttft_s
                and (tpot_p is None or tpot_p <= slo.tpot_s))
     sm = res.summary
+    if open_loop:  # the steady-state requests: good ones and tokens per second of their arrival span
+        good = (ttft <= slo.ttft_s) & ~(np.nan_to_num(tpot, nan=0.0) > slo.tpot_s)
+        goodput = {"fraction_of_requests": float(good.sum() / max(len(win), 1)),
+                   "requests_per_s": float(good.sum() / span_s)}
+        out_tps = float(done.output_tokens.sum() / span_s)
+        in_tps = float(done.prompt_tokens.sum() / span_s)
+    else:
+        goodput = sm["goodput"]
+        out_tps, in_tps = sm["output_tokens_per_s"], sm["input_tokens_per_s"]
     out = {"rate_per_s": rate_per_s, "ttft_p_s": ttft_p, "tpot_p_s": tpot_p, "slo_met": met,
            "missed": [] if met else missed_because(req, slo, ttft_p, tpot_p),
-           "rejected": rejected, "goodput_fraction": sm["goodput"]["fraction_of_requests"],
-           "goodput_requests_per_s": sm["goodput"]["requests_per_s"],
-           "output_tokens_per_s": sm["output_tokens_per_s"], "input_tokens_per_s": sm["input_tokens_per_s"],
+           "rejected": rejected, "goodput_fraction": goodput["fraction_of_requests"],
+           "goodput_requests_per_s": goodput["requests_per_s"], "requests_simulated": int(len(req)),
+           "requests_measured": int(len(win)),
+           "output_tokens_per_s": out_tps, "input_tokens_per_s": in_tps,
            "utilisation": {k: {q: float(v) for q, v in u.items()} for k, u in sm["utilisation"].items()}}
     if keep_samples:
         out["samples"] = {"ttft_s": [float(x) for x in ttft], "tpot_s": [float(x) for x in tpot if np.isfinite(x)]}
@@ -86,12 +127,13 @@ def latency_miss(name: str, value_s: float, target_s: float, percentile: float) 
 
 
 def verify_task(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, bisect_steps: int = 3,
-                expand_steps: int = 2, keep_samples: bool = True, timing: str | None = None) -> dict:
+                expand_steps: int = 2, keep_samples: bool = True, timing: str | None = None,
+                steady_s: float = 0.0) -> dict:
     """Target-rate run plus the maximum sustainable rate: bracket by doubling (or halving) up to
     ``expand_steps`` times - so the search covers 1/4x to 4x the target by default; beyond that the
     answer is reported as a bound (``max_rate_bounded`` false) - then bisect geometrically."""
     try:
-        first = run_at(dep, traffic, slo, rate_per_s, keep_samples=keep_samples, timing=timing)
+        first = run_at(dep, traffic, slo, rate_per_s, keep_samples=keep_samples, timing=timing, steady_s=steady_s)
     except SimulatorError as exc:  # e.g. does not fit: a failed candidate, not a failed plan
         return {"rate_per_s": rate_per_s, "ttft_p_s": None, "tpot_p_s": None, "slo_met": False, "rejected": 0,
                 "missed": [str(exc)], "goodput_fraction": None, "goodput_requests_per_s": None,
@@ -100,7 +142,7 @@ def verify_task(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, 
     trace = [{k: first[k] for k in ("rate_per_s", "ttft_p_s", "tpot_p_s", "slo_met")}]
 
     def probe(r):
-        res = run_at(dep, traffic, slo, r, timing=timing)
+        res = run_at(dep, traffic, slo, r, timing=timing, steady_s=steady_s)
         trace.append({k: res[k] for k in ("rate_per_s", "ttft_p_s", "tpot_p_s", "slo_met")})
         return res["slo_met"]
 
@@ -135,7 +177,8 @@ def verify_task(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, 
 
 def verify_many(deps: Sequence[Deployment], traffic: Traffic, slo: SLO, rate_per_s: float, *,
                 bisect_steps: int = 3, workers: int | None = None, executor: Executor | None = None,
-                progress: Callable[[int, int], None] | None = None, timing: str | None = None) -> list[dict]:
+                progress: Callable[[int, int], None] | None = None, timing: str | None = None,
+                steady_s: float = 0.0) -> list[dict]:
     """Verify every deployment; results in input order. Local processes unless ``executor`` is given."""
     if not deps:
         return []
@@ -147,11 +190,12 @@ def verify_many(deps: Sequence[Deployment], traffic: Traffic, slo: SLO, rate_per
     try:
         if executor is None:
             for i, d in enumerate(deps):
-                results[i] = verify_task(d, traffic, slo, rate_per_s, bisect_steps, timing=timing)
+                results[i] = verify_task(d, traffic, slo, rate_per_s, bisect_steps, timing=timing, steady_s=steady_s)
                 if progress:
                     progress(i + 1, len(deps))
         else:
-            futs = {executor.submit(verify_task, d, traffic, slo, rate_per_s, bisect_steps, timing=timing): i
+            futs = {executor.submit(verify_task, d, traffic, slo, rate_per_s, bisect_steps, timing=timing,
+                                   steady_s=steady_s): i
                     for i, d in enumerate(deps)}
             for n, f in enumerate(as_completed(futs), 1):
                 results[futs[f]] = f.result()

@@ -79,7 +79,9 @@ def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: 
     ``decode_seqs`` gaps equal to the time since that replica's previous decode-bearing step ended; a
     prefill-only step in between, as SGLang runs them, lengthens the gap. A gap across a spell in which the
     replica ran nothing is not an inter-token gap (the sequences before it had all finished), so it is left
-    out. A sequence's first decode gap is taken as its batch's, not measured from its own first token."""
+    out. A sequence's first decode gap is taken as its batch's, not measured from its own first token. A
+    preempted request's wait until it decodes again is not a gap here (``vllm bench serve`` counts it as one);
+    TPOT, from the request's own first token and finish, includes it."""
     if not len(steps):
         return np.zeros(0), np.zeros(0)
     rid = steps.replica_id
