@@ -413,7 +413,7 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
 
     def split(text, cast=str):
         try:
-            return [cast(x.strip()) for x in text.split(",") if x.strip()]
+            return list(dict.fromkeys(cast(x.strip()) for x in text.split(",") if x.strip()))  # (each once)
         except ValueError:
             raise SimulatorError(f"cannot read the list {text!r}") from None
 
@@ -429,8 +429,9 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
 
         raise InfeasibleError("no configuration fits and meets the SLOs")
     front = pareto_front(ok)
-    if rate:
+    if rate:  # every row (the CSV) and the front carry the fleet at that rate, and the one-replica figure beside it
         front = plan_capacity(front, rate_per_s=rate, osl=osl, devices=devices)
+        df = plan_capacity(df, rate_per_s=rate, osl=osl, devices=devices)
     return df, front
 
 

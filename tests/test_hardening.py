@@ -64,6 +64,9 @@ def test_every_request_rejected_exits_1_with_one_line(tmp_path):
     r = runner.invoke(app, [*QUICK, "--horizon", "1us"])
     err = one_line_error(r, code=1)
     assert "no request finished" in err and "20" in err
+    # the summary printed before it blames neither a missing price nor reads a makespan of a microsecond
+    assert "has no price" not in r.output and "no output token finished" in r.output
+    assert "makespan n/a (nothing finished)" in r.output
 
 
 def test_json_is_strict_and_carries_metadata(tmp_path):

@@ -149,6 +149,7 @@ def _err(r):
     (["--hardware", "h20", "--price", "h20=0.5", "--engine", "tgi"], 2, ["--engine", "tgi", "vllm"]),
     # a free device would make the largest fleet the "cheapest" (all tie at $0)
     (["--hardware", "h20", "--price", "h20=0"], 2, ["--price", "> 0"]),
+    (["--hardware", "h20", "--price", "h20=0.5", "--workers", "0"], 2, ["--workers", ">= 1"]),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, extra, code, words):
     out = tmp_path / "never"

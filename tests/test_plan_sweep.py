@@ -70,3 +70,31 @@ def test_sweep_lists_only_launchable_layouts_and_refuses_over_long_requests():
     assert r.exit_code == 2 and "8 KV heads" in r.output
     r = runner.invoke(app, ["sweep", "--model", "dbrx", "--isl", "40000"])
     assert r.exit_code == 2 and "context window of 32768" in r.output and "Traceback" not in r.output
+    # a --model beside a deployment file (which names its own) is a contradiction, not a silent choice
+    r = runner.invoke(app, ["sweep", "--model", "llama-3.1-8b", "--deployment", "dbrx-8xh100", "--tpot-slo", "50ms"])
+    assert r.exit_code == 2 and "--model and --deployment" in r.output
+    # a device or precision named twice is scored once
+    one = sweep("dbrx", ["h100-sxm"], 8, isl=1024, osl=128, batches=(1,), precisions=("fp8",))
+    r = runner.invoke(app, ["sweep", "--model", "dbrx", "--hardware", "h100-sxm,h100-sxm", "--precision", "fp8,fp8",
+                            "--batches", "1", "--isl", "1024", "--osl", "128"])
+    assert r.exit_code == 0 and f"{len(one)} configurations scored" in r.output
+
+
+def test_sweep_csv_carries_the_fleet_at_the_rate_and_the_one_replica_cost(tmp_path):
+    """With --rate every CSV row says what the screen prints: replicas, fleet $/h and $/1M output tokens at that
+    rate, with one replica's cost at full throughput beside it under its own name; the fleet is paid for whole
+    replicas, so it never costs less per token than one replica running full."""
+    import pandas as pd
+
+    csv = tmp_path / "sweep.csv"
+    r = runner.invoke(app, ["sweep", "--model", "llama-3.1-8b", "--devices", "2", "--isl", "1024", "--osl", "256",
+                            "--rate", "30", "--out", str(csv), "--json"])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(csv)
+    assert {"replicas", "fleet_usd_per_hour", "cost_usd_per_mtok_at_capacity", "cost_usd_per_mtok"} <= set(df)
+    priced = df[df.usd_per_hour.notna()]
+    assert len(priced) and (priced.cost_usd_per_mtok >= priced.cost_usd_per_mtok_at_capacity * (1 - 1e-12)).all()
+    for row in _strict(r.output)["front"]:
+        same = df[(df.hardware == row["hardware"]) & (df.precision == row["precision"]) & (df.tp == row["tp"])
+                  & (df.ep == row["ep"]) & (df.batch == row["batch"])]
+        assert same.cost_usd_per_mtok.iloc[0] == row["cost_usd_per_mtok"]

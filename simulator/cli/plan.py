@@ -168,7 +168,7 @@ def plan_cmd(
     from ..planning.cost import parse_price_flags
     from ..planning.plan import PlanRequest, plan_capacity_for
 
-    for flag, v in (("--top-k", top_k), ("--verify-max", verify_max), ("--requests", requests)):
+    for flag, v in (("--top-k", top_k), ("--verify-max", verify_max), ("--requests", requests), ("--workers", workers)):
         if v is not None and v < 1:
             raise SimulatorError(f"{flag} must be >= 1, got {v}")
     if not 0 <= tolerance <= 10:
@@ -216,8 +216,9 @@ def compare_cmd(
     from ..specs.catalog import resolve_workload
     from ..specs.deployment import read_deployment
 
-    if requests is not None and requests < 1:
-        raise SimulatorError(f"--requests must be >= 1, got {requests}")
+    for flag, v in (("--requests", requests), ("--workers", workers)):
+        if v is not None and v < 1:
+            raise SimulatorError(f"{flag} must be >= 1, got {v}")
     deps = [read_deployment(resolve_workload(d, "deployments", "deployment")) for d in deployments]
     ex = _executor(cluster)
     try:

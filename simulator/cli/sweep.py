@@ -46,6 +46,9 @@ def sweep(
     if deployment:
         from ..commands import run_sweep_deployment
 
+        if model:
+            raise SimulatorError("--model and --deployment: give one (the deployment file names its model)")
+
         res = run_sweep_deployment(deployment, tpot_slo, isl, osl)
         if not tpot_slo:
             raise SimulatorError("--deployment needs --tpot-slo (the largest batch under that TPOT is the answer)")

@@ -98,6 +98,8 @@ def plan_capacity(df: pd.DataFrame, *, rate_per_s: float, osl: int, devices: int
     """Replicas and fleet cost to serve ``rate_per_s`` requests per second with each configuration."""
     out = df.copy()
     need_tps = rate_per_s * osl
+    if "cost_usd_per_mtok_at_capacity" not in out:  # one replica running full, kept beside the fleet's figure
+        out.insert(out.columns.get_loc("cost_usd_per_mtok"), "cost_usd_per_mtok_at_capacity", out["cost_usd_per_mtok"])
     out["replicas"] = np.ceil(need_tps / out["output_tokens_per_s"]).astype(int)
     out["devices_total"] = out["replicas"] * devices
     out["fleet_usd_per_hour"] = out["replicas"] * out["usd_per_hour"]

@@ -86,7 +86,8 @@ def simulation_text(sm: dict) -> str:
 
     lines = [
         f"requests: {sm['requests_completed']} finished, {sm['requests_rejected']} rejected "
-        f"(of {sm['requests_total']}); makespan {s(sm['makespan_s'])}; {sm['steps']} steps; "
+        f"(of {sm['requests_total']}); makespan "
+        f"{s(sm['makespan_s']) if sm['requests_completed'] else 'n/a (nothing finished)'}; {sm['steps']} steps; "
         f"{sm['devices']} devices",
     ]
     for reason, n in sm["rejection_reasons"].items():
@@ -113,7 +114,9 @@ def simulation_text(sm: dict) -> str:
          f"{'met' if g['slo_met'] else 'NOT met'}"),
         f"preemptions  {sm['preemptions']}",
         "cost         " + (f"${cost:,.3f} per 1M output tokens (${sm['cost_usd_per_hour']:,.2f}/h)" if cost is not None
-                           else "n/a (a pool has no price; set price_per_device_hour or --price)"),
+                           else "n/a (a pool has no price; set price_per_device_hour or --price)"
+                           if sm.get("cost_usd_per_hour") is None
+                           else f"n/a (no output token finished; the fleet costs ${sm['cost_usd_per_hour']:,.2f}/h)"),
         "",
         table(["pool", "replicas", "busy", "prefill attn", "prefill FFN", "decode attn", "decode FFN", "other",
                "batch fill", "KV mean", "KV max"],
