@@ -135,7 +135,7 @@ def plan_cmd(
     top_k: int = typer.Option(4, "--top-k", help="Candidates simulated per round (cheapest first)."),
     verify_max: int = typer.Option(16, "--verify-max", help="Stop after simulating this many candidates."),
     requests: int = typer.Option(None, "--requests", help="Requests per simulation run (at least). Default: the "
-                                 "traffic file's, raised so an open loop's arrivals span 6 request lifetimes at the "
+                                 "traffic file's, raised so an open loop's arrivals span 4 request lifetimes at the "
                                  "SLOs; the first and last lifetime (batches filling and draining) are not measured."),
     bisect_steps: int = typer.Option(3, "--bisect-steps", help="Bisection steps for each maximum rate."),
     workers: int = typer.Option(None, "--workers", help="Local processes for the simulations (default: CPUs)."),
@@ -198,7 +198,7 @@ def compare_cmd(
     rate: str = typer.Option(None, "--rate", help="Arrival rate (overrides the traffic file's)."),
     out: Path = typer.Option(None, "--out", help="Folder for plan.json, report.md and report.html."),
     requests: int = typer.Option(None, "--requests", help="Requests per simulation run (at least). Default: the "
-                                 "traffic file's, raised so an open loop's arrivals span 6 request lifetimes at the "
+                                 "traffic file's, raised so an open loop's arrivals span 4 request lifetimes at the "
                                  "SLOs; the first and last lifetime (batches filling and draining) are not measured."),
     bisect_steps: int = typer.Option(3, "--bisect-steps", help="Bisection steps for each maximum rate."),
     workers: int = typer.Option(None, "--workers", help="Local processes (default: CPUs)."),

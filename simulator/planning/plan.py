@@ -103,7 +103,7 @@ def workload_of(traffic: Traffic, rate: float, slo: SLO) -> Workload:
                     request_max_tokens=float((s.prompt_tokens + s.output_tokens).max()))
 
 
-STEADY_LIFETIMES = 6  # an open-loop verification run's arrivals span this many SLO-bound request lifetimes
+STEADY_LIFETIMES = 4  # an open-loop verification run's arrivals span this many SLO-bound request lifetimes
 
 
 def steady_seconds(w: Workload) -> float:

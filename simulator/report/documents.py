@@ -274,7 +274,7 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
     assumptions = [
         f"Traffic: {inp.get('traffic')} at {inp['rate_per_s']:g} req/s; mean prompt {inp['isl_mean']:.0f} tokens, "
         f"mean output {inp['osl_mean']:.0f} tokens; at least {inp.get('requests_per_simulation')} requests per "
-        "simulation (an open loop draws enough for 6 request lifetimes of arrivals and measures the middle 4).",
+        "simulation (an open loop draws enough for 4 request lifetimes of arrivals and measures the middle 2).",
         "Cost basis: " + ("total cost of ownership (capex amortised + power at TDP x simulated utilisation x PUE + "
                           "hosting)" if inp.get("cost_basis") == "tco" else "rental price per device-hour") + ".",
         "Screening uses queueing approximations (Little's law for the decode batch, M/D/1 for prefill); only the "
