@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..io import atomic_write  # noqa: E402
+from ..ops.kinds import is_collective  # noqa: E402
 
 QUADRANT_COLOURS = {"prefill_attention": "#1f77b4", "prefill_ffn": "#ff7f0e", "decode_attention": "#2ca02c",
                     "decode_ffn": "#d62728", "prefill_other": "#9edae5", "decode_other": "#98df8a"}
@@ -50,11 +51,14 @@ def roofline(res, path: str | Path) -> Path:
                 ax.plot(x, np.minimum(x * bw, hw.peak(dtype)), style, color="k", lw=1.2,
                         label=f"{dtype} peak {hw.peak(dtype) / 1e12:.0f} TFLOP/s")
         ax.axvline(hw.peak("bf16") / bw if hw.peak("bf16") else 1, color="grey", lw=0.5, ls=":")
+        labels = []  # (share, x, y, name): only the largest few are named, so labels do not pile up
         for pt in phases:
             ops, t = pt.ops, pt.times
             total = float(t.total_s()[0]) or 1.0
             for i, name in enumerate(ops.names):
-                if ops.kind[i] != 0 or ops["count"][i, 0] == 0 or ops["flop"][i, 0] <= 0:
+                # every compute op (GEMMs, MoE grouped GEMMs, attention, elementwise); collectives have no FLOP/s
+                if is_collective(ops.kind[i]) or ops["count"][i, 0] == 0 or ops["flop"][i, 0] <= 0 \
+                        or ops["bytes"][i, 0] <= 0 or t.time_s[i, 0] <= 0:
                     continue
                 dev = pt.plan.attention.hardware if "attention" in ops.quadrant[i] or "other" in ops.quadrant[i] \
                     else pt.plan.ffn.hardware
@@ -67,14 +71,25 @@ def roofline(res, path: str | Path) -> Path:
                 ax.scatter(ai, ach, s=20 + 400 * share, color=QUADRANT_COLOURS.get(q, "grey"), alpha=0.75,
                            edgecolor="k", lw=0.4)
                 if share > 0.05:
-                    ax.annotate(name, (ai, ach), fontsize=7, xytext=(4, 2), textcoords="offset points")
+                    labels.append((share, ai, ach, name))
+        placed: list[list] = []  # ops within a tenth of a decade of a named one share its label
+        for _, ai, ach, name in sorted(labels, reverse=True)[:6]:
+            near = next((p for p in placed if abs(np.log10(p[0] / ai)) < 0.1 and abs(np.log10(p[1] / ach)) < 0.1),
+                        None)
+            if near is None:
+                placed.append([ai, ach, [name]])
+            elif name not in near[2]:
+                near[2].append(name)
+        for ai, ach, names in placed:
+            ax.annotate(", ".join(names), (ai, ach), fontsize=7, xytext=(4, 2), textcoords="offset points")
         for q, c in QUADRANT_COLOURS.items():
             ax.scatter([], [], color=c, label=q)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("arithmetic intensity (FLOP / byte)")
         ax.set_ylabel("FLOP/s")
-        ax.set_title(f"{hw.name}: {res.model_id}")
+        precisions = "/".join(dict.fromkeys(p.name for p in res.prefill.plan.precisions()))
+        ax.set_title(f"{hw.name}: {res.model_id}, batch {res.batch}, {precisions}", fontsize=10)
         ax.grid(True, which="both", alpha=0.2)
         ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
