@@ -271,3 +271,12 @@ def test_output_flags_take_device_nodes():
                             "--precision", "bf16", "--out", "/dev/null", "--plot", "/dev/null"])
     assert r.exit_code == 0, r.output
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+@pytest.mark.parametrize("flags,where", [(["--format", "vllm"], "--format"), (["--parquet"], "--parquet")])
+def test_output_flags_that_need_another_are_refused_not_ignored(flags, where):
+    """``--format`` lays out the --json document and ``--parquet`` the tables under --out: alone, each would be
+    silently ignored, so each is refused, naming the flag it needs."""
+    r = runner.invoke(app, [*QUICK, *flags])
+    err = one_line_error(r, code=2)
+    assert where in err and ("--json" in err or "--out" in err)

@@ -119,6 +119,10 @@ def simulate(
 
     if fmt not in ("quadrant", "vllm"):
         raise typer.BadParameter(f"expected quadrant or vllm, got {fmt!r}", param_hint="'--format'")
+    if fmt != "quadrant" and not json_out:  # (a layout of the JSON document: without --json nothing would use it)
+        raise typer.BadParameter("a JSON layout: give --json too", param_hint="'--format'")
+    if parquet and not out:
+        raise typer.BadParameter("writes the tables under --out DIR: give --out too", param_hint="'--parquet'")
     opts = {k: v for k, v in locals().items()
             if k not in ("ctx", "json_out", "out", "plots", "parquet", "run_simulate", "fmt", "trace", "check_slo")}
     opts["_explicit"] = explicit_flags(ctx)
