@@ -88,15 +88,17 @@ def plan_from_options(o: PlanOptions) -> ServingPlan:
 
 def quick_deployment(o: PlanOptions, *, max_batch_tokens: int | None = None, max_seqs: int | None = None,
                      replicas: int = 1, engine: str = "vllm", scheduler_recv_interval: int = 1,
-                     frontend_latency_s: float | None = None):
+                     frontend_latency_s: float | None = None, memory_fraction: float | None = None):
     """One colocated pool from command-line options (``quadrant simulate --model ...``). Batch limits left at
     None are the engine server's defaults for the device (``serving.profiles.server_defaults``), and a
-    ``frontend_latency_s`` left at None the engine profile's."""
+    ``frontend_latency_s`` or ``memory_fraction`` (the engine's KV memory flag) left at None the engine
+    profile's."""
     from .specs.deployment import Deployment, KVTransfer, Pool
 
     plan = plan_from_options(o)
     if not plan.colocated:
         raise SimulatorError("quick simulate runs one colocated pool; use a deployment YAML for disaggregation")
     pool = Pool("pool", ("prefill", "decode"), replicas, plan.prefill, max_batch_tokens, max_seqs, plan.speculative,
-                engine, scheduler_recv_interval=scheduler_recv_interval, frontend_latency_s=frontend_latency_s)
+                engine, scheduler_recv_interval=scheduler_recv_interval, frontend_latency_s=frontend_latency_s,
+                memory_fraction=memory_fraction)
     return Deployment("cli", plan.model, (pool,), o.kv_precision, o.kv_scale_tokens, KVTransfer(None, 10e-6, True))

@@ -132,16 +132,25 @@ def simple_phase(hw: HardwareSpec, model: ModelSpec, devices: int, tp: int | Non
     return plan
 
 
+def attention_tp_problem(model: ModelSpec, tp: int) -> str | None:
+    """Why attention TP ``tp`` cannot serve ``model`` (None: it can): the query heads must split evenly, and
+    the KV heads must split evenly or each be replicated over tp / kv ranks, as vLLM's and SGLang's
+    tensor-parallel attention require (vLLM QKVParallelLinear: "num_kv_heads % tp_size == 0 or tp_size %
+    num_kv_heads == 0")."""
+    heads, kv = model.attention.num_heads, model.attention.num_kv_heads
+    if tp > heads or heads % tp:
+        return f"attention tp={tp} must divide {model.id}'s {heads} heads"
+    if model.attention.kind == "gqa" and kv and kv % tp and tp % kv:
+        return f"attention tp={tp} must divide {model.id}'s {kv} KV heads or be a multiple of them"
+    return None
+
+
 def validate_phase(plan: PhasePlan, model: ModelSpec, kv_precision: str = "bf16") -> None:
     """Divisibility and capability checks with one-line reasons."""
     a, f = plan.attention, plan.ffn  # uneven pipeline stages are allowed: memory uses the largest stage
-    if a.tp > model.attention.num_heads or model.attention.num_heads % a.tp:
-        raise LayoutError(f"attention tp={a.tp} must divide {model.id}'s {model.attention.num_heads} heads")
-    kv = model.attention.num_kv_heads
-    if model.attention.kind == "gqa" and kv and kv % a.tp and a.tp % kv:
-        # vLLM's and SGLang's tensor-parallel attention either split the KV heads evenly or replicate each over
-        # tp / kv ranks (vLLM QKVParallelLinear: "num_kv_heads % tp_size == 0 or tp_size % num_kv_heads == 0")
-        raise LayoutError(f"attention tp={a.tp} must divide {model.id}'s {kv} KV heads or be a multiple of them")
+    why = attention_tp_problem(model, a.tp)
+    if why:
+        raise LayoutError(why)
     if model.moe:
         if f.ep > model.moe.num_experts * max(f.devices // max(f.ep, 1), 1) and f.ep > model.moe.num_experts:
             raise LayoutError(f"ep={f.ep} exceeds {model.id}'s {model.moe.num_experts} experts")

@@ -54,13 +54,11 @@ def deployment_for(r: pd.Series, ep: int | None = None):
                        ep=ep, dp=int(r.dp) if int(r.dp) > 1 else None, precision=r.precision,
                        kv_precision=r.kv_precision)
     recv = r.get("scheduler_recv_interval")
-    dep = quick_deployment(opts, max_batch_tokens=int(r.max_batch_tokens), max_seqs=max_seqs_of(r),
-                           scheduler_recv_interval=int(recv) if recv == recv and recv is not None else 1,
-                           frontend_latency_s=frontend_s(r), engine=r.engine)
     mf = r.get("memory_fraction")  # the launch's KV memory flag (gpu_memory_utilization, mem_fraction_static, ...)
-    if mf is not None and mf == mf:
-        dep = replace(dep, pools=[replace(p, memory_fraction=float(mf)) for p in dep.pools])
-    return dep
+    return quick_deployment(opts, max_batch_tokens=int(r.max_batch_tokens), max_seqs=max_seqs_of(r),
+                            scheduler_recv_interval=int(recv) if recv == recv and recv is not None else 1,
+                            frontend_latency_s=frontend_s(r), engine=r.engine,
+                            memory_fraction=float(mf) if mf is not None and mf == mf else None)
 
 
 def max_seqs_of(r: pd.Series) -> int | None:

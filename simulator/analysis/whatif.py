@@ -184,6 +184,13 @@ def _quadrant_peaks(ops: OpTable, m: np.ndarray) -> tuple[float, float]:
 
 
 
+def check_context(model, isl: int, osl: int) -> None:
+    """Refuse a prompt + output longer than the model's context window (``whatif``, ``sweep``)."""
+    if model.exceeds_context(isl + osl):
+        raise SimulatorError(f"isl + osl = {isl + osl} tokens exceed {model.id}'s context window of "
+                             f"{model.context_tokens}")
+
+
 def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: int = 1,
            timing: TimingModel | None = None) -> WhatIfResult:
     """Score one plan: TTFT of a ``prefill_batch`` x ``isl`` prefill, TPOT at ``batch`` concurrent
@@ -198,9 +205,7 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
     chunk = pre.chunk_tokens if 0 < pre.chunk_tokens < isl else isl
     n_chunks = math.ceil(isl / chunk)
     avg_ctx = (n_chunks - 1) / 2 * chunk
-    ctx_max = getattr(model, "context_tokens", 0)
-    if ctx_max and isl + osl > ctx_max:
-        raise SimulatorError(f"isl + osl = {isl + osl} tokens exceed {model.id}'s context window of {ctx_max}")
+    check_context(model, isl, osl)
     # every attention-DP rank prefills its own prompts at once: the step holds prefill_batch per rank
     dp_pre = pre.attention.dp if not pre.af_disaggregated else 1
     # A/F: the prompts ping-pong in micro-batches (the per-layer cost is for one micro-batch)

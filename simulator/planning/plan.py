@@ -117,10 +117,10 @@ def steady_seconds(w: Workload) -> float:
 def check_context(model, w: Workload) -> None:
     """Refuse traffic whose longest request does not fit the model's context window: every server rejects it, so
     no fleet can serve the traffic as drawn."""
-    ctx = int(getattr(model, "context_tokens", 0) or 0)
-    if ctx and w.request_max_tokens > ctx:
+    if model.exceeds_context(w.request_max_tokens):
         raise InfeasibleError(f"the traffic's longest request ({w.request_max_tokens:,.0f} prompt + output tokens) "
-                              f"exceeds {model.id}'s context window of {ctx:,} tokens, so a server rejects it; cap "
+                              f"exceeds {model.id}'s context window of {model.context_tokens:,} tokens, so a server "
+                              "rejects it; cap "
                               "the traffic's lengths (prompt_tokens / output_tokens max:) at the context window")
 
 

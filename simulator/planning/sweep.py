@@ -11,11 +11,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..analysis.whatif import time_phase
+from ..analysis.whatif import check_context, time_phase
 from ..devices import DeviceArrays
 from ..errors import InfeasibleError, SimulatorError
 from ..ops.build import StepShape
-from ..plan import simple_phase
+from ..plan import attention_tp_problem, simple_phase
 from ..specs.catalog import load_hardware, load_model
 from ..timing.memory import memory_fit
 from ..timing.roofline import RooflineModel
@@ -32,15 +32,8 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
     """One row per configuration (pp = 1, colocated), with TTFT, TPOT, throughput, memory fit and cost."""
     model = load_model(model_id)
     timing = timing or RooflineModel()
-    ctx = int(getattr(model, "context_tokens", 0) or 0)
-    if ctx and isl + osl > ctx:
-        raise SimulatorError(f"isl + osl = {isl + osl} tokens exceed {model.id}'s context window of {ctx}")
-    kv_heads = model.attention.num_kv_heads if model.attention.kind == "gqa" else 0
-
-    def launchable(t: int) -> bool:  # the heads split evenly, and the KV heads split or replicate (``validate_phase``)
-        return model.attention.num_heads % t == 0 and (not kv_heads or kv_heads % t == 0 or t % kv_heads == 0)
-
-    tps = list(tps or [t for t in _divisors(devices) if launchable(t)])
+    check_context(model, isl, osl)
+    tps = list(tps or [t for t in _divisors(devices) if attention_tp_problem(model, t) is None])
     eps = list(eps or ([e for e in _divisors(devices) if model.moe.num_experts % e == 0] if model.moe else [1]))
     frames = []
     for hw_id, prec in itertools.product(hardware, precisions):

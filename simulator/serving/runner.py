@@ -137,7 +137,7 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                 frontend_s=frontend_s if role != "decode" else 0.0,
                 recv_interval=pool.scheduler_recv_interval,
                 max_chunk_tokens=max_batch_tokens // pool.plan.attention.dp if pool.plan.attention.dp > 1 else 0,
-                max_model_len=int(getattr(dep.model, "context_tokens", 0) or 0)))
+                max_model_len=dep.model.context_tokens))
     return configs
 
 

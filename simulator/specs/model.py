@@ -96,6 +96,11 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()  # other names it goes by (Hugging Face repo ids, variants of the same architecture)
 
     # -- derived structure ---------------------------------------------------------------------
+    def exceeds_context(self, tokens: float) -> bool:
+        """Whether a sequence of ``tokens`` (prompt + output) is longer than the context window, which every
+        server refuses (an unstated window never is)."""
+        return 0 < self.context_tokens < tokens
+
     @property
     def is_moe(self) -> bool:
         return self.moe is not None

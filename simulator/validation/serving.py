@@ -557,10 +557,8 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
         dep = quick_deployment(PlanOptions(**fields), max_batch_tokens=limit("max_batch_tokens"),
                                max_seqs=limit("max_seqs"), replicas=int(case.extra.get("replicas", 1)),
                                scheduler_recv_interval=limit("scheduler_recv_interval") or 1,
-                               frontend_latency_s=case.extra.get("frontend_latency_s"), engine=engine or "vllm")
-    if case.extra.get("memory_fraction") is not None:  # the launch's KV memory flag, on every pool
-        dep = replace(dep, pools=tuple(replace(p, memory_fraction=float(case.extra["memory_fraction"]))
-                                       for p in dep.pools))
+                               frontend_latency_s=case.extra.get("frontend_latency_s"), engine=engine or "vllm",
+                               memory_fraction=case.extra.get("memory_fraction"))
     n = max(1, min(case.requests, max_requests))
     # a closed loop as the benchmark clients run it: the C clients start together (unless the result says otherwise)
     ramp = (case.ramp_up_s if case.ramp_up_s is not None else 0.0) if case.concurrency else None
