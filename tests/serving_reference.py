@@ -342,13 +342,13 @@ class ReferenceSimulation:
     def record_step(self, rep: Replica, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, preempted):
         """Record a step that just ended, with the replica's queue and KV state now."""
         self.record(rep, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, len(rep.waiting),
-                    len(rep.active), rep.used_blocks / max(rep.blocks_total, 1), preempted)
+                    len(rep.active), rep.used_blocks, max(rep.blocks_total, 1), preempted)
 
     def record(self, rep: Replica, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running,
-               kv_occupancy, preempted):
+               kv_blocks, blocks_total, preempted):
         """Record one step (the layout lives in ``StepLog``)."""
         self.steps.add(rep.uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running,
-                       kv_occupancy, preempted)
+                       kv_blocks, blocks_total, preempted)
 
     # -- driving -----------------------------------------------------------------------------
     def _arrivals(self, times: np.ndarray):

@@ -45,8 +45,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import accumulate, cycle, islice, repeat
-from operator import truediv
+from itertools import accumulate, cycle, islice
 
 import numpy as np
 import pandas as pd
@@ -142,44 +141,23 @@ class Requests:
         self.dp_rank = np.full(n, -1, np.int64)
 
 
-class _Call:
-    """A callback on the event calendar: ``fn(call)`` at its time. ``Clock.run`` calls ``fn`` directly; the
-    ``callbacks`` view is what simpy's own ``Environment.step`` needs of an event."""
-
-    __slots__ = ("fn",)
-    _ok = True
-    _value = None
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    @property
-    def callbacks(self):
-        return None if self.fn is None else [self.fn]
-
-    @callbacks.setter
-    def callbacks(self, value):
-        self.fn = value[0] if value else None
-
-
 class Clock(simpy.Environment):
-    """simpy's environment plus ``call_at``: run ``fn(event)`` at absolute time ``t`` (after the
-    events already due then), without a process or a Timeout object.
+    """simpy's environment plus ``call_at``: run ``fn(arg)`` at absolute time ``t`` (after the entries
+    already due then), without a process, an event object or a closure.
 
     ``run`` keeps simpy's calendar and its order (time, priority, insertion) and its ``until`` rule, and runs
     the engine's calls inline instead of through ``Environment.step``; any other simpy event on the calendar is
-    handed to ``Environment.step`` itself."""
+    handed to ``Environment.step`` itself. A call's entry is ``(t, priority, id, fn, arg)``, one longer than
+    simpy's ``(t, priority, id, event)``: the length tells them apart."""
 
-    def call_at(self, t: float, fn) -> _Call:
-        ev = _Call(fn)
-        heapq.heappush(self._queue, (t, 1, next(self._eid), ev))  # 1: simpy's NORMAL priority
-        return ev
+    def call_at(self, t: float, fn, arg=None) -> None:
+        heapq.heappush(self._queue, (t, 1, next(self._eid), fn, arg))  # 1: simpy's NORMAL priority
 
     def run(self, until: float | None = None) -> None:
         """Process the calendar until it is empty or, with ``until``, until simulated time ``until``: as simpy
         does, the stop is an urgent entry at that time (scheduled as ``now + (until - now)``), so entries due
         then at normal priority stay on the calendar, and the clock ends at the stop."""
-        queue, pop, push, call = self._queue, heapq.heappop, heapq.heappush, _Call
+        queue, pop, push = self._queue, heapq.heappop, heapq.heappush
         stop = None
         if until is not None:
             at = float(until)
@@ -189,13 +167,10 @@ class Clock(simpy.Environment):
             push(queue, (self._now + (at - self._now), simpy.events.URGENT, next(self._eid), stop))
         while queue:
             entry = pop(queue)
-            ev = entry[3]
-            if ev.__class__ is call:
-                self._now = entry[0]
-                fn = ev.fn
-                ev.fn = None
-                fn(ev)
-            elif ev is stop:
+            if len(entry) == 5:
+                self._now, _, _, fn, arg = entry
+                fn(arg)
+            elif entry[3] is stop:
                 self._now = entry[0]
                 return
             else:  # another simpy event: back where it was, for simpy's own step to process
@@ -208,12 +183,13 @@ class _Stretch:
     """A stretch of pure-decode steps in flight on one replica."""
 
     bounds: list  # start of the first step, then every step's end (costed so far)
-    attn: list  # decode-attention seconds per costed step
-    ffn: list  # decode-FFN seconds per costed step
+    attn: list | float  # decode-attention seconds per costed step (a float: each step's duration less it)
+    ffn: list | float  # decode-FFN seconds per costed step (a float: every step's)
     blocks: list | int | None  # KV blocks after each step (list), constant (int), or counted when booked (None)
     n: int  # decoding requests
     kv0: int  # their KV tokens at the first step
-    ends: Callable  # (n, kv0, k, start) -> per-step ends (from start), attention, FFN (``decode_ends``)
+    ends: Callable  # (n, kv0, k, start) -> per-step ends (from start), attention, FFN (``decode_ends``; see
+    # ``TabulatedStepCost.decode_ends`` for the float form of the last two)
     k: int  # steps at most (the k-th finishes a request or fills the KV cache)
     queued: int  # waiting requests throughout (an arrival cuts the stretch)
     running: int  # admitted requests throughout
@@ -269,7 +245,7 @@ class Replica:
         self.busy_s = 0.0
         self._quad = [0.0, 0.0, 0.0, 0.0]  # busy seconds per quadrant (see ``quadrant_s``)
         self.state = IDLE  # IDLE until a submit schedules a kick
-        self.pending = None  # the calendar entry that ends the current stretch
+        self.pending = 0  # the number of the calendar entry that ends the current stretch (a cut makes a new one)
         self.stretch: _Stretch | None = None  # the stretch of pure-decode steps in flight
         self.q_len = 1 + cfg.spec_draft_tokens
         self.spec = cfg.spec_draft_tokens > 0
@@ -298,6 +274,23 @@ class Replica:
     @property
     def load(self) -> int:
         return len(self.waiting) + len(self.inbox) + len(self.active) + self.inbound
+
+    def received(self, rid: int) -> None:
+        """``rid`` leaves the engine's frontend and reaches this replica."""
+        sim = self.sim
+        sim.req.received_s[rid] = sim.env._now
+        self.inbound -= 1
+        self.submit(rid)
+
+    def transferred(self, rid: int) -> None:
+        """``rid``'s KV has landed here from a prefill replica."""
+        sim = self.sim
+        now = sim.env._now
+        sim.events.add(now, KV_TRANSFERRED, rid)
+        # the decode side streams the prefill's token once it holds the request (TTFT includes the transfer)
+        sim.req.first_token_s[rid] = now
+        self.inbound -= 1
+        self.submit(rid)
 
     def submit(self, rid: int) -> None:
         sim = self.sim
@@ -576,7 +569,7 @@ class Replica:
             sim.hand_off(self, rid)
         preempted = self._fit_kv() if self.used_blocks > self.blocks_total else 0
         sim.steps.add(self.uid, start, now, len(plan), tokens, n_d, out_tokens, len(self.waiting), len(active),
-                      self.used_blocks / self._occ_div, preempted)
+                      self.used_blocks, self._occ_div, preempted)
         self._next()
 
     def _spec_tick(self) -> int:
@@ -696,8 +689,9 @@ class Replica:
             m = min(chunk, k - end)
             e, a, f = ends(n, kv0 + n * end, m, bounds[-1])
             bounds += e
-            attn += a
-            ffn += f
+            if a.__class__ is list:
+                attn += a
+                ffn += f
             end += m
         if bounds[-1] >= horizon:
             end = bisect_left(bounds, horizon, 1)
@@ -705,7 +699,8 @@ class Replica:
                                 end, 0, chunk * 4, horizon == math.inf and end < k, self.recv_count)
         self._pace_s = bounds[end] - bounds[end - 1]
         self.state = STRETCH
-        self.pending = env.call_at(bounds[end], self._end_stretch)
+        self.pending += 1
+        env.call_at(bounds[end], self._end_stretch, self.pending)
         return True
 
     def _cost_chunk(self, m: int) -> None:
@@ -716,8 +711,9 @@ class Replica:
         bounds = st.bounds
         e, a, f = st.ends(st.n, st.kv0 + st.n * done, m, bounds[-1])  # the same float additions as step by step
         bounds += e
-        st.attn += a
-        st.ffn += f
+        if a.__class__ is list:
+            st.attn += a
+            st.ffn += f
         st.end = done + m
 
     def _stretch_blocks(self, k: int) -> list[int]:
@@ -750,21 +746,23 @@ class Replica:
             steps += -(st.c0 + steps) % self.recv_n
         if steps < st.end:
             st.end = steps
-            self.pending = env.call_at(st.bounds[steps], self._end_stretch)
+            self.pending += 1
+            env.call_at(st.bounds[steps], self._end_stretch, self.pending)
 
-    def _end_stretch(self, ev) -> None:
-        if ev is not self.pending:  # superseded by a cut
+    def _end_stretch(self, entry: int) -> None:
+        if entry != self.pending:  # superseded by a cut
             return
         st = self.stretch
         if st.extendable:  # nothing cut the stretch: cost its next, longer chunk instead of deciding again
             self._cost_chunk(st.chunk)
             st.chunk *= 4
             st.extendable = st.end < st.k
-            self.pending = self.sim.env.call_at(st.bounds[st.end], self._end_stretch)
+            self.pending += 1
+            self.sim.env.call_at(st.bounds[st.end], self._end_stretch, self.pending)
             return
         self.state = DECIDING
         steps, bounds, n = st.end, st.bounds, st.n
-        self._book_stretch(steps, recorded=steps - 1)  # the last step's record follows the finishes
+        blk = self._book_stretch(steps)
         self.stretch = None
         if self.recv_n > 1:  # the counter over the stretch (it restarted at every receive inside, with nothing to take)
             c = st.c0 + steps
@@ -782,16 +780,15 @@ class Replica:
                     self.used_blocks -= -(-reserve(tgt[rid], gen[rid], out_l[rid], off[rid]) // BLOCK_TOKENS)
                 for rid in finished:
                     sim.finish(rid, self)
-        sim.steps.add(self.uid, bounds[steps - 1], bounds[steps], 0, 0, n, n, len(self.waiting), len(self.active),
-                      self.used_blocks / self._occ_div, 0)
+        blk[-1] = self.used_blocks  # the last step's record follows the finishes
+        sim.steps.add_decodes(self.uid, bounds if len(bounds) == steps + 1 else bounds[:steps + 1], blk,
+                              self._occ_div, n, st.queued, st.running, len(self.waiting), len(self.active))
         self._next()
 
-    def _book_stretch(self, steps: int, recorded: int | None = None) -> None:
-        """Account the next ``steps`` steps of the stretch in flight (from those already booked on): busy
-        and quadrant time, decode ticks, KV blocks and the step records of the first ``recorded`` of them
-        (all by default)."""
-        if steps <= 0:
-            return
+    def _book_stretch(self, steps: int) -> list[int]:
+        """Account the next ``steps`` (> 0) steps of the stretch in flight (from those already booked on): busy
+        and quadrant time, decode ticks and KV blocks; returns the KV blocks in use after each (a new list)
+        for the caller to record."""
         st = self.stretch
         bounds, blocks = st.bounds, st.blocks
         i = st.booked
@@ -799,7 +796,10 @@ class Replica:
         self.busy_s += bounds[j] - bounds[i]
         q = self._quad
         attn, ffn = st.attn, st.ffn
-        if i == 0 and j == len(attn):
+        if attn.__class__ is float:  # every step's attention is its duration less ``attn``; its FFN ``ffn``
+            q[2] += (bounds[j] - bounds[i]) - steps * attn
+            q[3] += steps * ffn
+        elif i == 0 and j == len(attn):
             q[2] += sum(attn)
             q[3] += sum(ffn)
         else:
@@ -813,17 +813,19 @@ class Replica:
             blk = [blocks] * steps
         self.ticks += steps
         self.used_blocks = blk[-1]
-        r = steps if recorded is None else recorded
-        if r > 0:
-            self.sim.steps.add_decodes(self.uid, bounds[i:i + r + 1], blk[:r] if r < steps else blk, self._occ_div,
-                                       st.n, st.queued, st.running)
         st.booked = j
+        return blk
 
     def book_at_horizon(self, horizon_s: float) -> None:
         """The run stopped at ``horizon_s`` with a stretch in flight: book its steps that ended before."""
         if self.state != STRETCH:
             return
-        self._book_stretch(bisect_left(self.stretch.bounds, horizon_s, 1) - 1)
+        st = self.stretch
+        steps = bisect_left(st.bounds, horizon_s, 1) - 1
+        if steps > 0:
+            blk = self._book_stretch(steps)
+            self.sim.steps.add_decodes(self.uid, st.bounds[:steps + 1], blk, self._occ_div, st.n, st.queued,
+                                       st.running, st.queued, st.running)
         self.state = IDLE
 
 
@@ -861,6 +863,7 @@ class Simulation:
         self.steps = StepLog()
         self.events = EventLog()  # (time, what, request id) tuples, for exact-log tests and traces
         self.next_arrival_s = math.inf  # the next open-loop (or staggered closed-loop) arrival
+        self.arrival_times: list[float] = []  # the open-loop arrivals (or staggered closed-loop first sends)
         self.closed = closed_concurrency
         self.closed_starts_s = closed_starts_s  # closed loop: when each client sends its first request
         self.ramp_s = 0.0
@@ -902,14 +905,9 @@ class Simulation:
             at = now + dst.frontend_s
             dst.inbound += 1
             heapq.heappush(dst.inbound_at, at)
-            self.env.call_at(at, lambda _ev: self._received(dst, rid))
+            self.env.call_at(at, dst.received, rid)
         else:
             dst.submit(rid)
-
-    def _received(self, dst: Replica, rid: int) -> None:
-        self.req.received_s[rid] = self.env._now
-        dst.inbound -= 1
-        dst.submit(rid)
 
     def hand_off(self, src: Replica, rid: int) -> None:
         """Ship ``rid``'s KV from prefill replica ``src`` to a decode replica over ``src``'s link (one
@@ -925,15 +923,7 @@ class Simulation:
         end = start + t if t > 0 else start
         self.link_free_s[src.uid] = end
         heapq.heappush(dst.inbound_at, end)
-        self.env.call_at(end, lambda _ev: self._transferred(dst, rid))
-
-    def _transferred(self, dst: Replica, rid: int) -> None:
-        now = self.env._now
-        self.events.add(now, KV_TRANSFERRED, rid)
-        # the decode side streams the prefill's token once it holds the request (TTFT includes the transfer)
-        self.req.first_token_s[rid] = now
-        dst.inbound -= 1
-        dst.submit(rid)
+        self.env.call_at(end, dst.transferred, rid)
 
     def finish(self, rid: int, rep: Replica) -> None:
         r, now = self.req, self.env._now
@@ -972,15 +962,16 @@ class Simulation:
             self._sending = False
 
     # -- driving -----------------------------------------------------------------------------
-    def _arrivals_from(self, times: list[float], i: int) -> None:
-        """Arrive every request due by now from ``times[i:]``, then wait for the next one."""
+    def _arrivals_from(self, i: int) -> None:
+        """Arrive every request due by now from ``arrival_times[i:]``, then wait for the next one."""
+        times = self.arrival_times
         now, n = self.env._now, len(times)
         while i < n and times[i] <= now:
             self.arrive(i)
             i += 1
         if i < n:
             self.next_arrival_s = times[i]
-            self.env.call_at(times[i], lambda _ev: self._arrivals_from(times, i))
+            self.env.call_at(times[i], self._arrivals_from, i)
         else:
             self.next_arrival_s = math.inf
 
@@ -994,9 +985,11 @@ class Simulation:
                 for rid in range(first):
                     self.arrive(rid)
             else:
-                self.env.call_at(0.0, lambda _ev: self._arrivals_from(np.asarray(starts[:first], float).tolist(), 0))
+                self.arrival_times = np.asarray(starts[:first], float).tolist()
+                self.env.call_at(0.0, self._arrivals_from, 0)
         else:
-            self.env.call_at(0.0, lambda _ev: self._arrivals_from(self.req.arrival_s.tolist(), 0))
+            self.arrival_times = self.req.arrival_s.tolist()
+            self.env.call_at(0.0, self._arrivals_from, 0)
         self.env.run(until=self.horizon_s if math.isfinite(self.horizon_s) else None)
         if math.isfinite(self.horizon_s):
             for rep in self.replicas:
@@ -1098,8 +1091,9 @@ class EventLog(collections.abc.Sequence):
 class StepLog:
     """The step records, kept as *runs*: consecutive steps of one replica with the same kind and counts
     (a decode stretch is one run) share one row of typed arrays, and only each step's end time and KV
-    occupancy are stored per step (16 bytes a step). ``frame`` expands them into the steps DataFrame,
-    one row per batch step (pool, replica and kind as categoricals, counts as int32: ~50 bytes a row)."""
+    occupancy (KV blocks, divided by the run's block count when the frame is built) are stored per step
+    (16 bytes a step). ``frame`` expands them into the steps DataFrame, one row per batch step (pool,
+    replica and kind as categoricals, counts as int32: ~50 bytes a row)."""
 
     COLUMNS = ("pool", "replica_id", "start_s", "end_s", "kind", "prefill_seqs", "prefill_tokens", "decode_seqs",
                "output_tokens", "queued", "running", "kv_occupancy", "preempted")
@@ -1110,27 +1104,31 @@ class StepLog:
         # per run
         self.replica, self.kind, self.repeat = array("i"), array("b"), array("q")
         self.start_s = array("d")  # the run's first step starts here; each later one where the previous ended
+        self.kv_div = array("q")  # the replica's KV blocks: a step's occupancy is its ``kv`` / this
         self.counts = {c: array("i") for c in self.COUNTS}  # per step of the run (output tokens too)
+        self.last = {"queued": array("i"), "running": array("i")}  # at the run's last step (a stretch's finishes)
         # per step
-        self.end_s, self.kv_occupancy = array("d"), array("d")
+        self.end_s, self.kv = array("d"), array("q")  # (``kv``: KV blocks in use after the step)
         self._frame: pd.DataFrame | None = None  # set (and the arrays released) by the first ``frame``
         c = self.counts
         self._appends = (self.replica.append, self.kind.append, self.repeat.append, self.start_s.append,
-                         self.end_s.append, self.kv_occupancy.append) + tuple(c[k].append for k in self.COUNTS)
+                         self.end_s.append, self.kv.append, self.kv_div.append,
+                         *(c[k].append for k in self.COUNTS), self.last["queued"].append, self.last["running"].append)
 
     def __len__(self) -> int:
         return len(self._frame) if self._frame is not None else len(self.end_s)
 
-    def add(self, uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running, kv_occupancy,
-            preempted) -> None:
-        """One step."""
-        rep, kind, repeat, start_s, end_s, occ, ps, pt, ds, ot, q, run, pre = self._appends
+    def add(self, uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running, kv_blocks,
+            blocks_total, preempted) -> None:
+        """One step, after which ``kv_blocks`` of the replica's ``blocks_total`` KV blocks are in use."""
+        rep, kind, repeat, start_s, end_s, occ, div, ps, pt, ds, ot, q, run, pre, q_last, run_last = self._appends
         rep(uid)
         kind(2 if n_prefill and n_decode else (1 if n_prefill else 0))
         repeat(1)
         start_s(start)
         end_s(end)
-        occ(kv_occupancy)
+        occ(kv_blocks)
+        div(blocks_total)
         ps(n_prefill)
         pt(prefill_tokens)
         ds(n_decode)
@@ -1138,18 +1136,22 @@ class StepLog:
         q(queued)
         run(running)
         pre(preempted)
+        q_last(queued)
+        run_last(running)
 
     def add_decodes(self, uid: int, bounds: list, blocks: list, blocks_total: int, n: int, queued: int,
-                    running: int) -> None:
+                    running: int, last_queued: int, last_running: int) -> None:
         """``len(bounds) - 1`` consecutive pure-decode steps of ``n`` sequences (``bounds``: their start and end
         times; ``blocks``: KV blocks in use after each, of ``blocks_total``), nothing preempted, ``queued``
-        waiting and ``running`` admitted throughout."""
+        waiting and ``running`` admitted after each but the last, ``last_queued`` and ``last_running`` after
+        the last (a stretch's last step records the replica after its finishes and arrivals)."""
         self.replica.append(uid)
         self.kind.append(0)
         self.repeat.append(len(bounds) - 1)
         self.start_s.append(bounds[0])
         self.end_s.extend(islice(bounds, 1, None))
-        self.kv_occupancy.extend(map(truediv, blocks, repeat(blocks_total)))  # each ``block / blocks_total``
+        self.kv.extend(blocks)
+        self.kv_div.append(blocks_total)
         c = self.counts
         c["prefill_seqs"].append(0)
         c["prefill_tokens"].append(0)
@@ -1158,6 +1160,8 @@ class StepLog:
         c["queued"].append(queued)
         c["running"].append(running)
         c["preempted"].append(0)
+        self.last["queued"].append(last_queued)
+        self.last["running"].append(last_running)
 
     def frame(self, pools: list[str], names: list[str]) -> pd.DataFrame:
         """The steps DataFrame, one row per step. The first call builds it column by column, releasing
@@ -1189,11 +1193,19 @@ class StepLog:
         self.start_s = self.end_s = None
         df["kind"] = pd.Categorical.from_codes(np.repeat(np.frombuffer(self.kind, np.int8), rep_n), list(self.KINDS))
         self.kind = None
+        last = first + rep_n - 1  # each run's last step
         for c in self.COUNTS[:6]:
-            df[c] = np.repeat(np.frombuffer(self.counts[c], np.int32), rep_n)
+            col = np.repeat(np.frombuffer(self.counts[c], np.int32), rep_n)
+            if c in self.last:
+                col[last] = np.frombuffer(self.last[c], np.int32)
+                self.last[c] = None
+            df[c] = col
+            del col
             self.counts[c] = None
-        df["kv_occupancy"] = np.array(self.kv_occupancy, float)
-        self.kv_occupancy = None
+        occ = np.repeat(np.frombuffer(self.kv_div, np.int64).astype(float), rep_n)
+        df["kv_occupancy"] = np.divide(np.frombuffer(self.kv, np.int64), occ, out=occ)
+        del occ
+        self.kv = self.kv_div = None
         df["preempted"] = np.repeat(np.frombuffer(self.counts["preempted"], np.int32), rep_n)
         self.counts["preempted"] = None
         self.repeat = None

@@ -64,6 +64,41 @@ def kv_capacity_tokens(dep: Deployment, pool: Pool, step_tokens: int, *, max_seq
     return int(cap.tokens)
 
 
+# Step-cost models built by ``replica_configs`` for the default timing model, by the specs they depend on. A
+# model's tables and memos are pure functions of those specs, so a later run of the same pool (a planner's
+# verification runs, a sweep over traffic, a notebook re-running a deployment) reuses them and gives the same
+# numbers; a few MB each, the least recently built dropped first.
+COST_CACHE_SIZE = 16
+_COST_CACHE: dict[str, StepCostModel] = {}
+
+
+def _step_cost(dep: Deployment, pool: Pool, profile: EngineProfile, timing: TimingModel | None,
+               cost_for: Callable[[Pool], StepCostModel] | None, overheads: bool, max_batch_tokens: int,
+               max_seqs: int, q_len: int, spec) -> StepCostModel:
+    """The step-cost model of one replica of ``pool``: the timing model's step costs (tabulated where it
+    can be), chunked-PP prefill pipelined, and the engine's overheads on top."""
+    if overheads and profile.custom_allreduce_s > 0:  # the engine's own kernel takes the small all-reduces
+        timing_pool = CustomAllReduce(timing or RooflineModel(), profile.custom_allreduce_s,
+                                      profile.custom_allreduce_max_bytes)
+    else:
+        timing_pool = timing
+    if cost_for:
+        cost = cost_for(pool)
+    elif pool.plan.af_disaggregated:
+        cost = PingPongStepCost(dep.model, pool.plan, timing_pool, dep.kv_precision, dep.kv_scale_tokens)
+    elif TabulatedStepCost.supports(pool.plan, timing_pool):
+        cost = TabulatedStepCost(dep.model, pool.plan, max(max_batch_tokens, max_seqs * q_len),
+                                 dep.kv_precision, dep.kv_scale_tokens, timing_pool)
+    else:
+        cost = AnalyticStepCost(dep.model, pool.plan, timing_pool, dep.kv_precision, dep.kv_scale_tokens)
+    if pool.plan.pp > 1 and not pool.plan.af_disaggregated:
+        cost = PipelinedPrefill(cost, pool.plan.pp)
+    if overheads:
+        cost = OverheadStepCost(cost, profile, dep.model.num_layers, dep.model.is_moe,
+                                spec.draft_cost_fraction if spec else 0.0)
+    return cost
+
+
 def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] | None = None,
                     timing: TimingModel | None = None, *, engine: str | None = None, preemption: str | None = None,
                     overheads: bool = True) -> list[ReplicaConfig]:
@@ -106,25 +141,17 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         role = pool.role
         spec = pool.speculative
         q_len = 1 + (spec.draft_tokens if spec else 0)
-        if overheads and profile.custom_allreduce_s > 0:  # the engine's own kernel takes the small all-reduces
-            timing_pool = CustomAllReduce(timing or RooflineModel(), profile.custom_allreduce_s,
-                                          profile.custom_allreduce_max_bytes)
-        else:
-            timing_pool = timing
-        if cost_for:
-            cost = cost_for(pool)
-        elif pool.plan.af_disaggregated:
-            cost = PingPongStepCost(dep.model, pool.plan, timing_pool, dep.kv_precision, dep.kv_scale_tokens)
-        elif TabulatedStepCost.supports(pool.plan, timing_pool):
-            cost = TabulatedStepCost(dep.model, pool.plan, max(max_batch_tokens, max_seqs * q_len),
-                                     dep.kv_precision, dep.kv_scale_tokens, timing_pool)
-        else:
-            cost = AnalyticStepCost(dep.model, pool.plan, timing_pool, dep.kv_precision, dep.kv_scale_tokens)
-        if pool.plan.pp > 1 and not pool.plan.af_disaggregated:
-            cost = PipelinedPrefill(cost, pool.plan.pp)
-        if overheads:
-            cost = OverheadStepCost(cost, profile, dep.model.num_layers, dep.model.is_moe,
-                                    spec.draft_cost_fraction if spec else 0.0)
+        key = None
+        if cost_for is None and timing is None:  # the default timing model: a pure function of the specs
+            key = repr((dep.model, pool.plan, dep.kv_precision, dep.kv_scale_tokens, max(max_batch_tokens,
+                        max_seqs * q_len), profile if overheads else None, spec.draft_cost_fraction if spec else 0.0))
+        cost = _COST_CACHE.get(key) if key is not None else None
+        if cost is None:
+            cost = _step_cost(dep, pool, profile, timing, cost_for, overheads, max_batch_tokens, max_seqs, q_len, spec)
+            if key is not None:
+                _COST_CACHE[key] = cost
+                while len(_COST_CACHE) > COST_CACHE_SIZE:  # the oldest first (dicts keep insertion order)
+                    del _COST_CACHE[next(iter(_COST_CACHE))]
         cap = kv_capacity_tokens(dep, pool, max_batch_tokens, max_seqs=max_seqs, profile=profile)
         policy = make_policy(profile.policy, mode)
         for i in range(pool.replicas):
@@ -159,14 +186,19 @@ def kv_transfer_for(dep: Deployment, configs: list[ReplicaConfig], r: Requests) 
     replica ``src`` to the decode replica already chosen for it (replica uid = index in ``configs``),
     with one ``kv_transfer_model`` per pool pair."""
     pools = {p.name: p for p in dep.pools}
-    links: dict[tuple[str, str], Callable[[float, float], float]] = {}
+    models: dict[tuple[str, str], Callable[[float, float], float]] = {}
+    links: dict[tuple[int, int], Callable[[float, float], float]] = {}  # by (src, dst) replica, one model per pool pair
+    prompt, done_s, admitted_s, decode_at = r.prompt.tolist(), r.prefill_done_s, r.admitted_s, r.decode_replica
 
     def kv_transfer(rid: int, src: int) -> float:
-        key = (configs[src].pool, configs[int(r.decode_replica[rid])].pool)
-        link = links.get(key)
+        dst = int(decode_at[rid])
+        link = links.get((src, dst))
         if link is None:
-            link = links[key] = kv_transfer_model(dep, pools[key[0]], pools[key[1]])
-        return link(float(r.prompt[rid]), float(r.prefill_done_s[rid] - r.admitted_s[rid]))
+            key = (configs[src].pool, configs[dst].pool)
+            if key not in models:
+                models[key] = kv_transfer_model(dep, pools[key[0]], pools[key[1]])
+            link = links[(src, dst)] = models[key]
+        return link(prompt[rid], float(done_s[rid]) - float(admitted_s[rid]))
 
     return kv_transfer
 

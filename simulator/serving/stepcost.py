@@ -462,42 +462,40 @@ class TabulatedStepCost:
             parts = self._stretch_parts[n] = (float(ds_dev), lin_a, lin_f, fixed)
         return parts
 
-    def decode_ends(self, n: int, kv0: int, k: int, start: float, extra: float = 0.0) -> tuple[list, list, list]:
+    def decode_ends(self, n: int, kv0: int, k: int, start: float, extra: float = 0.0) -> tuple[list, float, float]:
         """``decode_stretch(n, kv0, k)`` (even ranks) folded into the step ends: each step's end, ``start``
         plus the step times one by one, a step's time being its ``cost`` time plus ``extra`` (an engine's
-        overhead: ``(time + extra)``, added in that order), and its decode-attention and FFN seconds. One
-        pass of scalar Python over the steps: each grid cell's slope is found once (``_interp_run``'s walk,
-        written out here on purpose: building the cores first and accumulating after costs P/D chat ~10%)."""
+        overhead: ``(time + extra)``, added in that order). The quadrant split comes as two floats, not
+        per-step lists: a step's decode attention is its time less the first (the batch-size-only terms
+        but the attention ops'), its decode FFN the second. One pass of scalar Python over the steps: each
+        grid cell's slope is found once (``_interp_run``'s walk, written out here on purpose: building the
+        cores first and accumulating after costs P/D chat ~10%)."""
         ds_dev, lin_a, lin_f, fixed = self._stretch_terms(n)
         tab = self._decode_tab(ds_dev, 1.0)[0]
         g, last = self._GRID_L, len(self._GRID_L) - 1
-        ends, attn = [], []
-        end_app, attn_app = ends.append, attn.append
+        ends = []
+        end_app = ends.append
         s, kv, stop = start, kv0, kv0 + n * k
         while kv < stop:
             x = kv / n + 1.0
             i = self._cell(x)
             if i < 0 or i >= last:  # off the grid: a constant core
-                c = tab[0] if i < 0 else tab[-1]
-                s += fixed + c + extra
+                s += fixed + (tab[0] if i < 0 else tab[-1]) + extra
                 end_app(s)
-                attn_app(c + lin_a)
                 kv += n
                 continue
             lo, hi, base = g[i], g[i + 1], tab[i]
             slope = (tab[i + 1] - base) / (hi - lo)
             while True:  # the steps in this cell
-                c = slope * (x - lo) + base
-                s += fixed + c + extra
+                s += fixed + (slope * (x - lo) + base) + extra
                 end_app(s)
-                attn_app(c + lin_a)
                 kv += n
                 if kv >= stop:
                     break
                 x = kv / n + 1.0
                 if x >= hi:
                     break
-        return ends, attn, [lin_f] * k
+        return ends, (fixed - lin_a) + extra, lin_f
 
     def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
              ranks: DecodeRanks | None = None):
