@@ -89,21 +89,25 @@ class PingPongStepCost:
 
     def _equal_runs(self, n: int, kv0: int, k: int):
         """The ``k`` decode steps of ``n`` sequences from ``kv0`` cached tokens as runs of steps that share one
-        quantised memo key (the mean KV length moves by one token a step; the key never decreases), found by
-        bisection on the key: (the run's ``cost``, its length), in step order."""
+        quantised memo key, in step order: (the run's ``cost``, its length). The mean KV length ``x`` moves
+        by one token a step and the key (``x`` rounded to 1/16 octave) never decreases, so a run ends about
+        where ``x`` crosses the next rounding boundary; the exact end is then checked on the key itself."""
         def key(j: int) -> float:
             return memo_key(0, 0, 0, n, 1, kv0 + j * n)[5]
 
         j = 0
         while j < k:
             kj = key(j)
-            lo, hi = j + 1, k  # the first step after j with a different key
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if key(mid) == kj:
-                    lo = mid + 1
-                else:
-                    hi = mid
+            x = (kv0 + j * n) / n
+            if x > 0:  # steps until x reaches 2^((r + 1/2) / 16), where the rounding moves on from r
+                r = round(16 * math.log2(x))
+                lo = min(k, j + max(1, math.ceil(2.0 ** ((r + 0.5) / 16) - x)))
+            else:
+                lo = j + 1
+            while lo > j + 1 and key(lo - 1) != kj:
+                lo -= 1
+            while lo < k and key(lo) == kj:
+                lo += 1
             yield self.cost(0, 0, 0, n, 1, kv0 + j * n), lo - j
             j = lo
 

@@ -1103,30 +1103,30 @@ class StepLog:
     def __init__(self):
         # per run
         self.replica, self.kind, self.repeat = array("i"), array("b"), array("q")
-        self.start_s = array("d")  # the run's first step starts here; each later one where the previous ended
         self.kv_div = array("q")  # the replica's KV blocks: a step's occupancy is its ``kv`` / this
         self.counts = {c: array("i") for c in self.COUNTS}  # per step of the run (output tokens too)
         self.last = {"queued": array("i"), "running": array("i")}  # at the run's last step (a stretch's finishes)
-        # per step
-        self.end_s, self.kv = array("d"), array("q")  # (``kv``: KV blocks in use after the step)
+        # per step: ``bounds`` holds each run's start, then every step's end (a step starts where the one before
+        # it ended); ``kv`` the KV blocks in use after each step
+        self.bounds, self.kv = array("d"), array("q")
         self._frame: pd.DataFrame | None = None  # set (and the arrays released) by the first ``frame``
         c = self.counts
-        self._appends = (self.replica.append, self.kind.append, self.repeat.append, self.start_s.append,
-                         self.end_s.append, self.kv.append, self.kv_div.append,
+        self._appends = (self.replica.append, self.kind.append, self.repeat.append, self.bounds.append,
+                         self.kv.append, self.kv_div.append,
                          *(c[k].append for k in self.COUNTS), self.last["queued"].append, self.last["running"].append)
 
     def __len__(self) -> int:
-        return len(self._frame) if self._frame is not None else len(self.end_s)
+        return len(self._frame) if self._frame is not None else len(self.bounds) - len(self.repeat)
 
     def add(self, uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running, kv_blocks,
             blocks_total, preempted) -> None:
         """One step, after which ``kv_blocks`` of the replica's ``blocks_total`` KV blocks are in use."""
-        rep, kind, repeat, start_s, end_s, occ, div, ps, pt, ds, ot, q, run, pre, q_last, run_last = self._appends
+        rep, kind, repeat, bound, occ, div, ps, pt, ds, ot, q, run, pre, q_last, run_last = self._appends
         rep(uid)
         kind(2 if n_prefill and n_decode else (1 if n_prefill else 0))
         repeat(1)
-        start_s(start)
-        end_s(end)
+        bound(start)
+        bound(end)
         occ(kv_blocks)
         div(blocks_total)
         ps(n_prefill)
@@ -1148,9 +1148,8 @@ class StepLog:
         self.replica.append(uid)
         self.kind.append(0)
         self.repeat.append(len(bounds) - 1)
-        self.start_s.append(bounds[0])
-        self.end_s.extend(islice(bounds, 1, None))
-        self.kv.extend(blocks)
+        self.bounds.fromlist(bounds)  # (``fromlist``: twice as fast as ``extend``)
+        self.kv.fromlist(blocks)
         self.kv_div.append(blocks_total)
         c = self.counts
         c["prefill_seqs"].append(0)
@@ -1182,15 +1181,13 @@ class StepLog:
         df["replica_id"] = pd.Categorical.from_codes(rep, list(names))
         del rep
         self.replica = None
-        end = np.frombuffer(self.end_s, float)
-        start = np.empty_like(end)
-        start[1:] = end[:-1]
-        start[first] = np.frombuffer(self.start_s, float)
-        df["start_s"] = start
-        del start
-        df["end_s"] = end.copy()
-        del end
-        self.start_s = self.end_s = None
+        bounds = np.frombuffer(self.bounds, float)
+        is_end = np.ones(len(bounds), bool)
+        is_end[first + np.arange(len(first))] = False  # each run's start
+        df["start_s"] = bounds[:-1][is_end[1:]]  # the value before each step's end
+        df["end_s"] = bounds[is_end]
+        del bounds, is_end
+        self.bounds = None
         df["kind"] = pd.Categorical.from_codes(np.repeat(np.frombuffer(self.kind, np.int8), rep_n), list(self.KINDS))
         self.kind = None
         last = first + rep_n - 1  # each run's last step
