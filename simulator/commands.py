@@ -157,6 +157,15 @@ def _refuse_with_deployment(opts: dict, fixed: tuple[str, ...]) -> None:
                              "(or run without the deployment)")
 
 
+def _timing_flag(opts: dict) -> str:
+    return "--calibration" if opts.get("calibration") else "--timing"
+
+
+def _pool_devices(dep) -> set[str]:
+    """Device ids a deployment runs on (every pool, attention and FFN)."""
+    return {q.hardware.id for p in dep.pools for q in (p.plan.attention, p.plan.ffn)}
+
+
 def run_whatif(opts: dict) -> WhatIfResult:
     if opts.get("deployment"):
         _refuse_with_deployment(opts, _WHATIF_DEPLOYMENT_FIXED)
@@ -170,14 +179,22 @@ def run_whatif(opts: dict) -> WhatIfResult:
             raise SimulatorError("--model is required (or pass --deployment FILE)")
         fields = {k: opts[k] for k in PlanOptions.__dataclass_fields__ if k in opts and opts[k] is not None}
         fields.update(spec_draft_tokens=opts.get("spec_draft") or 0, spec_acceptance=opts.get("spec_accept", 0.7),
-                      spec_draft_cost=opts.get("spec_draft_cost", 0.05), price_usd_per_hour=opts.get("price"))
+                      spec_draft_cost=opts.get("spec_draft_cost", 0.05))
         plan = plan_from_options(PlanOptions(**fields))
+        if opts.get("price"):
+            from .planning.cost import parse_price_flags, prices_for
+
+            ids = [q.hardware.id for ph in (plan.prefill, plan.decode) for q in (ph.attention, ph.ffn)]
+            per = prices_for(parse_price_flags(list(opts["price"]), bare=True), ids)
+            plan = plan_from_options(PlanOptions(**fields, prices_usd_per_hour=tuple(per.items())))
     for name in ("batch", "isl", "osl", "prefill_batch"):
         if opts[name] < 1:
             raise SimulatorError(f"--{name.replace('_', '-')} must be >= 1, got {opts[name]}")
-    from .timing.calibrated import resolve_timing
+    from .timing.calibrated import check_overlays_apply, resolve_timing
 
     timing = resolve_timing(opts.get("timing"), opts.get("calibration"))
+    check_overlays_apply(timing, {q.hardware.id for ph in (plan.prefill, plan.decode)
+                                  for q in (ph.attention, ph.ffn)}, _timing_flag(opts))
     res = whatif(plan, batch=opts["batch"], isl=opts["isl"], osl=opts["osl"], prefill_batch=opts["prefill_batch"],
                  timing=timing)
     note = getattr(timing, "coverage_note", lambda: "")()
@@ -278,9 +295,10 @@ def run_simulate(opts: dict, progress: bool = False):
     try:
         step = max(traffic.requests // 100, 1)
         cb = (lambda n: bar.update(step) if n % step == 0 else None) if bar else None
-        from .timing.calibrated import resolve_timing
+        from .timing.calibrated import check_overlays_apply, resolve_timing
 
         timing = resolve_timing(opts.get("timing"), opts.get("calibration"))
+        check_overlays_apply(timing, _pool_devices(dep), _timing_flag(opts))
         return simulate(dep, traffic, horizon_s=opts.get("horizon") or math.inf, progress=cb, timing=timing,
                         engine=opts.get("engine"), preemption=opts.get("preemption"),
                         overheads=opts.get("overheads", True))
@@ -407,9 +425,9 @@ def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: f
 
 
 def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batches, tpot_slo, ttft_slo, rate,
-              timing=None):
+              timing=None, prices=None):
     from .planning.sweep import pareto_front, plan_capacity, sweep
-    from .timing.calibrated import resolve_timing
+    from .timing.calibrated import check_overlays_apply, resolve_timing
 
     def split(text, cast=str):
         try:
@@ -417,8 +435,14 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
         except ValueError:
             raise SimulatorError(f"cannot read the list {text!r}") from None
 
+    model_t = resolve_timing(timing)
+    ids = [load_hardware(h).id for h in split(hardware)]
+    check_overlays_apply(model_t, set(ids), "--timing")
+    from .planning.cost import parse_price_flags, prices_for
+
     df = sweep(model, split(hardware), devices, isl=isl, osl=osl, batches=split(batches, int),
-               precisions=split(precisions), kv_precision=kv_precision, timing=resolve_timing(timing))
+               precisions=split(precisions), kv_precision=kv_precision, timing=model_t,
+               prices_usd_per_hour=prices_for(parse_price_flags(prices), ids))
     ok = df[df.fits]
     if tpot_slo:
         ok = ok[ok.tpot_s <= tpot_slo]

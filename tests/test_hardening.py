@@ -4,6 +4,7 @@ output files (mode, symlinks, devices, whole folders), --version, catalogue list
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import yaml
@@ -280,3 +281,71 @@ def test_output_flags_that_need_another_are_refused_not_ignored(flags, where):
     r = runner.invoke(app, [*QUICK, *flags])
     err = one_line_error(r, code=2)
     assert where in err and ("--json" in err or "--out" in err)
+
+
+@pytest.mark.parametrize("args,where,needs", [
+    (["whatif", "--model", "llama-3.1-8b", "--devices", "1", "--spec-accept", "0.8"], "--spec-accept", "--spec-draft"),
+    (["whatif", "--model", "llama-3.1-8b", "--devices", "1", "--spec-draft-cost", "0.1"], "--spec-draft-cost",
+     "--spec-draft"),
+    ([*QUICK, "--spec-acceptance", "0.8"], "--spec-acceptance", "--spec-tokens"),
+    ([*QUICK, "--spec-draft-cost", "0.1"], "--spec-draft-cost", "--spec-tokens")])
+def test_draft_settings_without_a_draft_are_refused_not_ignored(args, where, needs):
+    """The acceptance rate and draft cost describe a speculative draft; with no draft tokens nothing would read
+    them, so a user who forgot the draft count is told which flag is missing instead of getting a plain run."""
+    r = runner.invoke(app, args)
+    err = one_line_error(r, code=2)
+    assert where in err and needs in err
+
+
+def test_draft_settings_with_a_draft_change_the_result():
+    """The counterpart: with a draft, the acceptance rate is used (a higher rate, a shorter TPOT)."""
+    base = ["whatif", "--model", "llama-3.1-8b", "--devices", "1", "--spec-draft", "2", "--json"]
+    lo = json.loads(runner.invoke(app, [*base, "--spec-accept", "0.3"]).stdout)
+    hi = json.loads(runner.invoke(app, [*base, "--spec-accept", "0.9"]).stdout)
+    assert hi["tpot_s"] < lo["tpot_s"]
+
+
+H200_OVERLAY = str(Path(__file__).resolve().parents[1] / "reports/validation/h200-sxm/calibration.yaml")
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["whatif", "--model", "llama-3.1-8b", "--devices", "1", "--calibration", H200_OVERLAY], "--calibration"),
+    ([*QUICK, "--timing", f"calibrated:{H200_OVERLAY}"], "--timing"),
+    (["sweep", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "1", "--timing",
+      f"calibrated:{H200_OVERLAY}"], "--timing")])
+def test_an_overlay_for_a_device_the_run_does_not_use_is_refused(args, flag):
+    """An H200 overlay on an H100 run would change nothing while the user believes the numbers calibrated."""
+    r = runner.invoke(app, args)
+    err = one_line_error(r, code=2)
+    assert flag in err and "h200-sxm" in err and "h100-sxm" in err
+
+
+def test_an_overlay_for_the_device_in_use_is_taken():
+    base = ["whatif", "--model", "llama-3.1-8b", "--devices", "1", "--hardware", "h200-sxm", "--json"]
+    plain, cal = (json.loads(runner.invoke(app, a).stdout) for a in (base, [*base, "--calibration", H200_OVERLAY]))
+    assert cal["tpot_s"] != plain["tpot_s"]
+
+
+def _cost(args):
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_price_has_one_grammar_across_commands():
+    """--price ID=USD_PER_HOUR works on whatif, sweep and plan alike (whatif also takes one bare price for every
+    device); the cost scales with the price, and a price for a device the run does not use is refused."""
+    w = lambda *p: _cost([*WHATIF, "--json", *p])["cost_usd_per_mtok"]  # noqa: E731
+    assert w("--price", "h100-sxm=4") == pytest.approx(2 * w("--price", "2"), rel=1e-12)
+    assert w("--price", "H100=4") == pytest.approx(w("--price", "h100-sxm=4"), rel=1e-12)  # a name it goes by
+    sweep = ["sweep", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "1", "--json"]
+    rows = lambda *p: _cost([*sweep, *p])["front"]  # noqa: E731
+    cheap, dear = rows("--price", "h100-sxm=1"), rows("--price", "h100-sxm=3")
+    assert [r["usd_per_hour"] for r in cheap] == [1.0] * len(cheap)
+    assert [d["cost_usd_per_mtok"] / c["cost_usd_per_mtok"] for c, d in zip(cheap, dear)] == \
+        pytest.approx([3.0] * len(cheap), rel=1e-12)
+    for args in ([*WHATIF, "--price", "h20=1"], [*sweep, "--price", "h20=1"]):
+        err = one_line_error(runner.invoke(app, args))
+        assert "--price h20=1" in err and "not a device of this run" in err
+    err = one_line_error(runner.invoke(app, [*sweep, "--price", "1.5"]))  # sweep prices several devices: ID=...
+    assert "ID=USD_PER_HOUR" in err

@@ -399,3 +399,24 @@ def test_a_csv_row_launched_with_its_own_kv_memory_flag(tmp_path):
         r = runner.invoke(app, ["validate", "--serving", str(csv)])
         assert r.exit_code == 2 and "line 2, column memory_fraction" in r.output, r.output
         assert "Traceback" not in r.output
+
+
+def test_layout_flags_fill_what_a_run_lacks_and_a_contradicted_flag_is_reported(tmp_path):
+    """--tp and friends supply what a run does not record; where the run records its own value, the run's is
+    simulated and the flag is named as not used (in the row and under the text table), never silently."""
+    text = ("model,hardware,tp,isl,osl,concurrency,requests,ttft_ms,tpot_ms\n"
+            "llama-3.1-8b,h100-sxm,1,256,32,4,8,40,8\n"
+            "meta-llama/Llama-3.1-8B-Instruct,h100-sxm,,256,32,4,8,40,8\n")
+    a, b = _validate_rows(tmp_path, text, "--tp", "2", "--model", "llama-3.1-8b")
+    assert "--tp 2 (the run records 1)" in a["flags_ignored"] and "--model" not in a["flags_ignored"]
+    assert b["flags_ignored"] == ""  # its TP comes from the flag; its model name is the same model
+    assert a["tpot_s_simulated"] > b["tpot_s_simulated"]  # TP1 as recorded, against TP2 from the flag
+    r = runner.invoke(app, ["validate", "--serving", str(tmp_path / "runs.csv"), "--tp", "2"])
+    assert r.exit_code == 0 and "not used: --tp 2 (the run records 1)" in r.stdout
+
+
+def test_layout_flags_with_a_deployment_are_refused(tmp_path):
+    csv = tmp_path / "runs.csv"
+    csv.write_text("isl,osl,concurrency,requests,ttft_ms,tpot_ms\n256,32,4,8,40,8\n")
+    r = runner.invoke(app, ["validate", "--serving", str(csv), "--deployment", "dbrx-8xh100", "--tp", "4"])
+    assert r.exit_code == 2 and "--tp" in r.stderr and "--deployment" in r.stderr and "Traceback" not in r.output

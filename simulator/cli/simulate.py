@@ -126,6 +126,11 @@ def simulate(
     opts = {k: v for k, v in locals().items()
             if k not in ("ctx", "json_out", "out", "plots", "parquet", "run_simulate", "fmt", "trace", "check_slo")}
     opts["_explicit"] = explicit_flags(ctx)
+    if not spec_draft_tokens and not deployment:  # (they describe a draft: unused without one)
+        for name, flag in (("spec_acceptance", "--spec-acceptance"), ("spec_draft_cost", "--spec-draft-cost")):
+            if name in opts["_explicit"]:
+                raise typer.BadParameter("describes the speculative draft: give --spec-tokens N (N >= 1) too",
+                                         param_hint=f"'{flag}'")
     res = run_simulate(opts, progress=not json_out)
     if out:
         from ..commands import write_simulation

@@ -33,6 +33,8 @@ def sweep(
     rate: float = typer.Option(None, "--rate", parser=rate_flag(),
                               help="Capacity planning: requests to serve, e.g. 20/s; $/Mtok is then "
                                    "the fleet's cost at this rate."),
+    price: list[str] = typer.Option(None, "--price", help="ID=USD_PER_HOUR, repeatable: a device's price per "
+                                    "device-hour over its profile's (e.g. --price h100-sxm=2.10)."),
     out: Path = typer.Option(None, "--out", parser=out_file(CSV_EXTS), help="Write every configuration to this CSV."),
     plot: Path = typer.Option(None, "--plot", parser=out_file(PLOT_EXTS),
                               help="Write the Pareto plot (throughput/device vs TPOT)."),
@@ -48,6 +50,9 @@ def sweep(
 
         if model:
             raise SimulatorError("--model and --deployment: give one (the deployment file names its model)")
+        if price:
+            raise SimulatorError("--price with --deployment: the largest-batch answer has no cost in it (price the "
+                                 "deployment's pools in its file, or sweep with --model)")
 
         res = run_sweep_deployment(deployment, tpot_slo, isl, osl)
         if not tpot_slo:
@@ -64,7 +69,7 @@ def sweep(
     if not model:
         raise SimulatorError("--model is required (or pass --deployment FILE --tpot-slo S)")
     df, front = run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batches, tpot_slo, ttft_slo,
-                          rate, timing)
+                          rate, timing, price)
     if out:
         from ..io import atomic_write
 

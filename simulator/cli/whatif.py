@@ -54,8 +54,9 @@ def whatif(
     spec_accept: float = typer.Option(0.7, "--spec-accept", parser=real(0, 1), help="Per-token acceptance rate, 0..1."),
     spec_draft_cost: float = typer.Option(0.05, "--spec-draft-cost", parser=real(0, 1),
                                          help="Draft step time / target step time, 0..1."),
-    price: float = typer.Option(None, "--price", parser=real(0, lo_open=True),
-                               help="Override the device price, USD per device-hour (> 0)."),
+    price: list[str] = typer.Option(None, "--price", help="Device price, USD per device-hour (> 0): ID=USD for "
+                                    "one device of the plan (repeatable, e.g. --price h20=1.20, the grammar of "
+                                    "sweep and plan), or a bare USD for every device."),
     deployment: Path = typer.Option(None, "--deployment", parser=in_file_or_id(),
                                     help="Deployment YAML (pools, per-quadrant plans)."),
     calibration: Path = typer.Option(None, "--calibration", parser=in_file(),
@@ -76,6 +77,11 @@ def whatif(
 
     opts = {k: v for k, v in locals().items() if k not in ("ctx", "json_out", "plot", "breakdown_plot", "run_whatif")}
     opts["_explicit"] = explicit_flags(ctx)
+    if not deployment and not spec_draft:  # (the acceptance and draft cost describe a draft: without one, unused)
+        for name in ("spec_accept", "spec_draft_cost"):
+            if name in opts["_explicit"]:
+                raise typer.BadParameter("describes the speculative draft: give --spec-draft N (N >= 1) too",
+                                         param_hint=f"'--{name.replace('_', '-')}'")
     res = run_whatif(opts)
     import math
 

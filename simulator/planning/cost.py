@@ -140,15 +140,45 @@ def _price_date(hw: HardwareSpec) -> str:
         return ""
 
 
-def parse_price_flags(values: list[str] | None) -> dict[str, float]:
+def _usd(text: str) -> float:
+    try:
+        return float(text.strip().removesuffix("USD/h").strip())
+    except ValueError:
+        return math.nan
+
+
+def parse_price_flags(values: list[str] | None, bare: bool = False) -> dict[str, float]:
+    """``--price ID=USD_PER_HOUR`` (repeatable), the one grammar of every command that prices devices.
+    With ``bare``, a lone number is also taken, as the price of every device of the run (key ``"*"``)."""
     out = {}
     for v in values or []:
         hw_id, sep, usd = v.partition("=")
-        try:
-            price = float(usd.strip().removesuffix("USD/h").strip()) if sep else math.nan
-        except ValueError:
-            price = math.nan
+        if bare and not sep and len(values) == 1:
+            hw_id, usd, sep = "*", v, "="
+        price = _usd(usd) if sep else math.nan
         if not sep or not hw_id.strip() or not math.isfinite(price) or price <= 0:
-            raise SimulatorError(f"--price {v!r}: expected ID=USD_PER_HOUR with a price > 0, e.g. --price h20=1.20")
+            alt = " (or one bare USD_PER_HOUR for every device)" if bare else ""
+            raise SimulatorError(f"--price {v!r}: expected ID=USD_PER_HOUR with a price > 0{alt}, "
+                                 "e.g. --price h20=1.20")
         out[hw_id.strip()] = price
+    return out
+
+
+def prices_for(prices: dict[str, float], device_ids: list[str]) -> dict[str, float]:
+    """``--price`` keys resolved to the run's profile ids (a key may be any name the profile goes by; ``"*"``:
+    every device); a key naming no device of the run is refused rather than ignored."""
+    from ..specs.catalog import load_hardware
+
+    out = {d: prices["*"] for d in device_ids} if "*" in prices else {}
+    for key, usd in prices.items():
+        if key == "*":
+            continue
+        try:
+            hw_id = load_hardware(key).id
+        except SimulatorError:
+            hw_id = key
+        if hw_id not in device_ids:
+            raise SimulatorError(f"--price {key}={usd:g}: {key} is not a device of this run "
+                                 f"({', '.join(dict.fromkeys(device_ids))})")
+        out[hw_id] = usd
     return out

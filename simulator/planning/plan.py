@@ -256,8 +256,9 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
             if h not in specs:
                 raise SimulatorError(f"{flag} {h}: not among --hardware ({', '.join(specs)})")
     place = dict(prefill_hw=set(req.prefill_hardware or []) or None, decode_hw=set(req.decode_hardware or []) or None)
-    from ..timing.calibrated import resolve_timing
+    from ..timing.calibrated import check_overlays_apply, resolve_timing
 
+    check_overlays_apply(resolve_timing(req.timing), {sp.id for sp in specs.values()}, "--timing")
     scr = screen(model, priced, prices, w, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
                  tolerance=req.tolerance, timing=resolve_timing(req.timing), engine=req.engine,
                  frontend_latency_s=frontend_s, **place)

@@ -28,8 +28,10 @@ def _divisors(n: int) -> list[int]:
 def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl: int,
           batches: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256), precisions: Sequence[str] = ("bf16", "fp8"),
           kv_precision: str = "bf16", tps: Sequence[int] | None = None, eps: Sequence[int] | None = None,
-          timing=None) -> pd.DataFrame:
-    """One row per configuration (pp = 1, colocated), with TTFT, TPOT, throughput, memory fit and cost."""
+          timing=None, prices_usd_per_hour: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per configuration (pp = 1, colocated), with TTFT, TPOT, throughput, memory fit and cost
+    (``prices_usd_per_hour``: profile id -> USD per device-hour, over the profiles' own prices)."""
+    from dataclasses import replace
     model = load_model(model_id)
     timing = timing or RooflineModel()
     check_context(model, isl, osl)
@@ -38,6 +40,8 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
     frames = []
     for hw_id, prec in itertools.product(hardware, precisions):
         hw = load_hardware(hw_id)
+        if hw.id in (prices_usd_per_hour or {}):
+            hw = replace(hw, price_usd_per_s=prices_usd_per_hour[hw.id] / 3600.0, price_note="--price")
         try:
             base = simple_phase(hw, model, devices, tp=tps[0], precision=prec)
         except InfeasibleError:

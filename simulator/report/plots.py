@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 
 from ..io import atomic_write  # noqa: E402
 from ..ops.kinds import is_collective  # noqa: E402
+from ..precision import compute_dtype  # noqa: E402
 
 QUADRANT_COLOURS = {"prefill_attention": "#1f77b4", "prefill_ffn": "#ff7f0e", "decode_attention": "#2ca02c",
                     "decode_ffn": "#d62728", "prefill_other": "#9edae5", "decode_other": "#98df8a"}
@@ -46,11 +47,14 @@ def roofline(res, path: str | Path) -> Path:
     for ax, (hw_id, hw) in zip(axes[0], devices.items()):
         x = np.logspace(-1, 4, 200)
         bw = hw.hbm_bytes_per_s
-        for dtype, style in (("bf16", "-"), ("fp8", "--"), ("fp4", ":")):
-            if hw.peak(dtype):
-                ax.plot(x, np.minimum(x * bw, hw.peak(dtype)), style, color="k", lw=1.2,
-                        label=f"{dtype} peak {hw.peak(dtype) / 1e12:.0f} TFLOP/s")
-        ax.axvline(hw.peak("bf16") / bw if hw.peak("bf16") else 1, color="grey", lw=0.5, ls=":")
+        # the roofs of the precisions the plan runs on this device (not every rate the datasheet lists)
+        used = list(dict.fromkeys(compute_dtype(prec, hw) for pt in phases
+                                  for place, prec in zip((pt.plan.attention, pt.plan.ffn), pt.plan.precisions())
+                                  if place.hardware.id == hw_id))
+        for dtype, style in zip(used, ("-", "--", ":", "-.")):
+            ax.plot(x, np.minimum(x * bw, hw.peak(dtype)), style, color="k", lw=1.2,
+                    label=f"{dtype} peak {hw.peak(dtype) / 1e12:,.0f} TFLOP/s")
+            ax.axvline(hw.peak(dtype) / bw, color="grey", lw=0.5, ls=":")
         labels = []  # (share, x, y, name): only the largest few are named, so labels do not pile up
         for pt in phases:
             ops, t = pt.ops, pt.times

@@ -189,11 +189,13 @@ def serving_validation_text(result: dict) -> str:
                 _f3(g["tpot_bias"])]
 
     groups = [grow(g["group"], g) for g in result["groups"]] + [grow("overall", result["overall"])]
+    ignored = [f"{r['source']}: not used: {r['flags_ignored']}" for r in result["rows"] if r.get("flags_ignored")]
     return "\n".join([
         table(["run", "stat", "TTFT meas", "TTFT sim", "TTFT err", "TPOT meas", "TPOT sim", "TPOT err"], rows),
         "",
         table(["group", "n", "TTFT median APE", "TTFT bias", "TPOT median APE", "TPOT bias"], groups),
         "bias = geometric mean of simulated / measured (> 1: the simulator is pessimistic)",
+        *(["", "flags a run contradicts (its own record is simulated):", *ignored] if ignored else []),
     ])
 
 

@@ -72,6 +72,21 @@ class CalibratedModel:
         return replace(t, ops=ops)
 
 
+def check_overlays_apply(timing, device_ids, flag: str = "--calibration") -> None:
+    """Refuse a calibrated timing model none of whose overlays is for a device the run uses: it would
+    change nothing, and a user who passed it believes the numbers are calibrated."""
+    from ..errors import SimulatorError
+
+    cal = timing if isinstance(timing, CalibratedModel) else getattr(timing, "fallback", None)
+    if not isinstance(cal, CalibratedModel):
+        return
+    used = set(device_ids)
+    if not used & set(cal.overlays):
+        raise SimulatorError(f"{flag}: the overlay(s) {', '.join(map(str, cal.paths))} were fitted for "
+                             f"{', '.join(sorted(cal.overlays))}, and this run uses {', '.join(sorted(used))}: "
+                             "they would change nothing (calibrate the device you run, or drop the flag)")
+
+
 TIMING_KINDS = ("calibrated", "measured")
 
 

@@ -533,7 +533,10 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
     # overrode the file's pools, as `simulate --engine` records it), else --engine, else the deployment's own
     named = case.extra.get("engine_override") if dep_ref else (None if case.engine == "unknown" else case.engine)
     engine = named or d.get("engine")
-    # what is simulated: the run's own fields, else the flags
+    # what is simulated: the run's own fields, else the flags; a flag the run contradicts is reported, not used
+    ignored = [f"--{k.replace('_', '-')} {d[k]} (the run records {getattr(case, k)})"
+               for k in ("model", "hardware", *_LAYOUT)
+               if k in d and getattr(case, k) is not None and not _same(k, getattr(case, k), d[k])]
     run = replace(case, model=case.model or d.get("model"), hardware=case.hardware or d.get("hardware"),
                   deployment=case.deployment or d.get("deployment"),
                   **{k: getattr(case, k) if getattr(case, k) is not None else d.get(k) for k in _LAYOUT})
@@ -588,7 +591,24 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
             # of which in the server's frontend (the engine's, or the run's own where it names one)
             "frontend_s_simulated": float(done["frontend_s"].mean()) if len(done) else math.nan,
             "tpot_s_measured": case.tpot_s, "tpot_s_simulated": sim_tpot,
-            "ttft_ape": _ape(sim_ttft, case.ttft_s), "tpot_ape": _ape(sim_tpot, case.tpot_s)}
+            "ttft_ape": _ape(sim_ttft, case.ttft_s), "tpot_ape": _ape(sim_tpot, case.tpot_s),
+            "flags_ignored": "; ".join(ignored)}
+
+
+def _same(field: str, recorded, flag) -> bool:
+    """Whether a flag agrees with what a run records (models and devices compared by catalogue id, so a
+    Hugging Face name and its id agree)."""
+    if str(recorded) == str(flag):
+        return True
+    if field in ("model", "hardware"):
+        from ..specs.catalog import load_hardware, load_model
+
+        load = load_model if field == "model" else load_hardware
+        try:
+            return load(str(recorded)).id == load(str(flag)).id
+        except SimulatorError:  # (one is not in the catalogue: the run's own is simulated and fails there)
+            return False
+    return False
 
 
 def _ape(sim: float, meas: float) -> float:
