@@ -46,7 +46,6 @@ class PlanOptions:
     spec_acceptance: float = 0.7
     spec_draft_cost: float = 0.05
     price_usd_per_hour: float | None = None  # every device of the plan
-    prices_usd_per_hour: tuple[tuple[str, float], ...] = ()  # (profile id, price): one device of the plan
 
     def __post_init__(self):
         # the engines' and checkpoints' spellings (FP8, fp8_e4m3, NVFP4, bfloat16, AWQ) as this package's names
@@ -54,9 +53,8 @@ class PlanOptions:
             setattr(self, k, canonical_precision(getattr(self, k)))
 
 
-def _hw(ref: str, price: float | None, per_device: tuple[tuple[str, float], ...] = ()) -> HardwareSpec:
+def _hw(ref: str, price: float | None) -> HardwareSpec:
     hw = load_hardware(ref)
-    price = dict(per_device).get(hw.id, price)
     if price is not None:
         hw = replace(hw, price_usd_per_s=price / 3600.0, price_note="--price")
     return hw
@@ -67,12 +65,12 @@ def plan_from_options(o: PlanOptions) -> ServingPlan:
     disagg = any(v is not None for v in (o.prefill_hardware, o.prefill_devices, o.decode_hardware, o.decode_devices))
     common = dict(ep=o.ep, dp=o.dp, expert_tp=o.expert_tp, precision=o.precision, attn_precision=o.attn_precision,
                   ffn_precision=o.ffn_precision, overlap_comm=o.overlap_comm)
-    pre = simple_phase(_hw(o.prefill_hardware or o.hardware, o.price_usd_per_hour, o.prices_usd_per_hour), model,
+    pre = simple_phase(_hw(o.prefill_hardware or o.hardware, o.price_usd_per_hour), model,
                        o.prefill_devices or o.devices, tp=o.prefill_tp or o.tp, pp=o.prefill_pp or o.pp,
                        chunk_tokens=o.chunk, **common)
     if disagg:
         dec_common = dict(common, ep=o.decode_ep or o.ep)
-        dec = simple_phase(_hw(o.decode_hardware or o.hardware, o.price_usd_per_hour, o.prices_usd_per_hour), model,
+        dec = simple_phase(_hw(o.decode_hardware or o.hardware, o.price_usd_per_hour), model,
                            o.decode_devices or o.devices, tp=o.decode_tp or o.tp, pp=1 if o.decode_devices else o.pp,
                            **dec_common)
     else:

@@ -142,7 +142,7 @@ def _override_plan(plan, opts: dict):
 _WHATIF_DEPLOYMENT_FIXED = ("model", "hardware", "devices", "tp", "pp", "ep", "dp", "expert_tp", "kv_precision",
                             "kv_scale_tokens", "overlap_comm", "prefill_hardware", "prefill_devices", "prefill_tp",
                             "prefill_pp", "decode_hardware", "decode_devices", "decode_tp", "decode_ep", "spec_draft",
-                            "spec_accept", "spec_draft_cost", "price")
+                            "spec_accept", "spec_draft_cost")
 _SIMULATE_DEPLOYMENT_FIXED = ("model", "hardware", "devices", "replicas", "tp", "pp", "ep", "dp", "precision",
                               "kv_precision", "max_batch_tokens", "max_seqs", "spec_draft_tokens", "spec_acceptance",
                               "spec_draft_cost", "concurrency", "isl", "osl", "scheduler_recv_interval",
@@ -166,6 +166,22 @@ def _pool_devices(dep) -> set[str]:
     return {q.hardware.id for p in dep.pools for q in (p.plan.attention, p.plan.ffn)}
 
 
+def _price_overrides(values: list[str], device_ids: list[str]) -> dict[str, float]:
+    """``--price`` values (ID=USD_PER_HOUR, or one bare price for every device) against the run's devices."""
+    from .planning.cost import parse_price_flags, prices_for
+
+    return prices_for(parse_price_flags(list(values), bare=True), device_ids)
+
+
+def _repriced_plan(plan, values: list[str]):
+    from .plan import repriced
+
+    ids = [q.hardware.id for ph in (plan.prefill, plan.decode) for q in (ph.attention, ph.ffn)]
+    per = _price_overrides(values, ids)
+    pre = repriced(plan.prefill, per)
+    return replace(plan, prefill=pre, decode=pre if plan.colocated else repriced(plan.decode, per))
+
+
 def run_whatif(opts: dict) -> WhatIfResult:
     if opts.get("deployment"):
         _refuse_with_deployment(opts, _WHATIF_DEPLOYMENT_FIXED)
@@ -174,6 +190,8 @@ def run_whatif(opts: dict) -> WhatIfResult:
 
         plan = read_deployment(resolve_workload(str(opts["deployment"]), "deployments", "deployment")).serving_plan()
         plan = _override_plan(plan, opts)
+        if opts.get("price"):
+            plan = _repriced_plan(plan, opts["price"])
     else:
         if not opts.get("model"):
             raise SimulatorError("--model is required (or pass --deployment FILE)")
@@ -182,11 +200,7 @@ def run_whatif(opts: dict) -> WhatIfResult:
                       spec_draft_cost=opts.get("spec_draft_cost", 0.05))
         plan = plan_from_options(PlanOptions(**fields))
         if opts.get("price"):
-            from .planning.cost import parse_price_flags, prices_for
-
-            ids = [q.hardware.id for ph in (plan.prefill, plan.decode) for q in (ph.attention, ph.ffn)]
-            per = prices_for(parse_price_flags(list(opts["price"]), bare=True), ids)
-            plan = plan_from_options(PlanOptions(**fields, prices_usd_per_hour=tuple(per.items())))
+            plan = _repriced_plan(plan, opts["price"])
     for name in ("batch", "isl", "osl", "prefill_batch"):
         if opts[name] < 1:
             raise SimulatorError(f"--{name.replace('_', '-')} must be >= 1, got {opts[name]}")
@@ -262,6 +276,11 @@ def run_simulate(opts: dict, progress: bool = False):
                                frontend_latency_s=opts.get("frontend_latency"))
     else:
         raise SimulatorError("give a deployment YAML, or --model/--hardware/... for a quick run")
+    if opts.get("price"):
+        from .plan import repriced
+
+        per = _price_overrides(opts["price"], sorted(_pool_devices(dep)))
+        dep = dc_replace(dep, pools=tuple(dc_replace(p, plan=repriced(p.plan, per)) for p in dep.pools))
     if opts.get("traffic"):
         traffic = read_traffic(resolve_workload(opts["traffic"], "traffic", "traffic"))
     else:

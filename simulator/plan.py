@@ -99,6 +99,19 @@ class ServingPlan:
 
 
 
+def repriced(plan: PhasePlan, prices_usd_per_hour: dict[str, float]) -> PhasePlan:
+    """The phase with its devices priced from ``prices_usd_per_hour`` (profile id -> USD per device-hour);
+    devices not named keep their profile's price."""
+    from dataclasses import replace
+
+    def hw(h: HardwareSpec) -> HardwareSpec:
+        usd = prices_usd_per_hour.get(h.id)
+        return h if usd is None else replace(h, price_usd_per_s=usd / 3600.0, price_note="--price")
+
+    return replace(plan, attention=replace(plan.attention, hardware=hw(plan.attention.hardware)),
+                   ffn=replace(plan.ffn, hardware=hw(plan.ffn.hardware)))
+
+
 def simple_phase(hw: HardwareSpec, model: ModelSpec, devices: int, tp: int | None = None, pp: int = 1,
                  ep: int = 1, dp: int | None = None, expert_tp: int | None = None,
                  precision: str = "bf16", attn_precision: str | None = None,

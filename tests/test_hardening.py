@@ -349,3 +349,17 @@ def test_price_has_one_grammar_across_commands():
         assert "--price h20=1" in err and "not a device of this run" in err
     err = one_line_error(runner.invoke(app, [*sweep, "--price", "1.5"]))  # sweep prices several devices: ID=...
     assert "ID=USD_PER_HOUR" in err
+
+
+def test_price_reprices_a_deployment_run_too():
+    """On simulate and whatif, --price also prices a deployment file's devices (the file's own price otherwise):
+    doubling the decode devices' price raises the cost, by less than double since the prefill pool keeps its."""
+    sim = ["simulate", "dbrx-h100-prefill-h20-decode", "--traffic", "chat", "--requests", "60", "--json"]
+    cost = lambda *p: _cost([*sim, *p])["cost_usd_per_mtok"]  # noqa: E731
+    base, dear = cost(), cost("--price", "h20=2.40")  # the file prices H20 at 1.20 USD/h
+    assert base < dear < 2 * base
+    w = ["whatif", "--deployment", "dbrx-h100-prefill-h20-decode", "--json"]
+    wcost = lambda *p: _cost([*w, *p])["cost_usd_per_mtok"]  # noqa: E731
+    assert wcost() < wcost("--price", "h20=2.40") < 2 * wcost()
+    err = one_line_error(runner.invoke(app, [*sim, "--price", "b200=1"]))
+    assert "--price b200=1" in err and "h20" in err

@@ -83,6 +83,9 @@ def simulate(
                                    "time, unlisted kernels, per-sequence cost), its own small all-reduces and its "
                                    "frontend latency to the timing model (a pool's own frontend_latency stays). "
                                    "The engine's KV-cache sizing applies either way."),
+    price: list[str] = typer.Option(None, "--price", help="Device price for the cost line, USD per device-hour "
+                                    "(> 0): ID=USD for one device of the run (repeatable, e.g. --price h20=1.20), "
+                                    "or a bare USD for every device. Default: the profiles' sourced prices."),
     horizon: float = typer.Option(None, "--horizon", parser=duration(),
                                  help="Stop at this simulated time (e.g. 600s, 10min); the rest is rejected."),
     timing: str = timing_option(),
