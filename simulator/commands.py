@@ -461,7 +461,7 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
 
     df = sweep(model, split(hardware), devices, isl=isl, osl=osl, batches=split(batches, int),
                precisions=split(precisions), kv_precision=kv_precision, timing=model_t,
-               prices_usd_per_hour=prices_for(parse_price_flags(prices), ids))
+               prices_usd_per_hour=prices_for(parse_price_flags(prices, bare=True), ids))
     ok = df[df.fits]
     if tpot_slo:
         ok = ok[ok.tpot_s <= tpot_slo]

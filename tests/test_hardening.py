@@ -347,7 +347,7 @@ def test_price_has_one_grammar_across_commands():
     for args in ([*WHATIF, "--price", "h20=1"], [*sweep, "--price", "h20=1"]):
         err = one_line_error(runner.invoke(app, args))
         assert "--price h20=1" in err and "not a device of this run" in err
-    err = one_line_error(runner.invoke(app, [*sweep, "--price", "1.5"]))  # sweep prices several devices: ID=...
+    err = one_line_error(runner.invoke(app, [*sweep, "--price", "1.5", "--price", "2"]))  # two bare prices
     assert "ID=USD_PER_HOUR" in err
 
 
@@ -363,3 +363,14 @@ def test_price_reprices_a_deployment_run_too():
     assert wcost() < wcost("--price", "h20=2.40") < 2 * wcost()
     err = one_line_error(runner.invoke(app, [*sim, "--price", "b200=1"]))
     assert "--price b200=1" in err and "h20" in err
+
+
+def test_price_names_and_repeats():
+    """A --price key may be any name a profile goes by (on plan too); the same device priced twice is refused."""
+    sweep = ["sweep", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "1", "--json"]
+    one = _cost([*sweep, "--price", "2"])["front"]  # one bare price: every device of the sweep
+    assert {r["usd_per_hour"] for r in one} == {2.0}
+    for args in ([*sweep, "--price", "h100-sxm=2", "--price", "H100=3"], [*WHATIF, "--price", "h100-sxm=2",
+                                                                         "--price", "h100-sxm=3"]):
+        err = one_line_error(runner.invoke(app, args))
+        assert "--price" in err and "priced twice" in err

@@ -415,6 +415,15 @@ def test_layout_flags_fill_what_a_run_lacks_and_a_contradicted_flag_is_reported(
     assert r.exit_code == 0 and "not used: --tp 2 (the run records 1)" in r.stdout
 
 
+def test_a_precision_spelled_the_engine_way_agrees_with_the_flag(tmp_path):
+    (row,) = _validate_rows(tmp_path, "model,hardware,tp,precision,isl,osl,concurrency,requests,ttft_ms,tpot_ms\n"
+                                      "llama-3.1-8b,h100-sxm,1,FP8,256,32,4,8,40,8\n", "--precision", "fp8")
+    assert row["flags_ignored"] == ""
+    (row,) = _validate_rows(tmp_path, "model,hardware,tp,precision,isl,osl,concurrency,requests,ttft_ms,tpot_ms\n"
+                                      "llama-3.1-8b,h100-sxm,1,bfloat16,256,32,4,8,40,8\n", "--precision", "fp8")
+    assert row["flags_ignored"] == "--precision fp8 (the run records bfloat16)"
+
+
 def test_layout_flags_with_a_deployment_are_refused(tmp_path):
     csv = tmp_path / "runs.csv"
     csv.write_text("isl,osl,concurrency,requests,ttft_ms,tpot_ms\n256,32,4,8,40,8\n")

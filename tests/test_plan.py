@@ -150,6 +150,9 @@ def _err(r):
     # a free device would make the largest fleet the "cheapest" (all tie at $0)
     (["--hardware", "h20", "--price", "h20=0"], 2, ["--price", "> 0"]),
     (["--hardware", "h20", "--price", "h20=0.5", "--workers", "0"], 2, ["--workers", ">= 1"]),
+    # a price key may be any name the profile goes by (here with a bad TPOT so the run stops early), not another
+    (["--hardware", "h20", "--price", "H20=0.5", "--tpot-slo", "0.1ms"], 1, ["closest", "TPOT"]),
+    (["--hardware", "h20", "--price", "h100-sxm=0.5"], 2, ["--price h100-sxm=0.5", "not a device"]),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, extra, code, words):
     out = tmp_path / "never"

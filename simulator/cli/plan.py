@@ -125,7 +125,8 @@ def plan_cmd(
     decode_hardware: str = typer.Option(None, "--decode-hardware", help="Only these (of --hardware) may serve decode "
                                                                         "attention, e.g. h20."),
     price: list[str] = typer.Option(None, "--price", help="ID=USD_PER_HOUR, repeatable; overrides or supplies a "
-                                                          "device's rental price."),
+                                                          "device's rental price (a bare USD_PER_HOUR: every "
+                                                          "device's)."),
     tco: Path = typer.Option(None, "--tco", help="Price by total cost of ownership from this YAML instead of "
                                                  "rental."),
     precisions: str = typer.Option("bf16/bf16,fp8/fp8,fp8/w4a8", "--precisions",
@@ -178,7 +179,8 @@ def plan_cmd(
         rate_per_s=_rate(rate), ttft_slo_s=_duration("--ttft-slo", ttft_slo),
         tpot_slo_s=_duration("--tpot-slo", tpot_slo), percentile=slo_percentile,
         modes=tuple(m.strip() for m in modes.split(",") if m.strip()), max_devices=max_devices,
-        prices=parse_price_flags(price), tco_file=str(tco) if tco else None, precisions=precisions, top_k=top_k,
+        prices=parse_price_flags(price, bare=True), tco_file=str(tco) if tco else None, precisions=precisions,
+        top_k=top_k,
         verify_max=verify_max, requests=requests, bisect_steps=bisect_steps, workers=workers, tolerance=tolerance,
         executor=_executor(cluster), prefill_hardware=_ids(prefill_hardware), decode_hardware=_ids(decode_hardware),
         timing=timing, engine=engine, frontend_latency_s=_duration("--frontend-latency", frontend_latency,

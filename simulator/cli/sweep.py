@@ -34,7 +34,8 @@ def sweep(
                               help="Capacity planning: requests to serve, e.g. 20/s; $/Mtok is then "
                                    "the fleet's cost at this rate."),
     price: list[str] = typer.Option(None, "--price", help="ID=USD_PER_HOUR, repeatable: a device's price per "
-                                    "device-hour over its profile's (e.g. --price h100-sxm=2.10)."),
+                                    "device-hour over its profile's (e.g. --price h100-sxm=2.10); a bare "
+                                    "USD_PER_HOUR: every device's."),
     out: Path = typer.Option(None, "--out", parser=out_file(CSV_EXTS), help="Write every configuration to this CSV."),
     plot: Path = typer.Option(None, "--plot", parser=out_file(PLOT_EXTS),
                               help="Write the Pareto plot (throughput/device vs TPOT)."),

@@ -69,8 +69,8 @@ def validate(
                   "--precision": precision, "--kv-precision": kv_precision}
         given = [flag for flag, v in layout.items() if v is not None]
         if deployment and given:  # (the deployment file settles the model and layout: these would go unused)
-            raise typer.BadParameter(f"{', '.join(given)} cannot be combined with --deployment: the deployment "
-                                     "file settles the model and layout", param_hint="'--deployment'")
+            raise typer.BadParameter(f"cannot be combined with --deployment ({', '.join(given)}): the deployment "
+                                     "file settles the model and layout", param_hint=f"'{given[0]}'")
         _validate_serving(serving, json_out, out, dict(
             deployment=deployment, model=model, hardware=hardware, devices=devices, tp=tp, pp=pp, ep=ep,
             precision=precision, kv_precision=kv_precision, engine=engine), requests)

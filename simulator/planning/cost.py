@@ -150,9 +150,11 @@ def _usd(text: str) -> float:
 def parse_price_flags(values: list[str] | None, bare: bool = False) -> dict[str, float]:
     """``--price ID=USD_PER_HOUR`` (repeatable), the one grammar of every command that prices devices.
     With ``bare``, a lone number is also taken, as the price of every device of the run (key ``"*"``)."""
-    out = {}
+    out: dict[str, float] = {}
     for v in values or []:
         hw_id, sep, usd = v.partition("=")
+        if sep and hw_id.strip() in out:
+            raise SimulatorError(f"--price {v!r}: {hw_id.strip()} is priced twice")
         if bare and not sep and len(values) == 1:
             hw_id, usd, sep = "*", v, "="
         price = _usd(usd) if sep else math.nan
@@ -180,5 +182,7 @@ def prices_for(prices: dict[str, float], device_ids: list[str]) -> dict[str, flo
         if hw_id not in device_ids:
             raise SimulatorError(f"--price {key}={usd:g}: {key} is not a device of this run "
                                  f"({', '.join(dict.fromkeys(device_ids))})")
+        if hw_id in out:
+            raise SimulatorError(f"--price {key}={usd:g}: {hw_id} is priced twice (under two of its names)")
         out[hw_id] = usd
     return out

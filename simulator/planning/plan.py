@@ -21,7 +21,7 @@ from ..specs.catalog import catalog_root, load_hardware, load_model
 from ..specs.deployment import ENGINES, Deployment
 from ..specs.traffic import SLO, Traffic
 from .candidates import MODES, PREFILL_MAX_SEQS, PoolChoice, build_deployment, deployment_yaml, parse_precision_pairs
-from .cost import PriceBook, read_tco
+from .cost import PriceBook, prices_for, read_tco
 from .screen import Workload, screen
 from .verify import latency_miss, verify_many
 
@@ -228,7 +228,9 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     if not specs:
         raise SimulatorError("--hardware: give at least one device profile id")
     tco = read_tco(req.tco_file) if req.tco_file else None
-    prices = PriceBook(specs, dict(req.prices), tco)
+    # --price keys may be any name a profile goes by: matched to the --hardware entries by profile id
+    by_id = {sp.id: k for k, sp in specs.items()}
+    prices = PriceBook(specs, {by_id[i]: usd for i, usd in prices_for(dict(req.prices), list(by_id)).items()}, tco)
     priced = prices.priced_specs()
     traffic, rate = effective_traffic(req.traffic, req.rate_per_s, req.requests)
     base = req.traffic.slo
@@ -379,6 +381,10 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
     w = workload_of(traffic, rate, slo)
     for d in deps:
         check_context(d.model, w)
+    from ..timing.calibrated import check_overlays_apply, resolve_timing
+
+    check_overlays_apply(resolve_timing(timing), {q.hardware.id for d in deps for p in d.pools
+                                                  for q in (p.plan.attention, p.plan.ffn)}, "--timing")
     res = verify_many(deps, traffic, slo, rate, bisect_steps=bisect_steps, workers=workers, executor=executor,
                       progress=(lambda n, t: progress("simulating", n, t)) if progress else None, timing=timing,
                       steady_s=steady_seconds(w))

@@ -13,8 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..io import atomic_write  # noqa: E402
-from ..ops.kinds import is_collective  # noqa: E402
-from ..precision import compute_dtype  # noqa: E402
+from ..ops.kinds import ATTN_DECODE, ATTN_PREFILL, DTYPES, GEMM, GROUPED_GEMM, is_collective  # noqa: E402
 
 QUADRANT_COLOURS = {"prefill_attention": "#1f77b4", "prefill_ffn": "#ff7f0e", "decode_attention": "#2ca02c",
                     "decode_ffn": "#d62728", "prefill_other": "#9edae5", "decode_other": "#98df8a"}
@@ -35,6 +34,9 @@ def _save(fig, path: str | Path) -> Path:
     return out
 
 
+ROOF_KINDS = (GEMM, GROUPED_GEMM, ATTN_PREFILL, ATTN_DECODE)  # the ops whose tensor-core rate draws a roof
+
+
 def roofline(res, path: str | Path) -> Path:
     """The device roofline(s) with every op of the what-if placed by arithmetic intensity and
     achieved FLOP/s, coloured by quadrant; marker area ~ the op's share of its phase time."""
@@ -47,15 +49,8 @@ def roofline(res, path: str | Path) -> Path:
     for ax, (hw_id, hw) in zip(axes[0], devices.items()):
         x = np.logspace(-1, 4, 200)
         bw = hw.hbm_bytes_per_s
-        # the roofs of the precisions the plan runs on this device (not every rate the datasheet lists)
-        used = list(dict.fromkeys(compute_dtype(prec, hw) for pt in phases
-                                  for place, prec in zip((pt.plan.attention, pt.plan.ffn), pt.plan.precisions())
-                                  if place.hardware.id == hw_id))
-        for dtype, style in zip(used, ("-", "--", ":", "-.")):
-            ax.plot(x, np.minimum(x * bw, hw.peak(dtype)), style, color="k", lw=1.2,
-                    label=f"{dtype} peak {hw.peak(dtype) / 1e12:,.0f} TFLOP/s")
-            ax.axvline(hw.peak(dtype) / bw, color="grey", lw=0.5, ls=":")
         labels = []  # (share, x, y, name): only the largest few are named, so labels do not pile up
+        roofs: set[str] = set()
         for pt in phases:
             ops, t = pt.ops, pt.times
             total = float(t.total_s()[0]) or 1.0
@@ -68,6 +63,8 @@ def roofline(res, path: str | Path) -> Path:
                     else pt.plan.ffn.hardware
                 if dev.id != hw_id:
                     continue
+                if ops.kind[i] in ROOF_KINDS and hw.peak(DTYPES[int(ops["dtype"][i, 0])]):
+                    roofs.add(DTYPES[int(ops["dtype"][i, 0])])
                 ai = ops["flop"][i, 0] / ops["bytes"][i, 0]
                 ach = ops["flop"][i, 0] / t.time_s[i, 0]
                 share = ops["count"][i, 0] * t.time_s[i, 0] / total
@@ -77,6 +74,14 @@ def roofline(res, path: str | Path) -> Path:
                 if share > 0.05:
                     labels.append((share, ai, ach, name))
         placed: list[list] = []  # ops within a tenth of a decade of a named one share its label
+        # the roofs of the tensor-core rates this device's plotted GEMM and attention ops run at (an FP8 plan
+        # keeps a bf16 roof where its attention or LM head runs in bf16), not every rate the datasheet lists
+        if not roofs and hw.peak("bf16"):  # (no tensor-core op on this device: the bf16 roof for reference)
+            roofs.add("bf16")
+        for dtype, style in zip(sorted(roofs, key=lambda d: hw.peak(d)), ("-", "--", ":", "-.")):
+            ax.plot(x, np.minimum(x * bw, hw.peak(dtype)), style, color="k", lw=1.2,
+                    label=f"{dtype} peak {hw.peak(dtype) / 1e12:,.0f} TFLOP/s")
+            ax.axvline(hw.peak(dtype) / bw, color="grey", lw=0.5, ls=":")
         for _, ai, ach, name in sorted(labels, reverse=True)[:6]:
             near = next((p for p in placed if abs(np.log10(p[0] / ai)) < 0.1 and abs(np.log10(p[1] / ach)) < 0.1),
                         None)

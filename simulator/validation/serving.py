@@ -597,9 +597,16 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
 
 def _same(field: str, recorded, flag) -> bool:
     """Whether a flag agrees with what a run records (models and devices compared by catalogue id, so a
-    Hugging Face name and its id agree)."""
+    Hugging Face name and its id agree; precisions by their canonical name)."""
     if str(recorded) == str(flag):
         return True
+    if field in ("precision", "kv_precision"):  # the engines' spellings (FP8, fp8_e4m3, bfloat16) as one name
+        from ..precision import canonical_precision
+
+        try:
+            return canonical_precision(str(recorded)) == canonical_precision(str(flag))
+        except SimulatorError:
+            return False
     if field in ("model", "hardware"):
         from ..specs.catalog import load_hardware, load_model
 
