@@ -145,11 +145,16 @@ class PingPongStepCost:
         return self._combine(p, ps, pl, ds, dl)
 
     def _fill_decode(self, ds, dl, i0: int, stride: int = 1) -> None:
-        """Memoise decode-only steps (and their ``parts``) for the 16 batch sizes around ``ds`` in steps of
-        ``stride`` (batch sizes drift by a few sequences between steps; the rank shapes of attention DP
-        are multiples of dp) at ``DECODE_BLOCK`` quantised KV lengths from grid index ``i0``."""
-        lo = max(stride, ds - 7 * stride)
+        """Memoise decode-only steps (and their ``parts``) for the block of 16 batch sizes holding ``ds``, in
+        steps of ``stride`` (batch sizes drift by a few sequences between steps; the rank shapes of attention
+        DP are multiples of dp), at the ``DECODE_BLOCK`` quantised KV lengths of the block holding grid index
+        ``i0``."""
+        # blocks on a fixed grid (batch sizes 1-16, 17-32, ... times ``stride``; KV indices from a multiple of
+        # DECODE_BLOCK), so no two fills overlap: a fill costs ~10 ms of op building whatever its size, and
+        # blocks placed around each miss re-filled a few new shapes at a time
+        lo = stride * (1 + 16 * ((max(ds // stride, 1) - 1) // 16))
         batches = range(lo, lo + 16 * stride, stride)
+        i0 -= i0 % self.DECODE_BLOCK
         dks = [2.0 ** (i / 16) for i in range(i0, i0 + self.DECODE_BLOCK)]  # the values ``_q`` yields
         todo = [(b, dk) for b in batches for dk in dks
                 if (0, 0.0, 0.0, b, dl, dk) not in self._memo or (0, 0.0, 0.0, b, dl, dk) not in self._parts]
@@ -158,11 +163,10 @@ class PingPongStepCost:
                           decode_seqs=np.array([b / mb for b, _ in todo]), decode_len=dl,
                           decode_kv=np.array([dk for _, dk in todo]))
         pt = time_phase(self.model, self.plan, shape, "step", self.timing, **self.kw)
-        masks = self._masks(pt)
-        w = pt.times.weighted(pt.times.time_s)
+        cols = self._columns(pt)
         for j, (b, dk) in enumerate(todo):
             key = (0, 0.0, 0.0, b, dl, dk)
-            col = self._parts[key] = self._column(pt, j, masks, w)
+            col = self._parts[key] = cols[j]
             self._memo[key] = self._combine(col, 0, 0.0, b, dl)
 
     def parts(self, ps, pl, pc, ds, dl, dk) -> dict:
@@ -179,14 +183,20 @@ class PingPongStepCost:
         xa, xf = names == "attn_to_ffn", names == "ffn_to_attn"
         return a_mask & ~xa, f_mask & ~xf, xa, xf
 
-    def _column(self, pt, j: int, masks: tuple | None = None, weighted: np.ndarray | None = None) -> dict:
-        attn, ffn, xa, xf = masks if masks is not None else self._masks(pt)
-        w = weighted if weighted is not None else pt.times.weighted(pt.times.time_s)
-        w = np.ascontiguousarray(w[:, j])
+    def _column(self, pt, j: int) -> dict:
+        return self._columns(pt)[j]
+
+    def _columns(self, pt) -> list[dict]:
+        """Every evaluated shape's per-layer parts (one vectorised sum per part over the op rows; a shape's
+        sums are the ones a single-shape evaluation gives, summed over the same rows in the same order)."""
+        attn, ffn, xa, xf = self._masks(pt)
+        w = pt.times.weighted(pt.times.time_s)
         layers = float(self.model.num_layers)
-        return {"attn": float(w[attn].sum()) / layers, "ffn": float(w[ffn].sum()) / layers,
-                "a2f": float(w[xa].sum()) / layers, "f2a": float(w[xf].sum()) / layers,
-                "head": float(pt.head_s[j]), "layers": layers, "mb": self.plan.micro_batches}
+        sums = [np.ascontiguousarray(w[m].T).sum(axis=1).tolist() for m in (attn, ffn, xa, xf)]
+        mb = self.plan.micro_batches
+        return [{"attn": a / layers, "ffn": f / layers, "a2f": x / layers, "f2a": y / layers, "head": h,
+                 "layers": layers, "mb": mb}
+                for a, f, x, y, h in zip(*sums, np.asarray(pt.head_s, dtype=float).reshape(-1).tolist())]
 
     def _evaluate(self, ps, pl, pc, ds, dl, dk) -> StepCost:
         return self._combine(self.parts(ps, pl, pc, ds, dl, dk), ps, pl, ds, dl)
