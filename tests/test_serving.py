@@ -625,3 +625,33 @@ def test_steady_window_drops_the_filling_and_draining_lifetimes():
     assert span == 79.0 and mask.sum() == 80 and arr[mask].min() == 10 and arr[mask].max() == 89
     mask, span = steady_window(pd.DataFrame({"arrival_s": arr, "e2e_s": np.full(100, 45.0)}))
     assert mask.all() and span == 99.0  # 10 requests in the middle: too few, the whole run
+
+
+def test_step_cost_models_are_shared_across_runs_of_a_pool_under_the_roofline():
+    """A planner verifies one deployment at several rates with an explicit RooflineModel: the pools' step-cost
+    models (tables, memos) are built once and reused, and a reused model gives byte-identical results. A timing
+    model with state of its own (a calibration overlay) is never shared this way."""
+    from dataclasses import replace
+
+    from simulator.serving import runner
+    from simulator.timing.roofline import RooflineModel
+
+    dep = read_deployment(resolve_workload("dbrx-h100-prefill-h20-decode", "deployments", "deployment"))
+    traffic = replace(read_traffic(resolve_workload("chat", "traffic", "traffic")), requests=300)
+    runner._COST_CACHE.clear()
+    first = simulate(dep, traffic, timing=RooflineModel())
+    built = dict(runner._COST_CACHE)
+    assert len(built) == len(dep.pools)
+    again = simulate(dep, traffic, timing=RooflineModel())
+    default = simulate(dep, traffic)  # no timing model given: the same roofline, the same cached models
+    assert runner._COST_CACHE.keys() == built.keys()
+    assert all(runner._COST_CACHE[k] is v for k, v in built.items())
+    for res in (again, default):
+        assert res.requests.to_csv() == first.requests.to_csv() and res.steps.to_csv() == first.steps.to_csv()
+    from pathlib import Path
+
+    from simulator.timing.calibrated import CalibratedModel
+
+    cal = CalibratedModel([Path(__file__).resolve().parents[1] / "reports/validation/h200-sxm/calibration.yaml"])
+    simulate(dep, traffic, timing=cal)
+    assert runner._COST_CACHE.keys() == built.keys()

@@ -64,7 +64,7 @@ def kv_capacity_tokens(dep: Deployment, pool: Pool, step_tokens: int, *, max_seq
     return int(cap.tokens)
 
 
-# Step-cost models built by ``replica_configs`` for the default timing model, by the specs they depend on. A
+# Step-cost models built by ``replica_configs`` for the default (roofline) timing model, by the specs they depend on. A
 # model's tables and memos are pure functions of those specs, so a later run of the same pool (a planner's
 # verification runs, a sweep over traffic, a notebook re-running a deployment) reuses them and gives the same
 # numbers; a few MB each, the least recently built dropped first.
@@ -142,7 +142,8 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         spec = pool.speculative
         q_len = 1 + (spec.draft_tokens if spec else 0)
         key = None
-        if cost_for is None and timing is None:  # the default timing model: a pure function of the specs
+        # the default timing model (none given, or the stateless roofline itself): a pure function of the specs
+        if cost_for is None and (timing is None or type(timing) is RooflineModel):
             key = repr((dep.model, pool.plan, dep.kv_precision, dep.kv_scale_tokens, max(max_batch_tokens,
                         max_seqs * q_len), profile if overheads else None, spec.draft_cost_fraction if spec else 0.0))
         cost = _COST_CACHE.get(key) if key is not None else None
