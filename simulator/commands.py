@@ -161,12 +161,7 @@ def _timing_flag(opts: dict) -> str:
     return "--calibration" if opts.get("calibration") else "--timing"
 
 
-def _pool_devices(dep) -> set[str]:
-    """Device ids a deployment runs on (every pool, attention and FFN)."""
-    return {q.hardware.id for p in dep.pools for q in (p.plan.attention, p.plan.ffn)}
-
-
-def _price_overrides(values: list[str], device_ids: list[str]) -> dict[str, float]:
+def price_overrides(values: list[str], device_ids: list[str]) -> dict[str, float]:
     """``--price`` values (ID=USD_PER_HOUR, or one bare price for every device) against the run's devices."""
     from .planning.cost import parse_price_flags, prices_for
 
@@ -177,7 +172,7 @@ def _repriced_plan(plan, values: list[str]):
     from .plan import repriced
 
     ids = [q.hardware.id for ph in (plan.prefill, plan.decode) for q in (ph.attention, ph.ffn)]
-    per = _price_overrides(values, ids)
+    per = price_overrides(values, ids)
     pre = repriced(plan.prefill, per)
     return replace(plan, prefill=pre, decode=pre if plan.colocated else repriced(plan.decode, per))
 
@@ -277,10 +272,7 @@ def run_simulate(opts: dict, progress: bool = False):
     else:
         raise SimulatorError("give a deployment YAML, or --model/--hardware/... for a quick run")
     if opts.get("price"):
-        from .plan import repriced
-
-        per = _price_overrides(opts["price"], sorted(_pool_devices(dep)))
-        dep = dc_replace(dep, pools=tuple(dc_replace(p, plan=repriced(p.plan, per)) for p in dep.pools))
+        dep = dep.repriced(price_overrides(opts["price"], dep.device_ids))
     if opts.get("traffic"):
         traffic = read_traffic(resolve_workload(opts["traffic"], "traffic", "traffic"))
     else:
@@ -317,7 +309,7 @@ def run_simulate(opts: dict, progress: bool = False):
         from .timing.calibrated import check_overlays_apply, resolve_timing
 
         timing = resolve_timing(opts.get("timing"), opts.get("calibration"))
-        check_overlays_apply(timing, _pool_devices(dep), _timing_flag(opts))
+        check_overlays_apply(timing, set(dep.device_ids), _timing_flag(opts))
         return simulate(dep, traffic, horizon_s=opts.get("horizon") or math.inf, progress=cb, timing=timing,
                         engine=opts.get("engine"), preemption=opts.get("preemption"),
                         overheads=opts.get("overheads", True))

@@ -374,3 +374,20 @@ def test_price_names_and_repeats():
                                                                          "--price", "h100-sxm=3"]):
         err = one_line_error(runner.invoke(app, args))
         assert "--price" in err and "priced twice" in err
+
+
+def test_compare_takes_the_same_price_grammar():
+    """compare prices the deployment files' devices like the other commands (a device none of them uses is
+    refused before anything is simulated); repricing one device moves only its pools' cost."""
+    from simulator.specs.catalog import resolve_workload
+    from simulator.specs.deployment import read_deployment
+
+    err = one_line_error(runner.invoke(app, ["compare", "dbrx-8xh100", "--traffic", "chat", "--price", "h20=2"]))
+    assert "--price h20=2" in err and "not a device of this run (h100-sxm)" in err
+    dep = read_deployment(resolve_workload("dbrx-h100-prefill-h20-decode", "deployments", "deployment"))
+    h20 = [p for p in dep.pools if p.plan.attention.hardware.id == "h20"]
+    dear = dep.repriced({"h20": 2.4})
+    extra_usd_per_s = sum(p.devices for p in h20) * (2.4 - 1.2) / 3600  # the file prices H20 at 1.20 USD/h
+    assert sum(p.price_usd_per_s for p in dear.pools) - sum(p.price_usd_per_s for p in dep.pools) == \
+        pytest.approx(extra_usd_per_s, rel=1e-12)
+    assert dep.device_ids == ["h100-sxm", "h20"] and dear.device_ids == dep.device_ids

@@ -206,6 +206,9 @@ def compare_cmd(
     workers: int = typer.Option(None, "--workers", help="Local processes (default: CPUs)."),
     cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address (needs the `cluster` extra)."),
     timing: str = timing_option("Timing model for screening and simulation"),
+    price: list[str] = typer.Option(None, "--price", help="ID=USD_PER_HOUR, repeatable: a device's price over the "
+                                                          "deployment files' and profiles' (a bare USD_PER_HOUR: "
+                                                          "every device's)."),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
 ):
     """Simulate deployments side by side on the same traffic: p-percentile TTFT/TPOT, goodput, cost per hour
@@ -222,6 +225,11 @@ def compare_cmd(
         if v is not None and v < 1:
             raise SimulatorError(f"{flag} must be >= 1, got {v}")
     deps = [read_deployment(resolve_workload(d, "deployments", "deployment")) for d in deployments]
+    if price:
+        from ..commands import price_overrides
+
+        per = price_overrides(price, list(dict.fromkeys(i for d in deps for i in d.device_ids)))
+        deps = [d.repriced(per) for d in deps]
     ex = _executor(cluster)
     try:
         outcome = compare_deployments(deps, _traffic(traffic), _rate(rate), requests=requests,

@@ -383,8 +383,7 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
         check_context(d.model, w)
     from ..timing.calibrated import check_overlays_apply, resolve_timing
 
-    check_overlays_apply(resolve_timing(timing), {q.hardware.id for d in deps for p in d.pools
-                                                  for q in (p.plan.attention, p.plan.ffn)}, "--timing")
+    check_overlays_apply(resolve_timing(timing), {i for d in deps for i in d.device_ids}, "--timing")
     res = verify_many(deps, traffic, slo, rate, bisect_steps=bisect_steps, workers=workers, executor=executor,
                       progress=(lambda n, t: progress("simulating", n, t)) if progress else None, timing=timing,
                       steady_s=steady_seconds(w))

@@ -98,6 +98,18 @@ class Deployment:
     def pools_serving(self, phase: str) -> list[Pool]:
         return [p for p in self.pools if phase in p.serves]
 
+    @property
+    def device_ids(self) -> list[str]:
+        """The profile ids of every device the deployment runs on (attention and FFN of every pool)."""
+        return list(dict.fromkeys(q.hardware.id for p in self.pools for q in (p.plan.attention, p.plan.ffn)))
+
+    def repriced(self, prices_usd_per_hour: dict[str, float]) -> Deployment:
+        """The deployment with its devices priced from ``prices_usd_per_hour`` (profile id -> USD per
+        device-hour; devices not named keep their price)."""
+        from ..plan import repriced
+
+        return replace(self, pools=tuple(replace(p, plan=repriced(p.plan, prices_usd_per_hour)) for p in self.pools))
+
     def serving_plan(self) -> ServingPlan:
         """The analytic view (first pool of each phase) used by ``quadrant whatif --deployment``."""
         pre, dec = self.pools_serving("prefill")[0], self.pools_serving("decode")[0]
