@@ -320,6 +320,14 @@ def test_an_overlay_for_a_device_the_run_does_not_use_is_refused(args, flag):
     assert flag in err and "h200-sxm" in err and "h100-sxm" in err
 
 
+def test_a_measured_table_for_a_device_the_run_does_not_use_is_refused():
+    table = str(Path(H200_OVERLAY).parent / "full.csv")
+    err = one_line_error(runner.invoke(app, [*WHATIF, "--timing", f"measured:{table}"]))
+    assert "--timing" in err and "measured table" in err and "h200-sxm" in err and "h100-sxm" in err
+    r = runner.invoke(app, [*WHATIF, "--hardware", "h200-sxm", "--timing", f"measured:{table}"])
+    assert r.exit_code == 0 and "answered from measurements" in r.stdout
+
+
 def test_an_overlay_for_the_device_in_use_is_taken():
     base = ["whatif", "--model", "llama-3.1-8b", "--devices", "1", "--hardware", "h200-sxm", "--json"]
     plain, cal = (json.loads(runner.invoke(app, a).stdout) for a in (base, [*base, "--calibration", H200_OVERLAY]))

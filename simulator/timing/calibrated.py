@@ -73,14 +73,20 @@ class CalibratedModel:
 
 
 def check_overlays_apply(timing, device_ids, flag: str = "--calibration") -> None:
-    """Refuse a calibrated timing model none of whose overlays is for a device the run uses: it would
-    change nothing, and a user who passed it believes the numbers are calibrated."""
+    """Refuse a calibrated timing model none of whose overlays is for a device the run uses, and a measured
+    table with no rows for one: either would change nothing, while the user believes the numbers calibrated
+    or measured."""
     from ..errors import SimulatorError
 
+    used = set(device_ids)
+    table = getattr(timing, "device_ids", None)
+    if isinstance(table, set) and not used & table:
+        raise SimulatorError(f"{flag}: the measured table {getattr(timing, 'source', '')} has rows for "
+                             f"{', '.join(sorted(table)) or 'no device'}, and this run uses {', '.join(sorted(used))}: "
+                             "it would change nothing (measure the device you run, or drop the flag)")
     cal = timing if isinstance(timing, CalibratedModel) else getattr(timing, "fallback", None)
     if not isinstance(cal, CalibratedModel):
         return
-    used = set(device_ids)
     if not used & set(cal.overlays):
         raise SimulatorError(f"{flag}: the overlay(s) {', '.join(map(str, cal.paths))} were fitted for "
                              f"{', '.join(sorted(cal.overlays))}, and this run uses {', '.join(sorted(used))}: "

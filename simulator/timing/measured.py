@@ -84,6 +84,11 @@ class MeasuredModel:
             sel = np.array([k == key for k in keys])
             self._groups[key] = (feats[sel], corr[sel])
 
+    @property
+    def device_ids(self) -> set[str]:
+        """Profile ids the table has measured rows for."""
+        return {k[0] for k in self._groups}
+
     @staticmethod
     def _key(hw_id: str, kind: int, dtype: int) -> tuple:
         return (hw_id, kind, dtype if kind < ALL_REDUCE else -1)
