@@ -270,3 +270,27 @@ def test_long_short_split_improves_short_tpot():
     tpot = {name: (r.tpot_s[short].mean(), r.tpot_s[~short].mean()) for name, r in res.items()}
     assert tpot["split"][0] < tpot["base"][0]
     assert tpot["split"][1] > tpot["split"][0]  # long requests read more KV a step than short ones
+
+
+def test_ping_pong_block_fills_equal_single_shape_evaluations():
+    """A/F decode steps are evaluated a block of shapes at a time (16 batch sizes x 64 KV grid points, on a
+    fixed grid): every entry equals the same shape evaluated alone, whichever miss brought its block in, with
+    and without attention DP (rank shapes: multiples of dp)."""
+    from simulator.serving.stepcost import memo_key
+
+    dep = read_deployment("workloads/deployments/doubao-class-afd.yaml")
+    pool = next(p for p in dep.pools if p.plan.af_disaggregated)
+    rng = np.random.default_rng(7)
+    for dp in (1, 2):
+        plan = replace(pool.plan, attention=replace(pool.plan.attention, tp=pool.plan.attention.tp // dp, dp=dp))
+        blocks = PingPongStepCost(dep.model, plan, None, dep.kv_precision, dep.kv_scale_tokens)
+        alone = PingPongStepCost(dep.model, plan, None, dep.kv_precision, dep.kv_scale_tokens)
+        for n, kv in zip(rng.integers(1, 200, 12) * dp, rng.integers(64, 20_000, 12)):
+            key = memo_key(0, 0, 0, int(n), 1, int(n * kv))
+            filled = blocks.cost(0, 0, 0, int(n), 1, int(n * kv))
+            assert key in blocks._memo and len(blocks._memo) >= 16 * blocks.DECODE_BLOCK  # its block came along
+            single = alone._evaluate(*key)
+            assert (filled.time_s, filled.decode_attention_s, filled.decode_ffn_s) == \
+                (single.time_s, single.decode_attention_s, single.decode_ffn_s)
+            part = blocks._parts_of((0, 0.0, 0.0, int(n), 1, key[5]), dp)
+            assert part == alone.parts(*key)
