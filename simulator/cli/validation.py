@@ -104,10 +104,19 @@ def validate(
 
 
 def _validate_serving(path: Path, json_out: bool, out: Path | None, defaults: dict, max_requests: int) -> None:
-    from ..report.render import serving_validation_text
-    from ..validation.serving import validate_serving
+    import sys
 
-    result = validate_serving(path, defaults, max_requests)
+    from ..report.render import serving_validation_text
+    from ..validation.serving import read_serving_results, validate_serving
+
+    # each measured run is a full simulation (seconds apiece for long runs): a bar on a terminal, not in --json
+    show = not json_out and sys.stderr.isatty()
+    if show:
+        runs = len(read_serving_results(path))
+        with typer.progressbar(length=runs, label="re-simulating runs", file=sys.stderr) as bar:
+            result = validate_serving(path, defaults, max_requests, progress=bar.update)
+    else:
+        result = validate_serving(path, defaults, max_requests)
     if out:
         import pandas as pd
 
