@@ -211,8 +211,10 @@ app = typer.Typer(
           "Every model step is split into four quadrants - prefill x decode crossed with attention x FFN - "
           "and costed with an analytic roofline (datasheet peaks x measured/cited efficiencies + fixed "
           "per-kernel overhead + alpha-beta collectives). `whatif` scores one plan; `simulate` runs a "
-          "discrete-event simulation of real traffic; `sweep` searches plans; `bench`/`validate`/`calibrate` "
-          "check the numbers against real kernels.\n\n"
+          "discrete-event simulation of real traffic under an engine's batching policy (vLLM, SGLang, "
+          "TensorRT-LLM); `sweep` searches plans; `plan` sizes and prices the cheapest fleet that meets your "
+          "SLOs, and `compare` puts deployments side by side; `bench`/`validate`/`calibrate` check the "
+          "numbers against real kernels and serving runs.\n\n"
           "Exit codes: 0 ok, 1 infeasible (does not fit, SLO not met, nothing finished), 2 bad input."),
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 hw_app = typer.Typer(help="Hardware profiles (hardware/<id>.yaml).", no_args_is_help=True)

@@ -102,7 +102,8 @@ def simulate(
     trace: Path = typer.Option(None, "--trace", parser=out_file(JSON_EXTS),
                                help="Write a Chrome/Perfetto trace of every batch step (open in ui.perfetto.dev)."),
 ):
-    """Simulate traffic on a deployment (discrete events, one per batch step per replica): TTFT, TPOT, ITL and
+    """Simulate traffic on a deployment (discrete events: arrivals, finishes and each engine's scheduling
+    decisions; every batch step is recorded): TTFT, TPOT, ITL and
     end-to-end latency percentiles, throughput, goodput under the SLO, utilisation per pool and quadrant,
     queueing, preemptions, KV occupancy and cost per million output tokens.
 
