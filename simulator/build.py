@@ -8,7 +8,7 @@ run on separate pools (prefill/decode disaggregation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .errors import SimulatorError
 from .plan import ServingPlan, SpeculativeSpec, simple_phase, validate_phase
@@ -56,7 +56,7 @@ class PlanOptions:
 def _hw(ref: str, price: float | None) -> HardwareSpec:
     hw = load_hardware(ref)
     if price is not None:
-        hw = replace(hw, price_usd_per_s=price / 3600.0, price_note="--price")
+        hw = hw.with_price(price)
     return hw
 
 

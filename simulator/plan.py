@@ -106,7 +106,7 @@ def repriced(plan: PhasePlan, prices_usd_per_hour: dict[str, float]) -> PhasePla
 
     def hw(h: HardwareSpec) -> HardwareSpec:
         usd = prices_usd_per_hour.get(h.id)
-        return h if usd is None else replace(h, price_usd_per_s=usd / 3600.0, price_note="--price")
+        return h if usd is None else h.with_price(usd)
 
     return replace(plan, attention=replace(plan.attention, hardware=hw(plan.attention.hardware)),
                    ffn=replace(plan.ffn, hardware=hw(plan.ffn.hardware)))

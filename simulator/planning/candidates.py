@@ -11,7 +11,7 @@ screening can turn them into numpy columns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..errors import InfeasibleError, SimulatorError
 from ..plan import AttentionPlacement, FFNPlacement, PhasePlan, validate_phase
@@ -238,5 +238,4 @@ def deployment_yaml(dep: Deployment, description: str, price_notes: dict[str, st
     return out
 
 
-def with_price(hw: HardwareSpec, usd_per_hour: float, note: str) -> HardwareSpec:
-    return replace(hw, price_usd_per_s=usd_per_hour / 3600.0, price_note=note)
+

@@ -103,12 +103,10 @@ class PriceBook:
 
     def priced_specs(self) -> dict[str, HardwareSpec]:
         """Hardware specs carrying the prices in force (so the DES and the YAML agree with the plan)."""
-        from .candidates import with_price
-
         out = {}
         for hw_id, hw in self.specs.items():
             note = self.note(hw_id)
-            out[hw_id] = hw if note == "profile" else with_price(hw, self.usd_per_hour(hw_id), note)
+            out[hw_id] = hw if note == "profile" else hw.with_price(self.usd_per_hour(hw_id), note)
         return out
 
     def table(self) -> list[dict]:

@@ -31,7 +31,6 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
           timing=None, prices_usd_per_hour: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per configuration (pp = 1, colocated), with TTFT, TPOT, throughput, memory fit and cost
     (``prices_usd_per_hour``: profile id -> USD per device-hour, over the profiles' own prices)."""
-    from dataclasses import replace
     model = load_model(model_id)
     timing = timing or RooflineModel()
     check_context(model, isl, osl)
@@ -41,7 +40,7 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
     for hw_id, prec in itertools.product(hardware, precisions):
         hw = load_hardware(hw_id)
         if hw.id in (prices_usd_per_hour or {}):
-            hw = replace(hw, price_usd_per_s=prices_usd_per_hour[hw.id] / 3600.0, price_note="--price")
+            hw = hw.with_price(prices_usd_per_hour[hw.id])
         try:
             base = simple_phase(hw, model, devices, tp=tps[0], precision=prec)
         except InfeasibleError:

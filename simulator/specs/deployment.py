@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import InfeasibleError, SpecError
-from ..plan import AttentionPlacement, FFNPlacement, PhasePlan, ServingPlan, SpeculativeSpec, validate_phase
+from ..plan import AttentionPlacement, FFNPlacement, PhasePlan, ServingPlan, SpeculativeSpec, repriced, validate_phase
 from ..precision import KV_PRECISIONS, PRECISIONS
 from ._reader import Reader, load_yaml
 from .catalog import load_hardware, load_model
@@ -106,8 +106,6 @@ class Deployment:
     def repriced(self, prices_usd_per_hour: dict[str, float]) -> Deployment:
         """The deployment with its devices priced from ``prices_usd_per_hour`` (profile id -> USD per
         device-hour; devices not named keep their price)."""
-        from ..plan import repriced
-
         return replace(self, pools=tuple(replace(p, plan=repriced(p.plan, prices_usd_per_hour)) for p in self.pools))
 
     def serving_plan(self) -> ServingPlan:

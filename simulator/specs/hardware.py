@@ -132,6 +132,10 @@ class HardwareSpec:
     def with_efficiency(self, efficiency: Efficiency) -> HardwareSpec:
         return replace(self, efficiency=efficiency)
 
+    def with_price(self, usd_per_hour: float, note: str = "--price") -> HardwareSpec:
+        """The profile at another price (``note`` says where it came from: ``--price``, a TCO file, ...)."""
+        return replace(self, price_usd_per_s=usd_per_hour / 3600.0, price_note=note)
+
 
 def _link(r: Reader, name: str, default_domain: int | None) -> Link:
     node = r.child(name)
