@@ -171,8 +171,7 @@ def price_overrides(values: list[str], device_ids: list[str]) -> dict[str, float
 def _repriced_plan(plan, values: list[str]):
     from .plan import repriced
 
-    ids = [q.hardware.id for ph in (plan.prefill, plan.decode) for q in (ph.attention, ph.ffn)]
-    per = price_overrides(values, ids)
+    per = price_overrides(values, plan.device_ids)
     pre = repriced(plan.prefill, per)
     return replace(plan, prefill=pre, decode=pre if plan.colocated else repriced(plan.decode, per))
 
@@ -202,8 +201,7 @@ def run_whatif(opts: dict) -> WhatIfResult:
     from .timing.calibrated import check_overlays_apply, resolve_timing
 
     timing = resolve_timing(opts.get("timing"), opts.get("calibration"))
-    check_overlays_apply(timing, {q.hardware.id for ph in (plan.prefill, plan.decode)
-                                  for q in (ph.attention, ph.ffn)}, _timing_flag(opts))
+    check_overlays_apply(timing, set(plan.device_ids), _timing_flag(opts))
     res = whatif(plan, batch=opts["batch"], isl=opts["isl"], osl=opts["osl"], prefill_batch=opts["prefill_batch"],
                  timing=timing)
     note = getattr(timing, "coverage_note", lambda: "")()
@@ -449,11 +447,9 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
     model_t = resolve_timing(timing)
     ids = [load_hardware(h).id for h in split(hardware)]
     check_overlays_apply(model_t, set(ids), "--timing")
-    from .planning.cost import parse_price_flags, prices_for
-
     df = sweep(model, split(hardware), devices, isl=isl, osl=osl, batches=split(batches, int),
                precisions=split(precisions), kv_precision=kv_precision, timing=model_t,
-               prices_usd_per_hour=prices_for(parse_price_flags(prices, bare=True), ids))
+               prices_usd_per_hour=price_overrides(prices or [], ids))
     ok = df[df.fits]
     if tpot_slo:
         ok = ok[ok.tpot_s <= tpot_slo]

@@ -6,7 +6,7 @@ PP, so a group's members are contiguous and share a scale-up domain when they fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import LayoutError
 from .precision import Precision, attention_dtype, compute_dtype, get_precision
@@ -92,6 +92,11 @@ class ServingPlan:
     decode_replicas: int = 1
 
     @property
+    def device_ids(self) -> list[str]:
+        """The profile ids of every device the plan runs on (attention and FFN of both phases)."""
+        return list(dict.fromkeys(q.hardware.id for ph in (self.prefill, self.decode) for q in (ph.attention, ph.ffn)))
+
+    @property
     def devices(self) -> int:
         if self.colocated:
             return max(self.prefill.devices, self.decode.devices)
@@ -102,8 +107,6 @@ class ServingPlan:
 def repriced(plan: PhasePlan, prices_usd_per_hour: dict[str, float]) -> PhasePlan:
     """The phase with its devices priced from ``prices_usd_per_hour`` (profile id -> USD per device-hour);
     devices not named keep their profile's price."""
-    from dataclasses import replace
-
     def hw(h: HardwareSpec) -> HardwareSpec:
         usd = prices_usd_per_hour.get(h.id)
         return h if usd is None else h.with_price(usd)

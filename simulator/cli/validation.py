@@ -110,13 +110,12 @@ def _validate_serving(path: Path, json_out: bool, out: Path | None, defaults: di
     from ..validation.serving import read_serving_results, validate_serving
 
     # each measured run is a full simulation (seconds apiece for long runs): a bar on a terminal, not in --json
-    show = not json_out and sys.stderr.isatty()
-    if show:
-        runs = len(read_serving_results(path))
-        with typer.progressbar(length=runs, label="re-simulating runs", file=sys.stderr) as bar:
-            result = validate_serving(path, defaults, max_requests, progress=bar.update)
+    cases = read_serving_results(path)
+    if not json_out and sys.stderr.isatty():
+        with typer.progressbar(length=len(cases), label="re-simulating runs", file=sys.stderr) as bar:
+            result = validate_serving(path, defaults, max_requests, progress=bar.update, cases=cases)
     else:
-        result = validate_serving(path, defaults, max_requests)
+        result = validate_serving(path, defaults, max_requests, cases=cases)
     if out:
         import pandas as pd
 

@@ -236,6 +236,3 @@ def deployment_yaml(dep: Deployment, description: str, price_notes: dict[str, st
         out["kv_transfer"] = {"latency": f"{dep.transfer.latency_s * 1e6:g} us", "overlap_with_prefill": True}
     out["pools"] = pools
     return out
-
-
-

@@ -23,7 +23,7 @@ from ..specs.traffic import SLO, Traffic
 from .candidates import MODES, PREFILL_MAX_SEQS, PoolChoice, build_deployment, deployment_yaml, parse_precision_pairs
 from .cost import PriceBook, prices_for, read_tco
 from .screen import Workload, screen
-from .verify import latency_miss, verify_many
+from .verify import latency_miss, timing_model, verify_many
 
 
 @dataclass
@@ -260,9 +260,10 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     place = dict(prefill_hw=set(req.prefill_hardware or []) or None, decode_hw=set(req.decode_hardware or []) or None)
     from ..timing.calibrated import check_overlays_apply, resolve_timing
 
-    check_overlays_apply(resolve_timing(req.timing), {sp.id for sp in specs.values()}, "--timing")
+    timing = resolve_timing(req.timing)  # (once: a measured table is read and fitted when resolved)
+    check_overlays_apply(timing, {sp.id for sp in specs.values()}, "--timing")
     scr = screen(model, priced, prices, w, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
-                 tolerance=req.tolerance, timing=resolve_timing(req.timing), engine=req.engine,
+                 tolerance=req.tolerance, timing=timing, engine=req.engine,
                  frontend_latency_s=frontend_s, **place)
     if progress:
         progress("screening", 1, 1)
@@ -270,7 +271,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     if cands.empty:
         def any_fleet(workload: Workload, keep: int):  # the screen without its SLO tolerance: any fleet that runs
             return screen(model, priced, prices, workload, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
-                          tolerance=1e6, keep=keep, timing=resolve_timing(req.timing), engine=req.engine,
+                          tolerance=1e6, keep=keep, timing=timing, engine=req.engine,
                           frontend_latency_s=frontend_s, **place).candidates
 
         loose = any_fleet(w, 50)
@@ -381,9 +382,10 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
     w = workload_of(traffic, rate, slo)
     for d in deps:
         check_context(d.model, w)
-    from ..timing.calibrated import check_overlays_apply, resolve_timing
+    from ..timing.calibrated import check_overlays_apply
 
-    check_overlays_apply(resolve_timing(timing), {i for d in deps for i in d.device_ids}, "--timing")
+    # (the verification's own per-process timing model: resolved once here, reused by in-process runs)
+    check_overlays_apply(timing_model(timing), {i for d in deps for i in d.device_ids}, "--timing")
     res = verify_many(deps, traffic, slo, rate, bisect_steps=bisect_steps, workers=workers, executor=executor,
                       progress=(lambda n, t: progress("simulating", n, t)) if progress else None, timing=timing,
                       steady_s=steady_seconds(w))

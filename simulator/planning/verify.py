@@ -29,7 +29,7 @@ def _pct(values: np.ndarray, p: float) -> float | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _timing_model(spec: str | None):
+def timing_model(spec: str | None):
     """One timing model per spec and process: a measured table is read once, not once per probe."""
     from ..timing.calibrated import resolve_timing
 
@@ -70,7 +70,7 @@ def run_at(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, *, ke
     open_loop = traffic.arrival in ("poisson", "gamma")
     if open_loop and steady_s > 0:
         t = replace(t, requests=max(t.requests, min(STEADY_MAX_REQUESTS, math.ceil(rate_per_s * steady_s))))
-    res = simulate(dep, t, timing=_timing_model(timing))
+    res = simulate(dep, t, timing=timing_model(timing))
     req = res.requests
     mask, span_s = steady_window(req) if open_loop else (np.ones(len(req), bool), 0.0)
     win = req[mask]

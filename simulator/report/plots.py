@@ -63,8 +63,9 @@ def roofline(res, path: str | Path) -> Path:
                     else pt.plan.ffn.hardware
                 if dev.id != hw_id:
                     continue
-                if ops.kind[i] in ROOF_KINDS and hw.peak(DTYPES[int(ops["dtype"][i, 0])]):
-                    roofs.add(DTYPES[int(ops["dtype"][i, 0])])
+                dtype = DTYPES[int(ops["dtype"][i, 0])]
+                if ops.kind[i] in ROOF_KINDS and hw.peak(dtype):
+                    roofs.add(dtype)
                 ai = ops["flop"][i, 0] / ops["bytes"][i, 0]
                 ach = ops["flop"][i, 0] / t.time_s[i, 0]
                 share = ops["count"][i, 0] * t.time_s[i, 0] / total

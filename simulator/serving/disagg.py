@@ -174,7 +174,7 @@ class PingPongStepCost:
         plan, mb = self.plan, self.plan.micro_batches
         shape = StepShape(prefill_seqs=ps / mb, prefill_len=pl, prefill_ctx=pc, decode_seqs=ds / mb,
                           decode_len=dl, decode_kv=dk)
-        return self._column(time_phase(self.model, plan, shape, "step", self.timing, **self.kw), 0)
+        return self._columns(time_phase(self.model, plan, shape, "step", self.timing, **self.kw))[0]
 
     @staticmethod
     def _masks(pt) -> tuple:
@@ -182,9 +182,6 @@ class PingPongStepCost:
         a_mask, f_mask = pt.ops.mask("step_attention"), pt.ops.mask("step_ffn")
         xa, xf = names == "attn_to_ffn", names == "ffn_to_attn"
         return a_mask & ~xa, f_mask & ~xf, xa, xf
-
-    def _column(self, pt, j: int) -> dict:
-        return self._columns(pt)[j]
 
     def _columns(self, pt) -> list[dict]:
         """Every evaluated shape's per-layer parts (one vectorised sum per part over the op rows; a shape's

@@ -603,10 +603,7 @@ def _same(field: str, recorded, flag) -> bool:
     if field in ("precision", "kv_precision"):  # the engines' spellings (FP8, fp8_e4m3, bfloat16) as one name
         from ..precision import canonical_precision
 
-        try:
-            return canonical_precision(str(recorded)) == canonical_precision(str(flag))
-        except SimulatorError:
-            return False
+        return canonical_precision(str(recorded)) == canonical_precision(str(flag))
     if field in ("model", "hardware"):
         from ..specs.catalog import load_hardware, load_model
 
@@ -637,9 +634,10 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def validate_serving(path: str | Path, defaults: dict | None = None, max_requests: int = 1000,
-                     progress=None) -> dict:
-    """Re-simulate every measured run of ``path``; {rows, groups, overall}."""
-    cases = read_serving_results(path)
+                     progress=None, cases: list[ServingCase] | None = None) -> dict:
+    """Re-simulate every measured run of ``path`` (or ``cases``, read from it already); {rows, groups,
+    overall}."""
+    cases = read_serving_results(path) if cases is None else cases
     rows = []
     for case in cases:
         try:
