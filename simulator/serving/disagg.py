@@ -90,25 +90,29 @@ class PingPongStepCost:
     def _equal_runs(self, n: int, kv0: int, k: int):
         """The ``k`` decode steps of ``n`` sequences from ``kv0`` cached tokens as runs of steps that share one
         quantised memo key, in step order: (the run's ``cost``, its length). The mean KV length ``x`` moves
-        by one token a step and the key (``x`` rounded to 1/16 octave) never decreases, so a run ends about
-        where ``x`` crosses the next rounding boundary; the exact end is then checked on the key itself."""
-        def key(j: int) -> float:
-            return memo_key(0, 0, 0, n, 1, kv0 + j * n)[5]
+        by one token a step and the key (``x`` rounded to 1/16 octave, ``_q``) never decreases, so a run ends
+        about where ``x`` crosses the next rounding boundary; the exact end is then checked on the rounded
+        exponent itself (``_q``'s ``round(16 * log2(x))``: equal exponents, equal keys)."""
+        log2, memo = math.log2, self._memo
+
+        def exponent(j: int) -> int:
+            return round(16 * log2((kv0 + j * n) / n))
 
         j = 0
         while j < k:
-            kj = key(j)
             x = (kv0 + j * n) / n
-            if x > 0:  # steps until x reaches 2^((r + 1/2) / 16), where the rounding moves on from r
-                r = round(16 * math.log2(x))
-                lo = min(k, j + max(1, math.ceil(2.0 ** ((r + 0.5) / 16) - x)))
-            else:
-                lo = j + 1
-            while lo > j + 1 and key(lo - 1) != kj:
+            if x <= 0:  # no KV (the key's 0.0): one step at a time
+                yield self.cost(0, 0, 0, n, 1, kv0 + j * n), 1
+                j += 1
+                continue
+            r = round(16 * log2(x))  # steps until x reaches 2^((r + 1/2) / 16), where the rounding moves on
+            lo = min(k, j + max(1, math.ceil(2.0 ** ((r + 0.5) / 16) - x)))
+            while lo > j + 1 and exponent(lo - 1) != r:
                 lo -= 1
-            while lo < k and key(lo) == kj:
+            while lo < k and exponent(lo) == r:
                 lo += 1
-            yield self.cost(0, 0, 0, n, 1, kv0 + j * n), lo - j
+            c = memo.get((0, 0.0, 0.0, n, 1, 2.0 ** (r / 16)))  # ``cost``'s memo key (``memo_key``), direct
+            yield (c if c is not None else self.cost(0, 0, 0, n, 1, kv0 + j * n)), lo - j
             j = lo
 
     def decode_ends(self, n: int, kv0: int, k: int, start: float, extra: float = 0.0) -> tuple[list, list, list]:
