@@ -129,6 +129,33 @@ def old_all_to_all_exchange():
             m.build_ops = f
 
 
+@contextlib.contextmanager
+def sglang_fixed_cost_on_path():
+    """SGLang's fitted TTFT excess (``frontend_latency_s`` of the ``sglang`` profile, a delay before the scheduler
+    has the request) moved onto the engine's path instead, for the sensitivity section only: the profile's
+    frontend latency is set to 0 and every SGLang step that prefills pays the same seconds as fixed step time
+    (the scheduler and GPU are held for it, so decodes wait). Restored on exit."""
+    import simulator.serving.overheads as overheads_mod
+    import simulator.serving.runner as runner_mod
+
+    fixed_s = runner_mod.engine_profile("sglang").frontend_latency_s
+    profile_of, overhead_of = runner_mod.engine_profile, overheads_mod.OverheadStepCost.overhead_s
+
+    def profile(name: str):
+        p = profile_of(name)
+        return replace(p, frontend_latency_s=0.0) if name == "sglang" else p
+
+    def overhead_s(self, prefill_seqs, prefill_tokens, decode_seqs, decode_tokens=None):
+        t = overhead_of(self, prefill_seqs, prefill_tokens, decode_seqs, decode_tokens)
+        return t + fixed_s if prefill_tokens and self.profile.name == "sglang" else t
+
+    runner_mod.engine_profile, overheads_mod.OverheadStepCost.overhead_s = profile, overhead_s
+    try:
+        yield fixed_s
+    finally:
+        runner_mod.engine_profile, overheads_mod.OverheadStepCost.overhead_s = profile_of, overhead_of
+
+
 def bench_run(r: pd.Series, dep=None) -> tuple[pd.DataFrame, str]:
     """The row simulated as its benchmark client ran it (``bench_traffic``): the finished requests and, where the
     simulation rejects some (its KV cache cannot hold them as the source launched it), what it says ("" if none)."""
@@ -173,6 +200,12 @@ def run_row(r: pd.Series) -> dict:
     out.update(bench_ttft_ms=float(q.ttft_s.mean()) * 1e3, bench_tpot_ms=float(q.tpot_s.mean()) * 1e3,
                bench_ttft_med_ms=float(q.ttft_s.median()) * 1e3, bench_tpot_med_ms=float(q.tpot_s.median()) * 1e3,
                bench_output_tok_s=float(q.output_tokens.sum()) / span)
+    if r.engine == "sglang" and frontend_s(r) is None:  # sensitivity: the fitted TTFT excess on the engine's path
+        with sglang_fixed_cost_on_path():
+            q2, _ = bench_run(r)
+        out.update(onpath_ttft_ms=float(q2.ttft_s.mean()) * 1e3, onpath_tpot_ms=float(q2.tpot_s.mean()) * 1e3,
+                   onpath_ttft_med_ms=float(q2.ttft_s.median()) * 1e3,
+                   onpath_tpot_med_ms=float(q2.tpot_s.median()) * 1e3)
     if int(r.ep) > 1 and int(r.dp) <= 1:
         # sensitivity: the old exchange (dispatch/combine all-to-all + all-gather) and expert TP over the
         # same ranks (ep = 1: one all-reduce over the TP-sharded experts)
@@ -210,6 +243,39 @@ def stats(err: pd.Series, ratio: pd.Series) -> tuple[str, str, int]:
     if not len(err):
         return "-", "-", 0
     return f"{np.mean(np.abs(err)) * 100:.0f}%", f"{np.median(ratio):.2f}", len(err)
+
+
+def sglang_on_path_section(sg: pd.DataFrame, pct, num) -> list[str]:
+    """The SGLang rows re-run with the profile's fitted TTFT excess on the engine's path (``sglang_fixed_cost_on_path``)
+    next to the model as shipped (off the path), per row and per source."""
+    from simulator.serving.profiles import engine_profile
+
+    fixed_ms = engine_profile("sglang").frontend_latency_s * 1e3
+    lines = ["## Sensitivity: SGLang's fixed TTFT excess on or off the engine's path", "",
+             f"The `sglang` profile carries a {fixed_ms:.0f} ms `frontend_latency_s`, fitted to the batch-1 TTFTs "
+             "(mechanism not identified, see `simulator/serving/engines.yaml`) and modelled as a delay before the "
+             "scheduler has the request: it lengthens TTFT but holds neither the scheduler nor the GPU, so decodes "
+             "never wait for it. The **on path** columns re-run every SGLang row (bench reading) with that time "
+             "moved onto the engine instead: no frontend delay, and every step that prefills takes it longer, as a "
+             "fixed per-prefill cost in the scheduler or on the GPU would (the issue's item 5 names a fixed latency "
+             "per MoE prefill). At batch 1 the two are the same; under load the on-path form stalls the running "
+             "decodes once per prefill batch.", "",
+             "| id | C | ISL/OSL | TPOT pub / off path / on path ms | err off / on | TTFT pub / off path / on path ms "
+             "| err off / on |", "|---|---:|---|---|---|---|---|"]
+    for _, r in sg.iterrows():
+        lines.append(f"| {r.id} | {r.concurrency} | {r.isl}/{r.osl} | {num(r.pub_tpot_ms, '{:.2f}')} / "
+                     f"{num(r.bench_tpot_ms, '{:.2f}')} / {num(r.onpath_tpot_ms, '{:.2f}')} | "
+                     f"{pct(r.bench_tpot_ratio)} / {pct(r.onpath_tpot_ratio)} | {num(r.pub_ttft_ms, '{:.0f}')} / "
+                     f"{num(r.bench_ttft_ms, '{:.0f}')} / {num(r.onpath_ttft_ms, '{:.0f}')} | "
+                     f"{pct(r.bench_ttft_ratio)} / {pct(r.onpath_ttft_ratio)} |")
+    lines += ["", "| source (id prefix) | n | TPOT MAE off / on | TPOT median ratio off / on | TTFT MAE off / on "
+              "| TTFT median ratio off / on |", "|---|---:|---|---|---|---|"]
+    keyed = list(sg.groupby(sg.id.str.split("-").str[0], sort=False)) + [("**all SGLang rows**", sg)]
+    for name, g in keyed:
+        a = [stats(g[f"{w}_{m}_ratio"] - 1, g[f"{w}_{m}_ratio"]) for m in ("tpot", "ttft") for w in ("bench", "onpath")]
+        lines.append(f"| {name} | {len(g)} | {a[0][0]} / {a[1][0]} | {a[0][1]} / {a[1][1]} | {a[2][0]} / {a[3][0]} "
+                     f"| {a[2][1]} / {a[3][1]} |")
+    return lines + [""]
 
 
 def validate_cli_section(df: pd.DataFrame) -> list[str]:
@@ -277,6 +343,12 @@ def main() -> None:
     if "sim_a2a_tpot_ms" in df:
         df["a2a_tpot_ratio"] = df.sim_a2a_tpot_ms / df.pub_tpot_ms
         df["etp_tpot_ratio"] = df.sim_etp_tpot_ms / df.pub_tpot_ms
+    if "sim_onpath_tpot_ms" in df:
+        for m in ("ttft", "tpot"):
+            use_med = df[f"{m}_stat"] == "median"
+            df[f"onpath_{m}_ms"] = df[f"sim_onpath_{m}_ms"].where(~use_med, df[f"sim_onpath_{m}_med_ms"])
+            df[f"onpath_{m}_ratio"] = df[f"onpath_{m}_ms"] / df[f"pub_{m}_ms"]
+        df.loc[rejected, ["onpath_ttft_ratio", "onpath_tpot_ratio"]] = np.nan
     df["group"] = df.apply(group_of, axis=1)
 
     def pct(x):
@@ -370,6 +442,8 @@ def main() -> None:
         lines += ["", f"TPOT over these {len(ep)} rows: MAE {m_mae} (median ratio {m_med}) with the model's "
                   f"all-reduce, {a_mae} ({a_med}) with the old all-to-all exchange, {e_mae} ({e_med}) with "
                   "expert TP.", ""]
+    if "onpath_tpot_ratio" in df:
+        lines += sglang_on_path_section(df[df.onpath_tpot_ms.notna()], pct, num)
     lines += validate_cli_section(df)
     lines += [f"Simulated {len(df)} rows in {time.time() - t0:.0f} s.", ""]
     if NOTES.exists():
