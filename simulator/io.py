@@ -8,6 +8,7 @@
 - ``atomic_dir(path)``: a context manager yielding a temporary folder next to ``path``; on success it takes
   the place of ``path`` (which must be absent, empty, or hold only files this package writes there), so an
   interrupted ``--out`` never leaves files from two runs side by side.
+- ``check_out_dir(path, ours)``: the same refusals, up front (before a long run).
 """
 
 from __future__ import annotations
@@ -76,12 +77,10 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | Path, ours: Iterable[str] = ()) -> Iterator[Path]:
-    """Yield a temporary folder; on a clean exit it replaces ``path`` (see the module docstring).
-
-    ``ours``: names of the files this package writes there; an existing ``path`` holding anything else is
-    refused (SimulatorError) before anything is written, so user files are never deleted."""
+def check_out_dir(path: str | Path, ours: Iterable[str] = ()) -> None:
+    """Refuse (SimulatorError) an output folder ``atomic_dir`` would not take: an existing path that is not a
+    folder, a folder holding anything but the files named in ``ours``, or a missing parent folder. Commands
+    call it before their work, so a long run does not end in a refusal."""
     path = Path(path)
     ours = set(ours)
     if path.exists():
@@ -93,7 +92,18 @@ def atomic_dir(path: str | Path, ours: Iterable[str] = ()) -> Iterator[Path]:
                                  f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise SimulatorError(f"{path}: folder {parent} does not exist")
+        raise SimulatorError(f"{path}: folder {parent} does not exist (create it first)")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, ours: Iterable[str] = ()) -> Iterator[Path]:
+    """Yield a temporary folder; on a clean exit it replaces ``path`` (see the module docstring).
+
+    ``ours``: names of the files this package writes there; an existing ``path`` holding anything else is
+    refused (SimulatorError) before anything is written, so user files are never deleted."""
+    path = Path(path)
+    check_out_dir(path, ours)
+    parent = path.parent if str(path.parent) else Path(".")
     tmp = Path(tempfile.mkdtemp(prefix=f".quadrant-{path.name}.", dir=parent))
     try:
         yield tmp

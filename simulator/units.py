@@ -36,6 +36,11 @@ _UNITS: dict[str, dict[str, float]] = {
     "fraction": {"": 1.0, "%": 0.01},
 }
 
+# what each dimension is called in messages
+DIMENSION_WORDS = {"bytes": "size", "bytes_per_s": "bandwidth", "flop_per_s": "compute rate", "s": "duration",
+                   "W": "power", "Hz": "frequency", "usd_per_s": "price per hour", "usd": "amount in USD",
+                   "count": "count", "fraction": "fraction"}
+
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
 
 
@@ -49,22 +54,23 @@ def parse_quantity(value: object, dimension: str) -> float:
     Raises UnitError naming what was expected when the unit is missing or of the wrong dimension.
     """
     units = _UNITS[dimension]
+    word = DIMENSION_WORDS.get(dimension, dimension)
     if isinstance(value, bool):
-        raise UnitError(f"expected a {dimension} quantity, got {value!r}")
+        raise UnitError(f"expected a {word}, got {value!r}")
     if isinstance(value, (int, float)):
         if "" in units:
             return float(value) * units[""]
-        raise UnitError(f"expected a quantity with a unit of {dimension} ({', '.join(sorted(units))}), "
+        raise UnitError(f"expected a {word} with a unit ({', '.join(sorted(units))}), "
                         f"got the bare number {value!r}")
     if not isinstance(value, str):
-        raise UnitError(f"expected a {dimension} quantity, got {type(value).__name__}")
+        raise UnitError(f"expected a {word}, got {type(value).__name__}")
     m = _QUANTITY.match(value)
     if not m:
         raise UnitError(f"cannot read {value!r} as a number with a unit")
     number, unit = float(m.group(1)), m.group(2)
     if unit not in units:
         allowed = ", ".join(u for u in units if u) or "no unit"
-        raise UnitError(f"unit {unit or '(none)'!r} in {value!r} is not a {dimension} unit (use {allowed})")
+        raise UnitError(f"unit {unit or '(none)'!r} in {value!r} is not a unit of {word} (use {allowed})")
     return number * units[unit]
 
 

@@ -399,3 +399,65 @@ def test_compare_takes_the_same_price_grammar():
     assert sum(p.price_usd_per_s for p in dear.pools) - sum(p.price_usd_per_s for p in dep.pools) == \
         pytest.approx(extra_usd_per_s, rel=1e-12)
     assert dep.device_ids == ["h100-sxm", "h20"] and dear.device_ids == dep.device_ids
+
+
+def test_plan_and_compare_refuse_an_out_folder_holding_other_files(tmp_path):
+    """A report folder replaces an earlier report of its kind, never someone's files: a folder holding other
+    files, an existing file or a missing parent is refused before any planning, and nothing is touched."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    (tmp_path / "a-file").write_text("x")
+    plan = ["plan", "--model", "llama-3.1-8b", "--traffic", "chat", "--hardware", "h100-sxm", "--modes", "agg",
+            "--max-devices", "2", "--requests", "60", "--workers", "1", "--verify-max", "1"]
+    compare = ["compare", "dbrx-8xh100", "--traffic", "chat", "--requests", "60", "--workers", "1"]
+    for cmd in (plan, compare):
+        err = one_line_error(runner.invoke(app, [*cmd, "--out", str(mine)]))
+        assert "notes.txt" in err and (mine / "notes.txt").read_text() == "mine"
+        assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+        one_line_error(runner.invoke(app, [*cmd, "--out", str(tmp_path / "a-file")]))
+        assert (tmp_path / "a-file").read_text() == "x"
+        assert "does not exist" in one_line_error(runner.invoke(app, [*cmd, "--out", str(tmp_path / "no" / "x")]))
+    assert "--bisect-steps" in one_line_error(runner.invoke(app, [*compare, "--bisect-steps", "-1"]))
+    out = tmp_path / "plan"
+    assert runner.invoke(app, [*plan, "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, [*plan, "--out", str(out)]).exit_code == 0  # an earlier plan is replaced
+    assert "plan.json" in {p.name for p in out.iterdir()}
+
+
+@pytest.mark.parametrize("edit,where", [
+    (lambda d: d.setdefault("slo", {}).update(ttft="0 s"), "slo.ttft"),
+    (lambda d: d.setdefault("slo", {}).update(tpot="0 ms"), "slo.tpot"),
+    (lambda d: d.setdefault("slo", {}).update(percentile=0), "slo.percentile"),
+    (lambda d: d["arrivals"].update(ramp_up="2 s"), "arrivals.ramp_up"),
+    (lambda d: d["arrivals"].update(concurrency=8), "arrivals.concurrency"),
+    (lambda d: d.update(arrivals={"process": "closed", "concurrency": 8, "rate_per_s": 5}), "arrivals.rate_per_s"),
+])
+def test_traffic_file_nonsense_is_refused_with_its_key(tmp_path, edit, where):
+    doc = yaml.safe_load((DATA.parents[1] / "workloads" / "traffic" / "chat.yaml").read_text())
+    assert doc["arrivals"]["process"] == "poisson"
+    edit(doc)
+    p = tmp_path / "t.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    err = one_line_error(runner.invoke(app, ["simulate", "dbrx-8xh100", "--traffic", str(p), "--requests", "20"]))
+    assert f"t.yaml: {where}:" in err
+
+
+@pytest.mark.parametrize("edit,where", [
+    (lambda a: a["attention"].update(head_dim=0), "architecture.attention.head_dim"),
+    (lambda a: a["attention"].update(num_kv_heads=5), "architecture.attention.num_kv_heads"),
+    (lambda a: a.update(ffn_intermediate=0), "architecture.ffn_intermediate"),
+])
+def test_impossible_model_specs_are_refused(tmp_path, edit, where):
+    doc = yaml.safe_load((DATA.parents[1] / "workloads" / "models" / "llama-3.1-8b.yaml").read_text())
+    edit(doc["architecture"])
+    p = tmp_path / "llama-3.1-8b.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    err = one_line_error(runner.invoke(app, [*WHATIF[:2], str(p), *WHATIF[3:]]))
+    assert where in err
+
+
+def test_model_import_without_attention_heads_is_refused(tmp_path):
+    err = one_line_error(runner.invoke(app, ["model", "import", str(_hf(tmp_path, num_attention_heads=0)), "--id", "x",
+                                             "--out", str(tmp_path / "x.yaml")]))
+    assert "num_attention_heads" in err and not (tmp_path / "x.yaml").exists()

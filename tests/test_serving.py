@@ -655,3 +655,24 @@ def test_step_cost_models_are_shared_across_runs_of_a_pool_under_the_roofline():
     cal = CalibratedModel([Path(__file__).resolve().parents[1] / "reports/validation/h200-sxm/calibration.yaml"])
     simulate(dep, traffic, timing=cal)
     assert runner._COST_CACHE.keys() == built.keys()
+
+
+def test_rejected_requests_miss_the_slo():
+    """A run stopped by a horizon leaves most requests unfinished (rejected): under a loose SLO every finished
+    request meets it, yet the attainment counts the rejected ones as misses and the percentile test fails."""
+    from dataclasses import replace as dc_replace
+
+    from simulator.specs.traffic import SLO
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1),
+                           max_batch_tokens=4096, max_seqs=64)
+    t = dc_replace(simple_traffic(rate=4.0, concurrency=None, isl=512, osl=64, requests=100, seed=0),
+                   slo=SLO(100.0, 10.0, 90.0))
+    full = simulate(dep, t).summary
+    assert full["requests_rejected"] == 0 and full["slo_attainment"]["both"] == 1.0 and full["goodput"]["slo_met"]
+    cut = simulate(dep, t, horizon_s=5.0).summary
+    n_done, n_rej = cut["requests_completed"], cut["requests_rejected"]
+    assert n_rej > 10 * 100 / 90 and n_done > 0  # more misses than a p90 target allows
+    assert cut["slo_attainment"]["both"] == pytest.approx(n_done / (n_done + n_rej))
+    assert cut["goodput"]["fraction_of_requests"] == pytest.approx(n_done / (n_done + n_rej))
+    assert cut["goodput"]["slo_met"] is False

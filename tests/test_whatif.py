@@ -90,3 +90,14 @@ def test_infeasible_parallelism_is_reported():
         run(tp=3)
     with pytest.raises(InfeasibleError, match="no fp8"):
         run(hardware="a100-sxm", precision="fp8")
+
+
+def test_moe_with_attention_dp_steps_at_the_busiest_rank():
+    """Attention DP 8 with every device a full expert replica (DBRX FP8 on 8 x H200, tp 1, ep 1): up to 8
+    sequences, the busiest rank holds one and its experts see one token, so the step costs the same; a ninth
+    sequence puts two on one rank (the experts then see two tokens)."""
+    o = dict(model="dbrx", hardware="h200-sxm", devices=8, tp=1, dp=8, ep=1, precision="fp8", isl=1024, osl=256)
+    one, eight, nine = (run(batch=b, **o) for b in (1, 8, 9))
+    assert one.tpot_s == pytest.approx(eight.tpot_s, rel=1e-12)
+    assert q(one, "decode_ffn").bytes == pytest.approx(q(eight, "decode_ffn").bytes, rel=1e-12)
+    assert q(nine, "decode_ffn").bytes > 1.5 * q(one, "decode_ffn").bytes

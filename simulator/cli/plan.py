@@ -10,7 +10,7 @@ import typer
 
 from ..errors import SimulatorError
 from ._common import app, guarded
-from ._params import timing_option
+from ._params import out_dir, timing_option
 
 
 def _duration(flag: str, text: str | None, positive: bool = True) -> float | None:
@@ -80,6 +80,21 @@ def _traffic(ref: str):
     return read_traffic(resolve_workload(ref, "traffic", "traffic"))
 
 
+def _check_common(out: Path | None, bisect_steps: int) -> None:
+    """Refusals plan and compare share, made before any work: a negative --bisect-steps, and an --out folder
+    the report could not be written to (an existing file, a folder holding other files, no parent folder)."""
+    if bisect_steps < 0:
+        raise SimulatorError(f"--bisect-steps must be >= 0, got {bisect_steps}")
+    if out is not None:
+        from ..io import check_out_dir
+        from ..report.documents import PLAN_FILES
+
+        try:
+            check_out_dir(out, PLAN_FILES)
+        except SimulatorError as exc:
+            raise SimulatorError(f"--out {exc}") from None
+
+
 def _finish(outcome, out: Path | None, json_out: bool, title: str) -> None:
     from ..report.documents import dumps, recommendation_text
 
@@ -109,7 +124,9 @@ def plan_cmd(
     traffic: str = typer.Option(..., "--traffic", help="Traffic YAML or id (arrival process, lengths, SLO)."),
     hardware: str = typer.Option(..., "--hardware", help="Comma-separated device profiles to choose from, e.g. "
                                                          "h100-sxm,h20."),
-    out: Path = typer.Option(..., "--out", help="Folder for plan.json, recommended.yaml, report.md, report.html."),
+    out: Path = typer.Option(..., "--out", parser=out_dir(),
+                             help="Folder for plan.json, recommended.yaml, report.md, report.html and figures/ "
+                                  "(new, or an earlier plan's: a folder holding other files is refused)."),
     rate: str = typer.Option(None, "--rate", help="Target arrival rate (5, 5/s, 300/min); default: the traffic "
                                                   "file's."),
     ttft_slo: str = typer.Option(None, "--ttft-slo", help="TTFT target (e.g. 1s, 800ms; bare = seconds); default: "
@@ -172,6 +189,7 @@ def plan_cmd(
     for flag, v in (("--top-k", top_k), ("--verify-max", verify_max), ("--requests", requests), ("--workers", workers)):
         if v is not None and v < 1:
             raise SimulatorError(f"{flag} must be >= 1, got {v}")
+    _check_common(out, bisect_steps)
     if not 0 <= tolerance <= 10:
         raise SimulatorError(f"--tolerance must be within [0, 10], got {tolerance:g}")
     req = PlanRequest(
@@ -198,7 +216,9 @@ def compare_cmd(
     deployments: list[str] = typer.Argument(..., help="Deployment YAMLs (or ids in workloads/deployments/)."),
     traffic: str = typer.Option(..., "--traffic", help="Traffic YAML or id."),
     rate: str = typer.Option(None, "--rate", help="Arrival rate (overrides the traffic file's)."),
-    out: Path = typer.Option(None, "--out", help="Folder for plan.json, report.md and report.html."),
+    out: Path = typer.Option(None, "--out", parser=out_dir(),
+                             help="Folder for plan.json, report.md, report.html and figures/ (new, or an earlier "
+                                  "report's: a folder holding other files is refused)."),
     requests: int = typer.Option(None, "--requests", help="Requests per simulation run (at least). Default: the "
                                  "traffic file's, raised so an open loop's arrivals span 4 request lifetimes at the "
                                  "SLOs; the first and last lifetime (batches filling and draining) are not measured."),
@@ -224,6 +244,7 @@ def compare_cmd(
     for flag, v in (("--requests", requests), ("--workers", workers)):
         if v is not None and v < 1:
             raise SimulatorError(f"{flag} must be >= 1, got {v}")
+    _check_common(out, bisect_steps)
     deps = [read_deployment(resolve_workload(d, "deployments", "deployment")) for d in deployments]
     if price:
         from ..commands import price_overrides

@@ -233,7 +233,14 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
     if model.moe:
         m = model.moe
         E, k, inter = m.num_experts, m.top_k, float(m.expert_intermediate)
-        T_group = T / replicas  # tokens routed inside one expert-parallel group
+        if af:  # the FFN pool takes every attention rank's tokens and spreads them over its expert groups
+            T_group = T / replicas
+        else:
+            # tokens routed inside one expert-parallel group: the tokens of the attention-DP ranks that feed it
+            # (a TP group's ranks all hold the same tokens, so groups inside one TP group each see all of them);
+            # like the attention side, the busiest group takes the rounded-up share of the sequences
+            r_eff = np.clip(replicas, 1.0, dp)  # distinct token sets among the expert groups
+            T_group = np.where(r_eff > 1.0, np.ceil(ps / r_eff) * pl + np.ceil(ds / r_eff) * dl, T)
         T_disp = T_group / (ep * etp)  # tokens each device dispatches
         b.add("router", fq, GEMM, hw=F.hw, dtype=F.dtype(_sixteen_bit), count=moe_stage, m=T_ffn_dev_dense,
               n=float(E), k=h, w_bytes=ACT16, a_bytes=ACT16, o_bytes=4.0)

@@ -8,13 +8,9 @@ Markdown (figures as files next to it) and to HTML (figures inlined).
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -349,16 +345,21 @@ def render_html(title: str, secs: list[dict], fig_dir: Path) -> str:
     return "\n".join(out)
 
 
+PLAN_FILES = ("plan.json", "recommended.yaml", "report.md", "report.html", "figures")  # what write_plan_dir writes
+
+
 def write_plan_dir(out: Path, outcome, title: str, recommended_yaml: dict | None = None) -> list[Path]:
     """Write plan.json, recommended.yaml (if any), report.md, report.html and figures/ into ``out``,
-    atomically: everything goes to a temporary sibling folder that is renamed into place."""
+    atomically (``io.atomic_dir``): everything goes to a temporary sibling folder that then takes the place
+    of ``out``. An existing ``out`` must be a folder holding only those files (an earlier plan's), so no
+    other file is ever deleted; its parent folder must exist."""
     import pandas as pd
     import yaml
 
+    from ..io import atomic_dir
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out, PLAN_FILES) as tmp:
         doc = clean(outcome.doc)
         (tmp / "plan.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
         rec_yaml = recommended_yaml if recommended_yaml is not None else outcome.recommended_yaml
@@ -381,16 +382,4 @@ def write_plan_dir(out: Path, outcome, title: str, recommended_yaml: dict | None
         secs = sections(doc, names)
         (tmp / "report.md").write_text(render_md(title, secs))
         (tmp / "report.html").write_text(render_html(title, secs, figs))
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / "x")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
-        raise
     return sorted(p for p in out.rglob("*") if p.is_file())

@@ -156,7 +156,10 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     ttft_ok = done.ttft_s <= slo.ttft_s
     tpot_ok = (done.tpot_s <= slo.tpot_s) | done.tpot_s.isna()
     ok = ttft_ok & tpot_ok
-    n_meas = max(len(done), 1)
+    # a rejected request (refused, or unfinished when a horizon stopped the run) misses every SLO: the
+    # attainment and the percentile test count it, as an infinite latency
+    rej_meas = int((measured.status == "rejected").sum())
+    n_meas = max(len(done) + rej_meas, 1)
     price_s = sum(p.price_usd_per_s for p in dep.pools)
     itl = inter_token_latencies(steps, win["start_s"], win["end_s"])
     util = {}
@@ -216,11 +219,12 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
                    {p_.name: sim.engine_override for p_ in dep.pools},
         "window": win,
         "goodput": {"slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s), "percentile": p},
-                    "fraction_of_requests": float(ok.sum()) / n_meas if has_slo and len(done) else None,
+                    "fraction_of_requests": float(ok.sum()) / n_meas if has_slo and len(done) + rej_meas else None,
                     "requests_per_s": float(ok.sum()) / span if has_slo else None,
                     "output_tokens_per_s": float(done.output_tokens[ok].sum()) / span if has_slo else None,
-                    "slo_met": (bool(len(done) and _pct(done.ttft_s, p) <= slo.ttft_s
-                                     and (_pct(done.tpot_s, p) or 0.0) <= slo.tpot_s) if has_slo else None)},
+                    "slo_met": (bool(len(done) and _pct(done.ttft_s, p, rej_meas) <= slo.ttft_s
+                                     and (_pct(done.tpot_s, p, rej_meas) or 0.0) <= slo.tpot_s)
+                                if has_slo else None)},
         "slo_attainment": ({"ttft": float(ttft_ok.sum()) / n_meas, "tpot": float(tpot_ok.sum()) / n_meas,
                             "both": float(ok.sum()) / n_meas} if has_slo else None),
         "utilisation": util,
@@ -234,9 +238,17 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     return summary
 
 
-def _pct(x: pd.Series, p: float) -> float:
+def _pct(x: pd.Series, p: float, missing: int = 0) -> float:
+    """The ``p``-th percentile of ``x`` (NaN dropped) with ``missing`` more values at +inf (rejected requests:
+    an infinite or undefined result when they reach the percentile); 0 when there is nothing."""
     v = x.dropna().to_numpy(dtype=float)
-    return float(np.percentile(v, p)) if len(v) else 0.0
+    if missing:
+        v = np.concatenate([v, np.full(missing, np.inf)])
+    if not len(v):
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        q = float(np.percentile(v, p))
+    return math.inf if q != q else q  # (inf - inf between two rejected entries: still a miss)
 
 
 def _finite(x: float):

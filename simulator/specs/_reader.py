@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from ..errors import SpecError
-from ..units import UnitError, parse_quantity
+from ..units import DIMENSION_WORDS, UnitError, parse_quantity
 
 # Datasheet dimensions whose every real value is positive (capacities, bandwidths, peaks, power, prices).
 POSITIVE_DIMENSIONS = frozenset({"bytes", "bytes_per_s", "flop_per_s", "W", "usd_per_s"})
@@ -171,8 +171,10 @@ class Reader:
             raise self.error(name, f"expected a number <= {maximum}, got {value}")
         return value
 
-    def quantity(self, name: str, dimension: str, default: Any = ..., minimum: float | None = 0.0) -> float:
-        """A plain unit-bearing value, e.g. ``bandwidth: 50 GB/s``: finite and (by default) not negative."""
+    def quantity(self, name: str, dimension: str, default: Any = ..., minimum: float | None = 0.0,
+                 positive: bool = False) -> float:
+        """A plain unit-bearing value, e.g. ``bandwidth: 50 GB/s``: finite and (by default) not negative;
+        ``positive``: above zero."""
         value = self.raw(name, default)
         if value is default and default is not ...:
             return value
@@ -180,10 +182,13 @@ class Reader:
             x = parse_quantity(value, dimension)
         except UnitError as exc:
             raise self.error(name, str(exc)) from None
+        word = DIMENSION_WORDS.get(dimension, dimension)
         if not math.isfinite(x):
-            raise self.error(name, f"expected a finite {dimension} quantity, got {value!r}")
+            raise self.error(name, f"expected a finite {word}, got {value!r}")
+        if positive and not x > 0:
+            raise self.error(name, f"expected a {word} > 0, got {value!r}")
         if minimum is not None and x < minimum:
-            raise self.error(name, f"expected a {dimension} quantity >= {minimum:g}, got {value!r}")
+            raise self.error(name, f"expected a {word} >= {minimum:g}, got {value!r}")
         return x
 
     def sourced(self, name: str, dimension: str, default: Any = ...) -> tuple[float, str] | Any:

@@ -210,6 +210,12 @@ def read_model(path: str | Path) -> ModelSpec:
         sliding_window_layers=att.int("sliding_window_layers", 0),
     )
     att.done()
+    if kind == "gqa":
+        if attention.head_dim < 1:
+            raise att.error("head_dim", f"expected an integer >= 1 for gqa attention, got {attention.head_dim}")
+        if attention.num_heads % attention.num_kv_heads:
+            raise att.error("num_kv_heads", f"{attention.num_kv_heads} KV heads do not divide "
+                                            f"{attention.num_heads} attention heads")
     num_layers = arch.int("num_layers", minimum=1)
     if attention.sliding_window_layers > num_layers:
         raise att.error("sliding_window_layers", f"more than num_layers ({num_layers})")
@@ -242,7 +248,7 @@ def read_model(path: str | Path) -> ModelSpec:
         vocab_size=arch.int("vocab_size", minimum=1),
         tie_word_embeddings=arch.bool("tie_word_embeddings"),
         attention=attention,
-        ffn_intermediate=arch.int("ffn_intermediate", ... if needs_dense else 0),
+        ffn_intermediate=arch.int("ffn_intermediate", ... if needs_dense else 0, minimum=1 if needs_dense else 0),
         moe=moe,
         context_tokens=arch.int("context_tokens", 0, minimum=0),
     )
@@ -398,7 +404,7 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
     if mtype == "dbrx":
         h, layers, heads = g("d_model"), g("n_layers"), g("n_heads")
         kv = g("attn_config.kv_n_heads", default=heads)
-        attention = AttentionSpec("gqa", heads, kv, h // heads)
+        attention = AttentionSpec("gqa", heads, kv, h // heads if heads else 0)  # (0 heads: _finish refuses)
         moe = MoESpec(g("ffn_config.moe_num_experts"), g("ffn_config.moe_top_k"),
                       g("ffn_config.ffn_hidden_size"))
         return _finish(ModelSpec(mid, mid, layers, h, g("vocab_size"), tie, attention, 0, moe, **common))
@@ -419,7 +425,7 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
                           g("n_shared_experts", default=0) or 0, g("moe_intermediate_size"),
                           g("first_k_dense_replace", default=0))
     else:
-        attention = AttentionSpec("gqa", heads, kv, g("head_dim", default=h // heads),
+        attention = AttentionSpec("gqa", heads, kv, g("head_dim", default=h // heads if heads else 0),
                                   sliding_window=window, sliding_window_layers=window_layers)
         if mtype == "mixtral" or "num_local_experts" in cfg:
             moe = MoESpec(g("num_local_experts"), g("num_experts_per_tok"), dense_width)

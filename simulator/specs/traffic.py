@@ -175,6 +175,14 @@ def _rate(arr: Reader, kind: str) -> float:
     return arr.number("rate_per_s", 0.0 if kind in ("closed", "trace") else ..., minimum=0)
 
 
+def _percentile(slo: Reader) -> float:
+    """``slo.percentile``: within (0, 100] (90 when absent)."""
+    p = slo.number("percentile", 90.0, maximum=100)
+    if not p > 0:
+        raise slo.error("percentile", f"expected a percentile in (0, 100], got {p:g}")
+    return p
+
+
 def read_traffic(path: str | Path) -> Traffic:
     data = load_yaml(path)
     r = Reader(path, data)
@@ -182,12 +190,17 @@ def read_traffic(path: str | Path) -> Traffic:
     r.str("description", "")
     arr = r.child("arrivals")
     kind = arr.str("process", choices=ARRIVALS)
+    if kind == "closed" and arr.raw("rate_per_s", None) is not None:
+        raise arr.error("rate_per_s", "a closed loop has no arrival rate (its clients send as requests finish); "
+                                      "drop the key or use process: poisson")
     rate = _rate(arr, kind)
     cv = arr.number("cv", 1.0, minimum=0.01)
+    if kind != "closed":  # keys of a closed loop only: refused, not ignored
+        for key in ("concurrency", "ramp_up"):
+            if arr.raw(key, None) is not None:
+                raise arr.error(key, f"applies to closed arrivals only (process: closed), not to {kind}")
     conc = arr.int("concurrency", 0 if kind != "closed" else ..., minimum=0)
-    ramp = arr.quantity("ramp_up", "s", None) if kind == "closed" else arr.raw("ramp_up", None)
-    if ramp is not None and ramp < 0:
-        raise arr.error("ramp_up", "must be >= 0")
+    ramp = arr.quantity("ramp_up", "s", None) if kind == "closed" else None
     trace = None
     if kind == "trace":
         p = Path(arr.str("file"))
@@ -206,8 +219,8 @@ def read_traffic(path: str | Path) -> Traffic:
         prompt=_dist(r.child("prompt_tokens")) if trace is None else LengthDist("fixed", 1),
         output=_dist(r.child("output_tokens")) if trace is None else LengthDist("fixed", 1),
         seed=r.int("seed", 0), trace=trace, file=str(path), ramp_up_s=ramp,
-        slo=SLO(slo.quantity("ttft", "s", float("inf")), slo.quantity("tpot", "s", float("inf")),
-                slo.number("percentile", 90.0, minimum=0, maximum=100)),
+        slo=SLO(slo.quantity("ttft", "s", float("inf"), positive=True),
+                slo.quantity("tpot", "s", float("inf"), positive=True), _percentile(slo)),
     )
     if traffic.requests > MAX_REQUESTS:
         raise r.error("requests", f"expected at most {MAX_REQUESTS:,} requests per run, got {traffic.requests:,}")
