@@ -466,14 +466,19 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
     return df, front
 
 
-def run_sweep_deployment(deployment: str, tpot_slo_s: float | None, isl: int, osl: int) -> dict:
-    """`sweep --deployment FILE --tpot-slo S`: the largest batch under the TPOT target for that deployment."""
+def run_sweep_deployment(deployment: str, tpot_slo_s: float | None, isl: int, osl: int,
+                         timing: str | None = None) -> dict:
+    """`sweep --deployment FILE --tpot-slo S`: the largest batch under the TPOT target for that deployment
+    (timed by ``timing``, a --timing spec)."""
     from .planning.sweep import largest_batch_under_tpot
     from .specs.catalog import resolve_workload
     from .specs.deployment import read_deployment
+    from .timing.calibrated import check_overlays_apply, resolve_timing
 
     if tpot_slo_s is None:
         raise SimulatorError("--deployment needs --tpot-slo (the TPOT target the batch must meet)")
     dep = read_deployment(resolve_workload(deployment, "deployments", "deployment"))
-    out = largest_batch_under_tpot(dep.serving_plan(), tpot_slo_s, isl=isl, osl=osl)
+    model = resolve_timing(timing)
+    check_overlays_apply(model, set(dep.device_ids), "--timing")
+    out = largest_batch_under_tpot(dep.serving_plan(), tpot_slo_s, isl=isl, osl=osl, timing=model)
     return {"deployment": dep.file or dep.id, "model": dep.model.id, **out}

@@ -461,3 +461,69 @@ def test_model_import_without_attention_heads_is_refused(tmp_path):
     err = one_line_error(runner.invoke(app, ["model", "import", str(_hf(tmp_path, num_attention_heads=0)), "--id", "x",
                                              "--out", str(tmp_path / "x.yaml")]))
     assert "num_attention_heads" in err and not (tmp_path / "x.yaml").exists()
+
+
+@pytest.mark.parametrize("key,value", [("domain_size", 0), ("domain_size", 2.5)])
+def test_hardware_counts_are_whole_and_positive(h100_yaml, write_hw, key, value):
+    from simulator.errors import SpecError
+    from simulator.specs.hardware import read_hardware
+
+    h100_yaml["scale_up"][key]["value"] = value
+    with pytest.raises(SpecError, match=f"scale_up.{key}.value: expected a whole number >= 1"):
+        read_hardware(write_hw(h100_yaml))
+
+
+def _deployment(tmp_path, name, edit):
+    doc = yaml.safe_load((DATA.parents[1] / "workloads" / "deployments" / f"{name}.yaml").read_text())
+    edit(doc)
+    p = tmp_path / "d.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+@pytest.mark.parametrize("name,edit,where", [
+    ("dbrx-8xh100", lambda d: d["pools"][0].setdefault("ffn", {}).update(tp=4), "pools[0].ffn.tp"),
+    ("doubao-class-afd", lambda d: d["pools"][1]["ffn"].update(tp=3), "pools[1].ffn.tp"),
+    ("dbrx-8xh100", lambda d: d["pools"][0].update(micro_batches=4), "pools[0].micro_batches"),
+    ("doubao-class-afd", lambda d: d["pools"][1].update(micro_batches=1_000_000), "pools[1].micro_batches"),
+    ("dbrx-h100-prefill-h20-decode", lambda d: d["pools"][1].update(price_per_device_hour="0 USD/h"),
+     "pools[1].price_per_device_hour"),
+    ("dbrx-h100-prefill-h20-decode", lambda d: d["pools"][1].update(hardware="nosuch"), "pools[1].hardware"),
+    ("dbrx-h100-prefill-h20-decode", lambda d: d["pools"][1].update(hardware=["h20"]), "pools[1].hardware"),
+    ("dbrx-8xh100", lambda d: d.update(model="nosuch"), "model"),
+])
+def test_deployment_nonsense_is_refused_at_its_key(tmp_path, name, edit, where):
+    p = _deployment(tmp_path, name, edit)
+    err = one_line_error(runner.invoke(app, ["simulate", str(p), "--traffic", "chat", "--requests", "10"]))
+    assert f"d.yaml: {where}:" in err
+
+
+def test_kernel_measurements_refuse_infinite_times_and_fractional_shapes(tmp_path):
+    src = (DATA.parents[1] / "reports" / "validation" / "h200-sxm" / "full.csv").read_text().splitlines()[:3]
+    head = src[0].split(",")
+    for col, value, why in (("latency_us", "inf", "finite"), ("m", "1.5", "whole number"),
+                            ("hardware", "nosuch", "nosuch: no hardware profile")):
+        row = src[2].split(",")
+        row[head.index(col)] = value
+        p = tmp_path / "m.csv"
+        p.write_text("\n".join([src[0], src[1], ",".join(row)]) + "\n")
+        err = one_line_error(runner.invoke(app, ["validate", "--measurements", str(p)]))
+        assert "line 3" in err and col in err and why in err, err
+
+
+def test_sweep_deployment_refuses_the_grid_flags_it_cannot_use():
+    base = ["sweep", "--deployment", "dbrx-8xh100", "--tpot-slo", "50ms"]
+    assert runner.invoke(app, base).exit_code == 0
+    err = one_line_error(runner.invoke(app, [*base, "--rate", "5", "--batches", "1,2"]))
+    assert "--batches, --rate with --deployment" in err
+
+
+def test_plan_percentile_is_below_100_and_names_its_source(tmp_path):
+    doc = yaml.safe_load((DATA.parents[1] / "workloads" / "traffic" / "chat.yaml").read_text())
+    doc.setdefault("slo", {})["percentile"] = 100
+    p = tmp_path / "t.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    plan = ["plan", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--out", str(tmp_path / "o")]
+    assert "t.yaml: slo.percentile" in one_line_error(runner.invoke(app, [*plan, "--traffic", str(p)]))
+    assert "--slo-percentile" in one_line_error(runner.invoke(app, [*plan, "--traffic", "chat",
+                                                                     "--slo-percentile", "100"]))

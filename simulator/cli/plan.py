@@ -10,7 +10,7 @@ import typer
 
 from ..errors import SimulatorError
 from ._common import app, guarded
-from ._params import out_dir, timing_option
+from ._params import out_dir, real, timing_option
 
 
 def _duration(flag: str, text: str | None, positive: bool = True) -> float | None:
@@ -132,8 +132,10 @@ def plan_cmd(
     ttft_slo: str = typer.Option(None, "--ttft-slo", help="TTFT target (e.g. 1s, 800ms; bare = seconds); default: "
                                                           "the traffic file's."),
     tpot_slo: str = typer.Option(None, "--tpot-slo", help="TPOT target (e.g. 50ms); default: the traffic file's."),
-    slo_percentile: float = typer.Option(None, "--slo-percentile", help="Percentile the SLOs apply to (default: the "
-                                                                        "traffic file's, else 90)."),
+    slo_percentile: float = typer.Option(None, "--slo-percentile", parser=real(0, 100, lo_open=True, hi_open=True,
+                                                                              what="a percentile"),
+                                         help="Percentile the SLOs apply to, in (0, 100) (default: the traffic "
+                                              "file's, else 90)."),
     modes: str = typer.Option("agg,pd,afd", "--modes", help="Arrangements: agg (colocated), pd (prefill/decode "
                                                             "pools), afd (attention/FFN-disaggregated decode)."),
     max_devices: int = typer.Option(64, "--max-devices", help="Largest fleet to consider (devices)."),

@@ -54,10 +54,19 @@ def sweep(
         if price:
             raise SimulatorError("--price with --deployment: the largest-batch answer has no cost in it (price the "
                                  "deployment's pools in its file, or sweep with --model)")
-
-        res = run_sweep_deployment(deployment, tpot_slo, isl, osl)
+        # the deployment file fixes the layout, and the answer is one batch: the grid and fleet flags do not apply
+        unused = [flag for flag, given in (
+            ("--hardware", hardware != "h100-sxm"), ("--devices", devices != 8),
+            ("--precision", precisions != "bf16,fp8"), ("--kv-precision", kv_precision != "bf16"),
+            ("--batches", batches != "1,2,4,8,16,32,64,128,256"),
+            ("--ttft-slo", ttft_slo is not None), ("--rate", rate is not None), ("--out", out is not None),
+            ("--plot", plot is not None)) if given]
+        if unused:
+            raise SimulatorError(f"{', '.join(unused)} with --deployment: the file sets the layout and the answer is "
+                                 "the largest batch under --tpot-slo (sweep with --model to use them)")
         if not tpot_slo:
             raise SimulatorError("--deployment needs --tpot-slo (the largest batch under that TPOT is the answer)")
+        res = run_sweep_deployment(deployment, tpot_slo, isl, osl, timing)
         if json_out:
             emit_json(res, metadata(timing_model=timing_label(timing, None),
                                     inputs={"deployment": deployment, "timing": timing_files(timing)}))

@@ -57,7 +57,7 @@ def read_tco(path: str | Path) -> TCO:
     node = r.child("devices")
     for hw_id in list(node.data):
         c = node.child(hw_id)
-        devs[hw_id] = DeviceTCO(c.quantity("capex", "usd"), c.quantity("hosting_per_year", "usd", 0.0))
+        devs[hw_id] = DeviceTCO(c.quantity("capex", "usd", positive=True), c.quantity("hosting_per_year", "usd", 0.0))
         c.done()
     node.done()
     r.done()

@@ -237,8 +237,11 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     slo = SLO(req.ttft_slo_s if req.ttft_slo_s is not None else base.ttft_s,
               req.tpot_slo_s if req.tpot_slo_s is not None else base.tpot_s,
               req.percentile if req.percentile is not None else base.percentile)
-    if not 0 < slo.percentile < 100:
-        raise SimulatorError(f"--slo-percentile must be within (0, 100), got {slo.percentile:g}")
+    if not 0 < slo.percentile < 100:  # screening reads a p-percentile wait as mean x -ln(1 - p): none at p100
+        where = ("--slo-percentile" if req.percentile is not None
+                 else f"{req.traffic.file or 'the traffic'}: slo.percentile")
+        raise SimulatorError(f"{where}: the planner needs a percentile in (0, 100) (its queueing estimate of the "
+                             f"tail has no p100), got {slo.percentile:g}")
     w = workload_of(traffic, rate, slo)
     check_context(model, w)
     pairs = parse_precision_pairs(req.precisions)

@@ -123,11 +123,25 @@ class Reader:
         value = self.raw(name, default)
         if value is default and default is not ...:
             return value
+        if isinstance(value, (list, dict)):
+            raise self.error(name, f"expected a string, got a {'list' if isinstance(value, list) else 'mapping'}")
         if not isinstance(value, str):
             value = str(value)
         if choices is not None and value not in choices:
             raise self.error(name, f"expected one of {', '.join(choices)}, got {value!r}")
         return value
+
+    def ref(self, name: str, load):
+        """A catalogue reference (an id, an alias or a path) loaded with ``load``: a reference that does not
+        resolve is reported at this key (the file and key that named it); an error inside the file it
+        names stays that file's."""
+        value = self.str(name)
+        try:
+            return load(value)
+        except SpecError as exc:
+            if exc.key_path == "" and exc.file == value:
+                raise self.error(name, f"{value}: {exc.message}") from None
+            raise
 
     def names(self, name: str) -> tuple[str, ...]:
         """An optional list of non-empty strings (empty tuple when absent)."""

@@ -120,8 +120,25 @@ def _price_override(hw: HardwareSpec, node: Reader) -> HardwareSpec:
     if not node.has("price_per_device_hour"):
         node.raw("price_per_device_hour", None)
         return hw
-    usd = node.quantity("price_per_device_hour", "usd_per_s")
+    usd = node.quantity("price_per_device_hour", "usd_per_s", positive=True)
     return replace(hw, price_usd_per_s=usd, price_note="deployment override")
+
+
+MAX_MICRO_BATCHES = 64  # ping-pong micro-batches of an A/F pool (MegaScale-Infer-style pipelines use a few)
+
+
+def _micro_batches(r: Reader, af: bool) -> int:
+    """``micro_batches``: the attention/FFN ping-pong depth of a pool with an ``ffn_pool`` (refused elsewhere:
+    a colocated pool's micro-batches are its pipeline stages)."""
+    if not af:
+        if r.raw("micro_batches", None) is not None:
+            raise r.error("micro_batches", "applies to a pool whose FFN runs on an ffn_pool (attention/FFN "
+                                           "ping-pong); a colocated pool pipelines micro-batches over its pp stages")
+        return 1
+    m = r.int("micro_batches", 2, minimum=1)
+    if m > MAX_MICRO_BATCHES:
+        raise r.error("micro_batches", f"expected at most {MAX_MICRO_BATCHES} micro-batches, got {m}")
+    return m
 
 
 def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
@@ -131,7 +148,7 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
         serves = [serves]
     if not isinstance(serves, list) or not serves or not set(serves) <= {"prefill", "decode"}:
         raise r.error("serves", "expected a list of phases: [prefill], [decode] or [prefill, decode]")
-    hw = _price_override(load_hardware(r.str("hardware")), r)
+    hw = _price_override(r.ref("hardware", load_hardware), r)
     devices = r.int("devices", minimum=1)
     replicas = r.int("replicas", 1, minimum=1)
     if replicas > 100_000:  # the CLI's --replicas has the same cap: keeps a run bounded in memory and time
@@ -156,11 +173,16 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
     ffn_devices = per_stage
     ffn_hw = hw
     if af is not None:
-        ffn_hw = _price_override(load_hardware(af.str("hardware")), af)
+        ffn_hw = _price_override(af.ref("hardware", load_hardware), af)
         ffn_devices = af.int("devices", minimum=1)
         af.done()
     expert_tp = ffn.int("expert_tp", max(ffn_devices // ep, 1) if ep > 1 else (tp if af is None else 1), minimum=1)
     f_tp = ffn.int("tp", tp if af is None else 1, minimum=1)
+    if af is None and f_tp != tp:  # colocated: the dense and shared FFN run on the attention's TP group
+        raise ffn.error("tp", f"a colocated FFN runs on the attention's TP group (tp {tp}); drop ffn.tp, set "
+                              "attention.tp, or shard the experts with ffn.ep / ffn.expert_tp")
+    if af is not None and ffn_devices % f_tp:
+        raise ffn.error("tp", f"tp {f_tp} does not divide the {ffn_devices} devices of the FFN pool")
     f_prec = ffn.str("precision", a_prec, choices=tuple(PRECISIONS))
     f_overlap = ffn.bool("overlap_comm", False)
     ffn.done()
@@ -170,15 +192,14 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
     if r.has("speculative"):
         s = r.child("speculative")
         spec = SpeculativeSpec(s.int("draft_tokens", minimum=1), s.number("acceptance_rate", minimum=0, maximum=1),
-                               s.number("draft_cost_fraction", minimum=0))
+                               s.number("draft_cost_fraction", minimum=0, maximum=1))  # (as --spec-draft-cost)
         s.done()
     else:
         r.raw("speculative", None)
     plan = PhasePlan(
         AttentionPlacement(hw, tp, dp, a_prec, a_overlap),
         FFNPlacement(ffn_hw, f_tp, ep, expert_tp, f_prec, f_overlap, ffn_devices),
-        pp=pp, af_disaggregated=af is not None, micro_batches=r.int("micro_batches", 2 if af is not None else 1,
-                                                                     minimum=1),
+        pp=pp, af_disaggregated=af is not None, micro_batches=_micro_batches(r, af is not None),
         chunk_tokens=r.int("chunk_tokens", 0), moe_imbalance=r.number("moe_imbalance", 1.0, minimum=1.0))
     try:
         validate_phase(plan, model, kv_precision)
@@ -228,7 +249,7 @@ def read_deployment(path: str | Path) -> Deployment:
     r = Reader(path, data)
     r.schema_version()
     r.str("description", "")
-    model = load_model(r.str("model"))
+    model = r.ref("model", load_model)
     kv = r.child("kv_cache", {})
     kv_precision = kv.str("precision", "bf16", choices=tuple(KV_PRECISIONS))
     kv_scale = kv.int("scale_tokens", 128, minimum=1)

@@ -143,12 +143,19 @@ def _link(r: Reader, name: str, default_domain: int | None) -> Link:
     lat, _ = node.sourced("latency", "s")
     if default_domain is None:
         dom, _ = node.sourced("domain_size", "count")
-        dom = int(dom)
+        dom = _whole(node, "domain_size", dom, minimum=1)
     else:
         dom = default_domain
     nvls = node.bool("nvls", False)
     node.done()
     return Link(bw, lat, dom, nvls)
+
+
+def _whole(node: Reader, key: str, value: float, minimum: int) -> int:
+    """A count read as a quantity: a whole number >= ``minimum``."""
+    if value != int(value) or value < minimum:
+        raise node.error(f"{key}.value", f"expected a whole number >= {minimum}, got {value:g}")
+    return int(value)
 
 
 def _check(node: Reader, key: str, dim: str, value: float) -> None:
@@ -228,7 +235,7 @@ def read_hardware(path: str | Path) -> HardwareSpec:
     cache = mem.sourced("onchip_cache", "bytes", (0.0, ""))[0]
     mem.done()
     dev = r.child("device", {})
-    units = dev.sourced("compute_units", "count", (0.0, ""))[0]
+    units = _whole(dev, "compute_units", dev.sourced("compute_units", "count", (0.0, ""))[0], minimum=0)
     boost = dev.sourced("boost_clock", "Hz", (0.0, ""))[0]
     attach = dev.str("attach", "sxm", choices=ATTACH)
     host = dev.sourced("host_link", "bytes_per_s", (0.0, ""))[0]

@@ -77,10 +77,19 @@ def read_measurements(path: str | Path, latency: str = "latency_us") -> pd.DataF
         if wrong.any():
             i = int(np.argmax(wrong.to_numpy()))
             raise bad(i, col, f"expected a number, got {s.iloc[i]!r}")
+        inf = ~np.isfinite(num.to_numpy(dtype=float)) & num.notna().to_numpy()
+        if inf.any():
+            i = int(np.argmax(inf))
+            raise bad(i, col, f"expected a finite number, got {s.iloc[i]}")
         neg = num < 0
         if neg.any():
             i = int(np.argmax(neg.to_numpy()))
             raise bad(i, col, f"expected a non-negative number, got {s.iloc[i]}")
+        if col not in ("latency_us", "bytes"):  # shapes and counts: whole numbers
+            frac = (num.notna() & (num != num.round())).to_numpy()
+            if frac.any():
+                i = int(np.argmax(frac))
+                raise bad(i, col, f"expected a whole number, got {s.iloc[i]}")
         out[col] = num.astype(float)
     def first(mask) -> int | None:
         mask = np.asarray(mask, bool)
@@ -106,6 +115,7 @@ def read_measurements(path: str | Path, latency: str = "latency_us") -> pd.DataF
     extra = [c for c in df.columns if c not in COLUMNS]
     for c in extra:
         out[c] = df[c]
+    out.attrs["file"] = path  # (for messages about a row found later, e.g. an unknown hardware id)
     return out
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import MeasurementError
+from ..errors import MeasurementError, SpecError
 from ..ops.kinds import (
     ALL_GATHER,
     ALL_REDUCE,
@@ -192,8 +192,20 @@ def shapes_from_ops(ops: OpTable, dtype: str = "bf16") -> list[dict]:
 
 def load_specs(df: pd.DataFrame, hardware: str | None = None,
                overrides: dict[str, HardwareSpec] | None = None) -> dict[str, HardwareSpec]:
+    """The hardware profile of every ``hardware`` id the measurements name (``overrides`` first); an id that
+    names no profile is reported with the first row that uses it (the file, when ``df.attrs`` carries it)."""
     overrides = overrides or {}
-    return {hid: overrides.get(hid) or load_hardware(hid) for hid in sorted(set(df["hardware"]))}
+    specs = {}
+    for hid in sorted(set(df["hardware"])):
+        try:
+            specs[hid] = overrides.get(hid) or load_hardware(hid)
+        except SpecError as exc:
+            if exc.key_path or exc.file != hid:
+                raise
+            label = df.index[(df["hardware"] == hid).to_numpy()][0]  # (the reader's row number: line - 2)
+            where = df.attrs.get("file", "measurements")
+            raise SpecError(where, f"line {int(label) + 2}, column 'hardware'", f"{hid}: {exc.message}") from None
+    return specs
 
 
 def predict(df: pd.DataFrame, specs: dict[str, HardwareSpec], timing: TimingModel | None = None) -> pd.DataFrame:
