@@ -30,24 +30,53 @@ def hardware_table():
     return pd.DataFrame(rows)
 
 
+def _sourced_figures(node, path: str = "") -> list[dict]:
+    """Every ``{value: ..., source: ID}`` figure of a profile's YAML, in file order: its key path, the value as
+    written (with its unit) and the source id (``note`` and ``uncertain`` where given)."""
+    out = []
+    if isinstance(node, dict):
+        if "value" in node and "source" in node:
+            fig = {"key": path, "value": node["value"], "source": node["source"]}
+            fig.update({k: node[k] for k in ("note", "uncertain") if k in node})
+            return [fig]
+        for k, v in node.items():
+            if k not in ("sources", "efficiency"):  # (efficiency is shown resolved, with its own sources)
+                out += _sourced_figures(v, f"{path}.{k}" if path else str(k))
+    return out
+
+
+def _tidy(x):
+    """A float without binary noise (1.4999999999999999e-05 -> 1.5e-05); other values as they are."""
+    if isinstance(x, float) and math.isfinite(x):
+        return float(f"{x:.12g}")
+    if isinstance(x, dict):
+        return {k: _tidy(v) for k, v in x.items()}
+    return x
+
+
 def hardware_detail(ref: str) -> dict:
+    from .specs._reader import load_yaml
+
     hw = load_hardware(ref)
     e = hw.efficiency
-    return {
+    return _tidy({
         "id": hw.id, "name": hw.name, "vendor": hw.vendor, "confidence": hw.confidence,
         "hypothetical": hw.hypothetical, "notes": hw.notes,
+        # the datasheet as the file states it: each figure with its unit and the source that backs it
+        "figures": _sourced_figures(load_yaml(hw.file)) if hw.file else [],
+        # the same figures in SI units, as the timing model reads them (null: not stated in the profile)
         "peak_flop_per_s": hw.peak_flop_per_s, "hbm_bytes": hw.hbm_bytes, "hbm_bytes_per_s": hw.hbm_bytes_per_s,
-        "onchip_cache_bytes": hw.onchip_cache_bytes,
+        "onchip_cache_bytes": hw.onchip_cache_bytes or None,
         "scale_up": vars(hw.scale_up), "scale_out": vars(hw.scale_out), "tdp_w": hw.tdp_w,
         "price_usd_per_hour": None if math.isnan(hw.price_usd_per_s) else hw.price_usd_per_hour,
-        "device": {"compute_units": hw.compute_units, "boost_clock_hz": hw.boost_clock_hz, "attach": hw.attach,
-                   "host_link_bytes_per_s": hw.host_link_bytes_per_s},
+        "device": {"compute_units": hw.compute_units or None, "boost_clock_hz": hw.boost_clock_hz or None,
+                   "attach": hw.attach, "host_link_bytes_per_s": hw.host_link_bytes_per_s or None},
         "efficiency": {"memory_reserve_bytes": e.memory_reserve_bytes,
                        "sustained_clock_fraction": e.sustained_clock_fraction,
                        "kernels": {k: vars(v) for k, v in e.kernels.items()},
                        "collectives": {k: vars(v) for k, v in e.collectives.items()}, "sources": e.sources},
         "sources": hw.sources, "file": hw.file,
-    }
+    })
 
 
 def model_table():
@@ -71,7 +100,9 @@ def model_detail(ref: str) -> dict:
     moe = vars(m.moe) if m.moe else None
     return {"id": m.id, "name": m.name, "hypothetical": m.hypothetical, "notes": m.notes,
             "num_layers": m.num_layers, "hidden_size": m.hidden_size, "vocab_size": m.vocab_size,
-            "tie_word_embeddings": m.tie_word_embeddings, "attention": vars(m.attention),
+            "tie_word_embeddings": m.tie_word_embeddings,
+            "context_tokens": m.context_tokens or None,  # (null: the spec states no context window)
+            "attention": vars(m.attention),
             "ffn_intermediate": m.ffn_intermediate, "moe": moe,
             "derived": {"total_params": m.total_params, "active_params": m.active_params,
                         "kv_bytes_per_token_bf16": m.kv_bytes_per_token(2.0),

@@ -155,3 +155,20 @@ def test_roofline_places_the_moe_expert_gemms_and_attention(tmp_path, monkeypatc
     assert r.exit_code == 0, r.output
     assert any("experts_gate_up" in n for n in named) and any("attn_core_decode" in n for n in named)
     assert any("batch 64" in t for t in titles)
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    """The help reads like a manual: no option is listed without a description."""
+    import typer.main
+
+    def missing(cmd, path):
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                yield from missing(sub, [*path, name])
+            return
+        for p in cmd.params:
+            if p.param_type_name == "option" and not p.help and "--help" not in p.opts:
+                yield f"{' '.join(path)} {'/'.join(p.opts)}"
+
+    assert list(missing(typer.main.get_command(app), ["quadrant"])) == []

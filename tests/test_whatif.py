@@ -70,7 +70,8 @@ def test_chunked_pipeline_prefill_bubble():
     one = run(model="llama-3.1-70b", pp=4, tp=2, chunk=2048, isl=2048)  # one chunk: bubble = 3/4
     many = run(model="llama-3.1-70b", pp=4, tp=2, chunk=256, isl=2048)  # 8 chunks
     assert many.ttft_s < one.ttft_s
-    assert any("bubble" in n for n in one.notes)
+    assert any("bubble" in n and "75%" in n and "smaller --chunk" in n for n in one.notes)
+    assert any("bubble" in n and "27%" in n and "smaller" not in n for n in many.notes)  # 3 / (8 + 3)
 
 
 def test_speculative_decoding_lowers_tpot_with_good_acceptance():

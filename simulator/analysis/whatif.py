@@ -217,9 +217,11 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
         else n_chunks * pt.forward_s[0]
     prefill_busy_per_req = ((n_chunks * stage_and_hop + pt.head_s[0]) if not pre.af_disaggregated
                             else n_chunks * pt.forward_s[0]) / (prefill_batch * dp_pre)
-    if pre.pp > 1 and n_chunks < pre.pp:
-        notes.append(f"prefill has {n_chunks} chunk(s) for {pre.pp} pipeline stages: the pipeline bubble is "
-                     f"{(pre.pp - 1) / (n_chunks + pre.pp - 1):.0%} of TTFT; use a smaller --chunk")
+    if pre.pp > 1:  # the pipeline's fill and drain: pp - 1 stage times of TTFT do no chunk's work
+        bubble = (pre.pp - 1) / (n_chunks + pre.pp - 1)
+        notes.append(f"chunked pipeline prefill: {n_chunks} chunk(s) through {pre.pp} stages, the pipeline bubble "
+                     f"(fill and drain) is {bubble:.0%} of TTFT"
+                     + ("; use a smaller --chunk" if n_chunks < pre.pp else ""))
 
     # ---- decode: micro-batches through the pipeline -------------------------------------------
     dec = plan.decode

@@ -50,9 +50,23 @@ def reflow_help(text: str) -> str:
     return "\n\n".join(paragraphs)
 
 
+_METAVARS = {"duration": "<duration>", "rate": "<rate>", "out_file": "<file>", "out_dir": "<folder>",
+             "in_file": "<file>", "int_list": "<list>"}  # by the option's parser (simulator/cli/_params.py)
+
+
 def _reflow_tree(cmd) -> None:
+    """Help paragraphs reflowed to the terminal; flags listed without a value placeholder (typer shows
+    ``<bool>`` for an on/off flag, which reads as if it took a value: ``--json true`` is an error)."""
     if cmd.help:
         cmd.help = reflow_help(cmd.help)
+    for p in getattr(cmd, "params", ()):
+        if getattr(p, "is_flag", False) and not getattr(p, "metavar", None):
+            p.metavar = ""
+        # values with units read as such, not as the bare number the annotation says
+        info = getattr(getattr(p, "type_descriptor", None), "parameter_info", None)
+        kind = getattr(getattr(info, "parser", None), "__name__", "")
+        if kind in _METAVARS and not getattr(p, "metavar", None):
+            p.metavar = _METAVARS[kind]
     for sub in getattr(cmd, "commands", {}).values():
         _reflow_tree(sub)
 

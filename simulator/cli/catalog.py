@@ -28,7 +28,7 @@ def hw_list(json_out: bool = typer.Option(False, "--json", help="Print a JSON li
 @hw_app.command("show")
 @guarded
 def hw_show(hw_id: str = typer.Argument(..., help="Profile id (see `quadrant hw list`) or a YAML path."),
-            json_out: bool = typer.Option(False, "--json")):
+            json_out: bool = typer.Option(False, "--json", help="Print the profile as JSON.")):
     """Show one hardware profile: datasheet figures with sources, and its efficiency block."""
     from ..commands import hardware_detail
 
@@ -54,7 +54,7 @@ def model_list(json_out: bool = typer.Option(False, "--json", help="Print a JSON
 @model_app.command("show")
 @guarded
 def model_show(model_id: str = typer.Argument(..., help="Model id or a YAML path."),
-               json_out: bool = typer.Option(False, "--json")):
+               json_out: bool = typer.Option(False, "--json", help="Print the spec as JSON.")):
     """Show a model spec and what follows from it (parameter counts, KV bytes per token)."""
     from ..commands import model_detail
 

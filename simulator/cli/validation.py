@@ -141,7 +141,7 @@ def calibrate(
     test_fraction: float = typer.Option(0.5, "--test-fraction", parser=real(0, 1, lo_open=True, hi_open=True),
                                         help="Rows held out to report the error on."),
     seed: int = typer.Option(0, "--seed", parser=count(0, 2**32 - 1), help="Seed of the train/test split."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = typer.Option(False, "--json", help="Print the fit and its held-out errors as JSON."),
     kernel_times: bool = typer.Option(False, "--kernel-times", help="Read each row's time from kernel_us (the "
                                       "kernel-only time `bench run` writes on a GPU) instead of latency_us."),
 ):

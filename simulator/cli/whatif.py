@@ -43,12 +43,13 @@ def whatif(
     prefill_hardware: str = typer.Option(None, "--prefill-hardware", help="Separate prefill pool device (PD disagg)."),
     prefill_devices: int = typer.Option(None, "--prefill-devices", parser=count(1),
                                         help="Devices of the prefill pool."),
-    prefill_tp: int = typer.Option(None, "--prefill-tp", parser=count(1)),
-    prefill_pp: int = typer.Option(None, "--prefill-pp", parser=count(1)),
+    prefill_tp: int = typer.Option(None, "--prefill-tp", parser=count(1), help="TP of the prefill pool."),
+    prefill_pp: int = typer.Option(None, "--prefill-pp", parser=count(1),
+                                   help="Pipeline stages of the prefill pool (chunked PP prefill with --chunk)."),
     decode_hardware: str = typer.Option(None, "--decode-hardware", help="Separate decode pool device (PD disagg)."),
-    decode_devices: int = typer.Option(None, "--decode-devices", parser=count(1)),
-    decode_tp: int = typer.Option(None, "--decode-tp", parser=count(1)),
-    decode_ep: int = typer.Option(None, "--decode-ep", parser=count(1)),
+    decode_devices: int = typer.Option(None, "--decode-devices", parser=count(1), help="Devices of the decode pool."),
+    decode_tp: int = typer.Option(None, "--decode-tp", parser=count(1), help="TP of the decode pool (attention)."),
+    decode_ep: int = typer.Option(None, "--decode-ep", parser=count(1), help="EP of the decode pool (MoE FFN)."),
     spec_draft: int = typer.Option(0, "--spec-draft", parser=count(0, 64),
                                     help="Speculative decoding: draft tokens per step (0: off)."),
     spec_accept: float = typer.Option(0.7, "--spec-accept", parser=real(0, 1), help="Per-token acceptance rate, 0..1."),
@@ -101,6 +102,8 @@ def _report_whatif(res, json_out: bool, plot: Path | None, breakdown_plot: Path 
                    ) -> None:
     from ..report.render import whatif_text
 
+    if not res.fits:  # the run ends in an error (exit 1): no files are written for it
+        plot = breakdown_plot = None
     if plot:
         from ..report.plots import roofline
 

@@ -146,14 +146,24 @@ def time_series(steps: pd.DataFrame, requests: pd.DataFrame, path: str | Path, b
     end = float(steps["end_s"].max()) if len(steps) else 1.0
     bucket_s = bucket_s or max(end / 100, 1e-3)
     bins = np.arange(0, end + bucket_s, bucket_s)
-    for pool, g in steps.groupby("pool"):
+    for pool, g in steps.groupby("pool", observed=True):
         tok, _ = np.histogram(g["end_s"], bins=bins, weights=g["output_tokens"])
         axes[0].plot(bins[:-1], tok / bucket_s, label=pool)
-        axes[1].step(g["end_s"], g["queued"], where="post", label=pool)
-        axes[2].step(g["end_s"], g["kv_occupancy"], where="post", label=pool)
+        # a pool of several replicas: each replica's last reading at every bucket end (0 before its first
+        # step), then summed (queue) or averaged (KV occupancy) over the pool, so one line per pool
+        queued, occ = np.zeros(len(bins)), np.zeros(len(bins))
+        reps = g.groupby("replica_id", observed=True)
+        for _, r in reps:
+            t = r["end_s"].to_numpy(float)
+            i = np.searchsorted(t, bins, side="right") - 1
+            seen = i >= 0
+            queued[seen] += r["queued"].to_numpy(float)[i[seen]]
+            occ[seen] += r["kv_occupancy"].to_numpy(float)[i[seen]]
+        axes[1].step(bins, queued, where="post", label=pool)
+        axes[2].step(bins, occ / max(reps.ngroups, 1), where="post", label=pool)
     axes[0].set_ylabel("output tokens/s")
-    axes[1].set_ylabel("queued requests")
-    axes[2].set_ylabel("KV occupancy (fraction)")
+    axes[1].set_ylabel("queued requests (pool total)")
+    axes[2].set_ylabel("KV occupancy (pool mean, fraction)")
     axes[2].set_xlabel("time (s)")
     axes[0].set_title(f"Throughput, queue and KV-cache occupancy over time ({bucket_s:.3g} s buckets)")
     for ax in axes:

@@ -162,18 +162,20 @@ def calibration_text(report: dict) -> str:
 def sweep_text(df, front) -> str:
     cols = ["hardware", "precision", "tp", "ep", "batch", "ttft_s", "tpot_s", "output_tokens_per_s_per_device",
             "cost_usd_per_mtok"]
+    dp = "dp" in front.columns  # attention data parallelism (a replica is tp x dp devices)
     extra = [c for c in ("replicas", "fleet_usd_per_hour") if c in front.columns]
     rows = []
-    for r in front[cols + extra].itertuples(index=False):
+    for r in front[cols + (["dp"] if dp else []) + extra].itertuples(index=False):
         d = r._asdict()
-        row = [d["hardware"], d["precision"], d["tp"], d["ep"], d["batch"], s(d["ttft_s"]), s(d["tpot_s"]),
-               f"{d['output_tokens_per_s_per_device']:,.1f}",
-               f"${d['cost_usd_per_mtok']:.3f}" if d["cost_usd_per_mtok"] == d["cost_usd_per_mtok"] else "n/a"]
+        row = [d["hardware"], d["precision"], d["tp"]] + ([d["dp"]] if dp else []) + [
+            d["ep"], d["batch"], s(d["ttft_s"]), s(d["tpot_s"]), f"{d['output_tokens_per_s_per_device']:,.1f}",
+            f"${d['cost_usd_per_mtok']:.3f}" if d["cost_usd_per_mtok"] == d["cost_usd_per_mtok"] else "n/a"]
         if extra:
             row += [d["replicas"], f"${d['fleet_usd_per_hour']:,.0f}" if d["fleet_usd_per_hour"] ==
                     d["fleet_usd_per_hour"] else "n/a"]
         rows.append(row)
-    head = ["hardware", "precision", "tp", "ep", "batch", "TTFT", "TPOT", "tok/s/device", "$/1M tok"]
+    head = ["hardware", "precision", "tp"] + (["dp"] if dp else []) + ["ep", "batch", "TTFT", "TPOT", "tok/s/device",
+                                                                       "$/1M tok"]
     head += ["replicas", "fleet $/h"][: len(extra)]
     return (f"{len(df)} configurations scored, {int(df.fits.sum())} fit; Pareto front "
             f"(throughput per device vs TPOT):\n" + table(head, rows))
