@@ -3,6 +3,7 @@ Functions here return data; the CLI renders it."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -111,6 +112,14 @@ def model_detail(ref: str) -> dict:
             "sources": m.sources}
 
 
+def _hf_model_type(config: Path) -> str:
+    """``model_type`` of a config.json (its ``text_config``'s for a multimodal wrapper), lower-case; "" if none
+    (the file was read and checked by ``model_from_hf_config`` already)."""
+    cfg = json.loads(Path(config).read_text())
+    inner = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    return str(inner.get("model_type", cfg.get("model_type", "")) or "").lower()
+
+
 def import_model(config: Path, model_id: str, source: str, out: Path | None = None) -> str:
     """The YAML text of a model spec imported from a HF config.json, checked to load back as it will be
     read (``workloads/models/<id>.yaml``: the file name must be the id)."""
@@ -118,7 +127,7 @@ def import_model(config: Path, model_id: str, source: str, out: Path | None = No
 
     import yaml
 
-    from .specs.model import MODEL_ID, model_from_hf_config, model_to_yaml_dict, read_model
+    from .specs.model import HF_KNOWN_TYPES, MODEL_ID, model_from_hf_config, model_to_yaml_dict, read_model
 
     if not MODEL_ID.match(model_id):
         raise SimulatorError(f"--id {model_id!r}: expected lower-case letters, digits, '.', '_' or '-' "
@@ -127,6 +136,11 @@ def import_model(config: Path, model_id: str, source: str, out: Path | None = No
         raise SimulatorError(f"--out {out}: the file name must be the id ({model_id}.yaml), or the spec will not load")
     spec = model_from_hf_config(config, model_id)
     notes = []
+    mtype = _hf_model_type(config)
+    if mtype not in HF_KNOWN_TYPES:
+        notes.append(f"model_type {mtype or '(none)'!r} is not a family this importer was written for: read as a "
+                     "standard decoder (GQA or MLA attention, gated FFN or MoE); check the sizes against the model "
+                     "card.")
     a = spec.attention
     if a.sliding_window:
         notes.append(f"Sliding-window attention ({a.sliding_window} tokens) on {a.sliding_window_layers} of "
@@ -469,17 +483,21 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
     from .planning.sweep import pareto_front, plan_capacity, sweep
     from .timing.calibrated import check_overlays_apply, resolve_timing
 
-    def split(text, cast=str):
+    def split(text, flag: str, cast=str):
+        parts = [x.strip() for x in text.split(",")]
+        if not all(parts):
+            raise SimulatorError(f"{flag} {text!r}: an empty entry in the comma-separated list")
         try:
-            return list(dict.fromkeys(cast(x.strip()) for x in text.split(",") if x.strip()))  # (each once)
+            return list(dict.fromkeys(cast(x) for x in parts))  # (each once)
         except ValueError:
-            raise SimulatorError(f"cannot read the list {text!r}") from None
+            raise SimulatorError(f"{flag}: cannot read the list {text!r}") from None
 
     model_t = resolve_timing(timing)
-    ids = [load_hardware(h).id for h in split(hardware)]
+    ids = [load_hardware(h).id for h in split(hardware, "--hardware")]
     check_overlays_apply(model_t, set(ids), "--timing")
-    df = sweep(model, split(hardware), devices, isl=isl, osl=osl, batches=split(batches, int),
-               precisions=split(precisions), kv_precision=kv_precision, timing=model_t,
+    df = sweep(model, split(hardware, "--hardware"), devices, isl=isl, osl=osl,
+               batches=split(batches, "--batches", int), precisions=split(precisions, "--precision"),
+               kv_precision=kv_precision, timing=model_t,
                prices_usd_per_hour=price_overrides(prices or [], ids))
     ok = df[df.fits]
     if tpot_slo:

@@ -527,3 +527,19 @@ def test_plan_percentile_is_below_100_and_names_its_source(tmp_path):
     assert "t.yaml: slo.percentile" in one_line_error(runner.invoke(app, [*plan, "--traffic", str(p)]))
     assert "--slo-percentile" in one_line_error(runner.invoke(app, [*plan, "--traffic", "chat",
                                                                      "--slo-percentile", "100"]))
+
+
+def test_lists_refuse_empty_entries_and_negative_durations_read_as_such():
+    err = one_line_error(runner.invoke(app, ["sweep", "--model", "dbrx", "--hardware", "h100-sxm,,h20"]))
+    assert "--hardware" in err and "empty entry" in err
+    err = one_line_error(runner.invoke(app, [*QUICK, "--tpot-slo", "-5ms"]))
+    assert "expected a duration > 0" in err
+
+
+def test_model_import_flags_an_unknown_family(tmp_path):
+    p = _hf(tmp_path, model_type="foo", architectures=["FooForCausalLM"])
+    r = runner.invoke(app, ["model", "import", str(p), "--id", "foo"])
+    assert r.exit_code == 0
+    assert "model_type 'foo' is not a family" in yaml.safe_load(r.stdout.split("\n", 1)[1])["notes"]
+    r = runner.invoke(app, ["model", "import", str(_hf(tmp_path)), "--id", "bar"])
+    assert r.exit_code == 0 and "not a family" not in r.stdout

@@ -91,6 +91,8 @@ def duration(positive: bool = True):
         try:
             x = parse_duration_s(value)
         except UnitError as exc:
+            if positive and str(value).strip().startswith("-"):
+                raise _bad(f"expected a duration > 0, got {value!r}") from None
             raise _bad(str(exc)) from None
         if positive and x <= 0:
             raise _bad(f"expected a duration > 0, got {value!r}")

@@ -54,8 +54,14 @@ def _progress(enabled: bool):
     return show
 
 
-def _ids(text: str | None) -> list[str] | None:
-    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+def _ids(text: str | None, flag: str = "") -> list[str] | None:
+    """A comma-separated list of names (None when not given); an empty entry ("a,,b") is refused."""
+    if not text:
+        return None
+    parts = [x.strip() for x in text.split(",")]
+    if not all(parts):
+        raise SimulatorError(f"{flag} {text!r}: an empty entry in the comma-separated list".strip())
+    return parts
 
 
 def _executor(cluster: str | None):
@@ -195,14 +201,15 @@ def plan_cmd(
     if not 0 <= tolerance <= 10:
         raise SimulatorError(f"--tolerance must be within [0, 10], got {tolerance:g}")
     req = PlanRequest(
-        model=model, traffic=_traffic(traffic), hardware=[h.strip() for h in hardware.split(",") if h.strip()],
+        model=model, traffic=_traffic(traffic), hardware=_ids(hardware, "--hardware") or [],
         rate_per_s=_rate(rate), ttft_slo_s=_duration("--ttft-slo", ttft_slo),
         tpot_slo_s=_duration("--tpot-slo", tpot_slo), percentile=slo_percentile,
-        modes=tuple(m.strip() for m in modes.split(",") if m.strip()), max_devices=max_devices,
+        modes=tuple(_ids(modes, "--modes") or ()), max_devices=max_devices,
         prices=parse_price_flags(price, bare=True), tco_file=str(tco) if tco else None, precisions=precisions,
         top_k=top_k,
         verify_max=verify_max, requests=requests, bisect_steps=bisect_steps, workers=workers, tolerance=tolerance,
-        executor=_executor(cluster), prefill_hardware=_ids(prefill_hardware), decode_hardware=_ids(decode_hardware),
+        executor=_executor(cluster), prefill_hardware=_ids(prefill_hardware, "--prefill-hardware"),
+        decode_hardware=_ids(decode_hardware, "--decode-hardware"),
         timing=timing, engine=engine, frontend_latency_s=_duration("--frontend-latency", frontend_latency,
                                                                    positive=False))
     try:
