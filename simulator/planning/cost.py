@@ -117,10 +117,11 @@ class PriceBook:
             if note == "profile":
                 src = hw.price_note
                 text = hw.sources.get(src, "")
-                date = _price_date(hw)
+                date = price_date(hw)
                 source = f"{src}: {text}" if text else src
             elif self.tco is not None:
-                source, date = f"TCO file {self.tco.file}: {self.tco.source}", ""
+                source, date = (f"TCO file {self.tco.file}: {self.tco.source} (this price has power at full load; "
+                                "a simulated fleet pays power at its measured busy share)"), ""
             else:
                 source, date = "--price on the command line (user assumption, unsourced)", ""
             rows.append({"hardware": hw_id, "usd_per_device_hour": self.usd_per_hour(hw_id), "source": source,
@@ -128,7 +129,8 @@ class PriceBook:
         return rows
 
 
-def _price_date(hw: HardwareSpec) -> str:
+def price_date(hw: HardwareSpec) -> str:
+    """The date of a profile's sourced price (its YAML's price.per_device_hour.date), "" if none."""
     try:
         import yaml
 

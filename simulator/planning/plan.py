@@ -21,7 +21,7 @@ from ..specs.catalog import catalog_root, load_hardware, load_model
 from ..specs.deployment import ENGINES, Deployment
 from ..specs.traffic import SLO, Traffic
 from .candidates import MODES, PREFILL_MAX_SEQS, PoolChoice, build_deployment, deployment_yaml, parse_precision_pairs
-from .cost import PriceBook, prices_for, read_tco
+from .cost import PriceBook, price_date, prices_for, read_tco
 from .screen import Workload, screen
 from .verify import latency_miss, timing_model, verify_many
 
@@ -180,9 +180,7 @@ def _candidate_doc(cid: str, row, lay, prices, w, verified: dict | None) -> dict
     usd_h = sum(p["cost_per_hour_usd"] for p in pool_docs)
     ver = None
     if verified is not None:
-        ver = {k: verified.get(k) for k in ("ttft_p_s", "tpot_p_s", "slo_met", "max_rate_per_s", "max_rate_bounded",
-                                            "goodput_fraction", "goodput_requests_per_s", "output_tokens_per_s",
-                                            "rejected", "missed", "utilisation", "load_trace")}
+        ver = {k: verified.get(k) for k in VERIFIED_KEYS}
         if verified.get("error"):
             ver["error"] = verified["error"]
     dev_p = sum(p["devices"] for p in pool_docs if p["role"] == "prefill")
@@ -199,6 +197,12 @@ def _candidate_doc(cid: str, row, lay, prices, w, verified: dict | None) -> dict
                      "cost_per_hour_usd": float(row.cost_per_hour_usd)},
         "verified": ver,
     }
+
+
+# what plan.json keeps of a verification run (``verify.run_at`` plus the bisection's maximum rate and trace)
+VERIFIED_KEYS = ("ttft_p_s", "tpot_p_s", "slo_met", "max_rate_per_s", "max_rate_bounded", "goodput_fraction",
+                 "goodput_requests_per_s", "output_tokens_per_s", "rejected", "missed", "utilisation", "load_trace",
+                 "requests_simulated", "requests_measured")
 
 
 def _miss(ver: dict, slo: SLO) -> tuple[float, str]:
@@ -347,7 +351,11 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
         "inputs": {"model": model.id, "traffic": _rel(req.traffic.file) or req.traffic.id, "rate_per_s": rate,
                    "timing": req.timing or "roofline", "engine": req.engine, "frontend_latency_s": frontend_s,
                    "hardware": list(specs), "modes": list(req.modes), "max_devices": req.max_devices,
-                   "precisions": req.precisions, "requests_per_simulation": traffic.requests,
+                   "precisions": req.precisions, "tolerance": req.tolerance, "seed": traffic.seed,
+                   "slo_from": {"ttft": "--ttft-slo" if req.ttft_slo_s is not None else "traffic file",
+                                "tpot": "--tpot-slo" if req.tpot_slo_s is not None else "traffic file",
+                                "percentile": "--slo-percentile" if req.percentile is not None else "traffic file"},
+                   "requests_per_simulation": traffic.requests,
                    "isl_mean": w.isl_mean, "osl_mean": w.osl_mean, f"isl_p{slo.percentile:g}": w.isl_pct,
                    "request_max_tokens": w.request_max_tokens,
                    "cost_basis": "tco" if tco else "rental", "tco_file": req.tco_file},
@@ -425,9 +433,7 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
         usd_h = sum(costs) if all(c is not None for c in costs) else None
         mode = "agg" if not dep.disaggregated else ("afd" if any(p.plan.af_disaggregated for p in dep.pools)
                                                     else "pd")
-        ver = {k: r.get(k) for k in ("ttft_p_s", "tpot_p_s", "slo_met", "max_rate_per_s", "max_rate_bounded",
-                                     "goodput_fraction", "goodput_requests_per_s", "output_tokens_per_s", "rejected",
-                                     "missed", "utilisation", "load_trace")}
+        ver = {k: r.get(k) for k in VERIFIED_KEYS}
         docs.append({"id": cid, "arrangement": f"{mode}: {dep.id} ({_rel(dep.file) or 'built'})", "mode": mode,
                      "devices": dep.devices, "pools": pools, "cost_per_hour_usd": usd_h,
                      "usd_per_mtok_input": usd_h / 3600 / (rate * w.isl_mean) * 1e6 if usd_h is not None else None,
@@ -449,10 +455,11 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
                 seen.add(hw.id)
                 src = hw.sources.get(hw.price_note, "")
                 prices.append({"hardware": hw.id, "usd_per_device_hour": _finite(hw.price_usd_per_hour),
-                               "source": f"{hw.price_note}: {src}" if src else hw.price_note, "date": "",
-                               "tdp_w": hw.tdp_w})
+                               "source": f"{hw.price_note}: {src}" if src else hw.price_note,
+                               "date": price_date(hw) if src else "", "tdp_w": hw.tdp_w})
     doc = {"inputs": {"deployments": [_rel(d.file) or d.id for d in deps], "traffic": _rel(traffic.file) or traffic.id,
-                      "rate_per_s": rate, "requests_per_simulation": traffic.requests, "isl_mean": w.isl_mean,
+                      "rate_per_s": rate, "requests_per_simulation": traffic.requests, "seed": traffic.seed,
+                      "isl_mean": w.isl_mean,
                       "osl_mean": w.osl_mean, "cost_basis": "rental"},
            "slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s), "percentile": slo.percentile},
            "prices": prices, "candidates": docs, "recommended": rec, "error_band": error_band()}

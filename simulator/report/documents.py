@@ -204,17 +204,41 @@ def recommendation_text(doc: dict) -> str:
                                if p_.get("ffn_pool") else "")
         + f" (tp {p_['parallelism']['tp']}, ep {p_['parallelism']['ep']}, {p_['precision']['attention']}/"
           f"{p_['precision']['ffn']})" for p_ in rec["pools"])
-    cheaper = [c for c in doc["candidates"] if c.get("cost_per_hour_usd") is not None and c is not rec
-               and c["id"] != rec["id"] and c["cost_per_hour_usd"] < rec["cost_per_hour_usd"]]
+    priced = [c for c in doc["candidates"] if c.get("cost_per_hour_usd") is not None and c["id"] != rec["id"]
+              and c.get("verified")]
+    cheaper = [c for c in priced if c["cost_per_hour_usd"] < rec["cost_per_hour_usd"]]
+    same = [c for c in priced if c["cost_per_hour_usd"] == rec["cost_per_hour_usd"] and not c["verified"]["slo_met"]]
     head = rec.get("headroom")
-    return (f"For {target}, the cheapest arrangement the discrete-event simulation shows meeting the SLOs is "
+    text = (f"For {target}, the cheapest arrangement the discrete-event simulation shows meeting the SLOs is "
             f"**{rec['id']} ({rec['mode']})** - {pools} - {rec['devices']} device"
             f"{'s' if rec['devices'] != 1 else ''} at "
             f"{_usd(rec['cost_per_hour_usd'])}/h ({_usd(rec.get('usd_per_mtok_output'), 3)} per million output "
             f"tokens). Simulated {p} TTFT {_ms(v['ttft_p_s'])}, TPOT {_ms(v['tpot_p_s'])}; it sustains up to "
             f"{v['max_rate_per_s']:.3g} req/s before an SLO breaks"
             + (f", a headroom of {head:+.0%} over the target rate" if head is not None else "")
-            + f". {len(cheaper)} cheaper candidate(s) were simulated and missed the SLOs.")
+            + f". {len(cheaper)} cheaper candidate(s) were simulated and missed the SLOs"
+            + (f"; {len(same)} at the same price missed them too" if same else "") + ".")
+    return text + _headroom_caution(doc, rec, head)
+
+
+def _headroom_caution(doc: dict, rec: dict, head: float | None) -> str:
+    """A warning when the recommendation's headroom is inside the timing model's median error: a fleet that close
+    to its knee can miss the SLOs in production (and in a longer or reseeded simulation), so the cheapest
+    simulated fleet with more headroom than that error is named."""
+    band = (doc.get("error_band") or {}).get("median_ape")
+    if head is None or band is None or head >= band:
+        return ""
+    rate = doc["inputs"]["rate_per_s"]
+    safer = [c for c in doc["candidates"] if c.get("verified") and c["verified"].get("slo_met")
+             and c.get("cost_per_hour_usd") is not None and c["id"] != rec["id"]
+             and c["verified"]["max_rate_per_s"] / rate - 1 >= band]
+    alt = min(safer, key=lambda c: c["cost_per_hour_usd"]) if safer else None
+    return (f" **Caution:** a headroom of {head:+.0%} is inside the timing model's median error ({band:.0%}): this "
+            "fleet runs close to its knee and may miss the SLOs in production"
+            + (f"; {alt['id']} ({alt['arrangement']}) at {_usd(alt['cost_per_hour_usd'])}/h sustains "
+               f"{alt['verified']['max_rate_per_s'] / rate - 1:+.0%}." if alt else
+               "; no simulated candidate has more headroom than that (raise --verify-max or --max-devices to see "
+               "larger fleets)."))
 
 
 def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
@@ -229,6 +253,13 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
                    f"{scr['tolerance']:.0%} of the SLOs; {scr['simulated']} were simulated, cheapest first.")
     missed = [f"{c['id']} missed: " + "; ".join(c["verified"]["missed"]) + "."
               for c in doc["candidates"][:len(rows)] if c.get("verified") and c["verified"].get("missed")]
+    inp = doc["inputs"]
+    if inp.get("modes"):
+        src = inp.get("slo_from") or {}
+        txt.append(f"Searched: arrangements {', '.join(inp['modes'])} on {', '.join(inp.get('hardware', []))}, up to "
+                   f"{inp.get('max_devices')} devices a fleet, precisions "
+                   f"{inp.get('precisions') or 'as the model ships'}"
+                   + (f"; SLOs from {', '.join(f'{k}: {v}' for k, v in src.items())}" if src else "") + ".")
     s.append({"title": "Top candidates", "text": txt, "table": (head, rows)})
     if missed:
         s.append({"title": "Why the simulated candidates above missed", "text": missed})
@@ -238,15 +269,19 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
     rec = doc.get("recommended")
     util = ((rec or {}).get("verified") or {}).get("utilisation") or {}
     q = ("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn")
-    util_rows = [[pool, f"{u.get('busy', 0):.0%}", *(f"{u.get(k, 0):.0%}" for k in q)] for pool, u in util.items()]
+    util_rows = [[pool, f"{u.get('busy', 0):.0%}", *(f"{u.get(k, 0):.0%}" for k in q), f"{u.get('other', 0):.0%}",
+                  f"{u['batch_fill']:.0%}" if u.get("batch_fill") is not None else "-"] for pool, u in util.items()]
     if figures.get("breakdown") or util_rows:
         s.append({"title": "Where the recommendation spends its time", "figure": figures.get("breakdown"),
                   "text": ["Figure: per-quadrant time of one prefill (whole prompt) and one decode step of the "
                            "recommended arrangement at its expected decode batch (analytic roofline), split into "
                            "compute, memory, communication and fixed overhead. Table: share of simulated time each "
-                           "pool spent busy, and in each quadrant, at the target rate."],
-                  "table": (["pool", "busy", "prefill attention", "prefill FFN", "decode attention", "decode FFN"],
-                            util_rows)})
+                           "pool had a step running (busy; a decode pool batching continuously is busy whenever it "
+                           "holds a request, so read the load from the batch fill, the mean share of its sequence "
+                           "slots in use) and, within it, each quadrant's share and the rest (engine overheads, "
+                           "LM head, hand-offs), at the target rate."],
+                  "table": (["pool", "busy", "prefill attention", "prefill FFN", "decode attention", "decode FFN",
+                             "other", "batch fill"], util_rows)})
     s.append({"title": "Latency distributions", "figure": figures.get("cdfs"),
               "text": ["Simulated TTFT and TPOT at the target rate; red dashed: SLO; dotted: the SLO percentile."]})
     s.append({"title": "Latency vs offered load", "figure": figures.get("load"),
@@ -259,18 +294,30 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
                                                           if p.get("ffn_pool") else ""),
                               str(p["devices"]), _usd(p.get("cost_per_hour_usd")),
                               _usd(p.get("usd_per_mtok_input"), 3), _usd(p.get("usd_per_mtok_output"), 3)])
+    if rec and len(rec["pools"]) > 1:
+        pool_rows.append(["**fleet**", "", str(rec["devices"]), _usd(rec.get("cost_per_hour_usd")),
+                          _usd(rec.get("usd_per_mtok_input"), 3), _usd(rec.get("usd_per_mtok_output"), 3)])
+    colocated = any(p["role"] not in ("prefill", "decode") for p in (rec or {}).get("pools", []))
     s.append({"title": "Cost per pool", "figure": figures.get("pools"),
               "table": (["pool (recommended)", "hardware", "devices", "$/h", "$/M input tok", "$/M output tok"],
                         pool_rows),
-              "text": ["A colocated pool's whole cost is charged to both input and output tokens."]})
+              "text": ["Each pool's cost per million tokens is its own cost over the fleet's tokens, so the pools add "
+                       "up to the fleet's."
+                       + (" A colocated pool's whole cost is charged to both input and output tokens." if colocated
+                          else "")]})
     price_rows = [[p["hardware"], _usd(p.get("usd_per_device_hour"), 3), p.get("source") or "", str(p.get("date")
                                                                                                    or ""),
                    f"{p['tdp_w']:.0f} W" if p.get("tdp_w") else ""] for p in doc.get("prices", [])]
-    inp = doc["inputs"]
+    rv = (rec or {}).get("verified") or {}
+    sized = (f" (the recommendation's run: {rv['requests_simulated']:,} simulated, {rv['requests_measured']:,} "
+             "measured)" if rv.get("requests_simulated") else "")
     assumptions = [
         f"Traffic: {inp.get('traffic')} at {inp['rate_per_s']:g} req/s; mean prompt {inp['isl_mean']:.0f} tokens, "
         f"mean output {inp['osl_mean']:.0f} tokens; at least {inp.get('requests_per_simulation')} requests per "
-        "simulation (an open loop draws enough for 4 request lifetimes of arrivals and measures the middle 2).",
+        "simulation, more where needed for the arrivals to span 4 request lifetimes at the SLOs; the requests "
+        "arriving within one median simulated lifetime of the first and of the last arrival (batches filling and "
+        f"draining) are not measured{sized}; one seed ({inp.get('seed')}). A fleet near its knee reads faster in a "
+        "short run than in a long one: see the headroom.",
         "Cost basis: " + ("total cost of ownership (capex amortised + power at TDP x simulated utilisation x PUE + "
                           "hosting)" if inp.get("cost_basis") == "tco" else "rental price per device-hour") + ".",
         "Screening uses queueing approximations (Little's law for the decode batch, M/D/1 for prefill); only the "
@@ -284,6 +331,15 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
            + (f" ({inp['frontend_latency_s'] * 1e3:g} ms)" if inp.get("frontend_latency_s") is not None else "")
            + "; the screen takes its own all-reduce and its frontend latency."] if inp.get("engine") else []),
     ]
+    if rec and doc.get("slo") and inp.get("modes"):  # a plan: its recommended.yaml, re-run at the planned targets
+        slo = doc["slo"]
+        cmd = (f"quadrant simulate recommended.yaml --traffic {inp.get('traffic')} --rate {inp['rate_per_s']:g} "
+               + (f"--ttft-slo {slo['ttft_s']:g}s " if slo.get("ttft_s") is not None else "")
+               + (f"--tpot-slo {slo['tpot_s']:g}s " if slo.get("tpot_s") is not None else "")
+               + f"--slo-percentile {slo['percentile']:g} --requests {rv.get('requests_simulated') or 2000}")
+        assumptions.append(f"To re-run the recommendation: `{cmd}` (recommended.yaml carries the layout and prices, "
+                           "not the rate or SLOs; `simulate` summarises its whole run, fill and drain included, so its "
+                           "percentiles differ somewhat from this steady window).")
     s.append({"title": "Assumptions and prices", "text": assumptions,
               "table": (["hardware", "USD per device-hour", "source", "date", "TDP"], price_rows)})
     eb = doc.get("error_band")

@@ -121,7 +121,7 @@ def _price_override(hw: HardwareSpec, node: Reader) -> HardwareSpec:
         node.raw("price_per_device_hour", None)
         return hw
     usd = node.quantity("price_per_device_hour", "usd_per_s", positive=True)
-    return replace(hw, price_usd_per_s=usd, price_note="deployment override")
+    return replace(hw, price_usd_per_s=usd, price_note="set in the deployment file (unsourced unless the file says)")
 
 
 MAX_MICRO_BATCHES = 64  # ping-pong micro-batches of an A/F pool (MegaScale-Infer-style pipelines use a few)
