@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .checks import real, whole
 from .errors import SimulatorError
 from .plan import ServingPlan, SpeculativeSpec, simple_phase, validate_phase
 from .precision import canonical_precision
@@ -19,6 +20,10 @@ from .specs.hardware import HardwareSpec
 
 @dataclass
 class PlanOptions:
+    """A quick plan as the CLI's flags describe it: model, hardware, devices and parallelism, precisions, P/D
+    pools, speculative decoding and price; ``plan_from_options`` turns it into a ``ServingPlan``. Checked on
+    construction (None means the default; 0 is refused where it would not be one)."""
+
     model: str
     hardware: str = "h100-sxm"
     devices: int = 8
@@ -51,6 +56,20 @@ class PlanOptions:
         # the engines' and checkpoints' spellings (FP8, fp8_e4m3, NVFP4, bfloat16, AWQ) as this package's names
         for k in ("precision", "attn_precision", "ffn_precision", "kv_precision"):
             setattr(self, k, canonical_precision(getattr(self, k)))
+        whole("PlanOptions.devices", self.devices, 1)
+        whole("PlanOptions.pp", self.pp, 1)
+        whole("PlanOptions.ep", self.ep, 1)
+        for k in ("tp", "dp", "expert_tp", "prefill_devices", "prefill_tp", "prefill_pp", "decode_devices",
+                  "decode_tp", "decode_ep"):  # None: the default; 0 is not a default
+            if getattr(self, k) is not None:
+                whole(f"PlanOptions.{k}", getattr(self, k), 1)
+        whole("PlanOptions.kv_scale_tokens", self.kv_scale_tokens, 1)
+        whole("PlanOptions.chunk", self.chunk, 0)
+        whole("PlanOptions.spec_draft_tokens", self.spec_draft_tokens, 0)
+        real("PlanOptions.spec_acceptance", self.spec_acceptance, 0, 1)
+        real("PlanOptions.spec_draft_cost", self.spec_draft_cost, 0, 1)
+        if self.price_usd_per_hour is not None:
+            real("PlanOptions.price_usd_per_hour", self.price_usd_per_hour, 0, above=True)
 
 
 def _hw(ref: str, price: float | None) -> HardwareSpec:
@@ -61,6 +80,8 @@ def _hw(ref: str, price: float | None) -> HardwareSpec:
 
 
 def plan_from_options(o: PlanOptions) -> ServingPlan:
+    """The ``ServingPlan`` (prefill and decode phase plans) that ``o`` describes; ``InfeasibleError`` for a
+    layout that cannot run."""
     model = load_model(o.model)
     disagg = any(v is not None for v in (o.prefill_hardware, o.prefill_devices, o.decode_hardware, o.decode_devices))
     common = dict(ep=o.ep, dp=o.dp, expert_tp=o.expert_tp, precision=o.precision, attn_precision=o.attn_precision,

@@ -81,6 +81,9 @@ class SpeculativeSpec:
 
 @dataclass(frozen=True)
 class ServingPlan:
+    """A model and its prefill and decode phase plans (placements of attention and FFN, parallelism,
+    precision, P/D and A/F disaggregation, speculative decoding, KV cache precision)."""
+
     model: ModelSpec
     prefill: PhasePlan
     decode: PhasePlan

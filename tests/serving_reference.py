@@ -18,7 +18,15 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
-from simulator.serving.engine import PREFILL_RECV_WEIGHT, EventLog, ReplicaConfig, Requests, Simulation, StepLog
+from simulator.serving.engine import (
+    PREFILL_RECV_WEIGHT,
+    EventLog,
+    ReplicaConfig,
+    Requests,
+    Simulation,
+    StepLog,
+    unfinished_reason,
+)
 from simulator.serving.stepcost import DecodeRanks
 
 BLOCK_TOKENS = 16  # paged KV-cache block size
@@ -374,8 +382,7 @@ class ReferenceSimulation:
         open_ = np.flatnonzero((self.req.status != FINISHED) & (self.req.status != REJECTED))
         for rid in open_:
             self.req.status[rid] = REJECTED
-            self.req.reason[int(rid)] = ("simulation horizon reached" if math.isfinite(self.horizon_s)
-                                         else "never scheduled (deadlock)")
+            self.req.reason[int(rid)] = unfinished_reason(self.req.arrival_s[rid], self.horizon_s)
 
     # -- records: the engine's own frames (the same arrays, the same layout) ---------------------
     request_frame = Simulation.request_frame

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..checks import whole
 from ..errors import SimulatorError
 from ..ops.build import StepShape, build_ops
 from ..ops.kinds import DTYPES, OpTable, is_collective
@@ -70,6 +71,9 @@ def time_phase(model, plan: PhasePlan, shape: StepShape, phase: str, timing: Tim
 
 @dataclass(frozen=True)
 class WhatIfResult:
+    """What ``whatif`` returns: TTFT, TPOT, throughput, memory fit and cost of one plan, ``quadrants`` (a
+    DataFrame: time, FLOP, bytes, communication and bound per quadrant) and notes."""
+
     model_id: str
     plan: ServingPlan
     batch: int
@@ -195,6 +199,9 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
            timing: TimingModel | None = None) -> WhatIfResult:
     """Score one plan: TTFT of a ``prefill_batch`` x ``isl`` prefill, TPOT at ``batch`` concurrent
     sequences (mean KV length isl + osl/2), steady-state throughput, memory and cost."""
+    batch = whole("whatif: batch", batch, 1)
+    isl, osl = whole("whatif: isl", isl, 1), whole("whatif: osl", osl, 1)
+    prefill_batch = whole("whatif: prefill_batch", prefill_batch, 1)
     timing = timing or RooflineModel()
     model = plan.model
     notes: list[str] = []
@@ -253,9 +260,9 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
         # one request's KV sits on the TP ranks of one attention-DP group (all PP stages); they ship their shares
         # in parallel, and the prefill_batch prompts of that group share those links
         senders = pre.attention.tp * pre.pp
-        whole = prefill_batch * kv_bytes / (link * senders) + pre.attention.hardware.scale_out.latency_s
+        full_s = prefill_batch * kv_bytes / (link * senders) + pre.attention.hardware.scale_out.latency_s
         # streamed layer by layer while the prompt is prefilled: what is left after the last layer shows
-        kv_transfer = max(whole - ttft, 0.0) + whole / model.num_layers
+        kv_transfer = max(full_s - ttft, 0.0) + full_s / model.num_layers
         ttft += kv_transfer
         notes.append(f"P/D KV transfer: {kv_bytes / 1e6:.1f} MB per request over the scale-out link, "
                      f"{kv_transfer * 1e3:.2f} ms of it after the prefill (streamed per layer)")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import real, whole
 from ..errors import InfeasibleError, SimulatorError
 from ..specs.catalog import catalog_root, load_hardware, load_model
 from ..specs.deployment import ENGINES, Deployment
@@ -28,6 +29,10 @@ from .verify import latency_miss, timing_model, verify_many
 
 @dataclass
 class PlanRequest:
+    """What ``plan_capacity_for`` is asked: a model, traffic and target rate (None: the traffic's), SLOs and
+    percentile (None: the traffic's), the hardware to choose from and how far to search. Checked on
+    construction (``SimulatorError`` for nonsense)."""
+
     model: str
     traffic: Traffic
     hardware: list[str]
@@ -52,6 +57,34 @@ class PlanRequest:
     timing: str | None = None  # --timing spec for screening and simulation (roofline by default)
     engine: str = "vllm"  # serving engine profile of every pool (batching policy, step overheads, frontend)
     frontend_latency_s: float | None = None  # every fleet's frontend latency (None: the engine's)
+
+    def __post_init__(self):
+        if not isinstance(self.traffic, Traffic):
+            raise SimulatorError(f"PlanRequest.traffic: expected a Traffic, got {type(self.traffic).__name__}")
+        for k in ("hardware", "prefill_hardware", "decode_hardware"):
+            v = getattr(self, k)
+            if v is not None and (isinstance(v, str) or not isinstance(v, (list, tuple))
+                                  or not all(isinstance(x, str) for x in v)):
+                raise SimulatorError(f"PlanRequest.{k}: expected a list of hardware ids, got {v!r}")
+        if self.rate_per_s is not None:
+            real("PlanRequest.rate_per_s", self.rate_per_s, 0, above=True)
+        for k in ("ttft_slo_s", "tpot_slo_s"):
+            if getattr(self, k) is not None:
+                real(f"PlanRequest.{k}", getattr(self, k), 0, above=True)
+        if self.percentile is not None:
+            real("PlanRequest.percentile", self.percentile, 0, 100, above=True)
+        whole("PlanRequest.max_devices", self.max_devices, 1)
+        whole("PlanRequest.top_k", self.top_k, 1)
+        whole("PlanRequest.verify_max", self.verify_max, 1)
+        whole("PlanRequest.bisect_steps", self.bisect_steps, 0)
+        real("PlanRequest.tolerance", self.tolerance, 0, 10)
+        for k in ("requests", "workers"):
+            if getattr(self, k) is not None:
+                whole(f"PlanRequest.{k}", getattr(self, k), 1)
+        if self.frontend_latency_s is not None:
+            real("PlanRequest.frontend_latency_s", self.frontend_latency_s, 0)
+        for hw, usd in dict(self.prices).items():
+            real(f"PlanRequest.prices[{hw!r}]", usd, 0, above=True)
 
 
 @dataclass
@@ -218,6 +251,11 @@ def _miss(ver: dict, slo: SLO) -> tuple[float, str]:
 
 
 def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None] | None = None) -> PlanOutcome:
+    """Screen every arrangement analytically, simulate the cheapest plausible fleets at the target rate, and
+    return a ``PlanOutcome``: ``doc`` (plan.json: inputs, SLOs, prices, candidates with analytic and simulated
+    figures, the recommendation and its headroom, the error band), the candidates' deployments and the
+    recommended deployment's YAML. Raises ``InfeasibleError`` when no simulated fleet meets the SLOs.
+    ``progress(stage, done, total)`` reports the screening and simulation rounds."""
     for m in req.modes:
         if m not in MODES:
             raise SimulatorError(f"--modes: unknown mode {m!r}; choose from {', '.join(MODES)}")
@@ -388,6 +426,13 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
                         progress: Callable[[str, int, int], None] | None = None,
                         timing: str | None = None) -> PlanOutcome:
     """Simulate given deployments side by side at the same traffic; same document as ``plan``."""
+    if not deps or not all(isinstance(d, Deployment) for d in deps):
+        raise SimulatorError("compare: expected a non-empty list of Deployments")
+    if rate is not None:
+        real("compare: rate", rate, 0, above=True)
+    if requests is not None:
+        whole("compare: requests", requests, 1)
+    whole("compare: bisect_steps", bisect_steps, 0)
     traffic, rate = effective_traffic(traffic, rate, requests)
     slo = traffic.slo
     w = workload_of(traffic, rate, slo)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.whatif import check_context, time_phase
+from ..checks import names, whole
 from ..devices import DeviceArrays
 from ..errors import InfeasibleError, SimulatorError
 from ..ops.build import StepShape
@@ -31,6 +32,18 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
           timing=None, prices_usd_per_hour: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per configuration (pp = 1, colocated), with TTFT, TPOT, throughput, memory fit and cost
     (``prices_usd_per_hour``: profile id -> USD per device-hour, over the profiles' own prices)."""
+    hardware, precisions = names("sweep: hardware", hardware), names("sweep: precisions", precisions)
+    devices = whole("sweep: devices", devices, 1)
+    isl, osl = whole("sweep: isl", isl, 1), whole("sweep: osl", osl, 1)
+    if isinstance(batches, (str, bytes)) or not len(batches):
+        raise SimulatorError(f"sweep: batches: expected a non-empty list of batch sizes, got {batches!r}")
+    batches = [whole("sweep: batches", b, 1) for b in batches]
+    for name, v in (("tps", tps), ("eps", eps)):
+        if v is not None:
+            for x in v:
+                whole(f"sweep: {name}", x, 1)
+            if any(devices % int(x) for x in v):
+                raise SimulatorError(f"sweep: {name}: every size must divide devices = {devices}, got {list(v)}")
     model = load_model(model_id)
     timing = timing or RooflineModel()
     check_context(model, isl, osl)

@@ -141,6 +141,17 @@ class Requests:
         self.dp_rank = np.full(n, -1, np.int64)
 
 
+NOT_ARRIVED = "not arrived before the simulation horizon"  # (not served, not refused: outside the SLO figures)
+
+
+def unfinished_reason(arrival_s: float, horizon_s: float) -> str:
+    """Why a request the run left unfinished ends ``rejected``: a horizon stopped the clock before it arrived
+    (NOT_ARRIVED) or while it was being served; without a horizon, the scheduler never ran it."""
+    if not math.isfinite(horizon_s):
+        return "never scheduled (deadlock)"
+    return "unfinished at the simulation horizon" if arrival_s <= horizon_s else NOT_ARRIVED
+
+
 class Clock(simpy.Environment):
     """simpy's environment plus ``call_at``: run ``fn(arg)`` at absolute time ``t`` (after the entries
     already due then), without a process, an event object or a closure.
@@ -999,8 +1010,7 @@ class Simulation:
         open_ = np.flatnonzero((r.status != FINISHED) & (r.status != REJECTED))
         for rid in open_:
             r.status[rid] = REJECTED
-            r.reason[int(rid)] = ("simulation horizon reached" if math.isfinite(self.horizon_s)
-                                  else "never scheduled (deadlock)")
+            r.reason[int(rid)] = unfinished_reason(r.arrival_s[rid], self.horizon_s)
 
     def _write_back(self) -> None:
         """Copy the working lists into the ``Requests`` arrays (decoding requests' counts materialised)."""

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InfeasibleError, SimulatorError
-from ..specs.deployment import Deployment, Pool
+from ..specs.deployment import PREEMPTIONS, Deployment, Pool
 from ..specs.traffic import Traffic
 from ..timing.base import TimingModel
 from ..timing.custom_allreduce import CustomAllReduce
@@ -31,6 +31,9 @@ from .stepcost import AnalyticStepCost, StepCostModel, TabulatedStepCost
 
 @dataclass
 class SimulationResult:
+    """What ``simulate`` returns: ``requests`` and ``steps`` (DataFrames, one row per request / batch step),
+    ``summary`` (a plain dict) and ``events`` (the event log)."""
+
     requests: pd.DataFrame
     steps: pd.DataFrame
     summary: dict
@@ -208,8 +211,29 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
              cost_for: Callable[[Pool], StepCostModel] | None = None, horizon_s: float = math.inf,
              progress: Callable[[int], None] | None = None, engine: str | None = None,
              preemption: str | None = None, overheads: bool = True) -> SimulationResult:
-    """Run ``traffic`` through ``dep``. ``engine`` (vllm | sglang | trtllm) overrides every pool's
-    engine profile; ``preemption`` (recompute | swap | none) its preemption mode."""
+    """Run ``traffic`` through ``dep`` and return a ``SimulationResult``: ``requests`` (one row per request:
+    arrival, admission, first token, finish, TTFT / TPOT / E2E, status and reason), ``steps`` (one row per batch
+    step of every replica), ``summary`` (a plain dict: latency statistics, throughput, goodput and SLO attainment,
+    utilisation per pool and quadrant, KV occupancy, cost, the measurement window) and ``events``.
+
+    ``engine`` (vllm | sglang | trtllm) overrides every pool's engine profile; ``preemption`` (recompute | swap |
+    none) its preemption mode; ``overheads=False`` drops the engines' step overheads. ``timing`` times the ops
+    (the roofline by default); ``cost_for`` replaces the step-cost model of a pool outright (tests). The run stops
+    at ``horizon_s`` simulated seconds if given: requests unfinished then end ``rejected`` ("simulation horizon
+    reached"). ``progress(n)`` is called as requests finish."""
+    from ..checks import choice, real
+
+    if not isinstance(dep, Deployment):
+        raise SimulatorError(f"simulate: dep must be a Deployment (read_deployment / quick_deployment), got "
+                             f"{type(dep).__name__}")
+    if not isinstance(traffic, Traffic):
+        raise SimulatorError(f"simulate: traffic must be a Traffic (read_traffic / simple_traffic), got "
+                             f"{type(traffic).__name__}")
+    real("simulate: horizon_s", horizon_s, 0, above=True, infinite=True)
+    if engine is not None:
+        choice("simulate: engine", engine, ENGINES)
+    if preemption is not None:
+        choice("simulate: preemption", preemption, PREEMPTIONS)
     reqs = traffic.sample()
     r = Requests(reqs["arrival_s"].to_numpy(dtype=float).copy(), reqs["prompt_tokens"].to_numpy(np.int64),
                  reqs["output_tokens"].to_numpy(np.int64))

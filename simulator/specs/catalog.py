@@ -110,11 +110,14 @@ def _named(ref: str, folder: str, kind: str) -> Path:
 
 @functools.lru_cache(maxsize=256)
 def load_hardware(ref: str) -> HardwareSpec:
+    """A hardware profile by id (``hardware/<id>.yaml``), by a name it goes by (``H100``) or by path."""
     return read_hardware(_named(ref, "hardware", "hardware profile"))
 
 
 @functools.lru_cache(maxsize=256)
 def load_model(ref: str) -> ModelSpec:
+    """A model spec by id (``workloads/models/<id>.yaml``), by a name it goes by (a HuggingFace repo id) or by
+    path."""
     return read_model(_named(ref, "workloads/models", "model"))
 
 

@@ -245,6 +245,9 @@ def route_gap(ranges: list[tuple[int, int]]) -> tuple[int, int] | None:
 
 
 def read_deployment(path: str | Path) -> Deployment:
+    """A deployment YAML (``workloads/deployments/``): the model, KV cache and pools (hardware, devices,
+    replicas, parallelism and precision per quadrant, engine, batch limits, routing). ``SpecError`` names the
+    file and key of anything wrong; an infeasible layout is refused at the pool's key."""
     data = load_yaml(path)
     r = Reader(path, data)
     r.schema_version()

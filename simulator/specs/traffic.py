@@ -6,13 +6,15 @@ Read from ``workloads/traffic/<id>.yaml``; ``sample()`` turns it into concrete r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..errors import SpecError
+from ..checks import choice, real, whole
+from ..errors import SimulatorError, SpecError
 from ._reader import Reader, load_yaml
 
 ARRIVALS = ("poisson", "gamma", "closed", "trace")
@@ -31,6 +33,20 @@ class LengthDist:
     minimum: float = 1.0
     maximum: float = 1e9
     values: tuple[float, ...] = ()  # empirical
+
+    def __post_init__(self):
+        choice("LengthDist.kind", self.kind, DISTS)
+        lo = real("LengthDist.minimum", self.minimum, 1)
+        real("LengthDist.maximum", self.maximum, lo)
+        if self.kind == "fixed":
+            real("LengthDist.value", self.value, 1)
+        elif self.kind == "uniform":
+            real("LengthDist.high", self.high, max(real("LengthDist.low", self.low, 0), 1))
+        elif self.kind == "lognormal":
+            real("LengthDist.median", self.median, 0, above=True)
+            real("LengthDist.sigma", self.sigma, 0)
+        elif not self.values or not all(math.isfinite(v) and v >= 1 for v in self.values):
+            raise SimulatorError("LengthDist.values: expected at least one finite token count >= 1")
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         if self.kind == "fixed":
@@ -56,13 +72,21 @@ class LengthDist:
 
 @dataclass(frozen=True)
 class SLO:
-    ttft_s: float
+    ttft_s: float  # inf: no target
     tpot_s: float
-    percentile: float
+    percentile: float  # in (0, 100]
+
+    def __post_init__(self):
+        real("SLO.ttft_s", self.ttft_s, 0, above=True, infinite=True)
+        real("SLO.tpot_s", self.tpot_s, 0, above=True, infinite=True)
+        real("SLO.percentile", self.percentile, 0, 100, above=True)
 
 
 @dataclass(frozen=True)
 class Traffic:
+    """An arrival process (poisson | gamma | closed | trace), its rate or concurrency, request count, length
+    distributions, seed and SLO; ``sample()`` draws the requests. Checked on construction."""
+
     id: str
     arrival: str
     rate_per_s: float
@@ -76,6 +100,24 @@ class Traffic:
     trace: pd.DataFrame | None = None
     file: str = ""
     ramp_up_s: float | None = None  # closed loop: clients start evenly over this time (None: auto, 0: together)
+
+    def __post_init__(self):
+        choice("Traffic.arrival", self.arrival, ARRIVALS)
+        if self.arrival in ("poisson", "gamma"):
+            real("Traffic.rate_per_s", self.rate_per_s, 0, above=True)
+        if self.arrival == "gamma":
+            real("Traffic.cv", self.cv, 0, above=True)
+        whole("Traffic.concurrency", self.concurrency, 1 if self.arrival == "closed" else 0)
+        whole("Traffic.requests", self.requests, 1, MAX_REQUESTS)
+        whole("Traffic.seed", self.seed, 0)
+        if self.ramp_up_s is not None:
+            real("Traffic.ramp_up_s", self.ramp_up_s, 0)
+        if not isinstance(self.slo, SLO) or not isinstance(self.prompt, LengthDist) \
+                or not isinstance(self.output, LengthDist):
+            raise SimulatorError("Traffic: slo must be an SLO, prompt and output LengthDists")
+        if self.arrival == "trace" and (self.trace is None or self.requests > len(self.trace)):
+            rows = 0 if self.trace is None else len(self.trace)
+            raise SimulatorError(f"Traffic.requests: a trace run replays at most its {rows} rows, got {self.requests}")
 
     def sample(self) -> pd.DataFrame:
         """Requests as a DataFrame: arrival_s (NaN for closed loop), prompt_tokens, output_tokens."""
@@ -175,6 +217,14 @@ def _rate(arr: Reader, kind: str) -> float:
     return arr.number("rate_per_s", 0.0 if kind in ("closed", "trace") else ..., minimum=0)
 
 
+def _requests(r: Reader, trace) -> int:
+    """``requests``: a trace replays at most its rows (all of them by default)."""
+    n = r.int("requests", len(trace) if trace is not None else ..., minimum=1)
+    if trace is not None and n > len(trace):
+        raise r.error("requests", f"the trace has {len(trace)} rows; a run replays at most that many, got {n}")
+    return n
+
+
 def _percentile(slo: Reader) -> float:
     """``slo.percentile``: within (0, 100] (90 when absent)."""
     p = slo.number("percentile", 90.0, maximum=100)
@@ -184,6 +234,8 @@ def _percentile(slo: Reader) -> float:
 
 
 def read_traffic(path: str | Path) -> Traffic:
+    """A traffic YAML (``workloads/traffic/``): arrivals, prompt and output lengths, seed, SLO. ``SpecError``
+    names the file and key of anything wrong."""
     data = load_yaml(path)
     r = Reader(path, data)
     r.schema_version()
@@ -215,7 +267,7 @@ def read_traffic(path: str | Path) -> Traffic:
     slo = r.child("slo", {})
     traffic = Traffic(
         id=r.str("id", Path(path).stem), arrival=kind, rate_per_s=rate, cv=cv, concurrency=conc,
-        requests=r.int("requests", len(trace) if trace is not None else ..., minimum=1),
+        requests=_requests(r, trace),
         prompt=_dist(r.child("prompt_tokens")) if trace is None else LengthDist("fixed", 1),
         output=_dist(r.child("output_tokens")) if trace is None else LengthDist("fixed", 1),
         seed=r.int("seed", 0), trace=trace, file=str(path), ramp_up_s=ramp,

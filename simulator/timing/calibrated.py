@@ -40,6 +40,8 @@ def read_overlay(path: str | Path) -> tuple[str, dict, object]:
 
 
 def apply_calibration(hw: HardwareSpec, path: str | Path) -> HardwareSpec:
+    """``hw`` with the efficiency constants of a calibration overlay (``quadrant calibrate --out``) for that
+    device; an overlay for another device is refused."""
     hw_id, _, eff = read_overlay(path)
     if hw_id != hw.id:
         raise SpecError(str(path), "hardware", f"overlay was fitted for {hw_id!r}, not {hw.id!r}")
