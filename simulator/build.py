@@ -56,16 +56,12 @@ class PlanOptions:
         # the engines' and checkpoints' spellings (FP8, fp8_e4m3, NVFP4, bfloat16, AWQ) as this package's names
         for k in ("precision", "attn_precision", "ffn_precision", "kv_precision"):
             setattr(self, k, canonical_precision(getattr(self, k)))
-        whole("PlanOptions.devices", self.devices, 1)
-        whole("PlanOptions.pp", self.pp, 1)
-        whole("PlanOptions.ep", self.ep, 1)
-        for k in ("tp", "dp", "expert_tp", "prefill_devices", "prefill_tp", "prefill_pp", "decode_devices",
-                  "decode_tp", "decode_ep"):  # None: the default; 0 is not a default
+        # counts: whole numbers (a whole-number float is taken as its integer); None: the default, 0 is not one
+        for k, lo in (("devices", 1), ("pp", 1), ("ep", 1), ("kv_scale_tokens", 1), ("chunk", 0),
+                      ("spec_draft_tokens", 0), ("tp", 1), ("dp", 1), ("expert_tp", 1), ("prefill_devices", 1),
+                      ("prefill_tp", 1), ("prefill_pp", 1), ("decode_devices", 1), ("decode_tp", 1), ("decode_ep", 1)):
             if getattr(self, k) is not None:
-                whole(f"PlanOptions.{k}", getattr(self, k), 1)
-        whole("PlanOptions.kv_scale_tokens", self.kv_scale_tokens, 1)
-        whole("PlanOptions.chunk", self.chunk, 0)
-        whole("PlanOptions.spec_draft_tokens", self.spec_draft_tokens, 0)
+                setattr(self, k, whole(f"PlanOptions.{k}", getattr(self, k), lo))
         real("PlanOptions.spec_acceptance", self.spec_acceptance, 0, 1)
         real("PlanOptions.spec_draft_cost", self.spec_draft_cost, 0, 1)
         if self.price_usd_per_hour is not None:

@@ -112,10 +112,15 @@ def model_detail(ref: str) -> dict:
             "sources": m.sources}
 
 
-def _hf_model_type(config: Path) -> str:
+def _hf_model_type(config: Path) -> str | None:
     """``model_type`` of a config.json (its ``text_config``'s for a multimodal wrapper), lower-case; "" if none
-    (the file was read and checked by ``model_from_hf_config`` already)."""
-    cfg = json.loads(Path(config).read_text())
+    (the file was read and checked by ``model_from_hf_config`` already; read the same way here)."""
+    from .specs._reader import read_text_file
+
+    try:
+        cfg = json.loads(read_text_file(config))
+    except (ValueError, SimulatorError):  # (a pipe reads once: the import itself succeeded, so no note)
+        return None
     inner = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
     return str(inner.get("model_type", cfg.get("model_type", "")) or "").lower()
 
@@ -137,7 +142,7 @@ def import_model(config: Path, model_id: str, source: str, out: Path | None = No
     spec = model_from_hf_config(config, model_id)
     notes = []
     mtype = _hf_model_type(config)
-    if mtype not in HF_KNOWN_TYPES:
+    if mtype is not None and mtype not in HF_KNOWN_TYPES:
         notes.append(f"model_type {mtype or '(none)'!r} is not a family this importer was written for: read as a "
                      "standard decoder (GQA or MLA attention, gated FFN or MoE); check the sizes against the model "
                      "card.")
@@ -332,6 +337,9 @@ def run_simulate(opts: dict, progress: bool = False):
             raise SimulatorError(f"--rate applies to poisson or gamma arrivals; {traffic.id} is {traffic.arrival}")
         traffic = dc_replace(traffic, rate_per_s=float(opts["rate"]))
     if opts.get("requests"):
+        if traffic.trace is not None and opts["requests"] > len(traffic.trace):
+            raise SimulatorError(f"--requests {opts['requests']}: the trace {traffic.id} has {len(traffic.trace)} "
+                                 "rows, and a run replays at most that many")
         traffic = dc_replace(traffic, requests=opts["requests"])
     if opts.get("seed") is not None:
         traffic = dc_replace(traffic, seed=opts["seed"])
@@ -383,6 +391,9 @@ def _simulate_overrides(traffic, opts: dict):
     slo = dc_replace(slo, ttft_s=slo.ttft_s if ttft is None else ttft, tpot_s=slo.tpot_s if tpot is None else tpot,
                      percentile=slo.percentile if pct is None else pct)
     ramp = dur("--ramp-up", "ramp_up")
+    if ramp is not None and traffic.arrival != "closed":
+        raise SimulatorError(f"--ramp-up applies to a closed loop (--concurrency, or process: closed); {traffic.id} "
+                             f"is {traffic.arrival}")
     if opts.get("preemption") not in (None, "recompute", "swap", "none"):
         raise SimulatorError(f"--preemption: expected recompute, swap or none, got {opts['preemption']!r}")
     return dc_replace(traffic, slo=slo, ramp_up_s=traffic.ramp_up_s if ramp is None else ramp)

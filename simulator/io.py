@@ -77,15 +77,21 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})  # files a desktop drops into any folder it shows
+
+
 def check_out_dir(path: str | Path, ours: Iterable[str] = ()) -> None:
     """Refuse (SimulatorError) an output folder ``atomic_dir`` would not take: an existing path that is not a
     folder, a folder holding anything but the files named in ``ours``, or a missing parent folder. Commands
     call it before their work, so a long run does not end in a refusal."""
     path = Path(path)
-    ours = set(ours)
+    ours = set(ours) | OS_LITTER
     if path.exists():
         if not path.is_dir():
             raise SimulatorError(f"{path}: exists and is not a folder")
+        if Path.cwd().resolve().is_relative_to(path.resolve()):
+            raise SimulatorError(f"{path}: is the current folder (or holds it), which a run cannot replace; give "
+                                 "another folder")
         foreign = sorted(p.name for p in path.iterdir() if p.name not in ours and not p.name.startswith(".quadrant-"))
         if foreign:
             raise SimulatorError(f"{path}: folder holds files this run would not write ({', '.join(foreign[:3])}"

@@ -543,3 +543,18 @@ def test_model_import_flags_an_unknown_family(tmp_path):
     assert "model_type 'foo' is not a family" in yaml.safe_load(r.stdout.split("\n", 1)[1])["notes"]
     r = runner.invoke(app, ["model", "import", str(_hf(tmp_path)), "--id", "bar"])
     assert r.exit_code == 0 and "not a family" not in r.stdout
+
+
+def test_out_refuses_the_current_folder_and_ramp_up_needs_a_closed_loop(tmp_path, monkeypatch):
+    out = tmp_path / "sim"
+    assert runner.invoke(app, [*QUICK, "--out", str(out), "--no-plots"]).exit_code == 0
+    monkeypatch.chdir(out)
+    err = one_line_error(runner.invoke(app, [*QUICK, "--out", ".", "--no-plots"]))
+    assert "current folder" in err
+    assert "--ramp-up" in one_line_error(runner.invoke(app, [*QUICK, "--ramp-up", "2s"]))
+
+
+def test_a_trace_replays_at_most_its_rows():
+    err = one_line_error(runner.invoke(app, ["simulate", "dbrx-8xh100", "--traffic", "trace-replay",
+                                             "--requests", "100000"]))
+    assert "--requests 100000" in err and "rows" in err

@@ -340,3 +340,21 @@ def test_a_recommendation_inside_the_error_band_carries_a_caution():
     assert "Caution" in text and "c2 (agg: c2) at $2.50/h sustains +60%" in text
     doc["recommended"] = dict(cands[2], headroom=0.6)
     assert "Caution" not in recommendation_text(doc)
+
+
+def test_the_caution_gives_the_bisection_bracket_and_an_unpriced_recommendation_reads():
+    from simulator.report.documents import recommendation_text
+
+    rec = {"id": "d0", "arrangement": "agg: d0", "mode": "agg", "devices": 1, "cost_per_hour_usd": None,
+           "usd_per_mtok_output": None, "headroom": 0.05,
+           "pools": [{"role": "colocated", "replicas": 1, "devices": 1, "hardware": "h20",
+                      "parallelism": {"tp": 1, "ep": 1}, "precision": {"attention": "fp8", "ffn": "fp8"}}],
+           "verified": {"slo_met": True, "ttft_p_s": 0.2, "tpot_p_s": 0.01, "max_rate_per_s": 10.5,
+                        "load_trace": [{"rate_per_s": 10.5, "slo_met": True}, {"rate_per_s": 12.0, "slo_met": False}]}}
+    other = dict(rec, id="d1", cost_per_hour_usd=3.0, headroom=None,
+                 verified=dict(rec["verified"], slo_met=False, max_rate_per_s=8.0, load_trace=[]))
+    doc = {"inputs": {"rate_per_s": 10.0}, "slo": {"ttft_s": 0.5, "tpot_s": 0.015, "percentile": 90},
+           "candidates": [rec, other], "error_band": {"median_ape": 0.13}, "recommended": rec}
+    text = recommendation_text(doc)  # (an unpriced recommendation: no price ordering, no TypeError)
+    assert "cheaper candidate" not in text
+    assert "headroom of +5% to +20%" in text and "--top-k" in text

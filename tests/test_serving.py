@@ -285,6 +285,29 @@ def test_tabulated_step_cost_equals_the_op_model(model, kw):
             assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-3, abs=1e-12), field
 
 
+@pytest.mark.parametrize("tp,dp,ep", [(1, 8, 1), (1, 8, 2), (2, 4, 1), (1, 8, 8)])
+def test_tabulated_step_cost_routes_like_the_op_model_under_attention_dp(tp, dp, ep):
+    """With attention DP the routed experts see the tokens of the ranks that feed their group: every token when
+    one expert group spans all ranks (ep 8), the busiest group's whole sequences when experts are replicated over
+    groups (ep 1 or 2 at dp 8: one long prompt lands whole on one group). The DES fast path reads its routed table
+    where the op model says, for a lone prompt and for pure decode batches."""
+    from simulator.build import plan_from_options
+    from simulator.serving.stepcost import AnalyticStepCost, TabulatedStepCost
+
+    plan = plan_from_options(PlanOptions(model="dbrx", hardware="h200-sxm", devices=8, tp=tp, dp=dp, ep=ep,
+                                         precision="fp8"))
+    fast, slow = TabulatedStepCost(plan.model, plan.decode, 8192), AnalyticStepCost(plan.model, plan.decode)
+    for args in [(1, 4096, 0, 0, 1, 0), (0, 0, 0, 5, 1, 5 * 2048), (0, 0, 0, 64, 1, 64 * 1000)]:
+        assert fast.cost(*args).time_s == pytest.approx(slow.cost(*args).time_s, rel=2e-3), args
+    f = plan.decode.ffn
+    groups = tp * dp // (f.ep * f.expert_tp)
+    lone, spread = slow.cost(1, 4096, 0, 0, 1, 0).time_s, slow.cost(dp, 4096 * dp, 0, 0, 1, 0).time_s
+    if groups == dp:  # every rank its own expert replica: a lone prompt's step is as long as one on every rank
+        assert lone == pytest.approx(spread, rel=1e-9)
+    elif groups == 1:  # one group takes every rank's tokens: a prompt on every rank costs more than one
+        assert spread > 1.5 * lone
+
+
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
 @pytest.mark.parametrize("spec", [None, "tiny-kv", "speculative", "speculative-tiny-kv", "dp-ranks", "horizon",
                                   "closed", "recv-interval", "recv-interval-closed", "recv-interval-burst"])

@@ -386,7 +386,8 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
                                f"(p{slo.percentile:g} TTFT <= {slo.ttft_s:g} s, TPOT <= {slo.tpot_s:g} s).", notes)
     samples = {d["id"]: verified[int(d["id"][1:])].get("samples", {}) for d in docs if d["verified"]}
     doc = {
-        "inputs": {"model": model.id, "traffic": _rel(req.traffic.file) or req.traffic.id, "rate_per_s": rate,
+        "inputs": {"model": model.id, "traffic": _rel(req.traffic.file) or req.traffic.id,
+                   "traffic_ref": _traffic_ref(req.traffic), "rate_per_s": rate,
                    "timing": req.timing or "roofline", "engine": req.engine, "frontend_latency_s": frontend_s,
                    "hardware": list(specs), "modes": list(req.modes), "max_devices": req.max_devices,
                    "precisions": req.precisions, "tolerance": req.tolerance, "seed": traffic.seed,
@@ -514,6 +515,17 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
         dec_pool = d.pools_serving("decode")[0]
         breakdown = _breakdown(d, {"analytic": {"decode_batch_per_replica": min(dec_pool.max_seqs or 64, 64)}}, w)
     return PlanOutcome(doc, deployments, samples, None, breakdown, prices, slo, rate, doc["error_band"])
+
+
+def _traffic_ref(traffic: Traffic) -> str:
+    """How a command names this traffic from any folder: its catalogue id when it is the catalogue's file, else
+    its file's absolute path (its id when it has no file)."""
+    if not traffic.file:
+        return traffic.id
+    path = Path(traffic.file).resolve()
+    if path == (catalog_root() / "workloads" / "traffic" / f"{path.stem}.yaml").resolve():
+        return path.stem
+    return str(path)
 
 
 def _rel(path: str) -> str:

@@ -204,41 +204,53 @@ def recommendation_text(doc: dict) -> str:
                                if p_.get("ffn_pool") else "")
         + f" (tp {p_['parallelism']['tp']}, ep {p_['parallelism']['ep']}, {p_['precision']['attention']}/"
           f"{p_['precision']['ffn']})" for p_ in rec["pools"])
+    own = rec.get("cost_per_hour_usd")
     priced = [c for c in doc["candidates"] if c.get("cost_per_hour_usd") is not None and c["id"] != rec["id"]
-              and c.get("verified")]
-    cheaper = [c for c in priced if c["cost_per_hour_usd"] < rec["cost_per_hour_usd"]]
-    same = [c for c in priced if c["cost_per_hour_usd"] == rec["cost_per_hour_usd"] and not c["verified"]["slo_met"]]
+              and c.get("verified")] if own is not None else []  # (an unpriced recommendation: no ordering)
+    cheaper = [c for c in priced if c["cost_per_hour_usd"] < own]
+    same = [c for c in priced if c["cost_per_hour_usd"] == own and not c["verified"]["slo_met"]]
     head = rec.get("headroom")
     text = (f"For {target}, the cheapest arrangement the discrete-event simulation shows meeting the SLOs is "
             f"**{rec['id']} ({rec['mode']})** - {pools} - {rec['devices']} device"
             f"{'s' if rec['devices'] != 1 else ''} at "
-            f"{_usd(rec['cost_per_hour_usd'])}/h ({_usd(rec.get('usd_per_mtok_output'), 3)} per million output "
+            f"{_usd(own)}/h ({_usd(rec.get('usd_per_mtok_output'), 3)} per million output "
             f"tokens). Simulated {p} TTFT {_ms(v['ttft_p_s'])}, TPOT {_ms(v['tpot_p_s'])}; it sustains up to "
             f"{v['max_rate_per_s']:.3g} req/s before an SLO breaks"
             + (f", a headroom of {head:+.0%} over the target rate" if head is not None else "")
-            + f". {len(cheaper)} cheaper candidate(s) were simulated and missed the SLOs"
-            + (f"; {len(same)} at the same price missed them too" if same else "") + ".")
+            + (f". {len(cheaper)} cheaper candidate(s) were simulated and missed the SLOs"
+               + (f"; {len(same)} at the same price missed them too" if same else "") if own is not None else "")
+            + ".")
     return text + _headroom_caution(doc, rec, head)
+
+
+def _upper_rate(v: dict) -> float | None:
+    """The lowest simulated rate above the maximum found at which an SLO broke (the bisection's upper end)."""
+    top = v.get("max_rate_per_s") or 0.0
+    failed = [t["rate_per_s"] for t in v.get("load_trace") or [] if not t.get("slo_met") and t["rate_per_s"] > top]
+    return min(failed) if failed else None
 
 
 def _headroom_caution(doc: dict, rec: dict, head: float | None) -> str:
     """A warning when the recommendation's headroom is inside the timing model's median error: a fleet that close
     to its knee can miss the SLOs in production (and in a longer or reseeded simulation), so the cheapest
-    simulated fleet with more headroom than that error is named."""
+    simulated fleet with more headroom than that error is named. The bisection brackets the headroom; the
+    caution gives the bracket."""
     band = (doc.get("error_band") or {}).get("median_ape")
     if head is None or band is None or head >= band:
         return ""
     rate = doc["inputs"]["rate_per_s"]
+    hi = _upper_rate(rec.get("verified") or {})
+    span = f"{head:+.0%} to {hi / rate - 1:+.0%}" if hi else f"{head:+.0%}"
     safer = [c for c in doc["candidates"] if c.get("verified") and c["verified"].get("slo_met")
              and c.get("cost_per_hour_usd") is not None and c["id"] != rec["id"]
-             and c["verified"]["max_rate_per_s"] / rate - 1 >= band]
+             and (c["verified"].get("max_rate_per_s") or 0.0) / rate - 1 >= band]
     alt = min(safer, key=lambda c: c["cost_per_hour_usd"]) if safer else None
-    return (f" **Caution:** a headroom of {head:+.0%} is inside the timing model's median error ({band:.0%}): this "
+    return (f" **Caution:** a headroom of {span} is inside the timing model's median error ({band:.0%}): this "
             "fleet runs close to its knee and may miss the SLOs in production"
             + (f"; {alt['id']} ({alt['arrangement']}) at {_usd(alt['cost_per_hour_usd'])}/h sustains "
                f"{alt['verified']['max_rate_per_s'] / rate - 1:+.0%}." if alt else
-               "; no simulated candidate has more headroom than that (raise --verify-max or --max-devices to see "
-               "larger fleets)."))
+               "; no simulated candidate has more headroom than that (a larger --top-k simulates more candidates "
+               "per round)."))
 
 
 def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
@@ -301,10 +313,10 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
     s.append({"title": "Cost per pool", "figure": figures.get("pools"),
               "table": (["pool (recommended)", "hardware", "devices", "$/h", "$/M input tok", "$/M output tok"],
                         pool_rows),
-              "text": ["Each pool's cost per million tokens is its own cost over the fleet's tokens, so the pools add "
-                       "up to the fleet's."
-                       + (" A colocated pool's whole cost is charged to both input and output tokens." if colocated
-                          else "")]})
+              "text": ["Each pool's cost per million tokens is its own cost over the tokens it serves: a prefill "
+                       "pool's over input tokens, a decode pool's over output tokens"
+                       + (", a colocated pool's whole cost over both" if colocated else "")
+                       + "; the fleet row charges the whole fleet to each."]})
     price_rows = [[p["hardware"], _usd(p.get("usd_per_device_hour"), 3), p.get("source") or "", str(p.get("date")
                                                                                                    or ""),
                    f"{p['tdp_w']:.0f} W" if p.get("tdp_w") else ""] for p in doc.get("prices", [])]
@@ -333,13 +345,17 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
     ]
     if rec and doc.get("slo") and inp.get("modes"):  # a plan: its recommended.yaml, re-run at the planned targets
         slo = doc["slo"]
-        cmd = (f"quadrant simulate recommended.yaml --traffic {inp.get('traffic')} --rate {inp['rate_per_s']:g} "
+        timing = inp.get("timing")
+        cmd = (f"quadrant simulate recommended.yaml --traffic {inp.get('traffic_ref') or inp.get('traffic')} "
+               f"--rate {inp['rate_per_s']:g} "
                + (f"--ttft-slo {slo['ttft_s']:g}s " if slo.get("ttft_s") is not None else "")
                + (f"--tpot-slo {slo['tpot_s']:g}s " if slo.get("tpot_s") is not None else "")
-               + f"--slo-percentile {slo['percentile']:g} --requests {rv.get('requests_simulated') or 2000}")
-        assumptions.append(f"To re-run the recommendation: `{cmd}` (recommended.yaml carries the layout and prices, "
-                           "not the rate or SLOs; `simulate` summarises its whole run, fill and drain included, so its "
-                           "percentiles differ somewhat from this steady window).")
+               + f"--slo-percentile {slo['percentile']:g} --requests {rv.get('requests_simulated') or 2000}"
+               + (f" --timing {timing}" if timing and timing != "roofline" else "")
+               + (f" --engine {inp['engine']}" if inp.get("engine") else ""))
+        assumptions.append(f"To re-run the recommendation, from this report's folder: `{cmd}` (recommended.yaml "
+                           "carries the layout and prices, not the rate or SLOs; `simulate` summarises its whole run, "
+                           "fill and drain included, so its percentiles differ somewhat from this steady window).")
     s.append({"title": "Assumptions and prices", "text": assumptions,
               "table": (["hardware", "USD per device-hour", "source", "date", "TDP"], price_rows)})
     eb = doc.get("error_band")

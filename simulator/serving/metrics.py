@@ -201,8 +201,9 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         "requests_total": int(len(requests)),
         "requests_completed": int(len(done_all)),
         "requests_rejected": int(len(rejected)),
-        # by kind: the numbers in a reason (token counts, replica names) are left out, so one cause is one entry
-        "rejection_reasons": rejected.reason.str.replace(r"\d[\d,]*", "N", regex=True).value_counts().to_dict(),
+        # by kind: a request's own token count is left out of its reason, so one cause on one replica is one entry
+        "rejection_reasons": rejected.reason.str.replace(r"(needs |= )\d[\d,]*", r"\1N", regex=True)
+                                    .value_counts().to_dict(),
         "makespan_s": makespan,
         "ttft_s": _stats(done.ttft_s), "tpot_s": _stats(done.tpot_s), "e2e_s": _stats(done.e2e_s),
         "itl_s": itl,

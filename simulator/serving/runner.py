@@ -219,8 +219,9 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
     ``engine`` (vllm | sglang | trtllm) overrides every pool's engine profile; ``preemption`` (recompute | swap |
     none) its preemption mode; ``overheads=False`` drops the engines' step overheads. ``timing`` times the ops
     (the roofline by default); ``cost_for`` replaces the step-cost model of a pool outright (tests). The run stops
-    at ``horizon_s`` simulated seconds if given: requests unfinished then end ``rejected`` ("simulation horizon
-    reached"). ``progress(n)`` is called as requests finish."""
+    at ``horizon_s`` simulated seconds if given: requests unfinished then end ``rejected`` ("unfinished at the
+    simulation horizon", or ``engine.NOT_ARRIVED`` for those not yet arrived, which the SLO figures leave out).
+    ``progress(n)`` is called as requests finish."""
     from ..checks import choice, real
 
     if not isinstance(dep, Deployment):

@@ -251,6 +251,13 @@ class TabulatedStepCost:
             self.routed = w2[every.ops.named(*self.ROUTED_OPS)].sum(axis=0)
         else:
             self.routed = np.zeros(max_tokens * dp + 1)
+        # Expert groups fed by different attention-DP ranks (experts replicated over groups: tp x dp > ep x
+        # expert_tp) each route their own ranks' tokens, and the step waits for the busiest group. Table 2 spreads
+        # its t tokens evenly over those groups (``build_ops``: ceil(t / groups) each), so a step reads it at
+        # groups x (the busiest group's tokens): whole sequences, ceil(seqs / groups) of them (as ``build_ops``
+        # counts a step's own sequences).
+        f = plan.ffn
+        self._groups = int(min(max(plan.attention.tp * dp // max(f.ep * f.expert_tp, 1), 1), dp))
         # the same tables as Python lists: a step reads a few entries, and list indexing is what is cheap
         self._lin_attn, self._lin_ffn = self.lin_attn.tolist(), self.lin_ffn.tolist()
         self._lin_other, self._head, self._routed = self.lin_other.tolist(), self.head.tolist(), self.routed.tolist()
@@ -442,7 +449,7 @@ class TabulatedStepCost:
             attn = self._rank_cores(seqs, kv_steps, 1.0) + self.lin_attn[seqs][None, :]
             attn = attn.max(axis=1)  # the busiest rank's attention side, per step
             busy = int(seqs.max())
-            lin_f = float(self.lin_ffn[busy]) + float(self.routed[n])
+            lin_f = float(self.lin_ffn[busy]) + float(self.routed[self._routed_at(0, 0.0, n, 1.0, n)])
             times = attn + (lin_f + float(self.lin_other[busy]) + float(self.head[busy]))
             return times.tolist(), attn.tolist(), [lin_f] * k
         ds_dev, lin_a, lin_f, fixed = self._stretch_terms(n)
@@ -452,12 +459,22 @@ class TabulatedStepCost:
         cores = np.interp((kv0 + n * np.arange(k)) / n + 1.0, self.GRID, self._decode_tab(ds_dev, 1.0)[1])
         return (fixed + cores).tolist(), (cores + lin_a).tolist(), [lin_f] * k
 
+    def _routed_at(self, prefill_seqs: int, prefill_len: float, decode_seqs: int, decode_len: float, total: int) -> int:
+        """Where a step reads the routed-expert table: at its ``total`` tokens when one expert group takes every
+        token, else at groups x the busiest group's tokens (see ``__init__``)."""
+        g = self._groups
+        if g <= 1:
+            return total
+        busiest = -(-prefill_seqs // g) * prefill_len + -(-decode_seqs // g) * decode_len
+        return min(int(round(busiest * g)), len(self._routed) - 1)
+
     def _stretch_terms(self, n: int) -> tuple:
         """The batch-size-only terms of a pure-decode step of ``n`` sequences (summed in ``cost``'s order)."""
         parts = self._stretch_parts.get(n)
         if parts is None:
             ds_dev = -(-n // self.dp)
-            lin_a, lin_f = self._lin_attn[ds_dev], self._lin_ffn[ds_dev] + self._routed[n]
+            routed = self._routed[self._routed_at(0, 0.0, n, 1.0, n)]
+            lin_a, lin_f = self._lin_attn[ds_dev], self._lin_ffn[ds_dev] + routed
             fixed = lin_a + lin_f + self._lin_other[ds_dev] + self._head[ds_dev]
             parts = self._stretch_parts[n] = (float(ds_dev), lin_a, lin_f, fixed)
         return parts
@@ -528,7 +545,7 @@ class TabulatedStepCost:
             busy = int(ps_dev * pl + ds_dev * decode_len)  # tokens on the busiest attention-DP rank
             logits = ps_dev + ds_dev * decode_len
             lin_a = self._lin_attn[busy]
-        lin_f = self._lin_ffn[busy] + self._routed[T]
+        lin_f = self._lin_ffn[busy] + self._routed[self._routed_at(prefill_seqs, pl, decode_seqs, decode_len, T)]
         total = lin_a + lin_f + self._lin_other[busy] + self._head[logits] + core_p + core_d
         return StepCost(total, core_p + share_p * lin_a, share_p * lin_f, core_d + (1 - share_p) * lin_a,
                         (1 - share_p) * lin_f)

@@ -107,9 +107,11 @@ class Traffic:
             real("Traffic.rate_per_s", self.rate_per_s, 0, above=True)
         if self.arrival == "gamma":
             real("Traffic.cv", self.cv, 0, above=True)
-        whole("Traffic.concurrency", self.concurrency, 1 if self.arrival == "closed" else 0)
-        whole("Traffic.requests", self.requests, 1, MAX_REQUESTS)
-        whole("Traffic.seed", self.seed, 0)
+        # (whole-number floats are taken as the integers they are)
+        object.__setattr__(self, "concurrency", whole("Traffic.concurrency", self.concurrency,
+                                                      1 if self.arrival == "closed" else 0))
+        object.__setattr__(self, "requests", whole("Traffic.requests", self.requests, 1, MAX_REQUESTS))
+        object.__setattr__(self, "seed", whole("Traffic.seed", self.seed, 0))
         if self.ramp_up_s is not None:
             real("Traffic.ramp_up_s", self.ramp_up_s, 0)
         if not isinstance(self.slo, SLO) or not isinstance(self.prompt, LengthDist) \
@@ -220,6 +222,8 @@ def _rate(arr: Reader, kind: str) -> float:
 def _requests(r: Reader, trace) -> int:
     """``requests``: a trace replays at most its rows (all of them by default)."""
     n = r.int("requests", len(trace) if trace is not None else ..., minimum=1)
+    if n > MAX_REQUESTS:
+        raise r.error("requests", f"expected at most {MAX_REQUESTS:,} requests per run, got {n:,}")
     if trace is not None and n > len(trace):
         raise r.error("requests", f"the trace has {len(trace)} rows; a run replays at most that many, got {n}")
     return n
@@ -274,8 +278,6 @@ def read_traffic(path: str | Path) -> Traffic:
         slo=SLO(slo.quantity("ttft", "s", float("inf"), positive=True),
                 slo.quantity("tpot", "s", float("inf"), positive=True), _percentile(slo)),
     )
-    if traffic.requests > MAX_REQUESTS:
-        raise r.error("requests", f"expected at most {MAX_REQUESTS:,} requests per run, got {traffic.requests:,}")
     if trace is not None:
         r.raw("prompt_tokens", None)
         r.raw("output_tokens", None)

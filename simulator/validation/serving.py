@@ -383,6 +383,10 @@ def _aiperf(d: dict, where: str) -> ServingCase:
         rate_v, conc_v = None, int(_num(load, "concurrency", where))
     elif load["request_rate"] is not None:
         rate_v, conc_v = _num(load, "request_rate", where), None
+        if math.isinf(rate_v):  # everything at once: a closed loop as wide as the run (as for vLLM's JSON)
+            n = d.get("request_count")
+            n = n.get("avg") if isinstance(n, dict) else n
+            rate_v, conc_v = None, int(_num({"request_count": n}, "request_count", where))
     else:
         raise SpecError(where, "input_config.concurrency", "the run's load is not recorded (no concurrency nor "
                                                            "request_rate)")
