@@ -353,8 +353,18 @@ def test_the_caution_gives_the_bisection_bracket_and_an_unpriced_recommendation_
                         "load_trace": [{"rate_per_s": 10.5, "slo_met": True}, {"rate_per_s": 12.0, "slo_met": False}]}}
     other = dict(rec, id="d1", cost_per_hour_usd=3.0, headroom=None,
                  verified=dict(rec["verified"], slo_met=False, max_rate_per_s=8.0, load_trace=[]))
-    doc = {"inputs": {"rate_per_s": 10.0}, "slo": {"ttft_s": 0.5, "tpot_s": 0.015, "percentile": 90},
+    doc = {"inputs": {"rate_per_s": 10.0, "modes": ["agg"]}, "slo": {"ttft_s": 0.5, "tpot_s": 0.015, "percentile": 90},
            "candidates": [rec, other], "error_band": {"median_ape": 0.13}, "recommended": rec}
     text = recommendation_text(doc)  # (an unpriced recommendation: no price ordering, no TypeError)
     assert "cheaper candidate" not in text
-    assert "headroom of +5% to +20%" in text and "--top-k" in text
+    assert "between +5% and +20%" in text and "--bisect-steps" in text and "--top-k" in text
+    rec["verified"]["load_trace"][1]["rate_per_s"] = 11.0  # the whole bracket inside the error band
+    assert "a headroom of +5% to +10% is inside" in recommendation_text(doc)
+
+
+def test_compare_takes_the_slo_flags():
+    r = CliRunner().invoke(app, ["compare", "dbrx-8xh100", "--traffic", "chat", "--requests", "60", "--workers", "1",
+                                 "--bisect-steps", "0", "--tpot-slo", "20ms", "--slo-percentile", "95", "--json"])
+    assert r.exit_code in (0, 1), r.output
+    slo = json.loads(r.stdout)["slo"]
+    assert slo["tpot_s"] == pytest.approx(0.02) and slo["percentile"] == 95 and slo["ttft_s"] == pytest.approx(1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -225,6 +226,13 @@ def compare_cmd(
     deployments: list[str] = typer.Argument(..., help="Deployment YAMLs (or ids in workloads/deployments/)."),
     traffic: str = typer.Option(..., "--traffic", help="Traffic YAML or id."),
     rate: str = typer.Option(None, "--rate", help="Arrival rate (overrides the traffic file's)."),
+    ttft_slo: str = typer.Option(None, "--ttft-slo", help="TTFT target (e.g. 1s, 800ms); default: the traffic "
+                                                          "file's."),
+    tpot_slo: str = typer.Option(None, "--tpot-slo", help="TPOT target (e.g. 50ms); default: the traffic file's."),
+    slo_percentile: float = typer.Option(None, "--slo-percentile", parser=real(0, 100, lo_open=True, hi_open=True,
+                                                                              what="a percentile"),
+                                         help="Percentile the SLOs apply to, in (0, 100) (default: the traffic "
+                                              "file's, else 90)."),
     out: Path = typer.Option(None, "--out", parser=out_dir(),
                              help="Folder for plan.json, report.md, report.html and figures/ (new, or an earlier "
                                   "report's: a folder holding other files is refused)."),
@@ -255,6 +263,12 @@ def compare_cmd(
             raise SimulatorError(f"{flag} must be >= 1, got {v}")
     _check_common(out, bisect_steps)
     deps = [read_deployment(resolve_workload(d, "deployments", "deployment")) for d in deployments]
+    traffic_spec = _traffic(traffic)
+    slo = traffic_spec.slo
+    ttft_s, tpot_s = _duration("--ttft-slo", ttft_slo), _duration("--tpot-slo", tpot_slo)
+    traffic_spec = replace(traffic_spec, slo=replace(
+        slo, ttft_s=slo.ttft_s if ttft_s is None else ttft_s, tpot_s=slo.tpot_s if tpot_s is None else tpot_s,
+        percentile=slo.percentile if slo_percentile is None else slo_percentile))
     if price:
         from ..commands import price_overrides
 
@@ -262,7 +276,7 @@ def compare_cmd(
         deps = [d.repriced(per) for d in deps]
     ex = _executor(cluster)
     try:
-        outcome = compare_deployments(deps, _traffic(traffic), _rate(rate), requests=requests,
+        outcome = compare_deployments(deps, traffic_spec, _rate(rate), requests=requests,
                                       bisect_steps=bisect_steps, workers=workers, executor=ex,
                                       progress=_progress(not json_out), timing=timing)
     finally:

@@ -50,13 +50,21 @@ def fig_pareto(doc: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, key, name, lim in ((axes[0], "ttft_p_s", "TTFT", doc["slo"]["ttft_s"]),
                                (axes[1], "tpot_p_s", "TPOT", doc["slo"]["tpot_s"])):
-        for group, style in (("analytic only", dict(marker="o", facecolors="none", edgecolors="grey")),
-                             ("simulated, SLO met", dict(marker="o", color="tab:green")),
-                             ("simulated, SLO missed", dict(marker="x", color="tab:red"))):
+        # each panel marks a simulated miss by its own latency: a fleet that missed only the other SLO (or was
+        # rejecting requests) is not drawn as missing this one
+        for group, style in (("analytic only (screening estimate)", dict(marker="o", facecolors="none",
+                                                                         edgecolors="grey")),
+                             ("simulated, SLOs met", dict(marker="o", color="tab:green")),
+                             (f"simulated, missed the {name} SLO", dict(marker="x", color="tab:red")),
+                             ("simulated, missed another SLO", dict(marker="^", facecolors="none",
+                                                                     edgecolors="tab:orange"))):
             pts = []
             for c in cands:
                 v = c.get("verified")
-                g = "analytic only" if not v else ("simulated, SLO met" if v["slo_met"] else "simulated, SLO missed")
+                here = _lat(c, key)
+                g = ("analytic only (screening estimate)" if not v else "simulated, SLOs met" if v["slo_met"]
+                     else f"simulated, missed the {name} SLO" if here is not None and lim is not None and here > lim
+                     else "simulated, missed another SLO")
                 y = _lat(c, key)
                 if g == group and y is not None:
                     pts.append((c["cost_per_hour_usd"], y * 1e3))
@@ -240,17 +248,22 @@ def _headroom_caution(doc: dict, rec: dict, head: float | None) -> str:
         return ""
     rate = doc["inputs"]["rate_per_s"]
     hi = _upper_rate(rec.get("verified") or {})
-    span = f"{head:+.0%} to {hi / rate - 1:+.0%}" if hi else f"{head:+.0%}"
+    plan = bool(doc["inputs"].get("modes"))  # (a plan; else a comparison of given deployments)
+    if hi is not None and hi / rate - 1 >= band:  # the bracket straddles the error: say so, and how to narrow it
+        what = (f"the headroom lies between {head:+.0%} and {hi / rate - 1:+.0%} (the bisection's bracket; more "
+                f"--bisect-steps narrow it), possibly inside the timing model's median error ({band:.0%})")
+    else:
+        what = (f"a headroom of {head:+.0%}" + (f" to {hi / rate - 1:+.0%}" if hi is not None else "")
+                + f" is inside the timing model's median error ({band:.0%})")
     safer = [c for c in doc["candidates"] if c.get("verified") and c["verified"].get("slo_met")
              and c.get("cost_per_hour_usd") is not None and c["id"] != rec["id"]
              and (c["verified"].get("max_rate_per_s") or 0.0) / rate - 1 >= band]
     alt = min(safer, key=lambda c: c["cost_per_hour_usd"]) if safer else None
-    return (f" **Caution:** a headroom of {span} is inside the timing model's median error ({band:.0%}): this "
-            "fleet runs close to its knee and may miss the SLOs in production"
+    return (f" **Caution:** {what}: this fleet may run close to its knee and miss the SLOs in production"
             + (f"; {alt['id']} ({alt['arrangement']}) at {_usd(alt['cost_per_hour_usd'])}/h sustains "
                f"{alt['verified']['max_rate_per_s'] / rate - 1:+.0%}." if alt else
-               "; no simulated candidate has more headroom than that (a larger --top-k simulates more candidates "
-               "per round)."))
+               "; no simulated candidate has more headroom than that"
+               + (" (a larger --top-k simulates more candidates per round)." if plan else ".")))
 
 
 def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
