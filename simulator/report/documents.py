@@ -225,6 +225,8 @@ def recommendation_text(doc: dict) -> str:
             f"tokens). Simulated {p} TTFT {_ms(v['ttft_p_s'])}, TPOT {_ms(v['tpot_p_s'])}; it sustains up to "
             f"{v['max_rate_per_s']:.3g} req/s before an SLO breaks"
             + (f", a headroom of {head:+.0%} over the target rate" if head is not None else "")
+            + (f"; a second run (seed {cf['seed']}, {cf['requests_simulated']:,} requests) confirms it: {p} TTFT "
+               f"{_ms(cf['ttft_p_s'])}, TPOT {_ms(cf['tpot_p_s'])}" if (cf := v.get("confirmation")) else "")
             + (f". {len(cheaper)} cheaper candidate(s) were simulated and missed the SLOs"
                + (f"; {len(same)} at the same price missed them too" if same else "") if own is not None else "")
             + ".")
