@@ -87,6 +87,16 @@ def _traffic(ref: str):
     return read_traffic(resolve_workload(ref, "traffic", "traffic"))
 
 
+def _slo_option(flag: str, what: str):
+    """A latency target flag plan and compare share (a duration with its unit; default: the traffic file's)."""
+    return typer.Option(None, flag, help=f"{what}; default: the traffic file's.")
+
+
+def _percentile_option():
+    return typer.Option(None, "--slo-percentile", parser=real(0, 100, lo_open=True, hi_open=True, what="a percentile"),
+                        help="Percentile the SLOs apply to, in (0, 100) (default: the traffic file's, else 90).")
+
+
 def _check_common(out: Path | None, bisect_steps: int) -> None:
     """Refusals plan and compare share, made before any work: a negative --bisect-steps, and an --out folder
     the report could not be written to (an existing file, a folder holding other files, no parent folder)."""
@@ -136,13 +146,9 @@ def plan_cmd(
                                   "(new, or an earlier plan's: a folder holding other files is refused)."),
     rate: str = typer.Option(None, "--rate", help="Target arrival rate (5, 5/s, 300/min); default: the traffic "
                                                   "file's."),
-    ttft_slo: str = typer.Option(None, "--ttft-slo", help="TTFT target (e.g. 1s, 800ms; bare = seconds); default: "
-                                                          "the traffic file's."),
-    tpot_slo: str = typer.Option(None, "--tpot-slo", help="TPOT target (e.g. 50ms); default: the traffic file's."),
-    slo_percentile: float = typer.Option(None, "--slo-percentile", parser=real(0, 100, lo_open=True, hi_open=True,
-                                                                              what="a percentile"),
-                                         help="Percentile the SLOs apply to, in (0, 100) (default: the traffic "
-                                              "file's, else 90)."),
+    ttft_slo: str = _slo_option("--ttft-slo", "TTFT target (e.g. 1s, 800ms; bare = seconds)"),
+    tpot_slo: str = _slo_option("--tpot-slo", "TPOT target (e.g. 50ms)"),
+    slo_percentile: float = _percentile_option(),
     modes: str = typer.Option("agg,pd,afd", "--modes", help="Arrangements: agg (colocated), pd (prefill/decode "
                                                             "pools), afd (attention/FFN-disaggregated decode)."),
     max_devices: int = typer.Option(64, "--max-devices", help="Largest fleet to consider (devices)."),
@@ -226,13 +232,9 @@ def compare_cmd(
     deployments: list[str] = typer.Argument(..., help="Deployment YAMLs (or ids in workloads/deployments/)."),
     traffic: str = typer.Option(..., "--traffic", help="Traffic YAML or id."),
     rate: str = typer.Option(None, "--rate", help="Arrival rate (overrides the traffic file's)."),
-    ttft_slo: str = typer.Option(None, "--ttft-slo", help="TTFT target (e.g. 1s, 800ms); default: the traffic "
-                                                          "file's."),
-    tpot_slo: str = typer.Option(None, "--tpot-slo", help="TPOT target (e.g. 50ms); default: the traffic file's."),
-    slo_percentile: float = typer.Option(None, "--slo-percentile", parser=real(0, 100, lo_open=True, hi_open=True,
-                                                                              what="a percentile"),
-                                         help="Percentile the SLOs apply to, in (0, 100) (default: the traffic "
-                                              "file's, else 90)."),
+    ttft_slo: str = _slo_option("--ttft-slo", "TTFT target (e.g. 1s, 800ms; bare = seconds)"),
+    tpot_slo: str = _slo_option("--tpot-slo", "TPOT target (e.g. 50ms)"),
+    slo_percentile: float = _percentile_option(),
     out: Path = typer.Option(None, "--out", parser=out_dir(),
                              help="Folder for plan.json, report.md, report.html and figures/ (new, or an earlier "
                                   "report's: a folder holding other files is refused)."),
