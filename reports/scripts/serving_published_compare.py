@@ -28,6 +28,7 @@ import simulator.ops.build as ops_build  # noqa: E402
 import simulator.serving.stepcost as stepcost_mod  # noqa: E402
 from simulator.build import PlanOptions, quick_deployment  # noqa: E402
 from simulator.serving.runner import simulate  # noqa: E402
+from simulator.specs.catalog import load_hardware  # noqa: E402
 from simulator.specs.traffic import simple_traffic  # noqa: E402
 
 DATA = ROOT / "reports/validation/serving-published"
@@ -156,6 +157,30 @@ def sglang_fixed_cost_on_path():
         runner_mod.engine_profile, overheads_mod.OverheadStepCost.overhead_s = profile_of, overhead_of
 
 
+# Published per-level cross-node latencies of cloud fabrics (reports/validation/scale-out-latency.md: medians of the
+# nccl-tests rows fitted there), against the profile's InfiniBand figure: for the two-node rows' sensitivity only.
+FABRICS = {"AWS EFA": 34.3e-6, "GCP TCPXO": 125.1e-6}
+
+
+@contextlib.contextmanager
+def scale_out_latency(hw_id: str, latency_s: float):
+    """Quick deployments built on ``hw_id`` with its scale-out latency (per log2(nodes) level) set to
+    ``latency_s``, for the fabric sensitivity section only; restored on exit."""
+    import simulator.build as build_mod
+
+    load = build_mod.load_hardware
+
+    def patched(ref):
+        hw = load(ref)
+        return replace(hw, scale_out=replace(hw.scale_out, latency_s=latency_s)) if hw.id == hw_id else hw
+
+    build_mod.load_hardware = patched
+    try:
+        yield
+    finally:
+        build_mod.load_hardware = load
+
+
 def bench_run(r: pd.Series, dep=None) -> tuple[pd.DataFrame, str]:
     """The row simulated as its benchmark client ran it (``bench_traffic``): the finished requests and, where the
     simulation rejects some (its KV cache cannot hold them as the source launched it), what it says ("" if none)."""
@@ -200,6 +225,13 @@ def run_row(r: pd.Series) -> dict:
     out.update(bench_ttft_ms=float(q.ttft_s.mean()) * 1e3, bench_tpot_ms=float(q.tpot_s.mean()) * 1e3,
                bench_ttft_med_ms=float(q.ttft_s.median()) * 1e3, bench_tpot_med_ms=float(q.tpot_s.median()) * 1e3,
                bench_output_tok_s=float(q.output_tokens.sum()) / span)
+    hw_dev = load_hardware(r.hardware)
+    if int(r.devices) > hw_dev.scale_up.domain_size:  # sensitivity: the rows that cross nodes, on cloud fabrics
+        for name, lat in FABRICS.items():
+            with scale_out_latency(hw_dev.id, lat):
+                qf, _ = bench_run(r, deployment_for(r))
+            out[f"fabric_{name}_tpot_ms"] = float(qf.tpot_s.mean()) * 1e3
+            out[f"fabric_{name}_ttft_ms"] = float(qf.ttft_s.mean()) * 1e3
     if r.engine == "sglang" and frontend_s(r) is None:  # sensitivity: the fitted TTFT excess on the engine's path
         with sglang_fixed_cost_on_path():
             q2, _ = bench_run(r)
@@ -243,6 +275,30 @@ def stats(err: pd.Series, ratio: pd.Series) -> tuple[str, str, int]:
     if not len(err):
         return "-", "-", 0
     return f"{np.mean(np.abs(err)) * 100:.0f}%", f"{np.median(ratio):.2f}", len(err)
+
+
+def fabric_section(rows: pd.DataFrame, pct, num) -> list[str]:
+    """The rows that cross nodes, re-run with the scale-out latency of two cloud fabrics (``FABRICS``) in place of
+    the profile's InfiniBand figure."""
+    names = list(FABRICS)
+    lines = ["## Sensitivity: the rows that cross nodes, on cloud fabrics", "",
+             "Every all-reduce of a tensor-parallel group spanning two nodes pays the scale-out latency once per "
+             "log2(nodes) level. The shipped profile's is InfiniBand's (fitted on nccl-tests over 8 x ConnectX-7 NDR; "
+             "reports/validation/scale-out-latency.md), and the published two-node runs read about twice as slow as "
+             "that predicts. Re-run with the per-level latencies fitted there for two cloud fabrics ("
+             + ", ".join(f"{n} {v * 1e6:.1f} us" for n, v in FABRICS.items()) + "):", "",
+             "| id | engine | TPOT pub ms | TPOT InfiniBand | " + " | ".join(f"TPOT {n}" for n in names)
+             + " | TTFT pub ms | TTFT InfiniBand | " + " | ".join(f"TTFT {n}" for n in names) + " |",
+             "|---|---|---:|---:|" + "---:|" * len(names) + "---:|---:|" + "---:|" * len(names)]
+    for _, r in rows.iterrows():
+        tp = [f"{num(r[f'sim_fabric_{n}_tpot_ms'], '{:.2f}')} ({pct(r[f'sim_fabric_{n}_tpot_ms'] / r.pub_tpot_ms)})"
+              for n in names]
+        tt = [f"{num(r[f'sim_fabric_{n}_ttft_ms'], '{:.0f}')} ({pct(r[f'sim_fabric_{n}_ttft_ms'] / r.pub_ttft_ms)})"
+              for n in names]
+        lines.append(f"| {r.id} | {r.engine} | {num(r.pub_tpot_ms, '{:.2f}')} | {num(r.bench_tpot_ms, '{:.2f}')} "
+                     f"({pct(r.bench_tpot_ratio)}) | " + " | ".join(tp) + f" | {num(r.pub_ttft_ms, '{:.0f}')} | "
+                     f"{num(r.bench_ttft_ms, '{:.0f}')} ({pct(r.bench_ttft_ratio)}) | " + " | ".join(tt) + " |")
+    return lines + [""]
 
 
 def sglang_on_path_section(sg: pd.DataFrame, pct, num) -> list[str]:
@@ -444,6 +500,9 @@ def main() -> None:
                   "expert TP.", ""]
     if "onpath_tpot_ratio" in df:
         lines += sglang_on_path_section(df[df.onpath_tpot_ms.notna()], pct, num)
+    fab = [c for c in df.columns if c.startswith("sim_fabric_") and c.endswith("_tpot_ms")]
+    if fab:
+        lines += fabric_section(df[df[fab[0]].notna()], pct, num)
     lines += validate_cli_section(df)
     lines += [f"Simulated {len(df)} rows in {time.time() - t0:.0f} s.", ""]
     if NOTES.exists():
