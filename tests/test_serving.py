@@ -1,6 +1,7 @@
 """Serving simulator: exact event logs on a constant-time fake, and properties on the analytic model."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -705,3 +706,28 @@ def test_rejected_requests_miss_the_slo():
     assert cut["slo_attainment"]["both"] == pytest.approx(done / (done + unfinished))
     assert cut["goodput"]["slo_met"] is False
     assert set(cut["rejection_reasons"]) == {NOT_ARRIVED, "unfinished at the simulation horizon"}
+
+
+def test_a_pool_sets_its_fabric_latency_and_a_two_node_step_pays_it(tmp_path):
+    """``scale_out_latency`` on a pool replaces its device's cross-node latency: a TP group across two nodes pays
+    it on every all-reduce (a one-node group never does)."""
+    import yaml
+
+    from simulator.analysis.whatif import whatif
+    from simulator.specs.deployment import read_deployment
+
+    base = yaml.safe_load((Path(__file__).parents[1] / "workloads/deployments/dbrx-8xh100.yaml").read_text())
+
+    def tpot(devices, latency=None):
+        doc = dict(base, pools=[dict(base["pools"][0], devices=devices, attention={"tp": devices, "precision": "fp8"},
+                                     **({"scale_out_latency": latency} if latency else {}))])
+        p = tmp_path / f"d{devices}{latency or ''}.yaml".replace(" ", "")
+        p.write_text(yaml.safe_dump(doc))
+        dep = read_deployment(p)
+        assert dep.pools[0].plan.attention.hardware.scale_out.latency_s == pytest.approx(
+            125e-6 if latency else 8e-6, rel=0.1)
+        return whatif(dep.serving_plan(), batch=8, isl=512, osl=64).tpot_s
+
+    assert tpot(8, "125 us") == pytest.approx(tpot(8))  # one node: no cross-node hop
+    layers = 40  # DBRX: two all-reduces a layer over 16 ranks on two nodes
+    assert tpot(16, "125 us") - tpot(16) == pytest.approx(2 * layers * (125e-6 - 8e-6), rel=0.15)

@@ -117,6 +117,14 @@ class Deployment:
 
 
 def _price_override(hw: HardwareSpec, node: Reader) -> HardwareSpec:
+    """The pool's device with the deployment's own price (``price_per_device_hour``) and cross-node latency
+    (``scale_out_latency``: the fabric's small-message latency per log2(nodes) level, e.g. a cloud's EFA or
+    TCPXO instead of the profile's InfiniBand; reports/validation/scale-out-latency.md), where the file sets them."""
+    if node.has("scale_out_latency"):
+        lat = node.quantity("scale_out_latency", "s", positive=True)
+        hw = replace(hw, scale_out=replace(hw.scale_out, latency_s=lat))
+    else:
+        node.raw("scale_out_latency", None)
     if not node.has("price_per_device_hour"):
         node.raw("price_per_device_hour", None)
         return hw
