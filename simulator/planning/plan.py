@@ -20,7 +20,7 @@ from ..checks import real, whole
 from ..errors import InfeasibleError, SimulatorError
 from ..specs.catalog import catalog_root, load_hardware, load_model
 from ..specs.deployment import ENGINES, Deployment
-from ..specs.traffic import SLO, Traffic
+from ..specs.traffic import MAX_REQUESTS, SLO, Traffic
 from .candidates import MODES, PREFILL_MAX_SEQS, PoolChoice, build_deployment, deployment_yaml, parse_precision_pairs
 from .cost import PriceBook, price_date, prices_for, read_tco
 from .screen import Workload, screen
@@ -247,8 +247,12 @@ def _confirmed(ver: dict, dep: Deployment, traffic: Traffic, slo: SLO, rate: flo
     arrival span. Records the run under ``confirmation``; a miss turns the candidate's verdict into a miss
     (with what broke on the second run) and returns False."""
     seed = traffic.seed + 1
-    conf = run_at(dep, replace(traffic, seed=seed, requests=traffic.requests * CONFIRM_LENGTH), slo, rate,
-                  timing=req.timing, steady_s=CONFIRM_LENGTH * steady_seconds(w))
+    try:
+        conf = run_at(dep, replace(traffic, seed=seed, requests=min(traffic.requests * CONFIRM_LENGTH, MAX_REQUESTS)),
+                      slo, rate, timing=req.timing, steady_s=CONFIRM_LENGTH * steady_seconds(w))
+    except SimulatorError as exc:  # (as a verification run that cannot run: a miss, with why)
+        ver.update(slo_met=False, missed=[f"on a confirmation run (seed {seed}): {exc}"])
+        return False
     ver["confirmation"] = {"seed": seed, "requests_simulated": conf["requests_simulated"],
                            "requests_measured": conf["requests_measured"], "ttft_p_s": conf["ttft_p_s"],
                            "tpot_p_s": conf["tpot_p_s"], "slo_met": conf["slo_met"]}
