@@ -453,7 +453,9 @@ def _breakdown(dep: Deployment, rec: dict, w: Workload) -> list[dict] | None:
         res = whatif(dep.serving_plan(), batch=batch, isl=max(int(w.isl_mean), 1), osl=max(int(w.osl_mean), 1))
     except SimulatorError:
         return None
-    return [{k: _finite(v) if isinstance(v, float) else v for k, v in r.items()} for r in res.quadrant_rows]
+    # each row carries the shape it was timed at, for the figure's title and the report's text
+    return [{**{k: _finite(v) if isinstance(v, float) else v for k, v in r.items()}, "decode_batch": batch,
+             "prompt_tokens": max(int(w.isl_mean), 1)} for r in res.quadrant_rows]
 
 
 def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | None, *, requests: int | None = None,

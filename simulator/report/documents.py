@@ -300,8 +300,10 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
                   f"{u['batch_fill']:.0%}" if u.get("batch_fill") is not None else "-"] for pool, u in util.items()]
     if figures.get("breakdown") or util_rows:
         s.append({"title": "Where the recommendation spends its time", "figure": figures.get("breakdown"),
-                  "text": ["Figure: per-quadrant time of one prefill (whole prompt) and one decode step of the "
-                           "recommended arrangement at its expected decode batch (analytic roofline), split into "
+                  "text": ["Figure: per-quadrant time of one prefill (a mean-length prompt, whole) and one decode "
+                           "step of the recommended arrangement (analytic roofline; the decode batch is the "
+                           "screen's expected batch for a plan, the pool's batch limit up to 64 for a comparison; "
+                           "the figure's title gives both), split into "
                            "compute, memory, communication and fixed overhead. Table: share of simulated time each "
                            "pool had a step running (busy; a decode pool batching continuously is busy whenever it "
                            "holds a request, so read the load from the batch fill, the mean share of its sequence "
@@ -464,7 +466,10 @@ def write_plan_dir(out: Path, outcome, title: str, recommended_yaml: dict | None
         if outcome.breakdown:
             rows = [r for r in outcome.breakdown if r["quadrant"].endswith(("attention", "ffn"))]
             df = pd.DataFrame(rows).fillna(0.0)
-            quadrant_breakdown(df, figs / "breakdown.png", "Recommended arrangement: time per quadrant")
+            shape = (f" (one {rows[0]['prompt_tokens']:,}-token prefill, one decode step of "
+                     f"{rows[0]['decode_batch']:,} sequences)" if rows and "decode_batch" in rows[0] else "")
+            quadrant_breakdown(df.drop(columns=["decode_batch", "prompt_tokens"], errors="ignore"),
+                               figs / "breakdown.png", f"Recommended arrangement: time per quadrant{shape}")
             names["breakdown"] = "breakdown.png"
         secs = sections(doc, names)
         (tmp / "report.md").write_text(render_md(title, secs))
