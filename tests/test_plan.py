@@ -397,3 +397,15 @@ def test_a_recommendation_must_pass_a_confirmation_run(monkeypatch):
     rec = doc["recommended"]
     assert rec["id"] != first["id"] and rec["verified"]["confirmation"]["slo_met"] is True
     assert rec["cost_per_hour_usd"] >= first["cost_per_hour_usd"] and len(calls) == 2
+
+
+def test_a_confirmation_miss_reads_shortly_and_compare_takes_p100():
+    from simulator.report.documents import _why_not
+
+    v = {"missed": ["on a confirmation run (seed 2, 2,068 requests): p90 TPOT 25.2 ms vs 25.0 ms (+0.8%)"]}
+    assert _why_not(v) == "no (TPOT on 2nd run)"
+    r = runner.invoke(app, ["compare", "dbrx-8xh100", "--traffic", "chat", "--requests", "60", "--workers", "1",
+                            "--bisect-steps", "0", "--slo-percentile", "100", "--json"])
+    assert r.exit_code in (0, 1), r.output
+    doc = json.loads(r.stdout)
+    assert doc["slo"]["percentile"] == 100 and doc["inputs"]["slo_from"]["percentile"] == "--slo-percentile"

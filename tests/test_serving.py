@@ -731,3 +731,26 @@ def test_a_pool_sets_its_fabric_latency_and_a_two_node_step_pays_it(tmp_path):
     assert tpot(8, "125 us") == pytest.approx(tpot(8))  # one node: no cross-node hop
     layers = 40  # DBRX: two all-reduces a layer over 16 ranks on two nodes
     assert tpot(16, "125 us") - tpot(16) == pytest.approx(2 * layers * (125e-6 - 8e-6), rel=0.15)
+
+
+def test_an_ffn_pool_inherits_its_pools_fabric_and_nonsense_latency_is_refused(tmp_path):
+    import yaml
+
+    from simulator.errors import SpecError
+    from simulator.specs.deployment import read_deployment
+
+    doc = yaml.safe_load((Path(__file__).parents[1] / "workloads/deployments/doubao-class-afd.yaml").read_text())
+    af = next(i for i, p in enumerate(doc["pools"]) if "ffn_pool" in p)
+    doc["pools"][af]["scale_out_latency"] = "125 us"
+    p = tmp_path / "d.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    plan = read_deployment(p).pools[af].plan
+    assert plan.attention.hardware.scale_out.latency_s == pytest.approx(125e-6)
+    assert plan.ffn.hardware.scale_out.latency_s == pytest.approx(125e-6)  # inherited
+    doc["pools"][af]["ffn_pool"]["scale_out_latency"] = "40 us"  # its own wins
+    p.write_text(yaml.safe_dump(doc))
+    assert read_deployment(p).pools[af].plan.ffn.hardware.scale_out.latency_s == pytest.approx(40e-6)
+    doc["pools"][af]["scale_out_latency"] = "35 ms"
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(SpecError, match="scale_out_latency: expected at most 10 ms"):
+        read_deployment(p)

@@ -104,8 +104,8 @@ def prices_text(hw_ids) -> list[str]:
 
 def rec_line(name: str, doc: dict) -> str:
     rec = doc["recommended"]
-    if rec is None:
-        return f"| {name} | none meets the SLOs: {doc['error']} | | | | | |"
+    if rec is None:  # (no report folder was written: drop the link)
+        return f"| {name.split(' ([report]')[0]} | none meets the SLOs: {doc['error']} | | | | | |"
     v = rec["verified"]
     return (f"| {name} | {rec['arrangement']} | {rec['devices']} | ${rec['cost_per_hour_usd']:.2f} | "
             f"${rec['usd_per_mtok_output']:.3f} | {v['ttft_p_s'] * 1e3:.0f} ms / {v['tpot_p_s'] * 1e3:.1f} ms | "
@@ -144,7 +144,8 @@ def doubao(workers) -> tuple[list[str], float]:
             wall += t
             runs[label] = doc
             md.append(rec_line(f"{label} ([report](case-studies/doubao-{tag}-{i}/report.md))", doc))
-        md += ["", "Sensitivity to the H20 price (simulated candidates that met the SLOs, re-priced; H100 at its "
+        md += ["", "Sensitivity to the H20 price (simulated candidates that met the SLOs on their verification run, "
+               "re-priced; only each setting's recommendation also passed the confirmation run; H100 at its "
                "sourced price):", "",
                *sensitivity(runs, {"h100-sxm": load_hardware("h100-sxm").price_usd_per_hour}), ""]
     return md, wall

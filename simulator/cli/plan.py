@@ -92,9 +92,12 @@ def _slo_option(flag: str, what: str):
     return typer.Option(None, flag, help=f"{what}; default: the traffic file's.")
 
 
-def _percentile_option():
-    return typer.Option(None, "--slo-percentile", parser=real(0, 100, lo_open=True, hi_open=True, what="a percentile"),
-                        help="Percentile the SLOs apply to, in (0, 100) (default: the traffic file's, else 90).")
+def _percentile_option(top: bool = False):
+    """``--slo-percentile``: in (0, 100) for plan (its screen's queueing tail has no p100), (0, 100] with ``top``."""
+    return typer.Option(None, "--slo-percentile", parser=real(0, 100, lo_open=True, hi_open=not top,
+                                                              what="a percentile"),
+                        help=f"Percentile the SLOs apply to, in (0, 100{']' if top else ')'} (default: the traffic "
+                             "file's, else 90).")
 
 
 def _check_common(out: Path | None, bisect_steps: int) -> None:
@@ -234,7 +237,7 @@ def compare_cmd(
     rate: str = typer.Option(None, "--rate", help="Arrival rate (overrides the traffic file's)."),
     ttft_slo: str = _slo_option("--ttft-slo", "TTFT target (e.g. 1s, 800ms; bare = seconds)"),
     tpot_slo: str = _slo_option("--tpot-slo", "TPOT target (e.g. 50ms)"),
-    slo_percentile: float = _percentile_option(),
+    slo_percentile: float = _percentile_option(top=True),
     out: Path = typer.Option(None, "--out", parser=out_dir(),
                              help="Folder for plan.json, report.md, report.html and figures/ (new, or an earlier "
                                   "report's: a folder holding other files is refused)."),
@@ -283,4 +286,8 @@ def compare_cmd(
                                       progress=_progress(not json_out), timing=timing)
     finally:
         _close(ex)
+    outcome.doc["inputs"]["slo_from"] = {
+        "ttft": "--ttft-slo" if ttft_slo is not None else "traffic file",
+        "tpot": "--tpot-slo" if tpot_slo is not None else "traffic file",
+        "percentile": "--slo-percentile" if slo_percentile is not None else "traffic file"}
     _finish(outcome, out, json_out, f"Comparison at {outcome.rate_per_s:g} req/s")

@@ -235,7 +235,7 @@ def _candidate_doc(cid: str, row, lay, prices, w, verified: dict | None) -> dict
 # what plan.json keeps of a verification run (``verify.run_at`` plus the bisection's maximum rate and trace)
 VERIFIED_KEYS = ("ttft_p_s", "tpot_p_s", "slo_met", "max_rate_per_s", "max_rate_bounded", "goodput_fraction",
                  "goodput_requests_per_s", "output_tokens_per_s", "rejected", "missed", "utilisation", "load_trace",
-                 "requests_simulated", "requests_measured", "confirmation")
+                 "requests_simulated", "requests_measured", "confirmation", "first_run")
 
 
 CONFIRM_LENGTH = 2  # a confirmation run's arrivals span this many times the verification's steady span
@@ -244,8 +244,9 @@ CONFIRM_LENGTH = 2  # a confirmation run's arrivals span this many times the ver
 def _confirmed(ver: dict, dep: Deployment, traffic: Traffic, slo: SLO, rate: float, w: Workload,
                req: PlanRequest) -> bool:
     """Run a candidate that met the SLOs once more at the target rate: the next seed, CONFIRM_LENGTH times the
-    arrival span. Records the run under ``confirmation``; a miss turns the candidate's verdict into a miss
-    (with what broke on the second run) and returns False."""
+    arrival span (up to ``verify.STEADY_MAX_REQUESTS`` requests), in this process. Records the run under
+    ``confirmation``; a miss makes the second run's verdict and latencies the candidate's (the first run's under
+    ``first_run``) and returns False."""
     seed = traffic.seed + 1
     try:
         conf = run_at(dep, replace(traffic, seed=seed, requests=min(traffic.requests * CONFIRM_LENGTH, MAX_REQUESTS)),
@@ -258,9 +259,11 @@ def _confirmed(ver: dict, dep: Deployment, traffic: Traffic, slo: SLO, rate: flo
                            "tpot_p_s": conf["tpot_p_s"], "slo_met": conf["slo_met"]}
     if conf["slo_met"]:
         return True
-    ver["slo_met"] = False
-    ver["missed"] = [f"on a confirmation run (seed {seed}, {conf['requests_simulated']:,} requests): {m}"
-                     for m in conf["missed"]]
+    # the second run decides: its verdict and latencies are the candidate's (the first run's stay under first_run)
+    ver["first_run"] = {k: ver.get(k) for k in ("ttft_p_s", "tpot_p_s", "rejected")}
+    ver.update(slo_met=False, ttft_p_s=conf["ttft_p_s"], tpot_p_s=conf["tpot_p_s"], rejected=conf["rejected"],
+               missed=[f"on a confirmation run (seed {seed}, {conf['requests_simulated']:,} requests): {m}"
+                       for m in conf["missed"]])
     return False
 
 

@@ -189,10 +189,15 @@ def _why_not(v: dict) -> str:
     missed = v.get("missed") or []
     short = []
     for m in missed:
+        second = m.startswith("on a confirmation run")
+        if second:
+            m = m.split("): ", 1)[-1]
         if "rejected" in m:
             short.append(m.split(" (", 1)[0].replace(" requests", "").replace(" of ", "/"))
         elif " TTFT " in m or " TPOT " in m:
             short.append(m.split(" ")[1])
+        if second and short:
+            short[-1] += " on 2nd run"
     if v.get("error"):
         short = ["cannot run"]
     return "no" + (f" ({', '.join(short)})" if short else "")
@@ -287,6 +292,8 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
                    f"{inp.get('max_devices')} devices a fleet, precisions "
                    f"{inp.get('precisions') or 'as the model ships'}"
                    + (f"; SLOs from {', '.join(f'{k}: {v}' for k, v in src.items())}" if src else "") + ".")
+    elif inp.get("slo_from"):
+        txt.append("SLOs from " + ", ".join(f"{k}: {v}" for k, v in inp["slo_from"].items()) + ".")
     s.append({"title": "Top candidates", "text": txt, "table": (head, rows)})
     if missed:
         s.append({"title": "Why the simulated candidates above missed", "text": missed})
@@ -345,8 +352,10 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
         f"mean output {inp['osl_mean']:.0f} tokens; at least {inp.get('requests_per_simulation')} requests per "
         "simulation, more where needed for the arrivals to span 4 request lifetimes at the SLOs; the requests "
         "arriving within one median simulated lifetime of the first and of the last arrival (batches filling and "
-        f"draining) are not measured{sized}; one seed ({inp.get('seed')}). A fleet near its knee reads faster in a "
-        "short run than in a long one: see the headroom.",
+        f"draining) are not measured{sized}; seed {inp.get('seed')}"
+        + (", and the recommendation is confirmed on a second run (the next seed, twice the arrival span)"
+           if inp.get("modes") else "")
+        + ". A fleet near its knee reads faster in a short run than in a long one: see the headroom.",
         "Cost basis: " + ("total cost of ownership (capex amortised + power at TDP x simulated utilisation x PUE + "
                           "hosting)" if inp.get("cost_basis") == "tco" else "rental price per device-hour") + ".",
         "Screening uses queueing approximations (Little's law for the decode batch, M/D/1 for prefill); only the "

@@ -116,15 +116,28 @@ class Deployment:
                            prefill_replicas=pre.replicas, decode_replicas=dec.replicas)
 
 
-def _price_override(hw: HardwareSpec, node: Reader) -> HardwareSpec:
+MAX_SCALE_OUT_LATENCY_S = 0.01  # per level: the slowest published fabric measures ~136 us (TCPXO); 10 ms is nonsense
+
+
+def _scale_out_latency(node: Reader) -> float | None:
+    if not node.has("scale_out_latency"):
+        node.raw("scale_out_latency", None)
+        return None
+    lat = node.quantity("scale_out_latency", "s", positive=True)
+    if lat > MAX_SCALE_OUT_LATENCY_S:
+        raise node.error("scale_out_latency", f"expected at most {MAX_SCALE_OUT_LATENCY_S * 1e3:g} ms per level "
+                                              f"(published fabrics measure 3-136 us), got {lat * 1e6:g} us")
+    return lat
+
+
+def _price_override(hw: HardwareSpec, node: Reader, scale_out_s: float | None = None) -> HardwareSpec:
     """The pool's device with the deployment's own price (``price_per_device_hour``) and cross-node latency
     (``scale_out_latency``: the fabric's small-message latency per log2(nodes) level, e.g. a cloud's EFA or
     TCPXO instead of the profile's InfiniBand; reports/validation/scale-out-latency.md), where the file sets them."""
-    if node.has("scale_out_latency"):
-        lat = node.quantity("scale_out_latency", "s", positive=True)
+    lat = _scale_out_latency(node)
+    lat = scale_out_s if lat is None else lat  # (an FFN pool inherits its attention pool's fabric unless it sets one)
+    if lat is not None:
         hw = replace(hw, scale_out=replace(hw.scale_out, latency_s=lat))
-    else:
-        node.raw("scale_out_latency", None)
     if not node.has("price_per_device_hour"):
         node.raw("price_per_device_hour", None)
         return hw
@@ -181,7 +194,8 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
     ffn_devices = per_stage
     ffn_hw = hw
     if af is not None:
-        ffn_hw = _price_override(af.ref("hardware", load_hardware), af)
+        ffn_hw = _price_override(af.ref("hardware", load_hardware), af, hw.scale_out.latency_s
+                                 if r.has("scale_out_latency") else None)
         ffn_devices = af.int("devices", minimum=1)
         af.done()
     expert_tp = ffn.int("expert_tp", max(ffn_devices // ep, 1) if ep > 1 else (tp if af is None else 1), minimum=1)
