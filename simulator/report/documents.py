@@ -282,7 +282,10 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
     if scr:
         txt.append(f"{scr['fleets_scored']:,} fleets scored analytically over {scr['layouts']:,} replica layouts; "
                    f"{scr['arrangements_within_tolerance']:,} distinct arrangements came within "
-                   f"{scr['tolerance']:.0%} of the SLOs; {scr['simulated']} were simulated, cheapest first.")
+                   f"{scr['tolerance']:.0%} of the SLOs; {scr['simulated']} were simulated, cheapest first by the "
+                   "screen's estimate" + (" (power at full load; a simulated fleet is then charged power at its "
+                                          "measured load, which can reorder close ones)"
+                                          if doc["inputs"].get("cost_basis") == "tco" else "") + ".")
     missed = [f"{c['id']} missed: " + "; ".join(c["verified"]["missed"]) + "."
               for c in doc["candidates"][:len(rows)] if c.get("verified") and c["verified"].get("missed")]
     inp = doc["inputs"]
