@@ -489,17 +489,22 @@ def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: f
     return report
 
 
+def comma_list(text: str, flag: str) -> list[str]:
+    """A flag's comma-separated entries, stripped; an empty entry ("a,,b") is refused, naming the flag."""
+    parts = [x.strip() for x in text.split(",")]
+    if not all(parts):
+        raise SimulatorError(f"{flag} {text!r}: an empty entry in the comma-separated list")
+    return parts
+
+
 def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batches, tpot_slo, ttft_slo, rate,
               timing=None, prices=None):
     from .planning.sweep import pareto_front, plan_capacity, sweep
     from .timing.calibrated import check_overlays_apply, resolve_timing
 
     def split(text, flag: str, cast=str):
-        parts = [x.strip() for x in text.split(",")]
-        if not all(parts):
-            raise SimulatorError(f"{flag} {text!r}: an empty entry in the comma-separated list")
         try:
-            return list(dict.fromkeys(cast(x) for x in parts))  # (each once)
+            return list(dict.fromkeys(cast(x) for x in comma_list(text, flag)))  # (each once)
         except ValueError:
             raise SimulatorError(f"{flag}: cannot read the list {text!r}") from None
 

@@ -55,14 +55,11 @@ def _progress(enabled: bool):
     return show
 
 
-def _ids(text: str | None, flag: str = "") -> list[str] | None:
-    """A comma-separated list of names (None when not given); an empty entry ("a,,b") is refused."""
-    if not text:
-        return None
-    parts = [x.strip() for x in text.split(",")]
-    if not all(parts):
-        raise SimulatorError(f"{flag} {text!r}: an empty entry in the comma-separated list".strip())
-    return parts
+def _ids(text: str | None, flag: str) -> list[str] | None:
+    """A comma-separated list of names (None when not given; see ``commands.comma_list``)."""
+    from ..commands import comma_list
+
+    return comma_list(text, flag) if text else None
 
 
 def _executor(cluster: str | None):
@@ -259,7 +256,7 @@ def compare_cmd(
     Example:\n
       quadrant compare doubao-class-all-h100 doubao-class-h100-prefill-h20-decode doubao-class-afd --traffic chat
     """
-    from ..planning.plan import compare_deployments
+    from ..planning.plan import compare_deployments, slo_sources
     from ..specs.catalog import resolve_workload
     from ..specs.deployment import read_deployment
 
@@ -286,8 +283,5 @@ def compare_cmd(
                                       progress=_progress(not json_out), timing=timing)
     finally:
         _close(ex)
-    outcome.doc["inputs"]["slo_from"] = {
-        "ttft": "--ttft-slo" if ttft_slo is not None else "traffic file",
-        "tpot": "--tpot-slo" if tpot_slo is not None else "traffic file",
-        "percentile": "--slo-percentile" if slo_percentile is not None else "traffic file"}
+    outcome.doc["inputs"]["slo_from"] = slo_sources(ttft_slo, tpot_slo, slo_percentile)
     _finish(outcome, out, json_out, f"Comparison at {outcome.rate_per_s:g} req/s")

@@ -63,6 +63,13 @@ class StepShape:
         return np.asarray(self.prefill_seqs) * self.prefill_len + np.asarray(self.decode_seqs) * self.decode_len
 
 
+def token_groups(tp, dp, ep, expert_tp):
+    """How many distinct token sets a colocated pool's expert groups route: its tp x dp devices form
+    tp x dp / (ep x expert_tp) expert groups, each fed by the attention-DP ranks it spans (a TP group's ranks hold
+    the same tokens), so between 1 (one group takes every rank's tokens) and dp (every rank its own replica)."""
+    return np.clip(np.asarray(tp, dtype=float) * dp / (np.asarray(ep, dtype=float) * expert_tp), 1.0, dp)
+
+
 def expected_experts_hit(num_experts: int, top_k: int, tokens) -> np.ndarray:
     """E[# distinct experts] when ``tokens`` tokens each pick top_k of E experts uniformly."""
     tokens = np.maximum(np.asarray(tokens, dtype=float), 0.0)
@@ -239,7 +246,7 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
             # tokens routed inside one expert-parallel group: the tokens of the attention-DP ranks that feed it
             # (a TP group's ranks all hold the same tokens, so groups inside one TP group each see all of them);
             # like the attention side, the busiest group takes the rounded-up share of the sequences
-            r_eff = np.clip(replicas, 1.0, dp)  # distinct token sets among the expert groups
+            r_eff = token_groups(tp, dp, ep, etp)
             T_group = np.where(r_eff > 1.0, np.ceil(ps / r_eff) * pl + np.ceil(ds / r_eff) * dl, T)
         T_disp = T_group / (ep * etp)  # tokens each device dispatches
         b.add("router", fq, GEMM, hw=F.hw, dtype=F.dtype(_sixteen_bit), count=moe_stage, m=T_ffn_dev_dense,

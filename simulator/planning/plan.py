@@ -428,9 +428,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
                    "timing": req.timing or "roofline", "engine": req.engine, "frontend_latency_s": frontend_s,
                    "hardware": list(specs), "modes": list(req.modes), "max_devices": req.max_devices,
                    "precisions": req.precisions, "tolerance": req.tolerance, "seed": traffic.seed,
-                   "slo_from": {"ttft": "--ttft-slo" if req.ttft_slo_s is not None else "traffic file",
-                                "tpot": "--tpot-slo" if req.tpot_slo_s is not None else "traffic file",
-                                "percentile": "--slo-percentile" if req.percentile is not None else "traffic file"},
+                   "slo_from": slo_sources(req.ttft_slo_s, req.tpot_slo_s, req.percentile),
                    "requests_per_simulation": traffic.requests,
                    "isl_mean": w.isl_mean, "osl_mean": w.osl_mean, f"isl_p{slo.percentile:g}": w.isl_pct,
                    "request_max_tokens": w.request_max_tokens,
@@ -554,6 +552,13 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
         dec_pool = d.pools_serving("decode")[0]
         breakdown = _breakdown(d, {"analytic": {"decode_batch_per_replica": min(dec_pool.max_seqs or 64, 64)}}, w)
     return PlanOutcome(doc, deployments, samples, None, breakdown, prices, slo, rate, doc["error_band"])
+
+
+def slo_sources(ttft, tpot, percentile) -> dict[str, str]:
+    """Where each SLO figure came from, for the report: its flag where one was given (not None), else the traffic
+    file."""
+    return {k: flag if v is not None else "traffic file" for k, flag, v in (
+        ("ttft", "--ttft-slo", ttft), ("tpot", "--tpot-slo", tpot), ("percentile", "--slo-percentile", percentile))}
 
 
 def _traffic_ref(traffic: Traffic) -> str:

@@ -25,7 +25,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from ..analysis.whatif import time_phase
-from ..ops.build import StepShape, build_ops
+from ..ops.build import StepShape, build_ops, token_groups
 from ..ops.kinds import OpTable
 from ..plan import PhasePlan
 from ..specs.model import ModelSpec
@@ -256,8 +256,7 @@ class TabulatedStepCost:
         # its t tokens evenly over those groups (``build_ops``: ceil(t / groups) each), so a step reads it at
         # groups x (the busiest group's tokens): whole sequences, ceil(seqs / groups) of them (as ``build_ops``
         # counts a step's own sequences).
-        f = plan.ffn
-        self._groups = int(min(max(plan.attention.tp * dp // max(f.ep * f.expert_tp, 1), 1), dp))
+        self._groups = int(token_groups(plan.attention.tp, dp, plan.ffn.ep, plan.ffn.expert_tp))
         # the same tables as Python lists: a step reads a few entries, and list indexing is what is cheap
         self._lin_attn, self._lin_ffn = self.lin_attn.tolist(), self.lin_ffn.tolist()
         self._lin_other, self._head, self._routed = self.lin_other.tolist(), self.head.tolist(), self.routed.tolist()

@@ -130,7 +130,7 @@ def _scale_out_latency(node: Reader) -> float | None:
     return lat
 
 
-def _price_override(hw: HardwareSpec, node: Reader, scale_out_s: float | None = None) -> HardwareSpec:
+def _pool_device(hw: HardwareSpec, node: Reader, scale_out_s: float | None = None) -> HardwareSpec:
     """The pool's device with the deployment's own price (``price_per_device_hour``) and cross-node latency
     (``scale_out_latency``: the fabric's small-message latency per log2(nodes) level, e.g. a cloud's EFA or
     TCPXO instead of the profile's InfiniBand; reports/validation/scale-out-latency.md), where the file sets them."""
@@ -169,7 +169,7 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
         serves = [serves]
     if not isinstance(serves, list) or not serves or not set(serves) <= {"prefill", "decode"}:
         raise r.error("serves", "expected a list of phases: [prefill], [decode] or [prefill, decode]")
-    hw = _price_override(r.ref("hardware", load_hardware), r)
+    hw = _pool_device(r.ref("hardware", load_hardware), r)
     devices = r.int("devices", minimum=1)
     replicas = r.int("replicas", 1, minimum=1)
     if replicas > 100_000:  # the CLI's --replicas has the same cap: keeps a run bounded in memory and time
@@ -194,7 +194,7 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
     ffn_devices = per_stage
     ffn_hw = hw
     if af is not None:
-        ffn_hw = _price_override(af.ref("hardware", load_hardware), af, hw.scale_out.latency_s
+        ffn_hw = _pool_device(af.ref("hardware", load_hardware), af, hw.scale_out.latency_s
                                  if r.has("scale_out_latency") else None)
         ffn_devices = af.int("devices", minimum=1)
         af.done()

@@ -298,16 +298,13 @@ def _need(cfg: dict, file: str, *keys: str, default=...):
 
 # Defaults of ``tie_word_embeddings`` in the transformers config classes of these model types (each passes
 # ``tie_word_embeddings=False`` to PretrainedConfig); every other type inherits PretrainedConfig's True.
-# model_type values the importer is written for (decoder-only GQA/MLA, SwiGLU FFN or MoE); anything else is read
-# the same way and flagged for a check against its model card
-HF_KNOWN_TYPES = frozenset({
-    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3",
-    "kimi_k2", "dbrx", "phi3", "olmo2", "granite", "ernie4_5", "ernie4_5_moe", "glm4", "glm4_moe", "gemma", "gemma2",
-    "gemma3_text"})
-
 _UNTIED_BY_DEFAULT = frozenset({
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3",
     "kimi_k2", "dbrx", "phi3", "olmo2", "granite", "ernie4_5", "ernie4_5_moe", "glm4", "glm4_moe"})
+
+# model_type values the importer is written for (decoder-only GQA/MLA, gated FFN or MoE): those above and the
+# tied-embedding Gemma family; anything else is read the same way and flagged for a check against its model card
+HF_KNOWN_TYPES = _UNTIED_BY_DEFAULT | {"gemma", "gemma2", "gemma3_text"}
 
 _DTYPE_PRECISION = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 

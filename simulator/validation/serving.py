@@ -376,6 +376,8 @@ def _aiperf(d: dict, where: str) -> ServingCase:
     isl, osl = (max(int(round(metric(m, "avg", time=False))), 1)
                 for m in ("input_sequence_length", "output_sequence_length"))
     cfg = d.get("input_config")
+    count = d.get("request_count")
+    count = count.get("avg") if isinstance(count, dict) else count
     conc = _find(cfg, ("concurrency",))
     load = {"concurrency": conc if conc is not None else d.get("concurrency"),
             "request_rate": _find(cfg, ("request_rate",))}
@@ -384,14 +386,10 @@ def _aiperf(d: dict, where: str) -> ServingCase:
     elif load["request_rate"] is not None:
         rate_v, conc_v = _num(load, "request_rate", where), None
         if math.isinf(rate_v):  # everything at once: a closed loop as wide as the run (as for vLLM's JSON)
-            n = d.get("request_count")
-            n = n.get("avg") if isinstance(n, dict) else n
-            rate_v, conc_v = None, int(_num({"request_count": n}, "request_count", where))
+            rate_v, conc_v = None, int(_num({"request_count": count}, "request_count", where))
     else:
         raise SpecError(where, "input_config.concurrency", "the run's load is not recorded (no concurrency nor "
                                                            "request_rate)")
-    count = d.get("request_count")
-    count = count.get("avg") if isinstance(count, dict) else count
     model = _find(cfg, ("model_names", "model"))
     model = model[0] if isinstance(model, list) and model else model
     return ServingCase(source=where, model=str(model) if model else d.get("model"), hardware=d.get("hardware"),
