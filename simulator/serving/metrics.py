@@ -37,10 +37,12 @@ def _weighted_stats(values: np.ndarray, weights: np.ndarray) -> dict:
     v, w = values[keep], weights[keep].astype(float)
     if not len(v):
         return {"mean": None, "p50": None, "p90": None, "p99": None}
-    order = np.argsort(v, kind="stable")
+    out = {"mean": float((v * w).sum() / w.sum())}  # (before sorting: the same bits whatever the sort's tie order)
+    # equal values may come out in any order: a percentile lands in their block of the cumulative weights either
+    # way, so an unstable sort (numpy's SIMD quicksort, several times faster on ~1M gaps) picks the same value
+    order = np.argsort(v)
     v, w = v[order], w[order]
     cum = np.cumsum(w)
-    out = {"mean": float((v * w).sum() / cum[-1])}
     for p in PERCENTILES:
         out[f"p{p}"] = float(v[min(np.searchsorted(cum, p / 100 * cum[-1], side="left"), len(v) - 1)])
     return out
