@@ -384,6 +384,34 @@ def _same_run(ref, new):
         assert (sa[col].astype(str) == sb[col].astype(str)).all(), col
 
 
+def test_step_frame_rebuilds_kv_blocks_the_same_in_any_chunks(monkeypatch):
+    """Decode stretches record their KV blocks compactly (blocks before, the 16-tick opening pattern, blocks
+    after) and the frame rebuilds every step's a few million steps at a time: chunks of a handful of steps
+    give the same occupancy, step for step, as one chunk, and that matches the step-by-step run's."""
+    from simulator.serving.engine import StepLog
+    from simulator.serving.runner import replica_configs
+
+    opts = PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1)
+    dep = quick_deployment(opts, replicas=1, max_batch_tokens=2048, max_seqs=32)
+    t = simple_traffic(rate=20.0, concurrency=None, isl=300, osl=120, requests=60, seed=5)
+
+    def occupancy(coalesce=True):
+        req = t.sample()
+        r = Requests(req.arrival_s.to_numpy(float).copy(), req.prompt_tokens.to_numpy(np.int64),
+                     req.output_tokens.to_numpy(np.int64))
+        sim = Simulation(r, replica_configs(dep, engine="vllm"), coalesce=coalesce)
+        sim.run()
+        return sim.step_frame().sort_values("start_s", kind="stable").kv_occupancy.to_numpy()
+
+    one = occupancy()
+    monkeypatch.setattr(StepLog, "EXPAND_STEPS", 7)
+    small = occupancy()
+    stepwise = occupancy(coalesce=False)
+    assert len(one) > 100 and np.ptp(one) > 0  # many steps, and the cache fills and drains
+    assert np.array_equal(one, small)
+    np.testing.assert_array_equal(one, stepwise)
+
+
 def test_empirical_length_distribution_from_file(tmp_path):
     (tmp_path / "lens.txt").write_text("100\n200\n300\n")
     (tmp_path / "t.yaml").write_text(

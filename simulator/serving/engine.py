@@ -196,7 +196,6 @@ class _Stretch:
     bounds: list  # start of the first step, then every step's end (costed so far)
     attn: list | float  # decode-attention seconds per costed step (a float: each step's duration less it)
     ffn: list | float  # decode-FFN seconds per costed step (a float: every step's)
-    blocks: list | int | None  # KV blocks after each step (list), constant (int), or counted when booked (None)
     n: int  # decoding requests
     kv0: int  # their KV tokens at the first step
     ends: Callable  # (n, kv0, k, start) -> per-step ends (from start), attention, FFN (``decode_ends``; see
@@ -646,18 +645,16 @@ class Replica:
             k = min(k, self.recv_n - self.recv_count)
             if k < 2:
                 return False
+        # KV blocks are constant when reservations were made whole at admission, and cannot overflow within k
+        # steps when every sequence opening a block each 16 ticks still fits; else stop before the step that
+        # would need a preemption (blocks never shrink)
         used, total = self.used_blocks, self.blocks_total
-        if not self.grows:
-            blocks = used  # constant: reservations were made whole at admission
-        elif used + n * ((k + BLOCK_TOKENS - 1) // BLOCK_TOKENS) <= total:
-            blocks = None  # cannot overflow within k steps: counted at the end, for the steps actually run
-        else:
+        if self.grows and used + n * ((k + BLOCK_TOKENS - 1) // BLOCK_TOKENS) > total:
             blocks = self._stretch_blocks(k)
-            if blocks[-1] > total:  # stop before the step that would need a preemption
-                k = bisect_right(blocks, total)  # blocks never shrink
+            if blocks[-1] > total:
+                k = bisect_right(blocks, total)
                 if k < 2:
                     return False
-                del blocks[k:]
         kv0 = self.kvb_sum + n * self.ticks
         if self.wants_ranks:  # each chunk starts from the ranks as they will be then
             cost, ranks0 = self.cfg.cost, self._ranks()
@@ -706,7 +703,7 @@ class Replica:
             end += m
         if bounds[-1] >= horizon:
             end = bisect_left(bounds, horizon, 1)
-        self.stretch = _Stretch(bounds, attn, ffn, blocks, n, kv0, ends, k, len(self.waiting), len(self.active),
+        self.stretch = _Stretch(bounds, attn, ffn, n, kv0, ends, k, len(self.waiting), len(self.active),
                                 end, 0, chunk * 4, horizon == math.inf and end < k, self.recv_count)
         self._pace_s = bounds[end] - bounds[end - 1]
         self.state = STRETCH
@@ -773,7 +770,7 @@ class Replica:
             return
         self.state = DECIDING
         steps, bounds, n = st.end, st.bounds, st.n
-        blk = self._book_stretch(steps)
+        blocks0, cyc = self._book_stretch(steps)
         self.stretch = None
         if self.recv_n > 1:  # the counter over the stretch (it restarted at every receive inside, with nothing to take)
             c = st.c0 + steps
@@ -791,17 +788,19 @@ class Replica:
                     self.used_blocks -= -(-reserve(tgt[rid], gen[rid], out_l[rid], off[rid]) // BLOCK_TOKENS)
                 for rid in finished:
                     sim.finish(rid, self)
-        blk[-1] = self.used_blocks  # the last step's record follows the finishes
-        sim.steps.add_decodes(self.uid, bounds if len(bounds) == steps + 1 else bounds[:steps + 1], blk,
-                              self._occ_div, n, st.queued, st.running, len(self.waiting), len(self.active))
+        # (the last step's record follows the finishes)
+        sim.steps.add_decodes(self.uid, bounds if len(bounds) == steps + 1 else bounds[:steps + 1], blocks0, cyc,
+                              self.used_blocks, self._occ_div, n, st.queued, st.running, len(self.waiting),
+                              len(self.active))
         self._next()
 
-    def _book_stretch(self, steps: int) -> list[int]:
+    def _book_stretch(self, steps: int) -> tuple[int, list[int]]:
         """Account the next ``steps`` (> 0) steps of the stretch in flight (from those already booked on): busy
-        and quadrant time, decode ticks and KV blocks; returns the KV blocks in use after each (a new list)
-        for the caller to record."""
+        and quadrant time, decode ticks and KV blocks. Returns the KV blocks in use before them and the blocks
+        their first ``min(steps, 16)`` ticks open (a new list; tick ``j`` opens the ``j % 16``-th again: the
+        requests whose KV residue is ``(-ticks - j) % 16`` start a block), for the caller to record."""
         st = self.stretch
-        bounds, blocks = st.bounds, st.blocks
+        bounds = st.bounds
         i = st.booked
         j = i + steps
         self.busy_s += bounds[j] - bounds[i]
@@ -816,16 +815,22 @@ class Replica:
         else:
             q[2] += sum(attn[i:j])
             q[3] += sum(ffn[i:j])
-        if blocks is None:
-            blk = self._stretch_blocks(steps)
-        elif blocks.__class__ is list:
-            blk = blocks[i:j]
-        else:
-            blk = [blocks] * steps
+        b0 = self.used_blocks
+        if self.grows:
+            back = self.residues[::-1]  # back[m] = residues[15 - m]: tick j opens back[(ticks + 15 + j) % 16]
+            r = (self.ticks + BLOCK_TOKENS - 1) % BLOCK_TOKENS
+            cyc = back[r:] + back[:r]
+            whole, part = divmod(steps, BLOCK_TOKENS)
+            if whole:  # every decoding request opens one block per 16 ticks
+                self.used_blocks = b0 + whole * st.n + sum(cyc[:part])
+            else:
+                del cyc[part:]
+                self.used_blocks = b0 + sum(cyc)
+        else:  # constant: reservations were made whole at admission
+            cyc = [0] * min(steps, BLOCK_TOKENS)
         self.ticks += steps
-        self.used_blocks = blk[-1]
         st.booked = j
-        return blk
+        return b0, cyc
 
     def book_at_horizon(self, horizon_s: float) -> None:
         """The run stopped at ``horizon_s`` with a stretch in flight: book its steps that ended before."""
@@ -834,9 +839,9 @@ class Replica:
         st = self.stretch
         steps = bisect_left(st.bounds, horizon_s, 1) - 1
         if steps > 0:
-            blk = self._book_stretch(steps)
-            self.sim.steps.add_decodes(self.uid, st.bounds[:steps + 1], blk, self._occ_div, st.n, st.queued,
-                                       st.running, st.queued, st.running)
+            blocks0, cyc = self._book_stretch(steps)
+            self.sim.steps.add_decodes(self.uid, st.bounds[:steps + 1], blocks0, cyc, self.used_blocks, self._occ_div,
+                                       st.n, st.queued, st.running, st.queued, st.running)
         self.state = IDLE
 
 
@@ -1100,14 +1105,18 @@ class EventLog(collections.abc.Sequence):
 
 class StepLog:
     """The step records, kept as *runs*: consecutive steps of one replica with the same kind and counts
-    (a decode stretch is one run) share one row of typed arrays, and only each step's end time and KV
-    occupancy (KV blocks, divided by the run's block count when the frame is built) are stored per step
-    (16 bytes a step). ``frame`` expands them into the steps DataFrame, one row per batch step (pool,
-    replica and kind as categoricals, counts as int32: ~50 bytes a row)."""
+    (a decode stretch is one run) share one row of typed arrays, and only each step's end time is stored per
+    step (8 bytes a step). KV occupancy (KV blocks, divided by the run's block count when the frame is built)
+    is stored per run: the blocks after its last step, and for a decode stretch the blocks before it and the
+    blocks each of its first 16 ticks opens (the pattern repeats every 16 ticks: a sequence opens a block
+    every 16 tokens), from which ``frame`` rebuilds every step's. ``frame`` expands the runs into the steps
+    DataFrame, one row per batch step (pool, replica and kind as categoricals, counts as int32: ~50 bytes a
+    row)."""
 
     COLUMNS = ("pool", "replica_id", "start_s", "end_s", "kind", "prefill_seqs", "prefill_tokens", "decode_seqs",
                "output_tokens", "queued", "running", "kv_occupancy", "preempted")
     KINDS = ("decode", "prefill", "mixed")
+    EXPAND_STEPS = 4_000_000  # decode-stretch steps whose KV blocks ``frame`` rebuilds at a time
     COUNTS = ("prefill_seqs", "prefill_tokens", "decode_seqs", "output_tokens", "queued", "running", "preempted")
 
     def __init__(self):
@@ -1117,12 +1126,16 @@ class StepLog:
         self.counts = {c: array("i") for c in self.COUNTS}  # per step of the run (output tokens too)
         self.last = {"queued": array("i"), "running": array("i")}  # at the run's last step (a stretch's finishes)
         # per step: ``bounds`` holds each run's start, then every step's end (a step starts where the one before
-        # it ended); ``kv`` the KV blocks in use after each step
-        self.bounds, self.kv = array("d"), array("q")
+        # it ended)
+        self.bounds = array("d")
+        # KV blocks in use after each run's last step; per decode stretch: its run number, the blocks before it,
+        # and the blocks opened by each of its first min(steps, 16) ticks (``cyc``, concatenated)
+        self.kv_last = array("q")
+        self.stretch_run, self.kv_before, self.cyc = array("q"), array("q"), array("i")
         self._frame: pd.DataFrame | None = None  # set (and the arrays released) by the first ``frame``
         c = self.counts
         self._appends = (self.replica.append, self.kind.append, self.repeat.append, self.bounds.append,
-                         self.kv.append, self.kv_div.append,
+                         self.kv_last.append, self.kv_div.append,
                          *(c[k].append for k in self.COUNTS), self.last["queued"].append, self.last["running"].append)
 
     def __len__(self) -> int:
@@ -1149,17 +1162,22 @@ class StepLog:
         q_last(queued)
         run_last(running)
 
-    def add_decodes(self, uid: int, bounds: list, blocks: list, blocks_total: int, n: int, queued: int,
-                    running: int, last_queued: int, last_running: int) -> None:
+    def add_decodes(self, uid: int, bounds: list, blocks0: int, cyc: list, last_blocks: int, blocks_total: int,
+                    n: int, queued: int, running: int, last_queued: int, last_running: int) -> None:
         """``len(bounds) - 1`` consecutive pure-decode steps of ``n`` sequences (``bounds``: their start and end
-        times; ``blocks``: KV blocks in use after each, of ``blocks_total``), nothing preempted, ``queued``
-        waiting and ``running`` admitted after each but the last, ``last_queued`` and ``last_running`` after
-        the last (a stretch's last step records the replica after its finishes and arrivals)."""
+        times), nothing preempted. KV blocks (of ``blocks_total``): ``blocks0`` before the first step, tick ``j``
+        opens ``cyc[j % 16]`` more (``cyc``: ``min(steps, 16)`` counts), ``last_blocks`` after the last step;
+        ``queued`` waiting and ``running`` admitted after each step but the last, ``last_queued`` and
+        ``last_running`` after the last (a stretch's last step records the replica after its finishes and
+        arrivals)."""
+        self.stretch_run.append(len(self.repeat))
+        self.kv_before.append(blocks0)
+        self.cyc.fromlist(cyc)
+        self.kv_last.append(last_blocks)
         self.replica.append(uid)
         self.kind.append(0)
         self.repeat.append(len(bounds) - 1)
         self.bounds.fromlist(bounds)  # (``fromlist``: twice as fast as ``extend``)
-        self.kv.fromlist(blocks)
         self.kv_div.append(blocks_total)
         c = self.counts
         c["prefill_seqs"].append(0)
@@ -1171,6 +1189,39 @@ class StepLog:
         c["preempted"].append(0)
         self.last["queued"].append(last_queued)
         self.last["running"].append(last_running)
+
+    def _kv_blocks(self, rep_n: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """KV blocks in use after every step (releasing the per-run KV records): a run's last step has its
+        ``kv_last``; a decode stretch's step ``j`` the blocks before it plus the first ``j + 1`` ticks' openings
+        (tick ``j`` opens its ``cyc[j % 16]``). Stretches are expanded a few million steps at a time, so the
+        temporaries stay small beside the frame."""
+        last = np.frombuffer(self.kv_last, np.int64)
+        kv = np.repeat(last, rep_n)
+        runs = np.frombuffer(self.stretch_run, np.int64)
+        if len(runs):
+            lens = rep_n[runs]
+            width = np.minimum(lens, BLOCK_TOKENS)  # each stretch's ``cyc`` entries
+            cyc_at = np.cumsum(width) - width
+            cyc = np.frombuffer(self.cyc, np.int32)
+            before = np.frombuffer(self.kv_before, np.int64)
+            ends = np.cumsum(lens)
+            lo = 0
+            while lo < len(runs):  # stretches [lo, hi): about EXPAND_STEPS steps
+                hi = int(np.searchsorted(ends, ends[lo] + self.EXPAND_STEPS, side="right"))
+                hi = max(hi, lo + 1)
+                ln = lens[lo:hi]
+                start = np.cumsum(ln) - ln  # each stretch's first step, counted from stretch lo's
+                j = np.arange(int(ln.sum())) - np.repeat(start, ln)  # step within its stretch
+                opened = cyc[np.repeat(cyc_at[lo:hi], ln) + j % np.repeat(width[lo:hi], ln)].astype(np.int64)
+                cum = np.cumsum(opened)
+                cum += np.repeat(before[lo:hi] - (cum[start] - opened[start]), ln)  # restart at each stretch
+                kv[np.repeat(first[runs[lo:hi]] - start, ln) + np.arange(len(j))] = cum
+                lo = hi
+            del cyc, before
+            kv[first[runs] + lens - 1] = last[runs]  # (after the last step's finishes)
+        del last, runs
+        self.kv_last = self.stretch_run = self.kv_before = self.cyc = None
+        return kv
 
     def frame(self, pools: list[str], names: list[str]) -> pd.DataFrame:
         """The steps DataFrame, one row per step. The first call builds it column by column, releasing
@@ -1209,10 +1260,11 @@ class StepLog:
             df[c] = col
             del col
             self.counts[c] = None
+        kv = self._kv_blocks(rep_n, first)
         occ = np.repeat(np.frombuffer(self.kv_div, np.int64).astype(float), rep_n)
-        df["kv_occupancy"] = np.divide(np.frombuffer(self.kv, np.int64), occ, out=occ)
-        del occ
-        self.kv = self.kv_div = None
+        df["kv_occupancy"] = np.divide(kv, occ, out=occ)
+        del occ, kv
+        self.kv_div = None
         df["preempted"] = np.repeat(np.frombuffer(self.counts["preempted"], np.int32), rep_n)
         self.counts["preempted"] = None
         self.repeat = None
