@@ -1105,62 +1105,46 @@ class EventLog(collections.abc.Sequence):
 
 class StepLog:
     """The step records, kept as *runs*: consecutive steps of one replica with the same kind and counts
-    (a decode stretch is one run) share one row of typed arrays, and only each step's end time is stored per
-    step (8 bytes a step). KV occupancy (KV blocks, divided by the run's block count when the frame is built)
-    is stored per run: the blocks after its last step, and for a decode stretch the blocks before it and the
-    blocks each of its first 16 ticks opens (the pattern repeats every 16 ticks: a sequence opens a block
-    every 16 tokens), from which ``frame`` rebuilds every step's. ``frame`` expands the runs into the steps
-    DataFrame, one row per batch step (pool, replica and kind as categoricals, counts as int32: ~50 bytes a
-    row)."""
+    (a decode stretch is one run) share one record (``FIELDS``, int32, appended as one row of a flat array),
+    and only each step's end time is stored per step (8 bytes a step). KV occupancy (KV blocks, divided by the
+    run's block count when the frame is built) is stored per run: the blocks after its last step, and for a
+    decode stretch the blocks before it and the blocks each of its first 16 ticks opens (the pattern repeats
+    every 16 ticks: a sequence opens a block every 16 tokens), from which ``frame`` rebuilds every step's.
+    ``frame`` expands the runs into the steps DataFrame, one row per batch step (pool, replica and kind as
+    categoricals, counts as int32: ~50 bytes a row)."""
 
     COLUMNS = ("pool", "replica_id", "start_s", "end_s", "kind", "prefill_seqs", "prefill_tokens", "decode_seqs",
                "output_tokens", "queued", "running", "kv_occupancy", "preempted")
     KINDS = ("decode", "prefill", "mixed")
+    STRETCH = 3  # the kind code of a decode stretch's record (a decode run whose KV blocks are stored compactly)
     EXPAND_STEPS = 4_000_000  # decode-stretch steps whose KV blocks ``frame`` rebuilds at a time
-    COUNTS = ("prefill_seqs", "prefill_tokens", "decode_seqs", "output_tokens", "queued", "running", "preempted")
+    # a run's record: the counts are every step's but ``queued`` and ``running``, which the last step has in
+    # ``last_*`` (a stretch's last step records the replica after its finishes and arrivals); ``kv_div`` is the
+    # replica's KV blocks, ``kv_last`` the blocks in use after the last step, ``kv_before`` before the first
+    FIELDS = ("replica", "kind", "repeat", "kv_div", "prefill_seqs", "prefill_tokens", "decode_seqs", "output_tokens",
+              "queued", "running", "preempted", "last_queued", "last_running", "kv_last", "kv_before")
 
     def __init__(self):
-        # per run
-        self.replica, self.kind, self.repeat = array("i"), array("b"), array("q")
-        self.kv_div = array("q")  # the replica's KV blocks: a step's occupancy is its ``kv`` / this
-        self.counts = {c: array("i") for c in self.COUNTS}  # per step of the run (output tokens too)
-        self.last = {"queued": array("i"), "running": array("i")}  # at the run's last step (a stretch's finishes)
+        self.runs = array("i")  # one record (``FIELDS``) per run
         # per step: ``bounds`` holds each run's start, then every step's end (a step starts where the one before
         # it ended)
         self.bounds = array("d")
-        # KV blocks in use after each run's last step; per decode stretch: its run number, the blocks before it,
-        # and the blocks opened by each of its first min(steps, 16) ticks (``cyc``, concatenated)
-        self.kv_last = array("q")
-        self.stretch_run, self.kv_before, self.cyc = array("q"), array("q"), array("i")
+        self.cyc = array("i")  # per decode stretch: the blocks its first min(steps, 16) ticks open, concatenated
         self._frame: pd.DataFrame | None = None  # set (and the arrays released) by the first ``frame``
-        c = self.counts
-        self._appends = (self.replica.append, self.kind.append, self.repeat.append, self.bounds.append,
-                         self.kv_last.append, self.kv_div.append,
-                         *(c[k].append for k in self.COUNTS), self.last["queued"].append, self.last["running"].append)
+        self._appends = (self.runs.extend, self.bounds.extend)
 
     def __len__(self) -> int:
-        return len(self._frame) if self._frame is not None else len(self.bounds) - len(self.repeat)
+        if self._frame is not None:
+            return len(self._frame)
+        return len(self.bounds) - len(self.runs) // len(self.FIELDS)
 
     def add(self, uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running, kv_blocks,
             blocks_total, preempted) -> None:
         """One step, after which ``kv_blocks`` of the replica's ``blocks_total`` KV blocks are in use."""
-        rep, kind, repeat, bound, occ, div, ps, pt, ds, ot, q, run, pre, q_last, run_last = self._appends
-        rep(uid)
-        kind(2 if n_prefill and n_decode else (1 if n_prefill else 0))
-        repeat(1)
-        bound(start)
-        bound(end)
-        occ(kv_blocks)
-        div(blocks_total)
-        ps(n_prefill)
-        pt(prefill_tokens)
-        ds(n_decode)
-        ot(out_tokens)
-        q(queued)
-        run(running)
-        pre(preempted)
-        q_last(queued)
-        run_last(running)
+        runs, bounds = self._appends
+        runs((uid, 2 if n_prefill and n_decode else (1 if n_prefill else 0), 1, blocks_total, n_prefill,
+              prefill_tokens, n_decode, out_tokens, queued, running, preempted, queued, running, kv_blocks, 0))
+        bounds((start, end))
 
     def add_decodes(self, uid: int, bounds: list, blocks0: int, cyc: list, last_blocks: int, blocks_total: int,
                     n: int, queued: int, running: int, last_queued: int, last_running: int) -> None:
@@ -1170,40 +1154,26 @@ class StepLog:
         ``queued`` waiting and ``running`` admitted after each step but the last, ``last_queued`` and
         ``last_running`` after the last (a stretch's last step records the replica after its finishes and
         arrivals)."""
-        self.stretch_run.append(len(self.repeat))
-        self.kv_before.append(blocks0)
-        self.cyc.fromlist(cyc)
-        self.kv_last.append(last_blocks)
-        self.replica.append(uid)
-        self.kind.append(0)
-        self.repeat.append(len(bounds) - 1)
+        self.runs.extend((uid, 3, len(bounds) - 1, blocks_total, 0, 0, n, n, queued, running, 0, last_queued,
+                          last_running, last_blocks, blocks0))
         self.bounds.fromlist(bounds)  # (``fromlist``: twice as fast as ``extend``)
-        self.kv_div.append(blocks_total)
-        c = self.counts
-        c["prefill_seqs"].append(0)
-        c["prefill_tokens"].append(0)
-        c["decode_seqs"].append(n)
-        c["output_tokens"].append(n)
-        c["queued"].append(queued)
-        c["running"].append(running)
-        c["preempted"].append(0)
-        self.last["queued"].append(last_queued)
-        self.last["running"].append(last_running)
+        self.cyc.fromlist(cyc)
 
-    def _kv_blocks(self, rep_n: np.ndarray, first: np.ndarray) -> np.ndarray:
-        """KV blocks in use after every step (releasing the per-run KV records): a run's last step has its
-        ``kv_last``; a decode stretch's step ``j`` the blocks before it plus the first ``j + 1`` ticks' openings
-        (tick ``j`` opens its ``cyc[j % 16]``). Stretches are expanded a few million steps at a time, so the
-        temporaries stay small beside the frame."""
-        last = np.frombuffer(self.kv_last, np.int64)
+    def _kv_blocks(self, rec: np.ndarray, rep_n: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """KV blocks in use after every step (releasing ``cyc``): a run's last step has its ``kv_last``; a decode
+        stretch's step ``j`` the blocks before it plus the first ``j + 1`` ticks' openings (tick ``j`` opens its
+        ``cyc[j % 16]``). Stretches are expanded a few million steps at a time, so the temporaries stay small
+        beside the frame."""
+        f = self.FIELDS
+        last = rec[:, f.index("kv_last")].astype(np.int64)
         kv = np.repeat(last, rep_n)
-        runs = np.frombuffer(self.stretch_run, np.int64)
+        runs = np.flatnonzero(rec[:, f.index("kind")] == self.STRETCH)
         if len(runs):
             lens = rep_n[runs]
             width = np.minimum(lens, BLOCK_TOKENS)  # each stretch's ``cyc`` entries
             cyc_at = np.cumsum(width) - width
             cyc = np.frombuffer(self.cyc, np.int32)
-            before = np.frombuffer(self.kv_before, np.int64)
+            before = rec[runs, f.index("kv_before")].astype(np.int64)
             ends = np.cumsum(lens)
             lo = 0
             while lo < len(runs):  # stretches [lo, hi): about EXPAND_STEPS steps
@@ -1219,8 +1189,7 @@ class StepLog:
                 lo = hi
             del cyc, before
             kv[first[runs] + lens - 1] = last[runs]  # (after the last step's finishes)
-        del last, runs
-        self.kv_last = self.stretch_run = self.kv_before = self.cyc = None
+        self.cyc = None
         return kv
 
     def frame(self, pools: list[str], names: list[str]) -> pd.DataFrame:
@@ -1232,16 +1201,17 @@ class StepLog:
         if not len(self):
             return pd.DataFrame([], columns=list(self.COLUMNS))
         self._appends = None  # (its bound methods would keep every array alive)
-        rep_n = np.frombuffer(self.repeat, np.int64)
+        f = self.FIELDS
+        rec = np.frombuffer(self.runs, np.int32).reshape(-1, len(f))
+        rep_n = rec[:, f.index("repeat")].astype(np.int64)
         first = np.concatenate(([0], np.cumsum(rep_n)[:-1]))  # each run's first step
         # pool, replica and kind as categoricals (one byte a row, not a pointer to a string)
-        rep = np.repeat(np.frombuffer(self.replica, np.int32), rep_n)
+        rep = np.repeat(rec[:, f.index("replica")], rep_n)
         pool_names = list(dict.fromkeys(pools))
         pool_code = np.array([pool_names.index(p) for p in pools], np.int8 if len(pool_names) < 128 else np.int32)
         df = pd.DataFrame({"pool": pd.Categorical.from_codes(pool_code[rep], pool_names)})
         df["replica_id"] = pd.Categorical.from_codes(rep, list(names))
         del rep
-        self.replica = None
         bounds = np.frombuffer(self.bounds, float)
         is_end = np.ones(len(bounds), bool)
         is_end[first + np.arange(len(first))] = False  # each run's start
@@ -1249,24 +1219,23 @@ class StepLog:
         df["end_s"] = bounds[is_end]
         del bounds, is_end
         self.bounds = None
-        df["kind"] = pd.Categorical.from_codes(np.repeat(np.frombuffer(self.kind, np.int8), rep_n), list(self.KINDS))
-        self.kind = None
+        kind = rec[:, f.index("kind")].astype(np.int8)
+        kind[kind == self.STRETCH] = 0  # a stretch's steps are decode steps
+        df["kind"] = pd.Categorical.from_codes(np.repeat(kind, rep_n), list(self.KINDS))
+        del kind
         last = first + rep_n - 1  # each run's last step
-        for c in self.COUNTS[:6]:
-            col = np.repeat(np.frombuffer(self.counts[c], np.int32), rep_n)
-            if c in self.last:
-                col[last] = np.frombuffer(self.last[c], np.int32)
-                self.last[c] = None
+        for c in ("prefill_seqs", "prefill_tokens", "decode_seqs", "output_tokens", "queued", "running"):
+            col = np.repeat(rec[:, f.index(c)], rep_n)
+            if c in ("queued", "running"):
+                col[last] = rec[:, f.index("last_" + c)]
             df[c] = col
             del col
-            self.counts[c] = None
-        kv = self._kv_blocks(rep_n, first)
-        occ = np.repeat(np.frombuffer(self.kv_div, np.int64).astype(float), rep_n)
+        kv = self._kv_blocks(rec, rep_n, first)
+        occ = np.repeat(rec[:, f.index("kv_div")].astype(float), rep_n)
         df["kv_occupancy"] = np.divide(kv, occ, out=occ)
         del occ, kv
-        self.kv_div = None
-        df["preempted"] = np.repeat(np.frombuffer(self.counts["preempted"], np.int32), rep_n)
-        self.counts["preempted"] = None
-        self.repeat = None
+        df["preempted"] = np.repeat(rec[:, f.index("preempted")], rep_n)
+        del rec
+        self.runs = None
         self._frame = df
         return df
