@@ -1181,11 +1181,13 @@ class StepLog:
                 hi = max(hi, lo + 1)
                 ln = lens[lo:hi]
                 start = np.cumsum(ln) - ln  # each stretch's first step, counted from stretch lo's
-                j = np.arange(int(ln.sum())) - np.repeat(start, ln)  # step within its stretch
-                opened = cyc[np.repeat(cyc_at[lo:hi], ln) + j % np.repeat(width[lo:hi], ln)].astype(np.int64)
-                cum = np.cumsum(opened)
-                cum += np.repeat(before[lo:hi] - (cum[start] - opened[start]), ln)  # restart at each stretch
-                kv[np.repeat(first[runs[lo:hi]] - start, ln) + np.arange(len(j))] = cum
+                sid = np.repeat(np.arange(hi - lo, dtype=np.int32), ln)  # each step's stretch
+                at = np.arange(len(sid))
+                # the blocks tick j opens: cyc[j % 16], and a stretch of fewer than 16 steps has j < its width
+                opened = cyc[(cyc_at[lo:hi] - start)[sid] + at - ((at - start[sid]) & ~(BLOCK_TOKENS - 1))]
+                cum = np.cumsum(opened, dtype=np.int64)
+                cum += (before[lo:hi] - (cum[start] - opened[start]))[sid]  # restart at each stretch
+                kv[(first[runs[lo:hi]] - start)[sid] + at] = cum
                 lo = hi
             del cyc, before
             kv[first[runs] + lens - 1] = last[runs]  # (after the last step's finishes)
