@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import replace
+from itertools import accumulate
 
 import numpy as np
 import pytest
@@ -156,6 +157,27 @@ def test_ping_pong_attention_pool_times_its_busiest_rank():
     assert skew.time_s > pp.cost(0, 0, 0, 32, 1, 16 * 32768 + 16 * 512).time_s
     even = DecodeRanks((16, 16), (16 * 4096, 16 * 4096))
     _close(pp.cost(0, 0, 0, 32, 1, 32 * 4096, ranks=even), pp.cost(0, 0, 0, 32, 1, 32 * 4096))
+
+
+@pytest.fixture(scope="module")
+def ping_pong():
+    dep = read_deployment("workloads/deployments/doubao-class-afd.yaml")
+    pool = next(p for p in dep.pools if p.plan.af_disaggregated)
+    return PingPongStepCost(dep.model, pool.plan, None, dep.kv_precision, dep.kv_scale_tokens)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 600), st.integers(0, 3_000_000), st.integers(1, 3000))
+def test_ping_pong_stretch_equals_its_steps(ping_pong, n, kv0, k):
+    """An A/F decode stretch is costed a run of equal memo keys at a time (each run's end found once per batch
+    size and key): every step equals ``cost`` at its own KV total, and the step ends are their running sum."""
+    times, attn, ffn = ping_pong.decode_stretch(n, kv0, k)
+    steps = [ping_pong.cost(0, 0, 0, n, 1, kv0 + i * n) for i in range(k)]
+    assert times == [c.time_s for c in steps]
+    assert (attn, ffn) == ([c.decode_attention_s for c in steps], [c.decode_ffn_s for c in steps])
+    ends, a2, f2 = ping_pong.decode_ends(n, kv0, k, 5.0, 1e-4)
+    assert ends == list(accumulate((t + 1e-4 for t in times), initial=5.0))[1:]
+    assert (a2, f2) == (attn, ffn)
 
 
 # -- the engine ---------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ class PingPongStepCost:
         self.kw = dict(kv_precision=kv_precision, kv_scale_tokens=kv_scale_tokens)
         self._memo: dict[tuple, StepCost] = {}
         self._parts: dict[tuple, dict] = {}  # memo key -> ``parts`` (steps with decode ranks only)
+        self._runs: dict[tuple, tuple] = {}  # (decode seqs, KV exponent) -> (the KV total ending it, the cost)
         self.attention_dp = plan.attention.dp
         self.wants_ranks = plan.attention.dp > 1
 
@@ -89,31 +90,44 @@ class PingPongStepCost:
 
     def _equal_runs(self, n: int, kv0: int, k: int):
         """The ``k`` decode steps of ``n`` sequences from ``kv0`` cached tokens as runs of steps that share one
-        quantised memo key, in step order: (the run's ``cost``, its length). The mean KV length ``x`` moves
-        by one token a step and the key (``x`` rounded to 1/16 octave, ``_q``) never decreases, so a run ends
-        about where ``x`` crosses the next rounding boundary; the exact end is then checked on the rounded
-        exponent itself (``_q``'s ``round(16 * log2(x))``: equal exponents, equal keys)."""
-        log2, memo = math.log2, self._memo
-
-        def exponent(j: int) -> int:
-            return round(16 * log2((kv0 + j * n) / n))
-
+        quantised memo key, in step order: (the run's ``cost``, its length). The key rounds the mean KV length
+        to 1/16 octave (``_q``'s exponent ``round(16 * log2(kv / n))``), which never decreases as the KV total
+        ``kv`` grows by ``n`` a step; so a run lasts until ``kv`` reaches the first total whose exponent moves
+        on, found once per (``n``, exponent) and kept with the run's cost."""
+        log2, runs = math.log2, self._runs
         j = 0
         while j < k:
-            x = (kv0 + j * n) / n
-            if x <= 0:  # no KV (the key's 0.0): one step at a time
-                yield self.cost(0, 0, 0, n, 1, kv0 + j * n), 1
+            kv = kv0 + j * n
+            if kv <= 0:  # no KV (the key's 0.0): one step at a time
+                yield self.cost(0, 0, 0, n, 1, kv), 1
                 j += 1
                 continue
-            r = round(16 * log2(x))  # steps until x reaches 2^((r + 1/2) / 16), where the rounding moves on
-            lo = min(k, j + max(1, math.ceil(2.0 ** ((r + 0.5) / 16) - x)))
-            while lo > j + 1 and exponent(lo - 1) != r:
-                lo -= 1
-            while lo < k and exponent(lo) == r:
-                lo += 1
-            c = memo.get((0, 0.0, 0.0, n, 1, 2.0 ** (r / 16)))  # ``cost``'s memo key (``memo_key``), direct
-            yield (c if c is not None else self.cost(0, 0, 0, n, 1, kv0 + j * n)), lo - j
+            r = round(16 * log2(kv / n))
+            hit = runs.get((n, r))
+            if hit is None:
+                hit = runs[(n, r)] = (self._exponent_end(n, r, kv), self.cost(0, 0, 0, n, 1, kv))
+            end, c = hit
+            lo = j + -(-(end - kv) // n)  # the first step whose KV total reaches ``end`` (> kv: at least one)
+            if lo > k:
+                lo = k
+            yield c, lo - j
             j = lo
+
+    @staticmethod
+    def _exponent_end(n: int, r: int, kv: int) -> int:
+        """The least KV total above ``kv`` whose exponent ``round(16 * log2(total / n))`` exceeds ``r`` (the
+        exponent of ``kv``): from the closed form ``n * 2^((r + 1/2) / 16)``, checked on the exponent itself."""
+        log2 = math.log2
+
+        def past(total: int) -> bool:
+            return round(16 * log2(total / n)) > r
+
+        t = max(kv + 1, math.ceil(n * 2.0 ** ((r + 0.5) / 16)))
+        while t > kv + 1 and past(t - 1):
+            t -= 1
+        while not past(t):
+            t += 1
+        return t
 
     def decode_ends(self, n: int, kv0: int, k: int, start: float, extra: float = 0.0) -> tuple[list, list, list]:
         """``decode_stretch(n, kv0, k)`` (even ranks) folded into the step ends: ``start`` plus the step times
