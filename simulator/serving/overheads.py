@@ -31,6 +31,7 @@ class OverheadStepCost:
         self.num_layers, self.moe = int(num_layers), bool(moe)
         self.draft_cost_fraction = float(draft_cost_fraction)
         self._decode_extra: dict[int, float] = {}  # overhead of a pure-decode step by batch size
+        self._extra: dict[tuple, float] = {}  # overhead of any other step by (sequences, CUDA graph, prefill)
         self.wants_ranks = bool(getattr(inner, "wants_ranks", False))  # the inner model times attention-DP ranks
         self.attention_dp = int(getattr(inner, "attention_dp", 1))
 
@@ -42,16 +43,22 @@ class OverheadStepCost:
         else:  # prefill / mixed step: piecewise graphs (attention eager) up to the captured token count
             tokens = prefill_tokens + (decode_seqs if decode_tokens is None else decode_tokens)
             graph = tokens <= p.prefill_graph_max_tokens
+        key = (prefill_seqs + decode_seqs, graph, prefill_tokens > 0)  # (everything the overhead depends on)
+        t = self._extra.get(key)
+        if t is None:
+            t = self._extra[key] = self._overhead_s(p, *key)
+        return t
+
+    def _overhead_s(self, p: EngineProfile, seqs: int, graph: bool, prefill: bool) -> float:
         per_kernel = p.kernel_floor_s if graph else max(p.kernel_floor_s, p.kernel_launch_s)
-        t = p.step_cpu_s + p.per_seq_s * (prefill_seqs + decode_seqs)
+        t = p.step_cpu_s + p.per_seq_s * seqs
         t += p.kernels_per_layer * self.num_layers * per_kernel
-        if self.moe and prefill_tokens:
+        if self.moe and prefill:
             t += p.moe_prefill_s
         return t
 
     def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
              ranks: DecodeRanks | None = None):
-        kw = {} if ranks is None else {"ranks": ranks}
         if ranks is None:
             c = self.inner.cost(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len,
                                 decode_kv_tokens)
@@ -65,6 +72,7 @@ class OverheadStepCost:
         else:
             extra = self.overhead_s(prefill_seqs, prefill_tokens, decode_seqs, decode_seqs * max(int(decode_len), 1))
         if decode_seqs and decode_len > 1 and self.draft_cost_fraction:
+            kw = {} if ranks is None else {"ranks": ranks}
             base = self.inner.cost(0, 0, 0, decode_seqs, 1, decode_kv_tokens, **kw).time_s
             extra += (decode_len - 1) * self.draft_cost_fraction * base
         return StepCost(c.time_s + extra, c.prefill_attention_s, c.prefill_ffn_s, c.decode_attention_s,
