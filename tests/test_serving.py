@@ -412,6 +412,15 @@ def test_step_frame_rebuilds_kv_blocks_the_same_in_any_chunks(monkeypatch):
     np.testing.assert_array_equal(one, stepwise)
 
 
+def test_a_kv_cache_beyond_two_billion_blocks_is_recorded():
+    """A cache given as "unlimited" (2^36 tokens: 2^32 blocks, past int32) runs and records its occupancy."""
+    sim = Simulation(_reqs([0.0, 0.5], [50, 80], [40, 2]), [_replica(cap=2**36)])
+    sim.run()
+    occ = sim.step_frame().sort_values("start_s").kv_occupancy.to_numpy()
+    assert (sim.request_frame().status == "finished").all()
+    assert (occ[:-1] > 0).all() and (occ < 1e-6).all() and occ[-1] == 0  # (empty after the last finish)
+
+
 def test_empirical_length_distribution_from_file(tmp_path):
     (tmp_path / "lens.txt").write_text("100\n200\n300\n")
     (tmp_path / "t.yaml").write_text(

@@ -107,7 +107,9 @@ class PingPongStepCost:
             if hit is None:
                 hit = runs[(n, r)] = (self._exponent_end(n, r, kv), self.cost(0, 0, 0, n, 1, kv))
             end, c = hit
-            lo = j + -(-(end - kv) // n)  # the first step whose KV total reaches ``end`` (> kv: at least one)
+            # the first step whose KV total reaches ``end`` (at least the next one, should a libm's log2 ever fail to
+            # be monotone and a threshold found from a larger total be served here)
+            lo = j + max(1, -(-(end - kv) // n))
             if lo > k:
                 lo = k
             yield c, lo - j

@@ -1105,11 +1105,12 @@ class EventLog(collections.abc.Sequence):
 
 class StepLog:
     """The step records, kept as *runs*: consecutive steps of one replica with the same kind and counts
-    (a decode stretch is one run) share one record (``FIELDS``, int32, appended as one row of a flat array),
-    and only each step's end time is stored per step (8 bytes a step). KV occupancy (KV blocks, divided by the
-    run's block count when the frame is built) is stored per run: the blocks after its last step, and for a
-    decode stretch the blocks before it and the blocks each of its first 16 ticks opens (the pattern repeats
-    every 16 ticks: a sequence opens a block every 16 tokens), from which ``frame`` rebuilds every step's.
+    (a decode stretch is one run) share one record (``FIELDS``, int32, appended as one row of a flat array, and
+    ``KV_FIELDS``, int64, likewise), and only each step's end time is stored per step (8 bytes a step). KV
+    occupancy (KV blocks, divided by the replica's block count when the frame is built) is stored per run: the
+    blocks after its last step, and for a decode stretch the blocks before it and the blocks each of its first
+    16 ticks opens (the pattern repeats every 16 ticks: a sequence opens a block every 16 tokens), from which
+    ``frame`` rebuilds every step's.
     ``frame`` expands the runs into the steps DataFrame, one row per batch step (pool, replica and kind as
     categoricals, counts as int32: ~50 bytes a row)."""
 
@@ -1119,19 +1120,22 @@ class StepLog:
     STRETCH = 3  # the kind code of a decode stretch's record (a decode run whose KV blocks are stored compactly)
     EXPAND_STEPS = 4_000_000  # decode-stretch steps whose KV blocks ``frame`` rebuilds at a time
     # a run's record: the counts are every step's but ``queued`` and ``running``, which the last step has in
-    # ``last_*`` (a stretch's last step records the replica after its finishes and arrivals); ``kv_div`` is the
-    # replica's KV blocks, ``kv_last`` the blocks in use after the last step, ``kv_before`` before the first
-    FIELDS = ("replica", "kind", "repeat", "kv_div", "prefill_seqs", "prefill_tokens", "decode_seqs", "output_tokens",
-              "queued", "running", "preempted", "last_queued", "last_running", "kv_last", "kv_before")
+    # ``last_*`` (a stretch's last step records the replica after its finishes and arrivals)
+    FIELDS = ("replica", "kind", "repeat", "prefill_seqs", "prefill_tokens", "decode_seqs", "output_tokens",
+              "queued", "running", "preempted", "last_queued", "last_running")
+    # and its KV blocks (int64: a cache given as "unlimited" may hold more than 2^31): the replica's, those in
+    # use after the last step, and (a decode stretch) before the first
+    KV_FIELDS = ("kv_div", "kv_last", "kv_before")
 
     def __init__(self):
         self.runs = array("i")  # one record (``FIELDS``) per run
+        self.kv = array("q")  # one record (``KV_FIELDS``) per run
         # per step: ``bounds`` holds each run's start, then every step's end (a step starts where the one before
         # it ended)
         self.bounds = array("d")
         self.cyc = array("i")  # per decode stretch: the blocks its first min(steps, 16) ticks open, concatenated
         self._frame: pd.DataFrame | None = None  # set (and the arrays released) by the first ``frame``
-        self._appends = (self.runs.extend, self.bounds.extend)
+        self._appends = (self.runs.extend, self.kv.extend, self.bounds.extend)
 
     def __len__(self) -> int:
         if self._frame is not None:
@@ -1141,9 +1145,10 @@ class StepLog:
     def add(self, uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running, kv_blocks,
             blocks_total, preempted) -> None:
         """One step, after which ``kv_blocks`` of the replica's ``blocks_total`` KV blocks are in use."""
-        runs, bounds = self._appends
-        runs((uid, 2 if n_prefill and n_decode else (1 if n_prefill else 0), 1, blocks_total, n_prefill,
-              prefill_tokens, n_decode, out_tokens, queued, running, preempted, queued, running, kv_blocks, 0))
+        runs, kv, bounds = self._appends
+        runs((uid, 2 if n_prefill and n_decode else (1 if n_prefill else 0), 1, n_prefill, prefill_tokens, n_decode,
+              out_tokens, queued, running, preempted, queued, running))
+        kv((blocks_total, kv_blocks, 0))
         bounds((start, end))
 
     def add_decodes(self, uid: int, bounds: list, blocks0: int, cyc: list, last_blocks: int, blocks_total: int,
@@ -1154,26 +1159,25 @@ class StepLog:
         ``queued`` waiting and ``running`` admitted after each step but the last, ``last_queued`` and
         ``last_running`` after the last (a stretch's last step records the replica after its finishes and
         arrivals)."""
-        self.runs.extend((uid, 3, len(bounds) - 1, blocks_total, 0, 0, n, n, queued, running, 0, last_queued,
-                          last_running, last_blocks, blocks0))
+        self.runs.extend((uid, 3, len(bounds) - 1, 0, 0, n, n, queued, running, 0, last_queued, last_running))
+        self.kv.extend((blocks_total, last_blocks, blocks0))
         self.bounds.fromlist(bounds)  # (``fromlist``: twice as fast as ``extend``)
         self.cyc.fromlist(cyc)
 
-    def _kv_blocks(self, rec: np.ndarray, rep_n: np.ndarray, first: np.ndarray) -> np.ndarray:
+    def _kv_blocks(self, rec: np.ndarray, kvrec: np.ndarray, rep_n: np.ndarray, first: np.ndarray) -> np.ndarray:
         """KV blocks in use after every step (releasing ``cyc``): a run's last step has its ``kv_last``; a decode
         stretch's step ``j`` the blocks before it plus the first ``j + 1`` ticks' openings (tick ``j`` opens its
         ``cyc[j % 16]``). Stretches are expanded a few million steps at a time, so the temporaries stay small
         beside the frame."""
-        f = self.FIELDS
-        last = rec[:, f.index("kv_last")].astype(np.int64)
+        last = kvrec[:, self.KV_FIELDS.index("kv_last")]
         kv = np.repeat(last, rep_n)
-        runs = np.flatnonzero(rec[:, f.index("kind")] == self.STRETCH)
+        runs = np.flatnonzero(rec[:, self.FIELDS.index("kind")] == self.STRETCH)
         if len(runs):
             lens = rep_n[runs]
             width = np.minimum(lens, BLOCK_TOKENS)  # each stretch's ``cyc`` entries
             cyc_at = np.cumsum(width) - width
             cyc = np.frombuffer(self.cyc, np.int32)
-            before = rec[runs, f.index("kv_before")].astype(np.int64)
+            before = kvrec[runs, self.KV_FIELDS.index("kv_before")]
             ends = np.cumsum(lens)
             lo = 0
             while lo < len(runs):  # stretches [lo, hi): about EXPAND_STEPS steps
@@ -1205,6 +1209,7 @@ class StepLog:
         self._appends = None  # (its bound methods would keep every array alive)
         f = self.FIELDS
         rec = np.frombuffer(self.runs, np.int32).reshape(-1, len(f))
+        kvrec = np.frombuffer(self.kv, np.int64).reshape(-1, len(self.KV_FIELDS))
         rep_n = rec[:, f.index("repeat")].astype(np.int64)
         first = np.concatenate(([0], np.cumsum(rep_n)[:-1]))  # each run's first step
         # pool, replica and kind as categoricals (one byte a row, not a pointer to a string)
@@ -1232,12 +1237,12 @@ class StepLog:
                 col[last] = rec[:, f.index("last_" + c)]
             df[c] = col
             del col
-        kv = self._kv_blocks(rec, rep_n, first)
-        occ = np.repeat(rec[:, f.index("kv_div")].astype(float), rep_n)
+        kv = self._kv_blocks(rec, kvrec, rep_n, first)
+        occ = np.repeat(kvrec[:, self.KV_FIELDS.index("kv_div")].astype(float), rep_n)
         df["kv_occupancy"] = np.divide(kv, occ, out=occ)
         del occ, kv
         df["preempted"] = np.repeat(rec[:, f.index("preempted")], rep_n)
-        del rec
-        self.runs = None
+        del rec, kvrec
+        self.runs = self.kv = None
         self._frame = df
         return df
