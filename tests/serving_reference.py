@@ -253,7 +253,7 @@ class ReferenceSimulation:
     """Wires arrivals, routers, replicas and KV-transfer links together and collects records."""
 
     def __init__(self, requests: Requests, replicas: list[ReplicaConfig], *, seed: int = 0,
-                 closed_concurrency: int = 0, kv_transfer_s: Callable[[int, int], float] | None = None,
+                 closed_concurrency: int = 0, kv_transfer_s: Callable[[int, int, int, float], float] | None = None,
                  horizon_s: float = math.inf, closed_starts_s: np.ndarray | None = None):
         self.env = simpy.Environment()
         self.req = requests
@@ -263,7 +263,7 @@ class ReferenceSimulation:
         self.by_role = collections.defaultdict(list)
         for rep in self.replicas:
             self.by_role[rep.cfg.role].append(rep)
-        self.kv_transfer_s = kv_transfer_s or (lambda rid, src: 0.0)
+        self.kv_transfer_s = kv_transfer_s or (lambda rid, src, dst, prefill_s: 0.0)
         self.links = {rep.uid: simpy.Resource(self.env, capacity=1) for rep in self.by_role["prefill"]}
         self.steps = StepLog()
         self.events = EventLog()  # (time, what, request id) tuples, for exact-log tests and traces
@@ -313,7 +313,8 @@ class ReferenceSimulation:
             return
         self.req.decode_replica[rid] = dst.uid
         dst.inbound += 1
-        t = self.kv_transfer_s(rid, src.uid)
+        r = self.req
+        t = self.kv_transfer_s(rid, src.uid, dst.uid, float(r.prefill_done_s[rid]) - float(r.admitted_s[rid]))
         if t > 0:  # the link carries one transfer at a time; a zero-time transfer does not wait for it
             with self.links[src.uid].request() as slot:
                 yield slot

@@ -87,7 +87,7 @@ def test_chunked_prefill_respects_the_token_budget():
 def test_disaggregation_pays_the_kv_transfer():
     req = _reqs([0.0], [50], [3])
     sim = Simulation(req, [_replica("prefill", pool="pre"), _replica("decode", pool="dec")],
-                     kv_transfer_s=lambda rid, src: 0.25)
+                     kv_transfer_s=lambda rid, src, dst, prefill_s: 0.25)
     sim.run()
     assert sim.events == [(0.0, "arrive", 0), (1.25, "kv_transferred", 0), (2.25, "finish", 0)]
     colo = Simulation(_reqs([0.0], [50], [3]), [_replica()])

@@ -538,39 +538,39 @@ class Replica:
             for rid in finished:
                 self._stop_decoding(rid)
         done_complete, handoff = [], []
+        active = self.active
         if plan:
             s, r = sim, sim.req
+            pf_l, tgt, gen, out_l, off, reserve = s.pf, s.tgt, s.gen, s.out_l, s.off, self._reserve
             fresh_n = 0
             for rid, c in plan:
-                pf = s.pf[rid] + c
-                s.pf[rid] = pf
-                if pf < s.tgt[rid]:
+                pf = pf_l[rid] + c
+                pf_l[rid] = pf
+                if pf < tgt[rid]:
                     continue
                 self.prefilling.remove(rid)
-                before = self._held_blocks(rid)
-                if s.gen[rid] == 0:  # fresh: its first token is sampled now (a recomputed one has it already)
-                    s.gen[rid] = 1
+                before = -(-reserve(tgt[rid], gen[rid], out_l[rid], off[rid]) // BLOCK_TOKENS)  # ``_held_blocks``
+                if gen[rid] == 0:  # fresh: its first token is sampled now (a recomputed one has it already)
+                    gen[rid] = 1
                     r.prefill_done_s[rid] = now
                     r.prefill_replica[rid] = self.uid
                     fresh_n += 1
                     # the client sees the first token now, unless it travels on with the KV to a decode replica
-                    if not self.pf_role or s.out_l[rid] <= 1:
+                    if not self.pf_role or out_l[rid] <= 1:
                         r.first_token_s[rid] = now
-                self.used_blocks += self._held_blocks(rid) - before
-                if s.gen[rid] >= s.out_l[rid]:
-                    done_complete.append(rid)
-                elif self.pf_role:
-                    handoff.append(rid)
+                if gen[rid] >= out_l[rid] or self.pf_role:  # it leaves: done, or handed off to a decode replica
+                    del active[rid]
+                    self.used_blocks -= before  # (it releases what it held through its prefill)
+                    (done_complete if gen[rid] >= out_l[rid] else handoff).append(rid)
                 else:
+                    self.used_blocks += -(-reserve(tgt[rid], gen[rid], out_l[rid], off[rid]) // BLOCK_TOKENS) - before
                     self._start_decoding(rid)
             out_tokens += fresh_n
-        active = self.active
-        if finished or done_complete or handoff:
+        if finished:
             reserve, tgt, gen, out_l, off = self._reserve, sim.tgt, sim.gen, sim.out_l, sim.off
-            for group in (finished, done_complete, handoff):
-                for rid in group:
-                    del active[rid]
-                    self.used_blocks -= -(-reserve(tgt[rid], gen[rid], out_l[rid], off[rid]) // BLOCK_TOKENS)
+            for rid in finished:
+                del active[rid]
+                self.used_blocks -= -(-reserve(tgt[rid], gen[rid], out_l[rid], off[rid]) // BLOCK_TOKENS)
         for rid in finished:
             sim.finish(rid, self)
         for rid in done_complete:
@@ -849,7 +849,7 @@ class Simulation:
     """Wires arrivals, routers, replicas and KV-transfer links together and collects records."""
 
     def __init__(self, requests: Requests, replicas: list[ReplicaConfig], *, seed: int = 0,
-                 closed_concurrency: int = 0, kv_transfer_s: Callable[[int, int], float] | None = None,
+                 closed_concurrency: int = 0, kv_transfer_s: Callable[[int, int, int, float], float] | None = None,
                  horizon_s: float = math.inf, coalesce: bool = True, closed_starts_s: np.ndarray | None = None):
         self.env = Clock()
         self.coalesce = coalesce  # run pure-decode stretches as one event (same results, far fewer events)
@@ -874,7 +874,9 @@ class Simulation:
             self.by_role[rep.cfg.role].append(rep)
         self._entry_role = "colocated" if self.by_role["colocated"] else "prefill"  # where arrivals go
         self.routed = any(rep.cfg.context_range != (0, ROUTE_MAX_TOKENS) for rep in self.replicas)  # a long/short split
-        self.kv_transfer_s = kv_transfer_s or (lambda rid, src: 0.0)
+        # ``kv_transfer_s(rid, src, dst, prefill_s)``: the exposed seconds to ship request ``rid``'s KV from prefill
+        # replica ``src`` to decode replica ``dst`` (uids) after a prefill of ``prefill_s`` (admission to its end)
+        self.kv_transfer_s = kv_transfer_s or (lambda rid, src, dst, prefill_s: 0.0)
         self.link_free_s = {rep.uid: 0.0 for rep in self.by_role["prefill"]}  # FIFO KV link per prefill replica
         self.steps = StepLog()
         self.events = EventLog()  # (time, what, request id) tuples, for exact-log tests and traces
@@ -935,7 +937,7 @@ class Simulation:
         dst.inbound += 1
         now = self.env._now
         start = max(now, self.link_free_s[src.uid])
-        t = self.kv_transfer_s(rid, src.uid)
+        t = self.kv_transfer_s(rid, src.uid, dst.uid, now - self.adm[rid])
         end = start + t if t > 0 else start
         self.link_free_s[src.uid] = end
         heapq.heappush(dst.inbound_at, end)

@@ -32,6 +32,7 @@ class OverheadStepCost:
         self.draft_cost_fraction = float(draft_cost_fraction)
         self._decode_extra: dict[int, float] = {}  # overhead of a pure-decode step by batch size
         self._extra: dict[tuple, float] = {}  # overhead of any other step by (sequences, CUDA graph, prefill)
+        self._prefill: dict[tuple, StepCost] = {}  # prefill-only steps by (sequences, tokens, cached tokens)
         self.wants_ranks = bool(getattr(inner, "wants_ranks", False))  # the inner model times attention-DP ranks
         self.attention_dp = int(getattr(inner, "attention_dp", 1))
 
@@ -57,8 +58,24 @@ class OverheadStepCost:
             t += p.moe_prefill_s
         return t
 
+    PREFILL_MEMO = 100_000  # prefill-only step costs kept (cleared when full)
+
     def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
              ranks: DecodeRanks | None = None):
+        if not decode_seqs:  # a prefill-only step (a P/D prefill replica's every step): by its prompt shape
+            key = (prefill_seqs, prefill_tokens, prefill_ctx_tokens)
+            hit = self._prefill.get(key)
+            if hit is None:
+                if len(self._prefill) >= self.PREFILL_MEMO:
+                    self._prefill.clear()
+                hit = self._prefill[key] = self._cost(prefill_seqs, prefill_tokens, prefill_ctx_tokens, 0,
+                                                      decode_len, 0)
+            return hit
+        return self._cost(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
+                          ranks)
+
+    def _cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
+              ranks: DecodeRanks | None = None):
         if ranks is None:
             c = self.inner.cost(prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len,
                                 decode_kv_tokens)

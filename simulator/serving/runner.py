@@ -185,24 +185,24 @@ def closed_loop_ramp_s(configs: list[ReplicaConfig], traffic: Traffic) -> float:
     return float(first.frontend_s + pre + osl * step)
 
 
-def kv_transfer_for(dep: Deployment, configs: list[ReplicaConfig], r: Requests) -> Callable[[int, int], float]:
-    """The engine's ``kv_transfer_s(rid, src)``: request ``rid``'s exposed KV-transfer time from prefill
-    replica ``src`` to the decode replica already chosen for it (replica uid = index in ``configs``),
-    with one ``kv_transfer_model`` per pool pair."""
+def kv_transfer_for(dep: Deployment, configs: list[ReplicaConfig], r: Requests
+                    ) -> Callable[[int, int, int, float], float]:
+    """The engine's ``kv_transfer_s(rid, src, dst, prefill_s)``: request ``rid``'s exposed KV-transfer time from
+    prefill replica ``src`` to decode replica ``dst`` (uid = index in ``configs``) after a prefill of ``prefill_s``
+    seconds, with one ``kv_transfer_model`` per pool pair."""
     pools = {p.name: p for p in dep.pools}
     models: dict[tuple[str, str], Callable[[float, float], float]] = {}
     links: dict[tuple[int, int], Callable[[float, float], float]] = {}  # by (src, dst) replica, one model per pool pair
-    prompt, done_s, admitted_s, decode_at = r.prompt.tolist(), r.prefill_done_s, r.admitted_s, r.decode_replica
+    prompt = r.prompt.tolist()
 
-    def kv_transfer(rid: int, src: int) -> float:
-        dst = int(decode_at[rid])
+    def kv_transfer(rid: int, src: int, dst: int, prefill_s: float) -> float:
         link = links.get((src, dst))
         if link is None:
             key = (configs[src].pool, configs[dst].pool)
             if key not in models:
                 models[key] = kv_transfer_model(dep, pools[key[0]], pools[key[1]])
             link = links[(src, dst)] = models[key]
-        return link(prompt[rid], float(done_s[rid]) - float(admitted_s[rid]))
+        return link(prompt[rid], prefill_s)
 
     return kv_transfer
 
