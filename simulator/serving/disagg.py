@@ -138,8 +138,8 @@ class PingPongStepCost:
         ends, attn, ffn = [], [], []
         s = start
         for c, m in self._equal_runs(n, kv0, k):
-            ends += accumulate(repeat(c.time_s + extra, m), initial=s)
-            del ends[-m - 1]  # (the initial value)
+            t = c.time_s + extra
+            ends += accumulate(repeat(t, m - 1), initial=s + t)  # s + t, then + t a step (as step by step)
             s = ends[-1]
             attn += [c.decode_attention_s] * m
             ffn += [c.decode_ffn_s] * m

@@ -817,14 +817,15 @@ class Replica:
             q[3] += sum(ffn[i:j])
         b0 = self.used_blocks
         if self.grows:
-            back = self.residues[::-1]  # back[m] = residues[15 - m]: tick j opens back[(ticks + 15 + j) % 16]
-            r = (self.ticks + BLOCK_TOKENS - 1) % BLOCK_TOKENS
-            cyc = back[r:] + back[:r]
+            # tick j opens residues[(-ticks - j) % 16] = twice[r + 16 - j] (r = -ticks % 16): a backward slice
+            twice = self.residues * 2
+            r = -self.ticks % BLOCK_TOKENS + BLOCK_TOKENS
             whole, part = divmod(steps, BLOCK_TOKENS)
             if whole:  # every decoding request opens one block per 16 ticks
+                cyc = twice[r:r - BLOCK_TOKENS:-1]
                 self.used_blocks = b0 + whole * st.n + sum(cyc[:part])
             else:
-                del cyc[part:]
+                cyc = twice[r:r - part:-1]
                 self.used_blocks = b0 + sum(cyc)
         else:  # constant: reservations were made whole at admission
             cyc = [0] * min(steps, BLOCK_TOKENS)
