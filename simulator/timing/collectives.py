@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops.kinds import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, P2P, OpTable, distinct_destinations, wire_bytes
+from ..ops.kinds import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, P2P, OpTable, alltoall_wire_bytes, distinct_destinations
 
 NVLS_GAIN = 480.0 / 370.0  # rows P112/P114 (NVLS busBW ~476-480 GB/s) over P113 (ring ~370 GB/s), 8 x H100
 
@@ -49,14 +49,24 @@ def collective_latency_s(ops: OpTable, dev, fam: np.ndarray) -> np.ndarray:
 
 
 def collective_time_s(ops: OpTable, dev, fam: np.ndarray, *, ideal: bool = False) -> np.ndarray:
+    """Time of every collective row (0 for other rows), each kind's rows by its own formula."""
+    kinds = sorted(set(ops.kind.tolist()))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return _collective_time_s(ops, dev, fam, ideal)
+        if len(kinds) == 1:
+            return _collective_time_s(ops, dev, fam, ideal, kinds[0])
+        out = np.zeros((ops.n_ops, ops.n))
+        for k in kinds:  # (elementwise: a kind's rows alone get the values they get among the others)
+            idx = np.flatnonzero(ops.kind == k)
+            out[idx] = _collective_time_s(ops.select(idx), dev, fam[idx], ideal, k)
+        return out
 
 
-def _collective_time_s(ops, dev, fam, ideal):
+def _collective_time_s(ops, dev, fam, ideal, kind: int):
+    """``collective_time_s`` of rows that are all of collective ``kind``."""
+    if kind < ALL_REDUCE:
+        return np.zeros((ops.n_ops, ops.n))
     a, hw = ops.arrays, ops["hw"]
-    kind = ops.kind[:, None]
-    S = wire_bytes(ops.kind, a)
+    S = alltoall_wire_bytes(a) if kind == ALL_TO_ALL else a["msg_bytes"]
     p = np.maximum(a["ranks"], 1.0)
     d = np.clip(a["domain"], 1.0, p)  # members of the group inside one scale-up domain
     nodes = np.ceil(p / d)
@@ -64,7 +74,7 @@ def _collective_time_s(ops, dev, fam, ideal):
     C = {f: np.take(dev.coll[f], flat) for f in dev.coll}
     frac = 1.0 if ideal else C["bandwidth_fraction"]
     up_bw = dev.up_bw[hw]
-    nvls = (dev.nvls[hw] > 0) & (kind == ALL_REDUCE) & (nodes <= 1)
+    nvls = (dev.nvls[hw] > 0) & (nodes <= 1) if kind == ALL_REDUCE else False
     # NVLS reduces in the switch: each GPU sends and receives the buffer once instead of 2(d-1)/d times,
     # so its ideal bound is that much lower; measured, it gains NVLS_GAIN over the ring
     up_eff = up_bw * frac * np.where(nvls, 2.0 * (d - 1.0) / d if ideal else NVLS_GAIN, 1.0)
@@ -75,25 +85,31 @@ def _collective_time_s(ops, dev, fam, ideal):
         falloff = 1.0
     else:
         falloff = 1.0 + C["half_bytes"] / (S + C["half_bytes"])  # low-latency protocol at small sizes
-    lat = 0.0 if ideal else _latency_s(C, d, nodes, dev.out_lat[hw])
-
-    ar = 2 * (d - 1) / d * S / bw_in + 2 * (nodes - 1) / nodes * (S / d) / bw_out
-    ag = (d - 1) / d * S / bw_in + (nodes - 1) / nodes * (S / d) / bw_out
-    # all-to-all: tokens routed top-k cross the fabric once per distinct remote domain (per-node
-    # de-duplication); a uniform all-to-all (fanout 0) sends each remote peer its share
-    routed = a["fanout"] > 0
-    tok_bytes = a["m"] * a["n"] * a["a_bytes"]
-    nodes_hit = distinct_destinations(a["fanout"], nodes)
-    cross_routed = tok_bytes * np.where(a["all_remote"] > 0, nodes_hit, nodes_hit * (nodes - 1) / nodes)
-    remote = np.where(p > 1, (p - d) / np.maximum(p - 1, 1.0), 0.0)  # share of destinations off-domain
-    cross = np.where(routed & (nodes > 1), np.minimum(cross_routed, S), S * remote)
-    local = np.where(routed & (nodes > 1), S * (1 - remote), S * (1 - remote))
-    a2a = np.maximum(local / bw_in, cross / bw_out)
-    crosses = a["domain"] < 2  # a point-to-point pair split over two domains
-    p2p = np.where(crosses, S / bw_out, S / bw_in)
-    vol = np.select([kind == ALL_REDUCE, kind == ALL_GATHER, kind == ALL_TO_ALL, kind == P2P], [ar, ag, a2a, p2p],
-                    0.0)
-    p2p_lat = 0.0 if ideal else np.where(crosses, dev.out_lat[hw], C["latency_s"])
-    t = np.where(kind == P2P, p2p_lat + vol * falloff, lat + vol * falloff)
-    t = np.where((p <= 1) & (kind != P2P), 0.0, t)
+    if kind == ALL_REDUCE:
+        vol = 2 * (d - 1) / d * S / bw_in + 2 * (nodes - 1) / nodes * (S / d) / bw_out
+    elif kind == ALL_GATHER:
+        vol = (d - 1) / d * S / bw_in + (nodes - 1) / nodes * (S / d) / bw_out
+    elif kind == ALL_TO_ALL:
+        # tokens routed top-k cross the fabric once per distinct remote domain (per-node de-duplication); a
+        # uniform all-to-all (fanout 0) sends each remote peer its share
+        routed = a["fanout"] > 0
+        tok_bytes = a["m"] * a["n"] * a["a_bytes"]
+        nodes_hit = distinct_destinations(a["fanout"], nodes)
+        cross_routed = tok_bytes * np.where(a["all_remote"] > 0, nodes_hit, nodes_hit * (nodes - 1) / nodes)
+        remote = np.where(p > 1, (p - d) / np.maximum(p - 1, 1.0), 0.0)  # share of destinations off-domain
+        cross = np.where(routed & (nodes > 1), np.minimum(cross_routed, S), S * remote)
+        local = np.where(routed & (nodes > 1), S * (1 - remote), S * (1 - remote))
+        vol = np.maximum(local / bw_in, cross / bw_out)
+    elif kind == P2P:
+        crosses = a["domain"] < 2  # a point-to-point pair split over two domains
+        vol = np.where(crosses, S / bw_out, S / bw_in)
+    else:
+        vol = np.zeros_like(S)
+    if kind == P2P:
+        p2p_lat = 0.0 if ideal else np.where(crosses, dev.out_lat[hw], C["latency_s"])
+        t = p2p_lat + vol * falloff
+    else:
+        lat = 0.0 if ideal else _latency_s(C, d, nodes, dev.out_lat[hw])
+        t = lat + vol * falloff
+        t = np.where(p <= 1, 0.0, t)
     return np.where(S > 0, np.nan_to_num(t, nan=0.0, posinf=np.inf), 0.0)
