@@ -558,10 +558,11 @@ class Replica:
                     # the client sees the first token now, unless it travels on with the KV to a decode replica
                     if not self.pf_role or out_l[rid] <= 1:
                         r.first_token_s[rid] = now
-                if gen[rid] >= out_l[rid] or self.pf_role:  # it leaves: done, or handed off to a decode replica
+                done = gen[rid] >= out_l[rid]
+                if done or self.pf_role:  # it leaves: done, or handed off to a decode replica
                     del active[rid]
                     self.used_blocks -= before  # (it releases what it held through its prefill)
-                    (done_complete if gen[rid] >= out_l[rid] else handoff).append(rid)
+                    (done_complete if done else handoff).append(rid)
                 else:
                     self.used_blocks += -(-reserve(tgt[rid], gen[rid], out_l[rid], off[rid]) // BLOCK_TOKENS) - before
                     self._start_decoding(rid)
@@ -724,22 +725,17 @@ class Replica:
             st.ffn += f
         st.end = done + m
 
+    def _openings(self, k: int) -> list[int]:
+        """Blocks the next ``min(k, 16)`` decode ticks open (no request joins or leaves; the pattern repeats every
+        16 ticks): tick ``j`` opens one for each request whose KV residue is ``(-ticks - j) % 16``, that is
+        ``twice[r - j]`` of the residue counts twice over with ``r = -ticks % 16 + 16``: a backward slice."""
+        twice = self.residues * 2
+        r = -self.ticks % BLOCK_TOKENS + BLOCK_TOKENS
+        return twice[r:r - min(k, BLOCK_TOKENS):-1]
+
     def _stretch_blocks(self, k: int) -> list[int]:
-        """KV blocks in use after each of the next ``k`` decode ticks (no request joins or leaves): tick ``j``
-        opens a block for the requests whose KV residue is ``(-ticks - j) % 16``, so the increments cycle
-        through the residue counts backwards."""
-        res, b = self.residues, self.used_blocks
-        if k <= BLOCK_TOKENS:  # a few ticks: directly
-            out = []
-            i = -self.ticks
-            for _ in range(k):
-                b += res[i % BLOCK_TOKENS]
-                out.append(b)
-                i -= 1
-            return out
-        back = res[::-1]  # back[m] = residues[15 - m]: tick j reads back[(ticks + 15 + j) % 16]
-        s = (self.ticks + BLOCK_TOKENS - 1) % BLOCK_TOKENS
-        out = list(accumulate(islice(cycle(back[s:] + back[:s]), k), initial=b))
+        """KV blocks in use after each of the next ``k`` decode ticks (no request joins or leaves)."""
+        out = list(accumulate(islice(cycle(self._openings(k)), k), initial=self.used_blocks))
         del out[0]
         return out
 
@@ -817,16 +813,9 @@ class Replica:
             q[3] += sum(ffn[i:j])
         b0 = self.used_blocks
         if self.grows:
-            # tick j opens residues[(-ticks - j) % 16] = twice[r + 16 - j] (r = -ticks % 16): a backward slice
-            twice = self.residues * 2
-            r = -self.ticks % BLOCK_TOKENS + BLOCK_TOKENS
-            whole, part = divmod(steps, BLOCK_TOKENS)
-            if whole:  # every decoding request opens one block per 16 ticks
-                cyc = twice[r:r - BLOCK_TOKENS:-1]
-                self.used_blocks = b0 + whole * st.n + sum(cyc[:part])
-            else:
-                cyc = twice[r:r - part:-1]
-                self.used_blocks = b0 + sum(cyc)
+            cyc = self._openings(steps)
+            whole, part = divmod(steps, BLOCK_TOKENS)  # every decoding request opens one block per 16 ticks
+            self.used_blocks = b0 + whole * st.n + sum(cyc[:part])
         else:  # constant: reservations were made whole at admission
             cyc = [0] * min(steps, BLOCK_TOKENS)
         self.ticks += steps
@@ -1162,7 +1151,8 @@ class StepLog:
         ``queued`` waiting and ``running`` admitted after each step but the last, ``last_queued`` and
         ``last_running`` after the last (a stretch's last step records the replica after its finishes and
         arrivals)."""
-        self.runs.extend((uid, 3, len(bounds) - 1, 0, 0, n, n, queued, running, 0, last_queued, last_running))
+        self.runs.extend((uid, self.STRETCH, len(bounds) - 1, 0, 0, n, n, queued, running, 0, last_queued,
+                          last_running))
         self.kv.extend((blocks_total, last_blocks, blocks0))
         self.bounds.fromlist(bounds)  # (``fromlist``: twice as fast as ``extend``)
         self.cyc.fromlist(cyc)

@@ -230,12 +230,11 @@ class TabulatedStepCost:
         # t tokens on every rank (dp x t in all), table 2 t tokens in all; a step reads each at its count.
         t_rank = np.arange(0, max_tokens + 1, dtype=float)
         ops, w = self._weighted_table(model, plan, StepShape(decode_seqs=t_rank * dp, decode_len=1.0, decode_kv=0.0),
-                                      kw)
-        core = ops.named(self.CORE_P, self.CORE_D, *self.CTX_OPS)
+                                      kw)  # (without the attention cores)
         head = ops.named(*self.HEAD)
         routed = ops.named(*self.ROUTED_OPS)
         a, f = ops.mask("step_attention"), ops.mask("step_ffn")
-        body = ~core & ~head & ~routed
+        body = ~head & ~routed
         self.lin_attn = w[body & a].sum(axis=0)
         self.lin_ffn = w[body & f].sum(axis=0)
         self.lin_other = w[body & ~a & ~f].sum(axis=0)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops.kinds import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, P2P, OpTable, alltoall_wire_bytes, distinct_destinations
+from ..ops.kinds import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, OpTable, alltoall_wire_bytes, distinct_destinations
 
 NVLS_GAIN = 480.0 / 370.0  # rows P112/P114 (NVLS busBW ~476-480 GB/s) over P113 (ring ~370 GB/s), 8 x H100
 
@@ -100,16 +100,11 @@ def _collective_time_s(ops, dev, fam, ideal, kind: int):
         cross = np.where(routed & (nodes > 1), np.minimum(cross_routed, S), S * remote)
         local = np.where(routed & (nodes > 1), S * (1 - remote), S * (1 - remote))
         vol = np.maximum(local / bw_in, cross / bw_out)
-    elif kind == P2P:
-        crosses = a["domain"] < 2  # a point-to-point pair split over two domains
+    else:  # P2P, the one collective kind left: a pair split over two domains crosses the fabric, with its latency
+        crosses = a["domain"] < 2
         vol = np.where(crosses, S / bw_out, S / bw_in)
-    else:
-        vol = np.zeros_like(S)
-    if kind == P2P:
         p2p_lat = 0.0 if ideal else np.where(crosses, dev.out_lat[hw], C["latency_s"])
-        t = p2p_lat + vol * falloff
-    else:
-        lat = 0.0 if ideal else _latency_s(C, d, nodes, dev.out_lat[hw])
-        t = lat + vol * falloff
-        t = np.where(p <= 1, 0.0, t)
+        return np.where(S > 0, np.nan_to_num(p2p_lat + vol * falloff, nan=0.0, posinf=np.inf), 0.0)
+    lat = 0.0 if ideal else _latency_s(C, d, nodes, dev.out_lat[hw])
+    t = np.where(p <= 1, 0.0, lat + vol * falloff)
     return np.where(S > 0, np.nan_to_num(t, nan=0.0, posinf=np.inf), 0.0)
