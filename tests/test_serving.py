@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator.build import PlanOptions, quick_deployment
 from simulator.serving.engine import ReplicaConfig, Requests, Simulation
@@ -658,6 +660,36 @@ def test_inter_token_gaps_do_not_depend_on_the_row_order():
     assert len(base) > 100
     for other in (steps.sort_values("start_s", kind="stable"), steps.sample(frac=1.0, random_state=4)):
         assert sorted(zip(*(x.tolist() for x in inter_token_samples(other)))) == base
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["spread", "ties", "cluster", "tiny", "equal"]),
+       st.integers(1, 30), st.booleans())
+def test_weighted_percentiles_select_what_a_full_sort_gives(seed, shape, hundreds, ones):
+    """The ITL percentiles are found by selection (bins by value, only the target's bin cut again and sorted):
+    for every shape of values (spread, heavy ties, one cluster with outliers, a spread near the float spacing,
+    all equal) and whole-number weights, each percentile is the value a full sort and running weight give,
+    here with small bins and sort threshold so the selection recurses. Unit weights on a multiple of 100
+    values put targets exactly on bin boundaries (the first bin whose running weight reaches the target)."""
+    from simulator.serving import metrics
+
+    rng = np.random.default_rng(seed)
+    n = 100 * hundreds
+    v = {"spread": lambda: rng.random(n), "ties": lambda: np.round(rng.exponential(0.01, n), 3),
+         "cluster": lambda: np.concatenate([np.full(n - 3, 0.009), rng.random(3) * 10]),
+         "tiny": lambda: 0.009 + rng.random(n) * 1e-15, "equal": lambda: np.full(n, 1.5)}[shape]()
+    w = np.ones(len(v)) if ones else rng.integers(1, 300, len(v)).astype(float)
+    ps = (0.01, 50, 90, 99, 100)
+    order = np.argsort(v, kind="stable")
+    cum = np.cumsum(w[order])
+    expect = [float(v[order][min(np.searchsorted(cum, p / 100 * cum[-1], side="left"), len(v) - 1)]) for p in ps]
+    old = metrics.SELECT_BINS, metrics.SORT_BELOW
+    try:
+        metrics.SELECT_BINS, metrics.SORT_BELOW = 7, 5
+        assert metrics.weighted_percentiles(v, w, ps) == expect
+    finally:
+        metrics.SELECT_BINS, metrics.SORT_BELOW = old
+    assert metrics.weighted_percentiles(v, w, ps) == expect
 
 
 def test_a_request_longer_than_the_context_window_is_rejected_with_its_reason():

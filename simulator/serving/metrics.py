@@ -32,20 +32,69 @@ def _stats(x: pd.Series) -> dict:
 
 
 def _weighted_stats(values: np.ndarray, weights: np.ndarray) -> dict:
-    """Mean and percentiles of ``values`` each repeated ``weights`` times (inverted-CDF percentiles)."""
+    """Mean and percentiles of ``values`` each repeated ``weights`` (whole numbers) times (inverted-CDF percentiles)."""
     keep = weights > 0
     v, w = values[keep], weights[keep].astype(float)
     if not len(v):
         return {"mean": None, "p50": None, "p90": None, "p99": None}
-    out = {"mean": float((v * w).sum() / w.sum())}  # (before sorting: the same bits whatever the sort's tie order)
-    # equal values may come out in any order: a percentile lands in their block of the cumulative weights either
-    # way, so an unstable sort (numpy's SIMD quicksort, several times faster on ~1M gaps) picks the same value
-    order = np.argsort(v)
-    v, w = v[order], w[order]
-    cum = np.cumsum(w)
-    for p in PERCENTILES:
-        out[f"p{p}"] = float(v[min(np.searchsorted(cum, p / 100 * cum[-1], side="left"), len(v) - 1)])
+    out = {"mean": float((v * w).sum() / w.sum())}
+    out.update({f"p{p}": x for p, x in zip(PERCENTILES, weighted_percentiles(v, w, PERCENTILES))})
     return out
+
+
+SELECT_BINS = 4096  # bins per selection pass of ``weighted_percentiles``
+SORT_BELOW = 1 << 14  # candidates it sorts outright
+
+
+def weighted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles) -> list[float]:
+    """The inverted-CDF ``percentiles`` of finite ``values`` each repeated ``weights`` (positive whole numbers)
+    times: for p, the first value, in ascending order, at which the running weight reaches p% of the total.
+
+    By selection rather than a full sort (a long run has ~1M inter-token gaps): a monotone map cuts the values
+    into ``SELECT_BINS`` bins by value, so every value in one bin is <= every value in a later one and equal
+    values share a bin; the bins' weights say which bin holds the target, and only that bin is cut again, until
+    fewer than ``SORT_BELOW`` candidates are left to sort. The same value as sorting everything: the running
+    weight is exact (whole numbers below 2**53 sum exactly in floats) and ties are equal whatever their order."""
+    v, w = np.asarray(values, dtype=float), np.asarray(weights, dtype=float)
+    total = float(w.sum())
+    targets = [p / 100 * total for p in percentiles]
+    if len(v) <= SORT_BELOW:
+        return [_sorted_pick(v, w, 0.0, t) for t in targets]
+    first = _bins(v, w)  # one pass over everything, shared by the percentiles
+    return [_select(v, w, t, first) for t in targets]
+
+
+def _bins(v: np.ndarray, w: np.ndarray):
+    """Bin of each value (a monotone map of it) and the running weight over the bins; None where the values
+    cannot be cut (all equal, or a spread too small to scale)."""
+    lo, hi = float(v.min()), float(v.max())
+    scale = SELECT_BINS / (hi - lo) if hi > lo else math.inf
+    if not math.isfinite(scale):
+        return None
+    idx = ((v - lo) * scale).astype(np.intp)  # rounding and truncation keep the order: v1 <= v2 -> idx1 <= idx2
+    np.minimum(idx, SELECT_BINS - 1, out=idx)
+    return idx, np.cumsum(np.bincount(idx, weights=w, minlength=SELECT_BINS))
+
+
+def _select(v: np.ndarray, w: np.ndarray, target: float, binned) -> float:
+    offset = 0.0  # the weight of every value below the candidates
+    while binned is not None:
+        idx, cum = binned
+        b = min(int(np.searchsorted(offset + cum, target, side="left")), len(cum) - 1)
+        if b:
+            offset += float(cum[b - 1])
+        m = idx == b
+        v, w = v[m], w[m]
+        if len(v) <= SORT_BELOW:
+            break
+        binned = _bins(v, w)
+    return _sorted_pick(v, w, offset, target)
+
+
+def _sorted_pick(v: np.ndarray, w: np.ndarray, offset: float, target: float) -> float:
+    order = np.argsort(v)
+    cum = offset + np.cumsum(w[order])
+    return float(v[order[min(int(np.searchsorted(cum, target, side="left")), len(v) - 1)]])
 
 
 def measurement_window(requests: pd.DataFrame, sim: Simulation, closed: int) -> dict:
