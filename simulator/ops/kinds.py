@@ -188,7 +188,11 @@ class _Rows(dict):
         self._arrays, self._idx = arrays, idx
 
     def __missing__(self, col: str) -> np.ndarray:
-        value = self._arrays[col][self._idx]
+        a = self._arrays[col]
+        if a.ndim == 2 and a.shape[1] > 1 and a.strides[1] == 0:  # one value per row: stays a broadcast view
+            value = np.broadcast_to(a[self._idx, :1], (len(self._idx), a.shape[1]))
+        else:
+            value = a[self._idx]
         dict.__setitem__(self, col, value)
         return value
 
