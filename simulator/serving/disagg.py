@@ -58,6 +58,7 @@ class PingPongStepCost:
     # decode-only misses are filled a block of quantised KV lengths at a time (one vectorised evaluation;
     # elementwise, so each entry equals the one-shape result): a decode batch's KV grows step by step
     DECODE_BLOCK = 64  # 1/16-octave grid points per fill (four octaves)
+    BATCH_BLOCK = 32  # batch sizes per fill
 
     def cost(self, prefill_seqs, prefill_tokens, prefill_ctx_tokens, decode_seqs, decode_len, decode_kv_tokens,
              ranks: DecodeRanks | None = None):
@@ -165,15 +166,16 @@ class PingPongStepCost:
         return self._combine(p, ps, pl, ds, dl)
 
     def _fill_decode(self, ds, dl, i0: int, stride: int = 1) -> None:
-        """Memoise decode-only steps (and their ``parts``) for the block of 16 batch sizes holding ``ds``, in
+        """Memoise decode-only steps (and their ``parts``) for the block of ``BATCH_BLOCK`` batch sizes holding ``ds``, in
         steps of ``stride`` (batch sizes drift by a few sequences between steps; the rank shapes of attention
         DP are multiples of dp), at the ``DECODE_BLOCK`` quantised KV lengths of the block holding grid index
         ``i0``."""
-        # blocks on a fixed grid (batch sizes 1-16, 17-32, ... times ``stride``; KV indices from a multiple of
+        # blocks on a fixed grid (batch sizes 1-B, B+1-2B, ... times ``stride``; KV indices from a multiple of
         # DECODE_BLOCK), so no two fills overlap: a fill costs ~10 ms of op building whatever its size, and
         # blocks placed around each miss re-filled a few new shapes at a time
-        lo = stride * (1 + 16 * ((max(ds // stride, 1) - 1) // 16))
-        batches = range(lo, lo + 16 * stride, stride)
+        bb = self.BATCH_BLOCK
+        lo = stride * (1 + bb * ((max(ds // stride, 1) - 1) // bb))
+        batches = range(lo, lo + bb * stride, stride)
         i0 -= i0 % self.DECODE_BLOCK
         dks = [2.0 ** (i / 16) for i in range(i0, i0 + self.DECODE_BLOCK)]  # the values ``_q`` yields
         todo = [(b, dk) for b in batches for dk in dks
