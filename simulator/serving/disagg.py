@@ -166,9 +166,9 @@ class PingPongStepCost:
         return self._combine(p, ps, pl, ds, dl)
 
     def _fill_decode(self, ds, dl, i0: int, stride: int = 1) -> None:
-        """Memoise decode-only steps (and their ``parts``) for the block of ``BATCH_BLOCK`` batch sizes holding ``ds``, in
-        steps of ``stride`` (batch sizes drift by a few sequences between steps; the rank shapes of attention
-        DP are multiples of dp), at the ``DECODE_BLOCK`` quantised KV lengths of the block holding grid index
+        """Memoise decode-only steps (and their ``parts``) for the block of ``BATCH_BLOCK`` batch sizes holding
+        ``ds``, in steps of ``stride`` (batch sizes drift by a few sequences between steps; the rank shapes of
+        attention DP are multiples of dp), at the ``DECODE_BLOCK`` quantised KV lengths of the block holding grid index
         ``i0``."""
         # blocks on a fixed grid (batch sizes 1-B, B+1-2B, ... times ``stride``; KV indices from a multiple of
         # DECODE_BLOCK), so no two fills overlap: a fill costs ~10 ms of op building whatever its size, and
