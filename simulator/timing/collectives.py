@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops.kinds import ALL_GATHER, ALL_REDUCE, ALL_TO_ALL, OpTable, alltoall_wire_bytes, distinct_destinations
+from .params import per_row
 
 NVLS_GAIN = 480.0 / 370.0  # rows P112/P114 (NVLS busBW ~476-480 GB/s) over P113 (ring ~370 GB/s), 8 x H100
 
@@ -40,10 +41,10 @@ def _latency_s(C: dict, d, nodes, out_lat):
 
 def collective_latency_s(ops: OpTable, dev, fam: np.ndarray) -> np.ndarray:
     """The fixed (latency) part of ``collective_time_s`` for every row (P2P rows: their own latency)."""
-    a, hw = ops.arrays, ops["hw"]
+    a, hw = ops.arrays, per_row(ops["hw"])
     p = np.maximum(a["ranks"], 1.0)
     d = np.clip(a["domain"], 1.0, p)
-    flat = hw * dev.coll["latency_s"].shape[1] + fam
+    flat = hw * dev.coll["latency_s"].shape[1] + per_row(fam)
     C = {f: np.take(dev.coll[f], flat) for f in ("latency_s", "latency_per_rank_s")}
     return _latency_s(C, d, np.ceil(p / d), dev.out_lat[hw])
 
@@ -51,6 +52,7 @@ def collective_latency_s(ops: OpTable, dev, fam: np.ndarray) -> np.ndarray:
 def collective_time_s(ops: OpTable, dev, fam: np.ndarray, *, ideal: bool = False) -> np.ndarray:
     """Time of every collective row (0 for other rows), each kind's rows by its own formula."""
     kinds = sorted(set(ops.kind.tolist()))
+    fam = per_row(fam)  # (the device and family gathers are a row's where the table keeps one value a row)
     with np.errstate(divide="ignore", invalid="ignore"):
         if len(kinds) == 1:
             return _collective_time_s(ops, dev, fam, ideal, kinds[0])
@@ -65,7 +67,7 @@ def _collective_time_s(ops, dev, fam, ideal, kind: int):
     """``collective_time_s`` of rows that are all of collective ``kind``."""
     if kind < ALL_REDUCE:
         return np.zeros((ops.n_ops, ops.n))
-    a, hw = ops.arrays, ops["hw"]
+    a, hw = ops.arrays, per_row(ops["hw"])
     S = alltoall_wire_bytes(a) if kind == ALL_TO_ALL else a["msg_bytes"]
     p = np.maximum(a["ranks"], 1.0)
     d = np.clip(a["domain"], 1.0, p)  # members of the group inside one scale-up domain

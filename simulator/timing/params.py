@@ -76,13 +76,22 @@ class DeviceTable:
 _CACHE: dict[tuple, tuple] = {}
 
 
+def per_row(x: np.ndarray) -> np.ndarray:
+    """``x`` ([n_ops, n]) as its first column ([n_ops, 1], which broadcasts to the same values) where it is a
+    broadcast view holding one value per row, as an op table keeps its per-row constants; else ``x`` itself.
+    Per-row lookups (device parameters by hardware, family and dtype) then gather one value a row, not one a
+    configuration, and elementwise arithmetic on the column gives the same results as on the full array."""
+    if x.ndim == 2 and x.shape[1] > 1 and x.strides[1] == 0:
+        return x[:, :1]
+    return x
+
+
 def kernel_family_index(ops: OpTable) -> np.ndarray:
-    """[n_ops, n] index into KERNEL_FAMILIES (8-bit GEMMs use the ``gemm_fp8`` family)."""
-    fam = np.array([KERNEL_FAMILIES.index(_KIND_FAMILY.get(int(k), "elementwise")) for k in ops.kind])
-    fam = np.broadcast_to(fam[:, None], (ops.n_ops, ops.n)).copy()
-    eight = _EIGHT_BIT[ops["dtype"]] & (ops.kind == GEMM)[:, None]
-    fam[eight] = KERNEL_FAMILIES.index("gemm_fp8")
-    return fam
+    """[n_ops, n] index into KERNEL_FAMILIES (8-bit GEMMs use the ``gemm_fp8`` family); a read-only broadcast
+    of one value per row where the dtype is one per row (``per_row``)."""
+    fam = np.array([KERNEL_FAMILIES.index(_KIND_FAMILY.get(int(k), "elementwise")) for k in ops.kind])[:, None]
+    eight = _EIGHT_BIT[per_row(ops["dtype"])] & (ops.kind == GEMM)[:, None]
+    return np.broadcast_to(np.where(eight, KERNEL_FAMILIES.index("gemm_fp8"), fam), (ops.n_ops, ops.n))
 
 
 def collective_family_index(ops: OpTable) -> np.ndarray:
@@ -90,4 +99,4 @@ def collective_family_index(ops: OpTable) -> np.ndarray:
     return np.broadcast_to(fam[:, None], (ops.n_ops, ops.n))
 
 
-__all__ = ["DTYPE_INDEX", "DeviceTable", "collective_family_index", "kernel_family_index"]
+__all__ = ["DTYPE_INDEX", "DeviceTable", "collective_family_index", "kernel_family_index", "per_row"]

@@ -41,7 +41,7 @@ from ..ops.kinds import (
 )
 from .base import OpTimes, empty_times
 from .collectives import collective_time_s
-from .params import DeviceTable, collective_family_index, kernel_family_index
+from .params import DeviceTable, collective_family_index, kernel_family_index, per_row
 
 TILE = 128.0  # output tile edge of Hopper/Ampere tensor-core GEMM and attention kernels (CUTLASS, FA2/FA3)
 # Causal diagonal-tile waste of prefill attention, fitted on FlashAttention-3 forward, H100, head dim
@@ -104,7 +104,7 @@ class RooflineModel:
                 continue
             idx = np.flatnonzero(ops.kind == k)
             if fam_all is None:
-                fam_all = kernel_family_index(ops)
+                fam_all = per_row(kernel_family_index(ops))
             tc, tm, overhead, body = self._compute(int(k), rows_of(ops.arrays, idx), dev, fam_all[idx],
                                                    flop_all[idx], bytes_all[idx])
             tc_all[idx], tm_all[idx], over_all[idx], time[idx] = tc, tm, overhead, overhead + body
@@ -112,10 +112,10 @@ class RooflineModel:
 
     @staticmethod
     def _compute(kind: int, r: dict, dev: DeviceTable, fam: np.ndarray, flop: np.ndarray, nbytes: np.ndarray):
-        hw = r["hw"]
+        hw = per_row(r["hw"])  # (one value a row where the table keeps it so: the gathers below are a row's)
         flat = hw * dev.kernel["floor_s"].shape[1] + fam  # one gather index for every family parameter
         K = {f: np.take(dev.kernel[f], flat) if dev.kernel[f].any() else 0.0 for f in _FIELDS}
-        peak = np.take(dev.peak, hw * dev.peak.shape[1] + r["dtype"])
+        peak = np.take(dev.peak, hw * dev.peak.shape[1] + per_row(r["dtype"]))
         if kind != ELEMENTWISE:  # tensor-core work runs at the sustained clock
             peak = peak * dev.clock[hw]
         if kind == GEMM:
