@@ -41,6 +41,7 @@ import collections
 import collections.abc
 import heapq
 import math
+import struct
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
@@ -1119,29 +1120,31 @@ class StepLog:
     # use after the last step, and (a decode stretch) before the first
     KV_FIELDS = ("kv_div", "kv_last", "kv_before")
 
+    # a run's two records packed as one (``struct``: one call, no per-field conversion as ``array`` makes)
+    _RUN = struct.Struct("=" + "i" * len(FIELDS) + "q" * len(KV_FIELDS))
+    _RUN_DTYPE = np.dtype([("rec", "=i4", (len(FIELDS),)), ("kv", "=i8", (len(KV_FIELDS),))])
+    _CYC = tuple(struct.Struct(f"={k}i") for k in range(BLOCK_TOKENS + 1))  # a stretch's ``cyc`` (<= 16 ints)
+
     def __init__(self):
-        self.runs = array("i")  # one record (``FIELDS``) per run
-        self.kv = array("q")  # one record (``KV_FIELDS``) per run
+        self.runs = bytearray()  # one packed record (``FIELDS`` int32, ``KV_FIELDS`` int64) per run
         # per step: ``bounds`` holds each run's start, then every step's end (a step starts where the one before
         # it ended)
         self.bounds = array("d")
-        self.cyc = array("i")  # per decode stretch: the blocks its first min(steps, 16) ticks open, concatenated
+        self.cyc = bytearray()  # per decode stretch: the blocks its first min(steps, 16) ticks open (int32)
         self._frame: pd.DataFrame | None = None  # set (and the arrays released) by the first ``frame``
-        self._appends = (self.runs.extend, self.kv.extend, self.bounds.extend)
 
     def __len__(self) -> int:
         if self._frame is not None:
             return len(self._frame)
-        return len(self.bounds) - len(self.runs) // len(self.FIELDS)
+        return len(self.bounds) - len(self.runs) // self._RUN.size
 
     def add(self, uid, start, end, n_prefill, prefill_tokens, n_decode, out_tokens, queued, running, kv_blocks,
             blocks_total, preempted) -> None:
         """One step, after which ``kv_blocks`` of the replica's ``blocks_total`` KV blocks are in use."""
-        runs, kv, bounds = self._appends
-        runs((uid, 2 if n_prefill and n_decode else (1 if n_prefill else 0), 1, n_prefill, prefill_tokens, n_decode,
-              out_tokens, queued, running, preempted, queued, running))
-        kv((blocks_total, kv_blocks, 0))
-        bounds((start, end))
+        self.runs += self._RUN.pack(uid, 2 if n_prefill and n_decode else (1 if n_prefill else 0), 1, n_prefill,
+                                    prefill_tokens, n_decode, out_tokens, queued, running, preempted, queued, running,
+                                    blocks_total, kv_blocks, 0)
+        self.bounds.extend((start, end))
 
     def add_decodes(self, uid: int, bounds: list, blocks0: int, cyc: list, last_blocks: int, blocks_total: int,
                     n: int, queued: int, running: int, last_queued: int, last_running: int) -> None:
@@ -1151,11 +1154,10 @@ class StepLog:
         ``queued`` waiting and ``running`` admitted after each step but the last, ``last_queued`` and
         ``last_running`` after the last (a stretch's last step records the replica after its finishes and
         arrivals)."""
-        self.runs.extend((uid, self.STRETCH, len(bounds) - 1, 0, 0, n, n, queued, running, 0, last_queued,
-                          last_running))
-        self.kv.extend((blocks_total, last_blocks, blocks0))
+        self.runs += self._RUN.pack(uid, self.STRETCH, len(bounds) - 1, 0, 0, n, n, queued, running, 0, last_queued,
+                                    last_running, blocks_total, last_blocks, blocks0)
         self.bounds.fromlist(bounds)  # (``fromlist``: twice as fast as ``extend``)
-        self.cyc.fromlist(cyc)
+        self.cyc += self._CYC[len(cyc)].pack(*cyc)
 
     def _kv_blocks(self, rec: np.ndarray, kvrec: np.ndarray, rep_n: np.ndarray, first: np.ndarray) -> np.ndarray:
         """KV blocks in use after every step (releasing ``cyc``): a run's last step has its ``kv_last``; a decode
@@ -1199,10 +1201,10 @@ class StepLog:
             return self._frame.copy()
         if not len(self):
             return pd.DataFrame([], columns=list(self.COLUMNS))
-        self._appends = None  # (its bound methods would keep every array alive)
         f = self.FIELDS
-        rec = np.frombuffer(self.runs, np.int32).reshape(-1, len(f))
-        kvrec = np.frombuffer(self.kv, np.int64).reshape(-1, len(self.KV_FIELDS))
+        packed = np.frombuffer(self.runs, self._RUN_DTYPE)
+        rec, kvrec = packed["rec"], packed["kv"]
+        del packed
         rep_n = rec[:, f.index("repeat")].astype(np.int64)
         first = np.concatenate(([0], np.cumsum(rep_n)[:-1]))  # each run's first step
         # pool, replica and kind as categoricals (one byte a row, not a pointer to a string)
@@ -1236,6 +1238,6 @@ class StepLog:
         del occ, kv
         df["preempted"] = np.repeat(rec[:, f.index("preempted")], rep_n)
         del rec, kvrec
-        self.runs = self.kv = None
+        self.runs = None
         self._frame = df
         return df
