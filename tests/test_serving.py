@@ -663,21 +663,23 @@ def test_inter_token_gaps_do_not_depend_on_the_row_order():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.sampled_from(["spread", "ties", "cluster", "tiny", "equal"]),
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["spread", "ties", "cluster", "tiny", "equal", "infinite"]),
        st.integers(1, 30), st.booleans())
 def test_weighted_percentiles_select_what_a_full_sort_gives(seed, shape, hundreds, ones):
     """The ITL percentiles are found by selection (bins by value, only the target's bin cut again and sorted):
     for every shape of values (spread, heavy ties, one cluster with outliers, a spread near the float spacing,
-    all equal) and whole-number weights, each percentile is the value a full sort and running weight give,
-    here with small bins and sort threshold so the selection recurses. Unit weights on a multiple of 100
-    values put targets exactly on bin boundaries (the first bin whose running weight reaches the target)."""
+    all equal, infinities among them) and whole-number weights, each percentile is the value a full sort and
+    running weight give, here with small bins and sort threshold so the selection recurses. Unit weights on a
+    multiple of 100 values put targets exactly on bin boundaries (the first bin whose running weight reaches
+    the target)."""
     from simulator.serving import metrics
 
     rng = np.random.default_rng(seed)
     n = 100 * hundreds
     v = {"spread": lambda: rng.random(n), "ties": lambda: np.round(rng.exponential(0.01, n), 3),
          "cluster": lambda: np.concatenate([np.full(n - 3, 0.009), rng.random(3) * 10]),
-         "tiny": lambda: 0.009 + rng.random(n) * 1e-15, "equal": lambda: np.full(n, 1.5)}[shape]()
+         "tiny": lambda: 0.009 + rng.random(n) * 1e-15, "equal": lambda: np.full(n, 1.5),
+         "infinite": lambda: np.concatenate([rng.random(n - 2), [np.inf, -np.inf]])}[shape]()
     w = np.ones(len(v)) if ones else rng.integers(1, 300, len(v)).astype(float)
     ps = (0.01, 50, 90, 99, 100)
     order = np.argsort(v, kind="stable")

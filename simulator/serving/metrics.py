@@ -47,7 +47,7 @@ SORT_BELOW = 1 << 14  # candidates it sorts outright
 
 
 def weighted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles) -> list[float]:
-    """The inverted-CDF ``percentiles`` of finite ``values`` each repeated ``weights`` (positive whole numbers)
+    """The inverted-CDF ``percentiles`` of ``values`` each repeated ``weights`` (positive whole numbers)
     times: for p, the first value, in ascending order, at which the running weight reaches p% of the total.
 
     By selection rather than a full sort (a long run has ~1M inter-token gaps): a monotone map cuts the values
@@ -66,10 +66,10 @@ def weighted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles) -
 
 def _bins(v: np.ndarray, w: np.ndarray):
     """Bin of each value (a monotone map of it) and the running weight over the bins; None where the values
-    cannot be cut (all equal, or a spread too small to scale)."""
+    cannot be cut (all equal, a spread too small to scale, or not all finite)."""
     lo, hi = float(v.min()), float(v.max())
     scale = SELECT_BINS / (hi - lo) if hi > lo else math.inf
-    if not math.isfinite(scale):
+    if not (math.isfinite(scale) and math.isfinite(lo) and math.isfinite(hi)):  # (not finite: sorted outright)
         return None
     idx = ((v - lo) * scale).astype(np.intp)  # rounding and truncation keep the order: v1 <= v2 -> idx1 <= idx2
     np.minimum(idx, SELECT_BINS - 1, out=idx)
