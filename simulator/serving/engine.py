@@ -290,7 +290,7 @@ class Replica:
     def received(self, rid: int) -> None:
         """``rid`` leaves the engine's frontend and reaches this replica."""
         sim = self.sim
-        sim.req.received_s[rid] = sim.env._now
+        sim.received[rid] = sim.env._now
         self.inbound -= 1
         self.submit(rid)
 
@@ -300,7 +300,7 @@ class Replica:
         now = sim.env._now
         sim.events.add(now, KV_TRANSFERRED, rid)
         # the decode side streams the prefill's token once it holds the request (TTFT includes the transfer)
-        sim.req.first_token_s[rid] = now
+        sim.first_token[rid] = now
         self.inbound -= 1
         self.submit(rid)
 
@@ -317,7 +317,7 @@ class Replica:
                             f"{self.rank_blocks * BLOCK_TOKENS}" + (" per attention-DP rank" if self.attention_dp > 1
                                                                     else ""))
             return
-        sim.req.status[rid] = WAITING
+        sim.status[rid] = WAITING
         if self.wants_ranks:
             # round robin over the attention-DP ranks as a request reaches the replica: SGLang's data-parallel
             # controller dispatches this way by default (``load_balance_method = "round_robin"`` in ServerArgs,
@@ -420,7 +420,7 @@ class Replica:
         if not self.waiting:
             return 0.0
         s, cfg = self.sim, self.cfg
-        r = s.req
+        status = s.status
         used = self.used_blocks  # admission counts each request by the policy's admit_tokens
         swap_s = 0.0
         waiting, active = self.waiting, self.active
@@ -437,10 +437,9 @@ class Replica:
             active[rid] = None
             self.admitted += 1
             s.seq[rid] = self.admitted
-            r.status[rid] = RUNNING
+            status[rid] = RUNNING
             if s.adm[rid] != s.adm[rid]:  # NaN: first admission
                 s.adm[rid] = now
-                r.admitted_s[rid] = now
             if s.swapped[rid]:
                 swap_s += (s.pf[rid] + gen - off) * cfg.kv_bytes_per_token / cfg.swap_bytes_per_s
                 s.swapped[rid] = False
@@ -542,7 +541,7 @@ class Replica:
         done_complete, handoff = [], []
         active = self.active
         if plan:
-            s, r = sim, sim.req
+            s = sim
             pf_l, tgt, gen, out_l, off, reserve = s.pf, s.tgt, s.gen, s.out_l, s.off, self._reserve
             fresh_n = 0
             for rid, c in plan:
@@ -554,12 +553,12 @@ class Replica:
                 before = -(-reserve(tgt[rid], gen[rid], out_l[rid], off[rid]) // BLOCK_TOKENS)  # ``_held_blocks``
                 if gen[rid] == 0:  # fresh: its first token is sampled now (a recomputed one has it already)
                     gen[rid] = 1
-                    r.prefill_done_s[rid] = now
-                    r.prefill_replica[rid] = self.uid
+                    s.prefill_done[rid] = now
+                    s.prefill_rep[rid] = self.uid
                     fresh_n += 1
                     # the client sees the first token now, unless it travels on with the KV to a decode replica
                     if not self.pf_role or out_l[rid] <= 1:
-                        r.first_token_s[rid] = now
+                        s.first_token[rid] = now
                 done = gen[rid] >= out_l[rid]
                 if done or self.pf_role:  # it leaves: done, or handed off to a decode replica
                     del active[rid]
@@ -616,7 +615,7 @@ class Replica:
 
     def _fit_kv(self) -> int:
         """Preempt the most recently admitted requests until the KV cache fits again."""
-        s, r = self.sim, self.sim.req
+        s = self.sim
         preempted = 0
         while self.active and self.used_blocks > self.blocks_total:
             rid = next(reversed(self.active))
@@ -626,9 +625,9 @@ class Replica:
             else:
                 self.prefilling.remove(rid)
             self.used_blocks -= self._held_blocks(rid)
-            r.preemptions[rid] += 1
+            s.preempts[rid] += 1
             preempted += 1
-            r.status[rid] = WAITING
+            s.status[rid] = WAITING
             if self.cfg.preemption == "swap":
                 s.swapped[rid] = True
             else:  # recompute: drop the KV; the prompt plus what was generated is prefilled again
@@ -837,6 +836,12 @@ class Replica:
         self.state = IDLE
 
 
+def _floats(a: np.ndarray) -> list:
+    """``a.tolist()``, with one shared NaN object where every entry is NaN (a fresh result column: a million
+    distinct NaN floats would take ~24 MB)."""
+    return [math.nan] * len(a) if np.isnan(a).all() else a.tolist()
+
+
 class Simulation:
     """Wires arrivals, routers, replicas and KV-transfer links together and collects records."""
 
@@ -857,8 +862,18 @@ class Simulation:
         self.kvb = [0] * n  # decoding requests: KV tokens minus their replica's decode ticks
         self.rank = [-1] * n  # attention-DP rank on the replica holding the request (-1: none)
         self.seq = [0] * n  # admission number on the current replica
-        self.adm = r.admitted_s.tolist()
+        self.adm = _floats(r.admitted_s)
         self.swapped = r.swapped.tolist()
+        # the per-request results the engine writes as it runs, likewise (``_write_back`` copies them into ``req``)
+        self.status = r.status.tolist()
+        self.arrival = r.arrival_s.tolist()
+        self.received = _floats(r.received_s)
+        self.first_token = _floats(r.first_token_s)
+        self.prefill_done = _floats(r.prefill_done_s)
+        self.finished_at = _floats(r.finish_s)
+        self.preempts = r.preemptions.tolist()
+        self.prefill_rep = r.prefill_replica.tolist()
+        self.decode_rep = r.decode_replica.tolist()
         self.seed = seed
         self.replicas = [Replica(self, c, i, np.random.default_rng([seed, i])) for i, c in enumerate(replicas)]
         self.by_role = collections.defaultdict(list)
@@ -906,7 +921,7 @@ class Simulation:
 
     def arrive(self, rid: int) -> None:
         now = self.env._now
-        self.req.arrival_s[rid] = now
+        self.arrival[rid] = now
         self.events.add(now, ARRIVE, rid)
         dst = self._route(self._entry_role, rid)
         if dst is None:
@@ -925,7 +940,7 @@ class Simulation:
         dst = self._route("decode", rid)  # the destination decides the link and is known before shipping
         if dst is None:
             return
-        self.req.decode_replica[rid] = dst.uid
+        self.decode_rep[rid] = dst.uid
         dst.inbound += 1
         now = self.env._now
         start = max(now, self.link_free_s[src.uid])
@@ -936,16 +951,16 @@ class Simulation:
         self.env.call_at(end, dst.transferred, rid)
 
     def finish(self, rid: int, rep: Replica) -> None:
-        r, now = self.req, self.env._now
-        r.status[rid] = FINISHED
-        r.finish_s[rid] = now
-        if r.decode_replica[rid] < 0:
-            r.decode_replica[rid] = rep.uid
+        now = self.env._now
+        self.status[rid] = FINISHED
+        self.finished_at[rid] = now
+        if self.decode_rep[rid] < 0:
+            self.decode_rep[rid] = rep.uid
         self.events.add(now, FINISH, rid)
         self._closed_next()
 
     def reject(self, rid: int, reason: str) -> None:
-        self.req.status[rid] = REJECTED
+        self.status[rid] = REJECTED
         self.req.reason[rid] = reason
         self.events.add(self.env._now, REJECT, rid)
         self._closed_next()
@@ -1023,10 +1038,22 @@ class Simulation:
         r.offset[:] = self.off
         r.swapped[:] = self.swapped
         r.dp_rank[:] = self.rank
+        r.admitted_s[:] = self.adm
+        r.status[:] = self.status
+        r.arrival_s[:] = self.arrival
+        r.received_s[:] = self.received
+        r.first_token_s[:] = self.first_token
+        r.prefill_done_s[:] = self.prefill_done
+        r.finish_s[:] = self.finished_at
+        r.preemptions[:] = self.preempts
+        r.prefill_replica[:] = self.prefill_rep
+        r.decode_replica[:] = self.decode_rep
         # the run is over: release the working lists before the frames are built (a million-request run
         # holds ~250 MB in them)
         self.prompt_l = self.out_l = self.tgt = self.pf = self.gen = self.off = None
         self.kvb = self.seq = self.adm = self.swapped = self.rank = None
+        self.status = self.arrival = self.received = self.first_token = self.prefill_done = self.finished_at = None
+        self.preempts = self.prefill_rep = self.decode_rep = None
 
     # -- records -----------------------------------------------------------------------------
     def request_frame(self) -> pd.DataFrame:
