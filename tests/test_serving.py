@@ -670,8 +670,8 @@ def test_weighted_percentiles_select_what_a_full_sort_gives(seed, shape, hundred
     for every shape of values (spread, heavy ties, one cluster with outliers, a spread near the float spacing,
     all equal, infinities among them) and whole-number weights, each percentile is the value a full sort and
     running weight give, here with small bins and sort threshold so the selection recurses. Unit weights on a
-    multiple of 100 values put targets exactly on bin boundaries (the first bin whose running weight reaches
-    the target)."""
+    multiple of 100 values put targets exactly on a running-weight value (the first value that reaches it, not
+    the one after)."""
     from simulator.serving import metrics
 
     rng = np.random.default_rng(seed)
@@ -692,6 +692,28 @@ def test_weighted_percentiles_select_what_a_full_sort_gives(seed, shape, hundred
     finally:
         metrics.SELECT_BINS, metrics.SORT_BELOW = old
     assert metrics.weighted_percentiles(v, w, ps) == expect
+
+
+def test_weighted_percentiles_at_full_size_and_with_weights_selection_cannot_take():
+    """At the shipped bin count and sort threshold (a long run's ~1M gaps: here 200,000 clustered like decode
+    steps, with prefill-lengthened outliers) the selection gives the full sort's values; fractional weights and
+    values spanning more than the float range are sorted outright, as before selection existed."""
+    from simulator.serving.metrics import SORT_BELOW, weighted_percentiles
+
+    def by_sort(v, w, ps):
+        order = np.argsort(v, kind="stable")
+        cum = np.cumsum(w[order])
+        return [float(v[order][min(np.searchsorted(cum, p / 100 * cum[-1], side="left"), len(v) - 1)]) for p in ps]
+
+    rng = np.random.default_rng(3)
+    n = 200_000
+    assert n > 10 * SORT_BELOW
+    v = np.concatenate([0.009 + rng.random(n - 500) * 1e-4, rng.random(500)])
+    ps = (50, 90, 99, 99.9)
+    for w in (rng.integers(1, 256, n).astype(float), np.round(rng.random(n), 1) + 0.05):
+        assert weighted_percentiles(v, w, ps) == by_sort(v, w, ps)
+    wide = np.concatenate([rng.random(n), [-1e308, 1e308]])
+    assert weighted_percentiles(wide, np.ones(len(wide)), ps) == by_sort(wide, np.ones(len(wide)), ps)
 
 
 def test_a_request_longer_than_the_context_window_is_rejected_with_its_reason():

@@ -89,3 +89,27 @@ def test_an_engines_custom_all_reduce_replaces_nccls_fixed_cost_only_where_it_ap
             assert not np.array_equal(got.time_s, base.time_s)
             big = CustomAllReduce(RooflineModel(), 10e-6, 1.0).evaluate(ops)
             assert np.array_equal(big.time_s, base.time_s)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(MODELS), st.sampled_from(HW), st.sampled_from([1, 8]), st.booleans())
+def test_times_do_not_depend_on_how_an_op_table_stores_its_columns(model, hw, ep, subset):
+    """An op table keeps per-row constants as broadcast views and the timing models gather device parameters
+    once a row for them (``per_row``); the same table with every column a full, writable array (or a row subset
+    picked by a mask) times every op to the same bits, NCCL and the engines' custom all-reduce alike."""
+    from simulator.ops.kinds import OpTable
+    from simulator.timing.custom_allreduce import CustomAllReduce
+
+    shape = StepShape(prefill_seqs=np.array([0.0, 1, 2, 0]), prefill_len=np.array([0.0, 700, 3000, 0]),
+                      prefill_ctx=0.0, decode_seqs=np.array([1.0, 0, 17, 256]), decode_kv=np.array([1.0, 0, 900, 5e4]))
+    ops = _ops(model, load_hardware(hw), shape, 8, ep)
+    if subset:
+        ops = ops.select(np.arange(ops.n_ops) % 3 != 1)
+    assert any(a.strides[1] == 0 for a in ops.arrays.values())  # (some columns are broadcast views)
+    full = OpTable(ops.names, ops.quadrant, ops.kind, {c: np.array(a) for c, a in ops.arrays.items()}, ops.n,
+                   ops.devices)
+    for tm in (TM, CustomAllReduce(TM, 1e-5, 8 * 2**20)):
+        a, b = tm.evaluate(ops), tm.evaluate(full)
+        for col in ("time_s", "compute_s", "memory_s", "comm_s", "overhead_s"):
+            assert np.array_equal(getattr(a, col), getattr(b, col))
+    assert np.array_equal(pure_roofline_s(ops), pure_roofline_s(full))

@@ -189,8 +189,9 @@ class _Rows(dict):
 
     def __missing__(self, col: str) -> np.ndarray:
         a = self._arrays[col]
-        if a.ndim == 2 and a.shape[1] > 1 and a.strides[1] == 0:  # one value per row: stays a broadcast view
-            value = np.broadcast_to(a[self._idx, :1], (len(self._idx), a.shape[1]))
+        if a.ndim == 2 and a.shape[1] > 1 and a.strides[1] == 0 and np.ndim(self._idx) == 1:
+            first = a[self._idx, :1]  # one value per row (indices or a mask): stays a broadcast view
+            value = np.broadcast_to(first, (first.shape[0], a.shape[1]))
         else:
             value = a[self._idx]
         dict.__setitem__(self, col, value)

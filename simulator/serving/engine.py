@@ -1116,8 +1116,8 @@ class EventLog(collections.abc.Sequence):
         return (t, self.WHAT[code], rid)
 
     def __iter__(self):
-        what = self.WHAT
-        return ((t, what[c], r) for t, c, r in self._EVENT.iter_unpack(self._buf))
+        what = self.WHAT  # (over a snapshot: the log may grow while it is read)
+        return ((t, what[c], r) for t, c, r in self._EVENT.iter_unpack(bytes(self._buf)))
 
     def __eq__(self, other) -> bool:
         if isinstance(other, EventLog | list | tuple):

@@ -54,12 +54,17 @@ def weighted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles) -
     into ``SELECT_BINS`` bins by value, so every value in one bin is <= every value in a later one and equal
     values share a bin; the bins' weights say which bin holds the target, and only that bin is cut again, until
     fewer than ``SORT_BELOW`` candidates are left to sort. The same value as sorting everything: the running
-    weight is exact (whole numbers below 2**53 sum exactly in floats) and ties are equal whatever their order."""
+    weight is exact (whole numbers below 2**53 sum exactly in floats) and ties are equal whatever their order.
+    Other weights (fractions, or a total past 2**53) are sorted outright, the running weight in sorted order."""
     v, w = np.asarray(values, dtype=float), np.asarray(weights, dtype=float)
     total = float(w.sum())
+    if len(v) <= SORT_BELOW or not (total <= 2.0 ** 53 and np.array_equal(w, np.floor(w))):
+        order = np.argsort(v)
+        cum = np.cumsum(w[order])
+        last = len(v) - 1
+        return [float(v[order[min(int(np.searchsorted(cum, p / 100 * cum[-1], side="left")), last)]])
+                for p in percentiles]
     targets = [p / 100 * total for p in percentiles]
-    if len(v) <= SORT_BELOW:
-        return [_sorted_pick(v, w, 0.0, t) for t in targets]
     first = _bins(v, w)  # one pass over everything, shared by the percentiles
     return [_select(v, w, t, first) for t in targets]
 
@@ -68,8 +73,9 @@ def _bins(v: np.ndarray, w: np.ndarray):
     """Bin of each value (a monotone map of it) and the running weight over the bins; None where the values
     cannot be cut (all equal, a spread too small to scale, or not all finite)."""
     lo, hi = float(v.min()), float(v.max())
-    scale = SELECT_BINS / (hi - lo) if hi > lo else math.inf
-    if not (math.isfinite(scale) and math.isfinite(lo) and math.isfinite(hi)):  # (not finite: sorted outright)
+    spread = hi - lo  # (inf or NaN where the values are not all finite, or span more than the float range)
+    scale = SELECT_BINS / spread if math.isfinite(spread) and spread > 0 else 0.0
+    if not (math.isfinite(scale) and scale > 0):  # sorted outright
         return None
     idx = ((v - lo) * scale).astype(np.intp)  # rounding and truncation keep the order: v1 <= v2 -> idx1 <= idx2
     np.minimum(idx, SELECT_BINS - 1, out=idx)
