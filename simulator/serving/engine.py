@@ -70,6 +70,7 @@ ARRIVE, FINISH, REJECT, KV_TRANSFERRED = range(4)
 # request status codes
 PENDING, WAITING, RUNNING, FINISHED, REJECTED = 0, 1, 2, 3, 4
 STATUS = {PENDING: "pending", WAITING: "waiting", RUNNING: "running", FINISHED: "finished", REJECTED: "rejected"}
+_STATUS_NAMES = np.array([STATUS.get(c, "") for c in range(max(STATUS) + 1)], dtype=object)  # by code
 
 # replica states
 IDLE, KICKED, STEP, STRETCH, DECIDING = range(5)
@@ -1059,15 +1060,20 @@ class Simulation:
     def request_frame(self) -> pd.DataFrame:
         r = self.req
         out = r.output.astype(float)
+        # strings by lookup: replica names with "" last (index -1: none), each request's reason where it has one
+        names = np.array([rep.cfg.name for rep in self.replicas] + [""], dtype=object)
+        reason = np.full(len(r.prompt), "", dtype=object)
+        if r.reason:
+            reason[np.fromiter(r.reason.keys(), np.int64, len(r.reason))] = list(r.reason.values())
         df = pd.DataFrame({
             "request_id": np.arange(len(r.prompt)), "arrival_s": r.arrival_s, "prompt_tokens": r.prompt,
-            "output_tokens": r.output, "status": [STATUS[s] for s in r.status],
-            "reason": [r.reason.get(i, "") for i in range(len(r.prompt))],
+            "output_tokens": r.output, "status": _STATUS_NAMES[r.status],
+            "reason": reason,
             "admitted_s": r.admitted_s, "prefill_done_s": r.prefill_done_s, "first_token_s": r.first_token_s,
             "finish_s": r.finish_s,
             "preemptions": r.preemptions,
-            "prefill_replica": [self.replicas[i].cfg.name if i >= 0 else "" for i in r.prefill_replica],
-            "decode_replica": [self.replicas[i].cfg.name if i >= 0 else "" for i in r.decode_replica],
+            "prefill_replica": names[r.prefill_replica],
+            "decode_replica": names[r.decode_replica],
         })
         # time in the engine's frontend (off the GPU path), then queueing at the scheduler until admission
         received = np.where(np.isnan(r.received_s), r.arrival_s, r.received_s)
@@ -1212,13 +1218,19 @@ class StepLog:
                 hi = max(hi, lo + 1)
                 ln = lens[lo:hi]
                 start = np.cumsum(ln) - ln  # each stretch's first step, counted from stretch lo's
-                sid = np.repeat(np.arange(hi - lo, dtype=np.int32), ln)  # each step's stretch
-                at = np.arange(len(sid))
-                # the blocks tick j opens: cyc[j % 16], and a stretch of fewer than 16 steps has j < its width
-                opened = cyc[(cyc_at[lo:hi] - start)[sid] + at - ((at - start[sid]) & ~(BLOCK_TOKENS - 1))]
+                at = np.arange(int(start[-1] + ln[-1]))
+                # the blocks tick j (of its stretch) opens: cyc[j % 16] (a stretch of fewer than 16 steps has
+                # j < its width), each stretch's per-run values spread over its steps by ``repeat``
+                j = at - np.repeat(start, ln)
+                j &= BLOCK_TOKENS - 1
+                j += np.repeat(cyc_at[lo:hi], ln)
+                opened = cyc[j]
+                del j
                 cum = np.cumsum(opened, dtype=np.int64)
-                cum += (before[lo:hi] - (cum[start] - opened[start]))[sid]  # restart at each stretch
-                kv[(first[runs[lo:hi]] - start)[sid] + at] = cum
+                cum += np.repeat(before[lo:hi] - (cum[start] - opened[start]), ln)  # restart at each stretch
+                del opened
+                at += np.repeat(first[runs[lo:hi]] - start, ln)  # each step's row
+                kv[at] = cum
                 lo = hi
             del cyc, before
             kv[first[runs] + lens - 1] = last[runs]  # (after the last step's finishes)

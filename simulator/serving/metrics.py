@@ -239,9 +239,10 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     if len(steps):  # per pool, over index arrays (no per-pool copies of the frame)
         dt = (steps.end_s - steps.start_s).to_numpy(float)
         seqs = {rep.cfg.pool: rep.cfg.max_seqs for rep in sim.replicas}  # the limits the run used
-        fill = steps.running.to_numpy(float) / steps.pool.map(seqs).to_numpy(float)
+        codes, pools = _codes(steps.pool)
+        fill = steps.running.to_numpy(float) / np.array([seqs[p] for p in pools], float)[codes]
         occ = steps.kv_occupancy.to_numpy(float)
-        groups = steps.groupby("pool").indices
+        groups = _groups(codes, pools)
         for pool, idx in groups.items():
             w = dt[idx].sum()
             util[pool]["batch_fill"] = float((fill[idx] * dt[idx]).sum() / w) if w > 0 else 0.0
@@ -295,6 +296,22 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         "littles_law": {"arrival_rate_per_s": lam, "mean_time_in_system_s": W, "mean_in_system": L},
     }
     return summary
+
+
+def _codes(col: pd.Series) -> tuple[np.ndarray, list]:
+    """Each row's code and the values they stand for (a categorical's own codes, else factorised)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy(), list(col.cat.categories)
+    codes, values = pd.factorize(col.to_numpy())
+    return codes, list(values)
+
+
+def _groups(codes: np.ndarray, values: list) -> dict:
+    """``DataFrame.groupby(col).indices`` from ``_codes``: each value present, its rows in ascending order."""
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=len(values))
+    ends = np.cumsum(counts)
+    return {values[c]: order[ends[c] - counts[c]:ends[c]] for c in range(len(values)) if counts[c]}
 
 
 def _pct(x: pd.Series, p: float, missing: int = 0) -> float:
