@@ -1239,8 +1239,9 @@ class StepLog:
 
     def frame(self, pools: list[str], names: list[str]) -> pd.DataFrame:
         """The steps DataFrame, one row per step. The first call builds it column by column, releasing
-        each array as it goes (the records are complete once the run ends), so the peak holds one copy
-        of the records, not two; later calls return copies of that frame."""
+        the records as it goes (they are complete once the run ends), and hands the columns to the frame
+        without copying them, so the peak holds one copy of the records, not two; later calls return copies
+        of that frame."""
         if self._frame is not None:
             return self._frame.copy()
         if not len(self):
@@ -1251,37 +1252,41 @@ class StepLog:
         del packed
         rep_n = rec[:, f.index("repeat")].astype(np.int64)
         first = np.concatenate(([0], np.cumsum(rep_n)[:-1]))  # each run's first step
+        cols = {}
         # pool, replica and kind as categoricals (one byte a row, not a pointer to a string)
         rep = np.repeat(rec[:, f.index("replica")], rep_n)
         pool_names = list(dict.fromkeys(pools))
         pool_code = np.array([pool_names.index(p) for p in pools], np.int8 if len(pool_names) < 128 else np.int32)
-        df = pd.DataFrame({"pool": pd.Categorical.from_codes(pool_code[rep], pool_names)})
-        df["replica_id"] = pd.Categorical.from_codes(rep, list(names))
+        cols["pool"] = pd.Categorical.from_codes(pool_code[rep], pool_names)
+        cols["replica_id"] = pd.Categorical.from_codes(rep, list(names))
         del rep
         bounds = np.frombuffer(self.bounds, float)
         is_end = np.ones(len(bounds), bool)
         is_end[first + np.arange(len(first))] = False  # each run's start
-        df["start_s"] = bounds[:-1][is_end[1:]]  # the value before each step's end
-        df["end_s"] = bounds[is_end]
+        cols["start_s"] = bounds[:-1][is_end[1:]]  # the value before each step's end
+        cols["end_s"] = bounds[is_end]
         del bounds, is_end
         self.bounds = None
         kind = rec[:, f.index("kind")].astype(np.int8)
         kind[kind == self.STRETCH] = 0  # a stretch's steps are decode steps
-        df["kind"] = pd.Categorical.from_codes(np.repeat(kind, rep_n), list(self.KINDS))
+        cols["kind"] = pd.Categorical.from_codes(np.repeat(kind, rep_n), list(self.KINDS))
         del kind
         last = first + rep_n - 1  # each run's last step
         for c in ("prefill_seqs", "prefill_tokens", "decode_seqs", "output_tokens", "queued", "running"):
             col = np.repeat(rec[:, f.index(c)], rep_n)
             if c in ("queued", "running"):
                 col[last] = rec[:, f.index("last_" + c)]
-            df[c] = col
+            cols[c] = col
             del col
         kv = self._kv_blocks(rec, kvrec, rep_n, first)
         occ = np.repeat(kvrec[:, self.KV_FIELDS.index("kv_div")].astype(float), rep_n)
-        df["kv_occupancy"] = np.divide(kv, occ, out=occ)
+        cols["kv_occupancy"] = np.divide(kv, occ, out=occ)
         del occ, kv
-        df["preempted"] = np.repeat(rec[:, f.index("preempted")], rep_n)
+        cols["preempted"] = np.repeat(rec[:, f.index("preempted")], rep_n)
         del rec, kvrec
         self.runs = None
+        assert tuple(cols) == self.COLUMNS
+        df = pd.DataFrame(cols, copy=False)
+        del cols
         self._frame = df
         return df
