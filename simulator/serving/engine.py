@@ -106,7 +106,7 @@ class ReplicaConfig:
 @dataclass
 class Requests:
     """Per-request inputs and results as arrays (index = request id). The engine keeps its working
-    state in Python lists while it runs and writes the token counts back here when it ends."""
+    state and the results it writes in Python lists while it runs, and copies them back here when it ends."""
 
     arrival_s: np.ndarray
     prompt: np.ndarray
