@@ -714,6 +714,9 @@ def test_weighted_percentiles_at_full_size_and_with_weights_selection_cannot_tak
         assert weighted_percentiles(v, w, ps) == by_sort(v, w, ps)
     wide = np.concatenate([rng.random(n), [-1e308, 1e308]])
     assert weighted_percentiles(wide, np.ones(len(wide)), ps) == by_sort(wide, np.ones(len(wide)), ps)
+    for v, w in ((np.zeros(0), np.zeros(0)), (np.ones(3), np.ones(2))):  # nothing to pick from, or mismatched
+        with pytest.raises(ValueError, match="one length > 0"):
+            weighted_percentiles(v, w, ps)
 
 
 def test_a_request_longer_than_the_context_window_is_rejected_with_its_reason():

@@ -57,6 +57,9 @@ def weighted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles) -
     weight is exact (whole numbers below 2**53 sum exactly in floats) and ties are equal whatever their order.
     Other weights (fractions, or a total past 2**53) are sorted outright, the running weight in sorted order."""
     v, w = np.asarray(values, dtype=float), np.asarray(weights, dtype=float)
+    if not len(v) or v.shape != w.shape:
+        raise ValueError(f"weighted_percentiles: expected values and weights of one length > 0, got {v.shape} and "
+                         f"{w.shape}")
     total = float(w.sum())
     if len(v) <= SORT_BELOW or not (total <= 2.0 ** 53 and np.array_equal(w, np.floor(w))):
         order = np.argsort(v)
