@@ -662,6 +662,13 @@ def test_inter_token_gaps_do_not_depend_on_the_row_order():
         assert sorted(zip(*(x.tolist() for x in inter_token_samples(other)))) == base
 
 
+def _percentiles_by_sort(v, w, ps):
+    """The inverted-CDF weighted percentiles by a full stable sort and running weight: what selection must give."""
+    order = np.argsort(v, kind="stable")
+    cum = np.cumsum(w[order])
+    return [float(v[order][min(np.searchsorted(cum, p / 100 * cum[-1], side="left"), len(v) - 1)]) for p in ps]
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from(["spread", "ties", "cluster", "tiny", "equal", "infinite"]),
        st.integers(1, 30), st.booleans())
@@ -682,9 +689,7 @@ def test_weighted_percentiles_select_what_a_full_sort_gives(seed, shape, hundred
          "infinite": lambda: np.concatenate([rng.random(n - 2), [np.inf, -np.inf]])}[shape]()
     w = np.ones(len(v)) if ones else rng.integers(1, 300, len(v)).astype(float)
     ps = (0.01, 50, 90, 99, 100)
-    order = np.argsort(v, kind="stable")
-    cum = np.cumsum(w[order])
-    expect = [float(v[order][min(np.searchsorted(cum, p / 100 * cum[-1], side="left"), len(v) - 1)]) for p in ps]
+    expect = _percentiles_by_sort(v, w, ps)
     old = metrics.SELECT_BINS, metrics.SORT_BELOW
     try:
         metrics.SELECT_BINS, metrics.SORT_BELOW = 7, 5
@@ -700,11 +705,7 @@ def test_weighted_percentiles_at_full_size_and_with_weights_selection_cannot_tak
     values spanning more than the float range are sorted outright, as before selection existed."""
     from simulator.serving.metrics import SORT_BELOW, weighted_percentiles
 
-    def by_sort(v, w, ps):
-        order = np.argsort(v, kind="stable")
-        cum = np.cumsum(w[order])
-        return [float(v[order][min(np.searchsorted(cum, p / 100 * cum[-1], side="left"), len(v) - 1)]) for p in ps]
-
+    by_sort = _percentiles_by_sort
     rng = np.random.default_rng(3)
     n = 200_000
     assert n > 10 * SORT_BELOW

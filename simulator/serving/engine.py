@@ -837,14 +837,21 @@ class Replica:
         self.state = IDLE
 
 
-def _floats(a: np.ndarray) -> list:
-    """``a.tolist()``, with one shared NaN object where every entry is NaN (a fresh result column: a million
-    distinct NaN floats would take ~24 MB)."""
-    return [math.nan] * len(a) if np.isnan(a).all() else a.tolist()
+def _as_list(a: np.ndarray) -> list:
+    """``a.tolist()``, with one shared NaN object where a float column is all NaN (a fresh result column: a
+    million distinct NaN floats would take ~24 MB)."""
+    return [math.nan] * len(a) if a.dtype.kind == "f" and np.isnan(a).all() else a.tolist()
 
 
 class Simulation:
     """Wires arrivals, routers, replicas and KV-transfer links together and collects records."""
+
+    # the engine's per-request lists and the ``Requests`` arrays they start from and are copied back into
+    _WRITTEN = (("tgt", "target_prefill"), ("pf", "prefilled"), ("gen", "generated"), ("off", "offset"),
+                ("swapped", "swapped"), ("rank", "dp_rank"),  # attention-DP rank on its replica (-1: none)
+                ("adm", "admitted_s"), ("status", "status"), ("arrival", "arrival_s"), ("received", "received_s"),
+                ("first_token", "first_token_s"), ("prefill_done", "prefill_done_s"), ("finished_at", "finish_s"),
+                ("preempts", "preemptions"), ("prefill_rep", "prefill_replica"), ("decode_rep", "decode_replica"))
 
     def __init__(self, requests: Requests, replicas: list[ReplicaConfig], *, seed: int = 0,
                  closed_concurrency: int = 0, kv_transfer_s: Callable[[int, int, int, float], float] | None = None,
@@ -853,28 +860,14 @@ class Simulation:
         self.coalesce = coalesce  # run pure-decode stretches as one event (same results, far fewer events)
         self.req = r = requests
         n = len(r.prompt)
-        # the engine's working state per request, as Python lists (scalar access is what the inner loop does)
+        # the engine's working state and results per request, as Python lists (scalar access is what the inner
+        # loop does): the inputs it reads, its own bookkeeping, and ``_WRITTEN`` (copied back by ``_write_back``)
         self.prompt_l = r.prompt.tolist()
         self.out_l = r.output.tolist()
-        self.tgt = r.target_prefill.tolist()
-        self.pf = r.prefilled.tolist()
-        self.gen = r.generated.tolist()
-        self.off = r.offset.tolist()
         self.kvb = [0] * n  # decoding requests: KV tokens minus their replica's decode ticks
-        self.rank = [-1] * n  # attention-DP rank on the replica holding the request (-1: none)
         self.seq = [0] * n  # admission number on the current replica
-        self.adm = _floats(r.admitted_s)
-        self.swapped = r.swapped.tolist()
-        # the per-request results the engine writes as it runs, likewise (``_write_back`` copies them into ``req``)
-        self.status = r.status.tolist()
-        self.arrival = r.arrival_s.tolist()
-        self.received = _floats(r.received_s)
-        self.first_token = _floats(r.first_token_s)
-        self.prefill_done = _floats(r.prefill_done_s)
-        self.finished_at = _floats(r.finish_s)
-        self.preempts = r.preemptions.tolist()
-        self.prefill_rep = r.prefill_replica.tolist()
-        self.decode_rep = r.decode_replica.tolist()
+        for name, col in self._WRITTEN:
+            setattr(self, name, _as_list(getattr(r, col)))
         self.seed = seed
         self.replicas = [Replica(self, c, i, np.random.default_rng([seed, i])) for i, c in enumerate(replicas)]
         self.by_role = collections.defaultdict(list)
@@ -1033,28 +1026,12 @@ class Simulation:
             for rid in list(rep.decoding):
                 rep._stop_decoding(rid)
         r = self.req
-        r.target_prefill[:] = self.tgt
-        r.prefilled[:] = self.pf
-        r.generated[:] = self.gen
-        r.offset[:] = self.off
-        r.swapped[:] = self.swapped
-        r.dp_rank[:] = self.rank
-        r.admitted_s[:] = self.adm
-        r.status[:] = self.status
-        r.arrival_s[:] = self.arrival
-        r.received_s[:] = self.received
-        r.first_token_s[:] = self.first_token
-        r.prefill_done_s[:] = self.prefill_done
-        r.finish_s[:] = self.finished_at
-        r.preemptions[:] = self.preempts
-        r.prefill_replica[:] = self.prefill_rep
-        r.decode_replica[:] = self.decode_rep
+        for name, col in self._WRITTEN:
+            getattr(r, col)[:] = getattr(self, name)
+            setattr(self, name, None)
         # the run is over: release the working lists before the frames are built (a million-request run
         # holds ~250 MB in them)
-        self.prompt_l = self.out_l = self.tgt = self.pf = self.gen = self.off = None
-        self.kvb = self.seq = self.adm = self.swapped = self.rank = None
-        self.status = self.arrival = self.received = self.first_token = self.prefill_done = self.finished_at = None
-        self.preempts = self.prefill_rep = self.decode_rep = None
+        self.prompt_l = self.out_l = self.kvb = self.seq = None
 
     # -- records -----------------------------------------------------------------------------
     def request_frame(self) -> pd.DataFrame:
@@ -1136,8 +1113,8 @@ class EventLog(collections.abc.Sequence):
 
 class StepLog:
     """The step records, kept as *runs*: consecutive steps of one replica with the same kind and counts
-    (a decode stretch is one run) share one record (``FIELDS``, int32, appended as one row of a flat array, and
-    ``KV_FIELDS``, int64, likewise), and only each step's end time is stored per step (8 bytes a step). KV
+    (a decode stretch is one run) share one record (``FIELDS`` as int32 and ``KV_FIELDS`` as int64, packed
+    together into one bytearray), and only each step's end time is stored per step (8 bytes a step). KV
     occupancy (KV blocks, divided by the replica's block count when the frame is built) is stored per run: the
     blocks after its last step, and for a decode stretch the blocks before it and the blocks each of its first
     16 ticks opens (the pattern repeats every 16 ticks: a sequence opens a block every 16 tokens), from which

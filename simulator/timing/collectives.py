@@ -100,7 +100,7 @@ def _collective_time_s(ops, dev, fam, ideal, kind: int):
         cross_routed = tok_bytes * np.where(a["all_remote"] > 0, nodes_hit, nodes_hit * (nodes - 1) / nodes)
         remote = np.where(p > 1, (p - d) / np.maximum(p - 1, 1.0), 0.0)  # share of destinations off-domain
         cross = np.where(routed & (nodes > 1), np.minimum(cross_routed, S), S * remote)
-        local = np.where(routed & (nodes > 1), S * (1 - remote), S * (1 - remote))
+        local = S * (1 - remote)
         vol = np.maximum(local / bw_in, cross / bw_out)
     else:  # P2P, the one collective kind left: a pair split over two domains crosses the fabric, with its latency
         crosses = a["domain"] < 2
