@@ -153,6 +153,14 @@ def _err(r):
     # a price key may be any name the profile goes by (here with a bad TPOT so the run stops early), not another
     (["--hardware", "h20", "--price", "H20=0.5", "--tpot-slo", "0.1ms"], 1, ["closest", "TPOT"]),
     (["--hardware", "h20", "--price", "h100-sxm=0.5"], 2, ["--price h100-sxm=0.5", "not a device"]),
+    # flags checked by the command itself, not by the request object's field names
+    (["--hardware", "h20", "--price", "h20=0.5", "--max-devices", "0"], 2, ["--max-devices", ">= 1"]),
+    (["--hardware", "h20", "--price", "h20=0.5", "--requests", "100000000"], 2, ["--requests", "10,000,000"]),
+    # a search that cannot hold one arrangement is bad input, not a fleet that does not fit
+    (["--hardware", "h20", "--price", "h20=0.5", "--modes", "afd"], 2, ["--modes afd", "dense"]),
+    (["--hardware", "h20", "--price", "h20=0.5", "--precisions", "fp4"], 2, ["--precisions", "fp4", "h20"]),
+    (["--hardware", "h20", "--price", "h20=0.5", "--precisions", "int8/w4a8"], 2, ["--precisions", "dense"]),
+    (["--hardware", "h20", "--price", "h20=0.5", "--prefill-hardware", "h999"], 2, ["--prefill-hardware h999"]),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, extra, code, words):
     out = tmp_path / "never"
@@ -397,6 +405,56 @@ def test_a_recommendation_must_pass_a_confirmation_run(monkeypatch):
     rec = doc["recommended"]
     assert rec["id"] != first["id"] and rec["verified"]["confirmation"]["slo_met"] is True
     assert rec["cost_per_hour_usd"] >= first["cost_per_hour_usd"] and len(calls) == 2
+    # it missed at the target rate itself: the first run's maximum (at or above the target) is kept aside, and the
+    # table says the maximum is below the target
+    from simulator.report.documents import candidate_rows
+
+    assert first["verified"]["max_rate_per_s"] is None
+    assert first["verified"]["first_run"]["max_rate_per_s"] >= doc["inputs"]["rate_per_s"]
+    head, rows = candidate_rows(doc)
+    row = next(r for r in rows if r[0] == first["id"])
+    assert row[head.index("max rate (req/s)")] == f"< {doc['inputs']['rate_per_s']:.3g}"
+
+
+def test_hardware_may_be_named_by_alias_and_one_device_named_twice_is_one():
+    """--hardware, --price and --prefill-hardware take any name a profile goes by; the plan keys devices by
+    profile id, so two names of one profile are one device (no KeyError, no duplicated layouts)."""
+    from simulator.planning.plan import PlanRequest, plan_capacity_for
+    from simulator.specs.traffic import read_traffic
+
+    req = PlanRequest(model="llama-3.1-8b", traffic=read_traffic(TRAFFIC), hardware=["H20", "h20"],
+                      prices={"H20": 0.5}, modes=("agg", "pd"), prefill_hardware=["H20"], requests=200,
+                      bisect_steps=0, top_k=1, verify_max=1, workers=1)
+    doc = plan_capacity_for(req).doc
+    assert doc["inputs"]["hardware"] == ["h20"]
+    assert [p["hardware"] for p in doc["prices"]] == ["h20"]
+    arrangements = [c["arrangement"] for c in doc["candidates"]]
+    assert len(arrangements) == len(set(arrangements))
+
+
+def test_the_text_counts_attention_devices_and_reads_an_unbounded_maximum_as_a_lower_bound():
+    """With A/F disaggregation the FFN devices are named once (not also inside the attention count); a maximum
+    rate the search never saw break is "at least", not "before an SLO breaks"."""
+    from simulator.report.documents import candidate_rows, recommendation_text
+
+    pool = {"role": "decode", "replicas": 1, "devices": 3, "devices_per_replica": 3, "hardware": "a100-sxm",
+            "attention_devices_per_replica": 1, "ffn_pool": {"hardware": "a100-sxm", "devices_per_replica": 2},
+            "parallelism": {"tp": 1, "ep": 2}, "precision": {"attention": "bf16", "ffn": "bf16"}}
+    rec = {"id": "c0", "arrangement": "afd: c0", "mode": "afd", "devices": 3, "cost_per_hour_usd": 3.0,
+           "usd_per_mtok_output": 0.1, "headroom": 3.0, "pools": [pool],
+           "verified": {"slo_met": True, "ttft_p_s": 0.2, "tpot_p_s": 0.01, "max_rate_per_s": 20.0,
+                        "max_rate_bounded": False}}
+    doc = {"inputs": {"rate_per_s": 5.0}, "slo": {"ttft_s": 0.5, "tpot_s": 0.015, "percentile": 90},
+           "candidates": [rec], "error_band": {"median_ape": 0.13}, "recommended": rec}
+    text = recommendation_text(doc)
+    assert "decode: 1 x 1 a100-sxm + FFN on 2 a100-sxm" in text
+    assert "at least 20 req/s" in text and "at least +300%" in text and "before an SLO breaks" not in text
+    assert candidate_rows(doc)[1][0][-1] == "20+"
+    # a deployment's pool (compare) gives only its devices: the FFN pool's are taken off the attention count
+    del pool["attention_devices_per_replica"], pool["devices_per_replica"]
+    rec["verified"]["max_rate_bounded"] = True
+    text = recommendation_text(doc)
+    assert "decode: 1 x 1 a100-sxm + FFN on 2" in text and "up to 20 req/s before an SLO breaks" in text
 
 
 def test_a_confirmation_miss_reads_shortly_and_compare_takes_p100():

@@ -200,10 +200,14 @@ def plan_cmd(
     """
     from ..planning.cost import parse_price_flags
     from ..planning.plan import PlanRequest, plan_capacity_for
+    from ..specs.traffic import MAX_REQUESTS
 
-    for flag, v in (("--top-k", top_k), ("--verify-max", verify_max), ("--requests", requests), ("--workers", workers)):
+    for flag, v in (("--top-k", top_k), ("--verify-max", verify_max), ("--requests", requests), ("--workers", workers),
+                    ("--max-devices", max_devices)):
         if v is not None and v < 1:
             raise SimulatorError(f"{flag} must be >= 1, got {v}")
+    if requests is not None and requests > MAX_REQUESTS:
+        raise SimulatorError(f"--requests: at most {MAX_REQUESTS:,} requests per simulation, got {requests:,}")
     _check_common(out, bisect_steps)
     if not 0 <= tolerance <= 10:
         raise SimulatorError(f"--tolerance must be within [0, 10], got {tolerance:g}")

@@ -21,7 +21,15 @@ from ..errors import InfeasibleError, SimulatorError
 from ..specs.catalog import catalog_root, load_hardware, load_model
 from ..specs.deployment import ENGINES, Deployment
 from ..specs.traffic import MAX_REQUESTS, SLO, Traffic
-from .candidates import MODES, PREFILL_MAX_SEQS, PoolChoice, build_deployment, deployment_yaml, parse_precision_pairs
+from .candidates import (
+    MODES,
+    PREFILL_MAX_SEQS,
+    PoolChoice,
+    build_deployment,
+    deployment_yaml,
+    parse_precision_pairs,
+    supports,
+)
 from .cost import PriceBook, price_date, prices_for, read_tco
 from .screen import Workload, screen
 from .verify import latency_miss, run_at, timing_model, verify_many
@@ -245,8 +253,9 @@ def _confirmed(ver: dict, dep: Deployment, traffic: Traffic, slo: SLO, rate: flo
                req: PlanRequest) -> bool:
     """Run a candidate that met the SLOs once more at the target rate: the next seed, CONFIRM_LENGTH times the
     arrival span (up to ``verify.STEADY_MAX_REQUESTS`` requests), in this process. Records the run under
-    ``confirmation``; a miss makes the second run's verdict and latencies the candidate's (the first run's under
-    ``first_run``) and returns False."""
+    ``confirmation``; a miss makes the second run's verdict and latencies the candidate's (the first run's, and its
+    maximum rate, under ``first_run``; the candidate's maximum rate becomes None: below the target) and returns
+    False."""
     seed = traffic.seed + 1
     try:
         conf = run_at(dep, replace(traffic, seed=seed, requests=min(traffic.requests * CONFIRM_LENGTH, MAX_REQUESTS)),
@@ -259,9 +268,13 @@ def _confirmed(ver: dict, dep: Deployment, traffic: Traffic, slo: SLO, rate: flo
                            "tpot_p_s": conf["tpot_p_s"], "slo_met": conf["slo_met"]}
     if conf["slo_met"]:
         return True
-    # the second run decides: its verdict and latencies are the candidate's (the first run's stay under first_run)
-    ver["first_run"] = {k: ver.get(k) for k in ("ttft_p_s", "tpot_p_s", "rejected")}
+    # the second run decides: its verdict and latencies are the candidate's (the first run's stay under first_run).
+    # The first run's maximum rate (at or above the target) is no longer the candidate's: it missed at the target
+    # itself, so its maximum is below it, by how much not searched (None)
+    ver["first_run"] = {k: ver.get(k) for k in ("ttft_p_s", "tpot_p_s", "rejected", "max_rate_per_s",
+                                                 "max_rate_bounded")}
     ver.update(slo_met=False, ttft_p_s=conf["ttft_p_s"], tpot_p_s=conf["tpot_p_s"], rejected=conf["rejected"],
+               max_rate_per_s=None, max_rate_bounded=True,
                missed=[f"on a confirmation run (seed {seed}, {conf['requests_simulated']:,} requests): {m}"
                        for m in conf["missed"]])
     return False
@@ -279,6 +292,30 @@ def _miss(ver: dict, slo: SLO) -> tuple[float, str]:
     return worst, "; ".join(ver.get("missed") or []) or "misses the SLOs"
 
 
+def _check_search_space(model, specs: dict, modes, pairs) -> None:
+    """Refuse, naming the flag, a search that cannot hold a single arrangement whatever the rate and memory: A/F
+    disaggregation alone for a dense model, or no precision pair the model and devices can run (the screen would
+    otherwise report it as a fleet that does not fit)."""
+    if not model.moe and set(modes) <= {"afd"}:
+        raise SimulatorError(f"--modes {','.join(modes)}: attention/FFN disaggregation splits off the expert FFN of a "
+                             f"mixture-of-experts model; {model.id} is dense (use agg or pd)")
+    why = []
+    for a, f in pairs:
+        if a != f and not model.moe:
+            why.append(f"{a}/{f}: a separate FFN precision is the expert recipe of a mixture-of-experts model "
+                       f"({model.id} is dense)")
+            continue
+        attn = [h for h, sp in specs.items() if supports(sp, a)]
+        ffn = [h for h, sp in specs.items() if supports(sp, f)]
+        if attn and ffn and ("afd" in modes and model.moe or set(attn) & set(ffn)):
+            return  # at least this pair can be laid out
+        missing = a if not attn else f
+        why.append(f"{a}/{f}: none of {', '.join(specs)} computes {missing}" if not (attn and ffn)
+                   else f"{a}/{f}: no one device computes both")
+    raise SimulatorError(f"--precisions {','.join(f'{a}/{f}' for a, f in pairs)}: no precision pair can run "
+                         f"{model.id} here (" + "; ".join(why) + ")")
+
+
 def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None] | None = None) -> PlanOutcome:
     """Screen every arrangement analytically, simulate the cheapest plausible fleets at the target rate, and
     return a ``PlanOutcome``: ``doc`` (plan.json: inputs, SLOs, prices, candidates with analytic and simulated
@@ -293,15 +330,17 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     if req.max_devices < 1:
         raise SimulatorError(f"--max-devices must be >= 1, got {req.max_devices}")
     model = load_model(req.model)
+    # keyed by profile id: --hardware may name a profile by id, by a name it goes by (H100) or by path, and two
+    # names of one profile are one device
     specs = {}
     for h in req.hardware:
-        specs[h] = load_hardware(h)
+        sp = load_hardware(h)
+        specs.setdefault(sp.id, sp)
     if not specs:
         raise SimulatorError("--hardware: give at least one device profile id")
     tco = read_tco(req.tco_file) if req.tco_file else None
-    # --price keys may be any name a profile goes by: matched to the --hardware entries by profile id
-    by_id = {sp.id: k for k, sp in specs.items()}
-    prices = PriceBook(specs, {by_id[i]: usd for i, usd in prices_for(dict(req.prices), list(by_id)).items()}, tco)
+    # --price keys may be any name a profile goes by (matched by profile id)
+    prices = PriceBook(specs, prices_for(dict(req.prices), list(specs)), tco)
     priced = prices.priced_specs()
     traffic, rate = effective_traffic(req.traffic, req.rate_per_s, req.requests)
     base = req.traffic.slo
@@ -316,6 +355,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     w = workload_of(traffic, rate, slo)
     check_context(model, w)
     pairs = parse_precision_pairs(req.precisions)
+    _check_search_space(model, specs, req.modes, pairs)
     from ..serving.profiles import engine_profile
 
     frontend_s = (req.frontend_latency_s if req.frontend_latency_s is not None
@@ -327,11 +367,19 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
 
     if progress:
         progress("screening", 0, 1)
-    for flag, ids in (("--prefill-hardware", req.prefill_hardware), ("--decode-hardware", req.decode_hardware)):
-        for h in ids or []:
-            if h not in specs:
+    place = {}
+    for key, flag, names in (("prefill_hw", "--prefill-hardware", req.prefill_hardware),
+                             ("decode_hw", "--decode-hardware", req.decode_hardware)):
+        ids = set()
+        for h in names or []:
+            try:
+                hw_id = h if h in specs else load_hardware(h).id  # (any name the profile goes by)
+            except SimulatorError:
+                hw_id = h
+            if hw_id not in specs:
                 raise SimulatorError(f"{flag} {h}: not among --hardware ({', '.join(specs)})")
-    place = dict(prefill_hw=set(req.prefill_hardware or []) or None, decode_hw=set(req.decode_hardware or []) or None)
+            ids.add(hw_id)
+        place[key] = ids or None
     from ..timing.calibrated import check_overlays_apply, resolve_timing
 
     timing = resolve_timing(req.timing)  # (once: a measured table is read and fitted when resolved)

@@ -180,8 +180,17 @@ def candidate_rows(doc: dict, n: int = 12) -> tuple[list[str], list[list[str]]]:
                      f"{_ms(a.get('ttft_p_s'))} / {_ms(a.get('tpot_p_s'))}" if a else "-",
                      f"{_ms(v.get('ttft_p_s'))} / {_ms(v.get('tpot_p_s'))}" if v else "not simulated",
                      ("yes" if v["slo_met"] else _why_not(v)) if v else "-",
-                     f"{v['max_rate_per_s']:.3g}{'' if v.get('max_rate_bounded', True) else '+'}" if v else "-"])
+                     _max_rate_cell(v, doc["inputs"].get("rate_per_s")) if v else "-"])
     return head, rows
+
+
+def _max_rate_cell(v: dict, target: float | None) -> str:
+    """The maximum sustainable rate: "N+" when nothing broke up to it, "< target" when a confirmation run missed
+    at the target rate itself (no maximum was searched below it)."""
+    top = v.get("max_rate_per_s")
+    if top is None:
+        return f"< {target:.3g}" if target is not None else "-"
+    return f"{top:.3g}{'' if v.get('max_rate_bounded', True) else '+'}"
 
 
 def _why_not(v: dict) -> str:
@@ -212,7 +221,7 @@ def recommendation_text(doc: dict) -> str:
         return f"No candidate met {target} in the simulation."
     v = rec["verified"]
     pools = "; ".join(
-        f"{p_['role']}: {p_['replicas']} x {p_.get('devices_per_replica', p_['devices'] // max(p_['replicas'], 1))} "
+        f"{p_['role']}: {p_['replicas']} x {_attention_devices(p_)} "
         f"{p_['hardware']}" + (f" + FFN on {p_['ffn_pool']['devices_per_replica']} {p_['ffn_pool']['hardware']}"
                                if p_.get("ffn_pool") else "")
         + f" (tp {p_['parallelism']['tp']}, ep {p_['parallelism']['ep']}, {p_['precision']['attention']}/"
@@ -223,19 +232,33 @@ def recommendation_text(doc: dict) -> str:
     cheaper = [c for c in priced if c["cost_per_hour_usd"] < own]
     same = [c for c in priced if c["cost_per_hour_usd"] == own and not c["verified"]["slo_met"]]
     head = rec.get("headroom")
+    bounded = v.get("max_rate_bounded", True)  # False: the maximum is a lower bound (nothing broke up to it)
     text = (f"For {target}, the cheapest arrangement the discrete-event simulation shows meeting the SLOs is "
             f"**{rec['id']} ({rec['mode']})** - {pools} - {rec['devices']} device"
             f"{'s' if rec['devices'] != 1 else ''} at "
             f"{_usd(own)}/h ({_usd(rec.get('usd_per_mtok_output'), 3)} per million output "
-            f"tokens). Simulated {p} TTFT {_ms(v['ttft_p_s'])}, TPOT {_ms(v['tpot_p_s'])}; it sustains up to "
-            f"{v['max_rate_per_s']:.3g} req/s before an SLO breaks"
-            + (f", a headroom of {head:+.0%} over the target rate" if head is not None else "")
+            f"tokens). Simulated {p} TTFT {_ms(v['ttft_p_s'])}, TPOT {_ms(v['tpot_p_s'])}; "
+            + (f"it sustains up to {v['max_rate_per_s']:.3g} req/s before an SLO breaks"
+               + (f", a headroom of {head:+.0%} over the target rate" if head is not None else "")
+               if bounded else
+               f"it sustains at least {v['max_rate_per_s']:.3g} req/s (the highest rate simulated; no SLO broke)"
+               + (f", a headroom of at least {head:+.0%} over the target rate" if head is not None else ""))
             + (f"; a second run (seed {cf['seed']}, {cf['requests_simulated']:,} requests) confirms it: {p} TTFT "
                f"{_ms(cf['ttft_p_s'])}, TPOT {_ms(cf['tpot_p_s'])}" if (cf := v.get("confirmation")) else "")
             + (f". {len(cheaper)} cheaper candidate(s) were simulated and missed the SLOs"
                + (f"; {len(same)} at the same price missed them too" if same else "") if own is not None else "")
             + ".")
     return text + _headroom_caution(doc, rec, head)
+
+
+def _attention_devices(pool: dict) -> int:
+    """A pool's devices per replica that hold its attention (with A/F disaggregation, those besides the FFN
+    pool's, which the text names on their own)."""
+    if pool.get("attention_devices_per_replica") is not None:
+        return int(pool["attention_devices_per_replica"])
+    per_replica = pool.get("devices_per_replica", pool["devices"] // max(pool["replicas"], 1))
+    ffn = pool.get("ffn_pool")
+    return int(per_replica - ffn["devices_per_replica"]) if ffn else int(per_replica)
 
 
 def _upper_rate(v: dict) -> float | None:
@@ -268,7 +291,8 @@ def _headroom_caution(doc: dict, rec: dict, head: float | None) -> str:
     alt = min(safer, key=lambda c: c["cost_per_hour_usd"]) if safer else None
     return (f" **Caution:** {what}: this fleet may run close to its knee and miss the SLOs in production"
             + (f"; {alt['id']} ({alt['arrangement']}) at {_usd(alt['cost_per_hour_usd'])}/h sustains "
-               f"{alt['verified']['max_rate_per_s'] / rate - 1:+.0%}." if alt else
+               + ("" if alt["verified"].get("max_rate_bounded", True) else "at least ")
+               + f"{alt['verified']['max_rate_per_s'] / rate - 1:+.0%}." if alt else
                "; no simulated candidate has more headroom than that"
                + (" (a larger --top-k simulates more candidates per round)." if plan else ".")))
 
