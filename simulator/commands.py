@@ -305,9 +305,11 @@ def run_simulate(opts: dict, progress: bool = False):
     from .build import quick_deployment
     from .serving.runner import simulate
     from .specs.catalog import resolve_workload
-    from .specs.deployment import read_deployment
+    from .specs.deployment import ENGINES, read_deployment
     from .specs.traffic import read_traffic, simple_traffic
 
+    if opts.get("engine") is not None and opts["engine"] not in ENGINES:
+        raise SimulatorError(f"--engine: expected one of {', '.join(ENGINES)}, got {opts['engine']!r}")
     if opts.get("deployment"):
         _refuse_with_deployment(opts, _SIMULATE_DEPLOYMENT_FIXED)
         dep = read_deployment(resolve_workload(opts["deployment"], "deployments", "deployment"))

@@ -295,7 +295,7 @@ def test_a_memory_fraction_is_its_own_engines_flag():
     dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1), engine="sglang")
     dep = replace(dep, pools=[replace(dep.pools[0], memory_fraction=0.85)])
     assert replica_configs(dep, engine="sglang")  # its own engine: fine
-    with pytest.raises(SimulatorError, match="memory_fraction 0.85 is sglang's KV memory flag; --engine vllm"):
+    with pytest.raises(SimulatorError, match="memory_fraction: 0.85 is sglang's KV memory flag; --engine vllm"):
         replica_configs(dep, engine="vllm")
 
 

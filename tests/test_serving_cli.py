@@ -37,10 +37,33 @@ def test_swap_preemption_is_reachable():
 
 
 def test_bad_flags_give_one_line_and_exit_2():
-    for extra in (["--ttft-slo", "fast"], ["--engine", "tgi"], ["--preemption", "none"]):
+    for extra, flag in ((["--ttft-slo", "fast"], "--ttft-slo"), (["--engine", "tgi"], "--engine"),
+                        (["--preemption", "none"], "--preemption")):
         r = runner.invoke(app, QUICK + ["--rate", "2", "--requests", "10"] + extra)
         assert r.exit_code == 2, (extra, r.output)
         assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+        assert r.output.startswith("error: ") and flag in r.output, r.output
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("preemption", "none", ["pools[0].preemption", "GUARANTEED_NO_EVICT"]),
+    ("scheduler_recv_interval", 4, ["pools[0].scheduler_recv_interval", "SGLang server flag"]),
+])
+def test_a_pool_setting_its_engine_cannot_take_names_the_file_and_key(tmp_path, key, value, words):
+    """Settings that depend on the pool's engine are checked when the pool is simulated; the error still names
+    the deployment file and the key path, as the YAML reader's own errors do."""
+    import yaml
+
+    path = tmp_path / "dep.yaml"
+    path.write_text(yaml.safe_dump({"schema_version": 1, "model": "llama-3.1-8b", "pools": [
+        {"name": "node", "serves": ["prefill", "decode"], "hardware": "h100-sxm", "devices": 1,
+         "attention": {"tp": 1}, "engine": "vllm", key: value}]}))
+    r = runner.invoke(app, ["simulate", str(path), "--rate", "2", "--requests", "10"])
+    assert r.exit_code == 2, r.output
+    line = r.output.strip()
+    assert len(line.splitlines()) == 1 and line.startswith(f"error: {path}: ") and "Traceback" not in line
+    for w in words:
+        assert w in line
 
 
 def test_a_pool_can_be_served_through_another_frontend(tmp_path):
@@ -124,5 +147,5 @@ def test_frontend_latency_in_a_deployment_file(tmp_path):
     del decode["frontend_latency"]
     dep = read_deployment(write(doc))  # a decode pool built by hand is refused when simulated
     pools = tuple(dc_replace(p, frontend_latency_s=0.005) if p.role == "decode" else p for p in dep.pools)
-    with pytest.raises(SimulatorError, match="frontend_latency on a decode pool"):
+    with pytest.raises(SimulatorError, match=r"pools\[1\]\.frontend_latency: a decode pool has no frontend"):
         replica_configs(dc_replace(dep, pools=pools))

@@ -154,7 +154,7 @@ def simulate(
 
     sm = dict(res.summary)
     if "itl_s" not in sm:  # the engine's own ITL (per token gaps) when it reports one
-        sm["itl_s"] = itl_stats(res.steps)
+        sm["itl_s"] = itl_stats(res.steps, res.requests)
     if json_out:
         meta = metadata(seed=opts.get("_seed"),
                         timing_model=timing_label(timing, None) + " step costs (discrete-event simulation)",

@@ -15,14 +15,15 @@ import numpy as np
 PERCENTILES = (50, 90, 99)
 
 
-def itl_samples(steps) -> tuple[np.ndarray, np.ndarray]:
+def itl_samples(steps, requests=None) -> tuple[np.ndarray, np.ndarray]:
     """Inter-token latencies (s) and their weights over the whole run: ``serving.metrics.inter_token_samples``
-    (the rule the summary's ``itl_s`` uses over its measurement window)."""
+    (the rule the summary's ``itl_s`` uses over its measurement window; with ``requests``, each request's first
+    gap from its own first token)."""
     from ..serving.metrics import inter_token_samples
 
     if steps is None or not len(steps):
         return np.zeros(0), np.zeros(0)
-    return inter_token_samples(steps)
+    return inter_token_samples(steps, requests=requests)
 
 
 def _weighted_percentile(x: np.ndarray, w: np.ndarray, p: float) -> float:
@@ -32,9 +33,9 @@ def _weighted_percentile(x: np.ndarray, w: np.ndarray, p: float) -> float:
     return float(x[min(np.searchsorted(cw, p / 100.0 * cw[-1]), len(x) - 1)])
 
 
-def itl_stats(steps) -> dict:
+def itl_stats(steps, requests=None) -> dict:
     """{mean, p50, p90, p99} of the inter-token latency in seconds (None when no token followed another)."""
-    x, w = itl_samples(steps)
+    x, w = itl_samples(steps, requests)
     if not len(x) or w.sum() <= 0:
         return {"mean": None, "p50": None, "p90": None, "p99": None}
     out = {"mean": float(np.average(x, weights=w))}
@@ -86,13 +87,14 @@ def vllm_bench_result(res, traffic=None, deployment=None) -> dict:
         "total_input_tokens": in_tok,
         "total_output_tokens": out_tok,
         "request_throughput": len(done) / dur if dur > 0 else None,
-        "request_goodput": sm["goodput"]["requests_per_s"] if has_slo else None,
+        # as vLLM counts it: the completed requests that met every SLO, over the same duration
+        "request_goodput": _good(done, slo) / dur if has_slo and dur > 0 else None,
         "output_throughput": out_tok / dur if dur > 0 else None,
         "total_token_throughput": (in_tok + out_tok) / dur if dur > 0 else None,
     }
     out.update(_ms_block("ttft", done["ttft_s"].to_numpy(dtype=float)))
     out.update(_ms_block("tpot", done["tpot_s"].to_numpy(dtype=float)))
-    x, w = itl_samples(res.steps)
+    x, w = itl_samples(res.steps, res.requests)
     out.update(_ms_block("itl", x, w))
     out.update(_ms_block("e2el", done["e2e_s"].to_numpy(dtype=float)))
     out["input_lens"] = done["prompt_tokens"].astype(int).tolist()
@@ -116,6 +118,12 @@ def vllm_bench_result(res, traffic=None, deployment=None) -> dict:
         out["isl"] = int(round(traffic.prompt.mean)) if traffic.trace is None else None
         out["osl"] = int(round(traffic.output.mean)) if traffic.trace is None else None
     return out
+
+
+def _good(done, slo) -> int:
+    """Completed requests within the TTFT and TPOT targets (one output token: no TPOT to miss)."""
+    tpot = done["tpot_s"].to_numpy(dtype=float)
+    return int(((done["ttft_s"].to_numpy(dtype=float) <= slo.ttft_s) & ((tpot <= slo.tpot_s) | np.isnan(tpot))).sum())
 
 
 def _decode_pool(dep):

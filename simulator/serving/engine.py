@@ -145,6 +145,7 @@ class Requests:
 
 
 NOT_ARRIVED = "not arrived before the simulation horizon"  # (not served, not refused: outside the SLO figures)
+UNFINISHED = "unfinished at the simulation horizon"  # (being served when the clock stopped: judged on what it had)
 
 
 def unfinished_reason(arrival_s: float, horizon_s: float) -> str:
@@ -152,7 +153,7 @@ def unfinished_reason(arrival_s: float, horizon_s: float) -> str:
     (NOT_ARRIVED) or while it was being served; without a horizon, the scheduler never ran it."""
     if not math.isfinite(horizon_s):
         return "never scheduled (deadlock)"
-    return "unfinished at the simulation horizon" if arrival_s <= horizon_s else NOT_ARRIVED
+    return UNFINISHED if arrival_s <= horizon_s else NOT_ARRIVED
 
 
 class Clock(simpy.Environment):

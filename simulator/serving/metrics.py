@@ -4,8 +4,10 @@
 (output tokens - 1) per request (requests with one output token have none); ITL = the gaps between a
 request's successive token deliveries; E2E = last token - arrival. Percentiles over the requests of
 the measurement window (closed loops skip warm-up and drain; see ``measurement_window``). Goodput is
-the rate of requests meeting both SLOs, and is ``None`` (not applicable) when no SLO is given.
-Utilisation is busy time per pool and quadrant over the run.
+the rate of requests meeting both SLOs, over the same span as the throughput beside it (so never above it),
+and is ``None`` (not applicable) when no SLO is given. A request a horizon stopped mid-service is a miss
+where its TTFT target had already passed by then, and otherwise left out of the SLO figures (it could
+still have met them). Utilisation is busy time per pool and quadrant over the run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pandas as pd
 
 from ..specs.deployment import Deployment
 from ..specs.traffic import Traffic
-from .engine import NOT_ARRIVED, Simulation
+from .engine import NOT_ARRIVED, UNFINISHED, Simulation
 
 PERCENTILES = (50, 90, 99)
 
@@ -129,8 +131,8 @@ def measurement_window(requests: pd.DataFrame, sim: Simulation, closed: int) -> 
             "mask": np.ones(len(requests), bool)}
 
 
-def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: float = math.inf
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: float = math.inf,
+                        requests: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Inter-token latencies (s) as ``vllm bench serve`` reports them, the gaps between successive token
     arrivals of a request, with their weights (sequences), for gaps ending in [``start_s``, ``end_s``].
 
@@ -139,7 +141,11 @@ def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: 
     ``decode_seqs`` gaps equal to the time since that replica's previous decode-bearing step ended; a
     prefill-only step in between, as SGLang runs them, lengthens the gap. A gap across a spell in which the
     replica ran nothing is not an inter-token gap (the sequences before it had all finished), so it is left
-    out. A sequence's first decode gap is taken as its batch's, not measured from its own first token. A
+    out. With ``requests`` (its ``first_token_s``, ``output_tokens``, ``decode_replica`` and ``prefill_replica``),
+    a request's first gap is measured from its own first token to the end of the first decode-bearing step
+    that starts after it on its decode replica (the first to decode it), in place of one of that step's batch
+    gaps: under SGLang's prefill-first scheduling, or a KV landing (P/D), the batch's gap starts before the
+    request's first token, or in another busy spell; without ``requests`` it is taken as its batch's. A
     preempted request's wait until it decodes again is not a gap here (``vllm bench serve`` counts it as one);
     TPOT, from the request's own first token and finish, includes it."""
     if not len(steps):
@@ -162,24 +168,67 @@ def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: 
     new_spell = np.ones(len(c), bool)
     new_spell[1:] = (c[1:] != c[:-1]) | (st[1:] > en[:-1])
     spell = np.cumsum(new_spell, dtype=np.int32)
-    del new_spell, st, c
+    del new_spell
     seqs = steps.decode_seqs.to_numpy()[order]
     del order
     dec = np.flatnonzero(seqs > 0)  # the decode-bearing steps, in replica then time order
-    if len(dec) < 2:
+    if not len(dec):
         return np.zeros(0), np.zeros(0)
-    sp, en, w = spell[dec], en[dec], seqs[dec]
-    del spell, seqs, dec
-    same = sp[1:] == sp[:-1]  # a gap only between two decode-bearing steps of one busy spell of one replica
-    gap = (en[1:] - en[:-1])[same]
-    after = en[1:][same]
-    inside = (after >= start_s) & (after <= end_s)
-    return gap[inside], w[1:][same][inside]
+    sp, en, w = spell[dec], en[dec], seqs[dec].astype(np.int64)
+    dc, dst = c[dec], st[dec]
+    del spell, seqs, dec, st, c
+    # step i's batch gap (i > 0): from step i - 1's end, within one busy spell of one replica
+    has_gap = np.zeros(len(sp), bool)
+    has_gap[1:] = sp[1:] == sp[:-1]
+    gap = np.empty(len(sp))
+    gap[0] = 0.0
+    np.subtract(en[1:], en[:-1], out=gap[1:])
+    own_gap = own_end = np.zeros(0)
+    if requests is not None and len(requests):
+        own_gap, own_end, first = _first_gaps(requests, rid, dc, dst, en)
+        # each such request's first gap replaces one of its first decode step's batch gaps (left as they are
+        # where that step's batch had none: the first of a busy spell)
+        np.subtract.at(w, first[has_gap[first]], 1)
+    keep = has_gap & (w > 0) & (en >= start_s) & (en <= end_s)
+    inside = (own_end >= start_s) & (own_end <= end_s)
+    if not len(own_gap):
+        return gap[keep], w[keep]
+    return (np.concatenate([gap[keep], own_gap[inside]]),
+            np.concatenate([w[keep], np.ones(int(inside.sum()), np.int64)]))
 
 
-def inter_token_latencies(steps: pd.DataFrame, start_s: float, end_s: float) -> dict:
+def _first_gaps(requests: pd.DataFrame, replica_id: pd.Series, codes: np.ndarray, starts: np.ndarray,
+                ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each request's first inter-token gap (``inter_token_samples``): from its first token to the end of the first
+    decode-bearing step (``codes``, ``starts``, ``ends``: those steps' replica codes, starts and ends, by replica
+    then time) that starts at or after it on its decode replica (a colocated request's before it finished: its
+    prefill replica). Returns the gaps, their ends, and the indices of those steps."""
+    ft = requests.first_token_s.to_numpy(float)
+    name = requests.decode_replica.to_numpy(object)
+    name = np.where(name == "", requests.prefill_replica.to_numpy(object), name)
+    cats = (list(replica_id.cat.categories) if isinstance(replica_id.dtype, pd.CategoricalDtype)
+            else list(pd.factorize(replica_id.to_numpy())[1]))
+    rep = pd.Index(cats).get_indexer(name).astype(np.int64)  # -1: no replica (or one without steps)
+    take = np.isfinite(ft) & (requests.output_tokens.to_numpy() >= 2) & (rep >= 0)
+    ft, rep = ft[take], rep[take]
+    # the decode-bearing steps of replica k are the block [lo[k], hi[k]) of the replica-then-time order
+    lo = np.searchsorted(codes, rep, side="left")
+    hi = np.searchsorted(codes, rep, side="right")
+    # within a block, starts ascend (a replica's steps follow one another): one search per replica
+    first = np.empty(len(ft), np.int64)
+    for k in np.unique(rep).tolist():
+        m = rep == k
+        a, b = int(lo[m][0]), int(hi[m][0])
+        first[m] = a + np.searchsorted(starts[a:b], ft[m], side="left")
+    found = first < hi
+    first = first[found]
+    return ends[first] - ft[found], ends[first], first
+
+
+def inter_token_latencies(steps: pd.DataFrame, start_s: float, end_s: float,
+                          requests: pd.DataFrame | None = None) -> dict:
     """{mean, p50, p90, p99} of ``inter_token_samples`` for gaps ending in [``start_s``, ``end_s``]."""
-    return _weighted_stats(*inter_token_samples(steps, start_s, end_s))
+    return _weighted_stats(*inter_token_samples(steps, start_s, end_s, requests))
 
 
 def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep: Deployment, traffic: Traffic) -> dict:
@@ -187,7 +236,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     win = measurement_window(requests, sim, closed)
     # the filtered views below carry only the columns the figures read (a million-request run copies less)
     req = requests[["status", "reason", "arrival_s", "finish_s", "prompt_tokens", "output_tokens", "ttft_s",
-                    "tpot_s", "e2e_s", "queue_s", "frontend_s"]]
+                    "tpot_s", "e2e_s", "queue_s", "frontend_s", "prefill_done_s"]]
     mask = win.pop("mask")
     measured = req if mask.all() else req[mask]  # (an open loop measures every request)
     finished = (req.status == "finished").to_numpy()
@@ -201,11 +250,13 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     makespan = max(t1 - t0, 1e-12)
     busy_span = t1 - t0  # utilisation is busy time over this; 0 when nothing ran
     span = max(win["end_s"] - win["start_s"], 1e-12)
-    if closed and win["requests"] < len(requests):  # token rates from the steps that ended inside the window
+    if closed and win["requests"] < len(requests):
+        # token rates inside the window: output from the steps that ended in it, input from the prompts whose
+        # prefill completed in it (each prompt once: a recompute preemption prefills it again)
         inside = (steps.end_s > win["start_s"]) & (steps.end_s <= win["end_s"]) if len(steps) else []
         out_tok = float(steps.output_tokens[inside].sum()) if len(steps) else 0.0
-        in_tok = float(steps.prefill_tokens[inside & (steps.pool.isin(
-            [p.name for p in dep.pools if "prefill" in p.serves]))].sum()) if len(steps) else 0.0
+        pf = req.prefill_done_s.to_numpy(float)
+        in_tok = float(req.prompt_tokens.to_numpy()[(pf > win["start_s"]) & (pf <= win["end_s"])].sum())
         rate_span = span
     else:
         in_tok, out_tok = float(done_all.prompt_tokens.sum()), float(done_all.output_tokens.sum())
@@ -216,12 +267,19 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     ttft_ok = done.ttft_s <= slo.ttft_s
     tpot_ok = (done.tpot_s <= slo.tpot_s) | done.tpot_s.isna()
     ok = ttft_ok & tpot_ok
-    # a rejected request (refused, or unfinished when a horizon stopped the run) misses every SLO: the
-    # attainment and the percentile test count it, as an infinite latency
-    rej_meas = int(((measured.status == "rejected") & (measured.reason != NOT_ARRIVED)).sum())
+    # a refused request misses every SLO: the attainment and the percentile test count it, as an infinite latency.
+    # One a horizon stopped mid-service counts so only where its TTFT target had already passed (a first token
+    # late, or none by then); otherwise it could still have met the SLOs, and is left out (right-censored)
+    rej = (measured.status == "rejected").to_numpy()
+    reason = measured.reason.to_numpy(object)
+    cut = rej & (reason == UNFINISHED)
+    ttft_cut = measured.ttft_s.to_numpy(float)[cut]
+    waited = sim.horizon_s - measured.arrival_s.to_numpy(float)[cut]
+    late = np.where(np.isfinite(ttft_cut), ttft_cut > slo.ttft_s, waited > slo.ttft_s)
+    rej_meas = int((rej & ~cut & (reason != NOT_ARRIVED)).sum()) + int(late.sum())
     n_meas = max(len(done) + rej_meas, 1)
     price_s = sum(p.price_usd_per_s for p in dep.pools)
-    itl = inter_token_latencies(steps, win["start_s"], win["end_s"])
+    itl = inter_token_latencies(steps, win["start_s"], win["end_s"], requests)
     util = {}
     for rep in sim.replicas:
         u = util.setdefault(rep.cfg.pool, {"replicas": 0, "busy": 0.0, "prefill_attention": 0.0, "prefill_ffn": 0.0,
@@ -283,8 +341,10 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         "window": win,
         "goodput": {"slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s), "percentile": p},
                     "fraction_of_requests": float(ok.sum()) / n_meas if has_slo and len(done) + rej_meas else None,
-                    "requests_per_s": float(ok.sum()) / span if has_slo else None,
-                    "output_tokens_per_s": float(done.output_tokens[ok].sum()) / span if has_slo else None,
+                    # over the throughput's own span, the share of it that met both SLOs (never above it)
+                    "requests_per_s": float(ok.sum()) / rate_span if has_slo else None,
+                    "output_tokens_per_s": (out_tok / rate_span * float(done.output_tokens[ok].sum())
+                                            / max(float(done.output_tokens.sum()), 1.0)) if has_slo else None,
                     "slo_met": (bool(len(done) and _pct(done.ttft_s, p, rej_meas) <= slo.ttft_s
                                      and (_pct(done.tpot_s, p, rej_meas) or 0.0) <= slo.tpot_s)
                                 if has_slo else None)},

@@ -111,27 +111,31 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
     kv_tok = kv_bytes_per_token_model(dep.model, dep.kv_precision, dep.kv_scale_tokens)
     if engine is not None and engine not in ENGINES:
         raise SimulatorError(f"--engine: unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    for pool in dep.pools:
+    for i, pool in enumerate(dep.pools):
+        def at(key: str, _i=i, _pool=pool) -> str:  # where a pool setting is: the file and key path, if read from one
+            return f"{dep.file}: pools[{_i}].{key}" if dep.file else f"pool {_pool.name}: {key}"
+
+        under = f" (--engine {engine})" if engine is not None and engine != pool.engine else ""
         if engine is not None and engine != pool.engine and pool.memory_fraction is not None:
             # the fraction is that engine's own flag (vLLM gpu_memory_utilization, SGLang mem_fraction_static,
             # TRT-LLM free_gpu_memory_fraction): under another engine it would mean something else
-            raise SimulatorError(f"pool {pool.name}: memory_fraction {pool.memory_fraction:g} is {pool.engine}'s KV "
-                                 f"memory flag; --engine {engine} would read it as its own. Drop memory_fraction from "
-                                 "the pool or simulate it under its own engine")
+            raise SimulatorError(f"{at('memory_fraction')}: {pool.memory_fraction:g} is {pool.engine}'s KV memory "
+                                 f"flag; --engine {engine} would read it as its own. Drop memory_fraction from the "
+                                 "pool or simulate it under its own engine")
         max_seqs, max_batch_tokens, profile = batch_limits(pool, engine_profile(engine or pool.engine))
         mode = preemption or pool.preemption or profile.preemption
         if pool.scheduler_recv_interval > 1 and profile.name != "sglang":
-            raise SimulatorError(f"pool {pool.name}: scheduler_recv_interval is an SGLang server flag "
-                                 f"(--scheduler-recv-interval); {profile.name} has none")
+            raise SimulatorError(f"{at('scheduler_recv_interval')}: an SGLang server flag (--scheduler-recv-interval); "
+                                 f"{profile.name}{under} has none")
         if pool.scheduler_recv_interval > 1 and pool.role == "decode":
-            raise SimulatorError(f"pool {pool.name}: scheduler_recv_interval on a decode pool is not modelled (its "
-                                 "requests arrive by KV transfer after a handshake the simulator does not model)")
+            raise SimulatorError(f"{at('scheduler_recv_interval')}: not modelled on a decode pool (its requests arrive "
+                                 "by KV transfer after a handshake the simulator does not model)")
         if pool.scheduler_recv_interval > PREFILL_RECV_WEIGHT:
-            raise SimulatorError(f"pool {pool.name}: scheduler_recv_interval above {PREFILL_RECV_WEIGHT} is not "
-                                 "modelled (SGLang weighs a prefill step 1000 toward it)")
+            raise SimulatorError(f"{at('scheduler_recv_interval')}: above {PREFILL_RECV_WEIGHT} is not modelled "
+                                 "(SGLang weighs a prefill step 1000 toward it)")
         if pool.frontend_latency_s is not None and pool.role == "decode":  # (the YAML reader refuses it too)
-            raise SimulatorError(f"pool {pool.name}: frontend_latency on a decode pool (its requests arrive by KV "
-                                 "transfer, not from clients); set it on the prefill pool")
+            raise SimulatorError(f"{at('frontend_latency')}: a decode pool has no frontend (its requests arrive by "
+                                 "KV transfer, not from clients); set it on the prefill pool")
         # the pool's own frontend (a deployment served through another one) applies whatever ``overheads`` says;
         # the engine profile's only with the engine's overheads
         if pool.frontend_latency_s is not None:
@@ -139,8 +143,9 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         else:
             frontend_s = profile.frontend_latency_s if overheads else 0.0
         if mode == "none" and profile.policy != "trtllm":
-            raise SimulatorError(f"pool {pool.name}: preemption 'none' (reserve KV for the whole request) is "
-                                 f"TensorRT-LLM's GUARANTEED_NO_EVICT; {profile.name} preempts by recompute or swap")
+            where = "--preemption" if preemption else at("preemption")
+            raise SimulatorError(f"{where}: 'none' (reserve KV for the whole request) is TensorRT-LLM's "
+                                 f"GUARANTEED_NO_EVICT; {profile.name}{under} preempts by recompute or swap")
         role = pool.role
         spec = pool.speculative
         q_len = 1 + (spec.draft_tokens if spec else 0)
@@ -219,8 +224,9 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
     ``engine`` (vllm | sglang | trtllm) overrides every pool's engine profile; ``preemption`` (recompute | swap |
     none) its preemption mode; ``overheads=False`` drops the engines' step overheads. ``timing`` times the ops
     (the roofline by default); ``cost_for`` replaces the step-cost model of a pool outright (tests). The run stops
-    at ``horizon_s`` simulated seconds if given: requests unfinished then end ``rejected`` ("unfinished at the
-    simulation horizon", or ``engine.NOT_ARRIVED`` for those not yet arrived, which the SLO figures leave out).
+    at ``horizon_s`` simulated seconds if given: requests unfinished then end ``rejected`` (``engine.UNFINISHED``,
+    which the SLO figures count as a miss only where the horizon already saw its TTFT target pass, or
+    ``engine.NOT_ARRIVED`` for those not yet arrived, which they leave out).
     ``progress(n)`` is called as requests finish."""
     from ..checks import choice, real
 
