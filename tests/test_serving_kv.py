@@ -294,6 +294,18 @@ def test_long_short_split_improves_short_tpot():
     assert tpot["split"][1] > tpot["split"][0]  # long requests read more KV a step than short ones
 
 
+def test_a_pool_no_request_reaches_still_reads_in_the_summary():
+    """Short prompts only: the long-context pool of the split runs no step, and still has its utilisation (batch
+    fill 0) and KV occupancy (0) in the summary, as every pool does."""
+    from simulator.specs.traffic import simple_traffic
+
+    dep = read_deployment(SPLIT)
+    s = simulate(dep, simple_traffic(rate=2.0, concurrency=None, isl=512, osl=64, requests=40, seed=0)).summary
+    assert set(s["utilisation"]) == set(s["kv_occupancy"]) == {p.name for p in dep.pools}
+    assert s["utilisation"]["decode-long"]["busy"] == 0.0 and s["utilisation"]["decode-long"]["batch_fill"] == 0.0
+    assert s["kv_occupancy"]["decode-long"] == {"mean": 0.0, "max": 0.0}
+
+
 def test_ping_pong_block_fills_equal_single_shape_evaluations():
     """A/F decode steps are evaluated a block of shapes at a time (16 batch sizes x 64 KV grid points, on a
     fixed grid): every entry equals the same shape evaluated alone, whichever miss brought its block in, with

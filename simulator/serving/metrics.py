@@ -312,6 +312,10 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
             kv[pool] = {"mean": float((occ[idx] * dt[idx]).sum() / max(dt[idx].sum(), 1e-12)),
                         "max": float(occ[idx].max())}
         del dt, fill, occ, groups
+    for pool, u in util.items():  # a pool that ran no step (e.g. a long-context pool no request was routed to)
+        u.setdefault("batch_fill", 0.0)
+        kv.setdefault(pool, {"mean": 0.0, "max": 0.0})
+    kv = dict(sorted(kv.items()))
     lam = len(done_all) / makespan
     W = float(done_all.e2e_s.mean()) if len(done_all) else 0.0
     L = float(done_all.e2e_s.sum()) / makespan
