@@ -211,16 +211,17 @@ def _first_gaps(requests: pd.DataFrame, replica_id: pd.Series, codes: np.ndarray
     rep = pd.Index(cats).get_indexer(name).astype(np.int64)  # -1: no replica (or one without steps)
     take = np.isfinite(ft) & (requests.output_tokens.to_numpy() >= 2) & (rep >= 0)
     ft, rep = ft[take], rep[take]
-    # the decode-bearing steps of replica k are the block [lo[k], hi[k]) of the replica-then-time order
-    lo = np.searchsorted(codes, rep, side="left")
-    hi = np.searchsorted(codes, rep, side="right")
-    # within a block, starts ascend (a replica's steps follow one another): one search per replica
+    # the decode-bearing steps of replica k are the block [bounds[k], bounds[k + 1]) of the replica-then-time
+    # order; within a block, starts ascend (a replica's steps follow one another): one search per replica
+    bounds = np.searchsorted(codes, np.arange(len(cats) + 1), side="left")
     first = np.empty(len(ft), np.int64)
+    end = np.empty(len(ft), np.int64)
     for k in np.unique(rep).tolist():
         m = rep == k
-        a, b = int(lo[m][0]), int(hi[m][0])
+        a, b = int(bounds[k]), int(bounds[k + 1])
         first[m] = a + np.searchsorted(starts[a:b], ft[m], side="left")
-    found = first < hi
+        end[m] = b
+    found = first < end
     first = first[found]
     return ends[first] - ft[found], ends[first], first
 
