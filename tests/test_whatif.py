@@ -86,6 +86,21 @@ def test_pd_disaggregation_uses_both_pools():
     assert r.plan.decode.attention.hardware.id == "h20"
 
 
+def test_the_first_token_comes_from_the_prefill():
+    """A request's first token is its prefill's; decode steps make the other osl - 1. With one output token there
+    is no decode at all: a colocated replica's throughput is one token per prefill (TTFT apart), whatever a decode
+    step costs, and a P/D fleet's is its prefill pool's rate; one more output token adds one decode step."""
+    one = run(batch=8, osl=1)
+    assert one.output_tokens_per_s == pytest.approx(1.0 / one.ttft_s, rel=1e-12)
+    two = run(batch=8, osl=2)
+    # a cycle of the 8-sequence batch: each of the 8 prefills, then one decode step; 2 tokens per sequence
+    assert two.output_tokens_per_s == pytest.approx(8 * 2 / (two.tpot_s + 8 * two.ttft_s), rel=1e-12)
+    pd = dict(prefill_hardware="h100-sxm", prefill_devices=8, decode_hardware="h20", decode_devices=8)
+    pd_one, pd_many = run(batch=8, osl=1, **pd), run(batch=8, osl=512, **pd)
+    assert pd_one.output_tokens_per_s < pd_many.output_tokens_per_s
+    assert any("prefill pool limits throughput" in n for n in pd_one.notes)
+
+
 def test_infeasible_parallelism_is_reported():
     with pytest.raises(InfeasibleError, match="tp=3"):
         run(tp=3)

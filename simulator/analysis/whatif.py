@@ -269,17 +269,18 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
 
     # ---- throughput and cost ------------------------------------------------------------------
     r_pre, r_dec = plan.prefill_replicas, plan.decode_replicas
+    # a request's first token comes from its prefill, the other osl - 1 from decode steps
     if plan.colocated:
-        cycle = osl * tpot + batch * prefill_busy_per_req
+        cycle = (osl - 1) * tpot + batch * prefill_busy_per_req
         out_tps = batch * osl / cycle * r_dec
         devices = plan.devices * r_dec
         price = plan.decode.attention.hardware.price_usd_per_s * devices
         decode_devices = devices
     else:
-        decode_tps = batch / tpot * r_dec
+        decode_rps = batch / tpot * r_dec / (osl - 1) if osl > 1 else math.inf
         prefill_rps = r_pre / prefill_busy_per_req
-        out_tps = min(decode_tps, prefill_rps * osl)
-        if prefill_rps * osl < decode_tps:
+        out_tps = min(decode_rps, prefill_rps) * osl
+        if prefill_rps < decode_rps:
             notes.append(f"prefill pool limits throughput ({prefill_rps:.2f} req/s); add prefill devices")
         devices = plan.prefill.devices * r_pre + plan.decode.devices * r_dec
         price = _pool_price(plan.prefill) * r_pre + _pool_price(plan.decode) * r_dec
