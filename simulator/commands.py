@@ -445,23 +445,46 @@ def run_validate(measurements: Path, hardware: str | None, calibrations: list[Pa
 
     df = read_measurements(measurements, latency)
     if hardware:
-        df = df[df["hardware"] == hardware].reset_index(drop=True)
+        hw_id = _profile_id(hardware, "--hardware")
+        df = df[df["hardware"] == hw_id].reset_index(drop=True)
         if df.empty:
             raise SimulatorError(f"{measurements}: no rows for hardware {hardware!r}")
+    tables = [c for c in calibrations if str(c).lower().endswith(".csv")]
+    overlays = [c for c in calibrations if c not in tables]
+    if tables and (overlays or timing or len(tables) > 1):
+        # a measured table corrects the profile it is read against: an overlay under it would be applied twice
+        raise SimulatorError(f"--calibration {tables[0]}: a measured table goes alone; combine it with an overlay "
+                             "or another timing model as one --timing spec (e.g. --timing "
+                             "calibrated:OVERLAY.yaml+measured:TABLE.csv)")
+    if tables:
+        timing = f"measured:{tables[0]}"
     overrides = {}
-    for cal in calibrations:
-        if str(cal).lower().endswith(".csv"):
-            timing = f"measured:{cal}"
-            continue
+    for cal in overlays:
         hw_id, prov, _ = read_overlay(cal)
-        overrides[hw_id] = apply_calibration(load_hardware(hw_id), cal)
+        if hw_id in overrides:
+            raise SimulatorError(f"--calibration {cal}: a second overlay for {hw_id} (give one per device)")
+        try:
+            spec = load_hardware(hw_id)
+        except SimulatorError as exc:
+            raise SimulatorError(f"{cal}: hardware: {exc}") from None
+        if not (df["hardware"] == spec.id).any():
+            raise SimulatorError(f"--calibration {cal}: fitted for {spec.id}, and no row of {measurements} measures "
+                                 f"it ({', '.join(sorted(set(df['hardware'])))}): it would change nothing")
+        overrides[spec.id] = apply_calibration(spec, cal)
         if heldout:
             from .validation.calibrate import heldout_rows
 
             split = prov.get("split", {})
-            rest = df[df["hardware"] != hw_id]
-            df = pd.concat([rest, heldout_rows(df, hw_id, float(split.get("test_fraction", 0.5)),
-                                               int(split.get("seed", 0)))], ignore_index=True)
+            if not isinstance(split, dict):
+                raise SimulatorError(f"{cal}: provenance.split: expected a mapping, got {split!r}")
+            fraction, seed = split.get("test_fraction", 0.5), split.get("seed", 0)
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+                raise SimulatorError(f"{cal}: provenance.split.test_fraction: expected a number in (0, 1), "
+                                     f"got {fraction!r}")
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise SimulatorError(f"{cal}: provenance.split.seed: expected an integer >= 0, got {seed!r}")
+            rest = df[df["hardware"] != spec.id]
+            df = pd.concat([rest, heldout_rows(df, spec.id, float(fraction), seed)], ignore_index=True)
     if heldout and not overrides:
         raise SimulatorError("--heldout needs --calibration OVERLAY.yaml (the split is the calibration's)")
     model = resolve_timing(timing)
@@ -476,6 +499,15 @@ def run_validate(measurements: Path, hardware: str | None, calibrations: list[Pa
     return pred, result
 
 
+def _profile_id(name: str, flag: str) -> str:
+    """A device named on the command line, as its profile id (an alias or path allowed); unknown: an error naming
+    the flag."""
+    try:
+        return load_hardware(name).id
+    except SimulatorError as exc:
+        raise SimulatorError(f"{flag} {name}: {exc}") from None
+
+
 def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: float, seed: int,
                   latency: str = "latency_us") -> dict:
     from .io import atomic_write_text
@@ -485,7 +517,7 @@ def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: f
     if not 0.0 < test_fraction < 1.0:
         raise SimulatorError("--test-fraction must be between 0 and 1")
     df = read_measurements(measurements, latency)
-    base = load_hardware(hardware)
+    base = load_hardware(_profile_id(hardware, "--hardware"))
     cal, report = calibrate(df, base, test_fraction=test_fraction, seed=seed, measurements_file=str(measurements))
     atomic_write_text(out, overlay_yaml(cal, base, report, measurements))
     return report

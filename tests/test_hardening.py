@@ -490,6 +490,9 @@ def _deployment(tmp_path, name, edit):
      "pools[1].price_per_device_hour"),
     ("dbrx-h100-prefill-h20-decode", lambda d: d["pools"][1].update(hardware="nosuch"), "pools[1].hardware"),
     ("dbrx-h100-prefill-h20-decode", lambda d: d["pools"][1].update(hardware=["h20"]), "pools[1].hardware"),
+    # a path spelled with ./ is still the deployment's reference to report (not the missing file alone)
+    ("dbrx-h100-prefill-h20-decode", lambda d: d["pools"][1].update(hardware="./nowhere/h20.yaml"),
+     "pools[1].hardware"),
     ("dbrx-8xh100", lambda d: d.update(model="nosuch"), "model"),
 ])
 def test_deployment_nonsense_is_refused_at_its_key(tmp_path, name, edit, where):
@@ -558,3 +561,18 @@ def test_a_trace_replays_at_most_its_rows():
     err = one_line_error(runner.invoke(app, ["simulate", "dbrx-8xh100", "--traffic", "trace-replay",
                                              "--requests", "100000"]))
     assert "--requests 100000" in err and "rows" in err
+
+
+@pytest.mark.parametrize("value", [1.5, 0])
+def test_a_sustained_clock_above_the_datasheet_or_at_zero_is_refused(tmp_path, value):
+    """The sustained clock is a fraction of the datasheet clock in (0, 1]: above 1 would compute faster than the
+    datasheet peak, 0 never finishes; either is refused at its key, not computed."""
+    doc = yaml.safe_load((DATA.parents[1] / "hardware" / "h200-sxm.yaml").read_text())
+    doc["efficiency"]["sustained_clock_fraction"]["value"] = value
+    folder = tmp_path / "hw"
+    folder.mkdir()
+    p = folder / "h200-sxm.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    err = one_line_error(runner.invoke(app, ["whatif", "--model", "llama-3.1-8b", "--hardware", str(p),
+                                             "--devices", "1"]))
+    assert "efficiency.sustained_clock_fraction: expected a fraction in (0, 1]" in err

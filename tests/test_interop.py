@@ -249,6 +249,18 @@ def test_vllm_backend_names_the_server_only_when_engine_specific(tmp_path):
     ("model,hardware,isl,osl,rate_per_s,ttft_s,tpot_s\nllama-3.1-8b,h100-sxm,512,64,-1,0.1,0.01\n", "rate_per_s"),
     ("model,hardware,isl,osl,ttft_s,tpot_s\nx,y,1,1,1,1\n", "rate_per_s or concurrency"),
     ('{"mean_ttft_ms": "fast"}', "mean_ttft_ms"),
+    # counts are whole numbers >= 1 and measured latencies finite (not truncated, not an internal error)
+    ('{"mean_ttft_ms": 30, "mean_tpot_ms": 8, "max_concurrency": "inf", "completed": 4, "total_input_tokens": 40, '
+     '"total_output_tokens": 40}', "max_concurrency"),
+    ('{"mean_ttft_ms": 30, "mean_tpot_ms": 8, "max_concurrency": 2.5, "completed": 4, "total_input_tokens": 40, '
+     '"total_output_tokens": 40}', "max_concurrency"),
+    ('{"mean_ttft_ms": 30, "mean_tpot_ms": 8, "max_concurrency": 2, "completed": "inf", "total_input_tokens": 40, '
+     '"total_output_tokens": 40}', "completed"),
+    ('{"mean_ttft_ms": 30, "mean_tpot_ms": 8, "max_concurrency": 2, "completed": 4, "total_input_tokens": 40, '
+     '"total_output_tokens": 40, "tp": 1.5}', "tp"),
+    ('{"mean_ttft_ms": "inf", "mean_tpot_ms": 8, "max_concurrency": 2, "completed": 4, "total_input_tokens": 40, '
+     '"total_output_tokens": 40}', "mean_ttft_ms"),
+    ("model,hardware,isl,isl,osl,concurrency,ttft_s,tpot_s\nx,y,1,2,1,1,1,1\n", "column 'isl' appears more than once"),
     ('{"foo": 1}', "not a vLLM"),
 ])
 def test_bad_serving_files_name_the_place(tmp_path, text, where):
@@ -257,6 +269,31 @@ def test_bad_serving_files_name_the_place(tmp_path, text, where):
     with pytest.raises(SpecError) as e:
         read_serving_results(p)
     assert where in str(e.value) and str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_validate_serving_runs_under_the_timing_model_it_is_given(tmp_path):
+    """`validate --serving --timing calibrated:OVERLAY` re-simulates the runs with the overlay (an H200 run moves
+    off the roofline's figures it recorded); an overlay for no device the runs used is refused (it would change
+    nothing), and the kernel check's own flags are refused with --serving rather than ignored."""
+    overlay = "reports/validation/h200-sxm/calibration.yaml"
+    r = runner.invoke(app, [*QUICK[:4], "h200-sxm", *QUICK[5:], "--json", "--format", "vllm"])
+    assert r.exit_code == 0, r.output
+    h200 = tmp_path / "h200.json"
+    h200.write_text(r.stdout)
+    plain = json.loads(runner.invoke(app, ["validate", "--serving", str(h200), "--json"]).stdout)["rows"][0]
+    assert plain["ttft_s_simulated"] == pytest.approx(plain["ttft_s_measured"], rel=1e-9)
+    r = runner.invoke(app, ["validate", "--serving", str(h200), "--timing", f"calibrated:{overlay}", "--json"])
+    assert r.exit_code == 0, r.output
+    cal = json.loads(r.stdout)
+    assert cal["rows"][0]["ttft_s_simulated"] != pytest.approx(plain["ttft_s_simulated"], rel=1e-6)
+    assert "calibrated" in cal["metadata"]["timing_model"]
+    h100 = tmp_path / "h100.json"
+    h100.write_text(runner.invoke(app, [*QUICK, "--json", "--format", "vllm"]).stdout)
+    for extra, words in ((["--timing", f"calibrated:{overlay}"], ["--timing", "h200-sxm", "change nothing"]),
+                         (["--plot", str(tmp_path / "p.png")], ["--plot", "--serving"])):
+        r = runner.invoke(app, ["validate", "--serving", str(h100), *extra])
+        assert r.exit_code == 2, r.output
+        assert all(w in r.stderr for w in words) and "Traceback" not in r.stderr, r.stderr
 
 
 def test_perfetto_trace_is_valid_chrome_trace_json(tmp_path):

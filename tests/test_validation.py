@@ -145,6 +145,8 @@ def test_holdout_split_is_deterministic_and_sized():
     (lambda df: df.assign(latency_us=["x"] + ["1"] * (len(df) - 1)), "row 2 (line 2): column 'latency_us'"),
     (lambda df: df.assign(op=["gemm"] * 3 + ["conv"] + ["gemm"] * (len(df) - 4)), "row 5 (line 5): column 'op'"),
     (lambda df: df.assign(m=[""] + list(df.m[1:])), "row 2 (line 2): column 'm': required for op gemm"),
+    # a second column of one name (pandas would read it as m.1 and the row's m silently from the first)
+    (lambda df: df.assign(**{"m.1": df.m}).rename(columns={"m.1": "m"}), "line 1: column 'm' appears more than once"),
 ])
 def test_bad_csv_one_line_errors(tmp_path, mutate, expect):
     df, _ = _rows()
@@ -156,6 +158,69 @@ def test_bad_csv_one_line_errors(tmp_path, mutate, expect):
     assert expect in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
     r = runner.invoke(app, ["validate", "--measurements", str(path)])
     assert r.exit_code == 2 and expect in r.stderr
+
+
+def test_a_device_named_by_an_alias_is_the_same_device(tmp_path):
+    """Rows naming a device by an alias (H100) or by its id are one device: the same predictions and errors, no
+    leave-one-device-out across two names of one card, and --hardware / calibrate take the alias too."""
+    path, _ = _synthetic(tmp_path)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.loc[df.index % 2 == 0, "hardware"] = "H100"
+    mixed = tmp_path / "mixed.csv"
+    df.to_csv(mixed, index=False)
+    assert set(read_measurements(mixed)["hardware"]) == {"h100-sxm"}
+    a = json.loads(runner.invoke(app, ["validate", "--measurements", str(path), "--json"]).stdout)
+    r = runner.invoke(app, ["validate", "--measurements", str(mixed), "--hardware", "H100", "--json"])
+    assert r.exit_code == 0, r.output
+    b = json.loads(r.stdout)
+    assert b["overall"] == a["overall"] and "leave_one_device_out" not in b
+    out = tmp_path / "cal.yaml"
+    r = runner.invoke(app, ["calibrate", "--measurements", str(mixed), "--hardware", "H100", "--out", str(out)])
+    assert r.exit_code == 0 and yaml.safe_load(out.read_text())["hardware"] == "h100-sxm", r.output
+
+
+def test_calibration_and_timing_flags_that_would_change_nothing_or_double_count_are_refused(tmp_path):
+    """An overlay for a device no row measures would leave every prediction as it was; an overlay and a measured
+    table given as two --calibration flags would correct the profile twice; a split that leaves one side empty
+    cannot fit or check. Each is a one-line error naming the flag."""
+    path, _ = _synthetic(tmp_path)
+    overlay = tmp_path / "h100.cal.yaml"
+    assert runner.invoke(app, ["calibrate", "--measurements", str(path), "--hardware", "h100-sxm",
+                               "--out", str(overlay)]).exit_code == 0
+    df = pd.read_csv(path, dtype=str, keep_default_na=False).assign(hardware="h200-sxm")
+    other = tmp_path / "h200.csv"
+    df.to_csv(other, index=False)
+    for args, words in (
+            (["--measurements", str(other), "--calibration", str(overlay)], ["--calibration", "no row", "h200-sxm"]),
+            (["--measurements", str(path), "--calibration", str(overlay), "--calibration", str(path)],
+             ["--calibration", "--timing calibrated:"]),
+            (["--measurements", str(path), "--tp", "2"], ["--tp", "--serving"])):
+        r = runner.invoke(app, ["validate", *args])
+        assert r.exit_code == 2, r.output
+        line = r.stderr.strip()
+        assert len(line.splitlines()) == 1 and "Traceback" not in line
+        for w in words:
+            assert w in line, line
+    for fraction in ("0.001", "0.999"):
+        r = runner.invoke(app, ["calibrate", "--measurements", str(path), "--hardware", "h100-sxm", "--out",
+                                str(tmp_path / "x.yaml"), "--test-fraction", fraction])
+        assert r.exit_code == 2 and "--test-fraction" in r.stderr and "Traceback" not in r.stderr, r.output
+        assert not (tmp_path / "x.yaml").exists()
+
+
+def test_a_causal_flag_other_than_0_or_1_is_refused(tmp_path):
+    from simulator.errors import MeasurementError
+    from simulator.validation.validate import load_specs
+
+    df, _ = _rows()
+    df = df[df.op == "attn_prefill"].reset_index(drop=True)
+    df["latency_us"] = 10.0
+    df["causal"] = ["1"] * (len(df) - 1) + ["false"]
+    path = tmp_path / "c.csv"
+    df.to_csv(path, index=False)
+    m = read_measurements(path)
+    with pytest.raises(MeasurementError, match=r"row \d+ .*column 'causal': expected 0 or 1"):
+        predict(m, load_specs(m))
 
 
 def test_validation_is_vectorised_over_thousands_of_rows():

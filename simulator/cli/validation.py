@@ -41,9 +41,9 @@ def validate(
     kv_precision: str = typer.Option(None, "--kv-precision", help="With --serving: KV-cache precision."),
     engine: str = typer.Option(None, "--engine", help="With --serving: the engine that served the runs (vllm | "
                                "sglang | trtllm) where a run does not name it (CSV `engine` column)."),
-    requests: int = typer.Option(1000, "--requests", parser=count(1, 100_000),
+    requests: int = typer.Option(None, "--requests", parser=count(1, 100_000),
                                  help="With --serving: at most this many requests simulated per measured run "
-                                      "(a run is simulated with its own prompt count up to this)."),
+                                      "(a run is simulated with its own prompt count up to this; default 1000)."),
     kernel_times: bool = typer.Option(False, "--kernel-times", help="Read each row's time from kernel_us (the "
                                       "kernel-only time `bench run` writes on a GPU) instead of latency_us."),
 ):
@@ -65,16 +65,37 @@ def validate(
         if serving is None:
             raise typer.BadParameter("--engine goes with --serving", param_hint="'--engine'")
     if serving is not None:
+        # the kernel checks' own flags would go unused: refused rather than ignored
+        kernel_only = {"--measurements": measurements, "--heldout": heldout or None, "--plot": plot,
+                       "--kernel-times": kernel_times or None, "--no-lodo": None if lodo else True}
+        unused = [flag for flag, v in kernel_only.items() if v is not None]
+        if unused:
+            raise typer.BadParameter("applies to a kernel check (--measurements), not to --serving (re-simulated "
+                                     "serving runs)", param_hint=f"'{unused[0]}'")
+        if calibration and len(calibration) > 1:
+            raise typer.BadParameter("with --serving, one overlay or table (or a --timing spec joining them)",
+                                     param_hint="'--calibration'")
+        if calibration and timing:
+            raise typer.BadParameter("give --timing or --calibration, not both", param_hint="'--calibration'")
         layout = {"--model": model, "--hardware": hardware, "--devices": devices, "--tp": tp, "--pp": pp, "--ep": ep,
                   "--precision": precision, "--kv-precision": kv_precision}
         given = [flag for flag, v in layout.items() if v is not None]
         if deployment and given:  # (the deployment file settles the model and layout: these would go unused)
             raise typer.BadParameter(f"cannot be combined with --deployment ({', '.join(given)}): the deployment "
                                      "file settles the model and layout", param_hint=f"'{given[0]}'")
+        from ..timing.calibrated import timing_spec_of
+
         _validate_serving(serving, json_out, out, dict(
             deployment=deployment, model=model, hardware=hardware, devices=devices, tp=tp, pp=pp, ep=ep,
-            precision=precision, kv_precision=kv_precision, engine=engine), requests)
+            precision=precision, kv_precision=kv_precision, engine=engine), requests or 1000,
+            timing_spec_of(timing, calibration[0] if calibration else None))
         return
+    serving_only = {"--deployment": deployment, "--model": model, "--devices": devices, "--tp": tp, "--pp": pp,
+                    "--ep": ep, "--precision": precision, "--kv-precision": kv_precision, "--requests": requests}
+    unused = [flag for flag, v in serving_only.items() if v is not None]
+    if unused:
+        raise typer.BadParameter("applies to --serving (re-simulated serving runs), not to a kernel check",
+                                 param_hint=f"'{unused[0]}'")
     if measurements is None:
         raise typer.BadParameter("give --measurements CSV (kernels) or --serving FILE (serving runs)",
                                  param_hint="'--measurements'")
@@ -103,19 +124,22 @@ def validate(
                 typer.echo(f"wrote {p}")
 
 
-def _validate_serving(path: Path, json_out: bool, out: Path | None, defaults: dict, max_requests: int) -> None:
+def _validate_serving(path: Path, json_out: bool, out: Path | None, defaults: dict, max_requests: int,
+                      timing: str = "roofline") -> None:
     import sys
 
     from ..report.render import serving_validation_text
+    from ..timing.calibrated import resolve_timing
     from ..validation.serving import read_serving_results, validate_serving
 
+    model = resolve_timing(timing)
     # each measured run is a full simulation (seconds apiece for long runs): a bar on a terminal, not in --json
     cases = read_serving_results(path)
     if not json_out and sys.stderr.isatty():
         with typer.progressbar(length=len(cases), label="re-simulating runs", file=sys.stderr) as bar:
-            result = validate_serving(path, defaults, max_requests, progress=bar.update, cases=cases)
+            result = validate_serving(path, defaults, max_requests, progress=bar.update, cases=cases, timing=model)
     else:
-        result = validate_serving(path, defaults, max_requests, cases=cases)
+        result = validate_serving(path, defaults, max_requests, cases=cases, timing=model)
     if out:
         import pandas as pd
 
@@ -123,8 +147,9 @@ def _validate_serving(path: Path, json_out: bool, out: Path | None, defaults: di
 
         atomic_write(out, lambda tmp: pd.DataFrame(result["rows"]).to_csv(tmp, index=False))
     if json_out:
-        emit_json(result, metadata(timing_model="roofline step costs (discrete-event simulation)",
-                                   inputs={"serving": path, "deployment": defaults.get("deployment")}))
+        emit_json(result, metadata(timing_model=timing_label(timing, None) + " step costs (discrete-event simulation)",
+                                   inputs={"serving": path, "deployment": defaults.get("deployment"),
+                                           "timing": timing_files(timing)}))
     else:
         typer.echo(serving_validation_text(result))
         if out:

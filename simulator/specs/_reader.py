@@ -4,6 +4,7 @@ checks types and units, and turns every problem into a one-line SpecError(file, 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,7 @@ class Reader:
         try:
             return load(value)
         except SpecError as exc:
-            if exc.key_path == "" and exc.file == value:
+            if exc.key_path == "" and (exc.file == value or os.path.normpath(str(exc.file)) == os.path.normpath(value)):
                 raise self.error(name, f"{value}: {exc.message}") from None
             raise
 

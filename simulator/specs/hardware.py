@@ -191,7 +191,8 @@ def read_efficiency(r: Reader) -> Efficiency:
     sources: dict[str, str] = {}
     reserve, sources["memory_reserve"] = r.sourced("memory_reserve", "bytes")
     clock = r.sourced("sustained_clock_fraction", "fraction", None)
-    if clock is not None:
+    if clock is not None:  # (the clock a loaded card holds: at most the datasheet peak's)
+        _check(r, "sustained_clock_fraction", "fraction", clock[0])
         sources["sustained_clock_fraction"] = clock[1]
     kn = r.child("kernels")
     default = _family(kn.child("default"), None, KERNEL_PARAMS, KernelFamily, sources, "default.")

@@ -156,6 +156,10 @@ def calibrate(df: pd.DataFrame, hw: HardwareSpec, *, test_fraction: float = 0.5,
         raise CalibrationError(f"{measurements_file or 'measurements'}: {len(rows)} row(s) for {hw.id}; need at "
                                f"least {2 * MIN_ROWS} to fit and hold out")
     test = holdout_mask(len(rows), test_fraction, seed)
+    if test.all() or not test.any():
+        raise CalibrationError(f"--test-fraction {test_fraction:g} holds out {int(test.sum())} of the {len(rows)} "
+                               f"rows for {hw.id}, leaving {'nothing to fit' if test.all() else 'nothing to check'}: "
+                               "choose a fraction that leaves rows on both sides")
     train, held = rows[~test].reset_index(drop=True), rows[test].reset_index(drop=True)
     fam_train, fam_held = family_of(train), family_of(held)
     specs = {hw.id: hw}

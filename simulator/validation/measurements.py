@@ -12,6 +12,7 @@ apply):
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,13 @@ def read_measurements(path: str | Path, latency: str = "latency_us") -> pd.DataF
     path = str(path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = [c.strip() for c in next(csv.reader(f), [])]
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
         raise MeasurementError(f"{path}: cannot read CSV ({' '.join(str(exc).split())})") from None
+    dup = sorted({c for c in header if header.count(c) > 1}, key=str)
+    if dup:  # (pandas would rename the second one silently, e.g. m -> m.1)
+        raise MeasurementError(f"{path}: line 1: column {dup[0]!r} appears more than once")
     if latency != "latency_us":
         if latency not in df.columns:
             raise MeasurementError(f"{path}: no {latency!r} column to read times from (`quadrant bench run` "
@@ -115,8 +121,25 @@ def read_measurements(path: str | Path, latency: str = "latency_us") -> pd.DataF
     extra = [c for c in df.columns if c not in COLUMNS]
     for c in extra:
         out[c] = df[c]
+    out["hardware"] = _profile_ids(out["hardware"])
     out.attrs["file"] = path  # (for messages about a row found later, e.g. an unknown hardware id)
     return out
+
+
+def _profile_ids(hardware: pd.Series) -> pd.Series:
+    """Each row's device as its profile id, where it names a profile by another name (an alias such as ``H200``,
+    or a path): rows of one device are one device, as the overlays and ``--hardware`` name it. A name that
+    resolves to no profile is kept, for ``validate.load_specs`` to report with its row."""
+    from ..errors import SimulatorError
+    from ..specs.catalog import load_hardware
+
+    ids = {}
+    for name in hardware.unique().tolist():
+        try:
+            ids[name] = load_hardware(name).id
+        except SimulatorError:
+            ids[name] = name
+    return hardware.map(ids) if any(k != v for k, v in ids.items()) else hardware
 
 
 def holdout_mask(n: int, test_fraction: float, seed: int) -> np.ndarray:

@@ -192,11 +192,29 @@ def _num(d: dict, key: str, where: str, *, positive: bool = True, default=...):
     return v
 
 
+def _measured(d: dict, key: str, where: str) -> float:
+    """A measured latency (or token count): a finite number > 0 (a zero or infinite one is no measurement)."""
+    v = _num(d, key, where)
+    if not math.isfinite(v):
+        raise SpecError(where, key, f"expected a finite number > 0, got {v}")
+    return v
+
+
+def _count(d: dict, key: str, where: str, default=...) -> int:
+    """A count (clients, prompts, devices, tokens per request): a whole number >= 1."""
+    v = _num(d, key, where, default=default)
+    if v is None:  # (absent, with None as its default)
+        return None
+    if not math.isfinite(v) or v != int(v):
+        raise SpecError(where, key, f"expected a whole number >= 1, got {v:g}")
+    return int(v)
+
+
 def _stat(d: dict, metric: str, where: str) -> tuple[float, str]:
     for stat in ("median", "mean"):
         key = f"{stat}_{metric}_ms"
         if d.get(key) is not None:
-            return _num(d, key, where) / 1e3, stat
+            return _measured(d, key, where) / 1e3, stat
     raise SpecError(where, f"median_{metric}_ms", "required key is missing (or mean_..._ms)")
 
 
@@ -206,8 +224,8 @@ def _lengths(d: dict, lens_key: str, total_key: str, where: str) -> int:
         arr = np.asarray([x for x in lens if isinstance(x, (int, float)) and not isinstance(x, bool)], dtype=float)
         if len(arr) and np.all(np.isfinite(arr)) and arr.mean() >= 1:
             return int(round(float(arr.mean())))
-    completed = _num(d, "completed", where)
-    return max(int(round(_num(d, total_key, where) / completed)), 1)
+    completed = _count(d, "completed", where)
+    return max(int(round(_measured(d, total_key, where) / completed)), 1)
 
 
 def _load(d: dict, where: str) -> tuple[float | None, int | None]:
@@ -215,9 +233,9 @@ def _load(d: dict, where: str) -> tuple[float | None, int | None]:
     rate = d.get("request_rate")
     rate = math.inf if rate is None else _num(d, "request_rate", where)
     if conc is not None:
-        return None, int(_num(d, "max_concurrency", where))
+        return None, _count(d, "max_concurrency", where)
     if math.isinf(rate):  # everything at once: a closed loop as wide as the run
-        return None, int(_num(d, "num_prompts", where, default=_num(d, "completed", where)))
+        return None, _count(d, "num_prompts", where, default=_count(d, "completed", where))
     return rate, None
 
 
@@ -225,7 +243,7 @@ def _vllm(d: dict, where: str) -> ServingCase:
     ttft, stat = _stat(d, "ttft", where)
     tpot, _ = _stat(d, "tpot", where)
     rate, conc = _load(d, where)
-    ints = {k: int(_num(d, k, where)) if d.get(k) is not None else None for k in ("devices", "tp", "pp", "ep")}
+    ints = {k: _count(d, k, where) if d.get(k) is not None else None for k in ("devices", "tp", "pp", "ep")}
     dep = d.get("deployment_file")
     sglang_client = _sglang_client(d)
     backend = str(d.get("backend") or "").strip().lower()
@@ -248,12 +266,12 @@ def _vllm(d: dict, where: str) -> ServingCase:
         ratio = _num(d, "random_range_ratio", where, positive=False, default=0.0)
         if ratio > 1:
             raise SpecError(where, "random_range_ratio", f"expected a fraction in [0, 1], got {ratio:g}")
-        isl, osl = (int(_num(d, k, where)) for k in ("random_input_len", "random_output_len"))
+        isl, osl = (_count(d, k, where) for k in ("random_input_len", "random_output_len"))
         spread = dict(length_low=ratio, length_high=1.0)
     return ServingCase(
         source=where, model=d.get("model_id") or d.get("model"), hardware=d.get("hardware"), engine=engine,
         ramp_up_s=ramp, isl=isl, osl=osl, **spread,
-        rate_per_s=rate, concurrency=conc, requests=int(_num(d, "completed", where)), ttft_s=ttft, tpot_s=tpot,
+        rate_per_s=rate, concurrency=conc, requests=_count(d, "completed", where), ttft_s=ttft, tpot_s=tpot,
         statistic=stat, precision=d.get("precision"), kv_precision=d.get("kv_precision"),
         deployment=str(dep) if dep else None,
         extra={**{k: _whole(d, k, where) for k in ("max_batch_tokens", "max_seqs", "replicas", "pools",
@@ -298,7 +316,7 @@ def _gl_metric(metrics: dict, name: str, where: str) -> tuple[float, str]:
         raise SpecError(where, f"metrics.{name}", "required metric is missing")
     for stat in ("median", "mean"):
         if node.get(stat) is not None:
-            return _num(node, stat, f"{where}: metrics.{name}", positive=False), stat
+            return _measured(node, stat, f"{where}: metrics.{name}"), stat
     raise SpecError(where, f"metrics.{name}", "expected a median or mean")
 
 
@@ -321,12 +339,13 @@ def _guidellm(doc: dict, where: str) -> list[ServingCase]:
         kind = str(strategy.get("type_") or strategy.get("type") or "")
         rate = conc = None
         if kind in ("concurrent", "synchronous"):
-            conc = int(strategy.get("streams") or 1)
+            conc = _count(strategy, "streams", f"{w}: strategy", default=1)
         elif strategy.get("rate") is not None:
             rate = _num(strategy, "rate", w)
         else:
             raise SpecError(w, "strategy", "expected a concurrent/synchronous strategy with streams, or a rate")
-        reqs = m.get("request_totals", {}).get("successful") if isinstance(m.get("request_totals"), dict) else None
+        totals = m.get("request_totals") if isinstance(m.get("request_totals"), dict) else {}
+        reqs = _count(totals, "successful", f"{w}: metrics.request_totals", default=None)
         args = b.get("args") if isinstance(b.get("args"), dict) else {}
         model = doc.get("model") or args.get("model")
         out.append(ServingCase(w, model, None, "unknown", max(int(round(isl)), 1), max(int(round(osl)), 1), rate,
@@ -362,7 +381,7 @@ def _aiperf(d: dict, where: str) -> ServingCase:
         node = d.get(name)
         if not isinstance(node, dict):
             raise SpecError(where, name, "required metric is missing")
-        v = _num(node, key, f"{where}: {name}")
+        v = _measured(node, key, f"{where}: {name}")
         if not time:
             return v
         unit = str(node.get("unit") or "ms").strip().lower()
@@ -382,11 +401,11 @@ def _aiperf(d: dict, where: str) -> ServingCase:
     load = {"concurrency": conc if conc is not None else d.get("concurrency"),
             "request_rate": _find(cfg, ("request_rate",))}
     if load["concurrency"] is not None:
-        rate_v, conc_v = None, int(_num(load, "concurrency", where))
+        rate_v, conc_v = None, _count(load, "concurrency", where)
     elif load["request_rate"] is not None:
         rate_v, conc_v = _num(load, "request_rate", where), None
         if math.isinf(rate_v):  # everything at once: a closed loop as wide as the run (as for vLLM's JSON)
-            rate_v, conc_v = None, int(_num({"request_count": count}, "request_count", where))
+            rate_v, conc_v = None, _count({"request_count": count}, "request_count", where)
     else:
         raise SpecError(where, "input_config.concurrency", "the run's load is not recorded (no concurrency nor "
                                                            "request_rate)")
@@ -410,7 +429,12 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
     import csv
     import io
 
-    rows = list(csv.DictReader(io.StringIO(text)))
+    reader = csv.DictReader(io.StringIO(text))
+    rows = list(reader)
+    names = [str(c).strip() for c in reader.fieldnames or []]
+    dup = next((c for c in names if names.count(c) > 1), None)
+    if dup is not None:  # (DictReader would keep the last one silently)
+        raise SpecError(str(path), "line 1", f"column {dup!r} appears more than once")
     if not rows:
         raise SpecError(str(path), "", "no rows (expected a header line and one measured run per line)")
     cols = set(rows[0])
@@ -520,8 +544,9 @@ def _given(cell: str | None) -> str | None:
 _LAYOUT = ("devices", "tp", "pp", "ep", "precision", "kv_precision")  # a run's fields the flags may supply
 
 
-def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: int = 1000) -> dict:
-    """Simulate one measured run; returns the row of the report (measured, simulated, errors)."""
+def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: int = 1000, timing=None) -> dict:
+    """Simulate one measured run (``timing``: the timing model, the roofline by default); returns the row of the
+    report (measured, simulated, errors)."""
     from ..build import PlanOptions, quick_deployment
     from ..serving.runner import simulate
     from ..specs.catalog import resolve_workload
@@ -578,7 +603,8 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
         span = lambda n_: dict(low=max(1, int(n_ * case.length_low)), high=max(1, int(n_ * case.length_high)))  # noqa: E731
         traffic = replace(traffic, prompt=LengthDist("uniform", **span(case.isl)),
                           output=LengthDist("uniform", **span(case.osl)))
-    res = simulate(dep, replace(traffic, requests=n), engine=engine, overheads=case.extra.get("overheads", True))
+    res = simulate(dep, replace(traffic, requests=n), engine=engine, overheads=case.extra.get("overheads", True),
+                   timing=timing)
     done = res.requests[res.requests["status"] == "finished"]
     agg = np.median if case.statistic == "median" else np.mean
     sim_ttft = float(agg(done["ttft_s"])) if len(done) else math.nan
@@ -594,7 +620,7 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
             "frontend_s_simulated": float(done["frontend_s"].mean()) if len(done) else math.nan,
             "tpot_s_measured": case.tpot_s, "tpot_s_simulated": sim_tpot,
             "ttft_ape": _ape(sim_ttft, case.ttft_s), "tpot_ape": _ape(sim_tpot, case.tpot_s),
-            "flags_ignored": "; ".join(ignored)}
+            "flags_ignored": "; ".join(ignored), "hardware_simulated": ",".join(dep.device_ids)}
 
 
 def _same(field: str, recorded, flag) -> bool:
@@ -636,18 +662,23 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def validate_serving(path: str | Path, defaults: dict | None = None, max_requests: int = 1000,
-                     progress=None, cases: list[ServingCase] | None = None) -> dict:
-    """Re-simulate every measured run of ``path`` (or ``cases``, read from it already); {rows, groups,
+                     progress=None, cases: list[ServingCase] | None = None, timing=None) -> dict:
+    """Re-simulate every measured run of ``path`` (or ``cases``, read from it already) with ``timing`` (the
+    roofline by default; a calibrated or measured model must apply to a device some run used); {rows, groups,
     overall}."""
     cases = read_serving_results(path) if cases is None else cases
     rows = []
     for case in cases:
         try:
-            rows.append(resimulate(case, defaults, max_requests))
+            rows.append(resimulate(case, defaults, max_requests, timing))
         except SimulatorError as exc:  # a run the simulator cannot build (a bad model, layout, ...): say which run
             raise SpecError(case.source, "", str(exc)) from None
         if progress:
             progress(1)
+    if timing is not None and rows:
+        from ..timing.calibrated import check_overlays_apply
+
+        check_overlays_apply(timing, {h for r in rows for h in r["hardware_simulated"].split(",")}, "--timing")
     groups = []
     for g in dict.fromkeys(r["group"] for r in rows):
         groups.append({"group": g, **_summary([r for r in rows if r["group"] == g])})

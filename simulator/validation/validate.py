@@ -49,10 +49,17 @@ def _attention_dtype(hw: HardwareSpec, dtype: str, kv_dtype: str) -> str:
 
 
 def _flag(df: pd.DataFrame, col: str, default: float) -> np.ndarray:
-    """An optional numeric column (empty or absent cells take the default)."""
+    """An optional 0/1 column (``causal``, ``quant``): empty or absent cells take the default; any other value is
+    refused with its row (not read as the default)."""
     if col not in df:
         return np.full(len(df), default)
-    v = pd.to_numeric(df[col].astype(str).str.strip().replace("", None), errors="coerce")
+    cells = df[col].astype(str).str.strip()
+    v = pd.to_numeric(cells.replace("", None), errors="coerce")
+    bad = ((cells != "") & ~v.isin((0, 1))).to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise MeasurementError(f"{df.attrs.get('file', 'measurements')}: row {i + 2} (line {i + 2}): column {col!r}: "
+                               f"expected 0 or 1 (or empty), got {cells.iat[i]!r}")
     return v.fillna(default).to_numpy(dtype=float)
 
 
