@@ -78,6 +78,26 @@ def test_routing_imbalance_is_one_without_ep_and_shrinks_with_tokens():
     assert small > big > 1.0
 
 
+def test_the_busiest_ep_rank_reads_the_weights_of_its_own_experts():
+    """The busiest EP rank sets the step time: its FLOP are its token-expert pairs (the mean rank's x the routing
+    imbalance) and its bytes the weights of the distinct experts those pairs hit, the mean rank's scaled the same
+    way but never more than the experts it holds. DeepSeek-V3 on 8 ranks at one token: 8 pairs, one expert a rank
+    on average, ~2.9 on the busiest (it reads ~2.9 experts' weights, not one); at a large batch every rank reads
+    all 32 of its experts."""
+    m = load_model("deepseek-v3")
+    plan = simple_phase(H100, m, 8, ep=8, precision="fp8")
+    for seqs, want in ((1.0, None), (4096.0, 256 / 8)):
+        ops = build_ops(m, plan, StepShape(decode_seqs=seqs, decode_kv=1000), "decode")
+        i = ops.names.index("experts_gate_up")
+        imb = float(random_routing_imbalance(seqs, 8, 8))
+        hit = float(expected_experts_hit(256, 8, seqs)) / 8
+        groups = ops.arrays["groups"][i, 0] if np.ndim(ops.arrays["groups"]) else float(ops.arrays["groups"])
+        assert groups == pytest.approx(want if want is not None else hit * imb)
+        pairs = seqs * 8 / 8 * imb  # the busiest rank's token-expert pairs
+        assert ops["flop"][i, 0] == pytest.approx(2 * pairs * 2 * m.moe.expert_intermediate * m.hidden_size)
+    assert hit * imb > 2.5  # (the one-token case above: several experts' weights on the busiest rank)
+
+
 def test_moe_expert_parallel_exchanges_by_attention_layout():
     m = load_model("dbrx")
     shape = StepShape(decode_seqs=64, decode_kv=1000)
