@@ -168,11 +168,19 @@ def import_model(config: Path, model_id: str, source: str, out: Path | None = No
 def _override_plan(plan, opts: dict):
     """``whatif --deployment`` with --chunk / --precision / --attn-precision / --ffn-precision: the flags win."""
     from .plan import validate_phase
+    from .precision import PRECISIONS, canonical_precision
+
+    for key in ("precision", "attn_precision", "ffn_precision"):
+        got = canonical_precision(opts.get(key))
+        if got is not None and got not in PRECISIONS:
+            raise SimulatorError(f"--{key.replace('_', '-')}: unknown precision {opts[key]!r} (choose from "
+                                 f"{', '.join(PRECISIONS)})")
 
     def phase(ph, is_prefill):
         att, ffn = ph.attention, ph.ffn
-        a_prec = opts.get("attn_precision") or opts.get("precision")
-        f_prec = opts.get("ffn_precision") or opts.get("precision")
+        # the engines' spellings (FP8, nvfp4, awq) as the quick-run flags take them
+        a_prec = canonical_precision(opts.get("attn_precision") or opts.get("precision"))
+        f_prec = canonical_precision(opts.get("ffn_precision") or opts.get("precision"))
         if a_prec:
             att = replace(att, precision=a_prec)
         if f_prec:

@@ -93,6 +93,9 @@ class ServingPlan:
     speculative: SpeculativeSpec | None = None
     prefill_replicas: int = 1  # model replicas of the prefill pool (the decode pool's when colocated)
     decode_replicas: int = 1
+    # P/D: the deployment's KV transfer (``specs.deployment.KVTransfer``: bandwidth or None, latency, streaming);
+    # None: the devices' scale-out links, streamed
+    kv_transfer: object = None
 
     @property
     def device_ids(self) -> list[str]:
@@ -170,6 +173,8 @@ def validate_phase(plan: PhasePlan, model: ModelSpec, kv_precision: str = "bf16"
     why = attention_tp_problem(model, a.tp)
     if why:
         raise LayoutError(why)
+    if plan.pp > model.num_layers:  # a stage holds at least one layer
+        raise LayoutError(f"pp={plan.pp} exceeds {model.id}'s {model.num_layers} layers (a stage holds at least one)")
     if model.moe:
         if f.ep > model.moe.num_experts * max(f.devices // max(f.ep, 1), 1) and f.ep > model.moe.num_experts:
             raise LayoutError(f"ep={f.ep} exceeds {model.id}'s {model.moe.num_experts} experts")

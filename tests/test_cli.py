@@ -172,3 +172,30 @@ def test_every_option_of_every_command_says_what_it_does():
                 yield f"{' '.join(path)} {'/'.join(p.opts)}"
 
     assert list(missing(typer.main.get_command(app), ["quadrant"])) == []
+
+
+@pytest.mark.parametrize("args,words", [
+    # a stage holds at least one layer: 64 stages of a 32-layer model are refused, not scored faster
+    (["--model", "llama-3.1-8b", "--devices", "64", "--pp", "64", "--tp", "1", "--chunk", "64"],
+     ["pp=64", "32 layers"]),
+    # a measured table and an overlay as two flags: one would be dropped silently
+    (["--model", "llama-3.1-8b", "--hardware", "h200-sxm", "--devices", "1",
+      "--timing", "measured:reports/validation/published/kernels.csv",
+      "--calibration", "reports/validation/h200-sxm/calibration.yaml"], ["--calibration", "--timing", "join them"]),
+    (["--deployment", "workloads/deployments/dbrx-8xh100.yaml", "--precision", "bogus"], ["--precision", "bogus"]),
+])
+def test_whatif_refuses_what_it_would_otherwise_score_wrongly(args, words):
+    r = runner.invoke(app, ["whatif", *args])
+    assert r.exit_code == 2, r.output
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    for w in words:
+        assert w in line, line
+
+
+def test_whatif_on_a_deployment_takes_the_engines_precision_spellings():
+    """--precision FP8 (the engines' spelling) over a deployment file, as without one."""
+    base = ["whatif", "--deployment", "workloads/deployments/dbrx-8xh100.yaml", "--batch", "8", "--json"]
+    a, b = (runner.invoke(app, [*base, "--precision", p]) for p in ("FP8", "fp8"))
+    assert a.exit_code == 0 and b.exit_code == 0, a.output
+    assert json.loads(a.stdout)["tpot_s"] == json.loads(b.stdout)["tpot_s"]

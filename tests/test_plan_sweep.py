@@ -98,3 +98,23 @@ def test_sweep_csv_carries_the_fleet_at_the_rate_and_the_one_replica_cost(tmp_pa
         same = df[(df.hardware == row["hardware"]) & (df.precision == row["precision"]) & (df.tp == row["tp"])
                   & (df.ep == row["ep"]) & (df.batch == row["batch"])]
         assert same.cost_usd_per_mtok.iloc[0] == row["cost_usd_per_mtok"]
+
+
+def test_every_sweep_row_is_what_whatif_says_of_that_plan():
+    """The sweep scores many plans at once; each row's TTFT, TPOT, throughput and cost are whatif's for the same
+    plan (one replica, pp 1), with attention DP too: every DP rank prefills its own prompt in the step, so a
+    request's share of the prefill is the step over dp (before, the sweep gave dp > 1 a third of the throughput)."""
+    import pytest
+
+    from simulator.build import PlanOptions, plan_from_options
+    from simulator.planning.sweep import sweep
+
+    for model, batches in (("llama-3.1-8b", [64, 512]), ("qwen3-30b-a3b", [8, 256])):
+        df = sweep(model, ["h100-sxm"], 8, isl=1024, osl=256, batches=batches, precisions=["bf16"])
+        assert (df.dp > 1).any() and len(df) >= 6
+        for r in df.itertuples():
+            plan = plan_from_options(PlanOptions(model=model, hardware="h100-sxm", devices=8, tp=int(r.tp),
+                                                 dp=int(r.dp), ep=int(r.ep), precision="bf16"))
+            w = whatif(plan, batch=int(r.batch), isl=1024, osl=256)
+            got = (r.ttft_s, r.tpot_s, r.output_tokens_per_s, r.cost_usd_per_mtok)
+            assert got == pytest.approx((w.ttft_s, w.tpot_s, w.output_tokens_per_s, w.cost_usd_per_mtok), rel=1e-9), r

@@ -117,3 +117,45 @@ def test_moe_with_attention_dp_steps_at_the_busiest_rank():
     assert one.tpot_s == pytest.approx(eight.tpot_s, rel=1e-12)
     assert q(one, "decode_ffn").bytes == pytest.approx(q(eight, "decode_ffn").bytes, rel=1e-12)
     assert q(nine, "decode_ffn").bytes > 1.5 * q(one, "decode_ffn").bytes
+
+
+def test_a_colocated_pool_with_its_ffn_apart_pays_each_device_its_own_price(tmp_path):
+    """An A/F-disaggregated pool that also prefills: its FFN devices are paid at their own profile's price (before,
+    at the attention device's)."""
+    from simulator.specs.catalog import load_hardware
+    from simulator.specs.deployment import read_deployment
+
+    p = tmp_path / "coaf.yaml"
+    p.write_text("schema_version: 1\nmodel: doubao-class-moe\nkv_cache: {precision: fp8, scale_tokens: 64}\n"
+                 "pools:\n  - name: both\n    serves: [prefill, decode]\n    hardware: h20\n"
+                 "    price_per_device_hour: 1.20 USD/h\n    devices: 8\n    attention: {tp: 8, precision: fp8}\n"
+                 "    ffn_pool: {hardware: h100-sxm, devices: 8}\n    ffn: {ep: 8, precision: w4a8}\n"
+                 "    micro_batches: 2\n")
+    r = whatif(read_deployment(p).serving_plan(), batch=64, isl=2048, osl=512)
+    usd_per_s = (8 * 1.20 + 8 * load_hardware("h100-sxm").price_usd_per_hour) / 3600
+    assert r.devices == 16
+    assert r.cost_usd_per_mtok == pytest.approx(usd_per_s / r.output_tokens_per_s * 1e6, rel=1e-12)
+
+
+def test_whatif_takes_a_deployments_kv_transfer_as_simulate_does(tmp_path):
+    """A deployment's kv_transfer block (bandwidth, latency, streaming) is the one whatif charges a P/D request:
+    at 1 GB/s, not streamed, TTFT grows by the whole KV cache over that link plus the latency (before, whatif
+    kept the devices' scale-out links and streaming whatever the file said)."""
+    import yaml
+
+    from simulator.specs.catalog import resolve_workload
+    from simulator.specs.deployment import read_deployment
+    from simulator.timing.memory import kv_bytes_per_token_model
+
+    src = resolve_workload("dbrx-h100-prefill-h20-decode", "deployments", "deployment")
+    doc = yaml.safe_load(src.read_text())
+    base = read_deployment(src)
+    doc["kv_transfer"] = {"bandwidth": "1 GB/s", "latency": "20 us", "overlap_with_prefill": False}
+    p = tmp_path / "slow.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    slow = read_deployment(p)
+    a = whatif(base.serving_plan(), batch=64, isl=2048, osl=512)
+    b = whatif(slow.serving_plan(), batch=64, isl=2048, osl=512)
+    kv = 2048 * kv_bytes_per_token_model(slow.model, slow.kv_precision, slow.kv_scale_tokens)
+    assert b.kv_transfer_s == pytest.approx(kv / 1e9 + 20e-6, rel=1e-12)
+    assert b.ttft_s - a.ttft_s == pytest.approx(b.kv_transfer_s - a.kv_transfer_s, rel=1e-9)

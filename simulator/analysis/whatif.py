@@ -260,12 +260,23 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
         # one request's KV sits on the TP ranks of one attention-DP group (all PP stages); they ship their shares
         # in parallel, and the prefill_batch prompts of that group share those links
         senders = pre.attention.tp * pre.pp
-        full_s = prefill_batch * kv_bytes / (link * senders) + pre.attention.hardware.scale_out.latency_s
-        # streamed layer by layer while the prompt is prefilled: what is left after the last layer shows
-        kv_transfer = max(full_s - ttft, 0.0) + full_s / model.num_layers
+        # a deployment's kv_transfer block (its bandwidth, latency and streaming) where it gives one, as simulate
+        # takes it; else the devices' scale-out links, streamed
+        tr = plan.kv_transfer
+        bandwidth = tr.bandwidth_bytes_per_s if tr is not None and tr.bandwidth_bytes_per_s else link * senders
+        latency = tr.latency_s if tr is not None else pre.attention.hardware.scale_out.latency_s
+        ship_s = prefill_batch * kv_bytes / bandwidth
+        if tr is None or tr.overlap_with_prefill:
+            # streamed layer by layer while the prompt is prefilled: what does not fit under it shows (at least
+            # the last layer's share)
+            ship_s = max(ship_s - ttft * (1 - 1 / model.num_layers), ship_s / model.num_layers)
+        kv_transfer = latency + ship_s
         ttft += kv_transfer
-        notes.append(f"P/D KV transfer: {kv_bytes / 1e6:.1f} MB per request over the scale-out link, "
-                     f"{kv_transfer * 1e3:.2f} ms of it after the prefill (streamed per layer)")
+        over = ("the deployment's kv_transfer link" if tr is not None and tr.bandwidth_bytes_per_s
+                else "the scale-out link")
+        how = "streamed per layer" if tr is None or tr.overlap_with_prefill else "sent after the prefill"
+        notes.append(f"P/D KV transfer: {kv_bytes / 1e6:.1f} MB per request over {over}, "
+                     f"{kv_transfer * 1e3:.2f} ms of it after the prefill ({how})")
 
     # ---- throughput and cost ------------------------------------------------------------------
     r_pre, r_dec = plan.prefill_replicas, plan.decode_replicas
@@ -274,7 +285,7 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
         cycle = (osl - 1) * tpot + batch * prefill_busy_per_req
         out_tps = batch * osl / cycle * r_dec
         devices = plan.devices * r_dec
-        price = plan.decode.attention.hardware.price_usd_per_s * devices
+        price = _pool_price(plan.decode) * r_dec  # (an A/F pool's FFN devices at their own price)
         decode_devices = devices
     else:
         decode_rps = batch / tpot * r_dec / (osl - 1) if osl > 1 else math.inf

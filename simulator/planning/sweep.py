@@ -65,11 +65,12 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
         dev = DeviceArrays.of(hw)
         kw = dict(kv_precision=kv_precision, tp=tp, dp=dp, ep=ep, expert_tp=etp, attn_dev=dev, ffn_dev=dev)
         dec = time_phase(model, base, StepShape(decode_seqs=batch, decode_kv=isl + osl / 2), "decode", timing, **kw)
-        pre = time_phase(model, base, StepShape(prefill_seqs=np.ones_like(batch), prefill_len=isl), "prefill",
-                         timing, **kw)
+        # as whatif scores one plan: every attention-DP rank prefills its own prompt in the step (one request's
+        # share of the prefill busy time is the step over dp), and a request's first token is its prefill's
+        pre = time_phase(model, base, StepShape(prefill_seqs=dp, prefill_len=isl), "prefill", timing, **kw)
         tpot = dec.forward_s
         ttft = pre.forward_s
-        out_tps = batch * osl / (osl * tpot + batch * ttft)
+        out_tps = batch * osl / ((osl - 1) * tpot + batch * ttft / dp)
         kv_cap = np.empty(len(combos))
         weights = np.empty(len(combos))
         for (t, e), idx in pd.Series(range(len(combos))).groupby([tp, ep]):

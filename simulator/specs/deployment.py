@@ -113,7 +113,8 @@ class Deployment:
         pre, dec = self.pools_serving("prefill")[0], self.pools_serving("decode")[0]
         return ServingPlan(self.model, pre.plan, dec.plan, self.kv_precision, self.kv_scale_tokens,
                            colocated=pre is dec, speculative=dec.speculative,
-                           prefill_replicas=pre.replicas, decode_replicas=dec.replicas)
+                           prefill_replicas=pre.replicas, decode_replicas=dec.replicas,
+                           kv_transfer=self.transfer)
 
 
 MAX_SCALE_OUT_LATENCY_S = 0.01  # per level: the slowest published fabric measures ~136 us (TCPXO); 10 ms is nonsense

@@ -100,7 +100,13 @@ TIMING_KINDS = ("calibrated", "measured")
 
 def timing_spec_of(spec: str | None, calibration: str | Path | None = None) -> str:
     """The --timing spec a command runs with: a bare ``--calibration PATH`` is read by its extension
-    (``.csv`` = measured, YAML = calibrated) and wins; nothing given is ``roofline``."""
+    (``.csv`` = measured, YAML = calibrated); both at once are refused (one would be dropped), unless --timing is
+    the default roofline; nothing given is ``roofline``."""
+    if calibration and spec and str(spec).strip() != "roofline":
+        from ..errors import SimulatorError
+
+        raise SimulatorError(f"--calibration {calibration} with --timing {spec}: give one; to use both, join them "
+                             "in one --timing spec (e.g. calibrated:OVERLAY.yaml+measured:KERNELS.csv)")
     if calibration:
         c = str(calibration)
         return f"measured:{c}" if c.lower().endswith(".csv") else f"calibrated:{c}"
