@@ -524,6 +524,16 @@ def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: f
 
     if not 0.0 < test_fraction < 1.0:
         raise SimulatorError("--test-fraction must be between 0 and 1")
+    if Path(out).is_file():  # an earlier overlay may be replaced; a hardware profile (or any other file) is not
+        import yaml
+
+        try:
+            kind = (yaml.safe_load(Path(out).read_text(encoding="utf-8")) or {}).get("kind")
+        except (yaml.YAMLError, OSError, UnicodeDecodeError, AttributeError):
+            kind = None
+        if kind != "calibration":
+            raise SimulatorError(f"--out {out}: exists and is not a calibration overlay (a hardware profile?); "
+                                 "write the overlay to a new file")
     df = read_measurements(measurements, latency)
     base = load_hardware(_profile_id(hardware, "--hardware"))
     cal, report = calibrate(df, base, test_fraction=test_fraction, seed=seed, measurements_file=str(measurements))
@@ -551,9 +561,9 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
             raise SimulatorError(f"{flag}: cannot read the list {text!r}") from None
 
     model_t = resolve_timing(timing)
-    ids = [load_hardware(h).id for h in split(hardware, "--hardware")]
+    ids = list(dict.fromkeys(load_hardware(h).id for h in split(hardware, "--hardware")))  # (two names of one: one)
     check_overlays_apply(model_t, set(ids), "--timing")
-    df = sweep(model, split(hardware, "--hardware"), devices, isl=isl, osl=osl,
+    df = sweep(model, ids, devices, isl=isl, osl=osl,
                batches=split(batches, "--batches", int), precisions=split(precisions, "--precision"),
                kv_precision=kv_precision, timing=model_t,
                prices_usd_per_hour=price_overrides(prices or [], ids))

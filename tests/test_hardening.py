@@ -576,3 +576,40 @@ def test_a_sustained_clock_above_the_datasheet_or_at_zero_is_refused(tmp_path, v
     err = one_line_error(runner.invoke(app, ["whatif", "--model", "llama-3.1-8b", "--hardware", str(p),
                                              "--devices", "1"]))
     assert "efficiency.sustained_clock_fraction: expected a fraction in (0, 1]" in err
+
+
+def test_a_memory_reserve_larger_than_the_device_is_refused(tmp_path):
+    doc = yaml.safe_load((DATA.parents[1] / "hardware" / "h200-sxm.yaml").read_text())
+    doc["efficiency"]["memory_reserve"]["value"] = "200 GiB"
+    folder = tmp_path / "hw"
+    folder.mkdir()
+    p = folder / "h200-sxm.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    err = one_line_error(runner.invoke(app, ["whatif", "--model", "llama-3.1-8b", "--hardware", str(p),
+                                             "--devices", "1"]))
+    assert "efficiency.memory_reserve: expected less than the memory capacity" in err
+
+
+def test_calibrate_never_writes_over_a_hardware_profile(tmp_path):
+    """--out may replace an earlier overlay, never another file (a hardware profile given by mistake)."""
+    profile = tmp_path / "h200-sxm.yaml"
+    text = (DATA.parents[1] / "hardware" / "h200-sxm.yaml").read_text()
+    profile.write_text(text)
+    full = str(DATA.parents[1] / "reports" / "validation" / "h200-sxm" / "full.csv")
+    err = one_line_error(runner.invoke(app, ["calibrate", "--measurements", full, "--hardware", "h200-sxm",
+                                             "--out", str(profile)]))
+    assert "--out" in err and "not a calibration overlay" in err and profile.read_text() == text
+    overlay = tmp_path / "cal.yaml"
+    for _ in range(2):  # an overlay it wrote may be written again
+        r = runner.invoke(app, ["calibrate", "--measurements", full, "--hardware", "h200-sxm", "--out", str(overlay)])
+        assert r.exit_code == 0, r.output
+
+
+def test_sweep_scores_one_device_named_twice_once():
+    r = runner.invoke(app, ["sweep", "--model", "llama-3.1-8b", "--hardware", "H100,h100-sxm", "--precision", "bf16",
+                            "--batches", "8", "--devices", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    front = json.loads(r.stdout)["front"]
+    assert {x["hardware"] for x in front} == {"h100-sxm"} and len(front) == 1

@@ -208,6 +208,15 @@ def read_efficiency(r: Reader) -> Efficiency:
     return Efficiency(reserve, kernels, colls, clock[0] if clock else 1.0, sources)
 
 
+def _efficiency_within(r: Reader, capacity_bytes: float) -> Efficiency:
+    """The efficiency block, whose memory reserve must leave some of the device's memory to use."""
+    eff = read_efficiency(r)
+    if eff.memory_reserve_bytes >= capacity_bytes:
+        raise r.error("memory_reserve", f"expected less than the memory capacity ({capacity_bytes / 2**30:.4g} GiB), "
+                                        f"got {eff.memory_reserve_bytes / 2**30:.4g} GiB")
+    return eff
+
+
 def read_hardware(path: str | Path) -> HardwareSpec:
     data = load_yaml(path)
     top = Reader(path, data)
@@ -264,7 +273,7 @@ def read_hardware(path: str | Path) -> HardwareSpec:
         tdp_w=tdp,
         price_usd_per_s=usd_per_s,
         price_note=f"{price_src}",
-        efficiency=read_efficiency(r.child("efficiency")),
+        efficiency=_efficiency_within(r.child("efficiency"), cap),
         sources=dict(r.sources),
         notes=r.str("notes", ""),
         file=str(path),
