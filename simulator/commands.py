@@ -454,7 +454,7 @@ def run_validate(measurements: Path, hardware: str | None, calibrations: list[Pa
     df = read_measurements(measurements, latency)
     if hardware:
         hw_id = _profile_id(hardware, "--hardware")
-        df = df[df["hardware"] == hw_id].reset_index(drop=True)
+        df = df[(df["hardware"] == hw_id) | (df["hardware"] == hardware)].reset_index(drop=True)
         if df.empty:
             raise SimulatorError(f"{measurements}: no rows for hardware {hardware!r}")
     tables = [c for c in calibrations if str(c).lower().endswith(".csv")]
@@ -535,7 +535,10 @@ def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: f
             raise SimulatorError(f"--out {out}: exists and is not a calibration overlay (a hardware profile?); "
                                  "write the overlay to a new file")
     df = read_measurements(measurements, latency)
-    base = load_hardware(_profile_id(hardware, "--hardware"))
+    try:
+        base = load_hardware(hardware)  # (an alias, an id or a profile file: the rows are matched by its id)
+    except SimulatorError as exc:
+        raise SimulatorError(f"--hardware {hardware}: {exc}") from None
     cal, report = calibrate(df, base, test_fraction=test_fraction, seed=seed, measurements_file=str(measurements))
     atomic_write_text(out, overlay_yaml(cal, base, report, measurements))
     return report
@@ -561,9 +564,12 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
             raise SimulatorError(f"{flag}: cannot read the list {text!r}") from None
 
     model_t = resolve_timing(timing)
-    ids = list(dict.fromkeys(load_hardware(h).id for h in split(hardware, "--hardware")))  # (two names of one: one)
+    names = {}  # profile id -> the first name it was given by (two names of one profile: one device)
+    for h in split(hardware, "--hardware"):
+        names.setdefault(load_hardware(h).id, h)
+    ids = list(names)
     check_overlays_apply(model_t, set(ids), "--timing")
-    df = sweep(model, ids, devices, isl=isl, osl=osl,
+    df = sweep(model, list(names.values()), devices, isl=isl, osl=osl,
                batches=split(batches, "--batches", int), precisions=split(precisions, "--precision"),
                kv_precision=kv_precision, timing=model_t,
                prices_usd_per_hour=price_overrides(prices or [], ids))

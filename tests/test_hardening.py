@@ -613,3 +613,37 @@ def test_sweep_scores_one_device_named_twice_once():
 
     front = json.loads(r.stdout)["front"]
     assert {x["hardware"] for x in front} == {"h100-sxm"} and len(front) == 1
+
+
+def test_a_profile_given_as_a_file_is_that_file_in_sweep_validate_and_calibrate(tmp_path):
+    """A hardware profile outside the catalogue (or an edited copy of one) given by path is read from that file:
+    sweep scores it, and measurement rows naming the file are predicted with it, not with the catalogue's profile
+    of the same id."""
+    doc = yaml.safe_load((DATA.parents[1] / "hardware" / "h100-sxm.yaml").read_text())
+    doc["id"] = "my-gpu"
+    custom = tmp_path / "my-gpu.yaml"
+    custom.write_text(yaml.safe_dump(doc))
+    r = runner.invoke(app, ["sweep", "--model", "llama-3.1-8b", "--hardware", str(custom), "--devices", "1",
+                            "--batches", "8", "--precision", "bf16", "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    assert {x["hardware"] for x in json.loads(r.stdout)["front"]} == {"my-gpu"}
+    # an edited copy of h100-sxm at a tenth of the memory bandwidth: its rows read slower than the catalogue's
+    doc = yaml.safe_load((DATA.parents[1] / "hardware" / "h100-sxm.yaml").read_text())
+    doc["memory"]["bandwidth"]["value"] = "335 GB/s"
+    (tmp_path / "x").mkdir()
+    edited = tmp_path / "x" / "h100-sxm.yaml"
+    edited.write_text(yaml.safe_dump(doc))
+    rows = "op,hardware,dtype,kv_dtype,m,n,k,batch,q_len,kv_len,num_heads,num_kv_heads,head_dim,tokens,hidden," \
+           "intermediate,num_experts,top_k,bytes,world,latency_us\n"
+    for hw in ("h100-sxm", str(edited)):
+        rows += f"gemm,{hw},bf16,,1,8192,8192,,,,,,,,,,,,,,100\n"
+    m = tmp_path / "m.csv"
+    m.write_text(rows)
+    r = runner.invoke(app, ["validate", "--measurements", str(m), "--out", str(tmp_path / "p.csv"), "--no-lodo"])
+    assert r.exit_code == 0, r.output
+    import pandas as pd
+
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert pred.predicted_us.iloc[1] > 5 * pred.predicted_us.iloc[0]

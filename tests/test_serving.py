@@ -654,18 +654,28 @@ def test_inter_token_gaps_stop_at_an_idle_replica():
     assert all(np.array_equal(a, b) for a, b in zip(itl_samples(steps, requests), (gaps, w)))
 
 
-@pytest.mark.parametrize("case", ["sglang-long-prompts", "vllm", "trtllm", "pd-shipped"])
+@pytest.mark.parametrize("case", ["sglang-long-prompts", "vllm", "trtllm", "pd-shipped", "pd-waiting"])
 def test_inter_token_gaps_are_each_requests_own_token_gaps(case):
     """Every gap ``inter_token_samples`` gives (with the requests) is one request's: rebuilt here from the records
-    as each finished request's first token, then the end of every decode step of its decode replica from its first
-    token to its finish (no preemption or speculative decoding in these runs, so it is in every one of them), the
-    two multisets of gaps are equal, under prefill-first (SGLang) and mixed (vLLM, TRT-LLM) scheduling and over a
-    KV transfer (P/D)."""
+    as each finished request's first token, then the ends of the last (output - 1) decode steps of its decode
+    replica up to its finish (no preemption or speculative decoding in these runs, so from the step that first
+    decodes it to its finish it is in every one), the two multisets of gaps are equal, under prefill-first (SGLang)
+    and mixed (vLLM, TRT-LLM) scheduling, over a KV transfer (P/D), and where landed requests wait for one of the
+    decode replica's two slots (their first gap includes the wait)."""
+    from dataclasses import replace as dc_replace
+
     from simulator.serving.metrics import inter_token_samples
 
-    if case == "pd-shipped":
+    if case.startswith("pd-"):
         dep = read_deployment(resolve_workload("dbrx-h100-prefill-h20-decode", "deployments", "deployment"))
-        res = simulate(dep, simple_traffic(rate=8.0, concurrency=None, isl=2000, osl=40, requests=150, seed=3))
+        rate = 8.0
+        if case == "pd-waiting":
+            dep = dc_replace(dep, pools=tuple(dc_replace(p, max_seqs=2) if p.role == "decode" else p
+                                              for p in dep.pools))
+            rate = 20.0
+        res = simulate(dep, simple_traffic(rate=rate, concurrency=None, isl=2000, osl=40, requests=150, seed=3))
+        if case == "pd-waiting":  # most landed requests wait for a slot
+            assert ((res.requests.decode_start_s - res.requests.first_token_s) > 0.05).mean() > 0.5
     else:
         engine = case.split("-")[0]
         dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1), replicas=2)
@@ -677,9 +687,9 @@ def test_inter_token_gaps_are_each_requests_own_token_gaps(case):
     dec = steps[steps.decode_seqs > 0]
     truth = []
     for r in req.itertuples():
-        on = dec[(dec.replica_id == r.decode_replica) & (dec.start_s >= r.first_token_s) & (dec.end_s <= r.finish_s)]
-        times = np.concatenate([[r.first_token_s], np.sort(on.end_s.to_numpy())])
-        assert len(times) == r.output_tokens  # one token a step after the first
+        on = np.sort(dec[(dec.replica_id == r.decode_replica) & (dec.end_s <= r.finish_s)].end_s.to_numpy())
+        times = np.concatenate([[r.first_token_s], on[len(on) - (r.output_tokens - 1):]])
+        assert len(times) == r.output_tokens and times[1] > r.first_token_s  # one token a step after the first
         truth += np.diff(times).tolist()
     gaps, w = inter_token_samples(steps, requests=req)
     assert sorted(np.repeat(gaps, w).tolist()) == sorted(truth)

@@ -264,8 +264,11 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
         imbalance = random_routing_imbalance(T_group, k, ep) * plan.moe_imbalance
         routed_dev = T_group * k / ep  # mean token-expert pairs per EP rank
         # distinct experts whose weights the busiest EP rank reads (the rank that sets the time, as for its pairs):
-        # the mean rank's scaled by the same imbalance, at most the rank's own experts (one rank: the mean)
-        hit_dev = np.minimum(expected_experts_hit(E, k, T_group) / ep * imbalance, E / ep)
+        # the mean rank's scaled by the same imbalance, at most the rank's own experts and its own pairs; one rank
+        # (ep = 1) reads every expert hit, whatever the skew
+        hit_mean = expected_experts_hit(E, k, T_group) / ep
+        hit_dev = np.where(ep > 1, np.minimum(np.minimum(hit_mean * imbalance, E / ep), routed_dev * imbalance),
+                           hit_mean)
         if pf.act_bytes < 2.0:
             b.add("experts_quant", fq, ELEMENTWISE, hw=F.hw, count=moe_stage, m=routed_dev * imbalance, n=h, k=2.0,
                   a_bytes=ACT16, o_bytes=pf.act_bytes)

@@ -81,7 +81,7 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
         fits = kv_cap >= batch * (isl + osl)
         price = hw.price_usd_per_s * devices
         frames.append(pd.DataFrame({
-            "hardware": hw_id, "precision": prec, "tp": tp.astype(int), "ep": ep.astype(int),
+            "hardware": hw.id, "precision": prec, "tp": tp.astype(int), "ep": ep.astype(int),
             "dp": dp.astype(int), "batch": batch.astype(int), "ttft_s": ttft, "tpot_s": tpot,
             "output_tokens_per_s": out_tps, "output_tokens_per_s_per_device": out_tps / devices,
             "weights_bytes_per_device": weights, "kv_token_capacity": kv_cap, "fits": fits,

@@ -119,6 +119,7 @@ class Requests:
     received_s: np.ndarray = None  # the scheduler has it after the engine's frontend (NaN: no frontend time)
     first_token_s: np.ndarray = None  # the first token reaches the client (P/D: once its KV is on the decode side)
     prefill_done_s: np.ndarray = None  # the prompt is prefilled and its first token sampled
+    decode_start_s: np.ndarray = None  # it joins a replica's decode batch (P/D: admitted on the decode side)
     finish_s: np.ndarray = None
     preemptions: np.ndarray = None
     prefill_replica: np.ndarray = None
@@ -134,7 +135,7 @@ class Requests:
         self.prefilled = np.zeros(n, np.int64)
         self.target_prefill = self.prompt.astype(np.int64).copy()
         self.generated = np.zeros(n, np.int64)
-        for name in ("admitted_s", "received_s", "first_token_s", "prefill_done_s", "finish_s"):
+        for name in ("admitted_s", "received_s", "first_token_s", "prefill_done_s", "decode_start_s", "finish_s"):
             setattr(self, name, np.full(n, np.nan))
         self.preemptions = np.zeros(n, np.int64)
         self.prefill_replica = np.full(n, -1, np.int64)
@@ -359,6 +360,8 @@ class Replica:
             self.rank_kvb[r] += kvb
         self.decoding.add(rid)
         heapq.heappush(self.finishing, (s.out_l[rid] - s.gen[rid] + self.ticks, s.seq[rid], rid))
+        if s.dec_start[rid] != s.dec_start[rid]:  # NaN: its first time in a decode batch
+            s.dec_start[rid] = s.env._now
 
     def _stop_decoding(self, rid: int) -> None:
         """``rid`` leaves the decode ticks: materialise its generated count."""
@@ -851,7 +854,8 @@ class Simulation:
     _WRITTEN = (("tgt", "target_prefill"), ("pf", "prefilled"), ("gen", "generated"), ("off", "offset"),
                 ("swapped", "swapped"), ("rank", "dp_rank"),  # attention-DP rank on its replica (-1: none)
                 ("adm", "admitted_s"), ("status", "status"), ("arrival", "arrival_s"), ("received", "received_s"),
-                ("first_token", "first_token_s"), ("prefill_done", "prefill_done_s"), ("finished_at", "finish_s"),
+                ("first_token", "first_token_s"), ("prefill_done", "prefill_done_s"), ("dec_start", "decode_start_s"),
+                ("finished_at", "finish_s"),
                 ("preempts", "preemptions"), ("prefill_rep", "prefill_replica"), ("decode_rep", "decode_replica"))
 
     def __init__(self, requests: Requests, replicas: list[ReplicaConfig], *, seed: int = 0,
@@ -1048,7 +1052,7 @@ class Simulation:
             "output_tokens": r.output, "status": _STATUS_NAMES[r.status],
             "reason": reason,
             "admitted_s": r.admitted_s, "prefill_done_s": r.prefill_done_s, "first_token_s": r.first_token_s,
-            "finish_s": r.finish_s,
+            "decode_start_s": r.decode_start_s, "finish_s": r.finish_s,
             "preemptions": r.preemptions,
             "prefill_replica": names[r.prefill_replica],
             "decode_replica": names[r.decode_replica],

@@ -141,11 +141,12 @@ def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: 
     ``decode_seqs`` gaps equal to the time since that replica's previous decode-bearing step ended; a
     prefill-only step in between, as SGLang runs them, lengthens the gap. A gap across a spell in which the
     replica ran nothing is not an inter-token gap (the sequences before it had all finished), so it is left
-    out. With ``requests`` (its ``first_token_s``, ``output_tokens``, ``decode_replica`` and ``prefill_replica``),
-    a request's first gap is measured from its own first token to the end of the first decode-bearing step
-    that starts after it on its decode replica (the first to decode it), in place of one of that step's batch
-    gaps: under SGLang's prefill-first scheduling, or a KV landing (P/D), the batch's gap starts before the
-    request's first token, or in another busy spell; without ``requests`` it is taken as its batch's. A
+    out. With ``requests`` (its ``first_token_s``, ``decode_start_s``, ``output_tokens``, ``decode_replica`` and
+    ``prefill_replica``), a request's first gap is measured from its own first token to the end of the first
+    decode-bearing step that starts after it joined its decode replica's batch (the first to decode it), in place
+    of one of that step's batch gaps: under SGLang's prefill-first scheduling, or a KV landing (P/D) that waits
+    for a slot, the batch's gap starts before the request's first token, or in another busy spell; without
+    ``requests`` it is taken as its batch's. A
     preempted request's wait until it decodes again is not a gap here (``vllm bench serve`` counts it as one);
     TPOT, from the request's own first token and finish, includes it."""
     if not len(steps):
@@ -201,16 +202,20 @@ def _first_gaps(requests: pd.DataFrame, replica_id: pd.Series, codes: np.ndarray
                 ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each request's first inter-token gap (``inter_token_samples``): from its first token to the end of the first
     decode-bearing step (``codes``, ``starts``, ``ends``: those steps' replica codes, starts and ends, by replica
-    then time) that starts at or after it on its decode replica (a colocated request's before it finished: its
-    prefill replica). Returns the gaps, their ends, and the indices of those steps."""
+    then time) that starts at or after it joined the decode batch (``decode_start_s``) on its decode replica (a
+    colocated request's before it finished: its prefill replica). Returns the gaps, their ends, and the indices of
+    those steps."""
     ft = requests.first_token_s.to_numpy(float)
+    # the first step that decodes it starts at or after it joined the decode batch (P/D: a landed request may wait
+    # for a slot on the decode replica); a frame without that column: its first token
+    joined = requests.decode_start_s.to_numpy(float) if "decode_start_s" in requests else ft
     name = requests.decode_replica.to_numpy(object)
     name = np.where(name == "", requests.prefill_replica.to_numpy(object), name)
     cats = (list(replica_id.cat.categories) if isinstance(replica_id.dtype, pd.CategoricalDtype)
             else list(pd.factorize(replica_id.to_numpy())[1]))
     rep = pd.Index(cats).get_indexer(name).astype(np.int64)  # -1: no replica (or one without steps)
-    take = np.isfinite(ft) & (requests.output_tokens.to_numpy() >= 2) & (rep >= 0)
-    ft, rep = ft[take], rep[take]
+    take = np.isfinite(ft) & np.isfinite(joined) & (requests.output_tokens.to_numpy() >= 2) & (rep >= 0)
+    ft, joined, rep = ft[take], joined[take], rep[take]
     # the decode-bearing steps of replica k are the block [bounds[k], bounds[k + 1]) of the replica-then-time
     # order; within a block, starts ascend (a replica's steps follow one another): one search per replica
     bounds = np.searchsorted(codes, np.arange(len(cats) + 1), side="left")
@@ -219,7 +224,7 @@ def _first_gaps(requests: pd.DataFrame, replica_id: pd.Series, codes: np.ndarray
     for k in np.unique(rep).tolist():
         m = rep == k
         a, b = int(bounds[k]), int(bounds[k + 1])
-        first[m] = a + np.searchsorted(starts[a:b], ft[m], side="left")
+        first[m] = a + np.searchsorted(starts[a:b], joined[m], side="left")
         end[m] = b
     found = first < end
     first = first[found]

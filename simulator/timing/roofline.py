@@ -120,8 +120,8 @@ class RooflineModel:
             peak = peak * dev.clock[hw]
         if kind == GEMM:
             eff = _gemm_efficiency(r, dev.sms[hw], K["size_half"])
-        elif kind == GROUPED_GEMM:  # efficiency by tokens per expert (FLOP are the busiest rank's already)
-            per_expert = _div(r["m"], np.maximum(r["groups"], 1.0))
+        elif kind == GROUPED_GEMM:  # efficiency by the busiest rank's tokens per expert (its pairs over its experts)
+            per_expert = _div(r["m"] * np.maximum(r["imbalance"], 1.0), np.maximum(r["groups"], 1.0))
             eff = np.where(K["size_half"] > 0, _div(per_expert, per_expert + K["size_half"]), 1.0)
         elif kind == ATTN_PREFILL:
             eff = _prefill_attention_efficiency(r, K["size_half"])
