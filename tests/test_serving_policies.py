@@ -166,6 +166,25 @@ def test_overheads_hide_launches_in_cuda_graphs_for_decode_only():
     assert moe.cost(0, 0, 0, 8, 1, 8000).time_s == pytest.approx(small)  # decode pays no MoE prefill set-up
 
 
+@pytest.mark.parametrize("engine,padded", [("vllm", True), ("sglang", True), ("trtllm", False)])
+def test_a_decode_batch_between_captured_sizes_replays_only_where_the_engine_pads(engine, padded):
+    """vLLM and SGLang pad a decode batch up to the next captured CUDA-graph size; TensorRT-LLM's default graphs
+    (no padding) cover 1-32 and the powers of two, so a batch of 40 or 100 runs eagerly and pays every unlisted
+    kernel's host launch, where 32, 64 and 128 replay."""
+    prof = engine_profile(engine)
+    assert prof.cuda_graph_padding is padded
+    oc = OverheadStepCost(ConstantStepCost(1e-3), prof, num_layers=32, moe=False)
+    launch = prof.kernels_per_layer * 32 * (prof.kernel_launch_s - prof.kernel_floor_s)
+
+    def extra(n):  # the step's overhead less its per-sequence part
+        return oc.cost(0, 0, 0, n, 1, 8000).time_s - prof.per_seq_s * n
+
+    for n in (40, 100):
+        assert extra(n) - extra(32) == pytest.approx(0.0 if padded else launch, abs=1e-12)
+    for n in (32, 64, 128):
+        assert extra(n) == pytest.approx(extra(1), abs=1e-12)
+
+
 def test_speculative_draft_passes_cost_time():
     prof = engine_profile("sglang")
     plain = OverheadStepCost(ConstantStepCost(1e-3), prof, 61, True)

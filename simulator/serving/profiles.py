@@ -18,8 +18,8 @@ from ..specs._reader import load_yaml
 ENGINES = ("vllm", "sglang", "trtllm")
 _FILE = Path(__file__).with_name("engines.yaml")
 _CONSTANTS = ("step_cpu_s", "per_seq_s", "kernels_per_layer", "kernel_floor_s", "kernel_launch_s",
-              "cuda_graph_max_bs", "moe_prefill_s", "prefill_graph_max_tokens", "frontend_latency_s",
-              "custom_allreduce_s", "custom_allreduce_max_bytes")
+              "cuda_graph_max_bs", "cuda_graph_padding", "moe_prefill_s", "prefill_graph_max_tokens",
+              "frontend_latency_s", "custom_allreduce_s", "custom_allreduce_max_bytes")
 
 
 MEMORY_RULES = ("vllm", "sglang", "trtllm")
@@ -62,6 +62,9 @@ class EngineProfile:
     kernel_floor_s: float  # cost of one such kernel replayed from a CUDA graph
     kernel_launch_s: float  # host launch cost of one kernel outside a CUDA graph
     cuda_graph_max_bs: int  # largest decode batch captured in a CUDA graph
+    # whether a decode batch between two captured sizes is padded up to the next one and replayed (True), or run
+    # eagerly (False: only 1-32 and the powers of two up to cuda_graph_max_bs are captured)
+    cuda_graph_padding: bool
     moe_prefill_s: float  # fixed latency of a step that prefills through MoE layers
     prefill_graph_max_tokens: int  # largest prefill/mixed step (tokens) replayed from piecewise CUDA graphs; 0: eager
     frontend_latency_s: float  # a request's time in the frontend before the scheduler has it (off the GPU path)
@@ -181,6 +184,8 @@ def engine_profile(name: str) -> EngineProfile:
     values["kernels_per_layer"] = int(values["kernels_per_layer"])
     values["cuda_graph_max_bs"] = int(values["cuda_graph_max_bs"])
     values["prefill_graph_max_tokens"] = int(values["prefill_graph_max_tokens"])
+    if not isinstance(values["cuda_graph_padding"], bool):
+        raise SpecError(str(_FILE), f"engines.{name}.cuda_graph_padding.value", "expected true or false")
     memory = _memory(name, e["memory"]) if "memory" in e else None
     return EngineProfile(name, e["policy"], e["preemption"], description=e.get("description", ""), memory=memory,
                          sources={k: e[k]["source"] for k in _CONSTANTS}, **values)
