@@ -83,3 +83,17 @@ def test_shipped_hardware_all_resolve():
         for engine in ("vllm", "sglang", "trtllm"):
             d = server_defaults(engine, hw.hbm_bytes, hw.name, 8)
             assert d.max_seqs >= 256 and d.max_batch_tokens >= 2048
+
+
+def test_sglang_with_speculative_decoding_runs_at_most_48_requests_by_default():
+    """SGLang resets an unset max_running_requests to 48 for EAGLE/EAGLE3/NEXTN (MTP) speculative decoding
+    (server_args.py _handle_speculative_decoding); vLLM keeps its own default, and an explicit limit wins."""
+    spec = dict(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1, spec_draft_tokens=2, spec_acceptance=0.7)
+    dep = quick_deployment(PlanOptions(**spec))
+    (s,) = replica_configs(dep, engine="sglang")
+    (v,) = replica_configs(dep, engine="vllm")
+    assert (s.max_seqs, v.max_seqs) == (48, 1024)
+    plain = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1))
+    assert replica_configs(plain, engine="sglang")[0].max_seqs == 2048
+    (m,) = replica_configs(quick_deployment(PlanOptions(**spec), max_seqs=300), engine="sglang")
+    assert m.max_seqs == 300

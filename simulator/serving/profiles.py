@@ -82,6 +82,7 @@ class ServerDefaults:
     max_seqs: int  # running requests (vLLM max_num_seqs, SGLang max_running_requests, TRT-LLM max_batch_size)
     max_batch_tokens: int  # tokens per step (vLLM max_num_batched_tokens, SGLang chunked_prefill_size, max_num_tokens)
     cuda_graph_max_bs: int | None  # None: the profile's constant
+    speculative_max_seqs: int | None = None  # the running requests it takes with speculative decoding (None: max_seqs)
 
 
 _TIER_KEYS = {"min_memory_gib", "below_memory_gib", "name_excludes", "max_seqs", "max_batch_tokens",
@@ -110,8 +111,12 @@ def server_defaults(name: str, memory_bytes: float, device_name: str, tp: int, d
         graph = t.get("cuda_graph_max_bs_tp4" if tp * dp >= 4 and "cuda_graph_max_bs_tp4" in t
                       else "cuda_graph_max_bs")
         ranks = dp if block.get("per_dp_rank") else 1
+        spec = block.get("speculative_max_seqs")
+        if spec is not None and (isinstance(spec, bool) or not isinstance(spec, int) or spec < 1):
+            raise SpecError(str(_FILE), f"engines.{name}.server_defaults.speculative_max_seqs",
+                            f"expected a whole number >= 1, got {spec!r}")
         return ServerDefaults(int(t["max_seqs"]) * ranks, int(t["max_batch_tokens"]) * ranks,
-                              None if graph is None else int(graph))
+                              None if graph is None else int(graph), None if spec is None else spec * ranks)
     raise SpecError(str(_FILE), where, f"no tier matches a device of {gib:.0f} GiB ({device_name})")
 
 

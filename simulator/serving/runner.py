@@ -47,7 +47,8 @@ def batch_limits(pool: Pool, profile: EngineProfile) -> tuple[int, int, EnginePr
     d = server_defaults(profile.name, a.hardware.hbm_bytes, a.hardware.name, a.tp, a.dp)
     if d.cuda_graph_max_bs is not None:
         profile = replace(profile, cuda_graph_max_bs=d.cuda_graph_max_bs)
-    return (pool.max_seqs if pool.max_seqs is not None else d.max_seqs,
+    seqs = d.speculative_max_seqs if pool.speculative is not None and d.speculative_max_seqs else d.max_seqs
+    return (pool.max_seqs if pool.max_seqs is not None else seqs,
             pool.max_batch_tokens if pool.max_batch_tokens is not None else d.max_batch_tokens, profile)
 
 
