@@ -459,7 +459,7 @@ def run_validate(measurements: Path, hardware: str | None, calibrations: list[Pa
             raise SimulatorError(f"{measurements}: no rows for hardware {hardware!r}")
     tables = [c for c in calibrations if str(c).lower().endswith(".csv")]
     overlays = [c for c in calibrations if c not in tables]
-    if tables and (overlays or timing or len(tables) > 1):
+    if tables and (overlays or (timing and timing.strip() != "roofline") or len(tables) > 1):
         # a measured table corrects the profile it is read against: an overlay under it would be applied twice
         raise SimulatorError(f"--calibration {tables[0]}: a measured table goes alone; combine it with an overlay "
                              "or another timing model as one --timing spec (e.g. --timing "

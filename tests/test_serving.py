@@ -826,12 +826,13 @@ def test_step_cost_models_are_shared_across_runs_of_a_pool_under_the_roofline():
     assert runner._COST_CACHE.keys() == built.keys()
 
 
-def test_requests_a_horizon_cuts_off_count_as_misses_only_once_their_ttft_target_has_passed():
+def test_requests_a_horizon_cuts_off_count_as_misses_only_once_a_miss_is_certain():
     """A run stopped by a horizon leaves requests unfinished (right-censored). Under a loose SLO every finished
     request meets it and none of the unfinished ones can have missed yet: they are left out, and the run meets
     its SLO (before, all of them counted as misses and it failed). Under a TTFT target that some of them had
     already outlived by the horizon (a first token later than it, or none by arrival + target), exactly those
-    count as misses; requests the horizon stopped before they arrived count neither way."""
+    count as misses, and so do those whose TPOT must exceed its target whatever their finish; requests the horizon
+    stopped before they arrived count neither way."""
     from dataclasses import replace as dc_replace
 
     from simulator.serving.engine import NOT_ARRIVED, UNFINISHED
@@ -862,6 +863,16 @@ def test_requests_a_horizon_cuts_off_count_as_misses_only_once_their_ttft_target
     fin = tight.requests[tight.requests.status == "finished"]
     ok = int((fin.ttft_s <= target).sum())
     assert tight.summary["slo_attainment"]["both"] == pytest.approx(ok / (len(fin) + missed))
+    # a TPOT target an unfinished request must already miss, whatever its finish: its TPOT is at least
+    # (horizon - first token) / (output - 1)
+    floor = (horizon - unfinished.first_token_s) / (unfinished.output_tokens - 1)
+    tpot_target = float(floor.median())
+    sure = int((floor > tpot_target).sum())
+    assert 0 < sure < len(unfinished)
+    slow = simulate(dep, dc_replace(t, slo=SLO(100.0, tpot_target, 90.0)), horizon_s=horizon)
+    fin = slow.requests[slow.requests.status == "finished"]
+    ok = int((fin.tpot_s <= tpot_target).sum())
+    assert slow.summary["slo_attainment"]["both"] == pytest.approx(ok / (len(fin) + sure))
 
 
 @pytest.mark.parametrize("kind", ["closed", "closed-horizon", "open-horizon"])

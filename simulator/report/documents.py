@@ -283,7 +283,8 @@ def _headroom_caution(doc: dict, rec: dict, head: float | None) -> str:
         what = (f"the headroom lies between {head:+.0%} and {hi / rate - 1:+.0%} (the bisection's bracket; more "
                 f"--bisect-steps narrow it), possibly inside the timing model's median error ({band:.0%})")
     else:
-        what = (f"a headroom of {head:+.0%}" + (f" to {hi / rate - 1:+.0%}" if hi is not None else "")
+        least = "" if (rec.get("verified") or {}).get("max_rate_bounded", True) else "at least "
+        what = (f"a headroom of {least}{head:+.0%}" + (f" to {hi / rate - 1:+.0%}" if hi is not None else "")
                 + f" is inside the timing model's median error ({band:.0%})")
     safer = [c for c in doc["candidates"] if c.get("verified") and c["verified"].get("slo_met")
              and c.get("cost_per_hour_usd") is not None and c["id"] != rec["id"]

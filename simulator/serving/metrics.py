@@ -6,8 +6,9 @@ request's successive token deliveries; E2E = last token - arrival. Percentiles o
 the measurement window (closed loops skip warm-up and drain; see ``measurement_window``). Goodput is
 the rate of requests meeting both SLOs, over the same span as the throughput beside it (so never above it),
 and is ``None`` (not applicable) when no SLO is given. A request a horizon stopped mid-service is a miss
-where its TTFT target had already passed by then, and otherwise left out of the SLO figures (it could
-still have met them). Utilisation is busy time per pool and quadrant over the run.
+where the horizon already makes one certain (its TTFT target passed, or its TPOT must exceed its target),
+and otherwise left out of the SLO figures (it could still have met them). Utilisation is busy time per
+pool and quadrant over the run.
 """
 
 from __future__ import annotations
@@ -221,8 +222,10 @@ def _first_gaps(requests: pd.DataFrame, replica_id: pd.Series, codes: np.ndarray
     bounds = np.searchsorted(codes, np.arange(len(cats) + 1), side="left")
     first = np.empty(len(ft), np.int64)
     end = np.empty(len(ft), np.int64)
-    for k in np.unique(rep).tolist():
-        m = rep == k
+    order = np.argsort(rep, kind="stable")  # the requests of each replica together (no pass over all per replica)
+    ks, at = np.unique(rep[order], return_index=True)
+    for k, lo, hi in zip(ks.tolist(), at.tolist(), [*at[1:].tolist(), len(order)]):
+        m = order[lo:hi]
         a, b = int(bounds[k]), int(bounds[k + 1])
         first[m] = a + np.searchsorted(starts[a:b], joined[m], side="left")
         end[m] = b
@@ -274,14 +277,21 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     tpot_ok = (done.tpot_s <= slo.tpot_s) | done.tpot_s.isna()
     ok = ttft_ok & tpot_ok
     # a refused request misses every SLO: the attainment and the percentile test count it, as an infinite latency.
-    # One a horizon stopped mid-service counts so only where its TTFT target had already passed (a first token
-    # late, or none by then); otherwise it could still have met the SLOs, and is left out (right-censored)
+    # One a horizon stopped mid-service counts so only where a miss is already certain (a first token late, none by
+    # then, or a TPOT past its target whatever its finish); otherwise it could still have met the SLOs, and is left
+    # out (right-censored)
     rej = (measured.status == "rejected").to_numpy()
     reason = measured.reason.to_numpy(object)
     cut = rej & (reason == UNFINISHED)
     ttft_cut = measured.ttft_s.to_numpy(float)[cut]
     waited = sim.horizon_s - measured.arrival_s.to_numpy(float)[cut]
     late = np.where(np.isfinite(ttft_cut), ttft_cut > slo.ttft_s, waited > slo.ttft_s)
+    # a TPOT miss is certain too once the time since its first token passes the target over its output: its TPOT,
+    # (finish - first token) / (output - 1), is at least (horizon - first token) / (output - 1)
+    since = waited - ttft_cut  # (NaN without a first token)
+    gaps = measured.output_tokens.to_numpy(float)[cut] - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        late |= np.isfinite(since) & (gaps > 0) & (since / np.maximum(gaps, 1) > slo.tpot_s)
     rej_meas = int((rej & ~cut & (reason != NOT_ARRIVED)).sum()) + int(late.sum())
     n_meas = max(len(done) + rej_meas, 1)
     price_s = sum(p.price_usd_per_s for p in dep.pools)

@@ -226,7 +226,7 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
     none) its preemption mode; ``overheads=False`` drops the engines' step overheads. ``timing`` times the ops
     (the roofline by default); ``cost_for`` replaces the step-cost model of a pool outright (tests). The run stops
     at ``horizon_s`` simulated seconds if given: requests unfinished then end ``rejected`` (``engine.UNFINISHED``,
-    which the SLO figures count as a miss only where the horizon already saw its TTFT target pass, or
+    which the SLO figures count as a miss only where the horizon already makes one certain, or
     ``engine.NOT_ARRIVED`` for those not yet arrived, which they leave out).
     ``progress(n)`` is called as requests finish."""
     from ..checks import choice, real
