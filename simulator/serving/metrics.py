@@ -176,27 +176,45 @@ def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: 
     dec = np.flatnonzero(seqs > 0)  # the decode-bearing steps, in replica then time order
     if not len(dec):
         return np.zeros(0), np.zeros(0)
-    sp, en, w = spell[dec], en[dec], seqs[dec].astype(np.int64)
-    dc, dst = c[dec], st[dec]
-    del spell, seqs, dec, st, c
-    # step i's batch gap (i > 0): from step i - 1's end, within one busy spell of one replica
-    has_gap = np.zeros(len(sp), bool)
-    has_gap[1:] = sp[1:] == sp[:-1]
-    gap = np.empty(len(sp))
-    gap[0] = 0.0
-    np.subtract(en[1:], en[:-1], out=gap[1:])
+    # (large runs: every array below is as long as the decode steps, so each is freed as soon as it is used)
+    has_gap = np.zeros(len(dec), bool)  # step i's batch gap (i > 0) is from step i - 1's end, in one busy spell
+    sp = spell[dec]
+    del spell
+    np.equal(sp[1:], sp[:-1], out=has_gap[1:])
+    del sp
+    en = en[dec]
+    w = seqs[dec]
+    del seqs
     own_gap = own_end = np.zeros(0)
     if requests is not None and len(requests):
-        own_gap, own_end, first = _first_gaps(requests, rid, dc, dst, en)
+        dst = st[dec]
+        del st
+        own_gap, own_end, first = _first_gaps(requests, rid, c[dec], dst, en)
+        del dst, c
         # each such request's first gap replaces one of its first decode step's batch gaps (left as they are
         # where that step's batch had none: the first of a busy spell)
         np.subtract.at(w, first[has_gap[first]], 1)
-    keep = has_gap & (w > 0) & (en >= start_s) & (en <= end_s)
+        del first
+    else:
+        del st, c
+    del dec
+    keep = has_gap
+    keep &= w > 0
+    if start_s > -math.inf:
+        keep &= en >= start_s
+    if end_s < math.inf:
+        keep &= en <= end_s
+    keep[0] = False  # (the first decode step has no step before it)
+    idx = np.flatnonzero(keep)
+    del keep
+    gap = en[idx]
+    gap -= en[idx - 1]
+    w = w[idx]
+    del en, idx
     inside = (own_end >= start_s) & (own_end <= end_s)
     if not len(own_gap):
-        return gap[keep], w[keep]
-    return (np.concatenate([gap[keep], own_gap[inside]]),
-            np.concatenate([w[keep], np.ones(int(inside.sum()), np.int64)]))
+        return gap, w
+    return (np.concatenate([gap, own_gap[inside]]), np.concatenate([w, np.ones(int(inside.sum()), w.dtype)]))
 
 
 def _first_gaps(requests: pd.DataFrame, replica_id: pd.Series, codes: np.ndarray, starts: np.ndarray,
