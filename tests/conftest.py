@@ -23,3 +23,12 @@ def write_hw(tmp_path):
         return path
 
     return write
+
+
+def one_line_error(r, code=2):
+    """A CLI result that failed as bad input should: exit ``code``, one ``error:`` line on stderr, no traceback;
+    returns that line."""
+    assert r.exit_code == code, (r.exit_code, r.output)
+    err = r.stderr.strip()
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err, err
+    return err

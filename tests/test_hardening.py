@@ -12,19 +12,12 @@ from typer.testing import CliRunner
 
 from simulator.cli import app
 
-from .conftest import DATA
+from .conftest import DATA, one_line_error
 
 runner = CliRunner()
 QUICK = ["simulate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "1", "--tp", "1",
          "--isl", "256", "--osl", "16", "--requests", "20", "--rate", "5/s"]
 WHATIF = ["whatif", "--model", "llama-3.1-8b", "--devices", "1", "--batch", "8", "--isl", "512", "--osl", "64"]
-
-
-def one_line_error(r, code=2):
-    assert r.exit_code == code, (r.exit_code, r.output)
-    err = r.stderr.strip()
-    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 @pytest.mark.parametrize("flag,value", [
@@ -563,31 +556,24 @@ def test_a_trace_replays_at_most_its_rows():
     assert "--requests 100000" in err and "rows" in err
 
 
-@pytest.mark.parametrize("value", [1.5, 0])
-def test_a_sustained_clock_above_the_datasheet_or_at_zero_is_refused(tmp_path, value):
-    """The sustained clock is a fraction of the datasheet clock in (0, 1]: above 1 would compute faster than the
-    datasheet peak, 0 never finishes; either is refused at its key, not computed."""
+@pytest.mark.parametrize("key,value,words", [
+    # the sustained clock is a fraction of the datasheet's in (0, 1]: above 1 would compute faster than the peak,
+    # 0 never finishes
+    ("sustained_clock_fraction", 1.5, "efficiency.sustained_clock_fraction: expected a fraction in (0, 1]"),
+    ("sustained_clock_fraction", 0, "efficiency.sustained_clock_fraction: expected a fraction in (0, 1]"),
+    # a reserve the size of the device leaves nothing to run in
+    ("memory_reserve", "200 GiB", "efficiency.memory_reserve: expected less than the memory capacity"),
+])
+def test_efficiency_nonsense_is_refused_at_its_key(tmp_path, key, value, words):
     doc = yaml.safe_load((DATA.parents[1] / "hardware" / "h200-sxm.yaml").read_text())
-    doc["efficiency"]["sustained_clock_fraction"]["value"] = value
+    doc["efficiency"][key]["value"] = value
     folder = tmp_path / "hw"
     folder.mkdir()
     p = folder / "h200-sxm.yaml"
     p.write_text(yaml.safe_dump(doc))
     err = one_line_error(runner.invoke(app, ["whatif", "--model", "llama-3.1-8b", "--hardware", str(p),
                                              "--devices", "1"]))
-    assert "efficiency.sustained_clock_fraction: expected a fraction in (0, 1]" in err
-
-
-def test_a_memory_reserve_larger_than_the_device_is_refused(tmp_path):
-    doc = yaml.safe_load((DATA.parents[1] / "hardware" / "h200-sxm.yaml").read_text())
-    doc["efficiency"]["memory_reserve"]["value"] = "200 GiB"
-    folder = tmp_path / "hw"
-    folder.mkdir()
-    p = folder / "h200-sxm.yaml"
-    p.write_text(yaml.safe_dump(doc))
-    err = one_line_error(runner.invoke(app, ["whatif", "--model", "llama-3.1-8b", "--hardware", str(p),
-                                             "--devices", "1"]))
-    assert "efficiency.memory_reserve: expected less than the memory capacity" in err
+    assert words in err
 
 
 def test_calibrate_never_writes_over_a_hardware_profile(tmp_path):

@@ -17,6 +17,8 @@ from simulator.validation.calibrate import _with_param, calibrate
 from simulator.validation.measurements import COLUMNS, holdout_mask, read_measurements
 from simulator.validation.validate import predict, score
 
+from .conftest import one_line_error
+
 runner = CliRunner()
 H100 = load_hardware("h100-sxm")
 
@@ -195,10 +197,7 @@ def test_calibration_and_timing_flags_that_would_change_nothing_or_double_count_
             (["--measurements", str(path), "--calibration", str(overlay), "--calibration", str(path)],
              ["--calibration", "--timing calibrated:"]),
             (["--measurements", str(path), "--tp", "2"], ["--tp", "--serving"])):
-        r = runner.invoke(app, ["validate", *args])
-        assert r.exit_code == 2, r.output
-        line = r.stderr.strip()
-        assert len(line.splitlines()) == 1 and "Traceback" not in line
+        line = one_line_error(runner.invoke(app, ["validate", *args]))
         for w in words:
             assert w in line, line
     for fraction in ("0.001", "0.999"):
