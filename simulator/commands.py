@@ -453,8 +453,7 @@ def run_validate(measurements: Path, hardware: str | None, calibrations: list[Pa
 
     df = read_measurements(measurements, latency)
     if hardware:
-        hw_id = _profile_id(hardware, "--hardware")
-        df = df[(df["hardware"] == hw_id) | (df["hardware"] == hardware)].reset_index(drop=True)
+        df = df[_rows_naming(df, hardware, "--hardware")].reset_index(drop=True)
         if df.empty:
             raise SimulatorError(f"{measurements}: no rows for hardware {hardware!r}")
     tables = [c for c in calibrations if str(c).lower().endswith(".csv")]
@@ -516,6 +515,20 @@ def _profile_id(name: str, flag: str) -> str:
         raise SimulatorError(f"{flag} {name}: {exc}") from None
 
 
+def _rows_naming(df, name: str, flag: str):
+    """The measurement rows of the device ``name`` (a flag's value): rows naming it as given, by its profile id, or
+    by the same profile file."""
+    import os
+
+    hw_id = _profile_id(name, flag)
+    mask = (df["hardware"] == name) | (df["hardware"] == hw_id)
+    if os.path.isfile(name):
+        for other in set(df["hardware"][~mask]):
+            if os.path.isfile(other) and os.path.samefile(other, name):
+                mask |= df["hardware"] == other
+    return mask.to_numpy()
+
+
 def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: float, seed: int,
                   latency: str = "latency_us") -> dict:
     from .io import atomic_write_text
@@ -536,9 +549,11 @@ def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: f
                                  "write the overlay to a new file")
     df = read_measurements(measurements, latency)
     try:
-        base = load_hardware(hardware)  # (an alias, an id or a profile file: the rows are matched by its id)
+        base = load_hardware(hardware)  # (an alias, an id or a profile file)
     except SimulatorError as exc:
         raise SimulatorError(f"--hardware {hardware}: {exc}") from None
+    mine = _rows_naming(df, hardware, "--hardware")  # its rows, as calibrate finds them: by the profile's id
+    df = df.assign(hardware=df["hardware"].where(~mine, base.id))
     cal, report = calibrate(df, base, test_fraction=test_fraction, seed=seed, measurements_file=str(measurements))
     atomic_write_text(out, overlay_yaml(cal, base, report, measurements))
     return report
@@ -564,10 +579,14 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
             raise SimulatorError(f"{flag}: cannot read the list {text!r}") from None
 
     model_t = resolve_timing(timing)
-    names = {}  # profile id -> the first name it was given by (two names of one profile: one device)
+    import os
+
+    names = {}  # profile file -> the first name it was given by (two names of one profile file: one device)
+    ids = []
     for h in split(hardware, "--hardware"):
-        names.setdefault(load_hardware(h).id, h)
-    ids = list(names)
+        spec = load_hardware(h)
+        names.setdefault(os.path.realpath(spec.file) if spec.file else spec.id, h)
+        ids.append(spec.id)
     check_overlays_apply(model_t, set(ids), "--timing")
     df = sweep(model, list(names.values()), devices, isl=isl, osl=osl,
                batches=split(batches, "--batches", int), precisions=split(precisions, "--precision"),

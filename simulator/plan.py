@@ -52,7 +52,7 @@ class PhasePlan:
     af_disaggregated: bool = False  # attention and FFN on separate device pools
     micro_batches: int = 1  # ping-pong micro-batches between attention and FFN pools
     chunk_tokens: int = 0  # prefill chunk size (0 = whole prompt in one chunk)
-    moe_imbalance: float = 1.0  # extra load-imbalance factor on top of random-routing imbalance
+    moe_imbalance: float = 1.0  # extra load-imbalance factor over EP ranks on top of random routing (ep > 1 only)
 
     @property
     def devices(self) -> int:

@@ -614,7 +614,7 @@ def test_a_profile_given_as_a_file_is_that_file_in_sweep_validate_and_calibrate(
     assert r.exit_code == 0, r.output
     import json
 
-    assert {x["hardware"] for x in json.loads(r.stdout)["front"]} == {"my-gpu"}
+    assert {x["hardware"] for x in json.loads(r.stdout)["front"]} == {str(custom)}  # (labelled by its file)
     # an edited copy of h100-sxm at a tenth of the memory bandwidth: its rows read slower than the catalogue's
     doc = yaml.safe_load((DATA.parents[1] / "hardware" / "h100-sxm.yaml").read_text())
     doc["memory"]["bandwidth"]["value"] = "335 GB/s"
@@ -633,3 +633,22 @@ def test_a_profile_given_as_a_file_is_that_file_in_sweep_validate_and_calibrate(
 
     pred = pd.read_csv(tmp_path / "p.csv")
     assert pred.predicted_us.iloc[1] > 5 * pred.predicted_us.iloc[0]
+    # the catalogue's profile and an edited copy of it are two devices in a sweep, each labelled as given
+    r = runner.invoke(app, ["sweep", "--model", "llama-3.1-8b", "--hardware", f"h100-sxm,{edited}", "--devices", "1",
+                            "--batches", "8", "--precision", "bf16", "--out", str(tmp_path / "s.csv")])
+    assert r.exit_code == 0, r.output
+    sw = pd.read_csv(tmp_path / "s.csv").set_index("hardware")
+    assert sw.loc[str(edited), "tpot_s"] > 5 * sw.loc["h100-sxm", "tpot_s"]
+    # rows naming the file are that device for --hardware (however the path is spelled) and for calibrate
+    full = pd.read_csv(DATA.parents[1] / "reports" / "validation" / "h200-sxm" / "full.csv", dtype=str,
+                       keep_default_na=False)
+    (tmp_path / "h2").mkdir()
+    h200 = tmp_path / "h2" / "h200-sxm.yaml"
+    h200.write_text((DATA.parents[1] / "hardware" / "h200-sxm.yaml").read_text())
+    rows = tmp_path / "rows.csv"
+    full.assign(hardware=str(h200)).to_csv(rows, index=False)
+    spelled = str(tmp_path / "h2" / ".." / "h2" / "h200-sxm.yaml")
+    assert runner.invoke(app, ["validate", "--measurements", str(rows), "--hardware", spelled]).exit_code == 0
+    r = runner.invoke(app, ["calibrate", "--measurements", str(rows), "--hardware", str(h200), "--out",
+                            str(tmp_path / "cal.yaml")])
+    assert r.exit_code == 0, r.output

@@ -872,7 +872,13 @@ def test_requests_a_horizon_cuts_off_count_as_misses_only_once_a_miss_is_certain
     slow = simulate(dep, dc_replace(t, slo=SLO(100.0, tpot_target, 90.0)), horizon_s=horizon)
     fin = slow.requests[slow.requests.status == "finished"]
     ok = int((fin.tpot_s <= tpot_target).sum())
-    assert slow.summary["slo_attainment"]["both"] == pytest.approx(ok / (len(fin) + sure))
+    att = slow.summary["slo_attainment"]
+    assert att["both"] == pytest.approx(ok / (len(fin) + sure)) and att["tpot"] == att["both"]
+    # each target on its own: a sure TPOT miss is no TTFT miss; the cut requests' first tokens count for TTFT
+    with_first = int(unfinished.first_token_s.notna().sum())
+    assert att["ttft"] == 1.0 and with_first > 0
+    if att["tpot"] < 0.9:  # under 90% within the TPOT target: the p90 TPOT cannot be
+        assert slow.summary["goodput"]["slo_met"] is False
 
 
 @pytest.mark.parametrize("kind", ["closed", "closed-horizon", "open-horizon"])

@@ -183,6 +183,11 @@ def test_a_decode_batch_between_captured_sizes_replays_only_where_the_engine_pad
         assert extra(n) - extra(32) == pytest.approx(0.0 if padded else launch, abs=1e-12)
     for n in (32, 64, 128):
         assert extra(n) == pytest.approx(extra(1), abs=1e-12)
+    if not padded:  # with attention DP a graph replays only when every rank holds the same captured batch
+        oc.attention_dp = 8
+        assert extra(256) == pytest.approx(extra(8), abs=1e-12)  # 32 a rank
+        assert extra(17) - extra(16) == pytest.approx(launch, abs=1e-12)  # uneven ranks: eager
+        assert extra(264) - extra(256) == pytest.approx(launch, abs=1e-12)  # 33 a rank: not captured
 
 
 def test_speculative_draft_passes_cost_time():

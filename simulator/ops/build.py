@@ -261,7 +261,9 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
         if not af:  # with A/F apart, attention ranks dispatch straight to the expert owners (attn_to_ffn)
             b.add("moe_dispatch", fq, ALL_TO_ALL, count=np.where(a2a, moe_stage, 0.0), m=T_disp, n=h,
                   a_bytes=pf.act_bytes, fanout=float(k), **F.group(ep * etp))
-        imbalance = random_routing_imbalance(T_group, k, ep) * plan.moe_imbalance
+        # the busiest EP rank's share over the mean: random routing, and the deployment's skew on top; one rank
+        # (ep = 1, experts split by TP) holds every expert, so no skew makes one rank busier than another
+        imbalance = random_routing_imbalance(T_group, k, ep) * np.where(ep > 1, plan.moe_imbalance, 1.0)
         routed_dev = T_group * k / ep  # mean token-expert pairs per EP rank
         # distinct experts whose weights the busiest EP rank reads (the rank that sets the time, as for its pairs):
         # the mean rank's scaled by the same imbalance, at most the rank's own experts and its own pairs; one rank

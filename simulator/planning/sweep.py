@@ -81,7 +81,8 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
         fits = kv_cap >= batch * (isl + osl)
         price = hw.price_usd_per_s * devices
         frames.append(pd.DataFrame({
-            "hardware": hw.id, "precision": prec, "tp": tp.astype(int), "ep": ep.astype(int),
+            "hardware": hw_id if _is_file(hw_id) else hw.id, "precision": prec, "tp": tp.astype(int),
+            "ep": ep.astype(int),
             "dp": dp.astype(int), "batch": batch.astype(int), "ttft_s": ttft, "tpot_s": tpot,
             "output_tokens_per_s": out_tps, "output_tokens_per_s_per_device": out_tps / devices,
             "weights_bytes_per_device": weights, "kv_token_capacity": kv_cap, "fits": fits,
@@ -90,6 +91,11 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
     if not frames:
         raise SimulatorError("no configuration could be built (check --precision against the devices)")
     return pd.concat(frames, ignore_index=True)
+
+
+def _is_file(name: str) -> bool:
+    """A profile named by its file (labelled so: an edited copy is not the catalogue's profile of its id)."""
+    return "/" in name or "\\" in name or name.lower().endswith((".yaml", ".yml"))
 
 
 def pareto_front(df: pd.DataFrame, x: str = "tpot_s", y: str = "output_tokens_per_s_per_device") -> pd.DataFrame:

@@ -295,23 +295,29 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     tpot_ok = (done.tpot_s <= slo.tpot_s) | done.tpot_s.isna()
     ok = ttft_ok & tpot_ok
     # a refused request misses every SLO: the attainment and the percentile test count it, as an infinite latency.
-    # One a horizon stopped mid-service counts so only where a miss is already certain (a first token late, none by
-    # then, or a TPOT past its target whatever its finish); otherwise it could still have met the SLOs, and is left
-    # out (right-censored)
+    # One a horizon stopped mid-service is judged on what the horizon already settles, each target on its own: its
+    # TTFT when it has a first token (or a miss when it has none by arrival + target), its TPOT only where a miss
+    # is certain whatever its finish; what is not settled is left out (right-censored)
     rej = (measured.status == "rejected").to_numpy()
     reason = measured.reason.to_numpy(object)
     cut = rej & (reason == UNFINISHED)
+    refused = int((rej & ~cut & (reason != NOT_ARRIVED)).sum())
     ttft_cut = measured.ttft_s.to_numpy(float)[cut]
     waited = sim.horizon_s - measured.arrival_s.to_numpy(float)[cut]
-    late = np.where(np.isfinite(ttft_cut), ttft_cut > slo.ttft_s, waited > slo.ttft_s)
-    # a TPOT miss is certain too once the time since its first token passes the target over its output: its TPOT,
-    # (finish - first token) / (output - 1), is at least (horizon - first token) / (output - 1)
+    known = np.isfinite(ttft_cut)
+    ttft_late = np.where(known, ttft_cut > slo.ttft_s, waited > slo.ttft_s)
+    # its TPOT, (finish - first token) / (output - 1), is at least (horizon - first token) / (output - 1)
     since = waited - ttft_cut  # (NaN without a first token)
     gaps = measured.output_tokens.to_numpy(float)[cut] - 1
     with np.errstate(invalid="ignore", divide="ignore"):
-        late |= np.isfinite(since) & (gaps > 0) & (since / np.maximum(gaps, 1) > slo.tpot_s)
-    rej_meas = int((rej & ~cut & (reason != NOT_ARRIVED)).sum()) + int(late.sum())
-    n_meas = max(len(done) + rej_meas, 1)
+        tpot_late = np.isfinite(since) & (gaps > 0) & (since / np.maximum(gaps, 1) > slo.tpot_s)
+    cut_ttft = pd.Series(ttft_cut[known])  # settled TTFTs of cut requests (met or missed)
+    ttft_missing = refused + int((~known & ttft_late).sum())  # no first token, target passed: infinitely late
+    tpot_missing = refused + int(tpot_late.sum())
+    both_missing = refused + int((ttft_late | tpot_late).sum())
+    n_ttft = max(len(done) + len(cut_ttft) + ttft_missing, 1)
+    n_tpot = max(len(done) + tpot_missing, 1)
+    n_meas = max(len(done) + both_missing, 1)
     price_s = sum(p.price_usd_per_s for p in dep.pools)
     itl = inter_token_latencies(steps, win["start_s"], win["end_s"], requests)
     util = {}
@@ -378,16 +384,18 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
                    {p_.name: sim.engine_override for p_ in dep.pools},
         "window": win,
         "goodput": {"slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s), "percentile": p},
-                    "fraction_of_requests": float(ok.sum()) / n_meas if has_slo and len(done) + rej_meas else None,
+                    "fraction_of_requests": float(ok.sum()) / n_meas if has_slo and len(done) + both_missing
+                    else None,
                     # over the throughput's own span, the share of it that met both SLOs (never above it)
                     "requests_per_s": float(ok.sum()) / rate_span if has_slo else None,
                     "output_tokens_per_s": (out_tok / rate_span * float(done.output_tokens[ok].sum())
                                             / max(float(done.output_tokens.sum()), 1.0)) if has_slo else None,
-                    "slo_met": (bool(len(done) and _pct(done.ttft_s, p, rej_meas) <= slo.ttft_s
-                                     and (_pct(done.tpot_s, p, rej_meas) or 0.0) <= slo.tpot_s)
+                    "slo_met": (bool(len(done) and _pct(pd.concat([done.ttft_s, cut_ttft]), p, ttft_missing)
+                                     <= slo.ttft_s and (_pct(done.tpot_s, p, tpot_missing) or 0.0) <= slo.tpot_s)
                                 if has_slo else None)},
-        "slo_attainment": ({"ttft": float(ttft_ok.sum()) / n_meas, "tpot": float(tpot_ok.sum()) / n_meas,
-                            "both": float(ok.sum()) / n_meas} if has_slo else None),
+        "slo_attainment": ({"ttft": float(ttft_ok.sum() + (cut_ttft <= slo.ttft_s).sum()) / n_ttft,
+                            "tpot": float(tpot_ok.sum()) / n_tpot, "both": float(ok.sum()) / n_meas}
+                           if has_slo else None),
         "utilisation": util,
         "preemptions": int(requests.preemptions.sum()),
         "kv_occupancy": kv,

@@ -39,10 +39,13 @@ class OverheadStepCost:
     def overhead_s(self, prefill_seqs: int, prefill_tokens: int, decode_seqs: int,
                    decode_tokens: int | None = None) -> float:
         p = self.profile
-        if prefill_tokens == 0:  # uniform decode batch: full CUDA graph up to the captured batch size (unpadded:
-            # only the captured sizes themselves, 1-32 and the powers of two)
-            graph = decode_seqs <= p.cuda_graph_max_bs and (
-                p.cuda_graph_padding or decode_seqs <= 32 or decode_seqs & (decode_seqs - 1) == 0)
+        if prefill_tokens == 0:  # uniform decode batch: full CUDA graph up to the captured batch size
+            if p.cuda_graph_padding:
+                graph = decode_seqs <= p.cuda_graph_max_bs
+            else:  # only the captured sizes themselves (1-32 and the powers of two), and with attention DP only when
+                # every rank holds the same captured batch (TensorRT-LLM's all_batch_size_equal check)
+                per, uneven = divmod(decode_seqs, self.attention_dp)
+                graph = not uneven and per <= p.cuda_graph_max_bs and (per <= 32 or per & (per - 1) == 0)
         else:  # prefill / mixed step: piecewise graphs (attention eager) up to the captured token count
             tokens = prefill_tokens + (decode_seqs if decode_tokens is None else decode_tokens)
             graph = tokens <= p.prefill_graph_max_tokens
