@@ -255,3 +255,30 @@ def test_kernel_times_with_an_empty_cell_name_the_column(tmp_path):
     df.to_csv(path, index=False)
     r = runner.invoke(app, ["validate", "--measurements", str(path), "--kernel-times"])
     assert r.exit_code == 2 and "row 5" in r.output and "'kernel_us'" in r.output
+
+
+@pytest.mark.parametrize("text,words", [
+    ("op,dtype,m,n,k\ngemm,fp32,,16,16\n", ["line 2, column 'm'", "whole number"]),
+    ("op,dtype,m,n,k\ngemm,fp32,1.5,16,16\n", ["line 2, column 'm'", "'1.5'"]),
+    ("op,dtype,m,n,k\ngemm,fp32,0,16,16\n", ["column 'm'"]),
+    ("op,dtype,batch,q_len,kv_len,num_heads,num_kv_heads,head_dim\nattn_decode,fp32,1,4,64,4,1,16\n",
+     ["column 'q_len'", "one query token"]),
+    ("op,dtype,tokens,hidden,intermediate,num_experts,top_k\nmoe,fp32,5,16,16,8,2\n", ["column 'tokens'", "evenly"]),
+    ("op\nfoo\n", ["column 'op'", "'foo'"]),
+    ("op,dtype,m,n,k\n", ["no shapes"]),
+])
+def test_a_shape_file_is_checked_before_anything_is_measured(tmp_path, text, words):
+    """`bench run --suite FILE`: every row is checked up front (a bad row 400 would otherwise end the run after 399
+    measurements), and only shapes the harness times as written are taken (a decode row of one query token, MoE
+    pairs spread evenly over the experts hit), so no row is written for a shape that was not timed."""
+    from simulator.errors import SimulatorError
+    from simulator.validation.bench.suites import load_suite
+
+    p = tmp_path / "shapes.csv"
+    p.write_text(text)
+    with pytest.raises(SimulatorError) as e:
+        load_suite(str(p))
+    assert str(p) in str(e.value) and all(w in str(e.value) for w in words), str(e.value)
+    ok = tmp_path / "ok.csv"
+    ok.write_text("op,bytes\nall_reduce,1048576\n")  # (a collective's world is the run's own)
+    assert len(load_suite(str(ok))) == 1

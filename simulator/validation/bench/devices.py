@@ -45,3 +45,14 @@ def cuda_device_name(device: str) -> str:
 
     index = int(device.split(":", 1)[1]) if ":" in device else torch.cuda.current_device()
     return torch.cuda.get_device_name(index)
+
+
+def nvidia_smi_id(torch) -> str:
+    """The current CUDA device as ``nvidia-smi -i`` names it: its UUID (torch's device index counts only the GPUs
+    CUDA_VISIBLE_DEVICES shows, nvidia-smi's counts every GPU); its index where torch does not report one."""
+    index = torch.cuda.current_device()
+    try:
+        uuid = str(torch.cuda.get_device_properties(index).uuid)
+    except (AttributeError, RuntimeError):
+        return str(index)
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"

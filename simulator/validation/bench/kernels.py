@@ -118,9 +118,10 @@ def collective(torch, row, device):
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         raise Unsupported("collectives need several ranks: launch with torchrun --nproc-per-node N")
     world = dist.get_world_size()
-    n = max(_i(row.bytes) // 2, world)
+    dt = torch.bfloat16 if device.startswith("cuda") else torch.float32  # (gloo on a CPU: float32)
+    size = torch.empty((), dtype=dt).element_size()
+    n = max(_i(row.bytes) // size, world)  # the row's bytes in the dtype actually sent
     n -= n % world
-    dt = torch.bfloat16 if device.startswith("cuda") else torch.float32
     buf = torch.ones(n, dtype=dt, device=device)
     if row.op == "all_reduce":
         return lambda: dist.all_reduce(buf)

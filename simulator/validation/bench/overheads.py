@@ -27,6 +27,7 @@ import time
 import pandas as pd
 
 from . import require_torch
+from .devices import nvidia_smi_id
 from .run import _cpu_name, provenance, select_device
 from .timer import Timer
 
@@ -186,13 +187,13 @@ def sustained_load(device: str, *, seconds: float = 20.0, size: int = 8192, dtyp
 
     torch = require_torch()
     select_device(torch, device, cuda_only="a sustained-load run")
-    index = torch.cuda.current_device()
+    index = nvidia_smi_id(torch)  # (nvidia-smi's id of the measured GPU, whatever CUDA_VISIBLE_DEVICES shows)
     samples: list[tuple[float, str]] = []
     stop = threading.Event()
     t0 = time.perf_counter()
 
     def poll():
-        query = ["nvidia-smi", "-i", str(index), "--query-gpu=clocks.sm,power.draw,temperature.gpu",
+        query = ["nvidia-smi", "-i", index, "--query-gpu=clocks.sm,power.draw,temperature.gpu",
                  "--format=csv,noheader,nounits"]
         while not stop.is_set():
             try:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..measurements import COLUMNS
 from . import require_torch
+from .devices import nvidia_smi_id
 from .kernels import BUILDERS, Unsupported
 from .suites import load_suite
 from .timer import Timer
@@ -28,10 +29,11 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _nvidia_smi(query: str) -> str:
+def _nvidia_smi(query: str, gpu: str | None = None) -> str:
+    """One ``nvidia-smi --query-gpu`` answer for ``gpu`` (an ``-i`` id: the measured device, not GPU 0)."""
     try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(["nvidia-smi", *(["-i", gpu] if gpu else []), f"--query-gpu={query}",
+                              "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -39,13 +41,14 @@ def _nvidia_smi(query: str) -> str:
 
 def provenance(torch, device: str) -> dict:
     cuda = device.startswith("cuda")
+    gpu = nvidia_smi_id(torch) if cuda else None
     return {
         "device_name": torch.cuda.get_device_name() if cuda else _cpu_name(),
-        "driver": _nvidia_smi("driver_version") if cuda else "",
+        "driver": _nvidia_smi("driver_version", gpu) if cuda else "",
         "runtime": f"cuda {torch.version.cuda}" if cuda else f"cpu threads={torch.get_num_threads()}",
         "torch_version": torch.__version__,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "clocks": _nvidia_smi("clocks.sm,clocks.mem") if cuda else "",
+        "clocks": _nvidia_smi("clocks.sm,clocks.mem", gpu) if cuda else "",
         "host": platform.node(),
     }
 
@@ -100,8 +103,6 @@ def run_suite(suite: str, device: str, hardware: str, *, reps: int = 10, warmup:
     select_device(torch, device)
     torch.manual_seed(0)
     shapes = load_suite(suite)
-    timer = Timer(torch, device, warmup=warmup, reps=reps)
-    prov = provenance(torch, device)
     rank0 = True
     try:
         import torch.distributed as dist
@@ -114,6 +115,9 @@ def run_suite(suite: str, device: str, hardware: str, *, reps: int = 10, warmup:
         world = dist.get_world_size() if dist.is_initialized() else 1
     except (ImportError, RuntimeError):
         world = 1
+    # (after the rank's own device is current: its L2-flush buffer and its provenance are that GPU's)
+    timer = Timer(torch, device, warmup=warmup, reps=reps)
+    prov = provenance(torch, device)
     rows, skipped, measured = [], [], []
     with torch.inference_mode():
         for i, row in enumerate(shapes.itertuples(index=False)):
@@ -154,8 +158,8 @@ def run_suite(suite: str, device: str, hardware: str, *, reps: int = 10, warmup:
 
         raise SimulatorError(f"no kernel of suite {suite!r} could be measured on {device} (first failure: "
                              f"{skipped[0][1]}): nothing written")
-        if kernel_times and progress and skipped:  # the kernel pass had no step for the skipped rows
-            progress(2 * len(shapes))
+    if kernel_times and progress and skipped:  # the kernel pass had no step for the skipped rows
+        progress(2 * len(shapes))
     df = pd.DataFrame(rows)
     for col in (*COLUMNS, "quant", "causal"):  # integral shape columns are written as integers
         if col in df.columns and col != "latency_us" and pd.api.types.is_float_dtype(df[col]):

@@ -8,6 +8,7 @@ or a CSV file of shapes in the measurement-contract columns (latency_us left emp
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -113,10 +114,50 @@ def load_suite(name_or_file: str) -> pd.DataFrame:
         path = Path(name_or_file)
         if not path.exists():
             raise SimulatorError(f"unknown suite {name_or_file!r}: use tiny, quick, full or a shape CSV file")
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise SimulatorError(f"{path}: cannot read the shape file ({' '.join(str(exc).split())})") from None
         if "op" not in df.columns:
             raise SimulatorError(f"{path}: a shape file needs at least an 'op' column")
+        if df.empty:
+            raise SimulatorError(f"{path}: no shapes (a header line and one shape per line)")
+        _check_shapes(df, str(path))
     df = df.reindex(columns=[c for c in COLUMNS if c not in ("hardware", "latency_us")])
     for c in ("op", "dtype", "kv_dtype"):
         df[c] = df[c].astype(object).where(df[c].notna(), "")
     return df.reset_index(drop=True)
+
+
+def _check_shapes(df: pd.DataFrame, path: str) -> None:
+    """Every row of a shape file, before anything is measured: a known op, the shape columns it needs as whole
+    numbers >= 1, and only shapes the harness times as written (a decode attention row of one query token, a MoE
+    row whose token-expert pairs spread evenly over the experts hit), so a bad row cannot end a long run midway
+    nor be written as a shape that was not timed."""
+    from ..measurements import NEEDS
+
+    def bad(i: int, col: str, why: str):
+        return SimulatorError(f"{path}: line {i + 2}, column {col!r}: {why}")
+
+    for i, row in enumerate(df.to_dict("records")):
+        op = str(row.get("op", "")).strip()
+        if op not in NEEDS:
+            raise bad(i, "op", f"expected one of {', '.join(NEEDS)}, got {op!r}")
+        vals = {}
+        need = tuple(c for c in NEEDS[op] if c != "world")  # (a collective's world is the torchrun one it runs in)
+        for col in need + (("q_len",) if op == "attn_decode" and str(row.get("q_len", "")).strip() else ()):
+            raw = str(row.get(col, "")).strip()
+            try:
+                v = float(raw)
+            except ValueError:
+                v = math.nan
+            if not (math.isfinite(v) and v >= 1 and v == int(v)):
+                raise bad(i, col, f"expected a whole number >= 1 for op {op}, got {raw!r}")
+            vals[col] = int(v)
+        if op == "attn_decode" and vals.get("q_len", 1) != 1:
+            raise bad(i, "q_len", "decode attention is timed for one query token a sequence: 1 or empty")
+        if op == "moe":
+            pairs = vals["tokens"] * vals["top_k"]
+            if pairs % min(vals["num_experts"], pairs):
+                raise bad(i, "tokens", f"{pairs} token-expert pairs do not spread evenly over "
+                                       f"{min(vals['num_experts'], pairs)} experts (the harness times them so)")
