@@ -105,6 +105,10 @@ def test_harness_input_errors_are_one_line_and_a_run_that_measured_nothing_fails
     shapes.write_text("op,dtype,m,n,k\ngemm,fp32,1000000,1000000,1000000\n")
     r = runner.invoke(app, ["bench", "run", "--device", "cpu", "--suite", str(shapes), "--out", str(out)])
     assert r.exit_code != 0 and "could be measured" in r.output and not out.exists()
+    # CPU timings under a GPU's profile would then validate (or calibrate) that GPU's profile
+    r = runner.invoke(app, ["bench", "run", "--device", "cpu", "--suite", "tiny", "--hardware", "h100-sxm",
+                            "--out", str(out)])
+    assert r.exit_code == 2 and "--hardware" in r.output and "cpu-host" in r.output and not out.exists()
 
 
 def test_sustained_load_needs_a_gpu(tmp_path):

@@ -217,7 +217,10 @@ def bench_run(
 
     select_device(require_torch(), device)  # torch installed, a device string torch can use
     hw = hardware or _profile_of(device)
-    load_hardware(hw)  # an unknown profile id fails here, before anything is measured
+    spec = load_hardware(hw)  # an unknown profile id fails here, before anything is measured
+    if device == "cpu" and spec.id != "cpu-host":  # CPU times under a GPU's name would validate that GPU's profile
+        raise typer.BadParameter(f"{hw} is not this CPU: rows measured on --device cpu are labelled cpu-host "
+                                 "(give --device cuda to measure a GPU)", param_hint="'--hardware'")
     n = len(load_suite(suite))
     if kernel_times is None:
         kernel_times = device.startswith("cuda")
