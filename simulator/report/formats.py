@@ -26,21 +26,11 @@ def itl_samples(steps, requests=None) -> tuple[np.ndarray, np.ndarray]:
     return inter_token_samples(steps, requests=requests)
 
 
-def _weighted_percentile(x: np.ndarray, w: np.ndarray, p: float) -> float:
-    order = np.argsort(x, kind="stable")
-    x, w = x[order], w[order]
-    cw = np.cumsum(w)
-    return float(x[min(np.searchsorted(cw, p / 100.0 * cw[-1]), len(x) - 1)])
-
-
 def itl_stats(steps, requests=None) -> dict:
     """{mean, p50, p90, p99} of the inter-token latency in seconds (None when no token followed another)."""
-    x, w = itl_samples(steps, requests)
-    if not len(x) or w.sum() <= 0:
-        return {"mean": None, "p50": None, "p90": None, "p99": None}
-    out = {"mean": float(np.average(x, weights=w))}
-    out.update({f"p{p}": _weighted_percentile(x, w, p) for p in PERCENTILES})
-    return out
+    from ..serving.metrics import weighted_stats
+
+    return weighted_stats(*itl_samples(steps, requests))
 
 
 def _ms_block(name: str, values_s: np.ndarray, weights: np.ndarray | None = None) -> dict:
@@ -55,7 +45,9 @@ def _ms_block(name: str, values_s: np.ndarray, weights: np.ndarray | None = None
         pct = lambda p: float(np.percentile(v, p))  # noqa: E731
         mean, std = float(np.mean(v)), float(np.std(v))
     else:
-        pct = lambda p: _weighted_percentile(v, w, p)  # noqa: E731
+        from ..serving.metrics import weighted_percentiles
+
+        pct = lambda p: weighted_percentiles(v, w, [p])[0]  # noqa: E731
         mean = float(np.average(v, weights=w))
         std = float(np.sqrt(np.average((v - mean) ** 2, weights=w)))
     out = {keys[0]: mean * 1e3, keys[1]: pct(50) * 1e3, keys[2]: std * 1e3}
@@ -121,9 +113,11 @@ def vllm_bench_result(res, traffic=None, deployment=None) -> dict:
 
 
 def _good(done, slo) -> int:
-    """Completed requests within the TTFT and TPOT targets (one output token: no TPOT to miss)."""
-    tpot = done["tpot_s"].to_numpy(dtype=float)
-    return int(((done["ttft_s"].to_numpy(dtype=float) <= slo.ttft_s) & ((tpot <= slo.tpot_s) | np.isnan(tpot))).sum())
+    """Completed requests within the TTFT and TPOT targets (``serving.metrics.meets_slo``)."""
+    from ..serving.metrics import meets_slo
+
+    ttft_ok, tpot_ok = meets_slo(done["ttft_s"].to_numpy(dtype=float), done["tpot_s"].to_numpy(dtype=float), slo)
+    return int((ttft_ok & tpot_ok).sum())
 
 
 def _decode_pool(dep):

@@ -5,10 +5,10 @@
 request's successive token deliveries; E2E = last token - arrival. Percentiles over the requests of
 the measurement window (closed loops skip warm-up and drain; see ``measurement_window``). Goodput is
 the rate of requests meeting both SLOs, over the same span as the throughput beside it (so never above it),
-and is ``None`` (not applicable) when no SLO is given. A request a horizon stopped mid-service is a miss
-where the horizon already makes one certain (its TTFT target passed, or its TPOT must exceed its target),
-and otherwise left out of the SLO figures (it could still have met them). Utilisation is busy time per
-pool and quadrant over the run.
+and is ``None`` (not applicable) when no SLO is given. A request a horizon stopped mid-service is judged,
+target by target, on what the horizon already settles (its TTFT once it has a first token or has waited past
+the target, a TPOT miss once certain whatever its finish) and otherwise left out of the SLO figures.
+Utilisation is busy time per pool and quadrant over the run.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _stats(x: pd.Series) -> dict:
     return out
 
 
-def _weighted_stats(values: np.ndarray, weights: np.ndarray) -> dict:
+def weighted_stats(values: np.ndarray, weights: np.ndarray) -> dict:
     """Mean and percentiles of ``values`` each repeated ``weights`` (whole numbers) times (inverted-CDF percentiles)."""
     keep = weights > 0
     v, w = values[keep], weights[keep].astype(float)
@@ -152,9 +152,7 @@ def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: 
     TPOT, from the request's own first token and finish, includes it."""
     if not len(steps):
         return np.zeros(0), np.zeros(0)
-    rid = steps.replica_id
-    codes = (rid.cat.codes.to_numpy() if isinstance(rid.dtype, pd.CategoricalDtype)
-             else pd.factorize(rid.to_numpy())[0])
+    codes, replicas = _codes(steps.replica_id)
     start = steps.start_s.to_numpy(float)
     end = steps.end_s.to_numpy(float)
     # per replica, in time order: a new busy spell starts wherever a step starts after the previous one ended.
@@ -189,7 +187,7 @@ def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: 
     if requests is not None and len(requests):
         dst = st[dec]
         del st
-        own_gap, own_end, first = _first_gaps(requests, rid, c[dec], dst, en)
+        own_gap, own_end, first = _first_gaps(requests, replicas, c[dec], dst, en)
         del dst, c
         # each such request's first gap replaces one of its first decode step's batch gaps (left as they are
         # where that step's batch had none: the first of a busy spell)
@@ -204,7 +202,6 @@ def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: 
         keep &= en >= start_s
     if end_s < math.inf:
         keep &= en <= end_s
-    keep[0] = False  # (the first decode step has no step before it)
     idx = np.flatnonzero(keep)
     del keep
     gap = en[idx]
@@ -217,37 +214,30 @@ def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: 
     return (np.concatenate([gap, own_gap[inside]]), np.concatenate([w, np.ones(int(inside.sum()), w.dtype)]))
 
 
-def _first_gaps(requests: pd.DataFrame, replica_id: pd.Series, codes: np.ndarray, starts: np.ndarray,
+def _first_gaps(requests: pd.DataFrame, replicas: list, codes: np.ndarray, starts: np.ndarray,
                 ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each request's first inter-token gap (``inter_token_samples``): from its first token to the end of the first
-    decode-bearing step (``codes``, ``starts``, ``ends``: those steps' replica codes, starts and ends, by replica
-    then time) that starts at or after it joined the decode batch (``decode_start_s``) on its decode replica (a
-    colocated request's before it finished: its prefill replica). Returns the gaps, their ends, and the indices of
-    those steps."""
+    decode-bearing step (``codes``, ``starts``, ``ends``: those steps' replica codes into ``replicas``, starts and
+    ends, by replica then time) that starts at or after it joined the decode batch (``decode_start_s``) on its
+    decode replica (a colocated request's before it finished: its prefill replica). Returns the gaps, their ends,
+    and the indices of those steps."""
     ft = requests.first_token_s.to_numpy(float)
     # the first step that decodes it starts at or after it joined the decode batch (P/D: a landed request may wait
     # for a slot on the decode replica); a frame without that column: its first token
     joined = requests.decode_start_s.to_numpy(float) if "decode_start_s" in requests else ft
     name = requests.decode_replica.to_numpy(object)
     name = np.where(name == "", requests.prefill_replica.to_numpy(object), name)
-    cats = (list(replica_id.cat.categories) if isinstance(replica_id.dtype, pd.CategoricalDtype)
-            else list(pd.factorize(replica_id.to_numpy())[1]))
-    rep = pd.Index(cats).get_indexer(name).astype(np.int64)  # -1: no replica (or one without steps)
+    rep = pd.Index(replicas).get_indexer(name).astype(np.int64)  # -1: no replica (or one without steps)
     take = np.isfinite(ft) & np.isfinite(joined) & (requests.output_tokens.to_numpy() >= 2) & (rep >= 0)
     ft, joined, rep = ft[take], joined[take], rep[take]
     # the decode-bearing steps of replica k are the block [bounds[k], bounds[k + 1]) of the replica-then-time
     # order; within a block, starts ascend (a replica's steps follow one another): one search per replica
-    bounds = np.searchsorted(codes, np.arange(len(cats) + 1), side="left")
+    bounds = np.searchsorted(codes, np.arange(len(replicas) + 1), side="left")
     first = np.empty(len(ft), np.int64)
-    end = np.empty(len(ft), np.int64)
-    order = np.argsort(rep, kind="stable")  # the requests of each replica together (no pass over all per replica)
-    ks, at = np.unique(rep[order], return_index=True)
-    for k, lo, hi in zip(ks.tolist(), at.tolist(), [*at[1:].tolist(), len(order)]):
-        m = order[lo:hi]
+    for k, m in _groups(rep, range(len(replicas))).items():
         a, b = int(bounds[k]), int(bounds[k + 1])
         first[m] = a + np.searchsorted(starts[a:b], joined[m], side="left")
-        end[m] = b
-    found = first < end
+    found = first < bounds[rep + 1]  # (none starts after it on that replica: no decode step to end the gap)
     first = first[found]
     return ends[first] - ft[found], ends[first], first
 
@@ -255,7 +245,7 @@ def _first_gaps(requests: pd.DataFrame, replica_id: pd.Series, codes: np.ndarray
 def inter_token_latencies(steps: pd.DataFrame, start_s: float, end_s: float,
                           requests: pd.DataFrame | None = None) -> dict:
     """{mean, p50, p90, p99} of ``inter_token_samples`` for gaps ending in [``start_s``, ``end_s``]."""
-    return _weighted_stats(*inter_token_samples(steps, start_s, end_s, requests))
+    return weighted_stats(*inter_token_samples(steps, start_s, end_s, requests))
 
 
 def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep: Deployment, traffic: Traffic) -> dict:
@@ -291,8 +281,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     devices = dep.devices
     slo = traffic.slo
     has_slo = math.isfinite(slo.ttft_s) or math.isfinite(slo.tpot_s)
-    ttft_ok = done.ttft_s <= slo.ttft_s
-    tpot_ok = (done.tpot_s <= slo.tpot_s) | done.tpot_s.isna()
+    ttft_ok, tpot_ok = meets_slo(done.ttft_s.to_numpy(float), done.tpot_s.to_numpy(float), slo)
     ok = ttft_ok & tpot_ok
     # a refused request misses every SLO: the attainment and the percentile test count it, as an infinite latency.
     # One a horizon stopped mid-service is judged on what the horizon already settles, each target on its own: its
@@ -405,6 +394,11 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         "littles_law": {"arrival_rate_per_s": lam, "mean_time_in_system_s": W, "mean_in_system": L},
     }
     return summary
+
+
+def meets_slo(ttft_s: np.ndarray, tpot_s: np.ndarray, slo) -> tuple[np.ndarray, np.ndarray]:
+    """Per request, whether its TTFT and its TPOT are within the targets (one output token: no TPOT to miss)."""
+    return ttft_s <= slo.ttft_s, (tpot_s <= slo.tpot_s) | np.isnan(tpot_s)
 
 
 def _codes(col: pd.Series) -> tuple[np.ndarray, list]:
