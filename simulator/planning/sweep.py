@@ -17,7 +17,7 @@ from ..devices import DeviceArrays
 from ..errors import InfeasibleError, SimulatorError
 from ..ops.build import StepShape
 from ..plan import attention_tp_problem, simple_phase
-from ..specs.catalog import load_hardware, load_model
+from ..specs.catalog import in_catalogue, load_hardware, load_model
 from ..timing.memory import memory_fit
 from ..timing.roofline import RooflineModel
 
@@ -81,7 +81,8 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
         fits = kv_cap >= batch * (isl + osl)
         price = hw.price_usd_per_s * devices
         frames.append(pd.DataFrame({
-            "hardware": hw_id if _is_file(hw_id) else hw.id, "precision": prec, "tp": tp.astype(int),
+            # (a profile outside the catalogue, e.g. an edited copy, is labelled by the file it was read from)
+            "hardware": hw.id if in_catalogue(hw) else hw_id, "precision": prec, "tp": tp.astype(int),
             "ep": ep.astype(int),
             "dp": dp.astype(int), "batch": batch.astype(int), "ttft_s": ttft, "tpot_s": tpot,
             "output_tokens_per_s": out_tps, "output_tokens_per_s_per_device": out_tps / devices,
@@ -91,11 +92,6 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
     if not frames:
         raise SimulatorError("no configuration could be built (check --precision against the devices)")
     return pd.concat(frames, ignore_index=True)
-
-
-def _is_file(name: str) -> bool:
-    """A profile named by its file (labelled so: an edited copy is not the catalogue's profile of its id)."""
-    return "/" in name or "\\" in name or name.lower().endswith((".yaml", ".yml"))
 
 
 def pareto_front(df: pd.DataFrame, x: str = "tpot_s", y: str = "output_tokens_per_s_per_device") -> pd.DataFrame:

@@ -121,6 +121,13 @@ def load_model(ref: str) -> ModelSpec:
     return read_model(_named(ref, "workloads/models", "model"))
 
 
+def in_catalogue(spec) -> bool:
+    """Whether a loaded hardware profile is the catalogue's own file for its id (reached by id, alias or path),
+    not a copy elsewhere that may have been edited."""
+    own = catalog_root() / "hardware" / f"{spec.id}.yaml"
+    return bool(spec.file) and own.is_file() and os.path.samefile(spec.file, own)
+
+
 def hardware_ids() -> list[str]:
     return list_ids("hardware")
 

@@ -128,21 +128,19 @@ def read_measurements(path: str | Path, latency: str = "latency_us") -> pd.DataF
 
 def _profile_ids(hardware: pd.Series) -> pd.Series:
     """Each row's device as its profile id, where it names a catalogue profile by another name (an alias such as
-    ``H200``): rows of one device are one device, as the overlays and ``--hardware`` name it. A path to a profile
-    file is kept (the file is the profile), and so is a name that resolves to no profile, for
-    ``validate.load_specs`` to report with its row."""
+    ``H200``): rows of one device are one device, as the overlays and ``--hardware`` name it. A profile file outside
+    the catalogue is kept (the file is the profile: an edited copy is not the catalogue's), and so is a name that
+    resolves to no profile, for ``validate.load_specs`` to report with its row."""
     from ..errors import SimulatorError
-    from ..specs.catalog import load_hardware
+    from ..specs.catalog import in_catalogue, load_hardware
 
     ids = {}
     for name in hardware.unique().tolist():
-        if "/" in name or "\\" in name or name.lower().endswith((".yaml", ".yml")):
-            ids[name] = name  # a profile file: read from that file (an edited copy is not the catalogue's)
-            continue
         try:
-            ids[name] = load_hardware(name).id
+            spec = load_hardware(name)
         except SimulatorError:
-            ids[name] = name
+            spec = None
+        ids[name] = spec.id if spec is not None and in_catalogue(spec) else name
     return hardware.map(ids) if any(k != v for k, v in ids.items()) else hardware
 
 
