@@ -75,8 +75,6 @@ def validate(
         if calibration and len(calibration) > 1:
             raise typer.BadParameter("with --serving, one overlay or table (or a --timing spec joining them)",
                                      param_hint="'--calibration'")
-        if calibration and timing:
-            raise typer.BadParameter("give --timing or --calibration, not both", param_hint="'--calibration'")
         layout = {"--model": model, "--hardware": hardware, "--devices": devices, "--tp": tp, "--pp": pp, "--ep": ep,
                   "--precision": precision, "--kv-precision": kv_precision}
         given = [flag for flag, v in layout.items() if v is not None]

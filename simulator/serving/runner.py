@@ -113,29 +113,28 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
     if engine is not None and engine not in ENGINES:
         raise SimulatorError(f"--engine: unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     for i, pool in enumerate(dep.pools):
-        def at(key: str, _i=i, _pool=pool) -> str:  # where a pool setting is: the file and key path, if read from one
-            return f"{dep.file}: pools[{_i}].{key}" if dep.file else f"pool {_pool.name}: {key}"
+        at = f"{dep.file}: pools[{i}]." if dep.file else f"pool {pool.name}: "  # where its settings are (+ the key)
 
         under = f" (--engine {engine})" if engine is not None and engine != pool.engine else ""
         if engine is not None and engine != pool.engine and pool.memory_fraction is not None:
             # the fraction is that engine's own flag (vLLM gpu_memory_utilization, SGLang mem_fraction_static,
             # TRT-LLM free_gpu_memory_fraction): under another engine it would mean something else
-            raise SimulatorError(f"{at('memory_fraction')}: {pool.memory_fraction:g} is {pool.engine}'s KV memory "
+            raise SimulatorError(f"{at}memory_fraction: {pool.memory_fraction:g} is {pool.engine}'s KV memory "
                                  f"flag; --engine {engine} would read it as its own. Drop memory_fraction from the "
                                  "pool or simulate it under its own engine")
         max_seqs, max_batch_tokens, profile = batch_limits(pool, engine_profile(engine or pool.engine))
         mode = preemption or pool.preemption or profile.preemption
         if pool.scheduler_recv_interval > 1 and profile.name != "sglang":
-            raise SimulatorError(f"{at('scheduler_recv_interval')}: an SGLang server flag (--scheduler-recv-interval); "
+            raise SimulatorError(f"{at}scheduler_recv_interval: an SGLang server flag (--scheduler-recv-interval); "
                                  f"{profile.name}{under} has none")
         if pool.scheduler_recv_interval > 1 and pool.role == "decode":
-            raise SimulatorError(f"{at('scheduler_recv_interval')}: not modelled on a decode pool (its requests arrive "
+            raise SimulatorError(f"{at}scheduler_recv_interval: not modelled on a decode pool (its requests arrive "
                                  "by KV transfer after a handshake the simulator does not model)")
         if pool.scheduler_recv_interval > PREFILL_RECV_WEIGHT:
-            raise SimulatorError(f"{at('scheduler_recv_interval')}: above {PREFILL_RECV_WEIGHT} is not modelled "
+            raise SimulatorError(f"{at}scheduler_recv_interval: above {PREFILL_RECV_WEIGHT} is not modelled "
                                  "(SGLang weighs a prefill step 1000 toward it)")
         if pool.frontend_latency_s is not None and pool.role == "decode":  # (the YAML reader refuses it too)
-            raise SimulatorError(f"{at('frontend_latency')}: a decode pool has no frontend (its requests arrive by "
+            raise SimulatorError(f"{at}frontend_latency: a decode pool has no frontend (its requests arrive by "
                                  "KV transfer, not from clients); set it on the prefill pool")
         # the pool's own frontend (a deployment served through another one) applies whatever ``overheads`` says;
         # the engine profile's only with the engine's overheads
@@ -144,7 +143,7 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         else:
             frontend_s = profile.frontend_latency_s if overheads else 0.0
         if mode == "none" and profile.policy != "trtllm":
-            where = "--preemption" if preemption else at("preemption")
+            where = "--preemption" if preemption else f"{at}preemption"
             raise SimulatorError(f"{where}: 'none' (reserve KV for the whole request) is TensorRT-LLM's "
                                  f"GUARANTEED_NO_EVICT; {profile.name}{under} preempts by recompute or swap")
         role = pool.role
