@@ -334,7 +334,10 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     # names of one profile are one device
     specs = {}
     for h in req.hardware:
-        sp = load_hardware(h)
+        try:
+            sp = load_hardware(h)
+        except SimulatorError as exc:
+            raise SimulatorError(f"--hardware {h}: {exc}") from None
         specs.setdefault(sp.id, sp)
     if not specs:
         raise SimulatorError("--hardware: give at least one device profile id")
