@@ -74,6 +74,7 @@ def hardware_detail(ref: str) -> dict:
                    "attach": hw.attach, "host_link_bytes_per_s": hw.host_link_bytes_per_s or None},
         "efficiency": {"memory_reserve_bytes": e.memory_reserve_bytes,
                        "sustained_clock_fraction": e.sustained_clock_fraction,
+                       "served_compute_fraction": e.served_compute_fraction,
                        "kernels": {k: vars(v) for k, v in e.kernels.items()},
                        "collectives": {k: vars(v) for k, v in e.collectives.items()}, "sources": e.sources},
         "sources": hw.sources, "file": hw.file,

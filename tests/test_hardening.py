@@ -561,6 +561,9 @@ def test_a_trace_replays_at_most_its_rows():
     # 0 never finishes
     ("sustained_clock_fraction", 1.5, "efficiency.sustained_clock_fraction: expected a fraction in (0, 1]"),
     ("sustained_clock_fraction", 0, "efficiency.sustained_clock_fraction: expected a fraction in (0, 1]"),
+    # load can only slow a kernel from its benchmarked speed, and 0 never finishes
+    ("served_compute_fraction", 1.2, "efficiency.served_compute_fraction: expected a fraction in (0, 1]"),
+    ("served_compute_fraction", 0, "efficiency.served_compute_fraction: expected a fraction in (0, 1]"),
     # a reserve the size of the device leaves nothing to run in
     ("memory_reserve", "200 GiB", "efficiency.memory_reserve: expected less than the memory capacity"),
 ])

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.ops.build import StepShape, build_ops
+from simulator.ops.kinds import ELEMENTWISE
 from simulator.plan import simple_phase
 from simulator.specs.catalog import load_hardware, load_model
 from simulator.timing import RooflineModel, pure_roofline_s
@@ -107,9 +108,46 @@ def test_times_do_not_depend_on_how_an_op_table_stores_its_columns(model, hw, ep
         ops = ops.select(np.arange(ops.n_ops) % 3 != 1)
     assert any(a.strides[1] == 0 for a in ops.arrays.values())  # (some columns are broadcast views)
     full = OpTable(ops.names, ops.quadrant, ops.kind, {c: np.array(a) for c, a in ops.arrays.items()}, ops.n,
-                   ops.devices)
+                   ops.devices, served=ops.served)
     for tm in (TM, CustomAllReduce(TM, 1e-5, 8 * 2**20)):
         a, b = tm.evaluate(ops), tm.evaluate(full)
         for col in ("time_s", "compute_s", "memory_s", "comm_s", "overhead_s"):
             assert np.array_equal(getattr(a, col), getattr(b, col))
     assert np.array_equal(pure_roofline_s(ops), pure_roofline_s(full))
+
+
+def _served_and_benchmarked(hw_id, shape, model="llama-3.1-70b"):
+    """The same op table timed as a served step and as kernels benchmarked one at a time."""
+    m, hw = load_model(model), load_hardware(hw_id)
+    ops = build_ops(m, simple_phase(hw, m, 8, tp=8), shape, "prefill")
+    bench = replace(ops, served=False)
+    return ops, TM.evaluate(ops), TM.evaluate(bench)
+
+
+def test_a_served_step_computes_at_the_throughput_the_card_keeps_under_load():
+    """A served step's compute-bound tensor-core work runs at ``served_compute_fraction`` of the speed the same
+    kernel reaches benchmarked alone (the card at its power limit under continuous load); memory-bound and
+    elementwise work, and collectives, are untouched, and op builders mark their tables as served steps."""
+    ops, served, bench = _served_and_benchmarked("h200-sxm", StepShape(prefill_seqs=1, prefill_len=8192))
+    assert ops.served and not replace(ops, served=False).served
+    frac = load_hardware("h200-sxm").efficiency.served_compute_fraction
+    assert 0 < frac < 1
+    compute = (bench.compute_s > bench.memory_s) & (ops.kind[:, None] != ELEMENTWISE)
+    assert compute.any()
+    np.testing.assert_allclose(served.compute_s[compute], bench.compute_s[compute] / frac, rtol=1e-12)
+    np.testing.assert_array_equal(served.memory_s, bench.memory_s)
+    untouched = ops.kind[:, None] == ELEMENTWISE
+    np.testing.assert_array_equal(served.time_s[untouched.repeat(ops.n, 1)], bench.time_s[untouched.repeat(ops.n, 1)])
+    assert served.time_s.sum() > bench.time_s.sum()
+
+
+def test_a_profile_without_a_served_fraction_times_served_and_benchmarked_kernels_alike():
+    assert load_hardware("mi300x").efficiency.served_compute_fraction is None
+    _, served, bench = _served_and_benchmarked("mi300x", StepShape(prefill_seqs=1, prefill_len=8192))
+    np.testing.assert_array_equal(served.time_s, bench.time_s)
+
+
+def test_a_decode_step_bound_by_memory_is_not_slowed_by_the_load_clock():
+    """Decode at batch 1 reads weights: the derate of compute throughput cannot move it."""
+    _, served, bench = _served_and_benchmarked("h200-sxm", StepShape(decode_seqs=1, decode_kv=1024))
+    np.testing.assert_allclose(served.time_s.sum(), bench.time_s.sum(), rtol=1e-3)

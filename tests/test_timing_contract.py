@@ -83,7 +83,7 @@ def test_vectorised_equals_one_by_one(model, scenario):
     whole = model.evaluate(ops).time_s
     for j in range(ops.n):
         one = OpTable(ops.names, ops.quadrant, ops.kind, {c: v[:, j:j + 1] for c, v in ops.arrays.items()}, 1,
-                      ops.devices)
+                      ops.devices, served=ops.served)
         np.testing.assert_allclose(model.evaluate(one).time_s[:, 0], whole[:, j], rtol=1e-12, atol=0)
 
 

@@ -2,6 +2,8 @@
 known 'true' efficiency, which calibration must recover)."""
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,6 +23,7 @@ from .conftest import one_line_error
 
 runner = CliRunner()
 H100 = load_hardware("h100-sxm")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _rows(hw="h100-sxm"):
@@ -103,6 +106,10 @@ def test_calibrate_and_validate_cli_roundtrip(tmp_path):
     # the overlay is usable wherever a profile is
     cal = apply_calibration(H100, overlay)
     assert cal.peak("bf16") == H100.peak("bf16")  # datasheet untouched
+    # kernel benchmarks cannot measure the served-load throughput: the overlay carries the profile's
+    assert yaml.safe_load(text)["efficiency"]["served_compute_fraction"] == {
+        "value": H100.efficiency.served_compute_fraction, "source": "PROFILE"}
+    assert cal.efficiency.served_compute_fraction == H100.efficiency.served_compute_fraction
     r = runner.invoke(app, ["validate", "--measurements", str(path), "--calibration", str(overlay), "--heldout",
                             "--json"])
     assert r.exit_code == 0, r.output
@@ -282,3 +289,19 @@ def test_a_shape_file_is_checked_before_anything_is_measured(tmp_path, text, wor
     ok = tmp_path / "ok.csv"
     ok.write_text("op,bytes\nall_reduce,1048576\n")  # (a collective's world is the run's own)
     assert len(load_suite(str(ok))) == 1
+
+
+def test_kernel_rows_are_benchmarks_and_an_overlay_without_a_served_fraction_keeps_the_profiles(tmp_path):
+    """Measured kernels ran one at a time, so their predictions never carry the served-load derate; an overlay
+    written before the field existed (the shipped H200 one) leaves the profile's served fraction in place."""
+    df, _ = _rows()
+    unloaded = H100.with_efficiency(replace(H100.efficiency, served_compute_fraction=1.0))
+    assert H100.efficiency.served_compute_fraction < 1.0
+    a = predict(df, {"h100-sxm": H100})["predicted_us"].to_numpy()
+    b = predict(df, {"h100-sxm": unloaded})["predicted_us"].to_numpy()
+    np.testing.assert_array_equal(a, b)
+    h200 = load_hardware("h200-sxm")
+    old = ROOT / "reports/validation/h200-sxm/calibration.yaml"
+    assert "served_compute_fraction" not in old.read_text()
+    assert apply_calibration(h200, old).efficiency.served_compute_fraction == \
+        h200.efficiency.served_compute_fraction

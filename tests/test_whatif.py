@@ -44,7 +44,8 @@ def test_prefill_ffn_is_compute_bound_and_several_times_slower_on_h20():
     h100, h20 = run(hardware="h100-sxm"), run(hardware="h20")
     assert q(h100, "prefill_ffn").bound == "compute"
     assert q(h20, "prefill_ffn").bound == "compute"
-    assert q(h20, "prefill_ffn").time_s > 4 * q(h100, "prefill_ffn").time_s  # 148 vs 989 dense TFLOP/s
+    # 148 vs 989 dense TFLOP/s, the H100's at 0.80 of that under a served step's load (H200-SUSTAINED): 5.3x
+    assert q(h20, "prefill_ffn").time_s > 3 * q(h100, "prefill_ffn").time_s
 
 
 def test_latency_grows_with_the_work_and_throughput_with_the_batch():

@@ -319,7 +319,7 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
     b.add("sampling", oq, ELEMENTWISE, hw=A.hw, count=1.0, m=logits_dev, n=float(model.vocab_size), a_bytes=4.0,
           o_bytes=0.0)
     b.add("pp_send_recv", oq, P2P, count=pp - 1, msg_bytes=T_dev * h * ACT16, **A.group(2.0, stride=tp * dp))
-    return b.finish()
+    return b.finish(served=True)  # a forward pass of a served step
 
 
 def _sixteen_bit(hw) -> str:

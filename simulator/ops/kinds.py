@@ -93,7 +93,8 @@ class OpTableBuilder:
         self.cols["dtype"].append(DTYPE_INDEX[dtype] if isinstance(dtype, str) else dtype)
         self.cols["row"].append(row)
 
-    def finish(self) -> OpTable:
+    def finish(self, *, served: bool = False) -> OpTable:
+        """The frozen table; ``served``: these ops are a served step's (see ``OpTable.served``)."""
         arrays = {}
         n_ops = len(self.names)
         for c, values in self.cols.items():
@@ -106,7 +107,7 @@ class OpTableBuilder:
                 continue
             arrays[c] = np.stack([np.broadcast_to(np.asarray(v, dtype=dtype), (self.n,)) for v in values])
         return OpTable(tuple(self.names), tuple(self.quadrant), np.asarray(self.kinds, dtype=np.int64), arrays,
-                       self.n, tuple(self.devices))
+                       self.n, tuple(self.devices), served=served)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,9 @@ class OpTable:
     arrays: dict[str, np.ndarray]
     n: int
     devices: tuple = ()  # HardwareSpec per ``hw`` index
+    # True: the ops of a served step (a card under continuous load: timing models apply each device's
+    # ``served_compute_fraction``); False: kernels timed one at a time, as a kernel benchmark runs them
+    served: bool = False
 
     def __getitem__(self, col: str) -> np.ndarray:
         if col == "flop":
@@ -148,7 +152,7 @@ class OpTable:
         """The sub-table of the selected rows (a boolean mask or indices)."""
         idx = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
         return OpTable(tuple(self.names[i] for i in idx), tuple(self.quadrant[i] for i in idx), self.kind[idx],
-                       _Rows(self.arrays, idx), self.n, self.devices)
+                       _Rows(self.arrays, idx), self.n, self.devices, served=self.served)
 
 
 def attention_pairs(kind, a: dict) -> np.ndarray:

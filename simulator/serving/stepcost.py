@@ -296,7 +296,7 @@ class TabulatedStepCost:
         cached = batch * np.maximum(kv_len - q_len, 0.0)
         arrays["m"][ctx] = cached
         arrays["count"][ctx] = np.where(cached > 0, arrays["count"][ctx], 0.0)
-        ops = OpTable(tpl.names, tpl.quadrant, tpl.kind, arrays, n, tpl.devices)
+        ops = OpTable(tpl.names, tpl.quadrant, tpl.kind, arrays, n, tpl.devices, served=tpl.served)
         times = self.timing.evaluate(ops)
         return (times.time_s * ops["count"]).sum(axis=0)
 

@@ -86,7 +86,12 @@ class Efficiency:
     memory_reserve_bytes: float
     kernels: dict[str, KernelFamily]
     collectives: dict[str, CollectiveFamily]
-    sustained_clock_fraction: float = 1.0  # dense tensor-core clock under load / the datasheet-peak clock
+    sustained_clock_fraction: float = 1.0  # the tensor-core clock the kernel families are evaluated at / datasheet's
+    # Tensor-core throughput a served step keeps under continuous load (the card at its power limit), over what the
+    # same kernel reaches in a short benchmark (what the kernel families describe). Applies to served steps only
+    # (``OpTable.served``), never to kernel benchmark rows. None: not given (1.0 in a profile; an overlay keeps the
+    # profile's).
+    served_compute_fraction: float | None = None
     sources: dict[str, str] = field(default_factory=dict)  # parameter -> where it comes from
     calibration: str | None = None  # provenance of a fitted overlay, if one was applied
 
@@ -130,6 +135,12 @@ class HardwareSpec:
         return self.price_usd_per_s * 3600.0
 
     def with_efficiency(self, efficiency: Efficiency) -> HardwareSpec:
+        """The profile with another efficiency block (a calibration overlay): a block that does not give the served
+        compute fraction keeps this profile's (kernel benchmarks, which overlays are fitted on, cannot measure it)."""
+        if efficiency.served_compute_fraction is None and self.efficiency.served_compute_fraction is not None:
+            efficiency = replace(efficiency, served_compute_fraction=self.efficiency.served_compute_fraction,
+                                 sources={**efficiency.sources, "served_compute_fraction":
+                                          self.efficiency.sources.get("served_compute_fraction", "PROFILE")})
         return replace(self, efficiency=efficiency)
 
     def with_price(self, usd_per_hour: float, note: str = "--price") -> HardwareSpec:
@@ -194,6 +205,10 @@ def read_efficiency(r: Reader) -> Efficiency:
     if clock is not None:  # (the clock a loaded card holds: at most the datasheet peak's)
         _check(r, "sustained_clock_fraction", "fraction", clock[0])
         sources["sustained_clock_fraction"] = clock[1]
+    served = r.sourced("served_compute_fraction", "fraction", None)
+    if served is not None:  # (continuous load can only slow a kernel down from its benchmarked speed)
+        _check(r, "served_compute_fraction", "fraction", served[0])
+        sources["served_compute_fraction"] = served[1]
     kn = r.child("kernels")
     default = _family(kn.child("default"), None, KERNEL_PARAMS, KernelFamily, sources, "default.")
     kernels = {f: _family(kn.child(f), default, KERNEL_PARAMS, KernelFamily, sources, f"{f}.")
@@ -205,7 +220,7 @@ def read_efficiency(r: Reader) -> Efficiency:
              if cn.has(f) else cdefault for f in COLLECTIVE_FAMILIES}
     cn.done()
     r.done()
-    return Efficiency(reserve, kernels, colls, clock[0] if clock else 1.0, sources)
+    return Efficiency(reserve, kernels, colls, clock[0] if clock else 1.0, served[0] if served else None, sources)
 
 
 def _efficiency_within(r: Reader, capacity_bytes: float) -> Efficiency:

@@ -67,9 +67,8 @@ class CalibratedModel:
     def evaluate(self, ops):
         from ..ops.kinds import OpTable
 
-        devices = tuple(replace(d, efficiency=self.overlays[d.id]) if d.id in self.overlays else d
-                        for d in ops.devices)
-        swapped = OpTable(ops.names, ops.quadrant, ops.kind, ops.arrays, ops.n, devices)
+        devices = tuple(d.with_efficiency(self.overlays[d.id]) if d.id in self.overlays else d for d in ops.devices)
+        swapped = OpTable(ops.names, ops.quadrant, ops.kind, ops.arrays, ops.n, devices, served=ops.served)
         t = self._inner.evaluate(swapped)
         return replace(t, ops=ops)
 

@@ -38,6 +38,7 @@ class DeviceTable:
     bw: np.ndarray  # [dev] HBM B/s
     sms: np.ndarray  # [dev] compute units (0 = unknown)
     clock: np.ndarray  # [dev] sustained dense tensor-core clock / datasheet clock
+    served: np.ndarray  # [dev] tensor-core throughput of a served step under load / a benchmarked kernel's
     kernel: dict[str, np.ndarray]  # field -> [dev, family]
     coll: dict[str, np.ndarray]  # field -> [dev, collective family]
     up_bw: np.ndarray
@@ -62,7 +63,9 @@ class DeviceTable:
         table = cls(
             peak=np.array([[d.peak(dt) for dt in DTYPES] for d in devices], dtype=float).reshape(len(devices), -1),
             bw=arr(lambda d: d.hbm_bytes_per_s), sms=arr(lambda d: d.compute_units),
-            clock=arr(lambda d: d.efficiency.sustained_clock_fraction), kernel=kernel, coll=coll,
+            clock=arr(lambda d: d.efficiency.sustained_clock_fraction),
+            served=arr(lambda d: 1.0 if d.efficiency.served_compute_fraction is None
+                       else d.efficiency.served_compute_fraction), kernel=kernel, coll=coll,
             up_bw=arr(lambda d: d.scale_up.bandwidth_bytes_per_s), up_lat=arr(lambda d: d.scale_up.latency_s),
             up_domain=arr(lambda d: d.scale_up.domain_size), nvls=arr(lambda d: d.scale_up.nvls),
             out_bw=arr(lambda d: d.scale_out.bandwidth_bytes_per_s), out_lat=arr(lambda d: d.scale_out.latency_s),

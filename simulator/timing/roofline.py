@@ -106,18 +106,21 @@ class RooflineModel:
             if fam_all is None:
                 fam_all = per_row(kernel_family_index(ops))
             tc, tm, overhead, body = self._compute(int(k), rows_of(ops.arrays, idx), dev, fam_all[idx],
-                                                   flop_all[idx], bytes_all[idx])
+                                                   flop_all[idx], bytes_all[idx], ops.served)
             tc_all[idx], tm_all[idx], over_all[idx], time[idx] = tc, tm, overhead, overhead + body
         return OpTimes(ops, tc_all, tm_all, comm_all, over_all, time)
 
     @staticmethod
-    def _compute(kind: int, r: dict, dev: DeviceTable, fam: np.ndarray, flop: np.ndarray, nbytes: np.ndarray):
+    def _compute(kind: int, r: dict, dev: DeviceTable, fam: np.ndarray, flop: np.ndarray, nbytes: np.ndarray,
+                 served: bool = False):
         hw = per_row(r["hw"])  # (one value a row where the table keeps it so: the gathers below are a row's)
         flat = hw * dev.kernel["floor_s"].shape[1] + fam  # one gather index for every family parameter
         K = {f: np.take(dev.kernel[f], flat) if dev.kernel[f].any() else 0.0 for f in _FIELDS}
         peak = np.take(dev.peak, hw * dev.peak.shape[1] + per_row(r["dtype"]))
         if kind != ELEMENTWISE:  # tensor-core work runs at the sustained clock
             peak = peak * dev.clock[hw]
+            if served:  # ... and in a served step, at what the card keeps up under continuous load
+                peak = peak * dev.served[hw]
         if kind == GEMM:
             eff = _gemm_efficiency(r, dev.sms[hw], K["size_half"])
         elif kind == GROUPED_GEMM:  # efficiency by the busiest rank's tokens per expert (its pairs over its experts)

@@ -99,7 +99,8 @@ class _Problem:
 
     def predict(self, effs: dict[str, Efficiency]) -> np.ndarray:
         devices = tuple(replace(d, efficiency=effs.get(d.id, d.efficiency)) for d in self.ops.devices)
-        ops = OpTable(self.ops.names, self.ops.quadrant, self.ops.kind, self.ops.arrays, self.ops.n, devices)
+        ops = OpTable(self.ops.names, self.ops.quadrant, self.ops.kind, self.ops.arrays, self.ops.n, devices,
+                      served=self.ops.served)
         return RooflineModel().evaluate(ops).per_row()[: len(self.rows)]
 
 
@@ -272,6 +273,8 @@ def overlay_yaml(cal: HardwareSpec, base: HardwareSpec, report: dict, measuremen
         "efficiency": {
             "memory_reserve": {"value": f"{e.memory_reserve_bytes / 2**30:.6g} GiB", "source": "PROFILE"},
             "sustained_clock_fraction": {"value": e.sustained_clock_fraction, "source": "PROFILE"},
+            **({"served_compute_fraction": {"value": e.served_compute_fraction, "source": "PROFILE"}}
+               if e.served_compute_fraction is not None else {}),
             "kernels": kernels, "collectives": colls,
         },
     }
