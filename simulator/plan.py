@@ -110,6 +110,20 @@ class ServingPlan:
 
 
 
+def kv_link(prefill: PhasePlan, decode: PhasePlan) -> tuple[str, float]:
+    """The link a P/D KV transfer crosses and its bandwidth for one request (B/s): the scale-up fabric (NVLink)
+    when both replicas fit in one scale-up domain of the same device type (e.g. an NVL72 rack), else the
+    scale-out network (one RDMA NIC a device). One request's KV sits on the tp x pp devices of one
+    attention-DP rank and lands on one rank's tp x pp devices of the decode replica; each device moves its
+    share over its own port, so the slower side bounds the transfer."""
+    a, b = prefill.attention, decode.attention
+    same = a.hardware.id == b.hardware.id
+    level = "scale_up" if same and a.hardware.scale_up.domain_size >= prefill.devices + decode.devices else "scale_out"
+    bw = min(getattr(a.hardware, level).bandwidth_bytes_per_s * a.tp * prefill.pp,
+             getattr(b.hardware, level).bandwidth_bytes_per_s * b.tp * decode.pp)
+    return level, bw
+
+
 def repriced(plan: PhasePlan, prices_usd_per_hour: dict[str, float]) -> PhasePlan:
     """The phase with its devices priced from ``prices_usd_per_hour`` (profile id -> USD per device-hour);
     devices not named keep their profile's price."""

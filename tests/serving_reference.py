@@ -54,7 +54,16 @@ class Replica:
         self.inbox: collections.deque[int] = collections.deque()
         self.recv_count = 0
         self.idle = True  # waiting on ``wake`` (an idle scheduler receives at once)
+        self.dp = int(cfg.cost.attention_dp) if getattr(cfg.cost, "wants_ranks", False) else 1
+        self.shipping_blocks = 0  # blocks of handed-off requests whose KV has not left yet
         sim.env.process(self.run())
+
+    def free_shipped(self, blocks: int) -> None:
+        """A handed-off request's KV has left: its blocks are free (an idle scheduler with requests waiting wakes)."""
+        self.shipping_blocks -= blocks
+        self.used_blocks -= blocks
+        if self.waiting and not self.wake.triggered:
+            self.wake.succeed()
 
     # -- load for the router -----------------------------------------------------------------
     @property
@@ -166,12 +175,14 @@ class Replica:
                                  q_len, int(kv.sum()), **rk)
             start = env.now
             dt = cost.time_s + swap_s
+            if cost.drain_s and cfg.role != "prefill" and (ctx + chunks >= r.target_prefill[pre_ids]).any():
+                dt += cost.drain_s  # a colocated pipeline waits for the prompts it completes to leave the last stage
             yield env.timeout(dt)
             self.busy_s += dt
             self.quadrant_s += (cost.prefill_attention_s, cost.prefill_ffn_s, cost.decode_attention_s,
                                 cost.decode_ffn_s)
             self.recv_count += PREFILL_RECV_WEIGHT if len(pre_ids) else 1
-            out_tokens = self._apply(decoding, pre_ids, chunks)
+            out_tokens = self._apply(decoding, pre_ids, chunks, cost.drain_s if cfg.role == "prefill" else 0.0)
             preempted = self._fit_kv()
             self.sim.record_step(self, start, env.now, len(pre_ids), int(chunks.sum()), len(decoding),
                                  out_tokens, preempted)
@@ -181,8 +192,11 @@ class Replica:
         self.waiting.extend(self.inbox)
         self.inbox.clear()
 
-    def _apply(self, decoding: np.ndarray, pre_ids: np.ndarray, chunks: np.ndarray) -> int:
+    def _apply(self, decoding: np.ndarray, pre_ids: np.ndarray, chunks: np.ndarray, drain_s: float = 0.0) -> int:
+        """Apply a step's tokens; ``drain_s``: how long after the step the prompts it completes leave the pipeline
+        (a prefill pool's pipeline parallelism)."""
         r, cfg, now = self.sim.req, self.cfg, self.sim.env.now
+        ready = now + drain_s
         out = 0
         leaving = []  # (ids, finished?) groups that leave this replica
         if len(decoding):
@@ -195,18 +209,20 @@ class Replica:
             out += int((new - r.generated[decoding]).sum())
             r.generated[decoding] = new
             leaving.append((decoding[new >= r.output[decoding]], True))
+        held = {}
         if len(pre_ids):
             r.prefilled[pre_ids] += chunks
             done = pre_ids[r.prefilled[pre_ids] >= r.target_prefill[pre_ids]]
+            held = dict(zip(done.tolist(), (-(-self._reserved(done) // BLOCK_TOKENS)).tolist()))  # (before its token)
             fresh = done[r.generated[done] == 0]  # a recomputed request already has its first token
-            r.prefill_done_s[fresh] = now
+            r.prefill_done_s[fresh] = ready
             r.generated[fresh] = 1
             r.prefill_replica[fresh] = self.uid
             out += len(fresh)
             complete = r.generated[done] >= r.output[done]
             # the client sees the first token now, unless it travels on with the KV to a decode replica
             shown = fresh if cfg.role != "prefill" else fresh[r.generated[fresh] >= r.output[fresh]]
-            r.first_token_s[shown] = now
+            r.first_token_s[shown] = ready
             leaving.append((done[complete], True))
             if cfg.role == "prefill":
                 leaving.append((done[~complete], False))
@@ -217,14 +233,25 @@ class Replica:
             self.active = self.active[r.home[self.active] == self.uid]
             for ids, finished in leaving:
                 for rid in ids.tolist():
-                    self.sim.finish(rid, self) if finished else self.sim.hand_off(self, rid)
+                    if finished and ready > now and rid in held:  # a drained prompt with its only token
+                        self.sim.env.process(self._finish_at(rid, ready - now))
+                    elif finished:
+                        self.sim.finish(rid, self)
+                    else:  # its KV stays here until the transfer lands
+                        self.shipping_blocks += held[rid]
+                        self.used_blocks = self._blocks(self.active) + self.shipping_blocks
+                        self.sim.hand_off(self, rid, held[rid], ready)
         return out
+
+    def _finish_at(self, rid: int, delay_s: float):
+        yield self.sim.env.timeout(delay_s)
+        self.sim.finish(rid, self)
 
     def _fit_kv(self) -> int:
         """Preempt the most recently admitted requests until the KV cache fits again."""
         r = self.sim.req
         preempted = 0
-        self.used_blocks = self._blocks(self.active)
+        self.used_blocks = self._blocks(self.active) + self.shipping_blocks
         self.exact_blocks = True
         while len(self.active) and self.used_blocks > self.blocks_total:
             rid = int(self.active[-1])
@@ -253,7 +280,8 @@ class ReferenceSimulation:
     """Wires arrivals, routers, replicas and KV-transfer links together and collects records."""
 
     def __init__(self, requests: Requests, replicas: list[ReplicaConfig], *, seed: int = 0,
-                 closed_concurrency: int = 0, kv_transfer_s: Callable[[int, int, int, float], float] | None = None,
+                 closed_concurrency: int = 0,
+                 kv_transfer_s: Callable[[int, int, int], tuple[float, float, int]] | None = None,
                  horizon_s: float = math.inf, closed_starts_s: np.ndarray | None = None):
         self.env = simpy.Environment()
         self.req = requests
@@ -263,8 +291,11 @@ class ReferenceSimulation:
         self.by_role = collections.defaultdict(list)
         for rep in self.replicas:
             self.by_role[rep.cfg.role].append(rep)
-        self.kv_transfer_s = kv_transfer_s or (lambda rid, src, dst, prefill_s: 0.0)
-        self.links = {rep.uid: simpy.Resource(self.env, capacity=1) for rep in self.by_role["prefill"]}
+        self.kv_transfer_s = kv_transfer_s or (lambda rid, src, dst: (0.0, 0.0, 0))
+        # KV lanes: when each of a prefill replica's sending ports and a decode replica's receiving ports is next
+        # free, one per attention-DP rank
+        self.sending = {rep.uid: [0.0] * rep.dp for rep in self.by_role["prefill"]}
+        self.receiving = {rep.uid: [0.0] * rep.dp for rep in self.by_role["decode"]}
         self.steps = StepLog()
         self.events = EventLog()  # (time, what, request id) tuples, for exact-log tests and traces
         self.closed = closed_concurrency
@@ -304,21 +335,35 @@ class ReferenceSimulation:
         dst.inbound -= 1
         dst.submit(rid)
 
-    def hand_off(self, src: Replica, rid: int) -> None:
-        self.env.process(self._transfer(src, rid))
+    def hand_off(self, src: Replica, rid: int, blocks: int, ready_s: float) -> None:
+        self.env.process(self._transfer(src, rid, blocks, ready_s))
 
-    def _transfer(self, src: Replica, rid: int):
+    def _transfer(self, src: Replica, rid: int, blocks: int, ready_s: float):
+        """The KV (``blocks`` held on ``src`` until it lands) holds a sending and a receiving lane for its link
+        time, from when both are free and, streamed, its first layer is prefilled; then the latency."""
         dst = self._route("decode", rid)  # the destination decides the link and is known before shipping
         if dst is None:
+            src.free_shipped(blocks)
             return
         self.req.decode_replica[rid] = dst.uid
         dst.inbound += 1
         r = self.req
-        t = self.kv_transfer_s(rid, src.uid, dst.uid, float(r.prefill_done_s[rid]) - float(r.admitted_s[rid]))
-        if t > 0:  # the link carries one transfer at a time; a zero-time transfer does not wait for it
-            with self.links[src.uid].request() as slot:
-                yield slot
-                yield self.env.timeout(t)
+        ship, latency, layers = self.kv_transfer_s(rid, src.uid, dst.uid)
+        now = ready_s  # (its KV is whole once its prefill has left the pipeline)
+        end = now
+        if ship > 0:
+            out, inp = self.sending[src.uid], self.receiving[dst.uid]
+            o, i = int(np.argmin(out)), int(np.argmin(inp))
+            adm = float(r.admitted_s[rid])
+            if layers:
+                end = max(max(adm + (now - adm) / layers, out[o], inp[i]) + ship, now + ship / layers)
+            else:
+                end = max(now, out[o], inp[i]) + ship
+            out[o] = inp[i] = end
+        end += latency
+        if end > self.env.now:
+            yield self.env.timeout(end - self.env.now)
+        src.free_shipped(blocks)
         self.events.append((self.env.now, "kv_transferred", rid))
         # the decode side streams the prefill's token once it holds the request (TTFT includes the transfer)
         self.req.first_token_s[rid] = self.env.now

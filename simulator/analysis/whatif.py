@@ -4,7 +4,7 @@ throughput, memory fit and cost. Pure functions over the op builder and a Timing
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from ..checks import whole
 from ..errors import SimulatorError
 from ..ops.build import StepShape, build_ops
 from ..ops.kinds import DTYPES, OpTable, is_collective
-from ..plan import PhasePlan, ServingPlan
+from ..plan import PhasePlan, ServingPlan, kv_link
 from ..timing.base import BOUNDS, OpTimes, TimingModel
 from ..timing.memory import MemoryFit, kv_bytes_per_token_model, memory_fit
 from ..timing.roofline import RooflineModel
@@ -216,9 +216,11 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
     # every attention-DP rank prefills its own prompts at once: the step holds prefill_batch per rank
     dp_pre = pre.attention.dp if not pre.af_disaggregated else 1
     # A/F: the prompts ping-pong in micro-batches (the per-layer cost is for one micro-batch)
-    mb_pre = pre.micro_batches if pre.af_disaggregated else 1
+    # (never less than a whole prompt a micro-batch: a lone prompt is one micro-batch, nothing overlapping)
+    mb_pre = min(pre.micro_batches, prefill_batch) if pre.af_disaggregated else 1
     p_shape = StepShape(prefill_seqs=prefill_batch * dp_pre / mb_pre, prefill_len=chunk, prefill_ctx=avg_ctx)
-    pt = time_phase(model, pre, p_shape, "prefill", timing, **kw)
+    pt = time_phase(model, replace(pre, micro_batches=mb_pre) if pre.af_disaggregated else pre, p_shape, "prefill",
+                    timing, **kw)
     stage_and_hop = pt.layer_stage_s[0] + (pt.p2p_s[0] if pre.pp > 1 else 0.0)
     ttft = (n_chunks + pre.pp - 1) * stage_and_hop + pt.head_s[0] if not pre.af_disaggregated \
         else n_chunks * pt.forward_s[0]
@@ -233,6 +235,8 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
     # ---- decode: micro-batches through the pipeline -------------------------------------------
     dec = plan.decode
     spec = plan.speculative
+    if dec.af_disaggregated:  # (never less than a whole sequence a micro-batch)
+        dec = replace(dec, micro_batches=min(dec.micro_batches, batch))
     mb = dec.micro_batches if dec.af_disaggregated else dec.pp
     seqs_mb = batch / mb
     kv_mean = isl + osl / 2
@@ -255,16 +259,14 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
     kv_transfer = 0.0
     if not plan.colocated:
         kv_bytes = isl * kv_bytes_per_token_model(model, plan.kv_precision, plan.kv_scale_tokens)
-        link = min(pre.attention.hardware.scale_out.bandwidth_bytes_per_s,
-                   dec.attention.hardware.scale_out.bandwidth_bytes_per_s)
-        # one request's KV sits on the TP ranks of one attention-DP group (all PP stages); they ship their shares
-        # in parallel, and the prefill_batch prompts of that group share those links
-        senders = pre.attention.tp * pre.pp
-        # a deployment's kv_transfer block (its bandwidth, latency and streaming) where it gives one, as simulate
-        # takes it; else the devices' scale-out links, streamed
+        # one request's KV sits on the tp x pp devices of one attention-DP group and lands on one decode rank's
+        # (``plan.kv_link``, as simulate ships it); the prefill_batch prompts of that group share those links.
+        # A deployment's kv_transfer block (its bandwidth, latency and streaming) where it gives one, as simulate
+        # takes it; else the link's bandwidth, streamed
+        level, link = kv_link(pre, dec)
         tr = plan.kv_transfer
-        bandwidth = tr.bandwidth_bytes_per_s if tr is not None and tr.bandwidth_bytes_per_s else link * senders
-        latency = tr.latency_s if tr is not None else pre.attention.hardware.scale_out.latency_s
+        bandwidth = tr.bandwidth_bytes_per_s if tr is not None and tr.bandwidth_bytes_per_s else link
+        latency = tr.latency_s if tr is not None else getattr(pre.attention.hardware, level).latency_s
         ship_s = prefill_batch * kv_bytes / bandwidth
         if tr is None or tr.overlap_with_prefill:
             # streamed layer by layer while the prompt is prefilled: what does not fit under it shows (at least
@@ -273,7 +275,7 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
         kv_transfer = latency + ship_s
         ttft += kv_transfer
         over = ("the deployment's kv_transfer link" if tr is not None and tr.bandwidth_bytes_per_s
-                else "the scale-out link")
+                else "NVLink (one scale-up domain)" if level == "scale_up" else "the scale-out link")
         how = "streamed per layer" if tr is None or tr.overlap_with_prefill else "sent after the prefill"
         notes.append(f"P/D KV transfer: {kv_bytes / 1e6:.1f} MB per request over {over}, "
                      f"{kv_transfer * 1e3:.2f} ms of it after the prefill ({how})")

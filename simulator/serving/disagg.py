@@ -33,6 +33,7 @@ import numpy as np
 from ..analysis.whatif import time_phase
 from ..ops.build import StepShape
 from ..plan import PhasePlan
+from ..plan import kv_link as plan_kv_link
 from ..specs.deployment import Deployment, Pool
 from ..specs.model import ModelSpec
 from ..timing.base import TimingModel
@@ -180,23 +181,28 @@ class PingPongStepCost:
         dks = [2.0 ** (i / 16) for i in range(i0, i0 + self.DECODE_BLOCK)]  # the values ``_q`` yields
         todo = [(b, dk) for b in batches for dk in dks
                 if (0, 0.0, 0.0, b, dl, dk) not in self._memo or (0, 0.0, 0.0, b, dl, dk) not in self._parts]
-        mb = self.plan.micro_batches
+        mbs = [self._micro_batches(b) for b, _ in todo]
         shape = StepShape(prefill_seqs=0.0, prefill_len=0.0, prefill_ctx=0.0,
-                          decode_seqs=np.array([b / mb for b, _ in todo]), decode_len=dl,
+                          decode_seqs=np.array([b / mb for (b, _), mb in zip(todo, mbs)]), decode_len=dl,
                           decode_kv=np.array([dk for _, dk in todo]))
         pt = time_phase(self.model, self.plan, shape, "step", self.timing, **self.kw)
-        cols = self._columns(pt)
+        cols = self._columns(pt, mbs)
         for j, (b, dk) in enumerate(todo):
             key = (0, 0.0, 0.0, b, dl, dk)
             col = self._parts[key] = cols[j]
             self._memo[key] = self._combine(col, 0, 0.0, b, dl)
 
+    def _micro_batches(self, seqs: float) -> int:
+        """Micro-batches a step of ``seqs`` sequences ping-pongs in: the plan's, but never less than a whole
+        sequence each (a lone sequence is one micro-batch, and nothing overlaps)."""
+        return max(1, min(self.plan.micro_batches, math.ceil(seqs)))
+
     def parts(self, ps, pl, pc, ds, dl, dk) -> dict:
         """Per-layer times of one micro-batch (attention, FFN, each link direction), the head, layers."""
-        plan, mb = self.plan, self.plan.micro_batches
+        mb = self._micro_batches(ps + ds)
         shape = StepShape(prefill_seqs=ps / mb, prefill_len=pl, prefill_ctx=pc, decode_seqs=ds / mb,
                           decode_len=dl, decode_kv=dk)
-        return self._columns(time_phase(self.model, plan, shape, "step", self.timing, **self.kw))[0]
+        return self._columns(time_phase(self.model, self.plan, shape, "step", self.timing, **self.kw), [mb])[0]
 
     @staticmethod
     def _masks(pt) -> tuple:
@@ -205,17 +211,19 @@ class PingPongStepCost:
         xa, xf = names == "attn_to_ffn", names == "ffn_to_attn"
         return a_mask & ~xa, f_mask & ~xf, xa, xf
 
-    def _columns(self, pt) -> list[dict]:
+    def _columns(self, pt, mbs: list[int]) -> list[dict]:
         """Every evaluated shape's per-layer parts (one vectorised sum per part over the op rows; a shape's
-        sums are the ones a single-shape evaluation gives, summed over the same rows in the same order)."""
+        sums are the ones a single-shape evaluation gives, summed over the same rows in the same order), with
+        ``mbs`` the micro-batches of each shape. The ops are one pipeline stage's (``layers / pp`` layers); a
+        micro-batch crosses every layer of every stage."""
         attn, ffn, xa, xf = self._masks(pt)
         w = pt.times.weighted(pt.times.time_s)
         layers = float(self.model.num_layers)
+        per_stage = layers / self.plan.pp
         sums = [np.ascontiguousarray(w[m].T).sum(axis=1).tolist() for m in (attn, ffn, xa, xf)]
-        mb = self.plan.micro_batches
-        return [{"attn": a / layers, "ffn": f / layers, "a2f": x / layers, "f2a": y / layers, "head": h,
+        return [{"attn": a / per_stage, "ffn": f / per_stage, "a2f": x / per_stage, "f2a": y / per_stage, "head": h,
                  "layers": layers, "mb": mb}
-                for a, f, x, y, h in zip(*sums, np.asarray(pt.head_s, dtype=float).reshape(-1).tolist())]
+                for a, f, x, y, h, mb in zip(*sums, np.asarray(pt.head_s, dtype=float).reshape(-1).tolist(), mbs)]
 
     def _evaluate(self, ps, pl, pc, ds, dl, dk) -> StepCost:
         return self._combine(self.parts(ps, pl, pc, ds, dl, dk), ps, pl, ds, dl)
@@ -234,40 +242,34 @@ class PingPongStepCost:
 
 
 def kv_link(prefill: Pool, decode: Pool):
-    """The link P/D KV transfers cross, and its bandwidth for one replica pair: the scale-up fabric
-    (NVLink) when both replicas sit in one scale-up domain of the same device type (e.g. an NVL72
-    rack), otherwise the scale-out network (RDMA NICs); each side moves its share over all of its
-    attention devices, so the slower side bounds the transfer."""
-    a, b = prefill.plan.attention, decode.plan.attention
-    same = a.hardware.id == b.hardware.id
-    level = "scale_up" if same and a.hardware.scale_up.domain_size >= (prefill.devices_per_replica
-                                                                      + decode.devices_per_replica) else "scale_out"
-    bw = min(getattr(a.hardware, level).bandwidth_bytes_per_s * a.devices_per_stage,
-             getattr(b.hardware, level).bandwidth_bytes_per_s * b.devices_per_stage)
-    return level, bw
+    """The link P/D KV transfers between replicas of these pools cross, and its bandwidth for one request
+    (``plan.kv_link``: the scale-up fabric inside one domain, else the NICs; one attention-DP rank's tp x pp
+    devices a side, the slower side bounding it)."""
+    return plan_kv_link(prefill.plan, decode.plan)
 
 
-def kv_transfer_model(dep: Deployment, prefill: Pool, decode: Pool):
-    """``f(prompt_tokens, prefill_time_s) -> seconds``: the exposed time to ship one request's KV cache
-    (all layers, at the deployment's KV precision and scale granularity) from a ``prefill`` replica to
-    a ``decode`` replica. With layer-by-layer streaming the transfer of layer l runs while layers
-    l+1... prefill, so only the part that does not fit under the prefill (and at least the last
-    layer's share) is exposed. Everything but the two arguments is read once, here."""
+def kv_shipping(dep: Deployment, prefill: Pool, decode: Pool) -> tuple[float, float, int]:
+    """How one request's KV cache (all layers, at the deployment's KV precision and scale granularity) travels
+    from a ``prefill`` replica to a ``decode`` replica: (link seconds per prompt token, latency, layers it streams
+    over: 0 when it ships after the prefill). The bandwidth is the deployment's ``kv_transfer.bandwidth`` where it
+    gives one, else ``kv_link``'s. The engine schedules the link with these (``engine.Simulation.hand_off``)."""
     per_token_s = kv_bytes_per_token_model(dep.model, dep.kv_precision, dep.kv_scale_tokens) / (
         dep.transfer.bandwidth_bytes_per_s or kv_link(prefill, decode)[1])
-    latency_s, layers = dep.transfer.latency_s, dep.model.num_layers
-    overlap = dep.transfer.overlap_with_prefill
+    return per_token_s, dep.transfer.latency_s, dep.model.num_layers if dep.transfer.overlap_with_prefill else 0
 
-    def transfer_s(prompt_tokens: float, prefill_time_s: float) -> float:
-        t = per_token_s * prompt_tokens
-        if overlap:
-            t = max(t - prefill_time_s * (1 - 1 / layers), t / layers)
-        return latency_s + t
 
-    return transfer_s
+def exposed_transfer_s(ship_s: float, latency_s: float, layers: int, prefill_s: float) -> float:
+    """Seconds a transfer adds after its prefill on an idle link: ``ship_s`` of link time, streamed layer by layer
+    over ``layers`` layers (0: not streamed) while the ``prefill_s`` prefill runs. Layer l can leave once layer l is
+    prefilled, so the shipping starts a layer's time into the prefill and at least the last layer's share is
+    exposed."""
+    if layers:
+        ship_s = max(ship_s - prefill_s * (1 - 1 / layers), ship_s / layers)
+    return latency_s + ship_s
 
 
 def kv_transfer_time_s(dep: Deployment, prefill: Pool, decode: Pool, prompt_tokens: float,
                        prefill_time_s: float) -> float:
-    """Exposed time to ship one request's KV cache (see ``kv_transfer_model``)."""
-    return kv_transfer_model(dep, prefill, decode)(prompt_tokens, prefill_time_s)
+    """Exposed time to ship one request's KV cache on an idle link (see ``kv_shipping``)."""
+    per_token_s, latency_s, layers = kv_shipping(dep, prefill, decode)
+    return exposed_transfer_s(per_token_s * prompt_tokens, latency_s, layers, prefill_time_s)

@@ -297,10 +297,20 @@ class Replica:
         self.inbound -= 1
         self.submit(rid)
 
+    def release(self, blocks: int) -> None:
+        """A handed-off request's KV has left: its ``blocks`` are free again (a scheduler idle for want of them
+        plans again)."""
+        self.used_blocks -= blocks
+        if self.waiting and self.state == IDLE:
+            self.state = KICKED
+            self.sim.env.call_at(self.sim.env._now, self._kick)
+
     def transferred(self, rid: int) -> None:
-        """``rid``'s KV has landed here from a prefill replica."""
+        """``rid``'s KV has landed here from a prefill replica, which frees its copy."""
         sim = self.sim
         now = sim.env._now
+        src, blocks = sim.shipping.pop(rid)
+        src.release(blocks)
         sim.events.add(now, KV_TRANSFERRED, rid)
         # the decode side streams the prefill's token once it holds the request (TTFT includes the transfer)
         sim.first_token[rid] = now
@@ -515,6 +525,12 @@ class Replica:
             cost = cfg.cost.cost(len(plan), tokens, ctx, n_d, self.q_len, kv)
         start = sim.env._now
         dt = cost.time_s + swap_s
+        if cost.drain_s and not self.pf_role and plan:
+            pf, tgt = sim.pf, sim.tgt
+            if any(pf[rid] + c >= tgt[rid] for rid, c in plan):
+                # a colocated pipeline waits for the prompts it completes to leave the last stage: their first
+                # token (which their first decode step needs) comes out there
+                dt += cost.drain_s
         self.state = STEP
         sim.env.call_at(start + dt, self._end_step)
         self._step = (start, dt, cost, n_d, plan, tokens)
@@ -545,6 +561,9 @@ class Replica:
                 self._stop_decoding(rid)
         done_complete, handoff = [], []
         active = self.active
+        # pipeline parallel: when the prompts this step completes leave the last stage (a prefill pool hands them off
+        # then while its next step runs; a colocated step waited for them, see ``_next``)
+        ready = now + cost.drain_s if self.pf_role else now
         if plan:
             s = sim
             pf_l, tgt, gen, out_l, off, reserve = s.pf, s.tgt, s.gen, s.out_l, s.off, self._reserve
@@ -558,17 +577,20 @@ class Replica:
                 before = -(-reserve(tgt[rid], gen[rid], out_l[rid], off[rid]) // BLOCK_TOKENS)  # ``_held_blocks``
                 if gen[rid] == 0:  # fresh: its first token is sampled now (a recomputed one has it already)
                     gen[rid] = 1
-                    s.prefill_done[rid] = now
+                    s.prefill_done[rid] = ready
                     s.prefill_rep[rid] = self.uid
                     fresh_n += 1
                     # the client sees the first token now, unless it travels on with the KV to a decode replica
                     if not self.pf_role or out_l[rid] <= 1:
-                        s.first_token[rid] = now
+                        s.first_token[rid] = ready
                 done = gen[rid] >= out_l[rid]
-                if done or self.pf_role:  # it leaves: done, or handed off to a decode replica
+                if done:  # it leaves, releasing what it held through its prefill
                     del active[rid]
-                    self.used_blocks -= before  # (it releases what it held through its prefill)
-                    (done_complete if done else handoff).append(rid)
+                    self.used_blocks -= before
+                    done_complete.append(rid)
+                elif self.pf_role:  # handed off to a decode replica: its KV stays here until the transfer lands
+                    del active[rid]
+                    handoff.append((rid, before))
                 else:
                     self.used_blocks += -(-reserve(tgt[rid], gen[rid], out_l[rid], off[rid]) // BLOCK_TOKENS) - before
                     self._start_decoding(rid)
@@ -581,13 +603,20 @@ class Replica:
         for rid in finished:
             sim.finish(rid, self)
         for rid in done_complete:
-            sim.finish(rid, self)
-        for rid in handoff:
-            sim.hand_off(self, rid)
+            if ready > now:
+                sim.env.call_at(ready, self._finish_drained, rid)
+            else:
+                sim.finish(rid, self)
+        for rid, blocks in handoff:
+            sim.hand_off(self, rid, blocks, ready)
         preempted = self._fit_kv() if self.used_blocks > self.blocks_total else 0
         sim.steps.add(self.uid, start, now, len(plan), tokens, n_d, out_tokens, len(self.waiting), len(active),
                       self.used_blocks, self._occ_div, preempted)
         self._next()
+
+    def _finish_drained(self, rid: int) -> None:
+        """A one-token request done by a pipelined prefill: it finishes as its last micro-batch leaves the pipeline."""
+        self.sim.finish(rid, self)
 
     def _spec_tick(self) -> int:
         """A speculative step: every decoding request gains 1 + its accepted draft tokens (capped at its
@@ -859,7 +888,8 @@ class Simulation:
                 ("preempts", "preemptions"), ("prefill_rep", "prefill_replica"), ("decode_rep", "decode_replica"))
 
     def __init__(self, requests: Requests, replicas: list[ReplicaConfig], *, seed: int = 0,
-                 closed_concurrency: int = 0, kv_transfer_s: Callable[[int, int, int, float], float] | None = None,
+                 closed_concurrency: int = 0,
+                 kv_transfer_s: Callable[[int, int, int], tuple[float, float, int]] | None = None,
                  horizon_s: float = math.inf, coalesce: bool = True, closed_starts_s: np.ndarray | None = None):
         self.env = Clock()
         self.coalesce = coalesce  # run pure-decode stretches as one event (same results, far fewer events)
@@ -880,10 +910,14 @@ class Simulation:
             self.by_role[rep.cfg.role].append(rep)
         self._entry_role = "colocated" if self.by_role["colocated"] else "prefill"  # where arrivals go
         self.routed = any(rep.cfg.context_range != (0, ROUTE_MAX_TOKENS) for rep in self.replicas)  # a long/short split
-        # ``kv_transfer_s(rid, src, dst, prefill_s)``: the exposed seconds to ship request ``rid``'s KV from prefill
-        # replica ``src`` to decode replica ``dst`` (uids) after a prefill of ``prefill_s`` (admission to its end)
-        self.kv_transfer_s = kv_transfer_s or (lambda rid, src, dst, prefill_s: 0.0)
-        self.link_free_s = {rep.uid: 0.0 for rep in self.by_role["prefill"]}  # FIFO KV link per prefill replica
+        # ``kv_transfer_s(rid, src, dst)``: how request ``rid``'s KV travels from prefill replica ``src`` to decode
+        # replica ``dst`` (uids): (seconds of link time, latency, layers it streams over; 0: after the prefill)
+        self.kv_transfer_s = kv_transfer_s or (lambda rid, src, dst: (0.0, 0.0, 0))
+        # when each KV lane is next free: a prefill replica's sending ports and a decode replica's receiving ones,
+        # one lane per attention-DP rank (one request's KV sits on one rank's devices)
+        self.link_free_s = {rep.uid: [0.0] * rep.attention_dp for rep in self.by_role["prefill"]}
+        self.ingress_free_s = {rep.uid: [0.0] * rep.attention_dp for rep in self.by_role["decode"]}
+        self.shipping: dict[int, tuple[Replica, int]] = {}  # rid -> (its prefill replica, the blocks held there)
         self.steps = StepLog()
         self.events = EventLog()  # (time, what, request id) tuples, for exact-log tests and traces
         self.next_arrival_s = math.inf  # the next open-loop (or staggered closed-loop) arrival
@@ -933,19 +967,35 @@ class Simulation:
         else:
             dst.submit(rid)
 
-    def hand_off(self, src: Replica, rid: int) -> None:
-        """Ship ``rid``'s KV from prefill replica ``src`` to a decode replica over ``src``'s link (one
-        transfer at a time, first come first served)."""
+    def hand_off(self, src: Replica, rid: int, blocks: int = 0, ready_s: float | None = None) -> None:
+        """Ship ``rid``'s KV (``blocks`` KV blocks, held on ``src`` until it lands; whole at ``ready_s``, default now)
+        from prefill replica ``src`` to a decode replica. The sender's and the receiver's ports carry one transfer
+        at a time each (a lane per attention-DP rank, the earliest free one taken): a transfer holds both lanes for
+        its whole link time, from when both are free and its first layer is ready. Streamed layer by layer, that is
+        a layer's time into the prefill (so an idle link hides all but the last layer's share under it); else
+        after the prefill."""
         dst = self._route("decode", rid)  # the destination decides the link and is known before shipping
         if dst is None:
+            src.release(blocks)
             return
         self.decode_rep[rid] = dst.uid
         dst.inbound += 1
-        now = self.env._now
-        start = max(now, self.link_free_s[src.uid])
-        t = self.kv_transfer_s(rid, src.uid, dst.uid, now - self.adm[rid])
-        end = start + t if t > 0 else start
-        self.link_free_s[src.uid] = end
+        self.shipping[rid] = (src, blocks)
+        now = self.env._now if ready_s is None else ready_s  # (its KV is whole once its prefill has drained)
+        ship_s, latency_s, layers = self.kv_transfer_s(rid, src.uid, dst.uid)
+        end = now
+        if ship_s > 0:
+            out, inp = self.link_free_s[src.uid], self.ingress_free_s[dst.uid]
+            o = out.index(min(out))
+            i = inp.index(min(inp))
+            if layers:
+                adm = self.adm[rid]
+                start = max(adm + (now - adm) / layers, out[o], inp[i])
+                end = max(start + ship_s, now + ship_s / layers)
+            else:
+                end = max(now, out[o], inp[i]) + ship_s
+            out[o] = inp[i] = end
+        end += latency_s
         heapq.heappush(dst.inbound_at, end)
         self.env.call_at(end, dst.transferred, rid)
 

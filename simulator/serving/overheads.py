@@ -98,7 +98,7 @@ class OverheadStepCost:
             base = self.inner.cost(0, 0, 0, decode_seqs, 1, decode_kv_tokens, **kw).time_s
             extra += (decode_len - 1) * self.draft_cost_fraction * base
         return StepCost(c.time_s + extra, c.prefill_attention_s, c.prefill_ffn_s, c.decode_attention_s,
-                        c.decode_ffn_s)
+                        c.decode_ffn_s, c.drain_s)
 
     def decode_stretch(self, n: int, kv0: int, k: int, ranks: DecodeRanks | None = None
                        ) -> tuple[list, list, list]:

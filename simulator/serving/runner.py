@@ -18,7 +18,7 @@ from ..timing.base import TimingModel
 from ..timing.custom_allreduce import CustomAllReduce
 from ..timing.memory import kv_bytes_per_token_model
 from ..timing.roofline import RooflineModel
-from .disagg import PingPongStepCost, kv_transfer_model
+from .disagg import PingPongStepCost, kv_shipping
 from .engine import PREFILL_RECV_WEIGHT, ReplicaConfig, Requests, Simulation
 from .kvmemory import replica_kv_capacity
 from .metrics import PERCENTILES, summarise  # noqa: F401  (PERCENTILES: re-exported)
@@ -172,9 +172,18 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                 # the engine's frontend holds each arriving request first (a decode pool gets them by KV transfer)
                 frontend_s=frontend_s if role != "decode" else 0.0,
                 recv_interval=pool.scheduler_recv_interval,
-                max_chunk_tokens=max_batch_tokens // pool.plan.attention.dp if pool.plan.attention.dp > 1 else 0,
+                max_chunk_tokens=max_chunk_tokens(pool, max_batch_tokens),
                 max_model_len=dep.model.context_tokens))
     return configs
+
+
+def max_chunk_tokens(pool: Pool, max_batch_tokens: int) -> int:
+    """One request's prompt tokens per step at most (0: any): the pool's ``chunk_tokens`` where it sets one (the
+    chunk each pipeline micro-batch carries, as ``whatif --chunk`` takes it), and under attention DP one rank's
+    share of the step budget."""
+    limits = [x for x in (pool.plan.chunk_tokens,
+                          max_batch_tokens // pool.plan.attention.dp if pool.plan.attention.dp > 1 else 0) if x > 0]
+    return min(limits) if limits else 0
 
 
 def closed_loop_ramp_s(configs: list[ReplicaConfig], traffic: Traffic) -> float:
@@ -191,23 +200,23 @@ def closed_loop_ramp_s(configs: list[ReplicaConfig], traffic: Traffic) -> float:
 
 
 def kv_transfer_for(dep: Deployment, configs: list[ReplicaConfig], r: Requests
-                    ) -> Callable[[int, int, int, float], float]:
-    """The engine's ``kv_transfer_s(rid, src, dst, prefill_s)``: request ``rid``'s exposed KV-transfer time from
-    prefill replica ``src`` to decode replica ``dst`` (uid = index in ``configs``) after a prefill of ``prefill_s``
-    seconds, with one ``kv_transfer_model`` per pool pair."""
+                    ) -> Callable[[int, int, int], tuple[float, float, int]]:
+    """The engine's ``kv_transfer_s(rid, src, dst)``: how request ``rid``'s KV travels from prefill replica ``src``
+    to decode replica ``dst`` (uid = index in ``configs``): (seconds of link time, latency, layers it streams over;
+    0: after the prefill), with one ``kv_shipping`` per pool pair."""
     pools = {p.name: p for p in dep.pools}
-    models: dict[tuple[str, str], Callable[[float, float], float]] = {}
-    links: dict[tuple[int, int], Callable[[float, float], float]] = {}  # by (src, dst) replica, one model per pool pair
+    models: dict[tuple[str, str], tuple[float, float, int]] = {}
+    links: dict[tuple[int, int], tuple[float, float, int]] = {}  # by (src, dst) replica, one per pool pair
     prompt = r.prompt.tolist()
 
-    def kv_transfer(rid: int, src: int, dst: int, prefill_s: float) -> float:
+    def kv_transfer(rid: int, src: int, dst: int) -> tuple[float, float, int]:
         link = links.get((src, dst))
         if link is None:
             key = (configs[src].pool, configs[dst].pool)
             if key not in models:
-                models[key] = kv_transfer_model(dep, pools[key[0]], pools[key[1]])
+                models[key] = kv_shipping(dep, pools[key[0]], pools[key[1]])
             link = links[(src, dst)] = models[key]
-        return link(prompt[rid], prefill_s)
+        return link[0] * prompt[rid], link[1], link[2]
 
     return kv_transfer
 

@@ -42,6 +42,10 @@ class StepCost(NamedTuple):
     prefill_ffn_s: float = 0.0
     decode_attention_s: float = 0.0
     decode_ffn_s: float = 0.0
+    # pipeline-parallel prefill: how long after the step's end its last prefill micro-batch leaves the last stage
+    # (``time_s`` is the first stage's occupancy, when the next step can start); a prompt the step completes has its
+    # prefill done, and its first token, then
+    drain_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
