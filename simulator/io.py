@@ -5,9 +5,11 @@
   mode a plain ``open()`` would give it (0666 less the umask: 0644 under umask 022), or keeps the mode of
   the file it replaces. A symlink is written through (its target is replaced, the link stays); a device
   node, FIFO or other non-regular file is written into, never replaced.
-- ``atomic_dir(path)``: a context manager yielding a temporary folder next to ``path``; on success it takes
-  the place of ``path`` (which must be absent, empty, or hold only files this package writes there), so an
-  interrupted ``--out`` never leaves files from two runs side by side.
+- ``atomic_dir(path, ours)``: a context manager yielding a temporary folder next to ``path``; on success it
+  takes the place of ``path`` (which must be absent, empty, or hold only files this package writes there), so
+  an interrupted ``--out`` never leaves files from two runs side by side. ``ours`` names those files by their
+  path inside the folder (``figures/pareto.png``): a subfolder may hold only the files listed under it, since
+  the whole subfolder is replaced.
 - ``check_out_dir(path, ours)``: the same refusals, up front (before a long run).
 """
 
@@ -80,19 +82,36 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})  # files a desktop drops into any folder it shows
 
 
+def _foreign(folder: Path, ours: set[str], prefix: str = "") -> list[str]:
+    """The paths (relative to the output folder) under ``folder`` that are not ours: a file ``ours`` does not
+    list, a folder no listed file lies in, a listed file name that is a folder. Desktop litter and this
+    module's own temporary folders (``.quadrant-*``, at the top) do not count."""
+    out = []
+    for p in sorted(folder.iterdir()):
+        rel = prefix + p.name
+        if p.name in OS_LITTER or (not prefix and p.name.startswith(".quadrant-")):
+            continue
+        if p.is_dir() and any(o.startswith(rel + "/") for o in ours):
+            out += _foreign(p, ours, rel + "/")
+        elif rel not in ours or p.is_dir():
+            out.append(rel)
+    return out
+
+
 def check_out_dir(path: str | Path, ours: Iterable[str] = ()) -> None:
     """Refuse (SimulatorError) an output folder ``atomic_dir`` would not take: an existing path that is not a
-    folder, a folder holding anything but the files named in ``ours``, or a missing parent folder. Commands
-    call it before their work, so a long run does not end in a refusal."""
+    folder, a folder holding anything but the files named in ``ours`` (paths inside the folder, such as
+    ``figures/pareto.png``: a subfolder holding any other file is refused too), or a missing parent folder.
+    Commands call it before their work, so a long run does not end in a refusal."""
     path = Path(path)
-    ours = set(ours) | OS_LITTER
+    ours = set(ours)
     if path.exists():
         if not path.is_dir():
             raise SimulatorError(f"{path}: exists and is not a folder")
         if Path.cwd().resolve().is_relative_to(path.resolve()):
             raise SimulatorError(f"{path}: is the current folder (or holds it), which a run cannot replace; give "
                                  "another folder")
-        foreign = sorted(p.name for p in path.iterdir() if p.name not in ours and not p.name.startswith(".quadrant-"))
+        foreign = _foreign(path, ours)
         if foreign:
             raise SimulatorError(f"{path}: folder holds files this run would not write ({', '.join(foreign[:3])}"
                                  f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
@@ -105,8 +124,9 @@ def check_out_dir(path: str | Path, ours: Iterable[str] = ()) -> None:
 def atomic_dir(path: str | Path, ours: Iterable[str] = ()) -> Iterator[Path]:
     """Yield a temporary folder; on a clean exit it replaces ``path`` (see the module docstring).
 
-    ``ours``: names of the files this package writes there; an existing ``path`` holding anything else is
-    refused (SimulatorError) before anything is written, so user files are never deleted."""
+    ``ours``: paths (inside ``path``) of the files this package writes there; an existing ``path`` holding
+    anything else, at its top or in a subfolder, is refused (SimulatorError) before anything is written, so user
+    files are never deleted."""
     path = Path(path)
     check_out_dir(path, ours)
     parent = path.parent if str(path.parent) else Path(".")

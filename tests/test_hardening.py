@@ -418,6 +418,35 @@ def test_plan_and_compare_refuse_an_out_folder_holding_other_files(tmp_path):
     assert "plan.json" in {p.name for p in out.iterdir()}
 
 
+ONE_H100 = {"schema_version": 1, "model": "llama-3.1-8b", "pools": [
+    {"name": "node", "serves": ["prefill", "decode"], "hardware": "h100-sxm", "devices": 1,
+     "attention": {"tp": 1, "precision": "fp8"}, "max_seqs": 64}]}
+SMALL = ["--traffic", str(DATA / "plan-small-traffic.yaml"), "--requests", "60", "--bisect-steps", "0",
+         "--workers", "1"]
+
+
+def _earlier_report(folder: Path, recommended: bool) -> None:
+    """A folder laid out as an earlier report (file names only; the contents do not matter to the refusals)."""
+    (folder / "figures").mkdir(parents=True)
+    for name in ("plan.json", "report.md", "report.html", "figures/pareto.png", "figures/cost_per_pool.png"):
+        (folder / name).write_text("earlier")
+    if recommended:
+        (folder / "recommended.yaml").write_text(yaml.safe_dump(ONE_H100))
+
+
+def test_a_report_folder_with_a_user_file_in_figures_is_refused(tmp_path):
+    """--out replaces figures/ whole: a file of the user's inside it (not one the report writes) is refused like one
+    at the top, naming --out and the file, and nothing is touched."""
+    dep = tmp_path / "one.yaml"
+    dep.write_text(yaml.safe_dump(ONE_H100))
+    out = tmp_path / "report"
+    _earlier_report(out, recommended=False)
+    (out / "figures" / "mine.png").write_text("mine")
+    err = one_line_error(runner.invoke(app, ["compare", str(dep), *SMALL, "--out", str(out)]))
+    assert "--out" in err and "figures/mine.png" in err
+    assert (out / "figures" / "mine.png").read_text() == "mine" and (out / "plan.json").read_text() == "earlier"
+
+
 @pytest.mark.parametrize("edit,where", [
     (lambda d: d.setdefault("slo", {}).update(ttft="0 s"), "slo.ttft"),
     (lambda d: d.setdefault("slo", {}).update(tpot="0 ms"), "slo.tpot"),

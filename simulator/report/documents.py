@@ -471,7 +471,10 @@ def render_html(title: str, secs: list[dict], fig_dir: Path) -> str:
     return "\n".join(out)
 
 
-PLAN_FILES = ("plan.json", "recommended.yaml", "report.md", "report.html", "figures")  # what write_plan_dir writes
+FIGURES = {"pareto": "pareto.png", "cdfs": "latency_cdf.png", "load": "latency_vs_load.png",
+           "pools": "cost_per_pool.png", "breakdown": "breakdown.png"}  # what write_plan_dir may put in figures/
+PLAN_FILES = ("plan.json", "recommended.yaml", "report.md", "report.html",
+              *(f"figures/{f}" for f in FIGURES.values()))  # what write_plan_dir writes (paths inside --out)
 
 
 def write_plan_dir(out: Path, outcome, title: str, recommended_yaml: dict | None = None) -> list[Path]:
@@ -485,16 +488,15 @@ def write_plan_dir(out: Path, outcome, title: str, recommended_yaml: dict | None
     from ..io import atomic_dir
 
     out = Path(out)
+    rec_yaml = recommended_yaml if recommended_yaml is not None else outcome.recommended_yaml
     with atomic_dir(out, PLAN_FILES) as tmp:
         doc = clean(outcome.doc)
         (tmp / "plan.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
-        rec_yaml = recommended_yaml if recommended_yaml is not None else outcome.recommended_yaml
         if rec_yaml:
             (tmp / "recommended.yaml").write_text(yaml.safe_dump(rec_yaml, sort_keys=False, width=110))
         figs = tmp / "figures"
         figs.mkdir()
-        names = {"pareto": "pareto.png", "cdfs": "latency_cdf.png", "load": "latency_vs_load.png",
-                 "pools": "cost_per_pool.png"}
+        names = {k: FIGURES[k] for k in ("pareto", "cdfs", "load", "pools")}
         fig_pareto(doc, figs / names["pareto"])
         fig_cdfs(doc, outcome.samples, figs / names["cdfs"])
         band = (outcome.error_band or {}).get("median_ape")
@@ -506,8 +508,8 @@ def write_plan_dir(out: Path, outcome, title: str, recommended_yaml: dict | None
             shape = (f" (one {rows[0]['prompt_tokens']:,}-token prefill, one decode step of "
                      f"{rows[0]['decode_batch']:,} sequences)" if rows and "decode_batch" in rows[0] else "")
             quadrant_breakdown(df.drop(columns=["decode_batch", "prompt_tokens"], errors="ignore"),
-                               figs / "breakdown.png", f"Recommended arrangement: time per quadrant{shape}")
-            names["breakdown"] = "breakdown.png"
+                               figs / FIGURES["breakdown"], f"Recommended arrangement: time per quadrant{shape}")
+            names["breakdown"] = FIGURES["breakdown"]
         secs = sections(doc, names)
         (tmp / "report.md").write_text(render_md(title, secs))
         (tmp / "report.html").write_text(render_html(title, secs, figs))
