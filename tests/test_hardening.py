@@ -447,6 +447,21 @@ def test_a_report_folder_with_a_user_file_in_figures_is_refused(tmp_path):
     assert (out / "figures" / "mine.png").read_text() == "mine" and (out / "plan.json").read_text() == "earlier"
 
 
+def test_compare_never_replaces_a_plans_recommended_yaml(tmp_path):
+    """compare writes no recommended.yaml, so a folder holding one (an earlier plan's) is refused, and an input that
+    lies inside --out is named as such; the earlier plan stays whole."""
+    dep = tmp_path / "one.yaml"
+    dep.write_text(yaml.safe_dump(ONE_H100))
+    plan = tmp_path / "plan"
+    _earlier_report(plan, recommended=True)
+    rec = plan / "recommended.yaml"
+    err = one_line_error(runner.invoke(app, ["compare", str(rec), str(dep), *SMALL, "--out", str(plan)]))
+    assert "--out" in err and "deployment" in err and str(rec) in err
+    err = one_line_error(runner.invoke(app, ["compare", str(dep), *SMALL, "--out", str(plan)]))
+    assert "--out" in err and "recommended.yaml" in err
+    assert yaml.safe_load(rec.read_text()) == ONE_H100 and (plan / "plan.json").read_text() == "earlier"
+
+
 @pytest.mark.parametrize("edit,where", [
     (lambda d: d.setdefault("slo", {}).update(ttft="0 s"), "slo.ttft"),
     (lambda d: d.setdefault("slo", {}).update(tpot="0 ms"), "slo.tpot"),

@@ -97,17 +97,29 @@ def _percentile_option(top: bool = False):
                              "file's, else 90).")
 
 
-def _check_common(out: Path | None, bisect_steps: int) -> None:
+def _check_common(out: Path | None, bisect_steps: int, recommends: bool = True,
+                  inputs: list[tuple[str, Path]] = ()) -> None:
     """Refusals plan and compare share, made before any work: a negative --bisect-steps, and an --out folder
-    the report could not be written to (an existing file, a folder holding other files, no parent folder)."""
+    the report could not be written to (an existing file, a folder holding other files, no parent folder) or
+    that holds one of the run's ``inputs`` ((what, path) pairs), which writing the report would delete.
+    ``recommends``: the run writes a recommended.yaml (a plan), so an earlier one may be replaced; a
+    comparison writes none and refuses a folder holding one."""
     if bisect_steps < 0:
         raise SimulatorError(f"--bisect-steps must be >= 0, got {bisect_steps}")
     if out is not None:
-        from ..io import check_out_dir
-        from ..report.documents import PLAN_FILES
+        import os
 
+        from ..io import check_out_dir
+        from ..report.documents import PLAN_FILES, REPORT_FILES
+
+        for what, path in inputs:
+            inside = (Path(os.path.abspath(path)).is_relative_to(os.path.abspath(out))
+                      or Path(path).resolve().is_relative_to(Path(out).resolve()))
+            if inside:
+                raise SimulatorError(f"--out {out}: holds the {what} {path}, which writing the report there would "
+                                     "delete; choose another folder")
         try:
-            check_out_dir(out, PLAN_FILES)
+            check_out_dir(out, PLAN_FILES if recommends else REPORT_FILES)
         except SimulatorError as exc:
             raise SimulatorError(f"--out {exc}") from None
 
@@ -241,7 +253,8 @@ def compare_cmd(
     slo_percentile: float = _percentile_option(top=True),
     out: Path = typer.Option(None, "--out", parser=out_dir(),
                              help="Folder for plan.json, report.md, report.html and figures/ (new, or an earlier "
-                                  "report's: a folder holding other files is refused)."),
+                                  "comparison's: a folder holding other files, a plan's recommended.yaml or an "
+                                  "input of this run is refused)."),
     requests: int = typer.Option(None, "--requests", help="Requests per simulation run (at least). Default: the "
                                  "traffic file's, raised so an open loop's arrivals span 4 request lifetimes at the "
                                  "SLOs; the first and last lifetime (batches filling and draining) are not measured."),
@@ -267,9 +280,12 @@ def compare_cmd(
     for flag, v in (("--requests", requests), ("--workers", workers)):
         if v is not None and v < 1:
             raise SimulatorError(f"{flag} must be >= 1, got {v}")
-    _check_common(out, bisect_steps)
-    deps = [read_deployment(resolve_workload(d, "deployments", "deployment")) for d in deployments]
-    traffic_spec = _traffic(traffic)
+    dep_files = [resolve_workload(d, "deployments", "deployment") for d in deployments]
+    traffic_file = resolve_workload(traffic, "traffic", "traffic")
+    _check_common(out, bisect_steps, recommends=False,
+                  inputs=[*(("deployment", f) for f in dep_files), ("--traffic file", traffic_file)])
+    deps = [read_deployment(f) for f in dep_files]
+    traffic_spec = _traffic(str(traffic_file))
     slo = traffic_spec.slo
     ttft_s, tpot_s = _duration("--ttft-slo", ttft_slo), _duration("--tpot-slo", tpot_slo)
     traffic_spec = replace(traffic_spec, slo=replace(

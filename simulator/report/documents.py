@@ -473,15 +473,17 @@ def render_html(title: str, secs: list[dict], fig_dir: Path) -> str:
 
 FIGURES = {"pareto": "pareto.png", "cdfs": "latency_cdf.png", "load": "latency_vs_load.png",
            "pools": "cost_per_pool.png", "breakdown": "breakdown.png"}  # what write_plan_dir may put in figures/
-PLAN_FILES = ("plan.json", "recommended.yaml", "report.md", "report.html",
-              *(f"figures/{f}" for f in FIGURES.values()))  # what write_plan_dir writes (paths inside --out)
+# what write_plan_dir writes (paths inside --out); a comparison writes no recommended.yaml, so it may not replace one
+REPORT_FILES = ("plan.json", "report.md", "report.html", *(f"figures/{f}" for f in FIGURES.values()))
+PLAN_FILES = (*REPORT_FILES, "recommended.yaml")
 
 
 def write_plan_dir(out: Path, outcome, title: str, recommended_yaml: dict | None = None) -> list[Path]:
     """Write plan.json, recommended.yaml (if any), report.md, report.html and figures/ into ``out``,
     atomically (``io.atomic_dir``): everything goes to a temporary sibling folder that then takes the place
-    of ``out``. An existing ``out`` must be a folder holding only those files (an earlier plan's), so no
-    other file is ever deleted; its parent folder must exist."""
+    of ``out``. An existing ``out`` must be a folder holding only those files (an earlier report's; a
+    recommended.yaml only when this one writes one), so no other file is ever deleted; its parent folder must
+    exist."""
     import pandas as pd
     import yaml
 
@@ -489,7 +491,7 @@ def write_plan_dir(out: Path, outcome, title: str, recommended_yaml: dict | None
 
     out = Path(out)
     rec_yaml = recommended_yaml if recommended_yaml is not None else outcome.recommended_yaml
-    with atomic_dir(out, PLAN_FILES) as tmp:
+    with atomic_dir(out, PLAN_FILES if rec_yaml else REPORT_FILES) as tmp:
         doc = clean(outcome.doc)
         (tmp / "plan.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
         if rec_yaml:
