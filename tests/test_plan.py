@@ -13,7 +13,7 @@ from simulator.cli import app
 from simulator.planning.cost import TCO, DeviceTCO, PriceBook, parse_price_flags
 from simulator.specs.catalog import load_hardware
 
-from .conftest import DATA
+from .conftest import DATA, one_line_error
 
 runner = CliRunner()
 TRAFFIC = str(DATA / "plan-small-traffic.yaml")
@@ -188,6 +188,25 @@ def test_compare_side_by_side(tight, tmp_path):
     costs = {c["id"]: c["cost_per_hour_usd"] for c in doc["candidates"]}
     assert doc["recommended"]["id"] == min(costs, key=costs.get)
     assert (out / "report.html").exists() and not (out / "recommended.yaml").exists()
+
+
+@pytest.mark.parametrize("cmd", [
+    ["plan", "--model", "llama-3.1-8b", "--hardware", "h20", "--price", "h20=0.5", "--modes", "agg"],
+    ["compare", "llama-3.1-8b-long-short-split"],
+])
+def test_traffic_without_any_slo_is_refused(tmp_path, cmd):
+    """With no latency target (no slo: block, no --ttft-slo/--tpot-slo) every fleet would "meet the SLOs" and the
+    maximum rate would be the search's cap: refused as bad input naming the flags, nothing written."""
+    doc = yaml.safe_load(open(TRAFFIC))
+    del doc["slo"]
+    traffic = tmp_path / "no-slo.yaml"
+    traffic.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "never"
+    r = runner.invoke(app, [*cmd, "--traffic", str(traffic), "--requests", "60", "--bisect-steps", "0", "--workers",
+                            "1", "--out", str(out)])
+    line = one_line_error(r)
+    assert "--ttft-slo" in line and "--tpot-slo" in line and "no-slo.yaml" in line
+    assert not out.exists()
 
 
 def test_tco_closed_form():

@@ -155,6 +155,15 @@ def steady_seconds(w: Workload) -> float:
     return STEADY_LIFETIMES * life if math.isfinite(life) and life > 0 else 0.0
 
 
+def require_slo(slo: SLO, traffic: Traffic) -> None:
+    """Refuse traffic with no latency target at all (no ``slo:`` TTFT or TPOT in its file, no --ttft-slo or
+    --tpot-slo): every fleet would "meet" it, and the maximum rate found would be the search's cap."""
+    if not (math.isfinite(slo.ttft_s) or math.isfinite(slo.tpot_s)):
+        raise SimulatorError(f"--ttft-slo/--tpot-slo: {traffic.file or traffic.id} sets no SLO (no slo: ttft or "
+                             "tpot) and neither flag was given; a fleet is sized against a latency target, so give "
+                             "at least one")
+
+
 def check_context(model, w: Workload) -> None:
     """Refuse traffic whose longest request does not fit the model's context window: every server rejects it, so
     no fleet can serve the traffic as drawn."""
@@ -350,6 +359,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     slo = SLO(req.ttft_slo_s if req.ttft_slo_s is not None else base.ttft_s,
               req.tpot_slo_s if req.tpot_slo_s is not None else base.tpot_s,
               req.percentile if req.percentile is not None else base.percentile)
+    require_slo(slo, req.traffic)
     if not 0 < slo.percentile < 100:  # screening reads a p-percentile wait as mean x -ln(1 - p): none at p100
         where = ("--slo-percentile" if req.percentile is not None
                  else f"{req.traffic.file or 'the traffic'}: slo.percentile")
@@ -524,6 +534,7 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
     whole("compare: bisect_steps", bisect_steps, 0)
     traffic, rate = effective_traffic(traffic, rate, requests)
     slo = traffic.slo
+    require_slo(slo, traffic)
     w = workload_of(traffic, rate, slo)
     for d in deps:
         check_context(d.model, w)
