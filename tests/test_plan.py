@@ -209,6 +209,15 @@ def test_traffic_without_any_slo_is_refused(tmp_path, cmd):
     assert not out.exists()
 
 
+def test_compare_names_the_requests_flag_over_the_cap(tmp_path):
+    out = tmp_path / "never"
+    r = runner.invoke(app, ["compare", "llama-3.1-8b-long-short-split", "--traffic", TRAFFIC, "--requests",
+                            "100000000", "--out", str(out)])
+    line = one_line_error(r)
+    assert "--requests" in line and "10,000,000" in line and "Traffic.requests" not in line
+    assert not out.exists()
+
+
 def test_tco_closed_form():
     h100 = load_hardware("h100-sxm")
     tco = TCO(years=3, pue=1.2, electricity_usd_per_kwh=0.10, devices={"h100-sxm": DeviceTCO(30000.0, 1000.0)},

@@ -97,6 +97,14 @@ def _percentile_option(top: bool = False):
                              "file's, else 90).")
 
 
+def _check_requests(requests: int | None) -> None:
+    """--requests within the simulator's cap (named by the flag, not by the traffic's field)."""
+    from ..specs.traffic import MAX_REQUESTS
+
+    if requests is not None and requests > MAX_REQUESTS:
+        raise SimulatorError(f"--requests: at most {MAX_REQUESTS:,} requests per simulation, got {requests:,}")
+
+
 def _check_common(out: Path | None, bisect_steps: int, recommends: bool = True,
                   inputs: list[tuple[str, Path]] = ()) -> None:
     """Refusals plan and compare share, made before any work: a negative --bisect-steps, and an --out folder
@@ -212,14 +220,12 @@ def plan_cmd(
     """
     from ..planning.cost import parse_price_flags
     from ..planning.plan import PlanRequest, plan_capacity_for
-    from ..specs.traffic import MAX_REQUESTS
 
     for flag, v in (("--top-k", top_k), ("--verify-max", verify_max), ("--requests", requests), ("--workers", workers),
                     ("--max-devices", max_devices)):
         if v is not None and v < 1:
             raise SimulatorError(f"{flag} must be >= 1, got {v}")
-    if requests is not None and requests > MAX_REQUESTS:
-        raise SimulatorError(f"--requests: at most {MAX_REQUESTS:,} requests per simulation, got {requests:,}")
+    _check_requests(requests)
     _check_common(out, bisect_steps)
     if not 0 <= tolerance <= 10:
         raise SimulatorError(f"--tolerance must be within [0, 10], got {tolerance:g}")
@@ -280,6 +286,7 @@ def compare_cmd(
     for flag, v in (("--requests", requests), ("--workers", workers)):
         if v is not None and v < 1:
             raise SimulatorError(f"{flag} must be >= 1, got {v}")
+    _check_requests(requests)
     dep_files = [resolve_workload(d, "deployments", "deployment") for d in deployments]
     traffic_file = resolve_workload(traffic, "traffic", "traffic")
     _check_common(out, bisect_steps, recommends=False,
