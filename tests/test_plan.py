@@ -218,6 +218,34 @@ def test_compare_names_the_requests_flag_over_the_cap(tmp_path):
     assert not out.exists()
 
 
+def _one_device(tmp_path, name, hardware, **pool):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"schema_version": 1, "model": "llama-3.1-8b", "pools": [
+        {"name": "node", "serves": ["prefill", "decode"], "hardware": hardware, "devices": 1,
+         "attention": {"tp": 1, "precision": "fp8"}, "max_seqs": 64, **pool}]}))
+    return str(path)
+
+
+def test_compare_lists_each_price_a_device_is_given(tmp_path):
+    """Two deployments pricing one device differently: the price table has a row per price, naming which
+    deployments pay it (the report's table too), not the first deployment's price for both."""
+    given = {"cheap": 1.2, "dear": 3.0}
+    deps = [_one_device(tmp_path, name, "h20", price_per_device_hour=f"{usd} USD/h") for name, usd in given.items()]
+    out = tmp_path / "cmp"
+    r = runner.invoke(app, ["compare", *deps, "--traffic", TRAFFIC, "--requests", "60", "--bisect-steps", "0",
+                            "--workers", "1", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = _strict(r.stdout)
+    rows = {(p["hardware"], p["usd_per_device_hour"]): p["used_by"] for p in doc["prices"]}
+    by_id = {c["id"]: c["arrangement"] for c in doc["candidates"]}
+    assert len(rows) == 2
+    for (hw, usd), users in rows.items():
+        assert hw == "h20" and len(users) == 1
+        assert by_id[users[0]].startswith("agg: " + next(n for n, u in given.items() if u == usd))
+    md = (out / "report.md").read_text()
+    assert "| used by |" in md and "| $1.200 |" in md and "| $3.000 |" in md
+
+
 def test_tco_closed_form():
     h100 = load_hardware("h100-sxm")
     tco = TCO(years=3, pue=1.2, electricity_usd_per_kwh=0.10, devices={"h100-sxm": DeviceTCO(30000.0, 1000.0)},

@@ -589,19 +589,21 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
                                  d["id"])) if ok else None
     if rec:
         rec = dict(rec, headroom=rec["verified"]["max_rate_per_s"] / rate - 1.0)
-    prices = []
-    seen = set()
-    for dep in deps:
+    # one row per device and price: two deployments may price one device differently (their own files, a
+    # profile's sourced price); each row names the deployments (candidate ids) that pay it
+    rows: dict[tuple, dict] = {}
+    for cid, dep in zip((d["id"] for d in docs), deps):
         for p in dep.pools:
-            for hw in {p.plan.attention.hardware.id: p.plan.attention.hardware,
-                       p.plan.ffn.hardware.id: p.plan.ffn.hardware}.values():
-                if hw.id in seen:
-                    continue
-                seen.add(hw.id)
-                src = hw.sources.get(hw.price_note, "")
-                prices.append({"hardware": hw.id, "usd_per_device_hour": _finite(hw.price_usd_per_hour),
-                               "source": f"{hw.price_note}: {src}" if src else hw.price_note,
-                               "date": price_date(hw) if src else "", "tdp_w": hw.tdp_w})
+            for hw in (p.plan.attention.hardware, p.plan.ffn.hardware):
+                key = (hw.id, _finite(hw.price_usd_per_hour), hw.price_note)
+                if key not in rows:
+                    src = hw.sources.get(hw.price_note, "")
+                    rows[key] = {"hardware": hw.id, "usd_per_device_hour": key[1],
+                                 "source": f"{hw.price_note}: {src}" if src else hw.price_note,
+                                 "date": price_date(hw) if src else "", "tdp_w": hw.tdp_w, "used_by": []}
+                if cid not in rows[key]["used_by"]:
+                    rows[key]["used_by"].append(cid)
+    prices = list(rows.values())
     doc = {"inputs": {"deployments": [_rel(d.file) or d.id for d in deps], "traffic": _rel(traffic.file) or traffic.id,
                       "rate_per_s": rate, "requests_per_simulation": traffic.requests, "seed": traffic.seed,
                       "isl_mean": w.isl_mean,

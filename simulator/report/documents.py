@@ -369,9 +369,12 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
                        "pool's over input tokens, a decode pool's over output tokens"
                        + (", a colocated pool's whole cost over both" if colocated else "")
                        + "; the fleet row charges the whole fleet to each."]})
+    # (a comparison's rows name the deployments paying each price: one device may be priced differently in two)
+    used_by = any(p.get("used_by") for p in doc.get("prices", []))
     price_rows = [[p["hardware"], _usd(p.get("usd_per_device_hour"), 3), p.get("source") or "", str(p.get("date")
                                                                                                    or ""),
-                   f"{p['tdp_w']:.0f} W" if p.get("tdp_w") else ""] for p in doc.get("prices", [])]
+                   f"{p['tdp_w']:.0f} W" if p.get("tdp_w") else "",
+                   *([", ".join(p.get("used_by") or [])] if used_by else [])] for p in doc.get("prices", [])]
     rv = (rec or {}).get("verified") or {}
     sized = (f" (the recommendation's run: {rv['requests_simulated']:,} simulated, {rv['requests_measured']:,} "
              "measured)" if rv.get("requests_simulated") else "")
@@ -411,7 +414,8 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
                            "carries the layout and prices, not the rate or SLOs; `simulate` summarises its whole run, "
                            "fill and drain included, so its percentiles differ somewhat from this steady window).")
     s.append({"title": "Assumptions and prices", "text": assumptions,
-              "table": (["hardware", "USD per device-hour", "source", "date", "TDP"], price_rows)})
+              "table": (["hardware", "USD per device-hour", "source", "date", "TDP",
+                         *(["used by"] if used_by else [])], price_rows)})
     eb = doc.get("error_band")
     if eb:
         s.append({"title": "Error band", "text": [
