@@ -246,6 +246,31 @@ def test_compare_lists_each_price_a_device_is_given(tmp_path):
     assert "| used by |" in md and "| $1.200 |" in md and "| $3.000 |" in md
 
 
+def test_compare_runs_records_and_reports_its_timing_model(tmp_path):
+    """--timing reaches the breakdown figure's rows as well as the simulation, plan.json records it (and the
+    engine), and report.md's Timing sentence names it instead of saying "the roofline" whatever was run."""
+    from simulator.planning.plan import compare_deployments
+    from simulator.report.documents import sections
+    from simulator.specs.deployment import read_deployment
+    from simulator.specs.traffic import read_traffic
+
+    overlay = str(DATA.parent.parent / "reports/validation/h200-sxm/calibration.yaml")
+    dep = read_deployment(_one_device(tmp_path, "h200", "h200-sxm"))
+    run = {spec: compare_deployments([dep], read_traffic(TRAFFIC), None, requests=60, bisect_steps=0, workers=1,
+                                     timing=spec) for spec in (None, f"calibrated:{overlay}")}
+    plain, cal = run[None], run[f"calibrated:{overlay}"]
+    assert plain.breakdown and cal.breakdown and plain.breakdown != cal.breakdown
+    assert cal.doc["inputs"]["timing"] == f"calibrated:{overlay}" and plain.doc["inputs"]["timing"] == "roofline"
+    assert cal.doc["inputs"]["engine"] == dep.pools[0].engine
+
+    def timing_sentence(doc):
+        assumptions = next(sec for sec in sections(doc, {}) if sec["title"] == "Assumptions and prices")["text"]
+        return next(t for t in assumptions if t.startswith("Timing:"))
+
+    assert overlay in timing_sentence(cal.doc) and "uncalibrated" not in timing_sentence(cal.doc)
+    assert overlay not in timing_sentence(plain.doc) and "uncalibrated" in timing_sentence(plain.doc)
+
+
 def test_tco_closed_form():
     h100 = load_hardware("h100-sxm")
     tco = TCO(years=3, pue=1.2, electricity_usd_per_kwh=0.10, devices={"h100-sxm": DeviceTCO(30000.0, 1000.0)},

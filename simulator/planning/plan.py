@@ -503,16 +503,19 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
         "recommended": rec,
         "error_band": error_band(),
     }
-    return PlanOutcome(doc, deployments, samples, rec_yaml, _breakdown(dep, rec, w), prices.table(), slo, rate,
-                       doc["error_band"])
+    return PlanOutcome(doc, deployments, samples, rec_yaml, _breakdown(dep, rec, w, timing), prices.table(), slo,
+                       rate, doc["error_band"])
 
 
-def _breakdown(dep: Deployment, rec: dict, w: Workload) -> list[dict] | None:
+def _breakdown(dep: Deployment, rec: dict, w: Workload, timing=None) -> list[dict] | None:
+    """The recommendation's per-quadrant time of one prefill and one decode step (``whatif``), under the run's
+    timing model (``timing``: a resolved model; None: the roofline)."""
     from ..analysis.whatif import whatif
 
     batch = max(int(round(rec["analytic"]["decode_batch_per_replica"] or 1)), 1)
     try:
-        res = whatif(dep.serving_plan(), batch=batch, isl=max(int(w.isl_mean), 1), osl=max(int(w.osl_mean), 1))
+        res = whatif(dep.serving_plan(), batch=batch, isl=max(int(w.isl_mean), 1), osl=max(int(w.osl_mean), 1),
+                     timing=timing)
     except SimulatorError:
         return None
     # each row carries the shape it was timed at, for the figure's title and the report's text
@@ -605,7 +608,10 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
                     rows[key]["used_by"].append(cid)
     prices = list(rows.values())
     doc = {"inputs": {"deployments": [_rel(d.file) or d.id for d in deps], "traffic": _rel(traffic.file) or traffic.id,
-                      "rate_per_s": rate, "requests_per_simulation": traffic.requests, "seed": traffic.seed,
+                      "rate_per_s": rate, "timing": timing or "roofline",
+                      # the pools' engines, each once (every deployment file names its own)
+                      "engine": ", ".join(dict.fromkeys(p.engine for d in deps for p in d.pools)),
+                      "requests_per_simulation": traffic.requests, "seed": traffic.seed,
                       "isl_mean": w.isl_mean,
                       "osl_mean": w.osl_mean, "cost_basis": "rental"},
            "slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s), "percentile": slo.percentile},
@@ -614,7 +620,8 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
     if rec:
         d = deployments[rec["id"]]
         dec_pool = d.pools_serving("decode")[0]
-        breakdown = _breakdown(d, {"analytic": {"decode_batch_per_replica": min(dec_pool.max_seqs or 64, 64)}}, w)
+        breakdown = _breakdown(d, {"analytic": {"decode_batch_per_replica": min(dec_pool.max_seqs or 64, 64)}}, w,
+                               timing_model(timing))
     return PlanOutcome(doc, deployments, samples, None, breakdown, prices, slo, rate, doc["error_band"])
 
 

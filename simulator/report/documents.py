@@ -336,7 +336,8 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
     if figures.get("breakdown") or util_rows:
         s.append({"title": "Where the recommendation spends its time", "figure": figures.get("breakdown"),
                   "text": ["Figure: per-quadrant time of one prefill (a mean-length prompt, whole) and one decode "
-                           "step of the recommended arrangement (analytic roofline; the decode batch is the "
+                           "step of the recommended arrangement (analytic, under the timing model named in the "
+                           "assumptions; the decode batch is the "
                            "screen's expected batch for a plan, the pool's batch limit up to 64 for a comparison; "
                            "the figure's title gives both), split into "
                            "compute, memory, communication and fixed overhead. Table: share of simulated time each "
@@ -394,11 +395,12 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
         *([f"Every replica's KV cache holds the longest request the traffic draws ({inp['request_max_tokens']:,.0f} "
            "prompt + output tokens in the screening sample): a server rejects a request it cannot hold, and a fleet "
            "that rejects any misses the SLOs."] if inp.get("request_max_tokens") else []),
-        "Timing: the analytic roofline with the profiles' cited efficiency constants (uncalibrated unless stated).",
+        timing_text(inp.get("timing")),
         *([f"Serving engine: {inp['engine']} (simulator/serving/engines.yaml): the simulation runs its batching "
            "policy, step overheads and frontend latency"
            + (f" ({inp['frontend_latency_s'] * 1e3:g} ms)" if inp.get("frontend_latency_s") is not None else "")
-           + "; the screen takes its own all-reduce and its frontend latency."] if inp.get("engine") else []),
+           + ("; the screen takes its own all-reduce and its frontend latency" if inp.get("modes") else "")
+           + "."] if inp.get("engine") else []),
     ]
     if rec and doc.get("slo") and inp.get("modes"):  # a plan: its recommended.yaml, re-run at the planned targets
         slo = doc["slo"]
@@ -429,6 +431,20 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
             "No validation figures were found (simulator/validation/published_error.json; regenerate it with "
             "reports/scripts/validation_report.py)."]})
     return s
+
+
+def timing_text(spec: str | None) -> str:
+    """The report's sentence on the timing model a run used (its --timing spec; None: the roofline)."""
+    from ..timing.calibrated import parse_timing_spec
+
+    files = parse_timing_spec(spec or "roofline")
+    cal, measured = files.get("calibrated"), files.get("measured")
+    base = (f"the roofline with the efficiency constants calibrated in {', '.join(cal)}" if cal
+            else "the analytic roofline with the profiles' cited efficiency constants (uncalibrated)")
+    if measured:
+        return (f"Timing: the kernel times measured in {', '.join(measured)} where that table covers a kernel, "
+                f"else {base} (--timing {spec}).")
+    return f"Timing: {base}" + (f" (--timing {spec})." if cal else ".")
 
 
 def render_md(title: str, secs: list[dict]) -> str:
