@@ -271,6 +271,28 @@ def test_compare_runs_records_and_reports_its_timing_model(tmp_path):
     assert overlay not in timing_sentence(plain.doc) and "uncalibrated" in timing_sentence(plain.doc)
 
 
+def test_routed_decode_pools_are_charged_for_the_tokens_they_serve(tmp_path):
+    """A long/short split routes each request to one of two decode pools: each pool's cost per million output
+    tokens is over the tokens it decoded, so the pools together are credited with the fleet's output tokens once
+    (not each with all of them), and the report names the pools, not twice "decode"."""
+    out = tmp_path / "cmp"
+    r = runner.invoke(app, ["compare", "llama-3.1-8b-long-short-split", "--traffic", "long-short-mix", "--requests",
+                            "100", "--bisect-steps", "0", "--workers", "1", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    cand = _strict(r.stdout)["candidates"][0]
+    decode = [p for p in cand["pools"] if p["role"] == "decode"]
+    assert len(decode) == 2
+
+    def mtok_per_hour(x):  # the output tokens (millions per hour) a row's cost is spread over
+        return x["cost_per_hour_usd"] / x["usd_per_mtok_output"] if x["usd_per_mtok_output"] else 0.0
+
+    assert sum(mtok_per_hour(p) for p in decode) == pytest.approx(mtok_per_hour(cand), rel=1e-9)
+    md = (out / "report.md").read_text()
+    for p in decode:
+        assert f"| {p['name']} (decode) |" in md
+    assert "decode-short (decode): 1 x 1" in md and "decode-long (decode): 1 x 1" in md
+
+
 def test_tco_closed_form():
     h100 = load_hardware("h100-sxm")
     tco = TCO(years=3, pue=1.2, electricity_usd_per_kwh=0.10, devices={"h100-sxm": DeviceTCO(30000.0, 1000.0)},

@@ -251,8 +251,8 @@ def _candidate_doc(cid: str, row, lay, prices, w, verified: dict | None) -> dict
 
 # what plan.json keeps of a verification run (``verify.run_at`` plus the bisection's maximum rate and trace)
 VERIFIED_KEYS = ("ttft_p_s", "tpot_p_s", "slo_met", "max_rate_per_s", "max_rate_bounded", "goodput_fraction",
-                 "goodput_requests_per_s", "output_tokens_per_s", "rejected", "missed", "utilisation", "load_trace",
-                 "requests_simulated", "requests_measured", "confirmation", "first_run")
+                 "goodput_requests_per_s", "output_tokens_per_s", "token_share", "rejected", "missed", "utilisation",
+                 "load_trace", "requests_simulated", "requests_measured", "confirmation", "first_run")
 
 
 CONFIRM_LENGTH = 2  # a confirmation run's arrivals span this many times the verification's steady span
@@ -560,9 +560,14 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
         deployments[cid] = dep
         samples[cid] = r.get("samples", {})
         pools = []
+        share = r.get("token_share") or {}
         for p in dep.pools:
             role = p.role
             usd_h = _finite(p.price_usd_per_s * 3600)
+            # a pool's cost over the tokens it served: its share of the prompt (prefill) or output (decode) tokens,
+            # as the simulation routed them (None where it served none)
+            tok_in, tok_out = (rate * m * share.get(p.name, {}).get(k, 0.0)
+                               for m, k in ((w.isl_mean, "input"), (w.osl_mean, "output")))
             a, f = p.plan.attention, p.plan.ffn
             pools.append({"name": p.name, "role": role, "hardware": a.hardware.id, "devices": p.devices,
                           "replicas": p.replicas, "parallelism": {"tp": a.tp, "dp": a.dp, "pp": p.plan.pp, "ep": f.ep,
@@ -573,10 +578,10 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
                           **({"ffn_pool": {"hardware": f.hardware.id, "devices_per_replica": f.devices,
                                            "micro_batches": p.plan.micro_batches}} if p.plan.af_disaggregated else {}),
                           "cost_per_hour_usd": usd_h,
-                          "usd_per_mtok_input": usd_h / 3600 / (rate * w.isl_mean) * 1e6
-                          if usd_h is not None and role != "decode" else None,
-                          "usd_per_mtok_output": usd_h / 3600 / (rate * w.osl_mean) * 1e6
-                          if usd_h is not None and role != "prefill" else None})
+                          "usd_per_mtok_input": usd_h / 3600 / tok_in * 1e6
+                          if usd_h is not None and role != "decode" and tok_in > 0 else None,
+                          "usd_per_mtok_output": usd_h / 3600 / tok_out * 1e6
+                          if usd_h is not None and role != "prefill" and tok_out > 0 else None})
         costs = [p["cost_per_hour_usd"] for p in pools]
         usd_h = sum(costs) if all(c is not None for c in costs) else None
         mode = "agg" if not dep.disaggregated else ("afd" if any(p.plan.af_disaggregated for p in dep.pools)

@@ -92,6 +92,7 @@ def run_at(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, *, ke
         goodput = sm["goodput"]
         out_tps, in_tps = sm["output_tokens_per_s"], sm["input_tokens_per_s"]
     out = {"rate_per_s": rate_per_s, "ttft_p_s": ttft_p, "tpot_p_s": tpot_p, "slo_met": met,
+           "token_share": token_share(done),
            "missed": [] if met else missed_because(req, slo, ttft_p, tpot_p),
            "rejected": rejected, "goodput_fraction": goodput["fraction_of_requests"],
            "goodput_requests_per_s": goodput["requests_per_s"], "requests_simulated": int(len(req)),
@@ -100,6 +101,23 @@ def run_at(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, *, ke
            "utilisation": {k: {q: float(v) for q, v in u.items()} for k, u in sm["utilisation"].items()}}
     if keep_samples:
         out["samples"] = {"ttft_s": [float(x) for x in ttft], "tpot_s": [float(x) for x in tpot if np.isfinite(x)]}
+    return out
+
+
+def token_share(done) -> dict[str, dict[str, float]]:
+    """Each pool's share of the finished requests' tokens: ``input`` of the prompt tokens it prefilled, ``output``
+    of the output tokens it decoded (a replica id is ``POOL/INDEX``). A pool serving a routed share of the
+    requests (a long/short split) is charged for its share of the tokens, not for all of them."""
+    out: dict[str, dict[str, float]] = {}
+    for kind, col, tokens in (("input", "prefill_replica", "prompt_tokens"), ("output", "decode_replica",
+                                                                              "output_tokens")):
+        if col not in done.columns or not len(done):
+            continue
+        pool = done[col].astype(str).str.rsplit("/", n=1).str[0]
+        per = done[tokens].astype(float).groupby(pool.to_numpy()).sum()
+        total = float(per.sum())
+        for name, v in per.items():
+            out.setdefault(str(name), {})[kind] = float(v) / total if total > 0 else 0.0
     return out
 
 

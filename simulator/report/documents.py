@@ -221,7 +221,7 @@ def recommendation_text(doc: dict) -> str:
         return f"No candidate met {target} in the simulation."
     v = rec["verified"]
     pools = "; ".join(
-        f"{p_['role']}: {p_['replicas']} x {_attention_devices(p_)} "
+        f"{pool_label(p_)}: {p_['replicas']} x {_attention_devices(p_)} "
         f"{p_['hardware']}" + (f" + FFN on {p_['ffn_pool']['devices_per_replica']} {p_['ffn_pool']['hardware']}"
                                if p_.get("ffn_pool") else "")
         + f" (tp {p_['parallelism']['tp']}, ep {p_['parallelism']['ep']}, {p_['precision']['attention']}/"
@@ -249,6 +249,13 @@ def recommendation_text(doc: dict) -> str:
                + (f"; {len(same)} at the same price missed them too" if same else "") if own is not None else "")
             + ".")
     return text + _headroom_caution(doc, rec, head)
+
+
+def pool_label(pool: dict) -> str:
+    """A pool as the report names it: its name with its role in brackets (``decode-long (decode)``), or its role
+    alone where it has no other name (a plan's pools)."""
+    name = pool.get("name")
+    return f"{name} ({pool['role']})" if name and name != pool["role"] else pool["role"]
 
 
 def _attention_devices(pool: dict) -> int:
@@ -355,7 +362,7 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
     pool_rows = []
     if rec:
         for p in rec["pools"]:
-            pool_rows.append([p["role"], p["hardware"] + (f" + {p['ffn_pool']['hardware']} FFN"
+            pool_rows.append([pool_label(p), p["hardware"] + (f" + {p['ffn_pool']['hardware']} FFN"
                                                           if p.get("ffn_pool") else ""),
                               str(p["devices"]), _usd(p.get("cost_per_hour_usd")),
                               _usd(p.get("usd_per_mtok_input"), 3), _usd(p.get("usd_per_mtok_output"), 3)])
@@ -369,7 +376,9 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
               "text": ["Each pool's cost per million tokens is its own cost over the tokens it serves: a prefill "
                        "pool's over input tokens, a decode pool's over output tokens"
                        + (", a colocated pool's whole cost over both" if colocated else "")
-                       + "; the fleet row charges the whole fleet to each."]})
+                       + "; where requests are routed among pools of one role, each pool's over the share of those "
+                       "tokens it served in the simulation (n/a: none); the fleet row charges the whole fleet to "
+                       "each."]})
     # (a comparison's rows name the deployments paying each price: one device may be priced differently in two)
     used_by = any(p.get("used_by") for p in doc.get("prices", []))
     price_rows = [[p["hardware"], _usd(p.get("usd_per_device_hour"), 3), p.get("source") or "", str(p.get("date")
