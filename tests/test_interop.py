@@ -312,6 +312,11 @@ def test_perfetto_trace_is_valid_chrome_trace_json(tmp_path):
     assert kinds & {"prefill", "mixed"} and "decode" in kinds
     kv = [e for e in events if e.get("cat") == "kv_transfer"]  # PD disaggregation ships KV caches
     assert kv and {e["ph"] for e in kv} == {"b", "e"} and len(kv) % 2 == 0
+    # each transfer spans the request's end of prefill to its KV's arrival: a real span, not a point
+    begin = {e["id"]: e["ts"] for e in kv if e["ph"] == "b"}
+    end = {e["id"]: e["ts"] for e in kv if e["ph"] == "e"}
+    assert begin.keys() == end.keys() and all(end[i] >= begin[i] for i in begin)
+    assert any(end[i] > begin[i] for i in begin)
     # per replica, steps never overlap (one batch step at a time)
     by = {}
     for e in sorted(steps, key=lambda e: e["ts"]):

@@ -41,13 +41,14 @@ def chrome_trace(steps, events=None, requests=None) -> dict:
         out.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": f"pool {pool}"}})
     for rep, (pid, tid) in replicas.items():
         out.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": rep}})
-    first_token = None
-    if requests is not None and len(requests) and "first_token_s" in requests.columns:
-        first_token = dict(zip(requests["request_id"].astype(int), requests["first_token_s"].astype(float)))
+    # a transfer starts when the request's prefill ends (its first token, under P/D, comes when the KV lands)
+    prefill_done = None
+    if requests is not None and len(requests) and "prefill_done_s" in requests.columns:
+        prefill_done = dict(zip(requests["request_id"].astype(int), requests["prefill_done_s"].astype(float)))
     for ev in events or []:
         if len(ev) >= 3 and ev[1] == "kv_transferred" and math.isfinite(float(ev[0])):
             rid, end = int(ev[2]), float(ev[0])
-            start = (first_token or {}).get(rid, end)
+            start = (prefill_done or {}).get(rid, end)
             start = start if math.isfinite(start) and start <= end else end
             common = {"name": f"KV transfer, request {rid}", "cat": "kv_transfer", "id": rid, "pid": 0, "tid": 0}
             out.append({**common, "ph": "b", "ts": start * 1e6, "args": {"request_id": rid}})
