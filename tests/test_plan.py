@@ -4,6 +4,7 @@ import json
 import math
 import shutil
 import subprocess
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -291,6 +292,29 @@ def test_routed_decode_pools_are_charged_for_the_tokens_they_serve(tmp_path):
     for p in decode:
         assert f"| {p['name']} (decode) |" in md
     assert "decode-short (decode): 1 x 1" in md and "decode-long (decode): 1 x 1" in md
+
+
+def test_a_fleet_missing_at_every_rate_tried_has_no_maximum_not_zero(tmp_path):
+    """When even the lowest rate the search tried (the target halved, twice) misses, the maximum is unknown and
+    below that rate: plan.json says null (strict JSON, no 0 sentinel) with the lowest rate tried, and the table
+    reads "< that rate", not "0"."""
+    from simulator.planning.verify import verify_task
+    from simulator.report.documents import candidate_rows
+    from simulator.specs.deployment import read_deployment
+    from simulator.specs.traffic import SLO, read_traffic
+
+    dep = read_deployment(_one_device(tmp_path, "one", "h100-sxm"))
+    v = verify_task(dep, replace(read_traffic(TRAFFIC), requests=60), SLO(0.5, 1e-4, 90.0), 4.0, bisect_steps=0,
+                    keep_samples=False)
+    tried = [t["rate_per_s"] for t in v["load_trace"]]
+    assert not any(t["slo_met"] for t in v["load_trace"]) and min(tried) < 4.0
+    assert v["max_rate_per_s"] is None and v["lowest_rate_tried_per_s"] == min(tried)
+    _strict(json.dumps(v))
+    doc = {"inputs": {"rate_per_s": 4.0}, "candidates": [{"id": "d0", "arrangement": "agg", "devices": 1,
+                                                           "cost_per_hour_usd": 1.0, "usd_per_mtok_output": 1.0,
+                                                           "verified": v}]}
+    head, rows = candidate_rows(doc)
+    assert rows[0][head.index("max rate (req/s)")] == f"< {min(tried):.3g}"
 
 
 def test_tco_closed_form():

@@ -250,9 +250,10 @@ def _candidate_doc(cid: str, row, lay, prices, w, verified: dict | None) -> dict
 
 
 # what plan.json keeps of a verification run (``verify.run_at`` plus the bisection's maximum rate and trace)
-VERIFIED_KEYS = ("ttft_p_s", "tpot_p_s", "slo_met", "max_rate_per_s", "max_rate_bounded", "goodput_fraction",
-                 "goodput_requests_per_s", "output_tokens_per_s", "token_share", "rejected", "missed", "utilisation",
-                 "load_trace", "requests_simulated", "requests_measured", "confirmation", "first_run")
+VERIFIED_KEYS = ("ttft_p_s", "tpot_p_s", "slo_met", "max_rate_per_s", "max_rate_bounded", "lowest_rate_tried_per_s",
+                 "goodput_fraction", "goodput_requests_per_s", "output_tokens_per_s", "token_share", "rejected",
+                 "missed", "utilisation", "load_trace", "requests_simulated", "requests_measured", "confirmation",
+                 "first_run")
 
 
 CONFIRM_LENGTH = 2  # a confirmation run's arrivals span this many times the verification's steady span

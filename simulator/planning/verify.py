@@ -149,14 +149,15 @@ def verify_task(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, 
                 steady_s: float = 0.0) -> dict:
     """Target-rate run plus the maximum sustainable rate: bracket by doubling (or halving) up to
     ``expand_steps`` times - so the search covers 1/4x to 4x the target by default; beyond that the
-    answer is reported as a bound (``max_rate_bounded`` false) - then bisect geometrically."""
+    answer is reported as a bound (``max_rate_bounded`` false; or ``max_rate_per_s`` None when even the lowest
+    rate tried, ``lowest_rate_tried_per_s``, missed) - then bisect geometrically."""
     try:
         first = run_at(dep, traffic, slo, rate_per_s, keep_samples=keep_samples, timing=timing, steady_s=steady_s)
     except SimulatorError as exc:  # e.g. does not fit: a failed candidate, not a failed plan
         return {"rate_per_s": rate_per_s, "ttft_p_s": None, "tpot_p_s": None, "slo_met": False, "rejected": 0,
                 "missed": [str(exc)], "goodput_fraction": None, "goodput_requests_per_s": None,
-                "output_tokens_per_s": None, "input_tokens_per_s": None, "utilisation": {}, "max_rate_per_s": 0.0,
-                "max_rate_bounded": True, "load_trace": [], "error": str(exc)}
+                "output_tokens_per_s": None, "input_tokens_per_s": None, "utilisation": {}, "max_rate_per_s": None,
+                "max_rate_bounded": True, "lowest_rate_tried_per_s": None, "load_trace": [], "error": str(exc)}
     trace = [{k: first[k] for k in ("rate_per_s", "ttft_p_s", "tpot_p_s", "slo_met")}]
 
     def probe(r):
@@ -187,8 +188,10 @@ def verify_task(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, 
                 lo = mid
             else:
                 hi = mid
-    first["max_rate_per_s"] = lo if lo is not None else 0.0
+    # None: every rate tried missed, so the maximum lies below the lowest of them (not searched further)
+    first["max_rate_per_s"] = lo
     first["max_rate_bounded"] = hi is not None  # False: still met at the largest rate tried
+    first["lowest_rate_tried_per_s"] = min(t["rate_per_s"] for t in trace)
     first["load_trace"] = sorted(trace, key=lambda d: d["rate_per_s"])
     return first
 

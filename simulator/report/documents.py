@@ -185,11 +185,15 @@ def candidate_rows(doc: dict, n: int = 12) -> tuple[list[str], list[list[str]]]:
 
 
 def _max_rate_cell(v: dict, target: float | None) -> str:
-    """The maximum sustainable rate: "N+" when nothing broke up to it, "< target" when a confirmation run missed
-    at the target rate itself (no maximum was searched below it)."""
+    """The maximum sustainable rate: "N+" when nothing broke up to it; "< R" when none was found: every rate the
+    search tried missed (R: the lowest of them), or a confirmation run missed at the target rate itself (no
+    maximum was searched below it); "-" for a fleet that cannot run."""
+    if v.get("error"):
+        return "-"
     top = v.get("max_rate_per_s")
     if top is None:
-        return f"< {target:.3g}" if target is not None else "-"
+        below = min((x for x in (v.get("lowest_rate_tried_per_s"), target) if x is not None), default=None)
+        return f"< {below:.3g}" if below is not None else "-"
     return f"{top:.3g}{'' if v.get('max_rate_bounded', True) else '+'}"
 
 
