@@ -125,8 +125,11 @@ def fig_load(doc: dict, path: Path, band: float | None) -> Path:
                 ax.fill_between(x, y * (1 - band), y * (1 + band), alpha=0.15, label=f"±{band:.0%} error band")
             knee = c["verified"].get("max_rate_per_s")
             if is_rec and knee:
+                # unbounded: nothing broke up to the highest rate tried, a lower bound, not a knee
+                label = (f"knee {knee:.3g}/s" if c["verified"].get("max_rate_bounded", True)
+                         else f"≥ {knee:.3g}/s (no SLO broke)")
                 ax.axvline(knee, color="k", ls=":", lw=1)
-                ax.annotate(f"knee {knee:.3g}/s", (knee, np.nanmax(y) if np.isfinite(y).any() else 0),
+                ax.annotate(label, (knee, np.nanmax(y) if np.isfinite(y).any() else 0),
                             fontsize=8, xytext=(4, -10), textcoords="offset points")
     for ax, name, lim in zip(axes, ("TTFT", "TPOT"), (doc["slo"]["ttft_s"], doc["slo"]["tpot_s"])):
         _slo_lines(ax, lim)
@@ -362,7 +365,8 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
               "text": ["Simulated TTFT and TPOT at the target rate; red dashed: SLO; dotted: the SLO percentile."]})
     s.append({"title": "Latency vs offered load", "figure": figures.get("load"),
               "text": ["Simulated p-percentile latencies at the rates the bisection tried; the knee (dotted) is the "
-                       "largest rate found meeting the SLOs."]})
+                       "largest rate found meeting the SLOs (marked ≥ where no SLO broke up to the highest rate "
+                       "tried: a lower bound)."]})
     pool_rows = []
     if rec:
         for p in rec["pools"]:
