@@ -38,3 +38,58 @@ def test_the_load_figure_calls_an_unbounded_maximum_a_lower_bound_not_a_knee(dra
                     "load_trace": _trace((4.0, True), (8.0, True), (16.0, False))})
     documents.fig_load(bounded, tmp_path / "b.png", None)
     assert "knee 8/s" in " ".join(_texts(drawn[-1]))
+
+
+def _cands(costs):
+    return [{"id": f"d{i}", "mode": "agg", "arrangement": f"agg: d{i}", "devices": 1, "cost_per_hour_usd": usd,
+             "usd_per_mtok_output": None, "analytic": None, "pools": [{"role": "colocated", "cost_per_hour_usd": usd}],
+             "verified": {"slo_met": True, "ttft_p_s": 0.1, "tpot_p_s": 0.01, "max_rate_per_s": 8.0,
+                          "load_trace": _trace((4.0, True), (8.0, True), (16.0, False))}}
+            for i, usd in enumerate(costs)]
+
+
+def _titles(fig) -> list[str]:
+    return [ax.get_title() for ax in fig.axes]
+
+
+def test_a_comparison_lists_every_deployment_and_a_plan_says_what_its_table_leaves_out():
+    slo = {"ttft_s": 0.5, "tpot_s": 0.03, "percentile": 90}
+    compare = {"inputs": {"rate_per_s": 4.0}, "slo": slo, "candidates": _cands(range(1, 15)), "recommended": None}
+    head, rows = documents.candidate_rows(compare)
+    assert [r[0] for r in rows] == [c["id"] for c in compare["candidates"]]
+    plan = dict(compare, inputs={"rate_per_s": 4.0, "modes": ["agg"], "isl_mean": 512.0, "osl_mean": 64.0})
+    head, rows = documents.candidate_rows(plan)
+    assert len(rows) < len(plan["candidates"])
+    text = next(s for s in documents.sections(plan, {}) if s["title"] == "Top candidates")["text"]
+    assert any(f"{len(rows)} of {len(plan['candidates'])} candidates" in t for t in text)
+
+
+@pytest.mark.parametrize("n", [3, 10])
+def test_figures_say_when_they_leave_candidates_out(drawn, tmp_path, n):
+    """The latency and cost figures draw a few candidates: their titles say how many of how many (a comparison
+    of many deployments does not lose some silently)."""
+    doc = {"inputs": {"rate_per_s": 4.0}, "slo": {"ttft_s": 0.5, "tpot_s": 0.03, "percentile": 90},
+           "candidates": _cands([1.0] * n), "recommended": None}
+    samples = {c["id"]: {"ttft_s": [0.1, 0.2], "tpot_s": [0.01, 0.02]} for c in doc["candidates"]}
+    documents.fig_cdfs(doc, samples, tmp_path / "c.png")
+    documents.fig_load(doc, tmp_path / "l.png", None)
+    documents.fig_pool_costs(doc, tmp_path / "p.png")
+    assert len(drawn) == 3
+    for fig in drawn:
+        drawn_ids = {lab.split(" ")[0] for ax in fig.axes for lab in [ln.get_label() for ln in ax.get_lines()]
+                     + [t.get_text() for t in ax.get_xticklabels()] if lab.startswith("d")}
+        titles = " ".join(_titles(fig))
+        if len(drawn_ids) < n:
+            assert f"({len(drawn_ids)} of {n} shown)" in titles, titles
+        else:
+            assert "shown" not in titles, titles
+
+
+def test_the_cost_figure_is_cheapest_first_whatever_the_candidates_order(drawn, tmp_path):
+    doc = {"inputs": {"rate_per_s": 4.0}, "candidates": _cands([3.0, 1.0, 2.0])}
+    documents.fig_pool_costs(doc, tmp_path / "p.png")
+    ax = drawn[-1].axes[0]
+    ids = [t.get_text() for t in ax.get_xticklabels()]
+    cost = {c["id"]: c["cost_per_hour_usd"] for c in doc["candidates"]}
+    assert sorted(ids) == sorted(cost) and [cost[i] for i in ids] == sorted(cost.values())
+    assert "cheapest first" in ax.get_title()

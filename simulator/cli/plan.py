@@ -142,13 +142,15 @@ def _finish(outcome, out: Path | None, json_out: bool, title: str) -> None:
     if json_out:
         typer.echo(dumps(outcome.doc))
         return
-    from ..report.documents import candidate_rows
+    from ..report.documents import candidate_rows, rows_note
     from ..report.render import table
 
     head, rows = candidate_rows(outcome.doc)
     typer.echo(recommendation_text(outcome.doc).replace("**", ""))
     typer.echo("")
     typer.echo(table(head, rows, "ll" + "r" * (len(head) - 2)))
+    if rows_note(outcome.doc, rows):
+        typer.echo(rows_note(outcome.doc, rows))
     if out:
         typer.echo(f"\nwrote {len(paths)} files to {out}/ (plan.json, report.md, report.html"
                    + (", recommended.yaml" if (Path(out) / "recommended.yaml").exists() else "") + ")")

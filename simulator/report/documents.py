@@ -84,12 +84,18 @@ def fig_pareto(doc: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _of(k: int, n: int) -> str:
+    """A figure title's note that it draws only ``k`` of the ``n`` candidates it could (nothing when all)."""
+    return f" ({k} of {n} shown)" if k < n else ""
+
+
 def fig_cdfs(doc: dict, samples: dict, path: Path, max_lines: int = 4) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     shown = [c for c in doc["candidates"] if samples.get(c["id"])]
     rec = doc.get("recommended")
     if rec:
         shown = [c for c in shown if c["id"] == rec["id"]] + [c for c in shown if c["id"] != rec["id"]]
+    note = _of(min(len(shown), max_lines), len(shown))
     for c in shown[:max_lines]:
         for ax, key in zip(axes, ("ttft_s", "tpot_s")):
             v = np.sort(np.asarray(samples[c["id"]].get(key, []), dtype=float))
@@ -101,19 +107,21 @@ def fig_cdfs(doc: dict, samples: dict, path: Path, max_lines: int = 4) -> Path:
         ax.axhline(doc["slo"]["percentile"] / 100, color="grey", ls=":", lw=1)
         ax.set_xlabel(f"{name} (ms)")
         ax.set_ylabel("fraction of requests")
-        ax.set_title(f"{name} distribution at {doc['inputs']['rate_per_s']:g} req/s (simulated)")
+        ax.set_title(f"{name} distribution at {doc['inputs']['rate_per_s']:g} req/s (simulated){note}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
 
 
-def fig_load(doc: dict, path: Path, band: float | None) -> Path:
+def fig_load(doc: dict, path: Path, band: float | None, max_lines: int = 4) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     rec = doc.get("recommended")
     cands = [c for c in doc["candidates"] if c.get("verified") and c["verified"].get("load_trace")]
     if rec:
-        cands = [c for c in cands if c["id"] == rec["id"]] + [c for c in cands if c["id"] != rec["id"]][:3]
+        cands = [c for c in cands if c["id"] == rec["id"]] + [c for c in cands if c["id"] != rec["id"]]
+    note = _of(min(len(cands), max_lines), len(cands))
+    cands = cands[:max_lines]
     for c in cands:
         tr = c["verified"]["load_trace"]
         x = np.array([t["rate_per_s"] for t in tr])
@@ -137,7 +145,7 @@ def fig_load(doc: dict, path: Path, band: float | None) -> Path:
         ax.set_xlabel("offered load (requests per second)")
         ax.set_ylabel(f"p{doc['slo']['percentile']:g} {name} (ms)")
         ax.set_yscale("log")
-        ax.set_title(f"p{doc['slo']['percentile']:g} {name} vs offered load (simulated)")
+        ax.set_title(f"p{doc['slo']['percentile']:g} {name} vs offered load (simulated){note}")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -145,7 +153,9 @@ def fig_load(doc: dict, path: Path, band: float | None) -> Path:
 
 
 def fig_pool_costs(doc: dict, path: Path, n: int = 8) -> Path:
-    cands = [c for c in doc["candidates"] if c.get("cost_per_hour_usd") is not None][:n]
+    """Each candidate's cost per hour, stacked by pool, the cheapest ``n`` (of those priced) from left to right."""
+    cands = sorted((c for c in doc["candidates"] if c.get("cost_per_hour_usd") is not None),
+                   key=lambda c: c["cost_per_hour_usd"])[:n]  # (a stable sort: ties keep the document's order)
     fig, ax = plt.subplots(figsize=(10, 4.2))
     colours = {"colocated": "#4c72b0", "prefill": "#55a868", "decode": "#c44e52"}
     seen = set()
@@ -159,7 +169,7 @@ def fig_pool_costs(doc: dict, path: Path, n: int = 8) -> Path:
             bottom += v
     ax.set_xticks(range(len(cands)), [c["id"] for c in cands])
     ax.set_ylabel("USD per hour")
-    ax.set_title("Cost per pool (candidates, cheapest first)")
+    ax.set_title(f"Cost per pool (candidates, cheapest first){_of(len(cands), len(doc['candidates']))}")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -172,9 +182,16 @@ def _save(fig, path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-def candidate_rows(doc: dict, n: int = 12) -> tuple[list[str], list[list[str]]]:
+PLAN_ROWS = 12  # a plan's table lists its first (cheapest) candidates; a comparison's lists every deployment
+
+
+def candidate_rows(doc: dict, n: int | None = None) -> tuple[list[str], list[list[str]]]:
+    """The candidates table: the first ``n`` candidates (None: a plan's first PLAN_ROWS, every deployment of a
+    comparison)."""
     head = ["id", "arrangement", "devices", "$/h", "$/M out tok", "analytic TTFT / TPOT", "DES TTFT / TPOT",
             "SLO met", "max rate (req/s)"]
+    if n is None:
+        n = PLAN_ROWS if doc["inputs"].get("modes") else len(doc["candidates"])
     rows = []
     for c in doc["candidates"][:n]:
         a, v = c.get("analytic") or {}, c.get("verified")
@@ -217,6 +234,13 @@ def _why_not(v: dict) -> str:
     if v.get("error"):
         short = ["cannot run"]
     return "no" + (f" ({', '.join(short)})" if short else "")
+
+
+def rows_note(doc: dict, rows: list) -> str:
+    """What a truncated candidates table leaves out ("" when it lists every candidate)."""
+    n = len(doc["candidates"])
+    return (f"The table lists the first {len(rows)} of {n} candidates (cheapest first); plan.json lists all."
+            if len(rows) < n else "")
 
 
 def recommendation_text(doc: dict) -> str:
@@ -336,6 +360,8 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
                    + (f"; SLOs from {', '.join(f'{k}: {v}' for k, v in src.items())}" if src else "") + ".")
     elif inp.get("slo_from"):
         txt.append("SLOs from " + ", ".join(f"{k}: {v}" for k, v in inp["slo_from"].items()) + ".")
+    if rows_note(doc, rows):
+        txt.append(rows_note(doc, rows))
     s.append({"title": "Top candidates", "text": txt, "table": (head, rows)})
     if missed:
         s.append({"title": "Why the simulated candidates above missed", "text": missed})
