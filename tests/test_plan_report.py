@@ -93,3 +93,21 @@ def test_the_cost_figure_is_cheapest_first_whatever_the_candidates_order(drawn, 
     cost = {c["id"]: c["cost_per_hour_usd"] for c in doc["candidates"]}
     assert sorted(ids) == sorted(cost) and [cost[i] for i in ids] == sorted(cost.values())
     assert "cheapest first" in ax.get_title()
+
+
+def test_an_unpriced_fleet_reads_as_unpriced_and_draws_no_empty_cost_figure(drawn, tmp_path):
+    import warnings
+
+    doc = _doc({"slo_met": True, "ttft_p_s": 0.1, "tpot_p_s": 0.01, "max_rate_per_s": 8.0,
+                "load_trace": _trace((4.0, True), (8.0, True), (16.0, False))})
+    for c in (doc["candidates"][0], doc["recommended"]):
+        c.update(cost_per_hour_usd=None, usd_per_mtok_output=None, pools=[
+            {"role": "colocated", "replicas": 1, "devices": 1, "hardware": "h20", "cost_per_hour_usd": None,
+             "parallelism": {"tp": 1, "ep": 1}, "precision": {"attention": "fp8", "ffn": "fp8"}}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (matplotlib's "no artists with labels" legend warning included)
+        assert documents.fig_pool_costs(doc, tmp_path / "p.png") is None
+        assert documents.fig_pareto(doc, tmp_path / "x.png") is None
+    assert not drawn
+    text = documents.recommendation_text(doc)
+    assert "no price (pass --price)" in text and "n/a" not in text

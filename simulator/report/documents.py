@@ -44,8 +44,11 @@ def _slo_lines(ax, value, orient="h"):
         (ax.axhline if orient == "h" else ax.axvline)(value * 1e3, color="r", ls="--", lw=1.2, label="SLO")
 
 
-def fig_pareto(doc: dict, path: Path) -> Path:
+def fig_pareto(doc: dict, path: Path) -> Path | None:
+    """Cost against latency, one point per priced candidate; None (no figure) when none is priced."""
     cands = [c for c in doc["candidates"] if c.get("cost_per_hour_usd") is not None]
+    if not cands:
+        return None
     rec = doc.get("recommended")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, key, name, lim in ((axes[0], "ttft_p_s", "TTFT", doc["slo"]["ttft_s"]),
@@ -71,7 +74,7 @@ def fig_pareto(doc: dict, path: Path) -> Path:
             if pts:
                 x, y = zip(*pts)
                 ax.scatter(x, y, s=36, label=group, **style)
-        if rec and _lat(rec, key) is not None:
+        if rec and _lat(rec, key) is not None and rec.get("cost_per_hour_usd") is not None:
             ax.scatter([rec["cost_per_hour_usd"]], [_lat(rec, key) * 1e3], s=180, marker="*", color="gold",
                        edgecolor="k", zorder=5, label="recommended")
         _slo_lines(ax, lim)
@@ -152,10 +155,13 @@ def fig_load(doc: dict, path: Path, band: float | None, max_lines: int = 4) -> P
     return _save(fig, path)
 
 
-def fig_pool_costs(doc: dict, path: Path, n: int = 8) -> Path:
-    """Each candidate's cost per hour, stacked by pool, the cheapest ``n`` (of those priced) from left to right."""
+def fig_pool_costs(doc: dict, path: Path, n: int = 8) -> Path | None:
+    """Each candidate's cost per hour, stacked by pool, the cheapest ``n`` (of those priced) from left to right;
+    None (no figure) when none is priced."""
     cands = sorted((c for c in doc["candidates"] if c.get("cost_per_hour_usd") is not None),
                    key=lambda c: c["cost_per_hour_usd"])[:n]  # (a stable sort: ties keep the document's order)
+    if not cands:
+        return None
     fig, ax = plt.subplots(figsize=(10, 4.2))
     colours = {"colocated": "#4c72b0", "prefill": "#55a868", "decode": "#c44e52"}
     seen = set()
@@ -264,11 +270,15 @@ def recommendation_text(doc: dict) -> str:
     same = [c for c in priced if c["cost_per_hour_usd"] == own and not c["verified"]["slo_met"]]
     head = rec.get("headroom")
     bounded = v.get("max_rate_bounded", True)  # False: the maximum is a lower bound (nothing broke up to it)
-    text = (f"For {target}, the cheapest arrangement the discrete-event simulation shows meeting the SLOs is "
-            f"**{rec['id']} ({rec['mode']})** - {pools} - {rec['devices']} device"
-            f"{'s' if rec['devices'] != 1 else ''} at "
-            f"{_usd(own)}/h ({_usd(rec.get('usd_per_mtok_output'), 3)} per million output "
-            f"tokens). Simulated {p} TTFT {_ms(v['ttft_p_s'])}, TPOT {_ms(v['tpot_p_s'])}; "
+    text = (f"For {target}, "
+            + ("the cheapest arrangement the discrete-event simulation shows meeting the SLOs is " if own is not None
+               else "no arrangement the discrete-event simulation shows meeting the SLOs has a price; the first given "
+               "is ")
+            + f"**{rec['id']} ({rec['mode']})** - {pools} - {rec['devices']} device"
+            f"{'s' if rec['devices'] != 1 else ''} "
+            + (f"at {_usd(own)}/h ({_usd(rec.get('usd_per_mtok_output'), 3)} per million output tokens)"
+               if own is not None else "with no price (pass --price)")
+            + f". Simulated {p} TTFT {_ms(v['ttft_p_s'])}, TPOT {_ms(v['tpot_p_s'])}; "
             + (f"it sustains up to {v['max_rate_per_s']:.3g} req/s before an SLO breaks"
                + (f", a headroom of {head:+.0%} over the target rate" if head is not None else "")
                if bounded else
@@ -365,9 +375,10 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
     s.append({"title": "Top candidates", "text": txt, "table": (head, rows)})
     if missed:
         s.append({"title": "Why the simulated candidates above missed", "text": missed})
+    no_price = "No candidate has a price (pass --price), so there is no cost figure."
     s.append({"title": "Cost vs latency", "figure": figures.get("pareto"),
               "text": ["Each point is a candidate fleet (simulated figures where available, else analytic); the "
-                       "red dashed lines are the SLOs."]})
+                       "red dashed lines are the SLOs." if figures.get("pareto") else no_price]})
     rec = doc.get("recommended")
     util = ((rec or {}).get("verified") or {}).get("utilisation") or {}
     q = ("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn")
@@ -412,7 +423,7 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
                        + (", a colocated pool's whole cost over both" if colocated else "")
                        + "; where requests are routed among pools of one role, each pool's over the share of those "
                        "tokens it served in the simulation (n/a: none); the fleet row charges the whole fleet to "
-                       "each."]})
+                       "each." + ("" if figures.get("pools") else " " + no_price)]})
     # (a comparison's rows name the deployments paying each price: one device may be priced differently in two)
     used_by = any(p.get("used_by") for p in doc.get("prices", []))
     price_rows = [[p["hardware"], _usd(p.get("usd_per_device_hour"), 3), p.get("source") or "", str(p.get("date")
@@ -561,12 +572,12 @@ def write_plan_dir(out: Path, outcome, title: str, recommended_yaml: dict | None
             (tmp / "recommended.yaml").write_text(yaml.safe_dump(rec_yaml, sort_keys=False, width=110))
         figs = tmp / "figures"
         figs.mkdir()
-        names = {k: FIGURES[k] for k in ("pareto", "cdfs", "load", "pools")}
-        fig_pareto(doc, figs / names["pareto"])
-        fig_cdfs(doc, outcome.samples, figs / names["cdfs"])
         band = (outcome.error_band or {}).get("median_ape")
-        fig_load(doc, figs / names["load"], band)
-        fig_pool_costs(doc, figs / names["pools"])
+        drawn = {"pareto": fig_pareto(doc, figs / FIGURES["pareto"]),
+                 "cdfs": fig_cdfs(doc, outcome.samples, figs / FIGURES["cdfs"]),
+                 "load": fig_load(doc, figs / FIGURES["load"], band),
+                 "pools": fig_pool_costs(doc, figs / FIGURES["pools"])}  # (None: nothing to draw, e.g. no prices)
+        names = {k: FIGURES[k] for k, path in drawn.items() if path is not None}
         if outcome.breakdown:
             rows = [r for r in outcome.breakdown if r["quadrant"].endswith(("attention", "ffn"))]
             df = pd.DataFrame(rows).fillna(0.0)
