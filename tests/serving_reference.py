@@ -56,6 +56,7 @@ class Replica:
         self.idle = True  # waiting on ``wake`` (an idle scheduler receives at once)
         self.dp = int(cfg.cost.attention_dp) if getattr(cfg.cost, "wants_ranks", False) else 1
         self.shipping_blocks = 0  # blocks of handed-off requests whose KV has not left yet
+        self.stage_free = [0.0] * max(cfg.pp - 1, 1) if cfg.role == "prefill" else []  # stages 2..pp: next free
         sim.env.process(self.run())
 
     def free_shipped(self, blocks: int) -> None:
@@ -81,8 +82,11 @@ class Replica:
             return
         r.status[rid] = WAITING
         if getattr(self.cfg.cost, "wants_ranks", False):  # round robin over attention-DP ranks on arrival
-            r.dp_rank[rid] = self.next_rank
-            self.next_rank = (self.next_rank + 1) % int(self.cfg.cost.attention_dp)
+            rank = self.sim.pre_rank.pop(rid, None)  # (a P/D request got its decode rank at hand-off)
+            if rank is None:
+                rank = self.next_rank
+                self.next_rank = (self.next_rank + 1) % int(self.cfg.cost.attention_dp)
+            r.dp_rank[rid] = rank
         if self.cfg.recv_interval > 1 and not self.idle:
             self.inbox.append(rid)
             return
@@ -196,7 +200,11 @@ class Replica:
         """Apply a step's tokens; ``drain_s``: how long after the step the prompts it completes leave the pipeline
         (a prefill pool's pipeline parallelism)."""
         r, cfg, now = self.sim.req, self.cfg, self.sim.env.now
-        ready = now + drain_s
+        ready = now
+        if drain_s and self.stage_free:  # the step's micro-batch crosses the later stages after the one before it
+            for k in range(len(self.stage_free)):
+                ready = max(ready, self.stage_free[k]) + drain_s / len(self.stage_free)
+                self.stage_free[k] = ready
         out = 0
         leaving = []  # (ids, finished?) groups that leave this replica
         if len(decoding):
@@ -296,6 +304,7 @@ class ReferenceSimulation:
         # free, one per attention-DP rank
         self.sending = {rep.uid: [0.0] * rep.dp for rep in self.by_role["prefill"]}
         self.receiving = {rep.uid: [0.0] * rep.dp for rep in self.by_role["decode"]}
+        self.pre_rank: dict[int, int] = {}  # a handed-off request's decode rank, chosen at hand-off
         self.steps = StepLog()
         self.events = EventLog()  # (time, what, request id) tuples, for exact-log tests and traces
         self.closed = closed_concurrency
@@ -349,11 +358,15 @@ class ReferenceSimulation:
         dst.inbound += 1
         r = self.req
         ship, latency, layers = self.kv_transfer_s(rid, src.uid, dst.uid)
+        if dst.dp > 1:  # the decode rank is chosen now; the KV ships to its devices
+            self.pre_rank[rid] = dst.next_rank
+            dst.next_rank = (dst.next_rank + 1) % dst.dp
         now = ready_s  # (its KV is whole once its prefill has left the pipeline)
         end = now
         if ship > 0:
             out, inp = self.sending[src.uid], self.receiving[dst.uid]
-            o, i = int(np.argmin(out)), int(np.argmin(inp))
+            o = int(r.dp_rank[rid]) if src.dp > 1 else 0
+            i = self.pre_rank[rid] if dst.dp > 1 else 0
             adm = float(r.admitted_s[rid])
             if layers:
                 end = max(max(adm + (now - adm) / layers, out[o], inp[i]) + ship, now + ship / layers)
@@ -426,6 +439,9 @@ class ReferenceSimulation:
             self.env.process(self._arrivals(self.req.arrival_s.copy()))
         self.env.run(until=self.horizon_s if math.isfinite(self.horizon_s) else None)
         open_ = np.flatnonzero((self.req.status != FINISHED) & (self.req.status != REJECTED))
+        if len(open_) and math.isfinite(self.horizon_s):  # (a drained prefill's stamps past the horizon)
+            for col in (self.req.prefill_done_s, self.req.first_token_s):
+                col[open_[col[open_] > self.horizon_s]] = np.nan
         for rid in open_:
             self.req.status[rid] = REJECTED
             self.req.reason[int(rid)] = unfinished_reason(self.req.arrival_s[rid], self.horizon_s)

@@ -1122,3 +1122,62 @@ def test_whatif_and_simulate_ship_one_requests_kv_over_the_same_link(prefill_tp,
     assert w.kv_transfer_s == pytest.approx(want, rel=1e-9)
     shipped = read_deployment(resolve_workload("dbrx-h100-prefill-h20-decode", "deployments", "deployment"))
     assert bw == pytest.approx(kv_link(shipped.pools[0].plan, dec.plan)[1] * prefill_tp / 8, rel=1e-12)
+
+
+class _TwoRanks(ConstantStepCost):
+    """Constant step times on a replica of two attention-DP ranks."""
+    wants_ranks = True
+    attention_dp = 2
+
+
+@pytest.mark.parametrize("make", _engines())
+def test_a_transfer_ships_over_its_own_ranks_ports(make):
+    """Round robin puts requests 0 and 2 on prefill rank 0: request 2's KV waits for rank 0's port (busy with
+    request 0's 2 s transfer) even though rank 1's is free again at 1.1 s."""
+    req = _reqs([0.0, 0.0, 0.0], [400, 50, 50], [3, 3, 3])
+    reps = [_replica("prefill", pool="pre", cost=_TwoRanks(0.5, 1.0), budget=10_000),
+            _replica("decode", pool="dec", cost=_TwoRanks(0.5, 1.0))]
+    sim = make(req, reps, kv_transfer_s=lambda rid, src, dst: ((2.0, 0.1, 0.2)[rid], 0.0, 0))
+    sim.run()
+    assert [(t, rid) for t, what, rid in sim.events if what == "kv_transferred"] == pytest.approx(
+        [(1.1, 1), (3.0, 0), (3.2, 2)])
+
+
+@pytest.mark.parametrize("make", _engines())
+def test_prompts_leave_a_pipelined_prefill_pool_in_the_order_they_entered(make):
+    """Two pipeline stages: a short prompt entering stage 1 right after a long one cannot pass it in stage 2."""
+    from dataclasses import replace as dc_replace
+
+    from simulator.serving.runner import kv_transfer_for, replica_configs
+
+    dep = read_deployment(resolve_workload("llama-3.1-8b-long-short-split", "deployments", "deployment"))
+    dep = dc_replace(dep, pools=tuple(dc_replace(p, plan=dc_replace(p.plan, pp=2), replicas=1) if p.role == "prefill"
+                                      else p for p in dep.pools))
+    req = _reqs([0.0, 0.01], [8000, 200], [4, 1])
+    cfgs = replica_configs(dep, overheads=False)
+    sim = make(req, cfgs, kv_transfer_s=kv_transfer_for(dep, cfgs, req))
+    sim.run()
+    df, steps = sim.request_frame(), sim.step_frame()
+    pre = steps[steps.pool == "prefill"]
+    long_stage, short_stage = (pre.end_s - pre.start_s).tolist()
+    assert df.prefill_done_s[0] == pytest.approx(pre.end_s.iloc[0] + long_stage, rel=1e-12)
+    # stage 2 holds the long prompt until then; the short one follows it through
+    assert df.prefill_done_s[1] == pytest.approx(df.prefill_done_s[0] + short_stage, rel=1e-12)
+
+
+@pytest.mark.parametrize("make", _engines())
+@pytest.mark.parametrize("roles", [("prefill", "decode"), ("colocated",)])
+def test_a_prefill_that_drains_past_the_horizon_has_no_first_token(make, roles):
+    """A 1 s prefill step whose prompt leaves the pipeline 0.5 s later: a 1.2 s horizon cuts it unfinished, with
+    neither its prefill's end nor a first token (they had not happened)."""
+    from simulator.serving.stepcost import StepCost
+
+    class Drain(ConstantStepCost):
+        def cost(self, ps, pt, pc, ds, dl, dk, ranks=None):
+            return StepCost(1.0, 0.5, 0.5, drain_s=0.5) if pt else StepCost(0.5, 0.0, 0.0, 0.25, 0.25)
+
+    sim = make(_reqs([0.0], [50], [1]), [_replica(r, pool=r, cost=Drain(0.5, 1.0)) for r in roles], horizon_s=1.2)
+    sim.run()
+    row = sim.request_frame().iloc[0]
+    assert row.status == "rejected" and "horizon" in row.reason
+    assert math.isnan(row.prefill_done_s) and math.isnan(row.first_token_s)

@@ -97,6 +97,7 @@ class ReplicaConfig:
     recv_interval: int = 1  # SGLang --scheduler-recv-interval: a busy scheduler takes new requests every N decode steps
     max_chunk_tokens: int = 0  # one request's prompt tokens per step at most (attention DP: one rank's budget); 0: any
     max_model_len: int = 0  # the model's context window: longer requests (prompt + output) are rejected; 0: no limit
+    pp: int = 1  # pipeline stages (a prefill pool's micro-batches cross the later stages in order)
 
     @property
     def name(self) -> str:
@@ -277,6 +278,8 @@ class Replica:
         # a request lives on one attention-DP rank, whose KV pool is its share of the replica's (each DP rank of
         # vLLM and SGLang is a scheduler with its own cache): the longest request it can hold
         self.rank_blocks = self.blocks_total // self.attention_dp
+        # a prefill pool's pipeline: when each stage after the first is next free (its micro-batches leave in order)
+        self.stage_free_s = [0.0] * max(cfg.pp - 1, 1) if self.pf_role else []
         self.rank_n = [0] * self.attention_dp  # decoding requests per rank
         self.rank_kvb = [0] * self.attention_dp  # their kvb per rank (KV tokens = rank_kvb + rank_n * ticks)
 
@@ -334,9 +337,13 @@ class Replica:
         if self.wants_ranks:
             # round robin over the attention-DP ranks as a request reaches the replica: SGLang's data-parallel
             # controller dispatches this way by default (``load_balance_method = "round_robin"`` in ServerArgs,
-            # sgl-project/sglang python/sglang/srt/server_args.py); a preempted request keeps its rank
-            sim.rank[rid] = self.next_rank
-            self.next_rank = (self.next_rank + 1) % self.attention_dp
+            # sgl-project/sglang python/sglang/srt/server_args.py); a preempted request keeps its rank. A P/D request
+            # was given its decode rank when it was handed off (its KV ships to that rank's devices)
+            r = sim.pre_rank.pop(rid, None)
+            if r is None:
+                r = self.next_rank
+                self.next_rank = (r + 1) % self.attention_dp
+            sim.rank[rid] = r
         state = self.state
         if self.recv_n > 1 and state != IDLE and state != KICKED:  # a busy scheduler takes it at its next receive
             self.inbox.append(rid)
@@ -562,8 +569,15 @@ class Replica:
         done_complete, handoff = [], []
         active = self.active
         # pipeline parallel: when the prompts this step completes leave the last stage (a prefill pool hands them off
-        # then while its next step runs; a colocated step waited for them, see ``_next``)
-        ready = now + cost.drain_s if self.pf_role else now
+        # then while its next step runs, its micro-batch crossing stages 2..pp after the one before it; a colocated
+        # step waited for them, see ``_next``)
+        ready = now
+        if cost.drain_s and self.stage_free_s:
+            stage_s = cost.drain_s / len(self.stage_free_s)
+            free = self.stage_free_s
+            for k, f in enumerate(free):
+                ready = (ready if ready > f else f) + stage_s
+                free[k] = ready
         if plan:
             s = sim
             pf_l, tgt, gen, out_l, off, reserve = s.pf, s.tgt, s.gen, s.out_l, s.off, self._reserve
@@ -918,6 +932,7 @@ class Simulation:
         self.link_free_s = {rep.uid: [0.0] * rep.attention_dp for rep in self.by_role["prefill"]}
         self.ingress_free_s = {rep.uid: [0.0] * rep.attention_dp for rep in self.by_role["decode"]}
         self.shipping: dict[int, tuple[Replica, int]] = {}  # rid -> (its prefill replica, the blocks held there)
+        self.pre_rank: dict[int, int] = {}  # rid -> its decode replica's attention-DP rank, chosen at hand-off
         self.steps = StepLog()
         self.events = EventLog()  # (time, what, request id) tuples, for exact-log tests and traces
         self.next_arrival_s = math.inf  # the next open-loop (or staggered closed-loop) arrival
@@ -984,10 +999,15 @@ class Simulation:
         now = self.env._now if ready_s is None else ready_s  # (its KV is whole once its prefill has drained)
         ship_s, latency_s, layers = self.kv_transfer_s(rid, src.uid, dst.uid)
         end = now
+        if dst.wants_ranks:  # the decode rank is chosen as the request is dispatched to it, before its KV ships
+            r = dst.next_rank
+            dst.next_rank = (r + 1) % dst.attention_dp
+            self.pre_rank[rid] = r
         if ship_s > 0:
+            # the request's own rank's ports on each side
             out, inp = self.link_free_s[src.uid], self.ingress_free_s[dst.uid]
-            o = out.index(min(out))
-            i = inp.index(min(inp))
+            o = self.rank[rid] if src.wants_ranks else 0
+            i = self.pre_rank[rid] if dst.wants_ranks else 0
             if layers:
                 adm = self.adm[rid]
                 start = max(adm + (now - adm) / layers, out[o], inp[i])
@@ -1071,6 +1091,11 @@ class Simulation:
         self._write_back()
         r = self.req
         open_ = np.flatnonzero((r.status != FINISHED) & (r.status != REJECTED))
+        if len(open_) and math.isfinite(self.horizon_s):
+            # a pipelined prefill stamps its prompts' end ahead, at their drain: one past the horizon had not happened
+            for col in (r.prefill_done_s, r.first_token_s):
+                late = open_[col[open_] > self.horizon_s]
+                col[late] = np.nan
         for rid in open_:
             r.status[rid] = REJECTED
             r.reason[int(rid)] = unfinished_reason(r.arrival_s[rid], self.horizon_s)

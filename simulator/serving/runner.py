@@ -172,7 +172,7 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                 # the engine's frontend holds each arriving request first (a decode pool gets them by KV transfer)
                 frontend_s=frontend_s if role != "decode" else 0.0,
                 recv_interval=pool.scheduler_recv_interval,
-                max_chunk_tokens=max_chunk_tokens(pool, max_batch_tokens),
+                max_chunk_tokens=max_chunk_tokens(pool, max_batch_tokens), pp=pool.plan.pp,
                 max_model_len=dep.model.context_tokens))
     return configs
 
