@@ -111,3 +111,13 @@ def test_an_unpriced_fleet_reads_as_unpriced_and_draws_no_empty_cost_figure(draw
     assert not drawn
     text = documents.recommendation_text(doc)
     assert "no price (pass --price)" in text and "n/a" not in text
+
+
+def test_the_recommendation_names_only_the_latency_targets_the_traffic_sets():
+    from simulator.report.documents import recommendation_text
+
+    doc = {"recommended": None, "slo": {"percentile": 90.0, "ttft_s": 0.5, "tpot_s": None},
+           "inputs": {"rate_per_s": 2.0}}
+    assert recommendation_text(doc) == "No candidate met 2 requests/s under p90 TTFT <= 500.0 ms in the simulation."
+    doc["slo"] = {"percentile": 99.0, "ttft_s": float("inf"), "tpot_s": 0.05}
+    assert recommendation_text(doc) == "No candidate met 2 requests/s under p99 TPOT <= 50.0 ms in the simulation."

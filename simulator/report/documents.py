@@ -252,8 +252,9 @@ def rows_note(doc: dict, rows: list) -> str:
 def recommendation_text(doc: dict) -> str:
     rec, slo, inp = doc.get("recommended"), doc["slo"], doc["inputs"]
     p = f"p{slo['percentile']:g}"
-    target = (f"{inp['rate_per_s']:g} requests/s under {p} TTFT <= {_ms(slo['ttft_s'])} and {p} TPOT <= "
-              f"{_ms(slo['tpot_s'])}")
+    limits = [f"{p} {name} <= {_ms(v)}" for name, v in (("TTFT", slo["ttft_s"]), ("TPOT", slo["tpot_s"]))
+              if v is not None and math.isfinite(v)]  # (a target the traffic does not set is not one)
+    target = f"{inp['rate_per_s']:g} requests/s under {' and '.join(limits)}"
     if not rec:
         return f"No candidate met {target} in the simulation."
     v = rec["verified"]
