@@ -118,4 +118,4 @@ def quick_deployment(o: PlanOptions, *, max_batch_tokens: int | None = None, max
     pool = Pool("pool", ("prefill", "decode"), replicas, plan.prefill, max_batch_tokens, max_seqs, plan.speculative,
                 engine, scheduler_recv_interval=scheduler_recv_interval, frontend_latency_s=frontend_latency_s,
                 memory_fraction=memory_fraction)
-    return Deployment("cli", plan.model, (pool,), o.kv_precision, o.kv_scale_tokens, KVTransfer(None, 10e-6, True))
+    return Deployment("cli", plan.model, (pool,), o.kv_precision, o.kv_scale_tokens, KVTransfer(None, None, True))

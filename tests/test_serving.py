@@ -613,7 +613,7 @@ def test_a_pipelined_prefill_pool_hands_off_after_the_last_stage():
 def test_pd_kv_transfer_takes_the_right_link_and_streams_per_layer():
     from dataclasses import replace as dc_replace
 
-    from simulator.serving.disagg import kv_link, kv_transfer_time_s
+    from simulator.serving.disagg import kv_link, kv_shipping, kv_transfer_time_s
     from simulator.specs.catalog import load_hardware
 
     d = read_deployment(resolve_workload("dbrx-h100-prefill-h20-decode", "deployments", "deployment"))
@@ -624,10 +624,15 @@ def test_pd_kv_transfer_takes_the_right_link_and_streams_per_layer():
                for p in (pre, dec)]
     level, bw = kv_link(*on_rack)
     assert level == "scale_up" and bw > kv_link(pre, dec)[1]  # one NVL72 domain: over NVLink
+    # the deployment sets no latency: the link's own (the slower side's scale-out latency, as the profiles source it)
+    latency = kv_shipping(d, pre, dec)[1]
+    assert d.transfer.latency_s is None and latency == max(p.plan.attention.hardware.scale_out.latency_s
+                                                           for p in (pre, dec))
+    assert kv_shipping(d, *on_rack)[1] == gb.scale_up.latency_s
     exposed = [kv_transfer_time_s(d, pre, dec, 4096, p) for p in (0.0, 2e-4, 10.0)]
     # streaming hides the transfer under a longer prefill, down to the last layer's share
-    assert exposed[0] > exposed[1] > exposed[2] > d.transfer.latency_s
-    assert exposed[2] == pytest.approx(d.transfer.latency_s + (exposed[0] - d.transfer.latency_s) / d.model.num_layers)
+    assert exposed[0] > exposed[1] > exposed[2] > latency
+    assert exposed[2] == pytest.approx(latency + (exposed[0] - latency) / d.model.num_layers)
 
 
 def test_traffic_yaml_carries_slo_and_ramp_up(tmp_path):
@@ -1102,6 +1107,7 @@ def test_whatif_and_simulate_ship_one_requests_kv_over_the_same_link(prefill_tp,
 
     from simulator.analysis.whatif import whatif
     from simulator.plan import kv_link
+    from simulator.serving.disagg import kv_shipping
     from simulator.timing.memory import kv_bytes_per_token_model
 
     dep = read_deployment(resolve_workload("dbrx-h100-prefill-h20-decode", "deployments", "deployment"))
@@ -1115,7 +1121,7 @@ def test_whatif_and_simulate_ship_one_requests_kv_over_the_same_link(prefill_tp,
     row = res.requests.iloc[0]
     landed = row.first_token_s - row.prefill_done_s
     bw = kv_link(pre.plan, dec.plan)[1]
-    want = dep.transfer.latency_s + isl * kv_bytes_per_token_model(dep.model, dep.kv_precision,
+    want = kv_shipping(dep, pre, dec)[1] + isl * kv_bytes_per_token_model(dep.model, dep.kv_precision,
                                                                    dep.kv_scale_tokens) / bw
     assert landed == pytest.approx(want, rel=1e-9)
     w = whatif(dep.serving_plan(), batch=1, isl=isl, osl=2)

@@ -195,3 +195,42 @@ def test_bad_aliases_are_named(tmp_path):
     bad.write_text(src.replace('aliases: ["Meta-Llama-3.1-8B"]', "aliases: Meta-Llama"))
     with pytest.raises(SpecError, match="aliases"):
         read_model(bad)
+
+
+def _profile_sources(path):
+    """(declared source ids, the source lists the values cite) of a hardware profile."""
+    import re
+
+    import yaml
+
+    doc = yaml.safe_load(path.read_text())
+    declared = set(doc["sources"])
+    cited = [[p.strip() for p in m.split(";")] for m in re.findall(r"source: ([^}\n]+)", path.read_text())]
+    return declared, cited
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "hardware").glob("*.yaml")), ids=lambda p: p.stem)
+def test_a_shipped_profile_cites_what_it_declares_and_nothing_rests_on_aiconfigurator_alone(path):
+    """Every declared source backs some value (a stale one reads as support that is not there), and a figure taken from
+    aiconfigurator's system files always has a second, public source beside it (the project uses none of its
+    performance data; its spec files only where a datasheet agrees)."""
+    declared, cited = _profile_sources(path)
+    used = {p for parts in cited for p in parts}
+    assert declared <= used, f"declared but cited by no value: {sorted(declared - used)}"
+    alone = [parts for parts in cited if all(p.startswith("AIC-") for p in parts)]
+    assert not alone, alone
+
+
+def test_a_flag_with_a_source_is_checked_like_a_value(tmp_path):
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "hardware" / "h100-sxm.yaml").read_text())
+    assert doc["scale_up"]["nvls"] == {"value": True, "source": "NVLS-DOC"}
+    assert load_hardware("h100-sxm").scale_up.nvls
+    doc["scale_up"]["nvls"]["source"] = "NOPE"
+    (tmp_path / "h100-sxm.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(SpecError, match=r"scale_up\.nvls\.source: unknown source id 'NOPE'"):
+        read_hardware(tmp_path / "h100-sxm.yaml")
+    doc["scale_up"]["nvls"] = False  # a bare flag still reads
+    (tmp_path / "h100-sxm.yaml").write_text(yaml.safe_dump(doc))
+    assert not read_hardware(tmp_path / "h100-sxm.yaml").scale_up.nvls

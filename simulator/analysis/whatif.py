@@ -266,7 +266,8 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
         level, link = kv_link(pre, dec)
         tr = plan.kv_transfer
         bandwidth = tr.bandwidth_bytes_per_s if tr is not None and tr.bandwidth_bytes_per_s else link
-        latency = tr.latency_s if tr is not None else getattr(pre.attention.hardware, level).latency_s
+        latency = tr.latency_s if tr is not None and tr.latency_s is not None else max(
+            getattr(ph.attention.hardware, level).latency_s for ph in (pre, dec))  # (the link's, as simulate takes it)
         ship_s = prefill_batch * kv_bytes / bandwidth
         if tr is None or tr.overlap_with_prefill:
             # streamed layer by layer while the prompt is prefilled: what does not fit under it shows (at least

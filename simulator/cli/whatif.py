@@ -52,9 +52,12 @@ def whatif(
     decode_ep: int = typer.Option(None, "--decode-ep", parser=count(1), help="EP of the decode pool (MoE FFN)."),
     spec_draft: int = typer.Option(0, "--spec-draft", parser=count(0, 64),
                                     help="Speculative decoding: draft tokens per step (0: off)."),
-    spec_accept: float = typer.Option(0.7, "--spec-accept", parser=real(0, 1), help="Per-token acceptance rate, 0..1."),
+    spec_accept: float = typer.Option(0.7, "--spec-accept", parser=real(0, 1),
+                                      help="Per-token acceptance rate, 0..1 (0.7 is an illustrative default: measure "
+                                           "yours; DeepSeek-V3's MTP accepts 0.85-0.9, its report's section 5.4.3)."),
     spec_draft_cost: float = typer.Option(0.05, "--spec-draft-cost", parser=real(0, 1),
-                                         help="Draft step time / target step time, 0..1."),
+                                         help="Draft step time / target step time, 0..1 (0.05: a small draft model, "
+                                              "illustrative; an MTP module is one extra layer, about 1 / layers)."),
     price: list[str] = typer.Option(None, "--price", help="Device price, USD per device-hour (> 0): ID=USD for "
                                     "one device of the plan (repeatable, e.g. --price h20=1.20, the grammar of "
                                     "sweep and plan), or a bare USD for every device."),

@@ -188,7 +188,7 @@ def build_deployment(cand_id: str, mode: str, pools: list[PoolChoice], model: Mo
                           batch_tokens(pc.role, pc.max_seqs), PREFILL_MAX_SEQS if pc.role == "prefill"
                           else pc.max_seqs, engine=engine,
                           frontend_latency_s=frontend_latency_s if pc.role != "decode" else None))
-    return Deployment(cand_id, model, tuple(built), kv, 128, KVTransfer(None, 20e-6, True))
+    return Deployment(cand_id, model, tuple(built), kv, 128, KVTransfer(None, None, True))
 
 
 def deployment_yaml(dep: Deployment, description: str, price_notes: dict[str, str]) -> dict:
@@ -233,6 +233,6 @@ def deployment_yaml(dep: Deployment, description: str, price_notes: dict[str, st
     out = {"schema_version": 1, "id": dep.id, "description": description, "model": dep.model.id,
            "kv_cache": {"precision": dep.kv_precision, "scale_tokens": dep.kv_scale_tokens}}
     if dep.disaggregated:
-        out["kv_transfer"] = {"latency": f"{dep.transfer.latency_s * 1e6:g} us", "overlap_with_prefill": True}
+        out["kv_transfer"] = {"overlap_with_prefill": True}  # (bandwidth and latency: the link's, from the profiles)
     out["pools"] = pools
     return out

@@ -252,10 +252,16 @@ def kv_shipping(dep: Deployment, prefill: Pool, decode: Pool) -> tuple[float, fl
     """How one request's KV cache (all layers, at the deployment's KV precision and scale granularity) travels
     from a ``prefill`` replica to a ``decode`` replica: (link seconds per prompt token, latency, layers it streams
     over: 0 when it ships after the prefill). The bandwidth is the deployment's ``kv_transfer.bandwidth`` where it
-    gives one, else ``kv_link``'s. The engine schedules the link with these (``engine.Simulation.hand_off``)."""
+    gives one, else ``kv_link``'s; the latency the deployment's ``kv_transfer.latency``, else the link's (the slower
+    side's ``scale_up`` or ``scale_out`` latency). The engine schedules the link with these
+    (``engine.Simulation.hand_off``)."""
+    level, link_bw = kv_link(prefill, decode)
     per_token_s = kv_bytes_per_token_model(dep.model, dep.kv_precision, dep.kv_scale_tokens) / (
-        dep.transfer.bandwidth_bytes_per_s or kv_link(prefill, decode)[1])
-    return per_token_s, dep.transfer.latency_s, dep.model.num_layers if dep.transfer.overlap_with_prefill else 0
+        dep.transfer.bandwidth_bytes_per_s or link_bw)
+    latency_s = dep.transfer.latency_s
+    if latency_s is None:  # the link's own: the slower side's latency at that level (the profiles' sourced figure)
+        latency_s = max(getattr(p.plan.attention.hardware, level).latency_s for p in (prefill, decode))
+    return per_token_s, latency_s, dep.model.num_layers if dep.transfer.overlap_with_prefill else 0
 
 
 def exposed_transfer_s(ship_s: float, latency_s: float, layers: int, prefill_s: float) -> float:

@@ -57,7 +57,10 @@ from ..specs.deployment import ROUTE_MAX_TOKENS
 from .policies import BatchPolicy, VLLMPolicy
 from .stepcost import DecodeRanks, StepCostModel, decode_stretch_costs
 
-BLOCK_TOKENS = 16  # paged KV-cache block size
+# paged KV-cache block size: vLLM's default ``block_size`` (16, CacheConfig in vllm/config). SGLang allocates by token
+# (page size 1) and TensorRT-LLM by ``tokens_per_block`` blocks; a request's reservation here rounds up to 16 tokens
+# for every engine, at most 15 tokens a request away from theirs
+BLOCK_TOKENS = 16
 # SGLang's receive skipper counts a decode (or verify) step 1 and any other step 1000 (its _DEFAULT_WEIGHT,
 # python/sglang/srt/managers/scheduler_recv_skipper.py): an interval up to 1000 receives right after a prefill
 PREFILL_RECV_WEIGHT = 1000
@@ -89,7 +92,7 @@ class ReplicaConfig:
     spec_draft_tokens: int = 0
     spec_acceptance: float = 0.0
     preemption: str = "recompute"  # or "swap"
-    swap_bytes_per_s: float = 64e9
+    swap_bytes_per_s: float = 64e9  # host link for swapped KV: PCIe Gen5 x16, ~64 GB/s a direction (PCI-SIG)
     kv_bytes_per_token: float = 0.0  # all layers, for swap cost
     policy: BatchPolicy = field(default_factory=VLLMPolicy)  # the engine's batching decisions
     context_range: tuple[int, int] = (0, ROUTE_MAX_TOKENS)  # prompt lengths (inclusive) taken here (long/short split)

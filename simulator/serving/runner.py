@@ -168,6 +168,8 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                 pool.name, i, role, cost, cap, max_batch_tokens, max_seqs, pool.devices_per_replica,
                 spec.draft_tokens if spec else 0, spec.acceptance_rate if spec else 0.0,
                 preemption="swap" if mode == "swap" else "recompute", kv_bytes_per_token=kv_tok, policy=policy,
+                # swapped KV crosses the device's host link where its profile gives one (PCIE-HOST), else PCIe Gen5 x16
+                swap_bytes_per_s=pool.plan.attention.hardware.host_link_bytes_per_s or 64e9,
                 context_range=pool.prompt_range,
                 # the engine's frontend holds each arriving request first (a decode pool gets them by KV transfer)
                 frontend_s=frontend_s if role != "decode" else 0.0,

@@ -232,6 +232,22 @@ class Reader:
                     raise node.error("source", f"unknown source id {part!r} (declare it under 'sources')")
         return value, source
 
+    def sourced_flag(self, name: str, default: bool = False) -> bool:
+        """A yes/no property: a bare ``true``/``false``, or ``{value: true, source: ID}`` naming where it is
+        documented (the source checked as ``sourced`` checks it)."""
+        if not isinstance(self.data.get(name), dict):
+            return self.bool(name, default)
+        node = self.child(name)
+        value = node.bool("value")
+        source = node.str("source")
+        node.str("note", None)
+        node.done()
+        if self.sources is not None:
+            for part in (s.strip() for s in source.split(";")):
+                if part not in self.sources:
+                    raise node.error("source", f"unknown source id {part!r} (declare it under 'sources')")
+        return value
+
     def child(self, name: str, default: Any = ...) -> Reader:
         value = self.raw(name, default)
         if value is default and default is not ...:

@@ -72,8 +72,8 @@ class Pool:
 
 @dataclass(frozen=True)
 class KVTransfer:
-    bandwidth_bytes_per_s: float | None  # None: the slower of the two pools' scale-out links
-    latency_s: float
+    bandwidth_bytes_per_s: float | None  # None: the link between the two pools (``plan.kv_link``)
+    latency_s: float | None  # None: that link's latency, as the device profiles give it
     overlap_with_prefill: bool  # layer-by-layer streaming hides all but the last layer's share
 
 
@@ -303,7 +303,9 @@ def read_deployment(path: str | Path) -> Deployment:
     bw = tr.quantity("bandwidth", "bytes_per_s", None)
     if bw is not None and bw <= 0:
         raise tr.error("bandwidth", f"expected a bandwidth > 0, got {bw:g} B/s")
-    lat = tr.quantity("latency", "s", 10e-6)
+    lat = tr.quantity("latency", "s", None)
+    if lat is not None and not 0 <= lat <= MAX_SCALE_OUT_LATENCY_S:
+        raise tr.error("latency", f"expected a latency in [0, {MAX_SCALE_OUT_LATENCY_S * 1e3:g} ms], got {lat:g} s")
     overlap = tr.bool("overlap_with_prefill", True)
     tr.done()
     dep = Deployment(r.str("id", Path(path).stem), model, pools, kv_precision, kv_scale,

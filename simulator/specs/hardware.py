@@ -157,7 +157,7 @@ def _link(r: Reader, name: str, default_domain: int | None) -> Link:
         dom = _whole(node, "domain_size", dom, minimum=1)
     else:
         dom = default_domain
-    nvls = node.bool("nvls", False)
+    nvls = node.sourced_flag("nvls", False)
     node.done()
     return Link(bw, lat, dom, nvls)
 

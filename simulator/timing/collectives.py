@@ -80,6 +80,8 @@ def _collective_time_s(ops, dev, fam, ideal, kind: int):
     # NVLS reduces in the switch: each GPU sends and receives the buffer once instead of 2(d-1)/d times,
     # so its ideal bound is that much lower; measured, it gains NVLS_GAIN over the ring
     up_eff = up_bw * frac * np.where(nvls, 2.0 * (d - 1.0) / d if ideal else NVLS_GAIN, 1.0)
+    # PCIe boards share the host's links: two root complexes (a dual-socket server, the usual 8-card PCIe box; an
+    # assumption, as PCIE-BOX in the profiles says), each with its own host_link, split over the p ranks
     shared_host = np.where((dev.pcie[hw] > 0) & (dev.host_bw[hw] > 0), dev.host_bw[hw] * 2.0 / p, np.inf)
     bw_in = np.minimum(up_eff, shared_host * (1.0 if ideal else frac))
     bw_out = dev.out_bw[hw] * frac
