@@ -239,11 +239,37 @@ Families fitted: {', '.join(report['fitted_classes']) or 'none'}; kept: {kept}.
 """
 
 
+def cited_rows(ids: pd.Series) -> tuple[pd.Series, list[str]]:
+    """The published rows some hardware profile's sources name (a value was read or fitted from them): single ids
+    (P004), ranges (P001-P028), lists (P102/P103) and families (NCCLT309-*), found in every profile's source texts.
+    Those rows are in sample; every other row is out of sample. Returns the mask and the patterns that matched."""
+    import re
+
+    import yaml
+
+    text = " ".join(str(v) for f in sorted((ROOT / "hardware").glob("*.yaml"))
+                    for v in (yaml.safe_load(f.read_text()).get("sources") or {}).values())
+    cited = set()
+    for a, b in re.findall(r"\bP(\d{3})\s*-\s*P(\d{3})\b", text):
+        cited |= {f"P{i:03d}" for i in range(int(a), int(b) + 1)}
+    cited |= {f"P{i}" for i in re.findall(r"\bP(\d{3})\b", text)}
+    families = set(re.findall(r"\b([A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*)-\*", text))
+    # (a row combining figures is named by its parts: P019+P020)
+    mask = ids.map(lambda i: any(p in cited for p in str(i).split("+"))
+                   or any(str(i).startswith(f + "-") for f in families)).astype(bool)
+    named = sorted({p for i in ids[mask].astype(str) for p in i.split("+") if p in cited})
+    return mask, sorted(f + "-*" for f in families if any(str(i).startswith(f + "-") for i in ids)) + named
+
+
 def main() -> None:
     df = read_measurements(PUBLISHED)
     specs = load_specs(df)
     pred = predict(df, specs, RooflineModel())
     s = score(pred)
+    in_sample, patterns = cited_rows(pred["id"])
+    in_sample = in_sample.to_numpy()
+    split = [{"rows": "in sample (a profile's source names them)", **score(pred[in_sample])["overall"]},
+             {"rows": "out of sample (every other row)", **score(pred[~in_sample])["overall"]}]
     base = score(plain_roofline(df, specs))
     lodo = leave_one_device_out(df, specs)
     trust = pred.groupby("trust").apply(lambda g: {"trust": g.name, **score(g)["overall"]}, include_groups=False)
@@ -268,8 +294,10 @@ default timing model (`roofline`, timing/roofline.py) predicts every published k
 collected, on the same op records the simulator emits; nothing here was fitted on these rows except
 where a hardware profile's `source:` names the rows it was read from (Hopper kernel families:
 DeepGEMM P001-P028, FlashAttention-3 P055-P089, FlashMLA P097-P100, decode ORT21414/FI1415, NCCL
-P112-P117). Other GPUs carry those Hopper fractions as `TRANSFER-HOPPER`, so their rows are out of
-sample. Sources, trust levels and caveats of every row: `reports/validation/published/SOURCES.md`.
+P112-P117, and the others the profiles name: the split below finds them in every profile's source
+texts). Other GPUs carry those Hopper fractions as `TRANSFER-HOPPER`, so their rows are out of
+sample unless a profile names them. Sources, trust levels and caveats of every row:
+`reports/validation/published/SOURCES.md`.
 
 Our own GPU measurement (one H200, lent for this check) has its own section below.
 
@@ -279,6 +307,11 @@ Our own GPU measurement (one H200, lent for this check) has its own section belo
 |---|---|---|---|---|---|
 {line('plain datasheet roofline, max(FLOP/peak, bytes/BW)', base['overall'])}
 {line('**default mechanism-level roofline**', s['overall'])}
+
+Rows a profile's values were read or fitted from (or that a profile's source cites as its evidence), against the
+rest; {int(in_sample.sum())} rows in sample: {', '.join(patterns)}.
+
+{table(split, 'rows')}
 
 Per GPU x op kind (groups above 50 % median APE: {', '.join(g['group'] for g in over50) or 'none'}):
 
