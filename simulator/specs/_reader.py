@@ -226,11 +226,15 @@ class Reader:
         node.bool("uncertain", False)
         node.str("date", None)
         node.done()
+        self._known_sources(node, source)
+        return value, source
+
+    def _known_sources(self, node: Reader, source: str) -> None:
+        """Refuse a ``source`` (``A; B`` lists too) naming an id the file's ``sources`` map does not declare."""
         if self.sources is not None:
             for part in (s.strip() for s in source.split(";")):
                 if part not in self.sources:
                     raise node.error("source", f"unknown source id {part!r} (declare it under 'sources')")
-        return value, source
 
     def sourced_flag(self, name: str, default: bool = False) -> bool:
         """A yes/no property: a bare ``true``/``false``, or ``{value: true, source: ID}`` naming where it is
@@ -242,10 +246,7 @@ class Reader:
         source = node.str("source")
         node.str("note", None)
         node.done()
-        if self.sources is not None:
-            for part in (s.strip() for s in source.split(";")):
-                if part not in self.sources:
-                    raise node.error("source", f"unknown source id {part!r} (declare it under 'sources')")
+        self._known_sources(node, source)
         return value
 
     def child(self, name: str, default: Any = ...) -> Reader:
