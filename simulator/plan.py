@@ -124,6 +124,12 @@ def kv_link(prefill: PhasePlan, decode: PhasePlan) -> tuple[str, float]:
     return level, bw
 
 
+def kv_link_latency_s(prefill: PhasePlan, decode: PhasePlan, level: str) -> float:
+    """A P/D KV transfer's fixed latency at ``level`` (``kv_link``'s) where the deployment sets none: the slower side's
+    latency there, as the device profiles source it."""
+    return max(getattr(ph.attention.hardware, level).latency_s for ph in (prefill, decode))
+
+
 def repriced(plan: PhasePlan, prices_usd_per_hour: dict[str, float]) -> PhasePlan:
     """The phase with its devices priced from ``prices_usd_per_hour`` (profile id -> USD per device-hour);
     devices not named keep their profile's price."""

@@ -12,7 +12,7 @@ from ..checks import whole
 from ..errors import SimulatorError
 from ..ops.build import StepShape, build_ops
 from ..ops.kinds import DTYPES, OpTable, is_collective
-from ..plan import PhasePlan, ServingPlan, kv_link
+from ..plan import PhasePlan, ServingPlan, kv_link, kv_link_latency_s
 from ..timing.base import BOUNDS, OpTimes, TimingModel
 from ..timing.memory import MemoryFit, kv_bytes_per_token_model, memory_fit
 from ..timing.roofline import RooflineModel
@@ -266,8 +266,7 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
         level, link = kv_link(pre, dec)
         tr = plan.kv_transfer
         bandwidth = tr.bandwidth_bytes_per_s if tr is not None and tr.bandwidth_bytes_per_s else link
-        latency = tr.latency_s if tr is not None and tr.latency_s is not None else max(
-            getattr(ph.attention.hardware, level).latency_s for ph in (pre, dec))  # (the link's, as simulate takes it)
+        latency = tr.latency_s if tr is not None and tr.latency_s is not None else kv_link_latency_s(pre, dec, level)
         ship_s = prefill_batch * kv_bytes / bandwidth
         if tr is None or tr.overlap_with_prefill:
             # streamed layer by layer while the prompt is prefilled: what does not fit under it shows (at least

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..analysis.whatif import time_phase
 from ..ops.build import StepShape
-from ..plan import PhasePlan
+from ..plan import PhasePlan, kv_link_latency_s
 from ..plan import kv_link as plan_kv_link
 from ..specs.deployment import Deployment, Pool
 from ..specs.model import ModelSpec
@@ -259,8 +259,8 @@ def kv_shipping(dep: Deployment, prefill: Pool, decode: Pool) -> tuple[float, fl
     per_token_s = kv_bytes_per_token_model(dep.model, dep.kv_precision, dep.kv_scale_tokens) / (
         dep.transfer.bandwidth_bytes_per_s or link_bw)
     latency_s = dep.transfer.latency_s
-    if latency_s is None:  # the link's own: the slower side's latency at that level (the profiles' sourced figure)
-        latency_s = max(getattr(p.plan.attention.hardware, level).latency_s for p in (prefill, decode))
+    if latency_s is None:  # the link's own (the profiles' sourced figure)
+        latency_s = kv_link_latency_s(prefill.plan, decode.plan, level)
     return per_token_s, latency_s, dep.model.num_layers if dep.transfer.overlap_with_prefill else 0
 
 

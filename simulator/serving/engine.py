@@ -303,6 +303,12 @@ class Replica:
         self.inbound -= 1
         self.submit(rid)
 
+    def deal_rank(self) -> int:
+        """The attention-DP rank the round robin gives the next request to reach this replica."""
+        r = self.next_rank
+        self.next_rank = (r + 1) % self.attention_dp
+        return r
+
     def release(self, blocks: int) -> None:
         """A handed-off request's KV has left: its ``blocks`` are free again (a scheduler idle for want of them
         plans again)."""
@@ -343,10 +349,7 @@ class Replica:
             # sgl-project/sglang python/sglang/srt/server_args.py); a preempted request keeps its rank. A P/D request
             # was given its decode rank when it was handed off (its KV ships to that rank's devices)
             r = sim.pre_rank.pop(rid, None)
-            if r is None:
-                r = self.next_rank
-                self.next_rank = (r + 1) % self.attention_dp
-            sim.rank[rid] = r
+            sim.rank[rid] = self.deal_rank() if r is None else r
         state = self.state
         if self.recv_n > 1 and state != IDLE and state != KICKED:  # a busy scheduler takes it at its next receive
             self.inbox.append(rid)
@@ -985,13 +988,13 @@ class Simulation:
         else:
             dst.submit(rid)
 
-    def hand_off(self, src: Replica, rid: int, blocks: int = 0, ready_s: float | None = None) -> None:
-        """Ship ``rid``'s KV (``blocks`` KV blocks, held on ``src`` until it lands; whole at ``ready_s``, default now)
-        from prefill replica ``src`` to a decode replica. The sender's and the receiver's ports carry one transfer
-        at a time each (a lane per attention-DP rank, the earliest free one taken): a transfer holds both lanes for
-        its whole link time, from when both are free and its first layer is ready. Streamed layer by layer, that is
-        a layer's time into the prefill (so an idle link hides all but the last layer's share under it); else
-        after the prefill."""
+    def hand_off(self, src: Replica, rid: int, blocks: int, ready_s: float) -> None:
+        """Ship ``rid``'s KV (``blocks`` KV blocks, held on ``src`` until it lands; whole at ``ready_s``) from prefill
+        replica ``src`` to a decode replica. The sender's and the receiver's ports carry one transfer at a time each
+        (a lane per attention-DP rank: the request's rank on ``src``, and the decode rank dealt to it now): a
+        transfer holds both lanes for its whole link time, from when both are free and its first layer is ready.
+        Streamed layer by layer, that is a layer's time into the prefill (so an idle link hides all but the last
+        layer's share under it); else after the prefill."""
         dst = self._route("decode", rid)  # the destination decides the link and is known before shipping
         if dst is None:
             src.release(blocks)
@@ -999,13 +1002,11 @@ class Simulation:
         self.decode_rep[rid] = dst.uid
         dst.inbound += 1
         self.shipping[rid] = (src, blocks)
-        now = self.env._now if ready_s is None else ready_s  # (its KV is whole once its prefill has drained)
+        now = ready_s  # (its KV is whole once its prefill has drained)
         ship_s, latency_s, layers = self.kv_transfer_s(rid, src.uid, dst.uid)
         end = now
         if dst.wants_ranks:  # the decode rank is chosen as the request is dispatched to it, before its KV ships
-            r = dst.next_rank
-            dst.next_rank = (r + 1) % dst.attention_dp
-            self.pre_rank[rid] = r
+            self.pre_rank[rid] = dst.deal_rank()
         if ship_s > 0:
             # the request's own rank's ports on each side
             out, inp = self.link_free_s[src.uid], self.ingress_free_s[dst.uid]

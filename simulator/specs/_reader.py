@@ -221,20 +221,21 @@ class Reader:
         value = node.quantity("value", dimension)
         if dimension in POSITIVE_DIMENSIONS and value <= 0:  # a datasheet never prints 0 GB/s: leave the key out
             raise node.error("value", f"expected a {dimension} quantity > 0, got {node.data.get('value')!r}")
+        return value, self._source_of(node)
+
+    def _source_of(self, node: Reader) -> str:
+        """The ``source`` of a sourced entry (with its optional ``note``, ``uncertain`` and ``date``), the entry read
+        whole; an id (``A; B`` lists too) the file's ``sources`` map does not declare is refused."""
         source = node.str("source")
         node.str("note", None)
         node.bool("uncertain", False)
         node.str("date", None)
         node.done()
-        self._known_sources(node, source)
-        return value, source
-
-    def _known_sources(self, node: Reader, source: str) -> None:
-        """Refuse a ``source`` (``A; B`` lists too) naming an id the file's ``sources`` map does not declare."""
         if self.sources is not None:
             for part in (s.strip() for s in source.split(";")):
                 if part not in self.sources:
                     raise node.error("source", f"unknown source id {part!r} (declare it under 'sources')")
+        return source
 
     def sourced_flag(self, name: str, default: bool = False) -> bool:
         """A yes/no property: a bare ``true``/``false``, or ``{value: true, source: ID}`` naming where it is
@@ -243,10 +244,7 @@ class Reader:
             return self.bool(name, default)
         node = self.child(name)
         value = node.bool("value")
-        source = node.str("source")
-        node.str("note", None)
-        node.done()
-        self._known_sources(node, source)
+        self._source_of(node)
         return value
 
     def child(self, name: str, default: Any = ...) -> Reader:
