@@ -254,10 +254,13 @@ def cited_rows(ids: pd.Series) -> tuple[pd.Series, list[str]]:
         cited |= {f"P{i:03d}" for i in range(int(a), int(b) + 1)}
     cited |= {f"P{i}" for i in re.findall(r"\bP(\d{3})\b", text)}
     families = set(re.findall(r"\b([A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*)-\*", text))
-    # (a row combining figures is named by its parts: P019+P020)
-    mask = ids.map(lambda i: any(p in cited for p in str(i).split("+"))
+    # a row combining figures is named by its parts (P019+P020), a variant of a row by its number (P116-pynccl)
+    def numbers(i) -> list[str]:
+        return [m.group(0) for p in str(i).split("+") if (m := re.match(r"P\d{3}", p))]
+
+    mask = ids.map(lambda i: any(n in cited for n in numbers(i))
                    or any(str(i).startswith(f + "-") for f in families)).astype(bool)
-    named = sorted({p for i in ids[mask].astype(str) for p in i.split("+") if p in cited})
+    named = sorted({n for i in ids[mask] for n in numbers(i) if n in cited})
     return mask, sorted(f + "-*" for f in families if any(str(i).startswith(f + "-") for i in ids)) + named
 
 
