@@ -80,6 +80,15 @@ def plan_from_options(o: PlanOptions) -> ServingPlan:
     layout that cannot run."""
     model = load_model(o.model)
     disagg = any(v is not None for v in (o.prefill_hardware, o.prefill_devices, o.decode_hardware, o.decode_devices))
+    if not disagg:  # a pool's own layout with no pools to apply it to: refused, not applied to both or dropped
+        split = [flag for flag, v in (("--prefill-tp", o.prefill_tp), ("--prefill-pp", o.prefill_pp),
+                                      ("--decode-tp", o.decode_tp), ("--decode-ep", o.decode_ep)) if v is not None]
+        if split:
+            raise SimulatorError(f"{', '.join(split)}: a prefill or decode pool's own layout, for a prefill/decode "
+                                 "split; give --prefill-devices / --decode-devices (or --prefill-hardware / "
+                                 "--decode-hardware) too, or use --tp / --pp / --ep for one colocated pool")
+    if o.expert_tp is not None and model.moe is None:
+        raise SimulatorError(f"--expert-tp: {model.id} is dense (no experts to split); use --tp")
     common = dict(ep=o.ep, dp=o.dp, expert_tp=o.expert_tp, precision=o.precision, attn_precision=o.attn_precision,
                   ffn_precision=o.ffn_precision, overlap_comm=o.overlap_comm)
     pre = simple_phase(_hw(o.prefill_hardware or o.hardware, o.price_usd_per_hour), model,

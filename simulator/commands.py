@@ -204,8 +204,9 @@ _WHATIF_DEPLOYMENT_FIXED = ("model", "hardware", "devices", "tp", "pp", "ep", "d
                             "spec_accept", "spec_draft_cost")
 _SIMULATE_DEPLOYMENT_FIXED = ("model", "hardware", "devices", "replicas", "tp", "pp", "ep", "dp", "precision",
                               "kv_precision", "max_batch_tokens", "max_seqs", "spec_draft_tokens", "spec_acceptance",
-                              "spec_draft_cost", "concurrency", "isl", "osl", "scheduler_recv_interval",
-                              "frontend_latency")
+                              "spec_draft_cost", "scheduler_recv_interval", "frontend_latency")
+# flags a traffic file settles (the arrivals and the request lengths); --rate, --requests and --seed override it
+_SIMULATE_TRAFFIC_FIXED = ("concurrency", "isl", "osl")
 
 
 def _refuse_with_deployment(opts: dict, fixed: tuple[str, ...]) -> None:
@@ -333,6 +334,11 @@ def run_simulate(opts: dict, progress: bool = False):
     if opts.get("price"):
         dep = dep.repriced(price_overrides(opts["price"], dep.device_ids))
     if opts.get("traffic"):
+        given = sorted(opts.get("_explicit", set()) & set(_SIMULATE_TRAFFIC_FIXED))
+        if given:
+            flags = ", ".join("--" + g for g in given)
+            raise SimulatorError(f"{flags} cannot be combined with --traffic: the traffic file sets the arrivals and "
+                                 "the request lengths (edit the file, or run without --traffic)")
         traffic = read_traffic(resolve_workload(opts["traffic"], "traffic", "traffic"))
     else:
         if bool(opts.get("rate")) == bool(opts.get("concurrency")):

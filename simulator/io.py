@@ -56,8 +56,11 @@ def atomic_write(path: str | Path, writer: Callable[[str], None]) -> Path:
     parent = target.parent
     if not special and not parent.is_dir():
         raise SimulatorError(f"{path}: folder {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix,
-                               dir=None if special else parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix,
+                                   dir=None if special else parent)
+    except OSError as exc:  # named by the user's path, not the temporary file's
+        raise SimulatorError(f"{path}: cannot write ({exc.strerror or exc})") from None
     os.close(fd)
     try:
         writer(tmp)

@@ -196,3 +196,30 @@ def test_whatif_on_a_deployment_takes_the_engines_precision_spellings():
     a, b = (runner.invoke(app, [*base, "--precision", p]) for p in ("FP8", "fp8"))
     assert a.exit_code == 0 and b.exit_code == 0, a.output
     assert json.loads(a.stdout)["tpot_s"] == json.loads(b.stdout)["tpot_s"]
+
+
+def test_outputs_are_checked_writable_before_any_work(tmp_path):
+    """A later output that cannot be written is refused when the flags are read, so the earlier ones are not
+    left behind (here a folder that takes no new files: /proc)."""
+    import os
+
+    if not os.path.isdir("/proc"):
+        pytest.skip("no /proc")
+    r = runner.invoke(app, ["sweep", "--model", "llama-3.1-8b", "--out", str(tmp_path / "s.csv"), "--plot",
+                            "/proc/x.png"])
+    assert r.exit_code == 2 and "cannot write into folder '/proc'" in r.output
+    r = runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1", "--rate", "4",
+                            "--requests", "20", "--out", str(tmp_path / "sim"), "--trace", "/proc/t.json"])
+    assert r.exit_code == 2 and "'--trace'" in r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pool_layout_flags_need_a_split():
+    for flag in ("--prefill-tp", "--prefill-pp", "--decode-tp", "--decode-ep"):
+        r = runner.invoke(app, ["whatif", "--model", "llama-3.1-8b", "--devices", "8", flag, "2"])
+        assert r.exit_code == 2 and f"{flag}: a prefill or decode pool's own layout" in r.output
+    r = runner.invoke(app, ["whatif", "--model", "llama-3.1-8b", "--devices", "8", "--expert-tp", "2"])
+    assert r.exit_code == 2 and "--expert-tp: llama-3.1-8b is dense" in r.output
+    r = runner.invoke(app, ["whatif", "--model", "llama-3.1-70b", "--prefill-devices", "4", "--decode-devices", "4",
+                            "--prefill-tp", "2", "--prefill-pp", "2", "--json"])
+    assert r.exit_code == 0, r.output

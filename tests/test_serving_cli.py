@@ -149,3 +149,19 @@ def test_frontend_latency_in_a_deployment_file(tmp_path):
     pools = tuple(dc_replace(p, frontend_latency_s=0.005) if p.role == "decode" else p for p in dep.pools)
     with pytest.raises(SimulatorError, match=r"pools\[1\]\.frontend_latency: a decode pool has no frontend"):
         replica_configs(dc_replace(dep, pools=pools))
+
+
+def test_traffic_flags_with_a_traffic_file_or_a_deployment():
+    # a traffic file settles the lengths and the arrivals: --isl / --osl / --concurrency beside it are refused
+    r = runner.invoke(app, QUICK + ["--traffic", "chat", "--requests", "20"])
+    assert r.exit_code == 2 and "--isl, --osl cannot be combined with --traffic" in r.output
+    r = runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1", "--traffic",
+                            "chat", "--concurrency", "4", "--requests", "20"])
+    assert r.exit_code == 2 and "--concurrency cannot be combined with --traffic" in r.output
+    # a deployment file says nothing of the traffic: a closed loop of given lengths runs on it
+    r = runner.invoke(app, ["simulate", "dbrx-8xh100", "--concurrency", "4", "--isl", "300", "--osl", "20",
+                            "--requests", "16", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert s["requests_completed"] == 16
+    assert s["input_tokens_per_s"] / s["output_tokens_per_s"] == pytest.approx(300 / 20)

@@ -16,7 +16,9 @@ Nothing here ever maps 0 (or a negative number) to a default: a flag that is giv
 from __future__ import annotations
 
 import math
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import typer
@@ -134,11 +136,21 @@ def int_list(lo: int = 1, hi: int = MAX_COUNT):
 
 
 def _check_parent(path: Path) -> None:
+    """The folder an output goes into exists, is a folder and takes new files: checked when the flag is parsed,
+    before any work, so a run with several outputs cannot fail on a later one after writing the first (a probe
+    file is created there and removed at once: permission bits alone miss read-only mounts and /proc-like
+    folders, and say nothing for root)."""
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise _bad(f"folder {str(parent)!r} does not exist (create it first)")
     if not parent.is_dir():
         raise _bad(f"{str(parent)!r} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".quadrant-probe.", dir=parent)
+    except OSError as exc:
+        raise _bad(f"cannot write into folder {str(parent)!r} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def out_file(exts: tuple[str, ...]):

@@ -33,9 +33,12 @@ def simulate(
                               help="Quick run: Poisson arrivals, e.g. 5/s, 300/min (a bare number is per second); "
                                    "with --traffic, overrides the file's arrival rate."),
     concurrency: int = typer.Option(None, "--concurrency", parser=count(1, 1_000_000),
-                                    help="Quick run: closed loop, requests in flight."),
-    isl: int = typer.Option(1024, "--isl", parser=count(1, 100_000_000), help="Quick run: prompt tokens."),
-    osl: int = typer.Option(256, "--osl", parser=count(1, 100_000_000), help="Quick run: output tokens."),
+                                    help="Closed loop: requests in flight (a quick run or a deployment; with "
+                                         "--traffic the file sets it)."),
+    isl: int = typer.Option(1024, "--isl", parser=count(1, 100_000_000),
+                            help="Prompt tokens per request (not with --traffic: the file sets them)."),
+    osl: int = typer.Option(256, "--osl", parser=count(1, 100_000_000),
+                            help="Output tokens per request (not with --traffic: the file sets them)."),
     requests: int = typer.Option(None, "--requests", parser=count(1, MAX_REQUESTS),
                                  help="Number of requests (overrides the traffic file)."),
     max_batch_tokens: int = typer.Option(None, "--max-batch-tokens", parser=count(1),
