@@ -67,8 +67,22 @@ def _reflow_tree(cmd) -> None:
         kind = getattr(getattr(info, "parser", None), "__name__", "")
         if kind in _METAVARS and not getattr(p, "metavar", None):
             p.metavar = _METAVARS[kind]
+    _bare_help_flag(cmd)
     for sub in getattr(cmd, "commands", {}).values():
         _reflow_tree(sub)
+
+
+def _bare_help_flag(cmd) -> None:
+    """``--help`` listed without a value placeholder, as the other flags (click builds that option per call)."""
+    make = cmd.get_help_option
+
+    def get_help_option(ctx):
+        opt = make(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+    cmd.get_help_option = get_help_option
 
 
 class QuadrantGroup(TyperGroup):
@@ -76,6 +90,10 @@ class QuadrantGroup(TyperGroup):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        for p in self.params:  # the root's own flags (--debug, --version)
+            if getattr(p, "is_flag", False) and not getattr(p, "metavar", None):
+                p.metavar = ""
+        _bare_help_flag(self)
         for sub in self.commands.values():
             _reflow_tree(sub)
 
