@@ -223,3 +223,13 @@ def test_pool_layout_flags_need_a_split():
     r = runner.invoke(app, ["whatif", "--model", "llama-3.1-70b", "--prefill-devices", "4", "--decode-devices", "4",
                             "--prefill-tp", "2", "--prefill-pp", "2", "--json"])
     assert r.exit_code == 0, r.output
+
+
+def test_speculative_flags_take_either_spelling():
+    """whatif and simulate take the draft flags under both names (--spec-draft / --spec-tokens, --spec-accept /
+    --spec-acceptance), with the same result."""
+    base = ["whatif", "--model", "dbrx", "--devices", "8", "--json"]
+    a = runner.invoke(app, base + ["--spec-draft", "2", "--spec-accept", "0.8"])
+    b = runner.invoke(app, base + ["--spec-tokens", "2", "--spec-acceptance", "0.8"])
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    assert json.loads(a.output)["tpot_s"] == json.loads(b.output)["tpot_s"]

@@ -76,9 +76,9 @@ def simulate(
     ramp_up: float = typer.Option(None, "--ramp-up", parser=duration(positive=False),
                                   help="Closed loop: start the clients evenly over this time (e.g. 2s; 0: all at "
                                        "once). Default: one estimated request lifetime."),
-    spec_draft_tokens: int = typer.Option(0, "--spec-tokens", parser=count(0, 64),
+    spec_draft_tokens: int = typer.Option(0, "--spec-tokens", "--spec-draft", parser=count(0, 64),
                                           help="Quick run: speculative / MTP draft tokens per step (0: off)."),
-    spec_acceptance: float = typer.Option(0.7, "--spec-acceptance", parser=real(0, 1),
+    spec_acceptance: float = typer.Option(0.7, "--spec-acceptance", "--spec-accept", parser=real(0, 1),
                                           help="Quick run: per-token draft acceptance rate, 0..1 (0.7 is an "
                                                "illustrative default: measure yours; DeepSeek-V3's MTP accepts "
                                                "0.85-0.9, its report's section 5.4.3)."),

@@ -50,9 +50,9 @@ def whatif(
     decode_devices: int = typer.Option(None, "--decode-devices", parser=count(1), help="Devices of the decode pool."),
     decode_tp: int = typer.Option(None, "--decode-tp", parser=count(1), help="TP of the decode pool (attention)."),
     decode_ep: int = typer.Option(None, "--decode-ep", parser=count(1), help="EP of the decode pool (MoE FFN)."),
-    spec_draft: int = typer.Option(0, "--spec-draft", parser=count(0, 64),
+    spec_draft: int = typer.Option(0, "--spec-draft", "--spec-tokens", parser=count(0, 64),
                                     help="Speculative decoding: draft tokens per step (0: off)."),
-    spec_accept: float = typer.Option(0.7, "--spec-accept", parser=real(0, 1),
+    spec_accept: float = typer.Option(0.7, "--spec-accept", "--spec-acceptance", parser=real(0, 1),
                                       help="Per-token acceptance rate, 0..1 (0.7 is an illustrative default: measure "
                                            "yours; DeepSeek-V3's MTP accepts 0.85-0.9, its report's section 5.4.3)."),
     spec_draft_cost: float = typer.Option(0.05, "--spec-draft-cost", parser=real(0, 1),
