@@ -71,14 +71,33 @@ class Replica:
     def load(self) -> int:
         return len(self.waiting) + len(self.inbox) + len(self.active) + self.inbound
 
-    def submit(self, rid: int) -> None:
+    def refusal(self, rid: int) -> str | None:
+        """Why this replica could never serve ``rid``: over the context window, or more KV than it holds."""
         r = self.sim.req
-        need = math.ceil((r.prompt[rid] + r.output[rid]) / BLOCK_TOKENS)
+        total = int(r.prompt[rid] + r.output[rid])
+        if self.cfg.max_model_len and total > self.cfg.max_model_len:
+            return f"prompt + output = {total} tokens exceed the model's context window of {self.cfg.max_model_len}"
+        need = math.ceil(total / BLOCK_TOKENS)
         dp = int(self.cfg.cost.attention_dp) if getattr(self.cfg.cost, "wants_ranks", False) else 1
         if need > self.blocks_total // dp:  # one request lives on one attention-DP rank's share of the cache
-            self.sim.reject(rid, f"needs {need * BLOCK_TOKENS} KV tokens, replica {self.cfg.name} holds "
-                                 f"{self.blocks_total // dp * BLOCK_TOKENS}" + (" per attention-DP rank" if dp > 1
-                                                                                 else ""))
+            return (f"needs {need * BLOCK_TOKENS} KV tokens, replica {self.cfg.name} holds "
+                    f"{self.blocks_total // dp * BLOCK_TOKENS}" + (" per attention-DP rank" if dp > 1 else ""))
+        return None
+
+    def submit(self, rid: int) -> None:
+        r = self.sim.req
+        why = self.refusal(rid)
+        if why is None and self.cfg.role == "prefill":  # no decode replica could ever hold it: refused up front
+            n = int(r.prompt[rid])
+            pool = [rep for rep in self.sim.by_role["decode"]
+                    if rep.cfg.context_range[0] <= n <= rep.cfg.context_range[1]]
+            reasons = [rep.refusal(rid) for rep in pool]
+            if not pool:
+                why = f"no decode replica takes prompts of {n} tokens (pool routes)"
+            elif all(reasons):
+                why = reasons[0]
+        if why is not None:
+            self.sim.reject(rid, why)
             return
         r.status[rid] = WAITING
         if getattr(self.cfg.cost, "wants_ranks", False):  # round robin over attention-DP ranks on arrival

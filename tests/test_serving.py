@@ -162,6 +162,31 @@ def test_request_too_large_for_kv_is_rejected_with_reason():
     assert "KV tokens" in df.reason[1]
 
 
+@pytest.mark.parametrize("make", _engines())
+def test_a_request_no_decode_replica_can_hold_is_refused_before_its_prefill(make):
+    """P/D: the decode replica holds 1024 KV tokens, the prefill replica 10k; the 5000-token request is refused as
+    it reaches the prefill pool (no prefill step, no first token), with the decode replica's reason."""
+    req = _reqs([0.0, 0.0], [50, 5000], [3, 3])
+    sim = make(req, [_replica("prefill", pool="pre"), _replica("decode", pool="dec", cap=1024)])
+    sim.run()
+    df = sim.request_frame()
+    assert df.status.tolist() == ["finished", "rejected"]
+    assert df.reason[1] == "needs 5008 KV tokens, replica dec/0 holds 1024"
+    assert math.isnan(df.first_token_s[1]) and math.isnan(df.prefill_done_s[1])
+    steps = sim.step_frame()
+    assert steps.prefill_tokens.sum() == 50 and steps.output_tokens.sum() == 3
+
+
+@pytest.mark.parametrize("make", _engines())
+def test_a_request_over_the_context_window_is_refused(make):
+    req = _reqs([0.0, 0.0], [100, 50], [5, 5])
+    sim = make(req, [_replica(max_model_len=64)])
+    sim.run()
+    df = sim.request_frame()
+    assert df.status.tolist() == ["rejected", "finished"]
+    assert df.reason[0] == "prompt + output = 105 tokens exceed the model's context window of 64"
+
+
 def test_preemption_recomputes_and_everything_finishes():
     # 5 blocks of 16 tokens; two requests that each grow to 48 tokens (3 blocks) cannot both stay resident
     req = _reqs([0.0, 0.0], [16, 16], [32, 32])
@@ -1188,3 +1213,14 @@ def test_a_prefill_that_drains_past_the_horizon_has_no_first_token(make, roles):
     row = sim.request_frame().iloc[0]
     assert row.status == "rejected" and "horizon" in row.reason
     assert math.isnan(row.prefill_done_s) and math.isnan(row.first_token_s)
+
+
+def test_quadrants_split_the_busy_time_with_overlapped_collectives():
+    """With ``overlap_comm`` the collectives hide behind compute: the quadrants split the step time the pool was
+    busy and never add up to more (they did, counting the hidden communication)."""
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=8, tp=8, precision="fp8",
+                                       overlap_comm=True))
+    u = simulate(dep, simple_traffic(rate=None, concurrency=64, isl=32, osl=100, requests=128, seed=0),
+                 overheads=False).summary["utilisation"]["pool"]
+    quads = sum(u[k] for k in ("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn"))
+    assert 0.5 < quads <= u["busy"] + 1e-9 and u["other"] >= 0

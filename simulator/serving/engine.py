@@ -329,18 +329,26 @@ class Replica:
         self.inbound -= 1
         self.submit(rid)
 
-    def submit(self, rid: int) -> None:
+    def refusal(self, rid: int) -> str | None:
+        """Why this replica could never serve ``rid`` (None: it can): over the model's context window, as vLLM's
+        server refuses a request over max_model_len, or more KV than the replica (an attention-DP rank) holds."""
         sim = self.sim
         total = sim.prompt_l[rid] + sim.out_l[rid]
-        if total > self.cfg.max_model_len > 0:  # as vLLM's server refuses a request over max_model_len
-            sim.reject(rid, f"prompt + output = {total} tokens exceed the model's context window of "
-                            f"{self.cfg.max_model_len}")
-            return
+        if total > self.cfg.max_model_len > 0:
+            return f"prompt + output = {total} tokens exceed the model's context window of {self.cfg.max_model_len}"
         need = -(-total // BLOCK_TOKENS)
         if need > self.rank_blocks:
-            sim.reject(rid, f"needs {need * BLOCK_TOKENS} KV tokens, replica {self.cfg.name} holds "
-                            f"{self.rank_blocks * BLOCK_TOKENS}" + (" per attention-DP rank" if self.attention_dp > 1
-                                                                    else ""))
+            return (f"needs {need * BLOCK_TOKENS} KV tokens, replica {self.cfg.name} holds "
+                    f"{self.rank_blocks * BLOCK_TOKENS}" + (" per attention-DP rank" if self.attention_dp > 1 else ""))
+        return None
+
+    def submit(self, rid: int) -> None:
+        sim = self.sim
+        why = self.refusal(rid)
+        if why is None and self.cfg.role == "prefill":  # refused up front where no decode replica could hold it
+            why = sim.decode_refusal(rid)
+        if why is not None:
+            sim.reject(rid, why)
             return
         sim.status[rid] = WAITING
         if self.wants_ranks:
@@ -937,6 +945,11 @@ class Simulation:
         # one lane per attention-DP rank (one request's KV sits on one rank's devices)
         self.link_free_s = {rep.uid: [0.0] * rep.attention_dp for rep in self.by_role["prefill"]}
         self.ingress_free_s = {rep.uid: [0.0] * rep.attention_dp for rep in self.by_role["decode"]}
+        # one decode replica per kind of what it can hold (context range, context window, KV per rank)
+        kinds = {}
+        for rep in self.by_role["decode"]:
+            kinds.setdefault((rep.cfg.context_range, rep.cfg.max_model_len, rep.rank_blocks), rep)
+        self._decode_kinds = list(kinds.values())
         self.shipping: dict[int, tuple[Replica, int]] = {}  # rid -> (its prefill replica, the blocks held there)
         self.pre_rank: dict[int, int] = {}  # rid -> its decode replica's attention-DP rank, chosen at hand-off
         self.steps = StepLog()
@@ -987,6 +1000,21 @@ class Simulation:
             self.env.call_at(at, dst.received, rid)
         else:
             dst.submit(rid)
+
+    def decode_refusal(self, rid: int) -> str | None:
+        """Why no decode replica could ever serve ``rid`` (None: one can), asked as its prefill starts, so that a
+        request the decode pool cannot hold is refused before it is prefilled, not after. Replicas alike in
+        what they can hold are asked once."""
+        n = self.prompt_l[rid]
+        pool = [rep for rep in self._decode_kinds if rep.cfg.context_range[0] <= n <= rep.cfg.context_range[1]]
+        if not pool:
+            return f"no decode replica takes prompts of {n} tokens (pool routes)"
+        why = None
+        for rep in pool:
+            why = rep.refusal(rid)
+            if why is None:
+                return None
+        return why
 
     def hand_off(self, src: Replica, rid: int, blocks: int, ready_s: float) -> None:
         """Ship ``rid``'s KV (``blocks`` KV blocks, held on ``src`` until it lands; whole at ``ready_s``) from prefill

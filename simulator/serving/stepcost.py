@@ -189,14 +189,25 @@ class AnalyticStepCost:
         t, ops = pt.times, pt.ops
         w = t.weighted(t.time_s)[:, 0] * (plan.pp if not plan.af_disaggregated else 1)
         a_mask, f_mask = ops.mask("step_attention"), ops.mask("step_ffn")
+
+        def exposed(mask, overlap: bool) -> float:
+            """The share of a side's op time the step shows: 1, or with ``overlap_comm`` its time with the
+            collectives hidden behind compute (as the step's time counts it) over the plain sum, so that the
+            quadrants split the step's time and never add up to more (each op keeps its share of the side)."""
+            if not overlap:
+                return 1.0
+            full = float(t.total_s(mask)[0])
+            return float(t.total_s(mask, True)[0]) / full if full > 0 else 1.0
+
+        sa, sf = exposed(a_mask, plan.attention.overlap_comm), exposed(f_mask, plan.ffn.overlap_comm)
         self._attn[(ps, pl, pc, ds, dl, dk)] = (float(t.total_s(a_mask, plan.attention.overlap_comm)[0]),
-                                                float(w[a_mask].sum()))
-        core_p = float(w[ops.named("attn_core_prefill", *TabulatedStepCost.CTX_OPS)].sum())
-        core_d = float(w[ops.named("attn_core_decode")].sum())
+                                                float(w[a_mask].sum()) * sa)
+        core_p = float(w[ops.named("attn_core_prefill", *TabulatedStepCost.CTX_OPS)].sum()) * sa
+        core_d = float(w[ops.named("attn_core_decode")].sum()) * sa
         tok_p, tok_d = ps * pl, ds * dl
         share_p = tok_p / (tok_p + tok_d) if tok_p + tok_d else 0.0
-        rest_a = float(w[a_mask].sum()) - core_p - core_d
-        ffn = float(w[f_mask].sum())
+        rest_a = float(w[a_mask].sum()) * sa - core_p - core_d
+        ffn = float(w[f_mask].sum()) * sf
         return StepCost(total, core_p + share_p * rest_a, share_p * ffn, core_d + (1 - share_p) * rest_a,
                         (1 - share_p) * ffn)
 
