@@ -455,9 +455,12 @@ def _check_int(file: str, key: str, value):
 
 def _finish(spec: ModelSpec) -> ModelSpec:
     a = spec.attention
-    for name in ("num_layers", "hidden_size", "vocab_size"):
-        if getattr(spec, name) < 1:
-            raise SpecError(spec.file, name, "expected an integer >= 1")
+    for name, key in (("num_layers", "num_hidden_layers"), ("hidden_size", "hidden_size"),
+                      ("vocab_size", "vocab_size")):
+        if getattr(spec, name) < 1:  # named by the config.json key (DBRX's own names differ: n_layers, d_model)
+            raise SpecError(spec.file, key, "expected an integer >= 1")
+    if spec.context_tokens < 0:
+        raise SpecError(spec.file, "max_position_embeddings", f"expected an integer >= 0, got {spec.context_tokens}")
     if a.num_heads < 1 or a.num_kv_heads < 1 or (a.kind == "gqa" and a.head_dim < 1):
         raise SpecError(spec.file, "num_attention_heads", "attention heads and head_dim must be >= 1")
     if a.kind == "gqa" and a.num_heads % a.num_kv_heads:
