@@ -412,6 +412,8 @@ def test_plan_and_compare_refuse_an_out_folder_holding_other_files(tmp_path):
         assert (tmp_path / "a-file").read_text() == "x"
         assert "does not exist" in one_line_error(runner.invoke(app, [*cmd, "--out", str(tmp_path / "no" / "x")]))
     assert "--bisect-steps" in one_line_error(runner.invoke(app, [*compare, "--bisect-steps", "-1"]))
+    assert "--bisect-steps" in one_line_error(runner.invoke(app, [*compare, "--bisect-steps", "21"]))
+    assert "--workers" in one_line_error(runner.invoke(app, [*compare, "--workers", "100000"]))
     out = tmp_path / "plan"
     assert runner.invoke(app, [*plan, "--out", str(out)]).exit_code == 0
     assert runner.invoke(app, [*plan, "--out", str(out)]).exit_code == 0  # an earlier plan is replaced

@@ -204,7 +204,8 @@ def verify_many(deps: Sequence[Deployment], traffic: Traffic, slo: SLO, rate_per
     if not deps:
         return []
     results: list[dict | None] = [None] * len(deps)
-    workers = workers if workers is not None else min(len(deps), os.cpu_count() or 1)
+    # never more processes than simulations to run
+    workers = min(workers if workers is not None else (os.cpu_count() or 1), len(deps))
     own = None
     if executor is None and workers > 1:
         own = executor = ProcessPoolExecutor(max_workers=workers)
