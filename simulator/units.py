@@ -87,6 +87,15 @@ def format_si(value: float, unit: str, digits: int = 3) -> str:
 
 _RATE_UNITS = {"/s": 1.0, "/min": 1 / 60.0, "/h": 1 / 3600.0, "rps": 1.0, "qps": 1.0}
 
+# The simulator keeps time in float64 seconds, whose resolution at time t is about t x 2.2e-16: 0.2 us at 1e9 s
+# (31.7 years), still fine for the microsecond step times; at 1e300 s it is 1e284 s and every latency reads 0.
+# So arrival times are refused above MAX_ARRIVAL_S, and arrival rates below MIN_RATE_PER_S (one request in about
+# 11.6 days), at which a run of a thousand requests already spans 1e9 s. No real workload comes near either.
+MIN_RATE_PER_S = 1e-6
+MAX_ARRIVAL_S = 1e9  # (messages spell both out, as 1e-6/s and 1e9 s: keep them in step)
+RATE_RANGE = ("a rate of at least 1e-6/s (one request in 11.6 days; slower arrivals would need "
+              "times beyond the simulator's float resolution)")
+
 
 def parse_duration_s(text: str | float) -> float:
     """A duration flag or field: ``"60ms"``, ``"1.5 s"``, ``"250us"``; a bare number means seconds.
@@ -111,7 +120,8 @@ def parse_duration_s(text: str | float) -> float:
 def parse_rate_per_s(text: str | float) -> float:
     """A rate flag or field: ``"5/s"``, ``"300/min"``, ``"5 rps"``; a bare number means per second.
 
-    Refuses NaN, infinities, zero and negative values."""
+    Refuses NaN, infinities and rates below ``MIN_RATE_PER_S`` (zero and negative ones among them): the one
+    check of every arrival rate a user gives (flags, traffic files)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
     else:
@@ -123,6 +133,8 @@ def parse_rate_per_s(text: str | float) -> float:
         if unit and unit not in _RATE_UNITS:
             raise UnitError(f"unit {unit!r} in {text!r} is not a rate unit (use {', '.join(_RATE_UNITS)})")
         value = float(m.group(1)) * (_RATE_UNITS[unit] if unit else 1.0)
-    if not (value == value and value != float("inf")) or value <= 0:
-        raise UnitError(f"expected a finite rate > 0, got {text!r}")
+    if not (value == value and value != float("inf")):
+        raise UnitError(f"expected a finite rate, got {text!r}")
+    if value < MIN_RATE_PER_S:
+        raise UnitError(f"expected {RATE_RANGE}, got {text!r}")
     return value

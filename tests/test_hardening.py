@@ -701,3 +701,37 @@ def test_a_profile_given_as_a_file_is_that_file_in_sweep_validate_and_calibrate(
     r = runner.invoke(app, ["calibrate", "--measurements", str(rows), "--hardware", str(h200), "--out",
                             str(tmp_path / "cal.yaml")])
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("cmd", [
+    ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1", "--requests", "50"],
+    ["plan", "--model", "llama-3.1-8b", "--traffic", "chat", "--hardware", "h100-sxm"],
+    ["compare", "dbrx-8xh100", "--traffic", "chat"],
+])
+def test_a_rate_below_the_floor_is_refused_not_computed(cmd, tmp_path):
+    """--rate 1e-300 spaced arrivals 1e300 s apart, past float seconds' resolution (every latency read 0)."""
+    if cmd[0] == "plan":
+        cmd = [*cmd, "--out", str(tmp_path / "p")]
+    err = one_line_error(runner.invoke(app, [*cmd, "--rate", "1e-300"]))
+    assert "--rate" in err and "at least 1e-6/s" in err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("rate", ["1e-300", "0", "-1", "'1e-7/s'"])
+def test_a_traffic_file_rate_below_the_floor_is_refused_at_its_key(tmp_path, rate):
+    t = tmp_path / "t.yaml"
+    t.write_text(f"schema_version: 1\narrivals: {{process: poisson, rate_per_s: {rate}}}\nrequests: 10\n"
+                 "prompt_tokens: {dist: fixed, value: 10}\noutput_tokens: {dist: fixed, value: 10}\n")
+    err = one_line_error(runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1",
+                                             "--traffic", str(t)]))
+    # one range, stated once (no ">= 0" for a negative rate when 0 is refused too)
+    assert "arrivals.rate_per_s: expected a rate of at least 1e-6/s" in err and ">= 0" not in err
+
+
+def test_a_trace_arrival_past_the_ceiling_is_refused_by_line(tmp_path):
+    (tmp_path / "tr.csv").write_text("arrival_s,prompt_tokens,output_tokens\n0,100,10\n1e300,100,10\n")
+    t = tmp_path / "t.yaml"
+    t.write_text("schema_version: 1\narrivals: {process: trace, file: tr.csv}\n")
+    err = one_line_error(runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1",
+                                             "--traffic", str(t)]))
+    assert "tr.csv: line 3, column arrival_s" in err and "[0, 1e9] seconds" in err

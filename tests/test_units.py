@@ -31,3 +31,13 @@ def test_wrong_dimension_is_rejected(value, dim):
 
 def test_format_si():
     assert format_si(3.35e12, "B/s") == "3.35 TB/s"
+
+
+def test_rates_have_a_floor_and_its_message_says_why():
+    from simulator.units import MIN_RATE_PER_S, UnitError, parse_rate_per_s
+
+    assert parse_rate_per_s(MIN_RATE_PER_S) == MIN_RATE_PER_S
+    assert parse_rate_per_s("0.0036/h") == pytest.approx(1e-6)
+    for bad in (1e-300, 0, -5, "1e-7/s", "0/min"):
+        with pytest.raises(UnitError, match=r"at least 1e-6/s \(one request in 11.6 days"):
+            parse_rate_per_s(bad)
