@@ -735,3 +735,15 @@ def test_a_trace_arrival_past_the_ceiling_is_refused_by_line(tmp_path):
     err = one_line_error(runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1",
                                              "--traffic", str(t)]))
     assert "tr.csv: line 3, column arrival_s" in err and "[0, 1e9] seconds" in err
+
+
+def test_demo_refuses_an_out_folder_holding_other_files(tmp_path):
+    """As simulate, plan and compare do: the demo never writes beside (or over) files it did not write."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "roofline.png").mkdir()  # a folder where the demo writes a file
+    (mine / "notes.txt").write_text("mine")
+    err = one_line_error(runner.invoke(app, ["demo", "--out", str(mine)]))
+    assert err.startswith(f"error: --out {mine}") and "notes.txt" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "roofline.png"]
+    assert (mine / "notes.txt").read_text() == "mine" and not list(tmp_path.glob(".quadrant-*"))
