@@ -747,3 +747,24 @@ def test_demo_refuses_an_out_folder_holding_other_files(tmp_path):
     assert err.startswith(f"error: --out {mine}") and "notes.txt" in err
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "roofline.png"]
     assert (mine / "notes.txt").read_text() == "mine" and not list(tmp_path.glob(".quadrant-*"))
+
+
+@pytest.mark.parametrize("content,words", [
+    ("", "lens.txt: holds no token counts"),  # (numpy's loadtxt printed a UserWarning before the error)
+    ("# lengths\n\n100\nabc\n", "lens.txt, line 4: expected one whole number of tokens >= 1 per line, got 'abc'"),
+    ("100\n1.5\n", "lens.txt, line 2: expected one whole number"),  # as a trace refuses 100.5 tokens
+    ("100\n0\n", "lens.txt, line 2: expected one whole number of tokens >= 1"),
+])
+def test_an_empirical_lengths_file_is_checked_by_its_own_line_numbers(tmp_path, content, words):
+    (tmp_path / "lens.txt").write_text(content)
+    t = tmp_path / "t.yaml"
+    t.write_text("schema_version: 1\narrivals: {process: poisson, rate_per_s: 2}\nrequests: 10\n"
+                 "prompt_tokens: {dist: empirical, file: lens.txt}\noutput_tokens: {dist: fixed, value: 10}\n")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would be printed (with a source line) before the error
+        r = runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1",
+                                "--traffic", str(t)])
+    err = one_line_error(r)
+    assert "prompt_tokens.file: " in err and words in err

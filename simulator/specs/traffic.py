@@ -159,15 +159,36 @@ def _dist(r: Reader) -> LengthDist:
         path = Path(r.str("file"))
         if not path.is_absolute():
             path = Path(r.file).parent / path
-        try:
-            vals = np.loadtxt(path, dtype=float, ndmin=1)
-        except (OSError, ValueError) as exc:
-            raise r.error("file", f"cannot read one number per line from {path}: {exc}") from None
-        if not len(vals) or not np.all(np.isfinite(vals)) or np.any(vals < 1):
-            raise r.error("file", f"{path}: expected at least one finite token count >= 1 per line")
-        d["values"] = tuple(vals.tolist())
+        d["values"] = _lengths_file(r, path)
     r.done()
     return LengthDist(**d)
+
+
+def _lengths_file(r: Reader, path: Path) -> tuple[float, ...]:
+    """An empirical length file: one whole number of tokens >= 1 per line (blank lines and ``#`` comments
+    skipped, as a trace's token counts are whole numbers); a bad entry is named by the file's own line number."""
+    from ._reader import MAX_TABLE_BYTES, read_text_file
+
+    try:
+        text = read_text_file(path, "file of token counts", MAX_TABLE_BYTES)
+    except SpecError as exc:
+        raise r.error("file", f"{path}: {exc.message}") from None
+    want = "one whole number of tokens >= 1 per line"
+    values = []
+    for n, line in enumerate(text.splitlines(), 1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        try:
+            x = float(entry)
+        except ValueError:
+            x = math.nan
+        if not (math.isfinite(x) and x >= 1 and x == int(x)):
+            raise r.error("file", f"{path}, line {n}: expected {want}, got {entry!r}")
+        values.append(x)
+    if not values:
+        raise r.error("file", f"{path}: holds no token counts; expected {want}")
+    return tuple(values)
 
 
 def read_trace(path: Path, file: str, key: str) -> pd.DataFrame:
