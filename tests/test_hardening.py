@@ -768,3 +768,21 @@ def test_an_empirical_lengths_file_is_checked_by_its_own_line_numbers(tmp_path, 
                                 "--traffic", str(t)])
     err = one_line_error(r)
     assert "prompt_tokens.file: " in err and words in err
+
+
+def test_a_rejection_reason_carries_a_real_token_count_not_N():
+    """Reasons are grouped by kind without each request's own count, and the group keeps its largest one."""
+    import pandas as pd
+
+    from simulator.serving.metrics import _reasons_by_kind
+
+    r = runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1", "--requests", "3",
+                            "--rate", "1", "--isl", "200000", "--osl", "10"])
+    assert r.exit_code == 1
+    assert "3 x prompt + output = 200010 tokens exceed the model's context window of 131072" in r.stderr
+    window = "exceed the model's context window of 131072"
+    got = _reasons_by_kind(pd.Series([f"prompt + output = 200010 tokens {window}",
+                                      f"prompt + output = 300000 tokens {window}",
+                                      "needs 5120 KV tokens, replica a holds 4096"]))
+    assert got == {f"prompt + output = up to 300000 tokens {window}": 2,
+                   "needs 5120 KV tokens, replica a holds 4096": 1}
