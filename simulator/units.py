@@ -41,6 +41,19 @@ DIMENSION_WORDS = {"bytes": "size", "bytes_per_s": "bandwidth", "flop_per_s": "c
                    "W": "power", "Hz": "frequency", "usd_per_s": "price per hour", "usd": "amount in USD",
                    "count": "count", "fraction": "fraction"}
 
+# an example of each dimension as a spec file writes it (every one parses: tests/test_units.py)
+DIMENSION_EXAMPLES = {"bytes": "80 GB", "bytes_per_s": "3.35 TB/s", "flop_per_s": "989 TFLOPS", "s": "50 ms",
+                      "W": "700 W", "Hz": "1.98 GHz", "usd_per_s": "2.5 USD/h", "usd": "25000 USD"}
+
+
+def described(dimension: str, accepted: str = "") -> str:
+    """A dimension in words, with its accepted range when given and an example: ``a bandwidth > 0 such as
+    '3.35 TB/s'``."""
+    word = DIMENSION_WORDS.get(dimension, dimension) + (f" {accepted}" if accepted else "")
+    example = DIMENSION_EXAMPLES.get(dimension)
+    return f"a {word} such as {example!r}" if example else f"a {word}"
+
+
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
 
 
@@ -56,14 +69,14 @@ def parse_quantity(value: object, dimension: str) -> float:
     units = _UNITS[dimension]
     word = DIMENSION_WORDS.get(dimension, dimension)
     if isinstance(value, bool):
-        raise UnitError(f"expected a {word}, got {value!r}")
+        raise UnitError(f"expected {described(dimension)}, got {value!r}")
     if isinstance(value, (int, float)):
         if "" in units:
             return float(value) * units[""]
-        raise UnitError(f"expected a {word} with a unit ({', '.join(sorted(units))}), "
+        raise UnitError(f"expected {described(dimension)} (a number with a unit: {', '.join(sorted(units))}), "
                         f"got the bare number {value!r}")
     if not isinstance(value, str):
-        raise UnitError(f"expected a {word}, got {type(value).__name__}")
+        raise UnitError(f"expected {described(dimension)}, got {type(value).__name__}")
     m = _QUANTITY.match(value)
     if not m:
         raise UnitError(f"cannot read {value!r} as a number with a unit")

@@ -605,11 +605,12 @@ def test_a_trace_replays_at_most_its_rows():
 @pytest.mark.parametrize("key,value,words", [
     # the sustained clock is a fraction of the datasheet's in (0, 1]: above 1 would compute faster than the peak,
     # 0 never finishes
-    ("sustained_clock_fraction", 1.5, "efficiency.sustained_clock_fraction: expected a fraction in (0, 1]"),
-    ("sustained_clock_fraction", 0, "efficiency.sustained_clock_fraction: expected a fraction in (0, 1]"),
+    ("sustained_clock_fraction", 1.5, "efficiency.sustained_clock_fraction.value: expected a fraction in (0, 1]"),
+    ("sustained_clock_fraction", 0, "efficiency.sustained_clock_fraction.value: expected a fraction in (0, 1]"),
     # load can only slow a kernel from its benchmarked speed, and 0 never finishes
-    ("served_compute_fraction", 1.2, "efficiency.served_compute_fraction: expected a fraction in (0, 1]"),
-    ("served_compute_fraction", 0, "efficiency.served_compute_fraction: expected a fraction in (0, 1]"),
+    ("served_compute_fraction", 1.2, "efficiency.served_compute_fraction.value: expected a fraction in (0, 1]"),
+    ("served_compute_fraction", 0, "efficiency.served_compute_fraction.value: expected a fraction in (0, 1]"),
+    ("served_compute_fraction", -0.2, "efficiency.served_compute_fraction.value: expected a fraction in (0, 1]"),
     # a reserve the size of the device leaves nothing to run in
     ("memory_reserve", "200 GiB", "efficiency.memory_reserve: expected less than the memory capacity"),
 ])
@@ -786,3 +787,21 @@ def test_a_rejection_reason_carries_a_real_token_count_not_N():
                                       "needs 5120 KV tokens, replica a holds 4096"]))
     assert got == {f"prompt + output = up to 300000 tokens {window}": 2,
                    "needs 5120 KV tokens, replica a holds 4096": 1}
+
+
+@pytest.mark.parametrize("bandwidth", ["-1 GB/s", "0 GB/s"])
+def test_a_kv_transfer_bandwidth_states_its_one_range(tmp_path, bandwidth):
+    doc = yaml.safe_load((DATA.parents[1] / "workloads" / "deployments" / "dbrx-h100-prefill-h20-decode.yaml")
+                         .read_text())
+    doc["kv_transfer"]["bandwidth"] = bandwidth
+    p = tmp_path / "d.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    err = one_line_error(runner.invoke(app, ["simulate", str(p), "--traffic", "chat", "--requests", "5"]))
+    assert f"kv_transfer.bandwidth: expected a bandwidth > 0 such as '3.35 TB/s', got '{bandwidth}'" in err
+
+
+@pytest.mark.parametrize("value", ["-1s", "0"])
+def test_plan_slo_flags_state_their_one_range(tmp_path, value):
+    err = one_line_error(runner.invoke(app, ["plan", "--model", "llama-3.1-8b", "--traffic", "chat", "--hardware",
+                                             "h100-sxm", "--out", str(tmp_path / "p"), "--ttft-slo", value]))
+    assert f"--ttft-slo: expected a duration > 0, got '{value}'" in err and "non-negative" not in err

@@ -41,3 +41,11 @@ def test_rates_have_a_floor_and_its_message_says_why():
     for bad in (1e-300, 0, -5, "1e-7/s", "0/min"):
         with pytest.raises(UnitError, match=r"at least 1e-6/s \(one request in 11.6 days"):
             parse_rate_per_s(bad)
+
+
+def test_every_example_in_an_error_message_parses():
+    from simulator.units import DIMENSION_EXAMPLES, described
+
+    for dim, example in DIMENSION_EXAMPLES.items():
+        assert parse_quantity(example, dim) > 0
+        assert example in described(dim) and "_per_s" not in described(dim)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -16,17 +15,15 @@ from ._params import count, out_dir, real, timing_option
 
 
 def _duration(flag: str, text: str | None, positive: bool = True) -> float | None:
+    """A duration flag, read by the one duration parser of the CLI (``_params.duration``)."""
     if text is None:
         return None
-    from ..units import UnitError, parse_duration_s
+    from ._params import duration
 
     try:
-        v = parse_duration_s(text)
-    except UnitError as exc:
-        raise SimulatorError(f"{flag}: {exc}") from None
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise SimulatorError(f"{flag}: expected a finite duration {'> 0' if positive else '>= 0'}, got {text!r}")
-    return v
+        return duration(positive)(text)
+    except typer.BadParameter as exc:
+        raise SimulatorError(f"{flag}: {exc.message}") from None
 
 
 def _rate(text: str | None) -> float | None:
