@@ -98,6 +98,13 @@ def format_si(value: float, unit: str, digits: int = 3) -> str:
     return f"{value:.{digits}g} {unit}"
 
 
+def format_ms(seconds: float) -> str:
+    """A latency or latency target in milliseconds for messages: one decimal from 1 ms up ("48.7 ms"), three
+    significant digits below ("0.25 ms", "0.001 ms"), so a small target never reads "0.0 ms"."""
+    ms = seconds * 1e3
+    return f"{ms:.1f} ms" if abs(ms) >= 1 else f"{ms:.3g} ms"
+
+
 _RATE_UNITS = {"/s": 1.0, "/min": 1 / 60.0, "/h": 1 / 3600.0, "rps": 1.0, "qps": 1.0}
 
 # The simulator keeps time in float64 seconds, whose resolution at time t is about t x 2.2e-16: 0.2 us at 1e9 s

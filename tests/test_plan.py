@@ -147,6 +147,8 @@ def _err(r):
     (["--hardware", "h20", "--rate", "-3"], 2, ["--rate"]),
     (["--hardware", "h100-sxm,h20"], 2, ["h20", "--price"]),
     (["--hardware", "h20", "--price", "h20=0.5", "--tpot-slo", "0.1ms"], 1, ["closest", "TPOT"]),
+    # a sub-millisecond target is echoed as it was asked, not as "0.0 ms"
+    (["--hardware", "h20", "--price", "h20=0.5", "--tpot-slo", "1us"], 1, ["closest", "vs 0.001 ms"]),
     (["--hardware", "h20", "--price", "h20=0.5", "--engine", "tgi"], 2, ["--engine", "tgi", "vllm"]),
     # a free device would make the largest fleet the "cheapest" (all tie at $0)
     (["--hardware", "h20", "--price", "h20=0"], 2, ["--price", "> 0"]),

@@ -49,3 +49,10 @@ def test_every_example_in_an_error_message_parses():
     for dim, example in DIMENSION_EXAMPLES.items():
         assert parse_quantity(example, dim) > 0
         assert example in described(dim) and "_per_s" not in described(dim)
+
+
+def test_format_ms_keeps_small_latencies_readable():
+    from simulator.units import format_ms
+
+    assert format_ms(0.0487) == "48.7 ms" and format_ms(0.04) == "40.0 ms"  # (as before from 1 ms up)
+    assert format_ms(1e-6) == "0.001 ms" and format_ms(2.5e-4) == "0.25 ms" and format_ms(0) == "0 ms"
