@@ -805,3 +805,28 @@ def test_plan_slo_flags_state_their_one_range(tmp_path, value):
     err = one_line_error(runner.invoke(app, ["plan", "--model", "llama-3.1-8b", "--traffic", "chat", "--hardware",
                                              "h100-sxm", "--out", str(tmp_path / "p"), "--ttft-slo", value]))
     assert f"--ttft-slo: expected a duration > 0, got '{value}'" in err and "non-negative" not in err
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["sweep", "--model", "llama-3.1-8b", "--batches", "1,,2"], "--batches"),
+    (["sweep", "--model", "llama-3.1-8b", "--batches", "1,2,"], "--batches"),
+    (["plan", "--model", "llama-3.1-8b", "--traffic", "chat", "--hardware", "h100-sxm", "--precisions",
+      "bf16/bf16,,fp8/fp8"], "--precisions"),
+    (["plan", "--model", "llama-3.1-8b", "--traffic", "chat", "--hardware", "h100-sxm", "--precisions", "fp8/"],
+     "--precisions"),
+    (["sweep", "--model", "llama-3.1-8b", "--precision", "bf16,,fp8"], "--precision"),
+])
+def test_every_comma_list_flag_refuses_an_empty_entry(tmp_path, args, flag):
+    if args[0] == "plan":
+        args = [*args, "--out", str(tmp_path / "p")]
+    err = one_line_error(runner.invoke(app, args))
+    assert flag in err and "an empty entry" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_timing_spec_refuses_an_empty_file_entry(tmp_path):
+    from simulator.errors import SimulatorError
+    from simulator.timing.calibrated import parse_timing_spec
+
+    with pytest.raises(SimulatorError, match="--timing"):
+        parse_timing_spec("calibrated:a.yaml,,b.yaml")
