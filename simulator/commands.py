@@ -411,6 +411,9 @@ def _simulate_overrides(traffic, opts: dict):
         raise SimulatorError(f"--slo-percentile: expected a percentile in (0, 100], got {pct}")
     slo = dc_replace(slo, ttft_s=slo.ttft_s if ttft is None else ttft, tpot_s=slo.tpot_s if tpot is None else tpot,
                      percentile=slo.percentile if pct is None else pct)
+    if pct is not None and math.isinf(slo.ttft_s) and math.isinf(slo.tpot_s):  # (it qualifies a target: unused)
+        raise SimulatorError("--slo-percentile: qualifies an SLO, and none is set: give --ttft-slo and/or "
+                             "--tpot-slo too, or a traffic file with slo:")
     ramp = dur("--ramp-up", "ramp_up")
     if ramp is not None and traffic.arrival != "closed":
         raise SimulatorError(f"--ramp-up applies to a closed loop (--concurrency, or process: closed); {traffic.id} "

@@ -830,3 +830,13 @@ def test_a_timing_spec_refuses_an_empty_file_entry(tmp_path):
 
     with pytest.raises(SimulatorError, match="--timing"):
         parse_timing_spec("calibrated:a.yaml,,b.yaml")
+
+
+def test_an_slo_percentile_without_an_slo_is_refused_not_ignored():
+    quick = ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1", "--requests", "20", "--rate", "2"]
+    err = one_line_error(runner.invoke(app, [*quick, "--slo-percentile", "95"]))
+    assert err.startswith("error: --slo-percentile: qualifies an SLO") and "--ttft-slo" in err
+    for extra in (["--tpot-slo", "50ms"], ["--traffic", "chat"]):  # an SLO by flag, or the traffic file's
+        r = runner.invoke(app, [*quick, "--slo-percentile", "95", *extra, "--json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["goodput"]["slo"]["percentile"] == 95
