@@ -270,40 +270,50 @@ def run_whatif(opts: dict) -> WhatIfResult:
     return res
 
 
+def demo_files() -> tuple[str, ...]:
+    """The files ``quadrant demo --out DIR`` writes (paths inside DIR)."""
+    return ("roofline.png", "quadrants.png", *(f"simulation/{f}" for f in SIMULATION_FILES))
+
+
 def run_demo(out: Path):
-    """The built-in example; yields lines to print."""
+    """The built-in example; yields lines to print. ``out`` is checked before any work (a folder holding other
+    files is refused, as simulate, plan and compare refuse one) and written whole at the end."""
+    from .io import atomic_dir, check_out_dir
     from .report.plots import quadrant_breakdown, roofline
-    from .report.render import whatif_text
+    from .report.render import simulation_text, whatif_text
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SimulatorError(f"--out {out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        check_out_dir(out, demo_files())
+    except SimulatorError as exc:
+        raise SimulatorError(f"--out {exc}") from None
     base = dict(model="dbrx", hardware="h100-sxm", devices=8, batch=64, isl=2048, osl=512, prefill_batch=1)
-    res = run_whatif(base)
-    yield "== quadrant demo: DBRX (132B MoE, 16 experts top-4) on 8 x H100 SXM, bf16 =="
-    yield whatif_text(res)
-    roofline(res, out / "roofline.png")
-    quadrant_breakdown(res.quadrants, out / "quadrants.png", "DBRX on 8 x H100: time per quadrant")
+    with atomic_dir(out, demo_files()) as tmp:
+        res = run_whatif(base)
+        yield "== quadrant demo: DBRX (132B MoE, 16 experts top-4) on 8 x H100 SXM, bf16 =="
+        yield whatif_text(res)
+        roofline(res, tmp / "roofline.png")
+        quadrant_breakdown(res.quadrants, tmp / "quadrants.png", "DBRX on 8 x H100: time per quadrant")
+        yield ""
+        h20 = run_whatif(dict(base, hardware="h20"))
+        yield "== the same plan on 8 x H20 (148 dense BF16 TFLOP/s, 4.0 TB/s): decode is bandwidth-bound, " \
+              "prefill compute-bound =="
+        for q in ("prefill_ffn", "decode_attention", "decode_ffn"):
+            a, b = res.quadrant(q), h20.quadrant(q)
+            yield (f"  {q:17s} H100 {a['time_s'] * 1e3:8.2f} ms ({a['bound']})   "
+                   f"H20 {b['time_s'] * 1e3:8.2f} ms ({b['bound']})")
+        yield f"  TTFT H100 {res.ttft_s * 1e3:.1f} ms vs H20 {h20.ttft_s * 1e3:.1f} ms; " \
+              f"TPOT H100 {res.tpot_s * 1e3:.2f} ms vs H20 {h20.tpot_s * 1e3:.2f} ms"
+        yield ""
+        sim = run_simulate({"deployment": "dbrx-8xh100", "traffic": "chat", "requests": 300})
+        yield "== 300 chat requests (Poisson 6/s, lognormal lengths) through workloads/deployments/dbrx-8xh100.yaml =="
+        yield simulation_text(sim.summary)
+        written = [p.relative_to(tmp) for p in write_simulation(sim, tmp / "simulation", plots=True, parquet=False,
+                                                                 slo=None)]
+    yield ""
     yield f"wrote {out / 'roofline.png'} and {out / 'quadrants.png'}"
-    yield ""
-    h20 = run_whatif(dict(base, hardware="h20"))
-    yield "== the same plan on 8 x H20 (148 dense BF16 TFLOP/s, 4.0 TB/s): decode is bandwidth-bound, " \
-          "prefill compute-bound =="
-    for q in ("prefill_ffn", "decode_attention", "decode_ffn"):
-        a, b = res.quadrant(q), h20.quadrant(q)
-        yield (f"  {q:17s} H100 {a['time_s'] * 1e3:8.2f} ms ({a['bound']})   "
-               f"H20 {b['time_s'] * 1e3:8.2f} ms ({b['bound']})")
-    yield f"  TTFT H100 {res.ttft_s * 1e3:.1f} ms vs H20 {h20.ttft_s * 1e3:.1f} ms; " \
-          f"TPOT H100 {res.tpot_s * 1e3:.2f} ms vs H20 {h20.tpot_s * 1e3:.2f} ms"
-    yield ""
-    from .report.render import simulation_text
-
-    sim = run_simulate({"deployment": "dbrx-8xh100", "traffic": "chat", "requests": 300})
-    yield "== 300 chat requests (Poisson 6/s, lognormal lengths) through workloads/deployments/dbrx-8xh100.yaml =="
-    yield simulation_text(sim.summary)
-    for path in write_simulation(sim, out / "simulation", plots=True, parquet=False, slo=None):
-        yield f"wrote {path}"
+    for rel in written:
+        yield f"wrote {out / rel}"
     yield ""
     yield "next: quadrant whatif --help | quadrant simulate --help | quadrant bench run --help"
 
@@ -407,6 +417,9 @@ def _simulate_overrides(traffic, opts: dict):
         raise SimulatorError(f"--slo-percentile: expected a percentile in (0, 100], got {pct}")
     slo = dc_replace(slo, ttft_s=slo.ttft_s if ttft is None else ttft, tpot_s=slo.tpot_s if tpot is None else tpot,
                      percentile=slo.percentile if pct is None else pct)
+    if pct is not None and math.isinf(slo.ttft_s) and math.isinf(slo.tpot_s):  # (it qualifies a target: unused)
+        raise SimulatorError("--slo-percentile: qualifies an SLO, and none is set: give --ttft-slo and/or "
+                             "--tpot-slo too, or a traffic file with slo:")
     ramp = dur("--ramp-up", "ramp_up")
     if ramp is not None and traffic.arrival != "closed":
         raise SimulatorError(f"--ramp-up applies to a closed loop (--concurrency, or process: closed); {traffic.id} "

@@ -41,6 +41,19 @@ DIMENSION_WORDS = {"bytes": "size", "bytes_per_s": "bandwidth", "flop_per_s": "c
                    "W": "power", "Hz": "frequency", "usd_per_s": "price per hour", "usd": "amount in USD",
                    "count": "count", "fraction": "fraction"}
 
+# an example of each dimension as a spec file writes it (every one parses: tests/test_units.py)
+DIMENSION_EXAMPLES = {"bytes": "80 GB", "bytes_per_s": "3.35 TB/s", "flop_per_s": "989 TFLOPS", "s": "50 ms",
+                      "W": "700 W", "Hz": "1.98 GHz", "usd_per_s": "2.5 USD/h", "usd": "25000 USD"}
+
+
+def described(dimension: str, accepted: str = "") -> str:
+    """A dimension in words, with its accepted range when given and an example: ``a bandwidth > 0 such as
+    '3.35 TB/s'``."""
+    word = DIMENSION_WORDS.get(dimension, dimension) + (f" {accepted}" if accepted else "")
+    example = DIMENSION_EXAMPLES.get(dimension)
+    return f"a {word} such as {example!r}" if example else f"a {word}"
+
+
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
 
 
@@ -56,14 +69,14 @@ def parse_quantity(value: object, dimension: str) -> float:
     units = _UNITS[dimension]
     word = DIMENSION_WORDS.get(dimension, dimension)
     if isinstance(value, bool):
-        raise UnitError(f"expected a {word}, got {value!r}")
+        raise UnitError(f"expected {described(dimension)}, got {value!r}")
     if isinstance(value, (int, float)):
         if "" in units:
             return float(value) * units[""]
-        raise UnitError(f"expected a {word} with a unit ({', '.join(sorted(units))}), "
+        raise UnitError(f"expected {described(dimension)} (a number with a unit: {', '.join(sorted(units))}), "
                         f"got the bare number {value!r}")
     if not isinstance(value, str):
-        raise UnitError(f"expected a {word}, got {type(value).__name__}")
+        raise UnitError(f"expected {described(dimension)}, got {type(value).__name__}")
     m = _QUANTITY.match(value)
     if not m:
         raise UnitError(f"cannot read {value!r} as a number with a unit")
@@ -85,7 +98,23 @@ def format_si(value: float, unit: str, digits: int = 3) -> str:
     return f"{value:.{digits}g} {unit}"
 
 
+def format_ms(seconds: float) -> str:
+    """A latency or latency target in milliseconds for messages: one decimal from 1 ms up ("48.7 ms"), three
+    significant digits below ("0.25 ms", "0.001 ms"), so a small target never reads "0.0 ms"."""
+    ms = seconds * 1e3
+    return f"{ms:.1f} ms" if abs(ms) >= 1 else f"{ms:.3g} ms"
+
+
 _RATE_UNITS = {"/s": 1.0, "/min": 1 / 60.0, "/h": 1 / 3600.0, "rps": 1.0, "qps": 1.0}
+
+# The simulator keeps time in float64 seconds, whose resolution at time t is about t x 2.2e-16: 0.2 us at 1e9 s
+# (31.7 years), still fine for the microsecond step times; at 1e300 s it is 1e284 s and every latency reads 0.
+# So arrival times are refused above MAX_ARRIVAL_S, and arrival rates below MIN_RATE_PER_S (one request in about
+# 11.6 days), at which a run of a thousand requests already spans 1e9 s. No real workload comes near either.
+MIN_RATE_PER_S = 1e-6
+MAX_ARRIVAL_S = 1e9  # (messages spell both out, as 1e-6/s and 1e9 s: keep them in step)
+RATE_RANGE = ("a rate of at least 1e-6/s (one request in 11.6 days; slower arrivals would need "
+              "times beyond the simulator's float resolution)")
 
 
 def parse_duration_s(text: str | float) -> float:
@@ -111,7 +140,8 @@ def parse_duration_s(text: str | float) -> float:
 def parse_rate_per_s(text: str | float) -> float:
     """A rate flag or field: ``"5/s"``, ``"300/min"``, ``"5 rps"``; a bare number means per second.
 
-    Refuses NaN, infinities, zero and negative values."""
+    Refuses NaN, infinities and rates below ``MIN_RATE_PER_S`` (zero and negative ones among them): the one
+    check of every arrival rate a user gives (flags, traffic files)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
     else:
@@ -123,6 +153,8 @@ def parse_rate_per_s(text: str | float) -> float:
         if unit and unit not in _RATE_UNITS:
             raise UnitError(f"unit {unit!r} in {text!r} is not a rate unit (use {', '.join(_RATE_UNITS)})")
         value = float(m.group(1)) * (_RATE_UNITS[unit] if unit else 1.0)
-    if not (value == value and value != float("inf")) or value <= 0:
-        raise UnitError(f"expected a finite rate > 0, got {text!r}")
+    if not (value == value and value != float("inf")):
+        raise UnitError(f"expected a finite rate, got {text!r}")
+    if value < MIN_RATE_PER_S:
+        raise UnitError(f"expected {RATE_RANGE}, got {text!r}")
     return value

@@ -99,6 +99,14 @@ def test_debug_shows_traceback():
     assert r.exit_code == 2 and "Traceback" in r.stderr
 
 
+@pytest.mark.parametrize("args", [["whatif", "--model", "nosuch", "--debug"], ["hw", "show", "nosuch", "--debug"]])
+def test_debug_is_taken_after_the_command_too(args):
+    """`quadrant whatif ... --debug` read "No such option: --debug" (the flag is the root command's)."""
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "Traceback" in r.stderr and "No such option" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
 def test_simulate_quick_json_contract():
     r = runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "1",
                             "--tp", "1", "--precision", "bf16", "--kv-precision", "fp8", "--rate", "4", "--isl", "512",

@@ -412,6 +412,8 @@ def test_plan_and_compare_refuse_an_out_folder_holding_other_files(tmp_path):
         assert (tmp_path / "a-file").read_text() == "x"
         assert "does not exist" in one_line_error(runner.invoke(app, [*cmd, "--out", str(tmp_path / "no" / "x")]))
     assert "--bisect-steps" in one_line_error(runner.invoke(app, [*compare, "--bisect-steps", "-1"]))
+    assert "--bisect-steps" in one_line_error(runner.invoke(app, [*compare, "--bisect-steps", "21"]))
+    assert "--workers" in one_line_error(runner.invoke(app, [*compare, "--workers", "100000"]))
     out = tmp_path / "plan"
     assert runner.invoke(app, [*plan, "--out", str(out)]).exit_code == 0
     assert runner.invoke(app, [*plan, "--out", str(out)]).exit_code == 0  # an earlier plan is replaced
@@ -612,11 +614,12 @@ def test_a_trace_replays_at_most_its_rows():
 @pytest.mark.parametrize("key,value,words", [
     # the sustained clock is a fraction of the datasheet's in (0, 1]: above 1 would compute faster than the peak,
     # 0 never finishes
-    ("sustained_clock_fraction", 1.5, "efficiency.sustained_clock_fraction: expected a fraction in (0, 1]"),
-    ("sustained_clock_fraction", 0, "efficiency.sustained_clock_fraction: expected a fraction in (0, 1]"),
+    ("sustained_clock_fraction", 1.5, "efficiency.sustained_clock_fraction.value: expected a fraction in (0, 1]"),
+    ("sustained_clock_fraction", 0, "efficiency.sustained_clock_fraction.value: expected a fraction in (0, 1]"),
     # load can only slow a kernel from its benchmarked speed, and 0 never finishes
-    ("served_compute_fraction", 1.2, "efficiency.served_compute_fraction: expected a fraction in (0, 1]"),
-    ("served_compute_fraction", 0, "efficiency.served_compute_fraction: expected a fraction in (0, 1]"),
+    ("served_compute_fraction", 1.2, "efficiency.served_compute_fraction.value: expected a fraction in (0, 1]"),
+    ("served_compute_fraction", 0, "efficiency.served_compute_fraction.value: expected a fraction in (0, 1]"),
+    ("served_compute_fraction", -0.2, "efficiency.served_compute_fraction.value: expected a fraction in (0, 1]"),
     # a reserve the size of the device leaves nothing to run in
     ("memory_reserve", "200 GiB", "efficiency.memory_reserve: expected less than the memory capacity"),
 ])
@@ -708,3 +711,141 @@ def test_a_profile_given_as_a_file_is_that_file_in_sweep_validate_and_calibrate(
     r = runner.invoke(app, ["calibrate", "--measurements", str(rows), "--hardware", str(h200), "--out",
                             str(tmp_path / "cal.yaml")])
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("cmd", [
+    ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1", "--requests", "50"],
+    ["plan", "--model", "llama-3.1-8b", "--traffic", "chat", "--hardware", "h100-sxm"],
+    ["compare", "dbrx-8xh100", "--traffic", "chat"],
+])
+def test_a_rate_below_the_floor_is_refused_not_computed(cmd, tmp_path):
+    """--rate 1e-300 spaced arrivals 1e300 s apart, past float seconds' resolution (every latency read 0)."""
+    if cmd[0] == "plan":
+        cmd = [*cmd, "--out", str(tmp_path / "p")]
+    err = one_line_error(runner.invoke(app, [*cmd, "--rate", "1e-300"]))
+    assert "--rate" in err and "at least 1e-6/s" in err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("rate", ["1e-300", "0", "-1", "'1e-7/s'"])
+def test_a_traffic_file_rate_below_the_floor_is_refused_at_its_key(tmp_path, rate):
+    t = tmp_path / "t.yaml"
+    t.write_text(f"schema_version: 1\narrivals: {{process: poisson, rate_per_s: {rate}}}\nrequests: 10\n"
+                 "prompt_tokens: {dist: fixed, value: 10}\noutput_tokens: {dist: fixed, value: 10}\n")
+    err = one_line_error(runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1",
+                                             "--traffic", str(t)]))
+    # one range, stated once (no ">= 0" for a negative rate when 0 is refused too)
+    assert "arrivals.rate_per_s: expected a rate of at least 1e-6/s" in err and ">= 0" not in err
+
+
+def test_a_trace_arrival_past_the_ceiling_is_refused_by_line(tmp_path):
+    (tmp_path / "tr.csv").write_text("arrival_s,prompt_tokens,output_tokens\n0,100,10\n1e300,100,10\n")
+    t = tmp_path / "t.yaml"
+    t.write_text("schema_version: 1\narrivals: {process: trace, file: tr.csv}\n")
+    err = one_line_error(runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1",
+                                             "--traffic", str(t)]))
+    assert "tr.csv: line 3, column arrival_s" in err and "[0, 1e9] seconds" in err
+
+
+def test_demo_refuses_an_out_folder_holding_other_files(tmp_path):
+    """As simulate, plan and compare do: the demo never writes beside (or over) files it did not write."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "roofline.png").mkdir()  # a folder where the demo writes a file
+    (mine / "notes.txt").write_text("mine")
+    err = one_line_error(runner.invoke(app, ["demo", "--out", str(mine)]))
+    assert err.startswith(f"error: --out {mine}") and "notes.txt" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "roofline.png"]
+    assert (mine / "notes.txt").read_text() == "mine" and not list(tmp_path.glob(".quadrant-*"))
+
+
+@pytest.mark.parametrize("content,words", [
+    ("", "lens.txt: holds no token counts"),  # (numpy's loadtxt printed a UserWarning before the error)
+    ("# lengths\n\n100\nabc\n", "lens.txt, line 4: expected one whole number of tokens >= 1 per line, got 'abc'"),
+    ("100\n1.5\n", "lens.txt, line 2: expected one whole number"),  # as a trace refuses 100.5 tokens
+    ("100\n0\n", "lens.txt, line 2: expected one whole number of tokens >= 1"),
+])
+def test_an_empirical_lengths_file_is_checked_by_its_own_line_numbers(tmp_path, content, words):
+    (tmp_path / "lens.txt").write_text(content)
+    t = tmp_path / "t.yaml"
+    t.write_text("schema_version: 1\narrivals: {process: poisson, rate_per_s: 2}\nrequests: 10\n"
+                 "prompt_tokens: {dist: empirical, file: lens.txt}\noutput_tokens: {dist: fixed, value: 10}\n")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would be printed (with a source line) before the error
+        r = runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1",
+                                "--traffic", str(t)])
+    err = one_line_error(r)
+    assert "prompt_tokens.file: " in err and words in err
+
+
+def test_a_rejection_reason_carries_a_real_token_count_not_N():
+    """Reasons are grouped by kind without each request's own count, and the group keeps its largest one."""
+    import pandas as pd
+
+    from simulator.serving.metrics import _reasons_by_kind
+
+    r = runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1", "--requests", "3",
+                            "--rate", "1", "--isl", "200000", "--osl", "10"])
+    assert r.exit_code == 1
+    assert "3 x prompt + output = 200010 tokens exceed the model's context window of 131072" in r.stderr
+    window = "exceed the model's context window of 131072"
+    got = _reasons_by_kind(pd.Series([f"prompt + output = 200010 tokens {window}",
+                                      f"prompt + output = 300000 tokens {window}",
+                                      "needs 5120 KV tokens, replica a holds 4096"]))
+    assert got == {f"prompt + output = up to 300000 tokens {window}": 2,
+                   "needs 5120 KV tokens, replica a holds 4096": 1}
+
+
+@pytest.mark.parametrize("bandwidth", ["-1 GB/s", "0 GB/s"])
+def test_a_kv_transfer_bandwidth_states_its_one_range(tmp_path, bandwidth):
+    doc = yaml.safe_load((DATA.parents[1] / "workloads" / "deployments" / "dbrx-h100-prefill-h20-decode.yaml")
+                         .read_text())
+    doc["kv_transfer"]["bandwidth"] = bandwidth
+    p = tmp_path / "d.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    err = one_line_error(runner.invoke(app, ["simulate", str(p), "--traffic", "chat", "--requests", "5"]))
+    assert f"kv_transfer.bandwidth: expected a bandwidth > 0 such as '3.35 TB/s', got '{bandwidth}'" in err
+
+
+@pytest.mark.parametrize("value", ["-1s", "0"])
+def test_plan_slo_flags_state_their_one_range(tmp_path, value):
+    err = one_line_error(runner.invoke(app, ["plan", "--model", "llama-3.1-8b", "--traffic", "chat", "--hardware",
+                                             "h100-sxm", "--out", str(tmp_path / "p"), "--ttft-slo", value]))
+    assert f"--ttft-slo: expected a duration > 0, got '{value}'" in err and "non-negative" not in err
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["sweep", "--model", "llama-3.1-8b", "--batches", "1,,2"], "--batches"),
+    (["sweep", "--model", "llama-3.1-8b", "--batches", "1,2,"], "--batches"),
+    (["plan", "--model", "llama-3.1-8b", "--traffic", "chat", "--hardware", "h100-sxm", "--precisions",
+      "bf16/bf16,,fp8/fp8"], "--precisions"),
+    (["plan", "--model", "llama-3.1-8b", "--traffic", "chat", "--hardware", "h100-sxm", "--precisions", "fp8/"],
+     "--precisions"),
+    (["sweep", "--model", "llama-3.1-8b", "--precision", "bf16,,fp8"], "--precision"),
+])
+def test_every_comma_list_flag_refuses_an_empty_entry(tmp_path, args, flag):
+    if args[0] == "plan":
+        args = [*args, "--out", str(tmp_path / "p")]
+    err = one_line_error(runner.invoke(app, args))
+    assert flag in err and "an empty entry" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_timing_spec_refuses_an_empty_file_entry(tmp_path):
+    from simulator.errors import SimulatorError
+    from simulator.timing.calibrated import parse_timing_spec
+
+    with pytest.raises(SimulatorError, match="--timing"):
+        parse_timing_spec("calibrated:a.yaml,,b.yaml")
+
+
+def test_an_slo_percentile_without_an_slo_is_refused_not_ignored():
+    quick = ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1", "--requests", "20", "--rate", "2"]
+    err = one_line_error(runner.invoke(app, [*quick, "--slo-percentile", "95"]))
+    assert err.startswith("error: --slo-percentile: qualifies an SLO") and "--ttft-slo" in err
+    for extra in (["--tpot-slo", "50ms"], ["--traffic", "chat"]):  # an SLO by flag, or the traffic file's
+        r = runner.invoke(app, [*quick, "--slo-percentile", "95", *extra, "--json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["goodput"]["slo"]["percentile"] == 95

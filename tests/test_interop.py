@@ -471,3 +471,40 @@ def test_layout_flags_with_a_deployment_are_refused(tmp_path):
     csv.write_text("isl,osl,concurrency,requests,ttft_ms,tpot_ms\n256,32,4,8,40,8\n")
     r = runner.invoke(app, ["validate", "--serving", str(csv), "--deployment", "dbrx-8xh100", "--tp", "4"])
     assert r.exit_code == 2 and "--tp" in r.stderr and "--deployment" in r.stderr and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("column,value,words", [
+    ("requests", "0", "line 2, column requests: expected a whole number >= 1, got '0'"),
+    ("num_prompts", "0", "line 2, column num_prompts: expected a whole number >= 1, got '0'"),
+    ("num_prompts", "2.5", "line 2, column num_prompts: expected a whole number >= 1"),
+])
+def test_a_serving_csv_prompt_count_of_zero_is_refused_by_line_and_column(tmp_path, column, value, words):
+    """vLLM's name for the prompt count (num_prompts) is read as `requests`, not ignored as an extra column."""
+    from .conftest import one_line_error
+
+    csv = tmp_path / "runs.csv"
+    csv.write_text(f"model,hardware,tp,isl,osl,concurrency,{column},ttft_ms,tpot_ms\n"
+                   f"llama-3.1-8b,h100-sxm,1,512,64,8,{value},40,8\n")
+    err = one_line_error(runner.invoke(app, ["validate", "--serving", str(csv)]))
+    assert f"{csv}: {words}" in err
+
+
+def test_a_serving_csv_prompt_count_by_vllms_name_is_used_and_one_name_only(tmp_path):
+    (row,) = _validate_rows(tmp_path, "model,hardware,tp,isl,osl,concurrency,num_prompts,ttft_ms,tpot_ms\n"
+                                      "llama-3.1-8b,h100-sxm,1,256,32,4,8,40,8\n")
+    assert row["requests_simulated"] == 8
+    csv = tmp_path / "both.csv"
+    csv.write_text("model,hardware,tp,isl,osl,concurrency,num_prompts,requests,ttft_ms,tpot_ms\n"
+                   "llama-3.1-8b,h100-sxm,1,256,32,4,8,8,40,8\n")
+    r = runner.invoke(app, ["validate", "--serving", str(csv)])
+    assert r.exit_code == 2 and "give one of requests and num_prompts" in r.stderr
+
+
+def test_a_vllm_result_with_zero_prompts_is_refused(tmp_path):
+    r = runner.invoke(app, [*QUICK, "--json", "--format", "vllm"])
+    doc = json.loads(r.stdout)
+    doc["num_prompts"] = 0
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SpecError, match="num_prompts"):
+        read_serving_results(path)

@@ -147,10 +147,16 @@ def _err(r):
     (["--hardware", "h20", "--rate", "-3"], 2, ["--rate"]),
     (["--hardware", "h100-sxm,h20"], 2, ["h20", "--price"]),
     (["--hardware", "h20", "--price", "h20=0.5", "--tpot-slo", "0.1ms"], 1, ["closest", "TPOT"]),
+    # a sub-millisecond target is echoed as it was asked, not as "0.0 ms"
+    (["--hardware", "h20", "--price", "h20=0.5", "--tpot-slo", "1us"], 1, ["closest", "vs 0.001 ms"]),
     (["--hardware", "h20", "--price", "h20=0.5", "--engine", "tgi"], 2, ["--engine", "tgi", "vllm"]),
     # a free device would make the largest fleet the "cheapest" (all tie at $0)
     (["--hardware", "h20", "--price", "h20=0"], 2, ["--price", "> 0"]),
     (["--hardware", "h20", "--price", "h20=0.5", "--workers", "0"], 2, ["--workers", ">= 1"]),
+    # a typo must not fork a process storm, a huge fleet bound hold the screen for minutes, a huge bisection run on
+    (["--hardware", "h20", "--price", "h20=0.5", "--workers", "100000"], 2, ["--workers", "<= 256"]),
+    (["--hardware", "h20", "--price", "h20=0.5", "--max-devices", "100000"], 2, ["--max-devices", "<= 4096"]),
+    (["--hardware", "h20", "--price", "h20=0.5", "--bisect-steps", "1000"], 2, ["--bisect-steps", "<= 20"]),
     # a price key may be any name the profile goes by (here with a bad TPOT so the run stops early), not another
     (["--hardware", "h20", "--price", "H20=0.5", "--tpot-slo", "0.1ms"], 1, ["closest", "TPOT"]),
     (["--hardware", "h20", "--price", "h100-sxm=0.5"], 2, ["--price h100-sxm=0.5", "not a device"]),
@@ -594,3 +600,14 @@ def test_a_confirmation_miss_reads_shortly_and_compare_takes_p100():
     assert r.exit_code in (0, 1), r.output
     doc = json.loads(r.stdout)
     assert doc["slo"]["percentile"] == 100 and doc["inputs"]["slo_from"]["percentile"] == "--slo-percentile"
+
+
+@pytest.mark.parametrize("field,value", [("workers", 257), ("bisect_steps", 21), ("max_devices", 4097)])
+def test_search_knobs_are_bounded_in_the_api_too(field, value):
+    """PlanRequest refuses what the CLI flags refuse (a caller of the library cannot fork 10,000 processes)."""
+    from simulator.errors import SimulatorError
+    from simulator.planning.plan import PlanRequest
+    from simulator.specs.traffic import read_traffic
+
+    with pytest.raises(SimulatorError, match=f"PlanRequest.{field}: expected an integer <= "):
+        PlanRequest(model="llama-3.1-8b", traffic=read_traffic(TRAFFIC), hardware=["h20"], **{field: value})

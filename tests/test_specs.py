@@ -121,6 +121,36 @@ def test_bad_unit_is_rejected(h100_yaml, write_hw):
     assert "memory.bandwidth.value" in msg and "not a unit of bandwidth" in msg
 
 
+@pytest.mark.parametrize("section,key,words", [
+    ("compute", "bf16", "a compute rate > 0 such as '989 TFLOPS'"),
+    ("memory", "bandwidth", "a bandwidth > 0 such as '3.35 TB/s'"),
+    ("memory", "capacity", "a size > 0 such as '80 GB'"),
+    ("price", "per_device_hour", "a price per hour > 0 such as '2.5 USD/h'"),
+])
+@pytest.mark.parametrize("sign", ["-", ""])
+def test_a_datasheet_figure_states_its_one_range_in_human_units(h100_yaml, write_hw, section, key, words, sign):
+    """0 and negative figures get the same message (no ">= 0" for a negative one when 0 is refused too), in words
+    and with an example that parses, not internal dimension names (flop_per_s, bytes_per_s, usd_per_s)."""
+    from simulator.units import parse_quantity
+
+    unit = words.split("'")[1].split(" ", 1)[1]
+    h100_yaml[section][key]["value"] = f"{sign}1 {unit}" if sign else f"0 {unit}"
+    with pytest.raises(SpecError) as e:
+        read_hardware(write_hw(h100_yaml))
+    msg = _one_line(e.value)
+    assert f"{section}.{key}.value: expected {words}, got" in msg and "_per_s" not in msg and ">= 0" not in msg
+    dim = {"compute": "flop_per_s", "bandwidth": "bytes_per_s", "capacity": "bytes", "price": "usd_per_s"}
+    assert parse_quantity(words.split("'")[1], dim.get(section, dim.get(key))) > 0
+
+
+@pytest.mark.parametrize("value", [-0.5, 0, 1.5])
+def test_an_efficiency_fraction_states_its_one_range_at_one_key(h100_yaml, write_hw, value):
+    h100_yaml["efficiency"]["kernels"]["default"]["compute_fraction"]["value"] = value
+    with pytest.raises(SpecError) as e:
+        read_hardware(write_hw(h100_yaml))
+    assert "efficiency.kernels.default.compute_fraction.value: expected a fraction in (0, 1], got" in str(e.value)
+
+
 def test_missing_source_is_rejected(h100_yaml, write_hw):
     del h100_yaml["compute"]["bf16"]["source"]
     path = write_hw(h100_yaml)

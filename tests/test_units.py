@@ -31,3 +31,28 @@ def test_wrong_dimension_is_rejected(value, dim):
 
 def test_format_si():
     assert format_si(3.35e12, "B/s") == "3.35 TB/s"
+
+
+def test_rates_have_a_floor_and_its_message_says_why():
+    from simulator.units import MIN_RATE_PER_S, UnitError, parse_rate_per_s
+
+    assert parse_rate_per_s(MIN_RATE_PER_S) == MIN_RATE_PER_S
+    assert parse_rate_per_s("0.0036/h") == pytest.approx(1e-6)
+    for bad in (1e-300, 0, -5, "1e-7/s", "0/min"):
+        with pytest.raises(UnitError, match=r"at least 1e-6/s \(one request in 11.6 days"):
+            parse_rate_per_s(bad)
+
+
+def test_every_example_in_an_error_message_parses():
+    from simulator.units import DIMENSION_EXAMPLES, described
+
+    for dim, example in DIMENSION_EXAMPLES.items():
+        assert parse_quantity(example, dim) > 0
+        assert example in described(dim) and "_per_s" not in described(dim)
+
+
+def test_format_ms_keeps_small_latencies_readable():
+    from simulator.units import format_ms
+
+    assert format_ms(0.0487) == "48.7 ms" and format_ms(0.04) == "40.0 ms"  # (as before from 1 ms up)
+    assert format_ms(1e-6) == "0.001 ms" and format_ms(2.5e-4) == "0.25 ms" and format_ms(0) == "0 ms"

@@ -101,7 +101,8 @@ class QuadrantGroup(TyperGroup):
         ex = _click_exceptions()
         args = list(sys.argv[1:] if args is None else args)
         _STATE["argv"] = ["quadrant", *args]
-        _STATE["debug"] = "--debug" in args
+        args = _debug_first(args)
+        _STATE["debug"] = args[:1] == ["--debug"]
         try:
             _refuse_empty_values(args)
             rv = super().main(args, prog_name or "quadrant", complete_var, standalone_mode=False, **extra)
@@ -224,6 +225,15 @@ def _install_fast_coercion() -> None:
 _install_fast_coercion()
 
 
+def _debug_first(args: list[str]) -> list[str]:
+    """``--debug`` is the root command's flag, but it is taken anywhere before a ``--`` (``quadrant whatif ...
+    --debug`` as ``quadrant --debug whatif ...``): moved to the front, once."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
+
+
 def _refuse_empty_values(args: list[str]) -> None:
     """An option given an empty value (``--hardware ""``, ``--out=``) is an error, never "use the default"."""
     for i, a in enumerate(args):
@@ -266,7 +276,8 @@ def _version(value: bool):
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors (also "
+                                                             "taken after the command)."),
           version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")):
     _STATE["debug"] = debug

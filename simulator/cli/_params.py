@@ -8,7 +8,7 @@ Nothing here ever maps 0 (or a negative number) to a default: a flag that is giv
 - ``real(lo, hi, ...)``: a finite number in a range (NaN and infinities refused);
 - ``duration()``: "60ms", "1.5s", "250us"; a bare number is seconds (``units.parse_duration_s``);
 - ``rate()``: "5/s", "300/min"; a bare number is per second (``units.parse_rate_per_s``);
-- ``int_list(lo)``: comma-separated integers, each >= lo;
+- ``int_list(lo)``: comma-separated integers, each >= lo (an empty entry, "1,,2", refused);
 - ``out_file(exts)`` / ``out_dir()``: an output path whose parent exists, of a known extension, that is
   not a directory (files) / not a file (folders); an existing device node or FIFO is taken as it is.
 """
@@ -123,9 +123,11 @@ def int_list(lo: int = 1, hi: int = MAX_COUNT):
     one = count(lo, hi)
 
     def parse(value) -> str:
-        parts = [p.strip() for p in str(value).split(",") if p.strip()]
-        if not parts:
+        parts = [p.strip() for p in str(value).split(",")]
+        if not any(parts):
             raise _bad(f"expected a comma-separated list of integers >= {lo}, got {value!r}")
+        if not all(parts):  # as every list flag refuses one (commands.comma_list)
+            raise _bad(f"an empty entry in the comma-separated list {value!r}")
         try:
             return ",".join(str(one(p)) for p in parts)
         except typer.BadParameter as exc:

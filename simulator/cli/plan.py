@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -10,22 +9,21 @@ from pathlib import Path
 import typer
 
 from ..errors import SimulatorError
+from ..planning.limits import MAX_BISECT_STEPS, MAX_DEVICES, MAX_WORKERS
 from ._common import app, guarded
-from ._params import out_dir, real, timing_option
+from ._params import count, out_dir, real, timing_option
 
 
 def _duration(flag: str, text: str | None, positive: bool = True) -> float | None:
+    """A duration flag, read by the one duration parser of the CLI (``_params.duration``)."""
     if text is None:
         return None
-    from ..units import UnitError, parse_duration_s
+    from ._params import duration
 
     try:
-        v = parse_duration_s(text)
-    except UnitError as exc:
-        raise SimulatorError(f"{flag}: {exc}") from None
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise SimulatorError(f"{flag}: expected a finite duration {'> 0' if positive else '>= 0'}, got {text!r}")
-    return v
+        return duration(positive)(text)
+    except typer.BadParameter as exc:
+        raise SimulatorError(f"{flag}: {exc.message}") from None
 
 
 def _rate(text: str | None) -> float | None:
@@ -97,6 +95,17 @@ def _percentile_option(top: bool = False):
                              "file's, else 90).")
 
 
+def _workers_option(what: str):
+    return typer.Option(None, "--workers", parser=count(1, MAX_WORKERS),
+                        help=f"{what}, at most {MAX_WORKERS} (default: CPUs).")
+
+
+def _bisect_option():
+    return typer.Option(3, "--bisect-steps", parser=count(0, MAX_BISECT_STEPS),
+                        help=f"Bisection steps for each maximum rate (0 to {MAX_BISECT_STEPS}; each is one more "
+                             "simulation per candidate).")
+
+
 def _check_requests(requests: int | None) -> None:
     """--requests within the simulator's cap (named by the flag, not by the traffic's field)."""
     from ..specs.traffic import MAX_REQUESTS
@@ -107,13 +116,13 @@ def _check_requests(requests: int | None) -> None:
 
 def _check_common(out: Path | None, bisect_steps: int, recommends: bool = True,
                   inputs: list[tuple[str, Path]] = ()) -> None:
-    """Refusals plan and compare share, made before any work: a negative --bisect-steps, and an --out folder
-    the report could not be written to (an existing file, a folder holding other files, no parent folder) or
-    that holds one of the run's ``inputs`` ((what, path) pairs), which writing the report would delete.
-    ``recommends``: the run writes a recommended.yaml (a plan), so an earlier one may be replaced; a
-    comparison writes none and refuses a folder holding one."""
-    if bisect_steps < 0:
-        raise SimulatorError(f"--bisect-steps must be >= 0, got {bisect_steps}")
+    """Refusals plan and compare share, made before any work: a --bisect-steps out of range (its parser refuses
+    it first), and an --out folder the report could not be written to (an existing file, a folder holding
+    other files, no parent folder) or that holds one of the run's ``inputs`` ((what, path) pairs), which
+    writing the report would delete. ``recommends``: the run writes a recommended.yaml (a plan), so an earlier
+    one may be replaced; a comparison writes none and refuses a folder holding one."""
+    if not 0 <= bisect_steps <= MAX_BISECT_STEPS:
+        raise SimulatorError(f"--bisect-steps: expected an integer in [0, {MAX_BISECT_STEPS}], got {bisect_steps}")
     if out is not None:
         import os
 
@@ -173,7 +182,9 @@ def plan_cmd(
     slo_percentile: float = _percentile_option(),
     modes: str = typer.Option("agg,pd,afd", "--modes", help="Arrangements: agg (colocated), pd (prefill/decode "
                                                             "pools), afd (attention/FFN-disaggregated decode)."),
-    max_devices: int = typer.Option(64, "--max-devices", help="Largest fleet to consider (devices)."),
+    max_devices: int = typer.Option(64, "--max-devices", parser=count(1, MAX_DEVICES),
+                                    help=f"Largest fleet to consider (devices, at most {MAX_DEVICES}: the screen's "
+                                         "cost grows with it)."),
     prefill_hardware: str = typer.Option(None, "--prefill-hardware", help="Only these (of --hardware) may serve "
                                                                           "prefill, e.g. h100-sxm."),
     decode_hardware: str = typer.Option(None, "--decode-hardware", help="Only these (of --hardware) may serve decode "
@@ -192,8 +203,8 @@ def plan_cmd(
     requests: int = typer.Option(None, "--requests", help="Requests per simulation run (at least). Default: the "
                                  "traffic file's, raised so an open loop's arrivals span 4 request lifetimes at the "
                                  "SLOs; the first and last lifetime (batches filling and draining) are not measured."),
-    bisect_steps: int = typer.Option(3, "--bisect-steps", help="Bisection steps for each maximum rate."),
-    workers: int = typer.Option(None, "--workers", help="Local processes for the simulations (default: CPUs)."),
+    bisect_steps: int = _bisect_option(),
+    workers: int = _workers_option("Local processes for the simulations"),
     cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address to fan the simulations out to "
                                                         "(needs the `cluster` extra)."),
     engine: str = typer.Option("vllm", "--engine", help="Serving engine of every pool: vllm, sglang or trtllm. "
@@ -266,8 +277,8 @@ def compare_cmd(
     requests: int = typer.Option(None, "--requests", help="Requests per simulation run (at least). Default: the "
                                  "traffic file's, raised so an open loop's arrivals span 4 request lifetimes at the "
                                  "SLOs; the first and last lifetime (batches filling and draining) are not measured."),
-    bisect_steps: int = typer.Option(3, "--bisect-steps", help="Bisection steps for each maximum rate."),
-    workers: int = typer.Option(None, "--workers", help="Local processes (default: CPUs)."),
+    bisect_steps: int = _bisect_option(),
+    workers: int = _workers_option("Local processes"),
     cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address (needs the `cluster` extra)."),
     timing: str = timing_option("Timing model for screening and simulation"),
     price: list[str] = typer.Option(None, "--price", help="ID=USD_PER_HOUR, repeatable: a device's price over the "

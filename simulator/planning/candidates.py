@@ -38,12 +38,18 @@ def _divisors(n: int) -> list[int]:
 
 
 def parse_precision_pairs(text: str) -> list[tuple[str, str]]:
-    pairs = []
-    for item in (x.strip() for x in text.split(",") if x.strip()):
-        a, _, f = item.partition("/")
-        pairs.append((a, f or a))
-    if not pairs:
+    """``--precisions``: comma-separated ATTN[/FFN] pairs (FFN defaults to ATTN); an empty entry ("a,,b", "fp8/")
+    is refused, as every list flag refuses one."""
+    items = [x.strip() for x in text.split(",")]
+    if not any(items):
         raise SimulatorError("--precisions: give at least one ATTN[/FFN] precision, e.g. fp8/w4a8")
+    pairs = []
+    for item in items:
+        a, sep, f = (x.strip() for x in item.partition("/"))
+        if not a or (sep and not f):
+            raise SimulatorError(f"--precisions {text!r}: an empty entry in the comma-separated list "
+                                 "(each is ATTN or ATTN/FFN, e.g. fp8/w4a8)")
+        pairs.append((a, f or a))
     for a, f in pairs:
         for p in (a, f):
             try:

@@ -31,6 +31,7 @@ from .candidates import (
     supports,
 )
 from .cost import PriceBook, price_date, prices_for, read_tco
+from .limits import MAX_BISECT_STEPS, MAX_DEVICES, MAX_WORKERS
 from .screen import Workload, screen
 from .verify import latency_miss, run_at, timing_model, verify_many
 
@@ -81,14 +82,15 @@ class PlanRequest:
                 real(f"PlanRequest.{k}", getattr(self, k), 0, above=True)
         if self.percentile is not None:
             real("PlanRequest.percentile", self.percentile, 0, 100, above=True)
-        whole("PlanRequest.max_devices", self.max_devices, 1)
+        whole("PlanRequest.max_devices", self.max_devices, 1, MAX_DEVICES)
         whole("PlanRequest.top_k", self.top_k, 1)
         whole("PlanRequest.verify_max", self.verify_max, 1)
-        whole("PlanRequest.bisect_steps", self.bisect_steps, 0)
+        whole("PlanRequest.bisect_steps", self.bisect_steps, 0, MAX_BISECT_STEPS)
         real("PlanRequest.tolerance", self.tolerance, 0, 10)
-        for k in ("requests", "workers"):
-            if getattr(self, k) is not None:
-                whole(f"PlanRequest.{k}", getattr(self, k), 1)
+        if self.requests is not None:
+            whole("PlanRequest.requests", self.requests, 1)
+        if self.workers is not None:
+            whole("PlanRequest.workers", self.workers, 1, MAX_WORKERS)
         if self.frontend_latency_s is not None:
             real("PlanRequest.frontend_latency_s", self.frontend_latency_s, 0)
         for hw, usd in dict(self.prices).items():
@@ -535,7 +537,9 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
         real("compare: rate", rate, 0, above=True)
     if requests is not None:
         whole("compare: requests", requests, 1)
-    whole("compare: bisect_steps", bisect_steps, 0)
+    whole("compare: bisect_steps", bisect_steps, 0, MAX_BISECT_STEPS)
+    if workers is not None:
+        whole("compare: workers", workers, 1, MAX_WORKERS)
     traffic, rate = effective_traffic(traffic, rate, requests)
     slo = traffic.slo
     require_slo(slo, traffic)

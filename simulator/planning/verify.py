@@ -141,7 +141,9 @@ def latency_miss(name: str, value_s: float, target_s: float, percentile: float) 
     near miss does not read "+0%")."""
     over = value_s / target_s - 1
     pct = f"{over:.1%}" if over < 0.1 else f"{over:.0%}"
-    return f"p{percentile:g} {name} {value_s * 1e3:.1f} ms vs {target_s * 1e3:.1f} ms (+{pct})"
+    from ..units import format_ms
+
+    return f"p{percentile:g} {name} {format_ms(value_s)} vs {format_ms(target_s)} (+{pct})"
 
 
 def verify_task(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, bisect_steps: int = 3,
@@ -204,7 +206,8 @@ def verify_many(deps: Sequence[Deployment], traffic: Traffic, slo: SLO, rate_per
     if not deps:
         return []
     results: list[dict | None] = [None] * len(deps)
-    workers = workers if workers is not None else min(len(deps), os.cpu_count() or 1)
+    # never more processes than simulations to run
+    workers = min(workers if workers is not None else (os.cpu_count() or 1), len(deps))
     own = None
     if executor is None and workers > 1:
         own = executor = ProcessPoolExecutor(max_workers=workers)

@@ -25,7 +25,9 @@ from .plots import quadrant_breakdown  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 def _ms(x) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x * 1e3:.1f} ms"
+    from ..units import format_ms
+
+    return "n/a" if x is None or not math.isfinite(x) else format_ms(x)
 
 
 def _usd(x, digits=2) -> str:

@@ -248,6 +248,27 @@ def inter_token_latencies(steps: pd.DataFrame, start_s: float, end_s: float,
     return weighted_stats(*inter_token_samples(steps, start_s, end_s, requests))
 
 
+_OWN_FIGURE = r"(?:(?<=needs )|(?<== ))\d[\d,]*"  # a request's own token count in a rejection reason
+
+
+def _reasons_by_kind(reasons: pd.Series) -> dict[str, int]:
+    """Rejection reasons counted by kind, most frequent first: a request's own token count ("needs 5120 KV tokens",
+    "prompt + output = 200010 tokens") is left out of the grouping, so one cause on one replica is one entry, and
+    the entry carries the largest count of its group ("up to 200010" where they differ)."""
+    if reasons.empty:
+        return {}
+    kinds = reasons.str.replace(_OWN_FIGURE, "\x00", regex=True)
+    figures = pd.to_numeric(reasons.str.extract(f"({_OWN_FIGURE})")[0].str.replace(",", ""), errors="coerce")
+    out = {}
+    for kind, n in kinds.value_counts().items():
+        mine = figures[kinds == kind].dropna()
+        if not mine.empty:
+            top = int(mine.max())
+            kind = kind.replace("\x00", f"{top}" if mine.min() == top else f"up to {top}", 1)
+        out[kind] = int(n)
+    return out
+
+
 def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep: Deployment, traffic: Traffic) -> dict:
     closed = traffic.concurrency if traffic.arrival == "closed" else 0
     win = measurement_window(requests, sim, closed)
@@ -354,8 +375,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         "requests_completed": int(len(done_all)),
         "requests_rejected": int(len(rejected)),
         # by kind: a request's own token count is left out of its reason, so one cause on one replica is one entry
-        "rejection_reasons": rejected.reason.str.replace(r"(needs |= )\d[\d,]*", r"\1N", regex=True)
-                                    .value_counts().to_dict(),
+        "rejection_reasons": _reasons_by_kind(rejected.reason),
         "makespan_s": makespan,
         "ttft_s": _stats(done.ttft_s), "tpot_s": _stats(done.tpot_s), "e2e_s": _stats(done.e2e_s),
         "itl_s": itl,

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from ..errors import SpecError
-from ..units import DIMENSION_WORDS, UnitError, parse_quantity
+from ..units import DIMENSION_WORDS, UnitError, described, parse_quantity
 
 # Datasheet dimensions whose every real value is positive (capacities, bandwidths, peaks, power, prices).
 POSITIVE_DIMENSIONS = frozenset({"bytes", "bytes_per_s", "flop_per_s", "W", "usd_per_s"})
@@ -200,17 +200,19 @@ class Reader:
         word = DIMENSION_WORDS.get(dimension, dimension)
         if not math.isfinite(x):
             raise self.error(name, f"expected a finite {word}, got {value!r}")
-        if positive and not x > 0:
-            raise self.error(name, f"expected a {word} > 0, got {value!r}")
+        if positive and not x > 0:  # (checked first: a negative value is told the one range, "> 0")
+            raise self.error(name, f"expected {described(dimension, '> 0')}, got {value!r}")
         if minimum is not None and x < minimum:
-            raise self.error(name, f"expected a {word} >= {minimum:g}, got {value!r}")
+            raise self.error(name, f"expected {described(dimension, f'>= {minimum:g}')}, got {value!r}")
         return x
 
-    def sourced(self, name: str, dimension: str, default: Any = ...) -> tuple[float, str] | Any:
+    def sourced(self, name: str, dimension: str, default: Any = ...,
+                minimum: float | None = 0.0) -> tuple[float, str] | Any:
         """A datasheet value that must name its source: ``{value: 3.35 TB/s, source: ID}``.
 
         ``source`` must be a key of the file's top-level ``sources`` map. Extra keys allowed:
-        ``note`` (free text) and ``uncertain`` (bool).
+        ``note`` (free text) and ``uncertain`` (bool). The value is above zero for ``POSITIVE_DIMENSIONS``, else at
+        least ``minimum`` (None: the caller checks its range, at ``NAME.value`` too).
         """
         if not self.has(name):
             self._seen.add(name)
@@ -218,9 +220,8 @@ class Reader:
                 raise self.error(name, "required key is missing")
             return default
         node = self.child(name)
-        value = node.quantity("value", dimension)
-        if dimension in POSITIVE_DIMENSIONS and value <= 0:  # a datasheet never prints 0 GB/s: leave the key out
-            raise node.error("value", f"expected a {dimension} quantity > 0, got {node.data.get('value')!r}")
+        # a datasheet never prints 0 GB/s (leave the key out)
+        value = node.quantity("value", dimension, minimum=minimum, positive=dimension in POSITIVE_DIMENSIONS)
         return value, self._source_of(node)
 
     def _source_of(self, node: Reader) -> str:

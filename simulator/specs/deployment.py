@@ -300,9 +300,7 @@ def read_deployment(path: str | Path) -> Deployment:
             raise r.error("pools", f"no {role} pool takes prompts of {gap[0]} {upto} tokens: the route ranges of "
                                    f"{names} must together cover every prompt length")
     tr = r.child("kv_transfer", {})
-    bw = tr.quantity("bandwidth", "bytes_per_s", None)
-    if bw is not None and bw <= 0:
-        raise tr.error("bandwidth", f"expected a bandwidth > 0, got {bw:g} B/s")
+    bw = tr.quantity("bandwidth", "bytes_per_s", None, positive=True)
     lat = tr.quantity("latency", "s", None)
     if lat is not None and not 0 <= lat <= MAX_SCALE_OUT_LATENCY_S:
         raise tr.error("latency", f"expected a latency in [0, {MAX_SCALE_OUT_LATENCY_S * 1e3:g} ms], got {lat:g} s")

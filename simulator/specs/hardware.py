@@ -170,18 +170,21 @@ def _whole(node: Reader, key: str, value: float, minimum: int) -> int:
 
 
 def _check(node: Reader, key: str, dim: str, value: float) -> None:
+    """The range of a sourced efficiency value (read with ``minimum=None`` for fractions, so that a negative one is
+    told the same range as 0 or 1.5), named at ``KEY.value`` as the reader names the value's other errors."""
     if dim == "fraction" and not 0 < value <= 1:
-        raise node.error(key, f"expected a fraction in (0, 1], got {value}")
+        raise node.error(f"{key}.value", f"expected a fraction in (0, 1], got {value:g}")
     if dim == "fraction0" and not 0 <= value <= 1:
-        raise node.error(key, f"expected a fraction in [0, 1], got {value}")
+        raise node.error(f"{key}.value", f"expected a fraction in [0, 1], got {value:g}")
     if dim in ("s", "bytes", "count") and value < 0:
-        raise node.error(key, f"expected a non-negative value, got {value}")
+        raise node.error(f"{key}.value", f"expected a non-negative value, got {value:g}")
 
 
 def _family(node: Reader, base, params: dict, cls, sources: dict, prefix: str):
     values = {}
     for key, (fld, dim) in params.items():
-        got = node.sourced(key, "fraction" if dim == "fraction0" else dim, None)
+        fraction = dim in ("fraction", "fraction0")
+        got = node.sourced(key, "fraction" if fraction else dim, None, minimum=None if fraction else 0.0)
         if got is None:
             if base is None:
                 if fld in ("floor_s", "compute_fraction", "memory_fraction", "latency_s", "latency_per_rank_s",
@@ -201,11 +204,11 @@ def read_efficiency(r: Reader) -> Efficiency:
     """Read an ``efficiency`` block (also the format of a calibration overlay)."""
     sources: dict[str, str] = {}
     reserve, sources["memory_reserve"] = r.sourced("memory_reserve", "bytes")
-    clock = r.sourced("sustained_clock_fraction", "fraction", None)
+    clock = r.sourced("sustained_clock_fraction", "fraction", None, minimum=None)
     if clock is not None:  # (the clock a loaded card holds: at most the datasheet peak's)
         _check(r, "sustained_clock_fraction", "fraction", clock[0])
         sources["sustained_clock_fraction"] = clock[1]
-    served = r.sourced("served_compute_fraction", "fraction", None)
+    served = r.sourced("served_compute_fraction", "fraction", None, minimum=None)
     if served is not None:  # (continuous load can only slow a kernel down from its benchmarked speed)
         _check(r, "served_compute_fraction", "fraction", served[0])
         sources["served_compute_fraction"] = served[1]

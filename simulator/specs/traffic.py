@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..checks import choice, real, whole
 from ..errors import SimulatorError, SpecError
+from ..units import MAX_ARRIVAL_S
 from ._reader import Reader, load_yaml
 
 ARRIVALS = ("poisson", "gamma", "closed", "trace")
@@ -158,20 +159,41 @@ def _dist(r: Reader) -> LengthDist:
         path = Path(r.str("file"))
         if not path.is_absolute():
             path = Path(r.file).parent / path
-        try:
-            vals = np.loadtxt(path, dtype=float, ndmin=1)
-        except (OSError, ValueError) as exc:
-            raise r.error("file", f"cannot read one number per line from {path}: {exc}") from None
-        if not len(vals) or not np.all(np.isfinite(vals)) or np.any(vals < 1):
-            raise r.error("file", f"{path}: expected at least one finite token count >= 1 per line")
-        d["values"] = tuple(vals.tolist())
+        d["values"] = _lengths_file(r, path)
     r.done()
     return LengthDist(**d)
 
 
+def _lengths_file(r: Reader, path: Path) -> tuple[float, ...]:
+    """An empirical length file: one whole number of tokens >= 1 per line (blank lines and ``#`` comments
+    skipped, as a trace's token counts are whole numbers); a bad entry is named by the file's own line number."""
+    from ._reader import MAX_TABLE_BYTES, read_text_file
+
+    try:
+        text = read_text_file(path, "file of token counts", MAX_TABLE_BYTES)
+    except SpecError as exc:
+        raise r.error("file", f"{path}: {exc.message}") from None
+    want = "one whole number of tokens >= 1 per line"
+    values = []
+    for n, line in enumerate(text.splitlines(), 1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        try:
+            x = float(entry)
+        except ValueError:
+            x = math.nan
+        if not (math.isfinite(x) and x >= 1 and x == int(x)):
+            raise r.error("file", f"{path}, line {n}: expected {want}, got {entry!r}")
+        values.append(x)
+    if not values:
+        raise r.error("file", f"{path}: holds no token counts; expected {want}")
+    return tuple(values)
+
+
 def read_trace(path: Path, file: str, key: str) -> pd.DataFrame:
-    """A trace CSV (arrival_s, prompt_tokens, output_tokens): every cell a finite number, arrivals >= 0,
-    token counts whole numbers >= 1; a bad cell is named by line and column."""
+    """A trace CSV (arrival_s, prompt_tokens, output_tokens): every cell a finite number, arrivals in
+    [0, ``MAX_ARRIVAL_S``] seconds, token counts whole numbers >= 1; a bad cell is named by line and column."""
     import io
 
     from ._reader import MAX_TABLE_BYTES, read_text_file
@@ -194,8 +216,9 @@ def read_trace(path: Path, file: str, key: str) -> pd.DataFrame:
     for col in need:
         vals = pd.to_numeric(df[col].str.strip(), errors="coerce").to_numpy(dtype=float)
         if col == "arrival_s":
-            bad = ~np.isfinite(vals) | (vals < 0)
-            want = "a finite arrival time >= 0 (seconds)"
+            bad = ~np.isfinite(vals) | (vals < 0) | (vals > MAX_ARRIVAL_S)
+            want = ("an arrival time in [0, 1e9] seconds (later times are beyond the simulator's "
+                    "float resolution)")
         else:
             bad = ~np.isfinite(vals) | (vals < 1) | (vals != np.round(vals))
             want = "a whole number of tokens >= 1"
@@ -208,15 +231,19 @@ def read_trace(path: Path, file: str, key: str) -> pd.DataFrame:
 
 
 def _rate(arr: Reader, kind: str) -> float:
-    """``rate_per_s``: a number per second or a rate with a unit ("5/s", "300/min")."""
-    if isinstance(arr.data.get("rate_per_s"), str):
-        from ..units import UnitError, parse_rate_per_s
+    """``rate_per_s``: a number per second or a rate with a unit ("5/s", "300/min"), checked as a --rate flag is
+    (``units.parse_rate_per_s``: at least ``MIN_RATE_PER_S``)."""
+    from ..units import UnitError, parse_rate_per_s
 
-        try:
-            return parse_rate_per_s(arr.raw("rate_per_s"))
-        except UnitError as exc:
-            raise arr.error("rate_per_s", str(exc)) from None
-    return arr.number("rate_per_s", 0.0 if kind in ("closed", "trace") else ..., minimum=0)
+    value = arr.raw("rate_per_s", 0.0 if kind in ("closed", "trace") else ...)
+    if arr.data.get("rate_per_s") is None:
+        return value
+    if isinstance(value, (bool, list, dict)):
+        raise arr.error("rate_per_s", f"expected a rate such as 5 or 300/min, got {value!r}")
+    try:
+        return parse_rate_per_s(value)
+    except UnitError as exc:
+        raise arr.error("rate_per_s", str(exc)) from None
 
 
 def _requests(r: Reader, trace) -> int:

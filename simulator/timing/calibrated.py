@@ -123,8 +123,8 @@ def parse_timing_spec(spec: str) -> dict[str, list[str]]:
     files: dict[str, list[str]] = {}
     for part in text.split("+"):
         kind, sep, arg = part.partition(":")
-        paths = [a for a in arg.split(",") if a]
-        if kind not in TIMING_KINDS or not sep or not paths:
+        paths = arg.split(",")
+        if kind not in TIMING_KINDS or not sep or not all(p.strip() for p in paths):  # (no empty entry: "a,,b")
             raise SimulatorError(f"--timing {text!r}: expected roofline, calibrated:OVERLAY.yaml or "
                                  "measured:KERNELS.csv")
         files.setdefault(kind, []).extend(paths)

@@ -29,17 +29,17 @@ Layouts:
 - **CSV**, one measured run per row. Required columns: ``model``, ``hardware``, ``isl``, ``osl``, one of
   ``rate_per_s`` / ``concurrency``, and ``ttft_s`` + ``tpot_s`` (or ``ttft_ms`` + ``tpot_ms``). Optional:
   ``devices``, ``tp``, ``pp``, ``ep``, ``precision``, ``kv_precision``, ``engine`` (vllm | sglang | trtllm; the
-  server that was measured), ``requests`` (the run's prompt count), ``statistic`` (``median``, the default, or
-  ``mean``: which statistic the TTFT/TPOT cells are), the client's length spread as one of
-  ``random_range_ratio`` (``sglang.bench_serving`` and vLLM's older ``benchmark_serving.py``: lengths uniform in
-  [r x isl, isl]; 0 means [1, isl]) or ``vllm_random_range_ratio`` (``vllm bench serve``: uniform in
-  [(1 - r) x isl, (1 + r) x isl], r < 1), ``max_batch_tokens``, ``max_seqs``, ``replicas``. Extra columns are
+  server that was measured), ``requests`` (the run's prompt count; or ``num_prompts``, vLLM's name for it),
+  ``statistic`` (``median``, the default, or ``mean``: which statistic the TTFT/TPOT cells are), the client's length
+  spread as one of ``random_range_ratio`` (``sglang.bench_serving`` and vLLM's older ``benchmark_serving.py``:
+  lengths uniform in [r x isl, isl]; 0 means [1, isl]) or ``vllm_random_range_ratio`` (``vllm bench serve``: uniform
+  in [(1 - r) x isl, (1 + r) x isl], r < 1), ``max_batch_tokens``, ``max_seqs``, ``replicas``. Extra columns are
   ignored; a bad cell is named by line and column. ``scheduler_recv_interval``: SGLang's
   ``--scheduler-recv-interval`` where the run set it. ``frontend_latency_ms`` (or ``frontend_latency_s``): the
-  server's frontend latency where the run was served through another frontend than the engine's own (e.g.
-  NVIDIA NIM in front of TensorRT-LLM); empty: the engine profile's. ``memory_fraction``: the launch's KV memory
-  flag (vLLM ``--gpu-memory-utilization``, SGLang ``--mem-fraction-static``, TensorRT-LLM
-  ``free_gpu_memory_fraction``) where the run set it, in (0, 1]; empty: the engine's default.
+  server's frontend latency where the run was served through another frontend than the engine's own (e.g. NVIDIA NIM
+  in front of TensorRT-LLM); empty: the engine profile's. ``memory_fraction``: the launch's KV memory flag (vLLM
+  ``--gpu-memory-utilization``, SGLang ``--mem-fraction-static``, TensorRT-LLM ``free_gpu_memory_fraction``) where
+  the run set it, in (0, 1]; empty: the engine's default.
 
 How a run is re-simulated, as the benchmark client ran it:
 
@@ -244,6 +244,8 @@ def _vllm(d: dict, where: str) -> ServingCase:
     tpot, _ = _stat(d, "tpot", where)
     rate, conc = _load(d, where)
     ints = {k: _count(d, k, where) if d.get(k) is not None else None for k in ("devices", "tp", "pp", "ep")}
+    if d.get("num_prompts") is not None:  # the prompts sent: read for a burst's clients only, checked always
+        _count(d, "num_prompts", where)
     dep = d.get("deployment_file")
     sglang_client = _sglang_client(d)
     backend = str(d.get("backend") or "").strip().lower()
@@ -450,6 +452,9 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
     if {"random_range_ratio", "vllm_random_range_ratio"} <= cols:
         raise SpecError(str(path), "", "give one of random_range_ratio (sglang.bench_serving) and "
                                        "vllm_random_range_ratio (vllm bench serve), not both")
+    if {"requests", "num_prompts"} <= cols:
+        raise SpecError(str(path), "", "give one of requests and num_prompts (the run's prompt count), not both")
+    prompts_col = next((c for c in ("requests", "num_prompts") if c in cols), None)
     cases = []
     for i, row in enumerate(rows):
         line = i + 2
@@ -493,7 +498,8 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
                 raise SpecError(str(path), f"line {line}, column {col}", f"expected a fraction in [0, 1{top}, "
                                                                          f"got {ratio:g}")
             spread = span(ratio)
-        n_req = cell("requests", int, required=False) if "requests" in cols else None
+        # the run's prompt count: ``requests``, or ``num_prompts`` as vLLM's client calls it
+        n_req = cell(prompts_col, int, required=False) if prompts_col else None
         extra = {k: cell(k, int, required=False) for k in ("max_batch_tokens", "max_seqs", "replicas",
                                                             "scheduler_recv_interval") if k in cols}
         for col, unit_s in (("frontend_latency_s", 1.0), ("frontend_latency_ms", 1e-3)):
