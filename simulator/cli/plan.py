@@ -84,7 +84,7 @@ def _traffic(ref: str):
 
 def _slo_option(flag: str, what: str):
     """A latency target flag plan and compare share (a duration with its unit; default: the traffic file's)."""
-    return typer.Option(None, flag, help=f"{what}; default: the traffic file's.")
+    return typer.Option(None, flag, metavar="<duration>", help=f"{what}; default: the traffic file's.")
 
 
 def _percentile_option(top: bool = False):
@@ -175,8 +175,9 @@ def plan_cmd(
     out: Path = typer.Option(..., "--out", parser=out_dir(),
                              help="Folder for plan.json, recommended.yaml, report.md, report.html and figures/ "
                                   "(new, or an earlier plan's: a folder holding other files is refused)."),
-    rate: str = typer.Option(None, "--rate", help="Target arrival rate (5, 5/s, 300/min); default: the traffic "
-                                                  "file's."),
+    rate: str = typer.Option(None, "--rate", metavar="<rate>",
+                             help="Target arrival rate (5, 5/s, 300/min; a bare number is per second); default: "
+                                  "the traffic file's."),
     ttft_slo: str = _slo_option("--ttft-slo", "TTFT target (e.g. 1s, 800ms; bare = seconds)"),
     tpot_slo: str = _slo_option("--tpot-slo", "TPOT target (e.g. 50ms)"),
     slo_percentile: float = _percentile_option(),
@@ -197,7 +198,8 @@ def plan_cmd(
     precisions: str = typer.Option("bf16/bf16,fp8/fp8,fp8/w4a8", "--precisions",
                                    help="Comma-separated ATTENTION/FFN precision pairs to try."),
     tolerance: float = typer.Option(0.25, "--tolerance", help="Screening keeps fleets whose analytic latencies are "
-                                                              "within this fraction above the SLOs (the DES decides)."),
+                                                              "within this fraction above the SLOs (the DES decides); "
+                                                              "0 to 10."),
     top_k: int = typer.Option(4, "--top-k", help="Candidates simulated per round (cheapest first)."),
     verify_max: int = typer.Option(16, "--verify-max", help="Stop after simulating this many candidates."),
     requests: int = typer.Option(None, "--requests", help="Requests per simulation run (at least). Default: the "
@@ -211,10 +213,10 @@ def plan_cmd(
                                                          "The simulation runs its whole profile (batching policy, "
                                                          "step overheads, frontend latency); the screen takes its "
                                                          "own all-reduce and its frontend latency."),
-    frontend_latency: str = typer.Option(None, "--frontend-latency", help="Frontend latency of every fleet (e.g. "
-                                                                         "0ms for TensorRT-LLM behind NVIDIA NIM): "
-                                                                         "time in TTFT before the scheduler has a "
-                                                                         "request. Default: the engine's."),
+    frontend_latency: str = typer.Option(None, "--frontend-latency", metavar="<duration>",
+                                         help="Frontend latency of every fleet (e.g. 0ms for TensorRT-LLM behind "
+                                              "NVIDIA NIM): time in TTFT before the scheduler has a request. Default: "
+                                              "the engine's."),
     timing: str = timing_option("Timing model for screening and simulation"),
     json_out: bool = typer.Option(False, "--json", help="Print plan.json to stdout (no progress bars)."),
 ):
@@ -266,7 +268,9 @@ def plan_cmd(
 def compare_cmd(
     deployments: list[str] = typer.Argument(..., help="Deployment YAMLs (or ids in workloads/deployments/)."),
     traffic: str = typer.Option(..., "--traffic", help="Traffic YAML or id."),
-    rate: str = typer.Option(None, "--rate", help="Arrival rate (overrides the traffic file's)."),
+    rate: str = typer.Option(None, "--rate", metavar="<rate>",
+                             help="Arrival rate (5, 5/s, 300/min; a bare number is per second); overrides the "
+                                  "traffic file's."),
     ttft_slo: str = _slo_option("--ttft-slo", "TTFT target (e.g. 1s, 800ms; bare = seconds)"),
     tpot_slo: str = _slo_option("--tpot-slo", "TPOT target (e.g. 50ms)"),
     slo_percentile: float = _percentile_option(top=True),

@@ -72,7 +72,8 @@ def simulate(
     tpot_slo: float = typer.Option(None, "--tpot-slo", parser=duration(),
                                    help="TPOT SLO, e.g. 50ms (overrides the traffic file)."),
     slo_percentile: float = typer.Option(None, "--slo-percentile", parser=real(0, 100, lo_open=True),
-                                         help="Percentile the SLO applies to, (0, 100] (default 90)."),
+                                         help="Percentile the SLO applies to, (0, 100]. Default: the traffic "
+                                              "file's `slo.percentile`, else 90."),
     ramp_up: float = typer.Option(None, "--ramp-up", parser=duration(positive=False),
                                   help="Closed loop: start the clients evenly over this time (e.g. 2s; 0: all at "
                                        "once). Default: one estimated request lifetime."),

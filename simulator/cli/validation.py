@@ -162,7 +162,7 @@ def calibrate(
     out: Path = typer.Option(..., "--out", parser=out_file(YAML_EXTS),
                              help="Where to write the calibration overlay YAML."),
     test_fraction: float = typer.Option(0.5, "--test-fraction", parser=real(0, 1, lo_open=True, hi_open=True),
-                                        help="Rows held out to report the error on."),
+                                        help="Share of the rows held out to report the error on, in (0, 1)."),
     seed: int = typer.Option(0, "--seed", parser=count(0, 2**32 - 1), help="Seed of the train/test split."),
     json_out: bool = typer.Option(False, "--json", help="Print the fit and its held-out errors as JSON."),
     kernel_times: bool = typer.Option(False, "--kernel-times", help="Read each row's time from kernel_us (the "

@@ -22,7 +22,9 @@ def whatif(
     tp: int = typer.Option(None, "--tp", parser=count(1), help="Tensor parallel size (default: devices / (pp x dp))."),
     pp: int = typer.Option(1, "--pp", parser=count(1), help="Pipeline stages."),
     ep: int = typer.Option(1, "--ep", parser=count(1), help="Expert parallel size for MoE FFN."),
-    dp: int = typer.Option(None, "--dp", parser=count(1), help="Attention data-parallel size."),
+    dp: int = typer.Option(None, "--dp", parser=count(1),
+                           help="Attention data-parallel ranks (tp x dp x pp = devices; default: devices / (tp x pp), "
+                                "1 when --tp is not given)."),
     expert_tp: int = typer.Option(None, "--expert-tp", parser=count(1),
                                   help="TP inside each expert group (default devices/ep)."),
     precision: str = typer.Option(None, "--precision", help=f"Weights/activations, all quadrants: {PRECISION_HELP} "
@@ -59,8 +61,8 @@ def whatif(
                                          help="Draft step time / target step time, 0..1 (0.05: a small draft model, "
                                               "illustrative; an MTP module is one extra layer, about 1 / layers)."),
     price: list[str] = typer.Option(None, "--price", help="Device price, USD per device-hour (> 0): ID=USD for "
-                                    "one device of the plan (repeatable, e.g. --price h20=1.20, the grammar of "
-                                    "sweep and plan), or a bare USD for every device."),
+                                    "one device of the plan (repeatable, e.g. --price h20=1.20, as sweep and plan "
+                                    "take it), or a bare USD for every device (e.g. --price 2.5)."),
     deployment: Path = typer.Option(None, "--deployment", parser=in_file_or_id(),
                                     help="Deployment YAML (pools, per-quadrant plans)."),
     calibration: Path = typer.Option(None, "--calibration", parser=in_file(),
