@@ -281,6 +281,11 @@ class Replica:
         # a request lives on one attention-DP rank, whose KV pool is its share of the replica's (each DP rank of
         # vLLM and SGLang is a scheduler with its own cache): the longest request it can hold
         self.rank_blocks = self.blocks_total // self.attention_dp
+        # the longest request (prompt + output) ``refusal`` lets through; a prefill replica also asks the decode
+        # pool (``Simulation.decode_refusal``, above ``Simulation.decode_fits_tokens``)
+        kv = self.rank_blocks * BLOCK_TOKENS
+        self.fits_tokens = min(kv, cfg.max_model_len) if cfg.max_model_len > 0 else kv
+        self.to_decode = cfg.role == "prefill"
         # a prefill pool's pipeline: when each stage after the first is next free (its micro-batches leave in order)
         self.stage_free_s = [0.0] * max(cfg.pp - 1, 1) if self.pf_role else []
         self.rank_n = [0] * self.attention_dp  # decoding requests per rank
@@ -344,12 +349,14 @@ class Replica:
 
     def submit(self, rid: int) -> None:
         sim = self.sim
-        why = self.refusal(rid)
-        if why is None and self.cfg.role == "prefill":  # refused up front where no decode replica could hold it
-            why = sim.decode_refusal(rid)
-        if why is not None:
-            sim.reject(rid, why)
-            return
+        total = sim.prompt_l[rid] + sim.out_l[rid]
+        if total > self.fits_tokens or (self.to_decode and total > sim.decode_fits_tokens):  # (the fast test)
+            why = self.refusal(rid)
+            if why is None and self.to_decode:  # refused up front where no decode replica could hold it
+                why = sim.decode_refusal(rid)
+            if why is not None:
+                sim.reject(rid, why)
+                return
         sim.status[rid] = WAITING
         if self.wants_ranks:
             # round robin over the attention-DP ranks as a request reaches the replica: SGLang's data-parallel
@@ -950,6 +957,9 @@ class Simulation:
         for rep in self.by_role["decode"]:
             kinds.setdefault((rep.cfg.context_range, rep.cfg.max_model_len, rep.rank_blocks), rep)
         self._decode_kinds = list(kinds.values())
+        # no request up to this long (prompt + output) is refused by every decode replica: the fast test before
+        # ``decode_refusal`` (every request, when a routed pool splits by prompt length)
+        self.decode_fits_tokens = 0 if self.routed else min((r.fits_tokens for r in self._decode_kinds), default=0)
         self.shipping: dict[int, tuple[Replica, int]] = {}  # rid -> (its prefill replica, the blocks held there)
         self.pre_rank: dict[int, int] = {}  # rid -> its decode replica's attention-DP rank, chosen at hand-off
         self.steps = StepLog()
