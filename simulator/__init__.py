@@ -3,13 +3,15 @@ simulation of LLM inference fleets.
 
 Public API (everything else is internal and may change):
 
-* specs: ``load_hardware``, ``load_model``, ``read_deployment``, ``read_traffic``, ``model_from_hf_config``
+* specs: ``load_hardware``, ``load_model``, ``read_deployment``, ``read_traffic``, ``model_from_hf_config``;
+  built in code: ``simple_traffic`` (a Poisson or closed-loop ``Traffic`` of fixed lengths), ``quick_deployment``
+  (one colocated pool from ``PlanOptions``)
 * planning: ``PlanOptions``, ``plan_from_options``, ``simple_phase``, ``ServingPlan``
 * analytic core: ``whatif`` (-> ``WhatIfResult``), ``build_ops``, ``StepShape``, ``RooflineModel``,
   ``TimingModel``, ``memory_fit``
 * serving simulation: ``simulate`` (-> ``SimulationResult`` with DataFrames)
 * search: ``sweep``, ``pareto_front``; capacity planning: ``PlanRequest``, ``plan_capacity_for``,
-  ``compare_deployments``
+  ``compare_deployments`` (-> ``PlanOutcome``)
 * validation: ``read_measurements``, ``predict``, ``score``, ``calibrate``, ``apply_calibration``
 """
 
@@ -20,7 +22,7 @@ __version__ = "0.1.0"
 # name -> module; imported on first use so `quadrant --help` and the CLI start fast
 _EXPORTS = {
     "WhatIfResult": "analysis.whatif", "whatif": "analysis.whatif",
-    "PlanOptions": "build", "plan_from_options": "build",
+    "PlanOptions": "build", "plan_from_options": "build", "quick_deployment": "build",
     "calibrate": "validation.calibrate",
     "CalibrationError": "errors", "InfeasibleError": "errors", "MeasurementError": "errors",
     "SimulatorError": "errors", "SpecError": "errors",
@@ -31,9 +33,11 @@ _EXPORTS = {
     "ServingPlan": "plan", "simple_phase": "plan",
     "pareto_front": "planning.sweep", "sweep": "planning.sweep",
     "PlanRequest": "planning.plan", "plan_capacity_for": "planning.plan", "compare_deployments": "planning.plan",
+    "PlanOutcome": "planning.plan",
     "SimulationResult": "serving.runner", "simulate": "serving.runner",
     "load_hardware": "specs.catalog", "load_model": "specs.catalog",
     "read_deployment": "specs.deployment", "model_from_hf_config": "specs.model", "read_traffic": "specs.traffic",
+    "simple_traffic": "specs.traffic",
     "predict": "validation.validate", "score": "validation.validate",
 }
 

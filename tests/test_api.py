@@ -103,3 +103,57 @@ def _sweep(**kw):
 
     args = {"hardware": ["h100-sxm"], "devices": 1, "isl": 512, "osl": 64, **kw}
     return sweep("llama-3.1-8b", args.pop("hardware"), args.pop("devices"), **args)
+
+
+def test_a_trace_built_in_code_is_checked_as_a_file_would_be():
+    """A trace given to ``Traffic`` in code is held to the trace reader's rules (a NaN arrival used to hang the
+    simulator), and rows out of order are put in arrival order as the reader does."""
+    import dataclasses
+
+    import pandas as pd
+
+    import simulator as S
+
+    tr = S.read_traffic(ROOT / "workloads/traffic/chat.yaml")
+
+    def with_trace(df):
+        return dataclasses.replace(tr, arrival="trace", trace=df, requests=2)
+
+    bad = [({"arrival_s": [0.0, float("nan")], "prompt_tokens": [10, 10], "output_tokens": [5, 5]}, "arrival_s"),
+           ({"arrival_s": [0.0, 1.0], "prompt_tokens": [0, 10], "output_tokens": [5, 5]}, "prompt_tokens"),
+           ({"arrival_s": [0.0, 1.0], "prompt_tokens": [3, 10], "output_tokens": [5, 2.5]}, "output_tokens"),
+           ({"arrival_s": [0.0, 1.0], "prompt_tokens": [3, 10]}, r"missing column\(s\) output_tokens")]
+    for cols, what in bad:
+        with pytest.raises(S.SimulatorError, match=f"Traffic.trace: (.* )?{what}"):
+            with_trace(pd.DataFrame(cols))
+    with pytest.raises(S.SimulatorError, match="expected a DataFrame"):
+        with_trace([1, 2])
+    t = with_trace(pd.DataFrame({"arrival_s": [1.0, 0.0], "prompt_tokens": [30, 10], "output_tokens": [5, 6]}))
+    assert t.sample().values.tolist() == [[0.0, 10, 6], [1.0, 30, 5]]
+
+
+def test_arrivals_past_the_clocks_resolution_are_refused():
+    import dataclasses
+
+    import simulator as S
+
+    with pytest.raises(S.SimulatorError, match="Traffic.rate_per_s: 20 requests at 1e-300/s"):
+        dataclasses.replace(S.read_traffic(ROOT / "workloads/traffic/chat.yaml"), requests=20, rate_per_s=1e-300)
+
+
+def test_the_builders_the_readme_and_the_errors_name_are_exported():
+    import simulator as S
+
+    for name in ("quick_deployment", "simple_traffic", "PlanOutcome"):
+        assert name in S.__all__ and getattr(S, name) is not None
+
+
+def test_whatif_refuses_what_is_not_a_plan_and_says_when_a_batch_does_not_fit():
+    import simulator as S
+
+    with pytest.raises(S.SimulatorError, match="whatif: plan: expected a ServingPlan"):
+        S.whatif(PlanOptions(model="llama-3.1-8b", devices=1), batch=1, isl=8, osl=8)
+    res = whatif(plan_from_options(PlanOptions(model="llama-3.1-8b", devices=1)), batch=100_000, isl=1024, osl=128)
+    assert not res.fits and any("does not fit in memory" in n for n in res.notes)
+    with pytest.raises(S.SimulatorError, match="quadrant: expected one of prefill_attention"):
+        res.quadrant("nope")

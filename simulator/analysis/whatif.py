@@ -106,7 +106,11 @@ class WhatIfResult:
         return pd.DataFrame(self.quadrant_rows)
 
     def quadrant(self, name: str) -> dict:
-        return next(r for r in self.quadrant_rows if r["quadrant"] == name)
+        for r in self.quadrant_rows:
+            if r["quadrant"] == name:
+                return r
+        raise SimulatorError(f"quadrant: expected one of {', '.join(r['quadrant'] for r in self.quadrant_rows)}, "
+                             f"got {name!r}")
 
     def to_dict(self) -> dict:
         q = {}
@@ -199,6 +203,9 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
            timing: TimingModel | None = None) -> WhatIfResult:
     """Score one plan: TTFT of a ``prefill_batch`` x ``isl`` prefill, TPOT at ``batch`` concurrent
     sequences (mean KV length isl + osl/2), steady-state throughput, memory and cost."""
+    if not isinstance(plan, ServingPlan):
+        raise SimulatorError(f"whatif: plan: expected a ServingPlan (plan_from_options(PlanOptions(...)) or "
+                             f"read_deployment(...).serving_plan()), got {type(plan).__name__}")
     batch = whole("whatif: batch", batch, 1)
     isl, osl = whole("whatif: isl", isl, 1), whole("whatif: osl", osl, 1)
     prefill_batch = whole("whatif: prefill_batch", prefill_batch, 1)
@@ -310,6 +317,8 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
         mem += memory_fit(model, pre, kv_tokens_per_replica=prefill_batch * isl,
                           step_tokens=prefill_batch * chunk, **kw)
 
+    if not all(m.fits for m in mem):  # the figures above assume the batch fits: say so where a result is read
+        notes.append("the batch does not fit in memory (see memory): latency, throughput and cost assume it did")
     q = quadrant_table(pt, "prefill", n_chunks) + quadrant_table(dt, "decode", 1.0)
     if dec.af_disaggregated:
         notes.append(f"decode attention and FFN on separate pools with {dec.micro_batches} micro-batches: "

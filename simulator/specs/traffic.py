@@ -118,6 +118,13 @@ class Traffic:
         if not isinstance(self.slo, SLO) or not isinstance(self.prompt, LengthDist) \
                 or not isinstance(self.output, LengthDist):
             raise SimulatorError("Traffic: slo must be an SLO, prompt and output LengthDists")
+        if self.arrival in ("poisson", "gamma") and self.requests / self.rate_per_s > MAX_ARRIVAL_S:
+            # (the expected span of the arrivals: past it the clock's float resolution breaks; see units.py)
+            raise SimulatorError(f"Traffic.rate_per_s: {self.requests} requests at {self.rate_per_s:g}/s would arrive "
+                                 f"over ~{self.requests / self.rate_per_s:.3g} s, past the 1e9 s the simulator's clock "
+                                 "resolves; give a higher rate or fewer requests")
+        if self.trace is not None:
+            object.__setattr__(self, "trace", _checked_trace(self.trace))
         if self.arrival == "trace" and (self.trace is None or self.requests > len(self.trace)):
             rows = 0 if self.trace is None else len(self.trace)
             raise SimulatorError(f"Traffic.requests: a trace run replays at most its {rows} rows, got {self.requests}")
@@ -189,6 +196,41 @@ def _lengths_file(r: Reader, path: Path) -> tuple[float, ...]:
     if not values:
         raise r.error("file", f"{path}: holds no token counts; expected {want}")
     return tuple(values)
+
+
+def _checked_trace(trace) -> pd.DataFrame:
+    """A trace given in code (``Traffic.trace``) held to what ``read_trace`` accepts from a file: a DataFrame
+    with arrival_s, prompt_tokens and output_tokens, arrivals finite in [0, ``MAX_ARRIVAL_S``] seconds, token
+    counts whole numbers >= 1; returned in arrival order (as the reader sorts a file's rows)."""
+    if not isinstance(trace, pd.DataFrame):
+        raise SimulatorError(f"Traffic.trace: expected a DataFrame (arrival_s, prompt_tokens, output_tokens), "
+                             f"got {type(trace).__name__}")
+    need = ("arrival_s", "prompt_tokens", "output_tokens")
+    missing = [c for c in need if c not in trace.columns]
+    if missing:
+        raise SimulatorError(f"Traffic.trace: missing column(s) {', '.join(missing)}")
+    if trace.empty:
+        raise SimulatorError("Traffic.trace: no rows")
+    out = {}
+    for col in need:
+        vals = pd.to_numeric(trace[col], errors="coerce").to_numpy(dtype=float)
+        if col == "arrival_s":
+            bad = ~np.isfinite(vals) | (vals < 0) | (vals > MAX_ARRIVAL_S)
+            want = "an arrival time in [0, 1e9] seconds"
+        else:
+            bad = ~np.isfinite(vals) | (vals < 1) | (vals != np.round(vals))
+            want = "a whole number of tokens >= 1"
+        if bad.any():
+            i = int(np.argmax(bad))
+            got = trace[col].iloc[i]
+            got = got.item() if isinstance(got, np.generic) else got
+            raise SimulatorError(f"Traffic.trace: row {i}, column {col}: expected {want}, got {got!r}")
+        out[col] = vals
+    if trace.columns.tolist() == list(need) and trace[list(need)].dtypes.tolist() == [np.float64, np.int64, np.int64] \
+            and bool((np.diff(out["arrival_s"]) >= 0).all()):
+        return trace  # (already clean: the reader's own frames, and every copy of them, pass unchanged)
+    clean = pd.DataFrame(out).astype({"prompt_tokens": np.int64, "output_tokens": np.int64})
+    return clean.sort_values("arrival_s", kind="stable").reset_index(drop=True)
 
 
 def read_trace(path: Path, file: str, key: str) -> pd.DataFrame:
