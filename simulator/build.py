@@ -18,11 +18,12 @@ from .specs.catalog import load_hardware, load_model
 from .specs.hardware import HardwareSpec
 
 
-@dataclass
+@dataclass(frozen=True)
 class PlanOptions:
     """A quick plan as the CLI's flags describe it: model, hardware, devices and parallelism, precisions, P/D
     pools, speculative decoding and price; ``plan_from_options`` turns it into a ``ServingPlan``. Checked on
-    construction (None means the default; 0 is refused where it would not be one)."""
+    construction (None means the default; 0 is refused where it would not be one), and frozen so that it stays as
+    checked (``dataclasses.replace`` makes a changed copy, checked again)."""
 
     model: str
     hardware: str = "h100-sxm"
@@ -55,13 +56,13 @@ class PlanOptions:
     def __post_init__(self):
         # the engines' and checkpoints' spellings (FP8, fp8_e4m3, NVFP4, bfloat16, AWQ) as this package's names
         for k in ("precision", "attn_precision", "ffn_precision", "kv_precision"):
-            setattr(self, k, canonical_precision(getattr(self, k)))
+            object.__setattr__(self, k, canonical_precision(getattr(self, k)))
         # counts: whole numbers (a whole-number float is taken as its integer); None: the default, 0 is not one
         for k, lo in (("devices", 1), ("pp", 1), ("ep", 1), ("kv_scale_tokens", 1), ("chunk", 0),
                       ("spec_draft_tokens", 0), ("tp", 1), ("dp", 1), ("expert_tp", 1), ("prefill_devices", 1),
                       ("prefill_tp", 1), ("prefill_pp", 1), ("decode_devices", 1), ("decode_tp", 1), ("decode_ep", 1)):
             if getattr(self, k) is not None:
-                setattr(self, k, whole(f"PlanOptions.{k}", getattr(self, k), lo))
+                object.__setattr__(self, k, whole(f"PlanOptions.{k}", getattr(self, k), lo))
         real("PlanOptions.spec_acceptance", self.spec_acceptance, 0, 1)
         real("PlanOptions.spec_draft_cost", self.spec_draft_cost, 0, 1)
         if self.price_usd_per_hour is not None:

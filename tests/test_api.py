@@ -157,3 +157,23 @@ def test_whatif_refuses_what_is_not_a_plan_and_says_when_a_batch_does_not_fit():
     assert not res.fits and any("does not fit in memory" in n for n in res.notes)
     with pytest.raises(S.SimulatorError, match="quadrant: expected one of prefill_attention"):
         res.quadrant("nope")
+
+
+def test_plan_options_and_requests_stay_as_checked():
+    """Frozen: a field set after construction would skip the checks (``PlanRequest.top_k = 0`` reached the
+    planner as a raw IndexError); ``dataclasses.replace`` makes a checked copy."""
+    import dataclasses
+
+    import simulator as S
+
+    o = PlanOptions(model="dbrx")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.devices = -1
+    with pytest.raises(S.SimulatorError, match="PlanOptions.devices"):
+        dataclasses.replace(o, devices=-1)
+    tr = read_traffic(ROOT / "workloads/traffic/chat.yaml")
+    r = S.PlanRequest(model="llama-3.1-8b", traffic=tr, hardware=["h100-sxm"], rate_per_s=2.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.top_k = 0
+    with pytest.raises(S.SimulatorError, match="PlanRequest.top_k"):
+        dataclasses.replace(r, top_k=0)

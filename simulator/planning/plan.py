@@ -36,7 +36,7 @@ from .screen import Workload, screen
 from .verify import latency_miss, run_at, timing_model, verify_many
 
 
-@dataclass
+@dataclass(frozen=True)
 class PlanRequest:
     """What ``plan_capacity_for`` is asked: a model, traffic and target rate (None: the traffic's), SLOs and
     percentile (None: the traffic's), the hardware to choose from and how far to search. Checked on
