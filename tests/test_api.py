@@ -177,3 +177,18 @@ def test_plan_options_and_requests_stay_as_checked():
         r.top_k = 0
     with pytest.raises(S.SimulatorError, match="PlanRequest.top_k"):
         dataclasses.replace(r, top_k=0)
+
+
+def test_simulate_checks_its_keyword_arguments():
+    import dataclasses
+
+    import simulator as S
+
+    tr = dataclasses.replace(read_traffic(ROOT / "workloads/traffic/chat.yaml"), requests=5)
+    dep = read_deployment(ROOT / "workloads/deployments/dbrx-8xh100.yaml")
+    for kw, what in (({"timing": "roofline"}, "timing must be a TimingModel"),
+                     ({"progress": 5}, "progress must be a callable"), ({"overheads": "no"}, "overheads must be")):
+        with pytest.raises(S.SimulatorError, match=f"simulate: {what}"):
+            simulate(dep, tr, **kw)
+    with pytest.raises(S.SimulatorError, match="no replica to serve with"):
+        simulate(dataclasses.replace(dep, pools=()), tr)

@@ -252,6 +252,16 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
         choice("simulate: engine", engine, ENGINES)
     if preemption is not None:
         choice("simulate: preemption", preemption, PREEMPTIONS)
+    if timing is not None and not callable(getattr(timing, "evaluate", None)):
+        raise SimulatorError(f"simulate: timing must be a TimingModel (RooflineModel(), a calibrated overlay), got "
+                             f"{type(timing).__name__}")
+    if progress is not None and not callable(progress):
+        raise SimulatorError(f"simulate: progress must be a callable taking the requests ended so far, got "
+                             f"{type(progress).__name__}")
+    if not isinstance(overheads, bool):
+        raise SimulatorError(f"simulate: overheads must be True or False, got {overheads!r}")
+    if not any(p.replicas > 0 for p in dep.pools):
+        raise SimulatorError("simulate: the deployment has no replica to serve with (pools, or replicas >= 1)")
     reqs = traffic.sample()
     r = Requests(reqs["arrival_s"].to_numpy(dtype=float).copy(), reqs["prompt_tokens"].to_numpy(np.int64),
                  reqs["output_tokens"].to_numpy(np.int64))
