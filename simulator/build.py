@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from .checks import real, whole
 from .errors import SimulatorError
 from .plan import ServingPlan, SpeculativeSpec, simple_phase, validate_phase
-from .precision import canonical_precision
+from .precision import KV_PRECISIONS, canonical_precision
 from .specs.catalog import load_hardware, load_model
 from .specs.hardware import HardwareSpec
+
+MAX_DRAFT_TOKENS = 64  # speculative draft tokens a step (the CLI's --spec-draft / --spec-tokens bound)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,14 @@ class PlanOptions:
                       ("prefill_tp", 1), ("prefill_pp", 1), ("decode_devices", 1), ("decode_tp", 1), ("decode_ep", 1)):
             if getattr(self, k) is not None:
                 object.__setattr__(self, k, whole(f"PlanOptions.{k}", getattr(self, k), lo))
+        if not isinstance(self.overlap_comm, bool):
+            raise SimulatorError(f"PlanOptions.overlap_comm: expected True or False, got {self.overlap_comm!r}")
+        if self.kv_precision not in KV_PRECISIONS:
+            raise SimulatorError(f"PlanOptions.kv_precision: expected one of {', '.join(KV_PRECISIONS)}, got "
+                                 f"{self.kv_precision!r}")
+        if self.spec_draft_tokens > MAX_DRAFT_TOKENS:
+            raise SimulatorError(f"PlanOptions.spec_draft_tokens: expected at most {MAX_DRAFT_TOKENS} draft tokens a "
+                                 f"step, got {self.spec_draft_tokens}")
         real("PlanOptions.spec_acceptance", self.spec_acceptance, 0, 1)
         real("PlanOptions.spec_draft_cost", self.spec_draft_cost, 0, 1)
         if self.price_usd_per_hour is not None:

@@ -192,3 +192,20 @@ def test_simulate_checks_its_keyword_arguments():
             simulate(dep, tr, **kw)
     with pytest.raises(S.SimulatorError, match="no replica to serve with"):
         simulate(dataclasses.replace(dep, pools=()), tr)
+
+
+def test_sweep_prices_and_plan_options_are_checked():
+    import simulator as S
+
+    for prices, what in (({"h100-sxm": -3}, "> 0"), ({"h20": 2.0}, "not a device of this sweep"), ([1], "a dict")):
+        with pytest.raises(S.SimulatorError, match=f"sweep: prices_usd_per_hour.*{what}"):
+            sweep("llama-3.1-8b", ["h100-sxm"], devices=8, isl=512, osl=64, batches=[8], prices_usd_per_hour=prices)
+    df = sweep("llama-3.1-8b", ["h100-sxm"], devices=8, isl=512, osl=64, batches=[8],
+               prices_usd_per_hour={"H100": 4.0})  # (a profile alias is the profile)
+    assert (df.usd_per_hour == 32.0).all()
+    with pytest.raises(S.SimulatorError, match="price"):
+        S.load_hardware("h100-sxm").with_price(-1)
+    for kw, what in (({"kv_precision": "nope"}, "kv_precision"), ({"overlap_comm": "yes"}, "overlap_comm"),
+                     ({"spec_draft_tokens": 10**6}, "spec_draft_tokens")):
+        with pytest.raises(S.SimulatorError, match=f"PlanOptions.{what}"):
+            PlanOptions(model="dbrx", **kw)

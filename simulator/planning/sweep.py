@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.whatif import check_context, time_phase
-from ..checks import names, whole
+from ..checks import names, real, whole
 from ..devices import DeviceArrays
 from ..errors import InfeasibleError, SimulatorError
 from ..ops.build import StepShape
@@ -44,6 +44,19 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
                 whole(f"sweep: {name}", x, 1)
             if any(devices % int(x) for x in v):
                 raise SimulatorError(f"sweep: {name}: every size must divide devices = {devices}, got {list(v)}")
+    if prices_usd_per_hour is not None:  # every key a profile of the sweep (aliases resolved), every price > 0
+        if not isinstance(prices_usd_per_hour, dict):
+            raise SimulatorError(f"sweep: prices_usd_per_hour: expected a dict of profile id -> USD per device-hour, "
+                                 f"got {type(prices_usd_per_hour).__name__}")
+        swept = {load_hardware(h).id for h in hardware}
+        priced = {}
+        for key, usd in prices_usd_per_hour.items():
+            hid = load_hardware(key).id
+            if hid not in swept:
+                raise SimulatorError(f"sweep: prices_usd_per_hour[{key!r}]: not a device of this sweep "
+                                     f"({', '.join(sorted(swept))})")
+            priced[hid] = real(f"sweep: prices_usd_per_hour[{key!r}]", usd, 0, above=True)
+        prices_usd_per_hour = priced
     model = load_model(model_id)
     timing = timing or RooflineModel()
     check_context(model, isl, osl)
