@@ -209,3 +209,19 @@ def test_sweep_prices_and_plan_options_are_checked():
                      ({"spec_draft_tokens": 10**6}, "spec_draft_tokens")):
         with pytest.raises(S.SimulatorError, match=f"PlanOptions.{what}"):
             PlanOptions(model="dbrx", **kw)
+
+
+def test_the_validation_api_checks_the_tables_it_is_given():
+    import simulator as S
+
+    df = S.read_measurements(ROOT / "reports/validation/cpu-host-quick.csv")
+    hw = S.load_hardware("cpu-host")
+    for call, what in ((lambda: S.predict(df.iloc[:0], {"cpu-host": hw}), "predict: df: no rows"),
+                       (lambda: S.predict(df.assign(latency_us=0.0), {"cpu-host": hw}), "latency_us.*> 0"),
+                       (lambda: S.predict(df, [hw]), "predict: specs"),
+                       (lambda: S.score(df.iloc[:0]), "score: pred"),
+                       (lambda: S.calibrate(df, "cpu-host"), "calibrate: hw"),
+                       (lambda: S.calibrate(df, hw, test_fraction=float("nan")), "calibrate: test_fraction"),
+                       (lambda: S.calibrate(df, hw, seed=-1), "calibrate: seed")):
+        with pytest.raises(S.SimulatorError, match=what):
+            call()

@@ -152,6 +152,18 @@ def _median_ape(pred: np.ndarray, meas: np.ndarray) -> float:
 def calibrate(df: pd.DataFrame, hw: HardwareSpec, *, test_fraction: float = 0.5, seed: int = 0,
               measurements_file: str = "") -> tuple[HardwareSpec, dict]:
     """Fit ``hw``'s efficiency parameters on a train split of its rows; report held-out error."""
+    from ..checks import real, whole
+    from ..errors import SimulatorError
+    from .measurements import check_frame
+
+    check_frame(df, "calibrate: df")
+    if not isinstance(hw, HardwareSpec):
+        raise CalibrationError(f"calibrate: hw: expected a HardwareSpec (load_hardware(...)), got {type(hw).__name__}")
+    try:
+        real("calibrate: test_fraction", test_fraction, 0, 1, above=True)
+        whole("calibrate: seed", seed, 0, 2**32 - 1)
+    except SimulatorError as exc:
+        raise CalibrationError(str(exc)) from None
     rows = df[df["hardware"] == hw.id].reset_index(drop=True)
     if len(rows) < 2 * MIN_ROWS:
         raise CalibrationError(f"{measurements_file or 'measurements'}: {len(rows)} row(s) for {hw.id}; need at "

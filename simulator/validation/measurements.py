@@ -144,6 +144,26 @@ def _profile_ids(hardware: pd.Series) -> pd.Series:
     return hardware.map(ids) if any(k != v for k, v in ids.items()) else hardware
 
 
+def check_frame(df, where: str) -> None:
+    """A measurement table given in code rather than read by ``read_measurements``: a non-empty DataFrame with
+    the contract's columns and every ``latency_us`` a finite time > 0 (a MeasurementError naming ``where``,
+    the row and the column otherwise). The reader's finer row checks stay the reader's."""
+    if not isinstance(df, pd.DataFrame):
+        raise MeasurementError(f"{where}: expected a DataFrame (read_measurements(...)), got {type(df).__name__}")
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise MeasurementError(f"{where}: missing column(s): {', '.join(missing)}")
+    if df.empty:
+        raise MeasurementError(f"{where}: no rows")
+    lat = pd.to_numeric(df["latency_us"], errors="coerce").to_numpy(dtype=float)
+    bad = ~(np.isfinite(lat) & (lat > 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        got = df["latency_us"].iloc[i]
+        got = got.item() if isinstance(got, np.generic) else got
+        raise MeasurementError(f"{where}: row {i}: column 'latency_us': expected a finite time > 0 (us), got {got!r}")
+
+
 def holdout_mask(n: int, test_fraction: float, seed: int) -> np.ndarray:
     """Deterministic train/test split: True marks a held-out (test) row."""
     rng = np.random.default_rng(seed)

@@ -32,6 +32,7 @@ from ..specs.catalog import load_hardware
 from ..specs.hardware import HardwareSpec
 from ..timing.base import TimingModel
 from ..timing.roofline import RooflineModel
+from .measurements import check_frame
 
 _COLL = {"all_reduce": ALL_REDUCE, "all_gather": ALL_GATHER, "all_to_all": ALL_TO_ALL}
 ACT16 = 2.0
@@ -217,6 +218,9 @@ def load_specs(df: pd.DataFrame, hardware: str | None = None,
 
 def predict(df: pd.DataFrame, specs: dict[str, HardwareSpec], timing: TimingModel | None = None) -> pd.DataFrame:
     """Add ``predicted_us``, ``ape``, ``ratio`` (predicted / measured) and ``bound`` columns."""
+    check_frame(df, "predict: df")
+    if not isinstance(specs, dict) or not all(isinstance(h, HardwareSpec) for h in specs.values()):
+        raise MeasurementError("predict: specs: expected a dict of profile id -> HardwareSpec (load_hardware(...))")
     missing = sorted(set(df["hardware"]) - set(specs))
     if missing:
         raise MeasurementError(f"no hardware profile for {', '.join(missing)}")
@@ -245,5 +249,8 @@ def _score(g: pd.DataFrame) -> dict:
 
 def score(pred: pd.DataFrame) -> dict:
     """The validate JSON contract: overall and per (hardware, op) error figures."""
+    if not isinstance(pred, pd.DataFrame) or pred.empty or not {"hardware", "op", "ape", "ratio"} <= set(pred.columns):
+        raise MeasurementError("score: pred: expected the non-empty DataFrame predict(...) returns (hardware, op, ape, "
+                               "ratio columns)")
     groups = [{"hardware": hw, "op": op, **_score(g)} for (hw, op), g in pred.groupby(["hardware", "op"], sort=True)]
     return {"overall": _score(pred), "groups": groups}
