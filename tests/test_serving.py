@@ -1224,3 +1224,16 @@ def test_quadrants_split_the_busy_time_with_overlapped_collectives():
                  overheads=False).summary["utilisation"]["pool"]
     quads = sum(u[k] for k in ("prefill_attention", "prefill_ffn", "decode_attention", "decode_ffn"))
     assert 0.5 < quads <= u["busy"] + 1e-9 and u["other"] >= 0
+
+
+@pytest.mark.parametrize("make", _engines() + [lambda r, c, **kw: Simulation(r, c, coalesce=False, **kw)])
+def test_an_admission_stopped_by_its_own_overcount_is_retried_at_the_next_step(make):
+    """An admission pass counts a request it admits by one token more than it holds, so at 1.5 s it stops at
+    request 2 (1 block) with 5 of 6 blocks counted, 4 held; the next step boundary counts exactly and admits it
+    (a decode stretch must not skip that boundary: it did, admitting request 2 at 25.5 s)."""
+    req = _reqs([0.0, 1.2, 1.2], [10, 64, 15], [50, 5, 5])
+    sim = make(req, [_replica(cap=96, budget=64, policy=make_policy("trtllm", "recompute"))])
+    sim.run()
+    df = sim.request_frame()
+    assert df.admitted_s.tolist() == [0.0, 1.5, 2.0]
+    assert df.preemptions.tolist() == [0, 1, 2]

@@ -493,6 +493,18 @@ class Replica:
                 self.prefilling.append(rid)
         return swap_s
 
+    def _head_fits(self) -> bool:
+        """Whether the first waiting request would be admitted at the next step boundary: an admission pass counts
+        each request it admits by ``admit_tokens`` (one token more than it then holds), so it can stop at a request
+        that the exact count, taken again at the next boundary, admits. A stretch would skip that boundary."""
+        if len(self.active) >= self.cfg.max_seqs:
+            return False
+        s = self.sim
+        rid = self.waiting[0]
+        tgt, gen = s.tgt[rid], s.gen[rid]
+        need = -(-self.cfg.policy.admit_tokens(tgt, gen - s.off[rid], s.out_l[rid] - gen) // BLOCK_TOKENS)
+        return self.used_blocks + need <= self.blocks_total
+
     # -- the scheduler -----------------------------------------------------------------------------
     def _kick(self, _ev=None) -> None:
         self.state = DECIDING
@@ -542,7 +554,7 @@ class Replica:
             if not n_dec:
                 return self._nothing_to_run()
             n_d, plan, ctx, tokens = n_dec, [], 0, 0
-        if not plan and self._stretches and not swap_s:
+        if not plan and self._stretches and not swap_s and not (self.waiting and self._head_fits()):
             k = self._next_finish()
             if k >= 2 and self._start_stretch(n_d, k if k < MAX_STRETCH else MAX_STRETCH):
                 return
