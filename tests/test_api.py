@@ -225,3 +225,13 @@ def test_the_validation_api_checks_the_tables_it_is_given():
                        (lambda: S.calibrate(df, hw, seed=-1), "calibrate: seed")):
         with pytest.raises(S.SimulatorError, match=what):
             call()
+
+
+def test_memory_fit_refuses_a_negative_or_missing_token_count():
+    import simulator as S
+
+    m = S.load_model("llama-3.1-8b")
+    ph = plan_from_options(PlanOptions(model="llama-3.1-8b", devices=1)).decode
+    for kv, what in ((-1, ">= 0"), (float("nan"), "finite"), ("1", "a number")):
+        with pytest.raises(S.SimulatorError, match=f"memory_fit: kv_tokens_per_replica: expected .*{what}"):
+            S.memory_fit(m, ph, kv_tokens_per_replica=kv, step_tokens=2048)

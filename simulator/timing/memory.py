@@ -82,6 +82,10 @@ def memory_fit(model: ModelSpec, plan: PhasePlan, *, kv_tokens_per_replica: floa
                kv_precision: str = "bf16", kv_scale_tokens: int = 128) -> list[MemoryFit]:
     """Per-device memory of a phase plan holding ``kv_tokens_per_replica`` cached tokens (over all
     sequences of one model replica) while running steps of ``step_tokens`` tokens."""
+    from ..checks import real
+
+    real("memory_fit: kv_tokens_per_replica", kv_tokens_per_replica, 0)
+    real("memory_fit: step_tokens", step_tokens, 0)
     a, f = plan.attention, plan.ffn
     pa, pf = get_precision(a.precision), get_precision(f.precision)
     pp = plan.pp
