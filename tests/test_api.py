@@ -235,3 +235,14 @@ def test_memory_fit_refuses_a_negative_or_missing_token_count():
     for kv, what in ((-1, ">= 0"), (float("nan"), "finite"), ("1", "a number")):
         with pytest.raises(S.SimulatorError, match=f"memory_fit: kv_tokens_per_replica: expected .*{what}"):
             S.memory_fit(m, ph, kv_tokens_per_replica=kv, step_tokens=2048)
+
+
+def test_plan_request_checks_its_collections():
+    import simulator as S
+
+    tr = read_traffic(ROOT / "workloads/traffic/chat.yaml")
+    base = dict(model="llama-3.1-8b", traffic=tr, hardware=["h100-sxm"], rate_per_s=2.0)
+    for kw, what in (({"hardware": []}, "hardware"), ({"precisions": ["fp8/fp8"]}, "precisions"),
+                     ({"prices": [3.0]}, "prices")):
+        with pytest.raises(S.SimulatorError, match=f"PlanRequest.{what}: expected"):
+            S.PlanRequest(**{**base, **kw})

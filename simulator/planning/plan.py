@@ -75,6 +75,14 @@ class PlanRequest:
             if v is not None and (isinstance(v, str) or not isinstance(v, (list, tuple))
                                   or not all(isinstance(x, str) for x in v)):
                 raise SimulatorError(f"PlanRequest.{k}: expected a list of hardware ids, got {v!r}")
+        if not self.hardware:
+            raise SimulatorError("PlanRequest.hardware: expected at least one hardware id")
+        if not isinstance(self.precisions, str):  # the CLI's comma-separated ATTENTION/FFN pairs
+            raise SimulatorError(f"PlanRequest.precisions: expected a string of comma-separated ATTENTION/FFN pairs "
+                                 f"(e.g. 'bf16/bf16,fp8/fp8'), got {self.precisions!r}")
+        if not isinstance(self.prices, dict):
+            raise SimulatorError(f"PlanRequest.prices: expected a dict of hardware id -> USD per device-hour, got "
+                                 f"{type(self.prices).__name__}")
         if self.rate_per_s is not None:
             real("PlanRequest.rate_per_s", self.rate_per_s, 0, above=True)
         for k in ("ttft_slo_s", "tpot_slo_s"):
