@@ -246,3 +246,13 @@ def test_plan_request_checks_its_collections():
                      ({"prices": [3.0]}, "prices")):
         with pytest.raises(S.SimulatorError, match=f"PlanRequest.{what}: expected"):
             S.PlanRequest(**{**base, **kw})
+
+
+def test_readers_take_catalogue_ids_as_the_cli_does():
+    import simulator as S
+
+    assert S.read_traffic("chat").id == "chat" and S.read_deployment("dbrx-8xh100").id == "dbrx-8xh100"
+    with pytest.raises(S.SimulatorError, match="no traffic with this id"):
+        S.read_traffic("nosuch")
+    with pytest.raises(S.SimulatorError, match="expected a path to a YAML file or a catalogue id"):
+        S.read_deployment(None)

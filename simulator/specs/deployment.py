@@ -271,6 +271,11 @@ def read_deployment(path: str | Path) -> Deployment:
     """A deployment YAML (``workloads/deployments/``): the model, KV cache and pools (hardware, devices,
     replicas, parallelism and precision per quadrant, engine, batch limits, routing). ``SpecError`` names the
     file and key of anything wrong; an infeasible layout is refused at the pool's key."""
+    from .catalog import resolve_workload
+
+    if not isinstance(path, (str, Path)):
+        raise SpecError(str(path), "", "expected a path to a YAML file or a catalogue id")
+    path = resolve_workload(path, "deployments", "deployment")  # (a catalogue id, e.g. "dbrx-8xh100", or a path)
     data = load_yaml(path)
     r = Reader(path, data)
     r.schema_version()

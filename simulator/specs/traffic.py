@@ -309,6 +309,11 @@ def _percentile(slo: Reader) -> float:
 def read_traffic(path: str | Path) -> Traffic:
     """A traffic YAML (``workloads/traffic/``): arrivals, prompt and output lengths, seed, SLO. ``SpecError``
     names the file and key of anything wrong."""
+    from .catalog import resolve_workload
+
+    if not isinstance(path, (str, Path)):
+        raise SpecError(str(path), "", "expected a path to a YAML file or a catalogue id")
+    path = resolve_workload(path, "traffic", "traffic")  # (a catalogue id, e.g. "chat", or a path)
     data = load_yaml(path)
     r = Reader(path, data)
     r.schema_version()
