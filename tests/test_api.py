@@ -14,8 +14,8 @@ def test_readme_python_example():
     assert isinstance(res.quadrants, pd.DataFrame) and res.ttft_s > 0 and res.cost_usd_per_mtok > 0
     from dataclasses import replace
 
-    traffic = replace(read_traffic(ROOT / "workloads/traffic/chat.yaml"), requests=30)
-    sim = simulate(read_deployment(ROOT / "workloads/deployments/dbrx-8xh100.yaml"), traffic)
+    traffic = replace(read_traffic("chat"), requests=30)  # (the README passes catalogue ids)
+    sim = simulate(read_deployment("dbrx-8xh100"), traffic)
     assert isinstance(sim.requests, pd.DataFrame) and isinstance(sim.steps, pd.DataFrame)
     assert sim.summary["requests_completed"] == 30
 
