@@ -137,8 +137,13 @@ def test_arrivals_past_the_clocks_resolution_are_refused():
 
     import simulator as S
 
-    with pytest.raises(S.SimulatorError, match="Traffic.rate_per_s: 20 requests at 1e-300/s"):
-        dataclasses.replace(S.read_traffic(ROOT / "workloads/traffic/chat.yaml"), requests=20, rate_per_s=1e-300)
+    tr = dataclasses.replace(S.read_traffic(ROOT / "workloads/traffic/chat.yaml"), requests=20, rate_per_s=1e-300)
+    dep = read_deployment("dbrx-8xh100")
+    with pytest.raises(S.SimulatorError, match="simulate: 20 requests at 1e-300/s would arrive over"):
+        simulate(dep, tr)
+    # checked on the run as given (its rate and its request count together), not on a step of building it
+    ok = dataclasses.replace(dataclasses.replace(tr, rate_per_s=2e-6), requests=10)
+    assert simulate(dep, ok).summary["requests_completed"] == 10
 
 
 def test_the_builders_the_readme_and_the_errors_name_are_exported():

@@ -241,3 +241,20 @@ def test_speculative_flags_take_either_spelling():
     b = runner.invoke(app, base + ["--spec-tokens", "2", "--spec-acceptance", "0.8"])
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
     assert json.loads(a.output)["tpot_s"] == json.loads(b.output)["tpot_s"]
+
+
+def test_the_writability_probe_follows_a_symlinked_output(tmp_path):
+    """An output path that is a symlink is written through the link, so its target's folder is the one probed."""
+    import os
+
+    if not os.path.isdir("/proc"):
+        pytest.skip("no /proc")
+    (tmp_path / "bad.csv").symlink_to("/proc/t.csv")
+    r = runner.invoke(app, ["sweep", "--model", "llama-3.1-8b", "--out", str(tmp_path / "bad.csv")])
+    assert r.exit_code == 2 and "cannot write into folder '/proc'" in r.output
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "good.csv").symlink_to(tmp_path / "sub" / "target.csv")
+    r = runner.invoke(app, ["sweep", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--out",
+                            str(tmp_path / "good.csv")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "sub" / "target.csv").is_file()

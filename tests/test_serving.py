@@ -178,6 +178,17 @@ def test_a_request_no_decode_replica_can_hold_is_refused_before_its_prefill(make
 
 
 @pytest.mark.parametrize("make", _engines())
+def test_the_up_front_refusal_gives_the_first_decode_kinds_reason(make):
+    """Two decode kinds, neither able to hold the 5000-token request: the reason is the first kind's (the engine
+    gave the last kind's, the reference the first's)."""
+    req = _reqs([0.0, 0.0], [50, 5000], [3, 3])
+    sim = make(req, [_replica("prefill", pool="pre"), _replica("decode", pool="decA", cap=1024),
+                     _replica("decode", pool="decB", cap=100_000, max_model_len=2048)])
+    sim.run()
+    assert sim.request_frame().reason[1] == "needs 5008 KV tokens, replica decA/0 holds 1024"
+
+
+@pytest.mark.parametrize("make", _engines())
 def test_a_request_over_the_context_window_is_refused(make):
     req = _reqs([0.0, 0.0], [100, 50], [5, 5])
     sim = make(req, [_replica(max_model_len=64)])

@@ -142,6 +142,8 @@ def _check_parent(path: Path) -> None:
     before any work, so a run with several outputs cannot fail on a later one after writing the first (a probe
     file is created there and removed at once: permission bits alone miss read-only mounts and /proc-like
     folders, and say nothing for root)."""
+    if path.is_symlink():  # written through the link (``io.atomic_write``): into the folder of what it points at
+        path = Path(os.path.realpath(path))
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         raise _bad(f"folder {str(parent)!r} does not exist (create it first)")

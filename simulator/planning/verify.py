@@ -163,7 +163,11 @@ def verify_task(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, 
     trace = [{k: first[k] for k in ("rate_per_s", "ttft_p_s", "tpot_p_s", "slo_met")}]
 
     def probe(r):
-        res = run_at(dep, traffic, slo, r, timing=timing, steady_s=steady_s)
+        try:
+            res = run_at(dep, traffic, slo, r, timing=timing, steady_s=steady_s)
+        except SimulatorError as exc:  # a rate the simulator cannot run (its arrivals past the clock's span): a miss
+            trace.append({"rate_per_s": r, "ttft_p_s": None, "tpot_p_s": None, "slo_met": False, "error": str(exc)})
+            return False
         trace.append({k: res[k] for k in ("rate_per_s", "ttft_p_s", "tpot_p_s", "slo_met")})
         return res["slo_met"]
 

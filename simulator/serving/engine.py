@@ -1031,12 +1031,13 @@ class Simulation:
         pool = [rep for rep in self._decode_kinds if rep.cfg.context_range[0] <= n <= rep.cfg.context_range[1]]
         if not pool:
             return f"no decode replica takes prompts of {n} tokens (pool routes)"
-        why = None
+        first = None  # (the first kind's reason, as the reference stepper gives it)
         for rep in pool:
             why = rep.refusal(rid)
             if why is None:
                 return None
-        return why
+            first = first or why
+        return first
 
     def hand_off(self, src: Replica, rid: int, blocks: int, ready_s: float) -> None:
         """Ship ``rid``'s KV (``blocks`` KV blocks, held on ``src`` until it lands; whole at ``ready_s``) from prefill

@@ -240,6 +240,7 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
     ``engine.NOT_ARRIVED`` for those not yet arrived, which they leave out).
     ``progress(n)`` is called as requests finish."""
     from ..checks import choice, real
+    from ..units import MAX_ARRIVAL_S
 
     if not isinstance(dep, Deployment):
         raise SimulatorError(f"simulate: dep must be a Deployment (read_deployment / quick_deployment), got "
@@ -260,6 +261,12 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
                              f"{type(progress).__name__}")
     if not isinstance(overheads, bool):
         raise SimulatorError(f"simulate: overheads must be True or False, got {overheads!r}")
+    if traffic.arrival in ("poisson", "gamma") and traffic.requests / traffic.rate_per_s > MAX_ARRIVAL_S:
+        # the arrivals' expected span (the rate and the request count as the run has them): past 1e9 s the clock's
+        # float resolution breaks (``units.MAX_ARRIVAL_S``)
+        raise SimulatorError(f"simulate: {traffic.requests} requests at {traffic.rate_per_s:g}/s would arrive over "
+                             f"~{traffic.requests / traffic.rate_per_s:.3g} s, past the 1e9 s the simulator's clock "
+                             "resolves: give a higher rate or fewer requests")
     if not any(p.replicas > 0 for p in dep.pools):
         raise SimulatorError("simulate: the deployment has no replica to serve with (pools, or replicas >= 1)")
     reqs = traffic.sample()

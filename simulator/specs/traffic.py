@@ -118,11 +118,6 @@ class Traffic:
         if not isinstance(self.slo, SLO) or not isinstance(self.prompt, LengthDist) \
                 or not isinstance(self.output, LengthDist):
             raise SimulatorError("Traffic: slo must be an SLO, prompt and output LengthDists")
-        if self.arrival in ("poisson", "gamma") and self.requests / self.rate_per_s > MAX_ARRIVAL_S:
-            # (the expected span of the arrivals: past it the clock's float resolution breaks; see units.py)
-            raise SimulatorError(f"Traffic.rate_per_s: {self.requests} requests at {self.rate_per_s:g}/s would arrive "
-                                 f"over ~{self.requests / self.rate_per_s:.3g} s, past the 1e9 s the simulator's clock "
-                                 "resolves; give a higher rate or fewer requests")
         if self.trace is not None:
             object.__setattr__(self, "trace", _checked_trace(self.trace))
         if self.arrival == "trace" and (self.trace is None or self.requests > len(self.trace)):
