@@ -109,3 +109,9 @@ def test_time_is_monotone_in_size(model):
     active = t[:, 0] > 0
     assert np.all(np.diff(t[active], axis=1) >= -slack * t[active][:, :-1]), \
         [n for n, a, row in zip(ops.names, active, t) if a and np.any(np.diff(row) < -slack * row[:-1])]
+
+
+def test_timing_models_are_recognised_by_isinstance():
+    from simulator import RooflineModel, TimingModel
+
+    assert isinstance(RooflineModel(), TimingModel) and not isinstance("roofline", TimingModel)

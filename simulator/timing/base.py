@@ -14,7 +14,7 @@ vectorised and scalar evaluation agree, an empty table works.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -73,6 +73,7 @@ class OpTimes:
         return out
 
 
+@runtime_checkable
 class TimingModel(Protocol):
     """Anything that can time an op table. Implementations must never return a time below the
     pure roofline bound (FLOP/peak, bytes/bandwidth, wire bytes/link bandwidth)."""
