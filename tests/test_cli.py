@@ -258,3 +258,11 @@ def test_the_writability_probe_follows_a_symlinked_output(tmp_path):
                             str(tmp_path / "good.csv")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "sub" / "target.csv").is_file()
+
+
+def test_the_cli_and_the_core_share_their_bounds():
+    from simulator import build
+    from simulator.cli import _params
+    from simulator.specs import traffic
+
+    assert _params.MAX_DRAFT_TOKENS == build.MAX_DRAFT_TOKENS and _params.MAX_REQUESTS == traffic.MAX_REQUESTS

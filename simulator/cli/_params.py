@@ -26,6 +26,7 @@ import typer
 # Upper bounds that keep every run finite in memory and time; far above anything real.
 MAX_COUNT = 2**31 - 1
 MAX_REQUESTS = 10_000_000
+MAX_DRAFT_TOKENS = 64  # speculative draft tokens a step: build.MAX_DRAFT_TOKENS (test_cli checks they agree)
 
 _INT = re.compile(r"^\s*[-+]?\d+\s*$")
 

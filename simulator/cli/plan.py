@@ -114,15 +114,13 @@ def _check_requests(requests: int | None) -> None:
         raise SimulatorError(f"--requests: at most {MAX_REQUESTS:,} requests per simulation, got {requests:,}")
 
 
-def _check_common(out: Path | None, bisect_steps: int, recommends: bool = True,
+def _check_common(out: Path | None, recommends: bool = True,
                   inputs: list[tuple[str, Path]] = ()) -> None:
-    """Refusals plan and compare share, made before any work: a --bisect-steps out of range (its parser refuses
-    it first), and an --out folder the report could not be written to (an existing file, a folder holding
-    other files, no parent folder) or that holds one of the run's ``inputs`` ((what, path) pairs), which
-    writing the report would delete. ``recommends``: the run writes a recommended.yaml (a plan), so an earlier
-    one may be replaced; a comparison writes none and refuses a folder holding one."""
-    if not 0 <= bisect_steps <= MAX_BISECT_STEPS:
-        raise SimulatorError(f"--bisect-steps: expected an integer in [0, {MAX_BISECT_STEPS}], got {bisect_steps}")
+    """Refusals plan and compare share, made before any work: an --out folder the report could not be written to
+    (an existing file, a folder holding other files, no parent folder) or that holds one of the run's ``inputs``
+    ((what, path) pairs), which writing the report would delete. ``recommends``: the run writes a
+    recommended.yaml (a plan), so an earlier one may be replaced; a comparison writes none and refuses a folder
+    holding one. (--bisect-steps is range-checked by its parser.)"""
     if out is not None:
         import os
 
@@ -241,7 +239,7 @@ def plan_cmd(
         if v is not None and v < 1:
             raise SimulatorError(f"{flag} must be >= 1, got {v}")
     _check_requests(requests)
-    _check_common(out, bisect_steps)
+    _check_common(out)
     if not 0 <= tolerance <= 10:
         raise SimulatorError(f"--tolerance must be within [0, 10], got {tolerance:g}")
     req = PlanRequest(
@@ -306,7 +304,7 @@ def compare_cmd(
     _check_requests(requests)
     dep_files = [resolve_workload(d, "deployments", "deployment") for d in deployments]
     traffic_file = resolve_workload(traffic, "traffic", "traffic")
-    _check_common(out, bisect_steps, recommends=False,
+    _check_common(out, recommends=False,
                   inputs=[*(("deployment", f) for f in dep_files), ("--traffic file", traffic_file)])
     deps = [read_deployment(f) for f in dep_files]
     traffic_spec = _traffic(str(traffic_file))

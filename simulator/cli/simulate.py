@@ -7,7 +7,18 @@ from pathlib import Path
 import typer
 
 from ._common import PRECISION_HELP, app, emit_json, explicit_flags, guarded, metadata, timing_label
-from ._params import JSON_EXTS, MAX_REQUESTS, count, duration, in_file_or_id, out_dir, out_file, real, timing_option
+from ._params import (
+    JSON_EXTS,
+    MAX_DRAFT_TOKENS,
+    MAX_REQUESTS,
+    count,
+    duration,
+    in_file_or_id,
+    out_dir,
+    out_file,
+    real,
+    timing_option,
+)
 from ._params import rate as rate_flag
 
 
@@ -77,7 +88,7 @@ def simulate(
     ramp_up: float = typer.Option(None, "--ramp-up", parser=duration(positive=False),
                                   help="Closed loop: start the clients evenly over this time (e.g. 2s; 0: all at "
                                        "once). Default: one estimated request lifetime."),
-    spec_draft_tokens: int = typer.Option(0, "--spec-tokens", "--spec-draft", parser=count(0, 64),
+    spec_draft_tokens: int = typer.Option(0, "--spec-tokens", "--spec-draft", parser=count(0, MAX_DRAFT_TOKENS),
                                           help="Quick run: speculative / MTP draft tokens per step (0: off)."),
     spec_acceptance: float = typer.Option(0.7, "--spec-acceptance", "--spec-accept", parser=real(0, 1),
                                           help="Quick run: per-token draft acceptance rate, 0..1 (0.7 is an "

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ._common import PRECISION_HELP, app, emit_json, explicit_flags, guarded, metadata, timing_files, timing_label
-from ._params import PLOT_EXTS, count, in_file, in_file_or_id, out_file, real, timing_option
+from ._params import MAX_DRAFT_TOKENS, PLOT_EXTS, count, in_file, in_file_or_id, out_file, real, timing_option
 
 
 @app.command()
@@ -52,7 +52,7 @@ def whatif(
     decode_devices: int = typer.Option(None, "--decode-devices", parser=count(1), help="Devices of the decode pool."),
     decode_tp: int = typer.Option(None, "--decode-tp", parser=count(1), help="TP of the decode pool (attention)."),
     decode_ep: int = typer.Option(None, "--decode-ep", parser=count(1), help="EP of the decode pool (MoE FFN)."),
-    spec_draft: int = typer.Option(0, "--spec-draft", "--spec-tokens", parser=count(0, 64),
+    spec_draft: int = typer.Option(0, "--spec-draft", "--spec-tokens", parser=count(0, MAX_DRAFT_TOKENS),
                                     help="Speculative decoding: draft tokens per step (0: off)."),
     spec_accept: float = typer.Option(0.7, "--spec-accept", "--spec-acceptance", parser=real(0, 1),
                                       help="Per-token acceptance rate, 0..1 (0.7 is an illustrative default: measure "

@@ -285,7 +285,6 @@ class Replica:
         # pool (``Simulation.decode_refusal``, above ``Simulation.decode_fits_tokens``)
         kv = self.rank_blocks * BLOCK_TOKENS
         self.fits_tokens = min(kv, cfg.max_model_len) if cfg.max_model_len > 0 else kv
-        self.to_decode = cfg.role == "prefill"
         # a prefill pool's pipeline: when each stage after the first is next free (its micro-batches leave in order)
         self.stage_free_s = [0.0] * max(cfg.pp - 1, 1) if self.pf_role else []
         self.rank_n = [0] * self.attention_dp  # decoding requests per rank
@@ -350,9 +349,9 @@ class Replica:
     def submit(self, rid: int) -> None:
         sim = self.sim
         total = sim.prompt_l[rid] + sim.out_l[rid]
-        if total > self.fits_tokens or (self.to_decode and total > sim.decode_fits_tokens):  # (the fast test)
+        if total > self.fits_tokens or (self.pf_role and total > sim.decode_fits_tokens):  # (the fast test)
             why = self.refusal(rid)
-            if why is None and self.to_decode:  # refused up front where no decode replica could hold it
+            if why is None and self.pf_role:  # refused up front where no decode replica could hold it
                 why = sim.decode_refusal(rid)
             if why is not None:
                 sim.reject(rid, why)

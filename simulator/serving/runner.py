@@ -253,7 +253,7 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
         choice("simulate: engine", engine, ENGINES)
     if preemption is not None:
         choice("simulate: preemption", preemption, PREEMPTIONS)
-    if timing is not None and not callable(getattr(timing, "evaluate", None)):
+    if timing is not None and not isinstance(timing, TimingModel):
         raise SimulatorError(f"simulate: timing must be a TimingModel (RooflineModel(), a calibrated overlay), got "
                              f"{type(timing).__name__}")
     if progress is not None and not callable(progress):

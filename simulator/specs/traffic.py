@@ -7,6 +7,7 @@ Read from ``workloads/traffic/<id>.yaml``; ``sample()`` turns it into concrete r
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,39 +194,48 @@ def _lengths_file(r: Reader, path: Path) -> tuple[float, ...]:
     return tuple(values)
 
 
+TRACE_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
+
+
+def _trace_rows(cells: dict, bad: Callable[[int, str, str], Exception]) -> pd.DataFrame:
+    """A trace's three columns (``cells``: column -> values, numbers or their text) checked cell by cell:
+    arrivals finite in [0, ``MAX_ARRIVAL_S``] seconds (later times are beyond the clock's float resolution), token
+    counts whole numbers >= 1; ``bad(i, column, expected)`` is raised for the first bad cell. Returned in arrival
+    order (stable), token counts as integers."""
+    out = {}
+    for col in TRACE_COLUMNS:
+        vals = pd.to_numeric(cells[col], errors="coerce").to_numpy(dtype=float)
+        if col == "arrival_s":
+            wrong = ~np.isfinite(vals) | (vals < 0) | (vals > MAX_ARRIVAL_S)
+            want = "an arrival time in [0, 1e9] seconds (later times are beyond the simulator's float resolution)"
+        else:
+            wrong = ~np.isfinite(vals) | (vals < 1) | (vals != np.round(vals))
+            want = "a whole number of tokens >= 1"
+        if wrong.any():
+            raise bad(int(np.argmax(wrong)), col, want)
+        out[col] = vals
+    clean = pd.DataFrame(out).astype({"prompt_tokens": np.int64, "output_tokens": np.int64})
+    return clean.sort_values("arrival_s", kind="stable").reset_index(drop=True)
+
+
 def _checked_trace(trace) -> pd.DataFrame:
-    """A trace given in code (``Traffic.trace``) held to what ``read_trace`` accepts from a file: a DataFrame
-    with arrival_s, prompt_tokens and output_tokens, arrivals finite in [0, ``MAX_ARRIVAL_S``] seconds, token
-    counts whole numbers >= 1; returned in arrival order (as the reader sorts a file's rows)."""
+    """A trace given in code (``Traffic.trace``) held to what ``read_trace`` accepts from a file (``_trace_rows``),
+    as a clean copy in arrival order."""
     if not isinstance(trace, pd.DataFrame):
         raise SimulatorError(f"Traffic.trace: expected a DataFrame (arrival_s, prompt_tokens, output_tokens), "
                              f"got {type(trace).__name__}")
-    need = ("arrival_s", "prompt_tokens", "output_tokens")
-    missing = [c for c in need if c not in trace.columns]
+    missing = [c for c in TRACE_COLUMNS if c not in trace.columns]
     if missing:
         raise SimulatorError(f"Traffic.trace: missing column(s) {', '.join(missing)}")
     if trace.empty:
         raise SimulatorError("Traffic.trace: no rows")
-    out = {}
-    for col in need:
-        vals = pd.to_numeric(trace[col], errors="coerce").to_numpy(dtype=float)
-        if col == "arrival_s":
-            bad = ~np.isfinite(vals) | (vals < 0) | (vals > MAX_ARRIVAL_S)
-            want = "an arrival time in [0, 1e9] seconds"
-        else:
-            bad = ~np.isfinite(vals) | (vals < 1) | (vals != np.round(vals))
-            want = "a whole number of tokens >= 1"
-        if bad.any():
-            i = int(np.argmax(bad))
-            got = trace[col].iloc[i]
-            got = got.item() if isinstance(got, np.generic) else got
-            raise SimulatorError(f"Traffic.trace: row {i}, column {col}: expected {want}, got {got!r}")
-        out[col] = vals
-    if trace.columns.tolist() == list(need) and trace[list(need)].dtypes.tolist() == [np.float64, np.int64, np.int64] \
-            and bool((np.diff(out["arrival_s"]) >= 0).all()):
-        return trace  # (already clean: the reader's own frames, and every copy of them, pass unchanged)
-    clean = pd.DataFrame(out).astype({"prompt_tokens": np.int64, "output_tokens": np.int64})
-    return clean.sort_values("arrival_s", kind="stable").reset_index(drop=True)
+
+    def bad(i: int, col: str, want: str) -> SimulatorError:
+        got = trace[col].iloc[i]
+        got = got.item() if isinstance(got, np.generic) else got
+        return SimulatorError(f"Traffic.trace: row {i}, column {col}: expected {want}, got {got!r}")
+
+    return _trace_rows({c: trace[c] for c in TRACE_COLUMNS}, bad)
 
 
 def read_trace(path: Path, file: str, key: str) -> pd.DataFrame:
@@ -243,28 +253,16 @@ def read_trace(path: Path, file: str, key: str) -> pd.DataFrame:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (ValueError, pd.errors.ParserError) as exc:
         raise SpecError(str(path), "", f"cannot read the trace as CSV: {' '.join(str(exc).split())}") from None
-    need = ("arrival_s", "prompt_tokens", "output_tokens")
-    missing = [c for c in need if c not in df.columns]
+    missing = [c for c in TRACE_COLUMNS if c not in df.columns]
     if missing:
         raise SpecError(str(path), "", f"trace is missing column(s) {', '.join(missing)}")
     if df.empty:
         raise SpecError(str(path), "", "trace has no rows")
-    out = {}
-    for col in need:
-        vals = pd.to_numeric(df[col].str.strip(), errors="coerce").to_numpy(dtype=float)
-        if col == "arrival_s":
-            bad = ~np.isfinite(vals) | (vals < 0) | (vals > MAX_ARRIVAL_S)
-            want = ("an arrival time in [0, 1e9] seconds (later times are beyond the simulator's "
-                    "float resolution)")
-        else:
-            bad = ~np.isfinite(vals) | (vals < 1) | (vals != np.round(vals))
-            want = "a whole number of tokens >= 1"
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise SpecError(str(path), f"line {i + 2}, column {col}", f"expected {want}, got {df[col].iloc[i]!r}")
-        out[col] = vals
-    clean = pd.DataFrame(out).astype({"prompt_tokens": np.int64, "output_tokens": np.int64})
-    return clean.sort_values("arrival_s", kind="stable").reset_index(drop=True)
+
+    def bad(i: int, col: str, want: str) -> SpecError:
+        return SpecError(str(path), f"line {i + 2}, column {col}", f"expected {want}, got {df[col].iloc[i]!r}")
+
+    return _trace_rows({c: df[c].str.strip() for c in TRACE_COLUMNS}, bad)
 
 
 def _rate(arr: Reader, kind: str) -> float:
