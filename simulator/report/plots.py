@@ -130,13 +130,14 @@ def latency_cdfs(requests: pd.DataFrame, path: str | Path, slo=None) -> Path:
             ax.plot(v, np.arange(1, len(v) + 1) / len(v))
         lim = {"ttft_s": getattr(slo, "ttft_s", None), "tpot_s": getattr(slo, "tpot_s", None)}.get(col)
         if lim and np.isfinite(lim):
-            ax.axvline(lim, color="r", ls="--", label="SLO")
+            ax.axvline(lim, color="r", ls="--", label=f"SLO {lim:g} s")
             ax.legend()
         ax.set_xlabel(f"{label} (s)")
         ax.set_ylabel("fraction of requests")
         ax.set_title(f"{label} CDF ({len(v)} finished requests)")
         ax.grid(alpha=0.3)
     fig.suptitle("Latency distributions")
+    fig.tight_layout()  # (the figure title above the panels' own, not over them)
     return _save(fig, path)
 
 

@@ -1,0 +1,45 @@
+"""What a reader sees in the figures and summaries: titles and labels that do not overlap, SLO lines where an SLO
+was given, plain tick labels, and summary lines that name only what was set."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simulator.report import documents, plots
+
+
+@pytest.fixture
+def kept(monkeypatch):
+    """The figures drawn, kept open (and laid out) instead of saved."""
+    figs = []
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        figs.append(fig)
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(documents, "_save", keep)
+    return figs
+
+
+def _box(fig, artist):
+    return artist.get_window_extent(fig.canvas.get_renderer())
+
+
+def _requests(n=50):
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"status": "finished", "ttft_s": rng.uniform(0.02, 0.2, n),
+                         "tpot_s": rng.uniform(0.01, 0.02, n), "e2e_s": rng.uniform(1, 5, n)})
+
+
+def test_the_latency_cdfs_title_clears_the_panels_and_the_slo_line_says_its_value(kept, tmp_path):
+    from simulator.specs.traffic import SLO
+
+    plots.latency_cdfs(_requests(), tmp_path / "c.png", SLO(ttft_s=1.0, tpot_s=0.05, percentile=90.0))
+    fig = kept[-1]
+    sup = _box(fig, fig._suptitle)
+    for ax in fig.axes:
+        assert not sup.overlaps(_box(fig, ax.title)), ax.get_title()
+    labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert labels == ["SLO 1 s", "SLO 0.05 s"]
