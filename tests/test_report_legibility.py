@@ -43,3 +43,17 @@ def test_the_latency_cdfs_title_clears_the_panels_and_the_slo_line_says_its_valu
         assert not sup.overlaps(_box(fig, ax.title)), ax.get_title()
     labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     assert labels == ["SLO 1 s", "SLO 0.05 s"]
+
+
+def test_the_time_series_labels_do_not_run_into_each_other_and_the_queue_counts_whole_requests(kept, tmp_path):
+    n = 200
+    steps = pd.DataFrame({"pool": "p", "replica_id": "p/0", "start_s": np.arange(n) * 0.1,
+                          "end_s": np.arange(n) * 0.1 + 0.05, "output_tokens": 8, "queued": np.arange(n) % 3,
+                          "kv_occupancy": np.linspace(0, 0.04, n)})
+    plots.time_series(steps, _requests(), tmp_path / "t.png")
+    fig = kept[-1]
+    boxes = [_box(fig, ax.yaxis.label) for ax in fig.axes]
+    for a, b in zip(boxes, boxes[1:]):
+        assert not a.overlaps(b)
+    ticks = fig.axes[1].get_yticks()
+    assert np.allclose(ticks, np.round(ticks))

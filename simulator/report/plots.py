@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -162,10 +163,13 @@ def time_series(steps: pd.DataFrame, requests: pd.DataFrame, path: str | Path, b
             occ[seen] += r["kv_occupancy"].to_numpy(float)[i[seen]]
         axes[1].step(bins, queued, where="post", label=pool)
         axes[2].step(bins, occ / max(reps.ngroups, 1), where="post", label=pool)
+    # two-line labels: one line each would be taller than its panel and run into the next panel's
     axes[0].set_ylabel("output tokens/s")
-    axes[1].set_ylabel("queued requests (pool total)")
-    axes[2].set_ylabel("KV occupancy (pool mean, fraction)")
+    axes[1].set_ylabel("queued requests\n(pool total)")
+    axes[1].yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # (a count: no 0.5 requests)
+    axes[2].set_ylabel("KV occupancy\n(pool mean, fraction)")
     axes[2].set_xlabel("time (s)")
+    fig.align_ylabels(axes)
     axes[0].set_title(f"Throughput, queue and KV-cache occupancy over time ({bucket_s:.3g} s buckets)")
     for ax in axes:
         ax.grid(alpha=0.3)
