@@ -57,3 +57,20 @@ def test_the_time_series_labels_do_not_run_into_each_other_and_the_queue_counts_
         assert not a.overlaps(b)
     ticks = fig.axes[1].get_yticks()
     assert np.allclose(ticks, np.round(ticks))
+
+
+def test_the_load_figure_labels_milliseconds_as_plain_numbers(kept, tmp_path):
+    trace = [{"rate_per_s": r, "ttft_p_s": t, "tpot_p_s": p, "slo_met": r <= 30}
+             for r, t, p in ((30, 0.76, 0.037), (33, 1.1, 0.039), (36, 1.3, 0.040), (60, 40.0, 0.041))]
+    cand = {"id": "c5", "mode": "pd", "arrangement": "pd: c5", "devices": 20, "cost_per_hour_usd": 24.0,
+            "pools": [{"role": "prefill", "cost_per_hour_usd": 24.0}],
+            "verified": {"slo_met": True, "max_rate_per_s": 30.0, "load_trace": trace}}
+    doc = {"inputs": {"rate_per_s": 30.0}, "slo": {"ttft_s": 1.0, "tpot_s": 0.05, "percentile": 90},
+           "candidates": [cand], "recommended": cand}
+    documents.fig_load(doc, tmp_path / "l.png", 0.13)
+    fig = kept[-1]
+    for ax in fig.axes:
+        shown = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+        assert shown and not any("times" in t or "^" in t for t in shown), shown
+    tpot = [t.get_text() for t in fig.axes[1].get_yticklabels(minor=True) if t.get_text()]
+    assert "40" in tpot  # (under a decade of range: the in-between ticks carry plain labels)

@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .jsonsafe import clean, dumps  # noqa: E402,F401  (re-exported)
@@ -150,6 +151,12 @@ def fig_load(doc: dict, path: Path, band: float | None, max_lines: int = 4) -> P
         ax.set_xlabel("offered load (requests per second)")
         ax.set_ylabel(f"p{doc['slo']['percentile']:g} {name} (ms)")
         ax.set_yscale("log")
+        # milliseconds as plain numbers (40, 60, 1,000), not a log axis's 4 x 10^1; the in-between ticks are
+        # named only where the axis spans less than a decade (else they would crowd)
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 10 else f"{v:.3g}")
+        lo, hi = ax.get_ylim()
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain if lo > 0 and hi / lo < 10 else matplotlib.ticker.NullFormatter())
         ax.set_title(f"p{doc['slo']['percentile']:g} {name} vs offered load (simulated){note}")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
