@@ -74,3 +74,25 @@ def test_the_load_figure_labels_milliseconds_as_plain_numbers(kept, tmp_path):
         assert shown and not any("times" in t or "^" in t for t in shown), shown
     tpot = [t.get_text() for t in fig.axes[1].get_yticklabels(minor=True) if t.get_text()]
     assert "40" in tpot  # (under a decade of range: the in-between ticks carry plain labels)
+
+
+def _summary(slo):
+    pct = {"mean": 0.01, "p50": 0.01, "p90": 0.01, "p99": 0.01}
+    return {"requests_completed": 10, "requests_rejected": 0, "requests_total": 10, "makespan_s": 5.0, "steps": 100,
+            "devices": 1, "rejection_reasons": {}, "ttft_s": pct, "tpot_s": pct, "e2e_s": pct, "queue_s": pct,
+            "goodput": {"requests_per_s": 2.0, "fraction_of_requests": 1.0, "slo_met": True,
+                        "slo": dict(slo, percentile=90.0)},
+            "input_tokens_per_s": 100.0, "output_tokens_per_s": 10.0, "output_tokens_per_s_per_device": 10.0,
+            "preemptions": 0, "cost_usd_per_mtok": 1.0, "cost_usd_per_hour": 2.5, "utilisation": {},
+            "kv_occupancy": {}}
+
+
+def test_the_simulation_summary_names_only_the_targets_set_and_counts_one_device():
+    from simulator.report.render import simulation_text
+
+    text = simulation_text(_summary({"ttft_s": None, "tpot_s": 0.05}))
+    assert simulation_text(_summary({"ttft_s": float("inf"), "tpot_s": 0.05})) == text
+    assert "meet TPOT <= 50 ms; p90 SLO met" in text and "n/a" not in text.split("goodput")[1].split("\n")[0]
+    assert "; 1 device\n" in text
+    both = simulation_text(dict(_summary({"ttft_s": 1.0, "tpot_s": 0.05}), devices=8))
+    assert "meet TTFT <= 1 s and TPOT <= 50 ms" in both and "; 8 devices\n" in both

@@ -88,7 +88,7 @@ def simulation_text(sm: dict) -> str:
         f"requests: {sm['requests_completed']} finished, {sm['requests_rejected']} rejected "
         f"(of {sm['requests_total']}); makespan "
         f"{s(sm['makespan_s']) if sm['requests_completed'] else 'n/a (nothing finished)'}; {sm['steps']} steps; "
-        f"{sm['devices']} devices",
+        f"{sm['devices']} device{'s' if sm['devices'] != 1 else ''}",
     ]
     for reason, n in sm["rejection_reasons"].items():
         lines.append(f"  rejected x{n}: {reason}")
@@ -109,9 +109,11 @@ def simulation_text(sm: dict) -> str:
         f"({sm['output_tokens_per_s_per_device']:,.1f} per device)",
         ("goodput      n/a (no SLO given: --ttft-slo / --tpot-slo or slo: in the traffic file)"
          if g["requests_per_s"] is None else
-         f"goodput      {g['requests_per_s']:,.2f} req/s; {pct(g['fraction_of_requests'])} of requests meet TTFT <= "
-         f"{s(g['slo']['ttft_s'])} and TPOT <= {s(g['slo']['tpot_s'])}; p{g['slo']['percentile']:g} SLO "
-         f"{'met' if g['slo_met'] else 'NOT met'}"),
+         f"goodput      {g['requests_per_s']:,.2f} req/s; {pct(g['fraction_of_requests'])} of requests meet "
+         # (only the targets set: a run with a TPOT target alone does not read "TTFT <= n/a")
+         + " and ".join(f"{name} <= {s(g['slo'][key])}" for name, key in (("TTFT", "ttft_s"), ("TPOT", "tpot_s"))
+                        if g["slo"].get(key) is not None and math.isfinite(g["slo"][key]))
+         + f"; p{g['slo']['percentile']:g} SLO {'met' if g['slo_met'] else 'NOT met'}"),
         f"preemptions  {sm['preemptions']}",
         "cost         " + (f"${cost:,.3f} per 1M output tokens (${sm['cost_usd_per_hour']:,.2f}/h)" if cost is not None
                            else "n/a (a pool has no price; set price_per_device_hour or --price)"
