@@ -96,3 +96,17 @@ def test_the_simulation_summary_names_only_the_targets_set_and_counts_one_device
     assert "; 1 device\n" in text
     both = simulation_text(dict(_summary({"ttft_s": 1.0, "tpot_s": 0.05}), devices=8))
     assert "meet TTFT <= 1 s and TPOT <= 50 ms" in both and "; 8 devices\n" in both
+
+
+def test_the_recommendation_names_every_parallel_dimension_that_splits_the_devices():
+    from simulator.report.documents import recommendation_text
+
+    pool = {"role": "decode", "replicas": 2, "devices": 8, "hardware": "h20",
+            "parallelism": {"tp": 2, "dp": 2, "pp": 1, "ep": 2, "expert_tp": 2},
+            "precision": {"attention": "fp8", "ffn": "w4a8"}}
+    rec = {"id": "c5", "arrangement": "pd: c5", "mode": "pd", "devices": 8, "cost_per_hour_usd": 9.6,
+           "usd_per_mtok_output": 0.3, "pools": [pool],
+           "verified": {"slo_met": True, "ttft_p_s": 0.7, "tpot_p_s": 0.03, "max_rate_per_s": 40.0}}
+    doc = {"inputs": {"rate_per_s": 30.0}, "slo": {"ttft_s": 1.0, "tpot_s": 0.05, "percentile": 90},
+           "candidates": [rec], "recommended": rec}
+    assert "2 x 4 h20 (tp 2, dp 2, ep 2, expert tp 2, fp8/w4a8)" in recommendation_text(doc)

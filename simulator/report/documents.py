@@ -271,8 +271,8 @@ def recommendation_text(doc: dict) -> str:
         f"{pool_label(p_)}: {p_['replicas']} x {_attention_devices(p_)} "
         f"{p_['hardware']}" + (f" + FFN on {p_['ffn_pool']['devices_per_replica']} {p_['ffn_pool']['hardware']}"
                                if p_.get("ffn_pool") else "")
-        + f" (tp {p_['parallelism']['tp']}, ep {p_['parallelism']['ep']}, {p_['precision']['attention']}/"
-          f"{p_['precision']['ffn']})" for p_ in rec["pools"])
+        + f" ({_parallelism(p_['parallelism'])}, {p_['precision']['attention']}/{p_['precision']['ffn']})"
+        for p_ in rec["pools"])
     own = rec.get("cost_per_hour_usd")
     priced = [c for c in doc["candidates"] if c.get("cost_per_hour_usd") is not None and c["id"] != rec["id"]
               and c.get("verified")] if own is not None else []  # (an unpriced recommendation: no ordering)
@@ -300,6 +300,17 @@ def recommendation_text(doc: dict) -> str:
                + (f"; {len(same)} at the same price missed them too" if same else "") if own is not None else "")
             + ".")
     return text + _headroom_caution(doc, rec, head)
+
+
+def _parallelism(par: dict) -> str:
+    """A pool's layout as the recommendation names it: tp and ep always, attention dp, pp and expert tp where
+    above 1, so the sizes account for the devices (2 x 4 devices read "tp 2, dp 2, ep 2, expert tp 2")."""
+    parts = [f"tp {par['tp']}"] + [f"{name} {par[key]}" for key, name in (("dp", "dp"), ("pp", "pp"))
+                                   if par.get(key, 1) > 1]
+    parts.append(f"ep {par['ep']}")
+    if par.get("expert_tp", 1) > 1:
+        parts.append(f"expert tp {par['expert_tp']}")
+    return ", ".join(parts)
 
 
 def pool_label(pool: dict) -> str:
