@@ -305,11 +305,12 @@ def run_demo(out: Path):
         yield f"  TTFT H100 {res.ttft_s * 1e3:.1f} ms vs H20 {h20.ttft_s * 1e3:.1f} ms; " \
               f"TPOT H100 {res.tpot_s * 1e3:.2f} ms vs H20 {h20.tpot_s * 1e3:.2f} ms"
         yield ""
-        sim = run_simulate({"deployment": "dbrx-8xh100", "traffic": "chat", "requests": 300})
+        sim_opts = {"deployment": "dbrx-8xh100", "traffic": "chat", "requests": 300}
+        sim = run_simulate(sim_opts)
         yield "== 300 chat requests (Poisson 6/s, lognormal lengths) through workloads/deployments/dbrx-8xh100.yaml =="
         yield simulation_text(sim.summary)
         written = [p.relative_to(tmp) for p in write_simulation(sim, tmp / "simulation", plots=True, parquet=False,
-                                                                 slo=None)]
+                                                                 slo=sim_opts.get("_slo"))]
     yield ""
     yield f"wrote {out / 'roofline.png'} and {out / 'quadrants.png'}"
     for rel in written:

@@ -110,3 +110,18 @@ def test_the_recommendation_names_every_parallel_dimension_that_splits_the_devic
     doc = {"inputs": {"rate_per_s": 30.0}, "slo": {"ttft_s": 1.0, "tpot_s": 0.05, "percentile": 90},
            "candidates": [rec], "recommended": rec}
     assert "2 x 4 h20 (tp 2, dp 2, ep 2, expert tp 2, fp8/w4a8)" in recommendation_text(doc)
+
+
+def test_the_demo_draws_the_chat_traffic_slo_on_its_latency_cdfs(monkeypatch, tmp_path):
+    from simulator import commands
+
+    seen = {}
+    real = commands.write_simulation
+
+    def spy(res, out, **kw):
+        seen["slo"] = kw.get("slo")
+        return real(res, out, **dict(kw, plots=False))
+
+    monkeypatch.setattr(commands, "write_simulation", spy)
+    list(commands.run_demo(tmp_path / "demo"))
+    assert seen["slo"] is not None and seen["slo"].ttft_s == 1.0 and seen["slo"].tpot_s == 0.06
