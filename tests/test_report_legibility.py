@@ -125,3 +125,21 @@ def test_the_demo_draws_the_chat_traffic_slo_on_its_latency_cdfs(monkeypatch, tm
     monkeypatch.setattr(commands, "write_simulation", spy)
     list(commands.run_demo(tmp_path / "demo"))
     assert seen["slo"] is not None and seen["slo"].ttft_s == 1.0 and seen["slo"].tpot_s == 0.06
+
+
+def test_only_a_plan_describes_its_screening():
+    """A comparison simulates the deployments it is given and screens nothing; its assumptions do not say how
+    screening works."""
+    cand = {"id": "d0", "mode": "agg", "arrangement": "agg: d0", "devices": 1, "cost_per_hour_usd": 1.0,
+            "analytic": None, "pools": [{"role": "colocated", "cost_per_hour_usd": 1.0}],
+            "verified": {"slo_met": True, "ttft_p_s": 0.1, "tpot_p_s": 0.01, "max_rate_per_s": 8.0}}
+    inputs = {"rate_per_s": 4.0, "isl_mean": 512.0, "osl_mean": 64.0, "traffic": "chat"}
+    compare = {"inputs": inputs, "slo": {"ttft_s": 0.5, "tpot_s": 0.03, "percentile": 90},
+               "candidates": [cand], "recommended": None}
+    plan = dict(compare, inputs=dict(inputs, modes=["agg"]))
+
+    def assumptions(doc):
+        return " ".join(next(s for s in documents.sections(doc, {}) if s["title"].startswith("Assumptions"))["text"])
+
+    assert "Screening" not in assumptions(compare)
+    assert "Screening uses queueing approximations" in assumptions(plan)

@@ -465,8 +465,9 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
         + ". A fleet near its knee reads faster in a short run than in a long one: see the headroom.",
         "Cost basis: " + ("total cost of ownership (capex amortised + power at TDP x simulated utilisation x PUE + "
                           "hosting)" if inp.get("cost_basis") == "tco" else "rental price per device-hour") + ".",
-        "Screening uses queueing approximations (Little's law for the decode batch, M/D/1 for prefill); only the "
-        "simulation decides whether a candidate meets the SLOs.",
+        *(["Screening uses queueing approximations (Little's law for the decode batch, M/D/1 for prefill); only "
+           "the simulation decides whether a candidate meets the SLOs."]
+          if inp.get("modes") else []),  # (a comparison screens nothing: it simulates the deployments given)
         *([f"Every replica's KV cache holds the longest request the traffic draws ({inp['request_max_tokens']:,.0f} "
            "prompt + output tokens in the screening sample): a server rejects a request it cannot hold, and a fleet "
            "that rejects any misses the SLOs."] if inp.get("request_max_tokens") else []),
