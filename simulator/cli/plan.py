@@ -216,7 +216,8 @@ def plan_cmd(
                                               "NVIDIA NIM): time in TTFT before the scheduler has a request. Default: "
                                               "the engine's."),
     timing: str = timing_option("Timing model for screening and simulation"),
-    json_out: bool = typer.Option(False, "--json", help="Print plan.json to stdout (no progress bars)."),
+    json_out: bool = typer.Option(False, "--json", help="Also print plan.json to stdout (no progress bars); "
+                                                         "the report is still written to --out."),
 ):
     """Size and price a fleet for this traffic under these SLOs.
 
@@ -282,7 +283,7 @@ def compare_cmd(
     bisect_steps: int = _bisect_option(),
     workers: int = _workers_option("Local processes"),
     cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address (needs the `cluster` extra)."),
-    timing: str = timing_option("Timing model for screening and simulation"),
+    timing: str = timing_option("Timing model for the simulations"),
     price: list[str] = typer.Option(None, "--price", help="ID=USD_PER_HOUR, repeatable: a device's price over the "
                                                           "deployment files' and profiles' (a bare USD_PER_HOUR: "
                                                           "every device's)."),
