@@ -143,3 +143,15 @@ def test_only_a_plan_describes_its_screening():
 
     assert "Screening" not in assumptions(compare)
     assert "Screening uses queueing approximations" in assumptions(plan)
+
+
+def test_durations_print_at_human_scale_and_zero_in_seconds():
+    # a zero (a window starting at t = 0, an empty queue) reads "0 s", not "0 µs"
+    from simulator.report.render import s
+
+    assert s(0.0) == "0 s"
+    assert s(0) == "0 s"
+    assert s(2.5) == "2.5 s"
+    assert s(0.0365) == "36.5 ms"
+    assert s(4.2e-5) == "42 µs"
+    assert s(float("nan")) == "n/a"

@@ -23,6 +23,8 @@ def s(x: float) -> str:
     """Seconds, human scale."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
+    if x == 0:
+        return "0 s"
     if x >= 1:
         return f"{x:.3g} s"
     if x >= 1e-3:
