@@ -266,3 +266,15 @@ def test_the_cli_and_the_core_share_their_bounds():
     from simulator.specs import traffic
 
     assert _params.MAX_DRAFT_TOKENS == build.MAX_DRAFT_TOKENS and _params.MAX_REQUESTS == traffic.MAX_REQUESTS
+
+
+@pytest.mark.parametrize("given, noted", [("50", True), ("50ms", False), ("0.05", False)])
+def test_a_bare_tpot_slo_above_a_second_is_noted_as_seconds(given, noted):
+    # "--tpot-slo 50" is 50 s, as documented (a bare number is seconds); it is most likely meant as 50 ms, so a
+    # note on stderr says how it was read. The JSON on stdout stays clean, and the run uses the value as given.
+    r = runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "1",
+                            "--tp", "1", "--rate", "4", "--isl", "256", "--osl", "16", "--requests", "20",
+                            "--tpot-slo", given, "--json"])
+    assert r.exit_code == 0, r.output
+    assert ("--tpot-slo 50 has no unit, so it is 50 s" in r.stderr) is noted
+    assert json.loads(r.stdout)["requests_completed"] == 20

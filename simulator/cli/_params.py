@@ -86,8 +86,15 @@ def real(lo: float | None = None, hi: float | None = None, *, lo_open: bool = Fa
     return parse
 
 
-def duration(positive: bool = True):
-    """A duration in seconds from "60ms", "1.5s", "2min" or a bare number of seconds."""
+# A bare number above this, given for a per-token SLO (``--tpot-slo``), is most likely meant in milliseconds
+# ("50" for 50 ms): taken as seconds as documented, with a note on stderr (a TPOT target of a second or more is a
+# token a second at best, no serving target seen in practice)
+BARE_TPOT_NOTE_S = 1.0
+
+
+def duration(positive: bool = True, flag: str | None = None, bare_note_above_s: float | None = None):
+    """A duration in seconds from "60ms", "1.5s", "2min" or a bare number of seconds. With ``bare_note_above_s``,
+    a bare number above it gets a note on stderr naming ``flag`` (it is still read as seconds)."""
     from ..units import UnitError, parse_duration_s
 
     def parse(value) -> float:
@@ -99,6 +106,9 @@ def duration(positive: bool = True):
             raise _bad(str(exc)) from None
         if positive and x <= 0:
             raise _bad(f"expected a duration > 0, got {value!r}")
+        if bare_note_above_s is not None and x > bare_note_above_s and _is_bare_number(value):
+            typer.echo(f"note: {flag} {str(value).strip()} has no unit, so it is {x:g} s; write e.g. "
+                       f"{str(value).strip()}ms for milliseconds", err=True)
         return x
 
     parse.__name__ = "duration"
@@ -268,3 +278,12 @@ def timing_option(what: str = "Timing model"):
                         help=f"{what}: roofline (default), calibrated:OVERLAY.yaml (from `quadrant calibrate`) or "
                              "measured:KERNELS.csv (your measured table; the roofline answers outside its coverage). "
                              "`measured:CSV+calibrated:YAML` combines them.")
+
+
+def _is_bare_number(value) -> bool:
+    """Whether ``value`` is a number without a unit ("50", "0.05"; not "50ms")."""
+    try:
+        float(str(value).strip())
+    except ValueError:
+        return False
+    return True
