@@ -26,7 +26,8 @@ import typer
 # Upper bounds that keep every run finite in memory and time; far above anything real.
 MAX_COUNT = 2**31 - 1
 MAX_REQUESTS = 10_000_000
-MAX_DRAFT_TOKENS = 64  # speculative draft tokens a step: build.MAX_DRAFT_TOKENS (test_cli checks they agree)
+MAX_DRAFT_TOKENS = 64  # draft tokens a step: build.MAX_DRAFT_TOKENS, not imported (the CLI starts without build;
+# test_cli checks they agree)
 
 _INT = re.compile(r"^\s*[-+]?\d+\s*$")
 
@@ -107,12 +108,19 @@ def duration(positive: bool = True, flag: str | None = None, bare_note_above_s: 
         if positive and x <= 0:
             raise _bad(f"expected a duration > 0, got {value!r}")
         if bare_note_above_s is not None and x > bare_note_above_s and _is_bare_number(value):
-            typer.echo(f"note: {flag} {str(value).strip()} has no unit, so it is {x:g} s; write e.g. "
-                       f"{str(value).strip()}ms for milliseconds", err=True)
+            given = str(value).strip()
+            typer.echo(f"note: {flag} {given} has no unit, so it is {x:g} s; write e.g. {given}ms for milliseconds",
+                       err=True)
         return x
 
     parse.__name__ = "duration"
     return parse
+
+
+def tpot_slo_duration():
+    """The ``--tpot-slo`` parser of every command: a duration, with the note for a bare number above
+    ``BARE_TPOT_NOTE_S``."""
+    return duration(flag="--tpot-slo", bare_note_above_s=BARE_TPOT_NOTE_S)
 
 
 def rate():

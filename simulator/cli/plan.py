@@ -18,11 +18,10 @@ def _duration(flag: str, text: str | None, positive: bool = True) -> float | Non
     """A duration flag, read by the one duration parser of the CLI (``_params.duration``)."""
     if text is None:
         return None
-    from ._params import BARE_TPOT_NOTE_S, duration
+    from ._params import duration, tpot_slo_duration
 
-    note = BARE_TPOT_NOTE_S if flag == "--tpot-slo" else None
     try:
-        return duration(positive, flag=flag, bare_note_above_s=note)(text)
+        return (tpot_slo_duration() if flag == "--tpot-slo" else duration(positive))(text)
     except typer.BadParameter as exc:
         raise SimulatorError(f"{flag}: {exc.message}") from None
 

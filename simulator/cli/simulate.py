@@ -8,7 +8,6 @@ import typer
 
 from ._common import PRECISION_HELP, app, emit_json, explicit_flags, guarded, metadata, timing_label
 from ._params import (
-    BARE_TPOT_NOTE_S,
     JSON_EXTS,
     MAX_DRAFT_TOKENS,
     MAX_REQUESTS,
@@ -19,6 +18,7 @@ from ._params import (
     out_file,
     real,
     timing_option,
+    tpot_slo_duration,
 )
 from ._params import rate as rate_flag
 
@@ -81,8 +81,7 @@ def simulate(
                                                 "other than the engine's own. Default: the engine profile's."),
     ttft_slo: float = typer.Option(None, "--ttft-slo", parser=duration(),
                                    help="TTFT SLO, e.g. 500ms (overrides the traffic file)."),
-    tpot_slo: float = typer.Option(None, "--tpot-slo",
-                                   parser=duration(flag="--tpot-slo", bare_note_above_s=BARE_TPOT_NOTE_S),
+    tpot_slo: float = typer.Option(None, "--tpot-slo", parser=tpot_slo_duration(),
                                    help="TPOT SLO, e.g. 50ms (overrides the traffic file)."),
     slo_percentile: float = typer.Option(None, "--slo-percentile", parser=real(0, 100, lo_open=True),
                                          help="Percentile the SLO applies to, (0, 100]. Default: the traffic "

@@ -8,7 +8,7 @@ import typer
 
 from ..errors import SimulatorError
 from ._common import app, emit_json, guarded, metadata, timing_files, timing_label
-from ._params import BARE_TPOT_NOTE_S, CSV_EXTS, PLOT_EXTS, count, duration, int_list, out_file, timing_option
+from ._params import CSV_EXTS, PLOT_EXTS, count, duration, int_list, out_file, timing_option, tpot_slo_duration
 from ._params import rate as rate_flag
 
 
@@ -26,8 +26,7 @@ def sweep(
     kv_precision: str = typer.Option("bf16", "--kv-precision", help="KV cache precision: bf16 | fp8 | int8."),
     batches: str = typer.Option("1,2,4,8,16,32,64,128,256", "--batches", parser=int_list(1, 1_000_000),
                                 help="Comma-separated decode batches."),
-    tpot_slo: float = typer.Option(None, "--tpot-slo",
-                                   parser=duration(flag="--tpot-slo", bare_note_above_s=BARE_TPOT_NOTE_S),
+    tpot_slo: float = typer.Option(None, "--tpot-slo", parser=tpot_slo_duration(),
                                   help="Keep configurations with TPOT <= this (e.g. 50ms)."),
     ttft_slo: float = typer.Option(None, "--ttft-slo", parser=duration(),
                                   help="Keep configurations with TTFT <= this (e.g. 2s)."),
