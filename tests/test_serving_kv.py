@@ -180,6 +180,28 @@ def test_ping_pong_stretch_equals_its_steps(ping_pong, n, kv0, k):
     assert (a2, f2) == (attn, ffn)
 
 
+@pytest.fixture(scope="module")
+def tabulated():
+    """DBRX's decode pool of the shipped P/D deployment (H20s; dp 1): the model the chat benchmark's stretches run."""
+    dep = read_deployment("workloads/deployments/dbrx-h100-prefill-h20-decode.yaml")
+    plan = dep.pools[1].plan
+    return TabulatedStepCost(dep.model, plan, 512, dep.kv_precision, dep.kv_scale_tokens)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 512), st.integers(0, 3_000_000), st.integers(1, 3000), st.sampled_from([0.0, 1e-4, 3.7e-3]))
+def test_tabulated_stretch_ends_equal_its_steps_bit_for_bit(tabulated, n, kv0, k, extra):
+    """``decode_ends`` costs a grid cell's steps at once (their count in closed form): every end equals the running
+    sum of ``cost``'s step times plus ``extra`` step by step, to the bit, across cell edges and off either end of the
+    grid; a step's decode attention is its time less the first float, its decode FFN the second."""
+    steps = [tabulated.cost(0, 0, 0, n, 1, kv0 + i * n) for i in range(k)]
+    ends, attn_less, ffn = tabulated.decode_ends(n, kv0, k, 5.0, extra)
+    assert ends == list(accumulate((c.time_s + extra for c in steps), initial=5.0))[1:]
+    times = [c.time_s + extra for c in steps]
+    assert [t - attn_less for t in times] == pytest.approx([c.decode_attention_s for c in steps], rel=1e-9)
+    assert ffn == pytest.approx(steps[0].decode_ffn_s, rel=1e-12)
+
+
 # -- the engine ---------------------------------------------------------------------------------------
 class RecordingCost:
     """Constant-time fake that times DP ranks: records every ``ranks`` the engine passes."""

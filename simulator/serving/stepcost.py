@@ -286,6 +286,7 @@ class TabulatedStepCost:
         self._grids: dict[tuple, np.ndarray] = {}
         self._fresh: dict[tuple, np.ndarray] = {}
         self._stretch_parts: dict[int, tuple] = {}
+        self._ends_terms: dict[int, tuple] = {}  # ``decode_ends``'s terms and decode-core table per batch size
 
     def _weighted_table(self, model: ModelSpec, plan: PhasePlan, shape: StepShape, kw: dict
                         ) -> tuple[OpTable, np.ndarray]:
@@ -508,15 +509,27 @@ class TabulatedStepCost:
         but the attention ops'), its decode FFN the second. One pass of scalar Python over the steps: each
         grid cell's slope is found once (``_interp_run``'s walk, written out here on purpose: building the
         cores first and accumulating after costs P/D chat ~10%)."""
-        ds_dev, lin_a, lin_f, fixed = self._stretch_terms(n)
-        tab = self._decode_tab(ds_dev, 1.0)[0]
-        g, last = self._GRID_L, len(self._GRID_L) - 1
+        terms = self._ends_terms.get(n)
+        if terms is None:  # (the batch's table, looked up once per batch size)
+            ds_dev, lin_a, lin_f, fixed = self._stretch_terms(n)
+            terms = self._ends_terms[n] = (lin_a, lin_f, fixed, self._decode_tab(ds_dev, 1.0)[0])
+        lin_a, lin_f, fixed, tab = terms
+        g, last, log2 = self._GRID_L, len(self._GRID_L) - 1, math.log2
         ends = []
         end_app = ends.append
         s, kv, stop = start, kv0, kv0 + n * k
         while kv < stop:
             x = kv / n + 1.0
-            i = self._cell(x)
+            if x <= 1.0:  # the grid cell of x, GRID[i] <= x < GRID[i + 1] (``_cell``, inlined)
+                i = -1
+            else:
+                i = int(log2(x) * 32.0)
+                if i >= last:
+                    i = last
+                elif g[i] > x:  # log2 rounding at a grid point
+                    i -= 1
+                elif g[i + 1] <= x:
+                    i += 1
             if i < 0 or i >= last:  # off the grid: a constant core
                 s += fixed + (tab[0] if i < 0 else tab[-1]) + extra
                 end_app(s)
