@@ -155,3 +155,14 @@ def test_durations_print_at_human_scale_and_zero_in_seconds():
     assert s(0.0365) == "36.5 ms"
     assert s(4.2e-5) == "42 µs"
     assert s(float("nan")) == "n/a"
+
+
+def test_the_cost_per_pool_figure_names_both_axes(kept, tmp_path):
+    cands = [{"id": f"c{i}", "cost_per_hour_usd": usd, "pools": [{"role": "prefill", "cost_per_hour_usd": usd / 2},
+                                                                  {"role": "decode", "cost_per_hour_usd": usd / 2}]}
+             for i, usd in enumerate((24.0, 30.0))]
+    documents.fig_pool_costs({"candidates": cands}, tmp_path / "p.png")
+    ax = kept[-1].axes[0]
+    assert ax.get_xlabel() == "candidate (id in the candidates table)"
+    assert ax.get_ylabel() == "USD per hour"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["c0", "c1"]

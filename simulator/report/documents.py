@@ -183,6 +183,7 @@ def fig_pool_costs(doc: dict, path: Path, n: int = 8) -> Path | None:
             ax.bar(i, v, bottom=bottom, color=colours.get(p["role"], "grey"), label=lab)
             bottom += v
     ax.set_xticks(range(len(cands)), [c["id"] for c in cands])
+    ax.set_xlabel("candidate (id in the candidates table)")  # (categorical: one bar per fleet, no unit)
     ax.set_ylabel("USD per hour")
     ax.set_title(f"Cost per pool (candidates, cheapest first){_of(len(cands), len(doc['candidates']))}")
     ax.grid(alpha=0.3, axis="y")
