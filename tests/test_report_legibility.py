@@ -166,3 +166,17 @@ def test_the_cost_per_pool_figure_names_both_axes(kept, tmp_path):
     assert ax.get_xlabel() == "candidate (id in the candidates table)"
     assert ax.get_ylabel() == "USD per hour"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["c0", "c1"]
+
+
+def test_the_roofline_legend_names_the_memory_roof_and_its_bandwidth(kept, tmp_path):
+    from simulator.commands import run_whatif
+
+    res = run_whatif(dict(model="llama-3.1-8b", hardware="h100-sxm", devices=1, batch=8, isl=512, osl=64,
+                          prefill_batch=1))
+    plots.roofline(res, tmp_path / "r.png")
+    ax = kept[-1].axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "memory roof (HBM 3.35 TB/s)" in labels and "bf16 peak 989 TFLOP/s" in labels
+    slope = next(ln for ln in ax.get_lines() if ln.get_label().startswith("memory roof"))
+    x, y = slope.get_data()
+    assert np.allclose(np.asarray(y) / np.asarray(x), 3.35e12)  # the slope is the bandwidth
