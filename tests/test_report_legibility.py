@@ -180,3 +180,15 @@ def test_the_roofline_legend_names_the_memory_roof_and_its_bandwidth(kept, tmp_p
     slope = next(ln for ln in ax.get_lines() if ln.get_label().startswith("memory roof"))
     x, y = slope.get_data()
     assert np.allclose(np.asarray(y) / np.asarray(x), 3.35e12)  # the slope is the bandwidth
+
+
+def test_the_validation_scatter_names_its_25_percent_lines(kept, tmp_path):
+    # the dotted lines bound what the score counts as "within 25%": |predicted / measured - 1| <= 0.25
+    df = pd.DataFrame({"op": ["gemm", "gemm", "attention"], "latency_us": [10.0, 100.0, 40.0],
+                       "predicted_us": [12.0, 80.0, 41.0]})
+    plots.validation_scatter(df, tmp_path / "v.png")
+    ax = kept[-1].axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {"predicted = measured", "±25% of measured"} <= set(labels)
+    ratios = sorted(float(np.mean(ln.get_ydata() / ln.get_xdata())) for ln in ax.get_lines())
+    assert np.allclose(ratios, [0.75, 1.0, 1.25])
