@@ -192,3 +192,29 @@ def test_the_validation_scatter_names_its_25_percent_lines(kept, tmp_path):
     assert {"predicted = measured", "±25% of measured"} <= set(labels)
     ratios = sorted(float(np.mean(ln.get_ydata() / ln.get_xdata())) for ln in ax.get_lines())
     assert np.allclose(ratios, [0.75, 1.0, 1.25])
+
+
+def _fleet(cid, usd, slo_met=True, devices=8):
+    return {"id": cid, "arrangement": f"pd: {cid}", "mode": "pd", "devices": devices, "cost_per_hour_usd": usd,
+            "usd_per_mtok_output": 0.3, "pools": [],
+            "verified": {"slo_met": slo_met, "ttft_p_s": 0.7, "tpot_p_s": 0.03, "max_rate_per_s": 40.0}}
+
+
+def test_the_recommendation_says_how_it_broke_a_tie_on_price():
+    from simulator.report.documents import recommendation_text
+
+    rec, twin, dearer = _fleet("c1", 9.6), _fleet("c4", 9.6, devices=6), _fleet("c5", 12.0)
+    slo = {"ttft_s": 1.0, "tpot_s": 0.05, "percentile": 90}
+    plan = {"inputs": {"rate_per_s": 30.0, "modes": ["pd"]}, "slo": slo, "recommended": rec,
+            "candidates": [_fleet("c0", 9.6, slo_met=False), rec, twin, dearer]}
+    text = recommendation_text(plan)
+    assert ("2 simulated fleets meet the SLOs at this price (c1, c4); ties go to the screen's order, the best analytic "
+            "latency margin to the SLOs and then the fewest devices, so c1 was picked (and confirmed on a second "
+            "run).") in text
+    assert "1 at the same price missed them too" in text  # (c0: the one that missed is counted apart)
+    compare = dict(plan, inputs={"rate_per_s": 30.0}, recommended=_fleet("d2", 9.6),
+                   candidates=[_fleet("d2", 9.6), _fleet("d10", 9.6)])
+    assert ("2 deployments meet the SLOs at this price (d2, d10); ties go to the order they were given, so d2, the "
+            "first, was picked.") in recommendation_text(compare)
+    alone = dict(plan, candidates=[rec, dearer])
+    assert "ties go" not in recommendation_text(alone)
