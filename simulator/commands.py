@@ -620,8 +620,10 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
         ok = ok[ok.ttft_s <= ttft_slo]
     if ok.empty:
         from .errors import InfeasibleError
+        from .planning.sweep import infeasible_reason
 
-        raise InfeasibleError("no configuration fits and meets the SLOs")
+        raise InfeasibleError(infeasible_reason(df, model, devices, isl=isl, osl=osl, kv_precision=kv_precision,
+                                                tpot_slo_s=tpot_slo, ttft_slo_s=ttft_slo))
     front = pareto_front(ok)
     if rate:  # every row (the CSV) and the front carry the fleet at that rate, and the one-replica figure beside it
         front = plan_capacity(front, rate_per_s=rate, osl=osl, devices=devices)

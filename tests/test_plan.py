@@ -611,3 +611,20 @@ def test_search_knobs_are_bounded_in_the_api_too(field, value):
 
     with pytest.raises(SimulatorError, match=f"PlanRequest.{field}: expected an integer <= "):
         PlanRequest(model="llama-3.1-8b", traffic=read_traffic(TRAFFIC), hardware=["h20"], **{field: value})
+
+
+def test_compare_breaks_a_price_tie_by_the_order_given(tmp_path, monkeypatch):
+    """Among deployments meeting the SLOs at one price, the first given is recommended, as the report says: d2
+    before d10 (the ids are not compared as strings)."""
+    from simulator.planning import plan as planning
+    from simulator.specs.deployment import read_deployment
+    from simulator.specs.traffic import read_traffic
+
+    def fake(deps, *_a, **_k):  # d0 and d1 miss, d2 to d10 meet the SLOs; all cost the same
+        return [{"ttft_p_s": 0.1, "tpot_p_s": 0.01, "slo_met": i >= 2, "max_rate_per_s": 8.0, "samples": {}}
+                for i in range(len(deps))]
+
+    monkeypatch.setattr(planning, "verify_many", fake)
+    dep = read_deployment(_one_device(tmp_path, "h20", "h20", price_per_device_hour="1.2 USD/h"))
+    out = planning.compare_deployments([dep] * 11, read_traffic(TRAFFIC), None, requests=60, bisect_steps=0)
+    assert out.doc["recommended"]["id"] == "d2"

@@ -118,3 +118,22 @@ def test_every_sweep_row_is_what_whatif_says_of_that_plan():
             w = whatif(plan, batch=int(r.batch), isl=1024, osl=256)
             got = (r.ttft_s, r.tpot_s, r.output_tokens_per_s, r.cost_usd_per_mtok)
             assert got == pytest.approx((w.ttft_s, w.tpot_s, w.output_tokens_per_s, w.cost_usd_per_mtok), rel=1e-9), r
+
+
+def test_a_sweep_with_nothing_feasible_names_its_closest_configuration():
+    """As plan does when nothing meets the SLOs: the one error line names the closest configuration and what it
+    misses by how much (the latency over its target, or the memory it is short of)."""
+    base = ["sweep", "--model", "llama-3.1-8b", "--devices", "1", "--batches", "1,8", "--precision", "fp8"]
+    r = runner.invoke(app, [*base, "--tpot-slo", "1ms", "--price", "2"])
+    assert r.exit_code == 1, r.output
+    line = r.stderr.strip()
+    assert line.startswith("error: no configuration that fits meets the SLOs; closest: h100-sxm fp8, tp 1, ep 1, "
+                           "batch 1 ($2.00/h) misses by TPOT "), line
+    assert "vs 1.0 ms (+" in line and "TTFT" not in line and "\n" not in line
+    r = runner.invoke(app, ["sweep", "--model", "llama-3.1-405b", "--devices", "1", "--batches", "1,8",
+                            "--precision", "fp8"])
+    assert r.exit_code == 1, r.output
+    line = r.stderr.strip()
+    assert line.startswith("error: no configuration fits in memory; closest: h100-sxm fp8, tp 1, ep 1, batch 1: "
+                           "needs "), line
+    assert "short by" in line and "weights" in line

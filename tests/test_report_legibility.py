@@ -155,3 +155,66 @@ def test_durations_print_at_human_scale_and_zero_in_seconds():
     assert s(0.0365) == "36.5 ms"
     assert s(4.2e-5) == "42 µs"
     assert s(float("nan")) == "n/a"
+
+
+def test_the_cost_per_pool_figure_names_both_axes(kept, tmp_path):
+    cands = [{"id": f"c{i}", "cost_per_hour_usd": usd, "pools": [{"role": "prefill", "cost_per_hour_usd": usd / 2},
+                                                                  {"role": "decode", "cost_per_hour_usd": usd / 2}]}
+             for i, usd in enumerate((24.0, 30.0))]
+    documents.fig_pool_costs({"candidates": cands}, tmp_path / "p.png")
+    ax = kept[-1].axes[0]
+    assert ax.get_xlabel() == "candidate (id in the candidates table)"
+    assert ax.get_ylabel() == "USD per hour"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["c0", "c1"]
+
+
+def test_the_roofline_legend_names_the_memory_roof_and_its_bandwidth(kept, tmp_path):
+    from simulator.commands import run_whatif
+
+    res = run_whatif(dict(model="llama-3.1-8b", hardware="h100-sxm", devices=1, batch=8, isl=512, osl=64,
+                          prefill_batch=1))
+    plots.roofline(res, tmp_path / "r.png")
+    ax = kept[-1].axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "memory roof (HBM 3.35 TB/s)" in labels and "bf16 peak 989 TFLOP/s" in labels
+    slope = next(ln for ln in ax.get_lines() if ln.get_label().startswith("memory roof"))
+    x, y = slope.get_data()
+    assert np.allclose(np.asarray(y) / np.asarray(x), 3.35e12)  # the slope is the bandwidth
+
+
+def test_the_validation_scatter_names_its_25_percent_lines(kept, tmp_path):
+    # the dotted lines bound what the score counts as "within 25%": |predicted / measured - 1| <= 0.25
+    df = pd.DataFrame({"op": ["gemm", "gemm", "attention"], "latency_us": [10.0, 100.0, 40.0],
+                       "predicted_us": [12.0, 80.0, 41.0]})
+    plots.validation_scatter(df, tmp_path / "v.png")
+    ax = kept[-1].axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {"predicted = measured", "±25% of measured"} <= set(labels)
+    ratios = sorted(float(np.mean(ln.get_ydata() / ln.get_xdata())) for ln in ax.get_lines())
+    assert np.allclose(ratios, [0.75, 1.0, 1.25])
+
+
+def _fleet(cid, usd, slo_met=True, devices=8):
+    return {"id": cid, "arrangement": f"pd: {cid}", "mode": "pd", "devices": devices, "cost_per_hour_usd": usd,
+            "usd_per_mtok_output": 0.3, "pools": [],
+            "verified": {"slo_met": slo_met, "ttft_p_s": 0.7, "tpot_p_s": 0.03, "max_rate_per_s": 40.0}}
+
+
+def test_the_recommendation_says_how_it_broke_a_tie_on_price():
+    from simulator.report.documents import recommendation_text
+
+    rec, twin, dearer = _fleet("c1", 9.6), _fleet("c4", 9.6, devices=6), _fleet("c5", 12.0)
+    slo = {"ttft_s": 1.0, "tpot_s": 0.05, "percentile": 90}
+    plan = {"inputs": {"rate_per_s": 30.0, "modes": ["pd"]}, "slo": slo, "recommended": rec,
+            "candidates": [_fleet("c0", 9.6, slo_met=False), rec, twin, dearer]}
+    text = recommendation_text(plan)
+    assert ("2 simulated fleets meet the SLOs at this price (c1, c4); ties go to the screen's order, the best analytic "
+            "latency margin to the SLOs and then the fewest devices, so c1 was picked (and confirmed on a second "
+            "run).") in text
+    assert "1 at the same price missed them too" in text  # (c0: the one that missed is counted apart)
+    compare = dict(plan, inputs={"rate_per_s": 30.0}, recommended=_fleet("d2", 9.6),
+                   candidates=[_fleet("d2", 9.6), _fleet("d10", 9.6)])
+    assert ("2 deployments meet the SLOs at this price (d2, d10); ties go to the order they were given, so d2, the "
+            "first, was picked.") in recommendation_text(compare)
+    alone = dict(plan, candidates=[rec, dearer])
+    assert "ties go" not in recommendation_text(alone)

@@ -44,7 +44,7 @@ def sweep(
 ):
     """Score every (hardware, precision, TP, EP, batch) plan in one vectorised pass; print the Pareto
     front of output tokens/s per device against TPOT among plans that fit (and meet the SLOs), with
-    replicas and $/hour for --rate."""
+    replicas and $/hour for --rate. Exit 1 when none does (the message names the closest)."""
     from ..commands import run_sweep
     if deployment:
         from ..commands import run_sweep_deployment

@@ -606,8 +606,9 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
                      "usd_per_mtok_output": usd_h / 3600 / (rate * w.osl_mean) * 1e6 if usd_h is not None else None,
                      "analytic": None, "verified": ver})
     ok = [d for d in docs if d["verified"]["slo_met"]]
+    # the cheapest; among equals, the first given (d2 before d10)
     rec = min(ok, key=lambda d: (d["cost_per_hour_usd"] if d["cost_per_hour_usd"] is not None else math.inf,
-                                 d["id"])) if ok else None
+                                 int(d["id"][1:]))) if ok else None
     if rec:
         rec = dict(rec, headroom=rec["verified"]["max_rate_per_s"] / rate - 1.0)
     # one row per device and price: two deployments may price one device differently (their own files, a

@@ -107,6 +107,42 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
     return pd.concat(frames, ignore_index=True)
 
 
+def _row_label(r) -> str:
+    """One sweep configuration as the messages name it: ``h100-sxm fp8, tp 8, ep 1, batch 64``."""
+    return f"{r.hardware} {r.precision}, tp {r.tp}, ep {r.ep}, batch {r.batch}"
+
+
+def infeasible_reason(df: pd.DataFrame, model_id: str, devices: int, *, isl: int, osl: int,
+                      kv_precision: str = "bf16", tpot_slo_s: float | None = None,
+                      ttft_slo_s: float | None = None) -> str:
+    """Why no row of a sweep is feasible, naming the closest configuration and by how much it misses: among the
+    rows that fit, the one whose worse latency is nearest its target (every target it misses); where none fits,
+    the one short of the least memory per device (what it needs and what the device has)."""
+    fit = df[df.fits]
+    if len(fit):
+        targets = (("TTFT", "ttft_s", ttft_slo_s), ("TPOT", "tpot_s", tpot_slo_s))
+        limits = [(name, col, lim) for name, col, lim in targets if lim]
+        worst = np.max([fit[col].to_numpy() / lim for _, col, lim in limits], axis=0)
+        best = fit.iloc[int(np.argmin(worst))]
+        from .verify import latency_miss
+
+        misses = [latency_miss(name, best[col], lim, None) for name, col, lim in limits if best[col] > lim]
+        price = f" (${best.usd_per_hour:.2f}/h)" if np.isfinite(best.usd_per_hour) else ""
+        return (f"no configuration that fits meets the SLOs; closest: {_row_label(best)}{price} misses by "
+                f"{'; '.join(misses)}")
+    model = load_model(model_id)
+    short = []  # (memory fit, row) of each layout at its smallest batch (the least KV cache it needs)
+    for _, g in df.groupby(["hardware", "precision", "tp", "ep"], sort=False):
+        r = g.loc[g.batch.idxmin()]
+        plan = simple_phase(load_hardware(r.hardware), model, devices, tp=int(r.tp), ep=int(r.ep),
+                            precision=r.precision)
+        m = memory_fit(model, plan, kv_tokens_per_replica=r.batch * (isl + osl), step_tokens=isl,
+                       kv_precision=kv_precision)[0]
+        short.append((m, r))
+    m, r = max(short, key=lambda mr: mr[0].headroom_bytes)
+    return f"no configuration fits in memory; closest: {_row_label(r)}: {m.explain()}"
+
+
 def pareto_front(df: pd.DataFrame, x: str = "tpot_s", y: str = "output_tokens_per_s_per_device") -> pd.DataFrame:
     """Rows not dominated by another (lower-or-equal x and higher-or-equal y, one strictly)."""
     d = df.sort_values([x, y], ascending=[True, False])

@@ -183,6 +183,7 @@ def fig_pool_costs(doc: dict, path: Path, n: int = 8) -> Path | None:
             ax.bar(i, v, bottom=bottom, color=colours.get(p["role"], "grey"), label=lab)
             bottom += v
     ax.set_xticks(range(len(cands)), [c["id"] for c in cands])
+    ax.set_xlabel("candidate (id in the candidates table)")  # (categorical: one bar per fleet, no unit)
     ax.set_ylabel("USD per hour")
     ax.set_title(f"Cost per pool (candidates, cheapest first){_of(len(cands), len(doc['candidates']))}")
     ax.grid(alpha=0.3, axis="y")
@@ -299,7 +300,23 @@ def recommendation_text(doc: dict) -> str:
             + (f". {len(cheaper)} cheaper candidate(s) were simulated and missed the SLOs"
                + (f"; {len(same)} at the same price missed them too" if same else "") if own is not None else "")
             + ".")
-    return text + _headroom_caution(doc, rec, head)
+    tied = [c for c in priced if c["cost_per_hour_usd"] == own and c["verified"]["slo_met"]]
+    return text + _tie_text(doc, rec, tied) + _headroom_caution(doc, rec, head)
+
+
+def _tie_text(doc: dict, rec: dict, tied: list[dict]) -> str:
+    """How the recommendation was picked among the fleets that meet the SLOs at its price ("" when none ties it): a
+    plan takes the first in the screen's order (at one price, the best analytic latency margin to the SLOs, then the
+    fewest devices; ``screen.screen``), which its confirmation run then re-ran; a comparison, the first given."""
+    if not tied:
+        return ""
+    ids = ", ".join(c["id"] for c in sorted([rec, *tied], key=lambda c: int(c["id"][1:])))
+    if doc["inputs"].get("modes"):
+        return (f" {len(tied) + 1} simulated fleets meet the SLOs at this price ({ids}); ties go to the screen's "
+                f"order, the best analytic latency margin to the SLOs and then the fewest devices, so {rec['id']} "
+                "was picked (and confirmed on a second run).")
+    return (f" {len(tied) + 1} deployments meet the SLOs at this price ({ids}); ties go to the order they were "
+            f"given, so {rec['id']}, the first, was picked.")
 
 
 def _parallelism(par: dict) -> str:

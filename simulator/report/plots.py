@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 
 from ..io import atomic_write  # noqa: E402
 from ..ops.kinds import ATTN_DECODE, ATTN_PREFILL, DTYPES, GEMM, GROUPED_GEMM, is_collective  # noqa: E402
+from ..units import format_si  # noqa: E402
 
 QUADRANT_COLOURS = {"prefill_attention": "#1f77b4", "prefill_ffn": "#ff7f0e", "decode_attention": "#2ca02c",
                     "decode_ffn": "#d62728", "prefill_other": "#9edae5", "decode_other": "#98df8a"}
@@ -80,8 +81,13 @@ def roofline(res, path: str | Path) -> Path:
         # keeps a bf16 roof where its attention or LM head runs in bf16), not every rate the datasheet lists
         if not roofs and hw.peak("bf16"):  # (no tensor-core op on this device: the bf16 roof for reference)
             roofs.add("bf16")
+        # one bandwidth slope, up to the highest roof's ridge, and each compute roof flat from its own ridge
+        top = max((hw.peak(d) for d in roofs), default=0.0)
+        if top:
+            ax.plot([x[0], top / bw], [x[0] * bw, top], "-", color="k", lw=1.2,
+                    label=f"memory roof (HBM {format_si(bw, 'B/s')})")
         for dtype, style in zip(sorted(roofs, key=lambda d: hw.peak(d)), ("-", "--", ":", "-.")):
-            ax.plot(x, np.minimum(x * bw, hw.peak(dtype)), style, color="k", lw=1.2,
+            ax.plot([hw.peak(dtype) / bw, x[-1]], [hw.peak(dtype)] * 2, style, color="k", lw=1.2,
                     label=f"{dtype} peak {hw.peak(dtype) / 1e12:,.0f} TFLOP/s")
             ax.axvline(hw.peak(dtype) / bw, color="grey", lw=0.5, ls=":")
         for _, ai, ach, name in sorted(labels, reverse=True)[:6]:
@@ -221,15 +227,17 @@ def pareto(df: pd.DataFrame, x: str, y: str, path: str | Path, label: str = "con
 
 
 def validation_scatter(df: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Predicted against measured time per measured row, coloured by op, with the diagonal and the ±25% band."""
     fig, ax = plt.subplots(figsize=(6.5, 6))
     for op, g in df.groupby("op"):
         ax.scatter(g["latency_us"], g["predicted_us"], s=14, alpha=0.7, label=op)
     lo = max(min(df["latency_us"].min(), df["predicted_us"].min()) * 0.8, 1e-3)
     hi = max(df["latency_us"].max(), df["predicted_us"].max()) * 1.25
     xs = np.array([lo, hi])
-    ax.plot(xs, xs, "k-", lw=1)
-    ax.plot(xs, xs * 1.25, "k:", lw=0.8)
-    ax.plot(xs, xs / 1.25, "k:", lw=0.8)
+    ax.plot(xs, xs, "k-", lw=1, label="predicted = measured")
+    # the band the score's "within 25%" counts: an absolute error up to 25% of the measured time
+    ax.plot(xs, xs * 1.25, "k:", lw=0.8, label="±25% of measured")
+    ax.plot(xs, xs * 0.75, "k:", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("measured latency (µs)")
