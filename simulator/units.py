@@ -105,6 +105,17 @@ def format_ms(seconds: float) -> str:
     return f"{ms:.1f} ms" if abs(ms) >= 1 else f"{ms:.3g} ms"
 
 
+def format_duration_arg(seconds: float) -> str:
+    """A duration as the tool writes it into a command line or a YAML field it may read again: milliseconds
+    with the unit ("50ms", "0.25ms"), in the fewest digits that ``parse_duration_s`` reads back to the same
+    float (seconds written out in full where no millisecond spelling does)."""
+    for digits in range(6, 18):
+        text = f"{seconds / MS:.{digits}g}ms"
+        if parse_duration_s(text) == seconds:
+            return text
+    return f"{seconds!r}s"
+
+
 _RATE_UNITS = {"/s": 1.0, "/min": 1 / 60.0, "/h": 1 / 3600.0, "rps": 1.0, "qps": 1.0}
 
 # The simulator keeps time in float64 seconds, whose resolution at time t is about t x 2.2e-16: 0.2 us at 1e9 s

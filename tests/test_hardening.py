@@ -257,7 +257,7 @@ def test_check_slo_exits_1_when_the_slo_is_missed(tmp_path):
     base = ["simulate", "dbrx-8xh100", "--traffic", str(p), "--requests", "20"]
     assert runner.invoke(app, base).exit_code == 0  # not asked: the report says NOT met, the run succeeds
     err = one_line_error(runner.invoke(app, [*base, "--check-slo"]), code=1)
-    assert "SLO not met" in err
+    assert "SLO not met: p90 TTFT <= 0.001 ms and p90 TPOT <= 0.001 ms asked" in err  # (in ms, as plan's report)
 
 
 def test_output_flags_take_device_nodes():

@@ -2,6 +2,8 @@
 
 import json
 import math
+import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import replace
@@ -96,6 +98,22 @@ def test_recommended_yaml_meets_the_slos_when_simulated(tight):
     sm = _strict(r.output)
     assert sm["requests_rejected"] == 0
     assert sm["ttft_s"]["p90"] <= 0.5 and sm["tpot_s"]["p90"] <= 0.005
+
+
+def test_plan_states_its_slos_in_ms_and_its_rerun_command_reads_them_back(tight, monkeypatch):
+    """The report, recommended.yaml's description and the re-run command all give the targets in milliseconds,
+    and the command, run as printed, simulates under the very SLOs the plan planned for."""
+    doc = _strict((tight / "plan.json").read_text())
+    md = (tight / "report.md").read_text()
+    targets = "p90 TTFT <= 500.0 ms and p90 TPOT <= 5.0 ms"
+    assert targets in md
+    assert yaml.safe_load((tight / "recommended.yaml").read_text())["description"].endswith(f"under {targets}.")
+    args = shlex.split(re.search(r"`quadrant (simulate recommended\.yaml [^`]+)`", md).group(1))
+    assert args[args.index("--ttft-slo") + 1] == "500ms" and args[args.index("--tpot-slo") + 1] == "5ms"
+    monkeypatch.chdir(tight)
+    r = runner.invoke(app, [*args, "--requests", "50", "--json"])
+    assert r.exit_code == 0, r.output
+    assert _strict(r.output)["goodput"]["slo"] == doc["slo"]
 
 
 def test_simulate_rate_overrides_the_traffic_file(tight):

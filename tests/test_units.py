@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from simulator.units import GB, GiB, UnitError, format_si, parse_quantity
 
@@ -56,3 +58,17 @@ def test_format_ms_keeps_small_latencies_readable():
 
     assert format_ms(0.0487) == "48.7 ms" and format_ms(0.04) == "40.0 ms"  # (as before from 1 ms up)
     assert format_ms(1e-6) == "0.001 ms" and format_ms(2.5e-4) == "0.25 ms" and format_ms(0) == "0 ms"
+
+
+@given(st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False))
+def test_a_duration_the_tool_writes_reads_back_to_the_same_float(seconds):
+    from simulator.units import format_duration_arg, parse_duration_s
+
+    text = format_duration_arg(seconds)
+    assert parse_duration_s(text) == seconds and text.endswith("s")
+
+
+def test_a_duration_the_tool_writes_is_short_and_in_ms():
+    from simulator.units import format_duration_arg
+
+    assert [format_duration_arg(x) for x in (0.5, 0.005, 2.5, 2.5e-4)] == ["500ms", "5ms", "2500ms", "0.25ms"]

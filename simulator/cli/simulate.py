@@ -198,8 +198,10 @@ def simulate(
                    err=True)
         raise typer.Exit(2)
     if check_slo and not sm["goodput"]["slo_met"]:
+        from ..units import format_ms
+
         g = sm["goodput"]["slo"]
-        asked = " and ".join(f"{k.split('_')[0].upper()} p{g['percentile']:g} <= {g[k]:g} s"
+        asked = " and ".join(f"p{g['percentile']:g} {k.split('_')[0].upper()} <= {format_ms(g[k])}"
                              for k in ("ttft_s", "tpot_s") if g.get(k) is not None)
         typer.echo(f"error: SLO not met: {asked} asked; {sm['goodput']['fraction_of_requests']:.1%} of requests "
                    "met it", err=True)

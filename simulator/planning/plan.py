@@ -21,6 +21,7 @@ from ..errors import InfeasibleError, SimulatorError
 from ..specs.catalog import catalog_root, load_hardware, load_model
 from ..specs.deployment import ENGINES, Deployment
 from ..specs.traffic import MAX_REQUESTS, SLO, Traffic
+from ..units import format_ms
 from .candidates import (
     MODES,
     PREFILL_MAX_SEQS,
@@ -490,9 +491,11 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     rec = dict(rec, headroom=(rec["verified"]["max_rate_per_s"] / rate - 1.0))
     dep = deployments[rec["id"]]
     notes = {h: prices.note(h) for h in specs}
+    targets = " and ".join(f"p{slo.percentile:g} {name} <= {format_ms(lim)}"
+                           for name, lim in (("TTFT", slo.ttft_s), ("TPOT", slo.tpot_s)) if math.isfinite(lim))
     rec_yaml = deployment_yaml(replace(dep, id="recommended"),
                                f"Recommended by quadrant plan: {rec['arrangement']} for {model.id} at {rate:g} req/s "
-                               f"(p{slo.percentile:g} TTFT <= {slo.ttft_s:g} s, TPOT <= {slo.tpot_s:g} s).", notes)
+                               f"under {targets}.", notes)
     samples = {d["id"]: verified[int(d["id"][1:])].get("samples", {}) for d in docs if d["verified"]}
     doc = {
         "inputs": {"model": model.id, "traffic": _rel(req.traffic.file) or req.traffic.id,

@@ -491,17 +491,19 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
         timing_text(inp.get("timing")),
         *([f"Serving engine: {inp['engine']} (simulator/serving/engines.yaml): the simulation runs its batching "
            "policy, step overheads and frontend latency"
-           + (f" ({inp['frontend_latency_s'] * 1e3:g} ms)" if inp.get("frontend_latency_s") is not None else "")
+           + (f" ({_ms(inp['frontend_latency_s'])})" if inp.get("frontend_latency_s") is not None else "")
            + ("; the screen takes its own all-reduce and its frontend latency" if inp.get("modes") else "")
            + "."] if inp.get("engine") else []),
     ]
     if rec and doc.get("slo") and inp.get("modes"):  # a plan: its recommended.yaml, re-run at the planned targets
+        from ..units import format_duration_arg
+
         slo = doc["slo"]
         timing = inp.get("timing")
         cmd = (f"quadrant simulate recommended.yaml --traffic {inp.get('traffic_ref') or inp.get('traffic')} "
                f"--rate {inp['rate_per_s']:g} "
-               + (f"--ttft-slo {slo['ttft_s']:g}s " if slo.get("ttft_s") is not None else "")
-               + (f"--tpot-slo {slo['tpot_s']:g}s " if slo.get("tpot_s") is not None else "")
+               + (f"--ttft-slo {format_duration_arg(slo['ttft_s'])} " if slo.get("ttft_s") is not None else "")
+               + (f"--tpot-slo {format_duration_arg(slo['tpot_s'])} " if slo.get("tpot_s") is not None else "")
                + f"--slo-percentile {slo['percentile']:g} --requests {rv.get('requests_simulated') or 2000}"
                + (f" --timing {timing}" if timing and timing != "roofline" else "")
                + (f" --engine {inp['engine']}" if inp.get("engine") else ""))
