@@ -1007,7 +1007,7 @@ def test_requests_a_horizon_cuts_off_count_as_misses_only_once_a_miss_is_certain
     unfinished = req[req.reason == UNFINISHED]
     done = cut["requests_completed"]
     assert late > 0 and len(unfinished) > 10 * (done + len(unfinished)) / 90 and done > 0
-    assert cut["requests_rejected"] == late + len(unfinished)
+    assert cut["requests_rejected"] == late + len(unfinished) and cut["requests_not_arrived"] == late
     assert set(cut["rejection_reasons"]) == {NOT_ARRIVED, UNFINISHED}
     assert cut["slo_attainment"]["both"] == 1.0 and cut["goodput"]["slo_met"] is True
     # a TTFT target half the unfinished requests had outlived by the horizon (their TTFT, or their wait so far)

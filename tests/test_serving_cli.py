@@ -165,3 +165,27 @@ def test_traffic_flags_with_a_traffic_file_or_a_deployment():
     s = json.loads(r.output)
     assert s["requests_completed"] == 16
     assert s["input_tokens_per_s"] / s["output_tokens_per_s"] == pytest.approx(300 / 20)
+
+
+def test_requests_a_horizon_stops_before_they_arrive_are_counted_apart_not_as_rejected():
+    """README: a request the horizon cut off before it arrived counts neither way; the summary lists it on its own
+    (JSON: requests_not_arrived, still among requests_rejected as its status in requests.csv is)."""
+    args = QUICK + ["--rate", "10", "--requests", "200", "--horizon", "6s"]
+    sm = json.loads(runner.invoke(app, [*args, "--json"]).output)
+    late = sm["requests_not_arrived"]
+    served = sm["requests_rejected"] - late
+    assert late > 0 and served > 0 and sm["requests_completed"] > 0
+    assert sm["rejection_reasons"]["not arrived before the simulation horizon"] == late
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert (f"requests: {sm['requests_completed']} finished, {served} rejected, {late} not arrived before the "
+            f"horizon (of 200)") in r.output
+    assert not [line for line in r.output.splitlines() if line.startswith("  rejected x") and "arrived" in line]
+
+
+def test_a_horizon_before_any_finish_names_the_not_arrived_apart():
+    r = runner.invoke(app, QUICK + ["--rate", "10", "--requests", "200", "--horizon", "50ms"])
+    assert r.exit_code == 1
+    err = r.output.splitlines()[-1]
+    assert err.startswith("error: no request finished: of 200, ") and "x unfinished at the simulation horizon" in err
+    assert err.endswith(" not arrived before the horizon") and "x not arrived" not in err

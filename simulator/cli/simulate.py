@@ -107,7 +107,9 @@ def simulate(
                                     "(> 0): ID=USD for one device of the run (repeatable, e.g. --price h20=1.20), "
                                     "or a bare USD for every device. Default: the profiles' sourced prices."),
     horizon: float = typer.Option(None, "--horizon", parser=duration(),
-                                 help="Stop at this simulated time (e.g. 600s, 10min); the rest is rejected."),
+                                 help="Stop at this simulated time (e.g. 600s, 10min): requests in service then "
+                                 "end rejected (unfinished); those not yet arrived are counted apart and neither "
+                                 "meet nor miss the SLOs."),
     timing: str = timing_option(),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     out: Path = typer.Option(None, "--out", parser=out_dir(), help="Folder for requests.csv, steps.csv and plots."),
@@ -190,8 +192,13 @@ def simulate(
 
         typer.echo(simulation_text(sm))
     if sm["requests_total"] and not sm["requests_completed"]:
-        reasons = ", ".join(f"{n} x {why}" for why, n in sm["rejection_reasons"].items()) or "none recorded"
-        typer.echo(f"error: no request finished: all {sm['requests_total']} were rejected ({reasons})", err=True)
+        from ..report.render import refusals
+
+        total, late = sm["requests_total"], sm["requests_not_arrived"]
+        reasons = ", ".join(f"{n} x {why}" for why, n in refusals(sm).items()) or "none recorded"
+        typer.echo(f"error: no request finished: of {total}, {total - late} rejected ({reasons}) and {late} not "
+                   "arrived before the horizon" if late else
+                   f"error: no request finished: all {total} were rejected ({reasons})", err=True)
         raise typer.Exit(1)
     if check_slo and sm["goodput"]["slo_met"] is None:
         typer.echo("error: --check-slo needs an SLO: give --ttft-slo/--tpot-slo or a traffic file with `slo:`",

@@ -82,17 +82,32 @@ def whatif_text(res) -> str:
     return "\n".join(lines)
 
 
+def refusals(sm: dict) -> dict[str, int]:
+    """A simulation summary's rejection reasons less the requests a horizon cut off before they arrived (listed
+    apart: neither served nor refused)."""
+    from ..serving.engine import NOT_ARRIVED
+
+    return {why: n for why, n in sm["rejection_reasons"].items() if why != NOT_ARRIVED}
+
+
+def request_counts(sm: dict) -> str:
+    """``12 finished, 3 rejected, 85 not arrived before the horizon (of 100)``: the not-arrived ones (JSON
+    ``requests_not_arrived``, among ``requests_rejected`` there) on their own, only where there are any."""
+    late = sm.get("requests_not_arrived", 0)
+    return (f"{sm['requests_completed']} finished, {sm['requests_rejected'] - late} rejected"
+            + (f", {late} not arrived before the horizon" if late else "") + f" (of {sm['requests_total']})")
+
+
 def simulation_text(sm: dict) -> str:
     def row(name, d):
         return [name, *(s(d[k]) if d[k] is not None else "n/a" for k in ("mean", "p50", "p90", "p99"))]
 
     lines = [
-        f"requests: {sm['requests_completed']} finished, {sm['requests_rejected']} rejected "
-        f"(of {sm['requests_total']}); makespan "
+        f"requests: {request_counts(sm)}; makespan "
         f"{s(sm['makespan_s']) if sm['requests_completed'] else 'n/a (nothing finished)'}; {sm['steps']} steps; "
         f"{sm['devices']} device{'s' if sm['devices'] != 1 else ''}",
     ]
-    for reason, n in sm["rejection_reasons"].items():
+    for reason, n in refusals(sm).items():
         lines.append(f"  rejected x{n}: {reason}")
     lines += ["", table(["latency", "mean", "p50", "p90", "p99"],
                         [row("TTFT", sm["ttft_s"]), row("TPOT", sm["tpot_s"])]

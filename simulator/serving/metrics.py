@@ -373,7 +373,8 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     summary = {
         "requests_total": int(len(requests)),
         "requests_completed": int(len(done_all)),
-        "requests_rejected": int(len(rejected)),
+        "requests_rejected": int(len(rejected)),  # (status rejected, as in requests.csv: not-arrived ones included)
+        "requests_not_arrived": int((rejected.reason == NOT_ARRIVED).sum()),  # cut off by a horizon before arriving
         # by kind: a request's own token count is left out of its reason, so one cause on one replica is one entry
         "rejection_reasons": _reasons_by_kind(rejected.reason),
         "makespan_s": makespan,
