@@ -478,24 +478,46 @@ def test_traffic_longer_than_the_context_window_is_refused_up_front(tmp_path):
     assert not out.exists()
 
 
+def _cand(cid, usd, met, max_rate):
+    """A simulated candidate as plan.json lists it, one H20 (for the recommendation's text)."""
+    return {"id": cid, "arrangement": f"agg: {cid}", "mode": "agg", "devices": 1, "cost_per_hour_usd": usd,
+            "usd_per_mtok_output": 0.1, "pools": [{"role": "colocated", "replicas": 1, "devices": 1,
+                                                   "hardware": "h20", "parallelism": {"tp": 1, "ep": 1},
+                                                   "precision": {"attention": "fp8", "ffn": "fp8"}}],
+            "verified": {"slo_met": met, "ttft_p_s": 0.2, "tpot_p_s": 0.01, "max_rate_per_s": max_rate}}
+
+
+@pytest.mark.parametrize("missed,clause", [
+    ([], None),
+    ([1.0], ". 1 cheaper candidate was simulated and missed the SLOs."),
+    ([1.0, 1.5], ". 2 cheaper candidates were simulated and missed the SLOs."),
+    ([1.0, 2.0], ". 1 cheaper candidate was simulated and missed the SLOs; 1 at the same price missed them too."),
+    ([2.0, 2.0], ". 2 candidates at the same price were simulated and missed the SLOs."),
+])
+def test_the_recommendation_counts_the_fleets_that_missed_in_plain_english(missed, clause):
+    from simulator.report.documents import recommendation_text
+
+    rec = _cand("c9", 2.0, True, 20.0)
+    cands = [_cand(f"c{i}", usd, False, 5.0) for i, usd in enumerate(missed)] + [rec]
+    doc = {"inputs": {"rate_per_s": 10.0}, "slo": {"ttft_s": 0.5, "tpot_s": 0.015, "percentile": 90},
+           "candidates": cands, "error_band": {"median_ape": 0.13}, "recommended": dict(rec, headroom=1.0)}
+    text = recommendation_text(doc)
+    assert "(s)" not in text and " 0 " not in text
+    assert (clause in text) if clause else ("missed" not in text)
+
+
 def test_a_recommendation_inside_the_error_band_carries_a_caution():
     """A fleet whose headroom is within the timing model's median error is flagged, and the cheapest simulated
     fleet with more headroom than that error is named; with enough headroom, no caution."""
     from simulator.report.documents import recommendation_text
 
-    def cand(cid, usd, met, max_rate):
-        return {"id": cid, "arrangement": f"agg: {cid}", "mode": "agg", "devices": 1, "cost_per_hour_usd": usd,
-                "usd_per_mtok_output": 0.1, "pools": [{"role": "colocated", "replicas": 1, "devices": 1,
-                                                       "hardware": "h20", "parallelism": {"tp": 1, "ep": 1},
-                                                       "precision": {"attention": "fp8", "ffn": "fp8"}}],
-                "verified": {"slo_met": met, "ttft_p_s": 0.2, "tpot_p_s": 0.01, "max_rate_per_s": max_rate}}
-
-    cands = [cand("c0", 2.0, False, 8.0), cand("c1", 2.0, True, 10.0), cand("c2", 2.5, True, 16.0),
-             cand("c3", 3.0, True, 20.0)]
+    cands = [_cand("c0", 2.0, False, 8.0), _cand("c1", 2.0, True, 10.0), _cand("c2", 2.5, True, 16.0),
+             _cand("c3", 3.0, True, 20.0)]
     doc = {"inputs": {"rate_per_s": 10.0}, "slo": {"ttft_s": 0.5, "tpot_s": 0.015, "percentile": 90},
            "candidates": cands, "error_band": {"median_ape": 0.13}, "recommended": dict(cands[1], headroom=0.0)}
     text = recommendation_text(doc)
-    assert "0 cheaper candidate(s)" in text and "1 at the same price missed" in text
+    # (no cheaper candidate: the clause names only the one at the same price, never "0 cheaper candidate(s)")
+    assert "cheaper candidate" not in text and ". 1 candidate at the same price was simulated and missed" in text
     assert "Caution" in text and "c2 (agg: c2) at $2.50/h sustains +60%" in text
     doc["recommended"] = dict(cands[2], headroom=0.6)
     assert "Caution" not in recommendation_text(doc)

@@ -211,7 +211,8 @@ def test_the_recommendation_says_how_it_broke_a_tie_on_price():
     assert ("2 simulated fleets meet the SLOs at this price (c1, c4); ties go to the screen's order, the best analytic "
             "latency margin to the SLOs and then the fewest devices, so c1 was picked (and confirmed on a second "
             "run).") in text
-    assert "1 at the same price missed them too" in text  # (c0: the one that missed is counted apart)
+    # (c0: the one that missed is counted apart; nothing is cheaper, so no "0 cheaper candidates" clause)
+    assert "1 candidate at the same price was simulated and missed the SLOs" in text and "cheaper" not in text
     compare = dict(plan, inputs={"rate_per_s": 30.0}, recommended=_fleet("d2", 9.6),
                    candidates=[_fleet("d2", 9.6), _fleet("d10", 9.6)])
     assert ("2 deployments meet the SLOs at this price (d2, d10); ties go to the order they were given, so d2, the "

@@ -297,11 +297,23 @@ def recommendation_text(doc: dict) -> str:
                + (f", a headroom of at least {head:+.0%} over the target rate" if head is not None else ""))
             + (f"; a second run (seed {cf['seed']}, {cf['requests_simulated']:,} requests) confirms it: {p} TTFT "
                f"{_ms(cf['ttft_p_s'])}, TPOT {_ms(cf['tpot_p_s'])}" if (cf := v.get("confirmation")) else "")
-            + (f". {len(cheaper)} cheaper candidate(s) were simulated and missed the SLOs"
-               + (f"; {len(same)} at the same price missed them too" if same else "") if own is not None else "")
+            + (_missed_text(len(cheaper), len(same)) if own is not None else "")
             + ".")
     tied = [c for c in priced if c["cost_per_hour_usd"] == own and c["verified"]["slo_met"]]
     return text + _tie_text(doc, rec, tied) + _headroom_caution(doc, rec, head)
+
+
+def _missed_text(cheaper: int, same: int) -> str:
+    """The recommendation's clause on the simulated candidates priced below it and at its price that missed the
+    SLOs (". 2 cheaper candidates were simulated and missed the SLOs; 1 at the same price missed them too"); ""
+    when there are none."""
+    if cheaper:
+        return (f". {cheaper} cheaper candidate{' was' if cheaper == 1 else 's were'} simulated and missed the SLOs"
+                + (f"; {same} at the same price missed them too" if same else ""))
+    if same:
+        return (f". {same} candidate{'' if same == 1 else 's'} at the same price {'was' if same == 1 else 'were'} "
+                "simulated and missed the SLOs")
+    return ""
 
 
 def _tie_text(doc: dict, rec: dict, tied: list[dict]) -> str:
