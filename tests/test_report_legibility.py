@@ -219,3 +219,11 @@ def test_the_recommendation_says_how_it_broke_a_tie_on_price():
             "first, was picked.") in recommendation_text(compare)
     alone = dict(plan, candidates=[rec, dearer])
     assert "ties go" not in recommendation_text(alone)
+
+
+def test_the_breakdown_title_gives_its_shape_with_units_and_one_sequence_in_the_singular():
+    rows = [{"quadrant": "decode_attention", "decode_batch": 1, "prompt_tokens": 2048}]
+    assert documents.breakdown_title(rows) == ("Recommended arrangement: time per quadrant (one 2,048-token prefill, "
+                                               "one decode step of 1 sequence)")
+    assert documents.breakdown_title([dict(rows[0], decode_batch=64)]).endswith("one decode step of 64 sequences)")
+    assert documents.breakdown_title([]) == "Recommended arrangement: time per quadrant"

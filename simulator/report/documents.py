@@ -605,6 +605,17 @@ REPORT_FILES = ("plan.json", "report.md", "report.html", *(f"figures/{f}" for f 
 PLAN_FILES = (*REPORT_FILES, "recommended.yaml")
 
 
+def breakdown_title(rows: list[dict]) -> str:
+    """breakdown.png's title: what it times and the shape it was timed at, from the recommendation's per-quadrant
+    rows ("... (one 512-token prefill, one decode step of 6 sequences)"; "1 sequence" at a batch of one)."""
+    title = "Recommended arrangement: time per quadrant"
+    if not rows or "decode_batch" not in rows[0]:
+        return title
+    batch = rows[0]["decode_batch"]
+    return (f"{title} (one {rows[0]['prompt_tokens']:,}-token prefill, one decode step of {batch:,} "
+            f"sequence{'' if batch == 1 else 's'})")
+
+
 def write_plan_dir(out: Path, outcome, title: str, recommended_yaml: dict | None = None) -> list[Path]:
     """Write plan.json, recommended.yaml (if any), report.md, report.html and figures/ into ``out``,
     atomically (``io.atomic_dir``): everything goes to a temporary sibling folder that then takes the place
@@ -634,10 +645,8 @@ def write_plan_dir(out: Path, outcome, title: str, recommended_yaml: dict | None
         if outcome.breakdown:
             rows = [r for r in outcome.breakdown if r["quadrant"].endswith(("attention", "ffn"))]
             df = pd.DataFrame(rows).fillna(0.0)
-            shape = (f" (one {rows[0]['prompt_tokens']:,}-token prefill, one decode step of "
-                     f"{rows[0]['decode_batch']:,} sequences)" if rows and "decode_batch" in rows[0] else "")
             quadrant_breakdown(df.drop(columns=["decode_batch", "prompt_tokens"], errors="ignore"),
-                               figs / FIGURES["breakdown"], f"Recommended arrangement: time per quadrant{shape}")
+                               figs / FIGURES["breakdown"], breakdown_title(rows))
             names["breakdown"] = FIGURES["breakdown"]
         secs = sections(doc, names)
         (tmp / "report.md").write_text(render_md(title, secs))
