@@ -181,6 +181,9 @@ def test_requests_a_horizon_stops_before_they_arrive_are_counted_apart_not_as_re
     assert (f"requests: {sm['requests_completed']} finished, {served} rejected, {late} not arrived before the "
             f"horizon (of 200)") in r.output
     assert not [line for line in r.output.splitlines() if line.startswith("  rejected x") and "arrived" in line]
+    # the open loop's window (the whole run) measures the requests that arrived, not the 200 drawn
+    assert sm["window"]["requests"] == 200 - late
+    assert f"measured {200 - late} requests in [" in r.output
 
 
 def test_a_horizon_before_any_finish_names_the_not_arrived_apart():

@@ -115,7 +115,8 @@ def measurement_window(requests: pd.DataFrame, sim: Simulation, closed: int) -> 
     Closed loop (as ``vllm bench serve --max-concurrency C`` measures it, but without its ramp and
     drain): warm-up ends when C requests have finished (every client slot has turned over once on
     average); the window ends at the last request's arrival, after which fewer than C are in flight.
-    Requests that arrive inside the window are measured. Open loop: the whole run."""
+    Requests that arrive inside the window are measured. Open loop: the whole run, whose request count is those that
+    arrived (a horizon may stop the clock before the rest; they count neither way). ``steady`` says which rule held."""
     arr = requests.arrival_s.to_numpy(dtype=float)
     fin = np.sort(requests.finish_s.dropna().to_numpy(dtype=float))
     t0 = float(np.nanmin(arr)) if len(arr) else 0.0
@@ -126,10 +127,11 @@ def measurement_window(requests: pd.DataFrame, sim: Simulation, closed: int) -> 
         if end > start and mask.sum() >= max(closed, 10):
             return {"rule": f"closed loop: after {closed} requests finished, until the last arrival",
                     "start_s": start, "end_s": end, "requests": int(mask.sum()), "ramp_up_s": sim.ramp_s,
-                    "mask": mask}
+                    "mask": mask, "steady": True}
+    arrived = int((requests.reason.to_numpy(object) != NOT_ARRIVED).sum()) if len(requests) else 0
     return {"rule": "whole run" + (" (too few requests for a steady-state window)" if closed else ""),
-            "start_s": t0, "end_s": t1, "requests": int(len(requests)), "ramp_up_s": sim.ramp_s,
-            "mask": np.ones(len(requests), bool)}
+            "start_s": t0, "end_s": t1, "requests": arrived, "ramp_up_s": sim.ramp_s,
+            "mask": np.ones(len(requests), bool), "steady": False}
 
 
 def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: float = math.inf,
@@ -275,7 +277,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     # the filtered views below carry only the columns the figures read (a million-request run copies less)
     req = requests[["status", "reason", "arrival_s", "finish_s", "prompt_tokens", "output_tokens", "ttft_s",
                     "tpot_s", "e2e_s", "queue_s", "frontend_s", "prefill_done_s"]]
-    mask = win.pop("mask")
+    mask, steady = win.pop("mask"), win.pop("steady")
     measured = req if mask.all() else req[mask]  # (an open loop measures every request)
     finished = (req.status == "finished").to_numpy()
     done_all = req if finished.all() else req[finished]  # (no copy when every request finished)
@@ -288,7 +290,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     makespan = max(t1 - t0, 1e-12)
     busy_span = t1 - t0  # utilisation is busy time over this; 0 when nothing ran
     span = max(win["end_s"] - win["start_s"], 1e-12)
-    if closed and win["requests"] < len(requests):
+    if steady and win["requests"] < len(requests):
         # token rates inside the window: output from the steps that ended in it, input from the prompts whose
         # prefill completed in it (each prompt once: a recompute preemption prefills it again)
         inside = (steps.end_s > win["start_s"]) & (steps.end_s <= win["end_s"]) if len(steps) else []
