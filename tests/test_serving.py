@@ -1248,3 +1248,16 @@ def test_an_admission_stopped_by_its_own_overcount_is_retried_at_the_next_step(m
     df = sim.request_frame()
     assert df.admitted_s.tolist() == [0.0, 1.5, 2.0]
     assert df.preemptions.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("make", _engines() + [lambda r, c, **kw: Simulation(r, c, coalesce=False, **kw)])
+def test_requests_arriving_at_the_same_instant_are_scheduled_together(make):
+    """Requests 1 and 2 arrive together at 0.9 s at an idle replica and share one prefill step. The reference
+    stepper reached an arrival by a relative timeout from the one before (0.2 + (0.9 - 0.2) = 0.8999999999999999):
+    request 1 arrived an ulp early and started its step alone, and request 2 waited for the next one."""
+    req = _reqs([0.2, 0.9, 0.9], [50, 50, 50], [1, 1, 1])
+    sim = make(req, [_replica(cost=ConstantStepCost(0.25, 0.5))])
+    sim.run()
+    df = sim.request_frame()
+    assert df.finish_s.tolist() == pytest.approx([0.7, 1.4, 1.4], abs=1e-12)
+    assert sim.step_frame().prefill_seqs.tolist() == [1, 2]
