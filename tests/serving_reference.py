@@ -342,7 +342,8 @@ class ReferenceSimulation:
         if not pool:
             self.reject(rid, f"no {role} replica takes prompts of {n} tokens (pool routes)")
             return None
-        return min(pool, key=lambda rep: (rep.load, rep.uid))
+        able = [rep for rep in pool if rep.refusal(rid) is None]  # where any replica could hold the whole request
+        return min(able or pool, key=lambda rep: (rep.load, rep.uid))
 
     def arrive(self, rid: int) -> None:
         self.req.arrival_s[rid] = self.env.now

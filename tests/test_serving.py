@@ -177,6 +177,20 @@ def test_a_request_no_decode_replica_can_hold_is_refused_before_its_prefill(make
     assert steps.prefill_tokens.sum() == 50 and steps.output_tokens.sum() == 3
 
 
+@pytest.mark.parametrize("make", _engines() + [lambda r, c, **kw: Simulation(r, c, coalesce=False, **kw)])
+def test_the_router_passes_over_a_decode_replica_that_could_never_hold_the_request(make):
+    """Two idle decode replicas, dec/0 holding 1024 KV tokens and dec/1 100k: by load alone (equal, lowest uid first)
+    the 5000-token request went to dec/0 and was refused there after its prefill, though dec/1 could serve it; the
+    50-token one still takes the lowest uid."""
+    req = _reqs([0.0, 1.0], [5000, 50], [3, 3])
+    sim = make(req, [_replica("prefill", pool="pre", cap=100_000, budget=8192),
+                     _replica("decode", pool="dec", cap=1024), _replica("decode", pool="dec", index=1, cap=100_000)])
+    sim.run()
+    df = sim.request_frame()
+    assert df.status.tolist() == ["finished", "finished"]
+    assert df.decode_replica.tolist() == ["dec/1", "dec/0"]
+
+
 @pytest.mark.parametrize("make", _engines())
 def test_the_up_front_refusal_gives_the_first_decode_kinds_reason(make):
     """Two decode kinds, neither able to hold the 5000-token request: the reason is the first kind's (the engine

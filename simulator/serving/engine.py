@@ -956,6 +956,8 @@ class Simulation:
             self.by_role[rep.cfg.role].append(rep)
         self._entry_role = "colocated" if self.by_role["colocated"] else "prefill"  # where arrivals go
         self.routed = any(rep.cfg.context_range != (0, ROUTE_MAX_TOKENS) for rep in self.replicas)  # a long/short split
+        # roles whose replicas differ in the longest request (prompt + output) they can hold (``_route``)
+        self._uneven_fit = {role: len({rep.fits_tokens for rep in reps}) > 1 for role, reps in self.by_role.items()}
         # ``kv_transfer_s(rid, src, dst)``: how request ``rid``'s KV travels from prefill replica ``src`` to decode
         # replica ``dst`` (uids): (seconds of link time, latency, layers it streams over; 0: after the prefill)
         self.kv_transfer_s = kv_transfer_s or (lambda rid, src, dst: (0.0, 0.0, 0))
@@ -989,8 +991,9 @@ class Simulation:
 
     # -- routing -----------------------------------------------------------------------------
     def _route(self, role: str, rid: int) -> Replica | None:
-        """The least-loaded replica of ``role`` whose context range holds the request's prompt length
-        (None, and the request rejected, if none does)."""
+        """The least-loaded replica of ``role`` whose context range holds the request's prompt length, among those
+        that can hold the whole request where any can (None, and the request rejected, if no context range holds
+        it)."""
         pool = self.by_role[role]
         if self.routed:
             n = self.prompt_l[rid]
@@ -1000,6 +1003,13 @@ class Simulation:
                 return None
         if len(pool) == 1:
             return pool[0]
+        if self._uneven_fit[role]:
+            # replicas of the role differ in the longest request they hold: one that could never hold this one is
+            # passed over while another can (by load alone it would be refused there after its prefill)
+            total = self.prompt_l[rid] + self.out_l[rid]
+            able = [rep for rep in pool if total <= rep.fits_tokens]  # (``Replica.refusal`` is None)
+            if able:
+                pool = able
         best, low = None, 0  # the least load, the lowest uid among equals (pools are in uid order)
         for rep in pool:
             load = len(rep.waiting) + len(rep.inbox) + len(rep.active) + rep.inbound  # ``Replica.load``
