@@ -6,6 +6,7 @@ FLOP per second (OPS for integer formats are treated as the same dimension). Tim
 
 from __future__ import annotations
 
+import math
 import re
 
 KB, MB, GB, TB = 1e3, 1e6, 1e9, 1e12
@@ -108,7 +109,9 @@ def format_ms(seconds: float) -> str:
 def format_duration_arg(seconds: float) -> str:
     """A duration as the tool writes it into a command line or a YAML field it may read again: milliseconds
     with the unit ("50ms", "0.25ms"), in the fewest digits that ``parse_duration_s`` reads back to the same
-    float (seconds written out in full where no millisecond spelling does)."""
+    float (seconds written out in full where no millisecond spelling does). Only a finite duration >= 0 has one."""
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise UnitError(f"expected a finite duration >= 0 (s) to write out, got {seconds!r}")
     for digits in range(6, 18):
         text = f"{seconds / MS:.{digits}g}ms"
         if parse_duration_s(text) == seconds:

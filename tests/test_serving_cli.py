@@ -192,3 +192,13 @@ def test_a_horizon_before_any_finish_names_the_not_arrived_apart():
     err = r.output.splitlines()[-1]
     assert err.startswith("error: no request finished: of 200, ") and "x unfinished at the simulation horizon" in err
     assert err.endswith(" not arrived before the horizon") and "x not arrived" not in err
+
+
+def test_a_horizon_before_every_arrival_says_none_arrived():
+    """Nothing arrived before a 100 ms horizon on the trace (its first request comes later): the error says so,
+    with no empty 'rejected' clause, and the window is not placed past the horizon."""
+    r = runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1", "--traffic",
+                            "trace-replay", "--horizon", "100ms", "--no-plots"])
+    assert r.exit_code == 1
+    assert r.output.splitlines()[-1] == "error: no request finished: none of the 200 arrived before the horizon"
+    assert "measured 0 requests in [0 s, 0 s]" in r.output

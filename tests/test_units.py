@@ -72,3 +72,12 @@ def test_a_duration_the_tool_writes_is_short_and_in_ms():
     from simulator.units import format_duration_arg
 
     assert [format_duration_arg(x) for x in (0.5, 0.005, 2.5, 2.5e-4)] == ["500ms", "5ms", "2500ms", "0.25ms"]
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -0.001])
+def test_a_duration_the_tool_cannot_write_is_refused(bad):
+    """Only a finite duration >= 0 has a spelling the parsers read back; anything else is an error, not 'infms'."""
+    from simulator.units import format_duration_arg
+
+    with pytest.raises(UnitError, match="finite duration >= 0"):
+        format_duration_arg(bad)

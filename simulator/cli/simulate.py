@@ -196,9 +196,13 @@ def simulate(
 
         total, late = sm["requests_total"], sm["requests_not_arrived"]
         reasons = ", ".join(f"{n} x {why}" for why, n in refusals(sm).items()) or "none recorded"
-        typer.echo(f"error: no request finished: of {total}, {total - late} rejected ({reasons}) and {late} not "
-                   "arrived before the horizon" if late else
-                   f"error: no request finished: all {total} were rejected ({reasons})", err=True)
+        if late == total:
+            why = f"none of the {total} arrived before the horizon"
+        elif late:
+            why = f"of {total}, {total - late} rejected ({reasons}) and {late} not arrived before the horizon"
+        else:
+            why = f"all {total} were rejected ({reasons})"
+        typer.echo(f"error: no request finished: {why}", err=True)
         raise typer.Exit(1)
     if check_slo and sm["goodput"]["slo_met"] is None:
         typer.echo("error: --check-slo needs an SLO: give --ttft-slo/--tpot-slo or a traffic file with `slo:`",

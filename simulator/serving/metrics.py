@@ -119,7 +119,8 @@ def measurement_window(requests: pd.DataFrame, sim: Simulation, closed: int) -> 
     arrived (a horizon may stop the clock before the rest; they count neither way). ``steady`` says which rule held."""
     arr = requests.arrival_s.to_numpy(dtype=float)
     fin = np.sort(requests.finish_s.dropna().to_numpy(dtype=float))
-    t0 = float(np.nanmin(arr)) if len(arr) else 0.0
+    came = requests.reason.to_numpy(object) != NOT_ARRIVED  # (a horizon's cut-off ones keep their drawn times)
+    t0 = float(np.nanmin(arr[came])) if came.any() and not np.isnan(arr[came]).all() else 0.0
     t1 = float(fin[-1]) if len(fin) else t0
     if closed and len(fin) > closed:
         start, end = float(fin[closed - 1]), float(np.nanmax(arr))
@@ -128,7 +129,7 @@ def measurement_window(requests: pd.DataFrame, sim: Simulation, closed: int) -> 
             return {"rule": f"closed loop: after {closed} requests finished, until the last arrival",
                     "start_s": start, "end_s": end, "requests": int(mask.sum()), "ramp_up_s": sim.ramp_s,
                     "mask": mask, "steady": True}
-    arrived = int((requests.reason.to_numpy(object) != NOT_ARRIVED).sum()) if len(requests) else 0
+    arrived = int(came.sum())
     return {"rule": "whole run" + (" (too few requests for a steady-state window)" if closed else ""),
             "start_s": t0, "end_s": t1, "requests": arrived, "ramp_up_s": sim.ramp_s,
             "mask": np.ones(len(requests), bool), "steady": False}
