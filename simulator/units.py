@@ -106,6 +106,13 @@ def format_ms(seconds: float) -> str:
     return f"{ms:.1f} ms" if abs(ms) >= 1 else f"{ms:.3g} ms"
 
 
+def format_slo_targets(percentile: float, ttft_s: float | None, tpot_s: float | None) -> str:
+    """``p90 TTFT <= 500.0 ms and p90 TPOT <= 5.0 ms``: the latency targets that are set (a None or infinite one is
+    not a target and is left out), as the plan report and recommended.yaml word them."""
+    return " and ".join(f"p{percentile:g} {name} <= {format_ms(v)}" for name, v in (("TTFT", ttft_s), ("TPOT", tpot_s))
+                        if v is not None and math.isfinite(v))
+
+
 def format_duration_arg(seconds: float) -> str:
     """A duration as the tool writes it into a command line or a YAML field it may read again: milliseconds
     with the unit ("50ms", "0.25ms"), in the fewest digits that ``parse_duration_s`` reads back to the same

@@ -21,7 +21,7 @@ from ..errors import InfeasibleError, SimulatorError
 from ..specs.catalog import catalog_root, load_hardware, load_model
 from ..specs.deployment import ENGINES, Deployment
 from ..specs.traffic import MAX_REQUESTS, SLO, Traffic
-from ..units import format_ms
+from ..units import format_slo_targets
 from .candidates import (
     MODES,
     PREFILL_MAX_SEQS,
@@ -491,11 +491,9 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     rec = dict(rec, headroom=(rec["verified"]["max_rate_per_s"] / rate - 1.0))
     dep = deployments[rec["id"]]
     notes = {h: prices.note(h) for h in specs}
-    targets = " and ".join(f"p{slo.percentile:g} {name} <= {format_ms(lim)}"
-                           for name, lim in (("TTFT", slo.ttft_s), ("TPOT", slo.tpot_s)) if math.isfinite(lim))
     rec_yaml = deployment_yaml(replace(dep, id="recommended"),
                                f"Recommended by quadrant plan: {rec['arrangement']} for {model.id} at {rate:g} req/s "
-                               f"under {targets}.", notes)
+                               f"under {format_slo_targets(slo.percentile, slo.ttft_s, slo.tpot_s)}.", notes)
     samples = {d["id"]: verified[int(d["id"][1:])].get("samples", {}) for d in docs if d["verified"]}
     doc = {
         "inputs": {"model": model.id, "traffic": _rel(req.traffic.file) or req.traffic.id,

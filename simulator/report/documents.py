@@ -261,10 +261,11 @@ def rows_note(doc: dict, rows: list) -> str:
 
 def recommendation_text(doc: dict) -> str:
     rec, slo, inp = doc.get("recommended"), doc["slo"], doc["inputs"]
+    from ..units import format_slo_targets
+
     p = f"p{slo['percentile']:g}"
-    limits = [f"{p} {name} <= {_ms(v)}" for name, v in (("TTFT", slo["ttft_s"]), ("TPOT", slo["tpot_s"]))
-              if v is not None and math.isfinite(v)]  # (a target the traffic does not set is not one)
-    target = f"{inp['rate_per_s']:g} requests/s under {' and '.join(limits)}"
+    target = (f"{inp['rate_per_s']:g} requests/s under "
+              f"{format_slo_targets(slo['percentile'], slo['ttft_s'], slo['tpot_s'])}")
     if not rec:
         return f"No candidate met {target} in the simulation."
     v = rec["verified"]

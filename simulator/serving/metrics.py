@@ -120,7 +120,7 @@ def measurement_window(requests: pd.DataFrame, sim: Simulation, closed: int) -> 
     arr = requests.arrival_s.to_numpy(dtype=float)
     fin = np.sort(requests.finish_s.dropna().to_numpy(dtype=float))
     came = requests.reason.to_numpy(object) != NOT_ARRIVED  # (a horizon's cut-off ones keep their drawn times)
-    t0 = float(np.nanmin(arr[came])) if came.any() and not np.isnan(arr[came]).all() else 0.0
+    t0 = float(np.nanmin(arr[came])) if np.isfinite(arr[came]).any() else 0.0
     t1 = float(fin[-1]) if len(fin) else t0
     if closed and len(fin) > closed:
         start, end = float(fin[closed - 1]), float(np.nanmax(arr))
