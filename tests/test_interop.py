@@ -508,3 +508,19 @@ def test_a_vllm_result_with_zero_prompts_is_refused(tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(SpecError, match="num_prompts"):
         read_serving_results(path)
+
+
+def test_vllm_format_does_not_count_requests_never_sent_as_failed():
+    """A horizon that stops the clock before some requests arrived: the client never sent them, so vLLM's layout
+    counts them neither completed nor failed (they are ``not_arrived``); one being served at the horizon failed."""
+    r = runner.invoke(app, [*QUICK, "--horizon", "3s", "--json"])
+    assert r.exit_code == 0, r.output
+    sm = json.loads(r.stdout)
+    r = runner.invoke(app, [*QUICK, "--horizon", "3s", "--json", "--format", "vllm"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    gone = sm["requests_not_arrived"]
+    assert 0 < gone < 40 and d["not_arrived"] == gone
+    assert d["completed"] == sm["requests_completed"]
+    assert d["failed"] == sm["requests_rejected"] - gone  # the ones cut off while being served
+    assert d["completed"] + d["failed"] + d["not_arrived"] == d["num_prompts"] == 40

@@ -59,6 +59,9 @@ def vllm_bench_result(res, traffic=None, deployment=None) -> dict:
     """A SimulationResult in the layout of ``vllm bench serve --save-result`` (ms keys, per-second rates)."""
     req, sm = res.requests, res.summary
     done = req[req["status"] == "finished"]
+    # a horizon can stop the clock before some requests were sent: the client never sent them, so they are neither
+    # completed nor failed (``not_arrived``, an extra key: completed + failed + not_arrived = num_prompts)
+    not_arrived = int(sm.get("requests_not_arrived") or 0)
     dur = float(sm["makespan_s"])
     in_tok, out_tok = int(done["prompt_tokens"].sum()), int(done["output_tokens"].sum())
     slo = getattr(traffic, "slo", None)
@@ -75,7 +78,7 @@ def vllm_bench_result(res, traffic=None, deployment=None) -> dict:
         "max_concurrency": int(traffic.concurrency) if closed else None,
         "duration": dur,
         "completed": int(len(done)),
-        "failed": int(len(req) - len(done)),
+        "failed": int(len(req) - len(done) - not_arrived),
         "total_input_tokens": in_tok,
         "total_output_tokens": out_tok,
         "request_throughput": len(done) / dur if dur > 0 else None,
@@ -84,6 +87,8 @@ def vllm_bench_result(res, traffic=None, deployment=None) -> dict:
         "output_throughput": out_tok / dur if dur > 0 else None,
         "total_token_throughput": (in_tok + out_tok) / dur if dur > 0 else None,
     }
+    if not_arrived:
+        out["not_arrived"] = not_arrived
     out.update(_ms_block("ttft", done["ttft_s"].to_numpy(dtype=float)))
     out.update(_ms_block("tpot", done["tpot_s"].to_numpy(dtype=float)))
     x, w = itl_samples(res.steps, res.requests)
