@@ -223,3 +223,45 @@ def test_engine_override_and_deployment_field(tmp_path):
     with pytest.raises(SpecError, match="engine"):
         read_deployment(tmp_path / "bad.yaml")
     assert replace(dep.pools[0], engine="vllm").engine == "vllm"
+
+
+def test_an_engines_moe_kernels_time_the_routed_experts_of_moe_models_only(monkeypatch):
+    """vLLM's profile gives its fused-MoE kernels' bandwidth fraction (``moe_memory_fraction``): a served MoE decode
+    step is slower with it than with the device profile's grouped GEMMs, a dense model's step is not touched, and
+    ``--no-overheads`` (the bare timing model) leaves it out."""
+    import simulator.serving.runner as runner_mod
+    from simulator.build import PlanOptions, quick_deployment
+
+    assert dict(engine_profile("vllm").moe_memory_fraction)  # (the engine that ships one)
+    real = runner_mod.engine_profile
+
+    def step_s(model: str, precision: str, *, kernels: bool, overheads: bool = True) -> float:
+        runner_mod._COST_CACHE.clear()
+        monkeypatch.setattr(runner_mod, "engine_profile",
+                            lambda name: real(name) if kernels else replace(real(name), moe_memory_fraction=()))
+        dep = quick_deployment(PlanOptions(model=model, hardware="h100-sxm", devices=8, tp=8,
+                                           ep=8 if "235b" in model else 1, precision=precision), max_seqs=64)
+        cost = runner_mod.replica_configs(dep, overheads=overheads)[0].cost
+        return cost.cost(0, 0, 0, 32, 1, 32 * 1024).time_s
+
+    for precision in ("fp8", "bf16"):
+        assert step_s("qwen3-235b-a22b", precision, kernels=True) > 1.1 * step_s("qwen3-235b-a22b", precision,
+                                                                                   kernels=False)
+    assert step_s("llama-3.1-70b", "fp8", kernels=True) == step_s("llama-3.1-70b", "fp8", kernels=False)
+    assert step_s("qwen3-235b-a22b", "fp8", kernels=True, overheads=False) == \
+        step_s("qwen3-235b-a22b", "fp8", kernels=False, overheads=False)
+    runner_mod._COST_CACHE.clear()
+
+
+def test_a_malformed_moe_memory_fraction_is_refused(monkeypatch):
+    from simulator.errors import SpecError
+    from simulator.serving import profiles
+
+    table = {k: dict(v) for k, v in profiles._table().items()}
+    bad_entries = ({"value": {"fp8": 1.4}, "source": "x"}, {"value": {"fp9": 0.4}, "source": "x"},
+                   {"value": {"fp8": 0.4}})  # over 1, not a dtype, no source
+    for bad in bad_entries:
+        table["vllm"]["moe_memory_fraction"] = bad
+        monkeypatch.setattr(profiles, "_table", lambda t=table: t)
+        with pytest.raises(SpecError, match="moe_memory_fraction"):
+            profiles.engine_profile("vllm")

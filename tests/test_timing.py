@@ -4,6 +4,7 @@ FLOP/s never makes anything slower."""
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -92,6 +93,36 @@ def test_an_engines_custom_all_reduce_replaces_nccls_fixed_cost_only_where_it_ap
             assert np.array_equal(big.time_s, base.time_s)
 
 
+def test_an_engines_moe_kernels_stream_expert_weights_at_their_own_fraction_of_the_bandwidth():
+    """A memory-bound routed-expert GEMM of a listed format takes the wrapped model's floor plus its bytes over the
+    engine's fraction of the device bandwidth; a compute-bound one, another format (W4A16 under a bf16 entry), or
+    any other op keeps the wrapped model's time, which is never beaten."""
+    from simulator.ops.kinds import GROUPED_GEMM
+    from simulator.timing.engine_moe import EngineMoEKernels
+
+    model, hw = load_model("qwen3-235b-a22b"), load_hardware("h100-sxm")
+    shape = StepShape(decode_seqs=np.array([8.0, 64.0]), decode_len=1.0, decode_kv=1024.0)
+    for precision in ("fp8", "bf16"):
+        ops = build_ops(model, simple_phase(hw, model, 8, tp=8, ep=8, precision=precision), shape, "decode")
+        base = RooflineModel().evaluate(ops)
+        got = EngineMoEKernels(RooflineModel(), {precision: 0.4}).evaluate(ops)
+        g = ops.kind == GROUPED_GEMM
+        assert g.any() and np.array_equal(got.time_s[~g], base.time_s[~g])
+        _, nbytes = ops.flop_bytes()
+        want = base.overhead_s[g] + nbytes[g] / (0.4 * hw.hbm_bytes_per_s)
+        np.testing.assert_allclose(got.time_s[g], np.maximum(want, base.time_s[g]), rtol=1e-12)
+        assert (got.time_s[g] > base.time_s[g]).all()  # at decode the experts are memory-bound: slower at 40%
+        # another format's entry leaves these ops alone; so does a fraction the device profile already beats
+        other = "bf16" if precision == "fp8" else "fp8"
+        assert np.array_equal(EngineMoEKernels(RooflineModel(), {other: 0.4}).evaluate(ops).time_s, base.time_s)
+        assert np.array_equal(EngineMoEKernels(RooflineModel(), {precision: 1.0}).evaluate(ops).time_s, base.time_s)
+    w4 = build_ops(model, simple_phase(hw, model, 8, tp=8, ep=8, precision="w4a16"), shape, "decode")
+    assert np.array_equal(EngineMoEKernels(RooflineModel(), {"bf16": 0.4}).evaluate(w4).time_s,
+                          RooflineModel().evaluate(w4).time_s)
+    with pytest.raises(ValueError, match="fraction in"):
+        EngineMoEKernels(RooflineModel(), {"fp8": 1.5})
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.sampled_from(MODELS), st.sampled_from(HW), st.sampled_from([1, 8]), st.booleans())
 def test_times_do_not_depend_on_how_an_op_table_stores_its_columns(model, hw, ep, subset):
@@ -100,6 +131,7 @@ def test_times_do_not_depend_on_how_an_op_table_stores_its_columns(model, hw, ep
     picked by a mask) times every op to the same bits, NCCL and the engines' custom all-reduce alike."""
     from simulator.ops.kinds import OpTable
     from simulator.timing.custom_allreduce import CustomAllReduce
+    from simulator.timing.engine_moe import EngineMoEKernels
 
     shape = StepShape(prefill_seqs=np.array([0.0, 1, 2, 0]), prefill_len=np.array([0.0, 700, 3000, 0]),
                       prefill_ctx=0.0, decode_seqs=np.array([1.0, 0, 17, 256]), decode_kv=np.array([1.0, 0, 900, 5e4]))
@@ -109,7 +141,7 @@ def test_times_do_not_depend_on_how_an_op_table_stores_its_columns(model, hw, ep
     assert any(a.strides[1] == 0 for a in ops.arrays.values())  # (some columns are broadcast views)
     full = OpTable(ops.names, ops.quadrant, ops.kind, {c: np.array(a) for c, a in ops.arrays.items()}, ops.n,
                    ops.devices, served=ops.served)
-    for tm in (TM, CustomAllReduce(TM, 1e-5, 8 * 2**20)):
+    for tm in (TM, CustomAllReduce(TM, 1e-5, 8 * 2**20), EngineMoEKernels(TM, {"bf16": 0.5, "fp8": 0.4})):
         a, b = tm.evaluate(ops), tm.evaluate(full)
         for col in ("time_s", "compute_s", "memory_s", "comm_s", "overhead_s"):
             assert np.array_equal(getattr(a, col), getattr(b, col))

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from simulator.build import PlanOptions, quick_deployment  # noqa: E402
 from simulator.errors import SimulatorError  # noqa: E402
 from simulator.serving.runner import simulate  # noqa: E402
+from simulator.specs.catalog import load_model  # noqa: E402
 from simulator.specs.traffic import simple_traffic  # noqa: E402
 
 DATA = ROOT / "reports/validation/decode-itl/mlenergy-lm-arena-chat.csv"
@@ -70,7 +71,7 @@ def main() -> None:
     for i, isl in enumerate(PROMPTS):
         rows[f"sim_{isl}"] = [s[i] for s in sims]
         rows[f"ratio_{isl}"] = rows[f"sim_{isl}"] / rows.median_itl_ms
-    rows["moe"] = rows.ep > 1
+    rows["moe"] = [load_model(m).is_moe for m in rows.model_id]
     OUT.write_text(render(rows, took))
     print(f"wrote {OUT.relative_to(ROOT)} ({len(rows)} rows, {took:.0f} s)")
 

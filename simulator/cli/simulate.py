@@ -129,8 +129,9 @@ def simulate(
     end-to-end latency percentiles, throughput, goodput under the SLO, utilisation per pool and quadrant,
     queueing, preemptions, KV occupancy and cost per million output tokens.
 
-    Each pool runs an engine profile (--engine): its batching policy plus its per-step overheads, with
-    the constants and their sources in simulator/serving/engines.yaml. A closed loop starts its clients
+    Each pool runs an engine profile (--engine): its batching policy plus its per-step overheads and its
+    own kernels (one-shot all-reduce; vLLM's fused MoE), with the constants and their sources in
+    simulator/serving/engines.yaml. A closed loop starts its clients
     staggered, skips a warm-up and reports the steady-state window it measured. Goodput needs an SLO.
 
     Examples:\n

@@ -71,6 +71,10 @@ class EngineProfile:
     custom_allreduce_s: float = 0.0  # fixed cost of the engine's own one-shot all-reduce (0: NCCL's figures)
     custom_allreduce_max_bytes: float = 0.0  # the largest message it takes (larger ones go through NCCL)
     memory: EngineMemory | None = None  # how the server sizes its KV cache (None: the engine-agnostic memory fit)
+    # the fraction of a device's bandwidth the engine's own fused-MoE kernels reach on a memory-bound routed-expert
+    # GEMM, per expert-weight dtype ((dtype, fraction) pairs; a dtype not listed keeps the device profile's kernels):
+    # ``timing.engine_moe.EngineMoEKernels``
+    moe_memory_fraction: tuple[tuple[str, float], ...] = ()
     description: str = ""
     sources: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -192,5 +196,25 @@ def engine_profile(name: str) -> EngineProfile:
     if not isinstance(values["cuda_graph_padding"], bool):
         raise SpecError(str(_FILE), f"engines.{name}.cuda_graph_padding.value", "expected true or false")
     memory = _memory(name, e["memory"]) if "memory" in e else None
+    sources = {k: e[k]["source"] for k in _CONSTANTS}
+    moe = ()
+    if "moe_memory_fraction" in e:
+        moe = _moe_fractions(name, e["moe_memory_fraction"])
+        sources["moe_memory_fraction"] = e["moe_memory_fraction"]["source"]
     return EngineProfile(name, e["policy"], e["preemption"], description=e.get("description", ""), memory=memory,
-                         sources={k: e[k]["source"] for k in _CONSTANTS}, **values)
+                         moe_memory_fraction=moe, sources=sources, **values)
+
+
+def _moe_fractions(name: str, entry) -> tuple[tuple[str, float], ...]:
+    """``engines.<name>.moe_memory_fraction`` read and checked: {value: {dtype: fraction in (0, 1]}, source: ...}."""
+    from ..ops.kinds import DTYPES
+
+    v = entry.get("value") if isinstance(entry, dict) else None
+    ok = isinstance(v, dict) and v and entry.get("source") and all(
+        d in DTYPES and not isinstance(f, bool) and isinstance(f, (int, float)) and 0.0 < f <= 1.0
+        for d, f in v.items())
+    if not ok:
+        raise SpecError(str(_FILE), f"engines.{name}.moe_memory_fraction",
+                        f"expected {{value: {{dtype: a fraction in (0, 1]}}, source: ...}} with dtypes among "
+                        f"{', '.join(DTYPES)}")
+    return tuple(sorted((d, float(f)) for d, f in v.items()))

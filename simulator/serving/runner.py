@@ -16,6 +16,7 @@ from ..specs.deployment import PREEMPTIONS, Deployment, Pool
 from ..specs.traffic import Traffic
 from ..timing.base import TimingModel
 from ..timing.custom_allreduce import CustomAllReduce
+from ..timing.engine_moe import EngineMoEKernels
 from ..timing.memory import kv_bytes_per_token_model
 from ..timing.roofline import RooflineModel
 from .disagg import PingPongStepCost, kv_shipping
@@ -80,12 +81,18 @@ def _step_cost(dep: Deployment, pool: Pool, profile: EngineProfile, timing: Timi
                cost_for: Callable[[Pool], StepCostModel] | None, overheads: bool, max_batch_tokens: int,
                max_seqs: int, q_len: int, spec) -> StepCostModel:
     """The step-cost model of one replica of ``pool``: the timing model's step costs (tabulated where it
-    can be), chunked-PP prefill pipelined, and the engine's overheads on top."""
+    can be), chunked-PP prefill pipelined, and the engine's overheads on top; with overheads, the engine's own
+    kernels (its one-shot all-reduce, its fused-MoE bandwidth) in place of the device profile's."""
     if overheads and profile.custom_allreduce_s > 0:  # the engine's own kernel takes the small all-reduces
         timing_pool = CustomAllReduce(timing or RooflineModel(), profile.custom_allreduce_s,
                                       profile.custom_allreduce_max_bytes)
     else:
         timing_pool = timing
+    default_timing = timing is None or type(timing) is RooflineModel
+    if overheads and profile.moe_memory_fraction and dep.model.is_moe and default_timing:
+        # the engine's own fused-MoE kernels run the routed experts (a calibrated or measured timing model keeps its
+        # own expert GEMM times)
+        timing_pool = EngineMoEKernels(timing_pool or RooflineModel(), dict(profile.moe_memory_fraction))
     if cost_for:
         cost = cost_for(pool)
     elif pool.plan.af_disaggregated:
