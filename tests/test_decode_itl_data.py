@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from simulator.specs.catalog import load_hardware, load_model
 
@@ -42,11 +41,10 @@ def test_rows_meet_the_sources_steady_batch_filter():
     assert (ROWS.median_itl_ms <= ROWS.p90_itl_ms).all()
 
 
-@pytest.mark.parametrize("model_id", sorted(ROWS.model_id.unique()))
-def test_models_resolve(model_id):
-    assert load_model(model_id).num_layers > 0
-
-
-@pytest.mark.parametrize("hardware", sorted(ROWS.hardware.unique()))
-def test_hardware_resolves(hardware):
-    load_hardware(hardware)
+def test_rows_resolve_to_catalogue_specs_of_their_kind():
+    """Every row's model and GPU are in the catalogue, and a row run with expert parallelism is an MoE model there
+    (the leaderboard prints expert_parallel > 1 only for configs that enable it)."""
+    for r in ROWS.drop_duplicates(["model_id", "hardware", "ep"]).itertuples():
+        model = load_model(r.model_id)
+        load_hardware(r.hardware)
+        assert model.num_layers > 0 and (r.ep == 1 or model.is_moe), r.id
