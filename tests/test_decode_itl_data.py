@@ -27,10 +27,21 @@ def test_the_columns_are_the_quoted_figures():
         assert q["output_throughput_tokens_per_sec"] == r.output_tok_s
         assert q["max_num_seqs"] == r.max_seqs and q["num_gpus"] == r.devices
         assert (q["weight_precision"] == "fp8") == (r.precision == "fp8")
+        # an FP8 checkpoint says so in its name, but for DeepSeek, whose released weights are FP8
+        assert (r.precision == "fp8") == (r.model.endswith("-FP8") or r.model.startswith("deepseek-ai/"))
+        assert q["gpu_model"] == r.gpu and r.hardware == {"H100": "h100-sxm", "B200": "b200-sxm"}[r.gpu]
         # the leaderboard prints expert_parallel = the GPU count when a config enables expert parallelism; its
         # tensor_parallel is a placeholder (1), the runner's --tensor-parallel-size is the GPU count (README)
         assert q["tensor_parallel"] == 1 and r.tp == r.devices
         assert r.ep == (r.devices if q["expert_parallel"] > 1 else 1)
+
+
+def test_every_row_has_the_launch_the_readme_states():
+    # vLLM 0.11.1 with the stored chat configs' 8192-token step budget (README), the catalogue models kept
+    assert len(ROWS) == 206
+    assert (ROWS.engine == "vllm").all() and (ROWS.engine_version.astype(str) == "0.11.1").all()
+    assert (ROWS.max_batch_tokens == 8192).all()
+    assert set(ROWS.model.str.split("/").str[0]) == {"Qwen", "meta-llama", "deepseek-ai"}
 
 
 def test_rows_meet_the_sources_steady_batch_filter():

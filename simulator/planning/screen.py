@@ -12,9 +12,10 @@ capacity (memory fit). Fleets are then scored in one broadcast pass over layouts
   p-percentile wait taken as the mean times -ln(1 - p) (exponential tail);
 * colocated: prefill steals a fraction rho of the replica's time, so TPOT is divided by (1 - rho).
 
-Under a serving engine (``engine``, as the simulation runs it) three parts of its profile apply: its own
-all-reduce for small messages (``CustomAllReduce``), its frontend latency on TTFT, and its rule for sizing
-the KV cache (``serving.kvmemory.replica_kv_capacity``, the function the simulation uses). Its per-step
+Under a serving engine (``engine``, as the simulation runs it) four parts of its profile apply: its own
+all-reduce for small messages (``CustomAllReduce``), its own fused-MoE kernels' bandwidth where it gives one
+(``EngineMoEKernels``), its frontend latency on TTFT, and its rule for sizing the KV cache
+(``serving.kvmemory.replica_kv_capacity``, the function the simulation uses). Its per-step
 overheads (CPU time, unlisted kernels) are left to the simulation: the colocated decode model above is
 already pessimistic (Llama-3.1-405B BF16 on 16 H100 at 2 req/s of chat, reports/case-study-llama405b.md:
 p90 TPOT 94 ms screened under vLLM, 67 ms simulated), and a screen that over-estimates drops fleets the
@@ -42,6 +43,7 @@ from ..serving.engine import BLOCK_TOKENS
 from ..serving.kvmemory import replica_kv_capacity
 from ..serving.profiles import EngineProfile, engine_profile
 from ..timing.custom_allreduce import CustomAllReduce
+from ..timing.engine_moe import EngineMoEKernels
 from ..timing.roofline import RooflineModel
 from .candidates import (
     PREFILL_BATCH_TOKENS,
@@ -90,6 +92,8 @@ def _layout_metrics(model, rows: list[dict], specs, w: Workload, timing, profile
     (with ``profile``'s own all-reduce where given)."""
     if profile is not None and profile.custom_allreduce_s > 0:
         timing = CustomAllReduce(timing, profile.custom_allreduce_s, profile.custom_allreduce_max_bytes)
+    if profile is not None and profile.moe_memory_fraction and model.is_moe:
+        timing = EngineMoEKernels(timing, dict(profile.moe_memory_fraction))
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
         groups.setdefault(_group_key(r), []).append(i)

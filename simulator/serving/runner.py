@@ -88,10 +88,9 @@ def _step_cost(dep: Deployment, pool: Pool, profile: EngineProfile, timing: Timi
                                       profile.custom_allreduce_max_bytes)
     else:
         timing_pool = timing
-    default_timing = timing is None or type(timing) is RooflineModel
-    if overheads and profile.moe_memory_fraction and dep.model.is_moe and default_timing:
-        # the engine's own fused-MoE kernels run the routed experts (a calibrated or measured timing model keeps its
-        # own expert GEMM times)
+    if overheads and profile.moe_memory_fraction and dep.model.is_moe:
+        # the engine's own fused-MoE kernels run the routed experts, whatever kernels the timing model describes (the
+        # device profile's, a calibration of them, or the harness's torch kernels)
         timing_pool = EngineMoEKernels(timing_pool or RooflineModel(), dict(profile.moe_memory_fraction))
     if cost_for:
         cost = cost_for(pool)
