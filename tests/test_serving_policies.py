@@ -267,3 +267,24 @@ def test_a_malformed_moe_memory_fraction_is_refused(monkeypatch):
         monkeypatch.setattr(profiles, "_table", lambda t=table: t)
         with pytest.raises(SpecError, match="moe_memory_fraction"):
             profiles.engine_profile("vllm")
+
+
+def test_the_plan_screen_times_an_fp8_moe_with_the_engines_moe_kernels_too():
+    """The planner's analytic screen applies the same engine kernels as the simulation it screens for: under vLLM an
+    FP8 MoE's decode TPOT grid is slower than with the device profile's grouped GEMMs, by the same wrapper."""
+    from simulator.planning.screen import Workload, _layout_metrics
+    from simulator.specs.catalog import load_hardware, load_model
+    from simulator.timing.roofline import RooflineModel
+
+    model = load_model("qwen3-235b-a22b")
+    specs = {"h100-sxm": load_hardware("h100-sxm")}
+    row = {"hw": "h100-sxm", "tp": 8, "dp": 1, "ep": 8, "etp": 1, "pp": 1, "attn_precision": "fp8",
+           "ffn_precision": "fp8", "kv_precision": "fp8", "devices": 8}
+    w = Workload(1.0, 1000, 200, 1000, float("inf"), float("inf"), 0.9)
+    grids = {}
+    for kernels in (True, False):
+        p = engine_profile("vllm")
+        rows = [dict(row)]
+        _layout_metrics(model, rows, specs, w, RooflineModel(), p if kernels else replace(p, moe_memory_fraction=()))
+        grids[kernels] = np.asarray(rows[0]["tpot_grid"], dtype=float)
+    assert (grids[True] > 1.1 * grids[False]).all()
