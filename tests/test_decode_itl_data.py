@@ -37,8 +37,9 @@ def test_the_columns_are_the_quoted_figures():
 
 
 def test_every_row_has_the_launch_the_readme_states():
-    # vLLM 0.11.1 with the stored chat configs' 8192-token step budget (README), the catalogue models kept
-    assert len(ROWS) == 206
+    # vLLM 0.11.1 with the stored configs' 8192-token step budget (README), the catalogue models kept per task
+    assert ROWS.task.value_counts().to_dict() == {"lm-arena-chat": 206, "gpqa": 75}
+    assert (ROWS.source_url.str.rsplit("/", n=1).str[1] == ROWS.task + ".json").all()  # each row cites its task's file
     assert (ROWS.engine == "vllm").all() and (ROWS.engine_version.astype(str) == "0.11.1").all()
     assert (ROWS.max_batch_tokens == 8192).all()
     assert set(ROWS.model.str.split("/").str[0]) == {"Qwen", "meta-llama", "deepseek-ai"}
