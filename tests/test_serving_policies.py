@@ -245,8 +245,8 @@ def test_an_engines_moe_kernels_time_the_routed_experts_of_moe_models_only(monke
         cost = runner_mod.replica_configs(dep, overheads=overheads)[0].cost
         return cost.cost(0, 0, 0, 32, 1, 32 * 1024).time_s
 
-    runner_mod._COST_CACHE.clear()  # (then both variants are built and cached side by side)
-    assert step_s("qwen3-235b-a22b", "fp8", kernels=True) > 1.2 * step_s("qwen3-235b-a22b", "fp8", kernels=False)
+    runner_mod._COST_CACHE.clear()  # (then both variants are built and cached side by side: the second call of each
+    # variant below is served from the cache, so a key that ignored the fraction would return the other's cost)
     assert step_s("qwen3-235b-a22b", "fp8", kernels=True) > 1.2 * step_s("qwen3-235b-a22b", "fp8", kernels=False)
     assert step_s("qwen3-235b-a22b", "bf16", kernels=True) == step_s("qwen3-235b-a22b", "bf16", kernels=False)
     assert step_s("llama-3.1-70b", "fp8", kernels=True) == step_s("llama-3.1-70b", "fp8", kernels=False)

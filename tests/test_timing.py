@@ -116,6 +116,18 @@ def test_an_engines_moe_kernels_stream_expert_weights_at_their_own_fraction_of_t
         other = "bf16" if precision == "fp8" else "fp8"
         assert np.array_equal(EngineMoEKernels(RooflineModel(), {other: 0.4}).evaluate(ops).time_s, base.time_s)
         assert np.array_equal(EngineMoEKernels(RooflineModel(), {precision: 1.0}).evaluate(ops).time_s, base.time_s)
+    # a long prefill's expert GEMMs (~1,000 tokens an expert) are compute-bound: the wrapped model's time stands
+    prefill = build_ops(model, simple_phase(hw, model, 8, tp=8, ep=8, precision="fp8"),
+                        StepShape(prefill_seqs=1.0, prefill_len=16384.0), "prefill")
+    g = prefill.kind == GROUPED_GEMM
+    base, got = RooflineModel().evaluate(prefill), EngineMoEKernels(RooflineModel(), {"fp8": 0.4}).evaluate(prefill)
+    assert (base.compute_s[g] > base.memory_s[g]).all() and np.array_equal(got.time_s, base.time_s)
+    # FP4 weights carry their scales (0.5625 B a weight): an fp4 entry applies to an FP4 expert GEMM
+    f4 = build_ops(model, simple_phase(load_hardware("b200-sxm"), model, 8, tp=8, ep=8, precision="fp4"), shape,
+                   "decode")
+    g4 = f4.kind == GROUPED_GEMM
+    assert (EngineMoEKernels(RooflineModel(), {"fp4": 0.4}).evaluate(f4).time_s[g4] >
+            RooflineModel().evaluate(f4).time_s[g4]).all()
     w4 = build_ops(model, simple_phase(hw, model, 8, tp=8, ep=8, precision="w4a16"), shape, "decode")
     assert np.array_equal(EngineMoEKernels(RooflineModel(), {"bf16": 0.4}).evaluate(w4).time_s,
                           RooflineModel().evaluate(w4).time_s)

@@ -208,13 +208,15 @@ def engine_profile(name: str) -> EngineProfile:
 def _moe_fractions(name: str, entry) -> tuple[tuple[str, float], ...]:
     """``engines.<name>.moe_memory_fraction`` read and checked: {value: {dtype: fraction in (0, 1]}, source: ...}."""
     from ..ops.kinds import DTYPES
+    from ..precision import PRECISIONS
 
+    formats = [d for d in DTYPES if d in PRECISIONS]  # a compute dtype that is also a weight format
     v = entry.get("value") if isinstance(entry, dict) else None
     ok = isinstance(v, dict) and v and entry.get("source") and all(
-        d in DTYPES and not isinstance(f, bool) and isinstance(f, (int, float)) and 0.0 < f <= 1.0
+        d in formats and not isinstance(f, bool) and isinstance(f, (int, float)) and 0.0 < f <= 1.0
         for d, f in v.items())
     if not ok:
         raise SpecError(str(_FILE), f"engines.{name}.moe_memory_fraction",
-                        f"expected {{value: {{dtype: a fraction in (0, 1]}}, source: ...}} with dtypes among "
-                        f"{', '.join(DTYPES)}")
+                        f"expected {{value: {{format: a fraction in (0, 1]}}, source: ...}} with formats among "
+                        f"{', '.join(formats)}")
     return tuple(sorted((d, float(f)) for d, f in v.items()))

@@ -9,7 +9,10 @@ device bandwidth, keeping the wrapped model's time where that is longer (a compu
 is a compute dtype with weights of that width (``fp8``: 8-bit weights, 8-bit math); a weight-only format (W4A16:
 4-bit weights, 16-bit math) runs other kernels and keeps the wrapped model's time. The engine profiles
 (``serving/engines.yaml``, ``moe_memory_fraction``) give the fractions with their sources; ``whatif`` and the
-kernel checks keep the device profile's kernels.
+kernel checks keep the device profile's kernels. The fractions are read off decode steps, where expert GEMMs are
+memory-bound; a prefill or mixed step's expert GEMMs take the same fraction where their bytes bind (a few hundred
+tokens per expert at most), an extrapolation no measurement here has checked, and keep the wrapped model's time where
+compute binds.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from dataclasses import replace
 import numpy as np
 
 from ..ops.kinds import DTYPES, GROUPED_GEMM, OpTable
+from ..precision import PRECISIONS
 from .base import OpTimes, TimingModel
 from .params import DeviceTable, per_row
 
-# bytes of one weight element in each compute dtype's own format
-_WEIGHT_BYTES = {"fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5}
+# bytes of one weight element in each compute dtype's own format, scales included (``precision.PRECISIONS``; NaN: no
+# such format, never matched)
+_WEIGHT_BYTES = np.array([PRECISIONS[d].weight_bytes if d in PRECISIONS else np.nan for d in DTYPES])
 
 
 class EngineMoEKernels:
@@ -31,13 +36,13 @@ class EngineMoEKernels:
     bandwidth, in (0, 1]) at no more than that fraction when memory-bound."""
 
     def __init__(self, inner: TimingModel, fractions: dict[str, float]):
-        bad = {d: f for d, f in fractions.items() if d not in DTYPES or not 0.0 < f <= 1.0}
+        bad = {d: f for d, f in fractions.items() if d not in PRECISIONS or d not in DTYPES or not 0.0 < f <= 1.0}
         if bad:
             raise ValueError(f"EngineMoEKernels: expected dtype -> fraction in (0, 1], got {bad}")
         self.inner, self.fractions = inner, dict(fractions)
         self.name = f"{getattr(inner, 'name', 'timing')}+engine-moe"
         self._by_dtype = np.zeros(len(DTYPES))  # 0: the dtype keeps the wrapped model's time
-        self._bytes = np.array([_WEIGHT_BYTES[d] for d in DTYPES])
+        self._bytes = _WEIGHT_BYTES
         for d, f in fractions.items():
             self._by_dtype[DTYPES.index(d)] = f
 
