@@ -41,9 +41,7 @@ from ..errors import InfeasibleError
 from ..ops.build import StepShape
 from ..serving.engine import BLOCK_TOKENS
 from ..serving.kvmemory import replica_kv_capacity
-from ..serving.profiles import EngineProfile, engine_profile
-from ..timing.custom_allreduce import CustomAllReduce
-from ..timing.engine_moe import EngineMoEKernels
+from ..serving.profiles import EngineProfile, engine_profile, engine_timing
 from ..timing.roofline import RooflineModel
 from .candidates import (
     PREFILL_BATCH_TOKENS,
@@ -89,11 +87,9 @@ def _group_key(row: dict) -> tuple:
 def _layout_metrics(model, rows: list[dict], specs, w: Workload, timing, profile: EngineProfile | None = None
                     ) -> None:
     """Fill each row (in place) with t_prefill_mean_s, t_prefill_pct_s, tpot_grid (array), kv cap, fit
-    (with ``profile``'s own all-reduce where given)."""
-    if profile is not None and profile.custom_allreduce_s > 0:
-        timing = CustomAllReduce(timing, profile.custom_allreduce_s, profile.custom_allreduce_max_bytes)
-    if profile is not None and profile.moe_memory_fraction and model.is_moe:
-        timing = EngineMoEKernels(timing, dict(profile.moe_memory_fraction))
+    (with ``profile``'s own all-reduce and MoE kernels where given)."""
+    if profile is not None:  # (the engine's own all-reduce and MoE kernels, as the simulation times them)
+        timing = engine_timing(timing, profile, model)
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
         groups.setdefault(_group_key(r), []).append(i)

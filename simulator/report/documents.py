@@ -505,7 +505,7 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
         *([f"Serving engine: {inp['engine']} (simulator/serving/engines.yaml): the simulation runs its batching "
            "policy, step overheads and frontend latency"
            + (f" ({_ms(inp['frontend_latency_s'])})" if inp.get("frontend_latency_s") is not None else "")
-           + ("; the screen takes its own all-reduce and its frontend latency" if inp.get("modes") else "")
+           + ("; the screen takes its own kernels and its frontend latency" if inp.get("modes") else "")
            + "."] if inp.get("engine") else []),
     ]
     if rec and doc.get("slo") and inp.get("modes"):  # a plan: its recommended.yaml, re-run at the planned targets

@@ -205,6 +205,23 @@ def engine_profile(name: str) -> EngineProfile:
                          moe_memory_fraction=moe, sources=sources, **values)
 
 
+def engine_timing(timing, profile: EngineProfile, model):
+    """``timing`` under ``profile``'s own kernels, where the engine gives them: its one-shot all-reduce for small
+    messages (``CustomAllReduce``) and, for an MoE ``model``, its fused-MoE kernels' bandwidth
+    (``EngineMoEKernels``); ``timing`` itself (None included) where it gives neither. The simulation's step costs
+    and the planner's screen both time steps through this."""
+    from ..timing.custom_allreduce import CustomAllReduce
+    from ..timing.engine_moe import EngineMoEKernels
+    from ..timing.roofline import RooflineModel
+
+    if profile.custom_allreduce_s > 0:
+        timing = CustomAllReduce(timing or RooflineModel(), profile.custom_allreduce_s,
+                                 profile.custom_allreduce_max_bytes)
+    if profile.moe_memory_fraction and model.is_moe:
+        timing = EngineMoEKernels(timing or RooflineModel(), dict(profile.moe_memory_fraction))
+    return timing
+
+
 def _moe_fractions(name: str, entry) -> tuple[tuple[str, float], ...]:
     """``engines.<name>.moe_memory_fraction`` read and checked: {value: {dtype: fraction in (0, 1]}, source: ...}."""
     from ..ops.kinds import DTYPES

@@ -15,8 +15,6 @@ from ..errors import InfeasibleError, SimulatorError
 from ..specs.deployment import PREEMPTIONS, Deployment, Pool
 from ..specs.traffic import Traffic
 from ..timing.base import TimingModel
-from ..timing.custom_allreduce import CustomAllReduce
-from ..timing.engine_moe import EngineMoEKernels
 from ..timing.memory import kv_bytes_per_token_model
 from ..timing.roofline import RooflineModel
 from .disagg import PingPongStepCost, kv_shipping
@@ -26,7 +24,7 @@ from .metrics import PERCENTILES, summarise  # noqa: F401  (PERCENTILES: re-expo
 from .overheads import OverheadStepCost
 from .pipeline import PipelinedPrefill
 from .policies import make_policy
-from .profiles import ENGINES, EngineProfile, engine_profile, server_defaults
+from .profiles import ENGINES, EngineProfile, engine_profile, engine_timing, server_defaults
 from .stepcost import AnalyticStepCost, StepCostModel, TabulatedStepCost
 
 
@@ -83,15 +81,9 @@ def _step_cost(dep: Deployment, pool: Pool, profile: EngineProfile, timing: Timi
     """The step-cost model of one replica of ``pool``: the timing model's step costs (tabulated where it
     can be), chunked-PP prefill pipelined, and the engine's overheads on top; with overheads, the engine's own
     kernels (its one-shot all-reduce, its fused-MoE bandwidth) in place of the device profile's."""
-    if overheads and profile.custom_allreduce_s > 0:  # the engine's own kernel takes the small all-reduces
-        timing_pool = CustomAllReduce(timing or RooflineModel(), profile.custom_allreduce_s,
-                                      profile.custom_allreduce_max_bytes)
-    else:
-        timing_pool = timing
-    if overheads and profile.moe_memory_fraction and dep.model.is_moe:
-        # the engine's own fused-MoE kernels run the routed experts, whatever kernels the timing model describes (the
-        # device profile's, a calibration of them, or the harness's torch kernels)
-        timing_pool = EngineMoEKernels(timing_pool or RooflineModel(), dict(profile.moe_memory_fraction))
+    # the engine's own kernels take the small all-reduces and the routed experts, whatever kernels the timing model
+    # describes (the device profile's, a calibration of them, or the harness's torch kernels)
+    timing_pool = engine_timing(timing, profile, dep.model) if overheads else timing
     if cost_for:
         cost = cost_for(pool)
     elif pool.plan.af_disaggregated:
