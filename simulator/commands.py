@@ -209,10 +209,13 @@ _SIMULATE_DEPLOYMENT_FIXED = ("model", "hardware", "devices", "replicas", "tp", 
 _SIMULATE_TRAFFIC_FIXED = ("concurrency", "isl", "osl")
 
 
+_FLAG_OF = {"spec_draft_tokens": "--spec-tokens"}  # options whose flag is not their name spelt with dashes
+
+
 def _refuse_with_deployment(opts: dict, fixed: tuple[str, ...]) -> None:
     given = sorted(opts.get("_explicit", set()) & set(fixed))
     if given:
-        flags = ", ".join("--" + g.replace("_", "-") for g in given)
+        flags = ", ".join(_FLAG_OF.get(g, "--" + g.replace("_", "-")) for g in given)
         raise SimulatorError(f"{flags} cannot be combined with a deployment file: set it in the file "
                              "(or run without the deployment)")
 
@@ -372,6 +375,8 @@ def run_simulate(opts: dict, progress: bool = False):
     if opts.get("seed") is not None:
         traffic = dc_replace(traffic, seed=opts["seed"])
     traffic = _simulate_overrides(traffic, opts)
+    if opts.get("_check_slo") and math.isinf(traffic.slo.ttft_s) and math.isinf(traffic.slo.tpot_s):
+        raise SimulatorError("--check-slo needs an SLO: give --ttft-slo/--tpot-slo or a traffic file with `slo:`")
     opts["_slo"] = traffic.slo
     opts["_seed"] = traffic.seed
     opts["_traffic"] = traffic
@@ -414,8 +419,8 @@ def _simulate_overrides(traffic, opts: dict):
     slo = traffic.slo
     ttft, tpot = dur("--ttft-slo", "ttft_slo"), dur("--tpot-slo", "tpot_slo")
     pct = opts.get("slo_percentile")
-    if pct is not None and not 0 < pct <= 100:
-        raise SimulatorError(f"--slo-percentile: expected a percentile in (0, 100], got {pct}")
+    if pct is not None and not 1 <= pct <= 100:
+        raise SimulatorError(f"--slo-percentile: expected a percentile in [1, 100] (90 for p90), got {pct}")
     slo = dc_replace(slo, ttft_s=slo.ttft_s if ttft is None else ttft, tpot_s=slo.tpot_s if tpot is None else tpot,
                      percentile=slo.percentile if pct is None else pct)
     if pct is not None and math.isinf(slo.ttft_s) and math.isinf(slo.tpot_s):  # (it qualifies a target: unused)
@@ -574,6 +579,10 @@ def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: f
     except SimulatorError as exc:
         raise SimulatorError(f"--hardware {hardware}: {exc}") from None
     mine = _rows_naming(df, hardware, "--hardware")  # its rows, as calibrate finds them: by the profile's id
+    from .validation.validate import load_specs
+
+    load_specs(df[~mine])  # the other devices' rows are set aside, but a name no profile has is a typo: refused,
+    # with its line, as validate refuses it (not quietly dropped from the fit)
     df = df.assign(hardware=df["hardware"].where(~mine, base.id))
     cal, report = calibrate(df, base, test_fraction=test_fraction, seed=seed, measurements_file=str(measurements))
     atomic_write_text(out, overlay_yaml(cal, base, report, measurements))

@@ -151,18 +151,18 @@ def simple_phase(hw: HardwareSpec, model: ModelSpec, devices: int, tp: int | Non
     if devices < 1:
         raise LayoutError(f"--devices must be >= 1, got {devices}")
     if pp < 1 or devices % pp:
-        raise LayoutError(f"pp={pp} does not divide {devices} devices")
+        raise LayoutError(f"--pp {pp} does not divide --devices {devices}")
     per_stage = devices // pp
     if tp is None:
         tp = per_stage // dp if dp else per_stage
     if tp < 1 or per_stage % tp:
-        raise LayoutError(f"tp={tp} does not divide the {per_stage} devices of a pipeline stage")
+        raise LayoutError(f"--tp {tp} does not divide the {per_stage} devices of a pipeline stage")
     if dp is None:
         dp = per_stage // tp
     if tp * dp != per_stage:
         raise LayoutError(f"tp x dp x pp = {tp} x {dp} x {pp} must equal --devices {devices}")
     if ep < 1 or per_stage % ep:
-        raise LayoutError(f"ep={ep} does not divide the {per_stage} devices of a pipeline stage")
+        raise LayoutError(f"--ep {ep} does not divide the {per_stage} devices of a pipeline stage")
     if expert_tp is None:
         expert_tp = max(per_stage // ep, 1) if ep > 1 else tp
     if per_stage % (ep * expert_tp):

@@ -133,6 +133,10 @@ _RATE_UNITS = {"/s": 1.0, "/min": 1 / 60.0, "/h": 1 / 3600.0, "rps": 1.0, "qps":
 # So arrival times are refused above MAX_ARRIVAL_S, and arrival rates below MIN_RATE_PER_S (one request in about
 # 11.6 days), at which a run of a thousand requests already spans 1e9 s. No real workload comes near either.
 MIN_RATE_PER_S = 1e-6
+# and above MAX_RATE_PER_S: ten million requests a second is far beyond any one service's traffic, and a sweep or a
+# plan sized for more would count fleets of billions of devices (a typo in the unit, e.g. a rate per hour given
+# per second, is the likely cause)
+MAX_RATE_PER_S = 1e7
 MAX_ARRIVAL_S = 1e9  # (messages spell both out, as 1e-6/s and 1e9 s: keep them in step)
 RATE_RANGE = ("a rate of at least 1e-6/s (one request in 11.6 days; slower arrivals would need "
               "times beyond the simulator's float resolution)")
@@ -178,4 +182,6 @@ def parse_rate_per_s(text: str | float) -> float:
         raise UnitError(f"expected a finite rate, got {text!r}")
     if value < MIN_RATE_PER_S:
         raise UnitError(f"expected {RATE_RANGE}, got {text!r}")
+    if value > MAX_RATE_PER_S:
+        raise UnitError(f"expected a rate of at most 1e7/s (ten million requests a second), got {text!r}")
     return value

@@ -761,9 +761,11 @@ def test_demo_refuses_an_out_folder_holding_other_files(tmp_path):
 
 @pytest.mark.parametrize("content,words", [
     ("", "lens.txt: holds no token counts"),  # (numpy's loadtxt printed a UserWarning before the error)
-    ("# lengths\n\n100\nabc\n", "lens.txt, line 4: expected one whole number of tokens >= 1 per line, got 'abc'"),
+    ("# lengths\n\n100\nabc\n", "lens.txt, line 4: expected one whole number of tokens in [1, 1,000,000,000] per "
+                                 "line, got 'abc'"),
     ("100\n1.5\n", "lens.txt, line 2: expected one whole number"),  # as a trace refuses 100.5 tokens
-    ("100\n0\n", "lens.txt, line 2: expected one whole number of tokens >= 1"),
+    ("100\n0\n", "lens.txt, line 2: expected one whole number of tokens in [1, "),
+    ("100\n2e9\n", "lens.txt, line 2: expected one whole number of tokens in [1, "),  # beyond any context window
 ])
 def test_an_empirical_lengths_file_is_checked_by_its_own_line_numbers(tmp_path, content, words):
     (tmp_path / "lens.txt").write_text(content)

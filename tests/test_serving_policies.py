@@ -269,6 +269,35 @@ def test_a_malformed_moe_memory_fraction_is_refused(monkeypatch):
             profiles.engine_profile("vllm")
 
 
+@pytest.mark.parametrize("key,entry,words", [
+    ("kernels_per_layer", {"value": -50, "source": "x"}, "kernels_per_layer.value: expected a finite number >= 0"),
+    ("step_cpu_s", {"value": -5e-4, "source": "x"}, "step_cpu_s.value: expected a finite number >= 0"),
+    ("step_cpu_s", {"value": "abc", "source": "x"}, "step_cpu_s.value: expected a finite number >= 0"),
+    ("step_cpu_s", {"value": 1e-4}, "step_cpu_s: expected {value: ..., source: ...}"),
+    ("kernels_per_layer", {"value": 12.5, "source": "x"}, "kernels_per_layer.value: expected a whole number"),
+    ("cuda_graph_padding", {"value": 1, "source": "x"}, "cuda_graph_padding.value: expected true or false"),
+    ("step_cpu_sec", {"value": 1e-4, "source": "x"}, "step_cpu_sec: unknown key"),
+    ("policy", "fifo", "policy: expected one of vllm, sglang, trtllm"),
+    (None, None, "step_cpu_s: required key is missing"),
+])
+def test_an_engine_profile_constant_out_of_range_or_misspelt_is_refused_by_key(monkeypatch, key, entry, words):
+    """An edited ``engines.yaml`` is held to what its constants mean: a negative overhead (a step faster than its
+    kernels), a count that is not whole, a typo or a missing constant is refused with its key path, not computed
+    (and not an internal KeyError)."""
+    from simulator.errors import SpecError
+    from simulator.serving import profiles
+
+    table = {k: dict(v) for k, v in profiles._table().items()}
+    if key is None:
+        del table["vllm"]["step_cpu_s"]
+    else:
+        table["vllm"][key] = entry
+    monkeypatch.setattr(profiles, "_table", lambda: table)
+    with pytest.raises(SpecError) as exc:
+        profiles.engine_profile("vllm")
+    assert f"engines.vllm.{words}" in str(exc.value)
+
+
 def test_the_plan_screen_times_an_fp8_moe_with_the_engines_moe_kernels_too():
     """The planner's analytic screen applies the same engine kernels as the simulation it screens for: under vLLM an
     FP8 MoE's decode TPOT grid is slower than with the device profile's grouped GEMMs, by the same wrapper."""

@@ -103,7 +103,7 @@ def test_the_first_token_comes_from_the_prefill():
 
 
 def test_infeasible_parallelism_is_reported():
-    with pytest.raises(InfeasibleError, match="tp=3"):
+    with pytest.raises(InfeasibleError, match="--tp 3 does not divide"):
         run(tp=3)
     with pytest.raises(InfeasibleError, match="no fp8"):
         run(hardware="a100-sxm", precision="fp8")

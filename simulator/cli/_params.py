@@ -137,6 +137,23 @@ def rate():
     return parse
 
 
+def kv_precision():
+    """A KV-cache precision (``precision.KV_PRECISIONS``), in the engines' spellings too (FP8, fp8_e4m3, bfloat16)."""
+    from ..precision import KV_PRECISIONS, canonical_precision
+
+    def parse(value) -> str:
+        name = canonical_precision(value)
+        if name not in KV_PRECISIONS:
+            raise _bad(f"expected one of {', '.join(KV_PRECISIONS)}, got {value!r}")
+        return name
+
+    parse.__name__ = "kv-precision"
+    return parse
+
+
+KV_PRECISION_HELP = "bf16 | fp16 | fp32 | fp8 | int8"
+
+
 def int_list(lo: int = 1, hi: int = MAX_COUNT):
     """Comma-separated integers, each in [lo, hi]; returned as the normalised text "1,2,4"."""
     one = count(lo, hi)

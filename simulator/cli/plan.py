@@ -88,10 +88,11 @@ def _slo_option(flag: str, what: str):
 
 
 def _percentile_option(top: bool = False):
-    """``--slo-percentile``: in (0, 100) for plan (its screen's queueing tail has no p100), (0, 100] with ``top``."""
-    return typer.Option(None, "--slo-percentile", parser=real(0, 100, lo_open=True, hi_open=not top,
-                                                              what="a percentile"),
-                        help=f"Percentile the SLOs apply to, in (0, 100{']' if top else ')'} (default: the traffic "
+    """``--slo-percentile``: in [1, 100) for plan (its screen's queueing tail has no p100), [1, 100] with ``top``
+    (a fraction such as 0.9 is refused, not read as p0.9)."""
+    return typer.Option(None, "--slo-percentile", parser=real(1, 100, hi_open=not top,
+                                                              what="a percentile (90 for p90)"),
+                        help=f"Percentile the SLOs apply to, in [1, 100{']' if top else ')'} (default: the traffic "
                              "file's, else 90).")
 
 

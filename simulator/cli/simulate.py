@@ -9,11 +9,13 @@ import typer
 from ._common import PRECISION_HELP, app, emit_json, explicit_flags, guarded, metadata, timing_label
 from ._params import (
     JSON_EXTS,
+    KV_PRECISION_HELP,
     MAX_DRAFT_TOKENS,
     MAX_REQUESTS,
     count,
     duration,
     in_file_or_id,
+    kv_precision,
     out_dir,
     out_file,
     real,
@@ -40,7 +42,8 @@ def simulate(
     pp: int = typer.Option(1, "--pp", parser=count(1), help="Quick run: pipeline stages."),
     ep: int = typer.Option(1, "--ep", parser=count(1), help="Quick run: expert-parallel size (MoE)."),
     precision: str = typer.Option("bf16", "--precision", help=f"{PRECISION_HELP}."),
-    kv_precision: str = typer.Option("bf16", "--kv-precision", help="Quick run: KV cache: bf16 | fp8 | int8."),
+    kv_precision: str = typer.Option("bf16", "--kv-precision", parser=kv_precision(),
+                                     help=f"Quick run: KV cache: {KV_PRECISION_HELP}."),
     rate: float = typer.Option(None, "--rate", parser=rate_flag(),
                               help="Quick run: Poisson arrivals, e.g. 5/s, 300/min (a bare number is per second); "
                                    "with --traffic, overrides the file's arrival rate."),
@@ -83,9 +86,10 @@ def simulate(
                                    help="TTFT SLO, e.g. 500ms (overrides the traffic file)."),
     tpot_slo: float = typer.Option(None, "--tpot-slo", parser=tpot_slo_duration(),
                                    help="TPOT SLO, e.g. 50ms (overrides the traffic file)."),
-    slo_percentile: float = typer.Option(None, "--slo-percentile", parser=real(0, 100, lo_open=True),
-                                         help="Percentile the SLO applies to, (0, 100]. Default: the traffic "
-                                              "file's `slo.percentile`, else 90."),
+    slo_percentile: float = typer.Option(None, "--slo-percentile",
+                                         parser=real(1, 100, what="a percentile (90 for p90)"),
+                                         help="Percentile the SLO applies to, in [1, 100] (90 for p90). Default: "
+                                              "the traffic file's `slo.percentile`, else 90."),
     ramp_up: float = typer.Option(None, "--ramp-up", parser=duration(positive=False),
                                   help="Closed loop: start the clients evenly over this time (e.g. 2s; 0: all at "
                                        "once). Default: one estimated request lifetime."),
@@ -153,6 +157,7 @@ def simulate(
     opts = {k: v for k, v in locals().items()
             if k not in ("ctx", "json_out", "out", "plots", "parquet", "run_simulate", "fmt", "trace", "check_slo")}
     opts["_explicit"] = explicit_flags(ctx)
+    opts["_check_slo"] = check_slo  # (refused before the run when there is no SLO to check)
     if not spec_draft_tokens and not deployment:  # (they describe a draft: unused without one)
         for name, flag in (("spec_acceptance", "--spec-acceptance"), ("spec_draft_cost", "--spec-draft-cost")):
             if name in opts["_explicit"]:
@@ -205,10 +210,6 @@ def simulate(
             why = f"all {total} were rejected ({reasons})"
         typer.echo(f"error: no request finished: {why}", err=True)
         raise typer.Exit(1)
-    if check_slo and sm["goodput"]["slo_met"] is None:
-        typer.echo("error: --check-slo needs an SLO: give --ttft-slo/--tpot-slo or a traffic file with `slo:`",
-                   err=True)
-        raise typer.Exit(2)
     if check_slo and not sm["goodput"]["slo_met"]:
         from ..units import format_ms
 

@@ -8,7 +8,18 @@ import typer
 
 from ..errors import SimulatorError
 from ._common import app, emit_json, guarded, metadata, timing_files, timing_label
-from ._params import CSV_EXTS, PLOT_EXTS, count, duration, int_list, out_file, timing_option, tpot_slo_duration
+from ._params import (
+    CSV_EXTS,
+    KV_PRECISION_HELP,
+    PLOT_EXTS,
+    count,
+    duration,
+    int_list,
+    kv_precision,
+    out_file,
+    timing_option,
+    tpot_slo_duration,
+)
 from ._params import rate as rate_flag
 
 
@@ -23,7 +34,8 @@ def sweep(
     isl: int = typer.Option(2048, "--isl", parser=count(1), help="Input (prompt) tokens per request."),
     osl: int = typer.Option(512, "--osl", parser=count(1), help="Output tokens per request."),
     precisions: str = typer.Option("bf16,fp8", "--precision", help="Comma-separated precisions to try."),
-    kv_precision: str = typer.Option("bf16", "--kv-precision", help="KV cache precision: bf16 | fp8 | int8."),
+    kv_precision: str = typer.Option("bf16", "--kv-precision", parser=kv_precision(),
+                                     help=f"KV cache precision: {KV_PRECISION_HELP}."),
     batches: str = typer.Option("1,2,4,8,16,32,64,128,256", "--batches", parser=int_list(1, 1_000_000),
                                 help="Comma-separated decode batches."),
     tpot_slo: float = typer.Option(None, "--tpot-slo", parser=tpot_slo_duration(),

@@ -7,7 +7,18 @@ from pathlib import Path
 import typer
 
 from ._common import PRECISION_HELP, app, emit_json, explicit_flags, guarded, metadata, timing_files, timing_label
-from ._params import MAX_DRAFT_TOKENS, PLOT_EXTS, count, in_file, in_file_or_id, out_file, real, timing_option
+from ._params import (
+    KV_PRECISION_HELP,
+    MAX_DRAFT_TOKENS,
+    PLOT_EXTS,
+    count,
+    in_file,
+    in_file_or_id,
+    kv_precision,
+    out_file,
+    real,
+    timing_option,
+)
 
 
 @app.command()
@@ -31,7 +42,8 @@ def whatif(
                                   "(default bf16; with --deployment it overrides the file)."),
     attn_precision: str = typer.Option(None, "--attn-precision", help="Override for the attention quadrants."),
     ffn_precision: str = typer.Option(None, "--ffn-precision", help="Override for the FFN quadrants (e.g. w4a8)."),
-    kv_precision: str = typer.Option("bf16", "--kv-precision", help="KV cache: bf16 | fp8 | int8."),
+    kv_precision: str = typer.Option("bf16", "--kv-precision", parser=kv_precision(),
+                                     help=f"KV cache: {KV_PRECISION_HELP}."),
     kv_scale_tokens: int = typer.Option(128, "--kv-scale-tokens", parser=count(1),
                                         help="Tokens per KV quantisation scale."),
     batch: int = typer.Option(64, "--batch", parser=count(1), help="Concurrent decode sequences."),
@@ -81,6 +93,9 @@ def whatif(
     """
     from ..commands import run_whatif
 
+    if plot and breakdown_plot and plot.resolve() == breakdown_plot.resolve():
+        raise typer.BadParameter(f"{breakdown_plot} is --plot's file too; give the two plots two files",
+                                 param_hint="'--breakdown-plot'")
     opts = {k: v for k, v in locals().items() if k not in ("ctx", "json_out", "plot", "breakdown_plot", "run_whatif")}
     opts["_explicit"] = explicit_flags(ctx)
     if not deployment and not spec_draft:  # (the acceptance and draft cost describe a draft: without one, unused)

@@ -18,6 +18,9 @@ from ..specs._reader import Reader, load_yaml
 from ..specs.hardware import HardwareSpec
 
 HOURS_PER_YEAR = 8760.0
+# A price per device-hour above this is a typo (rented accelerators cost a few USD an hour, and a TCO-derived rate a
+# few more); refused, so that fleet costs stay finite numbers a report can print.
+MAX_PRICE_USD_PER_HOUR = 1e4
 
 
 @dataclass(frozen=True)
@@ -157,11 +160,17 @@ def parse_price_flags(values: list[str] | None, bare: bool = False) -> dict[str,
             raise SimulatorError(f"--price {v!r}: {hw_id.strip()} is priced twice")
         if bare and not sep and len(values) == 1:
             hw_id, usd, sep = "*", v, "="
+        if bare and not sep and len(values) > 1 and _usd(v) == _usd(v):
+            raise SimulatorError(f"--price {v!r}: a bare price is the price of every device, so it comes alone; "
+                                 "price devices apart as ID=USD_PER_HOUR, e.g. --price h100=2.5 --price h20=1.2")
         price = _usd(usd) if sep else math.nan
         if not sep or not hw_id.strip() or not math.isfinite(price) or price <= 0:
             alt = " (or one bare USD_PER_HOUR for every device)" if bare else ""
             raise SimulatorError(f"--price {v!r}: expected ID=USD_PER_HOUR with a price > 0{alt}, "
                                  "e.g. --price h20=1.20")
+        if price > MAX_PRICE_USD_PER_HOUR:
+            raise SimulatorError(f"--price {v!r}: expected at most {MAX_PRICE_USD_PER_HOUR:,.0f} USD per device-hour "
+                                 "(a typo? prices are per device and hour, e.g. 2.5)")
         out[hw_id.strip()] = price
     return out
 

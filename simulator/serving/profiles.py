@@ -189,12 +189,21 @@ def engine_profile(name: str) -> EngineProfile:
     if name not in table:
         raise SpecError(str(_FILE), "engines", f"unknown engine {name!r}; expected one of {', '.join(ENGINES)}")
     e = table[name]
-    values = {k: e[k]["value"] for k in _CONSTANTS}
-    values["kernels_per_layer"] = int(values["kernels_per_layer"])
-    values["cuda_graph_max_bs"] = int(values["cuda_graph_max_bs"])
-    values["prefill_graph_max_tokens"] = int(values["prefill_graph_max_tokens"])
-    if not isinstance(values["cuda_graph_padding"], bool):
-        raise SpecError(str(_FILE), f"engines.{name}.cuda_graph_padding.value", "expected true or false")
+    where = f"engines.{name}"
+    if not isinstance(e, dict):
+        raise SpecError(str(_FILE), where, "expected a mapping of the engine's policy and constants")
+    unknown = sorted(set(e) - _ENGINE_KEYS)
+    if unknown:
+        raise SpecError(str(_FILE), f"{where}.{unknown[0]}", f"unknown key; expected {', '.join(sorted(_ENGINE_KEYS))}")
+    for key in ("policy", "preemption", *_CONSTANTS):
+        if key not in e:
+            raise SpecError(str(_FILE), f"{where}.{key}", "required key is missing")
+    from .policies import POLICIES
+
+    for key, allowed in (("policy", POLICIES), ("preemption", ("recompute", "swap", "none"))):
+        if e[key] not in allowed:
+            raise SpecError(str(_FILE), f"{where}.{key}", f"expected one of {', '.join(allowed)}, got {e[key]!r}")
+    values = {k: _constant(name, e, k) for k in _CONSTANTS}
     memory = _memory(name, e["memory"]) if "memory" in e else None
     sources = {k: e[k]["source"] for k in _CONSTANTS}
     moe = ()
@@ -203,6 +212,30 @@ def engine_profile(name: str) -> EngineProfile:
         sources["moe_memory_fraction"] = e["moe_memory_fraction"]["source"]
     return EngineProfile(name, e["policy"], e["preemption"], description=e.get("description", ""), memory=memory,
                          moe_memory_fraction=moe, sources=sources, **values)
+
+
+_ENGINE_KEYS = {"description", "policy", "preemption", "memory", "server_defaults", "moe_memory_fraction", *_CONSTANTS}
+_WHOLE = ("kernels_per_layer", "cuda_graph_max_bs", "prefill_graph_max_tokens")  # counts, not amounts
+
+
+def _constant(name: str, e: dict, key: str):
+    """``engines.<name>.<key>``: ``{value: ..., source: ...}`` with a finite value >= 0 (a whole number for a count,
+    true or false for ``cuda_graph_padding``): a negative overhead would make steps faster than their kernels."""
+    entry, where = e[key], f"engines.{name}.{key}"
+    if not isinstance(entry, dict) or set(entry) != {"value", "source"} or not entry["source"]:
+        raise SpecError(str(_FILE), where, "expected {value: ..., source: ...}")
+    v = entry["value"]
+    if key == "cuda_graph_padding":
+        if not isinstance(v, bool):
+            raise SpecError(str(_FILE), f"{where}.value", f"expected true or false, got {v!r}")
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+        raise SpecError(str(_FILE), f"{where}.value", f"expected a finite number >= 0, got {v!r}")
+    if key in _WHOLE:
+        if v != int(v):
+            raise SpecError(str(_FILE), f"{where}.value", f"expected a whole number >= 0, got {v!r}")
+        return int(v)
+    return float(v)
 
 
 def engine_timing(timing, profile: EngineProfile, model):

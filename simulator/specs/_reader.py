@@ -157,7 +157,7 @@ class Reader:
             raise self.error(name, f"expected true or false, got {value!r}")
         return value
 
-    def int(self, name: str, default: Any = ..., minimum: int | None = 0) -> int:
+    def int(self, name: str, default: Any = ..., minimum: int | None = 0, maximum: int | None = None) -> int:
         value = self.raw(name, default)
         if value is default and default is not ...:
             return value
@@ -168,6 +168,8 @@ class Reader:
                 raise self.error(name, f"expected an integer, got {value!r}")
         if minimum is not None and value < minimum:
             raise self.error(name, f"expected an integer >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.error(name, f"expected an integer <= {maximum:,}, got {value:,}")
         return value
 
     def number(self, name: str, default: Any = ..., minimum: float | None = None,

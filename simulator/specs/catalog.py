@@ -99,7 +99,9 @@ def _named(ref: str, folder: str, kind: str) -> Path:
     ``meta-llama/Llama-3.1-8B-Instruct``); anything else fails as an unknown id or an unreadable file."""
     ref_s = str(ref)
     is_id = (catalog_root() / folder / f"{ref_s}.yaml").exists()
-    if ref_s.endswith((".yaml", ".yml")) or Path(ref_s).exists() or is_id:
+    # (a reference written as a path - ./x, ../x, /x, ~/x - is a file, found or not: never the catalogue's spec of the
+    # same last name, which a mistyped path would otherwise quietly load)
+    if ref_s.endswith((".yaml", ".yml")) or Path(ref_s).exists() or is_id or ref_s.startswith((".", "/", "~")):
         return _resolve(ref_s, folder, kind)
     spec_id = _by_alias(ref_s, folder)
     if spec_id is None and ("/" in ref_s or os.sep in ref_s):  # neither a file nor a name the catalogue knows

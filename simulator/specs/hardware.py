@@ -146,8 +146,9 @@ class HardwareSpec:
     def with_price(self, usd_per_hour: float, note: str = "--price") -> HardwareSpec:
         """The profile at another price (``note`` says where it came from: ``--price``, a TCO file, ...)."""
         from ..checks import real
+        from ..planning.cost import MAX_PRICE_USD_PER_HOUR
 
-        real(f"{self.id}: price (USD per device-hour)", usd_per_hour, 0, above=True)
+        real(f"{self.id}: price (USD per device-hour)", usd_per_hour, 0, MAX_PRICE_USD_PER_HOUR, above=True)
         return replace(self, price_usd_per_s=usd_per_hour / 3600.0, price_note=note)
 
 

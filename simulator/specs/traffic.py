@@ -16,12 +16,14 @@ import pandas as pd
 
 from ..checks import choice, real, whole
 from ..errors import SimulatorError, SpecError
-from ..units import MAX_ARRIVAL_S
+from ..units import MAX_ARRIVAL_S, MAX_RATE_PER_S
 from ._reader import Reader, load_yaml
 
 ARRIVALS = ("poisson", "gamma", "closed", "trace")
 MAX_REQUESTS = 10_000_000  # keeps a run bounded in memory and time (the CLI's --requests has the same cap)
 DISTS = ("fixed", "uniform", "lognormal", "empirical")
+MAX_TOKENS = 1_000_000_000  # tokens in one prompt or output at most (a bound far above any context window: larger
+# counts are typos, and beyond 2**63 they would not even be integers)
 
 
 @dataclass(frozen=True)
@@ -38,17 +40,21 @@ class LengthDist:
 
     def __post_init__(self):
         choice("LengthDist.kind", self.kind, DISTS)
-        lo = real("LengthDist.minimum", self.minimum, 1)
-        real("LengthDist.maximum", self.maximum, lo)
+        lo = real("LengthDist.minimum", self.minimum, 1, MAX_TOKENS)
+        hi = real("LengthDist.maximum", self.maximum, lo, MAX_TOKENS)
         if self.kind == "fixed":
-            real("LengthDist.value", self.value, 1)
-        elif self.kind == "uniform":
-            real("LengthDist.high", self.high, max(real("LengthDist.low", self.low, 0), 1))
+            real("LengthDist.value", self.value, lo, hi)
+        elif self.kind == "uniform":  # whole token counts: a uniform draw of integers between them
+            low = real("LengthDist.low", self.low, lo, hi)
+            real("LengthDist.high", self.high, low, hi)
+            if self.low != int(self.low) or self.high != int(self.high):
+                raise SimulatorError(f"LengthDist.low/high: expected whole token counts, got {self.low:g} and "
+                                     f"{self.high:g}")
         elif self.kind == "lognormal":
-            real("LengthDist.median", self.median, 0, above=True)
-            real("LengthDist.sigma", self.sigma, 0)
-        elif not self.values or not all(math.isfinite(v) and v >= 1 for v in self.values):
-            raise SimulatorError("LengthDist.values: expected at least one finite token count >= 1")
+            real("LengthDist.median", self.median, 0, MAX_TOKENS, above=True)
+            real("LengthDist.sigma", self.sigma, 0, 10)
+        elif not self.values or not all(math.isfinite(v) and 1 <= v <= MAX_TOKENS for v in self.values):
+            raise SimulatorError(f"LengthDist.values: expected at least one token count in [1, {MAX_TOKENS:,}]")
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         if self.kind == "fixed":
@@ -76,12 +82,12 @@ class LengthDist:
 class SLO:
     ttft_s: float  # inf: no target
     tpot_s: float
-    percentile: float  # in (0, 100]
+    percentile: float  # in [1, 100]
 
     def __post_init__(self):
         real("SLO.ttft_s", self.ttft_s, 0, above=True, infinite=True)
         real("SLO.tpot_s", self.tpot_s, 0, above=True, infinite=True)
-        real("SLO.percentile", self.percentile, 0, 100, above=True)
+        real("SLO.percentile", self.percentile, 1, 100)  # (a fraction such as 0.9 would read as p0.9)
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,8 @@ class Traffic:
     def __post_init__(self):
         choice("Traffic.arrival", self.arrival, ARRIVALS)
         if self.arrival in ("poisson", "gamma"):
-            real("Traffic.rate_per_s", self.rate_per_s, 0, above=True)
+            # (no floor here: the run checks its rate and request count together against the clock's resolution)
+            real("Traffic.rate_per_s", self.rate_per_s, 0, MAX_RATE_PER_S, above=True)
         if self.arrival == "gamma":
             real("Traffic.cv", self.cv, 0, above=True)
         # (whole-number floats are taken as the integers they are)
@@ -147,17 +154,21 @@ class Traffic:
 
 def _dist(r: Reader) -> LengthDist:
     kind = r.str("dist", choices=DISTS)
-    d: dict = {"kind": kind, "minimum": r.number("min", 1, minimum=1), "maximum": r.number("max", 1e9, minimum=1)}
+    # token counts are whole numbers in [1, MAX_TOKENS]; a fixed or uniform length lies within [min, max]
+    d: dict = {"kind": kind, "minimum": r.int("min", 1, minimum=1, maximum=MAX_TOKENS),
+               "maximum": r.int("max", MAX_TOKENS, minimum=1, maximum=MAX_TOKENS)}
     if d["maximum"] < d["minimum"]:
         raise r.error("max", f"must be >= min ({d['minimum']:g}), got {d['maximum']:g}")
     if kind == "fixed":
-        d["value"] = r.number("value", minimum=1)
+        d["value"] = r.int("value", minimum=d["minimum"], maximum=d["maximum"])
     elif kind == "uniform":
-        d["low"], d["high"] = r.number("low", minimum=1), r.number("high", minimum=1)
+        d["low"] = r.int("low", minimum=d["minimum"], maximum=d["maximum"])
+        d["high"] = r.int("high", minimum=1, maximum=d["maximum"])
         if d["high"] < d["low"]:
             raise r.error("high", "must be >= low")
     elif kind == "lognormal":
-        d["median"], d["sigma"] = r.number("median", minimum=1), r.number("sigma", minimum=0)
+        d["median"] = r.number("median", minimum=1, maximum=MAX_TOKENS)
+        d["sigma"] = r.number("sigma", minimum=0, maximum=10)
     else:
         path = Path(r.str("file"))
         if not path.is_absolute():
@@ -176,7 +187,7 @@ def _lengths_file(r: Reader, path: Path) -> tuple[float, ...]:
         text = read_text_file(path, "file of token counts", MAX_TABLE_BYTES)
     except SpecError as exc:
         raise r.error("file", f"{path}: {exc.message}") from None
-    want = "one whole number of tokens >= 1 per line"
+    want = f"one whole number of tokens in [1, {MAX_TOKENS:,}] per line"
     values = []
     for n, line in enumerate(text.splitlines(), 1):
         entry = line.split("#", 1)[0].strip()
@@ -186,7 +197,7 @@ def _lengths_file(r: Reader, path: Path) -> tuple[float, ...]:
             x = float(entry)
         except ValueError:
             x = math.nan
-        if not (math.isfinite(x) and x >= 1 and x == int(x)):
+        if not (math.isfinite(x) and 1 <= x <= MAX_TOKENS and x == int(x)):
             raise r.error("file", f"{path}, line {n}: expected {want}, got {entry!r}")
         values.append(x)
     if not values:
@@ -209,8 +220,8 @@ def _trace_rows(cells: dict, bad: Callable[[int, str, str], Exception]) -> pd.Da
             wrong = ~np.isfinite(vals) | (vals < 0) | (vals > MAX_ARRIVAL_S)
             want = "an arrival time in [0, 1e9] seconds (later times are beyond the simulator's float resolution)"
         else:
-            wrong = ~np.isfinite(vals) | (vals < 1) | (vals != np.round(vals))
-            want = "a whole number of tokens >= 1"
+            wrong = ~np.isfinite(vals) | (vals < 1) | (vals > MAX_TOKENS) | (vals != np.round(vals))
+            want = f"a whole number of tokens in [1, {MAX_TOKENS:,}]"
         if wrong.any():
             raise bad(int(np.argmax(wrong)), col, want)
         out[col] = vals
@@ -292,10 +303,10 @@ def _requests(r: Reader, trace) -> int:
 
 
 def _percentile(slo: Reader) -> float:
-    """``slo.percentile``: within (0, 100] (90 when absent)."""
+    """``slo.percentile``: within [1, 100] (90 when absent); a fraction such as 0.9 is refused, not read as p0.9."""
     p = slo.number("percentile", 90.0, maximum=100)
-    if not p > 0:
-        raise slo.error("percentile", f"expected a percentile in (0, 100], got {p:g}")
+    if not p >= 1:
+        raise slo.error("percentile", f"expected a percentile in [1, 100] (90 for p90), got {p:g}")
     return p
 
 
@@ -316,7 +327,11 @@ def read_traffic(path: str | Path) -> Traffic:
     if kind == "closed" and arr.raw("rate_per_s", None) is not None:
         raise arr.error("rate_per_s", "a closed loop has no arrival rate (its clients send as requests finish); "
                                       "drop the key or use process: poisson")
+    if kind == "trace" and arr.raw("rate_per_s", None) is not None:
+        raise arr.error("rate_per_s", "a trace replays its own arrival times; drop the key or use process: poisson")
     rate = _rate(arr, kind)
+    if kind != "gamma" and arr.raw("cv", None) is not None:  # refused, not ignored
+        raise arr.error("cv", f"applies to gamma arrivals only (process: gamma), not to {kind}")
     cv = arr.number("cv", 1.0, minimum=0.01)
     if kind != "closed":  # keys of a closed loop only: refused, not ignored
         for key in ("concurrency", "ramp_up"):
@@ -345,9 +360,12 @@ def read_traffic(path: str | Path) -> Traffic:
         slo=SLO(slo.quantity("ttft", "s", float("inf"), positive=True),
                 slo.quantity("tpot", "s", float("inf"), positive=True), _percentile(slo)),
     )
-    if trace is not None:
-        r.raw("prompt_tokens", None)
-        r.raw("output_tokens", None)
+    if trace is not None:  # a trace's rows carry their own lengths: refused, not ignored
+        for key in ("prompt_tokens", "output_tokens"):
+            if r.raw(key, None) is not None:
+                raise r.error(key, "a trace replays its own token counts (its CSV's columns); drop the key")
+    if slo.raw("percentile", None) is not None and traffic.slo.ttft_s == traffic.slo.tpot_s == float("inf"):
+        raise slo.error("percentile", "applies to a target; give slo.ttft and/or slo.tpot as well")
     slo.done()
     r.done()
     return traffic

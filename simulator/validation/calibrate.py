@@ -175,6 +175,10 @@ def calibrate(df: pd.DataFrame, hw: HardwareSpec, *, test_fraction: float = 0.5,
                                "choose a fraction that leaves rows on both sides")
     train, held = rows[~test].reset_index(drop=True), rows[test].reset_index(drop=True)
     fam_train, fam_held = family_of(train), family_of(held)
+    if not (pd.Series(fam_train).value_counts() >= MIN_ROWS).any():  # an overlay that could not change anything
+        raise CalibrationError(f"--test-fraction {test_fraction:g} leaves {len(train)} training row(s) for {hw.id}, "
+                               f"and no kernel class has the {MIN_ROWS} it needs to be fitted: hold out fewer rows "
+                               "(a smaller --test-fraction) or measure more kernels")
     specs = {hw.id: hw}
     effs = {hw.id: hw.efficiency}
     fitted, notes = [], {}

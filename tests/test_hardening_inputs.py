@@ -1,0 +1,157 @@
+"""Inputs a user can get wrong that used to be computed, silently ignored or reported as an internal error: token
+counts past any context window (which overflowed int64 into negative prompts), keys that do not apply to a traffic's
+arrival process, SLO percentiles written as fractions, engine-profile constants, prices and rates no fleet has, a
+mistyped path that quietly loaded a catalogue spec of the same name, two plots aimed at one file, and calibrations
+that could fit nothing. Each is refused with the file and key (or the flag) and exit 2, and nothing is written."""
+
+import csv
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from simulator.cli import app
+
+from .conftest import one_line_error
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1"]
+BASE = "schema_version: 1\nrequests: 20\nseed: 1\n"
+POISSON = "arrivals: {process: poisson, rate_per_s: 4}\n"
+OUTPUT = "output_tokens: {dist: fixed, value: 16}\n"
+
+
+def _traffic(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "t.yaml"
+    path.write_text(BASE + body)
+    return str(path)
+
+
+@pytest.mark.parametrize("body,words", [
+    # past int64 the clipped draw became -9223372036854775808 prompt tokens, and the run reported garbage
+    (POISSON + OUTPUT + "prompt_tokens: {dist: lognormal, median: 1.0e+300, sigma: 1, max: 1.0e+300}\n",
+     "prompt_tokens.max: expected an integer <= 1,000,000,000"),
+    (POISSON + OUTPUT + "prompt_tokens: {dist: uniform, low: 1, high: 1.0e+30}\n", "prompt_tokens.high: expected an "
+                                                                                   "integer <= 1,000,000,000"),
+    # a uniform of 1.2..1.8 drew only 1s; a fixed length above its own max was clipped to the max
+    (POISSON + OUTPUT + "prompt_tokens: {dist: uniform, low: 1.2, high: 1.8}\n", "prompt_tokens.low: expected an "
+                                                                                 "integer"),
+    (POISSON + OUTPUT + "prompt_tokens: {dist: fixed, value: 128, max: 10}\n", "prompt_tokens.value: expected an "
+                                                                               "integer <= 10"),
+    # keys of another arrival process: refused, as concurrency on a poisson traffic already was
+    ("arrivals: {process: poisson, rate_per_s: 4, cv: 5}\n" + OUTPUT + "prompt_tokens: {dist: fixed, value: 64}\n",
+     "arrivals.cv: applies to gamma arrivals only"),
+    # an SLO percentile with nothing to qualify, and one written as a fraction (it read as p0.9)
+    (POISSON + OUTPUT + "prompt_tokens: {dist: fixed, value: 64}\nslo: {percentile: 99}\n",
+     "slo.percentile: applies to a target"),
+    (POISSON + OUTPUT + "prompt_tokens: {dist: fixed, value: 64}\nslo: {ttft: 1s, percentile: 0.9}\n",
+     "slo.percentile: expected a percentile in [1, 100] (90 for p90)"),
+])
+def test_a_traffic_file_with_an_impossible_or_inapplicable_key_is_refused_by_key(tmp_path, body, words):
+    err = one_line_error(runner.invoke(app, [*QUICK, "--traffic", _traffic(tmp_path, body)]))
+    assert words in err and "t.yaml" in err
+
+
+@pytest.mark.parametrize("extra,words", [
+    ("arrivals: {process: trace, file: tr.csv, rate_per_s: 50}\n", "arrivals.rate_per_s: a trace replays its own"),
+    ("arrivals: {process: trace, file: tr.csv}\nprompt_tokens: {dist: fixed, value: 99999}\n",
+     "prompt_tokens: a trace replays its own token counts"),
+])
+def test_a_trace_traffic_refuses_the_rates_and_lengths_it_would_ignore(tmp_path, extra, words):
+    (tmp_path / "tr.csv").write_text("arrival_s,prompt_tokens,output_tokens\n0,100,5\n0.5,200,5\n")
+    (tmp_path / "t.yaml").write_text("schema_version: 1\n" + extra)
+    err = one_line_error(runner.invoke(app, [*QUICK, "--traffic", str(tmp_path / "t.yaml")]))
+    assert words in err
+
+
+def test_a_trace_token_count_past_any_context_is_named_by_its_line_not_an_overflowed_value(tmp_path):
+    (tmp_path / "tr.csv").write_text("arrival_s,prompt_tokens,output_tokens\n0,100,5\n0,1e30,5\n")
+    (tmp_path / "t.yaml").write_text("schema_version: 1\narrivals: {process: trace, file: tr.csv}\n")
+    err = one_line_error(runner.invoke(app, [*QUICK, "--traffic", str(tmp_path / "t.yaml")]))
+    assert "tr.csv: line 3, column prompt_tokens: expected a whole number of tokens in [1, 1,000,000,000]" in err
+    assert "got '1e30'" in err and "-9223372036854775808" not in err
+
+
+def test_the_api_refuses_a_length_distribution_beyond_any_context_window():
+    from simulator import SimulatorError
+    from simulator.specs.traffic import LengthDist
+
+    with pytest.raises(SimulatorError, match="LengthDist.high: expected a number <= 1e"):
+        LengthDist("uniform", low=1, high=1e30)
+    with pytest.raises(SimulatorError, match="LengthDist.low/high: expected whole token counts"):
+        LengthDist("uniform", low=1.2, high=1.8)
+
+
+def test_check_slo_without_an_slo_is_refused_before_the_run_writes_anything(tmp_path):
+    out, trace = tmp_path / "out", tmp_path / "trace.json"
+    r = runner.invoke(app, [*QUICK, "--rate", "4", "--requests", "20", "--check-slo", "--out", str(out),
+                            "--trace", str(trace)])
+    err = one_line_error(r)
+    assert "--check-slo needs an SLO" in err
+    assert not out.exists() and not trace.exists() and "TTFT" not in r.stdout  # no run, no summary, no files
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--price", "1e308"], "--price '1e308': expected at most 10,000 USD per device-hour"),
+    (["--price", "2", "--price", "3"], "a bare price is the price of every device, so it comes alone"),
+    (["--rate", "1e12/s"], "--rate': expected a rate of at most 1e7/s"),
+])
+def test_prices_and_rates_no_fleet_has_are_refused_before_they_overflow(args, words):
+    r = runner.invoke(app, ["sweep", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "2",
+                            "--isl", "1024", "--osl", "256", "--rate", "5/s", *args])
+    assert words in one_line_error(r)
+
+
+def test_a_mistyped_model_path_is_a_missing_file_not_the_catalogue_spec_of_that_name():
+    r = runner.invoke(app, [*QUICK, "--model", "../nonexistent/llama-3.1-8b", "--rate", "1", "--requests", "5"])
+    assert "../nonexistent/llama-3.1-8b: cannot read file" in one_line_error(r)
+    ok = runner.invoke(app, [*QUICK, "--model", "meta-llama/Llama-3.1-8B-Instruct", "--rate", "1", "--requests", "5"])
+    assert ok.exit_code == 0, ok.output  # (a Hugging Face name still resolves: it is not written as a path)
+
+
+def test_two_plots_aimed_at_one_file_are_refused(tmp_path):
+    plot = tmp_path / "r.png"
+    r = runner.invoke(app, ["whatif", "--model", "llama-3.1-8b", "--devices", "1", "--plot", str(plot),
+                            "--breakdown-plot", str(tmp_path / "." / "r.png")])
+    assert "--breakdown-plot" in one_line_error(r) and not plot.exists()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--kv-precision", "fp4"], "--kv-precision': expected one of fp32, bf16, fp16, fp8, int8, got 'fp4'"),
+    (["--tp", "2"], "--tp 2 does not divide the 1 devices"),
+])
+def test_quick_run_errors_name_the_flag_not_an_internal_field(args, words):
+    err = one_line_error(runner.invoke(app, [*QUICK, "--rate", "1", "--requests", "5", *args]))
+    assert words in err and "PlanOptions" not in err
+
+
+def test_a_deployment_run_names_the_speculative_flag_as_it_is_spelt():
+    err = one_line_error(runner.invoke(app, ["simulate", "dbrx-8xh100", "--spec-tokens", "2", "--rate", "1"]))
+    assert err.startswith("error: --spec-tokens cannot be combined with a deployment file")
+
+
+def _measurements(tmp_path: Path, hardware_of_row_2: str | None = None) -> Path:
+    rows = list(csv.reader((ROOT / "reports/validation/cpu-host-quick.csv").open()))
+    if hardware_of_row_2:
+        rows[2][rows[0].index("hardware")] = hardware_of_row_2
+    path = tmp_path / "m.csv"
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+def test_calibrate_refuses_a_row_naming_no_hardware_profile_as_validate_does(tmp_path):
+    """A typo in the hardware column used to drop the row from the fit without a word."""
+    out = tmp_path / "cal.yaml"
+    r = runner.invoke(app, ["calibrate", "--measurements", str(_measurements(tmp_path, "nope")), "--hardware",
+                            "cpu-host", "--out", str(out)])
+    assert "m.csv: line 3, column 'hardware': nope: no hardware profile" in one_line_error(r)
+    assert not out.exists()
+
+
+def test_calibrate_refuses_a_split_that_leaves_no_kernel_class_enough_rows_to_fit(tmp_path):
+    out = tmp_path / "cal.yaml"
+    r = runner.invoke(app, ["calibrate", "--measurements", str(_measurements(tmp_path)), "--hardware", "cpu-host",
+                            "--out", str(out), "--test-fraction", "0.99"])
+    assert "no kernel class has the 3 it needs to be fitted" in one_line_error(r) and not out.exists()
