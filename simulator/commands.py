@@ -299,8 +299,8 @@ def run_demo(out: Path):
         quadrant_breakdown(res.quadrants, tmp / "quadrants.png", "DBRX on 8 x H100: time per quadrant")
         yield ""
         h20 = run_whatif(dict(base, hardware="h20"))
-        yield "== the same plan on 8 x H20 (148 dense BF16 TFLOP/s, 4.0 TB/s): decode is bandwidth-bound, " \
-              "prefill compute-bound =="
+        yield "== the same plan on 8 x H20 (148 dense BF16 TFLOP/s, 4.0 TB/s): decode is held by memory and " \
+              "communication, not compute; prefill is compute-bound =="
         for q in ("prefill_ffn", "decode_attention", "decode_ffn"):
             a, b = res.quadrant(q), h20.quadrant(q)
             yield (f"  {q:17s} H100 {a['time_s'] * 1e3:8.2f} ms ({a['bound']})   "
@@ -600,6 +600,7 @@ def comma_list(text: str, flag: str) -> list[str]:
 def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batches, tpot_slo, ttft_slo, rate,
               timing=None, prices=None):
     from .planning.sweep import pareto_front, plan_capacity, sweep
+    from .precision import canonical_precision  # (the engines' spellings, FP8 or fp8_e4m3, as whatif takes them)
     from .timing.calibrated import check_overlays_apply, resolve_timing
 
     def split(text, flag: str, cast=str):
@@ -619,7 +620,8 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
         ids.append(spec.id)
     check_overlays_apply(model_t, set(ids), "--timing")
     df = sweep(model, list(names.values()), devices, isl=isl, osl=osl,
-               batches=split(batches, "--batches", int), precisions=split(precisions, "--precision"),
+               batches=split(batches, "--batches", int),
+               precisions=split(precisions, "--precision", canonical_precision),
                kv_precision=kv_precision, timing=model_t,
                prices_usd_per_hour=price_overrides(prices or [], ids))
     ok = df[df.fits]

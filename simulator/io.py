@@ -97,7 +97,7 @@ def _foreign(folder: Path, ours: set[str], prefix: str = "") -> list[str]:
         if p.is_dir() and any(o.startswith(rel + "/") for o in ours):
             out += _foreign(p, ours, rel + "/")
         elif rel not in ours or p.is_dir():
-            out.append(rel)
+            out.append(rel + "/" if p.is_dir() else rel)  # (a folder named like one of our files reads as a folder)
     return out
 
 
@@ -116,7 +116,8 @@ def check_out_dir(path: str | Path, ours: Iterable[str] = ()) -> None:
                                  "another folder")
         foreign = _foreign(path, ours)
         if foreign:
-            raise SimulatorError(f"{path}: folder holds files this run would not write ({', '.join(foreign[:3])}"
+            raise SimulatorError(f"{path}: folder holds files or folders this run would not write "
+                                 f"({', '.join(foreign[:3])}"
                                  f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():

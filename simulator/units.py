@@ -52,7 +52,8 @@ def described(dimension: str, accepted: str = "") -> str:
     '3.35 TB/s'``."""
     word = DIMENSION_WORDS.get(dimension, dimension) + (f" {accepted}" if accepted else "")
     example = DIMENSION_EXAMPLES.get(dimension)
-    return f"a {word} such as {example!r}" if example else f"a {word}"
+    article = "an" if word[:1] in "aeiou" else "a"
+    return f"{article} {word} such as {example!r}" if example else f"{article} {word}"
 
 
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")

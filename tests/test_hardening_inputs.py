@@ -155,3 +155,53 @@ def test_calibrate_refuses_a_split_that_leaves_no_kernel_class_enough_rows_to_fi
     r = runner.invoke(app, ["calibrate", "--measurements", str(_measurements(tmp_path)), "--hardware", "cpu-host",
                             "--out", str(out), "--test-fraction", "0.99"])
     assert "no kernel class has the 3 it needs to be fitted" in one_line_error(r) and not out.exists()
+
+
+def _hardware_copy(tmp_path: Path, old: str, new: str) -> Path:
+    text = (ROOT / "hardware/h20.yaml").read_text()
+    assert old in text
+    path = tmp_path / "h20.yaml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize("old,new,words", [
+    # a unit slip the reader took: TPOTs of 1e28 s
+    ("    value: 4.0 TB/s", "    value: 1e-30 TB/s", "memory.bandwidth: expected a device figure in"),
+    ("name: ", "name: ''\nxname: ", "name: expected the device's name"),
+    # a misspelt required key is named as the likely typo, not only as missing
+    ("  bandwidth:\n", "  bandwith:\n", "memory.bandwidth: required key is missing (the mapping has 'bandwith': a "
+                                       "typo?)"),
+])
+def test_a_hardware_profile_with_an_implausible_figure_or_a_typo_is_refused_by_key(tmp_path, old, new, words):
+    path = _hardware_copy(tmp_path, old, new)
+    err = one_line_error(runner.invoke(app, ["whatif", "--model", "llama-3.1-8b", "--devices", "1", "--hardware",
+                                             str(path)]))
+    assert words in err
+
+
+def test_an_empty_spec_file_is_called_empty(tmp_path):
+    (tmp_path / "t.yaml").write_text("# nothing yet\n")
+    err = one_line_error(runner.invoke(app, [*QUICK, "--traffic", str(tmp_path / "t.yaml")]))
+    assert "t.yaml: the file is empty (or only comments)" in err
+
+
+def test_names_are_taken_case_insensitively_across_commands():
+    """whatif took --precision FP8 while sweep refused "fp8,FP8" and simulate --engine VLLM."""
+    r = runner.invoke(app, [*QUICK, "--rate", "1", "--requests", "5", "--engine", "VLLM"])
+    assert r.exit_code == 0 and "engines: pool vllm" in r.output
+    r = runner.invoke(app, ["sweep", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "1",
+                            "--precision", "fp8,FP8", "--isl", "512", "--osl", "64", "--json"])
+    assert r.exit_code == 0, r.output
+
+
+def test_the_whatif_header_shows_attention_data_parallelism_when_there_is_some():
+    r = runner.invoke(app, ["whatif", "--model", "llama-3.1-8b", "--devices", "8", "--tp", "4", "--batch", "8"])
+    assert r.exit_code == 0 and "(tp 4, dp 2, pp 1, ep 1," in r.output and "(tp 4, dp 2, ep 1," in r.output
+
+
+def test_an_output_folder_holding_a_folder_named_like_our_file_says_folder(tmp_path):
+    out = tmp_path / "out"
+    (out / "steps.csv").mkdir(parents=True)
+    err = one_line_error(runner.invoke(app, [*QUICK, "--rate", "1", "--requests", "5", "--out", str(out)]))
+    assert "holds files or folders this run would not write (steps.csv/)" in err

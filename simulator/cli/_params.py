@@ -154,6 +154,11 @@ def kv_precision():
 KV_PRECISION_HELP = "bf16 | fp16 | fp32 | fp8 | int8"
 
 
+def _lower(value: str | None) -> str | None:
+    """A name flag taken case-insensitively (``--engine VLLM``), as device and precision names are."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 def int_list(lo: int = 1, hi: int = MAX_COUNT):
     """Comma-separated integers, each in [lo, hi]; returned as the normalised text "1,2,4"."""
     one = count(lo, hi)

@@ -11,7 +11,7 @@ import typer
 from ..errors import SimulatorError
 from ..planning.limits import MAX_BISECT_STEPS, MAX_DEVICES, MAX_WORKERS
 from ._common import app, guarded
-from ._params import count, out_dir, real, timing_option
+from ._params import _lower, count, out_dir, real, timing_option
 
 
 def _duration(flag: str, text: str | None, positive: bool = True) -> float | None:
@@ -208,10 +208,11 @@ def plan_cmd(
     workers: int = _workers_option("Local processes for the simulations"),
     cluster: str = typer.Option(None, "--cluster", help="Dask scheduler address to fan the simulations out to "
                                                         "(needs the `cluster` extra)."),
-    engine: str = typer.Option("vllm", "--engine", help="Serving engine of every pool: vllm, sglang or trtllm. "
-                                                         "The simulation runs its whole profile (batching policy, "
-                                                         "step overheads, frontend latency); the screen takes its "
-                                                         "own all-reduce and its frontend latency."),
+    engine: str = typer.Option("vllm", "--engine", callback=_lower,
+                               help="Serving engine of every pool: vllm, sglang or trtllm. The simulation runs "
+                                    "its whole profile (batching policy, step overheads, frontend latency); the "
+                                    "screen takes its own kernels (one-shot all-reduce, fused MoE) and its frontend "
+                                    "latency."),
     frontend_latency: str = typer.Option(None, "--frontend-latency", metavar="<duration>",
                                          help="Frontend latency of every fleet (e.g. 0ms for TensorRT-LLM behind "
                                               "NVIDIA NIM): time in TTFT before the scheduler has a request. Default: "
@@ -248,7 +249,7 @@ def plan_cmd(
         model=model, traffic=_traffic(traffic), hardware=_ids(hardware, "--hardware") or [],
         rate_per_s=_rate(rate), ttft_slo_s=_duration("--ttft-slo", ttft_slo),
         tpot_slo_s=_duration("--tpot-slo", tpot_slo), percentile=slo_percentile,
-        modes=tuple(_ids(modes, "--modes") or ()), max_devices=max_devices,
+        modes=tuple(m.lower() for m in _ids(modes, "--modes") or ()), max_devices=max_devices,
         prices=parse_price_flags(price, bare=True), tco_file=str(tco) if tco else None, precisions=precisions,
         top_k=top_k,
         verify_max=verify_max, requests=requests, bisect_steps=bisect_steps, workers=workers, tolerance=tolerance,

@@ -12,6 +12,7 @@ from ._params import (
     KV_PRECISION_HELP,
     MAX_DRAFT_TOKENS,
     MAX_REQUESTS,
+    _lower,
     count,
     duration,
     in_file_or_id,
@@ -69,9 +70,10 @@ def simulate(
                              help="Random seed (overrides the traffic file)."),
     dp: int = typer.Option(None, "--dp", parser=count(1), help="Quick run: attention data-parallel ranks per replica "
                                                                 "(tp x dp = devices / pp)."),
-    engine: str = typer.Option(None, "--engine", help="Serving engine for every pool: vllm (chunked prefill mixed "
-                               "into decode), sglang (prefill first, decode paused) or trtllm (in-flight batching, "
-                               "KV reserved for the whole request). Default: each pool's `engine:` (vllm)."),
+    engine: str = typer.Option(None, "--engine", callback=_lower,
+                               help="Serving engine for every pool: vllm (chunked prefill mixed into decode), "
+                                    "sglang (prefill first, decode paused) or trtllm (in-flight batching, KV reserved "
+                                    "for the whole request). Default: each pool's `engine:` (vllm)."),
     preemption: str = typer.Option(None, "--preemption", help="recompute | swap | none (trtllm only: "
                                    "GUARANTEED_NO_EVICT). Default: the engine's."),
     scheduler_recv_interval: int = typer.Option(1, "--scheduler-recv-interval", parser=count(1, 100_000),

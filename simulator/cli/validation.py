@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ._common import app, bench_app, emit_json, guarded, metadata, timing_files, timing_label
-from ._params import CSV_EXTS, PLOT_EXTS, YAML_EXTS, count, in_file, out_file, real, timing_option
+from ._params import CSV_EXTS, PLOT_EXTS, YAML_EXTS, _lower, count, in_file, out_file, real, timing_option
 
 
 @app.command()
@@ -39,8 +39,9 @@ def validate(
     ep: int = typer.Option(None, "--ep", parser=count(1), help="With --serving: expert parallel size."),
     precision: str = typer.Option(None, "--precision", help="With --serving: weight/activation precision."),
     kv_precision: str = typer.Option(None, "--kv-precision", help="With --serving: KV-cache precision."),
-    engine: str = typer.Option(None, "--engine", help="With --serving: the engine that served the runs (vllm | "
-                               "sglang | trtllm) where a run does not name it (CSV `engine` column)."),
+    engine: str = typer.Option(None, "--engine", callback=_lower,
+                               help="With --serving: the engine that served the runs (vllm | sglang | trtllm) "
+                                    "where a run does not name it (CSV `engine` column)."),
     requests: int = typer.Option(None, "--requests", parser=count(1, 100_000),
                                  help="With --serving: at most this many requests simulated per measured run "
                                       "(a run is simulated with its own prompt count up to this; default 1000)."),
@@ -108,7 +109,8 @@ def validate(
     if plot:
         from ..report.plots import validation_scatter
 
-        validation_scatter(pred, plot, f"{measurements.name}: predicted vs measured")
+        label = timing_label(timing, calibration[0] if calibration else None)
+        validation_scatter(pred, plot, f"{measurements.name}: predicted vs measured\n(timing model: {label})")
     if json_out:
         emit_json(result, metadata(timing_model=timing_label(timing, calibration[0] if calibration else None),
                                    inputs={"measurements": measurements, "calibration": calibration or [],

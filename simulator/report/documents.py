@@ -156,7 +156,11 @@ def fig_load(doc: dict, path: Path, band: float | None, max_lines: int = 4) -> P
         plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 10 else f"{v:.3g}")
         lo, hi = ax.get_ylim()
         ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain if lo > 0 and hi / lo < 10 else matplotlib.ticker.NullFormatter())
+        # under two decades (one major label at most, e.g. 8-90 ms shows only "10") the 2x and 5x ticks are named
+        two_five = matplotlib.ticker.FuncFormatter(
+            lambda v, _pos, f=plain: f(v, _pos) if round(v / 10 ** np.floor(np.log10(v) + 1e-9)) in (2, 5) else "")
+        ax.yaxis.set_minor_formatter(plain if lo > 0 and hi / lo < 10 else two_five if lo > 0 and hi / lo < 100
+                                     else matplotlib.ticker.NullFormatter())
         ax.set_title(f"p{doc['slo']['percentile']:g} {name} vs offered load (simulated){note}")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
@@ -217,6 +221,10 @@ def candidate_rows(doc: dict, n: int | None = None) -> tuple[list[str], list[lis
                      f"{_ms(v.get('ttft_p_s'))} / {_ms(v.get('tpot_p_s'))}" if v else "not simulated",
                      ("yes" if v["slo_met"] else _why_not(v)) if v else "-",
                      _max_rate_cell(v, doc["inputs"].get("rate_per_s")) if v else "-"])
+    if not any(c.get("analytic") for c in doc["candidates"][:n]):  # a comparison: no screen, so no analytic column
+        i = head.index("analytic TTFT / TPOT")
+        head = head[:i] + head[i + 1:]
+        rows = [r[:i] + r[i + 1:] for r in rows]
     return head, rows
 
 

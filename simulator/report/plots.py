@@ -84,8 +84,8 @@ def roofline(res, path: str | Path) -> Path:
         # one bandwidth slope, up to the highest roof's ridge, and each compute roof flat from its own ridge
         top = max((hw.peak(d) for d in roofs), default=0.0)
         if top:
-            ax.plot([x[0], top / bw], [x[0] * bw, top], "-", color="k", lw=1.2,
-                    label=f"memory roof (HBM {format_si(bw, 'B/s')})")
+            ax.plot([x[0], top / bw], [x[0] * bw, top], "-", color="tab:blue", lw=1.6,
+                    label=f"memory roof (HBM {format_si(bw, 'B/s')})")  # (coloured: the compute roofs are black)
         for dtype, style in zip(sorted(roofs, key=lambda d: hw.peak(d)), ("-", "--", ":", "-.")):
             ax.plot([hw.peak(dtype) / bw, x[-1]], [hw.peak(dtype)] * 2, style, color="k", lw=1.2,
                     label=f"{dtype} peak {hw.peak(dtype) / 1e12:,.0f} TFLOP/s")
@@ -201,23 +201,27 @@ def step_timeline(steps: pd.DataFrame, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-_AXIS_LABELS = {"tpot_s": "TPOT (s)", "ttft_s": "TTFT (s)",
+_AXIS_LABELS = {"tpot_s": "TPOT (ms)", "ttft_s": "TTFT (ms)",
                 "output_tokens_per_s_per_device": "output tokens/s per device",
                 "output_tokens_per_s": "output tokens/s", "cost_usd_per_mtok": "USD per 1M output tokens"}
+_AXIS_SCALE = {"tpot_s": 1e3, "ttft_s": 1e3}  # latencies drawn in milliseconds, the unit a reader thinks in
 
 
 def pareto(df: pd.DataFrame, x: str, y: str, path: str | Path, label: str = "config", front: pd.DataFrame | None = None,
            slo: dict | None = None, title: str = "") -> Path:
     """Scatter of every configuration, the Pareto front, and vertical lines at the SLOs on the x axis."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
+    kx, ky = _AXIS_SCALE.get(x, 1.0), _AXIS_SCALE.get(y, 1.0)
     for key, g in df.groupby(label):
-        ax.scatter(g[x], g[y], s=12, alpha=0.5, label=str(key))
+        ax.scatter(g[x] * kx, g[y] * ky, s=12, alpha=0.5, label=str(key))
     if front is not None and len(front):
         f = front.sort_values(x)
-        ax.plot(f[x], f[y], "k-", lw=1.5, label="Pareto front")
+        ax.plot(f[x] * kx, f[y] * ky, "k-", lw=1.5, label="Pareto front")
     for name, lim in (slo or {}).items():
         if name == x and lim:
-            ax.axvline(lim, color="r", ls="--", label=f"SLO {_AXIS_LABELS.get(name, name)} = {lim:g}")
+            unit = " ms" if kx == 1e3 else ""
+            ax.axvline(lim * kx, color="r", ls="--",
+                       label=f"SLO {_AXIS_LABELS.get(name, name).split(' (')[0]} = {lim * kx:g}{unit}")
     ax.set_xlabel(_AXIS_LABELS.get(x, x))
     ax.set_ylabel(_AXIS_LABELS.get(y, y))
     ax.set_title(title or f"{_AXIS_LABELS.get(y, y)} vs {_AXIS_LABELS.get(x, x)}")

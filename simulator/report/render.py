@@ -53,11 +53,13 @@ def whatif_text(res) -> str:
     lines = [
         f"{res.model_id}: {res.devices} device(s), batch {res.batch}, ISL {res.isl}, OSL {res.osl}, "
         f"prefill batch {res.prefill_batch}",
-        f"prefill on {plan.prefill.attention.hardware.id} (tp {plan.prefill.attention.tp}, pp {plan.prefill.pp}, "
+        f"prefill on {plan.prefill.attention.hardware.id} (tp {plan.prefill.attention.tp}"
+        + (f", dp {plan.prefill.attention.dp}" if plan.prefill.attention.dp > 1 else "") + f", pp {plan.prefill.pp}, "
         f"ep {plan.prefill.ffn.ep}, {plan.prefill.attention.precision}/{plan.prefill.ffn.precision}); "
         f"decode on {plan.decode.attention.hardware.id}"
         + (f" + FFN on {plan.decode.ffn.hardware.id}" if plan.decode.af_disaggregated else "")
-        + f" (tp {plan.decode.attention.tp}, ep {plan.decode.ffn.ep}, "
+        + f" (tp {plan.decode.attention.tp}"
+        + (f", dp {plan.decode.attention.dp}" if plan.decode.attention.dp > 1 else "") + f", ep {plan.decode.ffn.ep}, "
         f"{plan.decode.attention.precision}/{plan.decode.ffn.precision}); KV {plan.kv_precision}",
         "",
         "Per quadrant (per device; prefill = the whole prompt batch, decode = one step):",
@@ -117,8 +119,9 @@ def simulation_text(sm: dict) -> str:
                            if (sm.get("frontend_s") or {}).get("mean") else [])), ""]
     if "window" in sm:
         w = sm["window"]
+        span = f" in [{s(w['start_s'])}, {s(w['end_s'])}]" if sm["requests_completed"] else ""  # (none: no span)
         lines.insert(1, f"engines: {', '.join(f'{p} {e}' for p, e in sm['engines'].items())}; measured "
-                        f"{w['requests']} requests in [{s(w['start_s'])}, {s(w['end_s'])}] ({w['rule']})")
+                        f"{w['requests']} requests{span} ({w['rule']})")
     g = sm["goodput"]
     cost = sm["cost_usd_per_mtok"]
     lines += [
@@ -190,7 +193,7 @@ def sweep_text(df, front) -> str:
             d["ep"], d["batch"], s(d["ttft_s"]), s(d["tpot_s"]), f"{d['output_tokens_per_s_per_device']:,.1f}",
             f"${d['cost_usd_per_mtok']:.3f}" if d["cost_usd_per_mtok"] == d["cost_usd_per_mtok"] else "n/a"]
         if extra:
-            row += [d["replicas"], f"${d['fleet_usd_per_hour']:,.0f}" if d["fleet_usd_per_hour"] ==
+            row += [d["replicas"], f"${d['fleet_usd_per_hour']:,.2f}" if d["fleet_usd_per_hour"] ==
                     d["fleet_usd_per_hour"] else "n/a"]
         rows.append(row)
     head = ["hardware", "precision", "tp"] + (["dp"] if dp else []) + ["ep", "batch", "TTFT", "TPOT", "tok/s/device",

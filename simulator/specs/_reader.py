@@ -83,6 +83,8 @@ def load_yaml(path: str | Path) -> dict:
         raise SpecError(str(path), where, f"invalid YAML: {problem}") from None
     except RecursionError:
         raise SpecError(str(path), "", "invalid YAML: nested too deeply") from None
+    if data is None:
+        raise SpecError(str(path), "", "the file is empty (or only comments); expected a mapping of keys")
     if not isinstance(data, dict):
         raise SpecError(str(path), "", "expected a mapping at the top level")
     _check_finite(str(path), data)
@@ -115,9 +117,16 @@ class Reader:
         self._seen.add(name)
         if name not in self.data or self.data[name] is None:
             if default is ...:
-                raise self.error(name, "required key is missing")
+                raise self.error(name, "required key is missing" + self.typo_hint(name))
             return default
         return self.data[name]
+
+    def typo_hint(self, name: str) -> str:
+        """A note naming a key of this mapping spelt like ``name`` (a misspelt required key, "bandwith"), if any."""
+        import difflib
+
+        close = difflib.get_close_matches(name, [k for k in self.data if isinstance(k, str) and k != name], 1, 0.75)
+        return f" (the mapping has {close[0]!r}: a typo?)" if close else ""
 
     # -- typed getters -------------------------------------------------------------------------
     def str(self, name: str, default: Any = ..., choices: tuple[str, ...] | None = None) -> str:
@@ -219,7 +228,7 @@ class Reader:
         if not self.has(name):
             self._seen.add(name)
             if default is ...:
-                raise self.error(name, "required key is missing")
+                raise self.error(name, "required key is missing" + self.typo_hint(name))
             return default
         node = self.child(name)
         # a datasheet never prints 0 GB/s (leave the key out)

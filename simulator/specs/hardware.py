@@ -193,7 +193,7 @@ def _family(node: Reader, base, params: dict, cls, sources: dict, prefix: str):
             if base is None:
                 if fld in ("floor_s", "compute_fraction", "memory_fraction", "latency_s", "latency_per_rank_s",
                            "bandwidth_fraction", "half_bytes"):
-                    raise node.error(key, "required key is missing")
+                    raise node.error(key, "required key is missing" + node.typo_hint(key))
                 continue
             values[fld] = getattr(base, fld)
         else:
@@ -239,6 +239,13 @@ def _efficiency_within(r: Reader, capacity_bytes: float) -> Efficiency:
     return eff
 
 
+def _named(r: Reader) -> str:
+    name = r.str("name").strip()
+    if not name:
+        raise r.error("name", "expected the device's name (e.g. NVIDIA H100 SXM5 80GB), got an empty string")
+    return name
+
+
 def read_hardware(path: str | Path) -> HardwareSpec:
     data = load_yaml(path)
     top = Reader(path, data)
@@ -265,6 +272,13 @@ def read_hardware(path: str | Path) -> HardwareSpec:
     cap, _ = mem.sourced("capacity", "bytes")
     bw, _ = mem.sourced("bandwidth", "bytes_per_s")
     cache = mem.sourced("onchip_cache", "bytes", (0.0, ""))[0]
+    # one device's figures within what any accelerator or host has, wide enough for every profile shipped: outside,
+    # a unit slip (TB/s written as PB/s, GiB as TiB) that would compute TPOTs of 1e28 s
+    for block, key, value, lo, hi, unit in [(compute, d, v, 1e9, 1e18, "FLOP/s") for d, v in peaks.items()] + [
+            (mem, "capacity", cap, 1e8, 1e14, "B"), (mem, "bandwidth", bw, 1e9, 1e15, "B/s")]:
+        if not lo <= value <= hi:
+            raise block.error(key, f"expected a device figure in [{lo:g}, {hi:g}] {unit}, got {value:g} {unit} "
+                                   "(a unit slip?)")
     mem.done()
     dev = r.child("device", {})
     units = _whole(dev, "compute_units", dev.sourced("compute_units", "count", (0.0, ""))[0], minimum=0)
@@ -282,7 +296,7 @@ def read_hardware(path: str | Path) -> HardwareSpec:
     price.done()
     hw = HardwareSpec(
         id=hw_id,
-        name=r.str("name"),
+        name=_named(r),
         vendor=r.str("vendor"),
         hypothetical=r.bool("hypothetical", False),
         confidence=r.str("confidence", choices=("high", "medium", "low", "hypothetical")),
