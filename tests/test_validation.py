@@ -307,3 +307,27 @@ def test_kernel_rows_are_benchmarks_and_an_overlay_without_a_served_fraction_kee
     old.write_text(yaml.safe_dump(doc))
     assert apply_calibration(h200, old).efficiency.served_compute_fraction == \
         h200.efficiency.served_compute_fraction
+
+
+def test_every_family_calibrate_keeps_is_no_worse_on_its_held_out_rows_at_the_median_or_the_p90():
+    """The acceptance rule, checked family by family on the CPU harness run: a fit ships only where its own held-out
+    rows get no worse at the median nor at the 90th percentile. (The CPU GEMM fit, which took the held-out median
+    from 77% to 55% but the p90 from 81% to 198%, is refused and says so.)"""
+    from simulator.specs.catalog import load_hardware
+    from simulator.validation.calibrate import family_of
+
+    root = Path(__file__).resolve().parents[1]
+    df = read_measurements(root / "reports/validation/cpu-host-quick.csv")
+    hw = load_hardware("cpu-host")
+    cal, report = calibrate(df, hw, test_fraction=0.5, seed=0)
+    rows = df[df["hardware"] == hw.id].reset_index(drop=True)
+    held = rows[holdout_mask(len(rows), 0.5, 0)].reset_index(drop=True)
+    fam = family_of(held)
+    before, after = predict(held, {hw.id: hw})["ape"].to_numpy(), predict(held, {hw.id: cal})["ape"].to_numpy()
+    assert report["fitted_classes"]
+    for family in report["fitted_classes"]:
+        m = fam == family
+        if m.any():
+            assert np.median(after[m]) <= np.median(before[m]) + 1e-12
+            assert np.quantile(after[m], 0.9) <= np.quantile(before[m], 0.9) + 1e-12
+    assert any("held-out p90 APE" in n for n in report["notes"].get("gemm", []))
