@@ -205,3 +205,21 @@ def test_an_output_folder_holding_a_folder_named_like_our_file_says_folder(tmp_p
     (out / "steps.csv").mkdir(parents=True)
     err = one_line_error(runner.invoke(app, [*QUICK, "--rate", "1", "--requests", "5", "--out", str(out)]))
     assert "holds files or folders this run would not write (steps.csv/)" in err
+
+
+@pytest.mark.parametrize("old,new,words", [
+    (None, "kv_transfer: {bandwidth: 1 GB/s}\n", "kv_transfer: applies to prefill/decode pools"),
+    ("    max_seqs: 128\n", "    max_seqs: 128\n    moe_imbalance: 2\n", "moe_imbalance: applies to MoE models; "
+                                                                        "llama-3.1-405b is dense"),
+])
+def test_deployment_keys_that_cannot_apply_are_refused_not_ignored(tmp_path, old, new, words):
+    text = (ROOT / "workloads/deployments/llama-3.1-405b-fp8-8xh100.yaml").read_text()
+    if old is None:
+        text += new
+    else:
+        assert old in text
+        text = text.replace(old, new, 1)
+    path = tmp_path / "d.yaml"
+    path.write_text(text)
+    err = one_line_error(runner.invoke(app, ["simulate", str(path), "--rate", "1", "--requests", "5"]))
+    assert words in err

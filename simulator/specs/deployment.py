@@ -149,6 +149,14 @@ def _pool_device(hw: HardwareSpec, node: Reader, scale_out_s: float | None = Non
 MAX_MICRO_BATCHES = 64  # ping-pong micro-batches of an A/F pool (MegaScale-Infer-style pipelines use a few)
 
 
+def _moe_imbalance(r: Reader, model) -> float:
+    """``moe_imbalance``: the busiest expert rank's load over the mean (>= 1), for an MoE model only (refused, not
+    ignored, on a dense one)."""
+    if r.has("moe_imbalance") and not model.is_moe:
+        raise r.error("moe_imbalance", f"applies to MoE models; {model.id} is dense")
+    return r.number("moe_imbalance", 1.0, minimum=1.0)
+
+
 def _micro_batches(r: Reader, af: bool) -> int:
     """``micro_batches``: the attention/FFN ping-pong depth of a pool with an ``ffn_pool`` (refused elsewhere:
     a colocated pool's micro-batches are its pipeline stages)."""
@@ -223,7 +231,7 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
         AttentionPlacement(hw, tp, dp, a_prec, a_overlap),
         FFNPlacement(ffn_hw, f_tp, ep, expert_tp, f_prec, f_overlap, ffn_devices),
         pp=pp, af_disaggregated=af is not None, micro_batches=_micro_batches(r, af is not None),
-        chunk_tokens=r.int("chunk_tokens", 0), moe_imbalance=r.number("moe_imbalance", 1.0, minimum=1.0))
+        chunk_tokens=r.int("chunk_tokens", 0), moe_imbalance=_moe_imbalance(r, model))
     try:
         validate_phase(plan, model, kv_precision)
     except InfeasibleError as exc:
@@ -304,6 +312,9 @@ def read_deployment(path: str | Path) -> Deployment:
             upto = "and longer" if gap[1] >= ROUTE_MAX_TOKENS else f"to {gap[1]}"
             raise r.error("pools", f"no {role} pool takes prompts of {gap[0]} {upto} tokens: the route ranges of "
                                    f"{names} must together cover every prompt length")
+    if r.has("kv_transfer") and not any(p.role == "decode" for p in pools):  # refused, not ignored
+        raise r.error("kv_transfer", "applies to prefill/decode pools (role: prefill and role: decode), and every "
+                                     "pool here is colocated; drop the key")
     tr = r.child("kv_transfer", {})
     bw = tr.quantity("bandwidth", "bytes_per_s", None, positive=True)
     lat = tr.quantity("latency", "s", None)
