@@ -555,6 +555,24 @@ def _rows_naming(df, name: str, flag: str):
     return mask.to_numpy()
 
 
+def _refuse_hardware_typos(others, file: str, fitted: str) -> None:
+    """The rows ``calibrate`` sets aside (other devices') may name devices of their own, but a name spelt like a
+    catalogue id or the device being fitted ("h200-smx") is a typo that would quietly drop rows from the fit:
+    refused with its line."""
+    import difflib
+
+    from .specs.catalog import hardware_ids
+
+    known = set(hardware_ids())
+    for name in sorted(set(others["hardware"]) - known):
+        close = difflib.get_close_matches(str(name), sorted(known | {fitted}), 1, 0.75)
+        if close:
+            label = others.index[(others["hardware"] == name).to_numpy()][0]  # (the reader's row number: line - 2)
+            raise SimulatorError(f"{file}: line {int(label) + 2}, column 'hardware': {name!r} names no hardware "
+                                 f"profile; a typo for {close[0]!r}? (rows of other devices are set aside; a "
+                                 "misspelt one would drop from the fit)")
+
+
 def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: float, seed: int,
                   latency: str = "latency_us") -> dict:
     from .io import atomic_write_text
@@ -579,10 +597,7 @@ def run_calibrate(measurements: Path, hardware: str, out: Path, test_fraction: f
     except SimulatorError as exc:
         raise SimulatorError(f"--hardware {hardware}: {exc}") from None
     mine = _rows_naming(df, hardware, "--hardware")  # its rows, as calibrate finds them: by the profile's id
-    from .validation.validate import load_specs
-
-    load_specs(df[~mine])  # the other devices' rows are set aside, but a name no profile has is a typo: refused,
-    # with its line, as validate refuses it (not quietly dropped from the fit)
+    _refuse_hardware_typos(df[~mine], str(measurements), base.id)  # (other devices' rows are set aside)
     df = df.assign(hardware=df["hardware"].where(~mine, base.id))
     cal, report = calibrate(df, base, test_fraction=test_fraction, seed=seed, measurements_file=str(measurements))
     atomic_write_text(out, overlay_yaml(cal, base, report, measurements))

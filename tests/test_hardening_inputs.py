@@ -37,14 +37,13 @@ def _traffic(tmp_path: Path, body: str) -> str:
     # a uniform of 1.2..1.8 drew only 1s; a fixed length above its own max was clipped to the max
     (POISSON + OUTPUT + "prompt_tokens: {dist: uniform, low: 1.2, high: 1.8}\n", "prompt_tokens.low: expected an "
                                                                                  "integer"),
-    (POISSON + OUTPUT + "prompt_tokens: {dist: fixed, value: 128, max: 10}\n", "prompt_tokens.value: expected an "
-                                                                               "integer <= 10"),
+    (POISSON + OUTPUT + "prompt_tokens: {dist: fixed, value: 128, max: 10}\n", "prompt_tokens.value: expected a "
+                                                                               "length within the distribution's min "
+                                                                               "and max [1, 10], got 128"),
     # keys of another arrival process: refused, as concurrency on a poisson traffic already was
     ("arrivals: {process: poisson, rate_per_s: 4, cv: 5}\n" + OUTPUT + "prompt_tokens: {dist: fixed, value: 64}\n",
      "arrivals.cv: applies to gamma arrivals only"),
-    # an SLO percentile with nothing to qualify, and one written as a fraction (it read as p0.9)
-    (POISSON + OUTPUT + "prompt_tokens: {dist: fixed, value: 64}\nslo: {percentile: 99}\n",
-     "slo.percentile: applies to a target"),
+    # an SLO percentile written as a fraction (it read as p0.9)
     (POISSON + OUTPUT + "prompt_tokens: {dist: fixed, value: 64}\nslo: {ttft: 1s, percentile: 0.9}\n",
      "slo.percentile: expected a percentile in [1, 100] (90 for p90)"),
 ])
@@ -110,11 +109,12 @@ def test_a_mistyped_model_path_is_a_missing_file_not_the_catalogue_spec_of_that_
     assert ok.exit_code == 0, ok.output  # (a Hugging Face name still resolves: it is not written as a path)
 
 
-def test_two_plots_aimed_at_one_file_are_refused(tmp_path):
-    plot = tmp_path / "r.png"
-    r = runner.invoke(app, ["whatif", "--model", "llama-3.1-8b", "--devices", "1", "--plot", str(plot),
-                            "--breakdown-plot", str(tmp_path / "." / "r.png")])
-    assert "--breakdown-plot" in one_line_error(r) and not plot.exists()
+def test_two_plots_aimed_at_one_file_are_refused(tmp_path, monkeypatch):
+    """One file named two ways (relative and absolute): the second plot would overwrite the first."""
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["whatif", "--model", "llama-3.1-8b", "--devices", "1", "--plot", "r.png",
+                            "--breakdown-plot", str(tmp_path / "r.png")])
+    assert "--breakdown-plot" in one_line_error(r) and not (tmp_path / "r.png").exists()
 
 
 @pytest.mark.parametrize("args,words", [
@@ -141,13 +141,18 @@ def _measurements(tmp_path: Path, hardware_of_row_2: str | None = None) -> Path:
     return path
 
 
-def test_calibrate_refuses_a_row_naming_no_hardware_profile_as_validate_does(tmp_path):
-    """A typo in the hardware column used to drop the row from the fit without a word."""
+def test_calibrate_refuses_a_hardware_name_spelt_like_a_profile_but_sets_other_devices_aside(tmp_path):
+    """A typo in the hardware column used to drop the row from the fit without a word; a device of the user's own
+    (a name like no profile) is still set aside, as other devices' rows are."""
     out = tmp_path / "cal.yaml"
-    r = runner.invoke(app, ["calibrate", "--measurements", str(_measurements(tmp_path, "nope")), "--hardware",
+    r = runner.invoke(app, ["calibrate", "--measurements", str(_measurements(tmp_path, "cpu-hsot")), "--hardware",
                             "cpu-host", "--out", str(out)])
-    assert "m.csv: line 3, column 'hardware': nope: no hardware profile" in one_line_error(r)
+    assert "m.csv: line 3, column 'hardware': 'cpu-hsot' names no hardware profile; a typo for 'cpu-host'?" in \
+        one_line_error(r)
     assert not out.exists()
+    r = runner.invoke(app, ["calibrate", "--measurements", str(_measurements(tmp_path, "my-npu-v7")), "--hardware",
+                            "cpu-host", "--out", str(out)])
+    assert r.exit_code == 0 and out.exists(), r.output
 
 
 def test_calibrate_refuses_a_split_that_leaves_no_kernel_class_enough_rows_to_fit(tmp_path):
@@ -223,3 +228,14 @@ def test_deployment_keys_that_cannot_apply_are_refused_not_ignored(tmp_path, old
     path.write_text(text)
     err = one_line_error(runner.invoke(app, ["simulate", str(path), "--rate", "1", "--requests", "5"]))
     assert words in err
+
+
+def test_a_traffic_files_percentile_applies_to_targets_given_as_flags(tmp_path):
+    """slo: {percentile: 99} alone in the file, the targets on the command line: a documented combination (the
+    percentile defaults to the traffic file's), run at p99."""
+    path = _traffic(tmp_path, POISSON + OUTPUT + "prompt_tokens: {dist: fixed, value: 64}\nslo: {percentile: 99}\n")
+    r = runner.invoke(app, [*QUICK, "--traffic", path, "--ttft-slo", "2s", "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    assert json.loads(r.stdout)["goodput"]["slo"]["percentile"] == 99

@@ -151,7 +151,7 @@ def kv_precision():
     return parse
 
 
-KV_PRECISION_HELP = "bf16 | fp16 | fp32 | fp8 | int8"
+KV_PRECISION_HELP = "fp32 | bf16 | fp16 | fp8 | int8"  # (precision.KV_PRECISIONS, in its order)
 
 
 def _lower(value: str | None) -> str | None:

@@ -7,7 +7,19 @@ from pathlib import Path
 import typer
 
 from ._common import app, bench_app, emit_json, guarded, metadata, timing_files, timing_label
-from ._params import CSV_EXTS, PLOT_EXTS, YAML_EXTS, _lower, count, in_file, out_file, real, timing_option
+from ._params import (
+    CSV_EXTS,
+    KV_PRECISION_HELP,
+    PLOT_EXTS,
+    YAML_EXTS,
+    _lower,
+    count,
+    in_file,
+    kv_precision,
+    out_file,
+    real,
+    timing_option,
+)
 
 
 @app.command()
@@ -38,7 +50,8 @@ def validate(
     pp: int = typer.Option(None, "--pp", parser=count(1), help="With --serving: pipeline stages."),
     ep: int = typer.Option(None, "--ep", parser=count(1), help="With --serving: expert parallel size."),
     precision: str = typer.Option(None, "--precision", help="With --serving: weight/activation precision."),
-    kv_precision: str = typer.Option(None, "--kv-precision", help="With --serving: KV-cache precision."),
+    kv_precision: str = typer.Option(None, "--kv-precision", parser=kv_precision(),
+                                     help=f"With --serving: KV-cache precision ({KV_PRECISION_HELP})."),
     engine: str = typer.Option(None, "--engine", callback=_lower,
                                help="With --serving: the engine that served the runs (vllm | sglang | trtllm) "
                                     "where a run does not name it (CSV `engine` column)."),

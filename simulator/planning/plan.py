@@ -90,7 +90,7 @@ class PlanRequest:
             if getattr(self, k) is not None:
                 real(f"PlanRequest.{k}", getattr(self, k), 0, above=True)
         if self.percentile is not None:
-            real("PlanRequest.percentile", self.percentile, 0, 100, above=True)
+            real("PlanRequest.percentile", self.percentile, 1, 100)  # (as --slo-percentile: 0.9 is not p90)
         whole("PlanRequest.max_devices", self.max_devices, 1, MAX_DEVICES)
         whole("PlanRequest.top_k", self.top_k, 1)
         whole("PlanRequest.verify_max", self.verify_max, 1)
@@ -375,7 +375,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     if not 0 < slo.percentile < 100:  # screening reads a p-percentile wait as mean x -ln(1 - p): none at p100
         where = ("--slo-percentile" if req.percentile is not None
                  else f"{req.traffic.file or 'the traffic'}: slo.percentile")
-        raise SimulatorError(f"{where}: the planner needs a percentile in (0, 100) (its queueing estimate of the "
+        raise SimulatorError(f"{where}: the planner needs a percentile in [1, 100) (its queueing estimate of the "
                              f"tail has no p100), got {slo.percentile:g}")
     w = workload_of(traffic, rate, slo)
     check_context(model, w)

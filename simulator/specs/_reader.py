@@ -177,8 +177,9 @@ class Reader:
                 raise self.error(name, f"expected an integer, got {value!r}")
         if minimum is not None and value < minimum:
             raise self.error(name, f"expected an integer >= {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            raise self.error(name, f"expected an integer <= {maximum:,}, got {value:,}")
+        if maximum is not None and value > maximum:  # (a huge value shown as 1e+300, not its 301 digits)
+            raise self.error(name, f"expected an integer <= {maximum:,}, got {value:,}" if value < 1e15 else
+                             f"expected an integer <= {maximum:,}, got {float(value):g}")
         return value
 
     def number(self, name: str, default: Any = ..., minimum: float | None = None,

@@ -100,7 +100,8 @@ def _named(ref: str, folder: str, kind: str) -> Path:
     ref_s = str(ref)
     is_id = (catalog_root() / folder / f"{ref_s}.yaml").exists()
     # (a reference written as a path - ./x, ../x, /x, ~/x - is a file, found or not: never the catalogue's spec of the
-    # same last name, which a mistyped path would otherwise quietly load)
+    # same last name, which a mistyped path would otherwise quietly load; "dir/x" without ./ stays ambiguous with a
+    # Hugging Face name such as meta-llama/Llama-3.1-8B and resolves as one)
     if ref_s.endswith((".yaml", ".yml")) or Path(ref_s).exists() or is_id or ref_s.startswith((".", "/", "~")):
         return _resolve(ref_s, folder, kind)
     spec_id = _by_alias(ref_s, folder)

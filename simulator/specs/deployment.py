@@ -142,7 +142,12 @@ def _pool_device(hw: HardwareSpec, node: Reader, scale_out_s: float | None = Non
     if not node.has("price_per_device_hour"):
         node.raw("price_per_device_hour", None)
         return hw
+    from ..planning.cost import MAX_PRICE_USD_PER_HOUR
+
     usd = node.quantity("price_per_device_hour", "usd_per_s", positive=True)
+    if usd * 3600 > MAX_PRICE_USD_PER_HOUR:
+        raise node.error("price_per_device_hour", f"expected at most {MAX_PRICE_USD_PER_HOUR:,.0f} USD per device-hour "
+                                                  f"(a typo?), got {usd * 3600:g}")
     return replace(hw, price_usd_per_s=usd, price_note="set in the deployment file (unsourced unless the file says)")
 
 

@@ -148,7 +148,9 @@ class HardwareSpec:
         from ..checks import real
         from ..planning.cost import MAX_PRICE_USD_PER_HOUR
 
-        real(f"{self.id}: price (USD per device-hour)", usd_per_hour, 0, MAX_PRICE_USD_PER_HOUR, above=True)
+        where = note if note != "--price" else "--price"
+        real(f"{self.id}: price (USD per device-hour, from {where})", usd_per_hour, 0, MAX_PRICE_USD_PER_HOUR,
+             above=True)
         return replace(self, price_usd_per_s=usd_per_hour / 3600.0, price_note=note)
 
 
@@ -272,10 +274,13 @@ def read_hardware(path: str | Path) -> HardwareSpec:
     cap, _ = mem.sourced("capacity", "bytes")
     bw, _ = mem.sourced("bandwidth", "bytes_per_s")
     cache = mem.sourced("onchip_cache", "bytes", (0.0, ""))[0]
-    # one device's figures within what any accelerator or host has, wide enough for every profile shipped: outside,
-    # a unit slip (TB/s written as PB/s, GiB as TiB) that would compute TPOTs of 1e28 s
-    for block, key, value, lo, hi, unit in [(compute, d, v, 1e9, 1e18, "FLOP/s") for d, v in peaks.items()] + [
-            (mem, "capacity", cap, 1e8, 1e14, "B"), (mem, "bandwidth", bw, 1e9, 1e15, "B/s")]:
+    # one device's figures within what any accelerator or host has, and then some: outside, a unit slip (TB/s
+    # written as PB/s, GiB as TiB) that would compute TPOTs of 1e28 s. The upper ends clear a wafer-scale chip's
+    # 21 PB/s of on-chip SRAM bandwidth (Cerebras WSE-3, cerebras.ai/chip) and a GB300 NVL72 rack taken as one
+    # device, 1.08 EFLOP/s FP4 dense and 20 TB of HBM (verda.com/blog/gb300-nvl72-architecture, rack aggregate);
+    # the lower ends a small host CPU (the cpu-host profile: 50 GB/s, 1 TFLOP/s)
+    for block, key, value, lo, hi, unit in [(compute, d, v, 1e9, 1e19, "FLOP/s") for d, v in peaks.items()] + [
+            (mem, "capacity", cap, 1e8, 1e14, "B"), (mem, "bandwidth", bw, 1e9, 1e17, "B/s")]:
         if not lo <= value <= hi:
             raise block.error(key, f"expected a device figure in [{lo:g}, {hi:g}] {unit}, got {value:g} {unit} "
                                    "(a unit slip?)")
@@ -293,6 +298,11 @@ def read_hardware(path: str | Path) -> HardwareSpec:
     power.done()
     price = r.child("price", {})
     usd_per_s, price_src = price.sourced("per_device_hour", "usd_per_s", (float("nan"), "no sourced price"))
+    from ..planning.cost import MAX_PRICE_USD_PER_HOUR
+
+    if usd_per_s * 3600 > MAX_PRICE_USD_PER_HOUR:  # (NaN, no price, passes)
+        raise price.error("per_device_hour", f"expected at most {MAX_PRICE_USD_PER_HOUR:,.0f} USD per device-hour "
+                                             f"(a typo?), got {usd_per_s * 3600:g}")
     price.done()
     hw = HardwareSpec(
         id=hw_id,

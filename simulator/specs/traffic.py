@@ -44,6 +44,8 @@ class LengthDist:
         hi = real("LengthDist.maximum", self.maximum, lo, MAX_TOKENS)
         if self.kind == "fixed":
             real("LengthDist.value", self.value, lo, hi)
+            if self.value != int(self.value):
+                raise SimulatorError(f"LengthDist.value: expected a whole token count, got {self.value:g}")
         elif self.kind == "uniform":  # whole token counts: a uniform draw of integers between them
             low = real("LengthDist.low", self.low, lo, hi)
             real("LengthDist.high", self.high, low, hi)
@@ -52,9 +54,9 @@ class LengthDist:
                                      f"{self.high:g}")
         elif self.kind == "lognormal":
             real("LengthDist.median", self.median, 0, MAX_TOKENS, above=True)
-            real("LengthDist.sigma", self.sigma, 0, 10)
-        elif not self.values or not all(math.isfinite(v) and 1 <= v <= MAX_TOKENS for v in self.values):
-            raise SimulatorError(f"LengthDist.values: expected at least one token count in [1, {MAX_TOKENS:,}]")
+            real("LengthDist.sigma", self.sigma, 0, 10)  # (one sigma of log at 10: a 22,000x spread, a typo)
+        elif not self.values or not all(math.isfinite(v) and 1 <= v <= MAX_TOKENS and v == int(v) for v in self.values):
+            raise SimulatorError(f"LengthDist.values: expected at least one whole token count in [1, {MAX_TOKENS:,}]")
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         if self.kind == "fixed":
@@ -160,15 +162,14 @@ def _dist(r: Reader) -> LengthDist:
     if d["maximum"] < d["minimum"]:
         raise r.error("max", f"must be >= min ({d['minimum']:g}), got {d['maximum']:g}")
     if kind == "fixed":
-        d["value"] = r.int("value", minimum=d["minimum"], maximum=d["maximum"])
+        d["value"] = _within(r, "value", d)
     elif kind == "uniform":
-        d["low"] = r.int("low", minimum=d["minimum"], maximum=d["maximum"])
-        d["high"] = r.int("high", minimum=1, maximum=d["maximum"])
+        d["low"], d["high"] = _within(r, "low", d), _within(r, "high", d)
         if d["high"] < d["low"]:
             raise r.error("high", "must be >= low")
     elif kind == "lognormal":
         d["median"] = r.number("median", minimum=1, maximum=MAX_TOKENS)
-        d["sigma"] = r.number("sigma", minimum=0, maximum=10)
+        d["sigma"] = r.number("sigma", minimum=0, maximum=10)  # (one sigma at 10 spans e^10 = 22,000x: a typo)
     else:
         path = Path(r.str("file"))
         if not path.is_absolute():
@@ -176,6 +177,15 @@ def _dist(r: Reader) -> LengthDist:
         d["values"] = _lengths_file(r, path)
     r.done()
     return LengthDist(**d)
+
+
+def _within(r: Reader, key: str, d: dict) -> int:
+    """A fixed or uniform length: a whole number of tokens within the distribution's own [min, max]."""
+    v = r.int(key, minimum=1, maximum=MAX_TOKENS)
+    if not d["minimum"] <= v <= d["maximum"]:
+        raise r.error(key, f"expected a length within the distribution's min and max [{d['minimum']:,}, "
+                           f"{d['maximum']:,}], got {v:,}")
+    return v
 
 
 def _lengths_file(r: Reader, path: Path) -> tuple[float, ...]:
@@ -364,8 +374,6 @@ def read_traffic(path: str | Path) -> Traffic:
         for key in ("prompt_tokens", "output_tokens"):
             if r.raw(key, None) is not None:
                 raise r.error(key, "a trace replays its own token counts (its CSV's columns); drop the key")
-    if slo.raw("percentile", None) is not None and traffic.slo.ttft_s == traffic.slo.tpot_s == float("inf"):
-        raise slo.error("percentile", "applies to a target; give slo.ttft and/or slo.tpot as well")
     slo.done()
     r.done()
     return traffic
