@@ -239,3 +239,12 @@ def test_a_traffic_files_percentile_applies_to_targets_given_as_flags(tmp_path):
     import json
 
     assert json.loads(r.stdout)["goodput"]["slo"]["percentile"] == 99
+
+
+def test_a_vllm_step_budget_below_its_batch_cap_is_refused_as_vllm_refuses_it():
+    err = one_line_error(runner.invoke(app, [*QUICK, "--rate", "1", "--requests", "5", "--max-batch-tokens", "512",
+                                             "--max-seqs", "1024"]))
+    assert "max_batch_tokens: 512 is below max_seqs 1024, which vLLM refuses at startup" in err
+    ok = runner.invoke(app, [*QUICK, "--rate", "1", "--requests", "5", "--max-batch-tokens", "512",
+                             "--max-seqs", "1024", "--engine", "sglang"])
+    assert ok.exit_code == 0, ok.output  # (SGLang's budget is a prefill one: no such rule)

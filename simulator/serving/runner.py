@@ -121,6 +121,12 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                                  f"flag; --engine {engine} would read it as its own. Drop memory_fraction from the "
                                  "pool or simulate it under its own engine")
         max_seqs, max_batch_tokens, profile = batch_limits(pool, engine_profile(engine or pool.engine))
+        if profile.policy == "vllm" and max_batch_tokens < max_seqs:
+            # vLLM refuses this at startup (SchedulerConfig: max_num_batched_tokens must be >= max_num_seqs), as a
+            # step could not hold a token of every running sequence
+            raise SimulatorError(f"{at}max_batch_tokens: {max_batch_tokens} is below max_seqs {max_seqs}, which "
+                                 f"vLLM{under} refuses at startup (a step must hold a token of every running "
+                                 "sequence); raise max_batch_tokens or lower max_seqs")
         mode = preemption or pool.preemption or profile.preemption
         if pool.scheduler_recv_interval > 1 and profile.name != "sglang":
             raise SimulatorError(f"{at}scheduler_recv_interval: an SGLang server flag (--scheduler-recv-interval); "
