@@ -248,3 +248,9 @@ def test_a_vllm_step_budget_below_its_batch_cap_is_refused_as_vllm_refuses_it():
     ok = runner.invoke(app, [*QUICK, "--rate", "1", "--requests", "5", "--max-batch-tokens", "512",
                              "--max-seqs", "1024", "--engine", "sglang"])
     assert ok.exit_code == 0, ok.output  # (SGLang's budget is a prefill one: no such rule)
+
+
+def test_compare_refuses_one_deployment_given_twice():
+    err = one_line_error(runner.invoke(app, ["compare", "dbrx-8xh100", "workloads/deployments/dbrx-8xh100.yaml",
+                                             "--traffic", "chat"]))
+    assert "is 'dbrx-8xh100' again; compare different deployments" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -306,6 +307,12 @@ def compare_cmd(
             raise SimulatorError(f"{flag} must be >= 1, got {v}")
     _check_requests(requests)
     dep_files = [resolve_workload(d, "deployments", "deployment") for d in deployments]
+    seen: dict[str, str] = {}
+    for given, f in zip(deployments, dep_files):  # one file twice (by id and by path, say): a typo, not a comparison
+        key = os.path.realpath(f)
+        if key in seen:
+            raise SimulatorError(f"deployment {given!r} is {seen[key]!r} again; compare different deployments")
+        seen[key] = given
     traffic_file = resolve_workload(traffic, "traffic", "traffic")
     _check_common(out, recommends=False,
                   inputs=[*(("deployment", f) for f in dep_files), ("--traffic file", traffic_file)])

@@ -122,8 +122,8 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                                  "pool or simulate it under its own engine")
         max_seqs, max_batch_tokens, profile = batch_limits(pool, engine_profile(engine or pool.engine))
         if profile.policy == "vllm" and max_batch_tokens < max_seqs:
-            # vLLM refuses this at startup (SchedulerConfig: max_num_batched_tokens must be >= max_num_seqs), as a
-            # step could not hold a token of every running sequence
+            # vLLM refuses this at startup (vllm/config/scheduler.py SchedulerConfig: "max_num_batched_tokens must be
+            # greater than or equal to max_num_seqs"): a step could not hold a token of every running sequence
             raise SimulatorError(f"{at}max_batch_tokens: {max_batch_tokens} is below max_seqs {max_seqs}, which "
                                  f"vLLM{under} refuses at startup (a step must hold a token of every running "
                                  "sequence); raise max_batch_tokens or lower max_seqs")
