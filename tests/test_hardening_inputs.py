@@ -254,3 +254,19 @@ def test_compare_refuses_one_deployment_given_twice():
     err = one_line_error(runner.invoke(app, ["compare", "dbrx-8xh100", "workloads/deployments/dbrx-8xh100.yaml",
                                              "--traffic", "chat"]))
     assert "is 'dbrx-8xh100' again; compare different deployments" in err
+
+
+def test_the_api_refuses_a_closed_loops_fields_on_an_open_traffic():
+    """replace(traffic, concurrency=7) on Poisson arrivals, or a trace on them, used to be ignored without a word."""
+    import dataclasses
+
+    import pandas as pd
+
+    from simulator import SimulatorError, read_traffic
+
+    chat = read_traffic(ROOT / "workloads/traffic/chat.yaml")
+    with pytest.raises(SimulatorError, match="Traffic.concurrency: applies to closed arrivals, not to poisson"):
+        dataclasses.replace(chat, concurrency=7)
+    trace = pd.DataFrame({"arrival_s": [0.0], "prompt_tokens": [10], "output_tokens": [5]})
+    with pytest.raises(SimulatorError, match="Traffic.trace: replayed by arrival='trace' only"):
+        dataclasses.replace(chat, trace=trace)

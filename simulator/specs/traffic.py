@@ -128,6 +128,11 @@ class Traffic:
         if not isinstance(self.slo, SLO) or not isinstance(self.prompt, LengthDist) \
                 or not isinstance(self.output, LengthDist):
             raise SimulatorError("Traffic: slo must be an SLO, prompt and output LengthDists")
+        if self.concurrency and self.arrival != "closed":  # (a closed loop's own field: refused, not ignored)
+            raise SimulatorError(f"Traffic.concurrency: applies to closed arrivals, not to {self.arrival}; set "
+                                 f"arrival='closed' (or concurrency=0)")
+        if self.trace is not None and self.arrival != "trace":
+            raise SimulatorError(f"Traffic.trace: replayed by arrival='trace' only, not {self.arrival!r}")
         if self.trace is not None:
             object.__setattr__(self, "trace", _checked_trace(self.trace))
         if self.arrival == "trace" and (self.trace is None or self.requests > len(self.trace)):
