@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .analysis.whatif import WhatIfResult, whatif
 from .build import PlanOptions, plan_from_options
-from .errors import SimulatorError
+from .errors import SimulatorError, SpecError
 from .specs.catalog import hardware_ids, load_hardware, load_model, model_ids
 from .units import GB
 
@@ -140,6 +140,10 @@ def import_model(config: Path, model_id: str, source: str, out: Path | None = No
                              "(it becomes the file name and the id you pass to --model)")
     if out is not None and Path(out).stem != model_id:
         raise SimulatorError(f"--out {out}: the file name must be the id ({model_id}.yaml), or the spec will not load")
+    if out is not None and Path(out).is_file() and not Path(out).read_text(encoding="utf-8", errors="replace") \
+            .startswith("# Imported by `quadrant model import`"):  # (an earlier import may be replaced; a spec not)
+        raise SimulatorError(f"--out {out}: exists and was not written by `quadrant model import` (a catalogue or "
+                             "hand-written spec); choose another --id or path")
     spec = model_from_hf_config(config, model_id)
     notes = []
     mtype = _hf_model_type(config)
@@ -162,7 +166,12 @@ def import_model(config: Path, model_id: str, source: str, out: Path | None = No
     with tempfile.TemporaryDirectory() as tmp:  # the file must load back exactly as written
         probe = Path(tmp) / f"{model_id}.yaml"
         probe.write_text(text, encoding="utf-8")
-        read_model(probe)
+        try:
+            read_model(probe)
+        except SpecError as exc:  # named by the config.json, not the temporary file (its key is the spec's)
+            where = exc.key_path or "its top level"
+            raise SpecError(str(config), "", f"the spec converted from it fails its check at {where}: "
+                                             f"{exc.message}") from None
     return text
 
 

@@ -270,3 +270,59 @@ def test_the_api_refuses_a_closed_loops_fields_on_an_open_traffic():
     trace = pd.DataFrame({"arrival_s": [0.0], "prompt_tokens": [10], "output_tokens": [5]})
     with pytest.raises(SimulatorError, match="Traffic.trace: replayed by arrival='trace' only"):
         dataclasses.replace(chat, trace=trace)
+
+
+def _hf_config(tmp_path: Path, family: str = "llama", **changes) -> Path:
+    import json
+
+    cfg = json.loads((ROOT / "tests/data/hf" / f"{family}.json").read_text())
+    cfg.update(changes)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.mark.parametrize("family,changes,words", [
+    # values the importer used to convert with int() (an internal ValueError) or pass through (a list)
+    ("llama", {"max_position_embeddings": "abc"}, "max_position_embeddings: expected a non-negative integer"),
+    ("llama", {"hidden_size": [4096]}, "hidden_size: expected a non-negative integer"),
+    ("llama", {"sliding_window": "abc"}, "sliding_window: expected a non-negative integer"),
+    ("llama", {"quantization_config": {"quant_method": "gptq", "bits": "x"}}, "quantization_config.bits: expected"),
+    ("llama", {"quantization_config": {"quant_method": "compressed-tensors", "config_groups": [1, 2]}},
+     "quantization_config: unsupported quantisation compressed-tensors whose config_groups is not a mapping"),
+    # nonsense it used to accept: a context of 1e30, a list as the type, sizes rounded or dropped
+    ("llama", {"max_position_embeddings": 10 ** 30}, "max_position_embeddings: expected at most 1,000,000,000"),
+    ("llama", {"vocab_size": 10 ** 12}, "vocab_size: expected at most 1,000,000,000"),
+    ("llama", {"model_type": ["llama"]}, "model_type: expected a string"),
+    ("llama", {"hidden_size": 4000, "num_attention_heads": 30, "num_key_value_heads": 30},
+     "num_attention_heads: 30 heads do not divide hidden_size 4000"),
+    ("qwen3_moe", {"moe_intermediate_size": 0}, "moe_intermediate_size: expected an integer >= 1 with num_experts"),
+    ("qwen3_moe", {"mlp_only_layers": "abc"}, "mlp_only_layers: expected a list of distinct layer indices"),
+    ("deepseek_v3", {"kv_lora_rank": 0}, "kv_lora_rank: expected an integer >= 1 for MLA attention"),
+    ("dbrx", {"attn_config": "x"}, "attn_config: expected an object"),
+])
+def test_model_import_refuses_a_malformed_config_by_its_own_key(tmp_path, family, changes, words):
+    cfg = _hf_config(tmp_path, family, **changes)
+    err = one_line_error(runner.invoke(app, ["model", "import", str(cfg), "--id", "x", "--out", str(tmp_path / "x.yaml")]))
+    assert err.startswith(f"error: {cfg}: ") and words in err and "internal error" not in err
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_model_import_names_the_config_when_the_converted_spec_fails_its_check(tmp_path):
+    cfg = _hf_config(tmp_path, "qwen3_moe", num_experts_per_tok=0)
+    err = one_line_error(runner.invoke(app, ["model", "import", str(cfg), "--id", "x"]))
+    assert err.startswith(f"error: {cfg}: ") and "tmp" not in err.split(": ", 2)[2].split(" ")[0]
+
+
+def test_model_import_does_not_overwrite_a_spec_it_did_not_write(tmp_path):
+    spec = tmp_path / "dbrx.yaml"
+    spec.write_text((ROOT / "workloads/models/dbrx.yaml").read_text())
+    err = one_line_error(runner.invoke(app, ["model", "import", str(_hf_config(tmp_path)), "--id", "dbrx", "--out",
+                                             str(spec)]))
+    assert "exists and was not written by `quadrant model import`" in err
+    assert spec.read_text() == (ROOT / "workloads/models/dbrx.yaml").read_text()
+    mine = tmp_path / "mine.yaml"  # an earlier import is replaced
+    assert runner.invoke(app, ["model", "import", str(_hf_config(tmp_path)), "--id", "mine", "--out",
+                               str(mine)]).exit_code == 0
+    assert runner.invoke(app, ["model", "import", str(_hf_config(tmp_path)), "--id", "mine", "--out",
+                               str(mine)]).exit_code == 0

@@ -317,16 +317,23 @@ def _quant_precision(q: dict, file: str) -> str:
     if method in ("mxfp4", "nvfp4", "modelopt") and "4" in str(q.get("quant_algo", method)):
         return "fp4"
     if method in ("awq", "gptq", "autoround", "hqq", "quark") or "bits" in q:
-        bits = int(q.get("bits", q.get("w_bit", 4)) or 4)
+        bits = _check_int(file, "quantization_config.bits", q.get("bits", q.get("w_bit", 4))) or 4
         return {4: "w4a16", 8: "int8"}.get(bits) or _bad_quant(file, f"{bits}-bit {method}")
     if method == "bitsandbytes":
         return "w4a16" if q.get("load_in_4bit") else "int8"
     if method == "compressed-tensors":
-        for group in (q.get("config_groups") or {}).values():
+        groups = q.get("config_groups") or {}
+        if not isinstance(groups, dict) or not all(isinstance(g, dict) or g is None for g in groups.values()):
+            return _bad_quant(file, "compressed-tensors whose config_groups is not a mapping of groups")
+        for group in groups.values():
             w = (group or {}).get("weights") or {}
             a = (group or {}).get("input_activations") or {}
-            wb, wt = int(w.get("num_bits", 16)), str(w.get("type", "int"))
-            ab = int(a.get("num_bits", 16)) if a else 16
+            if not isinstance(w, dict) or not isinstance(a, dict):
+                return _bad_quant(file, "compressed-tensors whose weights / input_activations are not mappings")
+            wb = _check_int(file, "quantization_config.config_groups.weights.num_bits", w.get("num_bits", 16))
+            wt = str(w.get("type", "int"))
+            ab = _check_int(file, "quantization_config.config_groups.input_activations.num_bits",
+                            a.get("num_bits", 16)) if a else 16
             if wb == 8 and wt == "float":
                 return "fp8"
             if wb == 8:
@@ -348,7 +355,8 @@ def _sliding(cfg: dict, layers: int, mtype: str) -> tuple[int, int]:
     """(window, layers using it) as HF defines them: ``layer_types`` when given; else ``sliding_window`` with
     ``use_sliding_window`` (Qwen2-style, off by default there) and ``max_window_layers`` (layers below it use
     full attention); Mistral-style configs apply ``sliding_window`` to every layer."""
-    window = cfg.get("sliding_window")
+    file = cfg.get("_file", "config.json")
+    window = _check_int(file, "sliding_window", cfg.get("sliding_window"))
     types = cfg.get("layer_types")
     if isinstance(types, list) and types:
         n = sum(1 for t in types if "sliding" in str(t))
@@ -358,9 +366,9 @@ def _sliding(cfg: dict, layers: int, mtype: str) -> tuple[int, int]:
     if "use_sliding_window" in cfg or mtype.startswith("qwen"):
         if not cfg.get("use_sliding_window", False):
             return 0, 0
-        full = int(cfg.get("max_window_layers", 0) or 0)
+        full = _check_int(file, "max_window_layers", cfg.get("max_window_layers")) or 0
         return int(window), max(layers - min(full, layers), 0)
-    if int(window) >= int(cfg.get("max_position_embeddings", 0) or 0) > 0:
+    if int(window) >= (_check_int(file, "max_position_embeddings", cfg.get("max_position_embeddings")) or 0) > 0:
         return 0, 0  # a window as long as the context is no window
     return int(window), layers
 
@@ -386,7 +394,13 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
     if isinstance(cfg.get("text_config"), dict):  # multimodal wrapper: the language model lives here
         cfg = {**{k: v for k, v in top.items() if k in ("quantization_config", "torch_dtype", "tie_word_embeddings")},
                **top["text_config"]}
-    mtype = str(cfg.get("model_type", top.get("model_type", ""))).lower()
+    mtype = cfg.get("model_type", top.get("model_type", ""))
+    if not isinstance(mtype, str):
+        raise SpecError(file, "model_type", f"expected a string such as 'llama', got {mtype!r}")
+    mtype = mtype.lower()
+    for key in ("attn_config", "ffn_config", "rope_scaling"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], dict):
+            raise SpecError(file, key, f"expected an object, got {cfg[key]!r}")
     mid = model_id or Path(path).parent.name or "imported"
     g = lambda *k, default=...: _check_int(file, k[0], _need(cfg, file, *k, default=default))  # noqa: E731
     tie = cfg.get("tie_word_embeddings", top.get("tie_word_embeddings"))
@@ -402,8 +416,9 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
         native = _quant_precision(q, file)
     else:
         native = _DTYPE_PRECISION.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or ""))
+    ctx_key = "max_position_embeddings" if cfg.get("max_position_embeddings") is not None else "max_seq_len"
     common = dict(file=file, sources={"config": file}, native_precision=native,
-                  context_tokens=int(cfg.get("max_position_embeddings") or cfg.get("max_seq_len") or 0))
+                  context_tokens=_check_int(file, ctx_key, cfg.get(ctx_key)) or 0)
     moe = None
     if mtype == "dbrx":
         h, layers, heads = g("d_model"), g("n_layers"), g("n_heads")
@@ -418,24 +433,38 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
     kv = g("num_key_value_heads", default=heads)
     vocab = g("vocab_size")
     dense_width = g("intermediate_size", default=0)
-    window, window_layers = _sliding(cfg, layers, mtype)
+    window, window_layers = _sliding({**cfg, "_file": file}, layers, mtype)
     if mtype in ("deepseek_v3", "deepseek_v2", "kimi_k2") or "kv_lora_rank" in cfg:
         attention = AttentionSpec(
             "mla", heads, heads, 0, q_lora_rank=g("q_lora_rank", default=0) or 0,
             kv_lora_rank=g("kv_lora_rank"), qk_nope_head_dim=g("qk_nope_head_dim"),
             qk_rope_head_dim=g("qk_rope_head_dim"), v_head_dim=g("v_head_dim"))
+        for key in ("kv_lora_rank", "qk_rope_head_dim", "v_head_dim"):  # (the KV cache and output sizes)
+            if g(key) < 1:
+                raise SpecError(file, key, f"expected an integer >= 1 for MLA attention, got {g(key)}")
         if g("n_routed_experts", default=None):
             moe = MoESpec(g("n_routed_experts"), g("num_experts_per_tok"), g("moe_intermediate_size"),
                           g("n_shared_experts", default=0) or 0, g("moe_intermediate_size"),
                           g("first_k_dense_replace", default=0))
     else:
+        if cfg.get("head_dim") is None and heads and h % heads:
+            raise SpecError(file, "num_attention_heads", f"{heads} heads do not divide hidden_size {h}, and no "
+                                                         "head_dim is given")
         attention = AttentionSpec("gqa", heads, kv, g("head_dim", default=h // heads if heads else 0),
                                   sliding_window=window, sliding_window_layers=window_layers)
         if mtype == "mixtral" or "num_local_experts" in cfg:
             moe = MoESpec(g("num_local_experts"), g("num_experts_per_tok"), dense_width)
             dense_width = 0
-        elif g("num_experts", default=None) and g("moe_intermediate_size", default=None):
-            dense_layers = len(_need(cfg, file, "mlp_only_layers", default=[]) or [])
+        elif g("num_experts", default=None) and g("moe_intermediate_size", default=None) is not None:
+            if g("moe_intermediate_size") < 1:
+                raise SpecError(file, "moe_intermediate_size", f"expected an integer >= 1 with num_experts "
+                                                               f"{g('num_experts')}, got {g('moe_intermediate_size')}")
+            only = _need(cfg, file, "mlp_only_layers", default=[]) or []
+            if not isinstance(only, list) or len(set(map(str, only))) != len(only) or not all(
+                    isinstance(i, int) and not isinstance(i, bool) and 0 <= i < layers for i in only):
+                raise SpecError(file, "mlp_only_layers", f"expected a list of distinct layer indices in [0, "
+                                                         f"{layers}), got {only!r}")
+            dense_layers = len(only)
             if g("decoder_sparse_step", default=1) != 1:
                 raise SpecError(file, "decoder_sparse_step", "only every-layer MoE (step 1) is supported")
             shared = g("shared_expert_intermediate_size", default=0) or 0
@@ -444,12 +473,19 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
     return _finish(ModelSpec(mid, mid, layers, h, vocab, tie, attention, dense_width, moe, **common))
 
 
+# The largest size a config.json field may hold: far above any released model's (vocabularies of 256k, 126 layers,
+# hidden sizes of 16-20k, contexts of 10M tokens), so a larger one is a corrupt or mistyped file
+HF_MAX_SIZE = 1_000_000_000
+
+
 def _check_int(file: str, key: str, value):
-    """config.json sizes must be positive integers (None passes through for optional keys)."""
-    if value is None or isinstance(value, list):
+    """config.json sizes must be integers in [0, HF_MAX_SIZE] (None passes through for optional keys)."""
+    if value is None:
         return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise SpecError(file, key, f"expected a non-negative integer, got {value!r}")
+    if value > HF_MAX_SIZE:
+        raise SpecError(file, key, f"expected at most {HF_MAX_SIZE:,}, got {float(value):g}")
     return value
 
 
