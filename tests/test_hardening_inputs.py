@@ -303,7 +303,8 @@ def _hf_config(tmp_path: Path, family: str = "llama", **changes) -> Path:
 ])
 def test_model_import_refuses_a_malformed_config_by_its_own_key(tmp_path, family, changes, words):
     cfg = _hf_config(tmp_path, family, **changes)
-    err = one_line_error(runner.invoke(app, ["model", "import", str(cfg), "--id", "x", "--out", str(tmp_path / "x.yaml")]))
+    out = str(tmp_path / "x.yaml")
+    err = one_line_error(runner.invoke(app, ["model", "import", str(cfg), "--id", "x", "--out", out]))
     assert err.startswith(f"error: {cfg}: ") and words in err and "internal error" not in err
     assert not (tmp_path / "x.yaml").exists()
 
