@@ -347,6 +347,11 @@ def run_simulate(opts: dict, progress: bool = False):
         _refuse_with_deployment(opts, _SIMULATE_DEPLOYMENT_FIXED)
         dep = read_deployment(resolve_workload(opts["deployment"], "deployments", "deployment"))
     elif opts.get("model"):
+        from .specs.deployment import MAX_FRONTEND_LATENCY_S
+
+        if (opts.get("frontend_latency") or 0) > MAX_FRONTEND_LATENCY_S:
+            raise SimulatorError(f"--frontend-latency: expected at most {MAX_FRONTEND_LATENCY_S:g} s (an hour), got "
+                                 f"{opts['frontend_latency']:g} s")
         fields = {k: opts[k] for k in PlanOptions.__dataclass_fields__ if k in opts and opts[k] is not None}
         dep = quick_deployment(PlanOptions(**fields), max_batch_tokens=opts["max_batch_tokens"],
                                max_seqs=opts["max_seqs"], replicas=opts["replicas"],

@@ -327,3 +327,25 @@ def test_model_import_does_not_overwrite_a_spec_it_did_not_write(tmp_path):
                                str(mine)]).exit_code == 0
     assert runner.invoke(app, ["model", "import", str(_hf_config(tmp_path)), "--id", "mine", "--out",
                                str(mine)]).exit_code == 0
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"frontend_latency_s": -1.0}, "Pool 'pool'.frontend_latency_s: expected a number >= 0"),  # (an IndexError)
+    ({"max_batch_tokens": float("nan")}, "Pool 'pool'.max_batch_tokens: expected an integer"),  # (a numpy error)
+    ({"max_seqs": 0}, "Pool 'pool'.max_seqs: expected an integer >= 1"),  # (every request was rejected)
+    ({"replicas": 2.5}, "Pool 'pool'.replicas: expected an integer"),
+    ({"memory_fraction": 1.5}, "Pool 'pool'.memory_fraction: expected a number <= 1"),
+    ({"engine": "foo"}, "Pool 'pool'.engine: expected one of vllm, sglang, trtllm"),
+])
+def test_quick_deployment_refuses_what_a_deployment_file_would(kwargs, words):
+    from simulator import PlanOptions, SimulatorError
+    from simulator.build import quick_deployment
+
+    with pytest.raises(SimulatorError) as exc:
+        quick_deployment(PlanOptions(model="llama-3.1-8b", devices=1), **kwargs)
+    assert words in str(exc.value)
+
+
+def test_a_frontend_latency_past_an_hour_is_refused_by_its_flag():
+    err = one_line_error(runner.invoke(app, [*QUICK, "--rate", "1", "--requests", "5", "--frontend-latency", "2h"]))
+    assert err.startswith("error: --frontend-latency: expected at most 3600 s")

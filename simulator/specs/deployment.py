@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..checks import choice, real, whole
 from ..errors import InfeasibleError, SpecError
 from ..plan import AttentionPlacement, FFNPlacement, PhasePlan, ServingPlan, SpeculativeSpec, repriced, validate_phase
 from ..precision import KV_PRECISIONS, PRECISIONS
@@ -28,6 +29,10 @@ from .model import ModelSpec
 
 ROUTE_MAX_TOKENS = 2 ** 62  # "no upper bound" for a pool's route
 ENGINES = ("vllm", "sglang", "trtllm")  # simulator/serving/engines.yaml holds their profiles
+MAX_REPLICAS = 100_000  # the CLI's --replicas has the same cap: keeps a run bounded in memory and time
+# a request's time in a server frontend before the scheduler has it: engines measure it in milliseconds (engines.yaml
+# frontend_latency_s: 0-155 ms); an hour is no frontend, and past the clock's horizon it broke the run
+MAX_FRONTEND_LATENCY_S = 3600.0
 PREEMPTIONS = ("recompute", "swap", "none")
 
 
@@ -47,6 +52,22 @@ class Pool:
     frontend_latency_s: float | None = None  # time in the server frontend before the scheduler; None: the engine's
     memory_fraction: float | None = None  # the engine's KV memory flag (vLLM gpu_memory_utilization, SGLang
     # mem_fraction_static, TRT-LLM free_gpu_memory_fraction); None: the engine's default (engines.yaml memory:)
+
+    def __post_init__(self):
+        """The fields a caller can set through the API (``quick_deployment``, ``dataclasses.replace``) held to what
+        the YAML reader takes: a negative frontend latency crashed the engine, a NaN budget the step tables."""
+        at = f"Pool {self.name!r}"
+        object.__setattr__(self, "replicas", whole(f"{at}.replicas", self.replicas, 1, MAX_REPLICAS))
+        for key in ("max_batch_tokens", "max_seqs"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, whole(f"{at}.{key}", getattr(self, key), 1))
+        object.__setattr__(self, "scheduler_recv_interval",
+                           whole(f"{at}.scheduler_recv_interval", self.scheduler_recv_interval, 1))
+        choice(f"{at}.engine", self.engine, ENGINES)
+        if self.frontend_latency_s is not None:
+            real(f"{at}.frontend_latency_s", self.frontend_latency_s, 0, MAX_FRONTEND_LATENCY_S)
+        if self.memory_fraction is not None:
+            real(f"{at}.memory_fraction", self.memory_fraction, 0.01, 1.0)
 
     @property
     def role(self) -> str:
@@ -186,8 +207,8 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
     hw = _pool_device(r.ref("hardware", load_hardware), r)
     devices = r.int("devices", minimum=1)
     replicas = r.int("replicas", 1, minimum=1)
-    if replicas > 100_000:  # the CLI's --replicas has the same cap: keeps a run bounded in memory and time
-        raise r.error("replicas", f"expected at most 100000 replicas, got {replicas}")
+    if replicas > MAX_REPLICAS:
+        raise r.error("replicas", f"expected at most {MAX_REPLICAS} replicas, got {replicas}")
     pp = r.int("pp", 1, minimum=1)
     if devices % pp:
         raise r.error("pp", f"pp={pp} does not divide devices={devices}")
@@ -255,6 +276,8 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
     else:
         r.raw("route", None)
     frontend = r.quantity("frontend_latency", "s", None)
+    if frontend is not None and frontend > MAX_FRONTEND_LATENCY_S:
+        raise r.error("frontend_latency", f"expected at most {MAX_FRONTEND_LATENCY_S:g} s, got {frontend:g} s")
     if frontend is not None and tuple(serves) == ("decode",):
         raise r.error("frontend_latency", "a decode pool has no frontend (its requests arrive by KV transfer); "
                                           "set it on the prefill pool")
