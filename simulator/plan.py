@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .errors import LayoutError
+from .errors import LayoutError, SimulatorError
 from .precision import Precision, attention_dtype, compute_dtype, get_precision
 from .specs.hardware import HardwareSpec
 from .specs.model import ModelSpec
@@ -96,6 +96,20 @@ class ServingPlan:
     # P/D: the deployment's KV transfer (``specs.deployment.KVTransfer``: bandwidth or None, latency, streaming);
     # None: the devices' scale-out links, streamed
     kv_transfer: object = None
+
+    def __post_init__(self):
+        """Checked on construction (the API builds plans directly): replica counts and the KV scale group are whole
+        and >= 1, the KV precision a known one (a negative replica count gave negative throughput)."""
+        from .checks import choice, whole
+        from .precision import KV_PRECISIONS
+
+        if not isinstance(self.model, ModelSpec) or not isinstance(self.prefill, PhasePlan) \
+                or not isinstance(self.decode, PhasePlan):
+            raise SimulatorError("ServingPlan: expected a ModelSpec (load_model(...)) and two PhasePlans "
+                                 "(simple_phase(...))")
+        for key in ("prefill_replicas", "decode_replicas", "kv_scale_tokens"):
+            object.__setattr__(self, key, whole(f"ServingPlan.{key}", getattr(self, key), 1))
+        choice("ServingPlan.kv_precision", self.kv_precision, KV_PRECISIONS)
 
     @property
     def device_ids(self) -> list[str]:

@@ -349,3 +349,18 @@ def test_quick_deployment_refuses_what_a_deployment_file_would(kwargs, words):
 def test_a_frontend_latency_past_an_hour_is_refused_by_its_flag():
     err = one_line_error(runner.invoke(app, [*QUICK, "--rate", "1", "--requests", "5", "--frontend-latency", "2h"]))
     assert err.startswith("error: --frontend-latency: expected at most 3600 s")
+
+
+def test_a_serving_plan_built_in_code_is_checked():
+    """whatif on ServingPlan(decode_replicas=-1) reported -994 output tokens/s; a model id string crashed deep in."""
+    from simulator import SimulatorError, load_hardware, load_model
+    from simulator.plan import ServingPlan, simple_phase
+
+    m = load_model("llama-3.1-8b")
+    ph = simple_phase(load_hardware("h100-sxm"), m, 1)
+    with pytest.raises(SimulatorError, match="ServingPlan.decode_replicas: expected an integer >= 1"):
+        ServingPlan(m, ph, ph, decode_replicas=-1)
+    with pytest.raises(SimulatorError, match="ServingPlan.kv_scale_tokens: expected an integer >= 1"):
+        ServingPlan(m, ph, ph, kv_precision="fp8", kv_scale_tokens=0)
+    with pytest.raises(SimulatorError, match="ServingPlan: expected a ModelSpec"):
+        ServingPlan("llama-3.1-8b", ph, ph)
