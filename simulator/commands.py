@@ -126,6 +126,12 @@ def _hf_model_type(config: Path) -> str | None:
     return str(inner.get("model_type", cfg.get("model_type", "")) or "").lower()
 
 
+def _starts_with(path: Path, head: bytes) -> bool:
+    """Whether the file begins with ``head`` (its first bytes only: a large file at the path is not read)."""
+    with open(path, "rb") as f:
+        return f.read(len(head)) == head
+
+
 def import_model(config: Path, model_id: str, source: str, out: Path | None = None) -> str:
     """The YAML text of a model spec imported from a HF config.json, checked to load back as it will be
     read (``workloads/models/<id>.yaml``: the file name must be the id)."""
@@ -140,8 +146,9 @@ def import_model(config: Path, model_id: str, source: str, out: Path | None = No
                              "(it becomes the file name and the id you pass to --model)")
     if out is not None and Path(out).stem != model_id:
         raise SimulatorError(f"--out {out}: the file name must be the id ({model_id}.yaml), or the spec will not load")
-    if out is not None and Path(out).is_file() and not Path(out).read_text(encoding="utf-8", errors="replace") \
-            .startswith("# Imported by `quadrant model import`"):  # (an earlier import may be replaced; a spec not)
+    header = b"# Imported by `quadrant model import`"
+    if out is not None and Path(out).is_file() and not _starts_with(Path(out), header):  # (an earlier import may be
+        # replaced; a catalogue or hand-written spec not)
         raise SimulatorError(f"--out {out}: exists and was not written by `quadrant model import` (a catalogue or "
                              "hand-written spec); choose another --id or path")
     spec = model_from_hf_config(config, model_id)

@@ -502,13 +502,14 @@ def test_model_import_without_attention_heads_is_refused(tmp_path):
     assert "num_attention_heads" in err and not (tmp_path / "x.yaml").exists()
 
 
-@pytest.mark.parametrize("key,value", [("num_hidden_layers", 0), ("max_position_embeddings", -5)])
-def test_model_import_names_the_config_key(tmp_path, key, value):
+@pytest.mark.parametrize("key,value,expected", [("num_hidden_layers", 0, "expected an integer >= 1"),
+                                                ("max_position_embeddings", -5, "expected a non-negative integer")])
+def test_model_import_names_the_config_key(tmp_path, key, value, expected):
     """An imported config.json's bad value is named by the file and its own key (not the spec's field name, nor a
     temporary file)."""
     cfg = _hf(tmp_path, **{key: value})
     err = one_line_error(runner.invoke(app, ["model", "import", str(cfg), "--id", "x"]))
-    assert err.startswith(f"error: {cfg}: {key}: expected a")  # ("an integer >= 1", "a non-negative integer")
+    assert err.startswith(f"error: {cfg}: {key}: {expected}")
 
 
 @pytest.mark.parametrize("key,value", [("domain_size", 0), ("domain_size", 2.5)])

@@ -312,7 +312,7 @@ def test_model_import_refuses_a_malformed_config_by_its_own_key(tmp_path, family
 def test_model_import_names_the_config_when_the_converted_spec_fails_its_check(tmp_path):
     cfg = _hf_config(tmp_path, "qwen3_moe", num_experts_per_tok=0)
     err = one_line_error(runner.invoke(app, ["model", "import", str(cfg), "--id", "x"]))
-    assert err.startswith(f"error: {cfg}: ") and "tmp" not in err.split(": ", 2)[2].split(" ")[0]
+    assert err.startswith(f"error: {cfg}: the spec converted from it fails its check at architecture.moe.top_k")
 
 
 def test_model_import_does_not_overwrite_a_spec_it_did_not_write(tmp_path):
@@ -364,3 +364,51 @@ def test_a_serving_plan_built_in_code_is_checked():
         ServingPlan(m, ph, ph, kv_precision="fp8", kv_scale_tokens=0)
     with pytest.raises(SimulatorError, match="ServingPlan: expected a ModelSpec"):
         ServingPlan("llama-3.1-8b", ph, ph)
+
+
+def test_model_import_takes_whole_floats_and_says_a_huge_integer_is_one(tmp_path):
+    """4096.0 is 4096 (as YAML counts are read); a 401-digit context is refused by its size, not an OverflowError."""
+    ok = runner.invoke(app, ["model", "import", str(_hf_config(tmp_path, max_position_embeddings=131072.0)), "--id",
+                             "x"])
+    assert ok.exit_code == 0 and "context_tokens: 131072" in ok.stdout
+    err = one_line_error(runner.invoke(app, ["model", "import", str(_hf_config(tmp_path,
+                                                                              max_position_embeddings=10 ** 400)),
+                                             "--id", "x"]))
+    assert "max_position_embeddings: expected at most 1,000,000,000, got a 401-digit integer" in err
+
+
+def test_model_import_reads_deepseek_style_moe_fields_under_gqa_and_refuses_an_moe_without_expert_width(tmp_path):
+    """GLM-4.5-style configs (GQA attention, n_routed_experts) imported as dense models; OLMoE-style ones (num_experts
+    but no moe_intermediate_size) too."""
+    from simulator.specs.model import model_from_hf_config
+
+    glm = _hf_config(tmp_path, model_type="glm4_moe", n_routed_experts=64, num_experts_per_tok=4,
+                     moe_intermediate_size=1024, n_shared_experts=1, first_k_dense_replace=1)
+    spec = model_from_hf_config(glm, "glm")
+    assert spec.is_moe and spec.moe.num_experts == 64 and spec.moe.top_k == 4 and spec.moe.dense_layers == 1
+    olmoe = _hf_config(tmp_path, num_experts=64, num_experts_per_tok=8)
+    err = one_line_error(runner.invoke(app, ["model", "import", str(olmoe), "--id", "x"]))
+    assert "num_experts: an MoE config without moe_intermediate_size" in err
+
+
+def test_plan_names_its_own_frontend_latency_flag(tmp_path):
+    err = one_line_error(runner.invoke(app, ["plan", "--model", "llama-3.1-8b", "--traffic", "chat", "--rate", "2",
+                                             "--hardware", "h100-sxm", "--frontend-latency", "2h", "--out",
+                                             str(tmp_path / "p")]))
+    assert err.startswith("error: --frontend-latency: expected at most 3600 s")
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"preemption": "bogus"}, "Pool 'p'.preemption: expected one of recompute, swap, none"),
+    ({"serves": "prefilldecode"}, "Pool 'p'.serves: expected ('prefill',), ('decode',) or ('prefill', 'decode')"),
+    ({"prompt_range": (10, 5)}, "Pool 'p'.prompt_range: expected (low, high) with 0 <= low <= high"),
+])
+def test_a_pool_refuses_a_preemption_role_or_route_that_cannot_be(kwargs, words):
+    import dataclasses
+
+    from simulator import SimulatorError, read_deployment
+
+    pool = dataclasses.replace(read_deployment("dbrx-8xh100").pools[0], name="p")
+    with pytest.raises(SimulatorError) as exc:
+        dataclasses.replace(pool, **kwargs)
+    assert words in str(exc.value)

@@ -27,6 +27,17 @@ def _duration(flag: str, text: str | None, positive: bool = True) -> float | Non
         raise SimulatorError(f"{flag}: {exc.message}") from None
 
 
+def _frontend(text: str | None) -> float | None:
+    """``--frontend-latency``: a duration in [0 s, 1 h] (``specs.deployment.MAX_FRONTEND_LATENCY_S``)."""
+    from ..specs.deployment import MAX_FRONTEND_LATENCY_S
+
+    s = _duration("--frontend-latency", text, positive=False)
+    if s is not None and s > MAX_FRONTEND_LATENCY_S:
+        raise SimulatorError(f"--frontend-latency: expected at most {MAX_FRONTEND_LATENCY_S:g} s (an hour), got "
+                             f"{s:g} s")
+    return s
+
+
 def _rate(text: str | None) -> float | None:
     if text is None:
         return None
@@ -256,8 +267,7 @@ def plan_cmd(
         verify_max=verify_max, requests=requests, bisect_steps=bisect_steps, workers=workers, tolerance=tolerance,
         executor=_executor(cluster), prefill_hardware=_ids(prefill_hardware, "--prefill-hardware"),
         decode_hardware=_ids(decode_hardware, "--decode-hardware"),
-        timing=timing, engine=engine, frontend_latency_s=_duration("--frontend-latency", frontend_latency,
-                                                                   positive=False))
+        timing=timing, engine=engine, frontend_latency_s=_frontend(frontend_latency))
     try:
         outcome = plan_capacity_for(req, progress=_progress(not json_out))
     finally:

@@ -101,7 +101,9 @@ class PlanRequest:
         if self.workers is not None:
             whole("PlanRequest.workers", self.workers, 1, MAX_WORKERS)
         if self.frontend_latency_s is not None:
-            real("PlanRequest.frontend_latency_s", self.frontend_latency_s, 0)
+            from ..specs.deployment import MAX_FRONTEND_LATENCY_S
+
+            real("PlanRequest.frontend_latency_s", self.frontend_latency_s, 0, MAX_FRONTEND_LATENCY_S)
         for hw, usd in dict(self.prices).items():
             real(f"PlanRequest.prices[{hw!r}]", usd, 0, above=True)
 

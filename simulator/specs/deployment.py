@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..checks import choice, real, whole
-from ..errors import InfeasibleError, SpecError
+from ..errors import InfeasibleError, SimulatorError, SpecError
 from ..plan import AttentionPlacement, FFNPlacement, PhasePlan, ServingPlan, SpeculativeSpec, repriced, validate_phase
 from ..precision import KV_PRECISIONS, PRECISIONS
 from ._reader import Reader, load_yaml
@@ -64,6 +64,16 @@ class Pool:
         object.__setattr__(self, "scheduler_recv_interval",
                            whole(f"{at}.scheduler_recv_interval", self.scheduler_recv_interval, 1))
         choice(f"{at}.engine", self.engine, ENGINES)
+        if self.preemption is not None:
+            choice(f"{at}.preemption", self.preemption, ("recompute", "swap", "none"))
+        if not isinstance(self.serves, tuple) or not self.serves or not set(self.serves) <= {"prefill", "decode"} \
+                or len(set(self.serves)) != len(self.serves):
+            raise SimulatorError(f"{at}.serves: expected ('prefill',), ('decode',) or ('prefill', 'decode'), got "
+                                 f"{self.serves!r}")
+        lo, hi = self.prompt_range
+        if not 0 <= lo <= hi:
+            raise SimulatorError(f"{at}.prompt_range: expected (low, high) with 0 <= low <= high, got "
+                                 f"{self.prompt_range!r}")
         if self.frontend_latency_s is not None:
             real(f"{at}.frontend_latency_s", self.frontend_latency_s, 0, MAX_FRONTEND_LATENCY_S)
         if self.memory_fraction is not None:

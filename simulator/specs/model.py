@@ -356,7 +356,8 @@ def _sliding(cfg: dict, layers: int, mtype: str) -> tuple[int, int]:
     ``use_sliding_window`` (Qwen2-style, off by default there) and ``max_window_layers`` (layers below it use
     full attention); Mistral-style configs apply ``sliding_window`` to every layer."""
     file = cfg.get("_file", "config.json")
-    window = _check_int(file, "sliding_window", cfg.get("sliding_window"))
+    window = cfg.get("sliding_window")
+    window = _check_int(file, "sliding_window", None if window is False else window)  # (false: no window)
     types = cfg.get("layer_types")
     if isinstance(types, list) and types:
         n = sum(1 for t in types if "sliding" in str(t))
@@ -386,6 +387,8 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
         cfg = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SpecError(file, f"line {exc.lineno}", f"invalid JSON: {exc.msg}") from None
+    except ValueError as exc:  # (an integer of thousands of digits: Python's int-string conversion limit)
+        raise SpecError(file, "", f"invalid JSON: {' '.join(str(exc).split())[:120]}") from None
     except RecursionError:
         raise SpecError(file, "", "invalid JSON: nested too deeply") from None
     if not isinstance(cfg, dict):
@@ -394,7 +397,7 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
     if isinstance(cfg.get("text_config"), dict):  # multimodal wrapper: the language model lives here
         cfg = {**{k: v for k, v in top.items() if k in ("quantization_config", "torch_dtype", "tie_word_embeddings")},
                **top["text_config"]}
-    mtype = cfg.get("model_type", top.get("model_type", ""))
+    mtype = cfg.get("model_type", top.get("model_type", "")) or ""
     if not isinstance(mtype, str):
         raise SpecError(file, "model_type", f"expected a string such as 'llama', got {mtype!r}")
     mtype = mtype.lower()
@@ -416,7 +419,7 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
         native = _quant_precision(q, file)
     else:
         native = _DTYPE_PRECISION.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or ""))
-    ctx_key = "max_position_embeddings" if cfg.get("max_position_embeddings") is not None else "max_seq_len"
+    ctx_key = "max_position_embeddings" if cfg.get("max_position_embeddings") else "max_seq_len"
     common = dict(file=file, sources={"config": file}, native_precision=native,
                   context_tokens=_check_int(file, ctx_key, cfg.get(ctx_key)) or 0)
     moe = None
@@ -470,6 +473,13 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
             shared = g("shared_expert_intermediate_size", default=0) or 0
             moe = MoESpec(g("num_experts"), g("num_experts_per_tok"), g("moe_intermediate_size"),
                           1 if shared else 0, shared, dense_layers)
+        elif g("n_routed_experts", default=None):  # DeepSeek-style MoE fields under GQA attention (GLM-4.5 MoE)
+            moe = MoESpec(g("n_routed_experts"), g("num_experts_per_tok"), g("moe_intermediate_size"),
+                          g("n_shared_experts", default=0) or 0, g("moe_intermediate_size"),
+                          g("first_k_dense_replace", default=0))
+        elif g("num_experts", default=None) or g("num_local_experts", default=None):  # (OLMoE-style: no expert width)
+            raise SpecError(file, "num_experts", "an MoE config without moe_intermediate_size (the expert width): "
+                                                 "this layout is not one the importer reads; write the spec by hand")
     return _finish(ModelSpec(mid, mid, layers, h, vocab, tie, attention, dense_width, moe, **common))
 
 
@@ -479,13 +489,17 @@ HF_MAX_SIZE = 1_000_000_000
 
 
 def _check_int(file: str, key: str, value):
-    """config.json sizes must be integers in [0, HF_MAX_SIZE] (None passes through for optional keys)."""
+    """config.json sizes must be integers in [0, HF_MAX_SIZE] (a whole-number float such as 4096.0 is taken as
+    its integer; None passes through for optional keys)."""
     if value is None:
         return value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise SpecError(file, key, f"expected a non-negative integer, got {value!r}")
     if value > HF_MAX_SIZE:
-        raise SpecError(file, key, f"expected at most {HF_MAX_SIZE:,}, got {float(value):g}")
+        got = f"{value:,}" if value < 10**30 else f"a {len(str(value))}-digit integer"
+        raise SpecError(file, key, f"expected at most {HF_MAX_SIZE:,}, got {got}")
     return value
 
 

@@ -46,8 +46,9 @@ class LengthDist:
             real("LengthDist.value", self.value, lo, hi)
             if self.value != int(self.value):
                 raise SimulatorError(f"LengthDist.value: expected a whole token count, got {self.value:g}")
-        elif self.kind == "uniform":  # whole token counts: a uniform draw of integers between them
-            low = real("LengthDist.low", self.low, lo, hi)
+        elif self.kind == "uniform":  # whole token counts: a uniform draw of integers between them (a low of 0, as
+            # a benchmark client's range ratio of 1 gives, draws 0 for minimum's clip, so it may sit below minimum)
+            low = real("LengthDist.low", self.low, 0, hi)
             real("LengthDist.high", self.high, low, hi)
             if self.low != int(self.low) or self.high != int(self.high):
                 raise SimulatorError(f"LengthDist.low/high: expected whole token counts, got {self.low:g} and "
