@@ -412,3 +412,11 @@ def test_a_pool_refuses_a_preemption_role_or_route_that_cannot_be(kwargs, words)
     with pytest.raises(SimulatorError) as exc:
         dataclasses.replace(pool, **kwargs)
     assert words in str(exc.value)
+
+
+def test_a_latency_miss_reads_as_a_percentage_then_as_a_factor():
+    from simulator.planning.verify import latency_miss
+
+    assert latency_miss("TPOT", 0.0487, 0.040, 90) == "p90 TPOT 48.7 ms vs 40.0 ms (+22%)"
+    assert latency_miss("TPOT", 0.0402, 0.040, None).endswith("(+0.5%)")  # (a near miss does not read +0%)
+    assert latency_miss("TPOT", 0.0039, 1e-12, None).endswith("(3.9e+09x the target)")  # (was +390000000000%)

@@ -140,11 +140,12 @@ def latency_miss(name: str, value_s: float, target_s: float, percentile: float |
     """``p90 TPOT 48.7 ms vs 40.0 ms (+22%)``: one latency over its target, in words (one decimal below 10%, so a
     near miss does not read "+0%"); ``percentile`` None: a single analytic value (``TPOT 48.7 ms vs ...``)."""
     over = value_s / target_s - 1
-    pct = f"{over:.1%}" if over < 0.1 else f"{over:.0%}"
+    # (a miss of 10x or more reads as a factor: "+394616083893%" says less than "3.9e+09x the target")
+    pct = f"+{over:.1%}" if over < 0.1 else f"+{over:.0%}" if over < 9 else f"{value_s / target_s:.3g}x the target"
     from ..units import format_ms
 
     which = f"p{percentile:g} " if percentile is not None else ""
-    return f"{which}{name} {format_ms(value_s)} vs {format_ms(target_s)} (+{pct})"
+    return f"{which}{name} {format_ms(value_s)} vs {format_ms(target_s)} ({pct})"
 
 
 def verify_task(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, bisect_steps: int = 3,
