@@ -420,3 +420,15 @@ def test_a_latency_miss_reads_as_a_percentage_then_as_a_factor():
     assert latency_miss("TPOT", 0.0487, 0.040, 90) == "p90 TPOT 48.7 ms vs 40.0 ms (+22%)"
     assert latency_miss("TPOT", 0.0402, 0.040, None).endswith("(+0.5%)")  # (a near miss does not read +0%)
     assert latency_miss("TPOT", 0.0039, 1e-12, None).endswith("(3.9e+09x the target)")  # (was +390000000000%)
+
+
+def test_the_api_calls_that_take_a_timing_model_refuse_a_spec_string():
+    """whatif, sweep and predict raised AttributeError on timing="roofline" (simulate already refused it)."""
+    from simulator import PlanOptions, SimulatorError, plan_from_options, whatif
+    from simulator.planning.sweep import sweep
+
+    plan = plan_from_options(PlanOptions(model="llama-3.1-8b", devices=1))
+    with pytest.raises(SimulatorError, match="whatif: timing must be a TimingModel"):
+        whatif(plan, batch=8, isl=512, osl=64, timing="roofline")
+    with pytest.raises(SimulatorError, match="sweep: timing must be a TimingModel"):
+        sweep("llama-3.1-8b", ["h100-sxm"], 1, isl=512, osl=64, timing="roofline")

@@ -13,7 +13,7 @@ from ..errors import SimulatorError
 from ..ops.build import StepShape, build_ops
 from ..ops.kinds import DTYPES, OpTable, is_collective
 from ..plan import PhasePlan, ServingPlan, kv_link, kv_link_latency_s
-from ..timing.base import BOUNDS, OpTimes, TimingModel
+from ..timing.base import BOUNDS, OpTimes, TimingModel, checked_timing
 from ..timing.memory import MemoryFit, kv_bytes_per_token_model, memory_fit
 from ..timing.roofline import RooflineModel
 
@@ -209,7 +209,7 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
     batch = whole("whatif: batch", batch, 1)
     isl, osl = whole("whatif: isl", isl, 1), whole("whatif: osl", osl, 1)
     prefill_batch = whole("whatif: prefill_batch", prefill_batch, 1)
-    timing = timing or RooflineModel()
+    timing = checked_timing("whatif", timing) or RooflineModel()
     model = plan.model
     notes: list[str] = []
     kw = dict(kv_precision=plan.kv_precision, kv_scale_tokens=plan.kv_scale_tokens)

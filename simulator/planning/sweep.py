@@ -18,6 +18,7 @@ from ..errors import InfeasibleError, SimulatorError
 from ..ops.build import StepShape
 from ..plan import attention_tp_problem, simple_phase
 from ..specs.catalog import in_catalogue, load_hardware, load_model
+from ..timing.base import checked_timing
 from ..timing.memory import memory_fit
 from ..timing.roofline import RooflineModel
 
@@ -58,7 +59,7 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
             priced[hid] = real(f"sweep: prices_usd_per_hour[{key!r}]", usd, 0, above=True)
         prices_usd_per_hour = priced
     model = load_model(model_id)
-    timing = timing or RooflineModel()
+    timing = checked_timing("sweep", timing) or RooflineModel()
     check_context(model, isl, osl)
     tps = list(tps or [t for t in _divisors(devices) if attention_tp_problem(model, t) is None])
     eps = list(eps or ([e for e in _divisors(devices) if model.moe.num_experts % e == 0] if model.moe else [1]))

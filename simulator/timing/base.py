@@ -83,9 +83,20 @@ class TimingModel(Protocol):
     def evaluate(self, ops: OpTable) -> OpTimes: ...
 
 
+def checked_timing(where: str, timing):
+    """``timing`` where an API call takes one: None (the caller's default) or a TimingModel; anything else (a spec
+    string such as "roofline", meant for the CLI's --timing) is refused with what to pass instead."""
+    if timing is not None and not isinstance(timing, TimingModel):
+        from ..errors import SimulatorError
+
+        raise SimulatorError(f"{where}: timing must be a TimingModel (RooflineModel(), or resolve_timing(spec) for a "
+                             f"--timing spec string), got {type(timing).__name__}")
+    return timing
+
+
 def empty_times(ops: OpTable) -> OpTimes:
     z = np.zeros((ops.n_ops, ops.n))
     return OpTimes(ops, z, z.copy(), z.copy(), z.copy(), z.copy())
 
 
-__all__ = ["BOUNDS", "COLLECTIVE_KINDS", "OpTimes", "TimingModel", "empty_times"]
+__all__ = ["BOUNDS", "COLLECTIVE_KINDS", "OpTimes", "TimingModel", "checked_timing", "empty_times"]

@@ -225,7 +225,9 @@ def predict(df: pd.DataFrame, specs: dict[str, HardwareSpec], timing: TimingMode
     if missing:
         raise MeasurementError(f"no hardware profile for {', '.join(missing)}")
     ops = ops_from_measurements(df, specs)
-    times = (timing or RooflineModel()).evaluate(ops)
+    from ..timing.base import checked_timing
+
+    times = (checked_timing("predict", timing) or RooflineModel()).evaluate(ops)
     per_row = times.per_row()
     out = df.copy()
     out["predicted_us"] = per_row[: len(df)] * 1e6 if len(per_row) else np.zeros(len(df))
