@@ -432,3 +432,23 @@ def test_the_api_calls_that_take_a_timing_model_refuse_a_spec_string():
         whatif(plan, batch=8, isl=512, osl=64, timing="roofline")
     with pytest.raises(SimulatorError, match="sweep: timing must be a TimingModel"):
         sweep("llama-3.1-8b", ["h100-sxm"], 1, isl=512, osl=64, timing="roofline")
+
+
+def test_plan_and_compare_api_arguments_of_the_wrong_kind_are_named():
+    """modes="agg" was split into letters ("unknown mode 'a'"); one Deployment instead of a list, or traffic given as
+    an id, were TypeError / AttributeError."""
+    import dataclasses
+
+    from simulator import SimulatorError, read_deployment, read_traffic
+    from simulator.planning.plan import PlanRequest, compare_deployments
+
+    chat = read_traffic(ROOT / "workloads/traffic/chat.yaml")
+    with pytest.raises(SimulatorError, match="PlanRequest.modes: expected a non-empty tuple of agg, pd, afd"):
+        PlanRequest(model="llama-3.1-8b", traffic=chat, hardware=["h100-sxm"], modes="agg")
+    dep = read_deployment("dbrx-8xh100")
+    with pytest.raises(SimulatorError, match="compare: expected a non-empty list of Deployments"):
+        compare_deployments(dep, chat, None)
+    with pytest.raises(SimulatorError, match="compare: traffic: expected a Traffic"):
+        compare_deployments([dep], "chat", None)
+    ok = PlanRequest(model="llama-3.1-8b", traffic=chat, hardware=["h100-sxm"])
+    assert dataclasses.replace(ok, modes=("agg",)).modes == ("agg",)

@@ -91,6 +91,12 @@ class PlanRequest:
                 real(f"PlanRequest.{k}", getattr(self, k), 0, above=True)
         if self.percentile is not None:
             real("PlanRequest.percentile", self.percentile, 1, 100)  # (as --slo-percentile: 0.9 is not p90)
+        if isinstance(self.modes, str) or not isinstance(self.modes, (tuple, list)) or not self.modes \
+                or not all(isinstance(m, str) and m in MODES for m in self.modes):
+            raise SimulatorError(f"PlanRequest.modes: expected a non-empty tuple of {', '.join(MODES)} (e.g. "
+                                 f"('agg', 'pd')), got {self.modes!r}")
+        if not isinstance(self.model, str) or not self.model:
+            raise SimulatorError(f"PlanRequest.model: expected a model id, name or YAML path, got {self.model!r}")
         whole("PlanRequest.max_devices", self.max_devices, 1, MAX_DEVICES)
         whole("PlanRequest.top_k", self.top_k, 1)
         whole("PlanRequest.verify_max", self.verify_max, 1)
@@ -542,8 +548,12 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
                         progress: Callable[[str, int, int], None] | None = None,
                         timing: str | None = None) -> PlanOutcome:
     """Simulate given deployments side by side at the same traffic; same document as ``plan``."""
-    if not deps or not all(isinstance(d, Deployment) for d in deps):
-        raise SimulatorError("compare: expected a non-empty list of Deployments")
+    if isinstance(deps, Deployment) or not isinstance(deps, (list, tuple)) or not deps \
+            or not all(isinstance(d, Deployment) for d in deps):
+        raise SimulatorError("compare: expected a non-empty list of Deployments (read_deployment(...) each), got "
+                             f"{type(deps).__name__}")
+    if not isinstance(traffic, Traffic):
+        raise SimulatorError(f"compare: traffic: expected a Traffic (read_traffic(...)), got {type(traffic).__name__}")
     if rate is not None:
         real("compare: rate", rate, 0, above=True)
     if requests is not None:
