@@ -225,6 +225,17 @@ _SIMULATE_DEPLOYMENT_FIXED = ("model", "hardware", "devices", "replicas", "tp", 
 _SIMULATE_TRAFFIC_FIXED = ("concurrency", "isl", "osl")
 
 
+def frontend_latency_flag(seconds: float | None) -> float | None:
+    """``--frontend-latency`` (simulate and plan): at most ``specs.deployment.MAX_FRONTEND_LATENCY_S``, refused by
+    the flag's own name (the pool it builds would name its field)."""
+    from .specs.deployment import MAX_FRONTEND_LATENCY_S
+
+    if seconds is not None and seconds > MAX_FRONTEND_LATENCY_S:
+        raise SimulatorError(f"--frontend-latency: expected at most {MAX_FRONTEND_LATENCY_S:g} s (an hour), got "
+                             f"{seconds:g} s")
+    return seconds
+
+
 _FLAG_OF = {"spec_draft_tokens": "--spec-tokens"}  # options whose flag is not their name spelt with dashes
 
 
@@ -354,11 +365,7 @@ def run_simulate(opts: dict, progress: bool = False):
         _refuse_with_deployment(opts, _SIMULATE_DEPLOYMENT_FIXED)
         dep = read_deployment(resolve_workload(opts["deployment"], "deployments", "deployment"))
     elif opts.get("model"):
-        from .specs.deployment import MAX_FRONTEND_LATENCY_S
-
-        if (opts.get("frontend_latency") or 0) > MAX_FRONTEND_LATENCY_S:
-            raise SimulatorError(f"--frontend-latency: expected at most {MAX_FRONTEND_LATENCY_S:g} s (an hour), got "
-                                 f"{opts['frontend_latency']:g} s")
+        frontend_latency_flag(opts.get("frontend_latency"))
         fields = {k: opts[k] for k in PlanOptions.__dataclass_fields__ if k in opts and opts[k] is not None}
         dep = quick_deployment(PlanOptions(**fields), max_batch_tokens=opts["max_batch_tokens"],
                                max_seqs=opts["max_seqs"], replicas=opts["replicas"],
@@ -581,8 +588,6 @@ def _refuse_hardware_typos(others, file: str, fitted: str) -> None:
     catalogue id or the device being fitted ("h200-smx") is a typo that would quietly drop rows from the fit:
     refused with its line."""
     import difflib
-
-    from .specs.catalog import hardware_ids
 
     known = set(hardware_ids())
     for name in sorted(set(others["hardware"]) - known):

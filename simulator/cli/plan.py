@@ -28,14 +28,10 @@ def _duration(flag: str, text: str | None, positive: bool = True) -> float | Non
 
 
 def _frontend(text: str | None) -> float | None:
-    """``--frontend-latency``: a duration in [0 s, 1 h] (``specs.deployment.MAX_FRONTEND_LATENCY_S``)."""
-    from ..specs.deployment import MAX_FRONTEND_LATENCY_S
+    """``--frontend-latency``: a duration, at most an hour (``commands.frontend_latency_flag``)."""
+    from ..commands import frontend_latency_flag
 
-    s = _duration("--frontend-latency", text, positive=False)
-    if s is not None and s > MAX_FRONTEND_LATENCY_S:
-        raise SimulatorError(f"--frontend-latency: expected at most {MAX_FRONTEND_LATENCY_S:g} s (an hour), got "
-                             f"{s:g} s")
-    return s
+    return frontend_latency_flag(_duration("--frontend-latency", text, positive=False))
 
 
 def _rate(text: str | None) -> float | None:

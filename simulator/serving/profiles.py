@@ -198,9 +198,10 @@ def engine_profile(name: str) -> EngineProfile:
     for key in ("policy", "preemption", *_CONSTANTS):
         if key not in e:
             raise SpecError(str(_FILE), f"{where}.{key}", "required key is missing")
+    from ..specs.deployment import PREEMPTIONS
     from .policies import POLICIES
 
-    for key, allowed in (("policy", POLICIES), ("preemption", ("recompute", "swap", "none"))):
+    for key, allowed in (("policy", POLICIES), ("preemption", PREEMPTIONS)):
         if e[key] not in allowed:
             raise SpecError(str(_FILE), f"{where}.{key}", f"expected one of {', '.join(allowed)}, got {e[key]!r}")
     values = {k: _constant(name, e, k) for k in _CONSTANTS}

@@ -65,7 +65,7 @@ class Pool:
                            whole(f"{at}.scheduler_recv_interval", self.scheduler_recv_interval, 1))
         choice(f"{at}.engine", self.engine, ENGINES)
         if self.preemption is not None:
-            choice(f"{at}.preemption", self.preemption, ("recompute", "swap", "none"))
+            choice(f"{at}.preemption", self.preemption, PREEMPTIONS)
         if not isinstance(self.serves, tuple) or not self.serves or not set(self.serves) <= {"prefill", "decode"} \
                 or len(set(self.serves)) != len(self.serves):
             raise SimulatorError(f"{at}.serves: expected ('prefill',), ('decode',) or ('prefill', 'decode'), got "

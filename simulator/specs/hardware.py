@@ -148,8 +148,7 @@ class HardwareSpec:
         from ..checks import real
         from ..planning.cost import MAX_PRICE_USD_PER_HOUR
 
-        where = note if note != "--price" else "--price"
-        real(f"{self.id}: price (USD per device-hour, from {where})", usd_per_hour, 0, MAX_PRICE_USD_PER_HOUR,
+        real(f"{self.id}: price (USD per device-hour, from {note})", usd_per_hour, 0, MAX_PRICE_USD_PER_HOUR,
              above=True)
         return replace(self, price_usd_per_s=usd_per_hour / 3600.0, price_note=note)
 

@@ -351,11 +351,10 @@ def _bad_quant(file: str, what: str) -> str:
                                                  "4/8-bit, bitsandbytes, mxfp4, compressed-tensors")
 
 
-def _sliding(cfg: dict, layers: int, mtype: str) -> tuple[int, int]:
+def _sliding(cfg: dict, layers: int, mtype: str, file: str) -> tuple[int, int]:
     """(window, layers using it) as HF defines them: ``layer_types`` when given; else ``sliding_window`` with
     ``use_sliding_window`` (Qwen2-style, off by default there) and ``max_window_layers`` (layers below it use
     full attention); Mistral-style configs apply ``sliding_window`` to every layer."""
-    file = cfg.get("_file", "config.json")
     window = cfg.get("sliding_window")
     window = _check_int(file, "sliding_window", None if window is False else window)  # (false: no window)
     types = cfg.get("layer_types")
@@ -436,7 +435,7 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
     kv = g("num_key_value_heads", default=heads)
     vocab = g("vocab_size")
     dense_width = g("intermediate_size", default=0)
-    window, window_layers = _sliding({**cfg, "_file": file}, layers, mtype)
+    window, window_layers = _sliding(cfg, layers, mtype, file)
     if mtype in ("deepseek_v3", "deepseek_v2", "kimi_k2") or "kv_lora_rank" in cfg:
         attention = AttentionSpec(
             "mla", heads, heads, 0, q_lora_rank=g("q_lora_rank", default=0) or 0,
