@@ -2,17 +2,19 @@
 
 The device profiles time a grouped GEMM with the efficiency of the best published kernels (DeepGEMM's grouped
 GEMMs, rows P001-P028 of the published-kernel set: about 87% of HBM bandwidth when memory-bound). A serving engine
-runs its own MoE kernels, and at decode, where a routed-expert GEMM streams expert weights for a few tokens each,
-they can reach far less of the bandwidth. ``EngineMoEKernels`` wraps any TimingModel and times every grouped GEMM
-of a listed format as the wrapped model's fixed floor plus its bytes over the engine's measured fraction of the
-device bandwidth, keeping the wrapped model's time where that is longer (a compute-bound expert GEMM). A format
+runs its own MoE kernels, and a served decode step, where a routed-expert GEMM streams expert weights for a few
+tokens each, can take longer than those GEMMs at that rate. ``EngineMoEKernels`` wraps any TimingModel and times
+every grouped GEMM of a listed format as the wrapped model's fixed floor plus its bytes over the engine's fraction of
+the device bandwidth, keeping the wrapped model's time where that is longer (a compute-bound expert GEMM). A format
 is a compute dtype with weights of that width (``fp8``: 8-bit weights, 8-bit math); a weight-only format (W4A16:
 4-bit weights, 16-bit math) runs other kernels and keeps the wrapped model's time. The engine profiles
 (``serving/engines.yaml``, ``moe_memory_fraction``) give the fractions with their sources; ``whatif`` and the
 kernel checks keep the device profile's kernels. The fractions are read off decode steps, where expert GEMMs are
 memory-bound; a prefill or mixed step's expert GEMMs take the same fraction where their bytes bind (a few hundred
 tokens per expert at most), an extrapolation no measurement here has checked, and keep the wrapped model's time where
-compute binds.
+compute binds. A fraction is a serving-level figure: the engines' own fused-MoE kernel benchmarks run at about the
+device profile's rate (reports/validation/engine-moe-kernels.md), so it carries decode-step time that the modelled
+kernels do not show, booked on the expert GEMMs.
 """
 
 from __future__ import annotations
