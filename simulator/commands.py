@@ -106,6 +106,8 @@ def model_detail(ref: str) -> dict:
             "context_tokens": m.context_tokens or None,  # (null: the spec states no context window)
             "attention": vars(m.attention),
             "ffn_intermediate": m.ffn_intermediate, "moe": moe,
+            "native_precision": m.native_precision,  # (null: not stated)
+            "fp8_block_scaled": m.fp8_block_scaled,  # its FP8 release scales weights per 128x128 block
             "derived": {"total_params": m.total_params, "active_params": m.active_params,
                         "kv_bytes_per_token_bf16": m.kv_bytes_per_token(2.0),
                         "linear_flop_per_token": 2 * m.matmul_params_per_token},

@@ -185,6 +185,13 @@ def test_hf_import_follows_transformers_conventions(tmp_path):
     for q, want in (({"quant_method": "fp8"}, "fp8"), ({"quant_method": "awq", "bits": 4}, "w4a16"),
                     ({"quant_method": "gptq", "bits": 8}, "int8")):
         assert model_from_hf_config(_hf(tmp_path, quantization_config=q), "x").native_precision == want
+    # FP8 with 2-D weight blocks (DeepSeek-V3, Qwen3-*-FP8) -> block-scaled; per-tensor FP8 or another format is not
+    block = {"quant_method": "fp8", "weight_block_size": [128, 128]}
+    assert model_from_hf_config(_hf(tmp_path, quantization_config=block), "x").fp8_block_scaled
+    assert not model_from_hf_config(_hf(tmp_path, quantization_config={"quant_method": "fp8"}), "x").fp8_block_scaled
+    assert not model_from_hf_config(_hf(tmp_path, quantization_config={"quant_method": "awq", "bits": 4,
+                                                                        "weight_block_size": [128, 128]}),
+                                    "x").fp8_block_scaled
 
 
 @pytest.mark.parametrize("name,profile", [

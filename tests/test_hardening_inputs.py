@@ -300,6 +300,8 @@ def _hf_config(tmp_path: Path, family: str = "llama", **changes) -> Path:
     ("qwen3_moe", {"mlp_only_layers": "abc"}, "mlp_only_layers: expected a list of distinct layer indices"),
     ("deepseek_v3", {"kv_lora_rank": 0}, "kv_lora_rank: expected an integer >= 1 for MLA attention"),
     ("dbrx", {"attn_config": "x"}, "attn_config: expected an object"),
+    ("llama", {"quantization_config": {"quant_method": "fp8", "weight_block_size": 128}},
+     "quantization_config.weight_block_size: expected two positive whole numbers"),
 ])
 def test_model_import_refuses_a_malformed_config_by_its_own_key(tmp_path, family, changes, words):
     cfg = _hf_config(tmp_path, family, **changes)

@@ -12,9 +12,10 @@ capacity (memory fit). Fleets are then scored in one broadcast pass over layouts
   p-percentile wait taken as the mean times -ln(1 - p) (exponential tail);
 * colocated: prefill steals a fraction rho of the replica's time, so TPOT is divided by (1 - rho).
 
-Under a serving engine (``engine``, as the simulation runs it) four parts of its profile apply: its own
+Under a serving engine (``engine``, as the simulation runs it) five parts of its profile apply: its own
 all-reduce for small messages (``CustomAllReduce``), its own fused-MoE kernels' bandwidth where it gives one
-(``EngineMoEKernels``), its frontend latency on TTFT, and its rule for sizing the KV cache
+(``EngineMoEKernels``), its block-FP8 GEMMs for a block-scaled FP8 model where it gives a factor
+(``EngineBlockFp8Gemms``), its frontend latency on TTFT, and its rule for sizing the KV cache
 (``serving.kvmemory.replica_kv_capacity``, the function the simulation uses). Its per-step
 overheads (CPU time, unlisted kernels) are left to the simulation: the colocated decode model above is
 already pessimistic (Llama-3.1-405B BF16 on 16 H100 at 2 req/s of chat, reports/case-study-llama405b.md:

@@ -75,6 +75,9 @@ class EngineProfile:
     # GEMM, per expert-weight dtype ((dtype, fraction) pairs; a dtype not listed keeps the device profile's kernels):
     # ``timing.engine_moe.EngineMoEKernels``
     moe_memory_fraction: tuple[tuple[str, float], ...] = ()
+    # how much longer than the device profile's compute time the engine's own block-scaled FP8 GEMMs take on a
+    # dense GEMM of a block-scaled FP8 model (``timing.engine_gemm.EngineBlockFp8Gemms``; 1: the device profile's)
+    block_fp8_gemm_factor: float = 1.0
     description: str = ""
     sources: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -211,11 +214,19 @@ def engine_profile(name: str) -> EngineProfile:
     if "moe_memory_fraction" in e:
         moe = _moe_fractions(name, e["moe_memory_fraction"])
         sources["moe_memory_fraction"] = e["moe_memory_fraction"]["source"]
+    block_fp8 = 1.0
+    if "block_fp8_gemm_factor" in e:
+        block_fp8 = _constant(name, e, "block_fp8_gemm_factor")
+        if block_fp8 < 1.0:  # (a kernel faster than the device profile's best published ones is not an engine's)
+            raise SpecError(str(_FILE), f"engines.{name}.block_fp8_gemm_factor.value",
+                            f"expected a factor >= 1 (1: the device profile's kernels), got {block_fp8!r}")
+        sources["block_fp8_gemm_factor"] = e["block_fp8_gemm_factor"]["source"]
     return EngineProfile(name, e["policy"], e["preemption"], description=e.get("description", ""), memory=memory,
-                         moe_memory_fraction=moe, sources=sources, **values)
+                         moe_memory_fraction=moe, block_fp8_gemm_factor=block_fp8, sources=sources, **values)
 
 
-_ENGINE_KEYS = {"description", "policy", "preemption", "memory", "server_defaults", "moe_memory_fraction", *_CONSTANTS}
+_ENGINE_KEYS = {"description", "policy", "preemption", "memory", "server_defaults", "moe_memory_fraction",
+                "block_fp8_gemm_factor", *_CONSTANTS}
 _WHOLE = ("kernels_per_layer", "cuda_graph_max_bs", "prefill_graph_max_tokens")  # counts, not amounts
 
 
@@ -241,10 +252,12 @@ def _constant(name: str, e: dict, key: str):
 
 def engine_timing(timing, profile: EngineProfile, model):
     """``timing`` under ``profile``'s own kernels, where the engine gives them: its one-shot all-reduce for small
-    messages (``CustomAllReduce``) and, for an MoE ``model``, its fused-MoE kernels' bandwidth
-    (``EngineMoEKernels``); ``timing`` itself (None included) where it gives neither. The simulation's step costs
-    and the planner's screen both time steps through this."""
+    messages (``CustomAllReduce``), for an MoE ``model`` its fused-MoE kernels' bandwidth (``EngineMoEKernels``),
+    and for a model whose FP8 release is block-scaled its block-scaled FP8 GEMMs (``EngineBlockFp8Gemms``);
+    ``timing`` itself (None included) where it gives none. The simulation's step costs and the planner's screen
+    both time steps through this."""
     from ..timing.custom_allreduce import CustomAllReduce
+    from ..timing.engine_gemm import EngineBlockFp8Gemms
     from ..timing.engine_moe import EngineMoEKernels
     from ..timing.roofline import RooflineModel
 
@@ -253,6 +266,8 @@ def engine_timing(timing, profile: EngineProfile, model):
                                  profile.custom_allreduce_max_bytes)
     if profile.moe_memory_fraction and model.is_moe:
         timing = EngineMoEKernels(timing or RooflineModel(), dict(profile.moe_memory_fraction))
+    if profile.block_fp8_gemm_factor > 1.0 and model.fp8_block_scaled:
+        timing = EngineBlockFp8Gemms(timing or RooflineModel(), profile.block_fp8_gemm_factor)
     return timing
 
 

@@ -92,6 +92,9 @@ class ModelSpec:
     notes: str = ""
     file: str = ""
     native_precision: str | None = None  # precision of the released weights (HF quantization_config), if known
+    # the model's own FP8 release scales its weights per 2-D block (HF quantization_config weight_block_size, e.g.
+    # 128x128: DeepSeek-V3, Qwen3-*-FP8) rather than per tensor or channel; engines run such GEMMs with other kernels
+    fp8_block_scaled: bool = False
     context_tokens: int = 0  # longest sequence the model serves (max_position_embeddings); 0 = not stated
     aliases: tuple[str, ...] = ()  # other names it goes by (Hugging Face repo ids, variants of the same architecture)
 
@@ -268,6 +271,7 @@ def read_model(path: str | Path) -> ModelSpec:
         notes=r.str("notes", ""),
         file=str(path),
         native_precision=r.str("native_precision", None, choices=_NATIVE_PRECISIONS),
+        fp8_block_scaled=r.bool("fp8_block_scaled", False),
         aliases=r.names("aliases"),
         **spec_kwargs,
     )
@@ -410,16 +414,22 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
         tie = mtype not in _UNTIED_BY_DEFAULT
     elif not isinstance(tie, bool):
         raise SpecError(file, "tie_word_embeddings", f"expected true or false, got {tie!r}")
-    native = None
+    native, block_scaled = None, False
     q = top.get("quantization_config") or cfg.get("quantization_config")
     if q is not None:
         if not isinstance(q, dict):
             raise SpecError(file, "quantization_config", "expected an object")
         native = _quant_precision(q, file)
+        block = q.get("weight_block_size")
+        if block is not None and not (isinstance(block, (list, tuple)) and len(block) == 2 and all(
+                isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):
+            raise SpecError(file, "quantization_config.weight_block_size",
+                            f"expected two positive whole numbers such as [128, 128], got {block!r}")
+        block_scaled = native == "fp8" and block is not None
     else:
         native = _DTYPE_PRECISION.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or ""))
     ctx_key = "max_position_embeddings" if cfg.get("max_position_embeddings") else "max_seq_len"
-    common = dict(file=file, sources={"config": file}, native_precision=native,
+    common = dict(file=file, sources={"config": file}, native_precision=native, fp8_block_scaled=block_scaled,
                   context_tokens=_check_int(file, ctx_key, cfg.get(ctx_key)) or 0)
     moe = None
     if mtype == "dbrx":
@@ -555,6 +565,8 @@ def model_to_yaml_dict(spec: ModelSpec, source_note: str) -> dict:
            "sources": {"config": source_note}, "architecture": arch}
     if spec.native_precision:
         doc["native_precision"] = spec.native_precision
+    if spec.fp8_block_scaled:
+        doc["fp8_block_scaled"] = True
     if spec.notes:
         doc["notes"] = spec.notes
     return doc

@@ -13,7 +13,7 @@ kernel checks keep the device profile's kernels. The fractions are read off deco
 memory-bound; a prefill or mixed step's expert GEMMs take the same fraction where their bytes bind (a few hundred
 tokens per expert at most), an extrapolation no measurement here has checked, and keep the wrapped model's time where
 compute binds. A fraction is a serving-level figure: the engines' own fused-MoE kernel benchmarks run at about the
-device profile's rate (reports/validation/engine-moe-kernels.md), so it carries decode-step time that the modelled
+device profile's rate (reports/validation/engine-kernels.md), so it carries decode-step time that the modelled
 kernels do not show, booked on the expert GEMMs.
 """
 
