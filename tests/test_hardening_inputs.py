@@ -7,10 +7,13 @@ that could fit nothing. Each is refused with the file and key (or the flag) and 
 import csv
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from simulator.cli import app
+from simulator.errors import SimulatorError
 
 from .conftest import one_line_error
 
@@ -454,3 +457,26 @@ def test_plan_and_compare_api_arguments_of_the_wrong_kind_are_named():
         compare_deployments([dep], "chat", None)
     ok = PlanRequest(model="llama-3.1-8b", traffic=chat, hardware=["h100-sxm"])
     assert dataclasses.replace(ok, modes=("agg",)).modes == ("agg",)
+
+
+def test_a_step_shape_refuses_negative_nan_or_non_numeric_sizes():
+    """StepShape is the op builders' API input: a negative sequence count or a NaN context used to build ops with
+    negative or NaN times; a string a numpy error deep inside."""
+    from simulator.ops.build import StepShape
+
+    for kw in ({"prefill_seqs": -1}, {"prefill_ctx": float("nan")}, {"decode_kv": "a"}, {"decode_seqs": [4, -1]}):
+        with pytest.raises(SimulatorError, match=f"StepShape.{next(iter(kw))}: expected finite numbers >= 0"):
+            StepShape(**kw)
+    assert StepShape(prefill_seqs=np.array([0.0, 2.0]), prefill_len=128).tokens.tolist() == [0.0, 256.0]
+
+
+def test_pareto_front_leaves_out_rows_it_cannot_compare_and_names_a_missing_column():
+    from simulator.planning.sweep import pareto_front
+
+    df = pd.DataFrame({"tpot_s": [0.02, np.nan, 0.03, 0.01], "output_tokens_per_s_per_device": [50.0, 900.0, 40.0,
+                                                                                                np.nan]})
+    assert pareto_front(df).index.tolist() == [0]  # (the NaN rows used to join the front)
+    with pytest.raises(SimulatorError, match="pareto_front: no column 'tpot_s'"):
+        pareto_front(pd.DataFrame({"a": [1]}))
+    with pytest.raises(SimulatorError, match="expected a DataFrame"):
+        pareto_front("sweep.csv")

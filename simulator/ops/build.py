@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..devices import DeviceArrays
+from ..errors import SimulatorError
 from ..plan import PhasePlan
 from ..precision import attention_dtype, compute_dtype, get_precision, kv_bytes_per_element
 from ..specs.model import ModelSpec
@@ -57,6 +58,17 @@ class StepShape:
     decode_seqs: np.ndarray | float = 0.0
     decode_len: np.ndarray | float = 1.0
     decode_kv: np.ndarray | float = 0.0
+
+    def __post_init__(self):
+        # nonsense is refused here, not computed into negative op times further down (the API takes these directly)
+        for name in ("prefill_seqs", "prefill_len", "prefill_ctx", "decode_seqs", "decode_len", "decode_kv"):
+            v = getattr(self, name)
+            try:
+                a = np.asarray(v, dtype=float)
+            except (TypeError, ValueError):
+                a = None
+            if a is None or not (np.isfinite(a).all() and (a >= 0).all()):
+                raise SimulatorError(f"StepShape.{name}: expected finite numbers >= 0, got {v!r}")
 
     @property
     def tokens(self):

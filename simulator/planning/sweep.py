@@ -145,8 +145,15 @@ def infeasible_reason(df: pd.DataFrame, model_id: str, devices: int, *, isl: int
 
 
 def pareto_front(df: pd.DataFrame, x: str = "tpot_s", y: str = "output_tokens_per_s_per_device") -> pd.DataFrame:
-    """Rows not dominated by another (lower-or-equal x and higher-or-equal y, one strictly)."""
-    d = df.sort_values([x, y], ascending=[True, False])
+    """Rows not dominated by another (lower-or-equal x and higher-or-equal y, one strictly). Rows without both
+    figures (NaN: a configuration that does not fit) are not comparable and are left out."""
+    if not isinstance(df, pd.DataFrame):
+        raise SimulatorError(f"pareto_front: expected a DataFrame (sweep's result), got {type(df).__name__}")
+    missing = [c for c in (x, y) if c not in df.columns]
+    if missing:
+        raise SimulatorError(f"pareto_front: no column {', '.join(map(repr, missing))}; the frame has "
+                             f"{', '.join(map(str, df.columns[:12]))}")
+    d = df.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, False])
     best = -math.inf
     keep = []
     for i, val in zip(d.index, d[y]):
