@@ -14,6 +14,7 @@ FFN, combine, all-reduce) and ``other`` (embedding, LM head, sampling, pipeline 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,8 @@ class StepShape:
         # nonsense is refused here, not computed into negative op times further down (the API takes these directly)
         for name in ("prefill_seqs", "prefill_len", "prefill_ctx", "decode_seqs", "decode_len", "decode_kv"):
             v = getattr(self, name)
+            if type(v) in (int, float) and 0 <= v < math.inf:  # (the common case, per evaluated step: kept cheap)
+                continue
             try:
                 a = np.asarray(v, dtype=float)
             except (TypeError, ValueError):
