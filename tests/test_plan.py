@@ -76,6 +76,14 @@ def test_plan_json_contract(known_best):
             assert {"ttft_p_s", "tpot_p_s", "goodput_fraction", "slo_met", "max_rate_per_s"} <= set(c["verified"])
     sources = {p["hardware"]: p["source"] for p in doc["prices"]}
     assert "user assumption" in sources["h20"] and "MERCATUS" in sources["h100-sxm"]
+    # provenance, as every other command's JSON carries it: the version, the seed, the inputs' hashes, the command
+    from simulator import __version__
+
+    meta = doc["metadata"]
+    assert meta["version"] == __version__ and meta["seed"] == doc["inputs"]["seed"]
+    assert meta["inputs"]["model"]["file"].endswith("llama-3.1-8b.yaml")
+    assert len(meta["inputs"]["traffic"]["sha256"]) == 64
+    assert "plan" in meta["command"]
 
 
 def test_every_cheaper_candidate_fails_in_the_simulation(tight):
@@ -213,6 +221,10 @@ def test_compare_side_by_side(tight, tmp_path):
     costs = {c["id"]: c["cost_per_hour_usd"] for c in doc["candidates"]}
     assert doc["recommended"]["id"] == min(costs, key=costs.get)
     assert (out / "report.html").exists() and not (out / "recommended.yaml").exists()
+    # the comparison's plan.json carries its provenance too: one hash per deployment file, the traffic's
+    meta = _strict((out / "plan.json").read_text())["metadata"]
+    assert [meta["inputs"][f"deployment[{i}]"]["file"] for i in (0, 1)] == [str(tight / "recommended.yaml"), str(one)]
+    assert len(meta["inputs"]["traffic"]["sha256"]) == 64
 
 
 @pytest.mark.parametrize("cmd", [

@@ -11,7 +11,7 @@ import typer
 
 from ..errors import SimulatorError
 from ..planning.limits import MAX_BISECT_STEPS, MAX_DEVICES, MAX_WORKERS
-from ._common import app, guarded
+from ._common import app, guarded, metadata
 from ._params import _lower, count, out_dir, real, timing_option
 
 
@@ -268,6 +268,9 @@ def plan_cmd(
         outcome = plan_capacity_for(req, progress=_progress(not json_out))
     finally:
         _close(req.executor)
+    outcome.doc["metadata"] = metadata(seed=outcome.doc["inputs"].get("seed"),
+                                       timing_model=outcome.doc["inputs"].get("timing"),
+                                       inputs={"model": model, "traffic": traffic, "tco": str(tco) if tco else None})
     _finish(outcome, out, json_out, f"Capacity plan: {outcome.doc['inputs']['model']} at {outcome.rate_per_s:g} req/s")
 
 
@@ -342,4 +345,7 @@ def compare_cmd(
     finally:
         _close(ex)
     outcome.doc["inputs"]["slo_from"] = slo_sources(ttft_slo, tpot_slo, slo_percentile)
+    outcome.doc["metadata"] = metadata(seed=outcome.doc["inputs"].get("seed"),
+                                       timing_model=outcome.doc["inputs"].get("timing"),
+                                       inputs={"deployment": list(deployments), "traffic": traffic})
     _finish(outcome, out, json_out, f"Comparison at {outcome.rate_per_s:g} req/s")
