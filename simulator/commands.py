@@ -426,7 +426,7 @@ def run_simulate(opts: dict, progress: bool = False):
         check_overlays_apply(timing, set(dep.device_ids), _timing_flag(opts))
         return simulate(dep, traffic, horizon_s=opts.get("horizon") or math.inf, progress=cb, timing=timing,
                         engine=opts.get("engine"), preemption=opts.get("preemption"),
-                        overheads=opts.get("overheads", True))
+                        overheads=opts.get("overheads", True), engine_version=opts.get("engine_version"))
     finally:
         if bar:
             bar.__exit__(None, None, None)

@@ -56,69 +56,146 @@ def test_the_engines_fp8_moe_kernels_run_near_the_device_profile_rate_at_decode_
 
 # -- block-scaled FP8 GEMMs (timing.engine_gemm, engines.yaml block_fp8_gemm_factor) ------------------------------
 
-def _gemm_ops(m: float, dtype: str = "fp8", w_bytes: float = 1.0):
+GEMMS = ROOT / "reports/validation/published/engine-gemm/block-fp8-gemms.csv"
+
+
+def _gemm_table(ms, devices, dtype="fp8", w_bytes=1.0, served=False):
+    """One FP8 GEMM (N 7168, K 16384) vectorised over configurations: token count ``ms[i]`` on device profile
+    ``devices[i]``."""
     from simulator.ops.kinds import GEMM, OpTableBuilder
     from simulator.specs.catalog import load_hardware
 
-    b = OpTableBuilder(n=1)
-    hw = b.device(load_hardware("h100-sxm"))
-    b.add("o_proj", "prefill_attention", GEMM, hw=hw, dtype=dtype, m=m, n=7168.0, k=16384.0, w_bytes=w_bytes,
-          a_bytes=min(w_bytes, 2.0) if dtype != "fp8" else 1.0, o_bytes=2.0)
-    return b.finish()
+    b = OpTableBuilder(n=len(ms))
+    specs = {d: load_hardware(d) for d in dict.fromkeys(devices)}
+    hw = np.array([b.device(specs[d]) for d in devices], dtype=float)
+    b.add("o_proj", "prefill_attention", GEMM, hw=hw, dtype=dtype, m=np.asarray(ms, dtype=float), n=7168.0,
+          k=16384.0, w_bytes=w_bytes, a_bytes=1.0 if dtype == "fp8" else 2.0, o_bytes=2.0)
+    return b.finish(served=served)
 
 
-def test_block_fp8_gemms_take_the_factor_on_compute_and_keep_memory_bound_times():
-    """A compute-bound FP8 GEMM (prefill) takes factor x its compute time on top of its floor; a decode-sized one
-    (memory-bound) and a BF16 or W4A8 one (other kernels) keep the wrapped model's time."""
+def test_block_fp8_gemms_slow_compute_bound_gemms_on_the_measured_devices_only():
+    """Over a table vectorised across devices and batch sizes: a prefill-sized FP8 GEMM on a Hopper profile takes
+    close to the factor x the device profile's time, a decode-sized one (memory-bound) and any GEMM on a device the
+    factor was not measured on (B200) keep theirs, as do BF16 and W4A8 GEMMs; and each configuration gets what it
+    gets alone (no mixing across the vectorised axis)."""
     from simulator.timing.engine_gemm import EngineBlockFp8Gemms
     from simulator.timing.roofline import RooflineModel
 
-    roof, eng = RooflineModel(), EngineBlockFp8Gemms(RooflineModel(), 1.8)
-    big = roof.evaluate(_gemm_ops(8192.0))
-    assert big.compute_s[0, 0] > big.memory_s[0, 0]  # (the premise: compute binds)
-    got = eng.evaluate(_gemm_ops(8192.0)).time_s[0, 0]
-    assert got == pytest.approx(big.overhead_s[0, 0] + 1.8 * big.compute_s[0, 0], rel=1e-12)
-    for ops in (_gemm_ops(1.0), _gemm_ops(8192.0, "bf16", 2.0), _gemm_ops(8192.0, "fp8", 0.5)):
-        assert eng.evaluate(ops).time_s[0, 0] == roof.evaluate(ops).time_s[0, 0]
+    ms, devs = [1, 16384, 16384, 1, 16384], ["h100-sxm", "h100-sxm", "b200-sxm", "h200-sxm", "h200-sxm"]
+    roof, eng = RooflineModel(), EngineBlockFp8Gemms(RooflineModel(), 1.9, ("h100-sxm", "h200-sxm"))
+    base, got = roof.evaluate(_gemm_table(ms, devs)).time_s[0], eng.evaluate(_gemm_table(ms, devs)).time_s[0]
+    ratio = got / base
+    assert 1.7 < ratio[1] <= 1.9 and 1.7 < ratio[4] <= 1.9  # prefill on Hopper: the factor, less the fixed floor
+    assert ratio[0] == ratio[2] == ratio[3] == 1.0  # decode-sized; and B200, not measured
+    for i in range(len(ms)):
+        assert eng.evaluate(_gemm_table([ms[i]], [devs[i]])).time_s[0, 0] == pytest.approx(got[i], rel=1e-12)
+    for kw in ({"dtype": "bf16", "w_bytes": 2.0}, {"dtype": "fp8", "w_bytes": 0.5}):  # other kernels
+        t = _gemm_table([16384], ["h100-sxm"], **kw)
+        assert eng.evaluate(t).time_s[0, 0] == roof.evaluate(t).time_s[0, 0]
     with pytest.raises(ValueError, match="factor >= 1"):
-        EngineBlockFp8Gemms(roof, 0.5)
+        EngineBlockFp8Gemms(roof, 0.5, ("h100-sxm",))
 
 
-def test_vllm_times_a_block_scaled_fp8_models_prefill_with_its_block_fp8_kernels_only():
-    """Under vLLM a DeepSeek-V3 FP8 prefill step is slower than with the device profile's GEMMs, its decode step is
-    not (memory-bound), and neither a per-tensor FP8 model (Llama) nor an engine without the factor (SGLang) moves."""
-    from dataclasses import replace
+def test_block_fp8_factor_counts_from_the_benchmark_clock_not_the_served_one():
+    """The factor is read off kernel benchmarks, which run at the sustained clock: a served step, which the device
+    profile already slows by its served fraction, takes factor x the benchmark-basis time, not factor x its own."""
+    from simulator.specs.catalog import load_hardware
+    from simulator.timing.engine_gemm import EngineBlockFp8Gemms
+    from simulator.timing.roofline import RooflineModel
 
+    served = load_hardware("h100-sxm").efficiency.served_compute_fraction
+    assert served is not None and served < 1.0  # (the premise)
+    eng = EngineBlockFp8Gemms(RooflineModel(), 1.9, ("h100-sxm",))
+    bench = eng.evaluate(_gemm_table([16384], ["h100-sxm"])).time_s[0, 0]
+    step = eng.evaluate(_gemm_table([16384], ["h100-sxm"], served=True)).time_s[0, 0]
+    assert step == pytest.approx(bench, rel=1e-9)
+
+
+def test_the_block_fp8_rows_are_cited_and_the_profiles_factor_is_their_median():
+    """Every row carries its pull request and, where it was published as a rate, the formula it was converted by;
+    vLLM's factor in engines.yaml is the median the report script computes from them (to its rounding)."""
+    from simulator.serving.profiles import engine_profile
+
+    d = pd.read_csv(GEMMS)
+    assert d["id"].is_unique
+    assert d["url"].str.match(r"https://github\.com/(vllm-project/vllm|sgl-project/sglang)/pull/\d+$").all()
+    rate = d["derived"].str.extract(r"/ ([0-9.]+) TFLOP/s")[0].astype(float)
+    conv = rate.notna()
+    assert conv.sum() == 8
+    c = d[conv]
+    assert np.allclose(c["latency_us"], 2 * c.m * c.n * c.k / (rate[conv] * 1e12) * 1e6, atol=0.06)
+    factor, _ = _script().block_fp8_factor(d)
+    assert abs(engine_profile("vllm").block_fp8_gemm_factor - factor) < 0.05
+
+
+def test_vllm_applies_its_block_fp8_kernels_to_a_release_before_deepgemm_only():
+    """A DeepSeek-V3 FP8 prefill step under vLLM 0.8.4 is slower than with the device profile's GEMMs; under 0.11.0
+    (DeepGEMM by default) or with no release named (the current one) it is not, nor is a decode step, a per-tensor
+    FP8 model (Llama), SGLang, or a device the factor was not measured on (B200)."""
     from simulator.build import PlanOptions, plan_from_options
     from simulator.serving.profiles import engine_profile, engine_timing
     from simulator.serving.stepcost import AnalyticStepCost
 
-    def step(model: str, engine: str, factor: float | None, decode: bool) -> float:
-        sp = plan_from_options(PlanOptions(model=model, hardware="h200-sxm", devices=8, tp=8, precision="fp8"))
-        p = engine_profile(engine)
-        if factor is not None:
-            p = replace(p, block_fp8_gemm_factor=factor)
-        cost = AnalyticStepCost(sp.model, sp.prefill, engine_timing(None, p, sp.model))
+    def step(model="deepseek-v3", engine="vllm", version="0.8.4", decode=False, hardware="h200-sxm") -> float:
+        sp = plan_from_options(PlanOptions(model=model, hardware=hardware, devices=8, tp=8, precision="fp8"))
+        cost = AnalyticStepCost(sp.model, sp.prefill, engine_timing(None, engine_profile(engine), sp.model, version))
         return (cost.cost(0, 0, 0, 32, 1, 32 * 2048) if decode else cost.cost(1, 8192, 0, 0, 1, 0)).time_s
 
-    assert engine_profile("vllm").block_fp8_gemm_factor > 1.0 and engine_profile("sglang").block_fp8_gemm_factor == 1
-    assert step("deepseek-v3", "vllm", None, False) > 1.05 * step("deepseek-v3", "vllm", 1.0, False)
-    assert step("deepseek-v3", "vllm", None, True) == pytest.approx(step("deepseek-v3", "vllm", 1.0, True), rel=0.01)
-    assert step("llama-3.1-70b", "vllm", None, False) == step("llama-3.1-70b", "vllm", 1.0, False)
-    assert step("deepseek-v3", "sglang", None, False) == step("deepseek-v3", "sglang", 1.0, False)
+    current = step(version=None)
+    assert step() > 1.05 * current
+    assert step(version="0.11.0") == step(version="1.0") == current
+    assert step(decode=True) == pytest.approx(step(decode=True, version=None), rel=0.01)
+    for kw in ({"model": "llama-3.1-70b"}, {"engine": "sglang"}, {"hardware": "b200-sxm"}):
+        assert step(**kw) == step(**kw, version=None)
 
 
-def test_a_block_fp8_factor_below_one_or_without_a_source_is_refused(monkeypatch):
+@pytest.mark.parametrize("value,words", [
+    (0.1, "expected a release number such as '0.8.4' or '1.2.0rc1', got 0.1 (YAML reads 0.10 as the number 0.1"),
+    ("latest", "expected a release number such as '0.8.4'"),
+])
+def test_a_pools_engine_version_is_a_quoted_release(tmp_path, value, words):
+    """``engine_version: 0.10`` in YAML is the number 0.1: refused with the hint to quote it, as is a word; a
+    quoted release is read and reaches the run's summary and its text."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    doc = yaml.safe_load((ROOT / "workloads/deployments/dbrx-8xh100.yaml").read_text())
+    doc["pools"][0]["engine_version"] = value
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    r = CliRunner().invoke(app, ["simulate", str(bad), "--concurrency", "2", "--isl", "64", "--osl", "8",
+                                 "--requests", "4"])
+    assert r.exit_code != 0 and "engine_version" in r.output and words in r.output, r.output
+    doc["pools"][0]["engine_version"] = "0.8.4"
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(doc))
+    r = CliRunner().invoke(app, ["simulate", str(good), "--concurrency", "2", "--isl", "64", "--osl", "8",
+                                 "--requests", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = __import__("json").loads(r.output)
+    assert summary["engine_versions"] == {doc["pools"][0]["name"]: "0.8.4"}
+    r = CliRunner().invoke(app, ["simulate", str(good), "--concurrency", "2", "--isl", "64", "--osl", "8",
+                                 "--requests", "4", "--engine-version", "v0.x"])
+    assert r.exit_code != 0 and "--engine-version: expected a release number" in r.output
+
+
+def test_a_block_fp8_entry_without_its_scope_or_below_one_is_refused(monkeypatch):
     from simulator.errors import SpecError
     from simulator.serving import profiles
 
-    for bad, words in (({"value": 0.5, "source": "x"}, "block_fp8_gemm_factor.value: expected a factor >= 1"),
-                       ({"value": 1.8}, "block_fp8_gemm_factor: expected {value: ..., source: ...}")):
+    good = dict(profiles._table()["vllm"]["block_fp8_gemm_factor"])
+    for bad, words in (({**good, "value": 0.5}, "block_fp8_gemm_factor.value: expected a factor >= 1"),
+                       ({k: v for k, v in good.items() if k != "hardware"}, "block_fp8_gemm_factor: expected {"),
+                       ({**good, "before_version": "soon"},
+                        "block_fp8_gemm_factor.before_version: expected a release")):
         table = {k: dict(v) for k, v in profiles._table().items()}
         table["vllm"]["block_fp8_gemm_factor"] = bad
         monkeypatch.setattr(profiles, "_table", lambda t=table: t)
-        with pytest.raises(SpecError, match=words.replace("{", r"\{").replace("}", r"\}").replace(".", r"\.")):
+        with pytest.raises(SpecError) as exc:
             profiles.engine_profile("vllm")
+        assert f"engines.vllm.{words}" in str(exc.value)
 
 
 def test_the_catalogue_marks_the_block_scaled_fp8_releases_and_import_writes_the_flag(tmp_path):

@@ -58,12 +58,14 @@ def contract_rows(raw: pd.DataFrame) -> pd.DataFrame:
                                                 "num_kv_heads", "head_dim", "bytes", "world")}}), d
 
 
-def times_us(df: pd.DataFrame, timing) -> np.ndarray:
+def times_us(df: pd.DataFrame, timing, part: str = "time_s") -> np.ndarray:
+    """Each row's simulated time in microseconds: its ops' ``part`` (``time_s``, or ``compute_s`` /
+    ``overhead_s`` of the op breakdown) summed."""
     specs = {h: load_hardware(h) for h in sorted(set(df["hardware"]))}
     ops = ops_from_measurements(df, specs)
     t = timing.evaluate(ops)
     per_row = np.zeros(len(df))
-    np.add.at(per_row, ops.arrays["row"][:, 0].astype(int), t.weighted(t.time_s)[:, 0])
+    np.add.at(per_row, ops.arrays["row"][:, 0].astype(int), t.weighted(getattr(t, part))[:, 0])
     return per_row * 1e6
 
 
@@ -79,17 +81,21 @@ def gemm_rows(raw: pd.DataFrame, quant: int = 0) -> pd.DataFrame:
 
 
 def block_fp8_factor(raw: pd.DataFrame) -> tuple[float, pd.DataFrame]:
-    """Published / device-profile time of every block-FP8 GEMM row, and the median over vLLM's kernels. A row
-    whose benchmark includes the activation quantisation has the device profile's time for that kernel taken off
-    first: the simulation books it as its own op."""
+    """Published / device-profile time of every block-FP8 GEMM row (``ratio``), and the factor as the simulation
+    applies it: the median over vLLM's kernels of (published - the profile's fixed floor) / the profile's compute
+    time. A row whose benchmark includes the activation quantisation has the device profile's time for that kernel
+    taken off first: the simulation books it as its own op."""
     d = raw.copy()
-    gemm = times_us(gemm_rows(raw), RooflineModel())
-    quant = times_us(gemm_rows(raw, 1), RooflineModel()) - gemm
+    roof = RooflineModel()
+    gemm = times_us(gemm_rows(raw), roof)
+    quant = times_us(gemm_rows(raw, 1), roof) - gemm
     d["gemm_us"] = d["latency_us"] - np.where(d["includes_activation_quant"] == 1, quant, 0.0)
     d["model_us"] = gemm
     d["ratio"] = d["gemm_us"] / gemm
+    d["compute_ratio"] = (d["gemm_us"] - times_us(gemm_rows(raw), roof, "overhead_s")) / times_us(
+        gemm_rows(raw), roof, "compute_s")
     vllm = d["kernel"].str.startswith("vLLM")
-    return float(d.loc[vllm, "ratio"].median()), d
+    return float(d.loc[vllm, "compute_ratio"].median()), d
 
 
 def main() -> None:
@@ -133,9 +139,15 @@ def main() -> None:
         "| format | model | " + " | ".join(f"M {lo}-{hi}" for lo, hi in BANDS) + " |",
         "|---|---|" + "---|" * len(BANDS),
     ]
-    for kind in ("bf16", "fp8"):
+    # FP8 split by weight scaling too: the fraction was fitted on a block-scaled model (Qwen3-235B-A22B-FP8)
+    d["scaling"] = np.where(d["kind"] == "bf16", "", np.where(d["block_shape"] == "128x128", " block-scaled",
+                                                              np.where(d["block_shape"] == "none", " per-tensor",
+                                                                       " scaling not stated")))
+    for kind in ("bf16", "fp8", "fp8 block-scaled", "fp8 per-tensor", "fp8 scaling not stated"):
+        g = d[(d["kind"] == kind) | (d["kind"] + d["scaling"] == kind)]
+        if not len(g):
+            continue
         for col, name in (("device", "device profile"), ("engine", "vLLM profile")):
-            g = d[d["kind"] == kind]
             lines.append(f"| {kind} | {name} | " + " | ".join(cell(g[g["band"] == b], col)
                                                            for b in g["band"].cat.categories) + " |")
     lines += ["", "### By table", "",
@@ -148,18 +160,21 @@ def main() -> None:
                      f"{g['m'].min():g}-{g['m'].max():g} | {cell(g, 'device')} | {cell(g, 'engine')} |")
     fp8_dev = d[(d["kind"] == "fp8") & (d["m"] <= 512)]["device"].median()
     fp8_eng = d[(d["kind"] == "fp8") & (d["m"] <= 512)]["engine"].median()
+    blk = d[(d["kind"] == "fp8") & (d["m"] <= 512) & (d["block_shape"] == "128x128")]
     lines += [
         "",
         "### What it says",
         "",
         f"* At decode sizes (M <= 512) the device profile times the engines' FP8 fused-MoE kernels at a median "
-        f"{fp8_dev:.2f} of the published time; vLLM's `moe_memory_fraction` puts them at {fp8_eng:.2f}. So the "
+        f"{fp8_dev:.2f} of the published time; vLLM's `moe_memory_fraction` puts them at {fp8_eng:.2f} (the "
+        f"block-scaled tables alone, as the model the fraction was fitted on: {blk['device'].median():.2f} and "
+        f"{blk['engine'].median():.2f}, n={len(blk)}). So the "
         "fraction is not these kernels' bandwidth: the kernels stream expert weights about as fast as the "
         "device profile's DeepGEMM-grade grouped GEMMs. The fraction was fitted on served decode steps (ML.ENERGY, "
         "vLLM 0.11.1, Qwen3-235B-A22B-FP8 on H100, engines.yaml), where the FP8 MoE steps read about a third "
         "slower than the simulation without it; it stands for that step time, whose mechanism these kernel "
-        "benchmarks do not show (the dense block-FP8 GEMMs around the experts are one candidate: vLLM PR #23280 "
-        "times them below BF16 at every batch on H100). It stays as the serving-level figure it is.",
+        "benchmarks do not show (not the block-FP8 GEMMs below either: 0.11.1 runs them in DeepGEMM). It stays as "
+        "the serving-level figure it is.",
         "* At prefill sizes (M > 512) the device profile is within about 20% of the published kernels (BF16 faster "
         "than published, FP8 on either side), so nothing here supports a compute-side slowdown of the engines' "
         "fused-MoE kernels in prefill.",
@@ -167,7 +182,6 @@ def main() -> None:
         "0-11% on H100/H200/A100 and by up to about 1.9x on H20 (vLLM #45142, SGLang #38913).",
     ]
     factor, g = block_fp8_factor(pd.read_csv(GEMMS))
-    profile = engine_profile("vllm").block_fp8_gemm_factor
     lines += [
         "",
         "## Block-scaled FP8 dense GEMMs",
@@ -178,24 +192,35 @@ def main() -> None:
         "(the Hopper parts share their FP8 peak; the SGLang tables do not name their GPU) and the ratio is "
         "published / simulated.",
         "",
-        "| row | kernel | M x N x K | published (us) | GEMM alone (us) | device profile (us) | published / simulated |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| row | kernel | M x N x K | published (us) | GEMM alone (us) | device profile (us) | published / simulated "
+        "| on compute |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for _, r in g.iterrows():
         lines.append(f"| [{r['id']}]({r['url']}) | {r['kernel']} | {r['m']:g} x {r['n']:g} x {r['k']:g} | "
-                     f"{r['latency_us']:.1f} | {r['gemm_us']:.1f} | {r['model_us']:.1f} | {r['ratio']:.2f} |")
+                     f"{r['latency_us']:.1f} | {r['gemm_us']:.1f} | {r['model_us']:.1f} | {r['ratio']:.2f} | "
+                     f"{r['compute_ratio']:.2f} |")
     dg = g[g["kernel"].str.startswith("DeepGEMM")]["ratio"]
+    p = engine_profile("vllm")
+    before = ".".join(map(str, p.block_fp8_before)) if p.block_fp8_before else "-"
     lines += [
+        "",
+        "*GEMM alone*: the published time less the device profile's activation-quantisation kernel where the benchmark "
+        "includes one (the simulation books it as its own op). *on compute*: (GEMM alone - the profile's fixed floor) "
+        "/ the profile's compute time, the way the factor is applied. Rows below M = 1024 are left out: in vLLM "
+        "PR #23280's table M = 1-256 all take about 34 us, a launch-bound benchmark (no CUDA graph) rather than the "
+        "kernel.",
         "",
         f"* DeepGEMM at the same shapes: median {dg.median():.2f} of the device profile (the profile is built on "
         "DeepGEMM's published rows).",
-        f"* vLLM's block-FP8 kernels: median **{factor:.2f}** x the device profile over "
-        f"{int(g['kernel'].str.startswith('vLLM').sum())} rows at M >= 1024 (vLLM's own benchmark, which includes "
-        "the activation quantisation, whose device-profile time is taken off (GEMM alone), still reads higher than "
-        "SGLang's of the bare kernel). "
-        f"`serving/engines.yaml` gives vLLM `block_fp8_gemm_factor` {profile:g}: under `simulate` and `plan`, a dense "
-        "FP8 GEMM of a block-scaled model takes that factor x its compute time where compute binds (prefill); a "
-        "decode-sized GEMM is memory- or floor-bound and keeps its time.",
+        f"* vLLM's block-FP8 kernels: median **{factor:.2f}** x the device profile's compute time over "
+        f"{int(g['kernel'].str.startswith('vLLM').sum())} rows at M >= 1024 (vLLM's own benchmark reads higher than "
+        f"SGLang's of the bare kernel). `serving/engines.yaml` gives vLLM `block_fp8_gemm_factor` "
+        f"{p.block_fp8_gemm_factor:g} on {', '.join(p.block_fp8_hardware)}, for releases before {before}: a pool "
+        "that names such an `engine_version` (`--engine-version`) has a dense FP8 GEMM of a block-scaled model take "
+        "that factor x its compute time where compute binds (prefill); a decode-sized GEMM is memory- or floor-bound "
+        "and keeps its time. From that release on vLLM runs these GEMMs in DeepGEMM by default (vLLM PR #24462, "
+        "merged 2025-09-08), at the device profile's rate.",
     ]
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT.relative_to(ROOT)} ({len(d)} rows)")

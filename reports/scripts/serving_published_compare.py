@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 import simulator.ops.build as ops_build  # noqa: E402
 import simulator.serving.stepcost as stepcost_mod  # noqa: E402
 from simulator.build import PlanOptions, quick_deployment  # noqa: E402
+from simulator.errors import SimulatorError  # noqa: E402
+from simulator.serving.profiles import engine_release  # noqa: E402
 from simulator.serving.runner import simulate  # noqa: E402
 from simulator.specs.catalog import load_hardware  # noqa: E402
 from simulator.specs.traffic import simple_traffic  # noqa: E402
@@ -59,7 +61,19 @@ def deployment_for(r: pd.Series, ep: int | None = None):
     return quick_deployment(opts, max_batch_tokens=int(r.max_batch_tokens), max_seqs=max_seqs_of(r),
                             scheduler_recv_interval=int(recv) if recv == recv and recv is not None else 1,
                             frontend_latency_s=frontend_s(r), engine=r.engine,
-                            memory_fraction=float(mf) if mf is not None and mf == mf else None)
+                            memory_fraction=float(mf) if mf is not None and mf == mf else None,
+                            engine_version=release_of(r))
+
+
+def release_of(r: pd.Series) -> str | None:
+    """The row's engine release where it is a release number (``0.8.4``, ``1.2.0rc1``); a date or ``main`` is not
+    one, and the row runs as the release the profile models now."""
+    v = r.get("engine_version")
+    try:
+        engine_release(v, "engine_version")
+    except SimulatorError:
+        return None
+    return v
 
 
 def max_seqs_of(r: pd.Series) -> int | None:

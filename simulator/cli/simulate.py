@@ -76,6 +76,11 @@ def simulate(
                                     "for the whole request). Default: each pool's `engine:` (vllm)."),
     preemption: str = typer.Option(None, "--preemption", help="recompute | swap | none (trtllm only: "
                                    "GUARANTEED_NO_EVICT). Default: the engine's."),
+    engine_version: str = typer.Option(None, "--engine-version", metavar="RELEASE",
+                                       help="The engine release served, e.g. 0.8.4, for constants that changed "
+                                            "between releases (vLLM before 0.11.0: its own block-FP8 GEMMs for a "
+                                            "block-scaled FP8 model, not DeepGEMM). Default: each pool's "
+                                            "`engine_version:`, else the release the profile models now."),
     scheduler_recv_interval: int = typer.Option(1, "--scheduler-recv-interval", parser=count(1, 100_000),
                                                 help="Quick run, SGLang only: its --scheduler-recv-interval N (a busy "
                                                      "scheduler takes new requests every N decode steps; 1: every "

@@ -120,7 +120,10 @@ def simulation_text(sm: dict) -> str:
     if "window" in sm:
         w = sm["window"]
         span = f" in [{s(w['start_s'])}, {s(w['end_s'])}]" if sm["requests_completed"] else ""  # (none: no span)
-        lines.insert(1, f"engines: {', '.join(f'{p} {e}' for p, e in sm['engines'].items())}; measured "
+        versions = sm.get("engine_versions") or {}  # (a pool's release, where one is named)
+        engines = ", ".join(" ".join([p, e, *([versions[p]] if p in versions else [])])
+                            for p, e in sm["engines"].items())
+        lines.insert(1, f"engines: {engines}; measured "
                         f"{w['requests']} requests{span} ({w['rule']})")
     g = sm["goodput"]
     cost = sm["cost_usd_per_mtok"]

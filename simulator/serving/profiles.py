@@ -8,14 +8,17 @@ module only reads them into frozen ``EngineProfile`` records (and ``ServerDefaul
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from ..errors import SpecError
+from ..errors import SimulatorError, SpecError
 from ..specs._reader import load_yaml
 
 ENGINES = ("vllm", "sglang", "trtllm")
+# an engine release as the engines number them: 0.8.4, v0.11.0, 0.4.5.post1, 1.2.0rc1 (the suffix is not compared)
+_RELEASE = re.compile(r"^v?(\d{1,4})\.(\d{1,4})(?:\.(\d{1,4}))?(?:[.+-]?[A-Za-z][0-9A-Za-z.+-]*)?$")
 _FILE = Path(__file__).with_name("engines.yaml")
 _CONSTANTS = ("step_cpu_s", "per_seq_s", "kernels_per_layer", "kernel_floor_s", "kernel_launch_s",
               "cuda_graph_max_bs", "cuda_graph_padding", "moe_prefill_s", "prefill_graph_max_tokens",
@@ -76,8 +79,11 @@ class EngineProfile:
     # ``timing.engine_moe.EngineMoEKernels``
     moe_memory_fraction: tuple[tuple[str, float], ...] = ()
     # how much longer than the device profile's compute time the engine's own block-scaled FP8 GEMMs take on a
-    # dense GEMM of a block-scaled FP8 model (``timing.engine_gemm.EngineBlockFp8Gemms``; 1: the device profile's)
+    # dense GEMM of a block-scaled FP8 model (``timing.engine_gemm.EngineBlockFp8Gemms``; 1: the device profile's),
+    # in releases before ``block_fp8_before`` (a pool that names its ``engine_version``) and on ``block_fp8_hardware``
     block_fp8_gemm_factor: float = 1.0
+    block_fp8_before: tuple[int, int, int] | None = None
+    block_fp8_hardware: tuple[str, ...] = ()
     description: str = ""
     sources: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -214,15 +220,45 @@ def engine_profile(name: str) -> EngineProfile:
     if "moe_memory_fraction" in e:
         moe = _moe_fractions(name, e["moe_memory_fraction"])
         sources["moe_memory_fraction"] = e["moe_memory_fraction"]["source"]
-    block_fp8 = 1.0
+    block_fp8 = {}
     if "block_fp8_gemm_factor" in e:
-        block_fp8 = _constant(name, e, "block_fp8_gemm_factor")
-        if block_fp8 < 1.0:  # (a kernel faster than the device profile's best published ones is not an engine's)
-            raise SpecError(str(_FILE), f"engines.{name}.block_fp8_gemm_factor.value",
-                            f"expected a factor >= 1 (1: the device profile's kernels), got {block_fp8!r}")
+        block_fp8 = _block_fp8(name, e["block_fp8_gemm_factor"])
         sources["block_fp8_gemm_factor"] = e["block_fp8_gemm_factor"]["source"]
     return EngineProfile(name, e["policy"], e["preemption"], description=e.get("description", ""), memory=memory,
-                         moe_memory_fraction=moe, block_fp8_gemm_factor=block_fp8, sources=sources, **values)
+                         moe_memory_fraction=moe, sources=sources, **block_fp8, **values)
+
+
+def engine_release(text, where: str) -> tuple[int, int, int]:
+    """An engine release number (``0.8.4``, ``v0.11.0``, ``0.4.5.post1``, ``1.2.0rc1``) as (major, minor, patch), its
+    suffix dropped; ``where`` names the key or flag in the error."""
+    m = _RELEASE.match(text) if isinstance(text, str) else None
+    if m is None:
+        hint = " (YAML reads 0.10 as the number 0.1: quote it)" if isinstance(text, (int, float)) else ""
+        raise SimulatorError(f"{where}: expected a release number such as '0.8.4' or '1.2.0rc1', got {text!r}{hint}")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def _block_fp8(name: str, entry) -> dict:
+    """``engines.<name>.block_fp8_gemm_factor``: {value: a factor >= 1, before_version: a release, hardware: [device
+    profile ids], source: ...}, as ``EngineProfile`` keyword arguments."""
+    where = f"engines.{name}.block_fp8_gemm_factor"
+    keys = {"value", "before_version", "hardware", "source"}
+    if not isinstance(entry, dict) or set(entry) != keys or not entry["source"]:
+        raise SpecError(str(_FILE), where, "expected {value: ..., before_version: ..., hardware: [...], source: ...}")
+    v = entry["value"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 1.0 <= v < float("inf"):
+        # (a kernel faster than the device profile's best published ones is not an engine's)
+        raise SpecError(str(_FILE), f"{where}.value", f"expected a factor >= 1 (1: the device profile's kernels), "
+                                                      f"got {v!r}")
+    try:
+        before = engine_release(entry["before_version"], f"{where}.before_version")
+    except SimulatorError as exc:
+        raise SpecError(str(_FILE), f"{where}.before_version", str(exc).split(": ", 1)[1]) from None
+    hw = entry["hardware"]
+    if not isinstance(hw, list) or not hw or not all(isinstance(h, str) and h for h in hw):
+        raise SpecError(str(_FILE), f"{where}.hardware", "expected a list of device profile ids the factor was "
+                                                         "measured on")
+    return {"block_fp8_gemm_factor": float(v), "block_fp8_before": before, "block_fp8_hardware": tuple(hw)}
 
 
 _ENGINE_KEYS = {"description", "policy", "preemption", "memory", "server_defaults", "moe_memory_fraction",
@@ -250,12 +286,13 @@ def _constant(name: str, e: dict, key: str):
     return float(v)
 
 
-def engine_timing(timing, profile: EngineProfile, model):
+def engine_timing(timing, profile: EngineProfile, model, engine_version: str | None = None):
     """``timing`` under ``profile``'s own kernels, where the engine gives them: its one-shot all-reduce for small
     messages (``CustomAllReduce``), for an MoE ``model`` its fused-MoE kernels' bandwidth (``EngineMoEKernels``),
-    and for a model whose FP8 release is block-scaled its block-scaled FP8 GEMMs (``EngineBlockFp8Gemms``);
-    ``timing`` itself (None included) where it gives none. The simulation's step costs and the planner's screen
-    both time steps through this."""
+    and for a model whose FP8 release is block-scaled, served by a release (``engine_version``) from before the
+    engine's block-FP8 kernels were replaced, those kernels (``EngineBlockFp8Gemms``); ``timing`` itself (None
+    included) where it gives none. The simulation's step costs and the planner's screen both time steps through
+    this (the screen with no version: the engine's current kernels)."""
     from ..timing.custom_allreduce import CustomAllReduce
     from ..timing.engine_gemm import EngineBlockFp8Gemms
     from ..timing.engine_moe import EngineMoEKernels
@@ -266,8 +303,10 @@ def engine_timing(timing, profile: EngineProfile, model):
                                  profile.custom_allreduce_max_bytes)
     if profile.moe_memory_fraction and model.is_moe:
         timing = EngineMoEKernels(timing or RooflineModel(), dict(profile.moe_memory_fraction))
-    if profile.block_fp8_gemm_factor > 1.0 and model.fp8_block_scaled:
-        timing = EngineBlockFp8Gemms(timing or RooflineModel(), profile.block_fp8_gemm_factor)
+    if (profile.block_fp8_gemm_factor > 1.0 and model.fp8_block_scaled and engine_version is not None
+            and engine_release(engine_version, "engine_version") < profile.block_fp8_before):
+        timing = EngineBlockFp8Gemms(timing or RooflineModel(), profile.block_fp8_gemm_factor,
+                                     profile.block_fp8_hardware)
     return timing
 
 

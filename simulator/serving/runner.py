@@ -77,13 +77,13 @@ _COST_CACHE: dict[str, StepCostModel] = {}
 
 def _step_cost(dep: Deployment, pool: Pool, profile: EngineProfile, timing: TimingModel | None,
                cost_for: Callable[[Pool], StepCostModel] | None, overheads: bool, max_batch_tokens: int,
-               max_seqs: int, q_len: int, spec) -> StepCostModel:
+               max_seqs: int, q_len: int, spec, version: str | None = None) -> StepCostModel:
     """The step-cost model of one replica of ``pool``: the timing model's step costs (tabulated where it
     can be), chunked-PP prefill pipelined, and the engine's overheads on top; with overheads, the engine's own
     kernels (its one-shot all-reduce, its fused-MoE bandwidth) in place of the device profile's."""
     # the engine's own kernels take the small all-reduces and the routed experts, whatever kernels the timing model
     # describes (the device profile's, a calibration of them, or the harness's torch kernels)
-    timing_pool = engine_timing(timing, profile, dep.model) if overheads else timing
+    timing_pool = engine_timing(timing, profile, dep.model, version) if overheads else timing
     if cost_for:
         cost = cost_for(pool)
     elif pool.plan.af_disaggregated:
@@ -103,8 +103,9 @@ def _step_cost(dep: Deployment, pool: Pool, profile: EngineProfile, timing: Timi
 
 def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] | None = None,
                     timing: TimingModel | None = None, *, engine: str | None = None, preemption: str | None = None,
-                    overheads: bool = True) -> list[ReplicaConfig]:
-    """One ReplicaConfig per replica. ``engine`` / ``preemption`` override every pool's choice;
+                    overheads: bool = True, engine_version: str | None = None) -> list[ReplicaConfig]:
+    """One ReplicaConfig per replica. ``engine`` / ``preemption`` / ``engine_version`` override every pool's choice
+    (a pool's own ``engine_version`` is its engine's, so it is dropped when ``engine`` names another);
     ``overheads=False`` leaves out the engine's step overheads (the bare timing model)."""
     configs = []
     kv_tok = kv_bytes_per_token_model(dep.model, dep.kv_precision, dep.kv_scale_tokens)
@@ -153,14 +154,18 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         role = pool.role
         spec = pool.speculative
         q_len = 1 + (spec.draft_tokens if spec else 0)
+        version = engine_version if engine_version is not None else (
+            pool.engine_version if engine is None or engine == pool.engine else None)
         key = None
         # the default timing model (none given, or the stateless roofline itself): a pure function of the specs
         if cost_for is None and (timing is None or type(timing) is RooflineModel):
             key = repr((dep.model, pool.plan, dep.kv_precision, dep.kv_scale_tokens, max(max_batch_tokens,
-                        max_seqs * q_len), profile if overheads else None, spec.draft_cost_fraction if spec else 0.0))
+                        max_seqs * q_len), profile if overheads else None, spec.draft_cost_fraction if spec else 0.0,
+                        version))
         cost = _COST_CACHE.get(key) if key is not None else None
         if cost is None:
-            cost = _step_cost(dep, pool, profile, timing, cost_for, overheads, max_batch_tokens, max_seqs, q_len, spec)
+            cost = _step_cost(dep, pool, profile, timing, cost_for, overheads, max_batch_tokens, max_seqs, q_len, spec,
+                              version)
             if key is not None:
                 _COST_CACHE[key] = cost
                 while len(_COST_CACHE) > COST_CACHE_SIZE:  # the oldest first (dicts keep insertion order)
@@ -230,15 +235,17 @@ def kv_transfer_for(dep: Deployment, configs: list[ReplicaConfig], r: Requests
 def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = None,
              cost_for: Callable[[Pool], StepCostModel] | None = None, horizon_s: float = math.inf,
              progress: Callable[[int], None] | None = None, engine: str | None = None,
-             preemption: str | None = None, overheads: bool = True) -> SimulationResult:
+             preemption: str | None = None, overheads: bool = True,
+             engine_version: str | None = None) -> SimulationResult:
     """Run ``traffic`` through ``dep`` and return a ``SimulationResult``: ``requests`` (one row per request:
     arrival, admission, first token, finish, TTFT / TPOT / E2E, status and reason), ``steps`` (one row per batch
     step of every replica), ``summary`` (a plain dict: latency statistics, throughput, goodput and SLO attainment,
     utilisation per pool and quadrant, KV occupancy, cost, the measurement window) and ``events``.
 
-    ``engine`` (vllm | sglang | trtllm) overrides every pool's engine profile; ``preemption`` (recompute | swap |
-    none) its preemption mode; ``overheads=False`` drops the engines' step overheads. ``timing`` times the ops
-    (the roofline by default); ``cost_for`` replaces the step-cost model of a pool outright (tests). The run stops
+    ``engine`` (vllm | sglang | trtllm) overrides every pool's engine profile; ``engine_version`` (a release such
+    as ``0.8.4``) the release it serves; ``preemption`` (recompute | swap | none) its preemption mode;
+    ``overheads=False`` drops the engines' step overheads. ``timing`` times the ops (the roofline by default);
+    ``cost_for`` replaces the step-cost model of a pool outright (tests). The run stops
     at ``horizon_s`` simulated seconds if given: requests unfinished then end ``rejected`` (``engine.UNFINISHED``,
     which the SLO figures count as a miss only where the horizon already makes one certain, or
     ``engine.NOT_ARRIVED`` for those not yet arrived, which they leave out).
@@ -276,7 +283,12 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
     reqs = traffic.sample()
     r = Requests(reqs["arrival_s"].to_numpy(dtype=float).copy(), reqs["prompt_tokens"].to_numpy(np.int64),
                  reqs["output_tokens"].to_numpy(np.int64))
-    configs = replica_configs(dep, cost_for, timing, engine=engine, preemption=preemption, overheads=overheads)
+    if engine_version is not None:
+        from .profiles import engine_release
+
+        engine_release(engine_version, "--engine-version")
+    configs = replica_configs(dep, cost_for, timing, engine=engine, preemption=preemption, overheads=overheads,
+                              engine_version=engine_version)
     pre_pool = next((p for p in dep.pools if p.serves == ("prefill",)), None)
 
     closed = traffic.concurrency if traffic.arrival == "closed" else 0
@@ -292,6 +304,9 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
                      closed_starts_s=starts)
     sim.ramp_s = ramp_s
     sim.engine_override = engine
+    sim.engine_versions = {p.name: v for p in dep.pools
+                           if (v := engine_version if engine_version is not None else (
+                               p.engine_version if engine is None or engine == p.engine else None)) is not None}
     if progress:
         sim.on_done = progress
     sim.run()

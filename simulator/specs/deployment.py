@@ -52,6 +52,8 @@ class Pool:
     frontend_latency_s: float | None = None  # time in the server frontend before the scheduler; None: the engine's
     memory_fraction: float | None = None  # the engine's KV memory flag (vLLM gpu_memory_utilization, SGLang
     # mem_fraction_static, TRT-LLM free_gpu_memory_fraction); None: the engine's default (engines.yaml memory:)
+    engine_version: str | None = None  # the engine release served ("0.8.4"), where a constant depends on it (an
+    # older release's kernels, engines.yaml); None: the release the profile models now
 
     def __post_init__(self):
         """The fields a caller can set through the API (``quick_deployment``, ``dataclasses.replace``) held to what
@@ -78,6 +80,10 @@ class Pool:
             real(f"{at}.frontend_latency_s", self.frontend_latency_s, 0, MAX_FRONTEND_LATENCY_S)
         if self.memory_fraction is not None:
             real(f"{at}.memory_fraction", self.memory_fraction, 0.01, 1.0)
+        if self.engine_version is not None:
+            from ..serving.profiles import engine_release
+
+            engine_release(self.engine_version, f"{at}.engine_version")
 
     @property
     def role(self) -> str:
@@ -295,9 +301,23 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
     pool = Pool(name, tuple(serves), replicas, plan, r.int("max_batch_tokens", None, minimum=1),
                 r.int("max_seqs", None, minimum=1), spec, engine, preemption, prompt_range,
                 r.int("scheduler_recv_interval", 1, minimum=1), frontend,
-                r.number("memory_fraction", None, minimum=0.01, maximum=1.0))
+                r.number("memory_fraction", None, minimum=0.01, maximum=1.0), _engine_version(r))
     r.done()
     return pool
+
+
+def _engine_version(r) -> str | None:
+    """A pool's ``engine_version``: a quoted release (``'0.8.4'``); a bare 0.10 would reach here as the number 0.1."""
+    from ..serving.profiles import engine_release
+
+    v = r.raw("engine_version", None)
+    if v is None:
+        return None
+    try:
+        engine_release(v, "engine_version")
+    except SimulatorError as exc:
+        raise r.error("engine_version", str(exc).split(": ", 1)[1]) from None
+    return v
 
 
 def route_gap(ranges: list[tuple[int, int]]) -> tuple[int, int] | None:

@@ -5,11 +5,13 @@ DeepSeek-V3/R1, the Qwen3 FP8 releases; ``ModelSpec.fp8_block_scaled``) needs GE
 block of the K loop. The device profiles time an FP8 GEMM at the rate of the best published ones (DeepGEMM, rows
 P001-P018 of the published-kernel set), which is what per-tensor FP8 GEMMs (cuBLASLt, CUTLASS) reach too. A
 serving engine's own block-scaled kernels can be slower where compute binds (prefill), and
-``EngineBlockFp8Gemms`` wraps any TimingModel and times every dense GEMM with 8-bit FP8 weights at ``factor``
-times the wrapped model's compute time, keeping the wrapped time where that is longer (a memory-bound decode
-GEMM, whose time the factor does not describe). The engine profiles (``serving/engines.yaml``,
-``block_fp8_gemm_factor``) give the factor with its sources; ``whatif`` and the kernel checks keep the device
-profile's kernels, and a model whose FP8 weights are scaled per tensor or channel is not wrapped.
+``EngineBlockFp8Gemms`` wraps any TimingModel and times every dense GEMM with 8-bit FP8 weights, on the devices the
+factor was measured on, at ``factor`` times the device profile's compute time as a kernel benchmark sees it (at
+the sustained clock; a kernel this far below peak is not held back by the power limit that ``served`` models),
+keeping the wrapped time where that is longer (a memory-bound decode GEMM, whose time the factor does not
+describe). The engine profiles (``serving/engines.yaml``, ``block_fp8_gemm_factor``) give the factor, the releases
+and the devices with their sources; ``whatif`` and the kernel checks keep the device profile's kernels, and a model
+whose FP8 weights are scaled per tensor or channel is not wrapped.
 """
 
 from __future__ import annotations
@@ -20,18 +22,19 @@ import numpy as np
 
 from ..ops.kinds import DTYPE_INDEX, GEMM, OpTable
 from .base import OpTimes, TimingModel
-from .params import per_row
+from .params import DeviceTable, per_row
 
 _FP8 = DTYPE_INDEX["fp8"]
 
 
 class EngineBlockFp8Gemms:
-    """``inner`` with every dense FP8 GEMM (8-bit weights) at no less than ``factor`` x its compute time."""
+    """``inner`` with every dense FP8 GEMM (8-bit weights) on a device of ``hardware`` (profile ids) at no less than
+    ``factor`` x its unthrottled compute time."""
 
-    def __init__(self, inner: TimingModel, factor: float):
+    def __init__(self, inner: TimingModel, factor: float, hardware: tuple[str, ...]):
         if not np.isfinite(factor) or factor < 1.0:
             raise ValueError(f"EngineBlockFp8Gemms: expected a factor >= 1, got {factor!r}")
-        self.inner, self.factor = inner, float(factor)
+        self.inner, self.factor, self.hardware = inner, float(factor), frozenset(hardware)
         self.name = f"{getattr(inner, 'name', 'timing')}+engine-block-fp8"
 
     def evaluate(self, ops: OpTable) -> OpTimes:
@@ -40,14 +43,19 @@ class EngineBlockFp8Gemms:
         if not len(rows) or self.factor == 1.0:
             return t
         sub = ops.select(rows)
-        fp8 = (per_row(sub["dtype"]) == _FP8) & (per_row(sub["w_bytes"]) == 1.0)
+        hw = per_row(sub["hw"])
+        measured = np.array([d.id in self.hardware for d in ops.devices])[hw.astype(int)]
+        fp8 = (per_row(sub["dtype"]) == _FP8) & (per_row(sub["w_bytes"]) == 1.0) & measured
         if not fp8.any():
             return t
-        engine = t.overhead_s[rows] + self.factor * t.compute_s[rows]
+        # the compute time a kernel benchmark sees: a served step's is at the served fraction of the clock
+        bench = t.compute_s[rows] * (DeviceTable.of(ops.devices).served[hw.astype(int)] if ops.served else 1.0)
+        comp = np.maximum(t.compute_s[rows], self.factor * bench)
+        engine = t.overhead_s[rows] + comp
         slower = fp8 & (engine > t.time_s[rows])
         time_s, compute_s = t.time_s.copy(), t.compute_s.copy()
         time_s[rows] = np.where(slower, engine, t.time_s[rows])
-        compute_s[rows] = np.where(slower, self.factor * t.compute_s[rows], t.compute_s[rows])
+        compute_s[rows] = np.where(slower, comp, t.compute_s[rows])
         return replace(t, time_s=time_s, compute_s=compute_s)
 
 
