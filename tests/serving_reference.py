@@ -330,6 +330,7 @@ class ReferenceSimulation:
         self.closed_starts_s = closed_starts_s  # closed loop: when each client sends its first request
         self.ramp_s = 0.0
         self.engine_override: str | None = None
+        self.engine_versions: dict[str, str] = {}
         self.next_closed = 0
         self.horizon_s = horizon_s
         self.done_count = 0

@@ -524,3 +524,21 @@ def test_vllm_format_does_not_count_requests_never_sent_as_failed():
     assert d["completed"] == sm["requests_completed"]
     assert d["failed"] == sm["requests_rejected"] - gone  # the ones cut off while being served
     assert d["completed"] + d["failed"] + d["not_arrived"] == d["num_prompts"] == 40
+
+
+def test_a_run_that_names_its_engine_release_round_trips(tmp_path):
+    """`simulate --engine-version 0.8.4` records the release in its vLLM-format result, and `validate --serving`
+    re-runs it under that release: a block-scaled FP8 model's prefill with vLLM's own block-FP8 GEMMs, not the
+    current DeepGEMM ones (the recorded TTFT is matched exactly, and differs from the current release's)."""
+    args = ["simulate", "--model", "qwen3-30b-a3b", "--hardware", "h100-sxm", "--devices", "1", "--precision", "fp8",
+            "--concurrency", "4", "--isl", "4096", "--osl", "16", "--requests", "16", "--json", "--format", "vllm"]
+    r = runner.invoke(app, [*args, "--engine-version", "0.8.4"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["engine_version"] == "0.8.4"
+    current = json.loads(runner.invoke(app, args).stdout)
+    assert "engine_version" not in current and current["mean_ttft_ms"] < 0.97 * d["mean_ttft_ms"]
+    path = tmp_path / "run.json"
+    path.write_text(r.stdout)
+    row = json.loads(runner.invoke(app, ["validate", "--serving", str(path), "--json"]).stdout)["rows"][0]
+    assert row["ttft_s_simulated"] == pytest.approx(row["ttft_s_measured"], rel=1e-9)

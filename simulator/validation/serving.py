@@ -281,8 +281,20 @@ def _vllm(d: dict, where: str) -> ServingCase:
                **({"frontend_latency_s": _finite_num(d, "frontend_latency_s", where)}
                   if d.get("frontend_latency_s") is not None else {}),
                **({"overheads": False} if d.get("overheads") is False else {}),
-               **({"engine_override": override} if override else {})},
+               **({"engine_override": override} if override else {}),
+               **({"engine_version": _release(d, where)} if d.get("engine_version") is not None else {})},
         input_lens=_lens(d.get("input_lens")), output_lens=_lens(d.get("output_lens")), **ints)
+
+
+def _release(d: dict, where: str) -> str:
+    """``engine_version``: the engine release the run served (as `simulate` records it), a release number."""
+    from ..serving.profiles import engine_release
+
+    try:
+        engine_release(d["engine_version"], "engine_version")
+    except SimulatorError as exc:
+        raise SpecError(where, "engine_version", str(exc).split(": ", 1)[1]) from None
+    return d["engine_version"]
 
 
 def _finite_num(d: dict, key: str, where: str) -> float:
@@ -610,7 +622,7 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
         traffic = replace(traffic, prompt=LengthDist("uniform", **span(case.isl)),
                           output=LengthDist("uniform", **span(case.osl)))
     res = simulate(dep, replace(traffic, requests=n), engine=engine, overheads=case.extra.get("overheads", True),
-                   timing=timing)
+                   timing=timing, engine_version=case.extra.get("engine_version"))
     done = res.requests[res.requests["status"] == "finished"]
     agg = np.median if case.statistic == "median" else np.mean
     sim_ttft = float(agg(done["ttft_s"])) if len(done) else math.nan
