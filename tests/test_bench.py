@@ -38,7 +38,12 @@ def test_tiny_suite_bench_validate_calibrate(tmp_path):
     # and calibrate refuses an overlay that could change nothing
     r = runner.invoke(app, ["calibrate", "--measurements", str(csv), "--hardware", "cpu-host", "--out", str(cal),
                             "--test-fraction", "0.2"])
-    assert r.exit_code == 0, r.output
+    if r.exit_code != 0:
+        # a busy machine's timings can make every fit worse on the held-out fifth (CI saw 59.9% -> 64.3% once):
+        # calibrate then refuses by its acceptance rule, says so with both figures, and writes nothing
+        assert r.exit_code == 2 and "would make the held-out rows worse (median APE" in r.output, r.output
+        assert not cal.exists()
+        return
     r = runner.invoke(app, ["validate", "--measurements", str(csv), "--calibration", str(cal), "--heldout", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["overall"]["n"] == round(len(df) * 0.2)  # the held-out fifth (19 x 0.2 -> 4 rows)

@@ -24,7 +24,7 @@ from simulator.serving import profiles
 from simulator.serving.kvmemory import engine_kv_bytes, replica_kv_capacity
 from simulator.serving.profiles import EngineMemory, engine_profile
 from simulator.serving.runner import kv_capacity_tokens
-from simulator.timing.memory import MemoryFit
+from simulator.timing.memory import MemoryFit, kv_bytes_per_token_model
 
 GIB = 2**30
 
@@ -159,6 +159,19 @@ def test_simulation_uses_the_pool_engine_rule_and_its_memory_fraction():
     assert kv_capacity_tokens(dep, lower, 8192) < kv_capacity_tokens(dep, pool, 8192)
     sgl = replace(pool, engine="sglang")
     assert kv_capacity_tokens(dep, sgl, 8192) != kv_capacity_tokens(dep, pool, 8192)
+
+
+def test_a_pool_that_names_vllm_0_17_or_later_is_sized_with_its_smaller_sampler_peak():
+    """vLLM 0.17 cut the profile run's sampler peak from 39 to 15.4 B per (request x vocabulary entry): where that
+    peak sets the profile run (Qwen3-32B, 1024 requests x 151,936 logits, above the 8192-token forward), a pool
+    naming 0.17.0 holds exactly the difference more KV bytes; 0.16.0, or no release, keeps the old peak."""
+    o = PlanOptions(model="qwen3-32b", hardware="h100-sxm", devices=1, tp=1)
+    dep = quick_deployment(o, engine="vllm")
+    pool = dep.pools[0]
+    old, new = (kv_capacity_tokens(dep, replace(pool, engine_version=v), 8192) for v in ("0.16.0", "0.17.0"))
+    assert old == kv_capacity_tokens(dep, pool, 8192)
+    per_token = kv_bytes_per_token_model(dep.model, dep.kv_precision, dep.kv_scale_tokens)
+    assert (new - old) * per_token == pytest.approx(1024 * 151936 * (39 - 15.4), rel=1e-3)
 
 
 def test_deployment_yaml_memory_fraction(tmp_path):

@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from simulator.build import PlanOptions, plan_from_options  # noqa: E402
+from simulator.errors import SimulatorError  # noqa: E402
 from simulator.serving.kvmemory import replica_kv_capacity  # noqa: E402
-from simulator.serving.profiles import engine_profile  # noqa: E402
+from simulator.serving.profiles import engine_profile, engine_release  # noqa: E402
 
 DATA = ROOT / "reports/validation/published/engine-memory.csv"
 OUT = ROOT / "reports/validation/engine-memory.md"
@@ -34,10 +35,12 @@ NOTES = """## What the logs say
 * **vLLM, modelled versions** (1 row, Qwen3-235B-A22B-FP8 on 4 x H100, +3.7% / +4.9% in tokens): the old fit gave
   twice the logged cache (+100%): a large model leaves little beside its weights, and the profile run's sampler
   (1024 requests x 151936 logits) takes ~5.5 GiB of what is left.
-* **vLLM v0.19** (llm-d-planner sweep, 6 rows, -4% to -6%): v0.17 cut the profile sampler from ~39 B to ~15 B per logit
-  (the sweep's own version table), so the modelled rule (v0.11-era constants) reads ~3 GiB low there; a v0.17+
-  profile would take `sampler_bytes_per_logit` 15.4. The TP/PP rows confirm the communicator buffers: +1.8-1.9 GiB at
-  TP2/TP4 on H100, nothing for PP.
+* **vLLM v0.17-v0.19** (llm-d-planner sweep, 6 rows at v0.19): v0.17 cut the profile sampler from ~39 B to ~15 B
+  per logit (the sweep's own version table). The rule takes 15.4 B from that release on
+  (`sampler_bytes_per_logit.from_version`), applied by each row's release: the rows go from -4% to -6% with the
+  older peak to -1.4% to +0.1%. The 15.4 B was read off these same logs, so this is a consistency check, not an
+  out-of-sample one. The TP/PP rows confirm the communicator buffers: +1.8-1.9 GiB at TP2/TP4 on H100, nothing for
+  PP.
 * **vLLM V0** (v0.6.5: +3%; v0.2.4: +45%): older rules, kept for the record; v0.2.4's TP4 A100 profile reserved ~14
   GiB more than any current rule.
 * **TensorRT-LLM** (1 row, +3.8%): the logged pool is capped by trtllm-bench's own max_tokens, so +3.8% is within the
@@ -56,16 +59,29 @@ See "Engine-aware KV cache sizing" in `reports/scripts/serving-published-notes.m
 regenerated with `reports/serving-published.md`).
 """
 GIB = 2**30
-# the versions whose rule the engine profiles model (engines.yaml memory: sources)
-MODELLED = {"vllm": "v1 0.9-0.16", "sglang": "0.4.7-0.5.x", "trtllm": "PyTorch backend 0.20+"}
+# the versions whose rule the engine profiles model (engines.yaml memory: sources; vLLM 0.17+ through the sampler
+# peak's from_version, applied by the row's release)
+MODELLED = {"vllm": "v1 0.9+", "sglang": "0.4.7-0.5.x", "trtllm": "PyTorch backend 0.20+"}
+
+
+def release(r: pd.Series) -> str | None:
+    """The row's release number (``0.19.0``; ``~0.9.2`` and ``0.6.5.dev (...)`` read as 0.9.2 and 0.6.5), or None."""
+    head = str(r.engine_version).split()[0].lstrip("~")
+    try:
+        engine_release(head, "engine_version")
+    except SimulatorError:
+        head = ".".join(head.split(".")[:3])
+        try:
+            engine_release(head, "engine_version")
+        except SimulatorError:
+            return None
+    return head
 
 
 def modelled(r: pd.Series) -> bool:
-    v = str(r.engine_version)
     if r.engine == "vllm":
-        head = v.split()[0].lstrip("~")
-        parts = head.split(".")
-        return len(parts) >= 2 and parts[0] == "0" and 9 <= int(parts[1]) <= 16
+        v = release(r)
+        return v is not None and engine_release(v, "engine_version") >= (0, 9, 0)
     return True
 
 
@@ -77,7 +93,8 @@ def predict(r: pd.Series) -> dict:
     built = plan_from_options(o)
     kw = dict(max_seqs=float(r.max_seqs), max_batch_tokens=float(r.max_batch_tokens), kv_precision=r.kv_precision)
     frac = None if pd.isna(r.memory_fraction) else float(r.memory_fraction)
-    new = replica_kv_capacity(built.model, built.prefill, engine_profile(r.engine).memory, fraction=frac, **kw)
+    rule = engine_profile(r.engine).memory.for_release(release(r) if r.engine == "vllm" else None)
+    new = replica_kv_capacity(built.model, built.prefill, rule, fraction=frac, **kw)
     old = replica_kv_capacity(built.model, built.prefill, None, **kw)
     return {"new_gib": new.kv_bytes_per_device / GIB, "old_gib": old.kv_bytes_per_device / GIB,
             "new_tokens": new.tokens, "old_tokens": old.tokens,
@@ -150,9 +167,8 @@ def main() -> None:
                      f"{fmt(r.logged, r.unit)} | {fmt(r.new, r.unit)} | {fmt(r.old, r.unit)} | {r.err_new_pct:+.1f}% | "
                      f"{r.err_old_pct:+.1f}% | {w} |")
     lines += ["", NOTES]
-    lines += ["", "\\* a vLLM version whose rule differs from the modelled one (v1 0.9-0.16): V0 (0.2, 0.6) counted "
-              "other memory, and v0.17+ profiles a sampler of ~15 B per logit instead of ~39 B "
-              "(`engines.yaml` vllm.memory.sampler_bytes_per_logit).", ""]
+    lines += ["", "\\* a vLLM version whose rule differs from the modelled ones (v1 0.9 on, each row's release "
+              "choosing the sampler peak): V0 (0.2, 0.6) counted other memory.", ""]
     OUT.write_text("\n".join(lines))
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(t.drop(columns=["logged_weights_gib"]).round(2).to_string(index=False))

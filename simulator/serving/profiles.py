@@ -9,7 +9,7 @@ module only reads them into frozen ``EngineProfile`` records (and ``ServerDefaul
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -43,6 +43,16 @@ class EngineMemory:
     reserve_tiers: tuple[tuple[float, float, float], ...] = ()  # SGLang: (below bytes, reserved bytes, per rank)
     dp_attention_extra_bytes: float = 0.0  # SGLang: extra reserve with DP attention
     speculative_extra_bytes: float = 0.0  # SGLang: extra reserve with a speculative algorithm
+    # vLLM: (first release, bytes) where a later release's sampler peak differs from sampler_bytes_per_logit
+    sampler_bytes_from: tuple[tuple[tuple[int, int, int], float], ...] = ()
+
+    def for_release(self, engine_version: str | None) -> EngineMemory:
+        """The rule as release ``engine_version`` applies it (None: the releases the profile models by default)."""
+        if engine_version is None or not self.sampler_bytes_from:
+            return self
+        release = engine_release(engine_version, "engine_version")
+        later = [b for since, b in sorted(self.sampler_bytes_from) if release >= since]
+        return replace(self, sampler_bytes_per_logit=later[-1]) if later else self
 
     def mem_fraction_static(self, memory_bytes: float, ranks: int, dp_attention: bool = False,
                             speculative: bool = False) -> float:
@@ -169,7 +179,9 @@ def _memory(name: str, block) -> EngineMemory:
     if rule == "vllm":
         return EngineMemory(rule, value("gpu_memory_utilization", 0.0, 1.0), value("sampler_bytes_per_logit"),
                             value("non_torch_bytes"), distributed_init_bytes=value("distributed_init_bytes"),
-                            driver_reserved_bytes=value("driver_reserved_bytes"))
+                            driver_reserved_bytes=value("driver_reserved_bytes"),
+                            sampler_bytes_from=_from_version(block["sampler_bytes_per_logit"],
+                                                             f"{where}.sampler_bytes_per_logit"))
     if rule == "trtllm":
         return EngineMemory(rule, value("free_gpu_memory_fraction", 0.0, 1.0), context_bytes=value("context_bytes"),
                             distributed_init_bytes=value("distributed_init_bytes"))
@@ -226,6 +238,23 @@ def engine_profile(name: str) -> EngineProfile:
         sources["block_fp8_gemm_factor"] = e["block_fp8_gemm_factor"]["source"]
     return EngineProfile(name, e["policy"], e["preemption"], description=e.get("description", ""), memory=memory,
                          moe_memory_fraction=moe, sources=sources, **block_fp8, **values)
+
+
+def _from_version(entry: dict, where: str) -> tuple[tuple[tuple[int, int, int], float], ...]:
+    """An entry's optional ``from_version: {'0.17.0': value}``: the value from that release on."""
+    table = entry.get("from_version", {})
+    if not isinstance(table, dict):
+        raise SpecError(str(_FILE), f"{where}.from_version", "expected {'release': value, ...}")
+    out = []
+    for release, v in table.items():
+        try:
+            since = engine_release(release, f"{where}.from_version")
+        except SimulatorError as exc:
+            raise SpecError(str(_FILE), f"{where}.from_version", str(exc).split(": ", 1)[1]) from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+            raise SpecError(str(_FILE), f"{where}.from_version.{release}", f"expected a number >= 0, got {v!r}")
+        out.append((since, float(v)))
+    return tuple(sorted(out))
 
 
 def engine_release(text, where: str) -> tuple[int, int, int]:

@@ -52,14 +52,18 @@ def batch_limits(pool: Pool, profile: EngineProfile) -> tuple[int, int, EnginePr
 
 
 def kv_capacity_tokens(dep: Deployment, pool: Pool, step_tokens: int, *, max_seqs: int | None = None,
-                       profile: EngineProfile | None = None) -> int:
+                       profile: EngineProfile | None = None, engine_version: str | None = None) -> int:
     """KV tokens one replica of ``pool`` holds as its engine server sizes them at startup (``kvmemory``):
-    ``profile``'s memory rule (default: the pool's engine), ``step_tokens`` per step and ``max_seqs`` running
-    sequences (default: the pool's, else the server's), the pool's ``memory_fraction`` where it sets one."""
-    profile = profile or engine_profile(pool.engine)
+    ``profile``'s memory rule (default: the pool's engine) as release ``engine_version`` applies it (default: the
+    pool's where ``profile`` is its engine's), ``step_tokens`` per step and ``max_seqs`` running sequences (default:
+    the pool's, else the server's), the pool's ``memory_fraction`` where it sets one."""
+    if profile is None:
+        profile = engine_profile(pool.engine)
+        engine_version = engine_version if engine_version is not None else pool.engine_version
     if max_seqs is None:
         max_seqs = batch_limits(pool, profile)[0]
-    cap = replica_kv_capacity(dep.model, pool.plan, profile.memory, max_seqs=max_seqs, max_batch_tokens=step_tokens,
+    memory = profile.memory.for_release(engine_version) if profile.memory is not None else None
+    cap = replica_kv_capacity(dep.model, pool.plan, memory, max_seqs=max_seqs, max_batch_tokens=step_tokens,
                               kv_precision=dep.kv_precision, kv_scale_tokens=dep.kv_scale_tokens,
                               fraction=pool.memory_fraction, speculative=pool.speculative is not None)
     if cap.problem:
@@ -170,7 +174,8 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                 _COST_CACHE[key] = cost
                 while len(_COST_CACHE) > COST_CACHE_SIZE:  # the oldest first (dicts keep insertion order)
                     del _COST_CACHE[next(iter(_COST_CACHE))]
-        cap = kv_capacity_tokens(dep, pool, max_batch_tokens, max_seqs=max_seqs, profile=profile)
+        cap = kv_capacity_tokens(dep, pool, max_batch_tokens, max_seqs=max_seqs, profile=profile,
+                                 engine_version=version)
         policy = make_policy(profile.policy, mode)
         for i in range(pool.replicas):
             configs.append(ReplicaConfig(
