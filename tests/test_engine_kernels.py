@@ -219,3 +219,66 @@ def test_the_catalogue_marks_the_block_scaled_fp8_releases_and_import_writes_the
     res = CliRunner().invoke(app, ["model", "import", str(tmp_path / "config.json"), "--id", "dsv3", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "fp8_block_scaled: true" in out.read_text() and read_model(out).fp8_block_scaled
+
+
+def test_which_release_each_pool_serves():
+    """The run's --engine-version wins for every pool whose engine has release-dependent constants; a pool's own
+    release holds unless --engine switches the pool to another engine; the flag over engines without such constants
+    is refused rather than carried as a label."""
+    from dataclasses import replace
+
+    from simulator.build import PlanOptions, quick_deployment
+    from simulator.errors import SimulatorError
+    from simulator.serving.profiles import engine_release, pool_release
+    from simulator.serving.runner import simulate
+    from simulator.specs.traffic import simple_traffic
+
+    dep = quick_deployment(PlanOptions(model="qwen3-30b-a3b", hardware="h100-sxm", devices=1, precision="fp8"),
+                           engine_version="0.10.2")
+    pool = dep.pools[0]
+    assert pool_release(pool, None, None) == "0.10.2" and pool_release(pool, "vllm", None) == "0.10.2"
+    assert pool_release(pool, None, "0.17.0") == "0.17.0"
+    assert pool_release(pool, "sglang", None) is None and pool_release(pool, "sglang", "0.8.4") is None
+    assert pool_release(replace(pool, engine_version=None), None, None) is None
+    t = simple_traffic(rate=None, concurrency=2, isl=2048, osl=8, requests=4, seed=0)
+    with pytest.raises(SimulatorError, match="--engine-version 0.8.4: names a release of vllm"):
+        simulate(dep, t, engine="sglang", engine_version="0.8.4")
+    with pytest.raises(SimulatorError, match="this pool runs sglang"):
+        replace(pool, engine="sglang")
+    for bad in ("0.8.4\n", "\u0663.\u0664", "0.8.4 "):  # a trailing newline, Arabic-Indic digits, a space
+        with pytest.raises(SimulatorError, match="expected a release number"):
+            engine_release(bad, "engine_version")
+    assert engine_release("0.11.0rc1", "x") == engine_release("0.11.0.dev12+gabc", "x") == (0, 11, 0)
+
+
+def test_a_deployment_whose_pools_name_different_releases_round_trips(tmp_path):
+    """A prefill pool at the current release and a decode pool at vLLM 0.8.4: the vLLM-format result records the
+    decode pool's release beside its engine (no flag overrode either), and `validate --serving` re-runs the file as
+    written, each pool at its own release, reproducing its own TTFT (it used to re-run both at 0.8.4)."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    pool = {"hardware": "h100-sxm", "devices": 1, "attention": {"tp": 1, "precision": "fp8"}}
+    doc = {"schema_version": 1, "model": "qwen3-30b-a3b",
+           "pools": [{"name": "pre", "serves": ["prefill"], **pool},
+                     {"name": "dec", "serves": ["decode"], "engine_version": "0.8.4", **pool}]}
+    path = tmp_path / "pd.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    runner = CliRunner()
+    r = runner.invoke(app, ["simulate", str(path), "--concurrency", "4", "--isl", "4096", "--osl", "16",
+                            "--requests", "16", "--json", "--format", "vllm"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["engine_version"] == "0.8.4" and "engine_version_override" not in d
+    run = tmp_path / "run.json"
+    run.write_text(r.stdout)
+    row = json.loads(runner.invoke(app, ["validate", "--serving", str(run), "--json"]).stdout)["rows"][0]
+    assert row["ttft_s_simulated"] == pytest.approx(row["ttft_s_measured"], rel=1e-9)
+    doc["pools"][1]["engine"] = "sglang"
+    path.write_text(yaml.safe_dump(doc))
+    r = runner.invoke(app, ["simulate", str(path), "--concurrency", "4", "--isl", "64", "--osl", "8"])
+    assert r.exit_code != 0 and "pools[1].engine_version: a release matters for vllm only" in r.output, r.output

@@ -28,7 +28,7 @@ import simulator.ops.build as ops_build  # noqa: E402
 import simulator.serving.stepcost as stepcost_mod  # noqa: E402
 from simulator.build import PlanOptions, quick_deployment  # noqa: E402
 from simulator.errors import SimulatorError  # noqa: E402
-from simulator.serving.profiles import engine_release  # noqa: E402
+from simulator.serving.profiles import engine_release, versioned_engines  # noqa: E402
 from simulator.serving.runner import simulate  # noqa: E402
 from simulator.specs.catalog import load_hardware  # noqa: E402
 from simulator.specs.traffic import simple_traffic  # noqa: E402
@@ -66,9 +66,11 @@ def deployment_for(r: pd.Series, ep: int | None = None):
 
 
 def release_of(r: pd.Series) -> str | None:
-    """The row's engine release where it is a release number (``0.8.4``, ``1.2.0rc1``); a date or ``main`` is not
-    one, and the row runs as the release the profile models now."""
+    """The row's engine release where it is a release number (``0.8.4``, ``1.2.0rc1``) of an engine whose constants
+    depend on it; a date or ``main`` is not one, and the row runs as the release the profile models now."""
     v = r.get("engine_version")
+    if r.engine not in versioned_engines():
+        return None
     try:
         engine_release(v, "engine_version")
     except SimulatorError:
@@ -373,7 +375,8 @@ def validate_cli_section(df: pd.DataFrame) -> list[str]:
         "memory_fraction": rows.get("memory_fraction", pd.Series(np.nan, index=rows.index)),
         "scheduler_recv_interval": [int(x) if x == x and x is not None else 1
                                     for x in rows.get("scheduler_recv_interval", pd.Series(1, index=rows.index))],
-        "frontend_latency_ms": rows.get("frontend_latency_ms", pd.Series(np.nan, index=rows.index))})
+        "frontend_latency_ms": rows.get("frontend_latency_ms", pd.Series(np.nan, index=rows.index)),
+        "engine_version": [release_of(r) or "" for _, r in rows.iterrows()]})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "published.csv"
         csv.to_csv(path, index=False)
@@ -385,7 +388,8 @@ def validate_cli_section(df: pd.DataFrame) -> list[str]:
     o = res["overall"]
     return ["## The same rows through `quadrant validate --serving`", "",
             f"The {len(rows)} rows with a published TTFT and TPOT, written as the CSV `validate --serving` reads "
-            "(engine, layout, lengths, `random_range_ratio`, `requests`, `statistic: mean`) and re-simulated by "
+            "(engine and its release, layout, lengths, `random_range_ratio`, `requests`, `statistic: mean`) and "
+            "re-simulated by "
             f"it: TTFT median APE {o['ttft_median_ape'] * 100:.0f}% (bias {o['ttft_bias']:.2f}), TPOT median APE "
             f"{o['tpot_median_ape'] * 100:.0f}% (bias {o['tpot_bias']:.2f}). Its simulated TTFT is within "
             f"{np.median(same_ttft) * 100:.1f}% of the bench reading above at the median (max "

@@ -228,6 +228,8 @@ def deployment_yaml(dep: Deployment, description: str, price_notes: dict[str, st
             doc["micro_batches"] = plan.micro_batches
         doc["ffn"] = ffn
         doc["engine"] = p.engine
+        if p.engine_version is not None:
+            doc["engine_version"] = p.engine_version
         if p.frontend_latency_s is not None:
             doc["frontend_latency"] = f"{p.frontend_latency_s * 1e3:.6g} ms"
         if p.memory_fraction is not None:

@@ -107,9 +107,11 @@ def vllm_bench_result(res, traffic=None, deployment=None) -> dict:
     out["engine"] = engines.get(pool_name, next(iter(engines.values()), None))
     if deployment is not None and any(engines.get(p.name, p.engine) != p.engine for p in deployment.pools):
         out["engine_override"] = out["engine"]  # `simulate --engine` replaced the deployment's pool engines
-    versions = sm.get("engine_versions") or {}
-    if versions:  # the release it served (`--engine-version`, a pool's `engine_version:`)
-        out["engine_version"] = versions.get(pool_name, next(iter(versions.values())))
+    release = (sm.get("engine_versions") or {}).get(pool_name)
+    if release:  # the release the clients' pool served (`--engine-version`, a pool's `engine_version:`)
+        out["engine_version"] = release
+    if sm.get("engine_version_override"):  # `simulate --engine-version` over the deployment's pool releases
+        out["engine_version_override"] = sm["engine_version_override"]
     if sm.get("overheads") is False:  # `simulate --no-overheads`: the bare timing model
         out["overheads"] = False
     if closed:

@@ -984,6 +984,7 @@ class Simulation:
         self.ramp_s = 0.0
         self.engine_override: str | None = None
         self.engine_versions: dict[str, str] = {}  # pool name -> the engine release it serves, where one is named
+        self.engine_version_override: str | None = None  # the run's --engine-version
         self.next_closed = 0
         self._owed, self._sending = 0, False  # closed-loop arrivals owed, and whether they are being sent
         self.horizon_s = horizon_s

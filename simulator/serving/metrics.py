@@ -396,6 +396,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         "engines": {p_.name: p_.engine for p_ in dep.pools} if not sim.engine_override else
                    {p_.name: sim.engine_override for p_ in dep.pools},
         **({"engine_versions": dict(sim.engine_versions)} if sim.engine_versions else {}),
+        **({"engine_version_override": sim.engine_version_override} if sim.engine_version_override else {}),
         "window": win,
         "goodput": {"slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s), "percentile": p},
                     "fraction_of_requests": float(ok.sum()) / n_meas if has_slo and len(done) + both_missing

@@ -17,8 +17,9 @@ from ..errors import SimulatorError, SpecError
 from ..specs._reader import load_yaml
 
 ENGINES = ("vllm", "sglang", "trtllm")
-# an engine release as the engines number them: 0.8.4, v0.11.0, 0.4.5.post1, 1.2.0rc1 (the suffix is not compared)
-_RELEASE = re.compile(r"^v?(\d{1,4})\.(\d{1,4})(?:\.(\d{1,4}))?(?:[.+-]?[A-Za-z][0-9A-Za-z.+-]*)?$")
+# an engine release as the engines number them: 0.8.4, v0.11.0, 0.4.5.post1, 1.2.0rc1. The suffix is not compared:
+# a pre-release (0.11.0rc1, 0.11.0.dev5) counts as its release, which is what a constant's "from" usually means
+_RELEASE = re.compile(r"v?([0-9]{1,4})\.([0-9]{1,4})(?:\.([0-9]{1,4}))?(?:[.+-]?[A-Za-z][0-9A-Za-z.+-]*)?")
 _FILE = Path(__file__).with_name("engines.yaml")
 _CONSTANTS = ("step_cpu_s", "per_seq_s", "kernels_per_layer", "kernel_floor_s", "kernel_launch_s",
               "cuda_graph_max_bs", "cuda_graph_padding", "moe_prefill_s", "prefill_graph_max_tokens",
@@ -257,10 +258,29 @@ def _from_version(entry: dict, where: str) -> tuple[tuple[tuple[int, int, int], 
     return tuple(sorted(out))
 
 
+def versioned_engines() -> tuple[str, ...]:
+    """The engines with a constant that depends on the release served (``engine_version`` applies to them only)."""
+    out = []
+    for name in ENGINES:
+        p = engine_profile(name)
+        if p.block_fp8_before is not None or (p.memory is not None and p.memory.sampler_bytes_from):
+            out.append(name)
+    return tuple(out)
+
+
+def pool_release(pool, engine: str | None, engine_version: str | None) -> str | None:
+    """The release one pool serves in a run: ``engine_version`` (the run's flag) where its engine takes one, else the
+    pool's own unless ``engine`` (the run's ``--engine``) switched it to another engine."""
+    served = engine or pool.engine
+    if engine_version is not None:
+        return engine_version if served in versioned_engines() else None
+    return pool.engine_version if served == pool.engine else None
+
+
 def engine_release(text, where: str) -> tuple[int, int, int]:
     """An engine release number (``0.8.4``, ``v0.11.0``, ``0.4.5.post1``, ``1.2.0rc1``) as (major, minor, patch), its
     suffix dropped; ``where`` names the key or flag in the error."""
-    m = _RELEASE.match(text) if isinstance(text, str) else None
+    m = _RELEASE.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         hint = " (YAML reads 0.10 as the number 0.1: quote it)" if isinstance(text, (int, float)) else ""
         raise SimulatorError(f"{where}: expected a release number such as '0.8.4' or '1.2.0rc1', got {text!r}{hint}")

@@ -24,7 +24,7 @@ from .metrics import PERCENTILES, summarise  # noqa: F401  (PERCENTILES: re-expo
 from .overheads import OverheadStepCost
 from .pipeline import PipelinedPrefill
 from .policies import make_policy
-from .profiles import ENGINES, EngineProfile, engine_profile, engine_timing, server_defaults
+from .profiles import ENGINES, EngineProfile, engine_profile, engine_timing, pool_release, server_defaults
 from .stepcost import AnalyticStepCost, StepCostModel, TabulatedStepCost
 
 
@@ -158,8 +158,7 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         role = pool.role
         spec = pool.speculative
         q_len = 1 + (spec.draft_tokens if spec else 0)
-        version = engine_version if engine_version is not None else (
-            pool.engine_version if engine is None or engine == pool.engine else None)
+        version = pool_release(pool, engine, engine_version)
         key = None
         # the default timing model (none given, or the stateless roofline itself): a pure function of the specs
         if cost_for is None and (timing is None or type(timing) is RooflineModel):
@@ -289,9 +288,13 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
     r = Requests(reqs["arrival_s"].to_numpy(dtype=float).copy(), reqs["prompt_tokens"].to_numpy(np.int64),
                  reqs["output_tokens"].to_numpy(np.int64))
     if engine_version is not None:
-        from .profiles import engine_release
+        from .profiles import engine_release, versioned_engines
 
         engine_release(engine_version, "--engine-version")
+        if not any((engine or p.engine) in versioned_engines() for p in dep.pools):
+            raise SimulatorError(f"--engine-version {engine_version}: names a release of "
+                                 f"{', '.join(versioned_engines())}, whose constants depend on it, and no pool runs "
+                                 f"{'it' if len(versioned_engines()) == 1 else 'one'} here")
     configs = replica_configs(dep, cost_for, timing, engine=engine, preemption=preemption, overheads=overheads,
                               engine_version=engine_version)
     pre_pool = next((p for p in dep.pools if p.serves == ("prefill",)), None)
@@ -309,9 +312,8 @@ def simulate(dep: Deployment, traffic: Traffic, *, timing: TimingModel | None = 
                      closed_starts_s=starts)
     sim.ramp_s = ramp_s
     sim.engine_override = engine
-    sim.engine_versions = {p.name: v for p in dep.pools
-                           if (v := engine_version if engine_version is not None else (
-                               p.engine_version if engine is None or engine == p.engine else None)) is not None}
+    sim.engine_versions = {p.name: v for p in dep.pools if (v := pool_release(p, engine, engine_version)) is not None}
+    sim.engine_version_override = engine_version
     if progress:
         sim.on_done = progress
     sim.run()

@@ -81,9 +81,13 @@ class Pool:
         if self.memory_fraction is not None:
             real(f"{at}.memory_fraction", self.memory_fraction, 0.01, 1.0)
         if self.engine_version is not None:
-            from ..serving.profiles import engine_release
+            from ..serving.profiles import engine_release, versioned_engines
 
             engine_release(self.engine_version, f"{at}.engine_version")
+            if self.engine not in versioned_engines():
+                raise SimulatorError(f"{at}.engine_version: a release matters for {', '.join(versioned_engines())} "
+                                     f"only (the engines with release-dependent constants); this pool runs "
+                                     f"{self.engine}")
 
     @property
     def role(self) -> str:
@@ -301,14 +305,15 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
     pool = Pool(name, tuple(serves), replicas, plan, r.int("max_batch_tokens", None, minimum=1),
                 r.int("max_seqs", None, minimum=1), spec, engine, preemption, prompt_range,
                 r.int("scheduler_recv_interval", 1, minimum=1), frontend,
-                r.number("memory_fraction", None, minimum=0.01, maximum=1.0), _engine_version(r))
+                r.number("memory_fraction", None, minimum=0.01, maximum=1.0), _engine_version(r, engine))
     r.done()
     return pool
 
 
-def _engine_version(r) -> str | None:
-    """A pool's ``engine_version``: a quoted release (``'0.8.4'``); a bare 0.10 would reach here as the number 0.1."""
-    from ..serving.profiles import engine_release
+def _engine_version(r, engine: str) -> str | None:
+    """A pool's ``engine_version``: a quoted release (``'0.8.4'``; a bare 0.10 would reach here as the number 0.1) of
+    an engine whose constants depend on it."""
+    from ..serving.profiles import engine_release, versioned_engines
 
     v = r.raw("engine_version", None)
     if v is None:
@@ -317,6 +322,9 @@ def _engine_version(r) -> str | None:
         engine_release(v, "engine_version")
     except SimulatorError as exc:
         raise r.error("engine_version", str(exc).split(": ", 1)[1]) from None
+    if engine not in versioned_engines():
+        raise r.error("engine_version", f"a release matters for {', '.join(versioned_engines())} only (the engines "
+                                        f"with release-dependent constants); this pool runs {engine}")
     return v
 
 

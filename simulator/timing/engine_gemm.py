@@ -48,7 +48,8 @@ class EngineBlockFp8Gemms:
         fp8 = (per_row(sub["dtype"]) == _FP8) & (per_row(sub["w_bytes"]) == 1.0) & measured
         if not fp8.any():
             return t
-        # the compute time a kernel benchmark sees: a served step's is at the served fraction of the clock
+        # the compute time a kernel benchmark sees: a served step's is at the served fraction of the clock (so the
+        # roofline and the models built on it time it; a measured model's compute time is taken the same way)
         bench = t.compute_s[rows] * (DeviceTable.of(ops.devices).served[hw.astype(int)] if ops.served else 1.0)
         comp = np.maximum(t.compute_s[rows], self.factor * bench)
         engine = t.overhead_s[rows] + comp

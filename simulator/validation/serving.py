@@ -39,7 +39,8 @@ Layouts:
   server's frontend latency where the run was served through another frontend than the engine's own (e.g. NVIDIA NIM
   in front of TensorRT-LLM); empty: the engine profile's. ``memory_fraction``: the launch's KV memory flag (vLLM
   ``--gpu-memory-utilization``, SGLang ``--mem-fraction-static``, TensorRT-LLM ``free_gpu_memory_fraction``) where
-  the run set it, in (0, 1]; empty: the engine's default.
+  the run set it, in (0, 1]; empty: the engine's default. ``engine_version``: the engine release measured (``0.8.4``)
+  where a constant depends on it (engines.yaml); empty: the release the profile models.
 
 How a run is re-simulated, as the benchmark client ran it:
 
@@ -282,19 +283,21 @@ def _vllm(d: dict, where: str) -> ServingCase:
                   if d.get("frontend_latency_s") is not None else {}),
                **({"overheads": False} if d.get("overheads") is False else {}),
                **({"engine_override": override} if override else {}),
-               **({"engine_version": _release(d, where)} if d.get("engine_version") is not None else {})},
+               **({k: _release(d, k, where) for k in ("engine_version", "engine_version_override")
+                   if d.get(k) is not None})},
         input_lens=_lens(d.get("input_lens")), output_lens=_lens(d.get("output_lens")), **ints)
 
 
-def _release(d: dict, where: str) -> str:
-    """``engine_version``: the engine release the run served (as `simulate` records it), a release number."""
+def _release(d: dict, key: str, where: str) -> str:
+    """``engine_version`` / ``engine_version_override``: the engine release the run served (as `simulate` records
+    it: the clients' pool's, and the flag's over a deployment file), a release number."""
     from ..serving.profiles import engine_release
 
     try:
-        engine_release(d["engine_version"], "engine_version")
+        engine_release(d[key], key)
     except SimulatorError as exc:
-        raise SpecError(where, "engine_version", str(exc).split(": ", 1)[1]) from None
-    return d["engine_version"]
+        raise SpecError(where, key, str(exc).split(": ", 1)[1]) from None
+    return d[key]
 
 
 def _finite_num(d: dict, key: str, where: str) -> float:
@@ -533,6 +536,9 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
                 raise SpecError(str(path), f"line {line}, column memory_fraction",
                                 f"expected the engine's KV memory fraction in [0.01, 1], got {mf:g}")
             extra["memory_fraction"] = mf
+        if "engine_version" in cols and (row.get("engine_version") or "").strip():  # the engine release measured
+            extra["engine_version"] = _release({"engine_version": row["engine_version"].strip()}, "engine_version",
+                                               f"{path}: line {line}, column")
         cases.append(ServingCase(
             source=f"{path} line {line}", model=row["model"].strip(), hardware=row["hardware"].strip(),
             engine=engine_name(row.get("engine"), str(path), f"line {line}, column engine"),
@@ -621,8 +627,14 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
         span = lambda n_: dict(low=max(1, int(n_ * case.length_low)), high=max(1, int(n_ * case.length_high)))  # noqa: E731
         traffic = replace(traffic, prompt=LengthDist("uniform", **span(case.isl)),
                           output=LengthDist("uniform", **span(case.osl)))
+    # the release measured, where the engine simulated has constants that depend on it (else it changes nothing)
+    from ..serving.profiles import versioned_engines
+
+    release = case.extra.get("engine_version_override") if dep_ref else case.extra.get("engine_version")
+    if not any((engine or p.engine) in versioned_engines() for p in dep.pools):
+        release = None
     res = simulate(dep, replace(traffic, requests=n), engine=engine, overheads=case.extra.get("overheads", True),
-                   timing=timing, engine_version=case.extra.get("engine_version"))
+                   timing=timing, engine_version=release)
     done = res.requests[res.requests["status"] == "finished"]
     agg = np.median if case.statistic == "median" else np.mean
     sim_ttft = float(agg(done["ttft_s"])) if len(done) else math.nan
