@@ -77,10 +77,11 @@ def simulate(
     preemption: str = typer.Option(None, "--preemption", help="recompute | swap | none (trtllm only: "
                                    "GUARANTEED_NO_EVICT). Default: the engine's."),
     engine_version: str = typer.Option(None, "--engine-version", metavar="RELEASE",
-                                       help="The engine release served, e.g. 0.8.4, for constants that changed "
-                                            "between releases (vLLM before 0.11.0: its own block-FP8 GEMMs for a "
-                                            "block-scaled FP8 model, not DeepGEMM). Default: each pool's "
-                                            "`engine_version:`, else the release the profile models now."),
+                                       help="The vLLM release served, e.g. 0.8.4 (vLLM is the engine whose "
+                                            "constants here change between releases: before 0.11.0 its own "
+                                            "block-FP8 GEMMs for a block-scaled FP8 model, not DeepGEMM; from 0.17.0 "
+                                            "a smaller startup sampler peak, so more KV cache). Applies to every "
+                                            "vLLM pool. Default: each pool's `engine_version:`, else vLLM 0.11-0.16."),
     scheduler_recv_interval: int = typer.Option(1, "--scheduler-recv-interval", parser=count(1, 100_000),
                                                 help="Quick run, SGLang only: its --scheduler-recv-interval N (a busy "
                                                      "scheduler takes new requests every N decode steps; 1: every "
