@@ -6,12 +6,12 @@ block of the K loop. The device profiles time an FP8 GEMM at the rate of the bes
 P001-P018 of the published-kernel set), which is what per-tensor FP8 GEMMs (cuBLASLt, CUTLASS) reach too. A
 serving engine's own block-scaled kernels can be slower where compute binds (prefill), and
 ``EngineBlockFp8Gemms`` wraps any TimingModel and times every dense GEMM with 8-bit FP8 weights, on the devices the
-factor was measured on, at ``factor`` times the device profile's compute time as a kernel benchmark sees it (at
-the sustained clock; a kernel this far below peak is not held back by the power limit that ``served`` models),
-keeping the wrapped time where that is longer (a memory-bound decode GEMM, whose time the factor does not
-describe). The engine profiles (``serving/engines.yaml``, ``block_fp8_gemm_factor``) give the factor, the releases
-and the devices with their sources; ``whatif`` and the kernel checks keep the device profile's kernels, and a model
-whose FP8 weights are scaled per tensor or channel is not wrapped.
+engine profile lists (measured there, or of the same architecture), at ``factor`` times the device profile's compute
+time as a kernel benchmark sees it (at the sustained clock; a kernel this far below peak is not held back by the
+power limit that ``served`` models), keeping the wrapped time where that is longer (a memory-bound decode GEMM,
+whose time the factor does not describe). The engine profiles (``serving/engines.yaml``, ``block_fp8_gemm_factor``)
+give the factor, the releases and the devices with their sources; ``whatif`` and the kernel checks keep the device
+profile's kernels, and a model whose FP8 weights are scaled per tensor or channel is not wrapped.
 """
 
 from __future__ import annotations
