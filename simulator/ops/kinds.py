@@ -105,7 +105,10 @@ class OpTableBuilder:
                 col = np.array([float(np.asarray(v).reshape(-1)[0]) for v in values], dtype=dtype).reshape(n_ops, 1)
                 arrays[c] = np.broadcast_to(col, (n_ops, self.n))
                 continue
-            arrays[c] = np.stack([np.broadcast_to(np.asarray(v, dtype=dtype), (self.n,)) for v in values])
+            col = np.empty((n_ops, self.n), dtype=dtype)
+            for i, v in enumerate(values):  # (row assignment broadcasts a scalar; cheaper than stacking views)
+                col[i] = v
+            arrays[c] = col
         return OpTable(tuple(self.names), tuple(self.quadrant), np.asarray(self.kinds, dtype=np.int64), arrays,
                        self.n, tuple(self.devices), served=served)
 
