@@ -192,6 +192,13 @@ def test_hf_import_follows_transformers_conventions(tmp_path):
     assert not model_from_hf_config(_hf(tmp_path, quantization_config={"quant_method": "awq", "bits": 4,
                                                                         "weight_block_size": [128, 128]}),
                                     "x").fp8_block_scaled
+    # llm-compressor's FP8 block scheme: a compressed-tensors weight group with strategy block; channel is not
+    for strategy, want in (("block", True), ("channel", False)):
+        ct = {"quant_method": "compressed-tensors", "config_groups": {"group_0": {
+            "weights": {"num_bits": 8, "type": "float", "strategy": strategy, "block_structure": [128, 128]},
+            "input_activations": {"num_bits": 8, "type": "float", "strategy": "group", "group_size": 128}}}}
+        got = model_from_hf_config(_hf(tmp_path, quantization_config=ct), "x")
+        assert (got.native_precision, got.fp8_block_scaled) == ("fp8", want)
 
 
 @pytest.mark.parametrize("name,profile", [

@@ -350,6 +350,16 @@ def _quant_precision(q: dict, file: str) -> str:
     return _bad_quant(file, method or "(no quant_method)")
 
 
+def _compressed_tensors_blocks(q: dict) -> bool:
+    """Whether an llm-compressor (compressed-tensors) config scales its FP8 weights per 2-D block: a weight group
+    with ``strategy: block`` (its ``block_structure``, e.g. [128, 128])."""
+    if str(q.get("quant_method", "")).lower() != "compressed-tensors":
+        return False
+    groups = q.get("config_groups") or {}
+    return any(isinstance(g, dict) and isinstance(g.get("weights"), dict)
+               and str(g["weights"].get("strategy", "")).lower() == "block" for g in groups.values())
+
+
 def _bad_quant(file: str, what: str) -> str:
     raise SpecError(file, "quantization_config", f"unsupported quantisation {what}; supported: fp8, awq/gptq "
                                                  "4/8-bit, bitsandbytes, mxfp4, compressed-tensors")
@@ -425,7 +435,7 @@ def model_from_hf_config(path: str | Path, model_id: str | None = None) -> Model
                 isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):
             raise SpecError(file, "quantization_config.weight_block_size",
                             f"expected two positive whole numbers such as [128, 128], got {block!r}")
-        block_scaled = native == "fp8" and block is not None
+        block_scaled = native == "fp8" and (block is not None or _compressed_tensors_blocks(q))
     else:
         native = _DTYPE_PRECISION.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or ""))
     ctx_key = "max_position_embeddings" if cfg.get("max_position_embeddings") else "max_seq_len"
