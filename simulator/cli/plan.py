@@ -221,6 +221,12 @@ def plan_cmd(
                                     "its whole profile (batching policy, step overheads, frontend latency); the "
                                     "screen takes its own kernels (one-shot all-reduce, fused MoE) and its frontend "
                                     "latency."),
+    engine_version: str = typer.Option(None, "--engine-version", metavar="RELEASE",
+                                       help="The vLLM release every pool serves, e.g. 0.17.0 (from 0.17.0 a smaller "
+                                            "startup sampler peak leaves more KV cache; before 0.11.0 a "
+                                            "block-scaled FP8 model's GEMMs run in vLLM's own kernels). The screen "
+                                            "and the simulations both take it, and recommended.yaml records it. "
+                                            "Default: vLLM 0.11-0.16."),
     frontend_latency: str = typer.Option(None, "--frontend-latency", metavar="<duration>",
                                          help="Frontend latency of every fleet (e.g. 0ms for TensorRT-LLM behind "
                                               "NVIDIA NIM): time in TTFT before the scheduler has a request. Default: "
@@ -263,7 +269,8 @@ def plan_cmd(
         verify_max=verify_max, requests=requests, bisect_steps=bisect_steps, workers=workers, tolerance=tolerance,
         executor=_executor(cluster), prefill_hardware=_ids(prefill_hardware, "--prefill-hardware"),
         decode_hardware=_ids(decode_hardware, "--decode-hardware"),
-        timing=timing, engine=engine, frontend_latency_s=_frontend(frontend_latency))
+        timing=timing, engine=engine, frontend_latency_s=_frontend(frontend_latency),
+        engine_version=engine_version)
     try:
         outcome = plan_capacity_for(req, progress=_progress(not json_out))
     finally:

@@ -182,9 +182,10 @@ def batch_tokens(role: str, max_seqs: int) -> int:
 
 def build_deployment(cand_id: str, mode: str, pools: list[PoolChoice], model: ModelSpec,
                      specs: dict[str, HardwareSpec], engine: str = "vllm",
-                     frontend_latency_s: float | None = None) -> Deployment:
+                     frontend_latency_s: float | None = None, engine_version: str | None = None) -> Deployment:
     """A simulatable Deployment for a candidate (``specs`` carry the prices in force), every pool served
-    by ``engine``, behind a frontend of ``frontend_latency_s`` (None: the engine's)."""
+    by ``engine`` (at release ``engine_version`` where given), behind a frontend of ``frontend_latency_s`` (None: the
+    engine's)."""
     built = []
     kv = pools[0].layout["kv_precision"]
     for pc in pools:
@@ -193,7 +194,8 @@ def build_deployment(cand_id: str, mode: str, pools: list[PoolChoice], model: Mo
         built.append(Pool(pc.role if pc.role != "colocated" else "fleet", serves, pc.replicas, plan,
                           batch_tokens(pc.role, pc.max_seqs), PREFILL_MAX_SEQS if pc.role == "prefill"
                           else pc.max_seqs, engine=engine,
-                          frontend_latency_s=frontend_latency_s if pc.role != "decode" else None))
+                          frontend_latency_s=frontend_latency_s if pc.role != "decode" else None,
+                          engine_version=engine_version))
     return Deployment(cand_id, model, tuple(built), kv, 128, KVTransfer(None, None, True))
 
 

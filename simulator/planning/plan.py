@@ -67,6 +67,7 @@ class PlanRequest:
     timing: str | None = None  # --timing spec for screening and simulation (roofline by default)
     engine: str = "vllm"  # serving engine profile of every pool (batching policy, step overheads, frontend)
     frontend_latency_s: float | None = None  # every fleet's frontend latency (None: the engine's)
+    engine_version: str | None = None  # the engine release every pool serves (None: the profile's default releases)
 
     def __post_init__(self):
         if not isinstance(self.traffic, Traffic):
@@ -356,6 +357,14 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
             raise SimulatorError(f"--modes: unknown mode {m!r}; choose from {', '.join(MODES)}")
     if req.engine not in ENGINES:
         raise SimulatorError(f"--engine: unknown engine {req.engine!r}; expected one of {', '.join(ENGINES)}")
+    if req.engine_version is not None:
+        from ..serving.profiles import engine_release, versioned_engines
+
+        engine_release(req.engine_version, "--engine-version")
+        if req.engine not in versioned_engines():
+            raise SimulatorError(f"--engine-version {req.engine_version}: a release matters for "
+                                 f"{', '.join(versioned_engines())} only (the engines with release-dependent "
+                                 f"constants); the plan's engine is {req.engine}")
     if req.max_devices < 1:
         raise SimulatorError(f"--max-devices must be >= 1, got {req.max_devices}")
     model = load_model(req.model)
@@ -419,7 +428,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     check_overlays_apply(timing, {sp.id for sp in specs.values()}, "--timing")
     scr = screen(model, priced, prices, w, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
                  tolerance=req.tolerance, timing=timing, engine=req.engine,
-                 frontend_latency_s=frontend_s, **place)
+                 frontend_latency_s=frontend_s, engine_version=req.engine_version, **place)
     if progress:
         progress("screening", 1, 1)
     cands = scr.candidates
@@ -427,7 +436,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
         def any_fleet(workload: Workload, keep: int):  # the screen without its SLO tolerance: any fleet that runs
             return screen(model, priced, prices, workload, modes=req.modes, pairs=pairs, max_devices=req.max_devices,
                           tolerance=1e6, keep=keep, timing=timing, engine=req.engine,
-                          frontend_latency_s=frontend_s, **place).candidates
+                          frontend_latency_s=frontend_s, engine_version=req.engine_version, **place).candidates
 
         loose = any_fleet(w, 50)
         if loose.empty:
@@ -458,7 +467,8 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
         for i in idx:
             row = cands.iloc[i]
             dep = build_deployment(f"candidate-{i}", row["mode"], _pools_of(row, scr.layouts), model, priced,
-                                   engine=req.engine, frontend_latency_s=req.frontend_latency_s)
+                                   engine=req.engine, frontend_latency_s=req.frontend_latency_s,
+                                   engine_version=req.engine_version)
             deployments[f"c{i}"] = dep
             deps.append(dep)
         done0 = len(verified)
@@ -506,7 +516,8 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     doc = {
         "inputs": {"model": model.id, "traffic": _rel(req.traffic.file) or req.traffic.id,
                    "traffic_ref": _traffic_ref(req.traffic), "rate_per_s": rate,
-                   "timing": req.timing or "roofline", "engine": req.engine, "frontend_latency_s": frontend_s,
+                   "timing": req.timing or "roofline", "engine": req.engine, "engine_version": req.engine_version,
+                   "frontend_latency_s": frontend_s,
                    "hardware": list(specs), "modes": list(req.modes), "max_devices": req.max_devices,
                    "precisions": req.precisions, "tolerance": req.tolerance, "seed": traffic.seed,
                    "slo_from": slo_sources(req.ttft_slo_s, req.tpot_slo_s, req.percentile),

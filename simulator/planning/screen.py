@@ -85,12 +85,14 @@ def _group_key(row: dict) -> tuple:
             row["attn_precision"], row["ffn_precision"], row["kv_precision"])
 
 
-def _layout_metrics(model, rows: list[dict], specs, w: Workload, timing, profile: EngineProfile | None = None
-                    ) -> None:
+def _layout_metrics(model, rows: list[dict], specs, w: Workload, timing, profile: EngineProfile | None = None,
+                    engine_version: str | None = None) -> None:
     """Fill each row (in place) with t_prefill_mean_s, t_prefill_pct_s, tpot_grid (array), kv cap, fit
-    (with ``profile``'s own all-reduce and MoE kernels where given)."""
+    (with ``profile``'s own all-reduce and MoE kernels where given, as release ``engine_version`` runs them)."""
+    memory = None
     if profile is not None:  # (the engine's own all-reduce and MoE kernels, as the simulation times them)
-        timing = engine_timing(timing, profile, model)
+        timing = engine_timing(timing, profile, model, engine_version)
+        memory = profile.memory.for_release(engine_version) if profile.memory is not None else None
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
         groups.setdefault(_group_key(r), []).append(i)
@@ -138,7 +140,7 @@ def _layout_metrics(model, rows: list[dict], specs, w: Workload, timing, profile
                 # bounds max_seqs, so the engine's capacity here is a lower bound of the simulated one
                 seqs = PREFILL_MAX_SEQS if role == "prefill" else int(BATCH_GRID[-1])
                 step = PREFILL_BATCH_TOKENS if role == "prefill" else batch_tokens(role, seqs)
-                cap = replica_kv_capacity(model, plan, profile.memory if profile is not None else None,
+                cap = replica_kv_capacity(model, plan, memory,
                                           max_seqs=seqs, max_batch_tokens=step, kv_precision=r["kv_precision"],
                                           kv_scale_tokens=128)
                 r[f"kv_tokens_{role}"] = float(cap.tokens)
@@ -210,11 +212,12 @@ def _prefill_side(t_mean: np.ndarray, t_pct: np.ndarray, n: np.ndarray, w: Workl
 def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"), pairs=(("fp8", "fp8"),),
            max_devices: int = 64, timing=None, tolerance: float = 0.25, keep: int = 2000, side_keep: int = 400,
            prefill_hw=None, decode_hw=None, progress=None, engine: str | None = "vllm",
-           frontend_latency_s: float | None = None) -> Screening:
+           frontend_latency_s: float | None = None, engine_version: str | None = None) -> Screening:
     """Score every fleet; return the feasible ones (analytic p-latencies within ``tolerance`` of the
     SLOs), cheapest first. ``prices.usd_per_hour(hw_id)`` gives device-hour prices; ``engine``: the serving
-    engine whose all-reduce and frontend apply (None: the bare timing model); ``frontend_latency_s``: the
-    fleets' frontend latency where it is not the engine's."""
+    engine whose all-reduce and frontend apply (None: the bare timing model), at release ``engine_version`` (None:
+    the one its profile models by default); ``frontend_latency_s``: the fleets' frontend latency where it is not
+    the engine's."""
     timing = timing or RooflineModel()
     profile = engine_profile(engine) if engine is not None else None
     if frontend_latency_s is not None:
@@ -230,7 +233,7 @@ def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"
     if "afd" in modes:
         for a_id, f_id in itertools.product(ids, ids):
             lay += afd_layouts(model, specs[a_id], specs[f_id], pairs, max_devices)
-    _layout_metrics(model, lay, specs, w, timing, profile)
+    _layout_metrics(model, lay, specs, w, timing, profile, engine_version)
     if progress:
         progress(0.3)
     for r in lay:
