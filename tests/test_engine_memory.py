@@ -202,17 +202,19 @@ def test_screen_uses_the_same_capacity():
            "ffn_precision": "bf16", "kv_precision": "bf16", "devices": 1}
     w = Workload(1.0, 1000, 200, 1000, float("inf"), float("inf"), 0.9)
     got = {}
-    for engine in (None, "vllm"):
+    for engine, release in ((None, None), ("vllm", None), ("vllm", "0.17.0")):
         rows = [dict(row)]
-        _layout_metrics(model, rows, specs, w, RooflineModel(), engine_profile(engine) if engine else None)
-        got[engine] = rows[0]["kv_tokens_colocated"]
+        _layout_metrics(model, rows, specs, w, RooflineModel(), engine_profile(engine) if engine else None, release)
+        got[engine, release] = rows[0]["kv_tokens_colocated"]
     plan = phase_plan(row, specs, model)
-    want = replica_kv_capacity(model, plan, engine_profile("vllm").memory, max_seqs=int(BATCH_GRID[-1]),
-                               max_batch_tokens=COLOCATED_BATCH_TOKENS)
-    assert got["vllm"] == pytest.approx(want.tokens)
-    assert got[None] == pytest.approx(replica_kv_capacity(model, plan, None, max_seqs=512,
-                                                           max_batch_tokens=COLOCATED_BATCH_TOKENS).tokens)
-    assert got["vllm"] < got[None]
+    mem = engine_profile("vllm").memory
+    for release in (None, "0.17.0"):  # (the screen sizes a named release's cache as the simulation does)
+        want = replica_kv_capacity(model, plan, mem.for_release(release), max_seqs=int(BATCH_GRID[-1]),
+                                   max_batch_tokens=COLOCATED_BATCH_TOKENS)
+        assert got["vllm", release] == pytest.approx(want.tokens)
+    assert got[None, None] == pytest.approx(replica_kv_capacity(model, plan, None, max_seqs=512,
+                                                                 max_batch_tokens=COLOCATED_BATCH_TOKENS).tokens)
+    assert got["vllm", None] < got["vllm", "0.17.0"] < got[None, None]
 
 
 @pytest.mark.parametrize("block, where", [

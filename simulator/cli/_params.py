@@ -310,6 +310,17 @@ def timing_option(what: str = "Timing model"):
                              "`measured:CSV+calibrated:YAML` combines them.")
 
 
+def engine_version_option(scope: str):
+    """The one ``--engine-version`` option (simulate, plan): the vLLM release served, ``scope`` saying where."""
+    import typer
+
+    return typer.Option(None, "--engine-version", metavar="RELEASE",
+                        help=f"The vLLM release {scope}, e.g. 0.8.4 or 0.17.0: vLLM's constants that change between "
+                             "releases follow it (before 0.11.0 its own block-FP8 GEMMs for a block-scaled FP8 model, "
+                             "not DeepGEMM; from 0.17.0 a smaller startup sampler peak, so more KV cache). Default: "
+                             "vLLM 0.11-0.16, the releases the profile is checked against.")
+
+
 def _is_bare_number(value) -> bool:
     """Whether ``value`` is a number without a unit ("50", "0.05"; not "50ms")."""
     try:

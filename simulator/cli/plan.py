@@ -12,7 +12,7 @@ import typer
 from ..errors import SimulatorError
 from ..planning.limits import MAX_BISECT_STEPS, MAX_DEVICES, MAX_WORKERS
 from ._common import app, guarded, metadata
-from ._params import _lower, count, out_dir, real, timing_option
+from ._params import _lower, count, engine_version_option, out_dir, real, timing_option
 
 
 def _duration(flag: str, text: str | None, positive: bool = True) -> float | None:
@@ -221,12 +221,8 @@ def plan_cmd(
                                     "its whole profile (batching policy, step overheads, frontend latency); the "
                                     "screen takes its own kernels (one-shot all-reduce, fused MoE) and its frontend "
                                     "latency."),
-    engine_version: str = typer.Option(None, "--engine-version", metavar="RELEASE",
-                                       help="The vLLM release every pool serves, e.g. 0.17.0 (from 0.17.0 a smaller "
-                                            "startup sampler peak leaves more KV cache; before 0.11.0 a "
-                                            "block-scaled FP8 model's GEMMs run in vLLM's own kernels). The screen "
-                                            "and the simulations both take it, and recommended.yaml records it. "
-                                            "Default: vLLM 0.11-0.16."),
+    engine_version: str = engine_version_option("every pool serves (the screen, the simulations and "
+                                                "recommended.yaml take it)"),
     frontend_latency: str = typer.Option(None, "--frontend-latency", metavar="<duration>",
                                          help="Frontend latency of every fleet (e.g. 0ms for TensorRT-LLM behind "
                                               "NVIDIA NIM): time in TTFT before the scheduler has a request. Default: "

@@ -15,6 +15,7 @@ from ._params import (
     _lower,
     count,
     duration,
+    engine_version_option,
     in_file_or_id,
     kv_precision,
     out_dir,
@@ -76,12 +77,7 @@ def simulate(
                                     "for the whole request). Default: each pool's `engine:` (vllm)."),
     preemption: str = typer.Option(None, "--preemption", help="recompute | swap | none (trtllm only: "
                                    "GUARANTEED_NO_EVICT). Default: the engine's."),
-    engine_version: str = typer.Option(None, "--engine-version", metavar="RELEASE",
-                                       help="The vLLM release served, e.g. 0.8.4 (vLLM is the engine whose "
-                                            "constants here change between releases: before 0.11.0 its own "
-                                            "block-FP8 GEMMs for a block-scaled FP8 model, not DeepGEMM; from 0.17.0 "
-                                            "a smaller startup sampler peak, so more KV cache). Applies to every "
-                                            "vLLM pool. Default: each pool's `engine_version:`, else vLLM 0.11-0.16."),
+    engine_version: str = engine_version_option("every vLLM pool serves, over each pool's `engine_version:`"),
     scheduler_recv_interval: int = typer.Option(1, "--scheduler-recv-interval", parser=count(1, 100_000),
                                                 help="Quick run, SGLang only: its --scheduler-recv-interval N (a busy "
                                                      "scheduler takes new requests every N decode steps; 1: every "
