@@ -21,9 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from simulator.build import PlanOptions, plan_from_options  # noqa: E402
-from simulator.errors import SimulatorError  # noqa: E402
 from simulator.serving.kvmemory import replica_kv_capacity  # noqa: E402
-from simulator.serving.profiles import engine_profile, engine_release  # noqa: E402
+from simulator.serving.profiles import engine_profile, engine_release, release_problem  # noqa: E402
 
 DATA = ROOT / "reports/validation/published/engine-memory.csv"
 OUT = ROOT / "reports/validation/engine-memory.md"
@@ -67,15 +66,7 @@ MODELLED = {"vllm": "v1 0.9+", "sglang": "0.4.7-0.5.x", "trtllm": "PyTorch backe
 def release(r: pd.Series) -> str | None:
     """The row's release number (``0.19.0``; ``~0.9.2`` and ``0.6.5.dev (...)`` read as 0.9.2 and 0.6.5), or None."""
     head = str(r.engine_version).split()[0].lstrip("~")
-    try:
-        engine_release(head, "engine_version")
-    except SimulatorError:
-        head = ".".join(head.split(".")[:3])
-        try:
-            engine_release(head, "engine_version")
-        except SimulatorError:
-            return None
-    return head
+    return None if release_problem(head) else head
 
 
 def modelled(r: pd.Series) -> bool:

@@ -27,8 +27,7 @@ sys.path.insert(0, str(ROOT))
 import simulator.ops.build as ops_build  # noqa: E402
 import simulator.serving.stepcost as stepcost_mod  # noqa: E402
 from simulator.build import PlanOptions, quick_deployment  # noqa: E402
-from simulator.errors import SimulatorError  # noqa: E402
-from simulator.serving.profiles import engine_release, versioned_engines  # noqa: E402
+from simulator.serving.profiles import release_problem  # noqa: E402
 from simulator.serving.runner import simulate  # noqa: E402
 from simulator.specs.catalog import load_hardware  # noqa: E402
 from simulator.specs.traffic import simple_traffic  # noqa: E402
@@ -69,13 +68,7 @@ def release_of(r: pd.Series) -> str | None:
     """The row's engine release where it is a release number (``0.8.4``, ``1.2.0rc1``) of an engine whose constants
     depend on it; a date or ``main`` is not one, and the row runs as the release the profile models now."""
     v = r.get("engine_version")
-    if r.engine not in versioned_engines():
-        return None
-    try:
-        engine_release(v, "engine_version")
-    except SimulatorError:
-        return None
-    return v
+    return None if release_problem(v, r.engine) else v
 
 
 def max_seqs_of(r: pd.Series) -> int | None:

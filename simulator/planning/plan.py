@@ -358,13 +358,10 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     if req.engine not in ENGINES:
         raise SimulatorError(f"--engine: unknown engine {req.engine!r}; expected one of {', '.join(ENGINES)}")
     if req.engine_version is not None:
-        from ..serving.profiles import engine_release, versioned_engines
+        from ..serving.profiles import release_problem
 
-        engine_release(req.engine_version, "--engine-version")
-        if req.engine not in versioned_engines():
-            raise SimulatorError(f"--engine-version {req.engine_version}: a release matters for "
-                                 f"{', '.join(versioned_engines())} only (the engines with release-dependent "
-                                 f"constants); the plan's engine is {req.engine}")
+        if problem := release_problem(req.engine_version, req.engine, "the plan's engine is"):
+            raise SimulatorError(f"--engine-version {req.engine_version}: {problem}")
     if req.max_devices < 1:
         raise SimulatorError(f"--max-devices must be >= 1, got {req.max_devices}")
     model = load_model(req.model)

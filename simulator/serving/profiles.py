@@ -248,10 +248,9 @@ def _from_version(entry: dict, where: str) -> tuple[tuple[tuple[int, int, int], 
         raise SpecError(str(_FILE), f"{where}.from_version", "expected {'release': value, ...}")
     out = []
     for release, v in table.items():
-        try:
-            since = engine_release(release, f"{where}.from_version")
-        except SimulatorError as exc:
-            raise SpecError(str(_FILE), f"{where}.from_version", str(exc).split(": ", 1)[1]) from None
+        if problem := release_problem(release):
+            raise SpecError(str(_FILE), f"{where}.from_version", problem)
+        since = engine_release(release, f"{where}.from_version")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
             raise SpecError(str(_FILE), f"{where}.from_version.{release}", f"expected a number >= 0, got {v!r}")
         out.append((since, float(v)))
@@ -277,13 +276,25 @@ def pool_release(pool, engine: str | None, engine_version: str | None) -> str | 
     return pool.engine_version if served == pool.engine else None
 
 
+def release_problem(text, engine: str | None = None, runs: str = "this pool runs") -> str | None:
+    """What is wrong with naming release ``text`` (of ``engine``, where given: an engine without release-dependent
+    constants takes none), as the rest of an error line after its key or flag; None: nothing."""
+    if not (isinstance(text, str) and _RELEASE.fullmatch(text)):
+        hint = " (YAML reads 0.10 as the number 0.1: quote it)" if isinstance(text, (int, float)) else ""
+        return f"expected a release number such as '0.8.4' or '1.2.0rc1', got {text!r}{hint}"
+    if engine is not None and engine not in versioned_engines():
+        return (f"a release matters for {', '.join(versioned_engines())} only (the engines with release-dependent "
+                f"constants); {runs} {engine}")
+    return None
+
+
 def engine_release(text, where: str) -> tuple[int, int, int]:
     """An engine release number (``0.8.4``, ``v0.11.0``, ``0.4.5.post1``, ``1.2.0rc1``) as (major, minor, patch), its
     suffix dropped; ``where`` names the key or flag in the error."""
-    m = _RELEASE.fullmatch(text) if isinstance(text, str) else None
-    if m is None:
-        hint = " (YAML reads 0.10 as the number 0.1: quote it)" if isinstance(text, (int, float)) else ""
-        raise SimulatorError(f"{where}: expected a release number such as '0.8.4' or '1.2.0rc1', got {text!r}{hint}")
+    problem = release_problem(text)
+    if problem:
+        raise SimulatorError(f"{where}: {problem}")
+    m = _RELEASE.fullmatch(text)
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
@@ -299,10 +310,9 @@ def _block_fp8(name: str, entry) -> dict:
         # (a kernel faster than the device profile's best published ones is not an engine's)
         raise SpecError(str(_FILE), f"{where}.value", f"expected a factor >= 1 (1: the device profile's kernels), "
                                                       f"got {v!r}")
-    try:
-        before = engine_release(entry["before_version"], f"{where}.before_version")
-    except SimulatorError as exc:
-        raise SpecError(str(_FILE), f"{where}.before_version", str(exc).split(": ", 1)[1]) from None
+    if problem := release_problem(entry["before_version"]):
+        raise SpecError(str(_FILE), f"{where}.before_version", problem)
+    before = engine_release(entry["before_version"], f"{where}.before_version")
     hw = entry["hardware"]
     if not isinstance(hw, list) or not hw or not all(isinstance(h, str) and h for h in hw):
         raise SpecError(str(_FILE), f"{where}.hardware", "expected a list of device profile ids the factor was "

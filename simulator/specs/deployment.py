@@ -81,13 +81,10 @@ class Pool:
         if self.memory_fraction is not None:
             real(f"{at}.memory_fraction", self.memory_fraction, 0.01, 1.0)
         if self.engine_version is not None:
-            from ..serving.profiles import engine_release, versioned_engines
+            from ..serving.profiles import release_problem
 
-            engine_release(self.engine_version, f"{at}.engine_version")
-            if self.engine not in versioned_engines():
-                raise SimulatorError(f"{at}.engine_version: a release matters for {', '.join(versioned_engines())} "
-                                     f"only (the engines with release-dependent constants); this pool runs "
-                                     f"{self.engine}")
+            if problem := release_problem(self.engine_version, self.engine):
+                raise SimulatorError(f"{at}.engine_version: {problem}")
 
     @property
     def role(self) -> str:
@@ -313,18 +310,11 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
 def _engine_version(r, engine: str) -> str | None:
     """A pool's ``engine_version``: a quoted release (``'0.8.4'``; a bare 0.10 would reach here as the number 0.1) of
     an engine whose constants depend on it."""
-    from ..serving.profiles import engine_release, versioned_engines
+    from ..serving.profiles import release_problem
 
     v = r.raw("engine_version", None)
-    if v is None:
-        return None
-    try:
-        engine_release(v, "engine_version")
-    except SimulatorError as exc:
-        raise r.error("engine_version", str(exc).split(": ", 1)[1]) from None
-    if engine not in versioned_engines():
-        raise r.error("engine_version", f"a release matters for {', '.join(versioned_engines())} only (the engines "
-                                        f"with release-dependent constants); this pool runs {engine}")
+    if v is not None and (problem := release_problem(v, engine)):
+        raise r.error("engine_version", problem)
     return v
 
 

@@ -291,12 +291,10 @@ def _vllm(d: dict, where: str) -> ServingCase:
 def _release(d: dict, key: str, where: str) -> str:
     """``engine_version`` / ``engine_version_override``: the engine release the run served (as `simulate` records
     it: the clients' pool's, and the flag's over a deployment file), a release number."""
-    from ..serving.profiles import engine_release
+    from ..serving.profiles import release_problem
 
-    try:
-        engine_release(d[key], key)
-    except SimulatorError as exc:
-        raise SpecError(where, key, str(exc).split(": ", 1)[1]) from None
+    if problem := release_problem(d[key]):
+        raise SpecError(where, key, problem)
     return d[key]
 
 
