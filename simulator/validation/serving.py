@@ -535,8 +535,11 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
                                 f"expected the engine's KV memory fraction in [0.01, 1], got {mf:g}")
             extra["memory_fraction"] = mf
         if "engine_version" in cols and (row.get("engine_version") or "").strip():  # the engine release measured
-            extra["engine_version"] = _release({"engine_version": row["engine_version"].strip()}, "engine_version",
-                                               f"{path}: line {line}, column")
+            from ..serving.profiles import release_problem
+
+            if problem := release_problem(row["engine_version"].strip()):
+                raise SpecError(str(path), f"line {line}, column engine_version", problem)
+            extra["engine_version"] = row["engine_version"].strip()
         cases.append(ServingCase(
             source=f"{path} line {line}", model=row["model"].strip(), hardware=row["hardware"].strip(),
             engine=engine_name(row.get("engine"), str(path), f"line {line}, column engine"),
