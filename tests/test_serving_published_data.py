@@ -121,3 +121,22 @@ def test_launch_flags_quoted_in_the_notes_are_in_the_columns():
                 assert r.get(col) in found, (r.id, col, found, r.get(col))
                 checked += 1
     assert checked >= 30
+
+
+def test_the_held_out_space_names_rows_of_every_kind_it_lists():
+    """The compare script's held-out-like table selects by catalogue ids: each GPU, model and precision it names
+    must match published rows (a renamed id would silently shrink the table), and the subset spans the three
+    engines the held-out check covers."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "reports/scripts/serving_published_compare.py"
+    spec = importlib.util.spec_from_file_location("serving_published_compare", path)
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    for column, names in (("hardware", compare.HELD_OUT_HARDWARE), ("model_id", compare.HELD_OUT_MODELS),
+                          ("precision", compare.HELD_OUT_PRECISIONS)):
+        assert set(names) <= set(ROWS[column]), column
+    inside = ROWS[compare.held_out_space(ROWS)]
+    assert set(inside.engine) == {"vllm", "sglang", "trtllm"}
+    assert (inside.devices <= 8).all() and not inside.precision.eq("w4a16").any()
+    assert compare.held_out_space(ROWS, precisions=False).sum() > len(inside)  # the W4A16 rows

@@ -36,6 +36,13 @@ DATA = ROOT / "reports/validation/serving-published"
 OUT = ROOT / "reports/serving-published.md"
 NOTES = ROOT / "reports/scripts/serving-published-notes.md"
 
+# The space issue 9's held-out check covers (its "Coverage of those runs"): H100, H200 and B200; Llama-3.1 8B/70B,
+# Qwen3-32B, Qwen3-235B-A22B and DeepSeek-V3/R1; FP8, FP4 and BF16 (FP16 counted with BF16: the same 16-bit
+# kernels). "One node": at most 8 GPUs. The rows of this page inside it are the closest stand-in for that check.
+HELD_OUT_HARDWARE = ("h100-sxm", "h200-sxm", "b200-sxm")
+HELD_OUT_MODELS = ("llama-3.1-8b", "llama-3.1-70b", "qwen3-32b", "qwen3-235b-a22b", "deepseek-v3")
+HELD_OUT_PRECISIONS = ("bf16", "fp16", "fp8", "fp4")
+
 
 def load_rows() -> pd.DataFrame:
     # ``row_set``: the file a row came from (rows.csv first: the MoE runs; dense.csv: the dense-model runs;
@@ -275,6 +282,13 @@ def published_vs_simulated(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def held_out_space(df: pd.DataFrame, precisions: bool = True) -> pd.Series:
+    """Rows in the held-out check's space (``HELD_OUT_*``): its GPUs on one node and its models, and (``precisions``)
+    its precisions."""
+    inside = df.hardware.isin(HELD_OUT_HARDWARE) & (df.devices <= 8) & df.model_id.isin(HELD_OUT_MODELS)
+    return inside & df.precision.isin(HELD_OUT_PRECISIONS) if precisions else inside
+
+
 def group_of(r: pd.Series) -> str:
     return f"{r.gpu.split(' ')[0]} / {r.model_id} / {r.engine} / {r.precision}"
 
@@ -478,6 +492,12 @@ def main() -> None:
 
     lines += [""] + table("## Per group (bench reading unless marked)",
                           list(df.groupby("group", sort=False)) + [("**all rows**", df)])
+    space = df[held_out_space(df)]
+    lines += table("## In the held-out check's space (H100 / H200 / B200 on one node; Llama-3.1 8B / 70B, "
+                   "Qwen3-32B, Qwen3-235B-A22B, DeepSeek-V3/R1; BF16 / FP16, FP8, FP4)",
+                   [("**these rows**", space), ("the same GPUs and models, any precision (adds W4A16)",
+                                                df[held_out_space(df, precisions=False)])]
+                   + [(f"{e}", g) for e, g in space.groupby("engine", sort=True)])
     lines += table("## By row set (rows.csv: MoE models; dense.csv: dense models; more.csv: MoE runs added later; "
                   "prs.csv: runs from pull requests and issues)",
                   df.groupby("row_set", sort=False))
