@@ -140,3 +140,8 @@ def test_the_held_out_space_names_rows_of_every_kind_it_lists():
     assert set(inside.engine) == {"vllm", "sglang", "trtllm"}
     assert (inside.devices <= 8).all() and not inside.precision.eq("w4a16").any()
     assert compare.held_out_space(ROWS, precisions=False).sum() > len(inside)  # the W4A16 rows
+    shapes = compare.load_shape(inside)
+    assert set(shapes) == set(compare.LOAD_SHAPES)  # each load shape the table lists has rows in the space
+    rate = inside.request_rate.astype(float)
+    assert (shapes[rate.notna() & np.isfinite(rate)] == "open loop").all()
+    assert (inside.num_prompts[shapes == "burst"] == inside.concurrency[shapes == "burst"]).all()

@@ -42,6 +42,8 @@ NOTES = ROOT / "reports/scripts/serving-published-notes.md"
 HELD_OUT_HARDWARE = ("h100-sxm", "h200-sxm", "b200-sxm")
 HELD_OUT_MODELS = ("llama-3.1-8b", "llama-3.1-70b", "qwen3-32b", "qwen3-235b-a22b", "deepseek-v3")
 HELD_OUT_PRECISIONS = ("bf16", "fp16", "fp8", "fp4")
+LOAD_SHAPES = {"closed loop": "C clients, the held-out runs' kind", "open loop": "Poisson arrivals",
+               "burst": "every prompt at t = 0"}
 
 
 def load_rows() -> pd.DataFrame:
@@ -289,6 +291,16 @@ def held_out_space(df: pd.DataFrame, precisions: bool = True) -> pd.Series:
     return inside & df.precision.isin(HELD_OUT_PRECISIONS) if precisions else inside
 
 
+def load_shape(df: pd.DataFrame) -> pd.Series:
+    """How each row's client drove the server: "open loop" (Poisson arrivals at a finite ``request_rate``),
+    "burst" (every prompt sent at t = 0: as many clients as prompts, more than one) or "closed loop" (C clients,
+    each sending its next prompt when the last one finishes: the issue's held-out runs are of this kind)."""
+    rate = df.request_rate if "request_rate" in df else pd.Series(np.nan, index=df.index)
+    open_loop = rate.notna() & np.isfinite(rate.astype(float))
+    burst = ~open_loop & (df.num_prompts == df.concurrency) & (df.concurrency > 1)
+    return pd.Series(np.where(open_loop, "open loop", np.where(burst, "burst", "closed loop")), index=df.index)
+
+
 def group_of(r: pd.Series) -> str:
     return f"{r.gpu.split(' ')[0]} / {r.model_id} / {r.engine} / {r.precision}"
 
@@ -497,7 +509,8 @@ def main() -> None:
                    "Qwen3-32B, Qwen3-235B-A22B, DeepSeek-V3/R1; BF16 / FP16, FP8, FP4)",
                    [("**these rows**", space), ("the same GPUs and models, any precision (adds W4A16)",
                                                 df[held_out_space(df, precisions=False)])]
-                   + [(f"{e}", g) for e, g in space.groupby("engine", sort=True)])
+                   + [(f"{e}", g) for e, g in space.groupby("engine", sort=True)]
+                   + [(f"{k} ({LOAD_SHAPES[k]})", g) for k, g in space.groupby(load_shape(space), sort=True)])
     lines += table("## By row set (rows.csv: MoE models; dense.csv: dense models; more.csv: MoE runs added later; "
                   "prs.csv: runs from pull requests and issues)",
                   df.groupby("row_set", sort=False))
