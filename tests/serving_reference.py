@@ -44,6 +44,8 @@ class Replica:
         self.active = np.empty(0, np.int64)  # admitted requests in admission order
         self.blocks_total = cfg.kv_capacity_tokens // BLOCK_TOKENS
         self.used_blocks = 0  # blocks reserved by ``active`` (kept current after every change)
+        self.swap_held_bytes = 0.0  # swapped-out KV on the host, per device
+        self.swap_out_s = 0.0  # swap-out time the next step pays
         self.exact_blocks = True  # used_blocks == _blocks(active) (False after an admission, until _fit_kv)
         self.wake = sim.env.event()
         self.inbound = 0  # requests whose KV is on its way here (counted as load by the router)
@@ -141,7 +143,9 @@ class Replica:
             if np.isnan(r.admitted_s[rid]):
                 r.admitted_s[rid] = self.sim.env.now
             if r.swapped[rid]:
-                swap_s += float(kv_tokens(r, np.array([rid]))[0]) * cfg.kv_bytes_per_token / cfg.swap_bytes_per_s
+                kv_bytes = float(kv_tokens(r, np.array([rid]))[0]) * cfg.kv_bytes_per_token
+                swap_s += kv_bytes / cfg.swap_bytes_per_s
+                self.swap_held_bytes -= kv_bytes
                 r.swapped[rid] = False
         if admitted:
             self.exact_blocks = False  # admission reserves by ``admit_tokens``
@@ -174,7 +178,8 @@ class Replica:
         while True:
             if n > 1 and self.recv_count >= n:  # the scheduler receives every n decode steps (or after a prefill)
                 self._receive()
-            swap_s = self._admit()
+            swap_s = self._admit() + self.swap_out_s  # swap-in of the admitted, swap-out of the last preempted
+            self.swap_out_s = 0.0
             decoding, pre_ids, chunks, q_len = self._plan_step()
             if not len(decoding) and not len(pre_ids):
                 if self.inbox:  # nothing to run: the idle scheduler receives at once
@@ -288,8 +293,11 @@ class Replica:
             r.preemptions[rid] += 1
             preempted += 1
             r.status[rid] = WAITING
-            if self.cfg.preemption == "swap":
+            kv_bytes = float(kv_tokens(r, np.array([rid]))[0]) * self.cfg.kv_bytes_per_token
+            if self.cfg.preemption == "swap" and self.swap_held_bytes + kv_bytes <= self.cfg.swap_space_bytes:
                 r.swapped[rid] = True
+                self.swap_held_bytes += kv_bytes
+                self.swap_out_s += kv_bytes / self.cfg.swap_bytes_per_s
             else:  # recompute: drop the KV; the prompt plus what was generated is prefilled again
                 r.target_prefill[rid] = r.prompt[rid] + r.generated[rid]
                 r.offset[rid] = r.generated[rid]

@@ -232,6 +232,43 @@ def test_swap_preemption_keeps_kv():
     assert (df.status == "finished").all() and df.preemptions.sum() >= 1
 
 
+def test_swap_moves_the_kv_out_on_the_next_step_and_in_on_readmission():
+    """Two 16-token prompts grow past an 80-token cache: request 1 is swapped out at the end of step 16 holding its
+    prompt plus 17 generated tokens (one from the prefill step, 16 decode steps), 33 tokens of 1 MB over a 1 GB/s host
+    link: the step after the preemption and the step that re-admits it each take 33 ms longer than with free swaps,
+    and no other step changes."""
+    def steps(kv_bytes_per_token):
+        req = _reqs([0.0, 0.0], [16, 16], [32, 32])
+        sim = Simulation(req, [_replica(cap=80, budget=64, preemption="swap", kv_bytes_per_token=kv_bytes_per_token,
+                                        swap_bytes_per_s=1e9)])
+        sim.run()
+        return sim.step_frame(), sim.request_frame()
+
+    (free, free_requests), (paid, _) = steps(0.0), steps(1e6)
+    preempted_at = int(np.flatnonzero(free.preempted)[0])
+    # request 1 comes back when request 0 finishes and frees its blocks
+    readmitted_at = int(np.flatnonzero(free.start_s == free_requests.finish_s[0])[0])
+    assert preempted_at == 16 and readmitted_at > preempted_at + 1
+    extra = (paid.end_s - paid.start_s).to_numpy() - (free.end_s - free.start_s).to_numpy()
+    assert np.flatnonzero(~np.isclose(extra, 0.0)).tolist() == [preempted_at + 1, readmitted_at]
+    assert extra[[preempted_at + 1, readmitted_at]] == pytest.approx([0.033, 0.033])
+
+
+def test_a_full_swap_space_preempts_by_recompute():
+    """A request whose KV would overflow the host swap space (33 MB against 10 MB) is preempted by recompute: the run
+    is the recompute run, step for step."""
+    def frames(**kw):
+        req = _reqs([0.0, 0.0], [16, 16], [32, 32])
+        sim = Simulation(req, [_replica(cap=80, budget=64, **kw)])
+        sim.run()
+        return sim.step_frame(), sim.request_frame()
+
+    full = frames(preemption="swap", kv_bytes_per_token=1e6, swap_bytes_per_s=1e9, swap_space_bytes=10e6)
+    recompute = frames(preemption="recompute", kv_bytes_per_token=1e6, swap_bytes_per_s=1e9)
+    assert full[0].equals(recompute[0]) and full[1].equals(recompute[1])
+    assert full[0].prefill_tokens.sum() > 32  # the preempted request's prompt and tokens were prefilled again
+
+
 def test_closed_loop_keeps_concurrency():
     req = _reqs([np.nan] * 6, [10] * 6, [2] * 6)
     sim = Simulation(req, [_replica()], closed_concurrency=2)
@@ -414,7 +451,8 @@ def test_tabulated_step_cost_routes_like_the_op_model_under_attention_dp(tp, dp,
 
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
-@pytest.mark.parametrize("spec", [None, "tiny-kv", "speculative", "speculative-tiny-kv", "dp-ranks", "horizon",
+@pytest.mark.parametrize("spec", [None, "tiny-kv", "swap-tiny-kv", "speculative", "speculative-tiny-kv", "dp-ranks",
+                                  "horizon",
                                   "closed", "recv-interval", "recv-interval-closed", "recv-interval-burst"])
 def test_engine_matches_the_slow_reference_stepper(spec, engine):
     """The engine's running totals, decode stretches and callback scheduling change nothing but the
@@ -443,6 +481,9 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
         cfgs = replica_configs(dep, engine=engine)
         if spec in ("tiny-kv", "speculative-tiny-kv"):  # force preemptions too
             cfgs = [dc_replace(c, kv_capacity_tokens=6000) for c in cfgs]
+        if spec == "swap-tiny-kv":  # preempt by swap while the host swap space (~1,100 tokens) holds them, else by
+            # recompute (both happen here under vllm and sglang)
+            cfgs = [dc_replace(c, kv_capacity_tokens=6000, preemption="swap", swap_space_bytes=150e6) for c in cfgs]
         assert cfgs[0].cost.wants_ranks == (spec == "dp-ranks")
         if spec.startswith("speculative") if spec else False:  # random per-sequence gains (same seeded draws)
             cfgs = [dc_replace(c, spec_draft_tokens=2, spec_acceptance=0.7) for c in cfgs]
@@ -457,7 +498,7 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
             sim = make(r, cfgs, horizon_s=3.0) if spec == "horizon" else make(r, cfgs)
         sim.run()
         frames.append((sim.request_frame(), sim.step_frame()))
-    if spec in ("tiny-kv", "speculative-tiny-kv") and engine != "trtllm":  # (trtllm never preempts)
+    if spec in ("tiny-kv", "swap-tiny-kv", "speculative-tiny-kv") and engine != "trtllm":  # (trtllm never preempts)
         assert frames[0][0].preemptions.sum() > 0  # the case exercises preemption
     if spec == "horizon":
         assert (frames[0][0].status == "rejected").any()  # the horizon cut the run short

@@ -76,7 +76,9 @@ def simulate(
                                     "sglang (prefill first, decode paused) or trtllm (in-flight batching, KV reserved "
                                     "for the whole request). Default: each pool's `engine:` (vllm)."),
     preemption: str = typer.Option(None, "--preemption", help="recompute | swap | none (trtllm only: "
-                                   "GUARANTEED_NO_EVICT). Default: the engine's."),
+                                   "GUARANTEED_NO_EVICT). Default: the engine's. swap is vLLM V0's mode, a what-if: "
+                                   "KV out to the host and back over each GPU's host link, 4 GiB of swap space a "
+                                   "GPU, then recompute."),
     engine_version: str = engine_version_option("every vLLM pool serves, over each pool's `engine_version:`"),
     scheduler_recv_interval: int = typer.Option(1, "--scheduler-recv-interval", parser=count(1, 100_000),
                                                 help="Quick run, SGLang only: its --scheduler-recv-interval N (a busy "

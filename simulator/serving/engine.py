@@ -92,8 +92,12 @@ class ReplicaConfig:
     spec_draft_tokens: int = 0
     spec_acceptance: float = 0.0
     preemption: str = "recompute"  # or "swap"
-    swap_bytes_per_s: float = 64e9  # host link for swapped KV: PCIe Gen5 x16, ~64 GB/s a direction (PCI-SIG)
-    kv_bytes_per_token: float = 0.0  # all layers, for swap cost
+    # swap: the KV of a swapped request crosses each device's own host link, both ways, on the step after the
+    # preemption (out) and on the step that re-admits it (in); per device: one device's share of the KV, its link and
+    # its host swap space. A request that would overflow the swap space is preempted by recompute instead
+    swap_bytes_per_s: float = 64e9  # one device's host link: PCIe Gen5 x16, ~64 GB/s a direction (PCI-SIG)
+    kv_bytes_per_token: float = 0.0  # one device's share (all its layers), for the swap cost and swap space
+    swap_space_bytes: float = math.inf  # host swap space, per device
     policy: BatchPolicy = field(default_factory=VLLMPolicy)  # the engine's batching decisions
     context_range: tuple[int, int] = (0, ROUTE_MAX_TOKENS)  # prompt lengths (inclusive) taken here (long/short split)
     frontend_s: float = 0.0  # a request reaches the scheduler this long after its client sends it (off the GPU path)
@@ -244,6 +248,8 @@ class Replica:
         self.decoding: set[int] = set()  # admitted requests whose prompt is cached
         self.blocks_total = cfg.kv_capacity_tokens // BLOCK_TOKENS
         self.used_blocks = 0  # blocks reserved by ``active``, exact at every decision (a stretch books its own)
+        self.swap_held_bytes = 0.0  # swapped-out KV on the host, per device
+        self.swap_out_s = 0.0  # swap-out time the next step pays
         self._occ_div = max(self.blocks_total, 1)  # KV occupancy = used_blocks / this
         self.grows = cfg.policy.grows  # reservations grow with every decoded token
         self._reserve = cfg.policy.reserved_tokens
@@ -483,7 +489,9 @@ class Replica:
             if s.adm[rid] != s.adm[rid]:  # NaN: first admission
                 s.adm[rid] = now
             if s.swapped[rid]:
-                swap_s += (s.pf[rid] + gen - off) * cfg.kv_bytes_per_token / cfg.swap_bytes_per_s
+                kv_bytes = (s.pf[rid] + gen - off) * cfg.kv_bytes_per_token
+                swap_s += kv_bytes / cfg.swap_bytes_per_s
+                self.swap_held_bytes -= kv_bytes
                 s.swapped[rid] = False
             self.used_blocks += -(-self._reserve(tgt, gen, s.out_l[rid], off) // BLOCK_TOKENS)  # ``_held_blocks``
             if s.pf[rid] >= tgt:
@@ -532,6 +540,9 @@ class Replica:
         if self.recv_count >= self.recv_n > 1:
             self._receive()
         swap_s = self._admit() if self.waiting else 0.0
+        if self.swap_out_s:  # the KV that the last preemptions swapped out leaves on this step
+            swap_s += self.swap_out_s
+            self.swap_out_s = 0.0
         n_dec = len(self.decoding)
         pre = self.prefilling
         if pre:
@@ -694,8 +705,9 @@ class Replica:
         return total
 
     def _fit_kv(self) -> int:
-        """Preempt the most recently admitted requests until the KV cache fits again."""
-        s = self.sim
+        """Preempt the most recently admitted requests until the KV cache fits again: by swap (their KV goes to the
+        host, paid on the next step, while the swap space holds it) or by recompute."""
+        s, cfg = self.sim, self.cfg
         preempted = 0
         while self.active and self.used_blocks > self.blocks_total:
             rid = next(reversed(self.active))
@@ -708,8 +720,11 @@ class Replica:
             s.preempts[rid] += 1
             preempted += 1
             s.status[rid] = WAITING
-            if self.cfg.preemption == "swap":
+            kv_bytes = (s.pf[rid] + s.gen[rid] - s.off[rid]) * cfg.kv_bytes_per_token if cfg.preemption == "swap" else 0
+            if cfg.preemption == "swap" and self.swap_held_bytes + kv_bytes <= cfg.swap_space_bytes:
                 s.swapped[rid] = True
+                self.swap_held_bytes += kv_bytes
+                self.swap_out_s += kv_bytes / cfg.swap_bytes_per_s
             else:  # recompute: drop the KV; the prompt plus what was generated is prefilled again
                 s.tgt[rid] = s.prompt_l[rid] + s.gen[rid]
                 s.off[rid] = s.gen[rid]

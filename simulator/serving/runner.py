@@ -15,7 +15,7 @@ from ..errors import InfeasibleError, SimulatorError
 from ..specs.deployment import PREEMPTIONS, Deployment, Pool
 from ..specs.traffic import Traffic
 from ..timing.base import TimingModel
-from ..timing.memory import kv_bytes_per_token_model
+from ..timing.memory import kv_bytes_per_token_device
 from ..timing.roofline import RooflineModel
 from .disagg import PingPongStepCost, kv_shipping
 from .engine import PREFILL_RECV_WEIGHT, ReplicaConfig, Requests, Simulation
@@ -76,6 +76,7 @@ def kv_capacity_tokens(dep: Deployment, pool: Pool, step_tokens: int, *, max_seq
 # verification runs, a sweep over traffic, a notebook re-running a deployment) reuses them and gives the same
 # numbers; a few MB each, the least recently built dropped first.
 COST_CACHE_SIZE = 16
+SWAP_SPACE_BYTES = 4 * 2**30  # vLLM V0's default host swap space a GPU (--swap-space 4, GiB)
 _COST_CACHE: dict[str, StepCostModel] = {}
 
 
@@ -112,7 +113,6 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
     (a pool's own ``engine_version`` is its engine's, so it is dropped when ``engine`` names another);
     ``overheads=False`` leaves out the engine's step overheads (the bare timing model)."""
     configs = []
-    kv_tok = kv_bytes_per_token_model(dep.model, dep.kv_precision, dep.kv_scale_tokens)
     if engine is not None and engine not in ENGINES:
         raise SimulatorError(f"--engine: unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     for i, pool in enumerate(dep.pools):
@@ -176,13 +176,21 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         cap = kv_capacity_tokens(dep, pool, max_batch_tokens, max_seqs=max_seqs, profile=profile,
                                  engine_version=version)
         policy = make_policy(profile.policy, mode)
+        # swap: one device's share of a token's KV (its attention TP shard of its pipeline stage's layers)
+        kv_tok = kv_bytes_per_token_device(dep.model, pool.plan.attention.tp, pool.plan.pp, dep.kv_precision,
+                                           dep.kv_scale_tokens)
         for i in range(pool.replicas):
             configs.append(ReplicaConfig(
                 pool.name, i, role, cost, cap, max_batch_tokens, max_seqs, pool.devices_per_replica,
                 spec.draft_tokens if spec else 0, spec.acceptance_rate if spec else 0.0,
                 preemption="swap" if mode == "swap" else "recompute", kv_bytes_per_token=kv_tok, policy=policy,
-                # swapped KV crosses the device's host link where its profile gives one (PCIE-HOST), else PCIe Gen5 x16
+                # swapped KV crosses each device's host link where its profile gives one (PCIE-HOST), else PCIe Gen5
+                # x16, into vLLM V0's default host swap space: --swap-space 4 GiB a GPU (vllm/engine/arg_utils.py
+                # EngineArgs.swap_space = 4, "CPU swap space size (GiB) per GPU"). Where it is full, V0 stops the
+                # engine (vllm/core/scheduler.py _preempt_by_swap: "Aborted due to the lack of CPU swap space");
+                # the simulator preempts that request by recompute instead
                 swap_bytes_per_s=pool.plan.attention.hardware.host_link_bytes_per_s or 64e9,
+                swap_space_bytes=SWAP_SPACE_BYTES,
                 context_range=pool.prompt_range,
                 # the engine's frontend holds each arriving request first (a decode pool gets them by KV transfer)
                 frontend_s=frontend_s if role != "decode" else 0.0,
