@@ -368,6 +368,9 @@ def run_simulate(opts: dict, progress: bool = False):
         dep = read_deployment(resolve_workload(opts["deployment"], "deployments", "deployment"))
     elif opts.get("model"):
         frontend_latency_flag(opts.get("frontend_latency"))
+        if (opts.get("scheduler_recv_interval") or 1) > 1 and (opts.get("engine") or "vllm") != "sglang":
+            raise SimulatorError(f"--scheduler-recv-interval: an SGLang server flag; the quick run serves "
+                                 f"{opts.get('engine') or 'vllm'} (give --engine sglang)")
         fields = {k: opts[k] for k in PlanOptions.__dataclass_fields__ if k in opts and opts[k] is not None}
         dep = quick_deployment(PlanOptions(**fields), max_batch_tokens=opts["max_batch_tokens"],
                                max_seqs=opts["max_seqs"], replicas=opts["replicas"],

@@ -168,6 +168,9 @@ def simple_phase(hw: HardwareSpec, model: ModelSpec, devices: int, tp: int | Non
         raise LayoutError(f"--pp {pp} does not divide --devices {devices}")
     per_stage = devices // pp
     if tp is None:
+        if dp and (dp < 1 or per_stage % dp):
+            where = f"the {per_stage} devices of a pipeline stage" if pp > 1 else f"--devices {devices}"
+            raise LayoutError(f"--dp {dp} does not divide {where}")
         tp = per_stage // dp if dp else per_stage
     if tp < 1 or per_stage % tp:
         raise LayoutError(f"--tp {tp} does not divide the {per_stage} devices of a pipeline stage")

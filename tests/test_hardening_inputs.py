@@ -123,10 +123,21 @@ def test_two_plots_aimed_at_one_file_are_refused(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args,words", [
     (["--kv-precision", "fp4"], "--kv-precision': expected one of fp32, bf16, fp16, fp8, int8, got 'fp4'"),
     (["--tp", "2"], "--tp 2 does not divide the 1 devices"),
+    (["--scheduler-recv-interval", "4"], "--scheduler-recv-interval: an SGLang server flag; the quick run serves vllm"),
 ])
 def test_quick_run_errors_name_the_flag_not_an_internal_field(args, words):
     err = one_line_error(runner.invoke(app, [*QUICK, "--rate", "1", "--requests", "5", *args]))
     assert words in err and "PlanOptions" not in err
+
+
+@pytest.mark.parametrize("command", ["simulate", "whatif"])
+def test_a_dp_that_does_not_divide_the_devices_is_named(command):
+    """With no --tp, tp is derived as devices / dp: the error names --dp, not the derived tp (1 // 2 = 0)."""
+    args = [command, "--model", "llama-3.1-8b", "--devices", "1", "--dp", "2"]
+    if command == "simulate":
+        args += ["--rate", "1", "--requests", "5"]
+    err = one_line_error(runner.invoke(app, args))
+    assert err == "error: --dp 2 does not divide --devices 1"
 
 
 def test_a_deployment_run_names_the_speculative_flag_as_it_is_spelt():
@@ -401,6 +412,13 @@ def test_plan_names_its_own_frontend_latency_flag(tmp_path):
                                              "--hardware", "h100-sxm", "--frontend-latency", "2h", "--out",
                                              str(tmp_path / "p")]))
     assert err.startswith("error: --frontend-latency: expected at most 3600 s")
+
+
+def test_plan_names_its_modes_flag(tmp_path):
+    err = one_line_error(runner.invoke(app, ["plan", "--model", "llama-3.1-8b", "--traffic", "chat", "--hardware",
+                                             "h100-sxm", "--modes", "agg,xyz", "--out", str(tmp_path / "p")]))
+    assert err == "error: --modes: expected a comma-separated list of agg, pd, afd, got 'agg,xyz'"
+    assert not (tmp_path / "p").exists()
 
 
 @pytest.mark.parametrize("kwargs,words", [

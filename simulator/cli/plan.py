@@ -245,7 +245,7 @@ def plan_cmd(
       --price h20=1.20 --out plan-doubao/
     """
     from ..planning.cost import parse_price_flags
-    from ..planning.plan import PlanRequest, plan_capacity_for
+    from ..planning.plan import MODES, PlanRequest, plan_capacity_for
 
     for flag, v in (("--top-k", top_k), ("--verify-max", verify_max), ("--requests", requests), ("--workers", workers),
                     ("--max-devices", max_devices)):
@@ -255,11 +255,15 @@ def plan_cmd(
     _check_common(out)
     if not 0 <= tolerance <= 10:
         raise SimulatorError(f"--tolerance must be within [0, 10], got {tolerance:g}")
+    mode_list = tuple(m.lower() for m in _ids(modes, "--modes") or ())
+    unknown = [m for m in mode_list if m not in MODES]
+    if unknown or not mode_list:
+        raise SimulatorError(f"--modes: expected a comma-separated list of {', '.join(MODES)}, got {modes!r}")
     req = PlanRequest(
         model=model, traffic=_traffic(traffic), hardware=_ids(hardware, "--hardware") or [],
         rate_per_s=_rate(rate), ttft_slo_s=_duration("--ttft-slo", ttft_slo),
         tpot_slo_s=_duration("--tpot-slo", tpot_slo), percentile=slo_percentile,
-        modes=tuple(m.lower() for m in _ids(modes, "--modes") or ()), max_devices=max_devices,
+        modes=mode_list, max_devices=max_devices,
         prices=parse_price_flags(price, bare=True), tco_file=str(tco) if tco else None, precisions=precisions,
         top_k=top_k,
         verify_max=verify_max, requests=requests, bisect_steps=bisect_steps, workers=workers, tolerance=tolerance,
