@@ -457,6 +457,20 @@ def test_layout_flags_fill_what_a_run_lacks_and_a_contradicted_flag_is_reported(
     assert r.exit_code == 0 and "not used: --tp 2 (the run records 1)" in r.stdout
 
 
+def test_an_engine_flag_a_run_contradicts_is_reported_and_an_unnamed_engine_is_labelled_as_simulated(tmp_path):
+    """--engine fills in a run that names no engine; a run that names its own keeps it, and the flag is listed as not
+    used. A run with no engine and no flag is simulated under vLLM and grouped under that name, not 'unknown'."""
+    text = ("model,hardware,tp,engine,isl,osl,concurrency,requests,ttft_ms,tpot_ms\n"
+            "llama-3.1-8b,h100-sxm,1,vllm,256,32,4,8,40,8\n"
+            "llama-3.1-8b,h100-sxm,1,,256,32,4,8,40,8\n")
+    named, unnamed = _validate_rows(tmp_path, text, "--engine", "sglang")
+    assert named["flags_ignored"] == "--engine sglang (the run records vllm)" and named["engine_simulated"] == "vllm"
+    assert unnamed["flags_ignored"] == "" and unnamed["engine_simulated"] == "sglang"
+    assert unnamed["group"].endswith(" sglang (not recorded)")
+    _, unnamed = _validate_rows(tmp_path, text)
+    assert unnamed["engine_simulated"] == "vllm" and unnamed["group"].endswith(" vllm (not recorded)")
+
+
 def test_a_precision_spelled_the_engine_way_agrees_with_the_flag(tmp_path):
     (row,) = _validate_rows(tmp_path, "model,hardware,tp,precision,isl,osl,concurrency,requests,ttft_ms,tpot_ms\n"
                                       "llama-3.1-8b,h100-sxm,1,FP8,256,32,4,8,40,8\n", "--precision", "fp8")

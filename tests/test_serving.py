@@ -1065,6 +1065,8 @@ def test_requests_a_horizon_cuts_off_count_as_misses_only_once_a_miss_is_certain
     assert cut["requests_rejected"] == late + len(unfinished) and cut["requests_not_arrived"] == late
     assert set(cut["rejection_reasons"]) == {NOT_ARRIVED, UNFINISHED}
     assert cut["slo_attainment"]["both"] == 1.0 and cut["goodput"]["slo_met"] is True
+    assert cut["goodput"]["requests_judged"] == done  # what the fraction is of: none unfinished has missed yet
+    assert "requests_judged" not in full["goodput"]  # (no horizon cut: every request is judged)
     # a TTFT target half the unfinished requests had outlived by the horizon (their TTFT, or their wait so far)
     so_far = unfinished.ttft_s.fillna(horizon - unfinished.arrival_s)
     target = float(so_far.median())
@@ -1074,6 +1076,7 @@ def test_requests_a_horizon_cuts_off_count_as_misses_only_once_a_miss_is_certain
     fin = tight.requests[tight.requests.status == "finished"]
     ok = int((fin.ttft_s <= target).sum())
     assert tight.summary["slo_attainment"]["both"] == pytest.approx(ok / (len(fin) + missed))
+    assert tight.summary["goodput"]["requests_judged"] == len(fin) + missed
     # a TPOT target an unfinished request must already miss, whatever its finish: its TPOT is at least
     # (horizon - first token) / (output - 1)
     floor = (horizon - unfinished.first_token_s) / (unfinished.output_tokens - 1)

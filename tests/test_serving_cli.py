@@ -180,6 +180,8 @@ def test_requests_a_horizon_stops_before_they_arrive_are_counted_apart_not_as_re
     assert r.exit_code == 0, r.output
     assert (f"requests: {sm['requests_completed']} finished, {served} rejected, {late} not arrived before the "
             f"horizon (of 200)") in r.output
+    r2 = runner.invoke(app, [*args, "--ttft-slo", "10s"])  # the attainment says what it is of
+    assert f"% of the {sm['requests_completed']:,} requests the horizon settles meet TTFT <= 10 s" in r2.output
     assert not [line for line in r.output.splitlines() if line.startswith("  rejected x") and "arrived" in line]
     # the open loop's window (the whole run) measures the requests that arrived, not the 200 drawn
     assert sm["window"]["requests"] == 200 - late

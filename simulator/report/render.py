@@ -132,7 +132,9 @@ def simulation_text(sm: dict) -> str:
         f"({sm['output_tokens_per_s_per_device']:,.1f} per device)",
         ("goodput      n/a (no SLO given: --ttft-slo / --tpot-slo or slo: in the traffic file)"
          if g["requests_per_s"] is None else
-         f"goodput      {g['requests_per_s']:,.2f} req/s; {pct(g['fraction_of_requests'])} of requests meet "
+         f"goodput      {g['requests_per_s']:,.2f} req/s; {pct(g['fraction_of_requests'])} of "
+         + (f"the {g['requests_judged']:,} requests the horizon settles" if "requests_judged" in g else "requests")
+         + " meet "
          # (only the targets set: a run with a TPOT target alone does not read "TTFT <= n/a")
          + " and ".join(f"{name} <= {s(g['slo'][key])}" for name, key in (("TTFT", "ttft_s"), ("TPOT", "tpot_s"))
                         if g["slo"].get(key) is not None and math.isfinite(g["slo"][key]))

@@ -401,6 +401,8 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         "goodput": {"slo": {"ttft_s": _finite(slo.ttft_s), "tpot_s": _finite(slo.tpot_s), "percentile": p},
                     "fraction_of_requests": float(ok.sum()) / n_meas if has_slo and len(done) + both_missing
                     else None,
+                    # where a horizon cut requests short: how many the fraction is of (the unsettled are left out)
+                    **({"requests_judged": len(done) + both_missing} if has_slo and cut.any() else {}),
                     # over the throughput's own span, the share of it that met both SLOs (never above it)
                     "requests_per_s": float(ok.sum()) / rate_span if has_slo else None,
                     "output_tokens_per_s": (out_tok / rate_span * float(done.output_tokens[ok].sum())

@@ -589,8 +589,12 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
     ignored = [f"--{k.replace('_', '-')} {d[k]} (the run records {getattr(case, k)})"
                for k in ("model", "hardware", *_LAYOUT)
                if k in d and getattr(case, k) is not None and not _same(k, getattr(case, k), d[k])]
+    if named and d.get("engine") and d["engine"] != named:
+        ignored.append(f"--engine {d['engine']} (the run records {named})")
     run = replace(case, model=case.model or d.get("model"), hardware=case.hardware or d.get("hardware"),
                   deployment=case.deployment or d.get("deployment"),
+                  # a run that does not name its engine is grouped under the one simulated (the flag's, or vLLM's)
+                  engine=case.engine if case.engine != "unknown" or dep_ref else f"{engine or 'vllm'} (not recorded)",
                   **{k: getattr(case, k) if getattr(case, k) is not None else d.get(k) for k in _LAYOUT})
     if dep_ref:
         dep = read_deployment(resolve_workload(str(dep_ref), "deployments", "deployment"))
