@@ -459,6 +459,9 @@ def _simulate_overrides(traffic, opts: dict):
     if pct is not None and math.isinf(slo.ttft_s) and math.isinf(slo.tpot_s):  # (it qualifies a target: unused)
         raise SimulatorError("--slo-percentile: qualifies an SLO, and none is set: give --ttft-slo and/or "
                              "--tpot-slo too, or a traffic file with slo:")
+    if slo.percentile_given and math.isinf(slo.ttft_s) and math.isinf(slo.tpot_s):
+        raise SimulatorError(f"{traffic.file or traffic.id}: slo.percentile: qualifies an SLO, and none is set: give "
+                             "slo.ttft and/or slo.tpot in the file, or --ttft-slo and/or --tpot-slo")
     ramp = dur("--ramp-up", "ramp_up")
     if ramp is not None and traffic.arrival != "closed":
         raise SimulatorError(f"--ramp-up applies to a closed loop (--concurrency, or process: closed); {traffic.id} "

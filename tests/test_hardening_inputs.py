@@ -255,6 +255,15 @@ def test_a_traffic_files_percentile_applies_to_targets_given_as_flags(tmp_path):
     assert json.loads(r.stdout)["goodput"]["slo"]["percentile"] == 99
 
 
+def test_a_traffic_files_percentile_with_no_target_anywhere_is_refused(tmp_path):
+    """The same file with no target on the command line either: the percentile qualifies nothing, refused as
+    --slo-percentile alone is (it read "goodput n/a" without a word)."""
+    path = _traffic(tmp_path, POISSON + OUTPUT + "prompt_tokens: {dist: fixed, value: 64}\nslo: {percentile: 99}\n")
+    err = one_line_error(runner.invoke(app, [*QUICK, "--traffic", path]))
+    assert err == (f"error: {path}: slo.percentile: qualifies an SLO, and none is set: give slo.ttft and/or slo.tpot "
+                   "in the file, or --ttft-slo and/or --tpot-slo")
+
+
 def test_a_vllm_step_budget_below_its_batch_cap_is_refused_as_vllm_refuses_it():
     err = one_line_error(runner.invoke(app, [*QUICK, "--rate", "1", "--requests", "5", "--max-batch-tokens", "512",
                                              "--max-seqs", "1024"]))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,8 @@ class SLO:
     ttft_s: float  # inf: no target
     tpot_s: float
     percentile: float  # in [1, 100]
+    # the traffic file named the percentile (``slo.percentile``): it must qualify a target, the file's or a flag's
+    percentile_given: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self):
         real("SLO.ttft_s", self.ttft_s, 0, above=True, infinite=True)
@@ -374,7 +376,7 @@ def read_traffic(path: str | Path) -> Traffic:
         output=_dist(r.child("output_tokens")) if trace is None else LengthDist("fixed", 1),
         seed=r.int("seed", 0), trace=trace, file=str(path), ramp_up_s=ramp,
         slo=SLO(slo.quantity("ttft", "s", float("inf"), positive=True),
-                slo.quantity("tpot", "s", float("inf"), positive=True), _percentile(slo)),
+                slo.quantity("tpot", "s", float("inf"), positive=True), _percentile(slo), slo.has("percentile")),
     )
     if trace is not None:  # a trace's rows carry their own lengths: refused, not ignored
         for key in ("prompt_tokens", "output_tokens"):
