@@ -145,3 +145,19 @@ def test_the_held_out_space_names_rows_of_every_kind_it_lists():
     rate = inside.request_rate.astype(float)
     assert (shapes[rate.notna() & np.isfinite(rate)] == "open loop").all()
     assert (inside.num_prompts[shapes == "burst"] == inside.concurrency[shapes == "burst"]).all()
+
+
+def test_group_means_weigh_each_gpu_model_engine_group_alike():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "reports/scripts/serving_published_compare.py"
+    spec = importlib.util.spec_from_file_location("serving_published_compare", path)
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    # group A (two rows, TPOT off by 10% and 30%: 20%) and group B (one row, 40%): 30% by group, 26.7% by row;
+    # A's two rows differ in precision, which does not split a GPU x model x engine group; B has no TTFT figure
+    rows = pd.DataFrame({"gpu": ["H100 SXM", "H100 SXM", "B200"], "model_id": ["m", "m", "m"],
+                         "engine": ["vllm", "vllm", "vllm"], "precision": ["fp8", "bf16", "fp8"],
+                         "bench_tpot_ratio": [1.1, 0.7, 1.4], "bench_ttft_ratio": [0.5, 1.5, np.nan]})
+    assert compare.group_means(rows) == ("30%", "50%", 2)
+    assert compare.group_means(rows.assign(bench_ttft_ratio=np.nan))[1] == "-"
