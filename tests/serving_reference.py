@@ -44,8 +44,7 @@ class Replica:
         self.active = np.empty(0, np.int64)  # admitted requests in admission order
         self.blocks_total = cfg.kv_capacity_tokens // BLOCK_TOKENS
         self.used_blocks = 0  # blocks reserved by ``active`` (kept current after every change)
-        self.swap_held_bytes = 0.0  # swapped-out KV on the host, per device
-        self.swap_out_s = 0.0  # swap-out time the next step pays
+        self.swaps = self.recomputes = 0  # preemptions by swap and by recompute (for the tests)
         self.exact_blocks = True  # used_blocks == _blocks(active) (False after an admission, until _fit_kv)
         self.wake = sim.env.event()
         self.inbound = 0  # requests whose KV is on its way here (counted as load by the router)
@@ -57,6 +56,9 @@ class Replica:
         self.recv_count = 0
         self.idle = True  # waiting on ``wake`` (an idle scheduler receives at once)
         self.dp = int(cfg.cost.attention_dp) if getattr(cfg.cost, "wants_ranks", False) else 1
+        # per attention-DP rank: swapped-out KV on the host (per device) and the swap time pending (out, then in)
+        self.swap_held_bytes = [0.0] * self.dp
+        self.swap_rank_s = [0.0] * self.dp
         self.shipping_blocks = 0  # blocks of handed-off requests whose KV has not left yet
         self.stage_free = [0.0] * max(cfg.pp - 1, 1) if cfg.role == "prefill" else []  # stages 2..pp: next free
         sim.env.process(self.run())
@@ -124,10 +126,10 @@ class Replica:
         return int(np.add.reduce(-(-self._reserved(ids) // BLOCK_TOKENS))) if len(ids) else 0
 
     def _admit(self) -> float:
-        """FCFS admission while KV blocks and sequence slots allow; returns swap-in seconds."""
+        """FCFS admission while KV blocks and sequence slots allow; a swapped request's swap-in joins its rank's
+        pending swap time."""
         r, cfg = self.sim.req, self.cfg
         used = self.used_blocks
-        swap_s = 0.0
         admitted = []
         while self.waiting and len(self.active) + len(admitted) < cfg.max_seqs:
             rid = self.waiting[0]
@@ -144,8 +146,9 @@ class Replica:
                 r.admitted_s[rid] = self.sim.env.now
             if r.swapped[rid]:
                 kv_bytes = float(kv_tokens(r, np.array([rid]))[0]) * cfg.kv_bytes_per_token
-                swap_s += kv_bytes / cfg.swap_bytes_per_s
-                self.swap_held_bytes -= kv_bytes
+                k = int(r.dp_rank[rid]) if self.dp > 1 else 0
+                self.swap_rank_s[k] += kv_bytes / cfg.swap_bytes_per_s
+                self.swap_held_bytes[k] -= kv_bytes
                 r.swapped[rid] = False
         if admitted:
             self.exact_blocks = False  # admission reserves by ``admit_tokens``
@@ -153,7 +156,6 @@ class Replica:
             r.home[ids] = self.uid
             self.active = np.concatenate((self.active, ids))
         self.used_blocks = used
-        return swap_s
 
     def _plan_step(self):
         """The policy picks the step's decodes and prompt chunks under the token budget."""
@@ -178,8 +180,9 @@ class Replica:
         while True:
             if n > 1 and self.recv_count >= n:  # the scheduler receives every n decode steps (or after a prefill)
                 self._receive()
-            swap_s = self._admit() + self.swap_out_s  # swap-in of the admitted, swap-out of the last preempted
-            self.swap_out_s = 0.0
+            self._admit()
+            swap_s = max(self.swap_rank_s)  # swap-out of the last preempted, swap-in of the admitted: slowest rank
+            self.swap_rank_s = [0.0] * self.dp
             decoding, pre_ids, chunks, q_len = self._plan_step()
             if not len(decoding) and not len(pre_ids):
                 if self.inbox:  # nothing to run: the idle scheduler receives at once
@@ -294,11 +297,14 @@ class Replica:
             preempted += 1
             r.status[rid] = WAITING
             kv_bytes = float(kv_tokens(r, np.array([rid]))[0]) * self.cfg.kv_bytes_per_token
-            if self.cfg.preemption == "swap" and self.swap_held_bytes + kv_bytes <= self.cfg.swap_space_bytes:
+            k = int(r.dp_rank[rid]) if self.dp > 1 else 0
+            if self.cfg.preemption == "swap" and self.swap_held_bytes[k] + kv_bytes <= self.cfg.swap_space_bytes:
                 r.swapped[rid] = True
-                self.swap_held_bytes += kv_bytes
-                self.swap_out_s += kv_bytes / self.cfg.swap_bytes_per_s
+                self.swap_held_bytes[k] += kv_bytes
+                self.swap_rank_s[k] += kv_bytes / self.cfg.swap_bytes_per_s
+                self.swaps += 1
             else:  # recompute: drop the KV; the prompt plus what was generated is prefilled again
+                self.recomputes += 1
                 r.target_prefill[rid] = r.prompt[rid] + r.generated[rid]
                 r.offset[rid] = r.generated[rid]
                 r.prefilled[rid] = 0

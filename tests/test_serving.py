@@ -452,7 +452,7 @@ def test_tabulated_step_cost_routes_like_the_op_model_under_attention_dp(tp, dp,
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
 @pytest.mark.parametrize("spec", [None, "tiny-kv", "swap-tiny-kv", "speculative", "speculative-tiny-kv", "dp-ranks",
-                                  "horizon",
+                                  "swap-dp-ranks", "horizon",
                                   "closed", "recv-interval", "recv-interval-closed", "recv-interval-burst"])
 def test_engine_matches_the_slow_reference_stepper(spec, engine):
     """The engine's running totals, decode stretches and callback scheduling change nothing but the
@@ -463,7 +463,7 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
     from tests.serving_reference import ReferenceSimulation
 
     opts = PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1)
-    if spec == "dp-ranks":  # attention DP: every step is timed at its busiest rank
+    if spec in ("dp-ranks", "swap-dp-ranks"):  # attention DP: every step is timed at its busiest rank
         opts = PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=2, tp=1, dp=2)
     dep = quick_deployment(opts, replicas=2, max_batch_tokens=2048, max_seqs=32)
     t = simple_traffic(rate=20.0, concurrency=None, isl=700, osl=90, requests=150, seed=3)
@@ -481,10 +481,11 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
         cfgs = replica_configs(dep, engine=engine)
         if spec in ("tiny-kv", "speculative-tiny-kv"):  # force preemptions too
             cfgs = [dc_replace(c, kv_capacity_tokens=6000) for c in cfgs]
-        if spec == "swap-tiny-kv":  # preempt by swap while the host swap space (~1,100 tokens) holds them, else by
-            # recompute (both happen here under vllm and sglang)
+        if spec in ("swap-tiny-kv", "swap-dp-ranks"):  # preempt by swap while the host swap space (~1,100 tokens)
+            # holds them, else by recompute (both happen here under vllm and sglang); with attention DP each rank
+            # swaps into its own devices' space and over their own links
             cfgs = [dc_replace(c, kv_capacity_tokens=6000, preemption="swap", swap_space_bytes=150e6) for c in cfgs]
-        assert cfgs[0].cost.wants_ranks == (spec == "dp-ranks")
+        assert cfgs[0].cost.wants_ranks == (spec in ("dp-ranks", "swap-dp-ranks"))
         if spec.startswith("speculative") if spec else False:  # random per-sequence gains (same seeded draws)
             cfgs = [dc_replace(c, spec_draft_tokens=2, spec_acceptance=0.7) for c in cfgs]
         if spec and spec.startswith("recv-interval"):  # SGLang's receive skipper (any policy runs it here)
@@ -498,8 +499,12 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
             sim = make(r, cfgs, horizon_s=3.0) if spec == "horizon" else make(r, cfgs)
         sim.run()
         frames.append((sim.request_frame(), sim.step_frame()))
-    if spec in ("tiny-kv", "swap-tiny-kv", "speculative-tiny-kv") and engine != "trtllm":  # (trtllm never preempts)
-        assert frames[0][0].preemptions.sum() > 0  # the case exercises preemption
+        if make is ReferenceSimulation:
+            swaps = sum(rep.swaps for rep in sim.replicas), sum(rep.recomputes for rep in sim.replicas)
+    if spec in ("tiny-kv", "swap-tiny-kv", "swap-dp-ranks", "speculative-tiny-kv") and engine != "trtllm":
+        assert frames[0][0].preemptions.sum() > 0  # the case exercises preemption (trtllm never preempts)
+        if spec.startswith("swap"):
+            assert min(swaps) > 0  # by swap, and by recompute once the swap space is full
     if spec == "horizon":
         assert (frames[0][0].status == "rejected").any()  # the horizon cut the run short
     if spec and spec.startswith("recv-interval"):  # the case exercises the skipper: later admissions than without
@@ -1319,3 +1324,49 @@ def test_requests_arriving_at_the_same_instant_are_scheduled_together(make):
     df = sim.request_frame()
     assert df.finish_s.tolist() == pytest.approx([0.7, 1.4, 1.4], abs=1e-12)
     assert sim.step_frame().prefill_seqs.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("make", _engines())
+def test_attention_dp_ranks_swap_over_their_own_links_at_once(make):
+    """Six 15-token prompts dealt round robin to two attention-DP ranks outgrow a 9-block cache on the step that
+    takes them to 17 tokens (12 blocks): requests 5 (rank 1) and 4 (rank 0) are swapped out together. Each rank's
+    devices move their own request's KV over their own host links, so the next step waits for one transfer, not two
+    in a row as on a replica without ranks; and each rank has its own swap space."""
+    def extra_s(cost, **kw):
+        out = []
+        for kv_bytes_per_token in (0.0, 1e6):
+            req = _reqs([0.0] * 6, [15] * 6, [40] * 6)
+            sim = make(req, [_replica(cap=144, budget=1000, cost=cost, preemption="swap", swap_bytes_per_s=1e9,
+                                      kv_bytes_per_token=kv_bytes_per_token, **kw)])
+            sim.run()
+            steps, requests = sim.step_frame(), sim.request_frame()
+            out.append(((steps.end_s - steps.start_s).to_numpy(), steps.preempted.to_numpy(), requests, req))
+        (free, preempted, requests, req), (paid, _, _, _) = out
+        assert (requests.status == "finished").all()
+        first = int(np.flatnonzero(preempted)[0])
+        assert preempted[first] == 2 and (requests.preemptions[[4, 5]] >= 1).all()  # (more follow, later)
+        return paid[first + 1] - free[first + 1], req.dp_rank  # (the runs may part after that step)
+
+    one_kv_s = 17 * 1e6 / 1e9  # a preempted request holds its 15 prompt tokens and 2 generated ones
+    two_ranks, ranks = extra_s(_TwoRanks(0.5, 1.0))
+    assert ranks.tolist() == [0, 1, 0, 1, 0, 1]  # (round robin)
+    assert two_ranks == pytest.approx(one_kv_s, rel=1e-9)
+    assert extra_s(ConstantStepCost(0.5, 1.0))[0] == pytest.approx(2 * one_kv_s, rel=1e-9)
+
+
+@pytest.mark.parametrize("make", _engines())
+def test_each_attention_dp_rank_swaps_into_its_own_swap_space(make):
+    """The same six requests with 17 MB of swap space a device, one preempted request's KV: each rank's devices hold
+    one, so the double preemption swaps both, as a replica without ranks does with 34 MB; without ranks and 17 MB,
+    request 4 is recomputed (its 17 tokens prefilled again)."""
+    def prefilled(cost, space):
+        req = _reqs([0.0] * 6, [15] * 6, [40] * 6)
+        sim = make(req, [_replica(cap=144, budget=1000, cost=cost, preemption="swap", swap_bytes_per_s=1e9,
+                                  kv_bytes_per_token=1e6, swap_space_bytes=space)])
+        sim.run()
+        assert (sim.request_frame().status == "finished").all()
+        return int(sim.step_frame().prefill_tokens.sum())
+
+    ranks = prefilled(_TwoRanks(0.5, 1.0), 17e6)
+    assert ranks == prefilled(ConstantStepCost(0.5, 1.0), 34e6)
+    assert prefilled(ConstantStepCost(0.5, 1.0), 17e6) == ranks + 17

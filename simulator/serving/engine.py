@@ -94,7 +94,8 @@ class ReplicaConfig:
     preemption: str = "recompute"  # or "swap"
     # swap: the KV of a swapped request crosses each device's own host link, both ways, on the step after the
     # preemption (out) and on the step that re-admits it (in); per device: one device's share of the KV, its link and
-    # its host swap space. A request that would overflow the swap space is preempted by recompute instead
+    # its host swap space (with attention DP, the request's rank's devices: ranks swap side by side, each into its own
+    # space). A request that would overflow the swap space is preempted by recompute instead
     swap_bytes_per_s: float = 64e9  # one device's host link: PCIe Gen5 x16, ~64 GB/s a direction (PCI-SIG)
     kv_bytes_per_token: float = 0.0  # one device's share (all its layers), for the swap cost and swap space
     swap_space_bytes: float = math.inf  # host swap space, per device
@@ -248,8 +249,6 @@ class Replica:
         self.decoding: set[int] = set()  # admitted requests whose prompt is cached
         self.blocks_total = cfg.kv_capacity_tokens // BLOCK_TOKENS
         self.used_blocks = 0  # blocks reserved by ``active``, exact at every decision (a stretch books its own)
-        self.swap_held_bytes = 0.0  # swapped-out KV on the host, per device
-        self.swap_out_s = 0.0  # swap-out time the next step pays
         self._occ_div = max(self.blocks_total, 1)  # KV occupancy = used_blocks / this
         self.grows = cfg.policy.grows  # reservations grow with every decoded token
         self._reserve = cfg.policy.reserved_tokens
@@ -295,6 +294,13 @@ class Replica:
         self.stage_free_s = [0.0] * max(cfg.pp - 1, 1) if self.pf_role else []
         self.rank_n = [0] * self.attention_dp  # decoding requests per rank
         self.rank_kvb = [0] * self.attention_dp  # their kvb per rank (KV tokens = rank_kvb + rank_n * ticks)
+        # swap, per attention-DP rank (a request keeps its rank; each rank's devices have their own host links and
+        # swap space): the swapped-out KV on the host, per device, and the transfer time the next step pays (swap-outs
+        # of the last preemptions, then swap-ins of the admitted); the ranks move in parallel, the step waits for the
+        # slowest. ``swap_due``: some rank has a transfer pending
+        self.swap_held_bytes = [0.0] * self.attention_dp
+        self.swap_rank_s = [0.0] * self.attention_dp
+        self.swap_due = False
 
     @property
     def quadrant_s(self) -> np.ndarray:
@@ -464,13 +470,13 @@ class Replica:
 
     # -- admission -------------------------------------------------------------------------------
     def _admit(self) -> float:
-        """FCFS admission while KV blocks and sequence slots allow; returns swap-in seconds."""
+        """FCFS admission while KV blocks and sequence slots allow; a re-admitted swapped request's swap-in is added
+        to its rank's pending transfer time."""
         if not self.waiting:
-            return 0.0
+            return
         s, cfg = self.sim, self.cfg
         status = s.status
         used = self.used_blocks  # admission counts each request by the policy's admit_tokens
-        swap_s = 0.0
         waiting, active = self.waiting, self.active
         policy, total = cfg.policy, self.blocks_total
         now = s.env._now
@@ -490,15 +496,16 @@ class Replica:
                 s.adm[rid] = now
             if s.swapped[rid]:
                 kv_bytes = (s.pf[rid] + gen - off) * cfg.kv_bytes_per_token
-                swap_s += kv_bytes / cfg.swap_bytes_per_s
-                self.swap_held_bytes -= kv_bytes
+                r = s.rank[rid] if self.wants_ranks else 0
+                self.swap_rank_s[r] += kv_bytes / cfg.swap_bytes_per_s
+                self.swap_held_bytes[r] -= kv_bytes
+                self.swap_due = True
                 s.swapped[rid] = False
             self.used_blocks += -(-self._reserve(tgt, gen, s.out_l[rid], off) // BLOCK_TOKENS)  # ``_held_blocks``
             if s.pf[rid] >= tgt:
                 self._start_decoding(rid)
             else:
                 self.prefilling.append(rid)
-        return swap_s
 
     def _head_fits(self) -> bool:
         """Whether the first waiting request would be admitted at the next step boundary: an admission pass counts
@@ -539,10 +546,13 @@ class Replica:
         cfg, sim = self.cfg, self.sim
         if self.recv_count >= self.recv_n > 1:
             self._receive()
-        swap_s = self._admit() if self.waiting else 0.0
-        if self.swap_out_s:  # the KV that the last preemptions swapped out leaves on this step
-            swap_s += self.swap_out_s
-            self.swap_out_s = 0.0
+        if self.waiting:
+            self._admit()
+        swap_s = 0.0
+        if self.swap_due:  # KV that the last preemptions swapped out leaves, and the re-admitted's comes back
+            swap_s = max(self.swap_rank_s)
+            self.swap_rank_s = [0.0] * self.attention_dp
+            self.swap_due = False
         n_dec = len(self.decoding)
         pre = self.prefilling
         if pre:
@@ -721,10 +731,12 @@ class Replica:
             preempted += 1
             s.status[rid] = WAITING
             kv_bytes = (s.pf[rid] + s.gen[rid] - s.off[rid]) * cfg.kv_bytes_per_token if cfg.preemption == "swap" else 0
-            if cfg.preemption == "swap" and self.swap_held_bytes + kv_bytes <= cfg.swap_space_bytes:
+            r = s.rank[rid] if self.wants_ranks else 0
+            if cfg.preemption == "swap" and self.swap_held_bytes[r] + kv_bytes <= cfg.swap_space_bytes:
                 s.swapped[rid] = True
-                self.swap_held_bytes += kv_bytes
-                self.swap_out_s += kv_bytes / cfg.swap_bytes_per_s
+                self.swap_held_bytes[r] += kv_bytes
+                self.swap_rank_s[r] += kv_bytes / cfg.swap_bytes_per_s
+                self.swap_due = True
             else:  # recompute: drop the KV; the prompt plus what was generated is prefilled again
                 s.tgt[rid] = s.prompt_l[rid] + s.gen[rid]
                 s.off[rid] = s.gen[rid]
