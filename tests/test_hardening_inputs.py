@@ -124,6 +124,8 @@ def test_two_plots_aimed_at_one_file_are_refused(tmp_path, monkeypatch):
     (["--kv-precision", "fp4"], "--kv-precision': expected one of fp32, bf16, fp16, fp8, int8, got 'fp4'"),
     (["--tp", "2"], "--tp 2 does not divide the 1 devices"),
     (["--scheduler-recv-interval", "4"], "--scheduler-recv-interval: an SGLang server flag; the quick run serves vllm"),
+    (["--engine", "sglang", "--scheduler-recv-interval", "2000"],  # (a prefill step counts 1000 toward it)
+     "'--scheduler-recv-interval': expected an integer <= 1000, got 2000"),
 ])
 def test_quick_run_errors_name_the_flag_not_an_internal_field(args, words):
     err = one_line_error(runner.invoke(app, [*QUICK, "--rate", "1", "--requests", "5", *args]))

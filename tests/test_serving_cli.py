@@ -181,7 +181,12 @@ def test_requests_a_horizon_stops_before_they_arrive_are_counted_apart_not_as_re
     assert (f"requests: {sm['requests_completed']} finished, {served} rejected, {late} not arrived before the "
             f"horizon (of 200)") in r.output
     r2 = runner.invoke(app, [*args, "--ttft-slo", "10s"])  # the attainment says what it is of
-    assert f"% of the {sm['requests_completed']:,} requests the horizon settles meet TTFT <= 10 s" in r2.output
+    assert (f"% of the {sm['requests_completed']:,} requests finished or sure to miss by the horizon meet "
+            "TTFT <= 10 s") in r2.output
+    # a horizon before any request could finish or miss a 10 s TTFT: no share to print, not "n/a of the 0 requests"
+    r3 = runner.invoke(app, [*QUICK, "--rate", "10", "--requests", "20", "--horizon", "0.05s", "--ttft-slo", "10s"])
+    assert r3.exit_code == 1 and "error: no request finished" in r3.output  # (the summary is printed first)
+    assert "n/a: no request finished or was sure to miss TTFT <= 10 s by the horizon" in r3.output
     assert not [line for line in r.output.splitlines() if line.startswith("  rejected x") and "arrived" in line]
     # the open loop's window (the whole run) measures the requests that arrived, not the 200 drawn
     assert sm["window"]["requests"] == 200 - late

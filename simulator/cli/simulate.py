@@ -80,10 +80,11 @@ def simulate(
                                    "KV out to the host and back over each GPU's host link, 4 GiB of swap space a "
                                    "GPU, then recompute."),
     engine_version: str = engine_version_option("every vLLM pool serves, over each pool's `engine_version:`"),
-    scheduler_recv_interval: int = typer.Option(1, "--scheduler-recv-interval", parser=count(1, 100_000),
-                                                help="Quick run, SGLang only: its --scheduler-recv-interval N (a busy "
-                                                     "scheduler takes new requests every N decode steps; 1: every "
-                                                     "step, SGLang's default)."),
+    # (up to 1000: SGLang counts a prefill step as 1000 toward it, PREFILL_RECV_WEIGHT in serving/engine.py)
+    scheduler_recv_interval: int = typer.Option(1, "--scheduler-recv-interval", parser=count(1, 1000),
+                                                help="Quick run, SGLang only: its --scheduler-recv-interval N, 1-1000 "
+                                                     "(a busy scheduler takes new requests every N decode steps; 1: "
+                                                     "every step, SGLang's default)."),
     frontend_latency: float = typer.Option(None, "--frontend-latency", parser=duration(positive=False),
                                            help="Quick run: time a request spends in the server's frontend before "
                                                 "the scheduler has it (in TTFT, not TPOT), e.g. 0ms for a frontend "

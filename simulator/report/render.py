@@ -100,6 +100,23 @@ def request_counts(sm: dict) -> str:
             + (f", {late} not arrived before the horizon" if late else "") + f" (of {sm['requests_total']})")
 
 
+
+def _goodput_share(g: dict) -> str:
+    """The goodput line's tail: the share of requests meeting the targets set (only those: a run with a TPOT target
+    alone does not read "TTFT <= n/a"), of how many where a horizon cut requests short, and the percentile test."""
+    targets = " and ".join(f"{name} <= {s(g['slo'][key])}" for name, key in (("TTFT", "ttft_s"), ("TPOT", "tpot_s"))
+                           if g["slo"].get(key) is not None and math.isfinite(g["slo"][key]))
+    judged = g.get("requests_judged")
+    if judged == 0:
+        share = f"n/a: no request finished or was sure to miss {targets} by the horizon"
+    elif judged:
+        share = (f"{pct(g['fraction_of_requests'])} of the {judged:,} requests finished or sure to miss by the "
+                 f"horizon meet {targets}")
+    else:
+        share = f"{pct(g['fraction_of_requests'])} of requests meet {targets}"
+    return share + f"; p{g['slo']['percentile']:g} SLO {'met' if g['slo_met'] else 'NOT met'}"
+
+
 def simulation_text(sm: dict) -> str:
     def row(name, d):
         return [name, *(s(d[k]) if d[k] is not None else "n/a" for k in ("mean", "p50", "p90", "p99"))]
@@ -132,13 +149,7 @@ def simulation_text(sm: dict) -> str:
         f"({sm['output_tokens_per_s_per_device']:,.1f} per device)",
         ("goodput      n/a (no SLO given: --ttft-slo / --tpot-slo or slo: in the traffic file)"
          if g["requests_per_s"] is None else
-         f"goodput      {g['requests_per_s']:,.2f} req/s; {pct(g['fraction_of_requests'])} of "
-         + (f"the {g['requests_judged']:,} requests the horizon settles" if "requests_judged" in g else "requests")
-         + " meet "
-         # (only the targets set: a run with a TPOT target alone does not read "TTFT <= n/a")
-         + " and ".join(f"{name} <= {s(g['slo'][key])}" for name, key in (("TTFT", "ttft_s"), ("TPOT", "tpot_s"))
-                        if g["slo"].get(key) is not None and math.isfinite(g["slo"][key]))
-         + f"; p{g['slo']['percentile']:g} SLO {'met' if g['slo_met'] else 'NOT met'}"),
+         f"goodput      {g['requests_per_s']:,.2f} req/s; " + _goodput_share(g)),
         f"preemptions  {sm['preemptions']}",
         "cost         " + (f"${cost:,.3f} per 1M output tokens (${sm['cost_usd_per_hour']:,.2f}/h)" if cost is not None
                            else "n/a (a pool has no price; set price_per_device_hour or --price)"
