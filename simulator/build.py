@@ -126,11 +126,12 @@ def plan_from_options(o: PlanOptions) -> ServingPlan:
 def quick_deployment(o: PlanOptions, *, max_batch_tokens: int | None = None, max_seqs: int | None = None,
                      replicas: int = 1, engine: str = "vllm", scheduler_recv_interval: int = 1,
                      frontend_latency_s: float | None = None, memory_fraction: float | None = None,
-                     engine_version: str | None = None):
+                     engine_version: str | None = None, batch_wait: tuple[int, float] = (0, 0.0)):
     """One colocated pool from command-line options (``quadrant simulate --model ...``). Batch limits left at
     None are the engine server's defaults for the device (``serving.profiles.server_defaults``), and a
     ``frontend_latency_s`` or ``memory_fraction`` (the engine's KV memory flag) left at None the engine
-    profile's; ``engine_version`` names the engine release served (None: the one the profile models now)."""
+    profile's; ``engine_version`` names the engine release served (None: the one the profile models now);
+    ``batch_wait``: TensorRT-LLM's (batch_wait_timeout_iters, batch_wait_max_tokens_ratio), (0, 0.0) off."""
     from .specs.deployment import Deployment, KVTransfer, Pool
 
     plan = plan_from_options(o)
@@ -138,5 +139,6 @@ def quick_deployment(o: PlanOptions, *, max_batch_tokens: int | None = None, max
         raise SimulatorError("quick simulate runs one colocated pool; use a deployment YAML for disaggregation")
     pool = Pool("pool", ("prefill", "decode"), replicas, plan.prefill, max_batch_tokens, max_seqs, plan.speculative,
                 engine, scheduler_recv_interval=scheduler_recv_interval, frontend_latency_s=frontend_latency_s,
-                memory_fraction=memory_fraction, engine_version=engine_version)
+                memory_fraction=memory_fraction, engine_version=engine_version,
+                batch_wait_timeout_iters=batch_wait[0], batch_wait_max_tokens_ratio=batch_wait[1])
     return Deployment("cli", plan.model, (pool,), o.kv_precision, o.kv_scale_tokens, KVTransfer(None, None, True))

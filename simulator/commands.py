@@ -222,7 +222,8 @@ _WHATIF_DEPLOYMENT_FIXED = ("model", "hardware", "devices", "tp", "pp", "ep", "d
                             "spec_accept", "spec_draft_cost")
 _SIMULATE_DEPLOYMENT_FIXED = ("model", "hardware", "devices", "replicas", "tp", "pp", "ep", "dp", "precision",
                               "kv_precision", "max_batch_tokens", "max_seqs", "spec_draft_tokens", "spec_acceptance",
-                              "spec_draft_cost", "scheduler_recv_interval", "frontend_latency")
+                              "spec_draft_cost", "scheduler_recv_interval", "frontend_latency",
+                              "batch_wait_timeout_iters", "batch_wait_max_tokens_ratio")
 # flags a traffic file settles (the arrivals and the request lengths); --rate, --requests and --seed override it
 _SIMULATE_TRAFFIC_FIXED = ("concurrency", "isl", "osl")
 
@@ -371,11 +372,18 @@ def run_simulate(opts: dict, progress: bool = False):
         if (opts.get("scheduler_recv_interval") or 1) > 1 and (opts.get("engine") or "vllm") != "sglang":
             raise SimulatorError(f"--scheduler-recv-interval: an SGLang server flag; the quick run serves "
                                  f"{opts.get('engine') or 'vllm'} (give --engine sglang)")
+        wait = (opts.get("batch_wait_timeout_iters") or 0, opts.get("batch_wait_max_tokens_ratio") or 0.0)
+        if any(wait) and (opts.get("engine") or "vllm") != "trtllm":
+            raise SimulatorError(f"--batch-wait-timeout-iters / --batch-wait-max-tokens-ratio: TensorRT-LLM's batch "
+                                 f"waiting; the quick run serves {opts.get('engine') or 'vllm'} (give --engine trtllm)")
+        if any(wait) and not all(wait):
+            raise SimulatorError("--batch-wait-timeout-iters and --batch-wait-max-tokens-ratio work together "
+                                 "(TensorRT-LLM holds prompts back while both allow it): give both")
         fields = {k: opts[k] for k in PlanOptions.__dataclass_fields__ if k in opts and opts[k] is not None}
         dep = quick_deployment(PlanOptions(**fields), max_batch_tokens=opts["max_batch_tokens"],
                                max_seqs=opts["max_seqs"], replicas=opts["replicas"],
                                scheduler_recv_interval=opts.get("scheduler_recv_interval") or 1,
-                               frontend_latency_s=opts.get("frontend_latency"))
+                               frontend_latency_s=opts.get("frontend_latency"), batch_wait=wait)
     else:
         raise SimulatorError("give a deployment YAML, or --model/--hardware/... for a quick run")
     if opts.get("price"):

@@ -45,6 +45,7 @@ class Replica:
         self.blocks_total = cfg.kv_capacity_tokens // BLOCK_TOKENS
         self.used_blocks = 0  # blocks reserved by ``active`` (kept current after every change)
         self.swaps = self.recomputes = 0  # preemptions by swap and by recompute (for the tests)
+        self.batch_waited = 0  # steps in a row that batch waiting held the prompts back
         self.exact_blocks = True  # used_blocks == _blocks(active) (False after an admission, until _fit_kv)
         self.wake = sim.env.event()
         self.inbound = 0  # requests whose KV is on its way here (counted as load by the router)
@@ -170,7 +171,17 @@ class Replica:
         run_dec, chunks = cfg.policy.plan(len(decoding), remaining.tolist(), cfg.max_batch_tokens, q_len)
         chunks = np.asarray(chunks, np.int64).reshape(-1)
         take = chunks > 0
-        return (decoding if run_dec else decoding[:0]), prefilling[take], chunks[take], q_len
+        decoding, prefilling, chunks = (decoding if run_dec else decoding[:0]), prefilling[take], chunks[take]
+        # TensorRT-LLM's batch waiting: prompts beside decodes wait while the step schedules too few tokens
+        wait = cfg.batch_wait_iters if not getattr(cfg.cost, "wants_ranks", False) else 0
+        if wait and len(prefilling) and len(decoding):
+            if (self.batch_waited < wait
+                    and int(chunks.sum()) + len(decoding) * q_len < cfg.batch_wait_tokens_ratio * cfg.max_batch_tokens):
+                self.batch_waited += 1
+                prefilling, chunks = prefilling[:0], chunks[:0]
+            else:
+                self.batch_waited = 0
+        return decoding, prefilling, chunks, q_len
 
     # -- the scheduler process ---------------------------------------------------------------
     def run(self):

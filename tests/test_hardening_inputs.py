@@ -509,3 +509,55 @@ def test_pareto_front_leaves_out_rows_it_cannot_compare_and_names_a_missing_colu
         pareto_front(pd.DataFrame({"a": [1]}))
     with pytest.raises(SimulatorError, match="expected a DataFrame"):
         pareto_front("sweep.csv")
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--batch-wait-timeout-iters", "40", "--batch-wait-max-tokens-ratio", "0.8"],
+     "--batch-wait-timeout-iters / --batch-wait-max-tokens-ratio: TensorRT-LLM's batch waiting; the quick run serves "
+     "vllm (give --engine trtllm)"),
+    (["--engine", "trtllm", "--batch-wait-timeout-iters", "40"],
+     "--batch-wait-timeout-iters and --batch-wait-max-tokens-ratio work together"),
+    (["--engine", "trtllm", "--batch-wait-timeout-iters", "40", "--batch-wait-max-tokens-ratio", "1.5"],
+     "'--batch-wait-max-tokens-ratio'"),
+])
+def test_batch_waiting_flags_are_trtllm_only_and_go_together(args, words):
+    err = one_line_error(runner.invoke(app, [*QUICK, "--rate", "1", "--requests", "5", *args]))
+    assert words in err
+
+
+def _pool_yaml(tmp_path: Path, engine: str, extra: str) -> str:
+    path = tmp_path / "d.yaml"
+    path.write_text(f"""schema_version: 1
+model: llama-3.1-8b
+pools:
+  - name: node
+    serves: [prefill, decode]
+    hardware: h100-sxm
+    devices: 1
+    engine: {engine}
+    attention: {{tp: 1}}
+{extra}""")
+    return str(path)
+
+
+@pytest.mark.parametrize("engine,extra,words", [
+    ("vllm", "    batch_wait_timeout_iters: 40\n    batch_wait_max_tokens_ratio: 0.8\n",
+     "d.yaml: pools[0].batch_wait_timeout_iters: TensorRT-LLM's batch waiting; vllm has none"),
+    ("trtllm", "    batch_wait_timeout_iters: 40\n", "set both or neither"),
+    ("trtllm", "    batch_wait_timeout_iters: 40\n    batch_wait_max_tokens_ratio: 2\n",
+     "pools[0].batch_wait_max_tokens_ratio"),
+])
+def test_a_pools_batch_waiting_is_refused_where_tensorrt_llm_would_not_run_it(tmp_path, engine, extra, words):
+    err = one_line_error(runner.invoke(app, ["simulate", _pool_yaml(tmp_path, engine, extra), "--rate", "1",
+                                             "--requests", "5"]))
+    assert words in err
+
+
+def test_a_trtllm_pools_batch_waiting_runs_and_is_reported(tmp_path):
+    import json
+
+    dep = _pool_yaml(tmp_path, "trtllm", "    batch_wait_timeout_iters: 40\n    batch_wait_max_tokens_ratio: 0.8\n")
+    r = runner.invoke(app, ["simulate", dep, "--rate", "4", "--requests", "40", "--json", "--format", "vllm"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert (out.get("batch_wait_timeout_iters"), out.get("batch_wait_max_tokens_ratio")) == (40, 0.8)

@@ -556,3 +556,18 @@ def test_a_run_that_names_its_engine_release_round_trips(tmp_path):
     path.write_text(r.stdout)
     row = json.loads(runner.invoke(app, ["validate", "--serving", str(path), "--json"]).stdout)["rows"][0]
     assert row["ttft_s_simulated"] == pytest.approx(row["ttft_s_measured"], rel=1e-9)
+
+
+def test_a_batch_waiting_run_round_trips(tmp_path):
+    """TensorRT-LLM's batch waiting is recorded in the vLLM-format result and re-run by `validate --serving`: the
+    re-run reproduces the run's own TTFT, which the waiting raised (the same run without it reads lower)."""
+    args = [*QUICK[:-2], "--concurrency", "16", "--engine", "trtllm", "--json", "--format", "vllm"]
+    r = runner.invoke(app, [*args, "--batch-wait-timeout-iters", "8", "--batch-wait-max-tokens-ratio", "0.9"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert (d["batch_wait_timeout_iters"], d["batch_wait_max_tokens_ratio"]) == (8, 0.9)
+    assert json.loads(runner.invoke(app, args).stdout)["mean_ttft_ms"] < d["mean_ttft_ms"]
+    path = tmp_path / "waited.json"
+    path.write_text(r.stdout)
+    row = json.loads(runner.invoke(app, ["validate", "--serving", str(path), "--json"]).stdout)["rows"][0]
+    assert row["ttft_s_simulated"] == pytest.approx(row["ttft_s_measured"], rel=1e-9)

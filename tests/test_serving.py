@@ -452,7 +452,7 @@ def test_tabulated_step_cost_routes_like_the_op_model_under_attention_dp(tp, dp,
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
 @pytest.mark.parametrize("spec", [None, "tiny-kv", "swap-tiny-kv", "speculative", "speculative-tiny-kv", "dp-ranks",
-                                  "swap-dp-ranks", "horizon",
+                                  "swap-dp-ranks", "batch-wait", "horizon",
                                   "closed", "recv-interval", "recv-interval-closed", "recv-interval-burst"])
 def test_engine_matches_the_slow_reference_stepper(spec, engine):
     """The engine's running totals, decode stretches and callback scheduling change nothing but the
@@ -490,6 +490,8 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
             cfgs = [dc_replace(c, spec_draft_tokens=2, spec_acceptance=0.7) for c in cfgs]
         if spec and spec.startswith("recv-interval"):  # SGLang's receive skipper (any policy runs it here)
             cfgs = [dc_replace(c, recv_interval=5) for c in cfgs]
+        if spec == "batch-wait":  # TensorRT-LLM's batch waiting (any policy runs it here)
+            cfgs = [dc_replace(c, batch_wait_iters=6, batch_wait_tokens_ratio=0.8) for c in cfgs]
         # "horizon": the run stops mid-way, with decode stretches in flight
         if spec == "recv-interval-burst":  # every client at t = 0, as the benchmark clients start them
             sim = make(r, cfgs, closed_concurrency=24)
@@ -507,6 +509,12 @@ def test_engine_matches_the_slow_reference_stepper(spec, engine):
             assert min(swaps) > 0  # by swap, and by recompute once the swap space is full
     if spec == "horizon":
         assert (frames[0][0].status == "rejected").any()  # the horizon cut the run short
+    if spec == "batch-wait" and engine != "sglang":  # the case holds prompts back: later first tokens than without
+        # (SGLang runs its prefills alone, never beside decodes, so there is nothing to hold back)
+        plain = ReferenceSimulation(Requests(*(x.copy() for x in (r.arrival_s, r.prompt, r.output))),
+                                    replica_configs(dep, engine=engine))
+        plain.run()
+        assert frames[0][0].first_token_s.sum() > plain.request_frame().first_token_s.sum()
     if spec and spec.startswith("recv-interval"):  # the case exercises the skipper: later admissions than without
         closed = {"recv-interval-closed": {"closed_concurrency": 24, "closed_starts_s": np.arange(24) * (0.5 / 24)},
                   "recv-interval-burst": {"closed_concurrency": 24}}.get(spec, {})
@@ -1370,3 +1378,25 @@ def test_each_attention_dp_rank_swaps_into_its_own_swap_space(make):
     ranks = prefilled(_TwoRanks(0.5, 1.0), 17e6)
     assert ranks == prefilled(ConstantStepCost(0.5, 1.0), 34e6)
     assert prefilled(ConstantStepCost(0.5, 1.0), 17e6) == ranks + 17
+
+
+@pytest.mark.parametrize("make", _engines())
+def test_batch_waiting_holds_a_prompt_back_beside_decodes_until_the_step_budget_fills_or_the_wait_ends(make):
+    """TensorRT-LLM's batch waiting (batch_wait_timeout_iters 2, batch_wait_max_tokens_ratio 1.0 of a 100-token
+    budget): request 1's 80-token prompt reaches a replica decoding request 0 at 1.2 s; a step with both would
+    schedule 81 tokens, under the 100 the ratio asks for, so the decodes at 1.5 s and 2.0 s run alone and the prompt
+    joins at 2.5 s, when two steps have waited: its first token comes at 3.5 s instead of 2.5 s. With a ratio of 0.8
+    (80 tokens) 81 is enough and nothing waits; so does a prompt with no decode beside it (request 0's, at 0 s)."""
+    def first_tokens(**kw):
+        req = _reqs([0.0, 1.2], [50, 80], [10, 3])
+        sim = make(req, [_replica(budget=100, **kw)])
+        sim.run()
+        return sim.request_frame().first_token_s.tolist(), sim.step_frame()
+
+    plain, _ = first_tokens()
+    assert plain == pytest.approx([1.0, 2.5])
+    waited, steps = first_tokens(batch_wait_iters=2, batch_wait_tokens_ratio=1.0)
+    assert waited == pytest.approx([1.0, 3.5])
+    assert steps[["start_s", "kind"]].values.tolist()[:5] == [
+        [0.0, "prefill"], [1.0, "decode"], [1.5, "decode"], [2.0, "decode"], [2.5, "mixed"]]
+    assert first_tokens(batch_wait_iters=2, batch_wait_tokens_ratio=0.8)[0] == pytest.approx(plain)

@@ -66,11 +66,14 @@ def deployment_for(r: pd.Series, ep: int | None = None):
                        kv_precision=r.kv_precision)
     recv = r.get("scheduler_recv_interval")
     mf = r.get("memory_fraction")  # the launch's KV memory flag (gpu_memory_utilization, mem_fraction_static, ...)
+    wait = r.get("batch_wait_timeout_iters")  # TensorRT-LLM's batch waiting, where the run's config sets it
     return quick_deployment(opts, max_batch_tokens=int(r.max_batch_tokens), max_seqs=max_seqs_of(r),
                             scheduler_recv_interval=int(recv) if recv == recv and recv is not None else 1,
                             frontend_latency_s=frontend_s(r), engine=r.engine,
                             memory_fraction=float(mf) if mf is not None and mf == mf else None,
-                            engine_version=release_of(r))
+                            engine_version=release_of(r),
+                            batch_wait=(int(wait), float(r.batch_wait_max_tokens_ratio))
+                            if wait is not None and wait == wait else (0, 0.0))
 
 
 def release_of(r: pd.Series) -> str | None:
@@ -405,6 +408,8 @@ def validate_cli_section(df: pd.DataFrame) -> list[str]:
         "scheduler_recv_interval": [int(x) if x == x and x is not None else 1
                                     for x in rows.get("scheduler_recv_interval", pd.Series(1, index=rows.index))],
         "frontend_latency_ms": rows.get("frontend_latency_ms", pd.Series(np.nan, index=rows.index)),
+        **{k: rows.get(k, pd.Series(np.nan, index=rows.index))  # TensorRT-LLM's batch waiting, where the run set it
+           for k in ("batch_wait_timeout_iters", "batch_wait_max_tokens_ratio")},
         "engine_version": [release_of(r) or "" for _, r in rows.iterrows()]})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "published.csv"

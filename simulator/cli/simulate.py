@@ -85,6 +85,14 @@ def simulate(
                                                 help="Quick run, SGLang only: its --scheduler-recv-interval N, 1-1000 "
                                                      "(a busy scheduler takes new requests every N decode steps; 1: "
                                                      "every step, SGLang's default)."),
+    batch_wait_timeout_iters: int = typer.Option(
+        0, "--batch-wait-timeout-iters", parser=count(0, 10_000),
+        help="Quick run, TensorRT-LLM only: its batch_wait_timeout_iters N, with --batch-wait-max-tokens-ratio (a "
+             "prompt that would run beside decodes waits up to N steps for a step to fill; 0: off, the default)."),
+    batch_wait_max_tokens_ratio: float = typer.Option(
+        0.0, "--batch-wait-max-tokens-ratio", parser=real(0.0, 1.0),
+        help="Quick run, TensorRT-LLM only: its batch_wait_max_tokens_ratio R (prompts wait while a step would "
+             "schedule under R x --max-batch-tokens; 0: off, the default)."),
     frontend_latency: float = typer.Option(None, "--frontend-latency", parser=duration(positive=False),
                                            help="Quick run: time a request spends in the server's frontend before "
                                                 "the scheduler has it (in TTFT, not TPOT), e.g. 0ms for a frontend "

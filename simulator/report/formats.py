@@ -150,4 +150,7 @@ def _self_description(dep) -> dict:
             "kv_precision": dep.kv_precision, "replicas": pool.replicas, "max_batch_tokens": pool.max_batch_tokens,
             "max_seqs": pool.max_seqs, "pools": len(dep.pools),
             **({"scheduler_recv_interval": pool.scheduler_recv_interval} if pool.scheduler_recv_interval > 1 else {}),
+            **({"batch_wait_timeout_iters": pool.batch_wait_timeout_iters,
+                "batch_wait_max_tokens_ratio": pool.batch_wait_max_tokens_ratio}
+               if pool.batch_wait_timeout_iters else {}),
             **({"frontend_latency_s": pool.frontend_latency_s} if pool.frontend_latency_s is not None else {})}

@@ -103,6 +103,13 @@ class ReplicaConfig:
     context_range: tuple[int, int] = (0, ROUTE_MAX_TOKENS)  # prompt lengths (inclusive) taken here (long/short split)
     frontend_s: float = 0.0  # a request reaches the scheduler this long after its client sends it (off the GPU path)
     recv_interval: int = 1  # SGLang --scheduler-recv-interval: a busy scheduler takes new requests every N decode steps
+    # TensorRT-LLM's batch waiting (llm_args batch_wait_timeout_iters / batch_wait_max_tokens_ratio, PyExecutor
+    # ``_waiting_requests``): a step that would run prompts beside decodes runs the decodes alone while fewer than
+    # ``batch_wait_tokens_ratio`` x max_batch_tokens tokens are scheduled, for up to ``batch_wait_iters`` steps in a
+    # row, so that prompts gather into fuller prefills; 0: off (TensorRT-LLM's default). Not under attention DP (the
+    # engine skips it there)
+    batch_wait_iters: int = 0
+    batch_wait_tokens_ratio: float = 0.0
     max_chunk_tokens: int = 0  # one request's prompt tokens per step at most (attention DP: one rank's budget); 0: any
     max_model_len: int = 0  # the model's context window: longer requests (prompt + output) are rejected; 0: no limit
     pp: int = 1  # pipeline stages (a prefill pool's micro-batches cross the later stages in order)
@@ -301,6 +308,8 @@ class Replica:
         self.swap_held_bytes = [0.0] * self.attention_dp
         self.swap_rank_s = [0.0] * self.attention_dp
         self.swap_due = False
+        self.batch_waited = 0  # steps in a row that batch waiting held the prompts back (``batch_wait_iters``)
+        self.batch_wait = cfg.batch_wait_iters if not self.wants_ranks else 0
 
     @property
     def quadrant_s(self) -> np.ndarray:
@@ -565,6 +574,14 @@ class Replica:
             n_d = n_dec if run_dec else 0
             if not n_d and not plan:
                 return self._nothing_to_run()
+            held = False
+            if plan and n_d and self.batch_wait:  # TensorRT-LLM's batch waiting: hold the prompts back this step?
+                if self.batch_waited < self.batch_wait and (sum(c for _, c in plan) + n_d * self.q_len
+                                                            < cfg.batch_wait_tokens_ratio * cfg.max_batch_tokens):
+                    self.batch_waited += 1
+                    plan, held = [], True
+                else:
+                    self.batch_waited = 0
             if plan:
                 ctx = sum(pf[rid] for rid, _ in plan)
                 tokens = sum(c for _, c in plan)
@@ -573,8 +590,9 @@ class Replica:
         else:  # nothing to prefill: every policy runs the decodes (the contract in ``policies/base.py``)
             if not n_dec:
                 return self._nothing_to_run()
-            n_d, plan, ctx, tokens = n_dec, [], 0, 0
-        if not plan and self._stretches and not swap_s and not (self.waiting and self._head_fits()):
+            n_d, plan, ctx, tokens, held = n_dec, [], 0, 0, False
+        # (a step that held prompts back runs on its own: the next one decides again)
+        if not plan and not held and self._stretches and not swap_s and not (self.waiting and self._head_fits()):
             k = self._next_finish()
             if k >= 2 and self._start_stretch(n_d, k if k < MAX_STRETCH else MAX_STRETCH):
                 return

@@ -142,6 +142,12 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         if pool.scheduler_recv_interval > PREFILL_RECV_WEIGHT:
             raise SimulatorError(f"{at}scheduler_recv_interval: above {PREFILL_RECV_WEIGHT} is not modelled "
                                  "(SGLang weighs a prefill step 1000 toward it)")
+        if pool.batch_wait_timeout_iters and profile.name != "trtllm":
+            raise SimulatorError(f"{at}batch_wait_timeout_iters: TensorRT-LLM's batch waiting; {profile.name}{under} "
+                                 "has none")
+        if pool.batch_wait_timeout_iters and pool.role == "decode":
+            raise SimulatorError(f"{at}batch_wait_timeout_iters: a decode pool runs no prompts to hold back (its "
+                                 "requests arrive with their KV)")
         if pool.frontend_latency_s is not None and pool.role == "decode":  # (the YAML reader refuses it too)
             raise SimulatorError(f"{at}frontend_latency: a decode pool has no frontend (its requests arrive by "
                                  "KV transfer, not from clients); set it on the prefill pool")
@@ -195,6 +201,8 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
                 # the engine's frontend holds each arriving request first (a decode pool gets them by KV transfer)
                 frontend_s=frontend_s if role != "decode" else 0.0,
                 recv_interval=pool.scheduler_recv_interval,
+                batch_wait_iters=pool.batch_wait_timeout_iters,
+                batch_wait_tokens_ratio=pool.batch_wait_max_tokens_ratio,
                 max_chunk_tokens=max_chunk_tokens(pool, max_batch_tokens), pp=pool.plan.pp,
                 max_model_len=dep.model.context_tokens))
     return configs

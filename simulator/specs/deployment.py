@@ -33,6 +33,7 @@ MAX_REPLICAS = 100_000  # the CLI's --replicas has the same cap: keeps a run bou
 # a request's time in a server frontend before the scheduler has it: engines measure it in milliseconds (engines.yaml
 # frontend_latency_s: 0-155 ms); an hour is no frontend, and past the clock's horizon it broke the run
 MAX_FRONTEND_LATENCY_S = 3600.0
+MAX_BATCH_WAIT = 10_000  # batch_wait_timeout_iters: steps a prompt may be held back (InferenceX runs 40)
 PREEMPTIONS = ("recompute", "swap", "none")
 
 
@@ -54,6 +55,10 @@ class Pool:
     # mem_fraction_static, TRT-LLM free_gpu_memory_fraction); None: the engine's default (engines.yaml memory:)
     engine_version: str | None = None  # the engine release served ("0.8.4"), where a constant depends on it (an
     # older release's kernels, engines.yaml); None: the release the profile models now
+    # TensorRT-LLM's batch waiting (its llm_args of the same names): prompts beside decodes wait up to this many steps
+    # while a step would schedule under this fraction of max_batch_tokens; 0 and 0.0: off, the engine's default
+    batch_wait_timeout_iters: int = 0
+    batch_wait_max_tokens_ratio: float = 0.0
 
     def __post_init__(self):
         """The fields a caller can set through the API (``quick_deployment``, ``dataclasses.replace``) held to what
@@ -80,6 +85,12 @@ class Pool:
             real(f"{at}.frontend_latency_s", self.frontend_latency_s, 0, MAX_FRONTEND_LATENCY_S)
         if self.memory_fraction is not None:
             real(f"{at}.memory_fraction", self.memory_fraction, 0.01, 1.0)
+        object.__setattr__(self, "batch_wait_timeout_iters",
+                           whole(f"{at}.batch_wait_timeout_iters", self.batch_wait_timeout_iters, 0, MAX_BATCH_WAIT))
+        real(f"{at}.batch_wait_max_tokens_ratio", self.batch_wait_max_tokens_ratio, 0.0, 1.0)
+        if (self.batch_wait_timeout_iters > 0) != (self.batch_wait_max_tokens_ratio > 0):
+            raise SimulatorError(f"{at}: batch_wait_timeout_iters and batch_wait_max_tokens_ratio work together "
+                                 "(TensorRT-LLM holds prompts back while both allow it); set both or neither")
         if self.engine_version is not None:
             from ..serving.profiles import release_problem
 
@@ -302,7 +313,9 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
     pool = Pool(name, tuple(serves), replicas, plan, r.int("max_batch_tokens", None, minimum=1),
                 r.int("max_seqs", None, minimum=1), spec, engine, preemption, prompt_range,
                 r.int("scheduler_recv_interval", 1, minimum=1), frontend,
-                r.number("memory_fraction", None, minimum=0.01, maximum=1.0), _engine_version(r, engine))
+                r.number("memory_fraction", None, minimum=0.01, maximum=1.0), _engine_version(r, engine),
+                r.int("batch_wait_timeout_iters", 0, minimum=0, maximum=MAX_BATCH_WAIT),
+                r.number("batch_wait_max_tokens_ratio", 0.0, minimum=0.0, maximum=1.0))
     r.done()
     return pool
 

@@ -41,6 +41,8 @@ Layouts:
   ``--gpu-memory-utilization``, SGLang ``--mem-fraction-static``, TensorRT-LLM ``free_gpu_memory_fraction``) where
   the run set it, in (0, 1]; empty: the engine's default. ``engine_version``: the engine release measured (``0.8.4``)
   where a constant depends on it (engines.yaml); empty: the release the profile models.
+  ``batch_wait_timeout_iters`` and ``batch_wait_max_tokens_ratio``: TensorRT-LLM's batch waiting where the run set it
+  (both; empty: off).
 
 How a run is re-simulated, as the benchmark client ran it:
 
@@ -278,7 +280,10 @@ def _vllm(d: dict, where: str) -> ServingCase:
         statistic=stat, precision=d.get("precision"), kv_precision=d.get("kv_precision"),
         deployment=str(dep) if dep else None,
         extra={**{k: _whole(d, k, where) for k in ("max_batch_tokens", "max_seqs", "replicas", "pools",
-                                                     "scheduler_recv_interval") if d.get(k) is not None},
+                                                     "scheduler_recv_interval", "batch_wait_timeout_iters")
+                  if d.get(k) is not None},
+               **({"batch_wait_max_tokens_ratio": _finite_num(d, "batch_wait_max_tokens_ratio", where)}
+                  if d.get("batch_wait_max_tokens_ratio") is not None else {}),
                **({"frontend_latency_s": _finite_num(d, "frontend_latency_s", where)}
                   if d.get("frontend_latency_s") is not None else {}),
                **({"overheads": False} if d.get("overheads") is False else {}),
@@ -528,6 +533,10 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
                     raise SpecError(str(path), f"line {line}, column {col}", f"expected a finite number >= 0, "
                                                                              f"got {raw!r}")
                 extra["frontend_latency_s"] = v * unit_s
+        if "batch_wait_timeout_iters" in cols and (row.get("batch_wait_timeout_iters") or "").strip():
+            extra["batch_wait_timeout_iters"] = cell("batch_wait_timeout_iters", int)
+        if "batch_wait_max_tokens_ratio" in cols and (row.get("batch_wait_max_tokens_ratio") or "").strip():
+            extra["batch_wait_max_tokens_ratio"] = cell("batch_wait_max_tokens_ratio", lo=-math.inf)
         if "memory_fraction" in cols and (row.get("memory_fraction") or "").strip():
             mf = cell("memory_fraction", lo=-math.inf)
             if not 0.01 <= mf <= 1.0:
@@ -617,7 +626,9 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
                                max_seqs=limit("max_seqs"), replicas=int(case.extra.get("replicas", 1)),
                                scheduler_recv_interval=limit("scheduler_recv_interval") or 1,
                                frontend_latency_s=case.extra.get("frontend_latency_s"), engine=engine or "vllm",
-                               memory_fraction=case.extra.get("memory_fraction"))
+                               memory_fraction=case.extra.get("memory_fraction"),
+                               batch_wait=(int(case.extra.get("batch_wait_timeout_iters") or 0),
+                                           float(case.extra.get("batch_wait_max_tokens_ratio") or 0.0)))
     n = max(1, min(case.requests, max_requests))
     # a closed loop as the benchmark clients run it: the C clients start together (unless the result says otherwise)
     ramp = (case.ramp_up_s if case.ramp_up_s is not None else 0.0) if case.concurrency else None
