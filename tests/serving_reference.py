@@ -176,7 +176,8 @@ class Replica:
         wait = cfg.batch_wait_iters if not getattr(cfg.cost, "wants_ranks", False) else 0
         if wait and len(prefilling) and len(decoding):
             if (self.batch_waited < wait
-                    and int(chunks.sum()) + len(decoding) * q_len < cfg.batch_wait_tokens_ratio * cfg.max_batch_tokens):
+                    and int(r.target_prefill[prefilling].sum()) + len(decoding) * q_len
+                    < cfg.batch_wait_tokens_ratio * cfg.max_batch_tokens):  # (prompts counted whole)
                 self.batch_waited += 1
                 prefilling, chunks = prefilling[:0], chunks[:0]
             else:

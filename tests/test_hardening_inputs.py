@@ -543,7 +543,9 @@ pools:
 @pytest.mark.parametrize("engine,extra,words", [
     ("vllm", "    batch_wait_timeout_iters: 40\n    batch_wait_max_tokens_ratio: 0.8\n",
      "d.yaml: pools[0].batch_wait_timeout_iters: TensorRT-LLM's batch waiting; vllm has none"),
-    ("trtllm", "    batch_wait_timeout_iters: 40\n", "set both or neither"),
+    ("trtllm", "    batch_wait_timeout_iters: 40\n",
+     "d.yaml: pools[0].batch_wait_timeout_iters: TensorRT-LLM's batch waiting needs both"),
+    ("trtllm", "    batch_wait_max_tokens_ratio: 0.5\n", "pools[0].batch_wait_max_tokens_ratio: TensorRT-LLM's"),
     ("trtllm", "    batch_wait_timeout_iters: 40\n    batch_wait_max_tokens_ratio: 2\n",
      "pools[0].batch_wait_max_tokens_ratio"),
 ])
@@ -556,8 +558,12 @@ def test_a_pools_batch_waiting_is_refused_where_tensorrt_llm_would_not_run_it(tm
 def test_a_trtllm_pools_batch_waiting_runs_and_is_reported(tmp_path):
     import json
 
-    dep = _pool_yaml(tmp_path, "trtllm", "    batch_wait_timeout_iters: 40\n    batch_wait_max_tokens_ratio: 0.8\n")
-    r = runner.invoke(app, ["simulate", dep, "--rate", "4", "--requests", "40", "--json", "--format", "vllm"])
-    assert r.exit_code == 0, r.output
-    out = json.loads(r.output)
-    assert (out.get("batch_wait_timeout_iters"), out.get("batch_wait_max_tokens_ratio")) == (40, 0.8)
+    def run(extra: str) -> dict:
+        r = runner.invoke(app, ["simulate", _pool_yaml(tmp_path, "trtllm", extra), "--rate", "4", "--requests", "40",
+                                "--json", "--format", "vllm"])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output)
+
+    waited = run("    batch_wait_timeout_iters: 40\n    batch_wait_max_tokens_ratio: 0.8\n")
+    assert (waited.get("batch_wait_timeout_iters"), waited.get("batch_wait_max_tokens_ratio")) == (40, 0.8)
+    assert waited["mean_ttft_ms"] > run("")["mean_ttft_ms"]  # prompts arriving beside decodes were held back

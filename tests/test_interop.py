@@ -571,3 +571,31 @@ def test_a_batch_waiting_run_round_trips(tmp_path):
     path.write_text(r.stdout)
     row = json.loads(runner.invoke(app, ["validate", "--serving", str(path), "--json"]).stdout)["rows"][0]
     assert row["ttft_s_simulated"] == pytest.approx(row["ttft_s_measured"], rel=1e-9)
+
+
+def test_validate_serving_reads_a_csv_rows_batch_waiting_and_applies_it_to_a_deployment_file(tmp_path):
+    """A CSV row's batch waiting (0: off, as TensorRT-LLM's default) is re-run on a quick deployment and on a
+    deployment file's pools that run prompts; a bad cell is named by line and column."""
+    # four clients whose lengths spread (uniform in [0.5 L, L]) drift apart: prompts arrive beside decodes, and at
+    # 1024 tokens or fewer never fill the 8192-token step, so each waits up to 40 steps
+    head = "model,hardware,engine,devices,tp,isl,osl,concurrency,requests,ttft_ms,tpot_ms,statistic,random_range_ratio"
+    run = "llama-3.1-8b,h100-sxm,trtllm,1,1,1024,256,4,40,300,12,mean,0.5"
+    rows = _validate_rows(tmp_path, f"{head},batch_wait_timeout_iters,batch_wait_max_tokens_ratio\n"
+                                    f"{run},40,1.0\n{run},0,0\n{run},,\n")
+    waited, off, unset = (r["ttft_s_simulated"] for r in rows)
+    assert off == unset and waited > off
+    dep = tmp_path / "d.yaml"
+    dep.write_text("schema_version: 1\nmodel: llama-3.1-8b\npools:\n  - name: node\n    serves: [prefill, decode]\n"
+                   "    hardware: h100-sxm\n    devices: 1\n    engine: trtllm\n    attention: {tp: 1}\n")
+    rows = _validate_rows(tmp_path, f"{head},batch_wait_timeout_iters,batch_wait_max_tokens_ratio\n"
+                                    f"{run},40,1.0\n{run},,\n", "--deployment", str(dep))
+    assert rows[0]["ttft_s_simulated"] == pytest.approx(waited, rel=1e-9)
+    assert rows[1]["ttft_s_simulated"] == pytest.approx(unset, rel=1e-9)
+    from .conftest import one_line_error
+
+    for cells, column in (("40,", "batch_wait_timeout_iters"), ("40,1.5", "batch_wait_max_tokens_ratio"),
+                          ("-1,0.8", "batch_wait_timeout_iters"), ("nan,0.8", "batch_wait_timeout_iters")):
+        csv = tmp_path / "bad.csv"
+        csv.write_text(f"{head},batch_wait_timeout_iters,batch_wait_max_tokens_ratio\n{run},{cells}\n")
+        err = one_line_error(runner.invoke(app, ["validate", "--serving", str(csv)]))
+        assert f"bad.csv: line 2, column {column}" in err, (cells, err)

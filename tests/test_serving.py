@@ -1400,3 +1400,17 @@ def test_batch_waiting_holds_a_prompt_back_beside_decodes_until_the_step_budget_
     assert steps[["start_s", "kind"]].values.tolist()[:5] == [
         [0.0, "prefill"], [1.0, "decode"], [1.5, "decode"], [2.0, "decode"], [2.5, "mixed"]]
     assert first_tokens(batch_wait_iters=2, batch_wait_tokens_ratio=0.8)[0] == pytest.approx(plain)
+
+
+@pytest.mark.parametrize("make", _engines())
+def test_batch_waiting_counts_a_chunked_prompt_whole(make):
+    """TensorRT-LLM counts each scheduled prompt whole (``len(get_tokens(0))``): a 150-token prompt over a 100-token
+    budget runs in chunks of 99 and 51 tokens beside a decode, and at 150 + 1 tokens it is never held back under a
+    ratio of 0.8 (80 tokens), though its last chunk alone would be."""
+    def first_tokens(**kw):
+        req = _reqs([0.0, 1.2], [50, 150], [20, 3])
+        sim = make(req, [_replica(budget=100, **kw)])
+        sim.run()
+        return sim.request_frame().first_token_s.tolist()
+
+    assert first_tokens(batch_wait_iters=40, batch_wait_tokens_ratio=0.8) == pytest.approx(first_tokens())

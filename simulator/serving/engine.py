@@ -105,9 +105,9 @@ class ReplicaConfig:
     recv_interval: int = 1  # SGLang --scheduler-recv-interval: a busy scheduler takes new requests every N decode steps
     # TensorRT-LLM's batch waiting (llm_args batch_wait_timeout_iters / batch_wait_max_tokens_ratio, PyExecutor
     # ``_waiting_requests``): a step that would run prompts beside decodes runs the decodes alone while fewer than
-    # ``batch_wait_tokens_ratio`` x max_batch_tokens tokens are scheduled, for up to ``batch_wait_iters`` steps in a
-    # row, so that prompts gather into fuller prefills; 0: off (TensorRT-LLM's default). Not under attention DP (the
-    # engine skips it there)
+    # ``batch_wait_tokens_ratio`` x max_batch_tokens tokens are scheduled (its prompts counted whole, a token for each
+    # decoding request), for up to ``batch_wait_iters`` steps in a row, so that prompts gather into fuller prefills;
+    # 0: off (TensorRT-LLM's default). Not under attention DP (the engine skips it there)
     batch_wait_iters: int = 0
     batch_wait_tokens_ratio: float = 0.0
     max_chunk_tokens: int = 0  # one request's prompt tokens per step at most (attention DP: one rank's budget); 0: any
@@ -576,7 +576,8 @@ class Replica:
                 return self._nothing_to_run()
             held = False
             if plan and n_d and self.batch_wait:  # TensorRT-LLM's batch waiting: hold the prompts back this step?
-                if self.batch_waited < self.batch_wait and (sum(c for _, c in plan) + n_d * self.q_len
+                # (it counts each prompt whole, ``len(get_tokens(0))``, not the chunk this step would run)
+                if self.batch_waited < self.batch_wait and (sum(tgt[rid] for rid, _ in plan) + n_d * self.q_len
                                                             < cfg.batch_wait_tokens_ratio * cfg.max_batch_tokens):
                     self.batch_waited += 1
                     plan, held = [], True

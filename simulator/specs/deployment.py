@@ -309,13 +309,18 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
     if frontend is not None and tuple(serves) == ("decode",):
         raise r.error("frontend_latency", "a decode pool has no frontend (its requests arrive by KV transfer); "
                                           "set it on the prefill pool")
+    wait_iters = r.int("batch_wait_timeout_iters", 0, minimum=0, maximum=MAX_BATCH_WAIT)
+    wait_ratio = r.number("batch_wait_max_tokens_ratio", 0.0, minimum=0.0, maximum=1.0)
+    if (wait_iters > 0) != (wait_ratio > 0):
+        raise r.error("batch_wait_timeout_iters" if wait_iters else "batch_wait_max_tokens_ratio",
+                      "TensorRT-LLM's batch waiting needs both batch_wait_timeout_iters and "
+                      "batch_wait_max_tokens_ratio (either alone holds nothing back)")
     # unset: what the engine's server picks for this device (simulator/serving/engines.yaml, server_defaults)
     pool = Pool(name, tuple(serves), replicas, plan, r.int("max_batch_tokens", None, minimum=1),
                 r.int("max_seqs", None, minimum=1), spec, engine, preemption, prompt_range,
                 r.int("scheduler_recv_interval", 1, minimum=1), frontend,
                 r.number("memory_fraction", None, minimum=0.01, maximum=1.0), _engine_version(r, engine),
-                r.int("batch_wait_timeout_iters", 0, minimum=0, maximum=MAX_BATCH_WAIT),
-                r.number("batch_wait_max_tokens_ratio", 0.0, minimum=0.0, maximum=1.0))
+                wait_iters, wait_ratio)
     r.done()
     return pool
 

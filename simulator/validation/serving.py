@@ -280,10 +280,9 @@ def _vllm(d: dict, where: str) -> ServingCase:
         statistic=stat, precision=d.get("precision"), kv_precision=d.get("kv_precision"),
         deployment=str(dep) if dep else None,
         extra={**{k: _whole(d, k, where) for k in ("max_batch_tokens", "max_seqs", "replicas", "pools",
-                                                     "scheduler_recv_interval", "batch_wait_timeout_iters")
-                  if d.get(k) is not None},
-               **({"batch_wait_max_tokens_ratio": _finite_num(d, "batch_wait_max_tokens_ratio", where)}
-                  if d.get("batch_wait_max_tokens_ratio") is not None else {}),
+                                                     "scheduler_recv_interval") if d.get(k) is not None},
+               **_batch_wait(d.get("batch_wait_timeout_iters"), d.get("batch_wait_max_tokens_ratio"), where,
+                             "batch_wait_timeout_iters", "batch_wait_max_tokens_ratio"),
                **({"frontend_latency_s": _finite_num(d, "frontend_latency_s", where)}
                   if d.get("frontend_latency_s") is not None else {}),
                **({"overheads": False} if d.get("overheads") is False else {}),
@@ -309,6 +308,27 @@ def _finite_num(d: dict, key: str, where: str) -> float:
     if not math.isfinite(v):
         raise SpecError(where, key, f"expected a finite number >= 0, got {v}")
     return v
+
+
+def _batch_wait(iters, ratio, where: str, iters_at: str, ratio_at: str) -> dict:
+    """A run's TensorRT-LLM batch waiting (``batch_wait_timeout_iters``, ``batch_wait_max_tokens_ratio``; None:
+    not recorded) as ``extra`` keys: a whole number of steps >= 0 and a fraction in [0, 1], both set or neither (0
+    is off, TensorRT-LLM's default)."""
+    out = {}
+    if iters is not None:
+        if isinstance(iters, bool) or not isinstance(iters, (int, float)) or not math.isfinite(iters) or iters < 0 \
+                or iters != int(iters):
+            raise SpecError(where, iters_at, f"expected a whole number of steps >= 0, got {iters!r}")
+        out["batch_wait_timeout_iters"] = int(iters)
+    if ratio is not None:
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+            raise SpecError(where, ratio_at, f"expected a fraction in [0, 1], got {ratio!r}")
+        out["batch_wait_max_tokens_ratio"] = float(ratio)
+    if (out.get("batch_wait_timeout_iters", 0) > 0) != (out.get("batch_wait_max_tokens_ratio", 0.0) > 0):
+        raise SpecError(where, iters_at if out.get("batch_wait_timeout_iters") else ratio_at,
+                        "TensorRT-LLM's batch waiting needs both batch_wait_timeout_iters and "
+                        "batch_wait_max_tokens_ratio (either alone holds nothing back)")
+    return out
 
 
 def _whole(d: dict, key: str, where: str) -> int:
@@ -533,10 +553,18 @@ def _read_csv(path: Path, text: str) -> list[ServingCase]:
                     raise SpecError(str(path), f"line {line}, column {col}", f"expected a finite number >= 0, "
                                                                              f"got {raw!r}")
                 extra["frontend_latency_s"] = v * unit_s
-        if "batch_wait_timeout_iters" in cols and (row.get("batch_wait_timeout_iters") or "").strip():
-            extra["batch_wait_timeout_iters"] = cell("batch_wait_timeout_iters", int)
-        if "batch_wait_max_tokens_ratio" in cols and (row.get("batch_wait_max_tokens_ratio") or "").strip():
-            extra["batch_wait_max_tokens_ratio"] = cell("batch_wait_max_tokens_ratio", lo=-math.inf)
+        waits = {}
+        for col in ("batch_wait_timeout_iters", "batch_wait_max_tokens_ratio"):
+            raw = (row.get(col) or "").strip() if col in cols else ""
+            if raw:
+                try:
+                    waits[col] = float(raw)
+                except ValueError:
+                    raise SpecError(str(path), f"line {line}, column {col}", f"expected a number, got {raw!r}") \
+                        from None
+        extra.update(_batch_wait(waits.get("batch_wait_timeout_iters"), waits.get("batch_wait_max_tokens_ratio"),
+                                 str(path), f"line {line}, column batch_wait_timeout_iters",
+                                 f"line {line}, column batch_wait_max_tokens_ratio"))
         if "memory_fraction" in cols and (row.get("memory_fraction") or "").strip():
             mf = cell("memory_fraction", lo=-math.inf)
             if not 0.01 <= mf <= 1.0:
@@ -610,6 +638,11 @@ def resimulate(case: ServingCase, defaults: dict | None = None, max_requests: in
         if case.extra.get("frontend_latency_s") is not None:  # the run's frontend, on the pools clients send to
             dep = replace(dep, pools=tuple(replace(p, frontend_latency_s=case.extra["frontend_latency_s"])
                                            if p.role != "decode" else p for p in dep.pools))
+        if "batch_wait_timeout_iters" in case.extra:  # the run's batch waiting, on the pools that run prompts
+            dep = replace(dep, pools=tuple(
+                replace(p, batch_wait_timeout_iters=case.extra["batch_wait_timeout_iters"],
+                        batch_wait_max_tokens_ratio=case.extra.get("batch_wait_max_tokens_ratio", 0.0))
+                if p.role != "decode" else p for p in dep.pools))
     else:
         if int(case.extra.get("pools", 1)) > 1:
             raise SpecError(case.source, "deployment_file", "the run used a deployment of several pools whose file "
