@@ -126,7 +126,7 @@ class Replica:
     def _blocks(self, ids: np.ndarray) -> int:
         return int(np.add.reduce(-(-self._reserved(ids) // BLOCK_TOKENS))) if len(ids) else 0
 
-    def _admit(self) -> float:
+    def _admit(self) -> None:
         """FCFS admission while KV blocks and sequence slots allow; a swapped request's swap-in joins its rank's
         pending swap time."""
         r, cfg = self.sim.req, self.cfg

@@ -100,7 +100,6 @@ def request_counts(sm: dict) -> str:
             + (f", {late} not arrived before the horizon" if late else "") + f" (of {sm['requests_total']})")
 
 
-
 def _goodput_share(g: dict) -> str:
     """The goodput line's tail: the share of requests meeting the targets set (only those: a run with a TPOT target
     alone does not read "TTFT <= n/a"), of how many where a horizon cut requests short, and the percentile test."""

@@ -478,7 +478,7 @@ class Replica:
         self.ticks += 1
 
     # -- admission -------------------------------------------------------------------------------
-    def _admit(self) -> float:
+    def _admit(self) -> None:
         """FCFS admission while KV blocks and sequence slots allow; a re-admitted swapped request's swap-in is added
         to its rank's pending transfer time."""
         if not self.waiting:
