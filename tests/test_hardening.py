@@ -205,6 +205,7 @@ def test_hf_import_follows_transformers_conventions(tmp_path):
     ("NVIDIA H100 80GB HBM3", "h100-sxm"), ("NVIDIA H100 PCIe", "h100-pcie"), ("NVIDIA H100 NVL", None),
     ("NVIDIA H200", "h200-sxm"), ("NVIDIA H20", "h20"), ("NVIDIA H800", "h800-sxm"),
     ("NVIDIA A100-SXM4-80GB", "a100-sxm"), ("NVIDIA A100-PCIE-40GB", None), ("NVIDIA B200", "b200-sxm"),
+    ("NVIDIA B300 SXM6 AC", "b300-sxm"), ("NVIDIA GB300", None),
     ("NVIDIA L40S", "l40s"), ("NVIDIA L20", "l20"), ("AMD Instinct MI300X", "mi300x"),
     ("NVIDIA GeForce RTX 4090", None), ("Tesla T4", None),
 ])

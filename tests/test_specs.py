@@ -10,7 +10,7 @@ from simulator.specs.model import model_from_hf_config
 from .conftest import DATA, ROOT
 
 REQUIRED_HW = ["h100-sxm", "h100-pcie", "h800-sxm", "h200-sxm", "h20", "l20", "l40s", "a100-sxm", "b200-sxm",
-               "gb200", "mi300x", "mi325x", "gaudi3", "ascend-910b", "decode-asic"]
+               "b300-sxm", "gb200", "mi300x", "mi325x", "gaudi3", "ascend-910b", "decode-asic"]
 REQUIRED_MODELS = ["llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "llama-2-70b", "mixtral-8x7b", "mixtral-8x22b",
                    "dbrx", "ernie-4.5-300b-a47b", "ernie-4.5-21b-a3b", "deepseek-v3", "qwen3-235b-a22b",
                    "qwen3-30b-a3b", "qwen3-32b", "step-3", "grok-1", "kimi-k2", "doubao-class-moe",

@@ -12,6 +12,7 @@ import re
 _NAME_TO_PROFILE: tuple[tuple[str, str | None], ...] = (
     (r"GB200", "gb200"),
     (r"\bB200\b", "b200-sxm"),
+    (r"\bB300\b", "b300-sxm"),  # (GB300 is a 1400 W NVL72 part: no profile, and "GB300" has no word break before B)
     (r"H100.*(NVL)", None),
     (r"H100.*(PCIE)", "h100-pcie"),
     (r"H100", "h100-sxm"),
