@@ -359,7 +359,7 @@ def run_simulate(opts: dict, progress: bool = False):
     from .build import quick_deployment
     from .serving.runner import simulate
     from .specs.catalog import resolve_workload
-    from .specs.deployment import ENGINES, read_deployment
+    from .specs.deployment import ENGINES, batch_wait_unpaired, read_deployment
     from .specs.traffic import read_traffic, simple_traffic
 
     if opts.get("engine") is not None and opts["engine"] not in ENGINES:
@@ -376,7 +376,7 @@ def run_simulate(opts: dict, progress: bool = False):
         if any(wait) and (opts.get("engine") or "vllm") != "trtllm":
             raise SimulatorError(f"--batch-wait-timeout-iters / --batch-wait-max-tokens-ratio: TensorRT-LLM's batch "
                                  f"waiting; the quick run serves {opts.get('engine') or 'vllm'} (give --engine trtllm)")
-        if any(wait) and not all(wait):
+        if batch_wait_unpaired(*wait):
             raise SimulatorError("--batch-wait-timeout-iters and --batch-wait-max-tokens-ratio work together "
                                  "(TensorRT-LLM holds prompts back while both allow it): give both")
         fields = {k: opts[k] for k in PlanOptions.__dataclass_fields__ if k in opts and opts[k] is not None}

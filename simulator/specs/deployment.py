@@ -34,6 +34,13 @@ MAX_REPLICAS = 100_000  # the CLI's --replicas has the same cap: keeps a run bou
 # frontend_latency_s: 0-155 ms); an hour is no frontend, and past the clock's horizon it broke the run
 MAX_FRONTEND_LATENCY_S = 3600.0
 MAX_BATCH_WAIT = 10_000  # batch_wait_timeout_iters: steps a prompt may be held back (InferenceX runs 40)
+BATCH_WAIT_UNPAIRED = ("TensorRT-LLM's batch waiting needs both batch_wait_timeout_iters and "
+                       "batch_wait_max_tokens_ratio (either alone holds nothing back)")
+
+
+def batch_wait_unpaired(iters: float, ratio: float) -> bool:
+    """Whether only one of TensorRT-LLM's two batch-waiting settings is on (refused: ``BATCH_WAIT_UNPAIRED``)."""
+    return (iters > 0) != (ratio > 0)
 PREEMPTIONS = ("recompute", "swap", "none")
 
 
@@ -88,9 +95,8 @@ class Pool:
         object.__setattr__(self, "batch_wait_timeout_iters",
                            whole(f"{at}.batch_wait_timeout_iters", self.batch_wait_timeout_iters, 0, MAX_BATCH_WAIT))
         real(f"{at}.batch_wait_max_tokens_ratio", self.batch_wait_max_tokens_ratio, 0.0, 1.0)
-        if (self.batch_wait_timeout_iters > 0) != (self.batch_wait_max_tokens_ratio > 0):
-            raise SimulatorError(f"{at}: batch_wait_timeout_iters and batch_wait_max_tokens_ratio work together "
-                                 "(TensorRT-LLM holds prompts back while both allow it); set both or neither")
+        if batch_wait_unpaired(self.batch_wait_timeout_iters, self.batch_wait_max_tokens_ratio):
+            raise SimulatorError(f"{at}: {BATCH_WAIT_UNPAIRED}")
         if self.engine_version is not None:
             from ..serving.profiles import release_problem
 
@@ -311,10 +317,8 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
                                           "set it on the prefill pool")
     wait_iters = r.int("batch_wait_timeout_iters", 0, minimum=0, maximum=MAX_BATCH_WAIT)
     wait_ratio = r.number("batch_wait_max_tokens_ratio", 0.0, minimum=0.0, maximum=1.0)
-    if (wait_iters > 0) != (wait_ratio > 0):
-        raise r.error("batch_wait_timeout_iters" if wait_iters else "batch_wait_max_tokens_ratio",
-                      "TensorRT-LLM's batch waiting needs both batch_wait_timeout_iters and "
-                      "batch_wait_max_tokens_ratio (either alone holds nothing back)")
+    if batch_wait_unpaired(wait_iters, wait_ratio):
+        raise r.error("batch_wait_timeout_iters" if wait_iters else "batch_wait_max_tokens_ratio", BATCH_WAIT_UNPAIRED)
     # unset: what the engine's server picks for this device (simulator/serving/engines.yaml, server_defaults)
     pool = Pool(name, tuple(serves), replicas, plan, r.int("max_batch_tokens", None, minimum=1),
                 r.int("max_seqs", None, minimum=1), spec, engine, preemption, prompt_range,

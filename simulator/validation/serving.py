@@ -324,10 +324,10 @@ def _batch_wait(iters, ratio, where: str, iters_at: str, ratio_at: str) -> dict:
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
             raise SpecError(where, ratio_at, f"expected a fraction in [0, 1], got {ratio!r}")
         out["batch_wait_max_tokens_ratio"] = float(ratio)
-    if (out.get("batch_wait_timeout_iters", 0) > 0) != (out.get("batch_wait_max_tokens_ratio", 0.0) > 0):
-        raise SpecError(where, iters_at if out.get("batch_wait_timeout_iters") else ratio_at,
-                        "TensorRT-LLM's batch waiting needs both batch_wait_timeout_iters and "
-                        "batch_wait_max_tokens_ratio (either alone holds nothing back)")
+    from ..specs.deployment import BATCH_WAIT_UNPAIRED, batch_wait_unpaired
+
+    if batch_wait_unpaired(out.get("batch_wait_timeout_iters", 0), out.get("batch_wait_max_tokens_ratio", 0.0)):
+        raise SpecError(where, iters_at if out.get("batch_wait_timeout_iters") else ratio_at, BATCH_WAIT_UNPAIRED)
     return out
 
 
