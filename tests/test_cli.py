@@ -183,6 +183,29 @@ def test_every_option_of_every_command_says_what_it_does():
     assert list(missing(typer.main.get_command(app), ["quadrant"])) == []
 
 
+def test_every_flag_shows_whole_in_an_80_column_terminal():
+    """At 80 columns each command's help prints every flag name in full: Rich squeezes a panel's flag column
+    to an ellipsis when the panel's other columns need the width (why `simulate` groups its options into panels
+    and gives its long engine flags short metavars)."""
+    import typer.main
+
+    def commands(cmd, path):
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                yield from commands(sub, [*path, name])
+        else:
+            yield path, cmd
+
+    for path, cmd in commands(typer.main.get_command(app), []):
+        r = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
+        assert r.exit_code == 0, (path, r.output)
+        assert max(len(line) for line in r.output.splitlines()) <= 80, path
+        for p in cmd.params:
+            for flag in [*p.opts, *p.secondary_opts]:
+                if flag.startswith("--"):
+                    assert flag in r.output, f"quadrant {' '.join(path)}: {flag} is cut short in its help"
+
 @pytest.mark.parametrize("args,words", [
     # a stage holds at least one layer: 64 stages of a 32-layer model are refused, not scored faster
     (["--model", "llama-3.1-8b", "--devices", "64", "--pp", "64", "--tp", "1", "--chunk", "64"],

@@ -300,21 +300,22 @@ def timing_spec():
     return parse
 
 
-def timing_option(what: str = "Timing model"):
-    """The one ``--timing`` option every command that times anything takes."""
+def timing_option(what: str = "Timing model", panel: str | None = None):
+    """The one ``--timing`` option every command that times anything takes (``panel``: its help panel)."""
     import typer
 
-    return typer.Option(None, "--timing", parser=timing_spec(),
+    return typer.Option(None, "--timing", parser=timing_spec(), rich_help_panel=panel,
                         help=f"{what}: roofline (default), calibrated:OVERLAY.yaml (from `quadrant calibrate`) or "
                              "measured:KERNELS.csv (your measured table; the roofline answers outside its coverage). "
                              "`measured:CSV+calibrated:YAML` combines them.")
 
 
-def engine_version_option(scope: str):
-    """The one ``--engine-version`` option (simulate, plan): the vLLM release served, ``scope`` saying where."""
+def engine_version_option(scope: str, panel: str | None = None):
+    """The one ``--engine-version`` option (simulate, plan): the vLLM release served, ``scope`` saying where
+    (``panel``: its help panel)."""
     import typer
 
-    return typer.Option(None, "--engine-version", metavar="RELEASE",
+    return typer.Option(None, "--engine-version", metavar="RELEASE", rich_help_panel=panel,
                         help=f"The vLLM release {scope}, e.g. 0.8.4 or 0.17.0: vLLM's constants that change between "
                              "releases follow it (before 0.11.0 its own block-FP8 GEMMs for a block-scaled FP8 model, "
                              "not DeepGEMM; from 0.17.0 a smaller startup sampler peak, so more KV cache). Default: "

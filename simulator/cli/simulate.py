@@ -26,6 +26,15 @@ from ._params import (
 )
 from ._params import rate as rate_flag
 
+# the help's panels (each lays out its own columns, so one long flag does not squeeze every other's help)
+QUICK = "Quick run: a deployment from flags (no YAML)"
+TRAFFIC = "Traffic"
+ENGINE = "Engine"
+SPEC = "Speculative decoding / MTP (quick run)"
+SLO = "SLOs"
+COST = "Timing model and cost"
+OUTPUT = "Output"
+
 
 @app.command()
 @guarded
@@ -33,114 +42,133 @@ def simulate(
     ctx: typer.Context,
     deployment: str = typer.Argument(None, parser=in_file_or_id(),
                                      help="Deployment YAML (or id in workloads/deployments/)."),
-    traffic: str = typer.Option(None, "--traffic", parser=in_file_or_id(),
+    # -- traffic
+    traffic: str = typer.Option(None, "--traffic", parser=in_file_or_id(), rich_help_panel=TRAFFIC,
                                 help="Traffic YAML (or id in workloads/traffic/)."),
-    model: str = typer.Option(None, "--model", "-m", help="Quick run: model id (no YAML needed)."),
-    hardware: str = typer.Option("h100-sxm", "--hardware", help="Quick run: device profile."),
-    devices: int = typer.Option(8, "--devices", parser=count(1), help="Quick run: devices per replica."),
-    replicas: int = typer.Option(1, "--replicas", parser=count(1, 100_000), help="Quick run: model replicas."),
-    tp: int = typer.Option(None, "--tp", parser=count(1),
-                           help="Quick run: tensor-parallel size (default: devices / pp)."),
-    pp: int = typer.Option(1, "--pp", parser=count(1), help="Quick run: pipeline stages."),
-    ep: int = typer.Option(1, "--ep", parser=count(1), help="Quick run: expert-parallel size (MoE)."),
-    precision: str = typer.Option("bf16", "--precision", help=f"{PRECISION_HELP}."),
-    kv_precision: str = typer.Option("bf16", "--kv-precision", parser=kv_precision(),
-                                     help=f"Quick run: KV cache: {KV_PRECISION_HELP}."),
-    rate: float = typer.Option(None, "--rate", parser=rate_flag(),
+    rate: float = typer.Option(None, "--rate", parser=rate_flag(), rich_help_panel=TRAFFIC,
                               help="Quick run: Poisson arrivals, e.g. 5/s, 300/min (a bare number is per second); "
                                    "with --traffic, overrides the file's arrival rate."),
-    concurrency: int = typer.Option(None, "--concurrency", parser=count(1, 1_000_000),
+    concurrency: int = typer.Option(None, "--concurrency", parser=count(1, 1_000_000), rich_help_panel=TRAFFIC,
                                     help="Closed loop: requests in flight (a quick run or a deployment; with "
                                          "--traffic the file sets it)."),
-    isl: int = typer.Option(1024, "--isl", parser=count(1, 100_000_000),
+    isl: int = typer.Option(1024, "--isl", parser=count(1, 100_000_000), rich_help_panel=TRAFFIC,
                             help="Prompt tokens per request (not with --traffic: the file sets them)."),
-    osl: int = typer.Option(256, "--osl", parser=count(1, 100_000_000),
+    osl: int = typer.Option(256, "--osl", parser=count(1, 100_000_000), rich_help_panel=TRAFFIC,
                             help="Output tokens per request (not with --traffic: the file sets them)."),
-    requests: int = typer.Option(None, "--requests", parser=count(1, MAX_REQUESTS),
+    requests: int = typer.Option(None, "--requests", parser=count(1, MAX_REQUESTS), rich_help_panel=TRAFFIC,
                                  help="Number of requests (overrides the traffic file)."),
-    max_batch_tokens: int = typer.Option(None, "--max-batch-tokens", parser=count(1),
+    seed: int = typer.Option(None, "--seed", parser=count(0, 2**63 - 1), rich_help_panel=TRAFFIC,
+                             help="Random seed (overrides the traffic file)."),
+    ramp_up: float = typer.Option(None, "--ramp-up", parser=duration(positive=False), rich_help_panel=TRAFFIC,
+                                  help="Closed loop: start the clients evenly over this time (e.g. 2s; 0: all at "
+                                       "once). Default: one estimated request lifetime."),
+    horizon: float = typer.Option(None, "--horizon", parser=duration(), rich_help_panel=TRAFFIC,
+                                 help="Stop at this simulated time (e.g. 600s, 10min): requests in service then "
+                                 "end rejected (unfinished); those not yet arrived are counted apart and neither "
+                                 "meet nor miss the SLOs."),
+    # -- a quick run's deployment
+    model: str = typer.Option(None, "--model", "-m", rich_help_panel=QUICK,
+                              help="Quick run: model id (no YAML needed)."),
+    hardware: str = typer.Option("h100-sxm", "--hardware", rich_help_panel=QUICK, help="Quick run: device profile."),
+    devices: int = typer.Option(8, "--devices", parser=count(1), rich_help_panel=QUICK,
+                                help="Quick run: devices per replica."),
+    replicas: int = typer.Option(1, "--replicas", parser=count(1, 100_000), rich_help_panel=QUICK,
+                                 help="Quick run: model replicas."),
+    tp: int = typer.Option(None, "--tp", parser=count(1), rich_help_panel=QUICK,
+                           help="Quick run: tensor-parallel size (default: devices / pp)."),
+    pp: int = typer.Option(1, "--pp", parser=count(1), rich_help_panel=QUICK, help="Quick run: pipeline stages."),
+    ep: int = typer.Option(1, "--ep", parser=count(1), rich_help_panel=QUICK,
+                           help="Quick run: expert-parallel size (MoE)."),
+    dp: int = typer.Option(None, "--dp", parser=count(1), rich_help_panel=QUICK,
+                           help="Quick run: attention data-parallel ranks per replica (tp x dp = devices / pp)."),
+    precision: str = typer.Option("bf16", "--precision", rich_help_panel=QUICK, help=f"{PRECISION_HELP}."),
+    kv_precision: str = typer.Option("bf16", "--kv-precision", parser=kv_precision(), rich_help_panel=QUICK,
+                                     help=f"Quick run: KV cache: {KV_PRECISION_HELP}."),
+    max_batch_tokens: int = typer.Option(None, "--max-batch-tokens", parser=count(1), rich_help_panel=QUICK,
                                          help="Quick run: token budget per step. Default: the engine server's own "
                                               "for the device (vLLM 8192, 2048 on an A100 or a GPU under 70 GiB; "
                                               "SGLang 2048 / 4096 / 8192 / 16384 under 35 / 60 / 160 GiB / above; "
                                               "TensorRT-LLM 8192), times the DP ranks for vLLM."),
-    max_seqs: int = typer.Option(None, "--max-seqs", parser=count(1),
+    max_seqs: int = typer.Option(None, "--max-seqs", parser=count(1), rich_help_panel=QUICK,
                                  help="Quick run: running sequences per replica. Default: the engine server's own "
                                       "(vLLM 1024, 256 on an A100 or a GPU under 70 GiB, per DP rank; SGLang and "
                                       "TensorRT-LLM 2048)."),
-    seed: int = typer.Option(None, "--seed", parser=count(0, 2**63 - 1),
-                             help="Random seed (overrides the traffic file)."),
-    dp: int = typer.Option(None, "--dp", parser=count(1), help="Quick run: attention data-parallel ranks per replica "
-                                                                "(tp x dp = devices / pp)."),
-    engine: str = typer.Option(None, "--engine", callback=_lower,
+    # -- the engine (short metavars: the flags are long, and the panel's help column needs the width)
+    engine: str = typer.Option(None, "--engine", callback=_lower, rich_help_panel=ENGINE, metavar="NAME",
                                help="Serving engine for every pool: vllm (chunked prefill mixed into decode), "
                                     "sglang (prefill first, decode paused) or trtllm (in-flight batching, KV reserved "
                                     "for the whole request). Default: each pool's `engine:` (vllm)."),
-    preemption: str = typer.Option(None, "--preemption", help="recompute | swap | none (trtllm only: "
-                                   "GUARANTEED_NO_EVICT). Default: the engine's. swap is vLLM V0's mode, a what-if: "
-                                   "KV out to the host and back over each GPU's host link, 4 GiB of swap space a "
-                                   "GPU, then recompute."),
-    engine_version: str = engine_version_option("every vLLM pool serves, over each pool's `engine_version:`"),
+    preemption: str = typer.Option(None, "--preemption", rich_help_panel=ENGINE, metavar="MODE",
+                                   help="recompute | swap | none (trtllm only: GUARANTEED_NO_EVICT). Default: the "
+                                        "engine's. swap is vLLM V0's mode, a what-if: KV out to the host and back "
+                                        "over each GPU's host link, 4 GiB of swap space a GPU, then recompute."),
+    engine_version: str = engine_version_option("every vLLM pool serves, over each pool's `engine_version:`", ENGINE),
     # (up to 1000: SGLang counts a prefill step as 1000 toward it, PREFILL_RECV_WEIGHT in serving/engine.py)
-    scheduler_recv_interval: int = typer.Option(1, "--scheduler-recv-interval", parser=count(1, 1000),
-                                                help="Quick run, SGLang only: its --scheduler-recv-interval N, 1-1000 "
-                                                     "(a busy scheduler takes new requests every N decode steps; 1: "
-                                                     "every step, SGLang's default)."),
+    scheduler_recv_interval: int = typer.Option(
+        1, "--scheduler-recv-interval", parser=count(1, 1000), rich_help_panel=ENGINE, metavar="N",
+        help="Quick run, SGLang only: its --scheduler-recv-interval N, 1-1000 (a busy scheduler takes new requests "
+             "every N decode steps; 1: every step, SGLang's default)."),
     batch_wait_timeout_iters: int = typer.Option(
-        0, "--batch-wait-timeout-iters", parser=count(0, 10_000),
+        0, "--batch-wait-timeout-iters", parser=count(0, 10_000), rich_help_panel=ENGINE, metavar="N",
         help="Quick run, TensorRT-LLM only: its batch_wait_timeout_iters N, with --batch-wait-max-tokens-ratio (a "
              "prompt that would run beside decodes waits up to N steps for a step to fill; 0: off, the default)."),
     batch_wait_max_tokens_ratio: float = typer.Option(
-        0.0, "--batch-wait-max-tokens-ratio", parser=real(0.0, 1.0),
+        0.0, "--batch-wait-max-tokens-ratio", parser=real(0.0, 1.0), rich_help_panel=ENGINE, metavar="R",
         help="Quick run, TensorRT-LLM only: its batch_wait_max_tokens_ratio R (prompts wait while a step would "
              "schedule under R x --max-batch-tokens; 0: off, the default)."),
-    frontend_latency: float = typer.Option(None, "--frontend-latency", parser=duration(positive=False),
-                                           help="Quick run: time a request spends in the server's frontend before "
-                                                "the scheduler has it (in TTFT, not TPOT), e.g. 0ms for a frontend "
-                                                "other than the engine's own. Default: the engine profile's."),
-    ttft_slo: float = typer.Option(None, "--ttft-slo", parser=duration(),
-                                   help="TTFT SLO, e.g. 500ms (overrides the traffic file)."),
-    tpot_slo: float = typer.Option(None, "--tpot-slo", parser=tpot_slo_duration(),
-                                   help="TPOT SLO, e.g. 50ms (overrides the traffic file)."),
-    slo_percentile: float = typer.Option(None, "--slo-percentile",
-                                         parser=real(1, 100, what="a percentile (90 for p90)"),
-                                         help="Percentile the SLO applies to, in [1, 100] (90 for p90). Default: "
-                                              "the traffic file's `slo.percentile`, else 90."),
-    ramp_up: float = typer.Option(None, "--ramp-up", parser=duration(positive=False),
-                                  help="Closed loop: start the clients evenly over this time (e.g. 2s; 0: all at "
-                                       "once). Default: one estimated request lifetime."),
+    frontend_latency: float = typer.Option(
+        None, "--frontend-latency", parser=duration(positive=False), rich_help_panel=ENGINE, metavar="TIME",
+        help="Quick run: time a request spends in the server's frontend before the scheduler has it (in TTFT, not "
+             "TPOT), e.g. 0ms for a frontend other than the engine's own. Default: the engine profile's."),
+    # -- speculative decoding
     spec_draft_tokens: int = typer.Option(0, "--spec-tokens", "--spec-draft", parser=count(0, MAX_DRAFT_TOKENS),
+                                          rich_help_panel=SPEC, metavar="N",
                                           help="Quick run: speculative / MTP draft tokens per step (0: off)."),
     spec_acceptance: float = typer.Option(0.7, "--spec-acceptance", "--spec-accept", parser=real(0, 1),
+                                          rich_help_panel=SPEC, metavar="P",
                                           help="Quick run: per-token draft acceptance rate, 0..1 (0.7 is an "
                                                "illustrative default: measure yours; DeepSeek-V3's MTP accepts "
                                                "0.85-0.9, its report's section 5.4.3)."),
-    spec_draft_cost: float = typer.Option(0.05, "--spec-draft-cost", parser=real(0, 1),
+    spec_draft_cost: float = typer.Option(0.05, "--spec-draft-cost", parser=real(0, 1), rich_help_panel=SPEC,
+                                          metavar="F",
                                           help="Quick run: one draft pass as a fraction of a decode step (0.05: "
                                                "a small draft model, illustrative; an MTP module is one extra layer, "
                                                "about 1 / layers: 0.016 for DeepSeek-V3)."),
-    overheads: bool = typer.Option(True, "--overheads/--no-overheads", help="Add the engine's step overheads (CPU "
-                                   "time, unlisted kernels, per-sequence cost), its own small all-reduces and its "
-                                   "frontend latency to the timing model (a pool's own frontend_latency stays). "
-                                   "The engine's KV-cache sizing applies either way."),
-    price: list[str] = typer.Option(None, "--price", help="Device price for the cost line, USD per device-hour "
-                                    "(> 0): ID=USD for one device of the run (repeatable, e.g. --price h20=1.20), "
-                                    "or a bare USD for every device. Default: the profiles' sourced prices."),
-    horizon: float = typer.Option(None, "--horizon", parser=duration(),
-                                 help="Stop at this simulated time (e.g. 600s, 10min): requests in service then "
-                                 "end rejected (unfinished); those not yet arrived are counted apart and neither "
-                                 "meet nor miss the SLOs."),
-    timing: str = timing_option(),
-    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    out: Path = typer.Option(None, "--out", parser=out_dir(), help="Folder for requests.csv, steps.csv and plots."),
-    plots: bool = typer.Option(True, "--plots/--no-plots", help="With --out: write latency CDFs, time series, "
-                                                                  "step timeline."),
-    parquet: bool = typer.Option(False, "--parquet", help="With --out: Parquet instead of CSV (needs pyarrow)."),
-    fmt: str = typer.Option("quadrant", "--format", help="JSON layout with --json: quadrant (SI names, e.g. "
-                                                         "ttft_s.p90) | vllm (the fields of vLLM `bench serve "
-                                                         "--save-result`, ms keys)."),
-    check_slo: bool = typer.Option(False, "--check-slo", help="Exit 1 (one line on stderr) when the traffic's "
-                                                               "TTFT/TPOT SLO is not met at its percentile."),
-    trace: Path = typer.Option(None, "--trace", parser=out_file(JSON_EXTS),
+    # -- SLOs
+    ttft_slo: float = typer.Option(None, "--ttft-slo", parser=duration(), rich_help_panel=SLO,
+                                   help="TTFT SLO, e.g. 500ms (overrides the traffic file)."),
+    tpot_slo: float = typer.Option(None, "--tpot-slo", parser=tpot_slo_duration(), rich_help_panel=SLO,
+                                   help="TPOT SLO, e.g. 50ms (overrides the traffic file)."),
+    slo_percentile: float = typer.Option(None, "--slo-percentile", rich_help_panel=SLO,
+                                         parser=real(1, 100, what="a percentile (90 for p90)"),
+                                         help="Percentile the SLO applies to, in [1, 100] (90 for p90). Default: "
+                                              "the traffic file's `slo.percentile`, else 90."),
+    check_slo: bool = typer.Option(False, "--check-slo", rich_help_panel=SLO,
+                                   help="Exit 1 (one line on stderr) when the traffic's TTFT/TPOT SLO is not met at "
+                                        "its percentile."),
+    # -- the timing model and prices
+    timing: str = timing_option(panel=COST),
+    overheads: bool = typer.Option(True, "--overheads/--no-overheads", rich_help_panel=COST,
+                                   help="Add the engine's step overheads (CPU time, unlisted kernels, per-sequence "
+                                        "cost), its own small all-reduces and its frontend latency to the timing "
+                                        "model (a pool's own frontend_latency stays). The engine's KV-cache sizing "
+                                        "applies either way."),
+    price: list[str] = typer.Option(None, "--price", rich_help_panel=COST,
+                                    help="Device price for the cost line, USD per device-hour (> 0): ID=USD for one "
+                                         "device of the run (repeatable, e.g. --price h20=1.20), or a bare USD for "
+                                         "every device. Default: the profiles' sourced prices."),
+    # -- output
+    json_out: bool = typer.Option(False, "--json", rich_help_panel=OUTPUT, help="Print the summary as JSON."),
+    fmt: str = typer.Option("quadrant", "--format", rich_help_panel=OUTPUT,
+                            help="JSON layout with --json: quadrant (SI names, e.g. ttft_s.p90) | vllm (the fields "
+                                 "of vLLM `bench serve --save-result`, ms keys)."),
+    out: Path = typer.Option(None, "--out", parser=out_dir(), rich_help_panel=OUTPUT,
+                             help="Folder for requests.csv, steps.csv and plots."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", rich_help_panel=OUTPUT,
+                               help="With --out: write latency CDFs, time series, step timeline."),
+    parquet: bool = typer.Option(False, "--parquet", rich_help_panel=OUTPUT,
+                                 help="With --out: Parquet instead of CSV (needs pyarrow)."),
+    trace: Path = typer.Option(None, "--trace", parser=out_file(JSON_EXTS), rich_help_panel=OUTPUT,
                                help="Write a Chrome/Perfetto trace of every batch step (open in ui.perfetto.dev)."),
 ):
     """Simulate traffic on a deployment (discrete events: arrivals, finishes and each engine's scheduling
