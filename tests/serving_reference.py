@@ -20,13 +20,12 @@ import simpy
 
 from simulator.serving.engine import (
     PREFILL_RECV_WEIGHT,
-    EventLog,
     ReplicaConfig,
     Requests,
     Simulation,
-    StepLog,
     unfinished_reason,
 )
+from simulator.serving.records import EventLog, StepLog
 from simulator.serving.stepcost import DecodeRanks
 
 BLOCK_TOKENS = 16  # paged KV-cache block size

@@ -546,7 +546,7 @@ def test_step_frame_rebuilds_kv_blocks_the_same_in_any_chunks(monkeypatch):
     """Decode stretches record their KV blocks compactly (blocks before, the 16-tick opening pattern, blocks
     after) and the frame rebuilds every step's a few million steps at a time: chunks of a handful of steps
     give the same occupancy, step for step, as one chunk, and that matches the step-by-step run's."""
-    from simulator.serving.engine import StepLog
+    from simulator.serving.records import StepLog
     from simulator.serving.runner import replica_configs
 
     opts = PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1)

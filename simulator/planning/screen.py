@@ -40,8 +40,7 @@ from ..analysis.whatif import time_phase
 from ..devices import DeviceArrays
 from ..errors import InfeasibleError
 from ..ops.build import StepShape
-from ..serving.engine import BLOCK_TOKENS
-from ..serving.kvmemory import replica_kv_capacity
+from ..serving.kvmemory import BLOCK_TOKENS, replica_kv_capacity
 from ..serving.profiles import EngineProfile, engine_profile, engine_timing
 from ..timing.roofline import RooflineModel
 from .candidates import (

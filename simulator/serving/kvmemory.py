@@ -24,6 +24,11 @@ from ..specs.model import ModelSpec
 from ..timing.memory import MemoryFit, memory_fit
 from .profiles import EngineMemory
 
+# paged KV-cache block size: vLLM's default ``block_size`` (16, CacheConfig in vllm/config). SGLang allocates by token
+# (page size 1) and TensorRT-LLM by ``tokens_per_block`` blocks; a request's reservation in the simulation rounds up to
+# 16 tokens for every engine, at most 15 tokens a request away from theirs
+BLOCK_TOKENS = 16
+
 
 @dataclass(frozen=True)
 class KVCapacity:
