@@ -242,10 +242,23 @@ def frontend_latency_flag(seconds: float | None) -> float | None:
 _FLAG_OF = {"spec_draft_tokens": "--spec-tokens"}  # options whose flag is not their name spelt with dashes
 
 
-def _refuse_with_deployment(opts: dict, fixed: tuple[str, ...]) -> None:
+def _refuse_with_deployment(opts: dict, fixed: tuple[str, ...], positional: bool = False) -> None:
+    """Refuse quick-run ``fixed`` flags beside a deployment; first, a deployment that names none is refused as such
+    (``positional``: it came as the positional argument, where a stray word lands)."""
     given = sorted(opts.get("_explicit", set()) & set(fixed))
     if given:
         flags = ", ".join(_FLAG_OF.get(g, "--" + g.replace("_", "-")) for g in given)
+        from .specs.catalog import resolve_workload
+
+        try:
+            resolve_workload(str(opts["deployment"]), "deployments", "deployment")
+        except SimulatorError as exc:
+            if not positional:
+                raise
+            # a positional word that names no deployment beside quick-run flags is most likely a stray one
+            raise SimulatorError(f"{exc}; it was read as the DEPLOYMENT argument, beside the quick-run flags {flags} "
+                                 "(a stray word? a unit after a space, as in '--ttft-slo 1 s', is one: write 1s)"
+                                 ) from None
         raise SimulatorError(f"{flags} cannot be combined with a deployment file: set it in the file "
                              "(or run without the deployment)")
 
@@ -365,7 +378,7 @@ def run_simulate(opts: dict, progress: bool = False):
     if opts.get("engine") is not None and opts["engine"] not in ENGINES:
         raise SimulatorError(f"--engine: expected one of {', '.join(ENGINES)}, got {opts['engine']!r}")
     if opts.get("deployment"):
-        _refuse_with_deployment(opts, _SIMULATE_DEPLOYMENT_FIXED)
+        _refuse_with_deployment(opts, _SIMULATE_DEPLOYMENT_FIXED, positional=True)
         dep = read_deployment(resolve_workload(opts["deployment"], "deployments", "deployment"))
     elif opts.get("model"):
         frontend_latency_flag(opts.get("frontend_latency"))

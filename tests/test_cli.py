@@ -292,13 +292,23 @@ def test_the_cli_and_the_core_share_their_bounds():
     assert _params.MAX_DRAFT_TOKENS == build.MAX_DRAFT_TOKENS and _params.MAX_REQUESTS == traffic.MAX_REQUESTS
 
 
-@pytest.mark.parametrize("given, noted", [("50", True), ("50ms", False), ("0.05", False)])
-def test_a_bare_tpot_slo_above_a_second_is_noted_as_seconds(given, noted):
-    # "--tpot-slo 50" is 50 s, as documented (a bare number is seconds); it is most likely meant as 50 ms, so a
-    # note on stderr says how it was read. The JSON on stdout stays clean, and the run uses the value as given.
-    r = runner.invoke(app, ["simulate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "1",
-                            "--tp", "1", "--rate", "4", "--isl", "256", "--osl", "16", "--requests", "20",
-                            "--tpot-slo", given, "--json"])
-    assert r.exit_code == 0, r.output
-    assert ("--tpot-slo 50 has no unit, so it is 50 s" in r.stderr) is noted
-    assert json.loads(r.stdout)["requests_completed"] == 20
+@pytest.mark.parametrize("command", ["simulate", "sweep", "plan"])
+@pytest.mark.parametrize("given, refused", [("50", True), ("1.5", True), ("50ms", False), ("0.05", False),
+                                            ("2s", False)])
+def test_a_bare_tpot_slo_above_a_second_is_refused(command, given, refused, tmp_path):
+    # a bare number is seconds, so "--tpot-slo 50" would be a 50 s TPOT target: all but surely meant as 50 ms, and
+    # refused (as the traffic YAML refuses any bare number) rather than planned for; a bare fraction of a second and
+    # a number with its unit (even 2 s) are taken as given
+    args = {"simulate": ["--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "1", "--tp", "1",
+                         "--rate", "4", "--isl", "256", "--osl", "16", "--requests", "20", "--json"],
+            "sweep": ["--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--devices", "1", "--json"],
+            "plan": ["--model", "llama-3.1-8b", "--traffic", "chat", "--hardware", "h100-sxm", "--max-devices", "1",
+                     "--verify-max", "1", "--bisect-steps", "0", "--requests", "50", "--workers", "1",
+                     "--out", str(tmp_path / "plan"), "--json"]}[command]
+    r = runner.invoke(app, [command, *args, "--tpot-slo", given])
+    if refused:
+        line = one_line_error(r)
+        assert "--tpot-slo" in line and f"{given}ms" in line and f"{given}s" in line, line
+    else:
+        assert r.exit_code in (0, 1), r.output  # (plan and sweep may find no fleet for a 50 ms target: exit 1)
+        assert "no unit" not in r.output

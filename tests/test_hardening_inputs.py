@@ -147,6 +147,17 @@ def test_a_deployment_run_names_the_speculative_flag_as_it_is_spelt():
     assert err.startswith("error: --spec-tokens cannot be combined with a deployment file")
 
 
+def test_a_stray_word_read_as_the_deployment_is_named_as_such():
+    """"--ttft-slo 1 s" leaves "s" as simulate's positional DEPLOYMENT: the error names that word and says how it was
+    read, instead of saying the quick-run flags conflict with a deployment the user never gave. A real deployment
+    beside quick-run flags is still the conflict."""
+    err = one_line_error(runner.invoke(app, [*QUICK, "--rate", "1", "--requests", "5", "--ttft-slo", "1", "s"]))
+    assert err.startswith("error: s: no deployment with this id") and "read as the DEPLOYMENT argument" in err
+    assert "write 1s" in err and "cannot be combined" not in err
+    err = one_line_error(runner.invoke(app, ["simulate", "dbrx-8xh100", "--model", "llama-3.1-8b"]))
+    assert err.startswith("error: --model cannot be combined with a deployment file")
+
+
 def _measurements(tmp_path: Path, hardware_of_row_2: str | None = None) -> Path:
     rows = list(csv.reader((ROOT / "reports/validation/cpu-host-quick.csv").open()))
     if hardware_of_row_2:

@@ -87,15 +87,15 @@ def real(lo: float | None = None, hi: float | None = None, *, lo_open: bool = Fa
     return parse
 
 
-# A bare number above this, given for a per-token SLO (``--tpot-slo``), is most likely meant in milliseconds
-# ("50" for 50 ms): taken as seconds as documented, with a note on stderr (a TPOT target of a second or more is a
-# token a second at best, no serving target seen in practice)
-BARE_TPOT_NOTE_S = 1.0
+# A bare number above this, given for a per-token SLO (``--tpot-slo``), is refused: a bare number is seconds, and a
+# TPOT target of a second or more (a token a second at best, no serving target seen in practice) is all but surely
+# meant in milliseconds ("50" for 50 ms), so it is not computed (as the traffic YAML refuses any bare number)
+BARE_TPOT_LIMIT_S = 1.0
 
 
-def duration(positive: bool = True, flag: str | None = None, bare_note_above_s: float | None = None):
-    """A duration in seconds from "60ms", "1.5s", "2min" or a bare number of seconds. With ``bare_note_above_s``,
-    a bare number above it gets a note on stderr naming ``flag`` (it is still read as seconds)."""
+def duration(positive: bool = True, bare_limit_s: float | None = None):
+    """A duration in seconds from "60ms", "1.5s", "2min" or a bare number of seconds. With ``bare_limit_s``, a bare
+    number above it is refused, the message giving the two spellings that say what is meant."""
     from ..units import UnitError, parse_duration_s
 
     def parse(value) -> float:
@@ -107,10 +107,10 @@ def duration(positive: bool = True, flag: str | None = None, bare_note_above_s: 
             raise _bad(str(exc)) from None
         if positive and x <= 0:
             raise _bad(f"expected a duration > 0, got {value!r}")
-        if bare_note_above_s is not None and x > bare_note_above_s and _is_bare_number(value):
+        if bare_limit_s is not None and x > bare_limit_s and _is_bare_number(value):
             given = str(value).strip()
-            typer.echo(f"note: {flag} {given} has no unit, so it is {x:g} s; write e.g. {given}ms for milliseconds",
-                       err=True)
+            raise _bad(f"{given} has no unit, and a bare number is seconds: {x:g} s a token is surely not meant; "
+                       f"write {given}ms, or {given}s if it is")
         return x
 
     parse.__name__ = "duration"
@@ -118,9 +118,8 @@ def duration(positive: bool = True, flag: str | None = None, bare_note_above_s: 
 
 
 def tpot_slo_duration():
-    """The ``--tpot-slo`` parser of every command: a duration, with the note for a bare number above
-    ``BARE_TPOT_NOTE_S``."""
-    return duration(flag="--tpot-slo", bare_note_above_s=BARE_TPOT_NOTE_S)
+    """The ``--tpot-slo`` parser of every command: a duration; a bare number above ``BARE_TPOT_LIMIT_S`` is refused."""
+    return duration(bare_limit_s=BARE_TPOT_LIMIT_S)
 
 
 def rate():
