@@ -180,8 +180,11 @@ def simple_phase(hw: HardwareSpec, model: ModelSpec, devices: int, tp: int | Non
         raise LayoutError(f"tp x dp x pp = {tp} x {dp} x {pp} must equal --devices {devices}")
     if ep < 1 or per_stage % ep:
         raise LayoutError(f"--ep {ep} does not divide the {per_stage} devices of a pipeline stage")
-    if expert_tp is None:
-        expert_tp = max(per_stage // ep, 1) if ep > 1 else tp
+    if expert_tp is None:  # the expert groups span the stage: with attention DP and no EP the experts are TP-sharded
+        # over tp x dp, as vLLM flattens TP across DP for its MoE layers (FusedMoEParallelConfig.make,
+        # vllm/model_executor/layers/fused_moe/config.py) and SGLang runs them on its whole --tp group under DP
+        # attention
+        expert_tp = max(per_stage // ep, 1)
     if per_stage % (ep * expert_tp):
         raise LayoutError(f"ep x expert-tp = {ep} x {expert_tp} does not divide {per_stage} devices")
     att = AttentionPlacement(hw, tp, dp, attn_precision or precision, overlap_comm)

@@ -110,14 +110,34 @@ def test_infeasible_parallelism_is_reported():
 
 
 def test_moe_with_attention_dp_steps_at_the_busiest_rank():
-    """Attention DP 8 with every device a full expert replica (DBRX FP8 on 8 x H200, tp 1, ep 1): up to 8
-    sequences, the busiest rank holds one and its experts see one token, so the step costs the same; a ninth
-    sequence puts two on one rank (the experts then see two tokens)."""
-    o = dict(model="dbrx", hardware="h200-sxm", devices=8, tp=1, dp=8, ep=1, precision="fp8", isl=1024, osl=256)
+    """Attention DP 8 with every device a full expert replica (DBRX FP8 on 8 x H200, tp 1, ep 1, expert TP 1, asked
+    for: by default the experts are TP-sharded over the 8 devices): up to 8 sequences, the busiest rank holds one and
+    its experts see one token, so the step costs the same; a ninth sequence puts two on one rank (the experts then
+    see two tokens)."""
+    o = dict(model="dbrx", hardware="h200-sxm", devices=8, tp=1, dp=8, ep=1, expert_tp=1, precision="fp8", isl=1024,
+             osl=256)
     one, eight, nine = (run(batch=b, **o) for b in (1, 8, 9))
     assert one.tpot_s == pytest.approx(eight.tpot_s, rel=1e-12)
     assert q(one, "decode_ffn").bytes == pytest.approx(q(eight, "decode_ffn").bytes, rel=1e-12)
     assert q(nine, "decode_ffn").bytes > 1.5 * q(one, "decode_ffn").bytes
+
+
+def test_attention_dp_without_ep_shards_the_experts_over_every_device_by_default(tmp_path):
+    """With attention DP and no EP the experts are TP-sharded over tp x dp devices, as vLLM (which flattens TP across
+    DP for its MoE layers) and SGLang (its MoE on the whole --tp group) run them: the default equals asking for expert
+    TP 8, in a quick run and in a deployment file alike, and holds an eighth of the expert weights a device that a
+    full replica per device (expert TP 1) holds."""
+    from simulator.specs.deployment import read_deployment
+
+    o = dict(model="dbrx", hardware="h200-sxm", devices=8, tp=1, dp=8, ep=1, precision="fp8", isl=1024, osl=256)
+    default, sharded, replica = run(**o), run(expert_tp=8, **o), run(expert_tp=1, **o)
+    assert default.plan.decode.ffn.expert_tp == 8
+    assert default.tpot_s == sharded.tpot_s and default.memory[0].weights_bytes == sharded.memory[0].weights_bytes
+    assert replica.memory[0].weights_bytes > 4 * default.memory[0].weights_bytes
+    f = tmp_path / "dp.yaml"
+    f.write_text("schema_version: 1\nmodel: dbrx\npools:\n  - {name: node, serves: [prefill, decode], "
+                 "hardware: h200-sxm, devices: 8, attention: {tp: 1, dp: 8, precision: fp8}}\n")
+    assert read_deployment(f).pools[0].plan.ffn.expert_tp == 8
 
 
 def test_a_colocated_pool_with_its_ffn_apart_pays_each_device_its_own_price(tmp_path):

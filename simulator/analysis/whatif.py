@@ -93,6 +93,7 @@ class WhatIfResult:
     notes: list[str] = field(default_factory=list)
     decode_tokens_per_s_per_device: float = 0.0  # what the decode devices alone sustain (all plans)
     kv_transfer_s: float = 0.0  # P/D: KV shipping time left after the prefill (in TTFT)
+    moe: bool = False  # the model routes its FFN to experts (the plan's expert layout then matters)
 
     @property
     def fits(self) -> bool:
@@ -327,7 +328,7 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
     return WhatIfResult(model.id, plan, batch, isl, osl, prefill_batch, q, float(ttft), float(tpot),
                         float(out_tps), float(out_tps / devices), int(devices), mem, float(cost), pt, dt, notes,
                         decode_tokens_per_s_per_device=float(dec_tps / decode_devices),
-                        kv_transfer_s=float(kv_transfer))
+                        kv_transfer_s=float(kv_transfer), moe=model.is_moe)
 
 
 def _pool_price(p: PhasePlan) -> float:

@@ -50,7 +50,9 @@ def whatif(
                            help="Attention data-parallel ranks (tp x dp x pp = devices; default: devices / (tp x pp), "
                                 "1 when --tp is not given)."),
     expert_tp: int = typer.Option(None, "--expert-tp", rich_help_panel=PLAN, parser=count(1),
-                                  help="TP inside each expert group (default devices/ep)."),
+                                  help="TP inside each expert group. Default: devices / (pp x ep), so with attention "
+                                       "DP and no EP the experts are TP-sharded over tp x dp, as vLLM and SGLang "
+                                       "shard them."),
     precision: str = typer.Option(None, "--precision", rich_help_panel=PREC,
                                   help=f"Weights/activations, all quadrants: {PRECISION_HELP} "
                                        "(default bf16; with --deployment it overrides the file)."),

@@ -136,8 +136,14 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
     dp = np.asarray(a_pl.dp if dp is None else dp, dtype=float)
     ep = np.asarray(f_pl.ep if ep is None else ep, dtype=float)
     pp = np.asarray(plan.pp if pp is None else pp, dtype=float)
-    if expert_tp is None:
-        expert_tp = f_pl.expert_tp if (tp.ndim == 0 and ep.ndim == 0) else np.where(ep > 1, 1.0, tp)
+    if expert_tp is None:  # swept layouts: a colocated pool's expert groups span its tp x dp devices (as
+        # ``plan.simple_phase`` defaults them)
+        if tp.ndim == 0 and ep.ndim == 0:
+            expert_tp = f_pl.expert_tp
+        elif plan.af_disaggregated:
+            expert_tp = np.where(ep > 1, 1.0, tp)
+        else:
+            expert_tp = np.maximum(tp * dp / ep, 1.0)
     etp = np.asarray(expert_tp, dtype=float)
     attn_dev = attn_dev or DeviceArrays.of(a_pl.hardware)
     ffn_dev = ffn_dev or DeviceArrays.of(f_pl.hardware)

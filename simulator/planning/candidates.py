@@ -95,7 +95,7 @@ def colocated_layouts(model: ModelSpec, hw: HardwareSpec, pairs, max_devices: in
                     for ep in eps:
                         if dp > 1 and ep == 1 and model.moe:
                             continue  # attention DP goes with expert parallelism
-                        etp = stage // ep if ep > 1 else tp
+                        etp = stage // ep  # (the expert groups span the stage)
                         rows.append(dict(hw=hw.id, devices=d, tp=tp, dp=dp, pp=pp, ep=ep, etp=etp,
                                          attn_precision=a_prec, ffn_precision=f_prec, kv_precision=kv_for(a_prec)))
     return rows

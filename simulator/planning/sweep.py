@@ -75,7 +75,7 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
         combos = np.array([(t, e, b) for t in tps for e in eps for b in batches], dtype=float)
         tp, ep, batch = combos.T
         dp = devices / tp
-        etp = np.where(ep > 1, devices / ep, tp)
+        etp = devices / ep  # the expert groups span the devices (attention DP without EP: TP-sharded experts)
         dev = DeviceArrays.of(hw)
         kw = dict(kv_precision=kv_precision, tp=tp, dp=dp, ep=ep, expert_tp=etp, attn_dev=dev, ffn_dev=dev)
         dec = time_phase(model, base, StepShape(decode_seqs=batch, decode_kv=isl + osl / 2), "decode", timing, **kw)

@@ -50,17 +50,22 @@ def whatif_text(res) -> str:
              r["bound"], si(r["achieved_flop_per_s"], "FLOP/s"), pct(r["flop_fraction_of_peak"]),
              pct(r["bandwidth_fraction_of_peak"])] for r in res.quadrant_rows]
     plan = res.plan
+
+    def experts(p) -> str:  # a MoE's expert TP where it is not the attention's (attention DP, EP, an FFN pool)
+        return f", expert tp {p.ffn.expert_tp}" if res.moe and p.ffn.expert_tp != p.attention.tp else ""
+
     lines = [
         f"{res.model_id}: {res.devices} device(s), batch {res.batch}, ISL {res.isl}, OSL {res.osl}, "
         f"prefill batch {res.prefill_batch}",
         f"prefill on {plan.prefill.attention.hardware.id} (tp {plan.prefill.attention.tp}"
         + (f", dp {plan.prefill.attention.dp}" if plan.prefill.attention.dp > 1 else "") + f", pp {plan.prefill.pp}, "
-        f"ep {plan.prefill.ffn.ep}, {plan.prefill.attention.precision}/{plan.prefill.ffn.precision}); "
-        f"decode on {plan.decode.attention.hardware.id}"
+        f"ep {plan.prefill.ffn.ep}{experts(plan.prefill)}, {plan.prefill.attention.precision}/"
+        f"{plan.prefill.ffn.precision}); decode on {plan.decode.attention.hardware.id}"
         + (f" + FFN on {plan.decode.ffn.hardware.id}" if plan.decode.af_disaggregated else "")
         + f" (tp {plan.decode.attention.tp}"
-        + (f", dp {plan.decode.attention.dp}" if plan.decode.attention.dp > 1 else "") + f", ep {plan.decode.ffn.ep}, "
-        f"{plan.decode.attention.precision}/{plan.decode.ffn.precision}); KV {plan.kv_precision}",
+        + (f", dp {plan.decode.attention.dp}" if plan.decode.attention.dp > 1 else "") + f", ep {plan.decode.ffn.ep}"
+        f"{experts(plan.decode)}, {plan.decode.attention.precision}/{plan.decode.ffn.precision}); "
+        f"KV {plan.kv_precision}",
         "",
         "Per quadrant (per device; prefill = the whole prompt batch, decode = one step):",
         table(["quadrant", "time", "FLOP", "bytes", "comm", "FLOP/B", "bound", "achieved", "of peak FLOP/s",
