@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -1414,3 +1415,58 @@ def test_batch_waiting_counts_a_chunked_prompt_whole(make):
         return sim.request_frame().first_token_s.tolist()
 
     assert first_tokens(batch_wait_iters=40, batch_wait_tokens_ratio=0.8) == pytest.approx(first_tokens())
+
+
+def _queue_frame(arrivals: np.ndarray, service_s: float) -> pd.DataFrame:
+    """A FIFO single server with a fixed service time (a closed form: each finish is max(arrival, the last finish)
+    plus the service), as the requests frame ``open_loop_backlog`` reads."""
+    fin, last = np.empty_like(arrivals), -math.inf
+    for i, a in enumerate(arrivals):
+        last = fin[i] = max(a, last) + service_s
+    return pd.DataFrame({"arrival_s": arrivals, "admitted_s": fin - service_s, "finish_s": fin, "status": "finished",
+                         "reason": ""})
+
+
+@pytest.mark.parametrize("rate, service_s, growing", [
+    (10.0, 0.05, False),  # half loaded: the backlog stays near zero
+    (10.0, 0.095, False),  # 95% loaded: it wanders, but does not grow with the arrivals
+    (10.0, 0.12, True),  # 20% over capacity: 1/6 of the second half's arrivals pile up
+    (10.0, 0.5, True),  # five times over
+])
+def test_an_open_loop_backlog_that_grows_with_the_arrivals_is_overload(rate, service_s, growing):
+    """Arrivals evenly spaced at ``rate`` into a server of capacity 1 / service_s: the backlog check flags the runs
+    whose queue grows without bound (capacity below the rate) and only those."""
+    from simulator.serving.metrics import open_loop_backlog
+
+    b = open_loop_backlog(_queue_frame(np.arange(2000) / rate, service_s))
+    assert b["growing"] is growing
+    assert b["arrivals_per_s"] == pytest.approx(rate, rel=1e-3)
+    # finishing at the server's capacity when it cannot keep up, at the arrival rate when it can
+    assert b["finished_per_s"] == pytest.approx(min(rate, 1 / service_s), rel=0.01)
+
+
+def test_the_backlog_check_gives_no_verdict_on_a_run_too_short_to_tell():
+    """A run whose first half is shorter than a request's median time in service is still filling up (and one with
+    few arrivals is noise): no verdict either way, however the backlog moved."""
+    from simulator.serving.metrics import open_loop_backlog
+
+    assert open_loop_backlog(_queue_frame(np.arange(2000) / 10.0, 0.5))["growing"]  # (long enough: overload)
+    assert open_loop_backlog(_queue_frame(np.arange(100) / 10.0, 0.5))["growing"] is None  # 50 in the second half
+    slow = _queue_frame(np.arange(1000) / 100.0, 0.001)
+    slow["finish_s"] += 20.0  # every request in service 20 s (as a batch serves them together), past the 5 s half
+    assert open_loop_backlog(slow)["growing"] is None
+
+
+def test_an_overloaded_open_loop_says_so():
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    args = ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1", "--isl", "1024", "--osl", "256",
+            "--requests", "1500"]
+    over = CliRunner().invoke(app, [*args, "--rate", "30"])
+    assert over.exit_code == 0 and "note: overloaded" in over.output and "--requests" in over.output
+    under = CliRunner().invoke(app, [*args, "--rate", "4"])
+    assert under.exit_code == 0 and "overloaded" not in under.output
+    closed = CliRunner().invoke(app, [*args, "--concurrency", "64", "--json"])
+    assert json.loads(closed.stdout)["backlog"] is None  # (a closed loop's clients wait: no backlog to grow)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 
 from ..units import GB, format_si
@@ -146,6 +147,14 @@ def simulation_text(sm: dict) -> str:
                             for p, e in sm["engines"].items())
         lines.insert(1, f"engines: {engines}; measured "
                         f"{w['requests']} requests{span} ({w['rule']})")
+    b = sm.get("backlog")
+    if b and b["growing"]:
+        lines += [textwrap.fill(
+            f"note: overloaded: the requests in the system grew from {b['in_system_halfway']:,} halfway through "
+            f"the arrivals to {b['in_system_at_last_arrival']:,} at the last one (arriving at "
+            f"{b['arrivals_per_s']:,.2f} req/s, finishing at {b['finished_per_s']:,.2f} req/s), so these latencies "
+            "grow with the run's length (--requests), not a steady state. Lower the rate, add replicas, or size a "
+            "fleet with `quadrant plan`.", width=100, subsequent_indent="      "), ""]
     g = sm["goodput"]
     cost = sm["cost_usd_per_mtok"]
     lines += [

@@ -135,6 +135,51 @@ def measurement_window(requests: pd.DataFrame, sim: Simulation, closed: int) -> 
             "mask": np.ones(len(requests), bool), "steady": False}
 
 
+# An open loop is reported as overloaded when the requests in the system (arrived, not yet finished or refused) grew,
+# between halfway through the arrivals and the last arrival, by more than this fraction of the requests that arrived
+# meanwhile (the requests finished at under 90% of the rate they arrived) and by more than three standard deviations
+# of a stable backlog's wander (sqrt of its size, as a Poisson count's): a stable queue's backlog wanders but does not
+# grow with the arrivals, so its latencies do not depend on how many requests the run sends; an overloaded one's
+# grow with the run. A verdict needs ``BACKLOG_MIN_ARRIVALS`` in the second half, and a first half longer than the
+# median time in service (from admission to finish) of the requests that arrived in it (before that the system is
+# still filling up, and its backlog grows whatever the load)
+BACKLOG_GROWTH_FRACTION = 0.1
+BACKLOG_MIN_ARRIVALS = 200
+
+
+def open_loop_backlog(requests: pd.DataFrame) -> dict | None:
+    """Whether an open loop's queue kept up: the requests in the system halfway through the arrivals and at the last
+    arrival, the arrival and finish rates over the second half of the arrivals, and ``growing`` (see
+    ``BACKLOG_GROWTH_FRACTION``; None where the run is too short or too small to tell). None with fewer than two
+    arrival times."""
+    arr = requests.arrival_s.to_numpy(dtype=float)
+    came = np.isfinite(arr) & (requests.reason.to_numpy(object) != NOT_ARRIVED)
+    arr = arr[came]
+    if len(arr) < 2 or not arr.max() > arr.min():
+        return None
+    a0, a1 = float(arr.min()), float(arr.max())
+    half = a0 + (a1 - a0) / 2
+    fin = requests.finish_s.to_numpy(dtype=float)[came]
+    left = np.where(np.isfinite(fin), fin, np.where(requests.status.to_numpy(object)[came] == "rejected", arr,
+                                                    np.inf))  # (refused at arrival; unfinished: still in)
+
+    def inside(t: float) -> int:
+        return int((arr <= t).sum() - (left <= t).sum())
+
+    at_half, at_end = inside(half), inside(a1)
+    second = int(((arr > half) & (arr <= a1)).sum())
+    # time in service (from admission; an overloaded queue's waits before it grow with the run)
+    adm = requests.admitted_s.to_numpy(dtype=float)[came] if "admitted_s" in requests else arr
+    served = (left - np.where(np.isfinite(adm), adm, arr))[(arr <= half) & np.isfinite(left)]
+    growing = None
+    if second >= BACKLOG_MIN_ARRIVALS and len(served) and half - a0 >= float(np.median(served)):
+        growth = at_end - at_half
+        growing = bool(growth > BACKLOG_GROWTH_FRACTION * second and growth > 3.0 * math.sqrt(at_half + 1.0))
+    return {"in_system_halfway": at_half, "in_system_at_last_arrival": at_end,
+            "arrivals_per_s": second / (a1 - half),
+            "finished_per_s": float(((fin > half) & (fin <= a1)).sum()) / (a1 - half), "growing": growing}
+
+
 def inter_token_samples(steps: pd.DataFrame, start_s: float = -math.inf, end_s: float = math.inf,
                         requests: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Inter-token latencies (s) as ``vllm bench serve`` reports them, the gaps between successive token
@@ -420,6 +465,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         "cost_usd_per_mtok": _finite(price_s * rate_span / out_tok * 1e6) if out_tok else None,
         "cost_usd_per_hour": _finite(price_s * 3600),
         "littles_law": {"arrival_rate_per_s": lam, "mean_time_in_system_s": W, "mean_in_system": L},
+        "backlog": None if closed else open_loop_backlog(requests),  # (a closed loop's clients wait: no backlog)
     }
     return summary
 
