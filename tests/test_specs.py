@@ -264,3 +264,19 @@ def test_a_flag_with_a_source_is_checked_like_a_value(tmp_path):
     doc["scale_up"]["nvls"] = False  # a bare flag still reads
     (tmp_path / "h100-sxm.yaml").write_text(yaml.safe_dump(doc))
     assert not read_hardware(tmp_path / "h100-sxm.yaml").scale_up.nvls
+
+
+def test_the_readme_counts_the_hardware_catalogue():
+    """The README's `quadrant hw list` line says how many profiles the catalogue ships: real accelerators plus the
+    hypothetical ones it names (an illustrative decode ASIC, a CPU reference); a profile added or removed shows here."""
+    import re
+    from pathlib import Path
+
+    from simulator.specs.catalog import hardware_ids, load_hardware
+
+    line = next(x for x in (Path(__file__).parents[1] / "README.md").read_text().splitlines()
+                if x.startswith("quadrant hw list"))
+    n = int(re.search(r"# (\d+) accelerators \+ an illustrative decode ASIC \+ a CPU reference", line).group(1))
+    specs = [load_hardware(h) for h in hardware_ids()]
+    assert n == sum(not s.hypothetical for s in specs)
+    assert sorted(s.id for s in specs if s.hypothetical) == ["cpu-host", "decode-asic"]
