@@ -485,8 +485,9 @@ def _simulate_overrides(traffic, opts: dict):
                              "slo.ttft and/or slo.tpot in the file, or --ttft-slo and/or --tpot-slo")
     ramp = dur("--ramp-up", "ramp_up")
     if ramp is not None and traffic.arrival != "closed":
-        raise SimulatorError(f"--ramp-up applies to a closed loop (--concurrency, or process: closed); {traffic.id} "
-                             f"is {traffic.arrival}")
+        what = f"this run's arrivals (--rate) are {traffic.arrival}" if traffic.id == "cli" else \
+            f"{traffic.file or traffic.id} has process: {traffic.arrival}"
+        raise SimulatorError(f"--ramp-up applies to a closed loop (--concurrency, or process: closed); {what}")
     if opts.get("preemption") not in (None, "recompute", "swap", "none"):
         raise SimulatorError(f"--preemption: expected recompute, swap or none, got {opts['preemption']!r}")
     return dc_replace(traffic, slo=slo, ramp_up_s=traffic.ramp_up_s if ramp is None else ramp)

@@ -578,3 +578,18 @@ def test_a_trtllm_pools_batch_waiting_runs_and_is_reported(tmp_path):
     waited = run("    batch_wait_timeout_iters: 40\n    batch_wait_max_tokens_ratio: 0.8\n")
     assert (waited.get("batch_wait_timeout_iters"), waited.get("batch_wait_max_tokens_ratio")) == (40, 0.8)
     assert waited["mean_ttft_ms"] > run("")["mean_ttft_ms"]  # prompts arriving beside decodes were held back
+
+
+def test_a_trace_given_as_the_traffic_file_says_how_to_replay_it():
+    """A trace CSV passed to --traffic (which takes a traffic YAML) is refused with the YAML that replays it, not
+    with a YAML parser's complaint about the CSV."""
+    err = one_line_error(runner.invoke(app, ["simulate", "dbrx-8xh100", "--traffic",
+                                             "workloads/traffic/trace-sample.csv"]))
+    assert "trace-sample.csv" in err and "process: trace, file: trace-sample.csv" in err
+
+
+def test_ramp_up_on_an_open_loop_names_the_arrivals_not_an_internal_id():
+    err = one_line_error(runner.invoke(app, [*QUICK, "--rate", "4", "--ramp-up", "2s"]))
+    assert err.endswith("this run's arrivals (--rate) are poisson") and "cli" not in err
+    err = one_line_error(runner.invoke(app, ["simulate", "dbrx-8xh100", "--traffic", "chat", "--ramp-up", "2s"]))
+    assert err.endswith("chat.yaml has process: poisson")

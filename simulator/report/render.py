@@ -26,6 +26,8 @@ def s(x: float) -> str:
         return "n/a"
     if x == 0:
         return "0 s"
+    if x >= 1000:  # (whole seconds, not 1.62e+05 s)
+        return f"{x:,.0f} s"
     if x >= 1:
         return f"{x:.3g} s"
     if x >= 1e-3:

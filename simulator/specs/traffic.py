@@ -336,6 +336,10 @@ def read_traffic(path: str | Path) -> Traffic:
     if not isinstance(path, (str, Path)):
         raise SpecError(str(path), "", "expected a path to a YAML file or a catalogue id")
     path = resolve_workload(path, "traffic", "traffic")  # (a catalogue id, e.g. "chat", or a path)
+    if Path(path).suffix.lower() in (".csv", ".tsv", ".jsonl", ".parquet"):  # a trace itself, not a traffic file
+        raise SpecError(str(path), "", f"a traffic file is YAML; to replay this trace, name it in one: arrivals: "
+                                       f"{{process: trace, file: {Path(path).name}}} (columns arrival_s, prompt_tokens,"
+                                       " output_tokens; see workloads/traffic/trace-replay.yaml)")
     data = load_yaml(path)
     r = Reader(path, data)
     r.schema_version()
