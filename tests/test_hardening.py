@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from simulator.cli import app
+from simulator.units import format_ms
 
 from .conftest import DATA, one_line_error
 
@@ -271,8 +272,13 @@ def test_check_slo_exits_1_when_the_slo_is_missed(tmp_path):
     p.write_text(yaml.safe_dump(doc))
     base = ["simulate", "dbrx-8xh100", "--traffic", str(p), "--requests", "20"]
     assert runner.invoke(app, base).exit_code == 0  # not asked: the report says NOT met, the run succeeds
-    err = one_line_error(runner.invoke(app, [*base, "--check-slo"]), code=1)
+    r = runner.invoke(app, [*base, "--check-slo", "--json"])
+    err = one_line_error(r, code=1)
     assert "SLO not met: p90 TTFT <= 0.001 ms and p90 TPOT <= 0.001 ms asked" in err  # (in ms, as plan's report)
+    # with what the run gave at that percentile, the figures the summary holds the targets to
+    at = json.loads(r.stdout)["goodput"]["at_percentile"]
+    assert f"p90 TTFT {format_ms(at['ttft_s'])} and TPOT {format_ms(at['tpot_s'])} simulated" in err
+    assert at["ttft_s"] > 1e-6 and at["tpot_s"] > 1e-6
 
 
 def test_output_flags_take_device_nodes():

@@ -257,8 +257,11 @@ def simulate(
         from ..units import format_ms
 
         g = sm["goodput"]["slo"]
+        at = sm["goodput"].get("at_percentile") or {}
         asked = " and ".join(f"p{g['percentile']:g} {k.split('_')[0].upper()} <= {format_ms(g[k])}"
                              for k in ("ttft_s", "tpot_s") if g.get(k) is not None)
-        typer.echo(f"error: SLO not met: {asked} asked; {sm['goodput']['fraction_of_requests']:.1%} of requests "
-                   "met it", err=True)
+        got = " and ".join(f"{k.split('_')[0].upper()} {format_ms(at[k]) if at.get(k) is not None else 'unbounded'}"
+                           for k in ("ttft_s", "tpot_s") if g.get(k) is not None)
+        typer.echo(f"error: SLO not met: {asked} asked, p{g['percentile']:g} {got} simulated; "
+                   f"{sm['goodput']['fraction_of_requests']:.1%} of requests met it", err=True)
         raise typer.Exit(1)

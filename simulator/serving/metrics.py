@@ -418,6 +418,8 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     W = float(done_all.e2e_s.mean()) if len(done_all) else 0.0
     L = float(done_all.e2e_s.sum()) / makespan
     p = slo.percentile
+    at_p = ((_pct(pd.concat([done.ttft_s, cut_ttft]), p, ttft_missing), _pct(done.tpot_s, p, tpot_missing) or 0.0)
+            if has_slo and len(done) else (math.nan, math.nan))
     summary = {
         "requests_total": int(len(requests)),
         "requests_completed": int(len(done_all)),
@@ -452,9 +454,12 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
                     "requests_per_s": float(ok.sum()) / rate_span if has_slo else None,
                     "output_tokens_per_s": (out_tok / rate_span * float(done.output_tokens[ok].sum())
                                             / max(float(done.output_tokens.sum()), 1.0)) if has_slo else None,
-                    "slo_met": (bool(len(done) and _pct(pd.concat([done.ttft_s, cut_ttft]), p, ttft_missing)
-                                     <= slo.ttft_s and (_pct(done.tpot_s, p, tpot_missing) or 0.0) <= slo.tpot_s)
-                                if has_slo else None)},
+                    "slo_met": (bool(len(done) and at_p[0] <= slo.ttft_s and at_p[1] <= slo.tpot_s)
+                                if has_slo else None),
+                    # the p-th percentile latencies the targets were held to (None: none finished, or refused
+                    # requests reach the percentile)
+                    "at_percentile": ({"ttft_s": _finite(at_p[0]), "tpot_s": _finite(at_p[1])}
+                                      if has_slo and len(done) else None)},
         "slo_attainment": ({"ttft": float(ttft_ok.sum() + (cut_ttft <= slo.ttft_s).sum()) / n_ttft,
                             "tpot": float(tpot_ok.sum()) / n_tpot, "both": float(ok.sum()) / n_meas}
                            if has_slo else None),
