@@ -56,7 +56,12 @@ def sweep(
 ):
     """Score every (hardware, precision, TP, EP, batch) plan in one vectorised pass; print the Pareto
     front of output tokens/s per device against TPOT among plans that fit (and meet the SLOs), with
-    replicas and $/hour for --rate. Exit 1 when none does (the message names the closest)."""
+    replicas and $/hour for --rate. Exit 1 when none does (the message names the closest).
+
+    Examples:\n
+      quadrant sweep --model dbrx --hardware h100-sxm,h200-sxm,h20 --devices 8 --isl 2048 --osl 512 --tpot-slo 50ms\n
+      quadrant sweep --deployment dbrx-8xh100 --tpot-slo 50ms
+    """
     from ..commands import run_sweep
     if deployment:
         from ..commands import run_sweep_deployment

@@ -70,7 +70,12 @@ def validate(
     With --serving FILE: re-simulate measured serving runs (vLLM bench serve JSON, sglang.bench_serving
     JSON lines, GuideLLM report, genai-perf / AIPerf export, or CSV) as their benchmark client ran them (the
     engine that served them, the measured prompt count, a closed loop's clients starting together, the client's
-    length spread) and report the TTFT and TPOT errors per group (model x hardware x parallelism x engine)."""
+    length spread) and report the TTFT and TPOT errors per group (model x hardware x parallelism x engine).
+
+    Examples:\n
+      quadrant validate --measurements reports/validation/published/kernels.csv --hardware h100-sxm\n
+      quadrant validate --serving run.json --hardware h100-sxm --devices 8 --tp 8 --precision fp8
+    """
     if engine is not None:
         from ..serving.profiles import ENGINES
 
@@ -186,7 +191,11 @@ def calibrate(
     """Fit the profile's efficiency and overhead parameters (fixed launch latency; achievable FLOP/s and
     bandwidth fractions and ramps per op class) on a training split of the measurements, report the
     error on the held-out rows before and after, and write an overlay (datasheet values untouched).
-    Use it anywhere with --calibration PATH."""
+    Use it anywhere with --calibration PATH.
+
+    Example:\n
+      quadrant calibrate --measurements reports/validation/published/kernels.csv --hardware h100-sxm --out h100.cal.yaml
+    """
     from ..commands import run_calibrate
 
     report = run_calibrate(measurements, hardware, out, test_fraction, seed,
