@@ -159,7 +159,7 @@ def simulate(
                                          "every device. Default: the profiles' sourced prices."),
     # -- output
     json_out: bool = typer.Option(False, "--json", rich_help_panel=OUTPUT, help="Print the summary as JSON."),
-    fmt: str = typer.Option("quadrant", "--format", rich_help_panel=OUTPUT,
+    fmt: str = typer.Option("quadrant", "--format", callback=_lower, rich_help_panel=OUTPUT,
                             help="JSON layout with --json: quadrant (SI names, e.g. ttft_s.p90) | vllm (the fields "
                                  "of vLLM `bench serve --save-result`, ms keys)."),
     out: Path = typer.Option(None, "--out", parser=out_dir(), rich_help_panel=OUTPUT,
