@@ -130,3 +130,17 @@ def test_vectorised_sweep_matches_scalar_builds():
         one = build_ops(m, simple_phase(H100, m, 8, tp=int(t)), StepShape(decode_seqs=b, decode_kv=2048), "decode")
         np.testing.assert_allclose(vec["flop"][:, j], one["flop"][:, 0], rtol=1e-12)
         np.testing.assert_allclose(vec["bytes"][:, j], one["bytes"][:, 0], rtol=1e-12)
+
+
+def test_attention_dp_without_ep_all_reduces_every_ranks_tokens_over_the_sharded_experts():
+    """DBRX with attention DP 8 and no EP: the experts are TP-sharded over the 8 devices (vLLM's and SGLang's
+    default), so each MoE layer gathers the 8 ranks' tokens and reduce-scatters the outputs, an all-reduce of all 64
+    tokens (as the plain TP 8 layout's); the routed GEMMs see those 64 tokens."""
+    m = load_model("dbrx")
+    shape = StepShape(decode_seqs=64, decode_kv=1000)
+    for plan in (simple_phase(H100, m, 8, tp=1, dp=8), simple_phase(H100, m, 8)):
+        assert plan.ffn.expert_tp == 8
+        ops = build_ops(m, plan, shape, "decode")
+        i = ops.names.index("moe_all_reduce")
+        assert ops["count"][i, 0] == 40 and ops["msg_bytes"][i, 0] == 64 * 6144 * 2
+        assert ops["m"][ops.names.index("experts_gate_up"), 0] == pytest.approx(64 * 4)
