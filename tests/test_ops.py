@@ -134,13 +134,23 @@ def test_vectorised_sweep_matches_scalar_builds():
 
 def test_attention_dp_without_ep_all_reduces_every_ranks_tokens_over_the_sharded_experts():
     """DBRX with attention DP 8 and no EP: the experts are TP-sharded over the 8 devices (vLLM's and SGLang's
-    default), so each MoE layer gathers the 8 ranks' tokens and reduce-scatters the outputs, an all-reduce of all 64
-    tokens (as the plain TP 8 layout's); the routed GEMMs see those 64 tokens."""
+    default), so each MoE layer gathers the 8 ranks' tokens and reduce-scatters the outputs, all 64 tokens (the plain
+    TP 8 layout all-reduces the same 64); the routed GEMMs see those 64 tokens."""
     m = load_model("dbrx")
     shape = StepShape(decode_seqs=64, decode_kv=1000)
-    for plan in (simple_phase(H100, m, 8, tp=1, dp=8), simple_phase(H100, m, 8)):
-        assert plan.ffn.expert_tp == 8
-        ops = build_ops(m, plan, shape, "decode")
-        i = ops.names.index("moe_all_reduce")
-        assert ops["count"][i, 0] == 40 and ops["msg_bytes"][i, 0] == 64 * 6144 * 2
+    plans = simple_phase(H100, m, 8, tp=1, dp=8), simple_phase(H100, m, 8)
+    assert plans[0].ffn.expert_tp == plans[1].ffn.expert_tp == 8
+    dp8, tp8 = (build_ops(m, p, shape, "decode") for p in plans)
+
+    def row(ops, name):
+        i = ops.names.index(name)
+        return ops["count"][i, 0], ops["msg_bytes"][i, 0]
+
+    # attention DP: gathered to the experts and reduce-scattered back (two NCCL collectives, vLLM's
+    # allgather_reducescatter path), each over all 64 tokens
+    assert row(dp8, "moe_dp_gather") == row(dp8, "moe_dp_scatter") == (40, 64 * 6144 * 2)
+    assert row(dp8, "moe_all_reduce")[0] == 0
+    # attention TP: every rank holds the 64 tokens already; one all-reduce of them
+    assert row(tp8, "moe_all_reduce") == (40, 64 * 6144 * 2) and row(tp8, "moe_dp_gather")[0] == 0
+    for ops in (dp8, tp8):
         assert ops["m"][ops.names.index("experts_gate_up"), 0] == pytest.approx(64 * 4)

@@ -313,11 +313,17 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
                   msg_bytes=T_ffn_dev_dense * h * ACT16, **F.group(tp))
             b.add("moe_ep_all_reduce", fq, ALL_REDUCE, count=np.where(ep_ar, moe_stage, 0.0),
                   msg_bytes=T_ffn_dev_dense * h * ACT16, **F.group(ep * etp))
-            # (over the expert group's tokens: with attention DP and experts TP-sharded across DP ranks, each rank's
-            # tokens are gathered into the group and the outputs reduce-scattered back, an all-reduce's traffic of
-            # every token the group holds; without attention DP that is the TP group's own tokens)
-            b.add("moe_all_reduce", fq, ALL_REDUCE, count=np.where((ep <= 1) & (etp > 1), moe_stage, 0.0),
+            # experts TP-sharded across attention-DP ranks (no EP, expert TP beyond the attention's): each rank's
+            # tokens are gathered into the expert group and the outputs reduce-scattered back, two NCCL collectives
+            # over the group's tokens (vLLM's allgather_reducescatter path for DP without EP; a reduce-scatter moves
+            # an all-gather's ring traffic, so both are timed as all-gathers, not as the engines' one-shot
+            # all-reduce); else the experts' TP group all-reduces its own tokens
+            across = (ep <= 1) & (etp > tp) & (dp > 1)
+            b.add("moe_all_reduce", fq, ALL_REDUCE, count=np.where((ep <= 1) & (etp > 1) & ~across, moe_stage, 0.0),
                   msg_bytes=T_group * h * ACT16, **F.group(etp))
+            for name in ("moe_dp_gather", "moe_dp_scatter"):
+                b.add(name, fq, ALL_GATHER, count=np.where(across, moe_stage, 0.0), msg_bytes=T_group * h * ACT16,
+                      **F.group(etp))
 
     if af:
         # attention ranks send each token once to every FFN rank that owns one of its experts (top-k fan-out,

@@ -227,7 +227,8 @@ class TabulatedStepCost:
     CTX_OPS = ("mla_kv_up", "mla_kv_up_quant")  # ops whose rows scale with the cached prefix, not the step
     # ops that see an expert group's tokens (``build_ops``' T_group), not the busiest attention-DP rank's: the routed
     # experts, their all-to-alls, and the all-reduce of experts TP-sharded over several ranks' tokens
-    ROUTED_OPS = ("moe_dispatch", "experts_quant", "experts_gate_up", "experts_down", "moe_combine", "moe_all_reduce")
+    ROUTED_OPS = ("moe_dispatch", "experts_quant", "experts_gate_up", "experts_down", "moe_combine", "moe_all_reduce",
+                  "moe_dp_gather", "moe_dp_scatter")
 
     @staticmethod
     def supports(plan: PhasePlan, timing: TimingModel | None = None) -> bool:

@@ -103,11 +103,15 @@ def memory_fit(model: ModelSpec, plan: PhasePlan, *, kv_tokens_per_replica: floa
         ffn_w += stage(model.num_moe_layers) * per_layer
     kv_tok = kv_bytes_per_token_device(model, a.tp, pp, kv_precision, kv_scale_tokens)
     kv = kv_tokens_per_replica / a.dp * kv_tok
-    width = max(2 * model.ffn_intermediate / ffn_tp,
-                2 * (model.moe.expert_intermediate * model.moe.top_k if model.moe else 0) / max(f.expert_tp, 1),
+    moe_width = 2 * (model.moe.expert_intermediate * model.moe.top_k if model.moe else 0) / max(f.expert_tp, 1)
+    width = max(2 * model.ffn_intermediate / ffn_tp, moe_width,
                 (model.attention.num_heads * model.attention.qk_head_dim) / a.tp)
     tokens_dev = step_tokens / a.dp
     act = tokens_dev * (4 * h + width) * 2.0  # residual, norm output, widest intermediate (16-bit)
+    if model.moe and not plan.af_disaggregated and f.ep <= 1 and a.dp > 1 and f.expert_tp > a.tp:
+        # experts TP-sharded across attention-DP ranks run on the tokens gathered from the group's ranks
+        group_tokens = tokens_dev * f.expert_tp / a.tp
+        act = max(act, (tokens_dev * 4 * h + group_tokens * (h + moe_width)) * 2.0)
     if plan.af_disaggregated:
         return [
             MemoryFit("attention", a.hardware.id, attn_w, kv, tokens_dev * 4 * h * 2.0,
