@@ -428,23 +428,26 @@ def test_tabulated_step_cost_equals_the_op_model(model, kw):
             assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-3, abs=1e-12), field
 
 
-@pytest.mark.parametrize("tp,dp,ep", [(1, 8, 1), (1, 8, 2), (2, 4, 1), (1, 8, 8)])
-def test_tabulated_step_cost_routes_like_the_op_model_under_attention_dp(tp, dp, ep):
+@pytest.mark.parametrize("tp,dp,ep,etp", [(1, 8, 1, None), (1, 8, 1, 1), (1, 8, 2, 1), (1, 8, 2, None),
+                                          (2, 4, 1, 2), (2, 4, 1, None), (1, 8, 8, None)])
+def test_tabulated_step_cost_routes_like_the_op_model_under_attention_dp(tp, dp, ep, etp):
     """With attention DP the routed experts see the tokens of the ranks that feed their group: every token when
-    one expert group spans all ranks (ep 8), the busiest group's whole sequences when experts are replicated over
-    groups (ep 1 or 2 at dp 8: one long prompt lands whole on one group). The DES fast path reads its routed table
-    where the op model says, for a lone prompt and for pure decode batches."""
+    one expert group spans all ranks (the default expert TP, tp x dp / ep, or ep 8), the busiest group's whole
+    sequences when experts are replicated over groups (expert TP 1 at tp 1, 2 at tp 2: one long prompt lands whole on
+    one group). The DES fast path reads its routed table where the op model says, for a lone prompt and for pure
+    decode batches."""
     from simulator.build import plan_from_options
     from simulator.serving.stepcost import AnalyticStepCost, TabulatedStepCost
 
     plan = plan_from_options(PlanOptions(model="dbrx", hardware="h200-sxm", devices=8, tp=tp, dp=dp, ep=ep,
-                                         precision="fp8"))
+                                         expert_tp=etp, precision="fp8"))
     fast, slow = TabulatedStepCost(plan.model, plan.decode, 8192), AnalyticStepCost(plan.model, plan.decode)
     for args in [(1, 4096, 0, 0, 1, 0), (0, 0, 0, 5, 1, 5 * 2048), (0, 0, 0, 64, 1, 64 * 1000)]:
         assert fast.cost(*args).time_s == pytest.approx(slow.cost(*args).time_s, rel=2e-3), args
     f = plan.decode.ffn
     groups = tp * dp // (f.ep * f.expert_tp)
     lone, spread = slow.cost(1, 4096, 0, 0, 1, 0).time_s, slow.cost(dp, 4096 * dp, 0, 0, 1, 0).time_s
+    assert groups == (dp if etp is not None and etp * ep == tp else 1 if etp is None else 4)
     if groups == dp:  # every rank its own expert replica: a lone prompt's step is as long as one on every rank
         assert lone == pytest.approx(spread, rel=1e-9)
     elif groups == 1:  # one group takes every rank's tokens: a prompt on every rank costs more than one
@@ -1417,14 +1420,19 @@ def test_batch_waiting_counts_a_chunked_prompt_whole(make):
     assert first_tokens(batch_wait_iters=40, batch_wait_tokens_ratio=0.8) == pytest.approx(first_tokens())
 
 
-def _queue_frame(arrivals: np.ndarray, service_s: float) -> pd.DataFrame:
-    """A FIFO single server with a fixed service time (a closed form: each finish is max(arrival, the last finish)
-    plus the service), as the requests frame ``open_loop_backlog`` reads."""
+def _queue_frame(arrivals: np.ndarray, service_s) -> pd.DataFrame:
+    """A FIFO single server (a closed form: each finish is max(arrival, the last finish) plus the request's service
+    time, one for all or one each), as the requests frame ``open_loop_backlog`` reads."""
+    service = np.broadcast_to(np.asarray(service_s, dtype=float), arrivals.shape)
     fin, last = np.empty_like(arrivals), -math.inf
     for i, a in enumerate(arrivals):
-        last = fin[i] = max(a, last) + service_s
-    return pd.DataFrame({"arrival_s": arrivals, "admitted_s": fin - service_s, "finish_s": fin, "status": "finished",
+        last = fin[i] = max(a, last) + service[i]
+    return pd.DataFrame({"arrival_s": arrivals, "admitted_s": fin - service, "finish_s": fin, "status": "finished",
                          "reason": ""})
+
+
+def _poisson(rate: float, n: int, rng) -> np.ndarray:
+    return np.cumsum(rng.exponential(1 / rate, n))
 
 
 @pytest.mark.parametrize("rate, service_s, growing", [
@@ -1443,6 +1451,48 @@ def test_an_open_loop_backlog_that_grows_with_the_arrivals_is_overload(rate, ser
     assert b["arrivals_per_s"] == pytest.approx(rate, rel=1e-3)
     # finishing at the server's capacity when it cannot keep up, at the arrival rate when it can
     assert b["finished_per_s"] == pytest.approx(min(rate, 1 / service_s), rel=0.01)
+
+
+@pytest.mark.parametrize("load, growing", [(0.9, False), (1.2, True)])
+def test_a_random_queue_is_judged_by_its_load(load, growing):
+    """Poisson arrivals into a server with exponential service times (an M/M/1 queue, seeded): at 90% load its
+    backlog wanders widely but is not read as overload; at 120% it is."""
+    from simulator.serving.metrics import open_loop_backlog
+
+    rng = np.random.default_rng(7)
+    b = open_loop_backlog(_queue_frame(_poisson(10.0, 4000, rng), rng.exponential(load / 10.0, 4000)))
+    assert b["growing"] is growing
+
+
+def test_a_rising_arrival_rate_is_not_overload():
+    """A server that takes every request at once, each for 10 s (as a batch does, far from its limits), fed 5 a
+    second for 270 s and then 50 a second for 30 s: the backlog rises tenfold with the arrival rate (Little's law),
+    but its requests do not age, so it is not overload; the same arrivals into a FIFO server of one request each 0.1 s
+    (10 a second) are."""
+    from simulator.serving.metrics import open_loop_backlog
+
+    rng = np.random.default_rng(3)
+    arr = np.concatenate([np.arange(1350) / 5.0, 270.0 + np.arange(1500) / 50.0])
+    stay = 10.0 + rng.uniform(-1, 1, len(arr))
+    batch = pd.DataFrame({"arrival_s": arr, "admitted_s": arr, "finish_s": arr + stay, "status": "finished",
+                          "reason": ""})
+    b = open_loop_backlog(batch)
+    assert b["in_system_at_last_arrival"] > 5 * b["in_system_halfway"] and b["growing"] is False
+    assert open_loop_backlog(_queue_frame(arr, 0.1))["growing"] is True
+
+
+def test_a_run_a_horizon_cut_keeps_its_unfinished_requests_in_the_backlog():
+    """An overloaded run stopped at its last arrival: the requests still queued or in service then end rejected
+    as unfinished, and they are the backlog (refused requests, by contrast, left as they came)."""
+    from simulator.serving.engine import UNFINISHED
+    from simulator.serving.metrics import open_loop_backlog
+
+    f = _queue_frame(np.arange(2000) / 10.0, 0.12)
+    cut = f.finish_s > f.arrival_s.max()
+    f.loc[cut, ["finish_s", "admitted_s"]] = np.nan
+    f.loc[cut, ["status", "reason"]] = ["rejected", UNFINISHED]
+    b = open_loop_backlog(f)
+    assert b["growing"] is True and b["in_system_at_last_arrival"] == int(cut.sum())
 
 
 def test_the_backlog_check_gives_no_verdict_on_a_run_too_short_to_tell():

@@ -135,46 +135,55 @@ def measurement_window(requests: pd.DataFrame, sim: Simulation, closed: int) -> 
             "mask": np.ones(len(requests), bool), "steady": False}
 
 
-# An open loop is reported as overloaded when the requests in the system (arrived, not yet finished or refused) grew,
-# between halfway through the arrivals and the last arrival, by more than this fraction of the requests that arrived
-# meanwhile (the requests finished at under 90% of the rate they arrived) and by more than three standard deviations
-# of a stable backlog's wander (sqrt of its size, as a Poisson count's): a stable queue's backlog wanders but does not
-# grow with the arrivals, so its latencies do not depend on how many requests the run sends; an overloaded one's
-# grow with the run. A verdict needs ``BACKLOG_MIN_ARRIVALS`` in the second half, and a first half longer than the
-# median time in service (from admission to finish) of the requests that arrived in it (before that the system is
-# still filling up, and its backlog grows whatever the load)
+# An open loop is reported as overloaded when, between halfway through its arrivals and the last arrival, the
+# requests in the system (arrived, not yet finished or refused) grew by more than ``BACKLOG_GROWTH_FRACTION`` of the
+# requests that arrived meanwhile (they finished at under 90% of the rate they came) and by more than three standard
+# deviations of a stable backlog's wander (sqrt of its size, as a Poisson count's), and the mean age of the requests
+# in the system (how long they have been in it) grew by ``BACKLOG_AGE_GROWTH``: a stable queue's backlog follows its
+# arrival rate (a rising one raises it, with younger requests) and wanders, but its requests do not age with the run;
+# an overloaded one's do, so its latencies depend on how many requests the run sends. A verdict needs
+# ``BACKLOG_MIN_ARRIVALS`` in the second half, and a first half longer than the median time in service (admission
+# to finish) of the requests that arrived in it (before that the system is still filling up, and its backlog grows
+# whatever the load)
 BACKLOG_GROWTH_FRACTION = 0.1
+BACKLOG_AGE_GROWTH = 1.25
 BACKLOG_MIN_ARRIVALS = 200
 
 
 def open_loop_backlog(requests: pd.DataFrame) -> dict | None:
     """Whether an open loop's queue kept up: the requests in the system halfway through the arrivals and at the last
     arrival, the arrival and finish rates over the second half of the arrivals, and ``growing`` (see
-    ``BACKLOG_GROWTH_FRACTION``; None where the run is too short or too small to tell). None with fewer than two
-    arrival times."""
+    ``BACKLOG_GROWTH_FRACTION``; None where the run is too short or too small to tell). Requests a horizon cut short
+    are still in the system; requests refused are not (they left as they came). None with fewer than two arrival
+    times."""
     arr = requests.arrival_s.to_numpy(dtype=float)
-    came = np.isfinite(arr) & (requests.reason.to_numpy(object) != NOT_ARRIVED)
-    arr = arr[came]
+    reason = requests.reason.to_numpy(object)
+    came = np.isfinite(arr) & (reason != NOT_ARRIVED)
+    arr, reason = arr[came], reason[came]
     if len(arr) < 2 or not arr.max() > arr.min():
         return None
     a0, a1 = float(arr.min()), float(arr.max())
     half = a0 + (a1 - a0) / 2
     fin = requests.finish_s.to_numpy(dtype=float)[came]
-    left = np.where(np.isfinite(fin), fin, np.where(requests.status.to_numpy(object)[came] == "rejected", arr,
-                                                    np.inf))  # (refused at arrival; unfinished: still in)
+    refused = (requests.status.to_numpy(object)[came] == "rejected") & (reason != UNFINISHED)
+    left = np.where(np.isfinite(fin), fin, np.where(refused, arr, np.inf))
 
     def inside(t: float) -> int:
         return int((arr <= t).sum() - (left <= t).sum())
 
+    def age(t: float) -> float:  # how long the requests in the system at t have been in it, on average
+        inn = (arr <= t) & (left > t)
+        return float((t - arr[inn]).mean()) if inn.any() else 0.0
+
     at_half, at_end = inside(half), inside(a1)
     second = int(((arr > half) & (arr <= a1)).sum())
-    # time in service (from admission; an overloaded queue's waits before it grow with the run)
     adm = requests.admitted_s.to_numpy(dtype=float)[came] if "admitted_s" in requests else arr
     served = (left - np.where(np.isfinite(adm), adm, arr))[(arr <= half) & np.isfinite(left)]
     growing = None
     if second >= BACKLOG_MIN_ARRIVALS and len(served) and half - a0 >= float(np.median(served)):
         growth = at_end - at_half
-        growing = bool(growth > BACKLOG_GROWTH_FRACTION * second and growth > 3.0 * math.sqrt(at_half + 1.0))
+        growing = bool(growth > BACKLOG_GROWTH_FRACTION * second and growth > 3.0 * math.sqrt(at_half + 1.0)
+                       and age(a1) > BACKLOG_AGE_GROWTH * age(half))
     return {"in_system_halfway": at_half, "in_system_at_last_arrival": at_end,
             "arrivals_per_s": second / (a1 - half),
             "finished_per_s": float(((fin > half) & (fin <= a1)).sum()) / (a1 - half), "growing": growing}
@@ -418,7 +427,7 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
     W = float(done_all.e2e_s.mean()) if len(done_all) else 0.0
     L = float(done_all.e2e_s.sum()) / makespan
     p = slo.percentile
-    at_p = ((_pct(pd.concat([done.ttft_s, cut_ttft]), p, ttft_missing), _pct(done.tpot_s, p, tpot_missing) or 0.0)
+    at_p = ((_pct(pd.concat([done.ttft_s, cut_ttft]), p, ttft_missing), _pct(done.tpot_s, p, tpot_missing))
             if has_slo and len(done) else (math.nan, math.nan))
     summary = {
         "requests_total": int(len(requests)),
