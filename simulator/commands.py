@@ -257,8 +257,8 @@ def _refuse_with_deployment(opts: dict, fixed: tuple[str, ...], positional: bool
                 raise
             # a positional word that names no deployment beside quick-run flags is most likely a stray one
             raise SimulatorError(f"{exc}; it was read as the DEPLOYMENT argument, beside the quick-run flags {flags} "
-                                 "(a stray word? a unit after a space, as in '--ttft-slo 1 s', is one: write 1s)"
-                                 ) from None
+                                 "(a stray word? a unit after a space is one: write a duration without it, e.g. "
+                                 "--ttft-slo 500ms)") from None
         raise SimulatorError(f"{flags} cannot be combined with a deployment file: set it in the file "
                              "(or run without the deployment)")
 

@@ -94,7 +94,8 @@ def colocated_layouts(model: ModelSpec, hw: HardwareSpec, pairs, max_devices: in
                     eps = [e for e in _divisors(stage) if experts % e == 0] if model.moe else [1]
                     for ep in eps:
                         if dp > 1 and ep == 1 and model.moe:
-                            continue  # attention DP goes with expert parallelism
+                            continue  # attention DP goes with expert parallelism here (DP without EP, experts
+                            # TP-sharded over the stage, is a layout whatif, sweep and simulate score; not searched)
                         etp = stage // ep  # (the expert groups span the stage)
                         rows.append(dict(hw=hw.id, devices=d, tp=tp, dp=dp, pp=pp, ep=ep, etp=etp,
                                          attn_precision=a_prec, ffn_precision=f_prec, kv_precision=kv_for(a_prec)))

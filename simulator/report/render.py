@@ -26,7 +26,7 @@ def s(x: float) -> str:
         return "n/a"
     if x == 0:
         return "0 s"
-    if x >= 1000:  # (whole seconds, not 1.62e+05 s)
+    if x >= 999.5:  # (whole seconds, not 1.62e+05 s; 999.5 would round to 1e+03 below)
         return f"{x:,.0f} s"
     if x >= 1:
         return f"{x:.3g} s"

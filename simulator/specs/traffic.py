@@ -336,7 +336,7 @@ def read_traffic(path: str | Path) -> Traffic:
     if not isinstance(path, (str, Path)):
         raise SpecError(str(path), "", "expected a path to a YAML file or a catalogue id")
     path = resolve_workload(path, "traffic", "traffic")  # (a catalogue id, e.g. "chat", or a path)
-    if Path(path).suffix.lower() in (".csv", ".tsv", ".jsonl", ".parquet"):  # a trace itself, not a traffic file
+    if Path(path).suffix.lower() == ".csv":  # a trace itself (the one format a trace is read in), not a traffic file
         raise SpecError(str(path), "", f"a traffic file is YAML; to replay this trace, name it in one: arrivals: "
                                        f"{{process: trace, file: {Path(path).name}}} (columns arrival_s, prompt_tokens,"
                                        " output_tokens; see workloads/traffic/trace-replay.yaml)")
