@@ -184,7 +184,7 @@ def simple_phase(hw: HardwareSpec, model: ModelSpec, devices: int, tp: int | Non
         # over tp x dp, as vLLM flattens TP across DP for its MoE layers (FusedMoEParallelConfig.make,
         # vllm/model_executor/layers/fused_moe/config.py) and SGLang runs them on its whole --tp group under DP
         # attention
-        expert_tp = max(per_stage // ep, 1)
+        expert_tp = max(per_stage // ep, 1) if model.is_moe else 1  # (a dense model has no experts to shard)
     if per_stage % (ep * expert_tp):
         raise LayoutError(f"ep x expert-tp = {ep} x {expert_tp} does not divide {per_stage} devices")
     att = AttentionPlacement(hw, tp, dp, attn_precision or precision, overlap_comm)

@@ -268,7 +268,8 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
         ffn_devices = af.int("devices", minimum=1)
         af.done()
     # (colocated: the expert groups span the stage, tp x dp, as ``plan.simple_phase`` defaults them)
-    expert_tp = ffn.int("expert_tp", max(ffn_devices // ep, 1) if ep > 1 or af is None else 1, minimum=1)
+    expert_tp = ffn.int("expert_tp", max(ffn_devices // ep, 1) if (ep > 1 or af is None) and model.is_moe else 1,
+                        minimum=1)  # (a dense model has no experts to shard)
     f_tp = ffn.int("tp", tp if af is None else 1, minimum=1)
     if af is None and f_tp != tp:  # colocated: the dense and shared FFN run on the attention's TP group
         raise ffn.error("tp", f"a colocated FFN runs on the attention's TP group (tp {tp}); drop ffn.tp, set "
