@@ -154,3 +154,30 @@ def test_attention_dp_without_ep_all_reduces_every_ranks_tokens_over_the_sharded
     assert row(tp8, "moe_all_reduce") == (40, 64 * 6144 * 2) and row(tp8, "moe_dp_gather")[0] == 0
     for ops in (dp8, tp8):
         assert ops["m"][ops.names.index("experts_gate_up"), 0] == pytest.approx(64 * 4)
+
+
+def test_swept_expert_layouts_default_as_the_deployment_reader_does(tmp_path):
+    """``build_ops`` given arrays of parallel degrees and no expert TP defaults it per column as a deployment file
+    would: the A/F pool of doubao-class-afd swept over ep 1, 2, 4, 8 matches the pool read with each ep written out."""
+    import yaml
+
+    from simulator.specs.catalog import resolve_workload
+    from simulator.specs.deployment import read_deployment
+
+    path = resolve_workload("doubao-class-afd", "deployments", "deployment")
+    dep = read_deployment(path)
+    pool = next(p for p in dep.pools if p.plan.af_disaggregated)
+    eps = np.array([1.0, 2.0, 4.0, 8.0])
+    shape = StepShape(decode_seqs=64, decode_kv=1000)
+    vec = build_ops(dep.model, pool.plan, shape, "decode", ep=eps)
+    doc = yaml.safe_load(path.read_text())
+    for j, ep in enumerate(eps):
+        one = dict(doc)
+        one["pools"] = [dict(p, ffn={**p.get("ffn", {}), "ep": int(ep)}) if p.get("name") == pool.name else p
+                        for p in doc["pools"]]
+        f = tmp_path / f"afd-ep{int(ep)}.yaml"
+        f.write_text(yaml.safe_dump(one))
+        plan = next(p for p in read_deployment(f).pools if p.name == pool.name).plan
+        ref = build_ops(dep.model, plan, shape, "decode")
+        np.testing.assert_allclose(vec["flop"][:, j], ref["flop"][:, 0], rtol=1e-12)
+        np.testing.assert_allclose(vec["bytes"][:, j], ref["bytes"][:, 0], rtol=1e-12)
