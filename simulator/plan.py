@@ -155,6 +155,17 @@ def repriced(plan: PhasePlan, prices_usd_per_hour: dict[str, float]) -> PhasePla
                    ffn=replace(plan.ffn, hardware=hw(plan.ffn.hardware)))
 
 
+def default_expert_tp(model: ModelSpec, ffn_devices: int, ep: int, ffn_pool: bool = False) -> int:
+    """Expert TP where a layout gives none: the expert groups span the FFN devices (a stage's tp x dp, or an FFN
+    pool's), so with attention DP and no EP the experts are TP-sharded over tp x dp, as vLLM flattens TP across DP
+    for its MoE layers (FusedMoEParallelConfig.make, vllm/model_executor/layers/fused_moe/config.py) and SGLang runs
+    them on its whole --tp group under DP attention; an FFN pool without EP holds every expert on each device; a
+    dense model has no experts to shard (1)."""
+    if not model.is_moe or (ffn_pool and ep <= 1):
+        return 1
+    return max(ffn_devices // ep, 1)
+
+
 def simple_phase(hw: HardwareSpec, model: ModelSpec, devices: int, tp: int | None = None, pp: int = 1,
                  ep: int = 1, dp: int | None = None, expert_tp: int | None = None,
                  precision: str = "bf16", attn_precision: str | None = None,
@@ -180,11 +191,8 @@ def simple_phase(hw: HardwareSpec, model: ModelSpec, devices: int, tp: int | Non
         raise LayoutError(f"tp x dp x pp = {tp} x {dp} x {pp} must equal --devices {devices}")
     if ep < 1 or per_stage % ep:
         raise LayoutError(f"--ep {ep} does not divide the {per_stage} devices of a pipeline stage")
-    if expert_tp is None:  # the expert groups span the stage: with attention DP and no EP the experts are TP-sharded
-        # over tp x dp, as vLLM flattens TP across DP for its MoE layers (FusedMoEParallelConfig.make,
-        # vllm/model_executor/layers/fused_moe/config.py) and SGLang runs them on its whole --tp group under DP
-        # attention
-        expert_tp = max(per_stage // ep, 1) if model.is_moe else 1  # (a dense model has no experts to shard)
+    if expert_tp is None:
+        expert_tp = default_expert_tp(model, per_stage, ep)
     if per_stage % (ep * expert_tp):
         raise LayoutError(f"ep x expert-tp = {ep} x {expert_tp} does not divide {per_stage} devices")
     att = AttentionPlacement(hw, tp, dp, attn_precision or precision, overlap_comm)

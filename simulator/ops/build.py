@@ -136,9 +136,7 @@ def build_ops(model: ModelSpec, plan: PhasePlan, shape: StepShape, phase: str, *
     dp = np.asarray(a_pl.dp if dp is None else dp, dtype=float)
     ep = np.asarray(f_pl.ep if ep is None else ep, dtype=float)
     pp = np.asarray(plan.pp if pp is None else pp, dtype=float)
-    if expert_tp is None:  # swept layouts, defaulted as the deployment reader defaults them: a colocated pool's
-        # expert groups span its tp x dp devices, an FFN pool's its devices (expert TP 1 without EP); none for a dense
-        # model
+    if expert_tp is None:  # swept layouts: ``plan.default_expert_tp`` column by column
         if tp.ndim == 0 and ep.ndim == 0:
             expert_tp = f_pl.expert_tp
         elif not model.is_moe:

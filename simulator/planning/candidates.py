@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InfeasibleError, SimulatorError
-from ..plan import AttentionPlacement, FFNPlacement, PhasePlan, validate_phase
+from ..plan import AttentionPlacement, FFNPlacement, PhasePlan, default_expert_tp, validate_phase
 from ..precision import compute_dtype, get_precision
 from ..specs.deployment import Deployment, KVTransfer, Pool
 from ..specs.hardware import HardwareSpec
@@ -96,7 +96,7 @@ def colocated_layouts(model: ModelSpec, hw: HardwareSpec, pairs, max_devices: in
                         if dp > 1 and ep == 1 and model.moe:
                             continue  # attention DP goes with expert parallelism here (DP without EP, experts
                             # TP-sharded over the stage, is a layout whatif, sweep and simulate score; not searched)
-                        etp = stage // ep if model.moe else 1  # (expert groups span the stage; dense: none)
+                        etp = default_expert_tp(model, stage, ep)
                         rows.append(dict(hw=hw.id, devices=d, tp=tp, dp=dp, pp=pp, ep=ep, etp=etp,
                                          attn_precision=a_prec, ffn_precision=f_prec, kv_precision=kv_for(a_prec)))
     return rows

@@ -20,7 +20,16 @@ from pathlib import Path
 
 from ..checks import choice, real, whole
 from ..errors import InfeasibleError, SimulatorError, SpecError
-from ..plan import AttentionPlacement, FFNPlacement, PhasePlan, ServingPlan, SpeculativeSpec, repriced, validate_phase
+from ..plan import (
+    AttentionPlacement,
+    FFNPlacement,
+    PhasePlan,
+    ServingPlan,
+    SpeculativeSpec,
+    default_expert_tp,
+    repriced,
+    validate_phase,
+)
 from ..precision import KV_PRECISIONS, PRECISIONS
 from ._reader import Reader, load_yaml
 from .catalog import load_hardware, load_model
@@ -267,9 +276,7 @@ def _pool(r: Reader, model: ModelSpec, kv_precision: str) -> Pool:
                                  if r.has("scale_out_latency") else None)
         ffn_devices = af.int("devices", minimum=1)
         af.done()
-    # (colocated: the expert groups span the stage, tp x dp, as ``plan.simple_phase`` defaults them)
-    expert_tp = ffn.int("expert_tp", max(ffn_devices // ep, 1) if (ep > 1 or af is None) and model.is_moe else 1,
-                        minimum=1)  # (a dense model has no experts to shard)
+    expert_tp = ffn.int("expert_tp", default_expert_tp(model, ffn_devices, ep, ffn_pool=af is not None), minimum=1)
     f_tp = ffn.int("tp", tp if af is None else 1, minimum=1)
     if af is None and f_tp != tp:  # colocated: the dense and shared FFN run on the attention's TP group
         raise ffn.error("tp", f"a colocated FFN runs on the attention's TP group (tp {tp}); drop ffn.tp, set "
