@@ -90,3 +90,20 @@ def test_every_replica_holds_the_longest_request():
             assert held.layouts[int(lay)][f"kv_tokens_{role}"] >= longest
     tiny = _screen(5.0, request_max_tokens=1.0, **tol)
     assert len(tiny.candidates) == len(free.candidates)
+
+
+def test_an_arrangement_is_represented_by_its_best_layout_on_both_margins():
+    """Layouts of one arrangement (same pools and devices, different TP / DP / EP) often share the binding margin
+    (the decode pool's TPOT): the representative is then the one with the shorter TTFT, whatever order the screen
+    produced them in; the binding margin still comes first, and a cheaper arrangement before a dearer one."""
+    from simulator.planning.screen import representatives
+
+    rows = pd.DataFrame({"arrangement": ["a", "a", "a", "b"], "cost_per_hour_usd": [10.0, 10.0, 10.0, 5.0],
+                         "ttft_p_s": [0.30, 0.10, 0.05, 0.9], "tpot_p_s": [0.02, 0.02, 0.025, 0.01],
+                         "devices": [4, 4, 4, 2]})
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]):
+        best = representatives(rows.iloc[order], ttft_slo_s=1.0, tpot_slo_s=0.03)
+        assert best.arrangement.tolist() == ["b", "a"]
+        a = best.iloc[1]
+        assert (a.ttft_p_s, a.tpot_p_s) == (0.10, 0.02)  # tied on TPOT / SLO (0.67) with row 0: the shorter TTFT
+        assert a.slo_ratio == pytest.approx(0.02 / 0.03)  # (row 2's shorter TTFT does not buy its worse TPOT)

@@ -338,15 +338,22 @@ def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"
         columns=["mode", "layout_a", "replicas_a", "layout_b", "replicas_b", "max_seqs", "devices",
                  "cost_per_hour_usd", "ttft_p_s", "tpot_p_s", "decode_batch", "prefill_utilisation"])
     if len(cands):
-        slack = np.maximum(cands.ttft_p_s / w.ttft_slo_s, cands.tpot_p_s / w.tpot_slo_s)
-        cands = cands.assign(slo_ratio=slack.replace([np.inf], np.nan))
-        cands = cands.sort_values(["cost_per_hour_usd", "slo_ratio", "devices"], kind="stable")
-        # one representative (the best analytic margin) per arrangement: mode, hardware and devices of each pool
         sig = [_signature(lay, r) for r in cands[["mode", "layout_a", "replicas_a", "layout_b", "replicas_b"]]
                .itertuples(index=False)]
-        cands = cands.assign(arrangement=sig).drop_duplicates("arrangement")
-        cands = cands.head(keep).reset_index(drop=True)
+        cands = representatives(cands.assign(arrangement=sig), w.ttft_slo_s, w.tpot_slo_s).head(keep)
     return Screening(lay, cands, int(evaluated), len(lay))
+
+
+def representatives(cands: pd.DataFrame, ttft_slo_s: float, tpot_slo_s: float) -> pd.DataFrame:
+    """Screened fleets ranked cheapest first, one per ``arrangement`` (mode, hardware and devices of each pool; its
+    layouts differ in TP / DP / EP): the one with the best analytic margin, ``slo_ratio`` = the larger of TTFT / its
+    SLO and TPOT / its SLO (the binding one), and among equal margins (layouts of one arrangement often bind on the
+    same TPOT) the smaller other ratio, then fewer devices."""
+    ttft_r, tpot_r = cands.ttft_p_s / ttft_slo_s, cands.tpot_p_s / tpot_slo_s
+    cands = cands.assign(slo_ratio=np.maximum(ttft_r, tpot_r).replace([np.inf], np.nan),
+                         _other=np.minimum(ttft_r, tpot_r))
+    cands = cands.sort_values(["cost_per_hour_usd", "slo_ratio", "_other", "devices"], kind="stable")
+    return cands.drop(columns="_other").drop_duplicates("arrangement").reset_index(drop=True)
 
 
 def _signature(lay: list[dict], r) -> str:
