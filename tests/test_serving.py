@@ -1516,7 +1516,35 @@ def test_an_overloaded_open_loop_says_so():
             "--requests", "1500"]
     over = CliRunner().invoke(app, [*args, "--rate", "30"])
     assert over.exit_code == 0 and "note: overloaded" in over.output and "--requests" in over.output
+    assert "sustained" not in over.output  # (the fleet does not sustain that rate: no figures at it)
     under = CliRunner().invoke(app, [*args, "--rate", "4"])
     assert under.exit_code == 0 and "overloaded" not in under.output
+    assert "sustained    at the offered 4 req/s: output 1,024 tok/s" in under.output
     closed = CliRunner().invoke(app, [*args, "--concurrency", "64", "--json"])
     assert json.loads(closed.stdout)["backlog"] is None  # (a closed loop's clients wait: no backlog to grow)
+    assert json.loads(closed.stdout)["sustained"] is None  # (its rate is what the loop drives, not an offer)
+
+
+def test_an_open_loop_reports_its_figures_at_the_offered_rate():
+    """A capacity plan prices a fleet at its target rate: price / (rate x output tokens a request). A finite run's
+    own throughput and cost average over its makespan, the drain after the last arrival included, so at the same
+    rate they read lower (its cost higher); ``sustained`` gives the plan's figures. With fixed lengths that is a
+    closed form: 20 req/s x 128 tokens, every request finished, goodput the rate x the share meeting the SLOs."""
+    from dataclasses import replace
+
+    from simulator.specs.traffic import SLO
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1))
+    t = simple_traffic(rate=20.0, concurrency=None, isl=512, osl=128, requests=1200, seed=3)
+    sm = simulate(dep, replace(t, slo=SLO(0.2, 0.012, 90.0))).summary
+    st, price_per_h = sm["sustained"], sm["cost_usd_per_hour"]
+    assert sm["backlog"]["growing"] is False and sm["requests_completed"] == 1200
+    assert st["rate_per_s"] == 20.0 and st["output_tokens_per_s"] == 20.0 * 128 and st["input_tokens_per_s"] == 20 * 512
+    assert st["cost_usd_per_mtok"] == pytest.approx(price_per_h / 3600 / (20.0 * 128) * 1e6, rel=1e-12)
+    assert sm["cost_usd_per_mtok"] > st["cost_usd_per_mtok"]  # (the run's own, over its drain too)
+    assert sm["output_tokens_per_s"] < st["output_tokens_per_s"]
+    share = sm["slo_attainment"]["both"]
+    assert 0 < share < 1 and st["goodput_requests_per_s"] == pytest.approx(20.0 * share, rel=1e-12)
+    # a horizon that cuts the run leaves no sample of the load to scale
+    cut = simulate(dep, t, horizon_s=30.0).summary
+    assert cut["requests_rejected"] > 0 and cut["sustained"] is None

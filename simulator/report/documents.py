@@ -530,7 +530,9 @@ def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
                + (f" --engine {inp['engine']}" if inp.get("engine") else ""))
         assumptions.append(f"To re-run the recommendation, from this report's folder: `{cmd}` (recommended.yaml "
                            "carries the layout and prices, not the rate or SLOs; `simulate` summarises its whole run, "
-                           "fill and drain included, so its percentiles differ somewhat from this steady window).")
+                           "fill and drain included, so its percentiles differ somewhat from this steady window, and "
+                           "its throughput, goodput and cost average over the drain too: its `sustained` line gives "
+                           "them at the offered rate, as this report does).")
     s.append({"title": "Assumptions and prices", "text": assumptions,
               "table": (["hardware", "USD per device-hour", "source", "date", "TDP",
                          *(["used by"] if used_by else [])], price_rows)})

@@ -170,6 +170,7 @@ def simulation_text(sm: dict) -> str:
                            else "n/a (a pool has no price; set price_per_device_hour or --price)"
                            if sm.get("cost_usd_per_hour") is None
                            else f"n/a (no output token finished; the fleet costs ${sm['cost_usd_per_hour']:,.2f}/h)"),
+        *_sustained_lines(sm),
         "",
         table(["pool", "replicas", "busy", "prefill attn", "prefill FFN", "decode attn", "decode FFN", "other",
                "batch fill", "KV mean", "KV max"],
@@ -179,6 +180,22 @@ def simulation_text(sm: dict) -> str:
                 pct(sm["kv_occupancy"].get(p, {}).get("max"))] for p, u in sm["utilisation"].items()]),
     ]
     return "\n".join(lines)
+
+
+def _sustained_lines(sm: dict) -> list[str]:
+    """The open loop's figures at its offered rate (``metrics.sustained_figures``), beside the run's own averages."""
+    st = sm.get("sustained")
+    if not st:
+        return []
+    parts = [f"output {st['output_tokens_per_s']:,.0f} tok/s"]
+    if st["goodput_requests_per_s"] is not None:
+        parts.append(f"goodput {st['goodput_requests_per_s']:,.2f} req/s")
+    if st["cost_usd_per_mtok"] is not None:
+        parts.append(f"${st['cost_usd_per_mtok']:,.3f} per 1M output tokens")
+    return textwrap.wrap(
+        f"sustained    at the offered {st['rate_per_s']:,.4g} req/s: {', '.join(parts)} (the figures above average "
+        "over the whole run, its drain after the last arrival included, as vllm bench serve does; a capacity plan "
+        "at this rate compares with these)", width=100, subsequent_indent="             ")
 
 
 def _err_row(name, d):

@@ -481,7 +481,37 @@ def summarise(requests: pd.DataFrame, steps: pd.DataFrame, sim: Simulation, dep:
         "littles_law": {"arrival_rate_per_s": lam, "mean_time_in_system_s": W, "mean_in_system": L},
         "backlog": None if closed else open_loop_backlog(requests),  # (a closed loop's clients wait: no backlog)
     }
+    summary["sustained"] = None if closed else sustained_figures(
+        requests, traffic, summary["backlog"], int(ok.sum()) if has_slo else None, price_s)
     return summary
+
+
+def sustained_figures(requests: pd.DataFrame, traffic: Traffic, backlog: dict | None, met_slo: int | None,
+                      price_usd_per_s: float) -> dict | None:
+    """An open loop's figures at its offered rate, as a fleet serving that traffic for good delivers them: the run's
+    own throughput, goodput and cost average over its whole makespan (as ``vllm bench serve`` does), the drain after
+    the last arrival included, when the fleet still costs but no new work comes, so a short run reads them low (and
+    the cost high) against a capacity plan at the same rate. Here each is the rate x what an arrived request brought
+    on average: output and input tokens of the finished ones, ``met_slo`` of them meeting both SLOs (None: no SLO).
+    The rate is the traffic's (Poisson, gamma), else a trace's arrivals over its span. None where the fleet does not
+    sustain the rate (``backlog['growing']``) or a horizon cut the run (what it left is not a sample of the load)."""
+    if backlog is None or backlog["growing"]:
+        return None
+    reason = requests.reason.to_numpy(object)
+    if ((reason == UNFINISHED) | (reason == NOT_ARRIVED)).any():
+        return None
+    arr = requests.arrival_s.to_numpy(float)
+    n = len(arr)
+    if traffic.arrival in ("poisson", "gamma"):
+        rate = float(traffic.rate_per_s)
+    else:  # a trace: n arrivals, n - 1 gaps over its span
+        rate = (n - 1) / float(arr.max() - arr.min())
+    fin = (requests.status == "finished").to_numpy()
+    out_tok = float(requests.output_tokens.to_numpy()[fin].sum()) / n
+    in_tok = float(requests.prompt_tokens.to_numpy()[fin].sum()) / n
+    return {"rate_per_s": rate, "input_tokens_per_s": rate * in_tok, "output_tokens_per_s": rate * out_tok,
+            "goodput_requests_per_s": rate * met_slo / n if met_slo is not None else None,
+            "cost_usd_per_mtok": _finite(price_usd_per_s / (rate * out_tok) * 1e6) if out_tok else None}
 
 
 def meets_slo(ttft_s: np.ndarray, tpot_s: np.ndarray, slo) -> tuple[np.ndarray, np.ndarray]:
