@@ -696,8 +696,8 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
                kv_precision=kv_precision, timing=model_t,
                prices_usd_per_hour=price_overrides(prices or [], ids))
     ok = df[df.fits]
-    if tpot_slo:
-        ok = ok[ok.tpot_s <= tpot_slo]
+    if tpot_slo:  # the TPOT a request sees, its batch's other prefills included (the throughput's own cycle)
+        ok = ok[ok.tpot_served_s <= tpot_slo]
     if ttft_slo:
         ok = ok[ok.ttft_s <= ttft_slo]
     if ok.empty:
@@ -707,9 +707,15 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
         raise InfeasibleError(infeasible_reason(df, model, devices, isl=isl, osl=osl, kv_precision=kv_precision,
                                                 tpot_slo_s=tpot_slo, ttft_slo_s=ttft_slo))
     front = pareto_front(ok)
+    df.attrs["meet_slos"] = len(ok)
     if rate:  # every row (the CSV) and the front carry the fleet at that rate, and the one-replica figure beside it
         front = plan_capacity(front, rate_per_s=rate, osl=osl, devices=devices)
         df = plan_capacity(df, rate_per_s=rate, osl=osl, devices=devices)
+        df.attrs["meet_slos"] = len(ok)
+        # the cheapest fleet at that rate among the configurations that fit and meet the SLOs (the front ranks by
+        # throughput per device, which a dearer device can lead): fewer devices, then the lower TPOT, on a tie
+        fleets = df.loc[ok.index].sort_values(["fleet_usd_per_hour", "devices_total", "tpot_served_s"], kind="stable")
+        df.attrs["cheapest"] = fleets.iloc[0].to_dict()
     return df, front
 
 
@@ -727,5 +733,13 @@ def run_sweep_deployment(deployment: str, tpot_slo_s: float | None, isl: int, os
     dep = read_deployment(resolve_workload(deployment, "deployments", "deployment"))
     model = resolve_timing(timing)
     check_overlays_apply(model, set(dep.device_ids), "--timing")
-    out = largest_batch_under_tpot(dep.serving_plan(), tpot_slo_s, isl=isl, osl=osl, timing=model)
+    from .serving.profiles import engine_profile
+    from .serving.runner import batch_limits
+
+    pool = dep.pools_serving("decode")[0]
+    max_seqs = batch_limits(pool, engine_profile(pool.engine))[0]  # the pool's, else its engine server's default
+    out = largest_batch_under_tpot(dep.serving_plan(), tpot_slo_s, isl=isl, osl=osl, timing=model, max_batch=max_seqs)
+    if out["limited_by"] == "max_batch":
+        out["limited_by"] = (f"the decode pool's max_seqs ({max_seqs})" if pool.max_seqs is not None else
+                             f"the {pool.engine} server's default max_seqs ({max_seqs})")
     return {"deployment": dep.file or dep.id, "model": dep.model.id, **out}

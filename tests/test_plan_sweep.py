@@ -23,14 +23,71 @@ def _batch(dep, slo):
 
 
 def test_largest_batch_under_tpot_is_the_largest():
-    for dep in ("doubao-class-afd", "dbrx-h100-prefill-h20-decode"):
+    """The largest batch under the target that the deployment can run: one more sequence breaks the target or
+    memory, or is past the decode pool's max_seqs (the P/D file caps its H20 decode pool at 256, which still meets
+    30 ms there)."""
+    for dep, cap in (("doubao-class-afd", None), ("dbrx-h100-prefill-h20-decode", 256)):
         d = _batch(dep, "30ms")
         assert {"batch", "tpot_s", "decode_tokens_per_s_per_device"} <= set(d)
         assert d["tpot_s"] <= 0.030
         plan = read_deployment(resolve_workload(dep, "deployments", "deployment")).serving_plan()
         nxt = whatif(plan, batch=d["batch"] + 1, isl=1024, osl=256)
-        assert nxt.tpot_s > 0.030 or not nxt.fits  # one more sequence breaks the target (or memory)
+        if cap is None:
+            assert nxt.tpot_s > 0.030 or not nxt.fits  # one more sequence breaks the target (or memory)
+        else:
+            assert d["batch"] == cap and nxt.fits and nxt.tpot_s <= 0.030
+            assert d["limited_by"] == f"the decode pool's max_seqs ({cap})"
         assert d["decode_tokens_per_s_per_device"] > 0
+
+
+def test_the_largest_batch_search_reaches_a_cap_that_is_not_a_power_of_two():
+    """Doubling from 1 probes 1, 2, 4, ... and then the cap itself: a cap of 200 with a loose target answers 200
+    (before, the doubling stopped at 128); a cap of 1 answers 1 without a second probe."""
+    from simulator.planning.sweep import largest_batch_under_tpot
+
+    plan = read_deployment(resolve_workload("dbrx-8xh100", "deployments", "deployment")).serving_plan()
+    assert largest_batch_under_tpot(plan, 1.0, isl=1024, osl=256, max_batch=200)["batch"] == 200
+    one = largest_batch_under_tpot(plan, 1.0, isl=1024, osl=256, max_batch=1)
+    assert one["batch"] == 1 and one["limited_by"] == "max_batch"
+
+
+def test_the_sweep_tpot_is_what_a_request_sees_in_the_throughput_cycle():
+    """The sweep's throughput runs a batch through a cycle of osl - 1 decode steps and its batch / dp prefill
+    steps; a request's TTFT plus its osl - 1 TPOT gaps (the served TPOT) span that cycle, so --tpot-slo holds the
+    gap that throughput implies, not one bare decode step (which passed 48 of 864 DBRX configurations whose
+    cycle gave each sequence a token every 70-123 ms under a 50 ms target)."""
+    import pytest
+
+    from simulator.planning.sweep import sweep
+
+    isl, osl = 2048, 512
+    df = sweep("dbrx", ["h20"], 8, isl=isl, osl=osl, precisions=["bf16", "fp8"])
+    full = df[df.batch >= df.dp]  # (fewer sequences than DP ranks: a request still waits out its own whole prefill)
+    cycle = full.batch * osl / full.output_tokens_per_s
+    assert len(full) > 200
+    assert (full.ttft_s + (osl - 1) * full.tpot_served_s).to_numpy() == pytest.approx(cycle.to_numpy(), rel=1e-9)
+    assert (df.tpot_served_s >= df.tpot_s).all() and (df.tpot_served_s > 2 * df.tpot_s).any()
+    r = runner.invoke(app, ["sweep", "--model", "dbrx", "--hardware", "h20", "--devices", "8", "--tpot-slo", "50ms",
+                            "--json"])
+    front = _strict(r.output)["front"]
+    assert front and all(row["tpot_served_s"] <= 0.050 for row in front)
+
+
+def test_with_a_rate_the_sweep_names_the_cheapest_fleet_even_off_the_front():
+    """The front ranks throughput per device, which a dearer device leads; at --rate the cheapest fleet meeting the
+    SLOs is named whether or not it is on the front, and no configuration that fits and meets them costs less."""
+    from simulator.commands import run_sweep
+
+    df, front = run_sweep("dbrx", "h100-sxm,h200-sxm,h20", 8, 2048, 512, "bf16,fp8", "bf16",
+                          "1,2,4,8,16,32,64,128,256", 0.05, None, 20.0, None, ["h20=0.30"])
+    cheap = df.attrs["cheapest"]
+    ok = df[df.fits & (df.tpot_served_s <= 0.05)]
+    assert len(ok) == df.attrs["meet_slos"] and cheap["fleet_usd_per_hour"] == ok.fleet_usd_per_hour.min()
+    assert cheap["hardware"] == "h20" and set(front.hardware) == {"h200-sxm"}
+    from simulator.report.render import sweep_text
+
+    text = sweep_text(df, front)
+    assert "cheapest fleet at --rate (off the front" in text and "$7.20/h" in text
 
 
 def test_tighter_tpot_never_allows_a_larger_batch():

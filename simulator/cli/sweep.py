@@ -39,7 +39,9 @@ def sweep(
     batches: str = typer.Option("1,2,4,8,16,32,64,128,256", "--batches", parser=int_list(1, 1_000_000),
                                 help="Comma-separated decode batches."),
     tpot_slo: float = typer.Option(None, "--tpot-slo", parser=tpot_slo_duration(),
-                                  help="Keep configurations with TPOT <= this (e.g. 50ms)."),
+                                  help="Keep configurations whose TPOT <= this (e.g. 50ms): a decode step plus the "
+                                       "batch's other prefills spread over a request's output, as the "
+                                       "throughput counts them."),
     ttft_slo: float = typer.Option(None, "--ttft-slo", parser=duration(),
                                   help="Keep configurations with TTFT <= this (e.g. 2s)."),
     rate: float = typer.Option(None, "--rate", parser=rate_flag(),
@@ -105,8 +107,8 @@ def sweep(
         from ..report.plots import pareto
 
         ok = df[df.fits]
-        pareto(ok.assign(config=ok.hardware + " " + ok.precision), "tpot_s", "output_tokens_per_s_per_device", plot,
-               front=front, slo={"tpot_s": tpot_slo, "ttft_s": ttft_slo},
+        pareto(ok.assign(config=ok.hardware + " " + ok.precision), "tpot_served_s", "output_tokens_per_s_per_device",
+               plot, front=front, slo={"tpot_served_s": tpot_slo, "ttft_s": ttft_slo},
                title=f"{model}, ISL {isl}, OSL {osl}: throughput per device vs TPOT (plans that fit)")
     if json_out:
         emit_json({"front": front.to_dict(orient="records")},

@@ -85,6 +85,10 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
         tpot = dec.forward_s
         ttft = pre.forward_s
         out_tps = batch * osl / ((osl - 1) * tpot + batch * ttft / dp)
+        # the TPOT a request sees in that cycle: its decode steps plus the other prefills the batch runs meanwhile
+        # (batch / dp - 1 steps of ttft on its rank, stalled or chunked into the steps: the same time either way),
+        # over its osl - 1 gaps; the decode step alone (tpot_s) where one token leaves no gap to stretch
+        tpot_served = tpot + np.maximum(batch / dp - 1, 0) * ttft / max(osl - 1, 1) if osl > 1 else tpot
         kv_cap = np.empty(len(combos))
         weights = np.empty(len(combos))
         for (t, e), idx in pd.Series(range(len(combos))).groupby([tp, ep]):
@@ -99,6 +103,7 @@ def sweep(model_id: str, hardware: Sequence[str], devices: int, *, isl: int, osl
             "hardware": hw.id if in_catalogue(hw) else hw_id, "precision": prec, "tp": tp.astype(int),
             "ep": ep.astype(int),
             "dp": dp.astype(int), "batch": batch.astype(int), "ttft_s": ttft, "tpot_s": tpot,
+            "tpot_served_s": tpot_served,
             "output_tokens_per_s": out_tps, "output_tokens_per_s_per_device": out_tps / devices,
             "weights_bytes_per_device": weights, "kv_token_capacity": kv_cap, "fits": fits,
             "usd_per_hour": price * 3600, "cost_usd_per_mtok": price / out_tps * 1e6,
@@ -121,7 +126,7 @@ def infeasible_reason(df: pd.DataFrame, model_id: str, devices: int, *, isl: int
     the one short of the least memory per device (what it needs and what the device has)."""
     fit = df[df.fits]
     if len(fit):
-        targets = (("TTFT", "ttft_s", ttft_slo_s), ("TPOT", "tpot_s", tpot_slo_s))
+        targets = (("TTFT", "ttft_s", ttft_slo_s), ("TPOT", "tpot_served_s", tpot_slo_s))
         limits = [(name, col, lim) for name, col, lim in targets if lim]
         worst = np.max([fit[col].to_numpy() / lim for _, col, lim in limits], axis=0)
         best = fit.iloc[int(np.argmin(worst))]
@@ -144,11 +149,14 @@ def infeasible_reason(df: pd.DataFrame, model_id: str, devices: int, *, isl: int
     return f"no configuration fits in memory; closest: {_row_label(r)}: {m.explain()}"
 
 
-def pareto_front(df: pd.DataFrame, x: str = "tpot_s", y: str = "output_tokens_per_s_per_device") -> pd.DataFrame:
+def pareto_front(df: pd.DataFrame, x: str | None = None, y: str = "output_tokens_per_s_per_device") -> pd.DataFrame:
     """Rows not dominated by another (lower-or-equal x and higher-or-equal y, one strictly). Rows without both
-    figures (NaN: a configuration that does not fit) are not comparable and are left out."""
+    figures (NaN: a configuration that does not fit) are not comparable and are left out. ``x`` defaults to the TPOT
+    a request sees (``tpot_served_s``, what the sweep's throughput implies), or ``tpot_s`` in a frame without it."""
     if not isinstance(df, pd.DataFrame):
         raise SimulatorError(f"pareto_front: expected a DataFrame (sweep's result), got {type(df).__name__}")
+    if x is None:
+        x = "tpot_served_s" if "tpot_served_s" in df.columns else "tpot_s"
     missing = [c for c in (x, y) if c not in df.columns]
     if missing:
         raise SimulatorError(f"pareto_front: no column {', '.join(map(repr, missing))}; the frame has "
@@ -195,14 +203,14 @@ def largest_batch_under_tpot(plan, tpot_slo_s: float, *, isl: int, osl: int, max
         why = "does not fit in memory" if not first.fits else f"TPOT {first.tpot_s * 1e3:.2f} ms at batch 1"
         raise InfeasibleError(f"no batch meets TPOT <= {tpot_slo_s * 1e3:.3g} ms: {why}")
     lo, best, hi = 1, first, None
-    b = 2
-    while b <= max_batch:
+    b = min(2, max_batch)
+    while b > lo:  # doubling, the last probe at max_batch itself
         r, ok = probe(b)
         if not ok:
             hi = b
             break
         lo, best = b, r
-        b *= 2
+        b = min(b * 2, max_batch)
     if hi is not None:
         while hi - lo > 1:
             mid = (lo + hi) // 2

@@ -230,25 +230,43 @@ def calibration_text(report: dict) -> str:
 
 
 def sweep_text(df, front) -> str:
-    cols = ["hardware", "precision", "tp", "ep", "batch", "ttft_s", "tpot_s", "output_tokens_per_s_per_device",
-            "cost_usd_per_mtok"]
+    cols = ["hardware", "precision", "tp", "ep", "batch", "ttft_s", "tpot_s", "tpot_served_s",
+            "output_tokens_per_s_per_device", "cost_usd_per_mtok"]
     dp = "dp" in front.columns  # attention data parallelism (a replica is tp x dp devices)
     extra = [c for c in ("replicas", "fleet_usd_per_hour") if c in front.columns]
-    rows = []
-    for r in front[cols + (["dp"] if dp else []) + extra].itertuples(index=False):
-        d = r._asdict()
+
+    def cells(d: dict) -> list:
         row = [d["hardware"], d["precision"], d["tp"]] + ([d["dp"]] if dp else []) + [
-            d["ep"], d["batch"], s(d["ttft_s"]), s(d["tpot_s"]), f"{d['output_tokens_per_s_per_device']:,.1f}",
+            d["ep"], d["batch"], s(d["ttft_s"]), s(d["tpot_s"]), s(d["tpot_served_s"]),
+            f"{d['output_tokens_per_s_per_device']:,.1f}",
             f"${d['cost_usd_per_mtok']:.3f}" if d["cost_usd_per_mtok"] == d["cost_usd_per_mtok"] else "n/a"]
         if extra:
             row += [d["replicas"], f"${d['fleet_usd_per_hour']:,.2f}" if d["fleet_usd_per_hour"] ==
                     d["fleet_usd_per_hour"] else "n/a"]
-        rows.append(row)
-    head = ["hardware", "precision", "tp"] + (["dp"] if dp else []) + ["ep", "batch", "TTFT", "TPOT", "tok/s/device",
-                                                                       "$/1M tok"]
+        return row
+
+    rows = [cells(r._asdict()) for r in front[cols + (["dp"] if dp else []) + extra].itertuples(index=False)]
+    head = ["hardware", "precision", "tp"] + (["dp"] if dp else []) + [
+        "ep", "batch", "TTFT", "TPOT step", "TPOT", "tok/s/device", "$/1M out tok" + (" (fleet)" if extra else "")]
     head += ["replicas", "fleet $/h"][: len(extra)]
-    return (f"{len(df)} configurations scored, {int(df.fits.sum())} fit; Pareto front "
-            f"(throughput per device vs TPOT):\n" + table(head, rows))
+    meet = df.attrs.get("meet_slos")
+    lines = [f"{len(df)} configurations scored, {int(df.fits.sum())} fit"
+             + (f", {meet} fit and meet the SLOs" if meet is not None and meet != int(df.fits.sum()) else "")
+             + "; Pareto front (throughput per device vs TPOT):", table(head, rows),
+             *textwrap.wrap("TPOT step: one decode step; TPOT: what a request sees, its batch's prefills in between "
+                            "(the throughput's own cycle; --tpot-slo holds it). $/1M out tok: "
+                            + ("the fleet's at --rate." if extra else "one replica running full."), width=100)]
+    cheap = df.attrs.get("cheapest")
+    if cheap is not None:
+        on_front = any(all(cheap[k] == r[k] for k in ("hardware", "precision", "tp", "ep", "batch"))
+                       for r in front.to_dict(orient="records"))
+        lines += textwrap.wrap(("cheapest fleet at --rate (on the front): " if on_front else
+                      "cheapest fleet at --rate (off the front, which ranks throughput per device): ")
+                     + f"{cheap['hardware']} {cheap['precision']}, tp {cheap['tp']}, ep {cheap['ep']}, batch "
+                       f"{cheap['batch']}: {cheap['replicas']} replica{'s' if cheap['replicas'] != 1 else ''}, "
+                       f"${cheap['fleet_usd_per_hour']:,.2f}/h, ${cheap['cost_usd_per_mtok']:.3f} per 1M output "
+                       f"tokens, TPOT {s(cheap['tpot_served_s'])}", width=100)
+    return "\n".join(lines)
 
 
 def serving_validation_text(result: dict) -> str:
