@@ -550,7 +550,8 @@ def test_the_caution_gives_the_bisection_bracket_and_an_unpriced_recommendation_
            "candidates": [rec, other], "error_band": {"median_ape": 0.13}, "recommended": rec}
     text = recommendation_text(doc)  # (an unpriced recommendation: no price ordering, no TypeError)
     assert "cheaper candidate" not in text
-    assert "between +5% and +20%" in text and "--bisect-steps" in text and "--top-k" in text
+    # (the advice that changes the answer: a margin over the rate, not more candidates at the same rate)
+    assert "between +5% and +20%" in text and "--bisect-steps" in text and "(--rate 11.3)" in text
     rec["verified"]["load_trace"][1]["rate_per_s"] = 11.0  # the whole bracket inside the error band
     assert "a headroom of +5% to +10% is inside" in recommendation_text(doc)
 
@@ -698,3 +699,29 @@ def test_plan_for_a_named_vllm_release(tmp_path):
                             "--engine", "sglang", "--engine-version", "0.5.6", *FAST, "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "--engine-version 0.5.6: a release matters for vllm only" in r.output, r.output
     assert not (tmp_path / "x").exists()
+
+
+def test_a_plan_no_fleet_meets_says_what_to_relax(tmp_path):
+    """An impossible TPOT target: the one error line names the closest arrangement, by how much it misses, and
+    what the planner can be told to change (with the current limits), and writes nothing."""
+    out = tmp_path / "none"
+    r = runner.invoke(app, ["plan", "--model", "llama-3.1-8b", "--traffic", "chat", "--rate", "2", "--hardware",
+                            "h100-sxm", "--tpot-slo", "0.5ms", "--max-devices", "4", "--out", str(out)])
+    assert r.exit_code == 1, r.output
+    line = _err(r)
+    assert "no arrangement meets the SLOs even analytically; closest: " in line and "TPOT" in line
+    assert "loosen the target it misses, allow larger fleets (--max-devices, 4 now)" in line and "--hardware" in line
+    assert not out.exists()
+
+
+def test_compare_brackets_a_large_headroom_instead_of_stopping_at_4x():
+    """`compare` ranks given deployments by the load each carries: the bracket runs to 32x the target, so DBRX on
+    8 x H100, which serves chat traffic far past 4x of 1 req/s, gets a found maximum (the largest rate met below
+    the first missed) rather than "4+"."""
+    r = CliRunner().invoke(app, ["compare", "dbrx-8xh100", "--traffic", "chat", "--rate", "1", "--requests", "200",
+                                 "--workers", "1", "--bisect-steps", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    v = json.loads(r.stdout)["candidates"][0]["verified"]
+    assert v["max_rate_bounded"] is True and 4.0 < v["max_rate_per_s"] < 32.0
+    tried = [t["rate_per_s"] for t in v["load_trace"]]
+    assert max(tried) == 2 * v["max_rate_per_s"] and not v["load_trace"][-1]["slo_met"]

@@ -450,7 +450,8 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
                   for n, v, lim in (("TTFT", best.ttft_p_s, slo.ttft_s), ("TPOT", best.tpot_p_s, slo.tpot_s))
                   if v > lim]
         raise InfeasibleError(f"no arrangement meets the SLOs even analytically; closest: {best['arrangement']} "
-                              f"(${best.cost_per_hour_usd:.2f}/h) misses by {'; '.join(misses)}")
+                              f"(${best.cost_per_hour_usd:.2f}/h) misses by {'; '.join(misses)}. "
+                              + _relax_hint(req, simulated=False))
 
     # ---- verify in cost order until one passes --------------------------------------------------
     verified: dict[int, dict] = {}
@@ -499,7 +500,8 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
         best = min(sim, key=lambda d: _miss(d["verified"], slo)[0])
         raise InfeasibleError(f"no candidate meets the SLOs in the simulation at {rate:g} req/s ({len(sim)} "
                               f"simulated, cheapest first); closest: {best['id']} {best['arrangement']} "
-                              f"(${best['cost_per_hour_usd']:.2f}/h): {_miss(best['verified'], slo)[1]}")
+                              f"(${best['cost_per_hour_usd']:.2f}/h): {_miss(best['verified'], slo)[1]}. "
+                              + _relax_hint(req, simulated=True))
     # the cheapest; among equals, the one confirmed on a second run (see ``_confirmed``)
     rec = min(passing_docs, key=lambda d: (d["cost_per_hour_usd"], "confirmation" not in d["verified"],
                                            int(d["id"][1:])))
@@ -551,6 +553,20 @@ def _breakdown(dep: Deployment, rec: dict, w: Workload, timing=None) -> list[dic
              "prompt_tokens": max(int(w.isl_mean), 1)} for r in res.quadrant_rows]
 
 
+def _relax_hint(req: PlanRequest, *, simulated: bool) -> str:
+    """What a planner can change when no fleet meets the SLOs: the target it misses, the fleet's size limit, the
+    devices searched, and (after simulation) how many candidates are simulated."""
+    more = f"simulate more candidates (--verify-max, {req.verify_max} now), " if simulated else ""
+    return (f"To find one: loosen the target it misses, allow larger fleets (--max-devices, {req.max_devices} now), "
+            f"{more}or add faster or larger devices (--hardware)")
+
+
+# ``compare`` brackets each deployment's maximum rate over 1/32x to 32x the target (``plan`` over 1/4x to 4x, for
+# the many candidates it verifies): a handful of given deployments, compared on how much load each carries, would
+# otherwise all read "4x+" where several have that much headroom
+COMPARE_EXPAND_STEPS = 5
+
+
 def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | None, *, requests: int | None = None,
                         bisect_steps: int = 3, workers: int | None = None, executor=None,
                         progress: Callable[[str, int, int], None] | None = None,
@@ -581,7 +597,7 @@ def compare_deployments(deps: list[Deployment], traffic: Traffic, rate: float | 
     check_overlays_apply(timing_model(timing), {i for d in deps for i in d.device_ids}, "--timing")
     res = verify_many(deps, traffic, slo, rate, bisect_steps=bisect_steps, workers=workers, executor=executor,
                       progress=(lambda n, t: progress("simulating", n, t)) if progress else None, timing=timing,
-                      steady_s=steady_seconds(w))
+                      steady_s=steady_seconds(w), expand_steps=COMPARE_EXPAND_STEPS)
     for dep, r in zip(deps, res):  # a deployment the user gave that cannot run is their input's error
         if r.get("error"):
             raise SimulatorError(f"{_rel(dep.file) or dep.id}: {r['error']}")

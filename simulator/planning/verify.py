@@ -207,8 +207,9 @@ def verify_task(dep: Deployment, traffic: Traffic, slo: SLO, rate_per_s: float, 
 def verify_many(deps: Sequence[Deployment], traffic: Traffic, slo: SLO, rate_per_s: float, *,
                 bisect_steps: int = 3, workers: int | None = None, executor: Executor | None = None,
                 progress: Callable[[int, int], None] | None = None, timing: str | None = None,
-                steady_s: float = 0.0) -> list[dict]:
-    """Verify every deployment; results in input order. Local processes unless ``executor`` is given."""
+                steady_s: float = 0.0, expand_steps: int = 2) -> list[dict]:
+    """Verify every deployment; results in input order. Local processes unless ``executor`` is given.
+    ``expand_steps``: the doublings (or halvings) that bracket each one's maximum rate (``verify_task``)."""
     if not deps:
         return []
     results: list[dict | None] = [None] * len(deps)
@@ -220,12 +221,13 @@ def verify_many(deps: Sequence[Deployment], traffic: Traffic, slo: SLO, rate_per
     try:
         if executor is None:
             for i, d in enumerate(deps):
-                results[i] = verify_task(d, traffic, slo, rate_per_s, bisect_steps, timing=timing, steady_s=steady_s)
+                results[i] = verify_task(d, traffic, slo, rate_per_s, bisect_steps, expand_steps, timing=timing,
+                                         steady_s=steady_s)
                 if progress:
                     progress(i + 1, len(deps))
         else:
-            futs = {executor.submit(verify_task, d, traffic, slo, rate_per_s, bisect_steps, timing=timing,
-                                   steady_s=steady_s): i
+            futs = {executor.submit(verify_task, d, traffic, slo, rate_per_s, bisect_steps, expand_steps,
+                                   timing=timing, steady_s=steady_s): i
                     for i, d in enumerate(deps)}
             for n, f in enumerate(as_completed(futs), 1):
                 results[futs[f]] = f.result()

@@ -402,7 +402,8 @@ def _headroom_caution(doc: dict, rec: dict, head: float | None) -> str:
                + ("" if alt["verified"].get("max_rate_bounded", True) else "at least ")
                + f"{alt['verified']['max_rate_per_s'] / rate - 1:+.0%}." if alt else
                "; no simulated candidate has more headroom than that"
-               + (" (a larger --top-k simulates more candidates per round)." if plan else ".")))
+               + (f"; to plan with a margin, plan for the rate plus it (--rate {rate * (1 + band):.3g})."
+                  if plan else ".")))
 
 
 def sections(doc: dict, figures: dict[str, str]) -> list[dict]:
