@@ -281,6 +281,7 @@ def test_compare_lists_each_price_a_device_is_given(tmp_path):
         assert by_id[users[0]].startswith("agg: " + next(n for n, u in given.items() if u == usd))
     md = (out / "report.md").read_text()
     assert "| used by |" in md and "| $1.200 |" in md and "| $3.000 |" in md
+    assert md.startswith("# Comparison: llama-3.1-8b at ")  # (the title names the model compared)
 
 
 def test_compare_runs_records_and_reports_its_timing_model(tmp_path):

@@ -86,13 +86,20 @@ def test_figures_say_when_they_leave_candidates_out(drawn, tmp_path, n):
 
 
 def test_the_cost_figure_is_cheapest_first_whatever_the_candidates_order(drawn, tmp_path):
-    doc = {"inputs": {"rate_per_s": 4.0}, "candidates": _cands([3.0, 1.0, 2.0])}
+    """A plan's candidates are drawn cheapest first; a comparison's deployments in the order given, as its table
+    lists them (the title says which)."""
+    doc = {"inputs": {"rate_per_s": 4.0, "modes": ["agg"]}, "candidates": _cands([3.0, 1.0, 2.0])}
     documents.fig_pool_costs(doc, tmp_path / "p.png")
     ax = drawn[-1].axes[0]
     ids = [t.get_text() for t in ax.get_xticklabels()]
     cost = {c["id"]: c["cost_per_hour_usd"] for c in doc["candidates"]}
     assert sorted(ids) == sorted(cost) and [cost[i] for i in ids] == sorted(cost.values())
     assert "cheapest first" in ax.get_title()
+    del doc["inputs"]["modes"]  # (a comparison)
+    documents.fig_pool_costs(doc, tmp_path / "c.png")
+    ax = drawn[-1].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [c["id"] for c in doc["candidates"]]
+    assert "in the order given" in ax.get_title() and ax.get_xlabel() == "deployment (id in the table)"
 
 
 def test_an_unpriced_fleet_reads_as_unpriced_and_draws_no_empty_cost_figure(drawn, tmp_path):
@@ -121,3 +128,15 @@ def test_the_recommendation_names_only_the_latency_targets_the_traffic_sets():
     assert recommendation_text(doc) == "No candidate met 2 requests/s under p90 TTFT <= 500.0 ms in the simulation."
     doc["slo"] = {"percentile": 99.0, "ttft_s": float("inf"), "tpot_s": 0.05}
     assert recommendation_text(doc) == "No candidate met 2 requests/s under p99 TPOT <= 50.0 ms in the simulation."
+
+
+def test_the_cost_latency_figure_names_each_simulated_fleet(drawn, tmp_path):
+    """Two fleets at one price are told apart by their table ids beside their points, in both panels; a candidate
+    only screened (no simulation) carries none."""
+    doc = {"inputs": {"rate_per_s": 4.0}, "slo": {"ttft_s": 0.5, "tpot_s": 0.03, "percentile": 90},
+           "candidates": _cands([2.0, 2.0]) + [dict(_cands([3.0])[0], id="d2", verified=None,
+                                                    analytic={"ttft_p_s": 0.2, "tpot_p_s": 0.02})]}
+    doc["recommended"] = doc["candidates"][0]
+    documents.fig_pareto(doc, tmp_path / "x.png")
+    for ax in drawn[-1].axes:
+        assert sorted(t.get_text() for t in ax.texts) == ["d0", "d1"]

@@ -161,9 +161,9 @@ def test_the_cost_per_pool_figure_names_both_axes(kept, tmp_path):
     cands = [{"id": f"c{i}", "cost_per_hour_usd": usd, "pools": [{"role": "prefill", "cost_per_hour_usd": usd / 2},
                                                                   {"role": "decode", "cost_per_hour_usd": usd / 2}]}
              for i, usd in enumerate((24.0, 30.0))]
-    documents.fig_pool_costs({"candidates": cands}, tmp_path / "p.png")
+    documents.fig_pool_costs({"inputs": {"modes": ["pd"]}, "candidates": cands}, tmp_path / "p.png")
     ax = kept[-1].axes[0]
-    assert ax.get_xlabel() == "candidate (id in the candidates table)"
+    assert ax.get_xlabel() == "candidate (id in the table)"
     assert ax.get_ylabel() == "USD per hour"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["c0", "c1"]
 
@@ -208,9 +208,9 @@ def test_the_recommendation_says_how_it_broke_a_tie_on_price():
     plan = {"inputs": {"rate_per_s": 30.0, "modes": ["pd"]}, "slo": slo, "recommended": rec,
             "candidates": [_fleet("c0", 9.6, slo_met=False), rec, twin, dearer]}
     text = recommendation_text(plan)
-    assert ("2 simulated fleets meet the SLOs at this price (c1, c4); ties go to the screen's order, the best analytic "
-            "latency margin to the SLOs and then the fewest devices, so c1 was picked (and confirmed on a second "
-            "run).") in text
+    assert ("2 simulated fleets meet the SLOs at this price (c1, c4). At one price the planner takes the one the "
+            "analytic screen ranked first: the larger margin to the SLO nearest its limit, then to the other, then "
+            "fewer devices; that is c1, confirmed on a second run.") in text
     # (c0: the one that missed is counted apart; nothing is cheaper, so no "0 cheaper candidates" clause)
     assert "1 candidate at the same price was simulated and missed the SLOs" in text and "cheaper" not in text
     compare = dict(plan, inputs={"rate_per_s": 30.0}, recommended=_fleet("d2", 9.6),

@@ -355,4 +355,5 @@ def compare_cmd(
     outcome.doc["metadata"] = metadata(seed=outcome.doc["inputs"].get("seed"),
                                        timing_model=outcome.doc["inputs"].get("timing"),
                                        inputs={"deployment": list(deployments), "traffic": traffic})
-    _finish(outcome, out, json_out, f"Comparison at {outcome.rate_per_s:g} req/s")
+    models = ", ".join(dict.fromkeys(d.model.id for d in deps))
+    _finish(outcome, out, json_out, f"Comparison: {models} at {outcome.rate_per_s:g} req/s")

@@ -80,6 +80,10 @@ def fig_pareto(doc: dict, path: Path) -> Path | None:
         if rec and _lat(rec, key) is not None and rec.get("cost_per_hour_usd") is not None:
             ax.scatter([rec["cost_per_hour_usd"]], [_lat(rec, key) * 1e3], s=180, marker="*", color="gold",
                        edgecolor="k", zorder=5, label="recommended")
+        for c in cands:  # the simulated ones by their table id (two fleets at one price are then told apart)
+            if c.get("verified") and _lat(c, key) is not None:
+                ax.annotate(c["id"], (c["cost_per_hour_usd"], _lat(c, key) * 1e3), textcoords="offset points",
+                            xytext=(5, 4), fontsize=7)
         _slo_lines(ax, lim)
         ax.set_xlabel("fleet cost (USD per hour)")
         ax.set_ylabel(f"p{doc['slo']['percentile']:g} {name} (ms)")
@@ -169,10 +173,11 @@ def fig_load(doc: dict, path: Path, band: float | None, max_lines: int = 4) -> P
 
 
 def fig_pool_costs(doc: dict, path: Path, n: int = 8) -> Path | None:
-    """Each candidate's cost per hour, stacked by pool, the cheapest ``n`` (of those priced) from left to right;
-    None (no figure) when none is priced."""
-    cands = sorted((c for c in doc["candidates"] if c.get("cost_per_hour_usd") is not None),
-                   key=lambda c: c["cost_per_hour_usd"])[:n]  # (a stable sort: ties keep the document's order)
+    """Each candidate's cost per hour, stacked by pool: a plan's cheapest ``n`` (of those priced) from left to right,
+    a comparison's deployments in the order given, as its table lists them; None (no figure) when none is priced."""
+    plan = bool(doc["inputs"].get("modes"))
+    priced = [c for c in doc["candidates"] if c.get("cost_per_hour_usd") is not None]
+    cands = (sorted(priced, key=lambda c: c["cost_per_hour_usd"]) if plan else priced)[:n]  # (stable: ties keep order)
     if not cands:
         return None
     fig, ax = plt.subplots(figsize=(10, 4.2))
@@ -187,9 +192,10 @@ def fig_pool_costs(doc: dict, path: Path, n: int = 8) -> Path | None:
             ax.bar(i, v, bottom=bottom, color=colours.get(p["role"], "grey"), label=lab)
             bottom += v
     ax.set_xticks(range(len(cands)), [c["id"] for c in cands])
-    ax.set_xlabel("candidate (id in the candidates table)")  # (categorical: one bar per fleet, no unit)
+    ax.set_xlabel(f"{'candidate' if plan else 'deployment'} (id in the table)")  # (categorical: a bar a fleet)
     ax.set_ylabel("USD per hour")
-    ax.set_title(f"Cost per pool (candidates, cheapest first){_of(len(cands), len(doc['candidates']))}")
+    ax.set_title(f"Cost per pool ({'candidates, cheapest first' if plan else 'deployments, in the order given'})"
+                 f"{_of(len(cands), len(doc['candidates']))}")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -333,9 +339,9 @@ def _tie_text(doc: dict, rec: dict, tied: list[dict]) -> str:
         return ""
     ids = ", ".join(c["id"] for c in sorted([rec, *tied], key=lambda c: int(c["id"][1:])))
     if doc["inputs"].get("modes"):
-        return (f" {len(tied) + 1} simulated fleets meet the SLOs at this price ({ids}); ties go to the screen's "
-                f"order, the best analytic latency margin to the SLOs and then the fewest devices, so {rec['id']} "
-                "was picked (and confirmed on a second run).")
+        return (f" {len(tied) + 1} simulated fleets meet the SLOs at this price ({ids}). At one price the planner "
+                f"takes the one the analytic screen ranked first: the larger margin to the SLO nearest its limit, "
+                f"then to the other, then fewer devices; that is {rec['id']}, confirmed on a second run.")
     return (f" {len(tied) + 1} deployments meet the SLOs at this price ({ids}); ties go to the order they were "
             f"given, so {rec['id']}, the first, was picked.")
 

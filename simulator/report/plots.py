@@ -3,6 +3,7 @@ Pareto fronts and validation scatter plots. Every figure is written atomically."
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -121,8 +122,10 @@ def quadrant_breakdown(df: pd.DataFrame, path: str | Path, title: str = "") -> P
         vals = df[p].to_numpy() * 1e3
         ax.bar(df["quadrant"], vals, bottom=bottom, label=p.removesuffix("_s"), color=c)
         bottom += vals
-    ax.set_ylabel("time per step (ms)")
-    ax.set_title(title or "Time per quadrant")
+    # (a prefill quadrant times its whole prompt, a decode quadrant one step: each bar is one pass of its phase)
+    ax.set_ylabel("time per pass of the phase (ms)")
+    ax.set_xlabel("quadrant (prefill: one prompt; decode: one step)")
+    ax.set_title(textwrap.fill(title or "Time per quadrant", 70))
     ax.legend()
     ax.tick_params(axis="x", rotation=20)
     return _save(fig, path)
