@@ -105,7 +105,8 @@ def prices_text(hw_ids) -> list[str]:
 def rec_line(name: str, doc: dict) -> str:
     rec = doc["recommended"]
     if rec is None:  # (no report folder was written: drop the link)
-        return f"| {name.split(' ([report]')[0]} | none meets the SLOs: {doc['error']} | | | | | |"
+        why = doc["error"].split(" To find one:")[0].rstrip(".")  # (its advice on what to relax: not a table cell's)
+        return f"| {name.split(' ([report]')[0]} | none meets the SLOs: {why} | | | | | |"
     v = rec["verified"]
     return (f"| {name} | {rec['arrangement']} | {rec['devices']} | ${rec['cost_per_hour_usd']:.2f} | "
             f"${rec['usd_per_mtok_output']:.3f} | {v['ttft_p_s'] * 1e3:.0f} ms / {v['tpot_p_s'] * 1e3:.1f} ms | "
