@@ -399,30 +399,30 @@ def test_bad_aiperf_exports_name_the_metric(tmp_path, over, where):
 
 def test_a_csv_row_served_through_another_frontend(tmp_path):
     """``frontend_latency_ms``: the run's own frontend replaces the engine profile's (empty: the profile's). At
-    C = 1 the TTFTs differ by exactly the profile's frontend latency."""
+    C = 1 the TTFTs differ by exactly the profile's frontend latency (SGLang's: its fit covers dense models too)."""
     from simulator.serving.profiles import engine_profile
 
     head = "model,hardware,engine,tp,isl,osl,concurrency,ttft_ms,tpot_ms,frontend_latency_ms\n"
-    own, zero = _validate_rows(tmp_path, head + "llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,\n"
-                                                "llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,0\n")
+    own, zero = _validate_rows(tmp_path, head + "llama-3.1-8b,h100-sxm,sglang,1,512,64,1,40,8,\n"
+                                                "llama-3.1-8b,h100-sxm,sglang,1,512,64,1,40,8,0\n")
     assert own["ttft_s_simulated"] - zero["ttft_s_simulated"] == pytest.approx(
-        engine_profile("trtllm").frontend_latency_s, abs=1e-9)
+        engine_profile("sglang").frontend_latency_s, abs=1e-9)
     assert (own["frontend_s_simulated"], zero["frontend_s_simulated"]) == (
-        pytest.approx(engine_profile("trtllm").frontend_latency_s), 0.0)
+        pytest.approx(engine_profile("sglang").frontend_latency_s), 0.0)
     for cell in ("-3", "nan", "inf", "fast"):
         csv = tmp_path / "bad.csv"
-        csv.write_text(head + f"llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,{cell}\n")
+        csv.write_text(head + f"llama-3.1-8b,h100-sxm,sglang,1,512,64,1,40,8,{cell}\n")
         r = runner.invoke(app, ["validate", "--serving", str(csv)])
         assert r.exit_code == 2 and "line 2, column frontend_latency_ms: expected a finite number >= 0" in r.output
         assert "Traceback" not in r.output
-    csv.write_text(head.replace("\n", ",frontend_latency_s\n") + "llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,,0.3\n")
+    csv.write_text(head.replace("\n", ",frontend_latency_s\n") + "llama-3.1-8b,h100-sxm,sglang,1,512,64,1,40,8,,0.3\n")
     r = runner.invoke(app, ["validate", "--serving", str(csv)])
     assert r.exit_code == 2 and "not both" in r.output
     # with a deployment file, the row's frontend replaces the file's pools' (those clients send to)
     dep = tmp_path / "one.yaml"
     dep.write_text("schema_version: 1\nmodel: llama-3.1-8b\npools:\n  - {name: node, serves: [prefill, decode], "
-                   "hardware: h100-sxm, devices: 1, engine: trtllm, attention: {tp: 1}}\n")
-    with_file = _validate_rows(tmp_path, head + "llama-3.1-8b,h100-sxm,trtllm,1,512,64,1,40,8,0\n",
+                   "hardware: h100-sxm, devices: 1, engine: sglang, attention: {tp: 1}}\n")
+    with_file = _validate_rows(tmp_path, head + "llama-3.1-8b,h100-sxm,sglang,1,512,64,1,40,8,0\n",
                                "--deployment", str(dep))
     assert with_file[0]["ttft_s_simulated"] == pytest.approx(zero["ttft_s_simulated"], rel=1e-9)
 

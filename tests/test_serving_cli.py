@@ -78,7 +78,9 @@ def test_a_pool_can_be_served_through_another_frontend(tmp_path):
         assert r.exit_code == 0, r.output
         runs[tuple(flag)] = json.loads(r.output)
     default, zero, forty = runs.values()
-    own = engine_profile("trtllm").frontend_latency_s
+    from simulator.specs.catalog import load_model
+
+    own = engine_profile("trtllm").frontend_for(load_model(QUICK[QUICK.index("--model") + 1]))
     assert default["ttft_s"]["mean"] - zero["ttft_s"]["mean"] == pytest.approx(own, abs=1e-9)
     assert forty["ttft_s"]["mean"] - zero["ttft_s"]["mean"] == pytest.approx(0.04, abs=1e-9)
     assert default["tpot_s"]["mean"] == pytest.approx(zero["tpot_s"]["mean"], rel=1e-12)
@@ -210,3 +212,19 @@ def test_a_horizon_before_every_arrival_says_none_arrived():
     assert r.exit_code == 1
     assert r.output.splitlines()[-1] == "error: no request finished: none of the 200 arrived before the horizon"
     assert "measured 0 requests (" in r.output and "[0 s, 0 s]" not in r.output
+
+
+def test_tensorrt_llm_s_fitted_frontend_latency_applies_to_moe_models_only():
+    """TensorRT-LLM's 155 ms frontend latency was fitted on DeepSeek-R1 (MoE) runs; its one published dense run
+    shows none, so a dense model's requests pay the profile's dense figure (0). At C = 1 the TTFT moves by exactly
+    the frontend latency against a run with --frontend-latency 0ms."""
+    from simulator.serving.profiles import engine_profile
+
+    trt = engine_profile("trtllm")
+    for model, precision, own in (("qwen3-30b-a3b", "fp8", trt.frontend_latency_s), ("llama-3.1-8b", "fp8", 0.0)):
+        base = ["simulate", "--model", model, "--hardware", "h100-sxm", "--devices", "1", "--tp", "1", "--precision",
+                precision, "--isl", "256", "--osl", "16", "--concurrency", "1", "--requests", "4", "--engine",
+                "trtllm", "--json"]
+        runs = [json.loads(runner.invoke(app, base + flag).output) for flag in ([], ["--frontend-latency", "0ms"])]
+        assert runs[0]["ttft_s"]["mean"] - runs[1]["ttft_s"]["mean"] == pytest.approx(own, abs=1e-9), model
+    assert trt.frontend_latency_dense_s is not None and trt.frontend_latency_dense_s < trt.frontend_latency_s

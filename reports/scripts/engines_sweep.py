@@ -61,8 +61,10 @@ def main() -> None:
                      f"{graphs} on an H100, " + (f"piecewise CUDA graphs for prefill/mixed steps up to "
                                                   f"{p.prefill_graph_max_tokens} tokens" if p.prefill_graph_max_tokens
                                                   else "prefill/mixed steps eager")
-                     + (f", {p.frontend_latency_s * 1e3:.0f} ms in the frontend per request." if p.frontend_latency_s
-                        else "."))
+                     + (f", {p.frontend_latency_s * 1e3:.0f} ms in the frontend per request" if p.frontend_latency_s
+                        else "")
+                     + (f" to an MoE model, {p.frontend_latency_dense_s * 1e3:.0f} ms to a dense one"
+                        if p.frontend_latency_dense_s is not None else "") + ".")
     lines.append("")
     for title, opts in SETUPS:
         dep = quick_deployment(opts, max_batch_tokens=8192, max_seqs=256)

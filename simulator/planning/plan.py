@@ -398,7 +398,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
     from ..serving.profiles import engine_profile
 
     frontend_s = (req.frontend_latency_s if req.frontend_latency_s is not None
-                  else engine_profile(req.engine).frontend_latency_s)
+                  else engine_profile(req.engine).frontend_for(model))
     if slo.ttft_s <= frontend_s:  # no fleet removes it: every request spends it before its prefill starts
         raise InfeasibleError(f"the TTFT target {slo.ttft_s * 1e3:g} ms is not above the {req.engine} frontend "
                               f"latency ({frontend_s * 1e3:g} ms, spent by every request before its prefill); "

@@ -222,7 +222,7 @@ def screen(model, specs: dict, prices, w: Workload, *, modes=("agg", "pd", "afd"
     if frontend_latency_s is not None:
         frontend_s = frontend_latency_s
     else:
-        frontend_s = profile.frontend_latency_s if profile is not None else 0.0
+        frontend_s = profile.frontend_for(model) if profile is not None else 0.0
     p = w.percentile / 100.0
     z = NormalDist().inv_cdf(min(max(p, 0.5), 0.9999))
     ids = list(specs)

@@ -95,8 +95,18 @@ class EngineProfile:
     block_fp8_gemm_factor: float = 1.0
     block_fp8_before: tuple[int, int, int] | None = None
     block_fp8_hardware: tuple[str, ...] = ()
+    # the frontend latency of a dense model where the engine's published runs show another than its MoE ones (None:
+    # ``frontend_latency_s`` for every model)
+    frontend_latency_dense_s: float | None = None
     description: str = ""
     sources: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def frontend_for(self, model) -> float:
+        """The frontend latency a request to ``model`` (a ModelSpec) meets: ``frontend_latency_dense_s`` for a dense
+        model where the profile gives one, else ``frontend_latency_s``."""
+        if self.frontend_latency_dense_s is not None and not model.is_moe:
+            return self.frontend_latency_dense_s
+        return self.frontend_latency_s
 
 
 @dataclass(frozen=True)
@@ -233,12 +243,16 @@ def engine_profile(name: str) -> EngineProfile:
     if "moe_memory_fraction" in e:
         moe = _moe_fractions(name, e["moe_memory_fraction"])
         sources["moe_memory_fraction"] = e["moe_memory_fraction"]["source"]
+    dense = {}
+    if "frontend_latency_dense_s" in e:
+        dense = {"frontend_latency_dense_s": _constant(name, e, "frontend_latency_dense_s")}
+        sources["frontend_latency_dense_s"] = e["frontend_latency_dense_s"]["source"]
     block_fp8 = {}
     if "block_fp8_gemm_factor" in e:
         block_fp8 = _block_fp8(name, e["block_fp8_gemm_factor"])
         sources["block_fp8_gemm_factor"] = e["block_fp8_gemm_factor"]["source"]
     return EngineProfile(name, e["policy"], e["preemption"], description=e.get("description", ""), memory=memory,
-                         moe_memory_fraction=moe, sources=sources, **block_fp8, **values)
+                         moe_memory_fraction=moe, sources=sources, **block_fp8, **dense, **values)
 
 
 def _from_version(entry: dict, where: str) -> tuple[tuple[tuple[int, int, int], float], ...]:
@@ -321,7 +335,7 @@ def _block_fp8(name: str, entry) -> dict:
 
 
 _ENGINE_KEYS = {"description", "policy", "preemption", "memory", "server_defaults", "moe_memory_fraction",
-                "block_fp8_gemm_factor", *_CONSTANTS}
+                "block_fp8_gemm_factor", "frontend_latency_dense_s", *_CONSTANTS}
 _WHOLE = ("kernels_per_layer", "cuda_graph_max_bs", "prefill_graph_max_tokens")  # counts, not amounts
 
 

@@ -156,7 +156,7 @@ def replica_configs(dep: Deployment, cost_for: Callable[[Pool], StepCostModel] |
         if pool.frontend_latency_s is not None:
             frontend_s = pool.frontend_latency_s
         else:
-            frontend_s = profile.frontend_latency_s if overheads else 0.0
+            frontend_s = profile.frontend_for(dep.model) if overheads else 0.0
         if mode == "none" and profile.policy != "trtllm":
             where = "--preemption" if preemption else f"{at}preemption"
             raise SimulatorError(f"{where}: 'none' (reserve KV for the whole request) is TensorRT-LLM's "
