@@ -1548,3 +1548,31 @@ def test_an_open_loop_reports_its_figures_at_the_offered_rate():
     # a horizon that cuts the run leaves no sample of the load to scale
     cut = simulate(dep, t, horizon_s=30.0).summary
     assert cut["requests_rejected"] > 0 and cut["sustained"] is None
+
+
+def test_sustained_figures_need_a_run_that_kept_up():
+    """``sustained`` scales what a request brought by the rate only where the backlog says the fleet kept up. A run
+    too short to tell (60 requests at 200 req/s, ten times what one H100 serves) reads no verdict and so no figures,
+    where it once priced the offer as if served; a trace's rate is its arrivals over its span, and a trace that comes
+    as one burst has no rate to sustain."""
+    from dataclasses import replace
+
+    dep = quick_deployment(PlanOptions(model="llama-3.1-8b", hardware="h100-sxm", devices=1, tp=1))
+    short = simulate(dep, simple_traffic(rate=200.0, concurrency=None, isl=1024, osl=256, requests=60, seed=1)).summary
+    assert short["backlog"]["growing"] is None and short["sustained"] is None
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+    out = CliRunner().invoke(app, ["simulate", "--model", "llama-3.1-8b", "--devices", "1", "--tp", "1", "--rate",
+                                   "200", "--isl", "1024", "--osl", "256", "--requests", "60"]).output
+    assert "sustained    n/a: too few arrivals" in out  # (the printed summary says why it gives no figures)
+    base = simple_traffic(rate=4.0, concurrency=None, isl=512, osl=64, requests=1000, seed=2)
+    n = 1000
+    steady = pd.DataFrame({"arrival_s": np.arange(n) * 0.25, "prompt_tokens": 512, "output_tokens": 64})
+    sm = simulate(dep, replace(base, arrival="trace", rate_per_s=0.0, trace=steady)).summary
+    assert sm["backlog"]["growing"] is False
+    assert sm["sustained"]["rate_per_s"] == pytest.approx(4.0, rel=1e-12)  # (999 gaps over 249.75 s)
+    assert sm["sustained"]["output_tokens_per_s"] == pytest.approx(4.0 * 64, rel=1e-12)
+    burst = steady.assign(arrival_s=np.arange(n) * 1e-9)
+    sb = simulate(dep, replace(base, arrival="trace", rate_per_s=0.0, trace=burst)).summary
+    assert sb["backlog"]["growing"] is not False and sb["sustained"] is None

@@ -184,8 +184,14 @@ def simulation_text(sm: dict) -> str:
 
 def _sustained_lines(sm: dict) -> list[str]:
     """The open loop's figures at its offered rate (``metrics.sustained_figures``), beside the run's own averages."""
-    st = sm.get("sustained")
+    st, b = sm.get("sustained"), sm.get("backlog")
     if not st:
+        if b and b["growing"] is None:  # (an open loop too short or too bunched for a verdict: say why no line)
+            from ..serving.metrics import BACKLOG_MIN_ARRIVALS  # (a simulation's summary: serving is loaded)
+            return textwrap.wrap(
+                "sustained    n/a: too few arrivals, or too short a run, to tell whether the fleet keeps up with this "
+                f"offer (a verdict needs {2 * BACKLOG_MIN_ARRIVALS} or more arrivals: --requests); the figures above "
+                "are this sample's own", width=100, subsequent_indent="             ")
         return []
     parts = [f"output {st['output_tokens_per_s']:,.0f} tok/s"]
     if st["goodput_requests_per_s"] is not None:
@@ -193,9 +199,10 @@ def _sustained_lines(sm: dict) -> list[str]:
     if st["cost_usd_per_mtok"] is not None:
         parts.append(f"${st['cost_usd_per_mtok']:,.3f} per 1M output tokens")
     return textwrap.wrap(
-        f"sustained    at the offered {st['rate_per_s']:,.4g} req/s: {', '.join(parts)} (the figures above average "
-        "over the whole run, its drain after the last arrival included, as vllm bench serve does; a capacity plan "
-        "at this rate compares with these)", width=100, subsequent_indent="             ")
+        f"sustained    at the offered {st['rate_per_s']:,.4g} req/s: {', '.join(parts)} (the rate x what a request "
+        "brought; the figures above average over this sample's own arrivals and its drain after the last one, as "
+        "vllm bench serve does; a capacity plan at this rate compares with these)",
+        width=100, subsequent_indent="             ")
 
 
 def _err_row(name, d):

@@ -493,9 +493,12 @@ def sustained_figures(requests: pd.DataFrame, traffic: Traffic, backlog: dict | 
     the last arrival included, when the fleet still costs but no new work comes, so a short run reads them low (and
     the cost high) against a capacity plan at the same rate. Here each is the rate x what an arrived request brought
     on average: output and input tokens of the finished ones, ``met_slo`` of them meeting both SLOs (None: no SLO).
-    The rate is the traffic's (Poisson, gamma), else a trace's arrivals over its span. None where the fleet does not
-    sustain the rate (``backlog['growing']``) or a horizon cut the run (what it left is not a sample of the load)."""
-    if backlog is None or backlog["growing"]:
+    The rate is the traffic's (Poisson, gamma: the offer a plan quotes, not this sample's realised rate, which a finite
+    run draws a few per cent either side), else a trace's arrivals over its span. None unless the backlog says the
+    fleet kept up (``backlog['growing']`` False): not where it grew, nor where the run was too short or too bunched to
+    tell (a burst of arrivals has no rate to sustain), nor where a horizon cut the run (what it left is not a sample
+    of the load)."""
+    if backlog is None or backlog["growing"] is not False:
         return None
     reason = requests.reason.to_numpy(object)
     if ((reason == UNFINISHED) | (reason == NOT_ARRIVED)).any():
