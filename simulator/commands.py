@@ -739,7 +739,8 @@ def run_sweep_deployment(deployment: str, tpot_slo_s: float | None, isl: int, os
     pool = dep.pools_serving("decode")[0]
     max_seqs = batch_limits(pool, engine_profile(pool.engine))[0]  # the pool's, else its engine server's default
     out = largest_batch_under_tpot(dep.serving_plan(), tpot_slo_s, isl=isl, osl=osl, timing=model, max_batch=max_seqs)
-    if out["limited_by"] == "max_batch":
-        out["limited_by"] = (f"the decode pool's max_seqs ({max_seqs})" if pool.max_seqs is not None else
-                             f"the {pool.engine} server's default max_seqs ({max_seqs})")
+    out["limit_note"] = {  # (limited_by stays a token a script can test; this says it in words)
+        "tpot": "the TPOT target (one more sequence misses it)", "memory": "memory (one more sequence does not fit)",
+        "max_batch": (f"the decode pool's max_seqs ({max_seqs})" if pool.max_seqs is not None else
+                      f"the {pool.engine} server's default max_seqs ({max_seqs})")}[out["limited_by"]]
     return {"deployment": dep.file or dep.id, "model": dep.model.id, **out}

@@ -28,16 +28,37 @@ def test_largest_batch_under_tpot_is_the_largest():
     30 ms there)."""
     for dep, cap in (("doubao-class-afd", None), ("dbrx-h100-prefill-h20-decode", 256)):
         d = _batch(dep, "30ms")
-        assert {"batch", "tpot_s", "decode_tokens_per_s_per_device"} <= set(d)
-        assert d["tpot_s"] <= 0.030
+        assert {"batch", "tpot_s", "tpot_served_s", "decode_tokens_per_s_per_device"} <= set(d)
+        assert d["tpot_served_s"] <= 0.030
         plan = read_deployment(resolve_workload(dep, "deployments", "deployment")).serving_plan()
         nxt = whatif(plan, batch=d["batch"] + 1, isl=1024, osl=256)
         if cap is None:
-            assert nxt.tpot_s > 0.030 or not nxt.fits  # one more sequence breaks the target (or memory)
+            assert nxt.tpot_served_s > 0.030 or not nxt.fits  # one more sequence breaks the target (or memory)
+            assert d["limited_by"] in ("tpot", "memory")
         else:
-            assert d["batch"] == cap and nxt.fits and nxt.tpot_s <= 0.030
-            assert d["limited_by"] == f"the decode pool's max_seqs ({cap})"
+            assert d["batch"] == cap and nxt.fits and nxt.tpot_served_s <= 0.030
+            assert d["limited_by"] == "max_batch" and d["limit_note"] == f"the decode pool's max_seqs ({cap})"
         assert d["decode_tokens_per_s_per_device"] > 0
+
+
+def test_the_largest_batch_holds_the_tpot_a_colocated_pool_serves():
+    """A colocated pool also prefills: in the throughput's cycle (osl - 1 decode steps and the batch's prefills)
+    a request's TTFT and its osl - 1 gaps span the cycle, so the TPOT it sees is the step plus the other prefills
+    over its gaps. The largest batch is held to that TPOT, as ``sweep --model`` holds its rows: DBRX on 8 H100s
+    under 30 ms stops where that gap reaches 30 ms, well below the 256 sequences whose bare step (~22 ms) passed.
+    On a P/D deployment the decode pool prefills nothing and the two TPOTs agree."""
+    import pytest
+
+    plan = read_deployment(resolve_workload("dbrx-8xh100", "deployments", "deployment")).serving_plan()
+    d = _batch("dbrx-8xh100", "30ms")
+    r = whatif(plan, batch=d["batch"], isl=1024, osl=256)
+    cycle = d["batch"] * 256 / r.output_tokens_per_s
+    assert r.ttft_s + 255 * r.tpot_served_s == pytest.approx(cycle, rel=1e-9)
+    assert d["tpot_served_s"] <= 0.030 < whatif(plan, batch=d["batch"] + 1, isl=1024, osl=256).tpot_served_s
+    assert d["limited_by"] == "tpot" and d["tpot_s"] < 0.8 * d["tpot_served_s"]
+    assert whatif(plan, batch=256, isl=1024, osl=256).tpot_s <= 0.030  # (what the bare step let through)
+    pd_ = _batch("dbrx-h100-prefill-h20-decode", "30ms")
+    assert pd_["tpot_served_s"] == pd_["tpot_s"]
 
 
 def test_the_largest_batch_search_reaches_a_cap_that_is_not_a_power_of_two():

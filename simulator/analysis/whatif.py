@@ -94,6 +94,10 @@ class WhatIfResult:
     decode_tokens_per_s_per_device: float = 0.0  # what the decode devices alone sustain (all plans)
     kv_transfer_s: float = 0.0  # P/D: KV shipping time left after the prefill (in TTFT)
     moe: bool = False  # the model routes its FFN to experts (the plan's expert layout then matters)
+    # the gap between tokens a request sees in the throughput's cycle: colocated, its decode step plus the other
+    # prefills the batch runs meanwhile, spread over its osl - 1 gaps (TTFT + (osl - 1) x this spans the cycle);
+    # P/D, the decode step (its pool runs no prefill)
+    tpot_served_s: float = math.nan
 
     @property
     def fits(self) -> bool:
@@ -125,6 +129,7 @@ class WhatIfResult:
             "output_tokens_per_s": self.output_tokens_per_s,
             "output_tokens_per_s_per_device": self.output_tokens_per_s_per_device,
             "decode_tokens_per_s_per_device": self.decode_tokens_per_s_per_device,
+            "tpot_served_s": self.tpot_served_s,
             "kv_transfer_s": self.kv_transfer_s,
             "cost_usd_per_mtok": _clean(self.cost_usd_per_mtok),
             "fits": self.fits,
@@ -291,9 +296,12 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
     # ---- throughput and cost ------------------------------------------------------------------
     r_pre, r_dec = plan.prefill_replicas, plan.decode_replicas
     # a request's first token comes from its prefill, the other osl - 1 from decode steps
+    tpot_served = tpot
     if plan.colocated:
         cycle = (osl - 1) * tpot + batch * prefill_busy_per_req
         out_tps = batch * osl / cycle * r_dec
+        if osl > 1:  # (fewer sequences than the prefill fills a step with: its own prefill is all it waits out)
+            tpot_served = max(tpot, (cycle - ttft) / (osl - 1))
         devices = plan.devices * r_dec
         price = _pool_price(plan.decode) * r_dec  # (an A/F pool's FFN devices at their own price)
         decode_devices = devices
@@ -328,6 +336,7 @@ def whatif(plan: ServingPlan, *, batch: int, isl: int, osl: int, prefill_batch: 
     return WhatIfResult(model.id, plan, batch, isl, osl, prefill_batch, q, float(ttft), float(tpot),
                         float(out_tps), float(out_tps / devices), int(devices), mem, float(cost), pt, dt, notes,
                         decode_tokens_per_s_per_device=float(dec_tps / decode_devices),
+                        tpot_served_s=float(tpot_served),
                         kv_transfer_s=float(kv_transfer), moe=model.is_moe)
 
 

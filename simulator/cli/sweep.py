@@ -90,8 +90,11 @@ def sweep(
             emit_json(res, metadata(timing_model=timing_label(timing, None),
                                     inputs={"deployment": deployment, "timing": timing_files(timing)}))
         else:
+            served = res["tpot_served_s"]
+            tpot = (f"TPOT {served * 1e3:.2f} ms: a {res['tpot_s'] * 1e3:.2f} ms step and the batch's prefills"
+                    if served > res["tpot_s"] else f"TPOT {served * 1e3:.2f} ms")
             typer.echo(f"{res['deployment']}: largest decode batch with TPOT <= {tpot_slo * 1e3:.3g} ms is "
-                       f"{res['batch']} (TPOT {res['tpot_s'] * 1e3:.2f} ms, limited by {res['limited_by']}); "
+                       f"{res['batch']} ({tpot}; limited by {res['limit_note']}); "
                        f"{res['decode_tokens_per_s_per_device']:,.1f} decode tokens/s per decode device "
                        f"(ISL {isl}, OSL {osl})")
         return

@@ -188,19 +188,22 @@ def plan_capacity(df: pd.DataFrame, *, rate_per_s: float, osl: int, devices: int
 def largest_batch_under_tpot(plan, tpot_slo_s: float, *, isl: int, osl: int, max_batch: int = 8192,
                              timing=None) -> dict:
     """The largest decode batch (sequences per replica) whose TPOT meets ``tpot_slo_s`` and whose KV cache
-    fits, for one serving plan (colocated, P/D or A/F); with the decode tokens/s per decode device.
+    fits, for one serving plan (colocated, P/D or A/F); with the decode tokens/s per decode device. The TPOT held
+    to the target is the one a request sees in the throughput's cycle (``WhatIfResult.tpot_served_s``: where the
+    pool also prefills, the batch's other prefills stretch each gap, as ``sweep --model`` holds it), not the bare
+    decode step (``tpot_s``, also returned). ``limited_by`` is ``tpot``, ``memory`` or ``max_batch``.
 
-    TPOT grows with the batch (more KV to read, larger GEMMs), so the answer is found by doubling then
-    bisecting on integers (one what-if per probe)."""
+    TPOT grows with the batch (more KV to read, larger GEMMs, more prefills a cycle), so the answer is found by
+    doubling then bisecting on integers (one what-if per probe)."""
     from ..analysis.whatif import whatif
 
     def probe(b: int):
         r = whatif(plan, batch=b, isl=isl, osl=osl, timing=timing)
-        return r, r.fits and r.tpot_s <= tpot_slo_s
+        return r, r.fits and r.tpot_served_s <= tpot_slo_s
 
     first, ok = probe(1)
     if not ok:
-        why = "does not fit in memory" if not first.fits else f"TPOT {first.tpot_s * 1e3:.2f} ms at batch 1"
+        why = "does not fit in memory" if not first.fits else f"TPOT {first.tpot_served_s * 1e3:.2f} ms at batch 1"
         raise InfeasibleError(f"no batch meets TPOT <= {tpot_slo_s * 1e3:.3g} ms: {why}")
     lo, best, hi = 1, first, None
     b = min(2, max_batch)
@@ -222,7 +225,7 @@ def largest_batch_under_tpot(plan, tpot_slo_s: float, *, isl: int, osl: int, max
     nxt = whatif(plan, batch=lo + 1, isl=isl, osl=osl, timing=timing) if lo < max_batch else None
     limited = "max_batch" if nxt is None else ("memory" if not nxt.fits else "tpot")
     dec_devices = plan.decode.devices
-    return {"batch": lo, "tpot_s": best.tpot_s, "ttft_s": best.ttft_s, "limited_by": limited,
-            "tpot_slo_s": tpot_slo_s, "decode_devices_per_replica": dec_devices,
-            "decode_tokens_per_s_per_device": lo / best.tpot_s / dec_devices,
+    return {"batch": lo, "tpot_s": best.tpot_s, "tpot_served_s": best.tpot_served_s, "ttft_s": best.ttft_s,
+            "limited_by": limited, "tpot_slo_s": tpot_slo_s, "decode_devices_per_replica": dec_devices,
+            "decode_tokens_per_s_per_device": best.decode_tokens_per_s_per_device,
             "output_tokens_per_s": best.output_tokens_per_s, "isl": isl, "osl": osl}

@@ -75,7 +75,9 @@ def whatif_text(res) -> str:
                "of peak B/s"], rows, "lrrrrrlrrr"),
         "",
         f"TTFT                      {s(res.ttft_s)}",
-        f"TPOT                      {s(res.tpot_s)}",
+        f"TPOT                      {s(res.tpot_s)}"
+        + (f" a step; {s(res.tpot_served_s)} a request sees at this batch (its batch's other prefills in its gaps)"
+           if res.tpot_served_s > res.tpot_s * (1 + 1e-9) else ""),
         f"output tokens/s           {res.output_tokens_per_s:,.0f} total, {res.output_tokens_per_s_per_device:,.1f} "
         f"per device",
         "cost per 1M output tokens "
