@@ -707,15 +707,18 @@ def run_sweep(model, hardware, devices, isl, osl, precisions, kv_precision, batc
         raise InfeasibleError(infeasible_reason(df, model, devices, isl=isl, osl=osl, kv_precision=kv_precision,
                                                 tpot_slo_s=tpot_slo, ttft_slo_s=ttft_slo))
     front = pareto_front(ok)
-    df.attrs["meet_slos"] = len(ok)
     if rate:  # every row (the CSV) and the front carry the fleet at that rate, and the one-replica figure beside it
         front = plan_capacity(front, rate_per_s=rate, osl=osl, devices=devices)
         df = plan_capacity(df, rate_per_s=rate, osl=osl, devices=devices)
-        df.attrs["meet_slos"] = len(ok)
         # the cheapest fleet at that rate among the configurations that fit and meet the SLOs (the front ranks by
-        # throughput per device, which a dearer device can lead): fewer devices, then the lower TPOT, on a tie
-        fleets = df.loc[ok.index].sort_values(["fleet_usd_per_hour", "devices_total", "tpot_served_s"], kind="stable")
-        df.attrs["cheapest"] = fleets.iloc[0].to_dict()
+        # throughput per device, which a dearer device can lead): fewer devices, then the lower TPOT, on a tie.
+        # A device without a price has no fleet cost to rank: left out, and counted (None: none is priced)
+        fleets = df.loc[ok.index]
+        priced = fleets[fleets.fleet_usd_per_hour.astype(float).map(math.isfinite)]
+        df.attrs["cheapest"] = (priced.sort_values(["fleet_usd_per_hour", "devices_total", "tpot_served_s"],
+                                                   kind="stable").iloc[0].to_dict() if len(priced) else None)
+        df.attrs["unpriced"] = len(fleets) - len(priced)
+    df.attrs["meet_slos"] = len(ok)
     return df, front
 
 

@@ -111,6 +111,22 @@ def test_with_a_rate_the_sweep_names_the_cheapest_fleet_even_off_the_front():
     assert "cheapest fleet at --rate (off the front" in text and "$7.20/h" in text
 
 
+def test_the_cheapest_fleet_leaves_out_unpriced_devices_and_json_carries_it():
+    """A device without a price has no fleet cost to rank: the cheapest fleet is the cheapest priced one, the
+    unpriced configurations are counted (an H20 profile carries no sourced price), and with none priced the answer
+    is n/a, never $nan. --json carries the counts and the cheapest fleet as the text gives them."""
+    base = ["sweep", "--model", "llama-3.1-8b", "--devices", "1", "--isl", "512", "--osl", "128", "--batches",
+            "8,64", "--tpot-slo", "50ms", "--rate", "20"]
+    mixed = _strict(runner.invoke(app, [*base, "--hardware", "h100-sxm,h20", "--json"]).output)
+    assert mixed["cheapest"]["hardware"] == "h100-sxm" and mixed["unpriced"] > 0
+    assert mixed["configurations"] >= mixed["fit"] >= mixed["meet_slos"] > mixed["unpriced"]
+    alone = runner.invoke(app, [*base, "--hardware", "h20"])
+    assert alone.exit_code == 0 and "cheapest fleet at --rate: n/a" in alone.output and "nan" not in alone.output
+    assert _strict(runner.invoke(app, [*base, "--hardware", "h20", "--json"]).output)["cheapest"] is None
+    priced = _strict(runner.invoke(app, [*base, "--hardware", "h20", "--price", "h20=1.2", "--json"]).output)
+    assert priced["cheapest"]["hardware"] == "h20" and priced["unpriced"] == 0
+
+
 def test_tighter_tpot_never_allows_a_larger_batch():
     loose, tight = _batch("doubao-class-afd", "60ms"), _batch("doubao-class-afd", "20ms")
     assert tight["batch"] <= loose["batch"]

@@ -114,7 +114,11 @@ def sweep(
                plot, front=front, slo={"tpot_served_s": tpot_slo, "ttft_s": ttft_slo},
                title=f"{model}, ISL {isl}, OSL {osl}: throughput per device vs TPOT (plans that fit)")
     if json_out:
-        emit_json({"front": front.to_dict(orient="records")},
+        cheap = df.attrs.get("cheapest")
+        emit_json({"configurations": len(df), "fit": int(df.fits.sum()), "meet_slos": df.attrs.get("meet_slos"),
+                   "front": front.to_dict(orient="records"),
+                   # with --rate: the cheapest priced fleet meeting the SLOs (null: none priced), those left out
+                   **({"cheapest": cheap, "unpriced": df.attrs.get("unpriced", 0)} if rate else {})},
                   metadata(timing_model=timing_label(timing, None),
                            inputs={"model": model, "hardware": hardware.split(","), "timing": timing_files(timing)}))
         return

@@ -265,16 +265,23 @@ def sweep_text(df, front) -> str:
              *textwrap.wrap("TPOT step: one decode step; TPOT: what a request sees, its batch's prefills in between "
                             "(the throughput's own cycle; --tpot-slo holds it). $/1M out tok: "
                             + ("the fleet's at --rate." if extra else "one replica running full."), width=100)]
-    cheap = df.attrs.get("cheapest")
+    cheap, unpriced = df.attrs.get("cheapest"), df.attrs.get("unpriced", 0)
+    if "cheapest" in df.attrs and cheap is None:
+        lines += textwrap.wrap("cheapest fleet at --rate: n/a (no configuration that meets the SLOs has a price; "
+                               "pass --price DEVICE=USD/h)", width=100)
     if cheap is not None:
         on_front = any(all(cheap[k] == r[k] for k in ("hardware", "precision", "tp", "ep", "batch"))
                        for r in front.to_dict(orient="records"))
         lines += textwrap.wrap(("cheapest fleet at --rate (on the front): " if on_front else
                       "cheapest fleet at --rate (off the front, which ranks throughput per device): ")
-                     + f"{cheap['hardware']} {cheap['precision']}, tp {cheap['tp']}, ep {cheap['ep']}, batch "
+                     + f"{cheap['hardware']} {cheap['precision']}, tp {cheap['tp']}"
+                       + (f", dp {cheap['dp']}" if cheap.get("dp", 1) != 1 else "")
+                       + f", ep {cheap['ep']}, batch "
                        f"{cheap['batch']}: {cheap['replicas']} replica{'s' if cheap['replicas'] != 1 else ''}, "
                        f"${cheap['fleet_usd_per_hour']:,.2f}/h, ${cheap['cost_usd_per_mtok']:.3f} per 1M output "
-                       f"tokens, TPOT {s(cheap['tpot_served_s'])}", width=100)
+                       f"tokens, TPOT {s(cheap['tpot_served_s'])}"
+                       + (f" ({unpriced} configuration{'s' if unpriced != 1 else ''} on an unpriced device left out)"
+                          if unpriced else ""), width=100)
     return "\n".join(lines)
 
 
