@@ -240,9 +240,10 @@ Families fitted: {', '.join(report['fitted_classes']) or 'none'}; kept: {kept}.
 
 
 def cited_rows(ids: pd.Series) -> tuple[pd.Series, list[str]]:
-    """The published rows some hardware profile's sources name (a value was read or fitted from them): single ids
-    (P004), ranges (P001-P028), lists (P102/P103) and families (NCCLT309-*), found in every profile's source texts.
-    Those rows are in sample; every other row is out of sample. Returns the mask and the patterns that matched."""
+    """The published rows some hardware profile's sources name (a value was read or fitted from them, or checked
+    against them): single ids (P004), ranges (P001-P028), lists (P102/P103), families (NCCLT309-*) and whole row ids
+    (MAMF-mi300x-bf16), found in every profile's source texts. Those rows are in sample; every other row is out of
+    sample. Returns the mask and the patterns that matched."""
     import re
 
     import yaml
@@ -258,9 +259,12 @@ def cited_rows(ids: pd.Series) -> tuple[pd.Series, list[str]]:
     def numbers(i) -> list[str]:
         return [m.group(0) for p in str(i).split("+") if (m := re.match(r"P\d{3}", p))]
 
-    mask = ids.map(lambda i: any(n in cited for n in numbers(i))
+    # and any other row named by its whole id (MAMF-mi300x-bf16), as a word of the text
+    words = set(re.findall(r"[A-Za-z0-9][A-Za-z0-9+^_.-]*[A-Za-z0-9]", text))
+    mask = ids.map(lambda i: any(n in cited for n in numbers(i)) or str(i) in words
                    or any(str(i).startswith(f + "-") for f in families)).astype(bool)
-    named = sorted({n for i in ids[mask] for n in numbers(i) if n in cited})
+    named = sorted({n for i in ids[mask] for n in numbers(i) if n in cited}
+                   | {str(i) for i in ids[mask] if str(i) in words and not numbers(i)})
     return mask, sorted(f + "-*" for f in families if any(str(i).startswith(f + "-") for i in ids)) + named
 
 
