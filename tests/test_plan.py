@@ -718,7 +718,9 @@ def test_a_plan_no_fleet_meets_says_what_to_relax(tmp_path):
     assert r.exit_code == 1, r.output
     line = _err(r)
     assert "no arrangement meets the SLOs even analytically; closest: " in line and "TPOT" in line
-    assert "loosen the target it misses, allow larger fleets (--max-devices, 4 now)" in line and "--hardware" in line
+    assert "loosen the target it misses (--ttft-slo, --tpot-slo" in line and "--hardware" in line
+    assert "allow larger fleets (--max-devices, 4 now)" in line
+    assert "--verify-max" not in line  # (nothing was simulated: more candidates to simulate would not help)
     assert not out.exists()
 
 

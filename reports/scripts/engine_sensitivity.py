@@ -12,6 +12,11 @@ Run from the repository root, e.g.:
     python reports/scripts/engine_sensitivity.py --engine vllm --set step_cpu_s=0.0002,0.0005 --rows vllm.csv
     python reports/scripts/engine_sensitivity.py --engine trtllm --set frontend_latency_s=0.155 --match ix3317
     python reports/scripts/engine_sensitivity.py --engine vllm --set memory.sampler_bytes_per_logit=15.4,39 --rows vllm
+
+A profile's frontend latency has two fields: ``frontend_latency_s`` (every model, or MoE models only where the
+profile also gives one for dense models) and ``frontend_latency_dense_s`` (dense models; ``EngineProfile.
+frontend_for``). Set the one the rows' models meet: trtllm's MoE rows move with the first, its dense rows with the
+second.
 """
 
 from __future__ import annotations

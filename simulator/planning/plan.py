@@ -501,7 +501,7 @@ def plan_capacity_for(req: PlanRequest, progress: Callable[[str, int, int], None
         raise InfeasibleError(f"no candidate meets the SLOs in the simulation at {rate:g} req/s ({len(sim)} "
                               f"simulated, cheapest first); closest: {best['id']} {best['arrangement']} "
                               f"(${best['cost_per_hour_usd']:.2f}/h): {_miss(best['verified'], slo)[1]}. "
-                              + _relax_hint(req, simulated=True))
+                              + _relax_hint(req, simulated=True, candidates_left=len(cands) > len(sim)))
     # the cheapest; among equals, the one confirmed on a second run (see ``_confirmed``)
     rec = min(passing_docs, key=lambda d: (d["cost_per_hour_usd"], "confirmation" not in d["verified"],
                                            int(d["id"][1:])))
@@ -553,12 +553,14 @@ def _breakdown(dep: Deployment, rec: dict, w: Workload, timing=None) -> list[dic
              "prompt_tokens": max(int(w.isl_mean), 1)} for r in res.quadrant_rows]
 
 
-def _relax_hint(req: PlanRequest, *, simulated: bool) -> str:
+def _relax_hint(req: PlanRequest, *, simulated: bool, candidates_left: bool = False) -> str:
     """What a planner can change when no fleet meets the SLOs: the target it misses, the fleet's size limit, the
-    devices searched, and (after simulation) how many candidates are simulated."""
-    more = f"simulate more candidates (--verify-max, {req.verify_max} now), " if simulated else ""
-    return (f"To find one: loosen the target it misses, allow larger fleets (--max-devices, {req.max_devices} now), "
-            f"{more}or add faster or larger devices (--hardware)")
+    devices searched, and (after simulation, where plausible candidates were left unsimulated) how many are."""
+    more = (f"simulate more candidates (--verify-max, {req.verify_max} now), " if simulated and candidates_left
+            else "")
+    return ("To find one: loosen the target it misses (--ttft-slo, --tpot-slo, --slo-percentile or a lower --rate), "
+            f"allow larger fleets (--max-devices, {req.max_devices} now), {more}or add faster or larger devices "
+            "(--hardware)")
 
 
 # ``compare`` brackets each deployment's maximum rate over 1/32x to 32x the target (``plan`` over 1/4x to 4x, for
